@@ -1,0 +1,112 @@
+import { alreadyExists, invalidArgument, notFound } from '../errors.js';
+import { hashSecret, newApiKeySecret, type Principal } from '../auth.js';
+import { isUniqueViolation } from '../storage/db.js';
+import type { AdminRepo, AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } from '../storage/admin-repo.js';
+import type { KvStore } from '../storage/kv.js';
+import { newAccountNumber } from './rules.js';
+
+const principalKey = (secretHash: string) => `apikey:${secretHash}`;
+const PRINCIPAL_TTL_MS = 5 * 60_000;
+
+/** Tenancy use cases: accounts, user profiles, API keys, LLM clients and plugins. */
+export class AdminService {
+  constructor(
+    private readonly repo: AdminRepo,
+    private readonly kv: KvStore,
+  ) {}
+
+  async createAccount(accountNumber: string | undefined, displayName: string): Promise<AccountRow> {
+    // A generated number can collide with an existing one; retry a few times rather than fail the caller.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.repo.insertAccount(accountNumber ?? newAccountNumber(), displayName);
+      } catch (err) {
+        if (!isUniqueViolation(err)) throw err;
+        if (accountNumber || attempt >= 5) throw alreadyExists(`account ${accountNumber ?? ''}`.trim());
+      }
+    }
+  }
+
+  async getAccount(by: { id?: string; accountNumber?: string }): Promise<AccountRow> {
+    const row = by.id ? await this.repo.accountById(by.id) : await this.repo.accountByNumber(by.accountNumber ?? '');
+    if (!row) throw notFound(`account ${by.id ?? by.accountNumber}`);
+    return row;
+  }
+
+  async createUserProfile(accountId: string, username: string, email: string): Promise<UserProfileRow> {
+    await this.requireAccount(accountId);
+    try {
+      return await this.repo.insertUserProfile(accountId, username, email);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw alreadyExists(`user profile ${username} in account ${accountId}`);
+      throw err;
+    }
+  }
+
+  async getUserProfile(id: string): Promise<UserProfileRow> {
+    const row = await this.repo.userProfileById(id);
+    if (!row) throw notFound(`user profile ${id}`);
+    return row;
+  }
+
+  async createApiKey(userProfileId: string, description: string): Promise<{ key: ApiKeyRow; secret: string }> {
+    const profile = await this.repo.userProfileById(userProfileId);
+    if (!profile) throw invalidArgument('user_profile_id', `user profile ${userProfileId} does not exist`);
+    const secret = newApiKeySecret();
+    const key = await this.repo.insertApiKey(profile.id, profile.accountId, hashSecret(secret), description);
+    return { key, secret };
+  }
+
+  async revokeApiKey(id: string): Promise<ApiKeyRow> {
+    const r = await this.repo.revokeApiKey(id);
+    if (!r) throw notFound(`api key ${id}`);
+    await this.kv.del(principalKey(r.secretHash));
+    return r.key;
+  }
+
+  /** The principal of a bearer secret, or undefined for an unknown or revoked key. Cached; revoke evicts. */
+  async principalOf(secret: string): Promise<Principal | undefined> {
+    const hash = hashSecret(secret);
+    const cached = await this.kv.get(principalKey(hash)).catch(() => null);
+    if (cached) return JSON.parse(cached) as Principal;
+    const key = await this.repo.apiKeyByHash(hash);
+    if (!key || key.revokedAt) return undefined;
+    const principal: Principal = { apiKeyId: key.id, userProfileId: key.userProfileId, accountId: key.accountId };
+    await this.kv.set(principalKey(hash), JSON.stringify(principal), PRINCIPAL_TTL_MS).catch(() => {});
+    return principal;
+  }
+
+  createLlmClient(accountId: string, name: string, description: string): Promise<OwnedNameRow> {
+    return this.createOwned('llm_clients', 'LLM client', accountId, name, description);
+  }
+
+  async getLlmClient(id: string): Promise<OwnedNameRow> {
+    const row = await this.repo.ownedById('llm_clients', id);
+    if (!row) throw notFound(`LLM client ${id}`);
+    return row;
+  }
+
+  createPlugin(accountId: string, name: string, description: string): Promise<OwnedNameRow> {
+    return this.createOwned('plugins', 'plugin', accountId, name, description);
+  }
+
+  private async createOwned(
+    table: 'llm_clients' | 'plugins',
+    what: string,
+    accountId: string,
+    name: string,
+    description: string,
+  ): Promise<OwnedNameRow> {
+    await this.requireAccount(accountId);
+    try {
+      return await this.repo.insertOwned(table, accountId, name, description);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw alreadyExists(`${what} ${name} in account ${accountId}`);
+      throw err;
+    }
+  }
+
+  private async requireAccount(accountId: string): Promise<void> {
+    if (!(await this.repo.accountById(accountId))) throw invalidArgument('account_id', `account ${accountId} does not exist`);
+  }
+}

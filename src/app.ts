@@ -1,0 +1,75 @@
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import { openDb, migrate, pingDb, type Db } from './storage/db.js';
+import type { FastStore } from './storage/kv.js';
+import { memoryStore } from './storage/memory-kv.js';
+import { redisStore } from './storage/redis-kv.js';
+import { AdminRepo } from './storage/admin-repo.js';
+import { PromptRepo } from './storage/prompt-repo.js';
+import { AdminService } from './admin/service.js';
+import { PromptCache } from './prompt/cache.js';
+import { PromptService } from './prompt/service.js';
+import { HealthMonitor } from './transport/health.js';
+import { GrpcServer } from './transport/server.js';
+import { adminAuth, apiKeyAuth } from './transport/auth.js';
+import { adminHandlers } from './transport/admin-handlers.js';
+import { promptHandlers } from './transport/prompt-handlers.js';
+import { AdminServiceService } from './gen/parley/admin/v1/admin.js';
+import { PromptServiceService } from './gen/parley/prompt/v1/prompt.js';
+
+export interface App {
+  config: Config;
+  db: Db;
+  store: FastStore;
+  health: HealthMonitor;
+  server: GrpcServer;
+  /** The bound port (useful with PARLEY_LISTEN=…:0). */
+  port: number;
+  stop(): Promise<void>;
+}
+
+export async function openStorage(config: Config): Promise<{ db: Db; store: FastStore }> {
+  const db = openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const store = config.redisUrl ? await redisStore(config.redisUrl, config.redisPrefix) : memoryStore();
+  return { db, store };
+}
+
+/** The composition root: storage → domain → transport. Nothing else wires components together. */
+export async function startApp(config: Config, logger: Logger): Promise<App> {
+  const { db, store } = await openStorage(config);
+  await migrate(db);
+
+  const adminRepo = new AdminRepo(db);
+  const admin = new AdminService(adminRepo, store.kv);
+  const prompts = new PromptService(new PromptRepo(db), adminRepo, new PromptCache(store.kv, config.promptCacheTtlMs));
+
+  const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
+  const bindings = [
+    { name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin), authenticate: adminAuth(config.adminToken) },
+    { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: promptHandlers(prompts), authenticate: callerAuth },
+  ];
+  const health = new HealthMonitor(
+    [
+      { name: 'postgres', check: () => pingDb(db) },
+      { name: 'redis', check: () => store.kv.ping() },
+    ],
+    bindings.map((b) => b.name),
+  );
+  await health.start();
+  const server = new GrpcServer(bindings, health, { maxMessageBytes: config.maxMessageBytes, logger });
+  const port = await server.listen(config.listen);
+  logger.info('listening', {
+    address: config.listen.replace(/:\d+$/, `:${port}`),
+    postgres: config.databaseUrl ? 'external' : 'embedded (PGlite)',
+    redis: config.redisUrl ? 'external' : 'embedded (in-process)',
+  });
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      await server.shutdown(config.shutdownGraceMs);
+      await store.close();
+      await db.destroy();
+    })());
+  return { config, db, store, health, server, port, stop };
+}

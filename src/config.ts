@@ -1,0 +1,90 @@
+import { z } from 'zod';
+
+const logLevels = ['debug', 'info', 'warn', 'error', 'silent'] as const;
+
+const listen = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:50051');
+
+const url = (protocols: string[]) =>
+  z
+    .string()
+    .url()
+    .refine((u) => protocols.some((p) => u.startsWith(`${p}://`)), `must start with ${protocols.join(':// or ')}://`);
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .regex(/^\d+(ms|s|m|h|d)$/, 'must be a duration such as 500ms, 30s, 10m, 24h or 30d')
+    .default(fallback)
+    .transform(parseDuration);
+
+/** The environment parley reads; every variable is optional and has an embedded-friendly default. */
+export const envSchema = z.object({
+  PARLEY_LISTEN: listen.default('127.0.0.1:50051'),
+  DATABASE_URL: url(['postgres', 'postgresql']).optional(),
+  REDIS_URL: url(['redis', 'rediss']).optional(),
+  PARLEY_DATA_DIR: z.string().min(1).default('.parley'),
+  PARLEY_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  PARLEY_LOG_LEVEL: z.enum(logLevels).default('info'),
+  PARLEY_REDIS_PREFIX: z.string().default('parley:'),
+  PARLEY_PROMPT_CACHE_TTL: duration('1h'),
+  PARLEY_SHUTDOWN_GRACE: duration('10s'),
+  PARLEY_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(32 * 1024 * 1024),
+});
+
+export type Env = z.infer<typeof envSchema>;
+
+export interface Config {
+  listen: string;
+  databaseUrl: string | undefined;
+  redisUrl: string | undefined;
+  dataDir: string;
+  adminToken: string | undefined;
+  logLevel: (typeof logLevels)[number];
+  redisPrefix: string;
+  promptCacheTtlMs: number;
+  shutdownGraceMs: number;
+  maxMessageBytes: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  }
+}
+
+/** Parses the environment; throws a ConfigError naming every bad variable (never echoing its value). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const picked = Object.fromEntries(
+    Object.keys(envSchema.shape)
+      .filter((k) => env[k] !== undefined && env[k] !== '')
+      .map((k) => [k, env[k]]),
+  );
+  const parsed = envSchema.safeParse(picked);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  }
+  const e = parsed.data;
+  return {
+    listen: e.PARLEY_LISTEN,
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    dataDir: e.PARLEY_DATA_DIR,
+    adminToken: e.PARLEY_ADMIN_TOKEN,
+    logLevel: e.PARLEY_LOG_LEVEL,
+    redisPrefix: e.PARLEY_REDIS_PREFIX,
+    promptCacheTtlMs: e.PARLEY_PROMPT_CACHE_TTL,
+    shutdownGraceMs: e.PARLEY_SHUTDOWN_GRACE,
+    maxMessageBytes: e.PARLEY_MAX_MESSAGE_BYTES,
+  };
+}
+
+const unitMs = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** `30s` → 30000. Accepts exactly the forms the schema's regex admits. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(text);
+  if (!m) throw new Error(`not a duration: ${text}`);
+  return Number(m[1]) * unitMs[m[2] as keyof typeof unitMs];
+}

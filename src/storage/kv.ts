@@ -1,0 +1,35 @@
+/**
+ * The fast path and the bus. Two implementations share this contract (test/storage/kv.contract.test.ts):
+ * Redis for real deployments and an in-process one for the embedded default. Nothing stored here is the
+ * record: any of it may vanish at any moment (flush, restart) and callers rebuild it from Postgres.
+ */
+export interface KvStore {
+  get(key: string): Promise<string | null>;
+  /** ttlMs 0 or undefined: no expiry. */
+  set(key: string, value: string, ttlMs?: number): Promise<void>;
+  /** Sets only when absent; true when this call set it. */
+  setIfAbsent(key: string, value: string, ttlMs?: number): Promise<boolean>;
+  del(...keys: string[]): Promise<void>;
+  /** Deletes every key this store owns (its prefix); tests use it to simulate a flushed Redis. */
+  clear(): Promise<void>;
+  ping(): Promise<void>;
+}
+
+export interface Subscription {
+  close(): Promise<void>;
+}
+
+/** Publish/subscribe between server replicas: at-most-once, so subscribers fill gaps from Postgres. */
+export interface Bus {
+  publish(channel: string, message: string): Promise<void>;
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<Subscription>;
+  /** Channels with at least one local subscriber (for leak checks). */
+  subscribedChannels(): number;
+}
+
+export interface FastStore {
+  kind: 'redis' | 'memory';
+  kv: KvStore;
+  bus: Bus;
+  close(): Promise<void>;
+}

@@ -1,0 +1,25 @@
+import type { Knex } from 'knex';
+import * as m001 from './001_admin.js';
+import * as m002 from './002_prompt.js';
+
+interface Migration {
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+// Migrations are imported, not discovered on disk, so they run the same from TypeScript sources, a bundle
+// or the knex CLI. Append new ones; never reorder or rename an applied one.
+const migrations: Record<string, Migration> = {
+  '001_admin': m001,
+  '002_prompt': m002,
+};
+
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: async () => Object.keys(migrations),
+  getMigrationName: (name) => name,
+  getMigration: async (name) => {
+    const m = migrations[name];
+    if (!m) throw new Error(`unknown migration ${name}`);
+    return m;
+  },
+};

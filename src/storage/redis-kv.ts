@@ -1,0 +1,115 @@
+import { Redis } from 'ioredis';
+import type { Bus, FastStore, KvStore, Subscription } from './kv.js';
+
+const connectionOptions = {
+  // Fail fast while disconnected instead of queueing: callers fall back to Postgres and health turns
+  // NOT_SERVING, rather than requests hanging until Redis returns.
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 1,
+  connectTimeout: 2_000,
+  retryStrategy: (attempt: number) => Math.min(attempt * 100, 1_000),
+  lazyConnect: true,
+};
+
+export class RedisKv implements KvStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  async get(key: string): Promise<string | null> {
+    return this.redis.get(this.prefix + key);
+  }
+
+  async set(key: string, value: string, ttlMs?: number): Promise<void> {
+    if (ttlMs) await this.redis.set(this.prefix + key, value, 'PX', ttlMs);
+    else await this.redis.set(this.prefix + key, value);
+  }
+
+  async setIfAbsent(key: string, value: string, ttlMs?: number): Promise<boolean> {
+    const r = ttlMs
+      ? await this.redis.set(this.prefix + key, value, 'PX', ttlMs, 'NX')
+      : await this.redis.set(this.prefix + key, value, 'NX');
+    return r === 'OK';
+  }
+
+  async del(...keys: string[]): Promise<void> {
+    if (keys.length) await this.redis.del(...keys.map((k) => this.prefix + k));
+  }
+
+  async clear(): Promise<void> {
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await this.redis.del(...keys);
+    } while (cursor !== '0');
+  }
+
+  async ping(): Promise<void> {
+    await this.redis.ping();
+  }
+}
+
+/** One subscriber connection per process, fanned out in memory to every local listener of a channel. */
+export class RedisBus implements Bus {
+  private readonly listeners = new Map<string, Set<(message: string) => void>>();
+
+  constructor(
+    private readonly pub: Redis,
+    private readonly sub: Redis,
+    private readonly prefix: string,
+  ) {
+    sub.on('message', (channel: string, message: string) => {
+      const subs = this.listeners.get(channel.slice(this.prefix.length));
+      if (subs) for (const fn of [...subs]) fn(message);
+    });
+  }
+
+  async publish(channel: string, message: string): Promise<void> {
+    await this.pub.publish(this.prefix + channel, message);
+  }
+
+  async subscribe(channel: string, onMessage: (message: string) => void): Promise<Subscription> {
+    let subs = this.listeners.get(channel);
+    if (!subs) {
+      subs = new Set();
+      this.listeners.set(channel, subs);
+      await this.sub.subscribe(this.prefix + channel);
+    }
+    const fn = (m: string) => onMessage(m);
+    subs.add(fn);
+    return {
+      close: async () => {
+        subs.delete(fn);
+        if (subs.size === 0 && this.listeners.get(channel) === subs) {
+          this.listeners.delete(channel);
+          await this.sub.unsubscribe(this.prefix + channel).catch(() => {});
+        }
+      },
+    };
+  }
+
+  subscribedChannels(): number {
+    return this.listeners.size;
+  }
+}
+
+export async function redisStore(url: string, prefix: string): Promise<FastStore> {
+  const main = new Redis(url, connectionOptions);
+  // A subscriber connection must queue its SUBSCRIBE commands across reconnects, so it keeps the offline queue.
+  const sub = new Redis(url, { ...connectionOptions, enableOfflineQueue: true, maxRetriesPerRequest: null });
+  // Errors surface to callers through rejected commands; the event only needs a listener so it is not fatal.
+  main.on('error', () => {});
+  sub.on('error', () => {});
+  await Promise.all([main.connect(), sub.connect()]);
+  return {
+    kind: 'redis',
+    kv: new RedisKv(main, prefix),
+    bus: new RedisBus(main, sub, prefix),
+    close: async () => {
+      main.disconnect();
+      sub.disconnect();
+    },
+  };
+}

@@ -1,0 +1,37 @@
+import type { Metadata } from '@grpc/grpc-js';
+import { bearerToken, sameSecret, type Principal } from '../auth.js';
+import { permissionDenied, unauthenticated } from '../errors.js';
+import type { Authenticate } from './rpc.js';
+
+const header = (md: Metadata) => {
+  const v = md.get('authorization')[0];
+  return typeof v === 'string' ? v : undefined;
+};
+
+/** AdminService: the bearer token must equal PARLEY_ADMIN_TOKEN; with none configured, admin is closed. */
+export function adminAuth(adminToken: string | undefined): Authenticate {
+  return async (md) => {
+    const token = bearerToken(header(md));
+    if (!token) throw unauthenticated('missing authorization: Bearer <PARLEY_ADMIN_TOKEN>');
+    if (!adminToken) throw permissionDenied('AdminService is disabled: the server has no PARLEY_ADMIN_TOKEN');
+    if (!sameSecret(token, adminToken)) throw unauthenticated('invalid admin token');
+    return undefined;
+  };
+}
+
+/** PromptService and GenieService: the bearer secret must be a live API key. */
+export function apiKeyAuth(principalOf: (secret: string) => Promise<Principal | undefined>): Authenticate {
+  return async (md) => {
+    const token = bearerToken(header(md));
+    if (!token) throw unauthenticated('missing authorization: Bearer <api key>');
+    const principal = await principalOf(token);
+    if (!principal) throw unauthenticated('unknown or revoked API key');
+    return principal;
+  };
+}
+
+/** The principal of an API-key call; handlers of API-key services may rely on it. */
+export function callerOf(ctx: { principal: Principal | undefined }): Principal {
+  if (!ctx.principal) throw unauthenticated('no caller');
+  return ctx.principal;
+}

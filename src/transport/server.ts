@@ -1,0 +1,71 @@
+import { Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
+import type { Logger } from '../log.js';
+import { CallRegistry, implement, type Authenticate, type Handler } from './rpc.js';
+import { DescriptorIndex, addReflection } from './reflection.js';
+import type { HealthMonitor } from './health.js';
+
+export interface ServiceBinding {
+  /** Fully-qualified name, e.g. parley.prompt.v1.PromptService. */
+  name: string;
+  definition: ServiceDefinition;
+  handlers: Record<string, Handler>;
+  authenticate: Authenticate | undefined;
+}
+
+export interface GrpcServerOptions {
+  maxMessageBytes: number;
+  logger: Logger;
+}
+
+/** grpc-js server with our services, health and reflection, and a shutdown that drains before closing. */
+export class GrpcServer {
+  readonly calls = new CallRegistry();
+  private readonly server: Server;
+
+  constructor(
+    bindings: ServiceBinding[],
+    private readonly health: HealthMonitor,
+    private readonly opts: GrpcServerOptions,
+  ) {
+    this.server = new Server({
+      'grpc.max_receive_message_length': opts.maxMessageBytes,
+      'grpc.max_send_message_length': opts.maxMessageBytes,
+      // Ping idle connections so proxies and NATs keep long-lived watch streams open.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      // Accept client pings as often as every 10 s without calling it abuse.
+      'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+    });
+    const env = { logger: opts.logger, calls: this.calls };
+    for (const b of bindings) this.server.addService(b.definition, implement(b.definition, b.handlers, env, b.authenticate));
+    health.addTo(this.server);
+    addReflection(this.server, DescriptorIndex.load(), [
+      ...bindings.map((b) => b.name),
+      'grpc.health.v1.Health',
+      'grpc.reflection.v1.ServerReflection',
+      'grpc.reflection.v1alpha.ServerReflection',
+    ]);
+  }
+
+  /** Binds `host:port` (port 0 picks a free one) and returns the bound port. */
+  listen(address: string): Promise<number> {
+    return new Promise((resolve, reject) =>
+      this.server.bindAsync(address, ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    );
+  }
+
+  /**
+   * Graceful stop: refuse new calls, end open streams with UNAVAILABLE (clients resume elsewhere), give
+   * in-flight unary calls up to graceMs, then cut whatever is left.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    this.health.stop();
+    const closed = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+    this.calls.endStreams();
+    await this.calls.drain(graceMs);
+    const forced = setTimeout(() => this.server.forceShutdown(), 250);
+    await closed;
+    clearTimeout(forced);
+  }
+}

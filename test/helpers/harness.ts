@@ -1,0 +1,152 @@
+import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
+import { credentials, Metadata, type CallOptions, type Client, type ServiceError } from '@grpc/grpc-js';
+import { loadConfig, type Config } from '../../src/config.js';
+import { silentLogger } from '../../src/log.js';
+import { startApp, type App } from '../../src/app.js';
+import { AdminServiceClient } from '../../src/gen/parley/admin/v1/admin.js';
+import { PromptServiceClient } from '../../src/gen/parley/prompt/v1/prompt.js';
+import { HealthClient } from '../../src/gen/grpc/health/v1/health.js';
+import { createScratchDatabase, env, uniqueName } from './backends.js';
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+export interface TestServer {
+  app: App;
+  address: string;
+  admin: AdminServiceClient;
+  prompt: PromptServiceClient;
+  health: HealthClient;
+  /** Metadata carrying the admin token. */
+  adminMd: Metadata;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a whole parley on a free port over the backends the environment selects, isolated from every
+ * other test file: its own Postgres database (or in-memory PGlite) and its own Redis key prefix.
+ */
+export async function startTestServer(overrides: Partial<Config> = {}): Promise<TestServer> {
+  const scratch = env.databaseUrl ? await createScratchDatabase(env.databaseUrl) : undefined;
+  const config: Config = {
+    ...loadConfig({}),
+    listen: '127.0.0.1:0',
+    databaseUrl: scratch?.url,
+    redisUrl: env.redisUrl,
+    dataDir: 'memory',
+    adminToken: ADMIN_TOKEN,
+    logLevel: 'silent',
+    redisPrefix: `${uniqueName('parley_t')}:`,
+    shutdownGraceMs: 2_000,
+    ...overrides,
+  };
+  const app = await startApp(config, silentLogger);
+  const address = `127.0.0.1:${app.port}`;
+  const creds = credentials.createInsecure();
+  const admin = new AdminServiceClient(address, creds);
+  const prompt = new PromptServiceClient(address, creds);
+  const health = new HealthClient(address, creds);
+  const adminMd = bearer(ADMIN_TOKEN);
+  return {
+    app,
+    address,
+    admin,
+    prompt,
+    health,
+    adminMd,
+    stop: async () => {
+      for (const c of [admin, prompt, health]) c.close();
+      await app.stop();
+      await app.store.kv.clear().catch(() => {});
+      await scratch?.drop();
+    },
+  };
+}
+
+export function bearer(token: string): Metadata {
+  const md = new Metadata();
+  md.set('authorization', `Bearer ${token}`);
+  return md;
+}
+
+// The last overload of every generated unary method; TypeScript infers Req and Res from it.
+type UnaryMethod<Req, Res> = (
+  req: Req,
+  md: Metadata,
+  options: Partial<CallOptions>,
+  cb: (err: ServiceError | null, res: Res) => void,
+) => unknown;
+
+/** Promisifies one generated unary method: `await rpc(client, client.getPrompt, req, md)`. */
+export function rpc<Req, Res>(
+  client: Client,
+  method: UnaryMethod<Req, Res>,
+  req: Req,
+  md: Metadata = new Metadata(),
+  options: Partial<CallOptions> = {},
+): Promise<Res> {
+  return new Promise((resolve, reject) => method.call(client, req, md, options, (err, res) => (err ? reject(err) : resolve(res))));
+}
+
+export interface Tenant {
+  accountId: string;
+  accountNumber: string;
+  userProfileId: string;
+  apiKeyId: string;
+  md: Metadata;
+  llmClientId: string;
+  llmClientName: string;
+}
+
+/** An account with one user profile, an API key for it and one LLM client. */
+export async function createTenant(s: TestServer, llmClientName = 'hr'): Promise<Tenant> {
+  const { account } = await rpc(s.admin, s.admin.createAccount, { accountNumber: '', displayName: 'Test' }, s.adminMd);
+  const { userProfile } = await rpc(
+    s.admin,
+    s.admin.createUserProfile,
+    { accountId: account!.id, username: 'ada', email: 'ada@example.com' },
+    s.adminMd,
+  );
+  const key = await rpc(s.admin, s.admin.createApiKey, { userProfileId: userProfile!.id, description: 'test' }, s.adminMd);
+  const { llmClient } = await rpc(
+    s.admin,
+    s.admin.createLlmClient,
+    { accountId: account!.id, name: llmClientName, description: '' },
+    s.adminMd,
+  );
+  return {
+    accountId: account!.id,
+    accountNumber: account!.accountNumber,
+    userProfileId: userProfile!.id,
+    apiKeyId: key.apiKey!.id,
+    md: bearer(key.secret),
+    llmClientId: llmClient!.id,
+    llmClientName: llmClient!.name,
+  };
+}
+
+/** The BadRequest field violations of an error, decoded from grpc-status-details-bin as any client would. */
+export function violatedFields(err: ServiceError): string[] {
+  const raw = err.metadata?.get('grpc-status-details-bin')[0];
+  if (!raw || typeof raw === 'string') return [];
+  const fields: string[] = [];
+  // google.rpc.Status.details (3) → Any.value (2) → BadRequest.field_violations (1) → FieldViolation.field (1)
+  for (const any of submessages(raw, 3)) {
+    for (const value of submessages(any, 2)) {
+      for (const violation of submessages(value, 1)) {
+        for (const field of submessages(violation, 1)) fields.push(Buffer.from(field).toString('utf8'));
+      }
+    }
+  }
+  return fields;
+}
+
+function submessages(bytes: Uint8Array, fieldNo: number): Uint8Array[] {
+  const r = new BinaryReader(bytes);
+  const out: Uint8Array[] = [];
+  while (r.pos < r.len) {
+    const [no, type] = r.tag();
+    if (no === fieldNo && type === WireType.LengthDelimited) out.push(r.bytes());
+    else r.skip(type);
+  }
+  return out;
+}

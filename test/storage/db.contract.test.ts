@@ -1,0 +1,69 @@
+import test from 'ava';
+import { openDb, migrate, isUniqueViolation, type Db } from '../../src/storage/db.js';
+import { AdminRepo } from '../../src/storage/admin-repo.js';
+import { PromptRepo } from '../../src/storage/prompt-repo.js';
+import { createScratchDatabase, postgresReachable, requireOrSkip } from '../helpers/backends.js';
+
+/** The repositories must behave the same on PGlite (embedded) and on a real Postgres server. */
+const implementations: Array<{ name: string; open: () => Promise<{ db: Db; drop: () => Promise<void> }>; enabled: () => Promise<boolean> }> = [
+  { name: 'pglite', open: async () => ({ db: openDb({ databaseUrl: undefined, dataDir: 'memory' }), drop: async () => {} }), enabled: async () => true },
+  {
+    name: 'postgres',
+    open: async () => {
+      const scratch = await createScratchDatabase();
+      return { db: openDb({ databaseUrl: scratch.url, dataDir: 'memory' }), drop: scratch.drop };
+    },
+    enabled: async () => requireOrSkip('Postgres', await postgresReachable()),
+  },
+];
+
+for (const impl of implementations) {
+  // ava needs tests declared synchronously, so reachability is checked inside each test (once per file).
+  const enabled = impl.enabled();
+
+  test(`${impl.name}: migrations apply once and repositories round-trip`, async (t) => {
+    if (!(await enabled)) return t.pass(`${impl.name} is not reachable here`);
+    const { db, drop } = await impl.open();
+    try {
+      const applied = await migrate(db);
+      t.true(applied.length > 0);
+      t.deepEqual(await migrate(db), [], 'a second migrate applies nothing');
+
+      const admin = new AdminRepo(db);
+      const account = await admin.insertAccount('1111-2222-3333', 'Acme');
+      t.is((await admin.accountByNumber('1111-2222-3333'))?.id, account.id);
+      const dup = await t.throwsAsync(admin.insertAccount('1111-2222-3333', 'again'));
+      t.true(isUniqueViolation(dup), 'a duplicate account number is a unique violation on both engines');
+
+      const profile = await admin.insertUserProfile(account.id, 'ada', '');
+      const client = await admin.insertOwned('llm_clients', account.id, 'hr', '');
+      const prompts = new PromptRepo(db);
+      const fields = {
+        accountId: account.id,
+        userProfileId: profile.id,
+        llmClientId: client.id,
+        name: 'hrChat',
+        description: '',
+        version: '1.0.0',
+        annotations: { team: 'hr' },
+        tags: ['a', 'b'],
+        sessionKey: 'k'.repeat(64),
+        ipAddress: '',
+        userAgent: '',
+        url: '',
+      };
+      const first = await prompts.insertOrGet(fields);
+      t.true(first.created);
+      t.deepEqual(first.row.annotations, { team: 'hr' });
+      t.deepEqual(first.row.tags, ['a', 'b']);
+      t.true(first.row.createdAt instanceof Date);
+      const second = await prompts.insertOrGet({ ...fields, name: 'other' });
+      t.false(second.created, 'the same session key yields the existing prompt');
+      t.is(second.row.id, first.row.id);
+      t.is(second.row.name, 'hrChat');
+    } finally {
+      await db.destroy();
+      await drop();
+    }
+  });
+}

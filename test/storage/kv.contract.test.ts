@@ -1,0 +1,92 @@
+import test, { type ExecutionContext } from 'ava';
+import type { FastStore } from '../../src/storage/kv.js';
+import { memoryStore } from '../../src/storage/memory-kv.js';
+import { redisStore } from '../../src/storage/redis-kv.js';
+import { realRedisUrl, redisReachable, requireOrSkip, uniqueName } from '../helpers/backends.js';
+
+/** One contract, two implementations: the embedded store must behave as Redis does for everything we use. */
+const implementations: Array<{ name: string; make: () => Promise<FastStore>; enabled: () => Promise<boolean> }> = [
+  { name: 'memory', make: async () => memoryStore(), enabled: async () => true },
+  {
+    name: 'redis',
+    make: () => redisStore(realRedisUrl, `${uniqueName('kvc')}:`),
+    enabled: async () => requireOrSkip('Redis', await redisReachable()),
+  },
+];
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function within<T>(t: ExecutionContext, fn: (s: FastStore) => Promise<T>, make: () => Promise<FastStore>): Promise<T> {
+  const store = await make();
+  try {
+    return await fn(store);
+  } finally {
+    await store.kv.clear();
+    await store.close();
+  }
+}
+
+for (const impl of implementations) {
+  // ava needs tests declared synchronously, so reachability is checked inside each test (once per file).
+  const enabled = impl.enabled();
+  const run = async (t: ExecutionContext, fn: (s: FastStore) => Promise<void>) => {
+    if (!(await enabled)) return t.pass(`${impl.name} is not reachable here`);
+    await within(t, fn, impl.make);
+  };
+
+  test(`${impl.name}: get/set/del round-trip`, (t) =>
+    run(t, async ({ kv }) => {
+      t.is(await kv.get('a'), null);
+      await kv.set('a', 'one');
+      t.is(await kv.get('a'), 'one');
+      await kv.set('a', 'two');
+      t.is(await kv.get('a'), 'two');
+      await kv.del('a', 'missing');
+      t.is(await kv.get('a'), null);
+    }));
+
+  test(`${impl.name}: values expire after their TTL`, (t) =>
+    run(t, async ({ kv }) => {
+      await kv.set('ttl', 'v', 50);
+      t.is(await kv.get('ttl'), 'v');
+      await sleep(120);
+      t.is(await kv.get('ttl'), null, 'the value outlived its TTL');
+    }));
+
+  test(`${impl.name}: setIfAbsent sets once`, (t) =>
+    run(t, async ({ kv }) => {
+      t.true(await kv.setIfAbsent('once', 'first', 10_000));
+      t.false(await kv.setIfAbsent('once', 'second', 10_000));
+      t.is(await kv.get('once'), 'first');
+    }));
+
+  test(`${impl.name}: clear removes only this store's keys`, (t) =>
+    run(t, async ({ kv }) => {
+      await kv.set('x', '1');
+      await kv.set('{tag}:y', '2');
+      await kv.clear();
+      t.is(await kv.get('x'), null);
+      t.is(await kv.get('{tag}:y'), null);
+    }));
+
+  test(`${impl.name}: publish reaches every subscriber of the channel, and only them`, (t) =>
+    run(t, async ({ bus }) => {
+      const a: string[] = [];
+      const b: string[] = [];
+      const other: string[] = [];
+      const sa = await bus.subscribe('chan', (m) => a.push(m));
+      const sb = await bus.subscribe('chan', (m) => b.push(m));
+      const so = await bus.subscribe('other', (m) => other.push(m));
+      t.is(bus.subscribedChannels(), 2);
+      await bus.publish('chan', 'm1');
+      await bus.publish('chan', 'm2');
+      for (let i = 0; i < 50 && (a.length < 2 || b.length < 2); i++) await sleep(10);
+      t.deepEqual(a, ['m1', 'm2']);
+      t.deepEqual(b, ['m1', 'm2']);
+      t.deepEqual(other, []);
+      await sa.close();
+      await sb.close();
+      await so.close();
+      t.is(bus.subscribedChannels(), 0, 'closing every subscription releases the channel');
+    }));
+}
