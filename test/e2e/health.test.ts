@@ -1,0 +1,70 @@
+import test from 'ava';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { HealthCheckResponse_ServingStatus as Serving } from '../../src/gen/grpc/health/v1/health.js';
+import { rpc, startTestServer } from '../helpers/harness.js';
+import { env } from '../helpers/backends.js';
+
+const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+/** A private redis-server this test may stop and start without disturbing anything else. */
+function startRedis(port: number): Promise<ChildProcess> {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('Ready to accept connections')) resolve(child);
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`redis-server exited with ${code}`)));
+  });
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<number | undefined> {
+  const started = Date.now();
+  while (Date.now() - started <= timeoutMs) {
+    if (await check()) return Date.now() - started;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return undefined;
+}
+
+test('health turns NOT_SERVING within 2 s of Redis stopping and SERVING once it is back', async (t) => {
+  if (!hasRedisServer) {
+    if (env.ci) t.fail('redis-server is required in CI');
+    return t.pass('redis-server is not installed here');
+  }
+  const port = await freePort();
+  let redis = await startRedis(port);
+  const s = await startTestServer({ redisUrl: `redis://127.0.0.1:${port}` });
+  try {
+    const status = async () => (await rpc(s.health, s.health.check, { service: '' })).status;
+    t.is(await status(), Serving.SERVING);
+
+    redis.kill('SIGKILL');
+    const down = await waitFor(async () => (await status()) === Serving.NOT_SERVING, 2_000);
+    t.not(down, undefined, 'health still said SERVING 2 s after Redis stopped');
+    t.log(`NOT_SERVING after ${down} ms`);
+    t.deepEqual(s.app.health.down(), ['redis']);
+
+    redis = await startRedis(port);
+    const up = await waitFor(async () => (await status()) === Serving.SERVING, 5_000);
+    t.not(up, undefined, 'health did not return to SERVING after Redis came back');
+    t.log(`SERVING again after ${up} ms`);
+  } finally {
+    await s.stop();
+    redis.kill('SIGKILL');
+  }
+});

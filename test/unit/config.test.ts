@@ -1,0 +1,51 @@
+import test from 'ava';
+import { ConfigError, loadConfig, parseDuration } from '../../src/config.js';
+
+test('defaults select the embedded backends on 127.0.0.1:50051', (t) => {
+  const c = loadConfig({});
+  t.is(c.listen, '127.0.0.1:50051');
+  t.is(c.databaseUrl, undefined);
+  t.is(c.redisUrl, undefined);
+  t.is(c.dataDir, '.parley');
+  t.is(c.logLevel, 'info');
+  t.is(c.shutdownGraceMs, 10_000);
+});
+
+test('every bad variable is named, and secret values are never echoed', (t) => {
+  const e = t.throws(
+    () =>
+      loadConfig({
+        PARLEY_LISTEN: 'nowhere',
+        DATABASE_URL: 'mysql://u:hunter2@db/x',
+        REDIS_URL: 'http://r',
+        PARLEY_ADMIN_TOKEN: 'short-secret',
+        PARLEY_LOG_LEVEL: 'loud',
+      }),
+    { instanceOf: ConfigError },
+  );
+  for (const name of ['PARLEY_LISTEN', 'DATABASE_URL', 'REDIS_URL', 'PARLEY_ADMIN_TOKEN', 'PARLEY_LOG_LEVEL']) {
+    t.true(e!.message.includes(name), `${name} is not named in: ${e!.message}`);
+  }
+  t.false(e!.message.includes('hunter2'));
+  t.false(e!.message.includes('short-secret'));
+});
+
+test('empty variables count as unset', (t) => {
+  t.is(loadConfig({ DATABASE_URL: '', PARLEY_LISTEN: '' }).listen, '127.0.0.1:50051');
+});
+
+test('durations parse in every unit', (t) => {
+  t.is(parseDuration('250ms'), 250);
+  t.is(parseDuration('30s'), 30_000);
+  t.is(parseDuration('10m'), 600_000);
+  t.is(parseDuration('24h'), 86_400_000);
+  t.is(parseDuration('30d'), 2_592_000_000);
+  t.throws(() => parseDuration('3 days'));
+});
+
+test('a real server is selected by URL', (t) => {
+  const c = loadConfig({ DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/test', REDIS_URL: 'redis://127.0.0.1:6379', PARLEY_LISTEN: '0.0.0.0:6000' });
+  t.is(c.databaseUrl, 'postgres://postgres@127.0.0.1:5432/test');
+  t.is(c.redisUrl, 'redis://127.0.0.1:6379');
+  t.is(c.listen, '0.0.0.0:6000');
+});
