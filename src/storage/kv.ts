@@ -25,6 +25,11 @@ export interface Bus {
   subscribe(channel: string, onMessage: (message: string) => void): Promise<Subscription>;
   /** Channels with at least one local subscriber (for leak checks). */
   subscribedChannels(): number;
+  /**
+   * Called after the bus reconnects: messages published while it was away are gone, so listeners catch up
+   * from Postgres. Returns an unregister function.
+   */
+  onReconnect(fn: () => void): () => void;
 }
 
 export interface FastStore {

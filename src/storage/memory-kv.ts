@@ -81,6 +81,11 @@ export class MemoryBus implements Bus {
   subscribedChannels(): number {
     return this.channels.size;
   }
+
+  /** An in-process bus never disconnects. */
+  onReconnect(): () => void {
+    return () => {};
+  }
 }
 
 export function memoryStore(): FastStore {

@@ -54,6 +54,7 @@ export class RedisKv implements KvStore {
 /** One subscriber connection per process, fanned out in memory to every local listener of a channel. */
 export class RedisBus implements Bus {
   private readonly listeners = new Map<string, Set<(message: string) => void>>();
+  private readonly reconnectListeners = new Set<() => void>();
 
   constructor(
     private readonly pub: Redis,
@@ -64,6 +65,18 @@ export class RedisBus implements Bus {
       const subs = this.listeners.get(channel.slice(this.prefix.length));
       if (subs) for (const fn of [...subs]) fn(message);
     });
+    let connectedOnce = false;
+    // ioredis re-subscribes on reconnect; after its 'ready' the channels are live again, so a catch-up
+    // read now cannot miss anything published from here on.
+    sub.on('ready', () => {
+      if (connectedOnce) for (const fn of [...this.reconnectListeners]) fn();
+      connectedOnce = true;
+    });
+  }
+
+  onReconnect(fn: () => void): () => void {
+    this.reconnectListeners.add(fn);
+    return () => this.reconnectListeners.delete(fn);
   }
 
   async publish(channel: string, message: string): Promise<void> {
