@@ -3,18 +3,26 @@ import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { openStorage, startApp } from './app.js';
 import { migrate } from './storage/db.js';
+import { describe } from './transport/describe.js';
 
 const usage = `usage: parley <command>
 
 commands:
   serve                 migrate the database, then serve gRPC on PARLEY_LISTEN (default 127.0.0.1:50051)
   migrate               apply pending database migrations and exit
+  describe [symbol]     describe a service, message or enum of a running server over reflection
+                        (lists services without a symbol); --address host:port, default PARLEY_LISTEN
   help                  show this text
 
 Configuration comes from the environment; see README.md.`;
 
 async function main(argv: string[]): Promise<number> {
-  const { positionals } = parseArgs({ args: argv, allowPositionals: true, strict: false });
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: false,
+    options: { address: { type: 'string' }, 'older-than': { type: 'string' } },
+  });
   const command = positionals[0] ?? 'serve';
   if (command === 'help' || command === '--help') {
     process.stdout.write(`${usage}\n`);
@@ -53,6 +61,18 @@ async function main(argv: string[]): Promise<number> {
       await store.close();
       await db.destroy();
       return 0;
+    }
+    case 'describe': {
+      const address = typeof values.address === 'string' ? values.address : config.listen;
+      try {
+        const text = await describe(address, positionals[1]);
+        // Wait for the write: process.exit would cut a pending write to a pipe short.
+        await new Promise<void>((resolve) => process.stdout.write(`${text}\n`, () => resolve()));
+        return 0;
+      } catch (err) {
+        process.stderr.write(`parley: describe ${positionals[1] ?? ''} at ${address}: ${(err as Error).message}\n`);
+        return 1;
+      }
     }
     default:
       process.stderr.write(`parley: unknown command ${command}\n${usage}\n`);
