@@ -42,6 +42,9 @@ export async function runFeed<E>(opts: FeedOptions<E>): Promise<number> {
   let wake: (() => void) | undefined;
   let resync = true;
   let overflow = false;
+  // Settles when the buffer overflows, so a delivery stuck on a consumer that stopped reading is cut too.
+  let onOverflow!: () => void;
+  const overflowed = new Promise<'overflow'>((r) => (onOverflow = () => r('overflow')));
   const notify = () => {
     const w = wake;
     wake = undefined;
@@ -49,8 +52,10 @@ export async function runFeed<E>(opts: FeedOptions<E>): Promise<number> {
   };
 
   const sub = await opts.bus.subscribe(opts.channel, (m) => {
-    if (pending.length >= opts.maxPending) overflow = true;
-    else pending.push(m);
+    if (pending.length >= opts.maxPending) {
+      overflow = true;
+      onOverflow();
+    } else pending.push(m);
     notify();
   });
   const offReconnect = opts.bus.onReconnect(() => {
@@ -62,7 +67,7 @@ export async function runFeed<E>(opts: FeedOptions<E>): Promise<number> {
 
   let done = false;
   const deliver = async (item: FeedItem<E>) => {
-    await opts.deliver(item);
+    if ((await Promise.race([opts.deliver(item), overflowed])) === 'overflow') throw new SlowConsumerError(last);
     if (item.revision !== undefined) last = item.revision;
     if (opts.isFinal?.(item)) done = true;
   };
