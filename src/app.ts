@@ -6,6 +6,11 @@ import { memoryStore } from './storage/memory-kv.js';
 import { redisStore } from './storage/redis-kv.js';
 import { AdminRepo } from './storage/admin-repo.js';
 import { PromptRepo } from './storage/prompt-repo.js';
+import { GenieRepo } from './storage/genie-repo.js';
+import { GenieCache } from './storage/genie-cache.js';
+import { GenieService } from './genie/service.js';
+import { genieHandlers } from './transport/genie-handlers.js';
+import { GenieServiceService } from './gen/parley/genie/v1/genie.js';
 import { AdminService } from './admin/service.js';
 import { PromptCache } from './prompt/cache.js';
 import { PromptService } from './prompt/service.js';
@@ -43,10 +48,13 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const admin = new AdminService(adminRepo, store.kv);
   const prompts = new PromptService(new PromptRepo(db), adminRepo, new PromptCache(store.kv, config.promptCacheTtlMs));
 
+  const genie = new GenieService(new GenieRepo(db), new GenieCache(store.kv, store.bus));
+
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
   const bindings = [
     { name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin), authenticate: adminAuth(config.adminToken) },
     { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: promptHandlers(prompts), authenticate: callerAuth },
+    { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: genieHandlers(genie), authenticate: callerAuth },
   ];
   const health = new HealthMonitor(
     [

@@ -5,6 +5,7 @@ import { silentLogger } from '../../src/log.js';
 import { startApp, type App } from '../../src/app.js';
 import { AdminServiceClient } from '../../src/gen/parley/admin/v1/admin.js';
 import { PromptServiceClient } from '../../src/gen/parley/prompt/v1/prompt.js';
+import { GenieServiceClient } from '../../src/gen/parley/genie/v1/genie.js';
 import { HealthClient } from '../../src/gen/grpc/health/v1/health.js';
 import { createScratchDatabase, env, uniqueName } from './backends.js';
 
@@ -15,6 +16,7 @@ export interface TestServer {
   address: string;
   admin: AdminServiceClient;
   prompt: PromptServiceClient;
+  genie: GenieServiceClient;
   health: HealthClient;
   /** Metadata carrying the admin token. */
   adminMd: Metadata;
@@ -44,6 +46,10 @@ export async function startTestServer(overrides: Partial<Config> = {}): Promise<
   const creds = credentials.createInsecure();
   const admin = new AdminServiceClient(address, creds);
   const prompt = new PromptServiceClient(address, creds);
+  const genie = new GenieServiceClient(address, creds, {
+    'grpc.max_receive_message_length': config.maxMessageBytes,
+    'grpc.max_send_message_length': config.maxMessageBytes,
+  });
   const health = new HealthClient(address, creds);
   const adminMd = bearer(ADMIN_TOKEN);
   return {
@@ -51,10 +57,11 @@ export async function startTestServer(overrides: Partial<Config> = {}): Promise<
     address,
     admin,
     prompt,
+    genie,
     health,
     adminMd,
     stop: async () => {
-      for (const c of [admin, prompt, health]) c.close();
+      for (const c of [admin, prompt, genie, health]) c.close();
       await app.stop();
       await app.store.kv.clear().catch(() => {});
       await scratch?.drop();

@@ -18,6 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { FieldMask } from "../../../google/protobuf/field_mask.js";
 import { Struct, Value } from "../../../google/protobuf/struct.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 
@@ -25,12 +26,73 @@ export const protobufPackage = "parley.genie.v1";
 
 export const protobufFileName = "parley/genie/v1/genie.proto";
 
+/** Renderings of a dialogue. QUESTION_ANSWER is left out: the reference never implemented it. */
+export enum DialogueFormat {
+  DIALOGUE_FORMAT_UNSPECIFIED = 0,
+  /** DIALOGUE_FORMAT_CHAT - `[ACTOR]: text` blocks, byte for byte as the reference. */
+  DIALOGUE_FORMAT_CHAT = 1,
+  /** DIALOGUE_FORMAT_YAML - The reference's hand-rolled `- role: … content: >` text, byte for byte (not guaranteed valid YAML). */
+  DIALOGUE_FORMAT_YAML = 2,
+  /** DIALOGUE_FORMAT_JSON - A JSON array of {actor, timestamp (RFC 3339, UTC), actor_text}; the reference crashes here. */
+  DIALOGUE_FORMAT_JSON = 3,
+  /** DIALOGUE_FORMAT_PYTHON_REPR - Python repr() of the reference's list of DialogueElement models. */
+  DIALOGUE_FORMAT_PYTHON_REPR = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function dialogueFormatFromJSON(object: any): DialogueFormat {
+  switch (object) {
+    case 0:
+    case "DIALOGUE_FORMAT_UNSPECIFIED":
+      return DialogueFormat.DIALOGUE_FORMAT_UNSPECIFIED;
+    case 1:
+    case "DIALOGUE_FORMAT_CHAT":
+      return DialogueFormat.DIALOGUE_FORMAT_CHAT;
+    case 2:
+    case "DIALOGUE_FORMAT_YAML":
+      return DialogueFormat.DIALOGUE_FORMAT_YAML;
+    case 3:
+    case "DIALOGUE_FORMAT_JSON":
+      return DialogueFormat.DIALOGUE_FORMAT_JSON;
+    case 4:
+    case "DIALOGUE_FORMAT_PYTHON_REPR":
+      return DialogueFormat.DIALOGUE_FORMAT_PYTHON_REPR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return DialogueFormat.UNRECOGNIZED;
+  }
+}
+
+export function dialogueFormatToJSON(object: DialogueFormat): string {
+  switch (object) {
+    case DialogueFormat.DIALOGUE_FORMAT_UNSPECIFIED:
+      return "DIALOGUE_FORMAT_UNSPECIFIED";
+    case DialogueFormat.DIALOGUE_FORMAT_CHAT:
+      return "DIALOGUE_FORMAT_CHAT";
+    case DialogueFormat.DIALOGUE_FORMAT_YAML:
+      return "DIALOGUE_FORMAT_YAML";
+    case DialogueFormat.DIALOGUE_FORMAT_JSON:
+      return "DIALOGUE_FORMAT_JSON";
+    case DialogueFormat.DIALOGUE_FORMAT_PYTHON_REPR:
+      return "DIALOGUE_FORMAT_PYTHON_REPR";
+    case DialogueFormat.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** One utterance in a dialogue. */
 export interface DialogueElement {
-  /** `system`, `assistant` or `user`. */
+  /** `system`, `assistant` or `user` (exact, lower case). */
   actor: string;
   actorText: string;
-  timestamp: Date | undefined;
+  /** When parley recorded the utterance (millisecond precision). */
+  timestamp:
+    | Date
+    | undefined;
+  /** The event that carried the utterance; empty for AppendDialogue. */
+  event: string;
 }
 
 /** A transition of a model type's state machine: in `from_state`, `event` moves to `to_state`. */
@@ -38,7 +100,10 @@ export interface Transition {
   fromState: string;
   event: string;
   toState: string;
-  /** The actor whose utterance this event carries (`user`, `assistant` or `system`); empty for any. */
+  /**
+   * The actor whose utterance this event carries (`user`, `assistant` or `system`). When set, SendEvent
+   * may omit the actor; when empty, SendEvent must name it.
+   */
   actor: string;
 }
 
@@ -49,7 +114,10 @@ export interface StateMachine {
   transitions: Transition[];
 }
 
-/** A declarative step that upgrades session data from `from_version` to the next version. */
+/**
+ * A declarative step that upgrades session data from `from_version` (the previously registered schema
+ * version of the type) to the version that declares it. A version's steps run in the order given.
+ */
 export interface UpgradeStep {
   fromVersion: number;
   renameField?: RenameField | undefined;
@@ -58,22 +126,25 @@ export interface UpgradeStep {
   mapStates?: MapStates | undefined;
 }
 
+/** Renames a top-level field; a no-op when the field is absent. */
 export interface RenameField {
   from: string;
   to: string;
 }
 
+/** Removes a top-level field. */
 export interface DropField {
   name: string;
 }
 
+/** Adds a top-level field with a default value unless the data already has it. */
 export interface AddField {
   name: string;
   defaultValue: any | undefined;
 }
 
+/** Maps old state ids to new ones; states not in the mapping keep their id. */
 export interface MapStates {
-  /** Old state id → new state id. */
   mapping: { [key: string]: string };
 }
 
@@ -84,26 +155,33 @@ export interface MapStates_MappingEntry {
 
 /** A registered type of session model at one schema version. */
 export interface ModelType {
+  /** Letters, digits, `_`, `-` and `.`, starting with a letter; unique per account and version. */
   name: string;
+  /** 1 or more; each registration of a name must use a higher version than the last. */
   schemaVersion: number;
-  /** JSON Schema of the developer's own fields. */
+  /**
+   * JSON Schema (draft 2020-12 unless `$schema` names draft-07) of the developer's own fields.
+   * Unset accepts any fields.
+   */
   jsonSchema: { [key: string]: any } | undefined;
   stateMachine:
     | StateMachine
     | undefined;
-  /** Steps from every older version to this one, in order. */
+  /** Steps from the previously registered version to this one; empty for the first version. */
   upgrades: UpgradeStep[];
-  /** How long the hot copy of a session stays in Redis; 0 means the server default. */
+  /** How long the hot copy of a session stays in Redis; 0 means the server default (one hour). */
   cacheTtlSeconds: number;
-  createdAt: Date | undefined;
+  createTime: Date | undefined;
 }
 
 /** A dialogue session: the GenieModel. */
 export interface GenieSession {
   sessionId: string;
   modelType: string;
+  /** The schema version the session is presented at: always the type's latest. */
   schemaVersion: number;
   state: string;
+  /** Empty in ListSessions results. */
   dialogue: DialogueElement[];
   /** Who spoke most recently (`user`, `assistant`, `system`). */
   actor: string;
@@ -117,10 +195,27 @@ export interface GenieSession {
   currentResponse:
     | DialogueElement
     | undefined;
-  /** Increases by one with every committed change. */
+  /** Increases by exactly one with every committed change; 1 on creation. */
   revision: number;
-  createdAt: Date | undefined;
-  updatedAt: Date | undefined;
+  createTime:
+    | Date
+    | undefined;
+  /** When this revision was committed. */
+  updateTime:
+    | Date
+    | undefined;
+  /** Set on a session made by ForkSession. */
+  forkedFromSessionId: string;
+  forkedFromRevision: number;
+}
+
+/** Metadata of one secondary-storage value. */
+export interface SecondaryEntry {
+  key: string;
+  sizeBytes: number;
+  /** The session revision that stored it. */
+  revision: number;
+  createTime: Date | undefined;
 }
 
 export interface RegisterModelTypeRequest {
@@ -141,8 +236,174 @@ export interface GetModelTypeResponse {
   modelType: ModelType | undefined;
 }
 
+export interface ListModelTypesRequest {
+  /** Only this type's versions when set. */
+  name: string;
+  /** 1–1000; 0 means 50. */
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListModelTypesResponse {
+  modelTypes: ModelType[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface CreateSessionRequest {
+  modelType: string;
+  /** Initial developer fields, checked against the latest version's JSON Schema. */
+  fields: { [key: string]: any } | undefined;
+}
+
+export interface CreateSessionResponse {
+  session: GenieSession | undefined;
+}
+
+export interface GetSessionRequest {
+  sessionId: string;
+  /** 0 means the current revision. */
+  revision: number;
+}
+
+export interface GetSessionResponse {
+  session: GenieSession | undefined;
+}
+
+export interface UpdateSessionRequest {
+  /** `session_id` names the session; the fields named by `update_mask` carry the new values. */
+  session:
+    | GenieSession
+    | undefined;
+  /**
+   * Paths: `fields` (all developer fields), `fields.<name>[.<name>…]` (one value, removed when absent
+   * from `session.fields`), `actor`, `actor_input`. Unset means `fields`.
+   */
+  updateMask:
+    | string[]
+    | undefined;
+  /** When non-zero, the update applies only if the session is at this revision (else ABORTED). */
+  expectedRevision: number;
+}
+
+export interface UpdateSessionResponse {
+  session: GenieSession | undefined;
+}
+
+export interface DeleteSessionRequest {
+  sessionId: string;
+  expectedRevision: number;
+}
+
+export interface DeleteSessionResponse {
+}
+
+export interface ListSessionsRequest {
+  /** Only sessions of this model type when set. */
+  modelType: string;
+  /** Only sessions in this state (of the type's latest version) when set. */
+  state: string;
+  /** 1–1000; 0 means 50. */
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListSessionsResponse {
+  sessions: GenieSession[];
+  nextPageToken: string;
+}
+
+export interface ForkSessionRequest {
+  sessionId: string;
+  /** 0 means the current revision. */
+  revision: number;
+}
+
+export interface ForkSessionResponse {
+  session: GenieSession | undefined;
+}
+
+export interface SendEventRequest {
+  sessionId: string;
+  event: string;
+  /** `user`, `assistant` or `system`; may be omitted when the transition names its actor. */
+  actor: string;
+  /** The utterance; becomes the appended DialogueElement's actor_text. */
+  actorInput: string;
+  expectedRevision: number;
+}
+
+export interface SendEventResponse {
+  session:
+    | GenieSession
+    | undefined;
+  /** The state the event left. */
+  previousState: string;
+}
+
+export interface AppendDialogueRequest {
+  sessionId: string;
+  actor: string;
+  actorText: string;
+  expectedRevision: number;
+}
+
+export interface AppendDialogueResponse {
+  session: GenieSession | undefined;
+}
+
+export interface FormatDialogueRequest {
+  sessionId: string;
+  format: DialogueFormat;
+  /** 0 means the current revision. */
+  revision: number;
+}
+
+export interface FormatDialogueResponse {
+  text: string;
+}
+
+export interface PutSecondaryRequest {
+  sessionId: string;
+  /** 1–256 characters, no control characters. */
+  key: string;
+  /** Up to 16 MiB. */
+  value: Buffer;
+  expectedRevision: number;
+}
+
+export interface PutSecondaryResponse {
+  entry:
+    | SecondaryEntry
+    | undefined;
+  /** The session's revision after the put. */
+  revision: number;
+}
+
+export interface GetSecondaryRequest {
+  sessionId: string;
+  key: string;
+}
+
+export interface GetSecondaryResponse {
+  entry: SecondaryEntry | undefined;
+  value: Buffer;
+}
+
+export interface ListSecondaryKeysRequest {
+  sessionId: string;
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListSecondaryKeysResponse {
+  /** By key. */
+  entries: SecondaryEntry[];
+  nextPageToken: string;
+}
+
 function createBaseDialogueElement(): DialogueElement {
-  return { actor: "", actorText: "", timestamp: undefined };
+  return { actor: "", actorText: "", timestamp: undefined, event: "" };
 }
 
 export const DialogueElement: MessageFns<DialogueElement> = {
@@ -155,6 +416,9 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     }
     if (message.timestamp !== undefined) {
       Timestamp.encode(toTimestamp(message.timestamp), writer.uint32(26).fork()).join();
+    }
+    if (message.event !== "") {
+      writer.uint32(34).string(message.event);
     }
     return writer;
   },
@@ -196,6 +460,14 @@ export const DialogueElement: MessageFns<DialogueElement> = {
             message.timestamp = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.event = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -217,6 +489,7 @@ export const DialogueElement: MessageFns<DialogueElement> = {
         ? globalThis.String(object.actor_text)
         : "",
       timestamp: isSet(object.timestamp) ? fromJsonTimestamp(object.timestamp) : undefined,
+      event: isSet(object.event) ? globalThis.String(object.event) : "",
     };
   },
 
@@ -231,6 +504,9 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     if (message.timestamp !== undefined) {
       obj.timestamp = message.timestamp.toISOString();
     }
+    if (message.event !== "") {
+      obj.event = message.event;
+    }
     return obj;
   },
 
@@ -242,6 +518,7 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     message.actor = object.actor ?? "";
     message.actorText = object.actorText ?? "";
     message.timestamp = object.timestamp ?? undefined;
+    message.event = object.event ?? "";
     return message;
   },
 };
@@ -1072,7 +1349,7 @@ function createBaseModelType(): ModelType {
     stateMachine: undefined,
     upgrades: [],
     cacheTtlSeconds: 0,
-    createdAt: undefined,
+    createTime: undefined,
   };
 }
 
@@ -1096,8 +1373,8 @@ export const ModelType: MessageFns<ModelType> = {
     if (message.cacheTtlSeconds !== 0) {
       writer.uint32(48).int32(message.cacheTtlSeconds);
     }
-    if (message.createdAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(58).fork()).join();
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -1168,7 +1445,7 @@ export const ModelType: MessageFns<ModelType> = {
               break;
             }
 
-            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
         }
@@ -1209,10 +1486,10 @@ export const ModelType: MessageFns<ModelType> = {
         : isSet(object.cache_ttl_seconds)
         ? globalThis.Number(object.cache_ttl_seconds)
         : 0,
-      createdAt: isSet(object.createdAt)
-        ? fromJsonTimestamp(object.createdAt)
-        : isSet(object.created_at)
-        ? fromJsonTimestamp(object.created_at)
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
         : undefined,
     };
   },
@@ -1237,8 +1514,8 @@ export const ModelType: MessageFns<ModelType> = {
     if (message.cacheTtlSeconds !== 0) {
       obj.cacheTtlSeconds = Math.round(message.cacheTtlSeconds);
     }
-    if (message.createdAt !== undefined) {
-      obj.createdAt = message.createdAt.toISOString();
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
     }
     return obj;
   },
@@ -1256,7 +1533,7 @@ export const ModelType: MessageFns<ModelType> = {
       : undefined;
     message.upgrades = object.upgrades?.map((e) => UpgradeStep.fromPartial(e)) || [];
     message.cacheTtlSeconds = object.cacheTtlSeconds ?? 0;
-    message.createdAt = object.createdAt ?? undefined;
+    message.createTime = object.createTime ?? undefined;
     return message;
   },
 };
@@ -1273,8 +1550,10 @@ function createBaseGenieSession(): GenieSession {
     fields: undefined,
     currentResponse: undefined,
     revision: 0,
-    createdAt: undefined,
-    updatedAt: undefined,
+    createTime: undefined,
+    updateTime: undefined,
+    forkedFromSessionId: "",
+    forkedFromRevision: 0,
   };
 }
 
@@ -1310,11 +1589,17 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.revision !== 0) {
       writer.uint32(80).int64(message.revision);
     }
-    if (message.createdAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(90).fork()).join();
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(90).fork()).join();
     }
-    if (message.updatedAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(98).fork()).join();
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(98).fork()).join();
+    }
+    if (message.forkedFromSessionId !== "") {
+      writer.uint32(106).string(message.forkedFromSessionId);
+    }
+    if (message.forkedFromRevision !== 0) {
+      writer.uint32(112).int64(message.forkedFromRevision);
     }
     return writer;
   },
@@ -1417,7 +1702,7 @@ export const GenieSession: MessageFns<GenieSession> = {
               break;
             }
 
-            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
           case 12: {
@@ -1425,7 +1710,23 @@ export const GenieSession: MessageFns<GenieSession> = {
               break;
             }
 
-            message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.forkedFromSessionId = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.forkedFromRevision = longToNumber(reader.int64());
             continue;
           }
         }
@@ -1474,16 +1775,26 @@ export const GenieSession: MessageFns<GenieSession> = {
         ? DialogueElement.fromJSON(object.current_response)
         : undefined,
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
-      createdAt: isSet(object.createdAt)
-        ? fromJsonTimestamp(object.createdAt)
-        : isSet(object.created_at)
-        ? fromJsonTimestamp(object.created_at)
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
         : undefined,
-      updatedAt: isSet(object.updatedAt)
-        ? fromJsonTimestamp(object.updatedAt)
-        : isSet(object.updated_at)
-        ? fromJsonTimestamp(object.updated_at)
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
         : undefined,
+      forkedFromSessionId: isSet(object.forkedFromSessionId)
+        ? globalThis.String(object.forkedFromSessionId)
+        : isSet(object.forked_from_session_id)
+        ? globalThis.String(object.forked_from_session_id)
+        : "",
+      forkedFromRevision: isSet(object.forkedFromRevision)
+        ? globalThis.Number(object.forkedFromRevision)
+        : isSet(object.forked_from_revision)
+        ? globalThis.Number(object.forked_from_revision)
+        : 0,
     };
   },
 
@@ -1519,11 +1830,17 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
-    if (message.createdAt !== undefined) {
-      obj.createdAt = message.createdAt.toISOString();
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
     }
-    if (message.updatedAt !== undefined) {
-      obj.updatedAt = message.updatedAt.toISOString();
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
+    }
+    if (message.forkedFromSessionId !== "") {
+      obj.forkedFromSessionId = message.forkedFromSessionId;
+    }
+    if (message.forkedFromRevision !== 0) {
+      obj.forkedFromRevision = Math.round(message.forkedFromRevision);
     }
     return obj;
   },
@@ -1545,8 +1862,135 @@ export const GenieSession: MessageFns<GenieSession> = {
       ? DialogueElement.fromPartial(object.currentResponse)
       : undefined;
     message.revision = object.revision ?? 0;
-    message.createdAt = object.createdAt ?? undefined;
-    message.updatedAt = object.updatedAt ?? undefined;
+    message.createTime = object.createTime ?? undefined;
+    message.updateTime = object.updateTime ?? undefined;
+    message.forkedFromSessionId = object.forkedFromSessionId ?? "";
+    message.forkedFromRevision = object.forkedFromRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseSecondaryEntry(): SecondaryEntry {
+  return { key: "", sizeBytes: 0, revision: 0, createTime: undefined };
+}
+
+export const SecondaryEntry: MessageFns<SecondaryEntry> = {
+  encode(message: SecondaryEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(16).int64(message.sizeBytes);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(24).int64(message.revision);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SecondaryEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSecondaryEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SecondaryEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: SecondaryEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SecondaryEntry>, I>>(base?: I): SecondaryEntry {
+    return SecondaryEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SecondaryEntry>, I>>(object: I): SecondaryEntry {
+    const message = createBaseSecondaryEntry();
+    message.key = object.key ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.revision = object.revision ?? 0;
+    message.createTime = object.createTime ?? undefined;
     return message;
   },
 };
@@ -1865,9 +2309,2435 @@ export const GetModelTypeResponse: MessageFns<GetModelTypeResponse> = {
   },
 };
 
-/** GenieService keeps typed, versioned dialogue sessions (GenieModels) driven by a state machine. */
+function createBaseListModelTypesRequest(): ListModelTypesRequest {
+  return { name: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListModelTypesRequest: MessageFns<ListModelTypesRequest> = {
+  encode(message: ListModelTypesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListModelTypesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListModelTypesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListModelTypesRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListModelTypesRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListModelTypesRequest>, I>>(base?: I): ListModelTypesRequest {
+    return ListModelTypesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListModelTypesRequest>, I>>(object: I): ListModelTypesRequest {
+    const message = createBaseListModelTypesRequest();
+    message.name = object.name ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListModelTypesResponse(): ListModelTypesResponse {
+  return { modelTypes: [], nextPageToken: "" };
+}
+
+export const ListModelTypesResponse: MessageFns<ListModelTypesResponse> = {
+  encode(message: ListModelTypesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.modelTypes) {
+      ModelType.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListModelTypesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListModelTypesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.modelTypes.push(ModelType.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListModelTypesResponse {
+    return {
+      modelTypes: globalThis.Array.isArray(object?.modelTypes)
+        ? object.modelTypes.map((e: any) => ModelType.fromJSON(e))
+        : globalThis.Array.isArray(object?.model_types)
+        ? object.model_types.map((e: any) => ModelType.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListModelTypesResponse): unknown {
+    const obj: any = {};
+    if (message.modelTypes?.length) {
+      obj.modelTypes = message.modelTypes.map((e) => ModelType.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListModelTypesResponse>, I>>(base?: I): ListModelTypesResponse {
+    return ListModelTypesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListModelTypesResponse>, I>>(object: I): ListModelTypesResponse {
+    const message = createBaseListModelTypesResponse();
+    message.modelTypes = object.modelTypes?.map((e) => ModelType.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseCreateSessionRequest(): CreateSessionRequest {
+  return { modelType: "", fields: undefined };
+}
+
+export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
+  encode(message: CreateSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.modelType !== "") {
+      writer.uint32(10).string(message.modelType);
+    }
+    if (message.fields !== undefined) {
+      Struct.encode(Struct.wrap(message.fields), writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.modelType = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fields = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateSessionRequest {
+    return {
+      modelType: isSet(object.modelType)
+        ? globalThis.String(object.modelType)
+        : isSet(object.model_type)
+        ? globalThis.String(object.model_type)
+        : "",
+      fields: isObject(object.fields) ? object.fields : undefined,
+    };
+  },
+
+  toJSON(message: CreateSessionRequest): unknown {
+    const obj: any = {};
+    if (message.modelType !== "") {
+      obj.modelType = message.modelType;
+    }
+    if (message.fields !== undefined) {
+      obj.fields = message.fields;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateSessionRequest>, I>>(base?: I): CreateSessionRequest {
+    return CreateSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateSessionRequest>, I>>(object: I): CreateSessionRequest {
+    const message = createBaseCreateSessionRequest();
+    message.modelType = object.modelType ?? "";
+    message.fields = object.fields ?? undefined;
+    return message;
+  },
+};
+
+function createBaseCreateSessionResponse(): CreateSessionResponse {
+  return { session: undefined };
+}
+
+export const CreateSessionResponse: MessageFns<CreateSessionResponse> = {
+  encode(message: CreateSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = GenieSession.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateSessionResponse {
+    return { session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined };
+  },
+
+  toJSON(message: CreateSessionResponse): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = GenieSession.toJSON(message.session);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateSessionResponse>, I>>(base?: I): CreateSessionResponse {
+    return CreateSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateSessionResponse>, I>>(object: I): CreateSessionResponse {
+    const message = createBaseCreateSessionResponse();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? GenieSession.fromPartial(object.session)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetSessionRequest(): GetSessionRequest {
+  return { sessionId: "", revision: 0 };
+}
+
+export const GetSessionRequest: MessageFns<GetSessionRequest> = {
+  encode(message: GetSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetSessionRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: GetSessionRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetSessionRequest>, I>>(base?: I): GetSessionRequest {
+    return GetSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetSessionRequest>, I>>(object: I): GetSessionRequest {
+    const message = createBaseGetSessionRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetSessionResponse(): GetSessionResponse {
+  return { session: undefined };
+}
+
+export const GetSessionResponse: MessageFns<GetSessionResponse> = {
+  encode(message: GetSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = GenieSession.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetSessionResponse {
+    return { session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined };
+  },
+
+  toJSON(message: GetSessionResponse): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = GenieSession.toJSON(message.session);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetSessionResponse>, I>>(base?: I): GetSessionResponse {
+    return GetSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetSessionResponse>, I>>(object: I): GetSessionResponse {
+    const message = createBaseGetSessionResponse();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? GenieSession.fromPartial(object.session)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUpdateSessionRequest(): UpdateSessionRequest {
+  return { session: undefined, updateMask: undefined, expectedRevision: 0 };
+}
+
+export const UpdateSessionRequest: MessageFns<UpdateSessionRequest> = {
+  encode(message: UpdateSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    if (message.updateMask !== undefined) {
+      FieldMask.encode(FieldMask.wrap(message.updateMask), writer.uint32(18).fork()).join();
+    }
+    if (message.expectedRevision !== 0) {
+      writer.uint32(24).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = GenieSession.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.updateMask = FieldMask.unwrap(FieldMask.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateSessionRequest {
+    return {
+      session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined,
+      updateMask: isSet(object.updateMask)
+        ? FieldMask.unwrap(FieldMask.fromJSON(object.updateMask))
+        : isSet(object.update_mask)
+        ? FieldMask.unwrap(FieldMask.fromJSON(object.update_mask))
+        : undefined,
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: UpdateSessionRequest): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = GenieSession.toJSON(message.session);
+    }
+    if (message.updateMask !== undefined) {
+      obj.updateMask = FieldMask.toJSON(FieldMask.wrap(message.updateMask));
+    }
+    if (message.expectedRevision !== 0) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateSessionRequest>, I>>(base?: I): UpdateSessionRequest {
+    return UpdateSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateSessionRequest>, I>>(object: I): UpdateSessionRequest {
+    const message = createBaseUpdateSessionRequest();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? GenieSession.fromPartial(object.session)
+      : undefined;
+    message.updateMask = object.updateMask ?? undefined;
+    message.expectedRevision = object.expectedRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseUpdateSessionResponse(): UpdateSessionResponse {
+  return { session: undefined };
+}
+
+export const UpdateSessionResponse: MessageFns<UpdateSessionResponse> = {
+  encode(message: UpdateSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = GenieSession.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateSessionResponse {
+    return { session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined };
+  },
+
+  toJSON(message: UpdateSessionResponse): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = GenieSession.toJSON(message.session);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateSessionResponse>, I>>(base?: I): UpdateSessionResponse {
+    return UpdateSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateSessionResponse>, I>>(object: I): UpdateSessionResponse {
+    const message = createBaseUpdateSessionResponse();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? GenieSession.fromPartial(object.session)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteSessionRequest(): DeleteSessionRequest {
+  return { sessionId: "", expectedRevision: 0 };
+}
+
+export const DeleteSessionRequest: MessageFns<DeleteSessionRequest> = {
+  encode(message: DeleteSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.expectedRevision !== 0) {
+      writer.uint32(16).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteSessionRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeleteSessionRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.expectedRevision !== 0) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteSessionRequest>, I>>(base?: I): DeleteSessionRequest {
+    return DeleteSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteSessionRequest>, I>>(object: I): DeleteSessionRequest {
+    const message = createBaseDeleteSessionRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.expectedRevision = object.expectedRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseDeleteSessionResponse(): DeleteSessionResponse {
+  return {};
+}
+
+export const DeleteSessionResponse: MessageFns<DeleteSessionResponse> = {
+  encode(_: DeleteSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteSessionResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteSessionResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteSessionResponse>, I>>(base?: I): DeleteSessionResponse {
+    return DeleteSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteSessionResponse>, I>>(_: I): DeleteSessionResponse {
+    const message = createBaseDeleteSessionResponse();
+    return message;
+  },
+};
+
+function createBaseListSessionsRequest(): ListSessionsRequest {
+  return { modelType: "", state: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
+  encode(message: ListSessionsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.modelType !== "") {
+      writer.uint32(10).string(message.modelType);
+    }
+    if (message.state !== "") {
+      writer.uint32(18).string(message.state);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(24).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(34).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSessionsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSessionsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.modelType = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListSessionsRequest {
+    return {
+      modelType: isSet(object.modelType)
+        ? globalThis.String(object.modelType)
+        : isSet(object.model_type)
+        ? globalThis.String(object.model_type)
+        : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListSessionsRequest): unknown {
+    const obj: any = {};
+    if (message.modelType !== "") {
+      obj.modelType = message.modelType;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListSessionsRequest>, I>>(base?: I): ListSessionsRequest {
+    return ListSessionsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSessionsRequest>, I>>(object: I): ListSessionsRequest {
+    const message = createBaseListSessionsRequest();
+    message.modelType = object.modelType ?? "";
+    message.state = object.state ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListSessionsResponse(): ListSessionsResponse {
+  return { sessions: [], nextPageToken: "" };
+}
+
+export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
+  encode(message: ListSessionsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.sessions) {
+      GenieSession.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSessionsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSessionsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessions.push(GenieSession.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListSessionsResponse {
+    return {
+      sessions: globalThis.Array.isArray(object?.sessions)
+        ? object.sessions.map((e: any) => GenieSession.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListSessionsResponse): unknown {
+    const obj: any = {};
+    if (message.sessions?.length) {
+      obj.sessions = message.sessions.map((e) => GenieSession.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListSessionsResponse>, I>>(base?: I): ListSessionsResponse {
+    return ListSessionsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSessionsResponse>, I>>(object: I): ListSessionsResponse {
+    const message = createBaseListSessionsResponse();
+    message.sessions = object.sessions?.map((e) => GenieSession.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseForkSessionRequest(): ForkSessionRequest {
+  return { sessionId: "", revision: 0 };
+}
+
+export const ForkSessionRequest: MessageFns<ForkSessionRequest> = {
+  encode(message: ForkSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForkSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForkSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ForkSessionRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: ForkSessionRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ForkSessionRequest>, I>>(base?: I): ForkSessionRequest {
+    return ForkSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ForkSessionRequest>, I>>(object: I): ForkSessionRequest {
+    const message = createBaseForkSessionRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseForkSessionResponse(): ForkSessionResponse {
+  return { session: undefined };
+}
+
+export const ForkSessionResponse: MessageFns<ForkSessionResponse> = {
+  encode(message: ForkSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForkSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForkSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = GenieSession.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ForkSessionResponse {
+    return { session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined };
+  },
+
+  toJSON(message: ForkSessionResponse): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = GenieSession.toJSON(message.session);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ForkSessionResponse>, I>>(base?: I): ForkSessionResponse {
+    return ForkSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ForkSessionResponse>, I>>(object: I): ForkSessionResponse {
+    const message = createBaseForkSessionResponse();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? GenieSession.fromPartial(object.session)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSendEventRequest(): SendEventRequest {
+  return { sessionId: "", event: "", actor: "", actorInput: "", expectedRevision: 0 };
+}
+
+export const SendEventRequest: MessageFns<SendEventRequest> = {
+  encode(message: SendEventRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.event !== "") {
+      writer.uint32(18).string(message.event);
+    }
+    if (message.actor !== "") {
+      writer.uint32(26).string(message.actor);
+    }
+    if (message.actorInput !== "") {
+      writer.uint32(34).string(message.actorInput);
+    }
+    if (message.expectedRevision !== 0) {
+      writer.uint32(40).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendEventRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendEventRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.event = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.actorInput = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendEventRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      event: isSet(object.event) ? globalThis.String(object.event) : "",
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actorInput: isSet(object.actorInput)
+        ? globalThis.String(object.actorInput)
+        : isSet(object.actor_input)
+        ? globalThis.String(object.actor_input)
+        : "",
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: SendEventRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.event !== "") {
+      obj.event = message.event;
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.actorInput !== "") {
+      obj.actorInput = message.actorInput;
+    }
+    if (message.expectedRevision !== 0) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendEventRequest>, I>>(base?: I): SendEventRequest {
+    return SendEventRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendEventRequest>, I>>(object: I): SendEventRequest {
+    const message = createBaseSendEventRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.event = object.event ?? "";
+    message.actor = object.actor ?? "";
+    message.actorInput = object.actorInput ?? "";
+    message.expectedRevision = object.expectedRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseSendEventResponse(): SendEventResponse {
+  return { session: undefined, previousState: "" };
+}
+
+export const SendEventResponse: MessageFns<SendEventResponse> = {
+  encode(message: SendEventResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    if (message.previousState !== "") {
+      writer.uint32(18).string(message.previousState);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendEventResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendEventResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = GenieSession.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.previousState = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendEventResponse {
+    return {
+      session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined,
+      previousState: isSet(object.previousState)
+        ? globalThis.String(object.previousState)
+        : isSet(object.previous_state)
+        ? globalThis.String(object.previous_state)
+        : "",
+    };
+  },
+
+  toJSON(message: SendEventResponse): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = GenieSession.toJSON(message.session);
+    }
+    if (message.previousState !== "") {
+      obj.previousState = message.previousState;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendEventResponse>, I>>(base?: I): SendEventResponse {
+    return SendEventResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendEventResponse>, I>>(object: I): SendEventResponse {
+    const message = createBaseSendEventResponse();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? GenieSession.fromPartial(object.session)
+      : undefined;
+    message.previousState = object.previousState ?? "";
+    return message;
+  },
+};
+
+function createBaseAppendDialogueRequest(): AppendDialogueRequest {
+  return { sessionId: "", actor: "", actorText: "", expectedRevision: 0 };
+}
+
+export const AppendDialogueRequest: MessageFns<AppendDialogueRequest> = {
+  encode(message: AppendDialogueRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.actor !== "") {
+      writer.uint32(18).string(message.actor);
+    }
+    if (message.actorText !== "") {
+      writer.uint32(26).string(message.actorText);
+    }
+    if (message.expectedRevision !== 0) {
+      writer.uint32(32).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AppendDialogueRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAppendDialogueRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actorText = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AppendDialogueRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actorText: isSet(object.actorText)
+        ? globalThis.String(object.actorText)
+        : isSet(object.actor_text)
+        ? globalThis.String(object.actor_text)
+        : "",
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: AppendDialogueRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.actorText !== "") {
+      obj.actorText = message.actorText;
+    }
+    if (message.expectedRevision !== 0) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AppendDialogueRequest>, I>>(base?: I): AppendDialogueRequest {
+    return AppendDialogueRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AppendDialogueRequest>, I>>(object: I): AppendDialogueRequest {
+    const message = createBaseAppendDialogueRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.actor = object.actor ?? "";
+    message.actorText = object.actorText ?? "";
+    message.expectedRevision = object.expectedRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseAppendDialogueResponse(): AppendDialogueResponse {
+  return { session: undefined };
+}
+
+export const AppendDialogueResponse: MessageFns<AppendDialogueResponse> = {
+  encode(message: AppendDialogueResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AppendDialogueResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAppendDialogueResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = GenieSession.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AppendDialogueResponse {
+    return { session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined };
+  },
+
+  toJSON(message: AppendDialogueResponse): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = GenieSession.toJSON(message.session);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AppendDialogueResponse>, I>>(base?: I): AppendDialogueResponse {
+    return AppendDialogueResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AppendDialogueResponse>, I>>(object: I): AppendDialogueResponse {
+    const message = createBaseAppendDialogueResponse();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? GenieSession.fromPartial(object.session)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseFormatDialogueRequest(): FormatDialogueRequest {
+  return { sessionId: "", format: 0, revision: 0 };
+}
+
+export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
+  encode(message: FormatDialogueRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.format !== 0) {
+      writer.uint32(16).int32(message.format);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(24).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FormatDialogueRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFormatDialogueRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.format = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FormatDialogueRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      format: isSet(object.format) ? dialogueFormatFromJSON(object.format) : 0,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: FormatDialogueRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.format !== 0) {
+      obj.format = dialogueFormatToJSON(message.format);
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FormatDialogueRequest>, I>>(base?: I): FormatDialogueRequest {
+    return FormatDialogueRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FormatDialogueRequest>, I>>(object: I): FormatDialogueRequest {
+    const message = createBaseFormatDialogueRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.format = object.format ?? 0;
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseFormatDialogueResponse(): FormatDialogueResponse {
+  return { text: "" };
+}
+
+export const FormatDialogueResponse: MessageFns<FormatDialogueResponse> = {
+  encode(message: FormatDialogueResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== "") {
+      writer.uint32(10).string(message.text);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FormatDialogueResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFormatDialogueResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FormatDialogueResponse {
+    return { text: isSet(object.text) ? globalThis.String(object.text) : "" };
+  },
+
+  toJSON(message: FormatDialogueResponse): unknown {
+    const obj: any = {};
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FormatDialogueResponse>, I>>(base?: I): FormatDialogueResponse {
+    return FormatDialogueResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FormatDialogueResponse>, I>>(object: I): FormatDialogueResponse {
+    const message = createBaseFormatDialogueResponse();
+    message.text = object.text ?? "";
+    return message;
+  },
+};
+
+function createBasePutSecondaryRequest(): PutSecondaryRequest {
+  return { sessionId: "", key: "", value: Buffer.alloc(0), expectedRevision: 0 };
+}
+
+export const PutSecondaryRequest: MessageFns<PutSecondaryRequest> = {
+  encode(message: PutSecondaryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.key !== "") {
+      writer.uint32(18).string(message.key);
+    }
+    if (message.value.length !== 0) {
+      writer.uint32(26).bytes(message.value);
+    }
+    if (message.expectedRevision !== 0) {
+      writer.uint32(32).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PutSecondaryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePutSecondaryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.value = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PutSecondaryRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? Buffer.from(bytesFromBase64(object.value)) : Buffer.alloc(0),
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: PutSecondaryRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value.length !== 0) {
+      obj.value = base64FromBytes(message.value);
+    }
+    if (message.expectedRevision !== 0) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PutSecondaryRequest>, I>>(base?: I): PutSecondaryRequest {
+    return PutSecondaryRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PutSecondaryRequest>, I>>(object: I): PutSecondaryRequest {
+    const message = createBasePutSecondaryRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.key = object.key ?? "";
+    message.value = object.value ?? Buffer.alloc(0);
+    message.expectedRevision = object.expectedRevision ?? 0;
+    return message;
+  },
+};
+
+function createBasePutSecondaryResponse(): PutSecondaryResponse {
+  return { entry: undefined, revision: 0 };
+}
+
+export const PutSecondaryResponse: MessageFns<PutSecondaryResponse> = {
+  encode(message: PutSecondaryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.entry !== undefined) {
+      SecondaryEntry.encode(message.entry, writer.uint32(10).fork()).join();
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PutSecondaryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePutSecondaryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entry = SecondaryEntry.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PutSecondaryResponse {
+    return {
+      entry: isSet(object.entry) ? SecondaryEntry.fromJSON(object.entry) : undefined,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: PutSecondaryResponse): unknown {
+    const obj: any = {};
+    if (message.entry !== undefined) {
+      obj.entry = SecondaryEntry.toJSON(message.entry);
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PutSecondaryResponse>, I>>(base?: I): PutSecondaryResponse {
+    return PutSecondaryResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PutSecondaryResponse>, I>>(object: I): PutSecondaryResponse {
+    const message = createBasePutSecondaryResponse();
+    message.entry = (object.entry !== undefined && object.entry !== null)
+      ? SecondaryEntry.fromPartial(object.entry)
+      : undefined;
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetSecondaryRequest(): GetSecondaryRequest {
+  return { sessionId: "", key: "" };
+}
+
+export const GetSecondaryRequest: MessageFns<GetSecondaryRequest> = {
+  encode(message: GetSecondaryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.key !== "") {
+      writer.uint32(18).string(message.key);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetSecondaryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetSecondaryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetSecondaryRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+    };
+  },
+
+  toJSON(message: GetSecondaryRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetSecondaryRequest>, I>>(base?: I): GetSecondaryRequest {
+    return GetSecondaryRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetSecondaryRequest>, I>>(object: I): GetSecondaryRequest {
+    const message = createBaseGetSecondaryRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.key = object.key ?? "";
+    return message;
+  },
+};
+
+function createBaseGetSecondaryResponse(): GetSecondaryResponse {
+  return { entry: undefined, value: Buffer.alloc(0) };
+}
+
+export const GetSecondaryResponse: MessageFns<GetSecondaryResponse> = {
+  encode(message: GetSecondaryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.entry !== undefined) {
+      SecondaryEntry.encode(message.entry, writer.uint32(10).fork()).join();
+    }
+    if (message.value.length !== 0) {
+      writer.uint32(18).bytes(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetSecondaryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetSecondaryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entry = SecondaryEntry.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetSecondaryResponse {
+    return {
+      entry: isSet(object.entry) ? SecondaryEntry.fromJSON(object.entry) : undefined,
+      value: isSet(object.value) ? Buffer.from(bytesFromBase64(object.value)) : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: GetSecondaryResponse): unknown {
+    const obj: any = {};
+    if (message.entry !== undefined) {
+      obj.entry = SecondaryEntry.toJSON(message.entry);
+    }
+    if (message.value.length !== 0) {
+      obj.value = base64FromBytes(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetSecondaryResponse>, I>>(base?: I): GetSecondaryResponse {
+    return GetSecondaryResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetSecondaryResponse>, I>>(object: I): GetSecondaryResponse {
+    const message = createBaseGetSecondaryResponse();
+    message.entry = (object.entry !== undefined && object.entry !== null)
+      ? SecondaryEntry.fromPartial(object.entry)
+      : undefined;
+    message.value = object.value ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseListSecondaryKeysRequest(): ListSecondaryKeysRequest {
+  return { sessionId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListSecondaryKeysRequest: MessageFns<ListSecondaryKeysRequest> = {
+  encode(message: ListSecondaryKeysRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSecondaryKeysRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSecondaryKeysRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListSecondaryKeysRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListSecondaryKeysRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListSecondaryKeysRequest>, I>>(base?: I): ListSecondaryKeysRequest {
+    return ListSecondaryKeysRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSecondaryKeysRequest>, I>>(object: I): ListSecondaryKeysRequest {
+    const message = createBaseListSecondaryKeysRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListSecondaryKeysResponse(): ListSecondaryKeysResponse {
+  return { entries: [], nextPageToken: "" };
+}
+
+export const ListSecondaryKeysResponse: MessageFns<ListSecondaryKeysResponse> = {
+  encode(message: ListSecondaryKeysResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.entries) {
+      SecondaryEntry.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSecondaryKeysResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSecondaryKeysResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entries.push(SecondaryEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListSecondaryKeysResponse {
+    return {
+      entries: globalThis.Array.isArray(object?.entries)
+        ? object.entries.map((e: any) => SecondaryEntry.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListSecondaryKeysResponse): unknown {
+    const obj: any = {};
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => SecondaryEntry.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListSecondaryKeysResponse>, I>>(base?: I): ListSecondaryKeysResponse {
+    return ListSecondaryKeysResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSecondaryKeysResponse>, I>>(object: I): ListSecondaryKeysResponse {
+    const message = createBaseListSecondaryKeysResponse();
+    message.entries = object.entries?.map((e) => SecondaryEntry.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+/**
+ * GenieService keeps typed, versioned dialogue sessions (GenieModels) driven by a state machine.
+ *
+ * Every session belongs to the account of the calling API key; another account's sessions and model
+ * types read as NOT_FOUND. Every committed change to a session bumps its revision by exactly one and is
+ * kept, so any earlier revision can be read (GetSession) or forked (ForkSession).
+ */
 export type GenieServiceService = typeof GenieServiceService;
 export const GenieServiceService = {
+  /** Registers a model type at a new schema version. Older versions stay readable. */
   registerModelType: {
     path: "/parley.genie.v1.GenieService/RegisterModelType" as const,
     requestStream: false as const,
@@ -1889,14 +4759,186 @@ export const GenieServiceService = {
       Buffer.from(GetModelTypeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetModelTypeResponse => GetModelTypeResponse.decode(value),
   },
+  /** Lists model types by name, then schema version (every version). */
+  listModelTypes: {
+    path: "/parley.genie.v1.GenieService/ListModelTypes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListModelTypesRequest): Buffer =>
+      Buffer.from(ListModelTypesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListModelTypesRequest => ListModelTypesRequest.decode(value),
+    responseSerialize: (value: ListModelTypesResponse): Buffer =>
+      Buffer.from(ListModelTypesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListModelTypesResponse => ListModelTypesResponse.decode(value),
+  },
+  /** Starts a session of a model type at its latest schema version, in the machine's initial state. */
+  createSession: {
+    path: "/parley.genie.v1.GenieService/CreateSession" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateSessionRequest): Buffer => Buffer.from(CreateSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateSessionRequest => CreateSessionRequest.decode(value),
+    responseSerialize: (value: CreateSessionResponse): Buffer =>
+      Buffer.from(CreateSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateSessionResponse => CreateSessionResponse.decode(value),
+  },
+  /** Reads a session, upgraded to the latest schema version of its type; optionally at an earlier revision. */
+  getSession: {
+    path: "/parley.genie.v1.GenieService/GetSession" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetSessionRequest): Buffer => Buffer.from(GetSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetSessionRequest => GetSessionRequest.decode(value),
+    responseSerialize: (value: GetSessionResponse): Buffer => Buffer.from(GetSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetSessionResponse => GetSessionResponse.decode(value),
+  },
+  /** Changes the developer's fields and/or actor and actor_input; never the state (use SendEvent). */
+  updateSession: {
+    path: "/parley.genie.v1.GenieService/UpdateSession" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateSessionRequest): Buffer => Buffer.from(UpdateSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateSessionRequest => UpdateSessionRequest.decode(value),
+    responseSerialize: (value: UpdateSessionResponse): Buffer =>
+      Buffer.from(UpdateSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateSessionResponse => UpdateSessionResponse.decode(value),
+  },
+  deleteSession: {
+    path: "/parley.genie.v1.GenieService/DeleteSession" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteSessionRequest): Buffer => Buffer.from(DeleteSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteSessionRequest => DeleteSessionRequest.decode(value),
+    responseSerialize: (value: DeleteSessionResponse): Buffer =>
+      Buffer.from(DeleteSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteSessionResponse => DeleteSessionResponse.decode(value),
+  },
+  /** Lists sessions, oldest first, without their dialogue (current_response is set). */
+  listSessions: {
+    path: "/parley.genie.v1.GenieService/ListSessions" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListSessionsRequest): Buffer => Buffer.from(ListSessionsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListSessionsRequest => ListSessionsRequest.decode(value),
+    responseSerialize: (value: ListSessionsResponse): Buffer =>
+      Buffer.from(ListSessionsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListSessionsResponse => ListSessionsResponse.decode(value),
+  },
+  /** Starts a new session from any revision of an existing one (dialogue and secondary storage included). */
+  forkSession: {
+    path: "/parley.genie.v1.GenieService/ForkSession" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ForkSessionRequest): Buffer => Buffer.from(ForkSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ForkSessionRequest => ForkSessionRequest.decode(value),
+    responseSerialize: (value: ForkSessionResponse): Buffer => Buffer.from(ForkSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ForkSessionResponse => ForkSessionResponse.decode(value),
+  },
+  /**
+   * Fires a state-machine event: moves the state, records the actor and its input and appends the
+   * utterance to the dialogue, atomically, as one revision.
+   */
+  sendEvent: {
+    path: "/parley.genie.v1.GenieService/SendEvent" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SendEventRequest): Buffer => Buffer.from(SendEventRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SendEventRequest => SendEventRequest.decode(value),
+    responseSerialize: (value: SendEventResponse): Buffer => Buffer.from(SendEventResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SendEventResponse => SendEventResponse.decode(value),
+  },
+  /** Appends an utterance to the dialogue without a transition. */
+  appendDialogue: {
+    path: "/parley.genie.v1.GenieService/AppendDialogue" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AppendDialogueRequest): Buffer =>
+      Buffer.from(AppendDialogueRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AppendDialogueRequest => AppendDialogueRequest.decode(value),
+    responseSerialize: (value: AppendDialogueResponse): Buffer =>
+      Buffer.from(AppendDialogueResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AppendDialogueResponse => AppendDialogueResponse.decode(value),
+  },
+  /** Renders the dialogue as the genie-flow reference's DialogueFormat does. */
+  formatDialogue: {
+    path: "/parley.genie.v1.GenieService/FormatDialogue" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: FormatDialogueRequest): Buffer =>
+      Buffer.from(FormatDialogueRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): FormatDialogueRequest => FormatDialogueRequest.decode(value),
+    responseSerialize: (value: FormatDialogueResponse): Buffer =>
+      Buffer.from(FormatDialogueResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): FormatDialogueResponse => FormatDialogueResponse.decode(value),
+  },
+  /** Stores a value under a key of the session's write-once-read-many secondary storage. */
+  putSecondary: {
+    path: "/parley.genie.v1.GenieService/PutSecondary" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PutSecondaryRequest): Buffer => Buffer.from(PutSecondaryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PutSecondaryRequest => PutSecondaryRequest.decode(value),
+    responseSerialize: (value: PutSecondaryResponse): Buffer =>
+      Buffer.from(PutSecondaryResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PutSecondaryResponse => PutSecondaryResponse.decode(value),
+  },
+  getSecondary: {
+    path: "/parley.genie.v1.GenieService/GetSecondary" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetSecondaryRequest): Buffer => Buffer.from(GetSecondaryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetSecondaryRequest => GetSecondaryRequest.decode(value),
+    responseSerialize: (value: GetSecondaryResponse): Buffer =>
+      Buffer.from(GetSecondaryResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetSecondaryResponse => GetSecondaryResponse.decode(value),
+  },
+  listSecondaryKeys: {
+    path: "/parley.genie.v1.GenieService/ListSecondaryKeys" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListSecondaryKeysRequest): Buffer =>
+      Buffer.from(ListSecondaryKeysRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListSecondaryKeysRequest => ListSecondaryKeysRequest.decode(value),
+    responseSerialize: (value: ListSecondaryKeysResponse): Buffer =>
+      Buffer.from(ListSecondaryKeysResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListSecondaryKeysResponse => ListSecondaryKeysResponse.decode(value),
+  },
 } as const;
 
 export interface GenieServiceServer extends UntypedServiceImplementation {
+  /** Registers a model type at a new schema version. Older versions stay readable. */
   registerModelType: handleUnaryCall<RegisterModelTypeRequest, RegisterModelTypeResponse>;
   getModelType: handleUnaryCall<GetModelTypeRequest, GetModelTypeResponse>;
+  /** Lists model types by name, then schema version (every version). */
+  listModelTypes: handleUnaryCall<ListModelTypesRequest, ListModelTypesResponse>;
+  /** Starts a session of a model type at its latest schema version, in the machine's initial state. */
+  createSession: handleUnaryCall<CreateSessionRequest, CreateSessionResponse>;
+  /** Reads a session, upgraded to the latest schema version of its type; optionally at an earlier revision. */
+  getSession: handleUnaryCall<GetSessionRequest, GetSessionResponse>;
+  /** Changes the developer's fields and/or actor and actor_input; never the state (use SendEvent). */
+  updateSession: handleUnaryCall<UpdateSessionRequest, UpdateSessionResponse>;
+  deleteSession: handleUnaryCall<DeleteSessionRequest, DeleteSessionResponse>;
+  /** Lists sessions, oldest first, without their dialogue (current_response is set). */
+  listSessions: handleUnaryCall<ListSessionsRequest, ListSessionsResponse>;
+  /** Starts a new session from any revision of an existing one (dialogue and secondary storage included). */
+  forkSession: handleUnaryCall<ForkSessionRequest, ForkSessionResponse>;
+  /**
+   * Fires a state-machine event: moves the state, records the actor and its input and appends the
+   * utterance to the dialogue, atomically, as one revision.
+   */
+  sendEvent: handleUnaryCall<SendEventRequest, SendEventResponse>;
+  /** Appends an utterance to the dialogue without a transition. */
+  appendDialogue: handleUnaryCall<AppendDialogueRequest, AppendDialogueResponse>;
+  /** Renders the dialogue as the genie-flow reference's DialogueFormat does. */
+  formatDialogue: handleUnaryCall<FormatDialogueRequest, FormatDialogueResponse>;
+  /** Stores a value under a key of the session's write-once-read-many secondary storage. */
+  putSecondary: handleUnaryCall<PutSecondaryRequest, PutSecondaryResponse>;
+  getSecondary: handleUnaryCall<GetSecondaryRequest, GetSecondaryResponse>;
+  listSecondaryKeys: handleUnaryCall<ListSecondaryKeysRequest, ListSecondaryKeysResponse>;
 }
 
 export interface GenieServiceClient extends Client {
+  /** Registers a model type at a new schema version. Older versions stay readable. */
   registerModelType(
     request: RegisterModelTypeRequest,
     callback: (error: ServiceError | null, response: RegisterModelTypeResponse) => void,
@@ -1926,6 +4968,214 @@ export interface GenieServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetModelTypeResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists model types by name, then schema version (every version). */
+  listModelTypes(
+    request: ListModelTypesRequest,
+    callback: (error: ServiceError | null, response: ListModelTypesResponse) => void,
+  ): ClientUnaryCall;
+  listModelTypes(
+    request: ListModelTypesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListModelTypesResponse) => void,
+  ): ClientUnaryCall;
+  listModelTypes(
+    request: ListModelTypesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListModelTypesResponse) => void,
+  ): ClientUnaryCall;
+  /** Starts a session of a model type at its latest schema version, in the machine's initial state. */
+  createSession(
+    request: CreateSessionRequest,
+    callback: (error: ServiceError | null, response: CreateSessionResponse) => void,
+  ): ClientUnaryCall;
+  createSession(
+    request: CreateSessionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateSessionResponse) => void,
+  ): ClientUnaryCall;
+  createSession(
+    request: CreateSessionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateSessionResponse) => void,
+  ): ClientUnaryCall;
+  /** Reads a session, upgraded to the latest schema version of its type; optionally at an earlier revision. */
+  getSession(
+    request: GetSessionRequest,
+    callback: (error: ServiceError | null, response: GetSessionResponse) => void,
+  ): ClientUnaryCall;
+  getSession(
+    request: GetSessionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetSessionResponse) => void,
+  ): ClientUnaryCall;
+  getSession(
+    request: GetSessionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetSessionResponse) => void,
+  ): ClientUnaryCall;
+  /** Changes the developer's fields and/or actor and actor_input; never the state (use SendEvent). */
+  updateSession(
+    request: UpdateSessionRequest,
+    callback: (error: ServiceError | null, response: UpdateSessionResponse) => void,
+  ): ClientUnaryCall;
+  updateSession(
+    request: UpdateSessionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateSessionResponse) => void,
+  ): ClientUnaryCall;
+  updateSession(
+    request: UpdateSessionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateSessionResponse) => void,
+  ): ClientUnaryCall;
+  deleteSession(
+    request: DeleteSessionRequest,
+    callback: (error: ServiceError | null, response: DeleteSessionResponse) => void,
+  ): ClientUnaryCall;
+  deleteSession(
+    request: DeleteSessionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteSessionResponse) => void,
+  ): ClientUnaryCall;
+  deleteSession(
+    request: DeleteSessionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteSessionResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists sessions, oldest first, without their dialogue (current_response is set). */
+  listSessions(
+    request: ListSessionsRequest,
+    callback: (error: ServiceError | null, response: ListSessionsResponse) => void,
+  ): ClientUnaryCall;
+  listSessions(
+    request: ListSessionsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListSessionsResponse) => void,
+  ): ClientUnaryCall;
+  listSessions(
+    request: ListSessionsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListSessionsResponse) => void,
+  ): ClientUnaryCall;
+  /** Starts a new session from any revision of an existing one (dialogue and secondary storage included). */
+  forkSession(
+    request: ForkSessionRequest,
+    callback: (error: ServiceError | null, response: ForkSessionResponse) => void,
+  ): ClientUnaryCall;
+  forkSession(
+    request: ForkSessionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ForkSessionResponse) => void,
+  ): ClientUnaryCall;
+  forkSession(
+    request: ForkSessionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ForkSessionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Fires a state-machine event: moves the state, records the actor and its input and appends the
+   * utterance to the dialogue, atomically, as one revision.
+   */
+  sendEvent(
+    request: SendEventRequest,
+    callback: (error: ServiceError | null, response: SendEventResponse) => void,
+  ): ClientUnaryCall;
+  sendEvent(
+    request: SendEventRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SendEventResponse) => void,
+  ): ClientUnaryCall;
+  sendEvent(
+    request: SendEventRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SendEventResponse) => void,
+  ): ClientUnaryCall;
+  /** Appends an utterance to the dialogue without a transition. */
+  appendDialogue(
+    request: AppendDialogueRequest,
+    callback: (error: ServiceError | null, response: AppendDialogueResponse) => void,
+  ): ClientUnaryCall;
+  appendDialogue(
+    request: AppendDialogueRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AppendDialogueResponse) => void,
+  ): ClientUnaryCall;
+  appendDialogue(
+    request: AppendDialogueRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AppendDialogueResponse) => void,
+  ): ClientUnaryCall;
+  /** Renders the dialogue as the genie-flow reference's DialogueFormat does. */
+  formatDialogue(
+    request: FormatDialogueRequest,
+    callback: (error: ServiceError | null, response: FormatDialogueResponse) => void,
+  ): ClientUnaryCall;
+  formatDialogue(
+    request: FormatDialogueRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: FormatDialogueResponse) => void,
+  ): ClientUnaryCall;
+  formatDialogue(
+    request: FormatDialogueRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: FormatDialogueResponse) => void,
+  ): ClientUnaryCall;
+  /** Stores a value under a key of the session's write-once-read-many secondary storage. */
+  putSecondary(
+    request: PutSecondaryRequest,
+    callback: (error: ServiceError | null, response: PutSecondaryResponse) => void,
+  ): ClientUnaryCall;
+  putSecondary(
+    request: PutSecondaryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PutSecondaryResponse) => void,
+  ): ClientUnaryCall;
+  putSecondary(
+    request: PutSecondaryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PutSecondaryResponse) => void,
+  ): ClientUnaryCall;
+  getSecondary(
+    request: GetSecondaryRequest,
+    callback: (error: ServiceError | null, response: GetSecondaryResponse) => void,
+  ): ClientUnaryCall;
+  getSecondary(
+    request: GetSecondaryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetSecondaryResponse) => void,
+  ): ClientUnaryCall;
+  getSecondary(
+    request: GetSecondaryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetSecondaryResponse) => void,
+  ): ClientUnaryCall;
+  listSecondaryKeys(
+    request: ListSecondaryKeysRequest,
+    callback: (error: ServiceError | null, response: ListSecondaryKeysResponse) => void,
+  ): ClientUnaryCall;
+  listSecondaryKeys(
+    request: ListSecondaryKeysRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListSecondaryKeysResponse) => void,
+  ): ClientUnaryCall;
+  listSecondaryKeys(
+    request: ListSecondaryKeysRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListSecondaryKeysResponse) => void,
   ): ClientUnaryCall;
 }
 
@@ -1937,6 +5187,14 @@ export const GenieServiceClient = makeGenericClientConstructor(
   service: typeof GenieServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

@@ -1,0 +1,52 @@
+import type { Bus, KvStore } from './kv.js';
+import type { DialogueRow, SessionEvent, StoredSession } from './genie-repo.js';
+
+/** The hash tag keeps every key of one session in one Redis Cluster slot. */
+export const hotKey = (sessionId: string) => `genie:{${sessionId}}:hot`;
+export const sessionChannel = (sessionId: string) => `genie:{${sessionId}}`;
+
+interface HotCopy {
+  session: StoredSession;
+  dialogue: DialogueRow[];
+}
+
+/**
+ * The hot copy of each session (as stored, before upgrades) and the event fan-out. Nothing here is the
+ * record: a miss, a flushed Redis or an unreachable one reads through to Postgres.
+ */
+export class GenieCache {
+  constructor(
+    private readonly kv: KvStore,
+    private readonly bus: Bus,
+  ) {}
+
+  async get(sessionId: string): Promise<HotCopy | undefined> {
+    const raw = await this.kv.get(hotKey(sessionId)).catch(() => null);
+    if (!raw) return undefined;
+    const h = JSON.parse(raw) as HotCopy;
+    h.session.createdAt = new Date(h.session.createdAt);
+    h.session.updatedAt = new Date(h.session.updatedAt);
+    for (const d of h.dialogue) d.timestamp = new Date(d.timestamp);
+    return h;
+  }
+
+  async put(copy: HotCopy, ttlMs: number): Promise<void> {
+    await this.kv.set(hotKey(copy.session.id), JSON.stringify(copy), ttlMs).catch(() => {});
+  }
+
+  /**
+   * Called after every commit. A failed eviction is swallowed rather than failing an RPC whose change is
+   * already committed (a retry would apply it twice); the TTL bounds how long a stale copy can live.
+   */
+  async evict(sessionId: string): Promise<void> {
+    await this.kv.del(hotKey(sessionId)).catch(() => {});
+  }
+
+  /** At-most-once fan-out after commit; the event log in Postgres is what a watcher replays. */
+  async publish(events: readonly SessionEvent[]): Promise<void> {
+    for (const e of events) {
+      const message = JSON.stringify({ session_id: e.sessionId, kind: e.kind, revision: e.revision, payload: e.payload });
+      await this.bus.publish(sessionChannel(e.sessionId), message).catch(() => {});
+    }
+  }
+}

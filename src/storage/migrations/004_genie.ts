@@ -1,0 +1,88 @@
+import type { Knex } from 'knex';
+
+export async function up(knex: Knex): Promise<void> {
+  // Registered versions are immutable: a session stored at any of them must stay upgradable.
+  await knex.schema.createTable('genie_model_types', (t) => {
+    t.uuid('account_id').notNullable().references('accounts.id').onDelete('CASCADE');
+    t.text('name').notNullable();
+    t.integer('schema_version').notNullable();
+    t.jsonb('json_schema');
+    t.jsonb('state_machine').notNullable();
+    t.jsonb('upgrades').notNullable().defaultTo('[]');
+    t.integer('cache_ttl_seconds').notNullable().defaultTo(0);
+    t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
+    t.primary(['account_id', 'name', 'schema_version']);
+  });
+  // The current snapshot; `seq` gives lists a stable keyset order that clock ties cannot break.
+  await knex.schema.createTable('genie_sessions', (t) => {
+    t.uuid('id').primary();
+    t.bigIncrements('seq', { primaryKey: false });
+    t.uuid('account_id').notNullable().references('accounts.id').onDelete('CASCADE');
+    t.text('model_type').notNullable();
+    t.integer('schema_version').notNullable();
+    t.text('state').notNullable();
+    t.text('actor').notNullable().defaultTo('');
+    t.text('actor_input').notNullable().defaultTo('');
+    t.jsonb('fields').notNullable().defaultTo('{}');
+    t.bigInteger('revision').notNullable();
+    t.integer('dialogue_length').notNullable().defaultTo(0);
+    t.uuid('forked_from_session_id');
+    t.bigInteger('forked_from_revision');
+    // Kept (not deleted) so the event log, which a watcher replays, still has its session row.
+    t.timestamp('deleted_at', { useTz: true });
+    t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
+    t.timestamp('updated_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
+    t.unique(['seq']);
+    t.index(['account_id', 'seq']);
+    t.index(['account_id', 'model_type', 'seq']);
+  });
+  // Every revision's snapshot. The dialogue is append-only, so a revision only records its length.
+  await knex.schema.createTable('genie_session_revisions', (t) => {
+    t.uuid('session_id').notNullable().references('genie_sessions.id').onDelete('CASCADE');
+    t.bigInteger('revision').notNullable();
+    t.integer('schema_version').notNullable();
+    t.text('state').notNullable();
+    t.text('actor').notNullable();
+    t.text('actor_input').notNullable();
+    t.jsonb('fields').notNullable();
+    t.integer('dialogue_length').notNullable();
+    t.timestamp('created_at', { useTz: true }).notNullable();
+    t.primary(['session_id', 'revision']);
+  });
+  await knex.schema.createTable('genie_dialogue', (t) => {
+    t.uuid('session_id').notNullable().references('genie_sessions.id').onDelete('CASCADE');
+    t.integer('seq').notNullable();
+    t.text('actor').notNullable();
+    t.text('actor_text').notNullable();
+    t.text('event').notNullable().defaultTo('');
+    t.timestamp('timestamp', { useTz: true }).notNullable();
+    t.bigInteger('revision').notNullable();
+    t.primary(['session_id', 'seq']);
+  });
+  // Large write-once values live apart from the session so reading a session never loads them.
+  await knex.schema.createTable('genie_secondary', (t) => {
+    t.uuid('session_id').notNullable().references('genie_sessions.id').onDelete('CASCADE');
+    t.text('key').notNullable();
+    t.binary('value').notNullable();
+    t.integer('size_bytes').notNullable();
+    t.bigInteger('revision').notNullable();
+    t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
+    t.primary(['session_id', 'key']);
+  });
+  // Written in the same transaction as each change; WatchSession replays it after a revision.
+  await knex.schema.createTable('session_events', (t) => {
+    t.bigIncrements('id');
+    t.uuid('session_id').notNullable().references('genie_sessions.id').onDelete('CASCADE');
+    t.bigInteger('revision').notNullable();
+    t.text('kind').notNullable();
+    t.jsonb('payload').notNullable().defaultTo('{}');
+    t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
+    t.index(['session_id', 'revision', 'id']);
+  });
+}
+
+export async function down(knex: Knex): Promise<void> {
+  for (const table of ['session_events', 'genie_secondary', 'genie_dialogue', 'genie_session_revisions', 'genie_sessions', 'genie_model_types']) {
+    await knex.schema.dropTableIfExists(table);
+  }
+}
