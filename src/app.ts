@@ -14,6 +14,7 @@ import { GenieServiceService } from './gen/parley/genie/v1/genie.js';
 import { AdminService } from './admin/service.js';
 import { PromptCache } from './prompt/cache.js';
 import { PromptService } from './prompt/service.js';
+import { Idempotency } from './storage/idempotency.js';
 import { HealthMonitor } from './transport/health.js';
 import { GrpcServer } from './transport/server.js';
 import { adminAuth, apiKeyAuth } from './transport/auth.js';
@@ -39,6 +40,12 @@ export async function openStorage(config: Config): Promise<{ db: Db; store: Fast
   return { db, store };
 }
 
+/** PromptService over opened storage; the server and `parley purge` both build it here. */
+export function promptService(db: Db, store: FastStore, config: Config, adminRepo = new AdminRepo(db)): PromptService {
+  const cache = new PromptCache(store.kv, config.promptCacheTtlMs);
+  return new PromptService(new PromptRepo(db), adminRepo, cache, new Idempotency(db), store.bus);
+}
+
 /** The composition root: storage → domain → transport. Nothing else wires components together. */
 export async function startApp(config: Config, logger: Logger): Promise<App> {
   const { db, store } = await openStorage(config);
@@ -46,7 +53,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
 
   const adminRepo = new AdminRepo(db);
   const admin = new AdminService(adminRepo, store.kv);
-  const prompts = new PromptService(new PromptRepo(db), adminRepo, new PromptCache(store.kv, config.promptCacheTtlMs));
+  const prompts = promptService(db, store, config, adminRepo);
 
   const genie = new GenieService(new GenieRepo(db), new GenieCache(store.kv, store.bus));
 

@@ -4,6 +4,7 @@ import { isUniqueViolation } from '../storage/db.js';
 import type { AdminRepo, AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } from '../storage/admin-repo.js';
 import type { KvStore } from '../storage/kv.js';
 import { newAccountNumber } from './rules.js';
+import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../prompt/paging.js';
 
 const principalKey = (secretHash: string) => `apikey:${secretHash}`;
 const PRINCIPAL_TTL_MS = 5 * 60_000;
@@ -90,6 +91,17 @@ export class AdminService {
     return this.createOwned('plugins', 'plugin', accountId, name, description);
   }
 
+  async getPlugin(id: string): Promise<OwnedNameRow> {
+    const row = await this.repo.ownedById('plugins', id);
+    if (!row) throw notFound(`plugin ${id}`);
+    return row;
+  }
+
+  async listPlugins(accountId: string, page: PageRequest): Promise<Page<OwnedNameRow>> {
+    await this.requireAccount(accountId);
+    return listPluginsOf(this.repo, accountId, page);
+  }
+
   private async createOwned(
     table: 'llm_clients' | 'plugins',
     what: string,
@@ -109,4 +121,16 @@ export class AdminService {
   private async requireAccount(accountId: string): Promise<void> {
     if (!(await this.repo.accountById(accountId))) throw invalidArgument('account_id', `account ${accountId} does not exist`);
   }
+}
+
+const isNameCursor = (c: unknown): c is { name: string } => !!c && typeof c === 'object' && typeof (c as { name?: unknown }).name === 'string';
+
+/** An account's plugins by name, a page at a time (PromptService and AdminService both list them). */
+export async function listPluginsOf(admin: AdminRepo, accountId: string, page: PageRequest): Promise<Page<OwnedNameRow>> {
+  const size = pageSizeOf(page.pageSize);
+  const after = decodePageToken(page.pageToken, 'plugins', { accountId }, isNameCursor);
+  const rows = await admin.listOwned('plugins', accountId, after?.name, size + 1);
+  const { page: items, more } = splitPage(rows, size);
+  const last = items[items.length - 1];
+  return { items, nextPageToken: more && last ? encodePageToken('plugins', { accountId }, { name: last.name }) : '' };
 }

@@ -1,9 +1,25 @@
 import type { Principal } from '../auth.js';
 import { invalidArgument, notFound } from '../errors.js';
 import type { AdminRepo, OwnedNameRow } from '../storage/admin-repo.js';
-import type { PromptRepo, PromptRow } from '../storage/prompt-repo.js';
+import type { Bus } from '../storage/kv.js';
+import { fingerprintOf, jsonCodec, type Codec, type Idempotency } from '../storage/idempotency.js';
+import type {
+  HistoryRow,
+  LogTable,
+  PluginUsageRow,
+  PromptFilter,
+  PromptPatch,
+  PromptRepo,
+  PromptRow,
+  Q,
+  ToolCallRow,
+} from '../storage/prompt-repo.js';
 import type { PromptCache } from './cache.js';
-import { DEFAULT_PROMPT_VERSION, defaultPromptName, newSessionKey, parseLlmClientUrl } from './rules.js';
+import { publishPromptEvent, type PromptEventKind } from './events.js';
+import { toOpenAiMessage, type ChatMessageData } from './messages.js';
+import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from './paging.js';
+import { listPluginsOf } from '../admin/service.js';
+import { DEFAULT_PROMPT_VERSION, defaultPromptName, historyMessages, newSessionKey, parseLlmClientUrl } from './rules.js';
 
 export interface OpenPromptInput {
   sessionKey?: string | undefined;
@@ -14,64 +30,300 @@ export interface OpenPromptInput {
   url: string;
 }
 
-/** PromptHelper: gets or creates a caller's prompt session and serves it from the cache. */
+type Json = Record<string, unknown>;
+
+export interface AppendHistoryInput {
+  promptId: string;
+  request: Json;
+  response: Json;
+  messages: ChatMessageData[];
+}
+
+export interface RecordToolCallInput {
+  promptId: string;
+  pluginId?: string | undefined;
+  functionName: string;
+  functionArgs: string;
+  request: Json;
+  response: Json;
+}
+
+export interface RecordPluginUsageInput {
+  promptId: string;
+  pluginId: string;
+  inputText: string;
+}
+
+/** What PromptHelper.history serves, read from one snapshot. */
+export interface PromptHistorySnapshot {
+  prompt: PromptRow;
+  /** The message list of the latest history entry (stored OpenAI form). */
+  messages: unknown[];
+  latest: HistoryRow | undefined;
+  toolCalls: ToolCallRow[];
+  pluginUsage: PluginUsageRow[];
+  revision: number;
+}
+
+/** How many rows of each log GetPromptHistory returns (newest first); the List RPCs page through all. */
+export const HISTORY_SNAPSHOT_LIMIT = 1000;
+
+const method = (rpc: string) => `parley.prompt.v1.PromptService/${rpc}`;
+// Request ids are per account: API keys of one account may retry each other's calls, other accounts
+// can never collide with (or probe) them.
+const scopeOf = (caller: Principal) => `account:${caller.accountId}`;
+
+const rowDates = ['createdAt', 'updatedAt'] as const;
+const promptCodec = jsonCodec<PromptRow>(rowDates);
+const openCodec: Codec<{ prompt: PromptRow; created: boolean }> = {
+  encode: (v) => v,
+  decode: (j) => {
+    const o = j as { prompt: unknown; created: boolean };
+    return { prompt: promptCodec.decode(o.prompt), created: o.created };
+  },
+};
+const voidCodec: Codec<void> = { encode: () => ({}), decode: () => undefined };
+
+const isIdCursor = (c: unknown): c is { after: number } =>
+  !!c && typeof c === 'object' && Number.isSafeInteger((c as { after?: unknown }).after);
+const isPromptCursor = (c: unknown): c is { createdAt: string; id: string } =>
+  !!c &&
+  typeof c === 'object' &&
+  typeof (c as { createdAt?: unknown }).createdAt === 'string' &&
+  // Postgres' timestamptz text, e.g. `2025-01-31 12:00:00.123456+00`; checked so a forged token cannot reach SQL as garbage.
+  /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([+-]\d{2}(:?\d{2}){0,2}|Z)$/.test((c as { createdAt: string }).createdAt) &&
+  /^[0-9a-f-]{36}$/.test(String((c as { id?: unknown }).id));
+
+/**
+ * PromptHelper and the prompt logs. Every write is one Postgres transaction that also claims its request
+ * id; cache evictions and bus events follow the commit, never precede it.
+ */
 export class PromptService {
   constructor(
     private readonly prompts: PromptRepo,
     private readonly admin: AdminRepo,
     private readonly cache: PromptCache,
+    private readonly idempotency: Idempotency,
+    private readonly bus: Bus,
   ) {}
 
-  async open(caller: Principal, input: OpenPromptInput): Promise<{ prompt: PromptRow; created: boolean }> {
+  async open(caller: Principal, input: OpenPromptInput, requestId?: string): Promise<{ prompt: PromptRow; created: boolean }> {
+    const { value } = await this.idempotency.run(this.key(caller, 'OpenPrompt', requestId, input), openCodec, (trx) =>
+      this.openIn(trx, caller, input),
+    );
+    await this.cache.put(value.prompt);
+    return value;
+  }
+
+  private async openIn(trx: Q, caller: Principal, input: OpenPromptInput): Promise<{ prompt: PromptRow; created: boolean }> {
     if (input.sessionKey) {
-      const found = await this.findBySessionKey(caller, input.sessionKey);
+      const found = await this.findBySessionKey(caller, input.sessionKey, trx);
       if (found) return { prompt: found, created: false };
     }
-    const llmClient = await this.resolveLlmClient(caller, input);
+    const llmClient = await this.resolveLlmClient(caller, input, trx);
     if (!llmClient) {
       if (input.sessionKey) throw notFound(`prompt session ${input.sessionKey} (pass llm_client_id or llm_client_url to create it)`);
       throw invalidArgument('session_key', 'session_key, llm_client_id or llm_client_url is required');
     }
     const sessionKey = input.sessionKey ?? newSessionKey();
-    const { row, created } = await this.prompts.insertOrGet({
-      accountId: caller.accountId,
-      userProfileId: caller.userProfileId,
-      llmClientId: llmClient.id,
-      name: defaultPromptName(sessionKey),
-      description: '',
-      version: DEFAULT_PROMPT_VERSION,
-      annotations: {},
-      tags: [],
-      sessionKey,
-      ipAddress: input.ipAddress,
-      userAgent: input.userAgent,
-      url: input.url,
-    });
+    const { row, created } = await this.prompts.insertOrGet(
+      {
+        accountId: caller.accountId,
+        userProfileId: caller.userProfileId,
+        llmClientId: llmClient.id,
+        name: defaultPromptName(sessionKey),
+        description: '',
+        version: DEFAULT_PROMPT_VERSION,
+        annotations: {},
+        tags: [],
+        sessionKey,
+        ipAddress: input.ipAddress,
+        userAgent: input.userAgent,
+        url: input.url,
+      },
+      trx,
+    );
     // The key may belong to another account (a race or a guess): that is not the caller's session.
     if (row.accountId !== caller.accountId) throw notFound(`prompt session ${sessionKey}`);
-    await this.cache.put(row);
     return { prompt: row, created };
   }
 
-  async get(caller: Principal, by: { id?: string; sessionKey?: string }): Promise<PromptRow> {
+  async get(caller: Principal, by: { id?: string | undefined; sessionKey?: string | undefined }): Promise<PromptRow> {
     const row = by.sessionKey ? await this.findBySessionKey(caller, by.sessionKey) : await this.prompts.byId(by.id ?? '');
     if (!row || row.accountId !== caller.accountId) throw notFound(`prompt ${by.id ?? by.sessionKey}`);
     return row;
   }
 
+  async list(caller: Principal, filter: PromptFilter, page: PageRequest): Promise<Page<PromptRow>> {
+    const size = pageSizeOf(page.pageSize);
+    const filters = { ...filter, createdAfter: filter.createdAfter?.toISOString(), createdBefore: filter.createdBefore?.toISOString() };
+    const after = decodePageToken(page.pageToken, 'prompts', filters, isPromptCursor);
+    const rows = await this.prompts.list(caller.accountId, filter, after, size + 1);
+    const { page: items, more } = splitPage(rows, size);
+    const last = items[items.length - 1];
+    return { items: items.map((r) => r.row), nextPageToken: more && last ? encodePageToken('prompts', filters, last.cursor) : '' };
+  }
+
+  async update(caller: Principal, id: string, patch: PromptPatch, requestId?: string): Promise<PromptRow> {
+    let revision = 0;
+    const { value, replayed } = await this.idempotency.run(this.key(caller, 'UpdatePrompt', requestId, { id, patch }), promptCodec, async (trx) => {
+      const updated = await this.prompts.update(caller.accountId, id, patch, trx);
+      if (!updated) throw notFound(`prompt ${id}`);
+      revision = updated.revision;
+      return updated.row;
+    });
+    await this.cache.evict(value.sessionKey);
+    if (!replayed) await this.publish('prompt_updated', id, revision, value);
+    return value;
+  }
+
+  /** Deletes the prompt and its logs. A repeated request id replays success; without one, a second call is NOT_FOUND. */
+  async delete(caller: Principal, id: string, requestId?: string): Promise<void> {
+    let deleted: { row: PromptRow; revision: number } | undefined;
+    await this.idempotency.run(this.key(caller, 'DeletePrompt', requestId, { id }), voidCodec, async (trx) => {
+      deleted = await this.prompts.delete(caller.accountId, id, trx);
+      if (!deleted) throw notFound(`prompt ${id}`);
+    });
+    // Set only when this call deleted it (a replay deleted nothing and has nothing to announce).
+    if (deleted) {
+      await this.cache.evict(deleted.row.sessionKey);
+      await this.publish('prompt_deleted', id, deleted.revision, { id });
+    }
+  }
+
+  async appendHistory(caller: Principal, input: AppendHistoryInput, requestId?: string): Promise<HistoryRow> {
+    return this.logWrite(caller, 'AppendHistory', 'history', input, requestId, historyCodec, (trx, revision) =>
+      this.prompts.insertHistory(
+        { promptId: input.promptId, request: input.request, response: input.response, messages: input.messages.map(toOpenAiMessage), revision },
+        trx,
+      ),
+    );
+  }
+
+  async recordToolCall(caller: Principal, input: RecordToolCallInput, requestId?: string): Promise<ToolCallRow> {
+    return this.logWrite(caller, 'RecordToolCall', 'tool_call', input, requestId, toolCallCodec, async (trx, revision) => {
+      if (input.pluginId) await this.requirePlugin(caller, input.pluginId, trx);
+      return this.prompts.insertToolCall({ ...input, pluginId: input.pluginId, revision }, trx);
+    });
+  }
+
+  async recordPluginUsage(caller: Principal, input: RecordPluginUsageInput, requestId?: string): Promise<PluginUsageRow> {
+    return this.logWrite(caller, 'RecordPluginUsage', 'plugin_usage', input, requestId, pluginUsageCodec, async (trx, revision) => {
+      await this.requirePlugin(caller, input.pluginId, trx);
+      return this.prompts.insertPluginUsage({ ...input, revision }, trx);
+    });
+  }
+
+  listHistory(caller: Principal, promptId: string, page: PageRequest): Promise<Page<HistoryRow>> {
+    return this.listLog(caller, 'prompt_history', promptId, page);
+  }
+
+  listToolCalls(caller: Principal, promptId: string, page: PageRequest): Promise<Page<ToolCallRow>> {
+    return this.listLog(caller, 'prompt_tool_calls', promptId, page);
+  }
+
+  listPluginUsage(caller: Principal, promptId: string, page: PageRequest): Promise<Page<PluginUsageRow>> {
+    return this.listLog(caller, 'prompt_plugin_usage', promptId, page);
+  }
+
+  /** PromptHelper.history: the prompt, its latest messages, its tool calls and plugin usage. */
+  async history(caller: Principal, by: { id?: string | undefined; sessionKey?: string | undefined }): Promise<PromptHistorySnapshot> {
+    return this.prompts.snapshot(async (trx) => {
+      const prompt = by.sessionKey ? await this.prompts.bySessionKey(by.sessionKey, trx) : await this.prompts.byId(by.id ?? '', trx);
+      if (!prompt || prompt.accountId !== caller.accountId) throw notFound(`prompt ${by.id ?? by.sessionKey}`);
+      const [latest] = await this.prompts.recentLog('prompt_history', prompt.id, 1, trx);
+      const toolCalls = await this.prompts.recentLog('prompt_tool_calls', prompt.id, HISTORY_SNAPSHOT_LIMIT, trx);
+      const pluginUsage = await this.prompts.recentLog('prompt_plugin_usage', prompt.id, HISTORY_SNAPSHOT_LIMIT, trx);
+      const revision = await this.prompts.revisionOf(prompt.id, trx);
+      return { prompt, latest, messages: latest ? historyMessages(latest) : [], toolCalls, pluginUsage, revision };
+    });
+  }
+
+  async listPlugins(caller: Principal, page: PageRequest): Promise<Page<OwnedNameRow>> {
+    return listPluginsOf(this.admin, caller.accountId, page);
+  }
+
+  /** Retention: deletes prompts idle since before `now - olderThanMs`, with their logs, batch by batch. */
+  async purgeIdle(opts: { olderThanMs: number; now?: Date; batchSize?: number }): Promise<PurgeReport> {
+    const cutoff = new Date((opts.now ?? new Date()).getTime() - opts.olderThanMs);
+    const batchSize = opts.batchSize ?? 500;
+    const report: PurgeReport = { prompts: 0, history: 0, toolCalls: 0, pluginUsage: 0, batches: 0, requestIds: 0 };
+    for (;;) {
+      const b = await this.prompts.purgeIdleBatch(cutoff, batchSize);
+      if (b.prompts.length === 0) break;
+      report.batches++;
+      report.prompts += b.prompts.length;
+      report.history += b.history;
+      report.toolCalls += b.toolCalls;
+      report.pluginUsage += b.pluginUsage;
+      for (const p of b.prompts) {
+        await this.cache.evict(p.sessionKey).catch(() => {});
+        await this.publish('prompt_deleted', p.id, p.revision, { id: p.id });
+      }
+      if (b.prompts.length < batchSize) break;
+      // Give queued requests the event loop (and, on PGlite, the connection) between batches.
+      await new Promise((r) => setImmediate(r));
+    }
+    report.requestIds = await this.idempotency.expire({ now: opts.now });
+    return report;
+  }
+
+  private async logWrite<T extends { revision: number }>(
+    caller: Principal,
+    rpc: string,
+    kind: PromptEventKind,
+    input: { promptId: string },
+    requestId: string | undefined,
+    codec: Codec<T>,
+    insert: (trx: Q, revision: number) => Promise<T>,
+  ): Promise<T> {
+    const { value, replayed } = await this.idempotency.run(this.key(caller, rpc, requestId, input), codec, async (trx) => {
+      const revision = await this.prompts.bumpRevision(caller.accountId, input.promptId, trx);
+      if (revision === undefined) throw notFound(`prompt ${input.promptId}`);
+      return insert(trx, revision);
+    });
+    if (!replayed) await this.publish(kind, input.promptId, value.revision, value);
+    return value;
+  }
+
+  private async listLog<T extends LogTable>(caller: Principal, table: T, promptId: string, page: PageRequest) {
+    const size = pageSizeOf(page.pageSize);
+    const after = decodePageToken(page.pageToken, table, { promptId }, isIdCursor);
+    const prompt = await this.prompts.byId(promptId);
+    if (!prompt || prompt.accountId !== caller.accountId) throw notFound(`prompt ${promptId}`);
+    const rows = await this.prompts.listLog(table, promptId, after?.after ?? 0, size + 1);
+    const { page: items, more } = splitPage(rows, size);
+    const last = items[items.length - 1];
+    return { items, nextPageToken: more && last ? encodePageToken(table, { promptId }, { after: Number(last.id) }) : '' };
+  }
+
+  private key(caller: Principal, rpc: string, requestId: string | undefined, request: unknown) {
+    return { scope: scopeOf(caller), method: method(rpc), requestId, fingerprint: fingerprintOf(request) };
+  }
+
+  private async publish(kind: PromptEventKind, promptId: string, revision: number, row: unknown): Promise<void> {
+    await publishPromptEvent(this.bus, { kind, promptId, revision, row });
+  }
+
+  /** Another account's plugin reads as absent: its id is never accepted, nor confirmed to exist. */
+  private async requirePlugin(caller: Principal, pluginId: string, trx: Q): Promise<void> {
+    const plugin = await this.admin.ownedById('plugins', pluginId, trx);
+    if (!plugin || plugin.accountId !== caller.accountId) throw notFound(`plugin ${pluginId}`);
+  }
+
   /** Cache first, then Postgres (filling the cache); another account's session reads as absent. */
-  private async findBySessionKey(caller: Principal, sessionKey: string): Promise<PromptRow | undefined> {
+  private async findBySessionKey(caller: Principal, sessionKey: string, q?: Q): Promise<PromptRow | undefined> {
     let row = await this.cache.get(sessionKey);
     if (!row) {
-      row = await this.prompts.bySessionKey(sessionKey);
+      row = await this.prompts.bySessionKey(sessionKey, q);
       if (row) await this.cache.put(row);
     }
     return row && row.accountId === caller.accountId ? row : undefined;
   }
 
-  private async resolveLlmClient(caller: Principal, input: OpenPromptInput): Promise<OwnedNameRow | undefined> {
+  private async resolveLlmClient(caller: Principal, input: OpenPromptInput, q: Q): Promise<OwnedNameRow | undefined> {
     if (input.llmClientId) {
-      const c = await this.admin.ownedById('llm_clients', input.llmClientId);
+      const c = await this.admin.ownedById('llm_clients', input.llmClientId, q);
       if (!c || c.accountId !== caller.accountId) throw notFound(`LLM client ${input.llmClientId}`);
       return c;
     }
@@ -80,10 +332,10 @@ export class PromptService {
       if (!parsed) {
         throw invalidArgument('llm_client_url', 'must look like https://<client>.<NNNN-NNNN-NNNN>.<api domain>/…');
       }
-      const account = await this.admin.accountById(caller.accountId);
+      const account = await this.admin.accountById(caller.accountId, q);
       const c =
         account?.accountNumber === parsed.accountNumber
-          ? await this.admin.ownedByName('llm_clients', caller.accountId, parsed.llmClientName)
+          ? await this.admin.ownedByName('llm_clients', caller.accountId, parsed.llmClientName, q)
           : undefined;
       if (!c) throw notFound(`LLM client ${parsed.llmClientName} of account ${parsed.accountNumber}`);
       return c;
@@ -91,3 +343,16 @@ export class PromptService {
     return undefined;
   }
 }
+
+export interface PurgeReport {
+  prompts: number;
+  history: number;
+  toolCalls: number;
+  pluginUsage: number;
+  batches: number;
+  requestIds: number;
+}
+
+const historyCodec = jsonCodec<HistoryRow>(rowDates);
+const toolCallCodec = jsonCodec<ToolCallRow>(rowDates);
+const pluginUsageCodec = jsonCodec<PluginUsageRow>(rowDates);

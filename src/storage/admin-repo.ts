@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
 import type { Db } from './db.js';
 import { asDate, asDateOrUndefined } from './rows.js';
 
@@ -80,8 +81,8 @@ export class AdminRepo {
     return account(r);
   }
 
-  async accountById(id: string): Promise<AccountRow | undefined> {
-    const r = await this.db('accounts').where({ id }).first();
+  async accountById(id: string, q: Knex = this.db): Promise<AccountRow | undefined> {
+    const r = await q('accounts').where({ id }).first();
     return r && account(r);
   }
 
@@ -128,13 +129,21 @@ export class AdminRepo {
     return ownedName(r);
   }
 
-  async ownedById(table: 'llm_clients' | 'plugins', id: string): Promise<OwnedNameRow | undefined> {
-    const r = await this.db(table).where({ id }).first();
+  async ownedById(table: 'llm_clients' | 'plugins', id: string, q: Knex = this.db): Promise<OwnedNameRow | undefined> {
+    const r = await q(table).where({ id }).first();
     return r && ownedName(r);
   }
 
-  async ownedByName(table: 'llm_clients' | 'plugins', accountId: string, name: string): Promise<OwnedNameRow | undefined> {
-    const r = await this.db(table).where({ account_id: accountId, name }).first();
+  async ownedByName(table: 'llm_clients' | 'plugins', accountId: string, name: string, q: Knex = this.db): Promise<OwnedNameRow | undefined> {
+    const r = await q(table).where({ account_id: accountId, name }).first();
     return r && ownedName(r);
+  }
+
+  /** One page of an account's LLM clients or plugins in name order (names are unique per account). */
+  async listOwned(table: 'llm_clients' | 'plugins', accountId: string, afterName: string | undefined, limit: number): Promise<OwnedNameRow[]> {
+    const q = this.db(table).where({ account_id: accountId });
+    if (afterName !== undefined) q.andWhere('name', '>', afterName);
+    const rows = await q.orderBy('name', 'asc').limit(limit);
+    return rows.map(ownedName);
   }
 }

@@ -1,6 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
 import type { Db } from './db.js';
 import { asDate, asJson } from './rows.js';
+
+/** A query runner: the pool, or the transaction a write runs in. */
+export type Q = Knex | Knex.Transaction;
 
 export interface PromptRow {
   id: string;
@@ -22,6 +26,46 @@ export interface PromptRow {
 
 export type NewPrompt = Omit<PromptRow, 'id' | 'createdAt' | 'updatedAt'>;
 
+/** The fields UpdatePrompt may change. */
+export type PromptPatch = Partial<Pick<PromptRow, 'name' | 'description' | 'version' | 'annotations' | 'tags'>>;
+
+type Json = Record<string, unknown>;
+
+export interface HistoryRow {
+  id: string;
+  promptId: string;
+  request: Json;
+  response: Json;
+  /** OpenAI-style chat messages, as stored. */
+  messages: unknown[];
+  revision: number;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface ToolCallRow {
+  id: string;
+  promptId: string;
+  pluginId: string | undefined;
+  functionName: string;
+  functionArgs: string;
+  request: Json;
+  response: Json;
+  revision: number;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface PluginUsageRow {
+  id: string;
+  promptId: string;
+  pluginId: string;
+  inputText: string;
+  revision: number;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
 export const promptFromRow = (r: any): PromptRow => ({
   id: r.id,
   accountId: r.account_id,
@@ -40,15 +84,82 @@ export const promptFromRow = (r: any): PromptRow => ({
   updatedAt: asDate(r.updated_at),
 });
 
+const historyFromRow = (r: any): HistoryRow => ({
+  id: String(r.id),
+  promptId: r.prompt_id,
+  request: asJson(r.request),
+  response: asJson(r.response),
+  messages: asJson(r.messages),
+  revision: Number(r.revision),
+  createdAt: asDate(r.created_at),
+  updatedAt: asDate(r.updated_at),
+});
+
+const toolCallFromRow = (r: any): ToolCallRow => ({
+  id: String(r.id),
+  promptId: r.prompt_id,
+  pluginId: r.plugin_id ?? undefined,
+  functionName: r.function_name,
+  functionArgs: r.function_args,
+  request: asJson(r.request),
+  response: asJson(r.response),
+  revision: Number(r.revision),
+  createdAt: asDate(r.created_at),
+  updatedAt: asDate(r.updated_at),
+});
+
+const pluginUsageFromRow = (r: any): PluginUsageRow => ({
+  id: String(r.id),
+  promptId: r.prompt_id,
+  pluginId: r.plugin_id,
+  inputText: r.input_text,
+  revision: Number(r.revision),
+  createdAt: asDate(r.created_at),
+  updatedAt: asDate(r.updated_at),
+});
+
+export type LogTable = 'prompt_history' | 'prompt_tool_calls' | 'prompt_plugin_usage';
+const logDecoders = {
+  prompt_history: historyFromRow,
+  prompt_tool_calls: toolCallFromRow,
+  prompt_plugin_usage: pluginUsageFromRow,
+} as const;
+type LogRowOf<T extends LogTable> = ReturnType<(typeof logDecoders)[T]>;
+
+export interface PromptFilter {
+  llmClientId?: string | undefined;
+  tag?: string | undefined;
+  createdAfter?: Date | undefined;
+  createdBefore?: Date | undefined;
+}
+
+/** Keyset position in the newest-first prompt order; `createdAt` is Postgres' own text (microseconds). */
+export interface PromptCursor {
+  createdAt: string;
+  id: string;
+}
+
+export interface PurgedBatch {
+  prompts: Array<{ id: string; sessionKey: string; revision: number }>;
+  history: number;
+  toolCalls: number;
+  pluginUsage: number;
+}
+
 export class PromptRepo {
   constructor(private readonly db: Db) {}
+
+  /** A read-only snapshot, so a multi-table read reflects one moment. */
+  snapshot<T>(fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    return this.db.transaction(fn, { isolationLevel: 'repeatable read', readOnly: true } as Knex.TransactionConfig);
+  }
 
   /**
    * Inserts unless the session key exists; returns the row either way with `created` telling which.
    * ON CONFLICT makes two racing opens of one new key agree on a single prompt.
    */
-  async insertOrGet(p: NewPrompt): Promise<{ row: PromptRow; created: boolean }> {
-    const inserted = await this.db('prompts')
+  async insertOrGet(p: NewPrompt, q: Q = this.db): Promise<{ row: PromptRow; created: boolean }> {
+    const inserted = await q('prompts')
       .insert({
         id: randomUUID(),
         account_id: p.accountId,
@@ -68,18 +179,145 @@ export class PromptRepo {
       .ignore()
       .returning('*');
     if (inserted[0]) return { row: promptFromRow(inserted[0]), created: true };
-    const existing = await this.bySessionKey(p.sessionKey);
+    const existing = await this.bySessionKey(p.sessionKey, q);
     if (!existing) throw new Error(`prompt ${p.sessionKey} vanished between insert and read`);
     return { row: existing, created: false };
   }
 
-  async byId(id: string): Promise<PromptRow | undefined> {
-    const r = await this.db('prompts').where({ id }).first();
+  async byId(id: string, q: Q = this.db): Promise<PromptRow | undefined> {
+    const r = await q('prompts').where({ id }).first();
     return r && promptFromRow(r);
   }
 
-  async bySessionKey(sessionKey: string): Promise<PromptRow | undefined> {
-    const r = await this.db('prompts').where({ session_key: sessionKey }).first();
+  async bySessionKey(sessionKey: string, q: Q = this.db): Promise<PromptRow | undefined> {
+    const r = await q('prompts').where({ session_key: sessionKey }).first();
     return r && promptFromRow(r);
+  }
+
+  /** One page of an account's prompts, newest first; returns up to `limit` rows and each row's cursor. */
+  async list(accountId: string, f: PromptFilter, after: PromptCursor | undefined, limit: number): Promise<Array<{ row: PromptRow; cursor: PromptCursor }>> {
+    const q = this.db('prompts')
+      .select('*', this.db.raw('created_at::text as created_at_text'))
+      .where({ account_id: accountId });
+    if (f.llmClientId) q.andWhere({ llm_client_id: f.llmClientId });
+    if (f.tag) q.andWhereRaw('tags @> array[?]::text[]', [f.tag]);
+    if (f.createdAfter) q.andWhere('created_at', '>=', f.createdAfter);
+    if (f.createdBefore) q.andWhere('created_at', '<', f.createdBefore);
+    if (after) q.andWhereRaw('(created_at, id) < (?::timestamptz, ?::uuid)', [after.createdAt, after.id]);
+    const rows = await q.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(limit);
+    return rows.map((r: any) => ({ row: promptFromRow(r), cursor: { createdAt: r.created_at_text, id: r.id } }));
+  }
+
+  /** Returns the updated row and the prompt's log revision, or undefined when the account has no such prompt. */
+  async update(accountId: string, id: string, patch: PromptPatch, q: Q): Promise<{ row: PromptRow; revision: number } | undefined> {
+    const set: Record<string, unknown> = { updated_at: q.fn.now() };
+    if (patch.name !== undefined) set.name = patch.name;
+    if (patch.description !== undefined) set.description = patch.description;
+    if (patch.version !== undefined) set.version = patch.version;
+    if (patch.annotations !== undefined) set.annotations = JSON.stringify(patch.annotations);
+    if (patch.tags !== undefined) set.tags = patch.tags;
+    const [r] = await q('prompts').where({ id, account_id: accountId }).update(set).returning('*');
+    return r && { row: promptFromRow(r), revision: Number(r.revision) };
+  }
+
+  /** Deletes a prompt; its logs go with it (ON DELETE CASCADE). */
+  async delete(accountId: string, id: string, q: Q): Promise<{ row: PromptRow; revision: number } | undefined> {
+    const [r] = await q('prompts').where({ id, account_id: accountId }).del().returning('*');
+    return r && { row: promptFromRow(r), revision: Number(r.revision) };
+  }
+
+  /**
+   * Starts a log write: locks the prompt row (serialising log writes per prompt, so revisions follow
+   * commit order), bumps its revision and activity time. Undefined when the account has no such prompt.
+   */
+  async bumpRevision(accountId: string, promptId: string, q: Q): Promise<number | undefined> {
+    const [r] = await q('prompts')
+      .where({ id: promptId, account_id: accountId })
+      .update({ revision: q.raw('revision + 1'), last_activity_at: q.fn.now() })
+      .returning('revision');
+    return r === undefined ? undefined : Number(r.revision);
+  }
+
+  async revisionOf(promptId: string, q: Q = this.db): Promise<number> {
+    const r = await q('prompts').where({ id: promptId }).first('revision');
+    return r ? Number(r.revision) : 0;
+  }
+
+  async insertHistory(
+    h: { promptId: string; request: Json; response: Json; messages: unknown[]; revision: number },
+    q: Q,
+  ): Promise<HistoryRow> {
+    const [r] = await q('prompt_history')
+      .insert({
+        prompt_id: h.promptId,
+        request: JSON.stringify(h.request),
+        response: JSON.stringify(h.response),
+        messages: JSON.stringify(h.messages),
+        revision: h.revision,
+      })
+      .returning('*');
+    return historyFromRow(r);
+  }
+
+  async insertToolCall(
+    c: { promptId: string; pluginId: string | undefined; functionName: string; functionArgs: string; request: Json; response: Json; revision: number },
+    q: Q,
+  ): Promise<ToolCallRow> {
+    const [r] = await q('prompt_tool_calls')
+      .insert({
+        prompt_id: c.promptId,
+        plugin_id: c.pluginId ?? null,
+        function_name: c.functionName,
+        function_args: c.functionArgs,
+        request: JSON.stringify(c.request),
+        response: JSON.stringify(c.response),
+        revision: c.revision,
+      })
+      .returning('*');
+    return toolCallFromRow(r);
+  }
+
+  async insertPluginUsage(u: { promptId: string; pluginId: string; inputText: string; revision: number }, q: Q): Promise<PluginUsageRow> {
+    const [r] = await q('prompt_plugin_usage')
+      .insert({ prompt_id: u.promptId, plugin_id: u.pluginId, input_text: u.inputText, revision: u.revision })
+      .returning('*');
+    return pluginUsageFromRow(r);
+  }
+
+  /** A page of one log in creation order (the bigserial id), after the id `afterId`. */
+  async listLog<T extends LogTable>(table: T, promptId: string, afterId: number, limit: number, q: Q = this.db): Promise<Array<LogRowOf<T>>> {
+    const rows = await q(table).where({ prompt_id: promptId }).andWhere('id', '>', afterId).orderBy('id', 'asc').limit(limit);
+    return rows.map((r: any) => logDecoders[table](r) as LogRowOf<T>);
+  }
+
+  /** The most recent rows of one log, newest first. */
+  async recentLog<T extends LogTable>(table: T, promptId: string, limit: number, q: Q = this.db): Promise<Array<LogRowOf<T>>> {
+    const rows = await q(table).where({ prompt_id: promptId }).orderBy('id', 'desc').limit(limit);
+    return rows.map((r: any) => logDecoders[table](r) as LogRowOf<T>);
+  }
+
+  /**
+   * Deletes up to `batchSize` prompts idle since before `cutoff`, with their logs, in one short
+   * transaction. SKIP LOCKED passes over prompts a write holds right now (they are active, not idle), and
+   * the row locks taken make a log write that starts meanwhile wait, then find the prompt gone.
+   */
+  async purgeIdleBatch(cutoff: Date, batchSize: number): Promise<PurgedBatch> {
+    return this.db.transaction(async (trx) => {
+      const doomed = await trx('prompts')
+        .select('id', 'session_key', 'revision')
+        .where('last_activity_at', '<', cutoff)
+        .orderBy('last_activity_at')
+        .limit(batchSize)
+        .forUpdate()
+        .skipLocked();
+      if (doomed.length === 0) return { prompts: [], history: 0, toolCalls: 0, pluginUsage: 0 };
+      const ids = doomed.map((d: any) => d.id as string);
+      // Counted explicitly (rather than left to the cascade) so the purge can report what it removed.
+      const history = await trx('prompt_history').whereIn('prompt_id', ids).del();
+      const toolCalls = await trx('prompt_tool_calls').whereIn('prompt_id', ids).del();
+      const pluginUsage = await trx('prompt_plugin_usage').whereIn('prompt_id', ids).del();
+      await trx('prompts').whereIn('id', ids).del();
+      return { prompts: doomed.map((d: any) => ({ id: d.id, sessionKey: d.session_key, revision: Number(d.revision) })), history, toolCalls, pluginUsage };
+    });
   }
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AdminService } from '../admin/service.js';
-import { ACCOUNT_NUMBER, LLM_CLIENT_NAME, USERNAME } from '../admin/rules.js';
+import { ACCOUNT_NUMBER, LLM_CLIENT_NAME, PLUGIN_NAME, USERNAME } from '../admin/rules.js';
 import type { AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } from '../storage/admin-repo.js';
 import type { Account, ApiKey, LlmClient, Plugin, UserProfile } from '../gen/parley/admin/v1/admin.js';
 import { invalidArgument } from '../errors.js';
@@ -35,6 +35,17 @@ const createLlmClient = z.object({
   description,
 });
 
+const createPlugin = z.object({
+  accountId: uuid,
+  name: z.string().regex(PLUGIN_NAME, 'must be a letter, then up to 63 letters, digits, _ or -'),
+  description,
+});
+const listPlugins = z.object({
+  accountId: uuid,
+  pageSize: z.number().int().min(0, 'must not be negative'),
+  pageToken: optionalString,
+});
+
 export function adminHandlers(admin: AdminService): Record<string, Handler> {
   return {
     createAccount: unary(async (req) => {
@@ -62,5 +73,15 @@ export function adminHandlers(admin: AdminService): Record<string, Handler> {
       return { llmClient: toLlmClient(await admin.createLlmClient(r.accountId, r.name, r.description)) };
     }),
     getLlmClient: unary(async (req) => ({ llmClient: toLlmClient(await admin.getLlmClient(parseInput(byId, req).id)) })),
+    createPlugin: unary(async (req) => {
+      const r = parseInput(createPlugin, req);
+      return { plugin: toPlugin(await admin.createPlugin(r.accountId, r.name, r.description)) };
+    }),
+    getPlugin: unary(async (req) => ({ plugin: toPlugin(await admin.getPlugin(parseInput(byId, req).id)) })),
+    listPlugins: unary(async (req) => {
+      const r = parseInput(listPlugins, req);
+      const page = await admin.listPlugins(r.accountId, r);
+      return { plugins: page.items.map(toPlugin), nextPageToken: page.nextPageToken };
+    }),
   };
 }

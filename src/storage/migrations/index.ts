@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import * as m001 from './001_admin.js';
 import * as m002 from './002_prompt.js';
+import * as m003 from './003_prompt_logs.js';
 import * as m004 from './004_genie.js';
 
 interface Migration {
@@ -13,6 +14,7 @@ interface Migration {
 const migrations: Record<string, Migration> = {
   '001_admin': m001,
   '002_prompt': m002,
+  '003_prompt_logs': m003,
   '004_genie': m004,
 };
 

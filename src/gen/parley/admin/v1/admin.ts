@@ -155,6 +155,37 @@ export interface RevokeApiKeyResponse {
   apiKey: ApiKey | undefined;
 }
 
+export interface CreatePluginRequest {
+  accountId: string;
+  /** A letter, then letters, digits, `_` or `-`; at most 64 characters; unique in the account. */
+  name: string;
+  description: string;
+}
+
+export interface CreatePluginResponse {
+  plugin: Plugin | undefined;
+}
+
+export interface GetPluginRequest {
+  id: string;
+}
+
+export interface GetPluginResponse {
+  plugin: Plugin | undefined;
+}
+
+export interface ListPluginsRequest {
+  accountId: string;
+  /** Default 50, at most 1000. */
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListPluginsResponse {
+  plugins: Plugin[];
+  nextPageToken: string;
+}
+
 function createBaseAccount(): Account {
   return { id: "", accountNumber: "", displayName: "", createdAt: undefined, updatedAt: undefined };
 }
@@ -2238,6 +2269,518 @@ export const RevokeApiKeyResponse: MessageFns<RevokeApiKeyResponse> = {
   },
 };
 
+function createBaseCreatePluginRequest(): CreatePluginRequest {
+  return { accountId: "", name: "", description: "" };
+}
+
+export const CreatePluginRequest: MessageFns<CreatePluginRequest> = {
+  encode(message: CreatePluginRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.description !== "") {
+      writer.uint32(26).string(message.description);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreatePluginRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreatePluginRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreatePluginRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+    };
+  },
+
+  toJSON(message: CreatePluginRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreatePluginRequest>, I>>(base?: I): CreatePluginRequest {
+    return CreatePluginRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreatePluginRequest>, I>>(object: I): CreatePluginRequest {
+    const message = createBaseCreatePluginRequest();
+    message.accountId = object.accountId ?? "";
+    message.name = object.name ?? "";
+    message.description = object.description ?? "";
+    return message;
+  },
+};
+
+function createBaseCreatePluginResponse(): CreatePluginResponse {
+  return { plugin: undefined };
+}
+
+export const CreatePluginResponse: MessageFns<CreatePluginResponse> = {
+  encode(message: CreatePluginResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plugin !== undefined) {
+      Plugin.encode(message.plugin, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreatePluginResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreatePluginResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plugin = Plugin.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreatePluginResponse {
+    return { plugin: isSet(object.plugin) ? Plugin.fromJSON(object.plugin) : undefined };
+  },
+
+  toJSON(message: CreatePluginResponse): unknown {
+    const obj: any = {};
+    if (message.plugin !== undefined) {
+      obj.plugin = Plugin.toJSON(message.plugin);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreatePluginResponse>, I>>(base?: I): CreatePluginResponse {
+    return CreatePluginResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreatePluginResponse>, I>>(object: I): CreatePluginResponse {
+    const message = createBaseCreatePluginResponse();
+    message.plugin = (object.plugin !== undefined && object.plugin !== null)
+      ? Plugin.fromPartial(object.plugin)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetPluginRequest(): GetPluginRequest {
+  return { id: "" };
+}
+
+export const GetPluginRequest: MessageFns<GetPluginRequest> = {
+  encode(message: GetPluginRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPluginRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPluginRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetPluginRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: GetPluginRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPluginRequest>, I>>(base?: I): GetPluginRequest {
+    return GetPluginRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPluginRequest>, I>>(object: I): GetPluginRequest {
+    const message = createBaseGetPluginRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseGetPluginResponse(): GetPluginResponse {
+  return { plugin: undefined };
+}
+
+export const GetPluginResponse: MessageFns<GetPluginResponse> = {
+  encode(message: GetPluginResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plugin !== undefined) {
+      Plugin.encode(message.plugin, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPluginResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPluginResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plugin = Plugin.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetPluginResponse {
+    return { plugin: isSet(object.plugin) ? Plugin.fromJSON(object.plugin) : undefined };
+  },
+
+  toJSON(message: GetPluginResponse): unknown {
+    const obj: any = {};
+    if (message.plugin !== undefined) {
+      obj.plugin = Plugin.toJSON(message.plugin);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPluginResponse>, I>>(base?: I): GetPluginResponse {
+    return GetPluginResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPluginResponse>, I>>(object: I): GetPluginResponse {
+    const message = createBaseGetPluginResponse();
+    message.plugin = (object.plugin !== undefined && object.plugin !== null)
+      ? Plugin.fromPartial(object.plugin)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListPluginsRequest(): ListPluginsRequest {
+  return { accountId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListPluginsRequest: MessageFns<ListPluginsRequest> = {
+  encode(message: ListPluginsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPluginsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPluginsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPluginsRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPluginsRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPluginsRequest>, I>>(base?: I): ListPluginsRequest {
+    return ListPluginsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPluginsRequest>, I>>(object: I): ListPluginsRequest {
+    const message = createBaseListPluginsRequest();
+    message.accountId = object.accountId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListPluginsResponse(): ListPluginsResponse {
+  return { plugins: [], nextPageToken: "" };
+}
+
+export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
+  encode(message: ListPluginsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.plugins) {
+      Plugin.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPluginsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPluginsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plugins.push(Plugin.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPluginsResponse {
+    return {
+      plugins: globalThis.Array.isArray(object?.plugins) ? object.plugins.map((e: any) => Plugin.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPluginsResponse): unknown {
+    const obj: any = {};
+    if (message.plugins?.length) {
+      obj.plugins = message.plugins.map((e) => Plugin.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPluginsResponse>, I>>(base?: I): ListPluginsResponse {
+    return ListPluginsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPluginsResponse>, I>>(object: I): ListPluginsResponse {
+    const message = createBaseListPluginsResponse();
+    message.plugins = object.plugins?.map((e) => Plugin.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
 /**
  * AdminService manages the tenants of parley: accounts, the user profiles that act in them, the API keys
  * those profiles call with, and the LLM clients and plugins an account owns.
@@ -2329,6 +2872,36 @@ export const AdminServiceService = {
       Buffer.from(RevokeApiKeyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RevokeApiKeyResponse => RevokeApiKeyResponse.decode(value),
   },
+  /** Registers a plugin for an account; tool calls and plugin usage logs may then name it. */
+  createPlugin: {
+    path: "/parley.admin.v1.AdminService/CreatePlugin" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreatePluginRequest): Buffer => Buffer.from(CreatePluginRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreatePluginRequest => CreatePluginRequest.decode(value),
+    responseSerialize: (value: CreatePluginResponse): Buffer =>
+      Buffer.from(CreatePluginResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreatePluginResponse => CreatePluginResponse.decode(value),
+  },
+  getPlugin: {
+    path: "/parley.admin.v1.AdminService/GetPlugin" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetPluginRequest): Buffer => Buffer.from(GetPluginRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetPluginRequest => GetPluginRequest.decode(value),
+    responseSerialize: (value: GetPluginResponse): Buffer => Buffer.from(GetPluginResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetPluginResponse => GetPluginResponse.decode(value),
+  },
+  /** An account's plugins by name. */
+  listPlugins: {
+    path: "/parley.admin.v1.AdminService/ListPlugins" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListPluginsRequest): Buffer => Buffer.from(ListPluginsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListPluginsRequest => ListPluginsRequest.decode(value),
+    responseSerialize: (value: ListPluginsResponse): Buffer => Buffer.from(ListPluginsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListPluginsResponse => ListPluginsResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -2342,6 +2915,11 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   createApiKey: handleUnaryCall<CreateApiKeyRequest, CreateApiKeyResponse>;
   /** Revokes an API key; calls made with it fail with UNAUTHENTICATED from then on. */
   revokeApiKey: handleUnaryCall<RevokeApiKeyRequest, RevokeApiKeyResponse>;
+  /** Registers a plugin for an account; tool calls and plugin usage logs may then name it. */
+  createPlugin: handleUnaryCall<CreatePluginRequest, CreatePluginResponse>;
+  getPlugin: handleUnaryCall<GetPluginRequest, GetPluginResponse>;
+  /** An account's plugins by name. */
+  listPlugins: handleUnaryCall<ListPluginsRequest, ListPluginsResponse>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -2466,6 +3044,53 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RevokeApiKeyResponse) => void,
+  ): ClientUnaryCall;
+  /** Registers a plugin for an account; tool calls and plugin usage logs may then name it. */
+  createPlugin(
+    request: CreatePluginRequest,
+    callback: (error: ServiceError | null, response: CreatePluginResponse) => void,
+  ): ClientUnaryCall;
+  createPlugin(
+    request: CreatePluginRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreatePluginResponse) => void,
+  ): ClientUnaryCall;
+  createPlugin(
+    request: CreatePluginRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreatePluginResponse) => void,
+  ): ClientUnaryCall;
+  getPlugin(
+    request: GetPluginRequest,
+    callback: (error: ServiceError | null, response: GetPluginResponse) => void,
+  ): ClientUnaryCall;
+  getPlugin(
+    request: GetPluginRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetPluginResponse) => void,
+  ): ClientUnaryCall;
+  getPlugin(
+    request: GetPluginRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetPluginResponse) => void,
+  ): ClientUnaryCall;
+  /** An account's plugins by name. */
+  listPlugins(
+    request: ListPluginsRequest,
+    callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
+  ): ClientUnaryCall;
+  listPlugins(
+    request: ListPluginsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
+  ): ClientUnaryCall;
+  listPlugins(
+    request: ListPluginsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -18,6 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { FieldMask } from "../../../google/protobuf/field_mask.js";
 import { Struct } from "../../../google/protobuf/struct.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 
@@ -180,6 +181,8 @@ export interface OpenPromptRequest {
   ipAddress: string;
   userAgent: string;
   url: string;
+  /** Optional UUID; see the service comment. */
+  requestId: string;
 }
 
 export interface OpenPromptResponse {
@@ -198,6 +201,168 @@ export interface GetPromptRequest {
 
 export interface GetPromptResponse {
   prompt: Prompt | undefined;
+}
+
+export interface ListPromptsRequest {
+  /** At most this many prompts (default 50, at most 1000). */
+  pageSize: number;
+  /** `next_page_token` of the previous page, with the same filters. */
+  pageToken: string;
+  /** Only prompts of this LLM client. */
+  llmClientId: string;
+  /** Only prompts carrying this tag. */
+  tag: string;
+  /** Only prompts created at or after this time. */
+  createdAfter:
+    | Date
+    | undefined;
+  /** Only prompts created before this time. */
+  createdBefore: Date | undefined;
+}
+
+export interface ListPromptsResponse {
+  prompts: Prompt[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface UpdatePromptRequest {
+  /** `prompt.id` names the prompt; the fields in `update_mask` are taken from it. */
+  prompt:
+    | Prompt
+    | undefined;
+  /**
+   * Paths among name, description, version, annotations, tags; `*` means all of them. Required: an empty
+   * mask is INVALID_ARGUMENT, because proto3 cannot tell "clear this field" from "not sent".
+   */
+  updateMask: string[] | undefined;
+  requestId: string;
+}
+
+export interface UpdatePromptResponse {
+  prompt: Prompt | undefined;
+}
+
+export interface DeletePromptRequest {
+  id: string;
+  requestId: string;
+}
+
+export interface DeletePromptResponse {
+}
+
+export interface AppendHistoryRequest {
+  promptId: string;
+  request: { [key: string]: any } | undefined;
+  response: { [key: string]: any } | undefined;
+  messages: ChatMessage[];
+  requestId: string;
+}
+
+export interface AppendHistoryResponse {
+  history: PromptHistory | undefined;
+}
+
+export interface ListHistoryRequest {
+  promptId: string;
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListHistoryResponse {
+  history: PromptHistory[];
+  nextPageToken: string;
+}
+
+export interface RecordToolCallRequest {
+  promptId: string;
+  /** Optional: a plugin of the caller's account. */
+  pluginId: string;
+  functionName: string;
+  functionArgs: string;
+  request: { [key: string]: any } | undefined;
+  response: { [key: string]: any } | undefined;
+  requestId: string;
+}
+
+export interface RecordToolCallResponse {
+  toolCall: PromptToolCall | undefined;
+}
+
+export interface ListToolCallsRequest {
+  promptId: string;
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListToolCallsResponse {
+  toolCalls: PromptToolCall[];
+  nextPageToken: string;
+}
+
+export interface RecordPluginUsageRequest {
+  promptId: string;
+  /** Required: a plugin of the caller's account. */
+  pluginId: string;
+  inputText: string;
+  requestId: string;
+}
+
+export interface RecordPluginUsageResponse {
+  pluginUsage: PromptPluginUsage | undefined;
+}
+
+export interface ListPluginUsageRequest {
+  promptId: string;
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListPluginUsageResponse {
+  pluginUsage: PromptPluginUsage[];
+  nextPageToken: string;
+}
+
+export interface GetPromptHistoryRequest {
+  /** Either the id or the session key. */
+  id: string;
+  sessionKey: string;
+}
+
+export interface GetPromptHistoryResponse {
+  prompt:
+    | Prompt
+    | undefined;
+  /** The messages of the latest history entry (its `messages`, else its request's `messages`). */
+  promptHistory: ChatMessage[];
+  /** Newest first; at most the 1000 most recent (ListToolCalls pages through all of them). */
+  toolCalls: PromptToolCall[];
+  /** Newest first; at most the 1000 most recent (ListPluginUsage pages through all of them). */
+  pluginUsage: PromptPluginUsage[];
+  /** The latest history entry itself; unset when there is none. */
+  latestHistory:
+    | PromptHistory
+    | undefined;
+  /** The prompt's log revision this snapshot reflects; each log write increments it. */
+  revision: number;
+}
+
+export interface ListPluginsRequest {
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListPluginsResponse {
+  plugins: PluginInfo[];
+  nextPageToken: string;
+}
+
+/** A plugin of the caller's account, as PromptService shows it. */
+export interface PluginInfo {
+  id: string;
+  name: string;
+  description: string;
+  createdAt: Date | undefined;
 }
 
 function createBasePrompt(): Prompt {
@@ -1510,7 +1675,7 @@ export const PromptPluginUsage: MessageFns<PromptPluginUsage> = {
 };
 
 function createBaseOpenPromptRequest(): OpenPromptRequest {
-  return { sessionKey: "", llmClientId: "", llmClientUrl: "", ipAddress: "", userAgent: "", url: "" };
+  return { sessionKey: "", llmClientId: "", llmClientUrl: "", ipAddress: "", userAgent: "", url: "", requestId: "" };
 }
 
 export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
@@ -1532,6 +1697,9 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     }
     if (message.url !== "") {
       writer.uint32(50).string(message.url);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(58).string(message.requestId);
     }
     return writer;
   },
@@ -1597,6 +1765,14 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
             message.url = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1637,6 +1813,11 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
         ? globalThis.String(object.user_agent)
         : "",
       url: isSet(object.url) ? globalThis.String(object.url) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -1660,6 +1841,9 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     if (message.url !== "") {
       obj.url = message.url;
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -1674,6 +1858,7 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     message.ipAddress = object.ipAddress ?? "";
     message.userAgent = object.userAgent ?? "";
     message.url = object.url ?? "";
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -1923,9 +2108,2465 @@ export const GetPromptResponse: MessageFns<GetPromptResponse> = {
   },
 };
 
+function createBaseListPromptsRequest(): ListPromptsRequest {
+  return { pageSize: 0, pageToken: "", llmClientId: "", tag: "", createdAfter: undefined, createdBefore: undefined };
+}
+
+export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
+  encode(message: ListPromptsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    if (message.llmClientId !== "") {
+      writer.uint32(26).string(message.llmClientId);
+    }
+    if (message.tag !== "") {
+      writer.uint32(34).string(message.tag);
+    }
+    if (message.createdAfter !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAfter), writer.uint32(42).fork()).join();
+    }
+    if (message.createdBefore !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdBefore), writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPromptsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPromptsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.llmClientId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.tag = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.createdAfter = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.createdBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPromptsRequest {
+    return {
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+      llmClientId: isSet(object.llmClientId)
+        ? globalThis.String(object.llmClientId)
+        : isSet(object.llm_client_id)
+        ? globalThis.String(object.llm_client_id)
+        : "",
+      tag: isSet(object.tag) ? globalThis.String(object.tag) : "",
+      createdAfter: isSet(object.createdAfter)
+        ? fromJsonTimestamp(object.createdAfter)
+        : isSet(object.created_after)
+        ? fromJsonTimestamp(object.created_after)
+        : undefined,
+      createdBefore: isSet(object.createdBefore)
+        ? fromJsonTimestamp(object.createdBefore)
+        : isSet(object.created_before)
+        ? fromJsonTimestamp(object.created_before)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ListPromptsRequest): unknown {
+    const obj: any = {};
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    if (message.llmClientId !== "") {
+      obj.llmClientId = message.llmClientId;
+    }
+    if (message.tag !== "") {
+      obj.tag = message.tag;
+    }
+    if (message.createdAfter !== undefined) {
+      obj.createdAfter = message.createdAfter.toISOString();
+    }
+    if (message.createdBefore !== undefined) {
+      obj.createdBefore = message.createdBefore.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPromptsRequest>, I>>(base?: I): ListPromptsRequest {
+    return ListPromptsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPromptsRequest>, I>>(object: I): ListPromptsRequest {
+    const message = createBaseListPromptsRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    message.llmClientId = object.llmClientId ?? "";
+    message.tag = object.tag ?? "";
+    message.createdAfter = object.createdAfter ?? undefined;
+    message.createdBefore = object.createdBefore ?? undefined;
+    return message;
+  },
+};
+
+function createBaseListPromptsResponse(): ListPromptsResponse {
+  return { prompts: [], nextPageToken: "" };
+}
+
+export const ListPromptsResponse: MessageFns<ListPromptsResponse> = {
+  encode(message: ListPromptsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.prompts) {
+      Prompt.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPromptsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPromptsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.prompts.push(Prompt.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPromptsResponse {
+    return {
+      prompts: globalThis.Array.isArray(object?.prompts) ? object.prompts.map((e: any) => Prompt.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPromptsResponse): unknown {
+    const obj: any = {};
+    if (message.prompts?.length) {
+      obj.prompts = message.prompts.map((e) => Prompt.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPromptsResponse>, I>>(base?: I): ListPromptsResponse {
+    return ListPromptsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPromptsResponse>, I>>(object: I): ListPromptsResponse {
+    const message = createBaseListPromptsResponse();
+    message.prompts = object.prompts?.map((e) => Prompt.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseUpdatePromptRequest(): UpdatePromptRequest {
+  return { prompt: undefined, updateMask: undefined, requestId: "" };
+}
+
+export const UpdatePromptRequest: MessageFns<UpdatePromptRequest> = {
+  encode(message: UpdatePromptRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.prompt !== undefined) {
+      Prompt.encode(message.prompt, writer.uint32(10).fork()).join();
+    }
+    if (message.updateMask !== undefined) {
+      FieldMask.encode(FieldMask.wrap(message.updateMask), writer.uint32(18).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdatePromptRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdatePromptRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.prompt = Prompt.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.updateMask = FieldMask.unwrap(FieldMask.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdatePromptRequest {
+    return {
+      prompt: isSet(object.prompt) ? Prompt.fromJSON(object.prompt) : undefined,
+      updateMask: isSet(object.updateMask)
+        ? FieldMask.unwrap(FieldMask.fromJSON(object.updateMask))
+        : isSet(object.update_mask)
+        ? FieldMask.unwrap(FieldMask.fromJSON(object.update_mask))
+        : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: UpdatePromptRequest): unknown {
+    const obj: any = {};
+    if (message.prompt !== undefined) {
+      obj.prompt = Prompt.toJSON(message.prompt);
+    }
+    if (message.updateMask !== undefined) {
+      obj.updateMask = FieldMask.toJSON(FieldMask.wrap(message.updateMask));
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdatePromptRequest>, I>>(base?: I): UpdatePromptRequest {
+    return UpdatePromptRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdatePromptRequest>, I>>(object: I): UpdatePromptRequest {
+    const message = createBaseUpdatePromptRequest();
+    message.prompt = (object.prompt !== undefined && object.prompt !== null)
+      ? Prompt.fromPartial(object.prompt)
+      : undefined;
+    message.updateMask = object.updateMask ?? undefined;
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseUpdatePromptResponse(): UpdatePromptResponse {
+  return { prompt: undefined };
+}
+
+export const UpdatePromptResponse: MessageFns<UpdatePromptResponse> = {
+  encode(message: UpdatePromptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.prompt !== undefined) {
+      Prompt.encode(message.prompt, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdatePromptResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdatePromptResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.prompt = Prompt.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdatePromptResponse {
+    return { prompt: isSet(object.prompt) ? Prompt.fromJSON(object.prompt) : undefined };
+  },
+
+  toJSON(message: UpdatePromptResponse): unknown {
+    const obj: any = {};
+    if (message.prompt !== undefined) {
+      obj.prompt = Prompt.toJSON(message.prompt);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdatePromptResponse>, I>>(base?: I): UpdatePromptResponse {
+    return UpdatePromptResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdatePromptResponse>, I>>(object: I): UpdatePromptResponse {
+    const message = createBaseUpdatePromptResponse();
+    message.prompt = (object.prompt !== undefined && object.prompt !== null)
+      ? Prompt.fromPartial(object.prompt)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeletePromptRequest(): DeletePromptRequest {
+  return { id: "", requestId: "" };
+}
+
+export const DeletePromptRequest: MessageFns<DeletePromptRequest> = {
+  encode(message: DeletePromptRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeletePromptRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeletePromptRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeletePromptRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeletePromptRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeletePromptRequest>, I>>(base?: I): DeletePromptRequest {
+    return DeletePromptRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeletePromptRequest>, I>>(object: I): DeletePromptRequest {
+    const message = createBaseDeletePromptRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeletePromptResponse(): DeletePromptResponse {
+  return {};
+}
+
+export const DeletePromptResponse: MessageFns<DeletePromptResponse> = {
+  encode(_: DeletePromptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeletePromptResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeletePromptResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeletePromptResponse {
+    return {};
+  },
+
+  toJSON(_: DeletePromptResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeletePromptResponse>, I>>(base?: I): DeletePromptResponse {
+    return DeletePromptResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeletePromptResponse>, I>>(_: I): DeletePromptResponse {
+    const message = createBaseDeletePromptResponse();
+    return message;
+  },
+};
+
+function createBaseAppendHistoryRequest(): AppendHistoryRequest {
+  return { promptId: "", request: undefined, response: undefined, messages: [], requestId: "" };
+}
+
+export const AppendHistoryRequest: MessageFns<AppendHistoryRequest> = {
+  encode(message: AppendHistoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    if (message.request !== undefined) {
+      Struct.encode(Struct.wrap(message.request), writer.uint32(18).fork()).join();
+    }
+    if (message.response !== undefined) {
+      Struct.encode(Struct.wrap(message.response), writer.uint32(26).fork()).join();
+    }
+    for (const v of message.messages) {
+      ChatMessage.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(42).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AppendHistoryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAppendHistoryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.request = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.response = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.messages.push(ChatMessage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AppendHistoryRequest {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+      request: isObject(object.request) ? object.request : undefined,
+      response: isObject(object.response) ? object.response : undefined,
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => ChatMessage.fromJSON(e))
+        : [],
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AppendHistoryRequest): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    if (message.request !== undefined) {
+      obj.request = message.request;
+    }
+    if (message.response !== undefined) {
+      obj.response = message.response;
+    }
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => ChatMessage.toJSON(e));
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AppendHistoryRequest>, I>>(base?: I): AppendHistoryRequest {
+    return AppendHistoryRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AppendHistoryRequest>, I>>(object: I): AppendHistoryRequest {
+    const message = createBaseAppendHistoryRequest();
+    message.promptId = object.promptId ?? "";
+    message.request = object.request ?? undefined;
+    message.response = object.response ?? undefined;
+    message.messages = object.messages?.map((e) => ChatMessage.fromPartial(e)) || [];
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseAppendHistoryResponse(): AppendHistoryResponse {
+  return { history: undefined };
+}
+
+export const AppendHistoryResponse: MessageFns<AppendHistoryResponse> = {
+  encode(message: AppendHistoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.history !== undefined) {
+      PromptHistory.encode(message.history, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AppendHistoryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAppendHistoryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.history = PromptHistory.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AppendHistoryResponse {
+    return { history: isSet(object.history) ? PromptHistory.fromJSON(object.history) : undefined };
+  },
+
+  toJSON(message: AppendHistoryResponse): unknown {
+    const obj: any = {};
+    if (message.history !== undefined) {
+      obj.history = PromptHistory.toJSON(message.history);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AppendHistoryResponse>, I>>(base?: I): AppendHistoryResponse {
+    return AppendHistoryResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AppendHistoryResponse>, I>>(object: I): AppendHistoryResponse {
+    const message = createBaseAppendHistoryResponse();
+    message.history = (object.history !== undefined && object.history !== null)
+      ? PromptHistory.fromPartial(object.history)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListHistoryRequest(): ListHistoryRequest {
+  return { promptId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListHistoryRequest: MessageFns<ListHistoryRequest> = {
+  encode(message: ListHistoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHistoryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHistoryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHistoryRequest {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListHistoryRequest): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListHistoryRequest>, I>>(base?: I): ListHistoryRequest {
+    return ListHistoryRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListHistoryRequest>, I>>(object: I): ListHistoryRequest {
+    const message = createBaseListHistoryRequest();
+    message.promptId = object.promptId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListHistoryResponse(): ListHistoryResponse {
+  return { history: [], nextPageToken: "" };
+}
+
+export const ListHistoryResponse: MessageFns<ListHistoryResponse> = {
+  encode(message: ListHistoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.history) {
+      PromptHistory.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHistoryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHistoryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.history.push(PromptHistory.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHistoryResponse {
+    return {
+      history: globalThis.Array.isArray(object?.history)
+        ? object.history.map((e: any) => PromptHistory.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListHistoryResponse): unknown {
+    const obj: any = {};
+    if (message.history?.length) {
+      obj.history = message.history.map((e) => PromptHistory.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListHistoryResponse>, I>>(base?: I): ListHistoryResponse {
+    return ListHistoryResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListHistoryResponse>, I>>(object: I): ListHistoryResponse {
+    const message = createBaseListHistoryResponse();
+    message.history = object.history?.map((e) => PromptHistory.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseRecordToolCallRequest(): RecordToolCallRequest {
+  return {
+    promptId: "",
+    pluginId: "",
+    functionName: "",
+    functionArgs: "",
+    request: undefined,
+    response: undefined,
+    requestId: "",
+  };
+}
+
+export const RecordToolCallRequest: MessageFns<RecordToolCallRequest> = {
+  encode(message: RecordToolCallRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    if (message.pluginId !== "") {
+      writer.uint32(18).string(message.pluginId);
+    }
+    if (message.functionName !== "") {
+      writer.uint32(26).string(message.functionName);
+    }
+    if (message.functionArgs !== "") {
+      writer.uint32(34).string(message.functionArgs);
+    }
+    if (message.request !== undefined) {
+      Struct.encode(Struct.wrap(message.request), writer.uint32(42).fork()).join();
+    }
+    if (message.response !== undefined) {
+      Struct.encode(Struct.wrap(message.response), writer.uint32(50).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(58).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordToolCallRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordToolCallRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pluginId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.functionName = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.functionArgs = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.request = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.response = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecordToolCallRequest {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+      pluginId: isSet(object.pluginId)
+        ? globalThis.String(object.pluginId)
+        : isSet(object.plugin_id)
+        ? globalThis.String(object.plugin_id)
+        : "",
+      functionName: isSet(object.functionName)
+        ? globalThis.String(object.functionName)
+        : isSet(object.function_name)
+        ? globalThis.String(object.function_name)
+        : "",
+      functionArgs: isSet(object.functionArgs)
+        ? globalThis.String(object.functionArgs)
+        : isSet(object.function_args)
+        ? globalThis.String(object.function_args)
+        : "",
+      request: isObject(object.request) ? object.request : undefined,
+      response: isObject(object.response) ? object.response : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RecordToolCallRequest): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    if (message.pluginId !== "") {
+      obj.pluginId = message.pluginId;
+    }
+    if (message.functionName !== "") {
+      obj.functionName = message.functionName;
+    }
+    if (message.functionArgs !== "") {
+      obj.functionArgs = message.functionArgs;
+    }
+    if (message.request !== undefined) {
+      obj.request = message.request;
+    }
+    if (message.response !== undefined) {
+      obj.response = message.response;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecordToolCallRequest>, I>>(base?: I): RecordToolCallRequest {
+    return RecordToolCallRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordToolCallRequest>, I>>(object: I): RecordToolCallRequest {
+    const message = createBaseRecordToolCallRequest();
+    message.promptId = object.promptId ?? "";
+    message.pluginId = object.pluginId ?? "";
+    message.functionName = object.functionName ?? "";
+    message.functionArgs = object.functionArgs ?? "";
+    message.request = object.request ?? undefined;
+    message.response = object.response ?? undefined;
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseRecordToolCallResponse(): RecordToolCallResponse {
+  return { toolCall: undefined };
+}
+
+export const RecordToolCallResponse: MessageFns<RecordToolCallResponse> = {
+  encode(message: RecordToolCallResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.toolCall !== undefined) {
+      PromptToolCall.encode(message.toolCall, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordToolCallResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordToolCallResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.toolCall = PromptToolCall.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecordToolCallResponse {
+    return {
+      toolCall: isSet(object.toolCall)
+        ? PromptToolCall.fromJSON(object.toolCall)
+        : isSet(object.tool_call)
+        ? PromptToolCall.fromJSON(object.tool_call)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RecordToolCallResponse): unknown {
+    const obj: any = {};
+    if (message.toolCall !== undefined) {
+      obj.toolCall = PromptToolCall.toJSON(message.toolCall);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecordToolCallResponse>, I>>(base?: I): RecordToolCallResponse {
+    return RecordToolCallResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordToolCallResponse>, I>>(object: I): RecordToolCallResponse {
+    const message = createBaseRecordToolCallResponse();
+    message.toolCall = (object.toolCall !== undefined && object.toolCall !== null)
+      ? PromptToolCall.fromPartial(object.toolCall)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListToolCallsRequest(): ListToolCallsRequest {
+  return { promptId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListToolCallsRequest: MessageFns<ListToolCallsRequest> = {
+  encode(message: ListToolCallsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListToolCallsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListToolCallsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListToolCallsRequest {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListToolCallsRequest): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListToolCallsRequest>, I>>(base?: I): ListToolCallsRequest {
+    return ListToolCallsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListToolCallsRequest>, I>>(object: I): ListToolCallsRequest {
+    const message = createBaseListToolCallsRequest();
+    message.promptId = object.promptId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListToolCallsResponse(): ListToolCallsResponse {
+  return { toolCalls: [], nextPageToken: "" };
+}
+
+export const ListToolCallsResponse: MessageFns<ListToolCallsResponse> = {
+  encode(message: ListToolCallsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.toolCalls) {
+      PromptToolCall.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListToolCallsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListToolCallsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.toolCalls.push(PromptToolCall.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListToolCallsResponse {
+    return {
+      toolCalls: globalThis.Array.isArray(object?.toolCalls)
+        ? object.toolCalls.map((e: any) => PromptToolCall.fromJSON(e))
+        : globalThis.Array.isArray(object?.tool_calls)
+        ? object.tool_calls.map((e: any) => PromptToolCall.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListToolCallsResponse): unknown {
+    const obj: any = {};
+    if (message.toolCalls?.length) {
+      obj.toolCalls = message.toolCalls.map((e) => PromptToolCall.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListToolCallsResponse>, I>>(base?: I): ListToolCallsResponse {
+    return ListToolCallsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListToolCallsResponse>, I>>(object: I): ListToolCallsResponse {
+    const message = createBaseListToolCallsResponse();
+    message.toolCalls = object.toolCalls?.map((e) => PromptToolCall.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseRecordPluginUsageRequest(): RecordPluginUsageRequest {
+  return { promptId: "", pluginId: "", inputText: "", requestId: "" };
+}
+
+export const RecordPluginUsageRequest: MessageFns<RecordPluginUsageRequest> = {
+  encode(message: RecordPluginUsageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    if (message.pluginId !== "") {
+      writer.uint32(18).string(message.pluginId);
+    }
+    if (message.inputText !== "") {
+      writer.uint32(26).string(message.inputText);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(34).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordPluginUsageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordPluginUsageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pluginId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.inputText = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecordPluginUsageRequest {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+      pluginId: isSet(object.pluginId)
+        ? globalThis.String(object.pluginId)
+        : isSet(object.plugin_id)
+        ? globalThis.String(object.plugin_id)
+        : "",
+      inputText: isSet(object.inputText)
+        ? globalThis.String(object.inputText)
+        : isSet(object.input_text)
+        ? globalThis.String(object.input_text)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RecordPluginUsageRequest): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    if (message.pluginId !== "") {
+      obj.pluginId = message.pluginId;
+    }
+    if (message.inputText !== "") {
+      obj.inputText = message.inputText;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecordPluginUsageRequest>, I>>(base?: I): RecordPluginUsageRequest {
+    return RecordPluginUsageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordPluginUsageRequest>, I>>(object: I): RecordPluginUsageRequest {
+    const message = createBaseRecordPluginUsageRequest();
+    message.promptId = object.promptId ?? "";
+    message.pluginId = object.pluginId ?? "";
+    message.inputText = object.inputText ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseRecordPluginUsageResponse(): RecordPluginUsageResponse {
+  return { pluginUsage: undefined };
+}
+
+export const RecordPluginUsageResponse: MessageFns<RecordPluginUsageResponse> = {
+  encode(message: RecordPluginUsageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pluginUsage !== undefined) {
+      PromptPluginUsage.encode(message.pluginUsage, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordPluginUsageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordPluginUsageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pluginUsage = PromptPluginUsage.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecordPluginUsageResponse {
+    return {
+      pluginUsage: isSet(object.pluginUsage)
+        ? PromptPluginUsage.fromJSON(object.pluginUsage)
+        : isSet(object.plugin_usage)
+        ? PromptPluginUsage.fromJSON(object.plugin_usage)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RecordPluginUsageResponse): unknown {
+    const obj: any = {};
+    if (message.pluginUsage !== undefined) {
+      obj.pluginUsage = PromptPluginUsage.toJSON(message.pluginUsage);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecordPluginUsageResponse>, I>>(base?: I): RecordPluginUsageResponse {
+    return RecordPluginUsageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordPluginUsageResponse>, I>>(object: I): RecordPluginUsageResponse {
+    const message = createBaseRecordPluginUsageResponse();
+    message.pluginUsage = (object.pluginUsage !== undefined && object.pluginUsage !== null)
+      ? PromptPluginUsage.fromPartial(object.pluginUsage)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListPluginUsageRequest(): ListPluginUsageRequest {
+  return { promptId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListPluginUsageRequest: MessageFns<ListPluginUsageRequest> = {
+  encode(message: ListPluginUsageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPluginUsageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPluginUsageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPluginUsageRequest {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPluginUsageRequest): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPluginUsageRequest>, I>>(base?: I): ListPluginUsageRequest {
+    return ListPluginUsageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPluginUsageRequest>, I>>(object: I): ListPluginUsageRequest {
+    const message = createBaseListPluginUsageRequest();
+    message.promptId = object.promptId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListPluginUsageResponse(): ListPluginUsageResponse {
+  return { pluginUsage: [], nextPageToken: "" };
+}
+
+export const ListPluginUsageResponse: MessageFns<ListPluginUsageResponse> = {
+  encode(message: ListPluginUsageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.pluginUsage) {
+      PromptPluginUsage.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPluginUsageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPluginUsageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pluginUsage.push(PromptPluginUsage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPluginUsageResponse {
+    return {
+      pluginUsage: globalThis.Array.isArray(object?.pluginUsage)
+        ? object.pluginUsage.map((e: any) => PromptPluginUsage.fromJSON(e))
+        : globalThis.Array.isArray(object?.plugin_usage)
+        ? object.plugin_usage.map((e: any) => PromptPluginUsage.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPluginUsageResponse): unknown {
+    const obj: any = {};
+    if (message.pluginUsage?.length) {
+      obj.pluginUsage = message.pluginUsage.map((e) => PromptPluginUsage.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPluginUsageResponse>, I>>(base?: I): ListPluginUsageResponse {
+    return ListPluginUsageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPluginUsageResponse>, I>>(object: I): ListPluginUsageResponse {
+    const message = createBaseListPluginUsageResponse();
+    message.pluginUsage = object.pluginUsage?.map((e) => PromptPluginUsage.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseGetPromptHistoryRequest(): GetPromptHistoryRequest {
+  return { id: "", sessionKey: "" };
+}
+
+export const GetPromptHistoryRequest: MessageFns<GetPromptHistoryRequest> = {
+  encode(message: GetPromptHistoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.sessionKey !== "") {
+      writer.uint32(18).string(message.sessionKey);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPromptHistoryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPromptHistoryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionKey = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetPromptHistoryRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      sessionKey: isSet(object.sessionKey)
+        ? globalThis.String(object.sessionKey)
+        : isSet(object.session_key)
+        ? globalThis.String(object.session_key)
+        : "",
+    };
+  },
+
+  toJSON(message: GetPromptHistoryRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.sessionKey !== "") {
+      obj.sessionKey = message.sessionKey;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPromptHistoryRequest>, I>>(base?: I): GetPromptHistoryRequest {
+    return GetPromptHistoryRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPromptHistoryRequest>, I>>(object: I): GetPromptHistoryRequest {
+    const message = createBaseGetPromptHistoryRequest();
+    message.id = object.id ?? "";
+    message.sessionKey = object.sessionKey ?? "";
+    return message;
+  },
+};
+
+function createBaseGetPromptHistoryResponse(): GetPromptHistoryResponse {
+  return {
+    prompt: undefined,
+    promptHistory: [],
+    toolCalls: [],
+    pluginUsage: [],
+    latestHistory: undefined,
+    revision: 0,
+  };
+}
+
+export const GetPromptHistoryResponse: MessageFns<GetPromptHistoryResponse> = {
+  encode(message: GetPromptHistoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.prompt !== undefined) {
+      Prompt.encode(message.prompt, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.promptHistory) {
+      ChatMessage.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.toolCalls) {
+      PromptToolCall.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.pluginUsage) {
+      PromptPluginUsage.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.latestHistory !== undefined) {
+      PromptHistory.encode(message.latestHistory, writer.uint32(42).fork()).join();
+    }
+    if (message.revision !== 0) {
+      writer.uint32(48).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPromptHistoryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPromptHistoryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.prompt = Prompt.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.promptHistory.push(ChatMessage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.toolCalls.push(PromptToolCall.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pluginUsage.push(PromptPluginUsage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.latestHistory = PromptHistory.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetPromptHistoryResponse {
+    return {
+      prompt: isSet(object.prompt) ? Prompt.fromJSON(object.prompt) : undefined,
+      promptHistory: globalThis.Array.isArray(object?.promptHistory)
+        ? object.promptHistory.map((e: any) => ChatMessage.fromJSON(e))
+        : globalThis.Array.isArray(object?.prompt_history)
+        ? object.prompt_history.map((e: any) => ChatMessage.fromJSON(e))
+        : [],
+      toolCalls: globalThis.Array.isArray(object?.toolCalls)
+        ? object.toolCalls.map((e: any) => PromptToolCall.fromJSON(e))
+        : globalThis.Array.isArray(object?.tool_calls)
+        ? object.tool_calls.map((e: any) => PromptToolCall.fromJSON(e))
+        : [],
+      pluginUsage: globalThis.Array.isArray(object?.pluginUsage)
+        ? object.pluginUsage.map((e: any) => PromptPluginUsage.fromJSON(e))
+        : globalThis.Array.isArray(object?.plugin_usage)
+        ? object.plugin_usage.map((e: any) => PromptPluginUsage.fromJSON(e))
+        : [],
+      latestHistory: isSet(object.latestHistory)
+        ? PromptHistory.fromJSON(object.latestHistory)
+        : isSet(object.latest_history)
+        ? PromptHistory.fromJSON(object.latest_history)
+        : undefined,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: GetPromptHistoryResponse): unknown {
+    const obj: any = {};
+    if (message.prompt !== undefined) {
+      obj.prompt = Prompt.toJSON(message.prompt);
+    }
+    if (message.promptHistory?.length) {
+      obj.promptHistory = message.promptHistory.map((e) => ChatMessage.toJSON(e));
+    }
+    if (message.toolCalls?.length) {
+      obj.toolCalls = message.toolCalls.map((e) => PromptToolCall.toJSON(e));
+    }
+    if (message.pluginUsage?.length) {
+      obj.pluginUsage = message.pluginUsage.map((e) => PromptPluginUsage.toJSON(e));
+    }
+    if (message.latestHistory !== undefined) {
+      obj.latestHistory = PromptHistory.toJSON(message.latestHistory);
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPromptHistoryResponse>, I>>(base?: I): GetPromptHistoryResponse {
+    return GetPromptHistoryResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPromptHistoryResponse>, I>>(object: I): GetPromptHistoryResponse {
+    const message = createBaseGetPromptHistoryResponse();
+    message.prompt = (object.prompt !== undefined && object.prompt !== null)
+      ? Prompt.fromPartial(object.prompt)
+      : undefined;
+    message.promptHistory = object.promptHistory?.map((e) => ChatMessage.fromPartial(e)) || [];
+    message.toolCalls = object.toolCalls?.map((e) => PromptToolCall.fromPartial(e)) || [];
+    message.pluginUsage = object.pluginUsage?.map((e) => PromptPluginUsage.fromPartial(e)) || [];
+    message.latestHistory = (object.latestHistory !== undefined && object.latestHistory !== null)
+      ? PromptHistory.fromPartial(object.latestHistory)
+      : undefined;
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseListPluginsRequest(): ListPluginsRequest {
+  return { pageSize: 0, pageToken: "" };
+}
+
+export const ListPluginsRequest: MessageFns<ListPluginsRequest> = {
+  encode(message: ListPluginsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPluginsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPluginsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPluginsRequest {
+    return {
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPluginsRequest): unknown {
+    const obj: any = {};
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPluginsRequest>, I>>(base?: I): ListPluginsRequest {
+    return ListPluginsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPluginsRequest>, I>>(object: I): ListPluginsRequest {
+    const message = createBaseListPluginsRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListPluginsResponse(): ListPluginsResponse {
+  return { plugins: [], nextPageToken: "" };
+}
+
+export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
+  encode(message: ListPluginsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.plugins) {
+      PluginInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPluginsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPluginsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plugins.push(PluginInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPluginsResponse {
+    return {
+      plugins: globalThis.Array.isArray(object?.plugins) ? object.plugins.map((e: any) => PluginInfo.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPluginsResponse): unknown {
+    const obj: any = {};
+    if (message.plugins?.length) {
+      obj.plugins = message.plugins.map((e) => PluginInfo.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPluginsResponse>, I>>(base?: I): ListPluginsResponse {
+    return ListPluginsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPluginsResponse>, I>>(object: I): ListPluginsResponse {
+    const message = createBaseListPluginsResponse();
+    message.plugins = object.plugins?.map((e) => PluginInfo.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBasePluginInfo(): PluginInfo {
+  return { id: "", name: "", description: "", createdAt: undefined };
+}
+
+export const PluginInfo: MessageFns<PluginInfo> = {
+  encode(message: PluginInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.description !== "") {
+      writer.uint32(26).string(message.description);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PluginInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePluginInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PluginInfo {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      createdAt: isSet(object.createdAt)
+        ? fromJsonTimestamp(object.createdAt)
+        : isSet(object.created_at)
+        ? fromJsonTimestamp(object.created_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: PluginInfo): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.createdAt !== undefined) {
+      obj.createdAt = message.createdAt.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PluginInfo>, I>>(base?: I): PluginInfo {
+    return PluginInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PluginInfo>, I>>(object: I): PluginInfo {
+    const message = createBasePluginInfo();
+    message.id = object.id ?? "";
+    message.name = object.name ?? "";
+    message.description = object.description ?? "";
+    message.createdAt = object.createdAt ?? undefined;
+    return message;
+  },
+};
+
 /**
  * PromptService keeps prompt sessions (one chat session of an LLM client, owned by a user profile) and
  * their logs: history, tool calls and plugin usage.
+ *
+ * Every call needs `authorization: Bearer <api key>`; callers see and change only their own account's
+ * prompts, plugins and logs (anything else reads as NOT_FOUND). Mutating calls take an optional
+ * `request_id` (a UUID): repeating it within 24 hours returns the first result and writes nothing again;
+ * reusing it with a different request is INVALID_ARGUMENT on `request_id`.
  */
 export type PromptServiceService = typeof PromptServiceService;
 export const PromptServiceService = {
@@ -1948,12 +4589,162 @@ export const PromptServiceService = {
     responseSerialize: (value: GetPromptResponse): Buffer => Buffer.from(GetPromptResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetPromptResponse => GetPromptResponse.decode(value),
   },
+  /** The caller's account's prompts, newest first. */
+  listPrompts: {
+    path: "/parley.prompt.v1.PromptService/ListPrompts" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListPromptsRequest): Buffer => Buffer.from(ListPromptsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListPromptsRequest => ListPromptsRequest.decode(value),
+    responseSerialize: (value: ListPromptsResponse): Buffer => Buffer.from(ListPromptsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListPromptsResponse => ListPromptsResponse.decode(value),
+  },
+  /** Changes name, description, version, annotations and tags (update_mask lists which). */
+  updatePrompt: {
+    path: "/parley.prompt.v1.PromptService/UpdatePrompt" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdatePromptRequest): Buffer => Buffer.from(UpdatePromptRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdatePromptRequest => UpdatePromptRequest.decode(value),
+    responseSerialize: (value: UpdatePromptResponse): Buffer =>
+      Buffer.from(UpdatePromptResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdatePromptResponse => UpdatePromptResponse.decode(value),
+  },
+  /** Deletes a prompt with its history, tool calls and plugin usage. */
+  deletePrompt: {
+    path: "/parley.prompt.v1.PromptService/DeletePrompt" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeletePromptRequest): Buffer => Buffer.from(DeletePromptRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeletePromptRequest => DeletePromptRequest.decode(value),
+    responseSerialize: (value: DeletePromptResponse): Buffer =>
+      Buffer.from(DeletePromptResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeletePromptResponse => DeletePromptResponse.decode(value),
+  },
+  /** Logs one exchange with the LLM. */
+  appendHistory: {
+    path: "/parley.prompt.v1.PromptService/AppendHistory" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AppendHistoryRequest): Buffer => Buffer.from(AppendHistoryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AppendHistoryRequest => AppendHistoryRequest.decode(value),
+    responseSerialize: (value: AppendHistoryResponse): Buffer =>
+      Buffer.from(AppendHistoryResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AppendHistoryResponse => AppendHistoryResponse.decode(value),
+  },
+  /** A prompt's history entries in creation order. */
+  listHistory: {
+    path: "/parley.prompt.v1.PromptService/ListHistory" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListHistoryRequest): Buffer => Buffer.from(ListHistoryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListHistoryRequest => ListHistoryRequest.decode(value),
+    responseSerialize: (value: ListHistoryResponse): Buffer => Buffer.from(ListHistoryResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListHistoryResponse => ListHistoryResponse.decode(value),
+  },
+  /** Logs one tool (function) call. */
+  recordToolCall: {
+    path: "/parley.prompt.v1.PromptService/RecordToolCall" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RecordToolCallRequest): Buffer =>
+      Buffer.from(RecordToolCallRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RecordToolCallRequest => RecordToolCallRequest.decode(value),
+    responseSerialize: (value: RecordToolCallResponse): Buffer =>
+      Buffer.from(RecordToolCallResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RecordToolCallResponse => RecordToolCallResponse.decode(value),
+  },
+  /** A prompt's tool calls in creation order. */
+  listToolCalls: {
+    path: "/parley.prompt.v1.PromptService/ListToolCalls" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListToolCallsRequest): Buffer => Buffer.from(ListToolCallsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListToolCallsRequest => ListToolCallsRequest.decode(value),
+    responseSerialize: (value: ListToolCallsResponse): Buffer =>
+      Buffer.from(ListToolCallsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListToolCallsResponse => ListToolCallsResponse.decode(value),
+  },
+  /** Logs that a plugin was selected for some input. */
+  recordPluginUsage: {
+    path: "/parley.prompt.v1.PromptService/RecordPluginUsage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RecordPluginUsageRequest): Buffer =>
+      Buffer.from(RecordPluginUsageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RecordPluginUsageRequest => RecordPluginUsageRequest.decode(value),
+    responseSerialize: (value: RecordPluginUsageResponse): Buffer =>
+      Buffer.from(RecordPluginUsageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RecordPluginUsageResponse => RecordPluginUsageResponse.decode(value),
+  },
+  /** A prompt's plugin usage in creation order. */
+  listPluginUsage: {
+    path: "/parley.prompt.v1.PromptService/ListPluginUsage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListPluginUsageRequest): Buffer =>
+      Buffer.from(ListPluginUsageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListPluginUsageRequest => ListPluginUsageRequest.decode(value),
+    responseSerialize: (value: ListPluginUsageResponse): Buffer =>
+      Buffer.from(ListPluginUsageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListPluginUsageResponse => ListPluginUsageResponse.decode(value),
+  },
+  /**
+   * What PromptHelper.history serves: the prompt, the messages of its latest history entry, its tool calls
+   * and plugin usage (newest first), read from one snapshot.
+   */
+  getPromptHistory: {
+    path: "/parley.prompt.v1.PromptService/GetPromptHistory" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetPromptHistoryRequest): Buffer =>
+      Buffer.from(GetPromptHistoryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetPromptHistoryRequest => GetPromptHistoryRequest.decode(value),
+    responseSerialize: (value: GetPromptHistoryResponse): Buffer =>
+      Buffer.from(GetPromptHistoryResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetPromptHistoryResponse => GetPromptHistoryResponse.decode(value),
+  },
+  /** The plugins registered for the caller's account (AdminService registers them), by name. */
+  listPlugins: {
+    path: "/parley.prompt.v1.PromptService/ListPlugins" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListPluginsRequest): Buffer => Buffer.from(ListPluginsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListPluginsRequest => ListPluginsRequest.decode(value),
+    responseSerialize: (value: ListPluginsResponse): Buffer => Buffer.from(ListPluginsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListPluginsResponse => ListPluginsResponse.decode(value),
+  },
 } as const;
 
 export interface PromptServiceServer extends UntypedServiceImplementation {
   /** Gets or creates the prompt session for a session key, or creates a new session for an LLM client. */
   openPrompt: handleUnaryCall<OpenPromptRequest, OpenPromptResponse>;
   getPrompt: handleUnaryCall<GetPromptRequest, GetPromptResponse>;
+  /** The caller's account's prompts, newest first. */
+  listPrompts: handleUnaryCall<ListPromptsRequest, ListPromptsResponse>;
+  /** Changes name, description, version, annotations and tags (update_mask lists which). */
+  updatePrompt: handleUnaryCall<UpdatePromptRequest, UpdatePromptResponse>;
+  /** Deletes a prompt with its history, tool calls and plugin usage. */
+  deletePrompt: handleUnaryCall<DeletePromptRequest, DeletePromptResponse>;
+  /** Logs one exchange with the LLM. */
+  appendHistory: handleUnaryCall<AppendHistoryRequest, AppendHistoryResponse>;
+  /** A prompt's history entries in creation order. */
+  listHistory: handleUnaryCall<ListHistoryRequest, ListHistoryResponse>;
+  /** Logs one tool (function) call. */
+  recordToolCall: handleUnaryCall<RecordToolCallRequest, RecordToolCallResponse>;
+  /** A prompt's tool calls in creation order. */
+  listToolCalls: handleUnaryCall<ListToolCallsRequest, ListToolCallsResponse>;
+  /** Logs that a plugin was selected for some input. */
+  recordPluginUsage: handleUnaryCall<RecordPluginUsageRequest, RecordPluginUsageResponse>;
+  /** A prompt's plugin usage in creation order. */
+  listPluginUsage: handleUnaryCall<ListPluginUsageRequest, ListPluginUsageResponse>;
+  /**
+   * What PromptHelper.history serves: the prompt, the messages of its latest history entry, its tool calls
+   * and plugin usage (newest first), read from one snapshot.
+   */
+  getPromptHistory: handleUnaryCall<GetPromptHistoryRequest, GetPromptHistoryResponse>;
+  /** The plugins registered for the caller's account (AdminService registers them), by name. */
+  listPlugins: handleUnaryCall<ListPluginsRequest, ListPluginsResponse>;
 }
 
 export interface PromptServiceClient extends Client {
@@ -1987,6 +4778,185 @@ export interface PromptServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetPromptResponse) => void,
+  ): ClientUnaryCall;
+  /** The caller's account's prompts, newest first. */
+  listPrompts(
+    request: ListPromptsRequest,
+    callback: (error: ServiceError | null, response: ListPromptsResponse) => void,
+  ): ClientUnaryCall;
+  listPrompts(
+    request: ListPromptsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListPromptsResponse) => void,
+  ): ClientUnaryCall;
+  listPrompts(
+    request: ListPromptsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListPromptsResponse) => void,
+  ): ClientUnaryCall;
+  /** Changes name, description, version, annotations and tags (update_mask lists which). */
+  updatePrompt(
+    request: UpdatePromptRequest,
+    callback: (error: ServiceError | null, response: UpdatePromptResponse) => void,
+  ): ClientUnaryCall;
+  updatePrompt(
+    request: UpdatePromptRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdatePromptResponse) => void,
+  ): ClientUnaryCall;
+  updatePrompt(
+    request: UpdatePromptRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdatePromptResponse) => void,
+  ): ClientUnaryCall;
+  /** Deletes a prompt with its history, tool calls and plugin usage. */
+  deletePrompt(
+    request: DeletePromptRequest,
+    callback: (error: ServiceError | null, response: DeletePromptResponse) => void,
+  ): ClientUnaryCall;
+  deletePrompt(
+    request: DeletePromptRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeletePromptResponse) => void,
+  ): ClientUnaryCall;
+  deletePrompt(
+    request: DeletePromptRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeletePromptResponse) => void,
+  ): ClientUnaryCall;
+  /** Logs one exchange with the LLM. */
+  appendHistory(
+    request: AppendHistoryRequest,
+    callback: (error: ServiceError | null, response: AppendHistoryResponse) => void,
+  ): ClientUnaryCall;
+  appendHistory(
+    request: AppendHistoryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AppendHistoryResponse) => void,
+  ): ClientUnaryCall;
+  appendHistory(
+    request: AppendHistoryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AppendHistoryResponse) => void,
+  ): ClientUnaryCall;
+  /** A prompt's history entries in creation order. */
+  listHistory(
+    request: ListHistoryRequest,
+    callback: (error: ServiceError | null, response: ListHistoryResponse) => void,
+  ): ClientUnaryCall;
+  listHistory(
+    request: ListHistoryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListHistoryResponse) => void,
+  ): ClientUnaryCall;
+  listHistory(
+    request: ListHistoryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListHistoryResponse) => void,
+  ): ClientUnaryCall;
+  /** Logs one tool (function) call. */
+  recordToolCall(
+    request: RecordToolCallRequest,
+    callback: (error: ServiceError | null, response: RecordToolCallResponse) => void,
+  ): ClientUnaryCall;
+  recordToolCall(
+    request: RecordToolCallRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RecordToolCallResponse) => void,
+  ): ClientUnaryCall;
+  recordToolCall(
+    request: RecordToolCallRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RecordToolCallResponse) => void,
+  ): ClientUnaryCall;
+  /** A prompt's tool calls in creation order. */
+  listToolCalls(
+    request: ListToolCallsRequest,
+    callback: (error: ServiceError | null, response: ListToolCallsResponse) => void,
+  ): ClientUnaryCall;
+  listToolCalls(
+    request: ListToolCallsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListToolCallsResponse) => void,
+  ): ClientUnaryCall;
+  listToolCalls(
+    request: ListToolCallsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListToolCallsResponse) => void,
+  ): ClientUnaryCall;
+  /** Logs that a plugin was selected for some input. */
+  recordPluginUsage(
+    request: RecordPluginUsageRequest,
+    callback: (error: ServiceError | null, response: RecordPluginUsageResponse) => void,
+  ): ClientUnaryCall;
+  recordPluginUsage(
+    request: RecordPluginUsageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RecordPluginUsageResponse) => void,
+  ): ClientUnaryCall;
+  recordPluginUsage(
+    request: RecordPluginUsageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RecordPluginUsageResponse) => void,
+  ): ClientUnaryCall;
+  /** A prompt's plugin usage in creation order. */
+  listPluginUsage(
+    request: ListPluginUsageRequest,
+    callback: (error: ServiceError | null, response: ListPluginUsageResponse) => void,
+  ): ClientUnaryCall;
+  listPluginUsage(
+    request: ListPluginUsageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListPluginUsageResponse) => void,
+  ): ClientUnaryCall;
+  listPluginUsage(
+    request: ListPluginUsageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListPluginUsageResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * What PromptHelper.history serves: the prompt, the messages of its latest history entry, its tool calls
+   * and plugin usage (newest first), read from one snapshot.
+   */
+  getPromptHistory(
+    request: GetPromptHistoryRequest,
+    callback: (error: ServiceError | null, response: GetPromptHistoryResponse) => void,
+  ): ClientUnaryCall;
+  getPromptHistory(
+    request: GetPromptHistoryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetPromptHistoryResponse) => void,
+  ): ClientUnaryCall;
+  getPromptHistory(
+    request: GetPromptHistoryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetPromptHistoryResponse) => void,
+  ): ClientUnaryCall;
+  /** The plugins registered for the caller's account (AdminService registers them), by name. */
+  listPlugins(
+    request: ListPluginsRequest,
+    callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
+  ): ClientUnaryCall;
+  listPlugins(
+    request: ListPluginsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
+  ): ClientUnaryCall;
+  listPlugins(
+    request: ListPluginsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
   ): ClientUnaryCall;
 }
 
@@ -2031,6 +5001,17 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
+}
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
 }
 
 function isObject(value: any): boolean {

@@ -1,0 +1,115 @@
+import { createHash } from 'node:crypto';
+import type { Knex } from 'knex';
+import { invalidArgument } from '../errors.js';
+import type { Db } from './db.js';
+
+/** How long a request id protects against a repeat (AIP-155 asks for at least a day). */
+export const REQUEST_ID_WINDOW_MS = 24 * 60 * 60 * 1000;
+
+export interface RequestKey {
+  /** Who may replay the result, e.g. `account:<id>`: one tenant's ids never collide with another's. */
+  scope: string;
+  /** The RPC, e.g. `parley.prompt.v1.PromptService/AppendHistory`. */
+  method: string;
+  /** The client's id; undefined runs the work without any record. */
+  requestId: string | undefined;
+  /** fingerprintOf(the validated request): tells a true retry from a reused id. */
+  fingerprint: string;
+}
+
+/** Stored results are JSON; each caller says how its result type goes to JSON and back. */
+export interface Codec<T> {
+  encode(value: T): unknown;
+  decode(json: unknown): T;
+}
+
+/** A codec for flat objects whose listed fields are Dates (JSON would turn them into strings). */
+export function jsonCodec<T>(dateFields: readonly string[] = []): Codec<T> {
+  return {
+    encode: (v) => v,
+    decode: (json) => {
+      const o = { ...(json as Record<string, unknown>) };
+      for (const f of dateFields) if (typeof o[f] === 'string') o[f] = new Date(o[f] as string);
+      return o as T;
+    },
+  };
+}
+
+/** A stable hash of a JSON-like value: object keys are sorted, so field order does not matter. */
+export function fingerprintOf(value: unknown): string {
+  return createHash('sha256').update(stableJson(value)).digest('hex');
+}
+
+function stableJson(v: unknown): string {
+  if (v instanceof Date) return JSON.stringify(v.toISOString());
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    const entries = Object.entries(v as Record<string, unknown>)
+      .filter(([, x]) => x !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${stableJson(x)}`).join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
+
+/**
+ * Runs a write at most once per request id. The id is claimed and the first result stored in the same
+ * transaction as the write itself, so a crash either loses both or keeps both, and a retry can never
+ * write twice. A concurrent duplicate blocks on the claim until the first commits, then replays it.
+ * Failures are not remembered: the transaction rolls back with the claim, so a retry runs again.
+ */
+export class Idempotency {
+  constructor(
+    private readonly db: Db,
+    private readonly opts: { windowMs?: number; now?: () => Date } = {},
+  ) {}
+
+  private now(): Date {
+    return this.opts.now?.() ?? new Date();
+  }
+
+  /** `work` must do all its database access through the transaction it receives. */
+  async run<T>(key: RequestKey, codec: Codec<T>, work: (trx: Knex.Transaction) => Promise<T>): Promise<{ value: T; replayed: boolean }> {
+    return this.db.transaction(async (trx) => {
+      if (!key.requestId) return { value: await work(trx), replayed: false };
+      const where = { scope: key.scope, method: key.method, request_id: key.requestId };
+      const now = this.now();
+      const cutoff = new Date(now.getTime() - (this.opts.windowMs ?? REQUEST_ID_WINDOW_MS));
+      // An expired claim protects nothing any more; the id may be used afresh.
+      await trx('request_ids').where(where).andWhere('created_at', '<', cutoff).del();
+      const claimed = await trx('request_ids')
+        .insert({ ...where, fingerprint: key.fingerprint, created_at: now })
+        .onConflict(['scope', 'method', 'request_id'])
+        .ignore()
+        .returning('request_id');
+      if (claimed.length === 0) {
+        const first = await trx('request_ids').where(where).first();
+        if (first.fingerprint !== key.fingerprint) {
+          throw invalidArgument('request_id', 'was already used for a different request; use a new request_id');
+        }
+        return { value: codec.decode(first.response), replayed: true };
+      }
+      const value = await work(trx);
+      await trx('request_ids').where(where).update({ response: JSON.stringify(codec.encode(value) ?? null) });
+      return { value, replayed: false };
+    });
+  }
+
+  /** Deletes claims older than the window, a batch per transaction; returns how many went. */
+  async expire(opts: { now?: Date; batchSize?: number } = {}): Promise<number> {
+    const cutoff = new Date((opts.now ?? this.now()).getTime() - (this.opts.windowMs ?? REQUEST_ID_WINDOW_MS));
+    const batch = opts.batchSize ?? 1000;
+    let total = 0;
+    for (;;) {
+      const n = await this.db('request_ids')
+        .whereIn(
+          ['scope', 'method', 'request_id'],
+          this.db('request_ids').select('scope', 'method', 'request_id').where('created_at', '<', cutoff).limit(batch),
+        )
+        .del();
+      total += n;
+      if (n < batch) return total;
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+}
