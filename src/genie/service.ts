@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { Principal } from '../auth.js';
-import { aborted, alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors.js';
+import { AppError, aborted, alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors.js';
 import type { GenieCache } from '../storage/genie-cache.js';
 import type { DialogueRow, GenieRepo, SessionWrite, StoredSession, WriteResult } from '../storage/genie-repo.js';
 import { formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
@@ -175,7 +175,15 @@ export class GenieService {
     const page = rows.slice(0, pageSize);
     const items = page.map((r) => {
       const versions = byType.get(r.session.modelType) ?? [];
-      const view = present(r.session, undefined, versions);
+      let view: SessionView;
+      try {
+        view = present(r.session, undefined, versions);
+      } catch (err) {
+        // One session a newer server wrote must not make the whole list unreadable: it is listed as
+        // stored, and its schema_version tells the client why; GetSession reports the error.
+        if (!(err instanceof AppError) || err.code !== 'FAILED_PRECONDITION') throw err;
+        view = { session: r.session, dialogue: undefined, currentResponse: undefined };
+      }
       return { ...view, currentResponse: r.last };
     });
     const last = page[page.length - 1];

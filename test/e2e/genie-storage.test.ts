@@ -358,6 +358,15 @@ test.serial('data from a version newer than the server knows, or with no upgrade
   const noPath = await t.throwsAsync(g.send(unknown.sessionId, 'user_input', 'x'));
   t.is(code(noPath), status.FAILED_PRECONDITION);
   t.regex(details(noPath), /version 0\b.*no upgrade path.*knows 2\b/);
+  const listed = await g.list('interview');
+  t.deepEqual(
+    listed.sessions.map((x) => [x.sessionId, x.schemaVersion]),
+    [
+      [newer.sessionId, 9],
+      [unknown.sessionId, 0],
+    ],
+    'a list shows such sessions as stored instead of failing',
+  );
   // The server keeps serving, and such a session can still be deleted.
   await g.del(newer.sessionId);
   t.is(code(await t.throwsAsync(g.get(newer.sessionId))), status.NOT_FOUND);

@@ -4813,7 +4813,10 @@ export const GenieServiceService = {
       Buffer.from(DeleteSessionResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteSessionResponse => DeleteSessionResponse.decode(value),
   },
-  /** Lists sessions, oldest first, without their dialogue (current_response is set). */
+  /**
+   * Lists sessions, oldest first, without their dialogue (current_response is set). A session stored at a
+   * schema version the server cannot upgrade is listed as stored; its schema_version tells.
+   */
   listSessions: {
     path: "/parley.genie.v1.GenieService/ListSessions" as const,
     requestStream: false as const,
@@ -4918,7 +4921,10 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
   /** Changes the developer's fields and/or actor and actor_input; never the state (use SendEvent). */
   updateSession: handleUnaryCall<UpdateSessionRequest, UpdateSessionResponse>;
   deleteSession: handleUnaryCall<DeleteSessionRequest, DeleteSessionResponse>;
-  /** Lists sessions, oldest first, without their dialogue (current_response is set). */
+  /**
+   * Lists sessions, oldest first, without their dialogue (current_response is set). A session stored at a
+   * schema version the server cannot upgrade is listed as stored; its schema_version tells.
+   */
   listSessions: handleUnaryCall<ListSessionsRequest, ListSessionsResponse>;
   /** Starts a new session from any revision of an existing one (dialogue and secondary storage included). */
   forkSession: handleUnaryCall<ForkSessionRequest, ForkSessionResponse>;
@@ -5048,7 +5054,10 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteSessionResponse) => void,
   ): ClientUnaryCall;
-  /** Lists sessions, oldest first, without their dialogue (current_response is set). */
+  /**
+   * Lists sessions, oldest first, without their dialogue (current_response is set). A session stored at a
+   * schema version the server cannot upgrade is listed as stored; its schema_version tells.
+   */
   listSessions(
     request: ListSessionsRequest,
     callback: (error: ServiceError | null, response: ListSessionsResponse) => void,
