@@ -1,0 +1,90 @@
+/**
+ * The framework's limit: a bare grpc-js server with the same server options and the same message types as
+ * parley, whose handlers do nothing but answer with a canned response (a real parley response, captured by
+ * run.ts and passed in encoded), and a bare broadcast: every SendEvent writes one message to every open
+ * WatchSession stream, straight from the handler.
+ *
+ * Usage: tsx bench/ceiling-server.ts   (env CEILING_RESPONSES=<file of JSON {name: base64}>)
+ * Prints `listening <port>` on stdout; stops on SIGTERM/SIGINT or when stdin closes.
+ */
+import { readFileSync } from 'node:fs';
+import { Server, ServerCredentials, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import * as genie from '../src/gen/parley/genie/v1/genie.js';
+import { OpenPromptResponse, PromptServiceService } from '../src/gen/parley/prompt/v1/prompt.js';
+
+const canned = JSON.parse(readFileSync(process.env.CEILING_RESPONSES ?? '', 'utf8')) as Record<string, string>;
+const bytes = (name: string) => Buffer.from(canned[name] ?? '', 'base64');
+const getSession = genie.GetSessionResponse.decode(bytes('GetSessionResponse'));
+const sendEvent = genie.SendEventResponse.decode(bytes('SendEventResponse'));
+const openPrompt = OpenPromptResponse.decode(bytes('OpenPromptResponse'));
+
+// The same options as src/transport/server.ts.
+const server = new Server({
+  'grpc.max_receive_message_length': 32 * 1024 * 1024,
+  'grpc.max_send_message_length': 32 * 1024 * 1024,
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+});
+
+// Open watch streams, by session id.
+const watchers = new Map<string, Set<ServerWritableStream<unknown, unknown>>>();
+let revision = 0;
+
+/** The watch-stream event a broadcast carries, built like parley's from a captured session. */
+const watchEvent = (genie as Record<string, unknown>).WatchSessionResponse as { fromPartial?: (o: unknown) => unknown } | undefined;
+const eventFor = (sessionId: string, rev: number): unknown => {
+  const partial = canned.WatchSessionResponse ? (watchEvent as any).decode(bytes('WatchSessionResponse')) : {};
+  return { ...partial, sessionId, revision: rev };
+};
+
+const genieImpl: UntypedServiceImplementation = {
+  getSession: (_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) => cb(null, getSession),
+  sendEvent: (call: ServerUnaryCall<{ sessionId: string }, unknown>, cb: sendUnaryData<unknown>) => {
+    const rev = ++revision;
+    const set = watchers.get(call.request.sessionId);
+    if (set) {
+      const msg = eventFor(call.request.sessionId, rev);
+      for (const w of set) w.write(msg);
+    }
+    cb(null, sendEvent);
+  },
+};
+if ('watchSession' in genie.GenieServiceService) {
+  genieImpl.watchSession = (call: ServerWritableStream<{ sessionId: string }, unknown>) => {
+    const id = call.request.sessionId;
+    let set = watchers.get(id);
+    if (!set) watchers.set(id, (set = new Set()));
+    set.add(call);
+    const gone = () => {
+      set.delete(call);
+      if (set.size === 0 && watchers.get(id) === set) watchers.delete(id);
+    };
+    call.on('cancelled', gone);
+    call.on('close', gone);
+    // One message on open, as a watch that replays the latest revision does: the client knows it is live.
+    call.write(eventFor(id, revision));
+  };
+}
+server.addService(genie.GenieServiceService, genieImpl);
+server.addService(PromptServiceService, {
+  openPrompt: (_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) => cb(null, openPrompt),
+});
+
+server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, port) => {
+  if (err) {
+    process.stderr.write(`ceiling-server: ${err.message}\n`);
+    process.exit(1);
+  }
+  process.stdout.write(`listening ${port}\n`);
+});
+
+const stop = () => {
+  server.forceShutdown();
+  process.exit(0);
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
+process.stdin.on('end', stop);
+process.stdin.resume();

@@ -1,0 +1,5 @@
+import type { Row } from './lib.js';
+
+export async function runStreaming(_: unknown): Promise<Row[]> {
+  return [];
+}
