@@ -32,21 +32,33 @@ const server = new Server({
 const watchers = new Map<string, Set<ServerWritableStream<unknown, unknown>>>();
 let revision = 0;
 
-/** The watch-stream event a broadcast carries, built like parley's from a captured session. */
-const watchEvent = (genie as Record<string, unknown>).WatchSessionResponse as { fromPartial?: (o: unknown) => unknown } | undefined;
-const eventFor = (sessionId: string, rev: number): unknown => {
-  const partial = canned.WatchSessionResponse ? (watchEvent as any).decode(bytes('WatchSessionResponse')) : {};
-  return { ...partial, sessionId, revision: rev };
+/**
+ * What a broadcast carries: the watch messages parley sent for one SendEvent (captured by run.ts), with the
+ * revision set; without a capture, a message with just the revision. SendEvent commits two events
+ * (state_changed, dialogue_appended), so a broadcast writes as many messages as parley's capture holds.
+ */
+const WatchResponse = (genie as Record<string, any>).WatchSessionResponse as { decode(b: Uint8Array): Record<string, unknown> } | undefined;
+const captured: Array<Record<string, unknown>> =
+  WatchResponse && canned.WatchSessionResponses ? (JSON.parse(canned.WatchSessionResponses) as string[]).map((b) => WatchResponse.decode(Buffer.from(b, 'base64'))) : [];
+const withRevision = (m: Record<string, unknown>, rev: number): unknown => {
+  const copy: Record<string, unknown> = { ...m };
+  for (const [k, v] of Object.entries(copy)) {
+    if (k === 'revision') copy[k] = rev;
+    else if (v && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Date) && !(v instanceof Uint8Array)) copy[k] = withRevision(v as Record<string, unknown>, rev);
+  }
+  return copy;
 };
+const messagesFor = (rev: number): unknown[] => (captured.length ? captured.map((m) => withRevision(m, rev)) : [{ revision: rev }]);
 
 const genieImpl: UntypedServiceImplementation = {
   getSession: (_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) => cb(null, getSession),
-  sendEvent: (call: ServerUnaryCall<{ sessionId: string }, unknown>, cb: sendUnaryData<unknown>) => {
-    const rev = ++revision;
+  sendEvent: (call: ServerUnaryCall<{ sessionId: string; expectedRevision: number }, unknown>, cb: sendUnaryData<unknown>) => {
+    // The driver names the revision it expects, as it does with parley; the broadcast carries the next one.
+    const rev = Number(call.request.expectedRevision) + 1 || ++revision;
     const set = watchers.get(call.request.sessionId);
     if (set) {
-      const msg = eventFor(call.request.sessionId, rev);
-      for (const w of set) w.write(msg);
+      const msgs = messagesFor(rev);
+      for (const w of set) for (const m of msgs) w.write(m);
     }
     cb(null, sendEvent);
   },
@@ -63,8 +75,8 @@ if ('watchSession' in genie.GenieServiceService) {
     };
     call.on('cancelled', gone);
     call.on('close', gone);
-    // One message on open, as a watch that replays the latest revision does: the client knows it is live.
-    call.write(eventFor(id, revision));
+    // One message on open, as a parley watch from revision 0 replays session_created: the client knows it is live.
+    call.write(messagesFor(1)[0]);
   };
 }
 server.addService(genie.GenieServiceService, genieImpl);

@@ -143,7 +143,7 @@ export class ProcSampler {
 export type LoadCommand =
   | { id: number; kind: 'unary'; scenario: string; target: string; concurrency: number; warmupMs: number; measureMs: number; ctx: BenchContext }
   | { id: number; kind: 'fanout'; target: string; watchers: number; ratePerSec: number; warmupMs: number; measureMs: number; ctx: BenchContext; bare: boolean }
-  | { id: number; kind: 'idle-open'; target: string; watchers: number; ctx: BenchContext; bare: boolean; perChannel: number }
+  | { id: number; kind: 'idle-open'; target: string; watchers: number; sessions: number; ctx: BenchContext; bare: boolean; perChannel: number }
   | { id: number; kind: 'idle-close' }
   | { id: number; kind: 'exit' };
 

@@ -484,11 +484,17 @@ async function main(): Promise<void> {
   const parley = await startParley();
   log(`parley at ${parley.address} (pid ${parley.pid ?? 'unknown'}); seeding`);
   const { ctx, responses } = await seed(parley.address, parley.databaseUrl, maxConc);
+  const streaming = 'watchSession' in GenieServiceService;
+  if (streaming) {
+    const { captureWatchMessages } = await import('./run-streams.js');
+    const captured = await captureWatchMessages(ctx);
+    if (captured) responses.WatchSessionResponses = JSON.stringify(captured);
+    else log('no watch message arrived for a SendEvent while seeding; the bare broadcast sends bare revisions');
+  }
   const ceiling = await startCeiling(responses);
   log(`ceiling server at ${ceiling.address}`);
   const load = new Load();
   const rows: Row[] = [];
-  const streaming = 'watchSession' in GenieServiceService;
 
   const perRun = settings.warmupMs + settings.measureMs + 30_000;
   const unary = async (scenario: string, kind: Row['kind'], target: string, pid: number | undefined, concurrency: number): Promise<Row> => {
@@ -522,8 +528,8 @@ async function main(): Promise<void> {
 
   try {
     if (streaming) {
-      const streams = await import('./run-streams.js');
-      rows.push(...(await streams.runStreaming({ load, ctx, parley, ceiling, settings, wants, log })));
+      const { runStreaming } = await import('./run-streams.js');
+      rows.push(...(await runStreaming({ load, ctx, parley, ceiling, settings, wants, log })));
     } else {
       log('GenieService.WatchSession is not in this build: the streaming scenarios are skipped');
     }
