@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, parseDuration } from './config.js';
 import { createLogger } from './log.js';
-import { openStorage, startApp } from './app.js';
+import { openStorage, promptService, startApp } from './app.js';
 import { migrate } from './storage/db.js';
 import { describe } from './transport/describe.js';
 
@@ -12,6 +12,9 @@ commands:
   migrate               apply pending database migrations and exit
   describe [symbol]     describe a service, message or enum of a running server over reflection
                         (lists services without a symbol); --address host:port, default PARLEY_LISTEN
+  purge --older-than 30d [--batch-size 500]
+                        delete prompts idle for longer than the given age, with their logs, in small
+                        batches (safe while serving); also forgets request ids older than 24 h
   help                  show this text
 
 Configuration comes from the environment; see README.md.`;
@@ -21,7 +24,7 @@ async function main(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     strict: false,
-    options: { address: { type: 'string' }, 'older-than': { type: 'string' } },
+    options: { address: { type: 'string' }, 'older-than': { type: 'string' }, 'batch-size': { type: 'string' } },
   });
   const command = positionals[0] ?? 'serve';
   if (command === 'help' || command === '--help') {
@@ -73,6 +76,34 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(`parley: describe ${positionals[1] ?? ''} at ${address}: ${(err as Error).message}\n`);
         return 1;
       }
+    }
+    case 'purge': {
+      const olderThan = values['older-than'];
+      const batch = values['batch-size'];
+      if (typeof olderThan !== 'string' || !/^\d+(ms|s|m|h|d)$/.test(olderThan)) {
+        process.stderr.write('parley: purge needs --older-than <age>, e.g. --older-than 30d\n');
+        return 2;
+      }
+      if (batch !== undefined && (typeof batch !== 'string' || !/^[1-9]\d{0,5}$/.test(batch))) {
+        process.stderr.write('parley: --batch-size must be a whole number from 1 to 999999\n');
+        return 2;
+      }
+      const { db, store } = await openStorage(config);
+      try {
+        await migrate(db);
+        const report = await promptService(db, store, config).purgeIdle({
+          olderThanMs: parseDuration(olderThan),
+          batchSize: batch ? Number(batch) : undefined,
+        });
+        process.stdout.write(
+          `purged ${report.prompts} prompts (${report.history} history entries, ${report.toolCalls} tool calls, ` +
+            `${report.pluginUsage} plugin usages) in ${report.batches} batches; expired ${report.requestIds} request ids\n`,
+        );
+      } finally {
+        await store.close();
+        await db.destroy();
+      }
+      return 0;
     }
     default:
       process.stderr.write(`parley: unknown command ${command}\n${usage}\n`);

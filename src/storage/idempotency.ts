@@ -101,12 +101,15 @@ export class Idempotency {
     const batch = opts.batchSize ?? 1000;
     let total = 0;
     for (;;) {
-      const n = await this.db('request_ids')
-        .whereIn(
-          ['scope', 'method', 'request_id'],
-          this.db('request_ids').select('scope', 'method', 'request_id').where('created_at', '<', cutoff).limit(batch),
-        )
-        .del();
+      // RETURNING rather than the affected-row count, which not every driver (knex-pglite) reports.
+      const n = (
+        await this.db('request_ids')
+          .whereIn(
+            ['scope', 'method', 'request_id'],
+            this.db('request_ids').select('scope', 'method', 'request_id').where('created_at', '<', cutoff).limit(batch),
+          )
+          .del(['request_id'])
+      ).length;
       total += n;
       if (n < batch) return total;
       await new Promise((r) => setImmediate(r));

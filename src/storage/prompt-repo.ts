@@ -313,9 +313,10 @@ export class PromptRepo {
       if (doomed.length === 0) return { prompts: [], history: 0, toolCalls: 0, pluginUsage: 0 };
       const ids = doomed.map((d: any) => d.id as string);
       // Counted explicitly (rather than left to the cascade) so the purge can report what it removed.
-      const history = await trx('prompt_history').whereIn('prompt_id', ids).del();
-      const toolCalls = await trx('prompt_tool_calls').whereIn('prompt_id', ids).del();
-      const pluginUsage = await trx('prompt_plugin_usage').whereIn('prompt_id', ids).del();
+      // RETURNING rather than the affected-row count, which not every driver (knex-pglite) reports.
+      const history = (await trx('prompt_history').whereIn('prompt_id', ids).del(['id'])).length;
+      const toolCalls = (await trx('prompt_tool_calls').whereIn('prompt_id', ids).del(['id'])).length;
+      const pluginUsage = (await trx('prompt_plugin_usage').whereIn('prompt_id', ids).del(['id'])).length;
       await trx('prompts').whereIn('id', ids).del();
       return { prompts: doomed.map((d: any) => ({ id: d.id, sessionKey: d.session_key, revision: Number(d.revision) })), history, toolCalls, pluginUsage };
     });
