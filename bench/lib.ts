@@ -189,6 +189,8 @@ export interface Row {
   errors: number;
   cpuPercent: number | null;
   rssMiB: number | null;
+  /** Server CPU time per operation (µs): robust to other work on the host, unlike ops/s. */
+  cpuUsPerOp?: number | null;
   /** How busy the whole host was during the window (100 = one core): the load, Postgres, Redis and anything else. */
   hostCpuPercent: number | null;
   /** Ratios to the row's ceiling (throughput, p99) and the target, when the row has one. */

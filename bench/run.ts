@@ -428,7 +428,7 @@ function table(rows: Row[]): string {
       fmt(r.p50Ms, 2),
       fmt(r.p95Ms, 2),
       fmt(r.p99Ms, 2),
-      fmt(r.cpuPercent, 0),
+      r.cpuUsPerOp ? `${fmt(r.cpuPercent, 0)} (${fmt(r.cpuUsPerOp, 0)} µs/op)` : fmt(r.cpuPercent, 0),
       rss,
       fmt(r.hostCpuPercent, 0),
       vs,
@@ -521,6 +521,7 @@ async function main(): Promise<void> {
       cpuPercent: proc.cpuPercent,
       rssMiB: proc.rssMiB,
       hostCpuPercent: proc.hostCpuPercent,
+      cpuUsPerOp: proc.cpuPercent !== null && s.opsPerSec > 0 ? Math.round((proc.cpuPercent / 100) * 1e6 / s.opsPerSec) : null,
     };
     rows.push(row);
     return row;
