@@ -274,7 +274,7 @@ test('AppendHistory validates every message', async (t) => {
   t.is(Number(row!.n), 0, 'nothing invalid was written');
 });
 
-test('RecordToolCall and RecordPluginUsage log against the account’s plugins and list in creation order', async (t) => {
+test('RecordToolCall and RecordPluginUsage log against the account’s plugins and list in creation order (reference bug fixed: tool call arguments are not cut at 255 characters)', async (t) => {
   const a = await createTenant(s);
   const weather = await plugin(a, 'weather');
   const p = await open(a);
