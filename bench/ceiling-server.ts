@@ -34,8 +34,8 @@ let revision = 0;
 
 /**
  * What a broadcast carries: the watch messages parley sent for one SendEvent (captured by run.ts), with the
- * revision set; without a capture, a message with just the revision. SendEvent commits two events
- * (state_changed, dialogue_appended), so a broadcast writes as many messages as parley's capture holds.
+ * revision set; without a capture, a message with just the revision. A broadcast writes as many messages
+ * per SendEvent as parley's capture holds (one SessionUpdate carrying the commit's events, today).
  */
 const WatchResponse = (genie as Record<string, any>).WatchSessionResponse as { decode(b: Uint8Array): Record<string, unknown> } | undefined;
 const captured: Array<Record<string, unknown>> =
@@ -75,7 +75,7 @@ if ('watchSession' in genie.GenieServiceService) {
     };
     call.on('cancelled', gone);
     call.on('close', gone);
-    // One message on open, as a parley watch from revision 0 replays session_created: the client knows it is live.
+    // One message on open, as a parley watch from revision 0 replays the creation: the client knows it is live.
     call.write(messagesFor(1)[0]);
   };
 }

@@ -97,7 +97,7 @@ async function fanout(cmd: Extract<LoadCommand, { kind: 'fanout' }>, send: (r: L
       s.on('data', (msg: unknown) => {
         const at = nowMs();
         const r = revisionOf(msg);
-        // Each revision counts once per watcher, at its first message (SendEvent commits two events).
+        // Each revision counts once per watcher, at its first message (a commit may span several).
         if (r === undefined || r <= seen) return;
         seen = r;
         const t0 = sent.get(r);
