@@ -34,7 +34,7 @@ let revision = 0;
 
 /**
  * What a broadcast carries: the watch messages parley sent for one SendEvent (captured by run.ts), with the
- * revision set; without a capture, a message with just the revision. A broadcast writes as many messages
+ * revision set; without a capture, an update with just the revision. A broadcast writes as many messages
  * per SendEvent as parley's capture holds (one SessionUpdate carrying the commit's events, today).
  */
 const WatchResponse = (genie as Record<string, any>).WatchSessionResponse as { decode(b: Uint8Array): Record<string, unknown> } | undefined;
@@ -48,7 +48,7 @@ const withRevision = (m: Record<string, unknown>, rev: number): unknown => {
   }
   return copy;
 };
-const messagesFor = (rev: number): unknown[] => (captured.length ? captured.map((m) => withRevision(m, rev)) : [{ revision: rev }]);
+const messagesFor = (rev: number): unknown[] => (captured.length ? captured.map((m) => withRevision(m, rev)) : [{ update: { sessionId: '', revision: rev } }]);
 
 const genieImpl: UntypedServiceImplementation = {
   getSession: (_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) => cb(null, getSession),
