@@ -2,6 +2,8 @@
  * run.ts's streaming part: idle watchers (server RSS per watcher) and fan-out (delivery latency), each on
  * parley and on the bare grpc-js broadcast of bench/ceiling-server.ts.
  */
+import { readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
 import type { Metadata, ServiceError } from '@grpc/grpc-js';
 import * as genie from '../src/gen/parley/genie/v1/genie.js';
 import { bearer, channelOptions, insecure, ProcSampler, rssKbOf, sleep, type BenchContext, type LoadCommand, type Row, type Summary } from './lib.js';
@@ -21,6 +23,7 @@ export interface StreamingEnv {
     fanoutRate: number;
     idleWatchers: number;
     idleSessions: number;
+    heapSnapshot: boolean;
   };
   wants(name: string): boolean;
   log(msg: string): void;
@@ -74,6 +77,29 @@ async function medianRssKb(pid: number | undefined, samples = 5, everyMs = 200):
   return v.length ? (v[Math.floor(v.length / 2)] as number) : null;
 }
 
+/** Asks the process for a heap snapshot (it runs with --heapsnapshot-signal) and waits until it is written. */
+async function heapSnapshot(pid: number | undefined, log: (m: string) => void): Promise<string | undefined> {
+  if (!pid) return undefined;
+  const dir = path.resolve('bench/results/profiles');
+  const existing = new Set(readdirSync(dir));
+  process.kill(pid, 'SIGUSR2');
+  const until = Date.now() + 60_000;
+  let last = -1;
+  while (Date.now() < until) {
+    await sleep(500);
+    const file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot') && !existing.has(f));
+    if (!file) continue;
+    const size = statSync(path.join(dir, file)).size;
+    if (size > 0 && size === last) {
+      log(`heap snapshot ${file}`);
+      return path.join(dir, file);
+    }
+    last = size;
+  }
+  log('heap snapshot: none written within 60 s');
+  return undefined;
+}
+
 export async function runStreaming(env: StreamingEnv): Promise<Row[]> {
   const { load, ctx, settings, log } = env;
   const rows: Row[] = [];
@@ -85,6 +111,8 @@ export async function runStreaming(env: StreamingEnv): Promise<Row[]> {
   if (env.wants('idle') && settings.idleWatchers > 0) {
     const idleRows: Row[] = [];
     for (const t of targets) {
+      const snapshots: Array<string | undefined> = [];
+      if (settings.heapSnapshot && !t.bare) snapshots.push(await heapSnapshot(t.pid, log));
       const before = await medianRssKb(t.pid);
       const opened = await load.run<{ watchers: number; sessions: number; channels: number; openSeconds: number }>(
         { kind: 'idle-open', target: t.address, watchers: settings.idleWatchers, sessions: settings.idleSessions, ctx, bare: t.bare, perChannel: 100 },
@@ -92,6 +120,10 @@ export async function runStreaming(env: StreamingEnv): Promise<Row[]> {
       );
       await sleep(2_000);
       const after = await medianRssKb(t.pid);
+      if (settings.heapSnapshot && !t.bare) {
+        snapshots.push(await heapSnapshot(t.pid, log));
+        if (snapshots[0] && snapshots[1]) log(`per-watcher heap: npx tsx bench/heap-summary.ts ${snapshots[0]} ${snapshots[1]} ${opened.watchers}`);
+      }
       await load.run({ kind: 'idle-close' }, 30_000);
       const perWatcherKiB = before !== null && after !== null ? r2((after - before) / opened.watchers) : null;
       log(`idle ${t.kind}: ${opened.watchers} watchers on ${opened.sessions} sessions open in ${opened.openSeconds}s, ${perWatcherKiB} KiB/watcher`);

@@ -59,6 +59,8 @@ const settings = {
   only: process.env.PARLEY_BENCH_ONLY ? new Set(process.env.PARLEY_BENCH_ONLY.split(',')) : undefined,
   /** Write a CPU profile of the parley child (node --cpu-prof) into bench/results/profiles/. */
   profile: process.env.PARLEY_BENCH_PROFILE === '1',
+  /** Heap snapshots of the parley child before and after opening the idle watchers (bench/heap-summary.ts diffs them). */
+  heapSnapshot: process.env.PARLEY_BENCH_HEAPSNAPSHOT === '1',
   /** The whole run is cut here, whatever happens. */
   deadlineMs: envInt('PARLEY_BENCH_DEADLINE_MS', 290_000),
 };
@@ -187,6 +189,11 @@ async function startParley(): Promise<{ address: string; pid: number | undefined
     const dir = path.join(resultsDir, 'profiles');
     mkdirSync(dir, { recursive: true });
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${dir}`);
+  }
+  if (settings.heapSnapshot) {
+    const dir = path.join(resultsDir, 'profiles');
+    mkdirSync(dir, { recursive: true });
+    nodeArgs.push('--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${dir}`);
   }
   const child = start(
     process.execPath,

@@ -39,7 +39,8 @@
  *         INSERT INTO session_events … (2 rows: state_changed, dialogue_appended)
  *         COMMIT
  *   redis DEL <prefix>genie:{id}:hot
- *   redis PUBLISH <prefix>genie:{id} ×2 (one per event, in order)
+ *   redis PUBLISH <prefix>genie:{id} {revision, events: [state_changed, dialogue_appended]}  (GenieCache.publish:
+ *         one message per revision since WatchSession; it was one per event before)
  *   pg    SELECT * FROM genie_dialogue WHERE session_id AND seq <= n ORDER BY seq   (the response's dialogue)
  */
 import { createHash } from 'node:crypto';
@@ -190,9 +191,8 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
             return { session: s, events: evs.map((e) => ({ ...e, revision })) };
           });
           await redis.del(`${prefix}genie:{${id}}:hot`);
-          for (const e of events) {
-            await redis.publish(`${prefix}genie:{${id}}`, JSON.stringify({ session_id: id, kind: e.kind, revision: e.revision, payload: e.payload }));
-          }
+          const revision = events[0]!.revision;
+          await redis.publish(`${prefix}genie:{${id}}`, JSON.stringify({ revision, events: events.map((e) => ({ kind: e.kind, payload: e.payload })) }));
           await pool.query('select * from "genie_dialogue" where "session_id" = $1 and "seq" <= $2 order by "seq" asc', [id, session.dialogue_length]);
         },
       };
