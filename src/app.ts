@@ -10,6 +10,9 @@ import { GenieRepo } from './storage/genie-repo.js';
 import { GenieCache } from './storage/genie-cache.js';
 import { GenieService } from './genie/service.js';
 import { genieHandlers } from './transport/genie-handlers.js';
+import { genieStreamHandlers } from './transport/genie-stream-handlers.js';
+import { GenieLive } from './genie/live.js';
+import { GenieEventLog } from './storage/genie-events.js';
 import { GenieServiceService } from './gen/parley/genie/v1/genie.js';
 import { AdminService } from './admin/service.js';
 import { PromptCache } from './prompt/cache.js';
@@ -55,13 +58,15 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const admin = new AdminService(adminRepo, store.kv);
   const prompts = promptService(db, store, config, adminRepo);
 
-  const genie = new GenieService(new GenieRepo(db), new GenieCache(store.kv, store.bus));
+  const genieCache = new GenieCache(store.kv, store.bus);
+  const genie = new GenieService(new GenieRepo(db), genieCache);
+  const genieLive = new GenieLive(genie, new GenieEventLog(db), genieCache, store.bus, config.watchBufferSize);
 
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
   const bindings = [
     { name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin), authenticate: adminAuth(config.adminToken) },
     { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: promptHandlers(prompts), authenticate: callerAuth },
-    { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: genieHandlers(genie), authenticate: callerAuth },
+    { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive) }, authenticate: callerAuth },
   ];
   const health = new HealthMonitor(
     [

@@ -30,6 +30,7 @@ export const envSchema = z.object({
   PARLEY_REDIS_PREFIX: z.string().default('parley:'),
   PARLEY_PROMPT_CACHE_TTL: duration('1h'),
   PARLEY_SHUTDOWN_GRACE: duration('10s'),
+  PARLEY_WATCH_BUFFER: z.coerce.number().int().min(1).max(1_000_000).default(1024),
   PARLEY_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(32 * 1024 * 1024),
 });
 
@@ -46,6 +47,8 @@ export interface Config {
   promptCacheTtlMs: number;
   shutdownGraceMs: number;
   maxMessageBytes: number;
+  /** Live updates a watcher may fall behind by before it is cut off with RESOURCE_EXHAUSTED. */
+  watchBufferSize: number;
 }
 
 export class ConfigError extends Error {
@@ -77,6 +80,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     promptCacheTtlMs: e.PARLEY_PROMPT_CACHE_TTL,
     shutdownGraceMs: e.PARLEY_SHUTDOWN_GRACE,
     maxMessageBytes: e.PARLEY_MAX_MESSAGE_BYTES,
+    watchBufferSize: e.PARLEY_WATCH_BUFFER,
   };
 }
 

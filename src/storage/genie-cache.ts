@@ -5,6 +5,16 @@ import type { DialogueRow, SessionEvent, StoredSession } from './genie-repo.js';
 export const hotKey = (sessionId: string) => `genie:{${sessionId}}:hot`;
 export const sessionChannel = (sessionId: string) => `genie:{${sessionId}}`;
 
+/** What the bus carries on a session's channel. */
+export interface LiveCommit {
+  revision: number;
+  events: Array<{ kind: SessionEvent['kind']; payload: Record<string, unknown> }>;
+}
+
+export type LiveEphemeral =
+  | { delta: { utteranceId: string; actor: string; chunkIndex: number; text: string } }
+  | { aborted: { utteranceId: string; reason: string } };
+
 interface HotCopy {
   session: StoredSession;
   dialogue: DialogueRow[];
@@ -42,11 +52,22 @@ export class GenieCache {
     await this.kv.del(hotKey(sessionId)).catch(() => {});
   }
 
-  /** At-most-once fan-out after commit; the event log in Postgres is what a watcher replays. */
+  /**
+   * At-most-once fan-out after commit, one message per revision (all of its events), so a watcher sees a
+   * revision whole; the event log in Postgres is what a watcher replays when a message is lost.
+   */
   async publish(events: readonly SessionEvent[]): Promise<void> {
-    for (const e of events) {
-      const message = JSON.stringify({ session_id: e.sessionId, kind: e.kind, revision: e.revision, payload: e.payload });
-      await this.bus.publish(sessionChannel(e.sessionId), message).catch(() => {});
-    }
+    const first = events[0];
+    if (!first) return;
+    const commit: LiveCommit = {
+      revision: first.revision,
+      events: events.map((e) => ({ kind: e.kind, payload: e.payload })),
+    };
+    await this.bus.publish(sessionChannel(first.sessionId), JSON.stringify(commit)).catch(() => {});
+  }
+
+  /** Uncommitted news (token deltas, aborted utterances): live only, never replayed. */
+  async publishEphemeral(sessionId: string, message: LiveEphemeral): Promise<void> {
+    await this.bus.publish(sessionChannel(sessionId), JSON.stringify(message)).catch(() => {});
   }
 }

@@ -10,8 +10,14 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
+  type handleBidiStreamingCall,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -400,6 +406,172 @@ export interface ListSecondaryKeysResponse {
   /** By key. */
   entries: SecondaryEntry[];
   nextPageToken: string;
+}
+
+export interface WatchSessionRequest {
+  sessionId: string;
+  /** Replay revisions after this one first; 0 replays the session from its creation. */
+  afterRevision: number;
+}
+
+export interface WatchSessionResponse {
+  update: SessionUpdate | undefined;
+}
+
+/** One update of a watched session. */
+export interface SessionUpdate {
+  sessionId: string;
+  /** The committed revision; 0 for a delta or an abort, which are never replayed. */
+  revision: number;
+  /** What one revision changed, in the order it changed it. */
+  commit?: SessionCommit | undefined;
+  delta?: UtteranceDelta | undefined;
+  aborted?: UtteranceAborted | undefined;
+}
+
+export interface SessionCommit {
+  events: SessionEvent[];
+}
+
+/** One change within a committed revision. */
+export interface SessionEvent {
+  sessionCreated?: SessionCreated | undefined;
+  dialogueAppended?: DialogueAppended | undefined;
+  stateChanged?: StateChanged | undefined;
+  fieldsUpdated?: FieldsUpdated | undefined;
+  secondaryPut?: SecondaryPut | undefined;
+  sessionDeleted?: SessionDeleted | undefined;
+}
+
+export interface SessionCreated {
+  modelType: string;
+  schemaVersion: number;
+  state: string;
+  fields: { [key: string]: any } | undefined;
+  forkedFromSessionId: string;
+  forkedFromRevision: number;
+}
+
+export interface DialogueAppended {
+  /** 1-based position of the element in the dialogue. */
+  index: number;
+  element: DialogueElement | undefined;
+}
+
+export interface StateChanged {
+  fromState: string;
+  toState: string;
+  event: string;
+  actor: string;
+  actorInput: string;
+}
+
+export interface FieldsUpdated {
+  updateMask: string[];
+  fields: { [key: string]: any } | undefined;
+  actor: string;
+  actorInput: string;
+}
+
+export interface SecondaryPut {
+  key: string;
+  sizeBytes: number;
+}
+
+/** The session was deleted; the stream ends after this update. */
+export interface SessionDeleted {
+}
+
+/** A chunk of an utterance being streamed by StreamUtterance; not committed yet. */
+export interface UtteranceDelta {
+  utteranceId: string;
+  actor: string;
+  /** 0-based position of this chunk in the utterance. */
+  chunkIndex: number;
+  text: string;
+}
+
+/** An utterance whose worker went away before committing it; its deltas are void. */
+export interface UtteranceAborted {
+  utteranceId: string;
+  reason: string;
+}
+
+export interface StreamUtteranceRequest {
+  /**
+   * The first message names the session and the speaker; later messages may repeat them unchanged or
+   * leave them empty.
+   */
+  sessionId: string;
+  /** `user`, `assistant` or `system`. */
+  actor: string;
+  /** Optional: commit the utterance as this state-machine event (as SendEvent) instead of AppendDialogue. */
+  event: string;
+  /** Optional: identifies the utterance in deltas; generated when empty. */
+  utteranceId: string;
+  /** The next chunk of text. */
+  text: string;
+  /** Optional: commit only if the session is still at this revision (else ABORTED, nothing written). */
+  expectedRevision: number;
+  /**
+   * Marks the last chunk: the utterance is committed at once, and nothing may follow. Without it the
+   * utterance commits when the worker half-closes, after a short wait (100 ms) for a cancellation that
+   * may be right behind the close (grpc-js flushes END_STREAM before RST_STREAM when a call is
+   * cancelled with writes pending).
+   */
+  final: boolean;
+}
+
+export interface StreamUtteranceResponse {
+  session: GenieSession | undefined;
+  utteranceId: string;
+}
+
+export interface ChatRequest {
+  /** Echoed on the ack or error that answers this request. */
+  requestId: string;
+  open?: ChatOpen | undefined;
+  sendEvent?: ChatSendEvent | undefined;
+  appendDialogue?: ChatAppendDialogue | undefined;
+}
+
+/** Must be the first message of a Chat stream. */
+export interface ChatOpen {
+  sessionId: string;
+  afterRevision: number;
+}
+
+export interface ChatSendEvent {
+  event: string;
+  actor: string;
+  actorInput: string;
+  expectedRevision: number;
+}
+
+export interface ChatAppendDialogue {
+  actor: string;
+  actorText: string;
+  expectedRevision: number;
+}
+
+export interface ChatResponse {
+  update?: SessionUpdate | undefined;
+  ack?: ChatAck | undefined;
+  error?: ChatError | undefined;
+}
+
+/** A request of this stream was committed at `revision` (its update arrives on the stream too). */
+export interface ChatAck {
+  requestId: string;
+  revision: number;
+}
+
+/** A request of this stream failed; nothing was written. The stream stays open. */
+export interface ChatError {
+  requestId: string;
+  /** The gRPC status code the same request would get as a unary call. */
+  code: number;
+  message: string;
 }
 
 function createBaseDialogueElement(): DialogueElement {
@@ -4728,6 +4900,2483 @@ export const ListSecondaryKeysResponse: MessageFns<ListSecondaryKeysResponse> = 
   },
 };
 
+function createBaseWatchSessionRequest(): WatchSessionRequest {
+  return { sessionId: "", afterRevision: 0 };
+}
+
+export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
+  encode(message: WatchSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.afterRevision !== 0) {
+      writer.uint32(16).int64(message.afterRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.afterRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchSessionRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      afterRevision: isSet(object.afterRevision)
+        ? globalThis.Number(object.afterRevision)
+        : isSet(object.after_revision)
+        ? globalThis.Number(object.after_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: WatchSessionRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.afterRevision !== 0) {
+      obj.afterRevision = Math.round(message.afterRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchSessionRequest>, I>>(base?: I): WatchSessionRequest {
+    return WatchSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchSessionRequest>, I>>(object: I): WatchSessionRequest {
+    const message = createBaseWatchSessionRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.afterRevision = object.afterRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseWatchSessionResponse(): WatchSessionResponse {
+  return { update: undefined };
+}
+
+export const WatchSessionResponse: MessageFns<WatchSessionResponse> = {
+  encode(message: WatchSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.update !== undefined) {
+      SessionUpdate.encode(message.update, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.update = SessionUpdate.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchSessionResponse {
+    return { update: isSet(object.update) ? SessionUpdate.fromJSON(object.update) : undefined };
+  },
+
+  toJSON(message: WatchSessionResponse): unknown {
+    const obj: any = {};
+    if (message.update !== undefined) {
+      obj.update = SessionUpdate.toJSON(message.update);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchSessionResponse>, I>>(base?: I): WatchSessionResponse {
+    return WatchSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchSessionResponse>, I>>(object: I): WatchSessionResponse {
+    const message = createBaseWatchSessionResponse();
+    message.update = (object.update !== undefined && object.update !== null)
+      ? SessionUpdate.fromPartial(object.update)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSessionUpdate(): SessionUpdate {
+  return { sessionId: "", revision: 0, commit: undefined, delta: undefined, aborted: undefined };
+}
+
+export const SessionUpdate: MessageFns<SessionUpdate> = {
+  encode(message: SessionUpdate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.commit !== undefined) {
+      SessionCommit.encode(message.commit, writer.uint32(26).fork()).join();
+    }
+    if (message.delta !== undefined) {
+      UtteranceDelta.encode(message.delta, writer.uint32(34).fork()).join();
+    }
+    if (message.aborted !== undefined) {
+      UtteranceAborted.encode(message.aborted, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionUpdate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionUpdate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.commit = SessionCommit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.delta = UtteranceDelta.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.aborted = UtteranceAborted.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionUpdate {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      commit: isSet(object.commit) ? SessionCommit.fromJSON(object.commit) : undefined,
+      delta: isSet(object.delta) ? UtteranceDelta.fromJSON(object.delta) : undefined,
+      aborted: isSet(object.aborted) ? UtteranceAborted.fromJSON(object.aborted) : undefined,
+    };
+  },
+
+  toJSON(message: SessionUpdate): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.commit !== undefined) {
+      obj.commit = SessionCommit.toJSON(message.commit);
+    }
+    if (message.delta !== undefined) {
+      obj.delta = UtteranceDelta.toJSON(message.delta);
+    }
+    if (message.aborted !== undefined) {
+      obj.aborted = UtteranceAborted.toJSON(message.aborted);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionUpdate>, I>>(base?: I): SessionUpdate {
+    return SessionUpdate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionUpdate>, I>>(object: I): SessionUpdate {
+    const message = createBaseSessionUpdate();
+    message.sessionId = object.sessionId ?? "";
+    message.revision = object.revision ?? 0;
+    message.commit = (object.commit !== undefined && object.commit !== null)
+      ? SessionCommit.fromPartial(object.commit)
+      : undefined;
+    message.delta = (object.delta !== undefined && object.delta !== null)
+      ? UtteranceDelta.fromPartial(object.delta)
+      : undefined;
+    message.aborted = (object.aborted !== undefined && object.aborted !== null)
+      ? UtteranceAborted.fromPartial(object.aborted)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSessionCommit(): SessionCommit {
+  return { events: [] };
+}
+
+export const SessionCommit: MessageFns<SessionCommit> = {
+  encode(message: SessionCommit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      SessionEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionCommit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionCommit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(SessionEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionCommit {
+    return {
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => SessionEvent.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: SessionCommit): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => SessionEvent.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionCommit>, I>>(base?: I): SessionCommit {
+    return SessionCommit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionCommit>, I>>(object: I): SessionCommit {
+    const message = createBaseSessionCommit();
+    message.events = object.events?.map((e) => SessionEvent.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSessionEvent(): SessionEvent {
+  return {
+    sessionCreated: undefined,
+    dialogueAppended: undefined,
+    stateChanged: undefined,
+    fieldsUpdated: undefined,
+    secondaryPut: undefined,
+    sessionDeleted: undefined,
+  };
+}
+
+export const SessionEvent: MessageFns<SessionEvent> = {
+  encode(message: SessionEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionCreated !== undefined) {
+      SessionCreated.encode(message.sessionCreated, writer.uint32(10).fork()).join();
+    }
+    if (message.dialogueAppended !== undefined) {
+      DialogueAppended.encode(message.dialogueAppended, writer.uint32(18).fork()).join();
+    }
+    if (message.stateChanged !== undefined) {
+      StateChanged.encode(message.stateChanged, writer.uint32(26).fork()).join();
+    }
+    if (message.fieldsUpdated !== undefined) {
+      FieldsUpdated.encode(message.fieldsUpdated, writer.uint32(34).fork()).join();
+    }
+    if (message.secondaryPut !== undefined) {
+      SecondaryPut.encode(message.secondaryPut, writer.uint32(42).fork()).join();
+    }
+    if (message.sessionDeleted !== undefined) {
+      SessionDeleted.encode(message.sessionDeleted, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionCreated = SessionCreated.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.dialogueAppended = DialogueAppended.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.stateChanged = StateChanged.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.fieldsUpdated = FieldsUpdated.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.secondaryPut = SecondaryPut.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.sessionDeleted = SessionDeleted.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionEvent {
+    return {
+      sessionCreated: isSet(object.sessionCreated)
+        ? SessionCreated.fromJSON(object.sessionCreated)
+        : isSet(object.session_created)
+        ? SessionCreated.fromJSON(object.session_created)
+        : undefined,
+      dialogueAppended: isSet(object.dialogueAppended)
+        ? DialogueAppended.fromJSON(object.dialogueAppended)
+        : isSet(object.dialogue_appended)
+        ? DialogueAppended.fromJSON(object.dialogue_appended)
+        : undefined,
+      stateChanged: isSet(object.stateChanged)
+        ? StateChanged.fromJSON(object.stateChanged)
+        : isSet(object.state_changed)
+        ? StateChanged.fromJSON(object.state_changed)
+        : undefined,
+      fieldsUpdated: isSet(object.fieldsUpdated)
+        ? FieldsUpdated.fromJSON(object.fieldsUpdated)
+        : isSet(object.fields_updated)
+        ? FieldsUpdated.fromJSON(object.fields_updated)
+        : undefined,
+      secondaryPut: isSet(object.secondaryPut)
+        ? SecondaryPut.fromJSON(object.secondaryPut)
+        : isSet(object.secondary_put)
+        ? SecondaryPut.fromJSON(object.secondary_put)
+        : undefined,
+      sessionDeleted: isSet(object.sessionDeleted)
+        ? SessionDeleted.fromJSON(object.sessionDeleted)
+        : isSet(object.session_deleted)
+        ? SessionDeleted.fromJSON(object.session_deleted)
+        : undefined,
+    };
+  },
+
+  toJSON(message: SessionEvent): unknown {
+    const obj: any = {};
+    if (message.sessionCreated !== undefined) {
+      obj.sessionCreated = SessionCreated.toJSON(message.sessionCreated);
+    }
+    if (message.dialogueAppended !== undefined) {
+      obj.dialogueAppended = DialogueAppended.toJSON(message.dialogueAppended);
+    }
+    if (message.stateChanged !== undefined) {
+      obj.stateChanged = StateChanged.toJSON(message.stateChanged);
+    }
+    if (message.fieldsUpdated !== undefined) {
+      obj.fieldsUpdated = FieldsUpdated.toJSON(message.fieldsUpdated);
+    }
+    if (message.secondaryPut !== undefined) {
+      obj.secondaryPut = SecondaryPut.toJSON(message.secondaryPut);
+    }
+    if (message.sessionDeleted !== undefined) {
+      obj.sessionDeleted = SessionDeleted.toJSON(message.sessionDeleted);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionEvent>, I>>(base?: I): SessionEvent {
+    return SessionEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionEvent>, I>>(object: I): SessionEvent {
+    const message = createBaseSessionEvent();
+    message.sessionCreated = (object.sessionCreated !== undefined && object.sessionCreated !== null)
+      ? SessionCreated.fromPartial(object.sessionCreated)
+      : undefined;
+    message.dialogueAppended = (object.dialogueAppended !== undefined && object.dialogueAppended !== null)
+      ? DialogueAppended.fromPartial(object.dialogueAppended)
+      : undefined;
+    message.stateChanged = (object.stateChanged !== undefined && object.stateChanged !== null)
+      ? StateChanged.fromPartial(object.stateChanged)
+      : undefined;
+    message.fieldsUpdated = (object.fieldsUpdated !== undefined && object.fieldsUpdated !== null)
+      ? FieldsUpdated.fromPartial(object.fieldsUpdated)
+      : undefined;
+    message.secondaryPut = (object.secondaryPut !== undefined && object.secondaryPut !== null)
+      ? SecondaryPut.fromPartial(object.secondaryPut)
+      : undefined;
+    message.sessionDeleted = (object.sessionDeleted !== undefined && object.sessionDeleted !== null)
+      ? SessionDeleted.fromPartial(object.sessionDeleted)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSessionCreated(): SessionCreated {
+  return {
+    modelType: "",
+    schemaVersion: 0,
+    state: "",
+    fields: undefined,
+    forkedFromSessionId: "",
+    forkedFromRevision: 0,
+  };
+}
+
+export const SessionCreated: MessageFns<SessionCreated> = {
+  encode(message: SessionCreated, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.modelType !== "") {
+      writer.uint32(10).string(message.modelType);
+    }
+    if (message.schemaVersion !== 0) {
+      writer.uint32(16).int32(message.schemaVersion);
+    }
+    if (message.state !== "") {
+      writer.uint32(26).string(message.state);
+    }
+    if (message.fields !== undefined) {
+      Struct.encode(Struct.wrap(message.fields), writer.uint32(34).fork()).join();
+    }
+    if (message.forkedFromSessionId !== "") {
+      writer.uint32(42).string(message.forkedFromSessionId);
+    }
+    if (message.forkedFromRevision !== 0) {
+      writer.uint32(48).int64(message.forkedFromRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionCreated {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionCreated();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.modelType = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.schemaVersion = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.fields = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.forkedFromSessionId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.forkedFromRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionCreated {
+    return {
+      modelType: isSet(object.modelType)
+        ? globalThis.String(object.modelType)
+        : isSet(object.model_type)
+        ? globalThis.String(object.model_type)
+        : "",
+      schemaVersion: isSet(object.schemaVersion)
+        ? globalThis.Number(object.schemaVersion)
+        : isSet(object.schema_version)
+        ? globalThis.Number(object.schema_version)
+        : 0,
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      fields: isObject(object.fields) ? object.fields : undefined,
+      forkedFromSessionId: isSet(object.forkedFromSessionId)
+        ? globalThis.String(object.forkedFromSessionId)
+        : isSet(object.forked_from_session_id)
+        ? globalThis.String(object.forked_from_session_id)
+        : "",
+      forkedFromRevision: isSet(object.forkedFromRevision)
+        ? globalThis.Number(object.forkedFromRevision)
+        : isSet(object.forked_from_revision)
+        ? globalThis.Number(object.forked_from_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: SessionCreated): unknown {
+    const obj: any = {};
+    if (message.modelType !== "") {
+      obj.modelType = message.modelType;
+    }
+    if (message.schemaVersion !== 0) {
+      obj.schemaVersion = Math.round(message.schemaVersion);
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.fields !== undefined) {
+      obj.fields = message.fields;
+    }
+    if (message.forkedFromSessionId !== "") {
+      obj.forkedFromSessionId = message.forkedFromSessionId;
+    }
+    if (message.forkedFromRevision !== 0) {
+      obj.forkedFromRevision = Math.round(message.forkedFromRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionCreated>, I>>(base?: I): SessionCreated {
+    return SessionCreated.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionCreated>, I>>(object: I): SessionCreated {
+    const message = createBaseSessionCreated();
+    message.modelType = object.modelType ?? "";
+    message.schemaVersion = object.schemaVersion ?? 0;
+    message.state = object.state ?? "";
+    message.fields = object.fields ?? undefined;
+    message.forkedFromSessionId = object.forkedFromSessionId ?? "";
+    message.forkedFromRevision = object.forkedFromRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseDialogueAppended(): DialogueAppended {
+  return { index: 0, element: undefined };
+}
+
+export const DialogueAppended: MessageFns<DialogueAppended> = {
+  encode(message: DialogueAppended, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).int32(message.index);
+    }
+    if (message.element !== undefined) {
+      DialogueElement.encode(message.element, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DialogueAppended {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDialogueAppended();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.element = DialogueElement.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DialogueAppended {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      element: isSet(object.element) ? DialogueElement.fromJSON(object.element) : undefined,
+    };
+  },
+
+  toJSON(message: DialogueAppended): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.element !== undefined) {
+      obj.element = DialogueElement.toJSON(message.element);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DialogueAppended>, I>>(base?: I): DialogueAppended {
+    return DialogueAppended.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DialogueAppended>, I>>(object: I): DialogueAppended {
+    const message = createBaseDialogueAppended();
+    message.index = object.index ?? 0;
+    message.element = (object.element !== undefined && object.element !== null)
+      ? DialogueElement.fromPartial(object.element)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseStateChanged(): StateChanged {
+  return { fromState: "", toState: "", event: "", actor: "", actorInput: "" };
+}
+
+export const StateChanged: MessageFns<StateChanged> = {
+  encode(message: StateChanged, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromState !== "") {
+      writer.uint32(10).string(message.fromState);
+    }
+    if (message.toState !== "") {
+      writer.uint32(18).string(message.toState);
+    }
+    if (message.event !== "") {
+      writer.uint32(26).string(message.event);
+    }
+    if (message.actor !== "") {
+      writer.uint32(34).string(message.actor);
+    }
+    if (message.actorInput !== "") {
+      writer.uint32(42).string(message.actorInput);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StateChanged {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStateChanged();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromState = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.toState = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.event = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.actorInput = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StateChanged {
+    return {
+      fromState: isSet(object.fromState)
+        ? globalThis.String(object.fromState)
+        : isSet(object.from_state)
+        ? globalThis.String(object.from_state)
+        : "",
+      toState: isSet(object.toState)
+        ? globalThis.String(object.toState)
+        : isSet(object.to_state)
+        ? globalThis.String(object.to_state)
+        : "",
+      event: isSet(object.event) ? globalThis.String(object.event) : "",
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actorInput: isSet(object.actorInput)
+        ? globalThis.String(object.actorInput)
+        : isSet(object.actor_input)
+        ? globalThis.String(object.actor_input)
+        : "",
+    };
+  },
+
+  toJSON(message: StateChanged): unknown {
+    const obj: any = {};
+    if (message.fromState !== "") {
+      obj.fromState = message.fromState;
+    }
+    if (message.toState !== "") {
+      obj.toState = message.toState;
+    }
+    if (message.event !== "") {
+      obj.event = message.event;
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.actorInput !== "") {
+      obj.actorInput = message.actorInput;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StateChanged>, I>>(base?: I): StateChanged {
+    return StateChanged.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StateChanged>, I>>(object: I): StateChanged {
+    const message = createBaseStateChanged();
+    message.fromState = object.fromState ?? "";
+    message.toState = object.toState ?? "";
+    message.event = object.event ?? "";
+    message.actor = object.actor ?? "";
+    message.actorInput = object.actorInput ?? "";
+    return message;
+  },
+};
+
+function createBaseFieldsUpdated(): FieldsUpdated {
+  return { updateMask: [], fields: undefined, actor: "", actorInput: "" };
+}
+
+export const FieldsUpdated: MessageFns<FieldsUpdated> = {
+  encode(message: FieldsUpdated, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.updateMask) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.fields !== undefined) {
+      Struct.encode(Struct.wrap(message.fields), writer.uint32(18).fork()).join();
+    }
+    if (message.actor !== "") {
+      writer.uint32(26).string(message.actor);
+    }
+    if (message.actorInput !== "") {
+      writer.uint32(34).string(message.actorInput);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FieldsUpdated {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFieldsUpdated();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.updateMask.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fields = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.actorInput = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FieldsUpdated {
+    return {
+      updateMask: globalThis.Array.isArray(object?.updateMask)
+        ? object.updateMask.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.update_mask)
+        ? object.update_mask.map((e: any) => globalThis.String(e))
+        : [],
+      fields: isObject(object.fields) ? object.fields : undefined,
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actorInput: isSet(object.actorInput)
+        ? globalThis.String(object.actorInput)
+        : isSet(object.actor_input)
+        ? globalThis.String(object.actor_input)
+        : "",
+    };
+  },
+
+  toJSON(message: FieldsUpdated): unknown {
+    const obj: any = {};
+    if (message.updateMask?.length) {
+      obj.updateMask = message.updateMask;
+    }
+    if (message.fields !== undefined) {
+      obj.fields = message.fields;
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.actorInput !== "") {
+      obj.actorInput = message.actorInput;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FieldsUpdated>, I>>(base?: I): FieldsUpdated {
+    return FieldsUpdated.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FieldsUpdated>, I>>(object: I): FieldsUpdated {
+    const message = createBaseFieldsUpdated();
+    message.updateMask = object.updateMask?.map((e) => e) || [];
+    message.fields = object.fields ?? undefined;
+    message.actor = object.actor ?? "";
+    message.actorInput = object.actorInput ?? "";
+    return message;
+  },
+};
+
+function createBaseSecondaryPut(): SecondaryPut {
+  return { key: "", sizeBytes: 0 };
+}
+
+export const SecondaryPut: MessageFns<SecondaryPut> = {
+  encode(message: SecondaryPut, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(16).int64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SecondaryPut {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSecondaryPut();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SecondaryPut {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: SecondaryPut): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SecondaryPut>, I>>(base?: I): SecondaryPut {
+    return SecondaryPut.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SecondaryPut>, I>>(object: I): SecondaryPut {
+    const message = createBaseSecondaryPut();
+    message.key = object.key ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseSessionDeleted(): SessionDeleted {
+  return {};
+}
+
+export const SessionDeleted: MessageFns<SessionDeleted> = {
+  encode(_: SessionDeleted, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionDeleted {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionDeleted();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): SessionDeleted {
+    return {};
+  },
+
+  toJSON(_: SessionDeleted): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionDeleted>, I>>(base?: I): SessionDeleted {
+    return SessionDeleted.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionDeleted>, I>>(_: I): SessionDeleted {
+    const message = createBaseSessionDeleted();
+    return message;
+  },
+};
+
+function createBaseUtteranceDelta(): UtteranceDelta {
+  return { utteranceId: "", actor: "", chunkIndex: 0, text: "" };
+}
+
+export const UtteranceDelta: MessageFns<UtteranceDelta> = {
+  encode(message: UtteranceDelta, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.utteranceId !== "") {
+      writer.uint32(10).string(message.utteranceId);
+    }
+    if (message.actor !== "") {
+      writer.uint32(18).string(message.actor);
+    }
+    if (message.chunkIndex !== 0) {
+      writer.uint32(24).int32(message.chunkIndex);
+    }
+    if (message.text !== "") {
+      writer.uint32(34).string(message.text);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UtteranceDelta {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUtteranceDelta();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.utteranceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.chunkIndex = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UtteranceDelta {
+    return {
+      utteranceId: isSet(object.utteranceId)
+        ? globalThis.String(object.utteranceId)
+        : isSet(object.utterance_id)
+        ? globalThis.String(object.utterance_id)
+        : "",
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      chunkIndex: isSet(object.chunkIndex)
+        ? globalThis.Number(object.chunkIndex)
+        : isSet(object.chunk_index)
+        ? globalThis.Number(object.chunk_index)
+        : 0,
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+    };
+  },
+
+  toJSON(message: UtteranceDelta): unknown {
+    const obj: any = {};
+    if (message.utteranceId !== "") {
+      obj.utteranceId = message.utteranceId;
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.chunkIndex !== 0) {
+      obj.chunkIndex = Math.round(message.chunkIndex);
+    }
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UtteranceDelta>, I>>(base?: I): UtteranceDelta {
+    return UtteranceDelta.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UtteranceDelta>, I>>(object: I): UtteranceDelta {
+    const message = createBaseUtteranceDelta();
+    message.utteranceId = object.utteranceId ?? "";
+    message.actor = object.actor ?? "";
+    message.chunkIndex = object.chunkIndex ?? 0;
+    message.text = object.text ?? "";
+    return message;
+  },
+};
+
+function createBaseUtteranceAborted(): UtteranceAborted {
+  return { utteranceId: "", reason: "" };
+}
+
+export const UtteranceAborted: MessageFns<UtteranceAborted> = {
+  encode(message: UtteranceAborted, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.utteranceId !== "") {
+      writer.uint32(10).string(message.utteranceId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UtteranceAborted {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUtteranceAborted();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.utteranceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UtteranceAborted {
+    return {
+      utteranceId: isSet(object.utteranceId)
+        ? globalThis.String(object.utteranceId)
+        : isSet(object.utterance_id)
+        ? globalThis.String(object.utterance_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: UtteranceAborted): unknown {
+    const obj: any = {};
+    if (message.utteranceId !== "") {
+      obj.utteranceId = message.utteranceId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UtteranceAborted>, I>>(base?: I): UtteranceAborted {
+    return UtteranceAborted.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UtteranceAborted>, I>>(object: I): UtteranceAborted {
+    const message = createBaseUtteranceAborted();
+    message.utteranceId = object.utteranceId ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseStreamUtteranceRequest(): StreamUtteranceRequest {
+  return { sessionId: "", actor: "", event: "", utteranceId: "", text: "", expectedRevision: 0, final: false };
+}
+
+export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
+  encode(message: StreamUtteranceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.actor !== "") {
+      writer.uint32(18).string(message.actor);
+    }
+    if (message.event !== "") {
+      writer.uint32(26).string(message.event);
+    }
+    if (message.utteranceId !== "") {
+      writer.uint32(34).string(message.utteranceId);
+    }
+    if (message.text !== "") {
+      writer.uint32(42).string(message.text);
+    }
+    if (message.expectedRevision !== 0) {
+      writer.uint32(48).int64(message.expectedRevision);
+    }
+    if (message.final !== false) {
+      writer.uint32(56).bool(message.final);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamUtteranceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamUtteranceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.event = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.utteranceId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.final = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamUtteranceRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      event: isSet(object.event) ? globalThis.String(object.event) : "",
+      utteranceId: isSet(object.utteranceId)
+        ? globalThis.String(object.utteranceId)
+        : isSet(object.utterance_id)
+        ? globalThis.String(object.utterance_id)
+        : "",
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : 0,
+      final: isSet(object.final) ? globalThis.Boolean(object.final) : false,
+    };
+  },
+
+  toJSON(message: StreamUtteranceRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.event !== "") {
+      obj.event = message.event;
+    }
+    if (message.utteranceId !== "") {
+      obj.utteranceId = message.utteranceId;
+    }
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    if (message.expectedRevision !== 0) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    if (message.final !== false) {
+      obj.final = message.final;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StreamUtteranceRequest>, I>>(base?: I): StreamUtteranceRequest {
+    return StreamUtteranceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StreamUtteranceRequest>, I>>(object: I): StreamUtteranceRequest {
+    const message = createBaseStreamUtteranceRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.actor = object.actor ?? "";
+    message.event = object.event ?? "";
+    message.utteranceId = object.utteranceId ?? "";
+    message.text = object.text ?? "";
+    message.expectedRevision = object.expectedRevision ?? 0;
+    message.final = object.final ?? false;
+    return message;
+  },
+};
+
+function createBaseStreamUtteranceResponse(): StreamUtteranceResponse {
+  return { session: undefined, utteranceId: "" };
+}
+
+export const StreamUtteranceResponse: MessageFns<StreamUtteranceResponse> = {
+  encode(message: StreamUtteranceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    if (message.utteranceId !== "") {
+      writer.uint32(18).string(message.utteranceId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamUtteranceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamUtteranceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = GenieSession.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.utteranceId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamUtteranceResponse {
+    return {
+      session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined,
+      utteranceId: isSet(object.utteranceId)
+        ? globalThis.String(object.utteranceId)
+        : isSet(object.utterance_id)
+        ? globalThis.String(object.utterance_id)
+        : "",
+    };
+  },
+
+  toJSON(message: StreamUtteranceResponse): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = GenieSession.toJSON(message.session);
+    }
+    if (message.utteranceId !== "") {
+      obj.utteranceId = message.utteranceId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StreamUtteranceResponse>, I>>(base?: I): StreamUtteranceResponse {
+    return StreamUtteranceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StreamUtteranceResponse>, I>>(object: I): StreamUtteranceResponse {
+    const message = createBaseStreamUtteranceResponse();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? GenieSession.fromPartial(object.session)
+      : undefined;
+    message.utteranceId = object.utteranceId ?? "";
+    return message;
+  },
+};
+
+function createBaseChatRequest(): ChatRequest {
+  return { requestId: "", open: undefined, sendEvent: undefined, appendDialogue: undefined };
+}
+
+export const ChatRequest: MessageFns<ChatRequest> = {
+  encode(message: ChatRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.open !== undefined) {
+      ChatOpen.encode(message.open, writer.uint32(18).fork()).join();
+    }
+    if (message.sendEvent !== undefined) {
+      ChatSendEvent.encode(message.sendEvent, writer.uint32(26).fork()).join();
+    }
+    if (message.appendDialogue !== undefined) {
+      ChatAppendDialogue.encode(message.appendDialogue, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.open = ChatOpen.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sendEvent = ChatSendEvent.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.appendDialogue = ChatAppendDialogue.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      open: isSet(object.open) ? ChatOpen.fromJSON(object.open) : undefined,
+      sendEvent: isSet(object.sendEvent)
+        ? ChatSendEvent.fromJSON(object.sendEvent)
+        : isSet(object.send_event)
+        ? ChatSendEvent.fromJSON(object.send_event)
+        : undefined,
+      appendDialogue: isSet(object.appendDialogue)
+        ? ChatAppendDialogue.fromJSON(object.appendDialogue)
+        : isSet(object.append_dialogue)
+        ? ChatAppendDialogue.fromJSON(object.append_dialogue)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ChatRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.open !== undefined) {
+      obj.open = ChatOpen.toJSON(message.open);
+    }
+    if (message.sendEvent !== undefined) {
+      obj.sendEvent = ChatSendEvent.toJSON(message.sendEvent);
+    }
+    if (message.appendDialogue !== undefined) {
+      obj.appendDialogue = ChatAppendDialogue.toJSON(message.appendDialogue);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatRequest>, I>>(base?: I): ChatRequest {
+    return ChatRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatRequest>, I>>(object: I): ChatRequest {
+    const message = createBaseChatRequest();
+    message.requestId = object.requestId ?? "";
+    message.open = (object.open !== undefined && object.open !== null) ? ChatOpen.fromPartial(object.open) : undefined;
+    message.sendEvent = (object.sendEvent !== undefined && object.sendEvent !== null)
+      ? ChatSendEvent.fromPartial(object.sendEvent)
+      : undefined;
+    message.appendDialogue = (object.appendDialogue !== undefined && object.appendDialogue !== null)
+      ? ChatAppendDialogue.fromPartial(object.appendDialogue)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseChatOpen(): ChatOpen {
+  return { sessionId: "", afterRevision: 0 };
+}
+
+export const ChatOpen: MessageFns<ChatOpen> = {
+  encode(message: ChatOpen, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.afterRevision !== 0) {
+      writer.uint32(16).int64(message.afterRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatOpen {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatOpen();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.afterRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatOpen {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      afterRevision: isSet(object.afterRevision)
+        ? globalThis.Number(object.afterRevision)
+        : isSet(object.after_revision)
+        ? globalThis.Number(object.after_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: ChatOpen): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.afterRevision !== 0) {
+      obj.afterRevision = Math.round(message.afterRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatOpen>, I>>(base?: I): ChatOpen {
+    return ChatOpen.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatOpen>, I>>(object: I): ChatOpen {
+    const message = createBaseChatOpen();
+    message.sessionId = object.sessionId ?? "";
+    message.afterRevision = object.afterRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseChatSendEvent(): ChatSendEvent {
+  return { event: "", actor: "", actorInput: "", expectedRevision: 0 };
+}
+
+export const ChatSendEvent: MessageFns<ChatSendEvent> = {
+  encode(message: ChatSendEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.event !== "") {
+      writer.uint32(10).string(message.event);
+    }
+    if (message.actor !== "") {
+      writer.uint32(18).string(message.actor);
+    }
+    if (message.actorInput !== "") {
+      writer.uint32(26).string(message.actorInput);
+    }
+    if (message.expectedRevision !== 0) {
+      writer.uint32(32).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatSendEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatSendEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actorInput = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatSendEvent {
+    return {
+      event: isSet(object.event) ? globalThis.String(object.event) : "",
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actorInput: isSet(object.actorInput)
+        ? globalThis.String(object.actorInput)
+        : isSet(object.actor_input)
+        ? globalThis.String(object.actor_input)
+        : "",
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: ChatSendEvent): unknown {
+    const obj: any = {};
+    if (message.event !== "") {
+      obj.event = message.event;
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.actorInput !== "") {
+      obj.actorInput = message.actorInput;
+    }
+    if (message.expectedRevision !== 0) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatSendEvent>, I>>(base?: I): ChatSendEvent {
+    return ChatSendEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatSendEvent>, I>>(object: I): ChatSendEvent {
+    const message = createBaseChatSendEvent();
+    message.event = object.event ?? "";
+    message.actor = object.actor ?? "";
+    message.actorInput = object.actorInput ?? "";
+    message.expectedRevision = object.expectedRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseChatAppendDialogue(): ChatAppendDialogue {
+  return { actor: "", actorText: "", expectedRevision: 0 };
+}
+
+export const ChatAppendDialogue: MessageFns<ChatAppendDialogue> = {
+  encode(message: ChatAppendDialogue, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.actor !== "") {
+      writer.uint32(10).string(message.actor);
+    }
+    if (message.actorText !== "") {
+      writer.uint32(18).string(message.actorText);
+    }
+    if (message.expectedRevision !== 0) {
+      writer.uint32(24).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatAppendDialogue {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatAppendDialogue();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.actorText = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatAppendDialogue {
+    return {
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actorText: isSet(object.actorText)
+        ? globalThis.String(object.actorText)
+        : isSet(object.actor_text)
+        ? globalThis.String(object.actor_text)
+        : "",
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: ChatAppendDialogue): unknown {
+    const obj: any = {};
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.actorText !== "") {
+      obj.actorText = message.actorText;
+    }
+    if (message.expectedRevision !== 0) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatAppendDialogue>, I>>(base?: I): ChatAppendDialogue {
+    return ChatAppendDialogue.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatAppendDialogue>, I>>(object: I): ChatAppendDialogue {
+    const message = createBaseChatAppendDialogue();
+    message.actor = object.actor ?? "";
+    message.actorText = object.actorText ?? "";
+    message.expectedRevision = object.expectedRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseChatResponse(): ChatResponse {
+  return { update: undefined, ack: undefined, error: undefined };
+}
+
+export const ChatResponse: MessageFns<ChatResponse> = {
+  encode(message: ChatResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.update !== undefined) {
+      SessionUpdate.encode(message.update, writer.uint32(10).fork()).join();
+    }
+    if (message.ack !== undefined) {
+      ChatAck.encode(message.ack, writer.uint32(18).fork()).join();
+    }
+    if (message.error !== undefined) {
+      ChatError.encode(message.error, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.update = SessionUpdate.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ack = ChatAck.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.error = ChatError.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatResponse {
+    return {
+      update: isSet(object.update) ? SessionUpdate.fromJSON(object.update) : undefined,
+      ack: isSet(object.ack) ? ChatAck.fromJSON(object.ack) : undefined,
+      error: isSet(object.error) ? ChatError.fromJSON(object.error) : undefined,
+    };
+  },
+
+  toJSON(message: ChatResponse): unknown {
+    const obj: any = {};
+    if (message.update !== undefined) {
+      obj.update = SessionUpdate.toJSON(message.update);
+    }
+    if (message.ack !== undefined) {
+      obj.ack = ChatAck.toJSON(message.ack);
+    }
+    if (message.error !== undefined) {
+      obj.error = ChatError.toJSON(message.error);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatResponse>, I>>(base?: I): ChatResponse {
+    return ChatResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatResponse>, I>>(object: I): ChatResponse {
+    const message = createBaseChatResponse();
+    message.update = (object.update !== undefined && object.update !== null)
+      ? SessionUpdate.fromPartial(object.update)
+      : undefined;
+    message.ack = (object.ack !== undefined && object.ack !== null) ? ChatAck.fromPartial(object.ack) : undefined;
+    message.error = (object.error !== undefined && object.error !== null)
+      ? ChatError.fromPartial(object.error)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseChatAck(): ChatAck {
+  return { requestId: "", revision: 0 };
+}
+
+export const ChatAck: MessageFns<ChatAck> = {
+  encode(message: ChatAck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatAck {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatAck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatAck {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: ChatAck): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatAck>, I>>(base?: I): ChatAck {
+    return ChatAck.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatAck>, I>>(object: I): ChatAck {
+    const message = createBaseChatAck();
+    message.requestId = object.requestId ?? "";
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseChatError(): ChatError {
+  return { requestId: "", code: 0, message: "" };
+}
+
+export const ChatError: MessageFns<ChatError> = {
+  encode(message: ChatError, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.code !== 0) {
+      writer.uint32(16).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatError {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatError();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.code = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatError {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: ChatError): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatError>, I>>(base?: I): ChatError {
+    return ChatError.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatError>, I>>(object: I): ChatError {
+    const message = createBaseChatError();
+    message.requestId = object.requestId ?? "";
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
 /**
  * GenieService keeps typed, versioned dialogue sessions (GenieModels) driven by a state machine.
  *
@@ -4906,6 +7555,53 @@ export const GenieServiceService = {
       Buffer.from(ListSecondaryKeysResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListSecondaryKeysResponse => ListSecondaryKeysResponse.decode(value),
   },
+  /**
+   * Streams a session's updates: first every revision committed after `after_revision` (from Postgres),
+   * then live ones, in revision order with no gap and no duplicate; in between, the token deltas of
+   * utterances being streamed. A consumer that reads too slowly is ended with RESOURCE_EXHAUSTED and
+   * resumes with the last revision it saw; server shutdown ends the stream with UNAVAILABLE.
+   */
+  watchSession: {
+    path: "/parley.genie.v1.GenieService/WatchSession" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchSessionRequest): Buffer => Buffer.from(WatchSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchSessionRequest => WatchSessionRequest.decode(value),
+    responseSerialize: (value: WatchSessionResponse): Buffer =>
+      Buffer.from(WatchSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchSessionResponse => WatchSessionResponse.decode(value),
+  },
+  /**
+   * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives;
+   * when the worker closes the stream (or sends a chunk marked final) the whole utterance is committed as
+   * one dialogue element (one revision; with `event` set, as SendEvent). A worker that disconnects or is
+   * cancelled midway commits nothing, and watchers get an aborted update for the utterance.
+   */
+  streamUtterance: {
+    path: "/parley.genie.v1.GenieService/StreamUtterance" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: StreamUtteranceRequest): Buffer =>
+      Buffer.from(StreamUtteranceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StreamUtteranceRequest => StreamUtteranceRequest.decode(value),
+    responseSerialize: (value: StreamUtteranceResponse): Buffer =>
+      Buffer.from(StreamUtteranceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StreamUtteranceResponse => StreamUtteranceResponse.decode(value),
+  },
+  /**
+   * For chat gateways: the first message opens a session (as WatchSession); later ones send events and
+   * utterances. Every update of the session (this stream's, other writers', deltas) comes back on the
+   * stream, and each request is answered with an ack or an error carrying its request_id.
+   */
+  chat: {
+    path: "/parley.genie.v1.GenieService/Chat" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ChatRequest): Buffer => Buffer.from(ChatRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ChatRequest => ChatRequest.decode(value),
+    responseSerialize: (value: ChatResponse): Buffer => Buffer.from(ChatResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ChatResponse => ChatResponse.decode(value),
+  },
 } as const;
 
 export interface GenieServiceServer extends UntypedServiceImplementation {
@@ -4941,6 +7637,26 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
   putSecondary: handleUnaryCall<PutSecondaryRequest, PutSecondaryResponse>;
   getSecondary: handleUnaryCall<GetSecondaryRequest, GetSecondaryResponse>;
   listSecondaryKeys: handleUnaryCall<ListSecondaryKeysRequest, ListSecondaryKeysResponse>;
+  /**
+   * Streams a session's updates: first every revision committed after `after_revision` (from Postgres),
+   * then live ones, in revision order with no gap and no duplicate; in between, the token deltas of
+   * utterances being streamed. A consumer that reads too slowly is ended with RESOURCE_EXHAUSTED and
+   * resumes with the last revision it saw; server shutdown ends the stream with UNAVAILABLE.
+   */
+  watchSession: handleServerStreamingCall<WatchSessionRequest, WatchSessionResponse>;
+  /**
+   * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives;
+   * when the worker closes the stream (or sends a chunk marked final) the whole utterance is committed as
+   * one dialogue element (one revision; with `event` set, as SendEvent). A worker that disconnects or is
+   * cancelled midway commits nothing, and watchers get an aborted update for the utterance.
+   */
+  streamUtterance: handleClientStreamingCall<StreamUtteranceRequest, StreamUtteranceResponse>;
+  /**
+   * For chat gateways: the first message opens a session (as WatchSession); later ones send events and
+   * utterances. Every update of the session (this stream's, other writers', deltas) comes back on the
+   * stream, and each request is answered with an ack or an error carrying its request_id.
+   */
+  chat: handleBidiStreamingCall<ChatRequest, ChatResponse>;
 }
 
 export interface GenieServiceClient extends Client {
@@ -5186,6 +7902,51 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListSecondaryKeysResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams a session's updates: first every revision committed after `after_revision` (from Postgres),
+   * then live ones, in revision order with no gap and no duplicate; in between, the token deltas of
+   * utterances being streamed. A consumer that reads too slowly is ended with RESOURCE_EXHAUSTED and
+   * resumes with the last revision it saw; server shutdown ends the stream with UNAVAILABLE.
+   */
+  watchSession(
+    request: WatchSessionRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchSessionResponse>;
+  watchSession(
+    request: WatchSessionRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchSessionResponse>;
+  /**
+   * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives;
+   * when the worker closes the stream (or sends a chunk marked final) the whole utterance is committed as
+   * one dialogue element (one revision; with `event` set, as SendEvent). A worker that disconnects or is
+   * cancelled midway commits nothing, and watchers get an aborted update for the utterance.
+   */
+  streamUtterance(
+    callback: (error: ServiceError | null, response: StreamUtteranceResponse) => void,
+  ): ClientWritableStream<StreamUtteranceRequest>;
+  streamUtterance(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: StreamUtteranceResponse) => void,
+  ): ClientWritableStream<StreamUtteranceRequest>;
+  streamUtterance(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StreamUtteranceResponse) => void,
+  ): ClientWritableStream<StreamUtteranceRequest>;
+  streamUtterance(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StreamUtteranceResponse) => void,
+  ): ClientWritableStream<StreamUtteranceRequest>;
+  /**
+   * For chat gateways: the first message opens a session (as WatchSession); later ones send events and
+   * utterances. Every update of the session (this stream's, other writers', deltas) comes back on the
+   * stream, and each request is answered with an ack or an error carrying its request_id.
+   */
+  chat(): ClientDuplexStream<ChatRequest, ChatResponse>;
+  chat(options: Partial<CallOptions>): ClientDuplexStream<ChatRequest, ChatResponse>;
+  chat(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ChatRequest, ChatResponse>;
 }
 
 export const GenieServiceClient = makeGenericClientConstructor(

@@ -1,0 +1,198 @@
+import test from 'ava';
+import { status, type ServiceError } from '@grpc/grpc-js';
+import type { ChatResponse, StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
+import { createTenant, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
+import { Watcher } from '../helpers/watch.js';
+import { genie, modelType } from '../genie/fixtures.js';
+
+/** A machine whose events loop on one state, so any number of them apply in any order. */
+const chatType = modelType({
+  name: 'chat',
+  jsonSchema: undefined,
+  stateMachine: {
+    states: ['open'],
+    initialState: 'open',
+    transitions: [
+      { fromState: 'open', event: 'user_says', toState: 'open', actor: 'user' },
+      { fromState: 'open', event: 'llm_says', toState: 'open', actor: 'assistant' },
+    ],
+  },
+});
+
+let s: TestServer;
+let tenant: Tenant;
+let g: ReturnType<typeof genie>;
+test.before(async () => {
+  s = await startTestServer();
+  tenant = await createTenant(s);
+  g = genie(s, tenant);
+  await g.register(chatType);
+});
+test.after.always(async () => {
+  await s?.stop();
+});
+
+const newSession = async () => (await g.create('chat', {})).sessionId;
+
+test('WatchSession replays revisions after after_revision, continues live, and ends after a delete', async (t) => {
+  const id = await newSession();
+  for (const text of ['a', 'b', 'c']) await g.send(id, 'user_says', text);
+  const w = new Watcher(s.genie, tenant.md, id, 2);
+  await w.until((x) => x.revisions().length === 2, 'the replay of revisions 3 and 4');
+  await g.send(id, 'llm_says', 'live');
+  await g.del(id);
+  await w.until((x) => x.ended, 'the end of the stream after the delete');
+  t.deepEqual(w.revisions(), [3, 4, 5, 6]);
+  const live = w.updates.find((u) => u.revision === 5)!;
+  const kinds = live.commit!.events.map((e) => Object.keys(e).find((k) => (e as Record<string, unknown>)[k] !== undefined));
+  t.deepEqual(kinds, ['stateChanged', 'dialogueAppended'], 'one revision carries all of its events, in order');
+  t.is(live.commit!.events[1]!.dialogueAppended!.element!.actorText, 'live');
+  t.is(live.commit!.events[1]!.dialogueAppended!.index, 4);
+  t.truthy(w.updates.at(-1)!.commit!.events[0]!.sessionDeleted);
+});
+
+test('a write racing the switch from replay to live is delivered exactly once, over many runs', async (t) => {
+  for (let run = 0; run < 25; run++) {
+    const id = await newSession();
+    for (let i = 0; i < run % 4; i++) await g.send(id, 'user_says', `before ${i}`);
+    const w = new Watcher(s.genie, tenant.md, id, 0);
+    // Writes start together with the watch, so some land during its replay and some after.
+    await Promise.all(Array.from({ length: 5 }, (_, i) => g.send(id, 'user_says', `during ${i}`)));
+    const total = 1 + (run % 4) + 5;
+    await w.until((x) => x.revisions().length >= total, `${total} revisions in run ${run}`);
+    await new Promise((r) => setTimeout(r, 20));
+    t.deepEqual(w.revisions(), Array.from({ length: total }, (_, i) => i + 1), `run ${run}`);
+    w.cancel();
+  }
+});
+
+test('another account cannot watch a session, and a bad request names its field', async (t) => {
+  const id = await newSession();
+  const other = await createTenant(s);
+  const w = new Watcher(s.genie, other.md, id);
+  await t.throwsAsync(w.until(() => false, 'an error', 5_000));
+  t.is(w.error?.code, status.NOT_FOUND);
+  const bad = new Watcher(s.genie, tenant.md, 'not-a-uuid');
+  await t.throwsAsync(bad.until(() => false, 'an error', 5_000));
+  t.is(bad.error?.code, status.INVALID_ARGUMENT);
+  const ahead = new Watcher(s.genie, tenant.md, id, 99);
+  await t.throwsAsync(ahead.until(() => false, 'an error', 5_000));
+  t.is(ahead.error?.code, status.INVALID_ARGUMENT);
+});
+
+function streamUtterance(chunks: Array<Partial<{ sessionId: string; actor: string; event: string; text: string; final: boolean }>>) {
+  let resolve!: (r: StreamUtteranceResponse) => void;
+  let reject!: (e: ServiceError) => void;
+  const done = new Promise<StreamUtteranceResponse>((a, b) => ((resolve = a), (reject = b)));
+  const call = s.genie.streamUtterance(tenant.md, (err, res) => (err ? reject(err) : resolve(res!)));
+  const write = (c: (typeof chunks)[number]) =>
+    call.write({ sessionId: '', actor: '', event: '', utteranceId: '', text: '', expectedRevision: 0, final: false, ...c });
+  for (const c of chunks) write(c);
+  return { call, done, write };
+}
+
+test('StreamUtterance: watchers see each chunk as a delta, and closing commits the whole utterance as one revision', async (t) => {
+  const id = await newSession();
+  const w = new Watcher(s.genie, tenant.md, id, 1);
+  const u = streamUtterance([{ sessionId: id, actor: 'assistant', event: 'llm_says', text: 'Hel' }, { text: 'lo, ' }]);
+  await w.until((x) => x.updates.filter((v) => v.delta).length === 2, 'two deltas');
+  u.write({ text: 'world' });
+  await w.until((x) => x.updates.filter((v) => v.delta).length === 3, 'three deltas');
+  t.deepEqual(w.revisions(), [], 'nothing is committed while the worker is still streaming');
+  u.call.end();
+  const r = await u.done;
+  t.is(r.session!.revision, 2);
+  t.is(r.session!.currentResponse!.actorText, 'Hello, world');
+  t.is(r.session!.currentResponse!.actor, 'assistant');
+  await w.until((x) => x.revisions().length === 1, 'the commit');
+  const deltas = w.updates.filter((v) => v.delta).map((v) => v.delta!);
+  t.deepEqual(deltas.map((d) => [d.chunkIndex, d.text]), [[0, 'Hel'], [1, 'lo, '], [2, 'world']]);
+  t.true(deltas.every((d) => d.utteranceId === r.utteranceId && d.actor === 'assistant'));
+  t.is(w.updates.at(-1)!.commit!.events[1]!.dialogueAppended!.element!.actorText, 'Hello, world');
+  w.cancel();
+});
+
+test('StreamUtterance: a worker cancelled midway commits nothing and watchers get an aborted update', async (t) => {
+  const id = await newSession();
+  const w = new Watcher(s.genie, tenant.md, id, 1);
+  const u = streamUtterance([{ sessionId: id, actor: 'assistant', text: 'half an ' }, { text: 'answer' }]);
+  await w.until((x) => x.updates.filter((v) => v.delta).length === 2, 'two deltas');
+  u.call.cancel();
+  await t.throwsAsync(u.done);
+  await w.until((x) => x.updates.some((v) => v.aborted), 'the aborted update');
+  const aborted = w.updates.find((v) => v.aborted)!.aborted!;
+  t.is(aborted.utteranceId, w.updates[0]!.delta!.utteranceId);
+  const session = await g.get(id);
+  t.is(session.revision, 1, 'the cancelled utterance wrote nothing');
+  t.deepEqual(session.dialogue, []);
+  t.deepEqual(w.revisions(), []);
+  w.cancel();
+});
+
+test('StreamUtterance: a chunk marked final commits at once, before the worker closes', async (t) => {
+  const id = await newSession();
+  const u = streamUtterance([{ sessionId: id, actor: 'user', event: 'user_says', text: 'quick ' }, { text: 'question', final: true }]);
+  const r = await u.done;
+  t.is(r.session!.revision, 2);
+  t.is(r.session!.currentResponse!.actorText, 'quick question');
+  t.is(r.session!.state, 'open');
+  u.call.end();
+});
+
+test('StreamUtterance validates its messages and commits nothing on a bad one', async (t) => {
+  const id = await newSession();
+  const badActor = streamUtterance([{ sessionId: id, actor: 'LLM', text: 'x' }]);
+  badActor.call.end();
+  const e1 = await t.throwsAsync<ServiceError>(badActor.done);
+  t.is(e1?.code, status.INVALID_ARGUMENT);
+  const switched = streamUtterance([{ sessionId: id, actor: 'user', text: 'x' }, { actor: 'assistant', text: 'y' }]);
+  switched.call.end();
+  const e2 = await t.throwsAsync<ServiceError>(switched.done);
+  t.is(e2?.code, status.INVALID_ARGUMENT);
+  const notAllowed = streamUtterance([{ sessionId: id, actor: 'user', event: 'no_such_event', text: 'x' }]);
+  notAllowed.call.end();
+  const e3 = await t.throwsAsync<ServiceError>(notAllowed.done);
+  t.is(e3?.code, status.FAILED_PRECONDITION);
+  t.is((await g.get(id)).revision, 1);
+});
+
+test('Chat: the gateway sends events and receives every update of the session on the same stream', async (t) => {
+  const id = await newSession();
+  const responses: ChatResponse[] = [];
+  const call = s.genie.chat(tenant.md);
+  let ended = false;
+  call.on('data', (r: ChatResponse) => responses.push(r));
+  call.on('end', () => (ended = true));
+  call.on('error', () => (ended = true));
+  const wait = async (pred: () => boolean, what: string) => {
+    for (let i = 0; i < 200 && !pred(); i++) await new Promise((r) => setTimeout(r, 25));
+    if (!pred()) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(responses)}`);
+  };
+  const none = { open: undefined, sendEvent: undefined, appendDialogue: undefined };
+  call.write({ ...none, requestId: 'o', open: { sessionId: id, afterRevision: 0 } });
+  call.write({ ...none, requestId: 'r1', sendEvent: { event: 'user_says', actor: '', actorInput: 'hi', expectedRevision: 0 } });
+  await wait(() => responses.some((r) => r.ack?.requestId === 'r1'), 'the ack of r1');
+  // Another writer's change reaches the gateway too.
+  await g.send(id, 'llm_says', 'hello from elsewhere');
+  call.write({ ...none, requestId: 'bad', sendEvent: { event: 'nope', actor: '', actorInput: '', expectedRevision: 0 } });
+  call.write({ ...none, requestId: 'r2', appendDialogue: { actor: 'system', actorText: 'note', expectedRevision: 0 } });
+  await wait(() => responses.filter((r) => r.update?.commit).length === 4, 'four committed updates');
+  const err = responses.find((r) => r.error)?.error;
+  t.is(err?.requestId, 'bad');
+  t.is(err?.code, status.FAILED_PRECONDITION);
+  t.deepEqual(responses.filter((r) => r.update?.commit).map((r) => r.update!.revision), [1, 2, 3, 4]);
+  t.is(responses.find((r) => r.ack?.requestId === 'r2')?.ack?.revision, 4);
+  const texts = responses.flatMap((r) => r.update?.commit?.events ?? []).map((e) => e.dialogueAppended?.element?.actorText).filter(Boolean);
+  t.deepEqual(texts, ['hi', 'hello from elsewhere', 'note']);
+  call.end();
+  await wait(() => ended, 'the end of the stream after the gateway closed its side');
+  t.pass();
+});
+
+test('Chat must start with open', async (t) => {
+  const call = s.genie.chat(tenant.md);
+  const error = new Promise<ServiceError>((resolve) => call.on('error', resolve));
+  call.on('data', () => {});
+  call.write({ requestId: 'x', open: undefined, appendDialogue: { actor: 'user', actorText: 'hi', expectedRevision: 0 }, sendEvent: undefined });
+  t.is((await error).code, status.INVALID_ARGUMENT);
+});
