@@ -600,6 +600,7 @@ async function main(): Promise<void> {
 
 main().then(
   () => cleanup().then(() => process.exit(0)),
-  (err) => die(1, `failed: ${(err as Error).stack ?? err}`),
+  // After a signal or the deadline the run fails as its children go; that was already reported.
+  (err) => (cleaning ? undefined : die(1, `failed: ${(err as Error).stack ?? err}`)),
 );
 
