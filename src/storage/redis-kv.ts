@@ -65,11 +65,19 @@ export class RedisBus implements Bus {
       const subs = this.listeners.get(channel.slice(this.prefix.length));
       if (subs) for (const fn of [...subs]) fn(message);
     });
-    let connectedOnce = false;
+    // The bus may be built on a connection that is already up; only later 'ready's are reconnects.
+    let connectedOnce = sub.status === 'ready';
     // ioredis re-subscribes on reconnect; after its 'ready' the channels are live again, so a catch-up
     // read now cannot miss anything published from here on.
     sub.on('ready', () => {
-      if (connectedOnce) for (const fn of [...this.reconnectListeners]) fn();
+      if (connectedOnce) {
+        const resync = () => {
+          for (const fn of [...this.reconnectListeners]) fn();
+        };
+        resync();
+        // 'ready' can precede the re-sent SUBSCRIBEs taking effect; a second catch-up closes that window.
+        setTimeout(resync, 250).unref();
+      }
       connectedOnce = true;
     });
   }

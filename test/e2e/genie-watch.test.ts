@@ -93,18 +93,20 @@ function streamUtterance(chunks: Array<Partial<{ sessionId: string; actor: strin
 
 test('StreamUtterance: watchers see each chunk as a delta, and closing commits the whole utterance as one revision', async (t) => {
   const id = await newSession();
-  const w = new Watcher(s.genie, tenant.md, id, 1);
+  const w = new Watcher(s.genie, tenant.md, id, 0);
+  // Deltas are live-only: start streaming once the watcher is subscribed (it has replayed revision 1).
+  await w.until((x) => x.revisions().length === 1, 'the replay of the creation');
   const u = streamUtterance([{ sessionId: id, actor: 'assistant', event: 'llm_says', text: 'Hel' }, { text: 'lo, ' }]);
   await w.until((x) => x.updates.filter((v) => v.delta).length === 2, 'two deltas');
   u.write({ text: 'world' });
   await w.until((x) => x.updates.filter((v) => v.delta).length === 3, 'three deltas');
-  t.deepEqual(w.revisions(), [], 'nothing is committed while the worker is still streaming');
+  t.deepEqual(w.revisions(), [1], 'nothing is committed while the worker is still streaming');
   u.call.end();
   const r = await u.done;
   t.is(r.session!.revision, 2);
   t.is(r.session!.currentResponse!.actorText, 'Hello, world');
   t.is(r.session!.currentResponse!.actor, 'assistant');
-  await w.until((x) => x.revisions().length === 1, 'the commit');
+  await w.until((x) => x.revisions().length === 2, 'the commit');
   const deltas = w.updates.filter((v) => v.delta).map((v) => v.delta!);
   t.deepEqual(deltas.map((d) => [d.chunkIndex, d.text]), [[0, 'Hel'], [1, 'lo, '], [2, 'world']]);
   t.true(deltas.every((d) => d.utteranceId === r.utteranceId && d.actor === 'assistant'));
@@ -114,18 +116,19 @@ test('StreamUtterance: watchers see each chunk as a delta, and closing commits t
 
 test('StreamUtterance: a worker cancelled midway commits nothing and watchers get an aborted update', async (t) => {
   const id = await newSession();
-  const w = new Watcher(s.genie, tenant.md, id, 1);
+  const w = new Watcher(s.genie, tenant.md, id, 0);
+  await w.until((x) => x.revisions().length === 1, 'the replay of the creation');
   const u = streamUtterance([{ sessionId: id, actor: 'assistant', text: 'half an ' }, { text: 'answer' }]);
   await w.until((x) => x.updates.filter((v) => v.delta).length === 2, 'two deltas');
   u.call.cancel();
   await t.throwsAsync(u.done);
   await w.until((x) => x.updates.some((v) => v.aborted), 'the aborted update');
   const aborted = w.updates.find((v) => v.aborted)!.aborted!;
-  t.is(aborted.utteranceId, w.updates[0]!.delta!.utteranceId);
+  t.is(aborted.utteranceId, w.updates.find((v) => v.delta)!.delta!.utteranceId);
   const session = await g.get(id);
   t.is(session.revision, 1, 'the cancelled utterance wrote nothing');
   t.deepEqual(session.dialogue, []);
-  t.deepEqual(w.revisions(), []);
+  t.deepEqual(w.revisions(), [1]);
   w.cancel();
 });
 
