@@ -11,6 +11,7 @@ import { GenieCache } from './storage/genie-cache.js';
 import { GenieService } from './genie/service.js';
 import { genieHandlers } from './transport/genie-handlers.js';
 import { genieStreamHandlers } from './transport/genie-stream-handlers.js';
+import { promptStreamHandlers } from './transport/prompt-stream-handlers.js';
 import { GenieLive } from './genie/live.js';
 import { GenieEventLog } from './storage/genie-events.js';
 import { GenieServiceService } from './gen/parley/genie/v1/genie.js';
@@ -65,7 +66,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
   const bindings = [
     { name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin), authenticate: adminAuth(config.adminToken) },
-    { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: promptHandlers(prompts), authenticate: callerAuth },
+    { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers({ prompts: new PromptRepo(db), bus: store.bus, maxPending: config.watchBufferSize }) }, authenticate: callerAuth },
     { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive) }, authenticate: callerAuth },
   ];
   const health = new HealthMonitor(

@@ -126,6 +126,11 @@ const logDecoders = {
 } as const;
 type LogRowOf<T extends LogTable> = ReturnType<(typeof logDecoders)[T]>;
 
+export type LogEntry =
+  | { table: 'prompt_history'; row: HistoryRow }
+  | { table: 'prompt_tool_calls'; row: ToolCallRow }
+  | { table: 'prompt_plugin_usage'; row: PluginUsageRow };
+
 export interface PromptFilter {
   llmClientId?: string | undefined;
   tag?: string | undefined;
@@ -288,6 +293,21 @@ export class PromptRepo {
   async listLog<T extends LogTable>(table: T, promptId: string, afterId: number, limit: number, q: Q = this.db): Promise<Array<LogRowOf<T>>> {
     const rows = await q(table).where({ prompt_id: promptId }).andWhere('id', '>', afterId).orderBy('id', 'asc').limit(limit);
     return rows.map((r: any) => logDecoders[table](r) as LogRowOf<T>);
+  }
+
+  /**
+   * Log entries of every kind with revision in (after, after + limit], ascending. Each log write takes
+   * the next revision of its prompt, so the three tables together hold each revision exactly once.
+   */
+  async logsByRevision(promptId: string, after: number, limit: number, q: Q = this.db): Promise<LogEntry[]> {
+    const tables = Object.keys(logDecoders) as LogTable[];
+    const found = await Promise.all(
+      tables.map(async (table) => {
+        const rows = await q(table).where({ prompt_id: promptId }).andWhere('revision', '>', after).andWhere('revision', '<=', after + limit);
+        return rows.map((r: any) => ({ table, row: logDecoders[table](r) }) as LogEntry);
+      }),
+    );
+    return found.flat().sort((a, b) => a.row.revision - b.row.revision);
   }
 
   /** The most recent rows of one log, newest first. */

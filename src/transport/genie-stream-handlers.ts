@@ -1,5 +1,4 @@
-import { once } from 'node:events';
-import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
+import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { z } from 'zod';
 import type { GenieLive, LiveUpdate, UtteranceChunk } from '../genie/live.js';
 import type { GenieService } from '../genie/service.js';
@@ -12,6 +11,7 @@ import { optionalString, uuid } from './convert.js';
 import { clientStream, duplex, serverStream, type CallContext, type Handler } from './rpc.js';
 import { toServiceError } from './status.js';
 import { toSession } from './genie-handlers.js';
+import { send } from './streams.js';
 
 const revision = z.number().int().nonnegative('must not be negative');
 const watchSession = z.object({ sessionId: uuid, afterRevision: revision });
@@ -73,12 +73,6 @@ export function toUpdate(sessionId: string, u: LiveUpdate): SessionUpdate {
   return 'delta' in u.ephemeral
     ? { sessionId, revision: 0, delta: u.ephemeral.delta }
     : { sessionId, revision: 0, aborted: u.ephemeral.aborted };
-}
-
-/** Writes with backpressure: waits for the client to drain, and gives up when the call ends. */
-async function send<T>(call: ServerWritableStream<unknown, T> | ServerDuplexStream<unknown, T>, message: T, signal: AbortSignal): Promise<void> {
-  if (call.write(message)) return;
-  await once(call, 'drain', { signal }).catch(() => {});
 }
 
 export function genieStreamHandlers(genie: GenieService, live: GenieLive): Record<string, Handler> {

@@ -11,7 +11,9 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -363,6 +365,32 @@ export interface PluginInfo {
   name: string;
   description: string;
   createdAt: Date | undefined;
+}
+
+export interface WatchPromptRequest {
+  promptId: string;
+  /** Replay log entries after this revision first; 0 replays the whole log. */
+  afterRevision: number;
+}
+
+export interface WatchPromptResponse {
+  promptId: string;
+  /** The log revision of the entry; 0 for prompt updates and deletion, which are never replayed. */
+  revision: number;
+  history?: PromptHistory | undefined;
+  toolCall?: PromptToolCall | undefined;
+  pluginUsage?:
+    | PromptPluginUsage
+    | undefined;
+  /** The prompt after an UpdatePrompt. */
+  promptUpdated?:
+    | Prompt
+    | undefined;
+  /** The prompt and its logs were deleted; the stream ends after this message. */
+  promptDeleted?: PromptDeleted | undefined;
+}
+
+export interface PromptDeleted {
 }
 
 function createBasePrompt(): Prompt {
@@ -4559,6 +4587,354 @@ export const PluginInfo: MessageFns<PluginInfo> = {
   },
 };
 
+function createBaseWatchPromptRequest(): WatchPromptRequest {
+  return { promptId: "", afterRevision: 0 };
+}
+
+export const WatchPromptRequest: MessageFns<WatchPromptRequest> = {
+  encode(message: WatchPromptRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    if (message.afterRevision !== 0) {
+      writer.uint32(16).int64(message.afterRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchPromptRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchPromptRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.afterRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchPromptRequest {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+      afterRevision: isSet(object.afterRevision)
+        ? globalThis.Number(object.afterRevision)
+        : isSet(object.after_revision)
+        ? globalThis.Number(object.after_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: WatchPromptRequest): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    if (message.afterRevision !== 0) {
+      obj.afterRevision = Math.round(message.afterRevision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchPromptRequest>, I>>(base?: I): WatchPromptRequest {
+    return WatchPromptRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchPromptRequest>, I>>(object: I): WatchPromptRequest {
+    const message = createBaseWatchPromptRequest();
+    message.promptId = object.promptId ?? "";
+    message.afterRevision = object.afterRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseWatchPromptResponse(): WatchPromptResponse {
+  return {
+    promptId: "",
+    revision: 0,
+    history: undefined,
+    toolCall: undefined,
+    pluginUsage: undefined,
+    promptUpdated: undefined,
+    promptDeleted: undefined,
+  };
+}
+
+export const WatchPromptResponse: MessageFns<WatchPromptResponse> = {
+  encode(message: WatchPromptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.history !== undefined) {
+      PromptHistory.encode(message.history, writer.uint32(26).fork()).join();
+    }
+    if (message.toolCall !== undefined) {
+      PromptToolCall.encode(message.toolCall, writer.uint32(34).fork()).join();
+    }
+    if (message.pluginUsage !== undefined) {
+      PromptPluginUsage.encode(message.pluginUsage, writer.uint32(42).fork()).join();
+    }
+    if (message.promptUpdated !== undefined) {
+      Prompt.encode(message.promptUpdated, writer.uint32(50).fork()).join();
+    }
+    if (message.promptDeleted !== undefined) {
+      PromptDeleted.encode(message.promptDeleted, writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchPromptResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchPromptResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.history = PromptHistory.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.toolCall = PromptToolCall.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.pluginUsage = PromptPluginUsage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.promptUpdated = Prompt.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.promptDeleted = PromptDeleted.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchPromptResponse {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      history: isSet(object.history) ? PromptHistory.fromJSON(object.history) : undefined,
+      toolCall: isSet(object.toolCall)
+        ? PromptToolCall.fromJSON(object.toolCall)
+        : isSet(object.tool_call)
+        ? PromptToolCall.fromJSON(object.tool_call)
+        : undefined,
+      pluginUsage: isSet(object.pluginUsage)
+        ? PromptPluginUsage.fromJSON(object.pluginUsage)
+        : isSet(object.plugin_usage)
+        ? PromptPluginUsage.fromJSON(object.plugin_usage)
+        : undefined,
+      promptUpdated: isSet(object.promptUpdated)
+        ? Prompt.fromJSON(object.promptUpdated)
+        : isSet(object.prompt_updated)
+        ? Prompt.fromJSON(object.prompt_updated)
+        : undefined,
+      promptDeleted: isSet(object.promptDeleted)
+        ? PromptDeleted.fromJSON(object.promptDeleted)
+        : isSet(object.prompt_deleted)
+        ? PromptDeleted.fromJSON(object.prompt_deleted)
+        : undefined,
+    };
+  },
+
+  toJSON(message: WatchPromptResponse): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.history !== undefined) {
+      obj.history = PromptHistory.toJSON(message.history);
+    }
+    if (message.toolCall !== undefined) {
+      obj.toolCall = PromptToolCall.toJSON(message.toolCall);
+    }
+    if (message.pluginUsage !== undefined) {
+      obj.pluginUsage = PromptPluginUsage.toJSON(message.pluginUsage);
+    }
+    if (message.promptUpdated !== undefined) {
+      obj.promptUpdated = Prompt.toJSON(message.promptUpdated);
+    }
+    if (message.promptDeleted !== undefined) {
+      obj.promptDeleted = PromptDeleted.toJSON(message.promptDeleted);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchPromptResponse>, I>>(base?: I): WatchPromptResponse {
+    return WatchPromptResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchPromptResponse>, I>>(object: I): WatchPromptResponse {
+    const message = createBaseWatchPromptResponse();
+    message.promptId = object.promptId ?? "";
+    message.revision = object.revision ?? 0;
+    message.history = (object.history !== undefined && object.history !== null)
+      ? PromptHistory.fromPartial(object.history)
+      : undefined;
+    message.toolCall = (object.toolCall !== undefined && object.toolCall !== null)
+      ? PromptToolCall.fromPartial(object.toolCall)
+      : undefined;
+    message.pluginUsage = (object.pluginUsage !== undefined && object.pluginUsage !== null)
+      ? PromptPluginUsage.fromPartial(object.pluginUsage)
+      : undefined;
+    message.promptUpdated = (object.promptUpdated !== undefined && object.promptUpdated !== null)
+      ? Prompt.fromPartial(object.promptUpdated)
+      : undefined;
+    message.promptDeleted = (object.promptDeleted !== undefined && object.promptDeleted !== null)
+      ? PromptDeleted.fromPartial(object.promptDeleted)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePromptDeleted(): PromptDeleted {
+  return {};
+}
+
+export const PromptDeleted: MessageFns<PromptDeleted> = {
+  encode(_: PromptDeleted, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptDeleted {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromptDeleted();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): PromptDeleted {
+    return {};
+  },
+
+  toJSON(_: PromptDeleted): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PromptDeleted>, I>>(base?: I): PromptDeleted {
+    return PromptDeleted.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PromptDeleted>, I>>(_: I): PromptDeleted {
+    const message = createBasePromptDeleted();
+    return message;
+  },
+};
+
 /**
  * PromptService keeps prompt sessions (one chat session of an LLM client, owned by a user profile) and
  * their logs: history, tool calls and plugin usage.
@@ -4714,6 +5090,20 @@ export const PromptServiceService = {
     responseSerialize: (value: ListPluginsResponse): Buffer => Buffer.from(ListPluginsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListPluginsResponse => ListPluginsResponse.decode(value),
   },
+  /**
+   * Streams a prompt's log: first every entry (history, tool call, plugin usage) written after
+   * `after_revision`, from Postgres, then new ones as they are written, in revision order with no gap
+   * and no duplicate; live-only, also the prompt's updates and its deletion (which ends the stream).
+   */
+  watchPrompt: {
+    path: "/parley.prompt.v1.PromptService/WatchPrompt" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchPromptRequest): Buffer => Buffer.from(WatchPromptRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchPromptRequest => WatchPromptRequest.decode(value),
+    responseSerialize: (value: WatchPromptResponse): Buffer => Buffer.from(WatchPromptResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchPromptResponse => WatchPromptResponse.decode(value),
+  },
 } as const;
 
 export interface PromptServiceServer extends UntypedServiceImplementation {
@@ -4745,6 +5135,12 @@ export interface PromptServiceServer extends UntypedServiceImplementation {
   getPromptHistory: handleUnaryCall<GetPromptHistoryRequest, GetPromptHistoryResponse>;
   /** The plugins registered for the caller's account (AdminService registers them), by name. */
   listPlugins: handleUnaryCall<ListPluginsRequest, ListPluginsResponse>;
+  /**
+   * Streams a prompt's log: first every entry (history, tool call, plugin usage) written after
+   * `after_revision`, from Postgres, then new ones as they are written, in revision order with no gap
+   * and no duplicate; live-only, also the prompt's updates and its deletion (which ends the stream).
+   */
+  watchPrompt: handleServerStreamingCall<WatchPromptRequest, WatchPromptResponse>;
 }
 
 export interface PromptServiceClient extends Client {
@@ -4958,6 +5354,17 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams a prompt's log: first every entry (history, tool call, plugin usage) written after
+   * `after_revision`, from Postgres, then new ones as they are written, in revision order with no gap
+   * and no duplicate; live-only, also the prompt's updates and its deletion (which ends the stream).
+   */
+  watchPrompt(request: WatchPromptRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchPromptResponse>;
+  watchPrompt(
+    request: WatchPromptRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchPromptResponse>;
 }
 
 export const PromptServiceClient = makeGenericClientConstructor(
