@@ -56,7 +56,8 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   await migrate(db);
 
   const adminRepo = new AdminRepo(db);
-  const admin = new AdminService(adminRepo, store.kv);
+  const admin = new AdminService(adminRepo, store.kv, store.bus);
+  await admin.start();
   const prompts = promptService(db, store, config, adminRepo);
 
   const genieCache = new GenieCache(store.kv, store.bus);
@@ -89,6 +90,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const stop = () =>
     (stopping ??= (async () => {
       await server.shutdown(config.shutdownGraceMs);
+      await admin.stop();
       await store.close();
       await db.destroy();
     })());

@@ -2,19 +2,51 @@ import { alreadyExists, invalidArgument, notFound } from '../errors.js';
 import { hashSecret, newApiKeySecret, type Principal } from '../auth.js';
 import { isUniqueViolation } from '../storage/db.js';
 import type { AdminRepo, AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } from '../storage/admin-repo.js';
-import type { KvStore } from '../storage/kv.js';
+import type { Bus, KvStore } from '../storage/kv.js';
+import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
 import { newAccountNumber } from './rules.js';
 import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../prompt/paging.js';
 
 const principalKey = (secretHash: string) => `apikey:${secretHash}`;
 const PRINCIPAL_TTL_MS = 5 * 60_000;
+/** Every process drops a revoked key's principal from its local cache on a message here (the secret's hash). */
+export const API_KEY_REVOKED_CHANNEL = 'apikey:revoked';
+/**
+ * The in-process principal cache (first level; Redis is the second). Safe because a key's principal never
+ * changes, only its revocation: the revoking process drops the entry at once, the others on the
+ * API_KEY_REVOKED_CHANNEL message (bus latency), and should that message be lost (the bus is at-most-once),
+ * LOCAL_PRINCIPAL_TTL_MS bounds how long another replica may still accept the revoked key.
+ */
+export const LOCAL_PRINCIPAL_TTL_MS = 5_000;
+const LOCAL_PRINCIPAL_MAX = 10_000;
 
 /** Tenancy use cases: accounts, user profiles, API keys, LLM clients and plugins. */
 export class AdminService {
+  private readonly principals: LocalCache<Principal>;
+  private unsubscribe: (() => Promise<void>) | undefined;
+
   constructor(
     private readonly repo: AdminRepo,
     private readonly kv: KvStore,
-  ) {}
+    private readonly bus?: Bus,
+    opts: { localTtlMs?: number; localMaxEntries?: number; now?: () => number } = {},
+  ) {
+    this.principals = new LocalCache({
+      ttlMs: opts.localTtlMs ?? LOCAL_PRINCIPAL_TTL_MS,
+      maxEntries: opts.localMaxEntries ?? LOCAL_PRINCIPAL_MAX,
+      now: opts.now,
+    });
+  }
+
+  /** Subscribes to revocations made by other processes; call once before serving. */
+  async start(): Promise<void> {
+    if (this.bus && !this.unsubscribe) this.unsubscribe = await invalidateOnBus(this.bus, API_KEY_REVOKED_CHANNEL, this.principals);
+  }
+
+  async stop(): Promise<void> {
+    await this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
 
   async createAccount(accountNumber: string | undefined, displayName: string): Promise<AccountRow> {
     // A generated number can collide with an existing one; retry a few times rather than fail the caller.
@@ -61,19 +93,33 @@ export class AdminService {
   async revokeApiKey(id: string): Promise<ApiKeyRow> {
     const r = await this.repo.revokeApiKey(id);
     if (!r) throw notFound(`api key ${id}`);
+    // Local first: from here on this process refuses the key, whatever happens to Redis or the bus.
+    this.principals.delete(r.secretHash);
     await this.kv.del(principalKey(r.secretHash));
+    await this.bus?.publish(API_KEY_REVOKED_CHANNEL, r.secretHash).catch(() => {});
     return r.key;
   }
 
-  /** The principal of a bearer secret, or undefined for an unknown or revoked key. Cached; revoke evicts. */
+  /**
+   * The principal of a bearer secret, or undefined for an unknown or revoked key. Cached in process (a few
+   * seconds), then in Redis, then Postgres; revoke evicts both levels (see LOCAL_PRINCIPAL_TTL_MS).
+   */
   async principalOf(secret: string): Promise<Principal | undefined> {
     const hash = hashSecret(secret);
+    const local = this.principals.get(hash);
+    if (local) return local;
+    const token = this.principals.token();
     const cached = await this.kv.get(principalKey(hash)).catch(() => null);
-    if (cached) return JSON.parse(cached) as Principal;
+    if (cached) {
+      const principal = JSON.parse(cached) as Principal;
+      this.principals.set(hash, principal, token);
+      return principal;
+    }
     const key = await this.repo.apiKeyByHash(hash);
     if (!key || key.revokedAt) return undefined;
     const principal: Principal = { apiKeyId: key.id, userProfileId: key.userProfileId, accountId: key.accountId };
     await this.kv.set(principalKey(hash), JSON.stringify(principal), PRINCIPAL_TTL_MS).catch(() => {});
+    this.principals.set(hash, principal, token);
     return principal;
   }
 

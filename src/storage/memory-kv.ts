@@ -65,13 +65,22 @@ export class MemoryBus implements Bus {
     for (const fn of [...subs]) queueMicrotask(() => fn(message));
   }
 
-  async subscribe(channel: string, onMessage: (message: string) => void): Promise<Subscription> {
+  /** Per channel, how many of its local subscribers are process-wide (not counted by subscribedChannels). */
+  private readonly processWide = new Map<string, number>();
+
+  async subscribe(channel: string, onMessage: (message: string) => void, opts?: { processWide?: boolean }): Promise<Subscription> {
+    if (opts?.processWide) this.processWide.set(channel, (this.processWide.get(channel) ?? 0) + 1);
     let subs = this.channels.get(channel);
     if (!subs) this.channels.set(channel, (subs = new Set()));
     const fn = (m: string) => onMessage(m);
     subs.add(fn);
     return {
       close: async () => {
+        if (opts?.processWide && subs.has(fn)) {
+          const n = (this.processWide.get(channel) ?? 1) - 1;
+          if (n > 0) this.processWide.set(channel, n);
+          else this.processWide.delete(channel);
+        }
         subs.delete(fn);
         if (subs.size === 0 && this.channels.get(channel) === subs) this.channels.delete(channel);
       },
@@ -79,7 +88,9 @@ export class MemoryBus implements Bus {
   }
 
   subscribedChannels(): number {
-    return this.channels.size;
+    let n = 0;
+    for (const [channel, subs] of this.channels) if (subs.size > (this.processWide.get(channel) ?? 0)) n++;
+    return n;
   }
 
   /** An in-process bus never disconnects. */

@@ -91,7 +91,11 @@ export class RedisBus implements Bus {
     await this.pub.publish(this.prefix + channel, message);
   }
 
-  async subscribe(channel: string, onMessage: (message: string) => void): Promise<Subscription> {
+  /** Per channel, how many of its local subscribers are process-wide (not counted by subscribedChannels). */
+  private readonly processWide = new Map<string, number>();
+
+  async subscribe(channel: string, onMessage: (message: string) => void, opts?: { processWide?: boolean }): Promise<Subscription> {
+    if (opts?.processWide) this.processWide.set(channel, (this.processWide.get(channel) ?? 0) + 1);
     let subs = this.listeners.get(channel);
     if (!subs) {
       subs = new Set();
@@ -102,6 +106,11 @@ export class RedisBus implements Bus {
     subs.add(fn);
     return {
       close: async () => {
+        if (opts?.processWide && subs.has(fn)) {
+          const n = (this.processWide.get(channel) ?? 1) - 1;
+          if (n > 0) this.processWide.set(channel, n);
+          else this.processWide.delete(channel);
+        }
         subs.delete(fn);
         if (subs.size === 0 && this.listeners.get(channel) === subs) {
           this.listeners.delete(channel);
@@ -112,7 +121,9 @@ export class RedisBus implements Bus {
   }
 
   subscribedChannels(): number {
-    return this.listeners.size;
+    let n = 0;
+    for (const [channel, subs] of this.listeners) if (subs.size > (this.processWide.get(channel) ?? 0)) n++;
+    return n;
   }
 }
 

@@ -89,4 +89,23 @@ for (const impl of implementations) {
       await so.close();
       t.is(bus.subscribedChannels(), 0, 'closing every subscription releases the channel');
     }));
+
+  test(`${impl.name}: process-wide subscriptions receive messages but are not counted as subscribed channels`, (t) =>
+    run(t, async ({ bus }) => {
+      const got: string[] = [];
+      const wide = await bus.subscribe('control', (m) => got.push(m), { processWide: true });
+      t.is(bus.subscribedChannels(), 0);
+      const ordinary = await bus.subscribe('control', () => {});
+      t.is(bus.subscribedChannels(), 1, 'an ordinary subscriber of the same channel counts');
+      await ordinary.close();
+      t.is(bus.subscribedChannels(), 0);
+      await bus.publish('control', 'm1');
+      for (let i = 0; i < 50 && got.length < 1; i++) await sleep(10);
+      t.deepEqual(got, ['m1']);
+      await wide.close();
+      await bus.publish('control', 'm2');
+      await sleep(30);
+      t.deepEqual(got, ['m1'], 'closed');
+      t.is(bus.subscribedChannels(), 0);
+    }));
 }
