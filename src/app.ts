@@ -61,7 +61,8 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const prompts = promptService(db, store, config, adminRepo);
 
   const genieCache = new GenieCache(store.kv, store.bus);
-  const genie = new GenieService(new GenieRepo(db), genieCache);
+  const genie = new GenieService(new GenieRepo(db), genieCache, store.bus);
+  await genie.start();
   const genieLive = new GenieLive(genie, new GenieEventLog(db), genieCache, store.bus, config.watchBufferSize);
 
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
@@ -91,6 +92,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     (stopping ??= (async () => {
       await server.shutdown(config.shutdownGraceMs);
       await admin.stop();
+      await genie.stop();
       await store.close();
       await db.destroy();
     })());

@@ -8,6 +8,8 @@ import { formatDialogue, type Actor, type DialogueFormatName } from './dialogue-
 import { compileSchema, fieldViolations } from './json-schema.js';
 import { findTransition, modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
 import { decodePageToken, encodePageToken } from './page-token.js';
+import type { Bus } from '../storage/kv.js';
+import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
 
 export const DEFAULT_CACHE_TTL_SECONDS = 3600;
 export const MAX_SECONDARY_BYTES = 16 * 1024 * 1024;
@@ -32,12 +34,59 @@ const seqCursor = z.number().int().nonnegative();
 const nameVersionCursor = z.object({ n: z.string(), v: z.number().int() });
 const keyCursor = z.string();
 
+/** Every process drops a type's cached versions on a message here (`<account id>/<type name>`). */
+export const MODEL_TYPE_REGISTERED_CHANNEL = 'genie:modeltype:registered';
+/**
+ * How long a process may keep a type's versions without hearing of a new one. The cache is safe because a
+ * registered version never changes: the only news is a new version, and the registering process drops its
+ * entry at once and tells the others on MODEL_TYPE_REGISTERED_CHANNEL (bus latency); this TTL bounds the
+ * staleness when that message is lost. A session stored at a version newer than the cached latest (written
+ * by a process that already knew) reloads the list, so a stale entry never makes a session unreadable.
+ * Only reads use it: writes load the versions in their transaction, so they never store an older version
+ * than the latest committed.
+ */
+export const MODEL_TYPE_CACHE_TTL_MS = 10_000;
+const MODEL_TYPE_CACHE_MAX = 10_000;
+const typeKey = (accountId: string, name: string) => `${accountId}/${name}`;
+
 /** GenieModel sessions: model types, state-machine events, dialogue, secondary storage, revisions. */
 export class GenieService {
+  private readonly typeVersions: LocalCache<ModelTypeRow[]>;
+  private unsubscribe: (() => Promise<void>) | undefined;
+
   constructor(
     private readonly repo: GenieRepo,
     private readonly cache: GenieCache,
-  ) {}
+    private readonly bus?: Bus,
+    opts: { typeCacheTtlMs?: number; typeCacheMaxEntries?: number; now?: () => number } = {},
+  ) {
+    this.typeVersions = new LocalCache({
+      ttlMs: opts.typeCacheTtlMs ?? MODEL_TYPE_CACHE_TTL_MS,
+      maxEntries: opts.typeCacheMaxEntries ?? MODEL_TYPE_CACHE_MAX,
+      now: opts.now,
+    });
+  }
+
+  /** Subscribes to model type registrations made by other processes; call once before serving. */
+  async start(): Promise<void> {
+    if (this.bus && !this.unsubscribe) this.unsubscribe = await invalidateOnBus(this.bus, MODEL_TYPE_REGISTERED_CHANNEL, this.typeVersions);
+  }
+
+  async stop(): Promise<void> {
+    await this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  /** A type's versions for a read, from the in-process cache (see MODEL_TYPE_CACHE_TTL_MS). */
+  private async versionsFor(accountId: string, name: string, storedVersion: number): Promise<ModelTypeRow[]> {
+    const key = typeKey(accountId, name);
+    const hit = this.typeVersions.get(key);
+    if (hit && (hit[hit.length - 1]?.schemaVersion ?? 0) >= storedVersion) return hit;
+    const token = this.typeVersions.token();
+    const versions = await this.repo.modelTypeVersions(accountId, name);
+    if (versions.length) this.typeVersions.set(key, versions, token);
+    return versions;
+  }
 
   // ---------------------------------------------------------------------------------------------------
   // Model types
@@ -51,7 +100,7 @@ export class GenieService {
       (v) => !v.field.startsWith('model_type.upgrades'),
     );
     if (standalone.length) throw invalidArgument(standalone);
-    return this.repo.registerModelType(caller.accountId, def, (previous) => {
+    const row = await this.repo.registerModelType(caller.accountId, def, (previous) => {
       if (previous && def.schemaVersion === previous.schemaVersion) throw alreadyExists(`model type ${def.name} version ${def.schemaVersion}`);
       if (previous && def.schemaVersion < previous.schemaVersion) {
         throw failedPrecondition(
@@ -61,6 +110,10 @@ export class GenieService {
       const violations = modelTypeViolations(def, previous);
       if (violations.length) throw invalidArgument(violations);
     });
+    const key = typeKey(caller.accountId, def.name);
+    this.typeVersions.delete(key);
+    await this.bus?.publish(MODEL_TYPE_REGISTERED_CHANNEL, key).catch(() => {});
+    return row;
   }
 
   async getModelType(caller: Principal, name: string, schemaVersion: number): Promise<ModelTypeRow> {
@@ -353,7 +406,7 @@ export class GenieService {
   private async readCurrent(caller: Principal, id: string) {
     const hot = await this.cache.get(id);
     if (hot && hot.session.accountId === caller.accountId) {
-      const versions = await this.repo.modelTypeVersions(caller.accountId, hot.session.modelType);
+      const versions = await this.versionsFor(caller.accountId, hot.session.modelType, hot.session.schemaVersion);
       return { ...hot, versions };
     }
     let versions: ModelTypeRow[] = [];
@@ -372,7 +425,7 @@ export class GenieService {
       if (await this.repo.sessionExists(caller.accountId, id)) throw notFound(`revision ${revision} of session ${id}`);
       throw notFound(`session ${id}`);
     }
-    const versions = await this.repo.modelTypeVersions(caller.accountId, found.session.modelType);
+    const versions = await this.versionsFor(caller.accountId, found.session.modelType, found.session.schemaVersion);
     return { ...found, versions };
   }
 }

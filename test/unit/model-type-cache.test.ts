@@ -1,0 +1,99 @@
+import test from 'ava';
+import { MemoryBus, MemoryKv } from '../../src/storage/memory-kv.js';
+import { GenieCache } from '../../src/storage/genie-cache.js';
+import { GenieService } from '../../src/genie/service.js';
+import type { GenieRepo, StoredSession } from '../../src/storage/genie-repo.js';
+import type { ModelTypeDef, ModelTypeRow } from '../../src/genie/model-type.js';
+
+const tick = () => new Promise((r) => setTimeout(r, 0));
+const caller = { apiKeyId: 'k', userProfileId: 'u', accountId: 'acc' };
+const machine = { states: ['a', 'b'], initialState: 'a', transitions: [] };
+const def = (schemaVersion: number, upgrades: ModelTypeDef['upgrades'] = []): ModelTypeDef => ({
+  name: 'qa',
+  schemaVersion,
+  jsonSchema: undefined,
+  stateMachine: machine,
+  upgrades,
+  cacheTtlSeconds: 0,
+});
+
+/** Two replicas sharing Redis (in memory), the bus and a fake genie_model_types table; one hot session. */
+async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
+  const kv = new MemoryKv();
+  const bus = new MemoryBus();
+  const types: ModelTypeRow[] = [{ ...def(1), createdAt: new Date() }];
+  let typeReads = 0;
+  const repo = {
+    modelTypeVersions: async (_acc: string, name: string) => {
+      typeReads++;
+      return types.filter((t) => t.name === name).map((t) => ({ ...t }));
+    },
+    registerModelType: async (_acc: string, d: ModelTypeDef, check: (p: ModelTypeRow | undefined) => void) => {
+      check(types[types.length - 1]);
+      const row = { ...d, createdAt: new Date() };
+      types.push(row);
+      return row;
+    },
+  } as unknown as GenieRepo;
+  const session: StoredSession = {
+    id: 's1',
+    accountId: 'acc',
+    modelType: 'qa',
+    schemaVersion: 1,
+    state: 'a',
+    actor: '',
+    actorInput: '',
+    fields: { x: 1 },
+    revision: 1,
+    dialogueLength: 0,
+    forkedFromSessionId: undefined,
+    forkedFromRevision: undefined,
+    createdAt: new Date(),
+    updatedAt: new Date(),
+  };
+  const cache = new GenieCache(kv, bus);
+  await cache.put({ session, dialogue: [] }, 60_000);
+  const make = () => new GenieService(repo, cache, opts.bus === false ? undefined : bus, { typeCacheTtlMs: 10_000, now: opts.now });
+  const a = make();
+  const b = make();
+  await a.start();
+  await b.start();
+  return { a, b, kv, cache, session, typeReads: () => typeReads };
+}
+
+test('a hot GetSession reads the model type versions once per process', async (t) => {
+  const { a, typeReads } = await replicas();
+  await a.getSession(caller, 's1', 0);
+  await a.getSession(caller, 's1', 0);
+  await a.getSession(caller, 's1', 0);
+  t.is(typeReads(), 1);
+  await a.stop();
+});
+
+test('a new version is seen at once by the registering process and on the bus by the others', async (t) => {
+  const { a, b } = await replicas();
+  t.is((await a.getSession(caller, 's1', 0)).session.schemaVersion, 1);
+  t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 1);
+  await a.registerModelType(caller, def(2, [{ kind: 'add_field', fromVersion: 1, name: 'y', defaultValue: 2 } as never]));
+  const here = (await a.getSession(caller, 's1', 0)).session;
+  t.is(here.schemaVersion, 2);
+  t.deepEqual(here.fields, { x: 1, y: 2 });
+  await tick();
+  t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 2);
+  await a.stop();
+  await b.stop();
+});
+
+test('without the bus message the TTL bounds staleness, and a newer stored version reloads at once', async (t) => {
+  let now = 0;
+  const { a, b, cache, session } = await replicas({ bus: false, now: () => now });
+  t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 1);
+  await a.registerModelType(caller, def(2));
+  t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 1); // stale, within the TTL
+  now += 10_000;
+  t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 2);
+  await a.registerModelType(caller, def(3));
+  // A session already stored at version 3 (by a process that knew) is never unreadable here.
+  await cache.put({ session: { ...session, schemaVersion: 3 }, dialogue: [] }, 60_000);
+  t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 3);
+});
