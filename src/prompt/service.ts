@@ -108,6 +108,13 @@ export class PromptService {
   ) {}
 
   async open(caller: Principal, input: OpenPromptInput, requestId?: string): Promise<{ prompt: PromptRow; created: boolean }> {
+    // The common case, a known session without a request id, writes nothing: one cache read answers it,
+    // with no transaction and no re-fill. (With a request id, a repeat must replay the first answer, e.g.
+    // created: true, so that path keeps the idempotency record.)
+    if (input.sessionKey && !requestId) {
+      const cached = await this.cache.get(input.sessionKey);
+      if (cached && cached.accountId === caller.accountId) return { prompt: cached, created: false };
+    }
     const { value } = await this.idempotency.run(this.key(caller, 'OpenPrompt', requestId, input), openCodec, (trx) =>
       this.openIn(trx, caller, input),
     );
