@@ -305,7 +305,8 @@ export class PromptService {
   }
 
   private key(caller: Principal, rpc: string, requestId: string | undefined, request: unknown) {
-    return { scope: scopeOf(caller), method: method(rpc), requestId, fingerprint: fingerprintOf(request) };
+    // The fingerprint only tells a retry from a reused request id; without an id nothing reads it.
+    return { scope: scopeOf(caller), method: method(rpc), requestId, fingerprint: requestId ? fingerprintOf(request) : '' };
   }
 
   private async publish(kind: PromptEventKind, promptId: string, revision: number, row: unknown): Promise<void> {
