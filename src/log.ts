@@ -8,6 +8,8 @@ export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;
   error(msg: string, fields?: Record<string, unknown>): void;
+  /** Whether a line at `level` would be written, so hot paths can skip building it. Absent: assume yes. */
+  enabled?(level: Level): boolean;
 }
 
 /** One JSON object per line on stderr, so stdout stays free for CLI output. */
@@ -22,6 +24,7 @@ export function createLogger(level: Config['logLevel'], sink: (line: string) => 
     info: (m, f) => emit('info', m, f),
     warn: (m, f) => emit('warn', m, f),
     error: (m, f) => emit('error', m, f),
+    enabled: (lvl) => rank[lvl] >= min,
   };
 }
 

@@ -47,6 +47,8 @@ export const serverStream = (fn: ServerStream): Handler => ({ kind: 'serverStrea
 export const clientStream = (fn: ClientStream): Handler => ({ kind: 'clientStream', fn });
 export const duplex = (fn: Duplex): Handler => ({ kind: 'duplex', fn });
 
+const noop = () => {};
+
 function kindOf(def: { requestStream: boolean; responseStream: boolean }): Handler['kind'] {
   if (def.requestStream) return def.responseStream ? 'duplex' : 'clientStream';
   return def.responseStream ? 'serverStream' : 'unary';
@@ -108,7 +110,10 @@ export function implement(
       const ctx: CallContext = { method, metadata: call.metadata, peer: call.getPeer(), principal, signal: abort.signal };
       return { ctx, abort };
     };
+    // Per-call log lines are at info; at warn and above (as in production under load) only failures cost anything.
+    const infoEnabled = env.logger.enabled?.('info') ?? true;
     const log = (started: bigint, code: Status, err?: unknown) => {
+      if (code !== Status.INTERNAL && !infoEnabled) return;
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
       const fields: Record<string, unknown> = { method, status: Status[code], durationMs: Math.round(durationMs * 1000) / 1000 };
       if (code === Status.INTERNAL && err) fields.error = err instanceof Error ? (err.stack ?? err.message) : String(err);
@@ -117,21 +122,24 @@ export function implement(
 
     if (handler.kind === 'unary') {
       const fn = handler.fn;
+      const run = async (call: ServerUnaryCall<any, any>, abort: AbortController) => {
+        call.on('cancelled', () => abort.abort(new Error('cancelled by client')));
+        const principal = authenticate ? await authenticate(call.metadata) : undefined;
+        return fn(call.request, { method, metadata: call.metadata, peer: call.getPeer(), principal, signal: abort.signal });
+      };
       impl[name] = (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>) => {
         const started = process.hrtime.bigint();
-        const key = {};
-        env.calls.add(key, false, new AbortController(), () => {});
-        (async () => {
-          const { ctx } = await begin(call);
-          return fn(call.request, ctx);
-        })().then(
+        // One controller per call: the handler's signal, and what shutdown aborts once its grace has passed.
+        const abort = new AbortController();
+        env.calls.add(abort, false, abort, noop);
+        run(call, abort).then(
           (res) => {
-            env.calls.remove(key);
+            env.calls.remove(abort);
             log(started, Status.OK);
             callback(null, res);
           },
           (err) => {
-            env.calls.remove(key);
+            env.calls.remove(abort);
             const se = toServiceError(err);
             log(started, se.code ?? Status.UNKNOWN, err);
             callback(se);
