@@ -1,0 +1,40 @@
+import test from 'ava';
+import { credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { HealthClient } from '../../src/gen/grpc/health/v1/health.js';
+import { createTenant, rpc, startTestServer } from '../helpers/harness.js';
+import { genie, modelType } from '../genie/fixtures.js';
+
+test('graceful shutdown lets an in-flight call finish, then refuses new ones', async (t) => {
+  const s = await startTestServer({ shutdownGraceMs: 5_000 });
+  const tenant = await createTenant(s);
+  const g = genie(s, tenant);
+  await g.register(modelType({ name: 'loop', jsonSchema: undefined, stateMachine: { states: ['a'], initialState: 'a', transitions: [{ fromState: 'a', event: 'go', toState: 'a', actor: 'user' }] } }));
+  const { sessionId } = await g.create('loop', {});
+
+  // Hold the session's row lock so the next SendEvent is still running when shutdown starts.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let locked!: () => void;
+  const isLocked = new Promise<void>((r) => (locked = r));
+  const holder = s.app.db.transaction(async (trx) => {
+    await trx('genie_sessions').where({ id: sessionId }).forUpdate().first();
+    locked();
+    await held;
+  });
+  await isLocked;
+  const inFlight = g.send(sessionId, 'go', 'sent before shutdown');
+  await new Promise((r) => setTimeout(r, 200));
+
+  const stopping = s.stop();
+  await new Promise((r) => setTimeout(r, 200));
+  release();
+  await holder;
+  const r = await inFlight;
+  t.is(r.session?.revision, 2, 'the call in flight when shutdown began completed');
+  await stopping;
+
+  const fresh = new HealthClient(s.address, credentials.createInsecure());
+  const after = await t.throwsAsync<ServiceError>(rpc(fresh, fresh.check, { service: '' }, undefined, { deadline: Date.now() + 2_000 }));
+  t.true(after?.code === status.UNAVAILABLE || after?.code === status.DEADLINE_EXCEEDED, `a new call after shutdown got ${after?.code}`);
+  fresh.close();
+});
