@@ -1,9 +1,9 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, parseDuration } from './config.js';
 import { createLogger } from './log.js';
-import { openStorage, promptService, startApp } from './app.js';
-import { migrate } from './storage/db.js';
-import { describe } from './transport/describe.js';
+
+// The heavy modules (grpc-js, knex, PGlite) are imported by the commands that need them, so `help` and a
+// bad environment answer at once.
 
 const usage = `usage: parley <command>
 
@@ -45,6 +45,7 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case 'serve': {
+      const { startApp } = await import('./app.js');
       const app = await startApp(config, logger);
       await new Promise<void>((resolve) => {
         const onSignal = (signal: string) => {
@@ -58,6 +59,8 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'migrate': {
+      const { openStorage } = await import('./app.js');
+      const { migrate } = await import('./storage/db.js');
       const { db, store } = await openStorage({ ...config, redisUrl: undefined });
       const applied = await migrate(db);
       process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
@@ -68,6 +71,7 @@ async function main(argv: string[]): Promise<number> {
     case 'describe': {
       const address = typeof values.address === 'string' ? values.address : config.listen;
       try {
+        const { describe } = await import('./transport/describe.js');
         const text = await describe(address, positionals[1]);
         // Wait for the write: process.exit would cut a pending write to a pipe short.
         await new Promise<void>((resolve) => process.stdout.write(`${text}\n`, () => resolve()));
@@ -88,6 +92,8 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write('parley: --batch-size must be a whole number from 1 to 999999\n');
         return 2;
       }
+      const { openStorage, promptService } = await import('./app.js');
+      const { migrate } = await import('./storage/db.js');
       const { db, store } = await openStorage(config);
       try {
         await migrate(db);
