@@ -47,24 +47,31 @@ export const serverStream = (fn: ServerStream): Handler => ({ kind: 'serverStrea
 export const clientStream = (fn: ClientStream): Handler => ({ kind: 'clientStream', fn });
 export const duplex = (fn: Duplex): Handler => ({ kind: 'duplex', fn });
 
-const noop = () => {};
-
 function kindOf(def: { requestStream: boolean; responseStream: boolean }): Handler['kind'] {
   if (def.requestStream) return def.responseStream ? 'duplex' : 'clientStream';
   return def.responseStream ? 'serverStream' : 'unary';
 }
 
+/** What the registry needs of a live call. */
+export interface LiveCall {
+  readonly stream: boolean;
+  /** Aborts the handler's signal (shutdown, once its grace period has passed). */
+  abort(reason: Error): void;
+  /** Ends a stream with UNAVAILABLE (shutdown, at once). */
+  end(): void;
+}
+
 /** Every live call, so graceful shutdown can let unary calls finish and end streams with UNAVAILABLE. */
 export class CallRegistry {
-  private readonly live = new Map<object, { stream: boolean; abort: AbortController; end: () => void }>();
+  private readonly live = new Set<LiveCall>();
   private idleWaiters: Array<() => void> = [];
 
-  add(key: object, stream: boolean, abort: AbortController, end: () => void): void {
-    this.live.set(key, { stream, abort, end });
+  add(call: LiveCall): void {
+    this.live.add(call);
   }
 
-  remove(key: object): void {
-    this.live.delete(key);
+  remove(call: LiveCall): void {
+    this.live.delete(call);
     if (this.live.size === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
@@ -74,15 +81,59 @@ export class CallRegistry {
 
   /** Ends every open stream with UNAVAILABLE, so clients reconnect elsewhere. */
   endStreams(): void {
-    for (const c of this.live.values()) if (c.stream) c.end();
+    for (const c of [...this.live]) if (c.stream) c.end();
   }
 
   /** Resolves when no call is live, or after timeoutMs; aborts whatever is still running then. */
   async drain(timeoutMs: number): Promise<void> {
     if (this.live.size === 0) return;
     await Promise.race([new Promise<void>((r) => this.idleWaiters.push(r)), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
-    for (const c of this.live.values()) c.abort.abort(new Error('server shutting down'));
+    for (const c of [...this.live]) c.abort(new Error('server shutting down'));
   }
+}
+
+type GrpcCall = { metadata: Metadata; cancelled: boolean; getPeer(): string; on(ev: string, fn: () => void): unknown };
+
+/**
+ * A unary call's context and registry entry in one object. Unary handlers rarely read their signal, so
+ * its AbortController (and the 'cancelled' listener behind it) is only made when one does; an abort before
+ * that is remembered and applied then.
+ */
+class UnaryCall implements CallContext, LiveCall {
+  readonly stream = false;
+  principal: Principal | undefined = undefined;
+  private controller: AbortController | undefined;
+  private reason: Error | undefined;
+
+  constructor(
+    readonly method: string,
+    private readonly call: GrpcCall,
+  ) {}
+
+  get metadata(): Metadata {
+    return this.call.metadata;
+  }
+
+  get peer(): string {
+    return this.call.getPeer();
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      const c = (this.controller = new AbortController());
+      if (this.reason) c.abort(this.reason);
+      else if (this.call.cancelled) c.abort(new Error('cancelled by client'));
+      else this.call.on('cancelled', () => c.abort(new Error('cancelled by client')));
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason: Error): void {
+    if (this.controller) this.controller.abort(reason);
+    else this.reason ??= reason;
+  }
+
+  end(): void {}
 }
 
 /**
@@ -103,13 +154,6 @@ export function implement(
     const method = def.path;
     const stream = def.requestStream || def.responseStream;
 
-    const begin = async (call: { metadata: Metadata; getPeer(): string; on(ev: string, fn: () => void): unknown }) => {
-      const abort = new AbortController();
-      call.on('cancelled', () => abort.abort(new Error('cancelled by client')));
-      const principal = authenticate ? await authenticate(call.metadata) : undefined;
-      const ctx: CallContext = { method, metadata: call.metadata, peer: call.getPeer(), principal, signal: abort.signal };
-      return { ctx, abort };
-    };
     // Per-call log lines are at info; at warn and above (as in production under load) only failures cost anything.
     const infoEnabled = env.logger.enabled?.('info') ?? true;
     const log = (started: bigint, code: Status, err?: unknown) => {
@@ -122,24 +166,22 @@ export function implement(
 
     if (handler.kind === 'unary') {
       const fn = handler.fn;
-      const run = async (call: ServerUnaryCall<any, any>, abort: AbortController) => {
-        call.on('cancelled', () => abort.abort(new Error('cancelled by client')));
-        const principal = authenticate ? await authenticate(call.metadata) : undefined;
-        return fn(call.request, { method, metadata: call.metadata, peer: call.getPeer(), principal, signal: abort.signal });
+      const run = async (call: ServerUnaryCall<any, any>, ctx: UnaryCall) => {
+        if (authenticate) ctx.principal = await authenticate(call.metadata);
+        return fn(call.request, ctx);
       };
       impl[name] = (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>) => {
         const started = process.hrtime.bigint();
-        // One controller per call: the handler's signal, and what shutdown aborts once its grace has passed.
-        const abort = new AbortController();
-        env.calls.add(abort, false, abort, noop);
-        run(call, abort).then(
+        const ctx = new UnaryCall(method, call as unknown as GrpcCall);
+        env.calls.add(ctx);
+        run(call, ctx).then(
           (res) => {
-            env.calls.remove(abort);
+            env.calls.remove(ctx);
             log(started, Status.OK);
             callback(null, res);
           },
           (err) => {
-            env.calls.remove(abort);
+            env.calls.remove(ctx);
             const se = toServiceError(err);
             log(started, se.code ?? Status.UNKNOWN, err);
             callback(se);
@@ -151,12 +193,13 @@ export function implement(
 
     const streaming = (call: any, run: (ctx: CallContext) => Promise<unknown>, respond: (res: unknown) => void) => {
       const started = process.hrtime.bigint();
-      const key = {};
+      // One controller per call: the handler's signal, aborted by the client's cancellation and by shutdown.
+      const abort = new AbortController();
       let finished = false;
       const finish = (code: Status, err?: unknown) => {
         if (finished) return;
         finished = true;
-        env.calls.remove(key);
+        env.calls.remove(entry);
         log(started, code, err);
       };
       const fail = (err: unknown) => {
@@ -165,15 +208,19 @@ export function implement(
         if (def.responseStream) call.emit("error", se);
         else respond(se);
       };
-      let abortRef: AbortController | undefined;
-      env.calls.add(key, stream, new AbortController(), () => {
-        abortRef?.abort(new Error('server shutting down'));
-        fail(Object.assign(new Error('server shutting down'), { code: Status.UNAVAILABLE, details: 'server shutting down', metadata: call.metadata }));
-      });
+      const entry: LiveCall = {
+        stream,
+        abort: (reason) => abort.abort(reason),
+        end: () => {
+          abort.abort(new Error('server shutting down'));
+          fail(Object.assign(new Error('server shutting down'), { code: Status.UNAVAILABLE, details: 'server shutting down', metadata: call.metadata }));
+        },
+      };
+      env.calls.add(entry);
+      call.on('cancelled', () => abort.abort(new Error('cancelled by client')));
       (async () => {
-        const { ctx, abort } = await begin(call);
-        abortRef = abort;
-        return run(ctx);
+        const principal = authenticate ? await authenticate(call.metadata) : undefined;
+        return run({ method, metadata: call.metadata, peer: call.getPeer(), principal, signal: abort.signal });
       })().then(
         (res) => {
           if (finished) return;
