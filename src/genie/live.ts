@@ -53,23 +53,19 @@ export class GenieLive {
       throw invalidArgument('after_revision', `session ${sessionId} is at revision ${head.revision}, before ${afterRevision}`);
     }
     if (head.deleted && afterRevision >= head.revision) return;
-    try {
-      await runFeed<LiveUpdate>({
-        bus: this.bus,
-        channel: sessionChannel(sessionId),
-        afterRevision,
-        load: async (after, limit) =>
-          (await this.log.commitsAfter(sessionId, after, limit)).map((c) => ({ revision: c.revision, event: { revision: c.revision, commit: c.events } })),
-        parse: parseLive,
-        deliver: (item) => deliver(item.event),
-        maxPending: this.maxPending,
-        signal,
-        isFinal: (item) => 'commit' in item.event && item.event.commit.some((e) => e.kind === 'session_deleted'),
-      });
-    } catch (err) {
-      if (err instanceof SlowConsumerError) throw new AppError('RESOURCE_EXHAUSTED', `watcher too slow: ${err.message}`);
-      throw err;
-    }
+    // Returned, not awaited: an idle watcher then holds no suspended frame of its own besides the feed's.
+    return runFeed<LiveUpdate>({
+      bus: this.bus,
+      channel: sessionChannel(sessionId),
+      afterRevision,
+      load: async (after, limit) =>
+        (await this.log.commitsAfter(sessionId, after, limit)).map((c) => ({ revision: c.revision, event: { revision: c.revision, commit: c.events } })),
+      parse: parseLive,
+      deliver: (item) => deliver(item.event),
+      maxPending: this.maxPending,
+      signal,
+      isFinal: isDeleted,
+    }).then(ended, tooSlow);
   }
 
   /**
@@ -149,6 +145,13 @@ function settle(signal: AbortSignal, ms: number): Promise<void> {
       resolve();
     }
   });
+}
+
+const isDeleted = (item: FeedItem<LiveUpdate>) => 'commit' in item.event && item.event.commit.some((e) => e.kind === 'session_deleted');
+const ended = () => undefined;
+function tooSlow(err: unknown): never {
+  if (err instanceof SlowConsumerError) throw new AppError('RESOURCE_EXHAUSTED', `watcher too slow: ${err.message}`);
+  throw err;
 }
 
 function parseLive(message: string): FeedItem<LiveUpdate> | undefined {

@@ -36,79 +36,114 @@ const PAGE = 500;
  * at-most-once, and Redis may restart), so the gap is read from Postgres before going on.
  * Resolves when the signal aborts or a final item was delivered; rejects with SlowConsumerError.
  */
-export async function runFeed<E>(opts: FeedOptions<E>): Promise<number> {
-  let last = opts.afterRevision;
-  const pending: string[] = [];
-  let wake: (() => void) | undefined;
-  let resync = true;
-  let overflow = false;
-  // Settles when the buffer overflows, so a delivery stuck on a consumer that stopped reading is cut too.
-  let onOverflow!: () => void;
-  const overflowed = new Promise<'overflow'>((r) => (onOverflow = () => r('overflow')));
-  const notify = () => {
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
+export function runFeed<E>(opts: FeedOptions<E>): Promise<number> {
+  return new Feed(opts).run();
+}
 
-  const sub = await opts.bus.subscribe(opts.channel, (m) => {
-    if (pending.length >= opts.maxPending) {
-      overflow = true;
-      onOverflow();
+/**
+ * One feed's state. A class rather than closures: an idle watcher is one of these, parked on one promise,
+ * plus its bus and reconnect callbacks. The abort listener is the object itself (handleEvent), and the
+ * cut-off of a delivery stuck on a consumer that stopped reading exists only while a delivery is in flight.
+ */
+class Feed<E> {
+  private last: number;
+  /** Undelivered live messages; allocated on the first one. */
+  private pending: string[] | undefined;
+  private wake: (() => void) | undefined;
+  private resync = true;
+  private overflow = false;
+  private done = false;
+  /** Rejects the delivery in flight, if any, when the buffer overflows. */
+  private cut: ((err: Error) => void) | undefined;
+
+  constructor(private readonly opts: FeedOptions<E>) {
+    this.last = opts.afterRevision;
+  }
+
+  private onMessage(m: string): void {
+    const pending = (this.pending ??= []);
+    if (pending.length >= this.opts.maxPending) {
+      this.overflow = true;
+      this.cut?.(new SlowConsumerError(this.last));
     } else pending.push(m);
-    notify();
-  });
-  const offReconnect = opts.bus.onReconnect(() => {
-    resync = true;
-    notify();
-  });
-  const onAbort = () => notify();
-  opts.signal.addEventListener('abort', onAbort);
+    this.notify();
+  }
 
-  let done = false;
-  const deliver = async (item: FeedItem<E>) => {
-    if ((await Promise.race([opts.deliver(item), overflowed])) === 'overflow') throw new SlowConsumerError(last);
-    if (item.revision !== undefined) last = item.revision;
-    if (opts.isFinal?.(item)) done = true;
-  };
-  const catchUp = async () => {
+  private onReconnect(): void {
+    this.resync = true;
+    this.notify();
+  }
+
+  /** The signal's abort listener (EventTarget calls handleEvent of a listener object). */
+  handleEvent(): void {
+    this.notify();
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  private async deliver(item: FeedItem<E>): Promise<void> {
+    if (this.overflow) throw new SlowConsumerError(this.last);
+    const delivered = this.opts.deliver(item);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.cut = reject;
+        delivered.then(resolve, reject);
+      });
+    } finally {
+      this.cut = undefined;
+    }
+    if (item.revision !== undefined) this.last = item.revision;
+    if (this.opts.isFinal?.(item)) this.done = true;
+  }
+
+  private async catchUp(): Promise<void> {
     for (;;) {
-      const page = await opts.load(last, PAGE);
+      const page = await this.opts.load(this.last, PAGE);
       for (const item of page) {
-        if (done || opts.signal.aborted) return;
-        if (item.revision > last) await deliver(item);
+        if (this.done || this.opts.signal.aborted) return;
+        if (item.revision > this.last) await this.deliver(item);
       }
       if (page.length < PAGE) return;
     }
-  };
+  }
 
-  try {
-    while (!done && !opts.signal.aborted) {
-      if (overflow) throw new SlowConsumerError(last);
-      if (resync) {
-        resync = false;
-        await catchUp();
-        continue;
+  async run(): Promise<number> {
+    const { opts } = this;
+    const sub = await opts.bus.subscribe(opts.channel, (m) => this.onMessage(m));
+    const offReconnect = opts.bus.onReconnect(() => this.onReconnect());
+    opts.signal.addEventListener('abort', this);
+    try {
+      while (!this.done && !opts.signal.aborted) {
+        if (this.overflow) throw new SlowConsumerError(this.last);
+        if (this.resync) {
+          this.resync = false;
+          await this.catchUp();
+          continue;
+        }
+        const message = this.pending?.shift();
+        if (message === undefined) {
+          await new Promise<void>((r) => (this.wake = r));
+          continue;
+        }
+        const item = opts.parse(message);
+        if (!item) continue;
+        if (item.revision === undefined) await this.deliver(item);
+        else if (item.revision === this.last + 1) await this.deliver(item);
+        else if (item.revision > this.last + 1) {
+          // Missed something: Postgres has it (this item included, as it was committed before publishing).
+          await this.catchUp();
+        }
+        // item.revision <= last: already delivered by the replay.
       }
-      const message = pending.shift();
-      if (message === undefined) {
-        await new Promise<void>((r) => (wake = r));
-        continue;
-      }
-      const item = opts.parse(message);
-      if (!item) continue;
-      if (item.revision === undefined) await deliver(item);
-      else if (item.revision === last + 1) await deliver(item);
-      else if (item.revision > last + 1) {
-        // Missed something: Postgres has it (this item included, as it was committed before publishing).
-        await catchUp();
-      }
-      // item.revision <= last: already delivered by the replay.
+      return this.last;
+    } finally {
+      opts.signal.removeEventListener('abort', this);
+      offReconnect();
+      await sub.close();
     }
-    return last;
-  } finally {
-    opts.signal.removeEventListener('abort', onAbort);
-    offReconnect();
-    await sub.close();
   }
 }

@@ -79,7 +79,8 @@ export function genieStreamHandlers(genie: GenieService, live: GenieLive): Recor
   return {
     watchSession: serverStream(async (req, call, ctx) => {
       const r = parseInput(watchSession, req);
-      await live.watch(callerOf(ctx), r.sessionId, r.afterRevision, (u) => send(call, { update: toUpdate(r.sessionId, u) }, ctx.signal), ctx.signal);
+      const { signal } = ctx;
+      return live.watch(callerOf(ctx), r.sessionId, r.afterRevision, (u) => send(call, { update: toUpdate(r.sessionId, u) }, signal), signal);
     }),
 
     streamUtterance: clientStream(async (call, ctx) => {
