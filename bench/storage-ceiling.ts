@@ -59,7 +59,7 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
   if (!ctx.databaseUrl || !ctx.redisUrl) throw new Error('the storage ceiling needs DATABASE_URL and REDIS_URL');
   pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
   const pool = new pg.Pool({ connectionString: ctx.databaseUrl, max: POOL_MAX, min: 0 });
-  const redis = new Redis(ctx.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true });
+  const redis = new Redis(ctx.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true, enableAutoPipelining: true });
   redis.on('error', () => {});
   await redis.connect();
   const prefix = ctx.redisPrefix ?? 'parley:';

@@ -128,7 +128,9 @@ export class RedisBus implements Bus {
 }
 
 export async function redisStore(url: string, prefix: string): Promise<FastStore> {
-  const main = new Redis(url, connectionOptions);
+  // Auto-pipelining: commands issued in the same tick (many concurrent calls' GETs, SETs and PUBLISHes)
+  // go out in one socket write instead of one write each; order and replies are unchanged.
+  const main = new Redis(url, { ...connectionOptions, enableAutoPipelining: true });
   // A subscriber connection must queue its SUBSCRIBE commands across reconnects, so it keeps the offline queue.
   const sub = new Redis(url, { ...connectionOptions, enableOfflineQueue: true, maxRetriesPerRequest: null });
   // Errors surface to callers through rejected commands; the event only needs a listener so it is not fatal.
