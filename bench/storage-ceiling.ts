@@ -9,13 +9,11 @@
  * Every RPC authenticates with AdminService.principalOf, which answers from its in-process cache (filled
  * once from Redis GET <prefix>apikey:<sha256>): no call per RPC, so the ceiling reads it once too.
  *
- * AppendHistory (no request_id):
- *   pg    BEGIN
- *         UPDATE prompts SET revision = revision + 1, last_activity_at = now()
- *           WHERE id = $1 AND account_id = $2 RETURNING revision        (PromptRepo.bumpRevision)
- *         INSERT INTO prompt_history (prompt_id, request, response, messages, revision) … RETURNING *
- *         COMMIT                                                       (Idempotency.run's transaction; no request
- *                                                                       fingerprint without a request_id)
+ * AppendHistory (no request_id: no transaction, no fingerprint):
+ *   pg    WITH bumped AS (UPDATE prompts SET revision = revision + 1, last_activity_at = now()
+ *           WHERE id = $1 AND account_id = $2 RETURNING revision)
+ *         INSERT INTO prompt_history (prompt_id, request, response, messages, revision)
+ *           SELECT …, revision FROM bumped RETURNING *                 (PromptRepo.appendHistory, one statement)
  *   redis PUBLISH <prefix>prompt:{id} <event json>                     (publishPromptEvent)
  *
  * OpenPrompt with the session key of a cached session (no request_id):
@@ -100,18 +98,19 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
         op: async (worker) => {
           const caller = await principal();
           const promptId = ctx.promptIds[worker % ctx.promptIds.length] as string;
-          const row = await tx(async (c) => {
-            const r = await c.query('update "prompts" set "revision" = revision + 1, "last_activity_at" = CURRENT_TIMESTAMP where "id" = $1 and "account_id" = $2 returning "revision"', [
-              promptId,
-              caller.accountId,
-            ]);
-            const revision = Number(r.rows[0].revision);
-            const h = await c.query(
-              'insert into "prompt_history" ("messages", "prompt_id", "request", "response", "revision") values ($1, $2, $3, $4, $5) returning *',
-              [JSON.stringify(messages), promptId, JSON.stringify(request), JSON.stringify(response), revision],
-            );
-            return h.rows[0];
-          });
+          const row = (
+            await pool.query(
+              `with bumped as (
+                 update prompts set revision = revision + 1, last_activity_at = CURRENT_TIMESTAMP
+                 where id = $1 and account_id = $2 returning revision
+               )
+               insert into prompt_history (prompt_id, request, response, messages, revision)
+               select $3::uuid, $4::jsonb, $5::jsonb, $6::jsonb, revision from bumped
+               returning *`,
+              [promptId, caller.accountId, promptId, JSON.stringify(request), JSON.stringify(response), JSON.stringify(messages)],
+            )
+          ).rows[0];
+          if (!row) throw new Error(`prompt ${promptId} not found`);
           await redis.publish(`${prefix}prompt:{${promptId}}`, JSON.stringify({ kind: 'history', promptId, revision: Number(row.revision), row }));
         },
       };

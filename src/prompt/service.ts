@@ -199,6 +199,18 @@ export class PromptService {
   }
 
   async appendHistory(caller: Principal, input: AppendHistoryInput, requestId?: string): Promise<HistoryRow> {
+    if (!requestId) {
+      // Nothing to claim: the bump and the insert go as one statement, with no transaction around them.
+      const value = await this.prompts.appendHistory(caller.accountId, {
+        promptId: input.promptId,
+        request: input.request,
+        response: input.response,
+        messages: input.messages.map(toOpenAiMessage),
+      });
+      if (!value) throw notFound(`prompt ${input.promptId}`);
+      await this.publish('history', input.promptId, value.revision, value);
+      return value;
+    }
     return this.logWrite(caller, 'AppendHistory', 'history', input, requestId, historyCodec, (trx, revision) =>
       this.prompts.insertHistory(
         { promptId: input.promptId, request: input.request, response: input.response, messages: input.messages.map(toOpenAiMessage), revision },
