@@ -52,8 +52,26 @@ export class RedisKv implements KvStore {
 }
 
 /** One subscriber connection per process, fanned out in memory to every local listener of a channel. */
+/**
+ * One local subscriber. A class rather than closures: tsx (esbuild keepNames) gives every named closure a
+ * `name` property, which costs a properties store per closure, and an idle watcher holds its subscription
+ * for its whole life.
+ */
+class LocalSubscription implements Subscription {
+  constructor(
+    private readonly owner: { release(s: LocalSubscription): Promise<void> },
+    readonly channel: string,
+    readonly onMessage: (message: string) => void,
+    readonly processWide: boolean,
+  ) {}
+
+  close(): Promise<void> {
+    return this.owner.release(this);
+  }
+}
+
 export class RedisBus implements Bus {
-  private readonly listeners = new Map<string, Set<(message: string) => void>>();
+  private readonly listeners = new Map<string, Set<LocalSubscription>>();
   private readonly reconnectListeners = new Set<() => void>();
 
   constructor(
@@ -63,7 +81,7 @@ export class RedisBus implements Bus {
   ) {
     sub.on('message', (channel: string, message: string) => {
       const subs = this.listeners.get(channel.slice(this.prefix.length));
-      if (subs) for (const fn of [...subs]) fn(message);
+      if (subs) for (const s of [...subs]) s.onMessage(message);
     });
     // The bus may be built on a connection that is already up; only later 'ready's are reconnects.
     let connectedOnce = sub.status === 'ready';
@@ -95,29 +113,34 @@ export class RedisBus implements Bus {
   private readonly processWide = new Map<string, number>();
 
   async subscribe(channel: string, onMessage: (message: string) => void, opts?: { processWide?: boolean }): Promise<Subscription> {
-    if (opts?.processWide) this.processWide.set(channel, (this.processWide.get(channel) ?? 0) + 1);
+    const processWide = opts?.processWide === true;
+    if (processWide) this.processWide.set(channel, (this.processWide.get(channel) ?? 0) + 1);
     let subs = this.listeners.get(channel);
     if (!subs) {
       subs = new Set();
       this.listeners.set(channel, subs);
       await this.sub.subscribe(this.prefix + channel);
     }
-    const fn = (m: string) => onMessage(m);
-    subs.add(fn);
-    return {
-      close: async () => {
-        if (opts?.processWide && subs.has(fn)) {
-          const n = (this.processWide.get(channel) ?? 1) - 1;
-          if (n > 0) this.processWide.set(channel, n);
-          else this.processWide.delete(channel);
-        }
-        subs.delete(fn);
-        if (subs.size === 0 && this.listeners.get(channel) === subs) {
-          this.listeners.delete(channel);
-          await this.sub.unsubscribe(this.prefix + channel).catch(() => {});
-        }
-      },
-    };
+    const sub = new LocalSubscription(this, channel, onMessage, processWide);
+    subs.add(sub);
+    return sub;
+  }
+
+  /** LocalSubscription.close. */
+  async release(sub: LocalSubscription): Promise<void> {
+    const { channel } = sub;
+    const subs = this.listeners.get(channel);
+    if (!subs?.has(sub)) return;
+    if (sub.processWide) {
+      const n = (this.processWide.get(channel) ?? 1) - 1;
+      if (n > 0) this.processWide.set(channel, n);
+      else this.processWide.delete(channel);
+    }
+    subs.delete(sub);
+    if (subs.size === 0) {
+      this.listeners.delete(channel);
+      await this.sub.unsubscribe(this.prefix + channel).catch(() => {});
+    }
   }
 
   subscribedChannels(): number {
