@@ -5,7 +5,7 @@ import type { GenieEventLog } from '../storage/genie-events.js';
 import type { GenieCache, LiveCommit, LiveEphemeral } from '../storage/genie-cache.js';
 import { sessionChannel } from '../storage/genie-cache.js';
 import type { Bus } from '../storage/kv.js';
-import { runFeed, SlowConsumerError, type FeedItem } from '../streaming/feed.js';
+import { runFeed, SlowConsumerError, type FeedItem, type FeedOptions } from '../streaming/feed.js';
 import type { Actor } from './dialogue-format.js';
 import type { GenieService, SessionView } from './service.js';
 
@@ -54,18 +54,7 @@ export class GenieLive {
     }
     if (head.deleted && afterRevision >= head.revision) return;
     // Returned, not awaited: an idle watcher then holds no suspended frame of its own besides the feed's.
-    return runFeed<LiveUpdate>({
-      bus: this.bus,
-      channel: sessionChannel(sessionId),
-      afterRevision,
-      load: async (after, limit) =>
-        (await this.log.commitsAfter(sessionId, after, limit)).map((c) => ({ revision: c.revision, event: { revision: c.revision, commit: c.events } })),
-      parse: parseLive,
-      deliver: (item) => deliver(item.event),
-      maxPending: this.maxPending,
-      signal,
-      isFinal: isDeleted,
-    }).then(ended, tooSlow);
+    return runFeed(new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, deliver)).then(ended, tooSlow);
   }
 
   /**
@@ -145,6 +134,36 @@ function settle(signal: AbortSignal, ms: number): Promise<void> {
       resolve();
     }
   });
+}
+
+/**
+ * One watch's feed options as a class, so its callbacks are shared methods rather than closures made per
+ * watcher (under tsx every named closure also carries a `name` property).
+ */
+class SessionFeed implements FeedOptions<LiveUpdate> {
+  readonly channel: string;
+  readonly parse = parseLive;
+  readonly isFinal = isDeleted;
+
+  constructor(
+    readonly bus: Bus,
+    private readonly sessionId: string,
+    readonly afterRevision: number,
+    readonly maxPending: number,
+    readonly signal: AbortSignal,
+    private readonly log: GenieEventLog,
+    private readonly sink: (u: LiveUpdate) => Promise<void>,
+  ) {
+    this.channel = sessionChannel(sessionId);
+  }
+
+  async load(after: number, limit: number): Promise<Array<{ revision: number; event: LiveUpdate }>> {
+    return (await this.log.commitsAfter(this.sessionId, after, limit)).map((c) => ({ revision: c.revision, event: { revision: c.revision, commit: c.events } }));
+  }
+
+  deliver(item: FeedItem<LiveUpdate>): Promise<void> {
+    return this.sink(item.event);
+  }
 }
 
 const isDeleted = (item: FeedItem<LiveUpdate>) => 'commit' in item.event && item.event.commit.some((e) => e.kind === 'session_deleted');

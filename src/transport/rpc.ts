@@ -136,6 +136,59 @@ class UnaryCall implements CallContext, LiveCall {
   end(): void {}
 }
 
+type LogCall = (started: bigint, code: Status, err?: unknown) => void;
+
+/**
+ * A streaming call's state and registry entry in one object. A class rather than closures: the server runs
+ * under tsx, whose esbuild keepNames gives every named closure a `name` property (a properties store
+ * each), and an idle watcher holds all of this for its whole life. `respond` is set for client streams,
+ * which answer with one message; server and duplex streams end with call.end() or an error.
+ */
+class StreamCall implements LiveCall {
+  /** The handler's signal: the client's cancellation and shutdown abort it. */
+  readonly controller = new AbortController();
+  private readonly started = process.hrtime.bigint();
+  private finished = false;
+
+  constructor(
+    readonly stream: boolean,
+    private readonly call: any,
+    private readonly calls: CallRegistry,
+    private readonly log: LogCall,
+    private readonly respond: ((res: unknown) => void) | undefined,
+  ) {}
+
+  abort(reason: Error): void {
+    this.controller.abort(reason);
+  }
+
+  end(): void {
+    this.controller.abort(new Error('server shutting down'));
+    this.fail(Object.assign(new Error('server shutting down'), { code: Status.UNAVAILABLE, details: 'server shutting down', metadata: this.call.metadata }));
+  }
+
+  succeed(res: unknown): void {
+    if (this.finished) return;
+    this.finish(Status.OK);
+    if (this.respond) this.respond(res);
+    else this.call.end();
+  }
+
+  fail(err: unknown): void {
+    if (this.finished) return;
+    const se = toServiceError(err);
+    this.finish(se.code ?? Status.UNKNOWN, err);
+    if (this.respond) this.respond(se);
+    else this.call.emit('error', se);
+  }
+
+  private finish(code: Status, err?: unknown): void {
+    this.finished = true;
+    this.calls.remove(this);
+    this.log(this.started, code, err);
+  }
+}
+
 /**
  * Adapts our handlers to grpc-js: authentication, a cancellation signal, error mapping to precise statuses,
  * one log line per call (method, status, duration) and registration for graceful shutdown.
@@ -191,59 +244,29 @@ export function implement(
       continue;
     }
 
-    const streaming = (call: any, run: (ctx: CallContext) => Promise<unknown>, respond: (res: unknown) => void) => {
-      const started = process.hrtime.bigint();
-      // One controller per call: the handler's signal, aborted by the client's cancellation and by shutdown.
-      const abort = new AbortController();
-      let finished = false;
-      const finish = (code: Status, err?: unknown) => {
-        if (finished) return;
-        finished = true;
-        env.calls.remove(entry);
-        log(started, code, err);
-      };
-      const fail = (err: unknown) => {
-        const se = toServiceError(err);
-        finish(se.code ?? Status.UNKNOWN, err);
-        if (def.responseStream) call.emit("error", se);
-        else respond(se);
-      };
-      const entry: LiveCall = {
-        stream,
-        abort: (reason) => abort.abort(reason),
-        end: () => {
-          abort.abort(new Error('server shutting down'));
-          fail(Object.assign(new Error('server shutting down'), { code: Status.UNAVAILABLE, details: 'server shutting down', metadata: call.metadata }));
-        },
-      };
-      env.calls.add(entry);
-      call.on('cancelled', () => abort.abort(new Error('cancelled by client')));
+    const streaming = (call: any, run: (ctx: CallContext) => Promise<unknown>, respond?: (res: unknown) => void) => {
+      const live = new StreamCall(stream, call, env.calls, log, respond);
+      env.calls.add(live);
+      call.on('cancelled', () => live.abort(new Error('cancelled by client')));
       (async () => {
         const principal = authenticate ? await authenticate(call.metadata) : undefined;
-        return run({ method, metadata: call.metadata, peer: call.getPeer(), principal, signal: abort.signal });
+        return run({ method, metadata: call.metadata, peer: call.getPeer(), principal, signal: live.controller.signal });
       })().then(
-        (res) => {
-          if (finished) return;
-          finish(Status.OK);
-          if (def.responseStream) call.end();
-          else respond(res);
-        },
-        (err) => {
-          if (!finished) fail(err);
-        },
+        (res) => live.succeed(res),
+        (err) => live.fail(err),
       );
     };
 
     if (handler.kind === 'serverStream') {
       const fn = handler.fn;
-      impl[name] = (call: ServerWritableStream<any, any>) => streaming(call, (ctx) => fn(call.request, call, ctx), () => {});
+      impl[name] = (call: ServerWritableStream<any, any>) => streaming(call, (ctx) => fn(call.request, call, ctx));
     } else if (handler.kind === 'clientStream') {
       const fn = handler.fn;
       impl[name] = (call: ServerReadableStream<any, any>, callback: sendUnaryData<any>) =>
         streaming(call, (ctx) => fn(call, ctx), (res) => (res instanceof Error ? callback(res as any) : callback(null, res)));
     } else {
       const fn = handler.fn;
-      impl[name] = (call: ServerDuplexStream<any, any>) => streaming(call, (ctx) => fn(call, ctx), () => {});
+      impl[name] = (call: ServerDuplexStream<any, any>) => streaming(call, (ctx) => fn(call, ctx));
     }
   }
   return impl;
