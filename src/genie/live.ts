@@ -5,7 +5,7 @@ import type { GenieEventLog } from '../storage/genie-events.js';
 import type { GenieCache, LiveCommit, LiveEphemeral } from '../storage/genie-cache.js';
 import { sessionChannel } from '../storage/genie-cache.js';
 import type { Bus } from '../storage/kv.js';
-import { runFeed, SlowConsumerError, type FeedItem, type FeedOptions } from '../streaming/feed.js';
+import { runFeed, type FeedItem, type FeedOptions } from '../streaming/feed.js';
 import type { Actor } from './dialogue-format.js';
 import type { GenieService, SessionView } from './service.js';
 
@@ -54,7 +54,7 @@ export class GenieLive {
     }
     if (head.deleted && afterRevision >= head.revision) return;
     // Returned, not awaited: an idle watcher then holds no suspended frame of its own besides the feed's.
-    return runFeed(new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, deliver)).then(ended, tooSlow);
+    return runFeed(new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, deliver)).then(ended);
   }
 
   /**
@@ -168,10 +168,6 @@ class SessionFeed implements FeedOptions<LiveUpdate> {
 
 const isDeleted = (item: FeedItem<LiveUpdate>) => 'commit' in item.event && item.event.commit.some((e) => e.kind === 'session_deleted');
 const ended = () => undefined;
-function tooSlow(err: unknown): never {
-  if (err instanceof SlowConsumerError) throw new AppError('RESOURCE_EXHAUSTED', `watcher too slow: ${err.message}`);
-  throw err;
-}
 
 function parseLive(message: string): FeedItem<LiveUpdate> | undefined {
   const m = JSON.parse(message) as Partial<LiveCommit> & Partial<{ delta: unknown; aborted: unknown }>;

@@ -1,8 +1,8 @@
 import type { Principal } from '../auth.js';
-import { AppError, invalidArgument, notFound } from '../errors.js';
+import { invalidArgument, notFound } from '../errors.js';
 import type { Bus } from '../storage/kv.js';
 import type { HistoryRow, LogEntry, PluginUsageRow, PromptRepo, PromptRow, ToolCallRow } from '../storage/prompt-repo.js';
-import { runFeed, SlowConsumerError, type FeedItem } from '../streaming/feed.js';
+import { runFeed, type FeedItem } from '../streaming/feed.js';
 import { promptChannel, type PromptEvent } from './events.js';
 
 /** What a prompt watcher receives: a log entry (replayable, with its revision) or live news of the prompt. */
@@ -49,24 +49,19 @@ export async function watchPrompt(
   if (!prompt || prompt.accountId !== caller.accountId) throw notFound(`prompt ${promptId}`);
   const head = await deps.prompts.revisionOf(promptId);
   if (afterRevision > head) throw invalidArgument('after_revision', `prompt ${promptId} is at revision ${head}, before ${afterRevision}`);
-  try {
-    await runFeed<PromptUpdate>({
-      bus: deps.bus,
-      channel: promptChannel(promptId),
-      afterRevision,
-      load: async (after, limit) =>
-        (await deps.prompts.logsByRevision(promptId, after, limit)).map((entry) => ({
-          revision: entry.row.revision,
-          event: { revision: entry.row.revision, entry },
-        })),
-      parse,
-      deliver: (item) => deliver(item.event),
-      maxPending: deps.maxPending,
-      signal,
-      isFinal: (item) => 'deleted' in item.event,
-    });
-  } catch (err) {
-    if (err instanceof SlowConsumerError) throw new AppError('RESOURCE_EXHAUSTED', `watcher too slow: ${err.message}`);
-    throw err;
-  }
+  await runFeed<PromptUpdate>({
+    bus: deps.bus,
+    channel: promptChannel(promptId),
+    afterRevision,
+    load: async (after, limit) =>
+      (await deps.prompts.logsByRevision(promptId, after, limit)).map((entry) => ({
+        revision: entry.row.revision,
+        event: { revision: entry.row.revision, entry },
+      })),
+    parse,
+    deliver: (item) => deliver(item.event),
+    maxPending: deps.maxPending,
+    signal,
+    isFinal: (item) => 'deleted' in item.event,
+  });
 }

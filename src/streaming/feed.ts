@@ -1,3 +1,4 @@
+import { AppError } from '../errors.js';
 import type { Bus } from '../storage/kv.js';
 
 /** A committed change has a revision; an ephemeral one (a token delta) does not and is never replayed. */
@@ -21,9 +22,10 @@ export interface FeedOptions<E> {
   isFinal?(item: FeedItem<E>): boolean;
 }
 
-export class SlowConsumerError extends Error {
+/** RESOURCE_EXHAUSTED for the client: it fell too far behind, and may resume from `lastRevision`. */
+export class SlowConsumerError extends AppError {
   constructor(readonly lastRevision: number) {
-    super(`consumer fell more than its buffer behind; resume with after_revision=${lastRevision}`);
+    super('RESOURCE_EXHAUSTED', `watcher too slow: it fell more than its buffer behind; resume with after_revision=${lastRevision}`);
   }
 }
 
