@@ -1,4 +1,5 @@
 import type { Bus, FastStore, KvStore, Subscription } from './kv.js';
+import { LocalFanout } from './local-fanout.js';
 
 interface Entry {
   value: string;
@@ -55,61 +56,20 @@ export class MemoryKv implements KvStore {
   }
 }
 
-/** One local subscriber (a class rather than closures, as in redis-kv.ts). */
-class LocalSubscription implements Subscription {
-  constructor(
-    private readonly owner: MemoryBus,
-    readonly channel: string,
-    readonly onMessage: (message: string) => void,
-    readonly processWide: boolean,
-  ) {}
-
-  close(): Promise<void> {
-    return this.owner.release(this);
-  }
-}
-
 export class MemoryBus implements Bus {
-  private readonly channels = new Map<string, Set<LocalSubscription>>();
+  private readonly fanout = new LocalFanout();
 
   async publish(channel: string, message: string): Promise<void> {
-    const subs = this.channels.get(channel);
-    if (!subs) return;
     // Deliver asynchronously, as Redis would: a publisher never runs subscriber code on its own stack.
-    for (const s of [...subs]) queueMicrotask(() => s.onMessage(message));
+    for (const s of this.fanout.subscribers(channel)) queueMicrotask(() => s.onMessage(message));
   }
 
-  /** Per channel, how many of its local subscribers are process-wide (not counted by subscribedChannels). */
-  private readonly processWide = new Map<string, number>();
-
-  async subscribe(channel: string, onMessage: (message: string) => void, opts?: { processWide?: boolean }): Promise<Subscription> {
-    const processWide = opts?.processWide === true;
-    if (processWide) this.processWide.set(channel, (this.processWide.get(channel) ?? 0) + 1);
-    let subs = this.channels.get(channel);
-    if (!subs) this.channels.set(channel, (subs = new Set()));
-    const sub = new LocalSubscription(this, channel, onMessage, processWide);
-    subs.add(sub);
-    return sub;
-  }
-
-  /** LocalSubscription.close. */
-  async release(sub: LocalSubscription): Promise<void> {
-    const { channel } = sub;
-    const subs = this.channels.get(channel);
-    if (!subs?.has(sub)) return;
-    if (sub.processWide) {
-      const n = (this.processWide.get(channel) ?? 1) - 1;
-      if (n > 0) this.processWide.set(channel, n);
-      else this.processWide.delete(channel);
-    }
-    subs.delete(sub);
-    if (subs.size === 0) this.channels.delete(channel);
+  subscribe(channel: string, onMessage: (message: string) => void, opts?: { processWide?: boolean }): Promise<Subscription> {
+    return this.fanout.subscribe(channel, onMessage, opts?.processWide === true);
   }
 
   subscribedChannels(): number {
-    let n = 0;
-    for (const [channel, subs] of this.channels) if (subs.size > (this.processWide.get(channel) ?? 0)) n++;
-    return n;
+    return this.fanout.subscribedChannels();
   }
 
   /** An in-process bus never disconnects. */

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Bus, FastStore, KvStore, Subscription } from './kv.js';
+import { LocalFanout } from './local-fanout.js';
 
 const connectionOptions = {
   // Fail fast while disconnected instead of queueing: callers fall back to Postgres and health turns
@@ -52,26 +53,12 @@ export class RedisKv implements KvStore {
 }
 
 /** One subscriber connection per process, fanned out in memory to every local listener of a channel. */
-/**
- * One local subscriber. A class rather than closures: tsx (esbuild keepNames) gives every named closure a
- * `name` property, which costs a properties store per closure, and an idle watcher holds its subscription
- * for its whole life.
- */
-class LocalSubscription implements Subscription {
-  constructor(
-    private readonly owner: { release(s: LocalSubscription): Promise<void> },
-    readonly channel: string,
-    readonly onMessage: (message: string) => void,
-    readonly processWide: boolean,
-  ) {}
-
-  close(): Promise<void> {
-    return this.owner.release(this);
-  }
-}
-
 export class RedisBus implements Bus {
-  private readonly listeners = new Map<string, Set<LocalSubscription>>();
+  // One Redis SUBSCRIBE per channel, however many local subscribers it has.
+  private readonly fanout = new LocalFanout({
+    onFirst: (channel) => this.sub.subscribe(this.prefix + channel).then(() => undefined),
+    onLast: (channel) => this.sub.unsubscribe(this.prefix + channel).then(() => undefined, () => undefined),
+  });
   private readonly reconnectListeners = new Set<() => void>();
 
   constructor(
@@ -80,8 +67,7 @@ export class RedisBus implements Bus {
     private readonly prefix: string,
   ) {
     sub.on('message', (channel: string, message: string) => {
-      const subs = this.listeners.get(channel.slice(this.prefix.length));
-      if (subs) for (const s of [...subs]) s.onMessage(message);
+      for (const s of this.fanout.subscribers(channel.slice(this.prefix.length))) s.onMessage(message);
     });
     // The bus may be built on a connection that is already up; only later 'ready's are reconnects.
     let connectedOnce = sub.status === 'ready';
@@ -109,44 +95,12 @@ export class RedisBus implements Bus {
     await this.pub.publish(this.prefix + channel, message);
   }
 
-  /** Per channel, how many of its local subscribers are process-wide (not counted by subscribedChannels). */
-  private readonly processWide = new Map<string, number>();
-
-  async subscribe(channel: string, onMessage: (message: string) => void, opts?: { processWide?: boolean }): Promise<Subscription> {
-    const processWide = opts?.processWide === true;
-    if (processWide) this.processWide.set(channel, (this.processWide.get(channel) ?? 0) + 1);
-    let subs = this.listeners.get(channel);
-    if (!subs) {
-      subs = new Set();
-      this.listeners.set(channel, subs);
-      await this.sub.subscribe(this.prefix + channel);
-    }
-    const sub = new LocalSubscription(this, channel, onMessage, processWide);
-    subs.add(sub);
-    return sub;
-  }
-
-  /** LocalSubscription.close. */
-  async release(sub: LocalSubscription): Promise<void> {
-    const { channel } = sub;
-    const subs = this.listeners.get(channel);
-    if (!subs?.has(sub)) return;
-    if (sub.processWide) {
-      const n = (this.processWide.get(channel) ?? 1) - 1;
-      if (n > 0) this.processWide.set(channel, n);
-      else this.processWide.delete(channel);
-    }
-    subs.delete(sub);
-    if (subs.size === 0) {
-      this.listeners.delete(channel);
-      await this.sub.unsubscribe(this.prefix + channel).catch(() => {});
-    }
+  subscribe(channel: string, onMessage: (message: string) => void, opts?: { processWide?: boolean }): Promise<Subscription> {
+    return this.fanout.subscribe(channel, onMessage, opts?.processWide === true);
   }
 
   subscribedChannels(): number {
-    let n = 0;
-    for (const [channel, subs] of this.listeners) if (subs.size > (this.processWide.get(channel) ?? 0)) n++;
-    return n;
+    return this.fanout.subscribedChannels();
   }
 }
 
