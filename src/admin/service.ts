@@ -5,7 +5,7 @@ import type { AdminRepo, AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } f
 import type { Bus, KvStore } from '../storage/kv.js';
 import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
 import { newAccountNumber } from './rules.js';
-import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../prompt/paging.js';
+import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
 
 const principalKey = (secretHash: string) => `apikey:${secretHash}`;
 const PRINCIPAL_TTL_MS = 5 * 60_000;

@@ -7,7 +7,7 @@ import type { DialogueRow, GenieRepo, SessionWrite, StoredSession, WriteResult }
 import { formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
 import { compileSchema, fieldViolations } from './json-schema.js';
 import { findTransition, modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
-import { decodePageToken, encodePageToken } from './page-token.js';
+import { cursorOf, decodePageToken, encodePageToken, type Page } from '../paging.js';
 import type { Bus } from '../storage/kv.js';
 import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
 
@@ -22,17 +22,12 @@ export interface SessionView {
   currentResponse: DialogueRow | undefined;
 }
 
-export interface Page<T> {
-  items: T[];
-  nextPageToken: string;
-}
-
 /** A field-mask edit of UpdateSession, already validated by transport. */
 export type UpdatePath = { kind: 'fields' } | { kind: 'field'; path: string[] } | { kind: 'actor' } | { kind: 'actor_input' };
 
-const seqCursor = z.number().int().nonnegative();
-const nameVersionCursor = z.object({ n: z.string(), v: z.number().int() });
-const keyCursor = z.string();
+const seqCursor = cursorOf(z.number().int().nonnegative());
+const nameVersionCursor = cursorOf(z.object({ n: z.string(), v: z.number().int() }));
+const keyCursor = cursorOf(z.string());
 
 /** Every process drops a type's cached versions on a message here (`<account id>/<type name>`). */
 export const MODEL_TYPE_REGISTERED_CHANNEL = 'genie:modeltype:registered';
@@ -125,13 +120,13 @@ export class GenieService {
 
   async listModelTypes(caller: Principal, name: string | undefined, pageSize: number, pageToken: string | undefined): Promise<Page<ModelTypeRow>> {
     const filters = { name: name ?? '' };
-    const after = decodePageToken(pageToken, nameVersionCursor, filters);
+    const after = decodePageToken(pageToken, 'model_types', filters, nameVersionCursor);
     const rows = await this.repo.listModelTypes(caller.accountId, name, after && { name: after.n, schemaVersion: after.v }, pageSize + 1);
     const items = rows.slice(0, pageSize);
     const last = items[items.length - 1];
     return {
       items,
-      nextPageToken: rows.length > pageSize && last ? encodePageToken({ n: last.name, v: last.schemaVersion }, filters) : '',
+      nextPageToken: rows.length > pageSize && last ? encodePageToken('model_types', filters, { n: last.name, v: last.schemaVersion }) : '',
     };
   }
 
@@ -212,7 +207,7 @@ export class GenieService {
     pageToken: string | undefined,
   ): Promise<Page<SessionView>> {
     const filters = { modelType: filter.modelType ?? '', state: filter.state ?? '' };
-    const after = decodePageToken(pageToken, seqCursor, filters) ?? 0;
+    const after = decodePageToken(pageToken, 'sessions', filters, seqCursor) ?? 0;
     const types = filter.modelType
       ? await this.repo.modelTypeVersions(caller.accountId, filter.modelType)
       : await this.repo.allModelTypes(caller.accountId);
@@ -240,7 +235,7 @@ export class GenieService {
       return { ...view, currentResponse: r.last };
     });
     const last = page[page.length - 1];
-    return { items, nextPageToken: rows.length > pageSize && last ? encodePageToken(last.seq, filters) : '' };
+    return { items, nextPageToken: rows.length > pageSize && last ? encodePageToken('sessions', filters, last.seq) : '' };
   }
 
   async forkSession(caller: Principal, id: string, revision: number): Promise<SessionView> {
@@ -361,11 +356,11 @@ export class GenieService {
   async listSecondaryKeys(caller: Principal, sessionId: string, pageSize: number, pageToken: string | undefined) {
     if (!(await this.repo.sessionExists(caller.accountId, sessionId))) throw notFound(`session ${sessionId}`);
     const filters = { sessionId };
-    const after = decodePageToken(pageToken, keyCursor, filters);
+    const after = decodePageToken(pageToken, 'secondary_keys', filters, keyCursor);
     const rows = await this.repo.listSecondary(sessionId, after, pageSize + 1);
     const items = rows.slice(0, pageSize);
     const last = items[items.length - 1];
-    return { items, nextPageToken: rows.length > pageSize && last ? encodePageToken(last.key, filters) : '' };
+    return { items, nextPageToken: rows.length > pageSize && last ? encodePageToken('secondary_keys', filters, last.key) : '' };
   }
 
   // ---------------------------------------------------------------------------------------------------

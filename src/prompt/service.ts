@@ -17,7 +17,7 @@ import type {
 import type { PromptCache } from './cache.js';
 import { publishPromptEvent, type PromptEventKind } from './events.js';
 import { toOpenAiMessage, type ChatMessageData } from './messages.js';
-import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from './paging.js';
+import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
 import { listPluginsOf } from '../admin/service.js';
 import { DEFAULT_PROMPT_VERSION, defaultPromptName, historyMessages, newSessionKey, parseLlmClientUrl } from './rules.js';
 

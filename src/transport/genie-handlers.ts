@@ -14,6 +14,7 @@ import {
 } from '../gen/parley/genie/v1/genie.js';
 import { invalidArgument, type FieldViolation } from '../errors.js';
 import { parseInput } from '../validate.js';
+import { pageSizeOf } from '../paging.js';
 import { callerOf } from './auth.js';
 import { optionalString, uuid } from './convert.js';
 import { unary, type Handler } from './rpc.js';
@@ -71,11 +72,7 @@ const toEntry = (m: SecondaryMeta): SecondaryEntry => ({ key: m.key, sizeBytes: 
 
 const sessionId = uuid;
 const revision = z.number().int().nonnegative('must not be negative');
-const pageSize = z
-  .number()
-  .int()
-  .nonnegative('must not be negative')
-  .transform((n) => (n === 0 ? 50 : Math.min(n, 1000)));
+const pageSize = z.number().int().nonnegative('must not be negative').transform(pageSizeOf);
 const jsonObject = z.record(z.string(), z.unknown());
 const fields = jsonObject.optional().transform((f) => f ?? {});
 const actorOrEmpty = z.string().refine((a) => a === '' || parseActor(a) !== undefined, 'must be system, assistant or user');

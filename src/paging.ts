@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { invalidArgument } from '../errors.js';
+import type { z } from 'zod';
+import { invalidArgument } from './errors.js';
 
 export interface PageRequest {
   pageSize: number;
@@ -28,6 +29,11 @@ export function pageSizeOf(requested: number): number {
  */
 export function encodePageToken(list: string, filters: unknown, cursor: unknown): string {
   return Buffer.from(JSON.stringify({ l: list, f: filterHash(filters), c: cursor })).toString('base64url');
+}
+
+/** A cursor guard from a zod schema, for lists that describe their cursor that way. */
+export function cursorOf<S extends z.ZodType>(schema: S): (c: unknown) => c is z.infer<S> {
+  return (c: unknown): c is z.infer<S> => schema.safeParse(c).success;
 }
 
 export function decodePageToken<C>(token: string | undefined, list: string, filters: unknown, isCursor: (c: unknown) => c is C): C | undefined {
