@@ -1,3 +1,4 @@
+import './harden.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { openDb, migrate, pingDb, type Db } from './storage/db.js';

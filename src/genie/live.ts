@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Principal } from '../auth.js';
-import { AppError, invalidArgument, notFound } from '../errors.js';
+import { AppError, invalidArgument, notFound, publicMessage } from '../errors.js';
 import type { GenieEventLog } from '../storage/genie-events.js';
 import type { GenieCache, LiveCommit, LiveEphemeral } from '../storage/genie-cache.js';
 import { sessionChannel } from '../storage/genie-cache.js';
@@ -104,7 +104,7 @@ export class GenieLive {
         : await this.genie.appendDialogue(caller, { ...req, actor: first.actor, actorText: text });
       return { view, utteranceId: first.utteranceId };
     } catch (err) {
-      await abort(signal.aborted ? 'cancelled' : err instanceof Error ? err.message : String(err));
+      await abort(signal.aborted ? 'cancelled' : publicMessage(err));
       throw err;
     }
   }

@@ -2,8 +2,9 @@
  * Model types: the state machine, the declarative upgrade steps and the rules that keep every registered
  * version reachable from the older ones. Pure: no I/O.
  */
-import { failedPrecondition, type FieldViolation } from '../errors.js';
+import { failedPrecondition, quote, type FieldViolation } from '../errors.js';
 import { parseActor, type Actor } from './dialogue-format.js';
+import { ownValue } from '../keys.js';
 
 export interface TransitionDef {
   fromState: string;
@@ -99,7 +100,7 @@ export function modelTypeViolations(def: ModelTypeDef, previous: ModelTypeDef | 
         break;
       case 'map_states':
         for (const [from, to] of Object.entries(step.mapping)) {
-          if (!states.has(to)) add(`${at}.map_states.mapping[${from}]`, `${JSON.stringify(to)} is not a state of this version`);
+          if (!states.has(to)) add(`${at}.map_states.mapping[${quote(from, 40)}]`, `${quote(to)} is not a state of this version`);
         }
         break;
     }
@@ -117,9 +118,15 @@ export function modelTypeViolations(def: ModelTypeDef, previous: ModelTypeDef | 
   return v;
 }
 
+/** Where `mapping` sends `state`; a state it does not name stays (own keys only: a state may be named `constructor`). */
+function mappedState(mapping: Record<string, string>, state: string): string {
+  const to = ownValue(mapping, state);
+  return typeof to === 'string' ? to : state;
+}
+
 function mapState(state: string, steps: readonly UpgradeStepDef[]): string {
   let s = state;
-  for (const step of steps) if (step.kind === 'map_states') s = step.mapping[s] ?? s;
+  for (const step of steps) if (step.kind === 'map_states') s = mappedState(step.mapping, s);
   return s;
 }
 
@@ -163,7 +170,7 @@ export function upgrade(data: VersionedData, versions: readonly ModelTypeDef[], 
           if (!Object.hasOwn(fields, step.name)) fields[step.name] = structuredClone(step.defaultValue);
           break;
         case 'map_states':
-          state = step.mapping[state] ?? state;
+          state = mappedState(step.mapping, state);
           break;
       }
     }

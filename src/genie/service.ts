@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { Principal } from '../auth.js';
-import { AppError, aborted, alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors.js';
+import { AppError, aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, quote } from '../errors.js';
+import { ownValue, setOwn } from '../keys.js';
 import type { GenieCache } from '../storage/genie-cache.js';
 import type { DialogueRow, GenieRepo, SessionWrite, StoredSession, WriteResult } from '../storage/genie-repo.js';
 import { formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
@@ -459,21 +460,21 @@ function groupByName(types: ModelTypeRow[]): Map<string, ModelTypeRow[]> {
 function setPath(fields: Record<string, unknown>, path: string[], source: Record<string, unknown>): Record<string, unknown> {
   const out = structuredClone(fields);
   let src: unknown = source;
-  for (const seg of path) src = isObject(src) && Object.hasOwn(src, seg) ? src[seg] : undefined;
+  for (const seg of path) src = isObject(src) ? ownValue(src, seg) : undefined;
   let node: Record<string, unknown> = out;
   for (const [i, seg] of path.slice(0, -1).entries()) {
-    const next = node[seg];
+    const next = ownValue(node, seg);
     if (next === undefined) {
       if (src === undefined) return out;
-      node[seg] = {};
+      setOwn(node, seg, {});
     } else if (!isObject(next)) {
-      throw invalidArgument('update_mask', `fields.${path.slice(0, i + 1).join('.')} is not an object`);
+      throw invalidArgument('update_mask', `${quote(`fields.${path.slice(0, i + 1).join('.')}`)} is not an object`);
     }
-    node = node[seg] as Record<string, unknown>;
+    node = ownValue(node, seg) as Record<string, unknown>;
   }
   const leaf = path[path.length - 1] as string;
   if (src === undefined) delete node[leaf];
-  else node[leaf] = structuredClone(src);
+  else setOwn(node, leaf, structuredClone(src));
   return out;
 }
 

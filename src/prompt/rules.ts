@@ -10,6 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
+import { quote } from '../errors.js';
 
 // ---------------------------------------------------------------------------
 // Limits
@@ -83,7 +84,7 @@ export function validatePromptName(name: unknown): string | undefined {
     return `name must be at most ${PROMPT_NAME_MAX_LENGTH} characters`;
   }
   if (!isCamelCase(name)) {
-    return `name "${name}" must be camelCase: a lowercase letter followed by letters and digits only (e.g. "apiKey")`;
+    return `name ${quote(name)} must be camelCase: a lowercase letter followed by letters and digits only (e.g. "apiKey")`;
   }
   return undefined;
 }
@@ -101,7 +102,7 @@ export function validateSemver(version: unknown): string | undefined {
     return `version must be at most ${VERSION_MAX_LENGTH} characters`;
   }
   if (!SEMVER_PATTERN.test(version)) {
-    return `version "${version}" is not a valid semantic version (MAJOR.MINOR.PATCH, e.g. "1.0.0")`;
+    return `version ${quote(version)} is not a valid semantic version (MAJOR.MINOR.PATCH, e.g. "1.0.0")`;
   }
   return undefined;
 }
@@ -135,7 +136,7 @@ export function validateTag(tag: unknown): string | undefined {
   if (trimmed.length === 0) return 'tag must not be empty';
   if (trimmed.length > TAG_MAX_LENGTH) return `tag must be at most ${TAG_MAX_LENGTH} characters`;
   if (!TAG_PATTERN.test(trimmed)) {
-    return `tag "${trimmed}" contains characters that are not URL friendly`;
+    return `tag ${quote(trimmed)} contains characters that are not URL friendly`;
   }
   return undefined;
 }
@@ -209,7 +210,7 @@ export function validateAnnotationKey(key: string): string | undefined {
     return `annotation key must be at most ${ANNOTATION_KEY_MAX_LENGTH} characters`;
   }
   if (!ANNOTATION_KEY_PATTERN.test(key)) {
-    return `annotation key "${key}" contains characters that are not URL friendly`;
+    return `annotation key ${quote(key)} contains characters that are not URL friendly`;
   }
   return undefined;
 }
@@ -237,10 +238,10 @@ export function validateAnnotations(annotations: unknown): string | undefined {
       const keyErr = validateAnnotationKey(key);
       if (keyErr) return `annotations[${i}]: ${keyErr}`;
       if (!isJsonValue(v)) {
-        return `annotations[${i}]["${key}"] must be a string, number, boolean, null, list or object`;
+        return `annotations[${i}][${quote(key, 40)}] must be a string, number, boolean, null, list or object`;
       }
       if (typeof v === 'string' && v.length > ANNOTATION_STRING_VALUE_MAX_LENGTH) {
-        return `annotations[${i}]["${key}"] is too long (max ${ANNOTATION_STRING_VALUE_MAX_LENGTH} characters)`;
+        return `annotations[${i}][${quote(key, 40)}] is too long (max ${ANNOTATION_STRING_VALUE_MAX_LENGTH} characters)`;
       }
     }
   }
@@ -320,7 +321,7 @@ export function planPromptSession(input: {
 export function validateAccountNumber(accountNumber: unknown): string | undefined {
   if (typeof accountNumber !== 'string') return 'account number must be a string';
   if (!ACCOUNT_NUMBER_PATTERN.test(accountNumber)) {
-    return `account number "${accountNumber}" must have the form NNNN-NNNN-NNNN`;
+    return `account number ${quote(accountNumber)} must have the form NNNN-NNNN-NNNN`;
   }
   return undefined;
 }
@@ -376,7 +377,7 @@ export function parseLlmClientUrl(
 /** The client address must be a literal IPv4 or IPv6 address. */
 export function validateIpAddress(ip: unknown): string | undefined {
   if (typeof ip !== 'string' || ip.length === 0) return 'ip address is required';
-  if (isIP(ip) === 0) return `"${ip}" is not an IPv4 or IPv6 address`;
+  if (isIP(ip) === 0) return `${quote(ip)} is not an IPv4 or IPv6 address`;
   return undefined;
 }
 

@@ -12,7 +12,8 @@ import {
   type SecondaryEntry,
   type UpgradeStep,
 } from '../gen/parley/genie/v1/genie.js';
-import { invalidArgument, type FieldViolation } from '../errors.js';
+import { invalidArgument, quote, type FieldViolation } from '../errors.js';
+import { isReservedKey } from '../keys.js';
 import { parseInput } from '../validate.js';
 import { pageSizeOf } from '../paging.js';
 import { callerOf } from './auth.js';
@@ -123,7 +124,7 @@ function upgradeSteps(raw: unknown[]): UpgradeStepDef[] {
       steps.push({ fromVersion, kind: 'add_field', name: s.addField.name, defaultValue: s.addField.defaultValue ?? null });
     } else if (s.mapStates) {
       for (const from of Object.keys(s.mapStates.mapping)) {
-        if (!STATE_OR_EVENT.test(from)) violations.push({ field: `${at}.map_states.mapping[${from}]`, description: 'is not a valid state id' });
+        if (!STATE_OR_EVENT.test(from)) violations.push({ field: `${at}.map_states.mapping[${quote(from, 40)}]`, description: 'is not a valid state id' });
       }
       steps.push({ fromVersion, kind: 'map_states', mapping: { ...s.mapStates.mapping } });
     }
@@ -181,9 +182,10 @@ function updatePaths(mask: string[] | undefined): UpdatePath[] {
     if (p === 'actor_input') return { kind: 'actor_input' };
     if (p.startsWith('fields.')) {
       const path = p.slice('fields.'.length).split('.');
+      if (path.some(isReservedKey)) throw invalidArgument('update_mask', `unsupported path ${quote(p)}: the key __proto__ is reserved`);
       if (path.every((seg) => FIELD_NAME.test(seg))) return { kind: 'field', path };
     }
-    throw invalidArgument('update_mask', `unsupported path ${JSON.stringify(p)}: use fields, fields.<name>[.<name>…], actor or actor_input (the state changes only through SendEvent)`);
+    throw invalidArgument('update_mask', `unsupported path ${quote(p)}: use fields, fields.<name>[.<name>…], actor or actor_input (the state changes only through SendEvent)`);
   });
 }
 

@@ -12,7 +12,7 @@ import {
   type PromptToolCall,
   type UpdatePromptRequest,
 } from '../gen/parley/prompt/v1/prompt.js';
-import { AppError, invalidArgument, type FieldViolation } from '../errors.js';
+import { AppError, invalidArgument, quote, type FieldViolation } from '../errors.js';
 import { fromOpenAiMessage, validateChatMessages, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
 import {
   ANNOTATION_STRING_VALUE_MAX_LENGTH,
@@ -215,7 +215,7 @@ export function parseUpdate(req: UpdatePromptRequest): { id: string; patch: Prom
   for (const p of paths) {
     if (p === '*') UPDATABLE.forEach((f) => fields.add(f));
     else if ((UPDATABLE as readonly string[]).includes(p)) fields.add(p as Updatable);
-    else violations.push({ field: 'update_mask', description: `"${p}" is not an updatable field (${UPDATABLE.join(', ')})` });
+    else violations.push({ field: 'update_mask', description: `${quote(p)} is not an updatable field (${UPDATABLE.join(', ')})` });
   }
   const p = req.prompt;
   const patch: PromptPatch = {};

@@ -10,6 +10,9 @@ import { status as Status, type Server, type ServerDuplexStream } from '@grpc/gr
 import * as v1 from '../gen/grpc/reflection/v1/reflection.js';
 import * as v1alpha from '../gen/grpc/reflection/v1alpha/reflection.js';
 
+/** The `buf build` image of every proto the server serves, imports included. */
+export const loadImage = (): Uint8Array => readFileSync(new URL('../gen/parley.binpb', import.meta.url));
+
 /**
  * Server reflection served from the raw FileDescriptorProtos of `buf build` (src/gen/parley.binpb), imports
  * included, so `buf curl`/grpcurl can resolve every type. (Descriptors rebuilt by proto-loader drop their
@@ -28,7 +31,7 @@ export class DescriptorIndex {
   }
 
   static load(): DescriptorIndex {
-    return new DescriptorIndex(readFileSync(new URL('../gen/parley.binpb', import.meta.url)));
+    return new DescriptorIndex(loadImage());
   }
 
   /** The file and everything it imports, transitively, the file itself first. */

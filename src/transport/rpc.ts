@@ -9,9 +9,12 @@ import {
   type UntypedServiceImplementation,
   type sendUnaryData,
 } from '@grpc/grpc-js';
+import type { DescMessage } from '@bufbuild/protobuf';
 import type { Logger } from '../log.js';
 import type { Principal } from '../auth.js';
+import { invalidArgument, type AppError } from '../errors.js';
 import { toServiceError } from './status.js';
+import { requestViolations, undecodableViolation } from './request-check.js';
 
 export interface CallContext {
   method: string;
@@ -90,6 +93,65 @@ export class CallRegistry {
     await Promise.race([new Promise<void>((r) => this.idleWaiters.push(r)), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
     for (const c of [...this.live]) c.abort(new Error('server shutting down'));
   }
+}
+
+/**
+ * A request message refused while it was decoded (see request-check). grpc-js answers a deserializer that
+ * throws with INTERNAL, so the deserializer returns this instead and the call fails with its error — after
+ * authentication, so an unauthenticated caller learns nothing about validation.
+ */
+export class RejectedRequest {
+  constructor(readonly error: AppError) {}
+}
+
+/** `definition` with each method's deserializer checking its requests against `types` (by method path). */
+export function guardRequests(definition: ServiceDefinition, types: ReadonlyMap<string, DescMessage>): ServiceDefinition {
+  const guarded: Record<string, ServiceDefinition[string]> = {};
+  for (const [name, def] of Object.entries(definition)) {
+    const desc = types.get(def.path);
+    if (!desc) throw new Error(`no descriptor for ${def.path}`);
+    const decode = def.requestDeserialize;
+    guarded[name] = {
+      ...def,
+      requestDeserialize: (bytes: Buffer) => {
+        let request: unknown;
+        try {
+          request = decode(bytes);
+        } catch {
+          return new RejectedRequest(invalidArgument([undecodableViolation(desc, bytes)]));
+        }
+        const violations = requestViolations(desc, request);
+        return violations.length ? new RejectedRequest(invalidArgument(violations)) : request;
+      },
+    };
+  }
+  return guarded;
+}
+
+function accepted(request: unknown): unknown {
+  if (request instanceof RejectedRequest) throw request.error;
+  return request;
+}
+
+/** Makes a request stream's iterator throw at a refused message, so the handler's loop ends the call with it. */
+function guardIterator(call: { iterator?: (opts?: unknown) => AsyncIterator<unknown> }): void {
+  const original = call.iterator;
+  if (typeof original !== 'function') return;
+  call.iterator = (opts?: unknown) => {
+    const it = original.call(call, opts);
+    return {
+      next: async () => {
+        const r = await it.next();
+        if (!r.done) accepted(r.value);
+        return r;
+      },
+      return: it.return ? (v?: unknown) => it.return!(v) : undefined,
+      throw: it.throw ? (e?: unknown) => it.throw!(e) : undefined,
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    } as AsyncIterator<unknown>;
+  };
 }
 
 type GrpcCall = { metadata: Metadata; cancelled: boolean; getPeer(): string; on(ev: string, fn: () => void): unknown };
@@ -221,7 +283,7 @@ export function implement(
       const fn = handler.fn;
       const run = async (call: ServerUnaryCall<any, any>, ctx: UnaryCall) => {
         if (authenticate) ctx.principal = await authenticate(call.metadata);
-        return fn(call.request, ctx);
+        return fn(accepted(call.request), ctx);
       };
       impl[name] = (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>) => {
         const started = process.hrtime.bigint();
@@ -248,8 +310,10 @@ export function implement(
       const live = new StreamCall(stream, call, env.calls, log, respond);
       env.calls.add(live);
       call.on('cancelled', () => live.abort(new Error('cancelled by client')));
+      if (def.requestStream) guardIterator(call);
       (async () => {
         const principal = authenticate ? await authenticate(call.metadata) : undefined;
+        if (!def.requestStream) accepted(call.request);
         return run({ method, metadata: call.metadata, peer: call.getPeer(), principal, signal: live.controller.signal });
       })().then(
         (res) => live.succeed(res),

@@ -1,7 +1,8 @@
 import { Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
-import { CallRegistry, implement, type Authenticate, type Handler } from './rpc.js';
-import { DescriptorIndex, addReflection } from './reflection.js';
+import { CallRegistry, guardRequests, implement, type Authenticate, type Handler } from './rpc.js';
+import { DescriptorIndex, addReflection, loadImage } from './reflection.js';
+import { requestTypes } from './request-check.js';
 import type { HealthMonitor } from './health.js';
 
 export interface ServiceBinding {
@@ -38,9 +39,14 @@ export class GrpcServer {
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
     });
     const env = { logger: opts.logger, calls: this.calls };
-    for (const b of bindings) this.server.addService(b.definition, implement(b.definition, b.handlers, env, b.authenticate));
+    const image = loadImage();
+    const types = requestTypes(image);
+    for (const b of bindings) {
+      const definition = guardRequests(b.definition, types);
+      this.server.addService(definition, implement(definition, b.handlers, env, b.authenticate));
+    }
     health.addTo(this.server);
-    addReflection(this.server, DescriptorIndex.load(), [
+    addReflection(this.server, new DescriptorIndex(image), [
       ...bindings.map((b) => b.name),
       'grpc.health.v1.Health',
       'grpc.reflection.v1.ServerReflection',
