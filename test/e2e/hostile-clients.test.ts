@@ -1,0 +1,107 @@
+import test from 'ava';
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { createTenant, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
+import { env } from '../helpers/backends.js';
+import { genie, modelType } from '../genie/fixtures.js';
+
+const run = promisify(execFile);
+const buf = path.resolve('node_modules/.bin/buf');
+// Debian's interpreter, where python3-grpcio and python3-grpc-tools install (a pyenv `python3` may shadow it).
+const PYTHON = '/usr/bin/python3';
+
+let s: TestServer;
+let tenant: Tenant;
+let sessionId: string;
+test.before(async () => {
+  s = await startTestServer();
+  tenant = await createTenant(s);
+  const g = genie(s, tenant);
+  await g.register(modelType({ jsonSchema: undefined }));
+  sessionId = (await g.create('qa', { topic: 'tax' })).sessionId;
+});
+test.after.always(async () => {
+  await s?.stop();
+});
+
+/** A buf curl call with a JSON body; resolves to the parsed error body (or response) whatever the exit code. */
+async function curl(method: string, body: unknown): Promise<{ code?: string; message?: string }> {
+  const args = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '-H', `authorization: ${tenant.md.get('authorization')[0]}`];
+  args.push('-d', typeof body === 'string' ? body : JSON.stringify(body), `http://${s.address}/${method}`);
+  try {
+    const { stdout } = await run(buf, args, { encoding: 'utf8', timeout: 30_000 });
+    return JSON.parse(stdout);
+  } catch (err) {
+    const e = err as { stderr?: string; stdout?: string };
+    const text = e.stderr || e.stdout || '{}';
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new Error(`buf curl ${method}: ${text.slice(0, 300)}`);
+    }
+  }
+}
+
+const G = 'parley.genie.v1.GenieService';
+
+test('hostile JSON through buf curl: __proto__ keys, NUL, deep nesting and floods are precise INVALID_ARGUMENTs', async (t) => {
+  const proto = await curl(`${G}/CreateSession`, '{"model_type":"qa","fields":{"__proto__":{"isAdmin":true}}}');
+  t.is(proto.code, 'invalid_argument');
+  t.regex(proto.message ?? '', /^fields\.__proto__: the key __proto__ is reserved/);
+
+  // (A mask path with underscores cannot be sent as JSON at all: proto-JSON refuses it client-side.)
+
+  const nul = await curl(`${G}/SendEvent`, { session_id: sessionId, event: 'user_input', actor_input: 'a\u0000b' });
+  t.is(nul.code, 'invalid_argument');
+  t.is(nul.message, 'actor_input: must not contain NUL characters');
+
+  let deep: unknown = 1;
+  for (let i = 0; i < 40; i++) deep = { a: deep };
+  const nested = await curl(`${G}/CreateSession`, { model_type: 'qa', fields: deep });
+  t.is(nested.code, 'invalid_argument');
+  t.regex(nested.message ?? '', /^fields\.a(\.a)*: nests deeper than 32 levels/);
+
+  const flood = await curl('parley.prompt.v1.PromptService/UpdatePrompt', {
+    prompt: { id: '00000000-0000-4000-8000-000000000000' },
+    update_mask: Array.from({ length: 1000 }, (_, i) => `f${i}${'x'.repeat(90)}`).join(','),
+  });
+  t.is(flood.code, 'invalid_argument');
+  t.true((flood.message ?? '').length < 1024);
+
+  const read = await curl(`${G}/GetSession`, { session_id: sessionId });
+  t.is(Number((read as { session?: { revision?: string } }).session?.revision), 1, 'nothing was written');
+});
+
+const pythonReady = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools']).status === 0;
+if (!pythonReady && env.ci) throw new Error('CI needs python3-grpcio and python3-grpc-tools (Debian packages) for the Python client tests');
+
+(pythonReady ? test : test.skip)('hostile input from a Python client (python3-grpcio): every case a precise INVALID_ARGUMENT', async (t) => {
+  const out = mkdtempSync(path.join(tmpdir(), 'parley-py-'));
+  try {
+    const protos = ['genie', 'admin', 'prompt'].map((p) => `proto/parley/${p}/v1/${p}.proto`);
+    await run(PYTHON, ['-m', 'grpc_tools.protoc', '-Iproto', `--python_out=${out}`, `--grpc_python_out=${out}`, ...protos]);
+    const key = (tenant.md.get('authorization')[0] as string).replace(/^Bearer /, '');
+    const { stdout } = await run(PYTHON, ['test/python/hostile_probe.py', out, s.address, key, sessionId], { encoding: 'utf8', timeout: 120_000 });
+    type Case = { case: string; code: string; fields: string[]; message?: string };
+    const cases = new Map(stdout.trim().split('\n').map((l) => JSON.parse(l) as Case).map((c) => [c.case, c]));
+    const expect = (name: string, fields: RegExp) => {
+      const c = cases.get(name)!;
+      t.is(c?.code, 'INVALID_ARGUMENT', `${name}: ${JSON.stringify(c)}`);
+      t.true(c.fields.length > 0 && c.fields.every((f) => fields.test(f)), `${name}: ${c.fields.join(', ')}`);
+    };
+    expect('proto_key', /^fields\.__proto__$/);
+    expect('proto_mask', /^update_mask$/);
+    expect('nul', /^actor_input$/);
+    expect('nan', /^fields\.n$/);
+    expect('deep', /^fields(\.a)+$/);
+    expect('timestamp', /^created_after$/);
+    expect('mask_flood', /^update_mask$/);
+    t.true((cases.get('mask_flood')?.message ?? '').length < 1024);
+    t.is(cases.get('still_served')?.code, 'OK');
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
