@@ -1,4 +1,5 @@
 import test from 'ava';
+import { eventually } from '../helpers/eventually.js';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
 import { hotKey, sessionChannel } from '../../src/storage/genie-cache.js';
@@ -94,8 +95,7 @@ test.serial('the hot copy\'s TTL comes from the model type (cache_ttl_seconds)',
   const { sessionId } = await g.create('brief');
   await g.get(sessionId);
   t.truthy(await s.app.store.kv.get(hotKey(sessionId)));
-  await new Promise((r) => setTimeout(r, 1100));
-  t.is(await s.app.store.kv.get(hotKey(sessionId)), null);
+  await eventually(async () => (await s.app.store.kv.get(hotKey(sessionId))) === null, 'the hot copy to expire');
   t.is((await g.get(sessionId)).revision, 1);
 });
 

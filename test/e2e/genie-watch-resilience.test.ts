@@ -2,10 +2,12 @@ import test from 'ava';
 import { credentials, status } from '@grpc/grpc-js';
 import { GenieServiceClient } from '../../src/gen/parley/genie/v1/genie.js';
 import { ADMIN_TOKEN, createTenant, startTestServer, type TestServer } from '../helpers/harness.js';
-import { env } from '../helpers/backends.js';
+import { env, testWhen } from '../helpers/backends.js';
 import { freePort, hasRedisServer, startParleyProcess, startRedis } from '../helpers/processes.js';
 import { Watcher } from '../helpers/watch.js';
 import { genie, modelType } from '../genie/fixtures.js';
+
+const withRedis = testWhen(hasRedisServer, 'redis-server is not installed');
 
 const chatType = modelType({
   name: 'chat',
@@ -52,11 +54,7 @@ test('a watcher that reads too slowly is cut off with RESOURCE_EXHAUSTED and res
   }
 });
 
-test('Redis restarting mid-stream loses no committed event: the gap is filled from Postgres', async (t) => {
-  if (!hasRedisServer) {
-    if (env.ci) t.fail('redis-server is required in CI');
-    return t.pass('redis-server is not installed here');
-  }
+withRedis('Redis restarting mid-stream loses no committed event: the gap is filled from Postgres', async (t) => {
   const port = await freePort();
   let redis = await startRedis(port);
   const s = await startTestServer({ redisUrl: `redis://127.0.0.1:${port}` });
@@ -79,10 +77,13 @@ test('Redis restarting mid-stream loses no committed event: the gap is filled fr
   }
 });
 
-test('two server processes: a watcher on one sees writes made through the other', async (t) => {
-  if (!env.databaseUrl || !env.redisUrl) {
-    return t.pass('needs a shared Postgres and Redis (DATABASE_URL and REDIS_URL); the CI run has them');
-  }
+const withSharedServers = testWhen(
+  Boolean(env.databaseUrl && env.redisUrl),
+  'needs a shared Postgres and Redis (DATABASE_URL and REDIS_URL); the CI pass on the real servers has them',
+  true,
+);
+
+withSharedServers('two server processes: a watcher on one sees writes made through the other', async (t) => {
   const a = await startTestServer();
   const port = await freePort();
   const b = await startParleyProcess({

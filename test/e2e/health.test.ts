@@ -1,8 +1,10 @@
 import test from 'ava';
 import { HealthCheckResponse_ServingStatus as Serving } from '../../src/gen/grpc/health/v1/health.js';
 import { rpc, startTestServer } from '../helpers/harness.js';
-import { env } from '../helpers/backends.js';
+import { testWhen } from '../helpers/backends.js';
 import { freePort, hasRedisServer, startRedis } from '../helpers/processes.js';
+
+const withRedis = testWhen(hasRedisServer, 'redis-server is not installed');
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<number | undefined> {
   const started = Date.now();
@@ -13,11 +15,7 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promis
   return undefined;
 }
 
-test('health turns NOT_SERVING within 2 s of Redis stopping and SERVING once it is back', async (t) => {
-  if (!hasRedisServer) {
-    if (env.ci) t.fail('redis-server is required in CI');
-    return t.pass('redis-server is not installed here');
-  }
+withRedis('health turns NOT_SERVING within 2 s of Redis stopping and SERVING once it is back', async (t) => {
   const port = await freePort();
   let redis = await startRedis(port);
   const s = await startTestServer({ redisUrl: `redis://127.0.0.1:${port}` });

@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { Redis } from 'ioredis';
+import test, { type ExecutionContext } from 'ava';
 
 /**
  * Which backends the suite runs on. With DATABASE_URL / REDIS_URL set, end-to-end tests use them; without,
- * the embedded defaults (PGlite, in-process store). Contract tests always cover the embedded side and cover
- * the real side whenever it is reachable; under CI=true an unreachable real backend fails the run.
+ * the embedded defaults (PGlite, in-process store), and `npm test` touches no server outside its process.
  */
 export const env = {
   databaseUrl: process.env.DATABASE_URL || undefined,
@@ -13,54 +12,34 @@ export const env = {
   ci: process.env.CI === 'true',
 };
 
-/** Where the contract suites look for real servers when the environment does not say. */
-export const realPostgresUrl = env.databaseUrl ?? process.env.PARLEY_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-export const realRedisUrl = env.redisUrl ?? process.env.PARLEY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+/**
+ * Real servers for the contract suites (which always cover the embedded side): those of the environment,
+ * or PARLEY_TEST_DATABASE_URL / PARLEY_TEST_REDIS_URL to cover them without moving the end-to-end tests.
+ * Unset: the real half of each contract suite is skipped, never probed on localhost.
+ */
+export const realPostgresUrl = env.databaseUrl ?? (process.env.PARLEY_TEST_DATABASE_URL || undefined);
+export const realRedisUrl = env.redisUrl ?? (process.env.PARLEY_TEST_REDIS_URL || undefined);
+
+type Declare = (title: string, fn: (t: ExecutionContext) => unknown) => void;
+
+/**
+ * `test` when `ok`; otherwise each test is declared `test.skip` with the reason in its title. Under CI=true
+ * a missing requirement fails the file instead (CI must run everything), unless `ciMayLack` says CI runs
+ * the test in another of its passes (e.g. only the pass on the real servers can).
+ */
+export function testWhen(ok: boolean, missing: string, ciMayLack = false): Declare {
+  if (ok) return test;
+  if (env.ci && !ciMayLack) throw new Error(`${missing}, and CI=true requires it`);
+  return (title, fn) => test.skip(`${title} [skipped: ${missing}]`, fn);
+}
 
 export const uniqueName = (prefix: string) => `${prefix}_${process.pid}_${randomBytes(4).toString('hex')}`;
-
-async function reachable(check: () => Promise<void>): Promise<boolean> {
-  try {
-    await check();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-export async function postgresReachable(url = realPostgresUrl): Promise<boolean> {
-  return reachable(async () => {
-    const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
-    await c.connect();
-    await c.end();
-  });
-}
-
-export async function redisReachable(url = realRedisUrl): Promise<boolean> {
-  return reachable(async () => {
-    const r = new Redis(url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    r.on('error', () => {});
-    try {
-      await r.connect();
-      await r.ping();
-    } finally {
-      r.disconnect();
-    }
-  });
-}
-
-/** Real backends are required in CI; elsewhere a missing server only narrows the contract suites. */
-export async function requireOrSkip(name: string, ok: boolean): Promise<boolean> {
-  if (!ok && env.ci) throw new Error(`${name} is not reachable, and CI=true requires it`);
-  if (!ok) console.warn(`# ${name} not reachable: its half of the contract suite does not run here`);
-  return ok;
-}
 
 /**
  * A fresh database on the real server for one test file, so files run in parallel without seeing each
  * other's rows. Returns its URL and a function that drops it.
  */
-export async function createScratchDatabase(baseUrl = realPostgresUrl): Promise<{ url: string; drop: () => Promise<void> }> {
+export async function createScratchDatabase(baseUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
   const name = uniqueName('parley_t');
   const admin = new pg.Client({ connectionString: baseUrl });
   await admin.connect();

@@ -1,28 +1,25 @@
-import test from 'ava';
 import { openDb, migrate, isUniqueViolation, type Db } from '../../src/storage/db.js';
 import { AdminRepo } from '../../src/storage/admin-repo.js';
 import { PromptRepo } from '../../src/storage/prompt-repo.js';
-import { createScratchDatabase, postgresReachable, requireOrSkip } from '../helpers/backends.js';
+import { createScratchDatabase, realPostgresUrl, testWhen } from '../helpers/backends.js';
 
 /** The repositories must behave the same on PGlite (embedded) and on a real Postgres server. */
-const implementations: Array<{ name: string; open: () => Promise<{ db: Db; drop: () => Promise<void> }>; enabled: () => Promise<boolean> }> = [
-  { name: 'pglite', open: async () => ({ db: openDb({ databaseUrl: undefined, dataDir: 'memory' }), drop: async () => {} }), enabled: async () => true },
+const implementations: Array<{ name: string; open: () => Promise<{ db: Db; drop: () => Promise<void> }>; enabled: boolean }> = [
+  { name: 'pglite', open: async () => ({ db: openDb({ databaseUrl: undefined, dataDir: 'memory' }), drop: async () => {} }), enabled: true },
   {
     name: 'postgres',
     open: async () => {
-      const scratch = await createScratchDatabase();
+      const scratch = await createScratchDatabase(realPostgresUrl!);
       return { db: openDb({ databaseUrl: scratch.url, dataDir: 'memory' }), drop: scratch.drop };
     },
-    enabled: async () => requireOrSkip('Postgres', await postgresReachable()),
+    enabled: realPostgresUrl !== undefined,
   },
 ];
 
 for (const impl of implementations) {
-  // ava needs tests declared synchronously, so reachability is checked inside each test (once per file).
-  const enabled = impl.enabled();
+  const test = testWhen(impl.enabled, 'set DATABASE_URL or PARLEY_TEST_DATABASE_URL to cover a real Postgres');
 
   test(`${impl.name}: migrations apply once and repositories round-trip`, async (t) => {
-    if (!(await enabled)) return t.pass(`${impl.name} is not reachable here`);
     const { db, drop } = await impl.open();
     try {
       const applied = await migrate(db);

@@ -1,16 +1,16 @@
-import test, { type ExecutionContext } from 'ava';
+import { type ExecutionContext } from 'ava';
 import type { FastStore } from '../../src/storage/kv.js';
 import { memoryStore } from '../../src/storage/memory-kv.js';
 import { redisStore } from '../../src/storage/redis-kv.js';
-import { realRedisUrl, redisReachable, requireOrSkip, uniqueName } from '../helpers/backends.js';
+import { realRedisUrl, testWhen, uniqueName } from '../helpers/backends.js';
 
 /** One contract, two implementations: the embedded store must behave as Redis does for everything we use. */
-const implementations: Array<{ name: string; make: () => Promise<FastStore>; enabled: () => Promise<boolean> }> = [
-  { name: 'memory', make: async () => memoryStore(), enabled: async () => true },
+const implementations: Array<{ name: string; make: () => Promise<FastStore>; enabled: boolean }> = [
+  { name: 'memory', make: async () => memoryStore(), enabled: true },
   {
     name: 'redis',
-    make: () => redisStore(realRedisUrl, `${uniqueName('kvc')}:`),
-    enabled: async () => requireOrSkip('Redis', await redisReachable()),
+    make: () => redisStore(realRedisUrl!, `${uniqueName('kvc')}:`),
+    enabled: realRedisUrl !== undefined,
   },
 ];
 
@@ -27,12 +27,8 @@ async function within<T>(t: ExecutionContext, fn: (s: FastStore) => Promise<T>, 
 }
 
 for (const impl of implementations) {
-  // ava needs tests declared synchronously, so reachability is checked inside each test (once per file).
-  const enabled = impl.enabled();
-  const run = async (t: ExecutionContext, fn: (s: FastStore) => Promise<void>) => {
-    if (!(await enabled)) return t.pass(`${impl.name} is not reachable here`);
-    await within(t, fn, impl.make);
-  };
+  const test = testWhen(impl.enabled, 'set REDIS_URL or PARLEY_TEST_REDIS_URL to cover a real Redis');
+  const run = (t: ExecutionContext, fn: (s: FastStore) => Promise<void>) => within(t, fn, impl.make);
 
   test(`${impl.name}: get/set/del round-trip`, (t) =>
     run(t, async ({ kv }) => {
