@@ -88,7 +88,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const bindings = [
     { name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin), authenticate: adminAuth(config.adminToken) },
     { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers({ prompts: new PromptRepo(db), bus: store.bus, maxPending: config.watchBufferSize }) }, authenticate: callerAuth },
-    { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive) }, authenticate: callerAuth },
+    { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive, limits) }, authenticate: callerAuth },
   ];
   const health = new HealthMonitor(
     [
