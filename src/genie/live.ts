@@ -101,7 +101,8 @@ export class GenieLive {
         : await this.genie.appendDialogue(caller, { ...req, actor: first.actor, actorText: text });
       return { view, utteranceId: first.utteranceId };
     } catch (err) {
-      await abort(signal.aborted ? 'cancelled' : err instanceof Error ? err.message : String(err));
+      // Watchers are other clients: they may read the domain's reason, never an internal error's text.
+      await abort(signal.aborted ? 'cancelled' : err instanceof AppError ? err.message : 'internal error');
       throw err;
     }
   }
