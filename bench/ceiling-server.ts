@@ -26,6 +26,7 @@ const server = new Server({
   'grpc.keepalive_timeout_ms': 10_000,
   'grpc.keepalive_permit_without_calls': 1,
   'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+  'grpc.max_concurrent_streams': 1000,
 });
 
 // Open watch streams, by session id.

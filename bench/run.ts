@@ -208,6 +208,11 @@ async function startParley(): Promise<{ address: string; pid: number | undefined
       PARLEY_LOG_LEVEL: 'warn',
       PARLEY_REDIS_PREFIX: redisPrefix,
       PARLEY_PROMPT_CACHE_TTL: '1h',
+      // Every scenario runs as one account (10,000 idle watchers, unary calls at thousands per second):
+      // per-account limits that would refuse a bench are raised unless the environment sets them.
+      PARLEY_ACCOUNT_RATE: process.env.PARLEY_ACCOUNT_RATE || '1000000',
+      PARLEY_ACCOUNT_BURST: process.env.PARLEY_ACCOUNT_BURST || '1000000',
+      PARLEY_ACCOUNT_MAX_STREAMS: process.env.PARLEY_ACCOUNT_MAX_STREAMS || '1000000',
     },
     'parley',
   );

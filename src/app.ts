@@ -27,6 +27,8 @@ import { adminHandlers } from './transport/admin-handlers.js';
 import { promptHandlers } from './transport/prompt-handlers.js';
 import { AdminServiceService } from './gen/parley/admin/v1/admin.js';
 import { PromptServiceService } from './gen/parley/prompt/v1/prompt.js';
+import { Metrics } from './metrics.js';
+import { Limits, type LimitsConfig } from './transport/limits.js';
 
 export interface App {
   config: Config;
@@ -34,6 +36,10 @@ export interface App {
   store: FastStore;
   health: HealthMonitor;
   server: GrpcServer;
+  /** Per-account limits of this replica, and what they hold now. */
+  limits: Limits;
+  /** In-process counters (refusals by reason). */
+  metrics: Metrics;
   /** The bound port (useful with PARLEY_LISTEN=…:0). */
   port: number;
   stop(): Promise<void>;
@@ -51,6 +57,17 @@ export function promptService(db: Db, store: FastStore, config: Config, adminRep
   return new PromptService(new PromptRepo(db), adminRepo, cache, new Idempotency(db), store.bus);
 }
 
+export function limitsConfig(config: Config): LimitsConfig {
+  return {
+    streamsPerAccount: config.accountMaxStreams,
+    utteranceBytesPerAccount: config.accountMaxUtteranceBytes,
+    utteranceBytesPerUtterance: config.maxUtteranceBytes,
+    clientStreamIdleMs: config.clientStreamIdleMs,
+    requestsPerSecond: config.accountRequestRate,
+    requestBurst: config.accountRequestBurst,
+  };
+}
+
 /** The composition root: storage → domain → transport. Nothing else wires components together. */
 export async function startApp(config: Config, logger: Logger): Promise<App> {
   const { db, store } = await openStorage(config);
@@ -66,11 +83,13 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   await genie.start();
   const genieLive = new GenieLive(genie, new GenieEventLog(db), genieCache, store.bus, config.watchBufferSize);
 
+  const metrics = new Metrics();
+  const limits = new Limits(limitsConfig(config), { logger, metrics });
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
   const bindings = [
     { name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin), authenticate: adminAuth(config.adminToken) },
     { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers({ prompts: new PromptRepo(db), bus: store.bus, maxPending: config.watchBufferSize }) }, authenticate: callerAuth },
-    { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive) }, authenticate: callerAuth },
+    { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive, limits) }, authenticate: callerAuth },
   ];
   const health = new HealthMonitor(
     [
@@ -80,7 +99,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     bindings.map((b) => b.name),
   );
   await health.start();
-  const server = new GrpcServer(bindings, health, { maxMessageBytes: config.maxMessageBytes, logger });
+  const server = new GrpcServer(bindings, health, { maxMessageBytes: config.maxMessageBytes, maxStreamsPerConnection: config.maxStreamsPerConnection, logger, limits });
   const port = await server.listen(config.listen);
   logger.info('listening', {
     address: config.listen.replace(/:\d+$/, `:${port}`),
@@ -97,5 +116,5 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       await store.close();
       await db.destroy();
     })());
-  return { config, db, store, health, server, port, stop };
+  return { config, db, store, health, server, limits, metrics, port, stop };
 }

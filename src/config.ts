@@ -32,6 +32,13 @@ export const envSchema = z.object({
   PARLEY_SHUTDOWN_GRACE: duration('10s'),
   PARLEY_WATCH_BUFFER: z.coerce.number().int().min(1).max(1_000_000).default(1024),
   PARLEY_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(32 * 1024 * 1024),
+  PARLEY_ACCOUNT_MAX_STREAMS: z.coerce.number().int().min(1).max(10_000_000).default(1000),
+  PARLEY_ACCOUNT_MAX_UTTERANCE_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024 * 1024).default(32 * 1024 * 1024),
+  PARLEY_MAX_UTTERANCE_BYTES: z.coerce.number().int().min(1024).max(1024 * 1024 * 1024).default(4 * 1024 * 1024),
+  PARLEY_CLIENT_STREAM_IDLE: duration('5m').refine((ms) => ms >= 1000, 'must be at least 1s'),
+  PARLEY_ACCOUNT_RATE: z.coerce.number().positive().max(1_000_000_000).default(1000),
+  PARLEY_ACCOUNT_BURST: z.coerce.number().int().min(1).max(1_000_000_000).default(2000),
+  PARLEY_MAX_STREAMS_PER_CONNECTION: z.coerce.number().int().min(1).max(2 ** 31 - 1).default(1000),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -49,6 +56,19 @@ export interface Config {
   maxMessageBytes: number;
   /** Live updates a watcher may fall behind by before it is cut off with RESOURCE_EXHAUSTED. */
   watchBufferSize: number;
+  /** Open streaming calls per account, per replica. */
+  accountMaxStreams: number;
+  /** StreamUtterance bytes received and not yet committed, summed over an account's open utterances, per replica. */
+  accountMaxUtteranceBytes: number;
+  /** Bytes of text of one streamed utterance. */
+  maxUtteranceBytes: number;
+  /** A client stream (StreamUtterance, Chat's requests) that sends nothing this long is ended. */
+  clientStreamIdleMs: number;
+  /** Requests per second per account, per replica (token bucket refill rate), and the bucket's size. */
+  accountRequestRate: number;
+  accountRequestBurst: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one connection may have open at once. */
+  maxStreamsPerConnection: number;
 }
 
 export class ConfigError extends Error {
@@ -81,6 +101,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: e.PARLEY_SHUTDOWN_GRACE,
     maxMessageBytes: e.PARLEY_MAX_MESSAGE_BYTES,
     watchBufferSize: e.PARLEY_WATCH_BUFFER,
+    accountMaxStreams: e.PARLEY_ACCOUNT_MAX_STREAMS,
+    accountMaxUtteranceBytes: e.PARLEY_ACCOUNT_MAX_UTTERANCE_BYTES,
+    maxUtteranceBytes: e.PARLEY_MAX_UTTERANCE_BYTES,
+    clientStreamIdleMs: e.PARLEY_CLIENT_STREAM_IDLE,
+    accountRequestRate: e.PARLEY_ACCOUNT_RATE,
+    accountRequestBurst: e.PARLEY_ACCOUNT_BURST,
+    maxStreamsPerConnection: e.PARLEY_MAX_STREAMS_PER_CONNECTION,
   };
 }
 

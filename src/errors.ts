@@ -18,14 +18,34 @@ export interface FieldViolation {
   description: string;
 }
 
+/** Machine-readable detail of an error, sent as google.rpc.ErrorInfo (and RetryInfo) beside the status. */
+export interface ErrorDetail {
+  /** A stable UPPER_SNAKE_CASE name of the cause, e.g. STREAM_LIMIT; absent: the code's name. */
+  reason?: string;
+  /** Facts a client may act on, e.g. the limit that was hit. Keys are ours, never the caller's input. */
+  metadata?: ReadonlyMap<string, string>;
+  /** When retrying may succeed (rate limits). */
+  retryDelayMs?: number;
+}
+
+const noMetadata: ReadonlyMap<string, string> = new Map();
+
 export class AppError extends Error {
+  readonly reason: string | undefined;
+  readonly metadata: ReadonlyMap<string, string>;
+  readonly retryDelayMs: number | undefined;
+
   constructor(
     readonly code: ErrorCode,
     message: string,
     readonly violations: FieldViolation[] = [],
+    detail: ErrorDetail = {},
   ) {
     super(message);
     this.name = 'AppError';
+    this.reason = detail.reason;
+    this.metadata = detail.metadata ?? noMetadata;
+    this.retryDelayMs = detail.retryDelayMs;
   }
 }
 
@@ -34,8 +54,7 @@ export class AppError extends Error {
  * message never echoes input at length (and never carries control characters raw).
  */
 export function quote(value: string, max = 64): string {
-  const cut = value.length > max ? `${value.slice(0, max)}…` : value;
-  return JSON.stringify(cut);
+  return JSON.stringify(clip(value, max));
 }
 
 // Status messages and details travel in HTTP/2 trailers, whose size peers limit (often 8–16 KiB); a status
@@ -45,7 +64,14 @@ const MAX_MESSAGE_VIOLATIONS = 3;
 const MAX_FIELD_CHARS = 200;
 const MAX_DESCRIPTION_CHARS = 300;
 
-const clip = (s: string, max: number) => (s.length > max ? `${s.slice(0, max)}…` : s);
+/** At most `max` UTF-16 units of `s`, never splitting a surrogate pair, marked with … when cut. */
+export function clip(s: string, max: number): string {
+  if (s.length <= max) return s;
+  let end = max - 1;
+  const last = s.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return `${s.slice(0, end)}…`;
+}
 
 export function invalidArgument(field: string, description: string): AppError;
 export function invalidArgument(violations: FieldViolation[]): AppError;
@@ -75,3 +101,7 @@ export const failedPrecondition = (message: string) => new AppError('FAILED_PREC
 export const aborted = (message: string) => new AppError('ABORTED', message);
 export const unauthenticated = (message: string) => new AppError('UNAUTHENTICATED', message);
 export const permissionDenied = (message: string) => new AppError('PERMISSION_DENIED', message);
+
+/** A per-account or per-call limit refused the request; `reason` says which, `metadata` carries its value. */
+export const resourceExhausted = (reason: string, message: string, metadata: ReadonlyMap<string, string>, retryDelayMs?: number) =>
+  new AppError('RESOURCE_EXHAUSTED', message, [], { reason, metadata, retryDelayMs });

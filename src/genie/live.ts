@@ -22,9 +22,6 @@ export interface UtteranceChunk {
   final: boolean;
 }
 
-/** Longest utterance a worker may stream; it is held in memory until committed. */
-export const MAX_UTTERANCE_CHARS = 4 * 1024 * 1024;
-
 /** Live side of genie sessions: watching (replay, then live) and streamed utterances. */
 export class GenieLive {
   constructor(
@@ -59,8 +56,9 @@ export class GenieLive {
 
   /**
    * Streams one utterance: each chunk is published as a delta, and the whole text is committed as one
-   * dialogue element when the chunks end normally. Cancellation, a bad chunk or a failed commit publish an
-   * aborted update instead, and nothing is written.
+   * dialogue element when the chunks end normally. Cancellation, a bad chunk, a chunk over a limit (the
+   * iterable throws: the transport bounds how much text is held and for how long) or a failed commit
+   * publish an aborted update instead, and nothing is written.
    */
   async streamUtterance(caller: Principal, chunks: AsyncIterable<UtteranceChunk>, signal: AbortSignal): Promise<{ view: SessionView; utteranceId: string }> {
     let first: (UtteranceChunk & { actor: Actor }) | undefined;
@@ -85,7 +83,6 @@ export class GenieLive {
           if (final) break;
           continue;
         }
-        if (text.length + chunk.text.length > MAX_UTTERANCE_CHARS) throw invalidArgument('text', `the utterance exceeds ${MAX_UTTERANCE_CHARS} characters`);
         text += chunk.text;
         await this.cache.publishEphemeral(first.sessionId, {
           delta: { utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: chunk.text },

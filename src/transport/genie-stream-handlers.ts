@@ -11,7 +11,8 @@ import { optionalString, uuid } from './convert.js';
 import { clientStream, duplex, serverStream, type CallContext, type Handler } from './rpc.js';
 import { toServiceError } from './status.js';
 import { toSession } from './genie-handlers.js';
-import { send } from './streams.js';
+import type { Limits } from './limits.js';
+import { Incoming, send } from './streams.js';
 
 const revision = z.number().int().nonnegative('must not be negative');
 const watchSession = z.object({ sessionId: uuid, afterRevision: revision });
@@ -75,7 +76,7 @@ export function toUpdate(sessionId: string, u: LiveUpdate): SessionUpdate {
     : { sessionId, revision: 0, aborted: u.ephemeral.aborted };
 }
 
-export function genieStreamHandlers(genie: GenieService, live: GenieLive): Record<string, Handler> {
+export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits: Limits): Record<string, Handler> {
   return {
     watchSession: serverStream(async (req, call, ctx) => {
       const r = parseInput(watchSession, req);
@@ -84,18 +85,27 @@ export function genieStreamHandlers(genie: GenieService, live: GenieLive): Recor
     }),
 
     streamUtterance: clientStream(async (call, ctx) => {
+      const caller = callerOf(ctx);
+      const messages = new Incoming<StreamUtteranceRequest>(call, limits.clientStreamIdleMs, ctx.signal, () => limits.idle(caller.accountId, ctx.method));
+      // The text received and not yet committed counts against the utterance's and the account's budgets.
+      const budget = limits.utterance(caller.accountId, ctx.method);
       const chunks = (async function* () {
-        // destroyOnReturn: false, so stopping at a final chunk leaves the call open for the response.
-        const messages = call.iterator({ destroyOnReturn: false }) as AsyncIterable<StreamUtteranceRequest>;
-        for await (const msg of { [Symbol.asyncIterator]: () => messages[Symbol.asyncIterator]() }) {
-          yield parseInput(utteranceChunk, msg) as UtteranceChunk;
+        for await (const msg of messages) {
+          const chunk = parseInput(utteranceChunk, msg) as UtteranceChunk;
+          budget.add(Buffer.byteLength(chunk.text, 'utf8'));
+          yield chunk;
         }
       })();
-      const { view, utteranceId } = await live.streamUtterance(callerOf(ctx), chunks, ctx.signal);
-      return { session: toSession(view), utteranceId };
+      try {
+        const { view, utteranceId } = await live.streamUtterance(caller, chunks, ctx.signal);
+        return { session: toSession(view), utteranceId };
+      } finally {
+        messages.close();
+        budget.release();
+      }
     }),
 
-    chat: duplex(async (call, ctx) => chat(call as ServerDuplexStream<ChatRequest, ChatResponse>, ctx, genie, live)),
+    chat: duplex(async (call, ctx) => chat(call as ServerDuplexStream<ChatRequest, ChatResponse>, ctx, genie, live, limits)),
   };
 }
 
@@ -103,10 +113,27 @@ export function genieStreamHandlers(genie: GenieService, live: GenieLive): Recor
  * The gateway stream: after `open`, updates of the session flow out while requests flow in; each request is
  * answered by an ack or an error on the same stream, and a failed request leaves the stream open.
  */
-async function chat(call: ServerDuplexStream<ChatRequest, ChatResponse>, ctx: CallContext, genie: GenieService, live: GenieLive): Promise<void> {
+async function chat(call: ServerDuplexStream<ChatRequest, ChatResponse>, ctx: CallContext, genie: GenieService, live: GenieLive, limits: Limits): Promise<void> {
   const caller = callerOf(ctx);
   // Not call[Symbol.asyncIterator]: finishing that iterator destroys the duplex, and the status never goes out.
-  const requests = call.iterator({ destroyOnReturn: false }) as AsyncIterator<ChatRequest>;
+  // A gateway that sends no request for the idle time is ended; updates flowing out do not count.
+  const requests = new Incoming<ChatRequest>(call, limits.clientStreamIdleMs, ctx.signal, () => limits.idle(caller.accountId, ctx.method));
+  try {
+    await chatOn(call, requests, ctx, caller, genie, live, limits);
+  } finally {
+    requests.close();
+  }
+}
+
+async function chatOn(
+  call: ServerDuplexStream<ChatRequest, ChatResponse>,
+  requests: Incoming<ChatRequest>,
+  ctx: CallContext,
+  caller: ReturnType<typeof callerOf>,
+  genie: GenieService,
+  live: GenieLive,
+  limits: Limits,
+): Promise<void> {
   const first = await requests.next();
   if (first.done) return;
   const open = first.value.open;
@@ -123,6 +150,8 @@ async function chat(call: ServerDuplexStream<ChatRequest, ChatResponse>, ctx: Ca
       if (next.done || signal.aborted) return;
       const { requestId, sendEvent, appendDialogue } = next.value;
       try {
+        // Each request is a write like an RPC's, so it takes a token of the account's rate too.
+        limits.admit(caller.accountId, ctx.method);
         let rev: number;
         if (sendEvent) {
           const r = parseInput(chatSendEvent, sendEvent, 'send_event.');

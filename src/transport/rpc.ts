@@ -12,7 +12,8 @@ import {
 import type { DescMessage } from '@bufbuild/protobuf';
 import type { Logger } from '../log.js';
 import type { Principal } from '../auth.js';
-import { invalidArgument, type AppError } from '../errors.js';
+import { AppError, invalidArgument } from '../errors.js';
+import type { Limits, StreamLease } from './limits.js';
 import { toServiceError } from './status.js';
 import { requestViolations, undecodableViolation } from './request-check.js';
 
@@ -32,6 +33,8 @@ export interface RpcEnv {
   logger: Logger;
   /** Tracks live calls so shutdown can wait for them and end streams. */
   calls: CallRegistry;
+  /** Per-account limits on authenticated calls: a request rate for every call, a number of open streams. */
+  limits?: Limits;
 }
 
 // Requests arrive as `unknown`: every handler validates its input with zod before using it.
@@ -211,6 +214,8 @@ class StreamCall implements LiveCall {
   readonly controller = new AbortController();
   private readonly started = process.hrtime.bigint();
   private finished = false;
+  /** The account's stream slot, released when the call finishes, however it finishes. */
+  private lease: StreamLease | undefined;
 
   constructor(
     readonly stream: boolean,
@@ -226,7 +231,13 @@ class StreamCall implements LiveCall {
 
   end(): void {
     this.controller.abort(new Error('server shutting down'));
-    this.fail(Object.assign(new Error('server shutting down'), { code: Status.UNAVAILABLE, details: 'server shutting down', metadata: this.call.metadata }));
+    this.fail(new AppError('UNAVAILABLE', 'server shutting down'));
+  }
+
+  /** Takes the stream slot; a call that already finished (ended by shutdown meanwhile) gives it back at once. */
+  hold(lease: StreamLease): void {
+    if (this.finished) lease.release();
+    else this.lease = lease;
   }
 
   succeed(res: unknown): void {
@@ -246,6 +257,7 @@ class StreamCall implements LiveCall {
 
   private finish(code: Status, err?: unknown): void {
     this.finished = true;
+    this.lease?.release();
     this.calls.remove(this);
     this.log(this.started, code, err);
   }
@@ -283,6 +295,7 @@ export function implement(
       const fn = handler.fn;
       const run = async (call: ServerUnaryCall<any, any>, ctx: UnaryCall) => {
         if (authenticate) ctx.principal = await authenticate(call.metadata);
+        if (ctx.principal) env.limits?.admit(ctx.principal.accountId, method);
         return fn(accepted(call.request), ctx);
       };
       impl[name] = (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>) => {
@@ -313,6 +326,10 @@ export function implement(
       if (def.requestStream) guardIterator(call);
       (async () => {
         const principal = authenticate ? await authenticate(call.metadata) : undefined;
+        if (principal && env.limits) {
+          env.limits.admit(principal.accountId, method);
+          live.hold(env.limits.openStream(principal.accountId, method));
+        }
         if (!def.requestStream) accepted(call.request);
         return run({ method, metadata: call.metadata, peer: call.getPeer(), principal, signal: live.controller.signal });
       })().then(

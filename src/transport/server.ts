@@ -4,6 +4,7 @@ import { CallRegistry, guardRequests, implement, type Authenticate, type Handler
 import { DescriptorIndex, addReflection, loadImage } from './reflection.js';
 import { requestTypes } from './request-check.js';
 import type { HealthMonitor } from './health.js';
+import type { Limits } from './limits.js';
 
 export interface ServiceBinding {
   /** Fully-qualified name, e.g. parley.prompt.v1.PromptService. */
@@ -15,7 +16,10 @@ export interface ServiceBinding {
 
 export interface GrpcServerOptions {
   maxMessageBytes: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: clients queue further streams on that connection. */
+  maxStreamsPerConnection: number;
   logger: Logger;
+  limits?: Limits;
 }
 
 /** grpc-js server with our services, health and reflection, and a shutdown that drains before closing. */
@@ -37,8 +41,10 @@ export class GrpcServer {
       'grpc.keepalive_permit_without_calls': 1,
       // Accept client pings as often as every 10 s without calling it abuse.
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+      // One connection cannot hold more streams than this, whichever accounts they belong to.
+      'grpc.max_concurrent_streams': opts.maxStreamsPerConnection,
     });
-    const env = { logger: opts.logger, calls: this.calls };
+    const env = { logger: opts.logger, calls: this.calls, limits: opts.limits };
     const image = loadImage();
     const types = requestTypes(image);
     for (const b of bindings) {

@@ -131,20 +131,52 @@ export async function createTenant(s: TestServer, llmClientName = 'hr'): Promise
   };
 }
 
-/** The BadRequest field violations of an error, decoded from grpc-status-details-bin as any client would. */
-export function violatedFields(err: ServiceError): string[] {
+/** The google.rpc.Status details of an error whose type URL is `type.googleapis.com/google.rpc.<type>`. */
+function details(err: ServiceError, type: string): Uint8Array[] {
   const raw = err.metadata?.get('grpc-status-details-bin')[0];
   if (!raw || typeof raw === 'string') return [];
-  const fields: string[] = [];
-  // google.rpc.Status.details (3) → Any.value (2) → BadRequest.field_violations (1) → FieldViolation.field (1)
-  for (const any of submessages(raw, 3)) {
-    for (const value of submessages(any, 2)) {
-      for (const violation of submessages(value, 1)) {
-        for (const field of submessages(violation, 1)) fields.push(Buffer.from(field).toString('utf8'));
-      }
-    }
+  // google.rpc.Status.details (3) → Any { type_url (1), value (2) }
+  return submessages(raw, 3)
+    .filter((a) => submessages(a, 1).some((u) => text(u) === `type.googleapis.com/google.rpc.${type}`))
+    .flatMap((a) => submessages(a, 2));
+}
+
+const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
+
+/** The BadRequest field violations of an error, decoded from grpc-status-details-bin as any client would. */
+export function violatedFields(err: ServiceError): string[] {
+  // BadRequest.field_violations (1) → FieldViolation.field (1)
+  return details(err, 'BadRequest').flatMap((v) => submessages(v, 1).flatMap((violation) => submessages(violation, 1).map(text)));
+}
+
+/** The google.rpc.ErrorInfo of an error, or undefined when it carries none. */
+export function errorInfo(err: ServiceError): { reason: string; domain: string; metadata: Record<string, string> } | undefined {
+  const info = details(err, 'ErrorInfo')[0];
+  if (!info) return undefined;
+  // ErrorInfo { reason = 1; domain = 2; map<string, string> metadata = 3 } (map entries: key = 1, value = 2)
+  const entries = submessages(info, 3).map((e) => [text(submessages(e, 1)[0] ?? new Uint8Array()), text(submessages(e, 2)[0] ?? new Uint8Array())] as const);
+  return {
+    reason: text(submessages(info, 1)[0] ?? new Uint8Array()),
+    domain: text(submessages(info, 2)[0] ?? new Uint8Array()),
+    metadata: Object.fromEntries(entries),
+  };
+}
+
+/** The google.rpc.RetryInfo delay of an error in milliseconds, or undefined when it carries none. */
+export function retryDelayMs(err: ServiceError): number | undefined {
+  const info = details(err, 'RetryInfo')[0];
+  const duration = info && submessages(info, 1)[0];
+  if (!duration) return undefined;
+  const r = new BinaryReader(duration);
+  let seconds = 0;
+  let nanos = 0;
+  while (r.pos < r.len) {
+    const [no, type] = r.tag();
+    if (no === 1) seconds = Number(r.int64());
+    else if (no === 2) nanos = r.int32();
+    else r.skip(type);
   }
-  return fields;
+  return seconds * 1000 + nanos / 1e6;
 }
 
 function submessages(bytes: Uint8Array, fieldNo: number): Uint8Array[] {

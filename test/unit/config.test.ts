@@ -49,3 +49,54 @@ test('a real server is selected by URL', (t) => {
   t.is(c.redisUrl, 'redis://127.0.0.1:6379');
   t.is(c.listen, '0.0.0.0:6000');
 });
+
+test('per-account limits have generous defaults and read their variables', (t) => {
+  const d = loadConfig({});
+  t.is(d.accountMaxStreams, 1000);
+  t.is(d.accountMaxUtteranceBytes, 32 * 1024 * 1024);
+  t.is(d.maxUtteranceBytes, 4 * 1024 * 1024);
+  t.is(d.clientStreamIdleMs, 300_000);
+  t.is(d.accountRequestRate, 1000);
+  t.is(d.accountRequestBurst, 2000);
+  t.is(d.maxStreamsPerConnection, 1000);
+  const c = loadConfig({
+    PARLEY_ACCOUNT_MAX_STREAMS: '50',
+    PARLEY_ACCOUNT_MAX_UTTERANCE_BYTES: '1048576',
+    PARLEY_MAX_UTTERANCE_BYTES: '65536',
+    PARLEY_CLIENT_STREAM_IDLE: '30s',
+    PARLEY_ACCOUNT_RATE: '2.5',
+    PARLEY_ACCOUNT_BURST: '10',
+    PARLEY_MAX_STREAMS_PER_CONNECTION: '100',
+  });
+  t.deepEqual(
+    [c.accountMaxStreams, c.accountMaxUtteranceBytes, c.maxUtteranceBytes, c.clientStreamIdleMs, c.accountRequestRate, c.accountRequestBurst, c.maxStreamsPerConnection],
+    [50, 1048576, 65536, 30_000, 2.5, 10, 100],
+  );
+});
+
+test('a limit that would refuse everything is a configuration error naming its variable', (t) => {
+  const e = t.throws(
+    () =>
+      loadConfig({
+        PARLEY_ACCOUNT_MAX_STREAMS: '0',
+        PARLEY_ACCOUNT_MAX_UTTERANCE_BYTES: 'lots',
+        PARLEY_MAX_UTTERANCE_BYTES: '10',
+        PARLEY_CLIENT_STREAM_IDLE: '0ms',
+        PARLEY_ACCOUNT_RATE: '0',
+        PARLEY_ACCOUNT_BURST: '1.5',
+        PARLEY_MAX_STREAMS_PER_CONNECTION: '-1',
+      }),
+    { instanceOf: ConfigError },
+  );
+  for (const name of [
+    'PARLEY_ACCOUNT_MAX_STREAMS',
+    'PARLEY_ACCOUNT_MAX_UTTERANCE_BYTES',
+    'PARLEY_MAX_UTTERANCE_BYTES',
+    'PARLEY_CLIENT_STREAM_IDLE',
+    'PARLEY_ACCOUNT_RATE',
+    'PARLEY_ACCOUNT_BURST',
+    'PARLEY_MAX_STREAMS_PER_CONNECTION',
+  ]) {
+    t.true(e!.message.includes(name), `${name} is not named in: ${e!.message}`);
+  }
+});

@@ -1,0 +1,53 @@
+import test from 'ava';
+import { status } from '@grpc/grpc-js';
+import { AppError, invalidArgument, notFound, resourceExhausted } from '../../src/errors.js';
+import { clip } from '../../src/errors.js';
+import { toServiceError } from '../../src/transport/status.js';
+import { errorInfo, retryDelayMs, violatedFields } from '../helpers/harness.js';
+
+const detailsBytes = (err: ReturnType<typeof toServiceError>) => (err.metadata.get('grpc-status-details-bin')[0] as Buffer).length;
+
+test('a bad request carries its BadRequest and an ErrorInfo whose reason is the code name', (t) => {
+  const se = toServiceError(invalidArgument([{ field: 'prompt.name', description: 'is too long' }, { field: 'tags[2]', description: 'is empty' }]));
+  t.is(se.code, status.INVALID_ARGUMENT);
+  t.deepEqual(violatedFields(se), ['prompt.name', 'tags[2]'], 'only the BadRequest is read as violations');
+  t.deepEqual(errorInfo(se), { reason: 'INVALID_ARGUMENT', domain: 'parley', metadata: {} });
+  t.is(retryDelayMs(se), undefined);
+});
+
+test('every error gets an ErrorInfo, and an unknown one says nothing of its internals', (t) => {
+  const missing = toServiceError(notFound('session 42'));
+  t.deepEqual(errorInfo(missing), { reason: 'NOT_FOUND', domain: 'parley', metadata: {} });
+  t.deepEqual(violatedFields(missing), []);
+  const internal = toServiceError(new Error('connect ECONNREFUSED 10.0.0.7:5432 password=hunter2'));
+  t.is(internal.code, status.INTERNAL);
+  t.is(internal.details, 'internal error');
+  t.deepEqual(errorInfo(internal), { reason: 'INTERNAL', domain: 'parley', metadata: {} });
+  t.false((internal.metadata.get('grpc-status-details-bin')[0] as Buffer).toString('latin1').includes('hunter2'));
+});
+
+test('a limit carries its reason, its metadata and, when given, a RetryInfo', (t) => {
+  const se = toServiceError(resourceExhausted('RATE_LIMIT', 'too many requests', new Map([['limit_per_second', '10'], ['burst', '20']]), 1_250));
+  t.is(se.code, status.RESOURCE_EXHAUSTED);
+  t.deepEqual(errorInfo(se), { reason: 'RATE_LIMIT', domain: 'parley', metadata: { limit_per_second: '10', burst: '20' } });
+  t.is(retryDelayMs(se), 1_250);
+  t.deepEqual(violatedFields(se), []);
+});
+
+test('the details stay small however many and however long the violations are', (t) => {
+  const long = 'x'.repeat(100_000);
+  const many = Array.from({ length: 10_000 }, (_, i) => ({ field: `messages[${i}].${long}`, description: long }));
+  const se = toServiceError(new AppError('INVALID_ARGUMENT', long, many, { reason: long, metadata: new Map(Array.from({ length: 100 }, (_, i) => [`k${i}${long}`, long])) }));
+  t.true(detailsBytes(se) < 4096, `details are ${detailsBytes(se)} bytes`);
+  t.true(violatedFields(se).length > 0, 'the first violations are kept');
+  t.true(violatedFields(se)[0]!.startsWith('messages[0].'));
+  t.is(errorInfo(se)!.domain, 'parley');
+});
+
+test('clip never splits a surrogate pair', (t) => {
+  t.is(clip('abc', 3), 'abc');
+  t.is(clip('abcdef', 4), 'abc…');
+  t.is(clip('ab😀def', 4), 'ab…');
+  t.is(clip('a😀cdef', 5), 'a😀c…');
+  t.is(clip('a😀cdef', 4), 'a😀…');
+});
