@@ -179,7 +179,11 @@ test('Chat: the gateway sends events and receives every update of the session on
   await g.send(id, 'llm_says', 'hello from elsewhere');
   call.write({ ...none, requestId: 'bad', sendEvent: { event: 'nope', actor: '', actorInput: '', expectedRevision: 0 } });
   call.write({ ...none, requestId: 'r2', appendDialogue: { actor: 'system', actorText: 'note', expectedRevision: 0 } });
-  await wait(() => responses.filter((r) => r.update?.commit).length === 4, 'four committed updates');
+  // The ack of r2 and its committed update travel independently: wait for both.
+  await wait(
+    () => responses.filter((r) => r.update?.commit).length === 4 && responses.some((r) => r.ack?.requestId === 'r2'),
+    'four committed updates and the ack of r2',
+  );
   const err = responses.find((r) => r.error)?.error;
   t.is(err?.requestId, 'bad');
   t.is(err?.code, status.FAILED_PRECONDITION);
