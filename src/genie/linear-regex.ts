@@ -1,0 +1,280 @@
+/**
+ * Tenant regular expressions (`pattern`, `patternProperties` of a model type's JSON Schema) on RE2, whose
+ * matching time is linear in the input: a backtracking engine lets one tenant's `^(a+)+$` block the event
+ * loop of every tenant for minutes.
+ *
+ * re2-wasm runs RE2 in one WebAssembly instance whose heap is fixed at 16 MiB and shared by every compiled
+ * expression, and whose objects the garbage collector never frees. Hence:
+ * - every expression belongs to a PatternSet (one per compiled schema) that frees them explicitly;
+ * - a pattern's compiled size is estimated before RE2 sees it (`patternCost`) and capped, because a
+ *   9-character `\p{L}{100}` needs more than the whole heap;
+ * - matched strings are capped (MAX_MATCH_INPUT): the input is copied into the heap, and time is linear
+ *   in its length times the pattern's size;
+ * - if the heap is exhausted anyway (RE2's lazily built DFAs grow while matching), the instance aborts;
+ *   `resetEngine` then loads a fresh instance, and every expression of the old one is dead.
+ */
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+/** The longest pattern accepted, in characters. */
+export const MAX_PATTERN_LENGTH = 1000;
+/**
+ * The largest estimated compiled size of one pattern, in units of about 100 bytes of RE2 program (see
+ * patternCost): `\p{L}` alone is 1,650, `.{800}` 9,650, a 1,000-character literal about 1,050.
+ */
+export const MAX_PATTERN_COST = 10_000;
+/** Strings longer than this (UTF-16 code units) are not matched against a pattern: the check fails instead. */
+export const MAX_MATCH_INPUT = 16_384;
+
+interface RE2Object {
+  test(input: string): boolean;
+}
+type RE2Constructor = new (source: string, flags: string) => RE2Object;
+
+/** The module files of one engine instance; dropping them from the require cache loads a fresh instance. */
+const ENGINE_MODULES = ['re2-wasm', 're2-wasm/build/wasm/re2.js'];
+
+function loadEngine(): RE2Constructor {
+  for (const m of ENGINE_MODULES) delete require.cache[require.resolve(m)];
+  return (require('re2-wasm') as { RE2: RE2Constructor }).RE2;
+}
+
+let RE2 = loadEngine();
+/** Bumped by each reset: expressions of an older generation belong to a discarded instance. */
+let generation = 0;
+let live = 0;
+let resets = 0;
+
+/** A pattern that cannot be accepted; the message is short and does not repeat the pattern. */
+export class PatternProblem extends Error {
+  constructor(
+    readonly pattern: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+/** A string longer than MAX_MATCH_INPUT met a pattern. */
+export class MatchInputTooLong extends Error {}
+/** The engine's heap is exhausted: call resetEngine, then try again. */
+export class EngineExhausted extends Error {}
+
+/** Discards the engine instance (and with it every compiled expression) for a fresh one. */
+export function resetEngine(): void {
+  RE2 = loadEngine();
+  generation++;
+  live = 0;
+  resets++;
+}
+
+export function engineStats(): { livePatterns: number; engineResets: number } {
+  return { livePatterns: live, engineResets: resets };
+}
+
+/** What Ajv's `code.regExp` option takes: called with (source, flags) at compile time. */
+export interface RegExpEngine {
+  (source: string, flags: string): { test(input: string): boolean };
+  code: string;
+}
+
+const isAbort = (err: unknown) => err instanceof WebAssembly.RuntimeError;
+
+/** One compiled expression; `toString` is Ajv's key for sharing it within one schema. */
+class Pattern {
+  constructor(
+    readonly source: string,
+    private readonly re: RE2Object,
+  ) {}
+
+  test(input: string): boolean {
+    if (input.length > MAX_MATCH_INPUT) throw new MatchInputTooLong();
+    try {
+      return this.re.test(input);
+    } catch (err) {
+      if (isAbort(err)) throw new EngineExhausted();
+      throw err;
+    }
+  }
+
+  free(): void {
+    // The embind handle behind the object: the wasm heap has no garbage collector.
+    (this.re as unknown as { wrapper: { delete(): void } }).wrapper.delete();
+  }
+
+  toString(): string {
+    return `/${this.source}/u`;
+  }
+}
+
+/**
+ * The expressions of one compiled schema: hand `engine` to Ajv, `free` them when the validator is
+ * dropped. The same source is compiled once per set (Ajv asks again for each use of a pattern).
+ */
+export class PatternSet {
+  private readonly patterns = new Map<string, Pattern>();
+  private readonly generation = generation;
+  private freed = false;
+  /** Sum of patternCost over the distinct patterns. */
+  cost = 0;
+
+  readonly engine: RegExpEngine = Object.assign((source: string) => this.compile(source), { code: 'parleyLinearRegExp' });
+
+  /** `budget`: the most the distinct patterns may cost together (see patternCost). */
+  constructor(private readonly budget: number) {}
+
+  get size(): number {
+    return this.patterns.size;
+  }
+
+  private compile(source: string): Pattern {
+    if (this.freed) throw new Error('PatternSet used after free');
+    const known = this.patterns.get(source);
+    if (known) return known;
+    if (source.length > MAX_PATTERN_LENGTH) throw new PatternProblem(source, `is longer than ${MAX_PATTERN_LENGTH} characters`);
+    const cost = patternCost(source);
+    if (cost > MAX_PATTERN_COST) {
+      throw new PatternProblem(source, 'would compile to more than the server allows for one pattern (large counted repetitions or Unicode classes)');
+    }
+    if (this.cost + cost > this.budget) {
+      throw new PatternProblem(source, "takes the schema's patterns together over what the server allows (large counted repetitions or Unicode classes)");
+    }
+    let re: RE2Object;
+    try {
+      // RE2 only works in Unicode mode; JSON Schema patterns are Unicode (ECMA-262 with the u flag) anyway.
+      re = new RE2(source, 'u');
+    } catch (err) {
+      if (isAbort(err)) throw new EngineExhausted();
+      throw new PatternProblem(source, `is not supported (no lookaround or backreferences): ${clip(engineReason(err), 64)}`);
+    }
+    live++;
+    const p = new Pattern(source, re);
+    this.patterns.set(source, p);
+    this.cost += cost;
+    return p;
+  }
+
+  /** Frees every expression; the validator that used them must not run again. */
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    // After a reset the instance these lived in is gone, and so is their memory.
+    if (this.generation === generation) {
+      for (const p of this.patterns.values()) p.free();
+      live -= this.patterns.size;
+    }
+    this.patterns.clear();
+  }
+}
+
+/** RE2's own words, without the pattern it repeats: "Invalid regular expression: /<pattern>/u: <reason>". */
+function engineReason(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const at = message.lastIndexOf('/u: ');
+  return at >= 0 ? message.slice(at + 4) : 'invalid regular expression';
+}
+
+export function clip(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+// Weights of one occurrence, in units of about 100 bytes of compiled RE2 program, measured on re2-wasm:
+// a literal character ~95 B, an ASCII class (\d, [a-z]) ~500 B, a class over all of Unicode (., [^x], \S,
+// any class under (?i)) ~1.2 KB, a Unicode property (\p{L}) 40–175 KB.
+const LITERAL = 1;
+const NARROW = 5;
+const WIDE = 12;
+const PROPERTY = 1600;
+const BASE = 50;
+
+/**
+ * An upper estimate of the compiled size of `source`: each atom's weight times the counted repetitions
+ * around it (`x{100}` is 100 copies of x; `*`, `+` and `?` add none). Syntax it does not understand counts
+ * as literals: RE2 refuses what is not valid.
+ */
+export function patternCost(source: string): number {
+  const foldCase = /\(\?[a-zA-Z]*i/.test(source);
+  const frames: Array<{ total: number; last: number }> = [{ total: 0, last: 0 }];
+  const top = () => frames[frames.length - 1]!;
+  const atom = (w: number) => {
+    const f = top();
+    f.total += w;
+    f.last = w;
+  };
+  let i = 0;
+  while (i < source.length) {
+    const c = source[i]!;
+    if (c === '\\') {
+      const n = source[i + 1] ?? '';
+      if (n === 'p' || n === 'P') {
+        atom(PROPERTY);
+        const close = source.indexOf('}', i);
+        i = source[i + 2] === '{' && close > 0 ? close + 1 : i + 3;
+      } else {
+        atom('DWS'.includes(n) ? WIDE : 'dws'.includes(n) ? NARROW : LITERAL);
+        i += 2;
+      }
+    } else if (c === '[') {
+      const end = classEnd(source, i);
+      atom(classWeight(source.slice(i, end), foldCase));
+      i = end;
+    } else if (c === '(') {
+      const flagsOnly = /^\(\?[a-zA-Z-]*\)/.exec(source.slice(i, i + 16));
+      if (flagsOnly) {
+        i += flagsOnly[0].length;
+        continue;
+      }
+      frames.push({ total: 0, last: 0 });
+      const prefix = /^\((?:\?[a-zA-Z-]*:|\?P?<[^>]{0,200}>)?/.exec(source.slice(i, i + 256));
+      i += prefix?.[0].length ?? 1;
+    } else if (c === ')') {
+      const group = frames.length > 1 ? frames.pop()! : { total: 0 };
+      atom(group.total);
+      i++;
+    } else if (c === '{') {
+      const m = /^\{(\d{1,9})(,(\d{0,9}))?\}/.exec(source.slice(i, i + 24));
+      if (m) {
+        const copies = Math.max(1, m[3] ? Number(m[3]) : Number(m[1]));
+        const f = top();
+        f.total += f.last * (copies - 1);
+        f.last *= copies;
+        i += m[0].length;
+      } else {
+        atom(LITERAL);
+        i++;
+      }
+    } else if ('*+?|^$'.includes(c)) {
+      i++;
+    } else {
+      atom(c === '.' ? WIDE : c.charCodeAt(0) > 0x7f || foldCase ? NARROW : LITERAL);
+      i++;
+    }
+  }
+  while (frames.length > 1) atom(frames.pop()!.total);
+  return BASE + top().total;
+}
+
+/** The index just past the character class starting at `start` (or the end of the source). */
+function classEnd(source: string, start: number): number {
+  let j = start + 1;
+  if (source[j] === '^') j++;
+  if (source[j] === ']') j++;
+  while (j < source.length) {
+    const c = source[j];
+    if (c === '\\') j += 2;
+    else if (c === '[' && source[j + 1] === ':') {
+      const close = source.indexOf(':]', j + 2);
+      j = close < 0 ? source.length : close + 2;
+    } else if (c === ']') return j + 1;
+    else j++;
+  }
+  return source.length;
+}
+
+function classWeight(body: string, foldCase: boolean): number {
+  const properties = body.match(/\\[pP]/g)?.length ?? 0;
+  if (properties) return properties * PROPERTY;
+  // eslint-disable-next-line no-control-regex
+  if (foldCase || body.startsWith('[^') || /\\[DWS]|[^\x00-\x7f]/.test(body)) return WIDE;
+  return NARROW;
+}
