@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import type { FieldViolation } from '../errors.js';
-import { clip, EngineExhausted, engineStats, MAX_MATCH_INPUT, MatchInputTooLong, PatternProblem, PatternSet, resetEngine } from './linear-regex.js';
+import { clip, EngineExhausted, engineStats, MAX_MATCH_INPUT, MatchTooCostly, PatternProblem, PatternSet, resetEngine, withMatchBudget } from './linear-regex.js';
 import { schemaSizeProblem } from './schema-limits.js';
 import { WeightedLru } from './validator-cache.js';
 
@@ -22,8 +22,11 @@ type AjvClass = typeof import('ajv').default;
 const Ajv2020 = require('ajv/dist/2020.js').default as AjvClass;
 const Ajv07 = require('ajv').default as AjvClass;
 
-/** The estimated compiled size of all distinct patterns of one schema (units of linear-regex's patternCost). */
-export const MAX_SCHEMA_PATTERN_COST = 16_000;
+/**
+ * The estimated compiled size of all distinct patterns of one schema (units of linear-regex's
+ * patternCost): about a third of a second of compiling on re2-wasm at worst.
+ */
+export const MAX_SCHEMA_PATTERN_COST = 12_000;
 const CACHE_MAX_ENTRIES = 1000;
 /** Schema text behind the cached validators; the generated code grows with it. */
 const CACHE_MAX_SCHEMA_BYTES = 16 * 1024 * 1024;
@@ -147,10 +150,14 @@ function check(schema: Record<string, unknown>, fields: Record<string, unknown>)
   const v = validatorFor(schema);
   if (typeof v === 'string') return [{ field: 'fields', description: `the model type's schema does not compile: ${v}` }];
   try {
-    if (v(fields)) return [];
+    if (withMatchBudget(() => v(fields))) return [];
   } catch (err) {
-    if (!(err instanceof MatchInputTooLong)) throw err;
-    return [{ field: 'fields', description: `has a string longer than ${MAX_MATCH_INPUT} characters where the schema has a pattern; patterns are checked on at most ${MAX_MATCH_INPUT}` }];
+    if (!(err instanceof MatchTooCostly)) throw err;
+    const description =
+      err.scope === 'string'
+        ? `has a string too long for the pattern the schema applies to it (at most ${MAX_MATCH_INPUT} characters, fewer for a large pattern)`
+        : "are too many or too long for the schema's patterns to check in the time a request may take";
+    return [{ field: 'fields', description }];
   }
   const errors = v.errors ?? [];
   const shown = errors.slice(0, MAX_VIOLATIONS).map(toViolation);

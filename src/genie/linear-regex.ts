@@ -8,8 +8,11 @@
  * - every expression belongs to a PatternSet (one per compiled schema) that frees them explicitly;
  * - a pattern's compiled size is estimated before RE2 sees it (`patternCost`) and capped, because a
  *   9-character `\p{L}{100}` needs more than the whole heap;
- * - matched strings are capped (MAX_MATCH_INPUT): the input is copied into the heap, and time is linear
- *   in its length times the pattern's size;
+ * - matching is bounded: RE2 is linear in the input but, when its DFA gives up (as it does for
+ *   `(a|b)*a.{30}`), proportional to input length times program size, about 50 ns per character and
+ *   unit of patternCost here. So one match may cost at most MAX_MATCH_WORK, one validation
+ *   MAX_VALIDATION_WORK (see `withMatchBudget`), and no string longer than MAX_MATCH_INPUT is matched
+ *   (the input is also copied into the heap);
  * - if the heap is exhausted anyway (RE2's lazily built DFAs grow while matching), the instance aborts;
  *   `resetEngine` then loads a fresh instance, and every expression of the old one is dead.
  */
@@ -21,11 +24,19 @@ const require = createRequire(import.meta.url);
 export const MAX_PATTERN_LENGTH = 1000;
 /**
  * The largest estimated compiled size of one pattern, in units of about 100 bytes of RE2 program (see
- * patternCost): `\p{L}` alone is 1,650, `.{800}` 9,650, a 1,000-character literal about 1,050.
+ * patternCost): `\p{L}` alone is 1,650, `.{600}` 7,250, a 1,000-character literal about 1,050. Compiling
+ * takes roughly 10–30 µs per unit on re2-wasm.
  */
-export const MAX_PATTERN_COST = 10_000;
+export const MAX_PATTERN_COST = 8_000;
 /** Strings longer than this (UTF-16 code units) are not matched against a pattern: the check fails instead. */
 export const MAX_MATCH_INPUT = 16_384;
+/**
+ * Input length times patternCost that one match may take: about 100 ms where RE2's DFA gives up. A
+ * pattern of cost 100 matches the longest strings, `.{600}` (cost 7,250) ones of up to 275 characters.
+ */
+export const MAX_MATCH_WORK = 2_000_000;
+/** The same summed over the matches of one validation: about a second in the worst case. */
+export const MAX_VALIDATION_WORK = 20_000_000;
 
 interface RE2Object {
   test(input: string): boolean;
@@ -45,6 +56,21 @@ let RE2 = loadEngine();
 let generation = 0;
 let live = 0;
 let resets = 0;
+/** What the validation under way may still spend (input length × patternCost); see withMatchBudget. */
+let budget = MAX_VALIDATION_WORK;
+
+/**
+ * Runs `work` (one synchronous validation) with a fresh MAX_VALIDATION_WORK to spend on matching. Outside
+ * of it, matches draw on whatever the last one left.
+ */
+export function withMatchBudget<T>(work: () => T): T {
+  budget = MAX_VALIDATION_WORK;
+  try {
+    return work();
+  } finally {
+    budget = MAX_VALIDATION_WORK;
+  }
+}
 
 /** A pattern that cannot be accepted; the message is short and does not repeat the pattern. */
 export class PatternProblem extends Error {
@@ -55,8 +81,12 @@ export class PatternProblem extends Error {
     super(message);
   }
 }
-/** A string longer than MAX_MATCH_INPUT met a pattern. */
-export class MatchInputTooLong extends Error {}
+/** A string met a pattern it is too long for (MAX_MATCH_INPUT, MAX_MATCH_WORK or MAX_VALIDATION_WORK). */
+export class MatchTooCostly extends Error {
+  constructor(readonly scope: 'string' | 'validation') {
+    super(scope === 'string' ? 'a string is too long for a pattern' : 'the patterns would take too long on these values');
+  }
+}
 /** The engine's heap is exhausted: call resetEngine, then try again. */
 export class EngineExhausted extends Error {}
 
@@ -85,10 +115,14 @@ class Pattern {
   constructor(
     readonly source: string,
     private readonly re: RE2Object,
+    private readonly cost: number,
   ) {}
 
   test(input: string): boolean {
-    if (input.length > MAX_MATCH_INPUT) throw new MatchInputTooLong();
+    const work = input.length * this.cost;
+    if (input.length > MAX_MATCH_INPUT || work > MAX_MATCH_WORK) throw new MatchTooCostly('string');
+    if (work > budget) throw new MatchTooCostly('validation');
+    budget -= work;
     try {
       return this.re.test(input);
     } catch (err) {
@@ -148,7 +182,7 @@ export class PatternSet {
       throw new PatternProblem(source, `is not supported (no lookaround or backreferences): ${clip(engineReason(err), 64)}`);
     }
     live++;
-    const p = new Pattern(source, re);
+    const p = new Pattern(source, re, cost);
     this.patterns.set(source, p);
     this.cost += cost;
     return p;

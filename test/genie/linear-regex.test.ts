@@ -2,12 +2,15 @@ import test from 'ava';
 import {
   engineStats,
   MAX_MATCH_INPUT,
+  MAX_MATCH_WORK,
   MAX_PATTERN_COST,
   MAX_PATTERN_LENGTH,
-  MatchInputTooLong,
+  MAX_VALIDATION_WORK,
+  MatchTooCostly,
   patternCost,
   PatternProblem,
   PatternSet,
+  withMatchBudget,
 } from '../../src/genie/linear-regex.js';
 
 const problem = (source: string, budget = 100_000) => {
@@ -37,7 +40,7 @@ test('patternCost weighs counted repetitions and Unicode classes, and counts loo
   t.is(patternCost('x{10}') - patternCost('x'), 9, 'x{10} is ten copies of x');
   t.is(patternCost('(?:ab){3}') - patternCost('ab'), 4);
   t.true(patternCost('^\\p{L}+$') <= MAX_PATTERN_COST, 'a Unicode letter class is fine');
-  t.true(patternCost('.{800}') <= MAX_PATTERN_COST);
+  t.true(patternCost('.{600}') <= MAX_PATTERN_COST);
   t.true(patternCost('\\p{L}{100}') > MAX_PATTERN_COST, 'a 9-character pattern that needs more than the whole heap');
   t.true(patternCost('(?:(?:\\p{L}{10}){10})') > MAX_PATTERN_COST, 'nested repetitions multiply');
   t.true(patternCost('[\\p{L}\\p{N}]{7}') > MAX_PATTERN_COST);
@@ -75,11 +78,31 @@ test('a PatternSet compiles each source once and frees every expression', (t) =>
   t.throws(() => set.engine('^c$', 'u'));
 });
 
-test('strings longer than MAX_MATCH_INPUT are not matched: the check fails instead', (t) => {
+test('strings longer than MAX_MATCH_INPUT, or than MAX_MATCH_WORK allows for the pattern, are not matched', (t) => {
   const set = new PatternSet(100_000);
-  const re = set.engine('^a*$', 'u');
-  t.true(re.test('a'.repeat(MAX_MATCH_INPUT)));
-  t.throws(() => re.test('a'.repeat(MAX_MATCH_INPUT + 1)), { instanceOf: MatchInputTooLong });
+  const small = set.engine('^a*$', 'u');
+  t.true(small.test('a'.repeat(MAX_MATCH_INPUT)));
+  t.is(t.throws(() => small.test('a'.repeat(MAX_MATCH_INPUT + 1)), { instanceOf: MatchTooCostly })?.scope, 'string');
+  // A pattern whose DFA gives up runs at input length × program size: the bigger it is, the less it reads.
+  const source = '(?:a|b)*(?:a.{200}){3}c';
+  const big = set.engine(source, 'u');
+  const longest = Math.floor(MAX_MATCH_WORK / patternCost(source));
+  t.true(longest < 1000);
+  t.false(big.test('ab'.repeat(longest / 2)));
+  t.throws(() => big.test('a'.repeat(longest + 1)), { instanceOf: MatchTooCostly });
+  set.free();
+});
+
+test('one validation may spend MAX_VALIDATION_WORK on matching, and the next starts afresh', (t) => {
+  const set = new PatternSet(100_000);
+  const source = '^[a-z]+$';
+  const re = set.engine(source, 'u');
+  const value = 'a'.repeat(Math.min(MAX_MATCH_INPUT, Math.floor(MAX_MATCH_WORK / patternCost(source))));
+  const fits = Math.floor(MAX_VALIDATION_WORK / (value.length * patternCost(source)));
+  const run = (times: number) => withMatchBudget(() => Array.from({ length: times }, () => re.test(value)).every(Boolean));
+  t.true(run(fits));
+  t.is(t.throws(() => run(fits + 1), { instanceOf: MatchTooCostly })?.scope, 'validation');
+  t.true(run(fits));
   set.free();
 });
 
