@@ -9,10 +9,10 @@
  * - a pattern's compiled size is estimated before RE2 sees it (`patternCost`) and capped, because a
  *   9-character `\p{L}{100}` needs more than the whole heap;
  * - matching is bounded: RE2 is linear in the input but, when its DFA gives up (as it does for
- *   `(a|b)*a.{30}`), proportional to input length times program size, about 50 ns per character and
- *   unit of patternCost here. So one match may cost at most MAX_MATCH_WORK, one validation
- *   MAX_VALIDATION_WORK (see `withMatchBudget`), and no string longer than MAX_MATCH_INPUT is matched
- *   (the input is also copied into the heap);
+ *   `(a|b)*a.{30}`), proportional to input length times the atoms RE2 tracks, 1–10 µs per character
+ *   and atom on re2-wasm (measurePattern's steps). So one match may cost at most MAX_MATCH_WORK, one
+ *   validation MAX_VALIDATION_WORK (see `withMatchBudget`), and no string longer than MAX_MATCH_INPUT
+ *   is matched (the input is also copied into the heap);
  * - if the heap is exhausted anyway (RE2's lazily built DFAs grow while matching), the instance aborts;
  *   `resetEngine` then loads a fresh instance, and every expression of the old one is dead.
  */
@@ -31,12 +31,13 @@ export const MAX_PATTERN_COST = 8_000;
 /** Strings longer than this (UTF-16 code units) are not matched against a pattern: the check fails instead. */
 export const MAX_MATCH_INPUT = 16_384;
 /**
- * Input length times patternCost that one match may take: about 100 ms where RE2's DFA gives up. A
- * pattern of cost 100 matches the longest strings, `.{600}` (cost 7,250) ones of up to 275 characters.
+ * Input length times the pattern's steps (see measurePattern) that one match may take: about 100 ms
+ * where RE2's DFA gives up. `^[a-z]+$` (1 step) matches strings of up to MAX_MATCH_INPUT characters,
+ * `^\p{L}+$` (10) of up to 10,000, `^.{1,100}$` (400) of up to 250.
  */
-export const MAX_MATCH_WORK = 2_000_000;
-/** The same summed over the matches of one validation: about a second in the worst case. */
-export const MAX_VALIDATION_WORK = 20_000_000;
+export const MAX_MATCH_WORK = 100_000;
+/** The same summed over the matches of one validation: about half a second in the worst case. */
+export const MAX_VALIDATION_WORK = 500_000;
 
 interface RE2Object {
   test(input: string): boolean;
@@ -56,7 +57,7 @@ let RE2 = loadEngine();
 let generation = 0;
 let live = 0;
 let resets = 0;
-/** What the validation under way may still spend (input length × patternCost); see withMatchBudget. */
+/** What the validation under way may still spend (input length × steps); see withMatchBudget. */
 let budget = MAX_VALIDATION_WORK;
 
 /**
@@ -115,11 +116,11 @@ class Pattern {
   constructor(
     readonly source: string,
     private readonly re: RE2Object,
-    private readonly cost: number,
+    private readonly steps: number,
   ) {}
 
   test(input: string): boolean {
-    const work = input.length * this.cost;
+    const work = input.length * this.steps;
     if (input.length > MAX_MATCH_INPUT || work > MAX_MATCH_WORK) throw new MatchTooCostly('string');
     if (work > budget) throw new MatchTooCostly('validation');
     budget -= work;
@@ -166,7 +167,7 @@ export class PatternSet {
     const known = this.patterns.get(source);
     if (known) return known;
     if (source.length > MAX_PATTERN_LENGTH) throw new PatternProblem(source, `is longer than ${MAX_PATTERN_LENGTH} characters`);
-    const cost = patternCost(source);
+    const { cost, steps } = measurePattern(source);
     if (cost > MAX_PATTERN_COST) {
       throw new PatternProblem(source, 'would compile to more than the server allows for one pattern (large counted repetitions or Unicode classes)');
     }
@@ -182,7 +183,7 @@ export class PatternSet {
       throw new PatternProblem(source, `is not supported (no lookaround or backreferences): ${clip(engineReason(err), 64)}`);
     }
     live++;
-    const p = new Pattern(source, re, cost);
+    const p = new Pattern(source, re, steps);
     this.patterns.set(source, p);
     this.cost += cost;
     return p;
@@ -212,45 +213,62 @@ export function clip(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
-// Weights of one occurrence, in units of about 100 bytes of compiled RE2 program, measured on re2-wasm:
-// a literal character ~95 B, an ASCII class (\d, [a-z]) ~500 B, a class over all of Unicode (., [^x], \S,
-// any class under (?i)) ~1.2 KB, a Unicode property (\p{L}) 40–175 KB.
-const LITERAL = 1;
-const NARROW = 5;
-const WIDE = 12;
-const PROPERTY = 1600;
+/**
+ * What one occurrence of each kind of atom costs, measured on re2-wasm. `cost`: compiled size, in units of
+ * about 100 bytes (a literal ~95 B, an ASCII class such as \d or [a-z] ~500 B, a class over all of
+ * Unicode such as ., [^x], \S or any class under (?i) ~1.2 KB, a Unicode property such as \p{L}
+ * 40–175 KB). `steps`: time per input character where RE2's DFA gives up, in units of about a
+ * microsecond.
+ */
+const ATOMS = {
+  literal: { cost: 1, steps: 1 },
+  narrow: { cost: 5, steps: 1 },
+  wide: { cost: 12, steps: 4 },
+  property: { cost: 1600, steps: 10 },
+} as const;
+type AtomKind = keyof typeof ATOMS;
+/** Compiled overhead of any pattern. */
 const BASE = 50;
 
 /**
- * An upper estimate of the compiled size of `source`: each atom's weight times the counted repetitions
- * around it (`x{100}` is 100 copies of x; `*`, `+` and `?` add none). Syntax it does not understand counts
- * as literals: RE2 refuses what is not valid.
+ * Upper estimates of what `source` costs (see ATOMS): `cost`, its compiled size, and `steps`, its time per
+ * input character where the DFA gives up (RE2 then tracks every atom that can be under way at once). Both
+ * multiply by the counted repetitions around an atom (`x{100}` is 100 copies of x; `*`, `+` and `?` add
+ * none). Syntax it does not understand counts as literals: RE2 refuses what is not valid.
  */
-export function patternCost(source: string): number {
+export function measurePattern(source: string): { cost: number; steps: number } {
   const foldCase = /\(\?[a-zA-Z]*i/.test(source);
-  const frames: Array<{ total: number; last: number }> = [{ total: 0, last: 0 }];
+  type Frame = { cost: number; steps: number; lastCost: number; lastSteps: number };
+  const frame = (): Frame => ({ cost: 0, steps: 0, lastCost: 0, lastSteps: 0 });
+  const frames: Frame[] = [frame()];
   const top = () => frames[frames.length - 1]!;
-  const atom = (w: number) => {
+  const item = (cost: number, steps: number) => {
     const f = top();
-    f.total += w;
-    f.last = w;
+    f.cost += cost;
+    f.steps += steps;
+    f.lastCost = cost;
+    f.lastSteps = steps;
   };
+  const atom = (kind: AtomKind, times = 1) => item(ATOMS[kind].cost * times, ATOMS[kind].steps * times);
   let i = 0;
   while (i < source.length) {
     const c = source[i]!;
     if (c === '\\') {
       const n = source[i + 1] ?? '';
       if (n === 'p' || n === 'P') {
-        atom(PROPERTY);
+        atom('property');
         const close = source.indexOf('}', i);
         i = source[i + 2] === '{' && close > 0 ? close + 1 : i + 3;
       } else {
-        atom('DWS'.includes(n) ? WIDE : 'dws'.includes(n) ? NARROW : LITERAL);
+        atom('DWS'.includes(n) ? 'wide' : 'dws'.includes(n) ? 'narrow' : 'literal');
         i += 2;
       }
     } else if (c === '[') {
       const end = classEnd(source, i);
-      atom(classWeight(source.slice(i, end), foldCase));
+      const body = source.slice(i, end);
+      const properties = body.match(/\\[pP]/g)?.length ?? 0;
+      if (properties) atom('property', properties);
+      else atom(foldCase || isWideClass(body) ? 'wide' : 'narrow');
       i = end;
     } else if (c === '(') {
       const flagsOnly = /^\(\?[a-zA-Z-]*\)/.exec(source.slice(i, i + 16));
@@ -258,35 +276,43 @@ export function patternCost(source: string): number {
         i += flagsOnly[0].length;
         continue;
       }
-      frames.push({ total: 0, last: 0 });
+      frames.push(frame());
       const prefix = /^\((?:\?[a-zA-Z-]*:|\?P?<[^>]{0,200}>)?/.exec(source.slice(i, i + 256));
       i += prefix?.[0].length ?? 1;
     } else if (c === ')') {
-      const group = frames.length > 1 ? frames.pop()! : { total: 0 };
-      atom(group.total);
+      const group = frames.length > 1 ? frames.pop()! : frame();
+      item(group.cost, group.steps);
       i++;
     } else if (c === '{') {
       const m = /^\{(\d{1,9})(,(\d{0,9}))?\}/.exec(source.slice(i, i + 24));
       if (m) {
         const copies = Math.max(1, m[3] ? Number(m[3]) : Number(m[1]));
         const f = top();
-        f.total += f.last * (copies - 1);
-        f.last *= copies;
+        f.cost += f.lastCost * (copies - 1);
+        f.steps += f.lastSteps * (copies - 1);
+        f.lastCost *= copies;
+        f.lastSteps *= copies;
         i += m[0].length;
       } else {
-        atom(LITERAL);
+        atom('literal');
         i++;
       }
     } else if ('*+?|^$'.includes(c)) {
       i++;
     } else {
-      atom(c === '.' ? WIDE : c.charCodeAt(0) > 0x7f || foldCase ? NARROW : LITERAL);
+      atom(c === '.' ? 'wide' : c.charCodeAt(0) > 0x7f || foldCase ? 'narrow' : 'literal');
       i++;
     }
   }
-  while (frames.length > 1) atom(frames.pop()!.total);
-  return BASE + top().total;
+  while (frames.length > 1) {
+    const group = frames.pop()!;
+    item(group.cost, group.steps);
+  }
+  return { cost: BASE + top().cost, steps: Math.max(1, top().steps) };
 }
+
+/** See measurePattern. */
+export const patternCost = (source: string): number => measurePattern(source).cost;
 
 /** The index just past the character class starting at `start` (or the end of the source). */
 function classEnd(source: string, start: number): number {
@@ -305,10 +331,8 @@ function classEnd(source: string, start: number): number {
   return source.length;
 }
 
-function classWeight(body: string, foldCase: boolean): number {
-  const properties = body.match(/\\[pP]/g)?.length ?? 0;
-  if (properties) return properties * PROPERTY;
+/** A negated class, or one with non-ASCII members, spans Unicode: many UTF-8 byte ranges. */
+function isWideClass(body: string): boolean {
   // eslint-disable-next-line no-control-regex
-  if (foldCase || body.startsWith('[^') || /\\[DWS]|[^\x00-\x7f]/.test(body)) return WIDE;
-  return NARROW;
+  return body.startsWith('[^') || /\\[DWS]|[^\x00-\x7f]/.test(body);
 }

@@ -7,6 +7,7 @@ import {
   MAX_PATTERN_LENGTH,
   MAX_VALIDATION_WORK,
   MatchTooCostly,
+  measurePattern,
   patternCost,
   PatternProblem,
   PatternSet,
@@ -34,7 +35,11 @@ test('a pattern that backtracks exponentially in JavaScript answers at once on R
   set.free();
 });
 
-test('patternCost weighs counted repetitions and Unicode classes, and counts loops once', (t) => {
+test('measurePattern weighs counted repetitions and Unicode classes, and counts loops once', (t) => {
+  t.deepEqual(measurePattern('^[a-z]+$'), { cost: 55, steps: 1 });
+  t.deepEqual(measurePattern('^\\p{L}+$'), { cost: 1650, steps: 10 });
+  t.is(measurePattern('^.{1,100}$').steps, 400, 'a wide class, a hundred times');
+  t.is(measurePattern('[\\p{L}\\p{N}]').steps, 20);
   t.true(patternCost('^[a-z0-9-]+$') < 100);
   t.true(patternCost('^(a+)+$') < 100);
   t.is(patternCost('x{10}') - patternCost('x'), 9, 'x{10} is ten copies of x');
@@ -83,10 +88,10 @@ test('strings longer than MAX_MATCH_INPUT, or than MAX_MATCH_WORK allows for the
   const small = set.engine('^a*$', 'u');
   t.true(small.test('a'.repeat(MAX_MATCH_INPUT)));
   t.is(t.throws(() => small.test('a'.repeat(MAX_MATCH_INPUT + 1)), { instanceOf: MatchTooCostly })?.scope, 'string');
-  // A pattern whose DFA gives up runs at input length × program size: the bigger it is, the less it reads.
+  // A pattern whose DFA gives up runs at input length × the atoms it tracks: the more, the less it reads.
   const source = '(?:a|b)*(?:a.{200}){3}c';
   const big = set.engine(source, 'u');
-  const longest = Math.floor(MAX_MATCH_WORK / patternCost(source));
+  const longest = Math.floor(MAX_MATCH_WORK / measurePattern(source).steps);
   t.true(longest < 1000);
   t.false(big.test('ab'.repeat(longest / 2)));
   t.throws(() => big.test('a'.repeat(longest + 1)), { instanceOf: MatchTooCostly });
@@ -97,8 +102,9 @@ test('one validation may spend MAX_VALIDATION_WORK on matching, and the next sta
   const set = new PatternSet(100_000);
   const source = '^[a-z]+$';
   const re = set.engine(source, 'u');
-  const value = 'a'.repeat(Math.min(MAX_MATCH_INPUT, Math.floor(MAX_MATCH_WORK / patternCost(source))));
-  const fits = Math.floor(MAX_VALIDATION_WORK / (value.length * patternCost(source)));
+  const { steps } = measurePattern(source);
+  const value = 'a'.repeat(Math.min(MAX_MATCH_INPUT, Math.floor(MAX_MATCH_WORK / steps)));
+  const fits = Math.floor(MAX_VALIDATION_WORK / (value.length * steps));
   const run = (times: number) => withMatchBudget(() => Array.from({ length: times }, () => re.test(value)).every(Boolean));
   t.true(run(fits));
   t.is(t.throws(() => run(fits + 1), { instanceOf: MatchTooCostly })?.scope, 'validation');
