@@ -61,8 +61,8 @@ let resets = 0;
 let budget = MAX_VALIDATION_WORK;
 
 /**
- * Runs `work` (one synchronous validation) with a fresh MAX_VALIDATION_WORK to spend on matching. Outside
- * of it, matches draw on whatever the last one left.
+ * Runs `work` (one synchronous validation) with a fresh MAX_VALIDATION_WORK to spend on matching. Matches
+ * outside of it share one budget that only this resets.
  */
 export function withMatchBudget<T>(work: () => T): T {
   budget = MAX_VALIDATION_WORK;
@@ -150,13 +150,13 @@ export class PatternSet {
   private readonly patterns = new Map<string, Pattern>();
   private readonly generation = generation;
   private freed = false;
-  /** Sum of patternCost over the distinct patterns. */
+  /** Sum of measurePattern's cost over the distinct patterns. */
   cost = 0;
 
   readonly engine: RegExpEngine = Object.assign((source: string) => this.compile(source), { code: 'parleyLinearRegExp' });
 
-  /** `budget`: the most the distinct patterns may cost together (see patternCost). */
-  constructor(private readonly budget: number) {}
+  /** `maxCost`: the most the distinct patterns may cost together (see measurePattern). */
+  constructor(private readonly maxCost: number) {}
 
   get size(): number {
     return this.patterns.size;
@@ -171,7 +171,7 @@ export class PatternSet {
     if (cost > MAX_PATTERN_COST) {
       throw new PatternProblem(source, 'would compile to more than the server allows for one pattern (large counted repetitions or Unicode classes)');
     }
-    if (this.cost + cost > this.budget) {
+    if (this.cost + cost > this.maxCost) {
       throw new PatternProblem(source, "takes the schema's patterns together over what the server allows (large counted repetitions or Unicode classes)");
     }
     let re: RE2Object;
