@@ -6,7 +6,7 @@ import { ownValue, setOwn } from '../keys.js';
 import type { GenieCache } from '../storage/genie-cache.js';
 import type { DialogueRow, GenieRepo, SessionWrite, StoredSession, WriteResult } from '../storage/genie-repo.js';
 import { formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
-import { compileSchema, fieldViolations } from './json-schema.js';
+import { compileProblem, fieldViolations, schemaProblem } from './json-schema.js';
 import { findTransition, modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
 import { cursorOf, decodePageToken, encodePageToken, type Page } from '../paging.js';
 import type { Bus } from '../storage/kv.js';
@@ -88,10 +88,11 @@ export class GenieService {
   // Model types
 
   async registerModelType(caller: Principal, def: ModelTypeDef): Promise<ModelTypeRow> {
-    if (def.jsonSchema !== undefined) {
-      const compiled = compileSchema(def.jsonSchema);
-      if (typeof compiled === 'string') throw invalidArgument('model_type.json_schema', `is not a valid JSON Schema: ${compiled}`);
-    }
+    // Checks that compile nothing come first: a compiled schema costs memory until evicted, so only one
+    // about to be stored (not a duplicate, not an older version) is compiled, inside the transaction.
+    const schema = def.jsonSchema;
+    const problem = schema && schemaProblem(schema);
+    if (problem) throw invalidArgument('model_type.json_schema', problem);
     const standalone = modelTypeViolations({ ...def, upgrades: def.upgrades.map((u) => ({ ...u })) }, undefined).filter(
       (v) => !v.field.startsWith('model_type.upgrades'),
     );
@@ -105,6 +106,8 @@ export class GenieService {
       }
       const violations = modelTypeViolations(def, previous);
       if (violations.length) throw invalidArgument(violations);
+      const unusable = schema && compileProblem(schema);
+      if (unusable) throw invalidArgument('model_type.json_schema', unusable);
     });
     const key = typeKey(caller.accountId, def.name);
     this.typeVersions.delete(key);
