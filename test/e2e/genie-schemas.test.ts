@@ -67,7 +67,9 @@ test('a schema over the size or depth limit is INVALID_ARGUMENT model_type.json_
   let deep: Record<string, unknown> = {};
   for (let i = 1; i <= MAX_SCHEMA_DEPTH; i++) deep = { not: deep };
   const nested = await t.throwsAsync<ServiceError>(g.register(modelType({ jsonSchema: deep })));
-  t.deepEqual(violatedFields(nested!), ['model_type.json_schema']);
+  // The request check refuses it before the model type rules see it, naming where it goes too deep.
+  t.is(violatedFields(nested!).length, 1);
+  t.regex(violatedFields(nested!)[0]!, /^model_type\.json_schema(\.not)*$/);
   t.regex(details(nested), new RegExp(`nests deeper than ${MAX_SCHEMA_DEPTH} levels`));
 });
 
