@@ -192,12 +192,19 @@ export class GenieService {
     });
   }
 
+  /**
+   * Deletes every copy of the session's content (see GenieRepo.tombstone); watchers get session_deleted.
+   * The hot copy goes first and must go: were the store unreachable, a deletion reported as done could
+   * leave the content readable until the copy's TTL, so the call fails instead, having deleted nothing.
+   */
   async deleteSession(caller: Principal, id: string, expectedRevision: number): Promise<void> {
+    await this.cache.evictOrFail(id);
     // No upgrade here: a session whose data cannot be upgraded must still be deletable.
     const r = await this.repo.writeSession(caller.accountId, id, async (cur) => {
       checkRevision(cur, expectedRevision);
-      return { ...cur, dialogue: [], events: [{ kind: 'session_deleted', payload: {} }], deleted: true };
+      return { ...cur, dialogue: [], events: [], deleted: true };
     });
+    // Again after the commit: a read that raced the deletion may have refilled the copy before it.
     await this.afterCommit(r);
   }
 

@@ -76,6 +76,8 @@ export interface WriteResult {
 
 type Q = Knex | Knex.Transaction;
 
+const deletedEvent = { kind: 'session_deleted' as const, payload: {} };
+
 const modelTypeFromRow = (r: any): ModelTypeRow => ({
   name: r.name,
   schemaVersion: r.schema_version,
@@ -253,6 +255,10 @@ export class GenieRepo {
       const revision = current.revision + 1;
       const now = new Date();
       const appended: DialogueRow[] = w.dialogue.map((d, i) => ({ ...d, seq: current.dialogueLength + i + 1, revision }));
+      if (w.deleted) {
+        const session = await this.tombstone(trx, id, revision, now);
+        return { session, appended: [], events: await this.insertEvents(trx, id, revision, [deletedEvent]) };
+      }
       const [updated] = await trx('genie_sessions')
         .where({ id })
         .update({
@@ -264,44 +270,54 @@ export class GenieRepo {
           revision,
           dialogue_length: current.dialogueLength + appended.length,
           updated_at: now,
-          deleted_at: w.deleted ? now : null,
         })
         .returning('*');
       const session = sessionFromRow(updated);
-      if (w.deleted) {
-        // The row and its event log stay for watchers; the content goes.
-        await trx('genie_secondary').where({ session_id: id }).delete();
-        await trx('genie_dialogue').where({ session_id: id }).delete();
-        await trx('genie_session_revisions').where({ session_id: id }).delete();
-      } else {
-        await this.insertRevision(trx, session);
-        if (appended.length) {
-          await trx('genie_dialogue').insert(
-            appended.map((d) => ({
-              session_id: id,
-              seq: d.seq,
-              actor: d.actor,
-              actor_text: d.actorText,
-              event: d.event,
-              timestamp: d.timestamp,
-              revision,
-            })),
-          );
-        }
-        if (w.secondary) {
-          await trx('genie_secondary').insert({
+      await this.insertRevision(trx, session);
+      if (appended.length) {
+        await trx('genie_dialogue').insert(
+          appended.map((d) => ({
             session_id: id,
-            key: w.secondary.key,
-            value: w.secondary.value,
-            size_bytes: w.secondary.value.length,
+            seq: d.seq,
+            actor: d.actor,
+            actor_text: d.actorText,
+            event: d.event,
+            timestamp: d.timestamp,
             revision,
-            created_at: now,
-          });
-        }
+          })),
+        );
+      }
+      if (w.secondary) {
+        await trx('genie_secondary').insert({
+          session_id: id,
+          key: w.secondary.key,
+          value: w.secondary.value,
+          size_bytes: w.secondary.value.length,
+          revision,
+          created_at: now,
+        });
       }
       const events = await this.insertEvents(trx, id, revision, w.events);
       return { session, appended, events };
     });
+  }
+
+  /**
+   * Turns a session into a tombstone at `revision`: the row keeps only its id, owner, type and revision
+   * (so a watcher learns of the deletion and nothing can write to the id again), and every copy of its
+   * content goes: fields and last utterance, revisions, dialogue, secondary values and the event log, whose
+   * payloads repeat all of them. The caller then logs the one session_deleted event at `revision`.
+   */
+  async tombstone(trx: Knex.Transaction, id: string, revision: number, now: Date): Promise<StoredSession> {
+    await trx('session_events').where({ session_id: id }).delete();
+    await trx('genie_secondary').where({ session_id: id }).delete();
+    await trx('genie_dialogue').where({ session_id: id }).delete();
+    await trx('genie_session_revisions').where({ session_id: id }).delete();
+    const [row] = await trx('genie_sessions')
+      .where({ id })
+      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, revision, updated_at: now, deleted_at: now })
+      .returning('*');
+    return sessionFromRow(row);
   }
 
   private async insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<void> {
