@@ -120,6 +120,11 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
+    // A locked data dir is an operator's situation, not a crash: the message says what to do, no stack.
+    if (err instanceof Error && err.name === 'DataDirLockedError') {
+      process.stderr.write(`parley: ${err.message}\n`);
+      process.exit(1);
+    }
     process.stderr.write(`parley: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
   },
