@@ -19,6 +19,8 @@ export interface StoredSession {
   dialogueLength: number;
   forkedFromSessionId: string | undefined;
   forkedFromRevision: number | undefined;
+  /** Retention: the purge deletes the session after this time. */
+  expireTime: Date | undefined;
   createdAt: Date;
   /** When this revision was committed. */
   updatedAt: Date;
@@ -62,6 +64,7 @@ export interface SessionWrite {
   actor: string;
   actorInput: string;
   fields: Record<string, unknown>;
+  expireTime: Date | undefined;
   dialogue: Array<{ actor: Actor; actorText: string; event: string; timestamp: Date }>;
   secondary?: { key: string; value: Buffer };
   events: Array<{ kind: SessionEventKind; payload: Record<string, unknown> }>;
@@ -85,6 +88,7 @@ const modelTypeFromRow = (r: any): ModelTypeRow => ({
   stateMachine: asJson(r.state_machine),
   upgrades: asJson(r.upgrades),
   cacheTtlSeconds: r.cache_ttl_seconds,
+  sessionTtlSeconds: r.session_ttl_seconds ?? 0,
   createdAt: asDate(r.created_at),
 });
 
@@ -101,6 +105,7 @@ const sessionFromRow = (r: any): StoredSession => ({
   dialogueLength: r.dialogue_length,
   forkedFromSessionId: r.forked_from_session_id ?? undefined,
   forkedFromRevision: r.forked_from_revision === null || r.forked_from_revision === undefined ? undefined : Number(r.forked_from_revision),
+  expireTime: r.expire_time ? asDate(r.expire_time) : undefined,
   createdAt: asDate(r.created_at),
   updatedAt: asDate(r.updated_at),
 });
@@ -149,6 +154,7 @@ export class GenieRepo {
             state_machine: json(def.stateMachine),
             upgrades: json(def.upgrades),
             cache_ttl_seconds: def.cacheTtlSeconds,
+            session_ttl_seconds: def.sessionTtlSeconds,
           })
           .returning('*');
         return modelTypeFromRow(row);
@@ -212,6 +218,7 @@ export class GenieRepo {
           dialogue_length: dialogueLength,
           forked_from_session_id: s.forkedFromSessionId ?? null,
           forked_from_revision: s.forkedFromRevision ?? null,
+          expire_time: s.expireTime ?? null,
           created_at: now,
           updated_at: now,
         })
@@ -269,6 +276,7 @@ export class GenieRepo {
           fields: json(w.fields),
           revision,
           dialogue_length: current.dialogueLength + appended.length,
+          expire_time: w.expireTime ?? null,
           updated_at: now,
         })
         .returning('*');
@@ -315,7 +323,7 @@ export class GenieRepo {
     await trx('genie_session_revisions').where({ session_id: id }).delete();
     const [row] = await trx('genie_sessions')
       .where({ id })
-      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, revision, updated_at: now, deleted_at: now })
+      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, expire_time: null, revision, updated_at: now, deleted_at: now })
       .returning('*');
     return sessionFromRow(row);
   }
@@ -436,6 +444,54 @@ export class GenieRepo {
           ? undefined
           : dialogueFromRow({ seq: r.d_seq, actor: r.d_actor, actor_text: r.d_actor_text, event: r.d_event, timestamp: r.d_timestamp, revision: r.d_revision }),
     }));
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Retention
+
+  /**
+   * Tombstones up to `batchSize` sessions past their retention at `now` in one short transaction: past
+   * their expire_time, or idle (no commit) for longer than the latest version of their type's
+   * session_ttl_seconds. SKIP LOCKED passes over sessions a write holds right now (they are not idle).
+   */
+  async purgeExpiredBatch(now: Date, batchSize: number): Promise<Array<{ id: string; events: SessionEvent[] }>> {
+    return this.db.transaction(async (trx) => {
+      const doomed = await trx('genie_sessions as s')
+        .select('s.id', 's.revision')
+        .whereNull('s.deleted_at')
+        .andWhere((w) =>
+          w.where('s.expire_time', '<=', now).orWhereExists(
+            trx('genie_model_types as t')
+              .whereRaw('t.account_id = s.account_id and t.name = s.model_type and t.session_ttl_seconds > 0')
+              .whereRaw(
+                't.schema_version = (select max(v.schema_version) from genie_model_types v where v.account_id = s.account_id and v.name = s.model_type)',
+              )
+              .whereRaw("s.updated_at <= ?::timestamptz - t.session_ttl_seconds * interval '1 second'", [now]),
+          ),
+        )
+        .orderBy('s.seq')
+        .limit(batchSize)
+        .forUpdate('s')
+        .skipLocked();
+      const out: Array<{ id: string; events: SessionEvent[] }> = [];
+      for (const d of doomed as Array<{ id: string; revision: number | string }>) {
+        const revision = Number(d.revision) + 1;
+        await this.tombstone(trx, d.id, revision, now);
+        out.push({ id: d.id, events: await this.insertEvents(trx, d.id, revision, [deletedEvent]) });
+      }
+      return out;
+    });
+  }
+
+  /** Removes up to `batchSize` tombstones of sessions deleted before `cutoff`; returns how many went. */
+  async dropTombstonesBatch(cutoff: Date, batchSize: number): Promise<number> {
+    return this.db.transaction(async (trx) => {
+      const ids = (await trx('genie_sessions').where('deleted_at', '<', cutoff).orderBy('deleted_at').limit(batchSize).forUpdate().skipLocked().pluck('id')) as string[];
+      if (ids.length === 0) return 0;
+      await trx('session_events').whereIn('session_id', ids).del();
+      await trx('genie_sessions').whereIn('id', ids).del();
+      return ids.length;
+    });
   }
 
   // ---------------------------------------------------------------------------------------------------
