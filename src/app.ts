@@ -29,6 +29,7 @@ import { AdminServiceService } from './gen/parley/admin/v1/admin.js';
 import { PromptServiceService } from './gen/parley/prompt/v1/prompt.js';
 import { Metrics } from './metrics.js';
 import { Limits, type LimitsConfig } from './transport/limits.js';
+import { Maintenance } from './maintenance/purge.js';
 
 export interface App {
   config: Config;
@@ -68,6 +69,16 @@ export function limitsConfig(config: Config): LimitsConfig {
   };
 }
 
+/** GenieService over opened storage (not subscribed to the bus; startApp starts it). */
+export function genieService(db: Db, store: FastStore): GenieService {
+  return new GenieService(new GenieRepo(db), new GenieCache(store.kv, store.bus), store.bus);
+}
+
+/** Retention over opened storage; the server's admin RPC and `parley purge` both build it here. */
+export function maintenance(db: Db, store: FastStore, config: Config, prompts = promptService(db, store, config), genie = genieService(db, store)): Maintenance {
+  return new Maintenance(prompts, genie);
+}
+
 /** The composition root: storage → domain → transport. Nothing else wires components together. */
 export async function startApp(config: Config, logger: Logger): Promise<App> {
   const { db, store } = await openStorage(config);
@@ -87,7 +98,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const limits = new Limits(limitsConfig(config), { logger, metrics });
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
   const bindings = [
-    { name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin), authenticate: adminAuth(config.adminToken) },
+    { name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) },
     { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers({ prompts: new PromptRepo(db), bus: store.bus, maxPending: config.watchBufferSize }) }, authenticate: callerAuth },
     { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive, limits) }, authenticate: callerAuth },
   ];

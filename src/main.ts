@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, parseDuration } from './config.js';
+import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 
 // The heavy modules (grpc-js, knex, PGlite) are imported by the commands that need them, so `help` and a
@@ -12,9 +12,12 @@ commands:
   migrate               apply pending database migrations and exit
   describe [symbol]     describe a service, message or enum of a running server over reflection
                         (lists services without a symbol); --address host:port, default PARLEY_LISTEN
-  purge --older-than 30d [--batch-size 500]
-                        delete prompts idle for longer than the given age, with their logs, in small
-                        batches (safe while serving); also forgets request ids older than 24 h
+  purge --older-than 30d [--batch-size 500] [--address host:port]
+                        retention: delete prompts idle for longer than the given age with their logs,
+                        genie sessions past their retention with all their content, and session
+                        tombstones older than the age, in small batches; forget request ids older
+                        than 24 h. With --address (and PARLEY_ADMIN_TOKEN) the running server does it
+                        (AdminService.PurgeExpiredData); an embedded data dir a server holds is refused
   help                  show this text
 
 Configuration comes from the environment; see README.md.`;
@@ -88,28 +91,21 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write('parley: purge needs --older-than <age>, e.g. --older-than 30d\n');
         return 2;
       }
-      if (batch !== undefined && (typeof batch !== 'string' || !/^[1-9]\d{0,5}$/.test(batch))) {
-        process.stderr.write('parley: --batch-size must be a whole number from 1 to 999999\n');
+      if (batch !== undefined && (typeof batch !== 'string' || !/^[1-9]\d{0,4}$|^100000$/.test(batch))) {
+        process.stderr.write('parley: --batch-size must be a whole number from 1 to 100000\n');
         return 2;
       }
-      const { openStorage, promptService } = await import('./app.js');
-      const { migrate } = await import('./storage/db.js');
-      const { db, store } = await openStorage(config);
+      const { purgeCommand } = await import('./maintenance/cli.js');
+      const address = typeof values.address === 'string' ? values.address : undefined;
       try {
-        await migrate(db);
-        const report = await promptService(db, store, config).purgeIdle({
-          olderThanMs: parseDuration(olderThan),
-          batchSize: batch ? Number(batch) : undefined,
-        });
-        process.stdout.write(
-          `purged ${report.prompts} prompts (${report.history} history entries, ${report.toolCalls} tool calls, ` +
-            `${report.pluginUsage} plugin usages) in ${report.batches} batches; expired ${report.requestIds} request ids\n`,
-        );
-      } finally {
-        await store.close();
-        await db.destroy();
+        const line = await purgeCommand(config, { olderThan, batchSize: batch ? Number(batch) : undefined, address });
+        await new Promise<void>((resolve) => process.stdout.write(`${line}\n`, () => resolve()));
+        return 0;
+      } catch (err) {
+        if (!address) throw err;
+        process.stderr.write(`parley: purge: ${(err as Error).message}\n`);
+        return 1;
       }
-      return 0;
     }
     default:
       process.stderr.write(`parley: unknown command ${command}\n${usage}\n`);
@@ -120,6 +116,11 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
+    // A locked data dir is an operator's situation, not a crash: the message says what to do, no stack.
+    if (err instanceof Error && err.name === 'DataDirLockedError') {
+      process.stderr.write(`parley: ${err.message}\n`);
+      process.exit(1);
+    }
     process.stderr.write(`parley: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
   },

@@ -34,6 +34,8 @@ export interface ModelTypeDef {
   stateMachine: StateMachineDef;
   upgrades: UpgradeStepDef[];
   cacheTtlSeconds: number;
+  /** Retention: sessions idle longer than this are purged; 0 keeps them. */
+  sessionTtlSeconds: number;
 }
 
 export interface ModelTypeRow extends ModelTypeDef {

@@ -24,7 +24,7 @@ export interface SessionView {
 }
 
 /** A field-mask edit of UpdateSession, already validated by transport. */
-export type UpdatePath = { kind: 'fields' } | { kind: 'field'; path: string[] } | { kind: 'actor' } | { kind: 'actor_input' };
+export type UpdatePath = { kind: 'fields' } | { kind: 'field'; path: string[] } | { kind: 'actor' } | { kind: 'actor_input' } | { kind: 'expire_time' };
 
 const seqCursor = cursorOf(z.number().int().nonnegative());
 const nameVersionCursor = cursorOf(z.object({ n: z.string(), v: z.number().int() }));
@@ -137,7 +137,7 @@ export class GenieService {
   // ---------------------------------------------------------------------------------------------------
   // Sessions
 
-  async createSession(caller: Principal, modelType: string, fields: Record<string, unknown>): Promise<SessionView> {
+  async createSession(caller: Principal, modelType: string, fields: Record<string, unknown>, expireTime?: Date): Promise<SessionView> {
     const versions = await this.repo.modelTypeVersions(caller.accountId, modelType);
     const latest = versions[versions.length - 1];
     if (!latest) throw notFound(`model type ${modelType}`);
@@ -154,6 +154,7 @@ export class GenieService {
       fields,
       forkedFromSessionId: undefined,
       forkedFromRevision: undefined,
+      expireTime,
     });
     await this.cache.publish(r.events);
     return present(r.session, [], versions);
@@ -169,16 +170,17 @@ export class GenieService {
     caller: Principal,
     id: string,
     paths: UpdatePath[],
-    values: { fields: Record<string, unknown>; actor: Actor | ''; actorInput: string },
+    values: { fields: Record<string, unknown>; actor: Actor | ''; actorInput: string; expireTime: Date | undefined },
     expectedRevision: number,
   ): Promise<SessionView> {
     return this.write(caller, id, expectedRevision, async (cur, latest) => {
       let fields = cur.fields;
-      let { actor, actorInput } = cur;
+      let { actor, actorInput, expireTime } = cur;
       for (const p of paths) {
         if (p.kind === 'fields') fields = structuredClone(values.fields);
         else if (p.kind === 'field') fields = setPath(fields, p.path, values.fields);
         else if (p.kind === 'actor') actor = values.actor;
+        else if (p.kind === 'expire_time') expireTime = values.expireTime;
         else actorInput = values.actorInput;
       }
       const violations = fieldViolations(latest.jsonSchema, fields);
@@ -189,18 +191,26 @@ export class GenieService {
         fields,
         actor,
         actorInput,
+        expireTime,
         dialogue: [],
         events: [{ kind: 'fields_updated', payload: { update_mask: mask, fields, actor, actor_input: actorInput } }],
       };
     });
   }
 
+  /**
+   * Deletes every copy of the session's content (see GenieRepo.tombstone); watchers get session_deleted.
+   * The hot copy goes first and must go: were the store unreachable, a deletion reported as done could
+   * leave the content readable until the copy's TTL, so the call fails instead, having deleted nothing.
+   */
   async deleteSession(caller: Principal, id: string, expectedRevision: number): Promise<void> {
+    await this.cache.evictOrFail(id);
     // No upgrade here: a session whose data cannot be upgraded must still be deletable.
     const r = await this.repo.writeSession(caller.accountId, id, async (cur) => {
       checkRevision(cur, expectedRevision);
-      return { ...cur, dialogue: [], events: [{ kind: 'session_deleted', payload: {} }], deleted: true };
+      return { ...cur, dialogue: [], events: [], deleted: true };
     });
+    // Again after the commit: a read that raced the deletion may have refilled the copy before it.
     await this.afterCommit(r);
   }
 
@@ -257,12 +267,45 @@ export class GenieService {
         fields: up.fields,
         forkedFromSessionId: id,
         forkedFromRevision: src.session.revision,
+        // A copy of the content must not outlive the original's retention.
+        expireTime: src.session.expireTime,
       },
       { sessionId: id, revision: src.session.revision, dialogueLength: src.session.dialogueLength },
     );
     await this.cache.publish(r.events);
     const dialogue = await this.repo.dialogue(r.session.id, r.session.dialogueLength);
     return present(r.session, dialogue, src.versions);
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Retention
+
+  /**
+   * Deletes, batch by batch, every session past its retention at `now` exactly as DeleteSession does
+   * (hot copies evicted, watchers told), then drops tombstones of sessions deleted before `tombstoneCutoff`.
+   */
+  async purgeExpired(opts: { now: Date; tombstoneCutoff: Date; batchSize: number }): Promise<{ sessions: number; tombstones: number; batches: number }> {
+    const report = { sessions: 0, tombstones: 0, batches: 0 };
+    for (;;) {
+      const batch = await this.repo.purgeExpiredBatch(opts.now, opts.batchSize);
+      if (batch.length) report.batches++;
+      for (const d of batch) {
+        await this.cache.evict(d.id);
+        await this.cache.publish(d.events);
+      }
+      report.sessions += batch.length;
+      if (batch.length < opts.batchSize) break;
+      // Give queued requests the event loop (and, on PGlite, the connection) between batches.
+      await new Promise((r) => setImmediate(r));
+    }
+    for (;;) {
+      const n = await this.repo.dropTombstonesBatch(opts.tombstoneCutoff, opts.batchSize);
+      if (n) report.batches++;
+      report.tombstones += n;
+      if (n < opts.batchSize) break;
+      await new Promise((r) => setImmediate(r));
+    }
+    return report;
   }
 
   // ---------------------------------------------------------------------------------------------------

@@ -115,8 +115,11 @@ export class PromptService {
       const cached = await this.cache.get(input.sessionKey);
       if (cached && cached.accountId === caller.accountId) return { prompt: cached, created: false };
     }
-    const { value } = await this.idempotency.run(this.key(caller, 'OpenPrompt', requestId, input), openCodec, (trx) =>
-      this.openIn(trx, caller, input),
+    const { value } = await this.idempotency.run(
+      this.key(caller, 'OpenPrompt', requestId, input),
+      openCodec,
+      (trx) => this.openIn(trx, caller, input),
+      (v) => v.prompt.id,
     );
     await this.cache.put(value.prompt);
     return value;
@@ -178,7 +181,7 @@ export class PromptService {
       if (!updated) throw notFound(`prompt ${id}`);
       revision = updated.revision;
       return updated.row;
-    });
+    }, (row) => row.id);
     await this.cache.evict(value.sessionKey);
     if (!replayed) await this.publish('prompt_updated', id, revision, value);
     return value;
@@ -186,6 +189,10 @@ export class PromptService {
 
   /** Deletes the prompt and its logs. A repeated request id replays success; without one, a second call is NOT_FOUND. */
   async delete(caller: Principal, id: string, requestId?: string): Promise<void> {
+    // The cached row carries the prompt's content: drop it before deleting, so a store that cannot be
+    // reached fails the call with nothing deleted rather than leave a copy readable after a success.
+    const before = await this.prompts.byId(id);
+    if (before && before.accountId === caller.accountId) await this.cache.evict(before.sessionKey);
     let deleted: { row: PromptRow; revision: number } | undefined;
     await this.idempotency.run(this.key(caller, 'DeletePrompt', requestId, { id }), voidCodec, async (trx) => {
       deleted = await this.prompts.delete(caller.accountId, id, trx);
@@ -300,7 +307,7 @@ export class PromptService {
       const revision = await this.prompts.bumpRevision(caller.accountId, input.promptId, trx);
       if (revision === undefined) throw notFound(`prompt ${input.promptId}`);
       return insert(trx, revision);
-    });
+    }, () => input.promptId);
     if (!replayed) await this.publish(kind, input.promptId, value.revision, value);
     return value;
   }

@@ -4,6 +4,7 @@ import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
 import pg from 'pg';
 import { migrationSource } from './migrations/index.js';
+import { lockDataDir } from './dir-lock.js';
 
 // Postgres returns int8/bigserial as strings by default; our counts and ids stay far below 2^53.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
@@ -38,8 +39,33 @@ export function knexConfig(opts: DbOptions): Knex.Config {
   return { client: ClientPgLite as unknown as Knex.Config['client'], dialect: 'postgres', connection, migrations };
 }
 
+/**
+ * Opens the database. An embedded on-disk one is locked to this process first (see lockDataDir): two
+ * PGlite instances on one directory corrupt it, and each would serve its own stale view meanwhile. The
+ * lock is released when the Knex instance is destroyed.
+ */
 export function openDb(opts: DbOptions): Db {
-  return knexFactory(knexConfig(opts));
+  const release = !opts.databaseUrl && opts.dataDir !== 'memory' ? lockDataDir(path.resolve(opts.dataDir)) : undefined;
+  let db: Db;
+  try {
+    db = knexFactory(knexConfig(opts));
+  } catch (err) {
+    release?.();
+    throw err;
+  }
+  if (release) {
+    // Knex's own destroy is read-only; it ends in the client's, which is where the lock is let go.
+    const client = db.client as { destroy(callback?: unknown): Promise<unknown> };
+    const destroy = client.destroy.bind(client);
+    client.destroy = async (callback?: unknown) => {
+      try {
+        return await destroy(callback);
+      } finally {
+        release();
+      }
+    };
+  }
+  return db;
 }
 
 export async function migrate(db: Db): Promise<string[]> {

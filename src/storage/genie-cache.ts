@@ -1,3 +1,4 @@
+import { AppError } from '../errors.js';
 import type { Bus, KvStore } from './kv.js';
 import type { DialogueRow, SessionEvent, StoredSession } from './genie-repo.js';
 
@@ -50,6 +51,15 @@ export class GenieCache {
    */
   async evict(sessionId: string): Promise<void> {
     await this.kv.del(hotKey(sessionId)).catch(() => {});
+  }
+
+  /** Eviction for deletions, which must not leave a copy behind: UNAVAILABLE when the store cannot be reached. */
+  async evictOrFail(sessionId: string): Promise<void> {
+    try {
+      await this.kv.del(hotKey(sessionId));
+    } catch {
+      throw new AppError('UNAVAILABLE', 'the session cache is unreachable; nothing was deleted, retry later');
+    }
   }
 
   /**

@@ -19,6 +19,8 @@ export interface StoredSession {
   dialogueLength: number;
   forkedFromSessionId: string | undefined;
   forkedFromRevision: number | undefined;
+  /** Retention: the purge deletes the session after this time. */
+  expireTime: Date | undefined;
   createdAt: Date;
   /** When this revision was committed. */
   updatedAt: Date;
@@ -62,6 +64,7 @@ export interface SessionWrite {
   actor: string;
   actorInput: string;
   fields: Record<string, unknown>;
+  expireTime: Date | undefined;
   dialogue: Array<{ actor: Actor; actorText: string; event: string; timestamp: Date }>;
   secondary?: { key: string; value: Buffer };
   events: Array<{ kind: SessionEventKind; payload: Record<string, unknown> }>;
@@ -76,6 +79,8 @@ export interface WriteResult {
 
 type Q = Knex | Knex.Transaction;
 
+const deletedEvent = { kind: 'session_deleted' as const, payload: {} };
+
 const modelTypeFromRow = (r: any): ModelTypeRow => ({
   name: r.name,
   schemaVersion: r.schema_version,
@@ -83,6 +88,7 @@ const modelTypeFromRow = (r: any): ModelTypeRow => ({
   stateMachine: asJson(r.state_machine),
   upgrades: asJson(r.upgrades),
   cacheTtlSeconds: r.cache_ttl_seconds,
+  sessionTtlSeconds: r.session_ttl_seconds ?? 0,
   createdAt: asDate(r.created_at),
 });
 
@@ -99,6 +105,7 @@ const sessionFromRow = (r: any): StoredSession => ({
   dialogueLength: r.dialogue_length,
   forkedFromSessionId: r.forked_from_session_id ?? undefined,
   forkedFromRevision: r.forked_from_revision === null || r.forked_from_revision === undefined ? undefined : Number(r.forked_from_revision),
+  expireTime: r.expire_time ? asDate(r.expire_time) : undefined,
   createdAt: asDate(r.created_at),
   updatedAt: asDate(r.updated_at),
 });
@@ -147,6 +154,7 @@ export class GenieRepo {
             state_machine: json(def.stateMachine),
             upgrades: json(def.upgrades),
             cache_ttl_seconds: def.cacheTtlSeconds,
+            session_ttl_seconds: def.sessionTtlSeconds,
           })
           .returning('*');
         return modelTypeFromRow(row);
@@ -210,6 +218,7 @@ export class GenieRepo {
           dialogue_length: dialogueLength,
           forked_from_session_id: s.forkedFromSessionId ?? null,
           forked_from_revision: s.forkedFromRevision ?? null,
+          expire_time: s.expireTime ?? null,
           created_at: now,
           updated_at: now,
         })
@@ -253,6 +262,10 @@ export class GenieRepo {
       const revision = current.revision + 1;
       const now = new Date();
       const appended: DialogueRow[] = w.dialogue.map((d, i) => ({ ...d, seq: current.dialogueLength + i + 1, revision }));
+      if (w.deleted) {
+        const session = await this.tombstone(trx, id, revision, now);
+        return { session, appended: [], events: await this.insertEvents(trx, id, revision, [deletedEvent]) };
+      }
       const [updated] = await trx('genie_sessions')
         .where({ id })
         .update({
@@ -263,45 +276,56 @@ export class GenieRepo {
           fields: json(w.fields),
           revision,
           dialogue_length: current.dialogueLength + appended.length,
+          expire_time: w.expireTime ?? null,
           updated_at: now,
-          deleted_at: w.deleted ? now : null,
         })
         .returning('*');
       const session = sessionFromRow(updated);
-      if (w.deleted) {
-        // The row and its event log stay for watchers; the content goes.
-        await trx('genie_secondary').where({ session_id: id }).delete();
-        await trx('genie_dialogue').where({ session_id: id }).delete();
-        await trx('genie_session_revisions').where({ session_id: id }).delete();
-      } else {
-        await this.insertRevision(trx, session);
-        if (appended.length) {
-          await trx('genie_dialogue').insert(
-            appended.map((d) => ({
-              session_id: id,
-              seq: d.seq,
-              actor: d.actor,
-              actor_text: d.actorText,
-              event: d.event,
-              timestamp: d.timestamp,
-              revision,
-            })),
-          );
-        }
-        if (w.secondary) {
-          await trx('genie_secondary').insert({
+      await this.insertRevision(trx, session);
+      if (appended.length) {
+        await trx('genie_dialogue').insert(
+          appended.map((d) => ({
             session_id: id,
-            key: w.secondary.key,
-            value: w.secondary.value,
-            size_bytes: w.secondary.value.length,
+            seq: d.seq,
+            actor: d.actor,
+            actor_text: d.actorText,
+            event: d.event,
+            timestamp: d.timestamp,
             revision,
-            created_at: now,
-          });
-        }
+          })),
+        );
+      }
+      if (w.secondary) {
+        await trx('genie_secondary').insert({
+          session_id: id,
+          key: w.secondary.key,
+          value: w.secondary.value,
+          size_bytes: w.secondary.value.length,
+          revision,
+          created_at: now,
+        });
       }
       const events = await this.insertEvents(trx, id, revision, w.events);
       return { session, appended, events };
     });
+  }
+
+  /**
+   * Turns a session into a tombstone at `revision`: the row keeps only its id, owner, type and revision
+   * (so a watcher learns of the deletion and nothing can write to the id again), and every copy of its
+   * content goes: fields and last utterance, revisions, dialogue, secondary values and the event log, whose
+   * payloads repeat all of them. The caller then logs the one session_deleted event at `revision`.
+   */
+  async tombstone(trx: Knex.Transaction, id: string, revision: number, now: Date): Promise<StoredSession> {
+    await trx('session_events').where({ session_id: id }).delete();
+    await trx('genie_secondary').where({ session_id: id }).delete();
+    await trx('genie_dialogue').where({ session_id: id }).delete();
+    await trx('genie_session_revisions').where({ session_id: id }).delete();
+    const [row] = await trx('genie_sessions')
+      .where({ id })
+      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, expire_time: null, revision, updated_at: now, deleted_at: now })
+      .returning('*');
+    return sessionFromRow(row);
   }
 
   private async insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<void> {
@@ -420,6 +444,54 @@ export class GenieRepo {
           ? undefined
           : dialogueFromRow({ seq: r.d_seq, actor: r.d_actor, actor_text: r.d_actor_text, event: r.d_event, timestamp: r.d_timestamp, revision: r.d_revision }),
     }));
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Retention
+
+  /**
+   * Tombstones up to `batchSize` sessions past their retention at `now` in one short transaction: past
+   * their expire_time, or idle (no commit) for longer than the latest version of their type's
+   * session_ttl_seconds. SKIP LOCKED passes over sessions a write holds right now (they are not idle).
+   */
+  async purgeExpiredBatch(now: Date, batchSize: number): Promise<Array<{ id: string; events: SessionEvent[] }>> {
+    return this.db.transaction(async (trx) => {
+      const doomed = await trx('genie_sessions as s')
+        .select('s.id', 's.revision')
+        .whereNull('s.deleted_at')
+        .andWhere((w) =>
+          w.where('s.expire_time', '<=', now).orWhereExists(
+            trx('genie_model_types as t')
+              .whereRaw('t.account_id = s.account_id and t.name = s.model_type and t.session_ttl_seconds > 0')
+              .whereRaw(
+                't.schema_version = (select max(v.schema_version) from genie_model_types v where v.account_id = s.account_id and v.name = s.model_type)',
+              )
+              .whereRaw("s.updated_at <= ?::timestamptz - t.session_ttl_seconds * interval '1 second'", [now]),
+          ),
+        )
+        .orderBy('s.seq')
+        .limit(batchSize)
+        .forUpdate('s')
+        .skipLocked();
+      const out: Array<{ id: string; events: SessionEvent[] }> = [];
+      for (const d of doomed as Array<{ id: string; revision: number | string }>) {
+        const revision = Number(d.revision) + 1;
+        await this.tombstone(trx, d.id, revision, now);
+        out.push({ id: d.id, events: await this.insertEvents(trx, d.id, revision, [deletedEvent]) });
+      }
+      return out;
+    });
+  }
+
+  /** Removes up to `batchSize` tombstones of sessions deleted before `cutoff`; returns how many went. */
+  async dropTombstonesBatch(cutoff: Date, batchSize: number): Promise<number> {
+    return this.db.transaction(async (trx) => {
+      const ids = (await trx('genie_sessions').where('deleted_at', '<', cutoff).orderBy('deleted_at').limit(batchSize).forUpdate().skipLocked().pluck('id')) as string[];
+      if (ids.length === 0) return 0;
+      await trx('session_events').whereIn('session_id', ids).del();
+      await trx('genie_sessions').whereIn('id', ids).del();
+      return ids.length;
+    });
   }
 
   // ---------------------------------------------------------------------------------------------------

@@ -68,8 +68,16 @@ export class Idempotency {
     return this.opts.now?.() ?? new Date();
   }
 
-  /** `work` must do all its database access through the transaction it receives. */
-  async run<T>(key: RequestKey, codec: Codec<T>, work: (trx: Knex.Transaction) => Promise<T>): Promise<{ value: T; replayed: boolean }> {
+  /**
+   * `work` must do all its database access through the transaction it receives. `subjectOf` names the
+   * resource whose content the result repeats, so forgetSubjects can drop it when that resource goes.
+   */
+  async run<T>(
+    key: RequestKey,
+    codec: Codec<T>,
+    work: (trx: Knex.Transaction) => Promise<T>,
+    subjectOf?: (value: T) => string,
+  ): Promise<{ value: T; replayed: boolean }> {
     return this.db.transaction(async (trx) => {
       if (!key.requestId) return { value: await work(trx), replayed: false };
       const where = { scope: key.scope, method: key.method, request_id: key.requestId };
@@ -90,9 +98,14 @@ export class Idempotency {
         return { value: codec.decode(first.response), replayed: true };
       }
       const value = await work(trx);
-      await trx('request_ids').where(where).update({ response: JSON.stringify(codec.encode(value) ?? null) });
+      await trx('request_ids').where(where).update({ response: JSON.stringify(codec.encode(value) ?? null), subject: subjectOf?.(value) ?? null });
       return { value, replayed: false };
     });
+  }
+
+  /** Forgets every stored result about these resources (their retries then run afresh and find them gone). */
+  static async forgetSubjects(q: Knex | Knex.Transaction, subjects: string[]): Promise<void> {
+    if (subjects.length) await q('request_ids').whereIn('subject', subjects).del();
   }
 
   /** Deletes claims older than the window, a batch per transaction; returns how many went. */

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Db } from './db.js';
+import { Idempotency } from './idempotency.js';
 import { asDate, asJson } from './rows.js';
 
 /** A query runner: the pool, or the transaction a write runs in. */
@@ -225,9 +226,10 @@ export class PromptRepo {
     return r && { row: promptFromRow(r), revision: Number(r.revision) };
   }
 
-  /** Deletes a prompt; its logs go with it (ON DELETE CASCADE). */
+  /** Deletes a prompt; its logs go with it (ON DELETE CASCADE), and so do stored results that repeat them. */
   async delete(accountId: string, id: string, q: Q): Promise<{ row: PromptRow; revision: number } | undefined> {
     const [r] = await q('prompts').where({ id, account_id: accountId }).del().returning('*');
+    if (r) await Idempotency.forgetSubjects(q, [id]);
     return r && { row: promptFromRow(r), revision: Number(r.revision) };
   }
 
@@ -361,6 +363,7 @@ export class PromptRepo {
       const toolCalls = (await trx('prompt_tool_calls').whereIn('prompt_id', ids).del(['id'])).length;
       const pluginUsage = (await trx('prompt_plugin_usage').whereIn('prompt_id', ids).del(['id'])).length;
       await trx('prompts').whereIn('id', ids).del();
+      await Idempotency.forgetSubjects(trx, ids);
       return { prompts: doomed.map((d: any) => ({ id: d.id, sessionKey: d.session_key, revision: Number(d.revision) })), history, toolCalls, pluginUsage };
     });
   }

@@ -7,6 +7,7 @@ import { invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { optionalString, uuid } from './convert.js';
 import { unary, type Handler } from './rpc.js';
+import type { Maintenance } from '../maintenance/purge.js';
 
 export const toAccount = (r: AccountRow): Account => ({ ...r });
 export const toUserProfile = (r: UserProfileRow): UserProfile => ({ ...r });
@@ -46,8 +47,31 @@ const listPlugins = z.object({
   pageToken: optionalString,
 });
 
-export function adminHandlers(admin: AdminService): Record<string, Handler> {
+const purgeExpiredData = z.object({
+  olderThan: z.object(
+    { seconds: z.number().int().min(0, 'must not be negative').max(100 * 365 * 86_400, 'must be at most 100 years'), nanos: z.number().int().min(0).max(999_999_999) },
+    { error: 'is required' },
+  ),
+  batchSize: z.number().int().min(0, 'must not be negative').max(100_000, 'must be at most 100000'),
+});
+
+export function adminHandlers(admin: AdminService, maintenance: Maintenance): Record<string, Handler> {
   return {
+    purgeExpiredData: unary(async (req) => {
+      const r = parseInput(purgeExpiredData, req);
+      const olderThanMs = r.olderThan.seconds * 1000 + Math.floor(r.olderThan.nanos / 1e6);
+      const report = await maintenance.purge({ olderThanMs, batchSize: r.batchSize || undefined });
+      return {
+        promptCount: report.prompts,
+        historyEntryCount: report.history,
+        toolCallCount: report.toolCalls,
+        pluginUsageCount: report.pluginUsage,
+        sessionCount: report.sessions,
+        tombstoneCount: report.tombstones,
+        requestIdCount: report.requestIds,
+        batchCount: report.batches,
+      };
+    }),
     createAccount: unary(async (req) => {
       const r = parseInput(createAccount, req);
       return { account: toAccount(await admin.createAccount(r.accountNumber, r.displayName)) };

@@ -40,6 +40,7 @@ export const toSession = (v: SessionView): GenieSession => ({
   updateTime: v.session.updatedAt,
   forkedFromSessionId: v.session.forkedFromSessionId ?? '',
   forkedFromRevision: v.session.forkedFromRevision ?? 0,
+  expireTime: v.session.expireTime,
 });
 
 const toUpgradeStep = (s: UpgradeStepDef): UpgradeStep => {
@@ -64,6 +65,7 @@ export const toModelType = (m: ModelTypeRow): ModelType => ({
   upgrades: m.upgrades.map(toUpgradeStep),
   cacheTtlSeconds: m.cacheTtlSeconds,
   createTime: m.createdAt,
+  sessionTtlSeconds: m.sessionTtlSeconds,
 });
 
 const toEntry = (m: SecondaryMeta): SecondaryEntry => ({ key: m.key, sizeBytes: m.sizeBytes, revision: m.revision, createTime: m.createdAt });
@@ -99,6 +101,7 @@ const modelTypeShape = z.object({
     ),
     upgrades: z.array(z.unknown()),
     cacheTtlSeconds: z.number().int().min(0, 'must not be negative').max(30 * 86_400, 'must be at most 30 days'),
+    sessionTtlSeconds: z.number().int().min(0, 'must not be negative').max(3650 * 86_400, 'must be at most 3650 days'),
   }, { error: 'is required' }),
 });
 
@@ -135,10 +138,12 @@ function upgradeSteps(raw: unknown[]): UpgradeStepDef[] {
 
 const getModelType = z.object({ name: z.string().min(1, 'is required'), schemaVersion: z.number().int().nonnegative('must not be negative') });
 const listModelTypes = z.object({ name: optionalString, pageSize, pageToken: optionalString });
-const createSession = z.object({ modelType: z.string().min(1, 'is required'), fields });
+// A time already past is allowed: the session is then deleted by the next purge.
+const expireTime = z.date().optional();
+const createSession = z.object({ modelType: z.string().min(1, 'is required'), fields, expireTime });
 const getSession = z.object({ sessionId, revision });
 const updateSession = z.object({
-  session: z.object({ sessionId, fields, actor: actorOrEmpty, actorInput: z.string() }, { error: 'is required' }),
+  session: z.object({ sessionId, fields, actor: actorOrEmpty, actorInput: z.string(), expireTime }, { error: 'is required' }),
   updateMask: z.array(z.string()).optional(),
   expectedRevision: revision,
 });
@@ -180,12 +185,13 @@ function updatePaths(mask: string[] | undefined): UpdatePath[] {
     if (p === 'fields') return { kind: 'fields' };
     if (p === 'actor') return { kind: 'actor' };
     if (p === 'actor_input') return { kind: 'actor_input' };
+    if (p === 'expire_time') return { kind: 'expire_time' };
     if (p.startsWith('fields.')) {
       const path = p.slice('fields.'.length).split('.');
       if (path.some(isReservedKey)) throw invalidArgument('update_mask', `unsupported path ${quote(p)}: the key __proto__ is reserved`);
       if (path.every((seg) => FIELD_NAME.test(seg))) return { kind: 'field', path };
     }
-    throw invalidArgument('update_mask', `unsupported path ${quote(p)}: use fields, fields.<name>[.<name>…], actor or actor_input (the state changes only through SendEvent)`);
+    throw invalidArgument('update_mask', `unsupported path ${quote(p)}: use fields, fields.<name>[.<name>…], actor, actor_input or expire_time (the state changes only through SendEvent)`);
   });
 }
 
@@ -206,6 +212,7 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
         },
         upgrades: upgradeSteps(m.upgrades),
         cacheTtlSeconds: m.cacheTtlSeconds,
+        sessionTtlSeconds: m.sessionTtlSeconds,
       };
       return { modelType: toModelType(await genie.registerModelType(callerOf(ctx), def)) };
     }),
@@ -220,7 +227,7 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
     }),
     createSession: unary(async (req, ctx) => {
       const r = parseInput(createSession, req);
-      return { session: toSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields)) };
+      return { session: toSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields, r.expireTime)) };
     }),
     getSession: unary(async (req, ctx) => {
       const r = parseInput(getSession, req);
@@ -229,7 +236,7 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
     updateSession: unary(async (req, ctx) => {
       const r = parseInput(updateSession, req);
       const paths = updatePaths(r.updateMask);
-      const values = { fields: r.session.fields, actor: r.session.actor as Actor | '', actorInput: r.session.actorInput };
+      const values = { fields: r.session.fields, actor: r.session.actor as Actor | '', actorInput: r.session.actorInput, expireTime: r.session.expireTime };
       return { session: toSession(await genie.updateSession(callerOf(ctx), r.session.sessionId, paths, values, r.expectedRevision)) };
     }),
     deleteSession: unary(async (req, ctx) => {

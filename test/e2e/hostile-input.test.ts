@@ -170,7 +170,7 @@ test('hostile input: invalid UTF-8 is INVALID_ARGUMENT naming the field, never s
   const rev = (await g.get(id)).revision;
   const send = SendEventRequest.encode({ sessionId: id, event: 'user_input', actor: '', actorInput: 'MARK', expectedRevision: 0 }).finish();
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/SendEvent', patch(send, 'MARK', [0x41, 0xff, 0xfe, 0x42]), tenant.md), 'actor_input');
-  const create = CreateSessionRequest.encode({ modelType: 'qa', fields: { MARK: 'v', k: 'MARK' } }).finish();
+  const create = CreateSessionRequest.encode({ modelType: 'qa', fields: { MARK: 'v', k: 'MARK' }, expireTime: undefined }).finish();
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/CreateSession', patch(create, 'MARK', [0xc3, 0x28, 0x41, 0x41]), tenant.md), /^fields\./);
   const patched = Buffer.from(create);
   Buffer.from([0xed, 0xa0, 0x80, 0x41]).copy(patched, patched.lastIndexOf('MARK')); // an encoded surrogate

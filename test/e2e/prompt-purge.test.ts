@@ -108,7 +108,7 @@ test.serial('`parley purge --older-than 30d` purges through the CLI', async (t) 
     if (env.redisUrl) Object.assign(childEnv, { REDIS_URL: env.redisUrl, PARLEY_REDIS_PREFIX: `${uniqueName('parley_t')}:` });
     const bin = path.resolve('bin/parley.js');
     const out = await run(process.execPath, [bin, 'purge', '--older-than', '30d', '--batch-size', '10'], { env: childEnv });
-    t.regex(out.stdout, /^purged 1 prompts \(1 history entries, 0 tool calls, 0 plugin usages\) in 1 batches; expired 0 request ids$/m);
+    t.regex(out.stdout, /^purged 1 prompts \(1 history entries, 0 tool calls, 0 plugin usages\), 0 genie sessions and 0 session tombstones in 1 batches; expired 0 request ids$/m);
 
     const bad = await t.throwsAsync(run(process.execPath, [bin, 'purge'], { env: childEnv }));
     t.is((bad as { code?: number }).code, 2);

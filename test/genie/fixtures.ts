@@ -30,6 +30,7 @@ export function modelType(over: Partial<ModelType> = {}): ModelType {
     stateMachine: qaMachine,
     upgrades: [],
     cacheTtlSeconds: 0,
+    sessionTtlSeconds: 0,
     createTime: undefined,
     ...over,
   };
@@ -52,13 +53,13 @@ export function genie(s: TestServer, tenant: Tenant) {
     register: (m: ModelType) => rpc(c, c.registerModelType, { modelType: m }, md),
     getType: (name: string, schemaVersion = 0) => rpc(c, c.getModelType, { name, schemaVersion }, md),
     listTypes: (name = '', pageSize = 0, pageToken = '') => rpc(c, c.listModelTypes, { name, pageSize, pageToken }, md),
-    create: (type: string, fields: Record<string, unknown> | undefined = { topic: 'tax' }) =>
-      rpc(c, c.createSession, { modelType: type, fields }, md).then((r) => r.session!),
+    create: (type: string, fields: Record<string, unknown> | undefined = { topic: 'tax' }, expireTime?: Date) =>
+      rpc(c, c.createSession, { modelType: type, fields, expireTime }, md).then((r) => r.session!),
     get: (sessionId: string, revision = 0) => rpc(c, c.getSession, { sessionId, revision }, md).then((r) => r.session!),
     update: (
       sessionId: string,
       paths: string[] | undefined,
-      values: { fields?: Record<string, unknown>; actor?: string; actorInput?: string },
+      values: { fields?: Record<string, unknown>; actor?: string; actorInput?: string; expireTime?: Date },
       expectedRevision = 0,
     ) =>
       rpc(
@@ -80,6 +81,7 @@ export function genie(s: TestServer, tenant: Tenant) {
             updateTime: undefined,
             forkedFromSessionId: '',
             forkedFromRevision: 0,
+            expireTime: values.expireTime,
           },
           updateMask: paths,
           expectedRevision,

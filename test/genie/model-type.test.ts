@@ -4,7 +4,7 @@ import { fieldViolations } from '../../src/genie/json-schema.js';
 import { modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef } from '../../src/genie/model-type.js';
 
 const machine = (states: string[]) => ({ states, initialState: states[0]!, transitions: [] });
-const v1: ModelTypeDef = { name: 't', schemaVersion: 1, jsonSchema: undefined, stateMachine: machine(['a', 'b']), upgrades: [], cacheTtlSeconds: 0 };
+const v1: ModelTypeDef = { name: 't', schemaVersion: 1, jsonSchema: undefined, stateMachine: machine(['a', 'b']), upgrades: [], cacheTtlSeconds: 0, sessionTtlSeconds: 0 };
 const v2: ModelTypeDef = {
   ...v1,
   schemaVersion: 2,

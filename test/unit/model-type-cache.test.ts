@@ -15,6 +15,7 @@ const def = (schemaVersion: number, upgrades: ModelTypeDef['upgrades'] = []): Mo
   stateMachine: machine,
   upgrades,
   cacheTtlSeconds: 0,
+  sessionTtlSeconds: 0,
 });
 
 /** Two replicas sharing Redis (in memory), the bus and a fake genie_model_types table; one hot session. */
@@ -48,6 +49,7 @@ async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
     dialogueLength: 0,
     forkedFromSessionId: undefined,
     forkedFromRevision: undefined,
+    expireTime: undefined,
     createdAt: new Date(),
     updatedAt: new Date(),
   };

@@ -3,6 +3,8 @@ import * as m001 from './001_admin.js';
 import * as m002 from './002_prompt.js';
 import * as m003 from './003_prompt_logs.js';
 import * as m004 from './004_genie.js';
+import * as m005 from './005_request_subjects.js';
+import * as m006 from './006_genie_retention.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -16,6 +18,8 @@ const migrations: Record<string, Migration> = {
   '002_prompt': m002,
   '003_prompt_logs': m003,
   '004_genie': m004,
+  '005_request_subjects': m005,
+  '006_genie_retention': m006,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

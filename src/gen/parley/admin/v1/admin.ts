@@ -18,6 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 
 export const protobufPackage = "parley.admin.v1";
@@ -184,6 +185,37 @@ export interface ListPluginsRequest {
 export interface ListPluginsResponse {
   plugins: Plugin[];
   nextPageToken: string;
+}
+
+export interface PurgeExpiredDataRequest {
+  /**
+   * Required: prompts idle for longer than this are deleted, and so are the tombstones of sessions
+   * deleted longer ago than this (0s takes every prompt and tombstone).
+   */
+  olderThan:
+    | Duration
+    | undefined;
+  /** Rows per transaction; 0 means 500, at most 100000. */
+  batchSize: number;
+}
+
+export interface PurgeExpiredDataResponse {
+  /** Prompts deleted, with their logs. */
+  promptCount: number;
+  /** History entries deleted with those prompts. */
+  historyEntryCount: number;
+  /** Tool calls deleted with those prompts. */
+  toolCallCount: number;
+  /** Plugin usage records deleted with those prompts. */
+  pluginUsageCount: number;
+  /** Genie sessions deleted by their retention (expire_time passed, or idle past session_ttl_seconds). */
+  sessionCount: number;
+  /** Tombstones of deleted sessions removed; their ids then read as never having existed. */
+  tombstoneCount: number;
+  /** Request ids older than 24 hours forgotten. */
+  requestIdCount: number;
+  /** Transactions the purge ran in. */
+  batchCount: number;
 }
 
 function createBaseAccount(): Account {
@@ -2781,6 +2813,323 @@ export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
   },
 };
 
+function createBasePurgeExpiredDataRequest(): PurgeExpiredDataRequest {
+  return { olderThan: undefined, batchSize: 0 };
+}
+
+export const PurgeExpiredDataRequest: MessageFns<PurgeExpiredDataRequest> = {
+  encode(message: PurgeExpiredDataRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.olderThan !== undefined) {
+      Duration.encode(message.olderThan, writer.uint32(10).fork()).join();
+    }
+    if (message.batchSize !== 0) {
+      writer.uint32(16).int32(message.batchSize);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeExpiredDataRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeExpiredDataRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.olderThan = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.batchSize = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeExpiredDataRequest {
+    return {
+      olderThan: isSet(object.olderThan)
+        ? Duration.fromJSON(object.olderThan)
+        : isSet(object.older_than)
+        ? Duration.fromJSON(object.older_than)
+        : undefined,
+      batchSize: isSet(object.batchSize)
+        ? globalThis.Number(object.batchSize)
+        : isSet(object.batch_size)
+        ? globalThis.Number(object.batch_size)
+        : 0,
+    };
+  },
+
+  toJSON(message: PurgeExpiredDataRequest): unknown {
+    const obj: any = {};
+    if (message.olderThan !== undefined) {
+      obj.olderThan = Duration.toJSON(message.olderThan);
+    }
+    if (message.batchSize !== 0) {
+      obj.batchSize = Math.round(message.batchSize);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PurgeExpiredDataRequest>, I>>(base?: I): PurgeExpiredDataRequest {
+    return PurgeExpiredDataRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PurgeExpiredDataRequest>, I>>(object: I): PurgeExpiredDataRequest {
+    const message = createBasePurgeExpiredDataRequest();
+    message.olderThan = (object.olderThan !== undefined && object.olderThan !== null)
+      ? Duration.fromPartial(object.olderThan)
+      : undefined;
+    message.batchSize = object.batchSize ?? 0;
+    return message;
+  },
+};
+
+function createBasePurgeExpiredDataResponse(): PurgeExpiredDataResponse {
+  return {
+    promptCount: 0,
+    historyEntryCount: 0,
+    toolCallCount: 0,
+    pluginUsageCount: 0,
+    sessionCount: 0,
+    tombstoneCount: 0,
+    requestIdCount: 0,
+    batchCount: 0,
+  };
+}
+
+export const PurgeExpiredDataResponse: MessageFns<PurgeExpiredDataResponse> = {
+  encode(message: PurgeExpiredDataResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptCount !== 0) {
+      writer.uint32(8).int64(message.promptCount);
+    }
+    if (message.historyEntryCount !== 0) {
+      writer.uint32(16).int64(message.historyEntryCount);
+    }
+    if (message.toolCallCount !== 0) {
+      writer.uint32(24).int64(message.toolCallCount);
+    }
+    if (message.pluginUsageCount !== 0) {
+      writer.uint32(32).int64(message.pluginUsageCount);
+    }
+    if (message.sessionCount !== 0) {
+      writer.uint32(40).int64(message.sessionCount);
+    }
+    if (message.tombstoneCount !== 0) {
+      writer.uint32(48).int64(message.tombstoneCount);
+    }
+    if (message.requestIdCount !== 0) {
+      writer.uint32(56).int64(message.requestIdCount);
+    }
+    if (message.batchCount !== 0) {
+      writer.uint32(64).int64(message.batchCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeExpiredDataResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeExpiredDataResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.promptCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.historyEntryCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.toolCallCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.pluginUsageCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.sessionCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.tombstoneCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.requestIdCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.batchCount = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeExpiredDataResponse {
+    return {
+      promptCount: isSet(object.promptCount)
+        ? globalThis.Number(object.promptCount)
+        : isSet(object.prompt_count)
+        ? globalThis.Number(object.prompt_count)
+        : 0,
+      historyEntryCount: isSet(object.historyEntryCount)
+        ? globalThis.Number(object.historyEntryCount)
+        : isSet(object.history_entry_count)
+        ? globalThis.Number(object.history_entry_count)
+        : 0,
+      toolCallCount: isSet(object.toolCallCount)
+        ? globalThis.Number(object.toolCallCount)
+        : isSet(object.tool_call_count)
+        ? globalThis.Number(object.tool_call_count)
+        : 0,
+      pluginUsageCount: isSet(object.pluginUsageCount)
+        ? globalThis.Number(object.pluginUsageCount)
+        : isSet(object.plugin_usage_count)
+        ? globalThis.Number(object.plugin_usage_count)
+        : 0,
+      sessionCount: isSet(object.sessionCount)
+        ? globalThis.Number(object.sessionCount)
+        : isSet(object.session_count)
+        ? globalThis.Number(object.session_count)
+        : 0,
+      tombstoneCount: isSet(object.tombstoneCount)
+        ? globalThis.Number(object.tombstoneCount)
+        : isSet(object.tombstone_count)
+        ? globalThis.Number(object.tombstone_count)
+        : 0,
+      requestIdCount: isSet(object.requestIdCount)
+        ? globalThis.Number(object.requestIdCount)
+        : isSet(object.request_id_count)
+        ? globalThis.Number(object.request_id_count)
+        : 0,
+      batchCount: isSet(object.batchCount)
+        ? globalThis.Number(object.batchCount)
+        : isSet(object.batch_count)
+        ? globalThis.Number(object.batch_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: PurgeExpiredDataResponse): unknown {
+    const obj: any = {};
+    if (message.promptCount !== 0) {
+      obj.promptCount = Math.round(message.promptCount);
+    }
+    if (message.historyEntryCount !== 0) {
+      obj.historyEntryCount = Math.round(message.historyEntryCount);
+    }
+    if (message.toolCallCount !== 0) {
+      obj.toolCallCount = Math.round(message.toolCallCount);
+    }
+    if (message.pluginUsageCount !== 0) {
+      obj.pluginUsageCount = Math.round(message.pluginUsageCount);
+    }
+    if (message.sessionCount !== 0) {
+      obj.sessionCount = Math.round(message.sessionCount);
+    }
+    if (message.tombstoneCount !== 0) {
+      obj.tombstoneCount = Math.round(message.tombstoneCount);
+    }
+    if (message.requestIdCount !== 0) {
+      obj.requestIdCount = Math.round(message.requestIdCount);
+    }
+    if (message.batchCount !== 0) {
+      obj.batchCount = Math.round(message.batchCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PurgeExpiredDataResponse>, I>>(base?: I): PurgeExpiredDataResponse {
+    return PurgeExpiredDataResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PurgeExpiredDataResponse>, I>>(object: I): PurgeExpiredDataResponse {
+    const message = createBasePurgeExpiredDataResponse();
+    message.promptCount = object.promptCount ?? 0;
+    message.historyEntryCount = object.historyEntryCount ?? 0;
+    message.toolCallCount = object.toolCallCount ?? 0;
+    message.pluginUsageCount = object.pluginUsageCount ?? 0;
+    message.sessionCount = object.sessionCount ?? 0;
+    message.tombstoneCount = object.tombstoneCount ?? 0;
+    message.requestIdCount = object.requestIdCount ?? 0;
+    message.batchCount = object.batchCount ?? 0;
+    return message;
+  },
+};
+
 /**
  * AdminService manages the tenants of parley: accounts, the user profiles that act in them, the API keys
  * those profiles call with, and the LLM clients and plugins an account owns.
@@ -2902,6 +3251,23 @@ export const AdminServiceService = {
     responseSerialize: (value: ListPluginsResponse): Buffer => Buffer.from(ListPluginsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListPluginsResponse => ListPluginsResponse.decode(value),
   },
+  /**
+   * Retention, run by the serving process (as `parley purge --address` does): deletes prompts idle for
+   * longer than `older_than` with their logs, genie sessions past their retention with all their content,
+   * tombstones of sessions deleted longer than `older_than` ago, and request ids older than 24 hours, in
+   * batches of short transactions. Caches and watchers of this server learn of each deletion at once.
+   */
+  purgeExpiredData: {
+    path: "/parley.admin.v1.AdminService/PurgeExpiredData" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PurgeExpiredDataRequest): Buffer =>
+      Buffer.from(PurgeExpiredDataRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PurgeExpiredDataRequest => PurgeExpiredDataRequest.decode(value),
+    responseSerialize: (value: PurgeExpiredDataResponse): Buffer =>
+      Buffer.from(PurgeExpiredDataResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PurgeExpiredDataResponse => PurgeExpiredDataResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -2920,6 +3286,13 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   getPlugin: handleUnaryCall<GetPluginRequest, GetPluginResponse>;
   /** An account's plugins by name. */
   listPlugins: handleUnaryCall<ListPluginsRequest, ListPluginsResponse>;
+  /**
+   * Retention, run by the serving process (as `parley purge --address` does): deletes prompts idle for
+   * longer than `older_than` with their logs, genie sessions past their retention with all their content,
+   * tombstones of sessions deleted longer than `older_than` ago, and request ids older than 24 hours, in
+   * batches of short transactions. Caches and watchers of this server learn of each deletion at once.
+   */
+  purgeExpiredData: handleUnaryCall<PurgeExpiredDataRequest, PurgeExpiredDataResponse>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -3092,6 +3465,27 @@ export interface AdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Retention, run by the serving process (as `parley purge --address` does): deletes prompts idle for
+   * longer than `older_than` with their logs, genie sessions past their retention with all their content,
+   * tombstones of sessions deleted longer than `older_than` ago, and request ids older than 24 hours, in
+   * batches of short transactions. Caches and watchers of this server learn of each deletion at once.
+   */
+  purgeExpiredData(
+    request: PurgeExpiredDataRequest,
+    callback: (error: ServiceError | null, response: PurgeExpiredDataResponse) => void,
+  ): ClientUnaryCall;
+  purgeExpiredData(
+    request: PurgeExpiredDataRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PurgeExpiredDataResponse) => void,
+  ): ClientUnaryCall;
+  purgeExpiredData(
+    request: PurgeExpiredDataRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PurgeExpiredDataResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const AdminServiceClient = makeGenericClientConstructor(
@@ -3135,6 +3529,17 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
+}
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
 }
 
 function isSet(value: any): boolean {

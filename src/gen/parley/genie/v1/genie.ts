@@ -177,7 +177,15 @@ export interface ModelType {
   upgrades: UpgradeStep[];
   /** How long the hot copy of a session stays in Redis; 0 means the server default (one hour). */
   cacheTtlSeconds: number;
-  createTime: Date | undefined;
+  createTime:
+    | Date
+    | undefined;
+  /**
+   * Retention: a session of this type idle (no committed change) for longer than this is deleted with all
+   * its content by the next purge (`parley purge` or AdminService.PurgeExpiredData). The latest version's
+   * value applies to every session of the type. 0 keeps sessions until deleted or expired.
+   */
+  sessionTtlSeconds: number;
 }
 
 /** A dialogue session: the GenieModel. */
@@ -213,6 +221,11 @@ export interface GenieSession {
   /** Set on a session made by ForkSession. */
   forkedFromSessionId: string;
   forkedFromRevision: number;
+  /**
+   * When set, the next purge after this time deletes the session with all its content, whatever its
+   * type's session_ttl_seconds. Set at CreateSession or with UpdateSession (path `expire_time`).
+   */
+  expireTime: Date | undefined;
 }
 
 /** Metadata of one secondary-storage value. */
@@ -259,7 +272,14 @@ export interface ListModelTypesResponse {
 export interface CreateSessionRequest {
   modelType: string;
   /** Initial developer fields, checked against the latest version's JSON Schema. */
-  fields: { [key: string]: any } | undefined;
+  fields:
+    | { [key: string]: any }
+    | undefined;
+  /**
+   * Optional: when the session is to be deleted (see GenieSession.expire_time); a time already past
+   * leaves it to the next purge.
+   */
+  expireTime: Date | undefined;
 }
 
 export interface CreateSessionResponse {
@@ -283,7 +303,7 @@ export interface UpdateSessionRequest {
     | undefined;
   /**
    * Paths: `fields` (all developer fields), `fields.<name>[.<name>…]` (one value, removed when absent
-   * from `session.fields`), `actor`, `actor_input`. Unset means `fields`.
+   * from `session.fields`), `actor`, `actor_input`, `expire_time` (unset clears it). Unset means `fields`.
    */
   updateMask:
     | string[]
@@ -1522,6 +1542,7 @@ function createBaseModelType(): ModelType {
     upgrades: [],
     cacheTtlSeconds: 0,
     createTime: undefined,
+    sessionTtlSeconds: 0,
   };
 }
 
@@ -1547,6 +1568,9 @@ export const ModelType: MessageFns<ModelType> = {
     }
     if (message.createTime !== undefined) {
       Timestamp.encode(toTimestamp(message.createTime), writer.uint32(58).fork()).join();
+    }
+    if (message.sessionTtlSeconds !== 0) {
+      writer.uint32(64).int32(message.sessionTtlSeconds);
     }
     return writer;
   },
@@ -1620,6 +1644,14 @@ export const ModelType: MessageFns<ModelType> = {
             message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.sessionTtlSeconds = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1663,6 +1695,11 @@ export const ModelType: MessageFns<ModelType> = {
         : isSet(object.create_time)
         ? fromJsonTimestamp(object.create_time)
         : undefined,
+      sessionTtlSeconds: isSet(object.sessionTtlSeconds)
+        ? globalThis.Number(object.sessionTtlSeconds)
+        : isSet(object.session_ttl_seconds)
+        ? globalThis.Number(object.session_ttl_seconds)
+        : 0,
     };
   },
 
@@ -1689,6 +1726,9 @@ export const ModelType: MessageFns<ModelType> = {
     if (message.createTime !== undefined) {
       obj.createTime = message.createTime.toISOString();
     }
+    if (message.sessionTtlSeconds !== 0) {
+      obj.sessionTtlSeconds = Math.round(message.sessionTtlSeconds);
+    }
     return obj;
   },
 
@@ -1706,6 +1746,7 @@ export const ModelType: MessageFns<ModelType> = {
     message.upgrades = object.upgrades?.map((e) => UpgradeStep.fromPartial(e)) || [];
     message.cacheTtlSeconds = object.cacheTtlSeconds ?? 0;
     message.createTime = object.createTime ?? undefined;
+    message.sessionTtlSeconds = object.sessionTtlSeconds ?? 0;
     return message;
   },
 };
@@ -1726,6 +1767,7 @@ function createBaseGenieSession(): GenieSession {
     updateTime: undefined,
     forkedFromSessionId: "",
     forkedFromRevision: 0,
+    expireTime: undefined,
   };
 }
 
@@ -1772,6 +1814,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     }
     if (message.forkedFromRevision !== 0) {
       writer.uint32(112).int64(message.forkedFromRevision);
+    }
+    if (message.expireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -1901,6 +1946,14 @@ export const GenieSession: MessageFns<GenieSession> = {
             message.forkedFromRevision = longToNumber(reader.int64());
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1967,6 +2020,11 @@ export const GenieSession: MessageFns<GenieSession> = {
         : isSet(object.forked_from_revision)
         ? globalThis.Number(object.forked_from_revision)
         : 0,
+      expireTime: isSet(object.expireTime)
+        ? fromJsonTimestamp(object.expireTime)
+        : isSet(object.expire_time)
+        ? fromJsonTimestamp(object.expire_time)
+        : undefined,
     };
   },
 
@@ -2014,6 +2072,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.forkedFromRevision !== 0) {
       obj.forkedFromRevision = Math.round(message.forkedFromRevision);
     }
+    if (message.expireTime !== undefined) {
+      obj.expireTime = message.expireTime.toISOString();
+    }
     return obj;
   },
 
@@ -2038,6 +2099,7 @@ export const GenieSession: MessageFns<GenieSession> = {
     message.updateTime = object.updateTime ?? undefined;
     message.forkedFromSessionId = object.forkedFromSessionId ?? "";
     message.forkedFromRevision = object.forkedFromRevision ?? 0;
+    message.expireTime = object.expireTime ?? undefined;
     return message;
   },
 };
@@ -2684,7 +2746,7 @@ export const ListModelTypesResponse: MessageFns<ListModelTypesResponse> = {
 };
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
-  return { modelType: "", fields: undefined };
+  return { modelType: "", fields: undefined, expireTime: undefined };
 }
 
 export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
@@ -2694,6 +2756,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     }
     if (message.fields !== undefined) {
       Struct.encode(Struct.wrap(message.fields), writer.uint32(18).fork()).join();
+    }
+    if (message.expireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -2727,6 +2792,14 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
             message.fields = Struct.unwrap(Struct.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2747,6 +2820,11 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
         ? globalThis.String(object.model_type)
         : "",
       fields: isObject(object.fields) ? object.fields : undefined,
+      expireTime: isSet(object.expireTime)
+        ? fromJsonTimestamp(object.expireTime)
+        : isSet(object.expire_time)
+        ? fromJsonTimestamp(object.expire_time)
+        : undefined,
     };
   },
 
@@ -2758,6 +2836,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     if (message.fields !== undefined) {
       obj.fields = message.fields;
     }
+    if (message.expireTime !== undefined) {
+      obj.expireTime = message.expireTime.toISOString();
+    }
     return obj;
   },
 
@@ -2768,6 +2849,7 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     const message = createBaseCreateSessionRequest();
     message.modelType = object.modelType ?? "";
     message.fields = object.fields ?? undefined;
+    message.expireTime = object.expireTime ?? undefined;
     return message;
   },
 };
