@@ -1,6 +1,7 @@
 import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { AppError, type ErrorCode, type FieldViolation } from '../errors.js';
+import { isOutage } from '../storage/outage.js';
 
 const codes: Record<ErrorCode, Status> = {
   INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
@@ -34,7 +35,14 @@ export function toServiceError(err: unknown): ServiceError {
     if (err.violations.length) metadata.set('grpc-status-details-bin', statusDetails(code, err.message, err.violations));
     return Object.assign(new Error(err.message), { code, details: err.message, metadata });
   }
+  if (isOutage(err)) return outage();
   return Object.assign(new Error('internal error'), { code: Status.INTERNAL, details: 'internal error', metadata: new Metadata() });
+}
+
+/** Postgres unreachable (see isOutage): retryable, and a retry with the same request_id cannot apply a write twice. */
+function outage(): ServiceError {
+  const message = 'the database is unavailable; retry with the same request_id';
+  return Object.assign(new Error(message), { code: Status.UNAVAILABLE, details: message, metadata: new Metadata() });
 }
 
 function isServiceError(err: unknown): err is ServiceError {
