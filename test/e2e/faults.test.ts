@@ -2,6 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
 import { status, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import type { Config } from '../../src/config.js';
+import { CLOSE_DEADLINE_MS } from '../../src/app.js';
 import { REVOCATION_BOUND_MS } from '../../src/admin/service.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
 import type { KvStore } from '../../src/storage/kv.js';
@@ -226,4 +227,19 @@ test.serial('a committed write whose cache and bus steps fail is OK, on every ag
   const stored = await rpc(s.prompt, s.prompt.getPrompt, { id: w.prompt.id, sessionKey: '' }, w.tenant.md);
   t.is(stored.prompt!.description, acked.description);
   await t.notThrowsAsync(rpc(s.admin, s.admin.revokeApiKey, { id: w.tenant.apiKeyId }, s.adminMd), 'a revocation too');
+});
+
+withRedis(`stop ends within the grace period plus the close deadline, even with Redis hung${redisNote}`, async (t) => {
+  const redis = await PrivateRedis.start(t);
+  const s = await server(t, { redisUrl: redis.url, shutdownGraceMs: 500 });
+  const w = await world(s);
+  await w.read();
+  redis.pause(); // connections stay open, nothing answers: an UNSUBSCRIBE on the way out never returns
+  t.teardown(() => redis.resume());
+  const started = Date.now();
+  let stopped = false;
+  void s.app.stop().then(() => (stopped = true));
+  await eventually(() => stopped, 'stop to finish', 500 + CLOSE_DEADLINE_MS + 20_000);
+  t.log(`stopped in ${Date.now() - started} ms with Redis hung (grace 500 ms + close deadline ${CLOSE_DEADLINE_MS} ms)`);
+  t.is(await s.app.store.kv.ping().then(() => 'open', () => 'closed'), 'closed', 'its Redis connections are closed');
 });

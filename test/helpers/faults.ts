@@ -75,6 +75,15 @@ export class PrivateRedis {
     this.child = undefined;
   }
 
+  /** SIGSTOP: connections stay open but nothing answers (a hung server). */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.child?.kill('SIGCONT');
+  }
+
   /** Saves the current data set aside (SAVE, then a copy of the dump). */
   async snapshot(): Promise<void> {
     await this.command((r) => r.save());
