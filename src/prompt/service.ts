@@ -121,8 +121,11 @@ export class PromptService {
     const { value } = await this.idempotency.run(this.key(caller, 'OpenPrompt', requestId, input), openCodec, (trx) =>
       this.openIn(trx, caller, input),
     );
-    // Only with a token taken before the transaction read: a fill without one could race an update.
-    if (token !== undefined && value.prompt.sessionKey === input.sessionKey) await this.cache.put(value.prompt, token);
+    // A fill needs a token taken before the transaction read, or it could race an update. A session this
+    // call created under a key it generated is the exception: nobody else can know the key before we
+    // answer, so a token taken now is early enough (and the next OpenPrompt by key is a hit).
+    if (token === undefined && value.created && !input.sessionKey) token = (await this.cache.get(value.prompt.sessionKey)).token;
+    if (token !== undefined) await this.cache.put(value.prompt, token);
     return value;
   }
 

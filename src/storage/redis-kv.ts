@@ -93,7 +93,7 @@ export class RedisKv implements KvStore {
   private revalidate(): void {
     if (this.closed || this.validating) return;
     this.validating = this.validate(true)
-      .catch(() => {})
+      .then(() => {}, () => {})
       .finally(() => {
         this.validating = undefined;
         if (!this.trusted && !this.closed) {
@@ -104,12 +104,13 @@ export class RedisKv implements KvStore {
   }
 
   /** `renew`: start a new epoch whatever the current one is (after any fault). */
-  private async validate(renew: boolean): Promise<void> {
+  private async validate(renew: boolean): Promise<string> {
     const faults = this.faults;
     const info = await this.redis.info('server');
     const runId = /run_id:(\w+)/.exec(info)?.[1] ?? 'unknown';
-    await this.redis.parleyEpoch(this.epochKey, runId, `${runId}:${randomBytes(6).toString('hex')}`, renew ? '1' : '0');
+    const epoch = await this.redis.parleyEpoch(this.epochKey, runId, `${runId}:${randomBytes(6).toString('hex')}`, renew ? '1' : '0');
     if (this.faults === faults) this.trusted = true;
+    return epoch;
   }
 
   async readCached(key: string): Promise<CachedRead> {
@@ -122,10 +123,9 @@ export class RedisKv implements KvStore {
       this.redis.hmget(this.prefix + key, 'd', 'g', 'e'),
     ]);
     if (epoch === null) {
-      // No epoch: Redis was flushed (or restarted empty) under us. Nothing stale can be here, but fences
-      // were lost with everything else, so start a new epoch before filling again.
-      this.distrust();
-      return CACHE_MISS;
+      // No epoch: Redis was flushed under us (a restart closes the connection, which distrusts first). The
+      // copies went with the fences, and tokens of the old epoch cannot fill; a new epoch is enough.
+      return { value: null, token: `${await this.validate(false)}|` };
     }
     return { value: filledIn === epoch ? (value ?? null) : null, token: `${epoch}|${generation ?? ''}` };
   }
