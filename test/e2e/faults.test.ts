@@ -102,22 +102,20 @@ test.serial('a cache fill racing UpdatePrompt never leaves the previous version 
   const key = promptCacheKey(w.prompt.sessionKey);
   // Hold the reader's fill (it has already read the old row from Postgres) until the update is acknowledged.
   const kv = s.app.store.kv;
+  await kv.fence(key); // OpenPrompt cached the new session; the read below must miss
   const fill = kv.fill.bind(kv);
-  let reached!: () => void;
-  const atFill = new Promise<void>((r) => (reached = r));
+  let atFill = false;
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
-  let armed = true;
   kv.fill = async (k, value, token, ttlMs) => {
-    if (k === key && armed) {
-      armed = false;
-      reached();
+    if (k === key && !atFill) {
+      atFill = true;
       await gate;
     }
     return fill(k, value, token, ttlMs);
   };
   const reading = rpc(s.prompt, s.prompt.getPrompt, { id: '', sessionKey: w.prompt.sessionKey }, w.tenant.md);
-  await atFill;
+  await eventually(() => atFill, 'the read to reach its fill');
   const acked = await w.write('updated while a fill was in flight');
   release();
   t.is((await reading).prompt!.description, '', 'the racing read began before the update');
@@ -148,19 +146,18 @@ withRedisAndPg(`a revocation racing the key's first use on another replica is re
   // Replica b reads the key from Postgres (not yet revoked); its fill waits until the revocation is done.
   const kv = b.app.store.kv;
   const fill = kv.fill.bind(kv);
-  let reached!: () => void;
-  const atFill = new Promise<void>((r) => (reached = r));
+  let atFill = false;
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
   kv.fill = async (k, value, token, ttlMs) => {
     if (k.startsWith('apikey:')) {
-      reached();
+      atFill = true;
       await gate;
     }
     return fill(k, value, token, ttlMs);
   };
   const firstUse = refused(b, tenant.md);
-  await atFill;
+  await eventually(() => atFill, "replica b's read of the key to reach its fill");
   await rpc(a.admin, a.admin.revokeApiKey, { id: tenant.apiKeyId }, a.adminMd);
   const revokedAt = Date.now();
   release();
