@@ -120,12 +120,50 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
-    (stopping ??= (async () => {
-      await server.shutdown(config.shutdownGraceMs);
-      await admin.stop();
-      await genie.stop();
-      await store.close();
-      await db.destroy();
-    })());
+    (stopping ??= closeAll(
+      [
+        ['grpc server', () => server.shutdown(config.shutdownGraceMs)],
+        ['api key revocation subscription', () => admin.stop()],
+        ['model type subscription', () => genie.stop()],
+        ['redis', () => store.close()],
+        ['postgres pool', () => db.destroy()],
+      ],
+      config.shutdownGraceMs + CLOSE_DEADLINE_MS,
+      logger,
+    ));
   return { config, db, store, health, server, limits, metrics, port, stop };
+}
+
+/**
+ * How long closing may take beyond the grace period. A stop must end whatever is in flight: a hung Redis
+ * (an UNSUBSCRIBE that never answers), a Postgres query that never returns or a stream that never ends
+ * would otherwise keep the process alive with its connections open.
+ */
+export const CLOSE_DEADLINE_MS = 5_000;
+
+/**
+ * Runs the close steps in order, all within `deadlineMs`; past it, the steps still running are abandoned
+ * and logged (the process exits after stop regardless; see main.ts), and the remaining steps still run
+ * with no wait, so Redis connections are dropped even when an earlier step hung.
+ */
+async function closeAll(steps: Array<[string, () => Promise<void>]>, deadlineMs: number, logger: Logger): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  const abandoned: string[] = [];
+  for (const [name, run] of steps) {
+    let timer: NodeJS.Timeout | undefined;
+    const left = Math.max(until - Date.now(), 0);
+    const done = await Promise.race([
+      run().then(
+        () => true,
+        (err: unknown) => {
+          logger.warn('shutdown step failed', { step: name, error: err instanceof Error ? err.message : String(err) });
+          return true;
+        },
+      ),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), left))),
+    ]);
+    clearTimeout(timer);
+    if (!done) abandoned.push(name);
+  }
+  if (abandoned.length) logger.warn('shutdown deadline passed; forced close', { deadlineMs, stillOpen: abandoned });
 }

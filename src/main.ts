@@ -48,11 +48,16 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case 'serve': {
-      const { startApp } = await import('./app.js');
+      const { startApp, CLOSE_DEADLINE_MS } = await import('./app.js');
       const app = await startApp(config, logger);
       await new Promise<void>((resolve) => {
         const onSignal = (signal: string) => {
           logger.info('shutting down', { signal, graceMs: config.shutdownGraceMs });
+          // A backstop should stop itself ever hang (stop bounds every step; this bounds stop).
+          setTimeout(() => {
+            logger.error('shutdown did not finish in time; exiting');
+            process.exit(1);
+          }, config.shutdownGraceMs + CLOSE_DEADLINE_MS + 2_000).unref();
           app.stop().then(resolve, resolve);
         };
         process.once('SIGTERM', onSignal);

@@ -2,13 +2,19 @@ import { alreadyExists, invalidArgument, notFound } from '../errors.js';
 import { hashSecret, newApiKeySecret, type Principal } from '../auth.js';
 import { isUniqueViolation } from '../storage/db.js';
 import type { AdminRepo, AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } from '../storage/admin-repo.js';
-import type { Bus, KvStore } from '../storage/kv.js';
+import { CACHE_MISS, type Bus, type KvStore } from '../storage/kv.js';
+import { afterCommit } from '../storage/after-commit.js';
 import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
 import { newAccountNumber } from './rules.js';
 import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
 
 const principalKey = (secretHash: string) => `apikey:${secretHash}`;
-const PRINCIPAL_TTL_MS = 5 * 60_000;
+/**
+ * How long a principal read from Postgres may be served from Redis. Short, because it bounds how long a
+ * revoked key can keep working when a revocation's fence is lost (see REVOCATION_BOUND_MS); one Postgres
+ * read per key per 10 s across all replicas is cheap.
+ */
+export const PRINCIPAL_TTL_MS = 10_000;
 /** Every process drops a revoked key's principal from its local cache on a message here (the secret's hash). */
 export const API_KEY_REVOKED_CHANNEL = 'apikey:revoked';
 /**
@@ -18,6 +24,13 @@ export const API_KEY_REVOKED_CHANNEL = 'apikey:revoked';
  * LOCAL_PRINCIPAL_TTL_MS bounds how long another replica may still accept the revoked key.
  */
 export const LOCAL_PRINCIPAL_TTL_MS = 5_000;
+/**
+ * The longest a revoked key keeps working on any replica, whatever Redis and the bus do: a principal is
+ * validated against Postgres at most PRINCIPAL_TTL_MS before it enters a process, which keeps it at most
+ * LOCAL_PRINCIPAL_TTL_MS more. With Redis and the bus healthy it is the bus latency (the fence voids the
+ * Redis copy, the message the local ones).
+ */
+export const REVOCATION_BOUND_MS = PRINCIPAL_TTL_MS + LOCAL_PRINCIPAL_TTL_MS;
 const LOCAL_PRINCIPAL_MAX = 10_000;
 
 /** Tenancy use cases: accounts, user profiles, API keys, LLM clients and plugins. */
@@ -95,30 +108,34 @@ export class AdminService {
     if (!r) throw notFound(`api key ${id}`);
     // Local first: from here on this process refuses the key, whatever happens to Redis or the bus.
     this.principals.delete(r.secretHash);
-    await this.kv.del(principalKey(r.secretHash));
-    await this.bus?.publish(API_KEY_REVOKED_CHANNEL, r.secretHash).catch(() => {});
+    // The fence also voids fills in flight (another replica reading the key for its first use).
+    await afterCommit(
+      () => this.kv.fence(principalKey(r.secretHash)),
+      () => this.bus?.publish(API_KEY_REVOKED_CHANNEL, r.secretHash) ?? Promise.resolve(),
+    );
     return r.key;
   }
 
   /**
    * The principal of a bearer secret, or undefined for an unknown or revoked key. Cached in process (a few
-   * seconds), then in Redis, then Postgres; revoke evicts both levels (see LOCAL_PRINCIPAL_TTL_MS).
+   * seconds), then in Redis (fenced fills, PRINCIPAL_TTL_MS), then Postgres; revoke evicts both levels
+   * (see REVOCATION_BOUND_MS).
    */
   async principalOf(secret: string): Promise<Principal | undefined> {
     const hash = hashSecret(secret);
     const local = this.principals.get(hash);
     if (local) return local;
     const token = this.principals.token();
-    const cached = await this.kv.get(principalKey(hash)).catch(() => null);
-    if (cached) {
-      const principal = JSON.parse(cached) as Principal;
+    const cached = await this.kv.readCached(principalKey(hash)).catch(() => CACHE_MISS);
+    if (cached.value) {
+      const principal = JSON.parse(cached.value) as Principal;
       this.principals.set(hash, principal, token);
       return principal;
     }
     const key = await this.repo.apiKeyByHash(hash);
     if (!key || key.revokedAt) return undefined;
     const principal: Principal = { apiKeyId: key.id, userProfileId: key.userProfileId, accountId: key.accountId };
-    await this.kv.set(principalKey(hash), JSON.stringify(principal), PRINCIPAL_TTL_MS).catch(() => {});
+    await this.kv.fill(principalKey(hash), JSON.stringify(principal), cached.token, PRINCIPAL_TTL_MS).catch(() => false);
     this.principals.set(hash, principal, token);
     return principal;
   }

@@ -4,6 +4,7 @@ import type { Principal } from '../auth.js';
 import { AppError, aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, quote } from '../errors.js';
 import { ownValue, setOwn } from '../keys.js';
 import type { GenieCache } from '../storage/genie-cache.js';
+import { afterCommit } from '../storage/after-commit.js';
 import type { DialogueRow, GenieRepo, SessionWrite, StoredSession, WriteResult } from '../storage/genie-repo.js';
 import { formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
 import { compileProblem, fieldViolations, schemaProblem } from './json-schema.js';
@@ -441,12 +442,14 @@ export class GenieService {
   }
 
   private async afterCommit(r: WriteResult): Promise<void> {
-    await this.cache.evict(r.session.id);
-    await this.cache.publish(r.events);
+    await afterCommit(
+      () => this.cache.evict(r.session.id),
+      () => this.cache.publish(r.events),
+    );
   }
 
   private async readCurrent(caller: Principal, id: string) {
-    const hot = await this.cache.get(id);
+    const { copy: hot, token } = await this.cache.get(id);
     if (hot && hot.session.accountId === caller.accountId) {
       const versions = await this.versionsFor(caller.accountId, hot.session.modelType, hot.session.schemaVersion);
       return { ...hot, versions };
@@ -455,7 +458,7 @@ export class GenieService {
     const found = await this.repo.currentSession(caller.accountId, id, async (session, dialogue, q) => {
       versions = await this.repo.modelTypeVersions(caller.accountId, session.modelType, q);
       const ttl = versions[versions.length - 1]?.cacheTtlSeconds || DEFAULT_CACHE_TTL_SECONDS;
-      await this.cache.put({ session, dialogue }, ttl * 1000);
+      await this.cache.put({ session, dialogue }, token, ttl * 1000);
     });
     if (!found) throw notFound(`session ${id}`);
     return { ...found, versions };

@@ -1,10 +1,11 @@
-import type { KvStore } from '../storage/kv.js';
+import { CACHE_MISS, type KvStore } from '../storage/kv.js';
 import type { PromptRow } from '../storage/prompt-repo.js';
 import { promptCacheKey } from './rules.js';
 
 /**
  * Session key → prompt, the PromptHelper cache. Best effort by design: a Redis failure reads as a miss and
- * a failed fill is dropped, because Postgres always has the answer.
+ * a failed fill is dropped, because Postgres always has the answer. Fills are fenced (KvStore.readCached),
+ * so a fill racing an UpdatePrompt cannot leave the previous version behind.
  */
 export class PromptCache {
   constructor(
@@ -12,19 +13,21 @@ export class PromptCache {
     private readonly ttlMs: number,
   ) {}
 
-  async get(sessionKey: string): Promise<PromptRow | undefined> {
-    const raw = await this.kv.get(promptCacheKey(sessionKey)).catch(() => null);
-    if (!raw) return undefined;
-    const p = JSON.parse(raw) as PromptRow & { createdAt: string; updatedAt: string };
-    return { ...p, createdAt: new Date(p.createdAt), updatedAt: new Date(p.updatedAt) };
+  /** The cached prompt, or on a miss the token that `put` needs (see KvStore.readCached). */
+  async get(sessionKey: string): Promise<{ row: PromptRow | undefined; token: string | undefined }> {
+    const { value, token } = await this.kv.readCached(promptCacheKey(sessionKey)).catch(() => CACHE_MISS);
+    if (!value) return { row: undefined, token };
+    const p = JSON.parse(value) as PromptRow & { createdAt: string; updatedAt: string };
+    return { row: { ...p, createdAt: new Date(p.createdAt), updatedAt: new Date(p.updatedAt) }, token };
   }
 
-  async put(row: PromptRow): Promise<void> {
-    await this.kv.set(promptCacheKey(row.sessionKey), JSON.stringify(row), this.ttlMs).catch(() => {});
+  /** Fills unless an update or delete fenced the key since `token` was read; a failed fill is only a lost fill. */
+  async put(row: PromptRow, token: string | undefined): Promise<void> {
+    await this.kv.fill(promptCacheKey(row.sessionKey), JSON.stringify(row), token, this.ttlMs).catch(() => false);
   }
 
-  /** Unlike fills, evictions must not be lost: a stale entry would outlive the change that made it stale. */
+  /** Called after every commit that changes or deletes a prompt (through afterCommit; see KvStore.fence). */
   async evict(sessionKey: string): Promise<void> {
-    await this.kv.del(promptCacheKey(sessionKey));
+    await this.kv.fence(promptCacheKey(sessionKey));
   }
 }

@@ -15,6 +15,7 @@ import type {
   ToolCallRow,
 } from '../storage/prompt-repo.js';
 import type { PromptCache } from './cache.js';
+import { afterCommit } from '../storage/after-commit.js';
 import { publishPromptEvent, type PromptEventKind } from './events.js';
 import { toOpenAiMessage, type ChatMessageData } from './messages.js';
 import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
@@ -111,9 +112,11 @@ export class PromptService {
     // The common case, a known session without a request id, writes nothing: one cache read answers it,
     // with no transaction and no re-fill. (With a request id, a repeat must replay the first answer, e.g.
     // created: true, so that path keeps the idempotency record.)
+    let token: string | undefined;
     if (input.sessionKey && !requestId) {
       const cached = await this.cache.get(input.sessionKey);
-      if (cached && cached.accountId === caller.accountId) return { prompt: cached, created: false };
+      if (cached.row && cached.row.accountId === caller.accountId) return { prompt: cached.row, created: false };
+      token = cached.token;
     }
     const { value } = await this.idempotency.run(
       this.key(caller, 'OpenPrompt', requestId, input),
@@ -121,7 +124,11 @@ export class PromptService {
       (trx) => this.openIn(trx, caller, input),
       (v) => v.prompt.id,
     );
-    await this.cache.put(value.prompt);
+    // A fill needs a token taken before the transaction read, or it could race an update. A session this
+    // call created under a key it generated is the exception: nobody else can know the key before we
+    // answer, so a token taken now is early enough (and the next OpenPrompt by key is a hit).
+    if (token === undefined && value.created && !input.sessionKey) token = (await this.cache.get(value.prompt.sessionKey)).token;
+    if (token !== undefined) await this.cache.put(value.prompt, token);
     return value;
   }
 
@@ -182,8 +189,10 @@ export class PromptService {
       revision = updated.revision;
       return updated.row;
     }, (row) => row.id);
-    await this.cache.evict(value.sessionKey);
-    if (!replayed) await this.publish('prompt_updated', id, revision, value);
+    await afterCommit(
+      () => this.cache.evict(value.sessionKey),
+      () => (replayed ? Promise.resolve() : this.publish('prompt_updated', id, revision, value)),
+    );
     return value;
   }
 
@@ -199,9 +208,12 @@ export class PromptService {
       if (!deleted) throw notFound(`prompt ${id}`);
     });
     // Set only when this call deleted it (a replay deleted nothing and has nothing to announce).
-    if (deleted) {
-      await this.cache.evict(deleted.row.sessionKey);
-      await this.publish('prompt_deleted', id, deleted.revision, { id });
+    const d = deleted;
+    if (d) {
+      await afterCommit(
+        () => this.cache.evict(d.row.sessionKey),
+        () => this.publish('prompt_deleted', id, d.revision, { id }),
+      );
     }
   }
 
@@ -283,8 +295,10 @@ export class PromptService {
       report.toolCalls += b.toolCalls;
       report.pluginUsage += b.pluginUsage;
       for (const p of b.prompts) {
-        await this.cache.evict(p.sessionKey).catch(() => {});
-        await this.publish('prompt_deleted', p.id, p.revision, { id: p.id });
+        await afterCommit(
+          () => this.cache.evict(p.sessionKey),
+          () => this.publish('prompt_deleted', p.id, p.revision, { id: p.id }),
+        );
       }
       if (b.prompts.length < batchSize) break;
       // Give queued requests the event loop (and, on PGlite, the connection) between batches.
@@ -340,10 +354,11 @@ export class PromptService {
 
   /** Cache first, then Postgres (filling the cache); another account's session reads as absent. */
   private async findBySessionKey(caller: Principal, sessionKey: string, q?: Q): Promise<PromptRow | undefined> {
-    let row = await this.cache.get(sessionKey);
+    const cached = await this.cache.get(sessionKey);
+    let row = cached.row;
     if (!row) {
       row = await this.prompts.bySessionKey(sessionKey, q);
-      if (row) await this.cache.put(row);
+      if (row) await this.cache.put(row, cached.token);
     }
     return row && row.accountId === caller.accountId ? row : undefined;
   }

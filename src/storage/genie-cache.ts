@@ -1,5 +1,5 @@
 import { AppError } from '../errors.js';
-import type { Bus, KvStore } from './kv.js';
+import { CACHE_MISS, type Bus, type KvStore } from './kv.js';
 import type { DialogueRow, SessionEvent, StoredSession } from './genie-repo.js';
 
 /** The hash tag keeps every key of one session in one Redis Cluster slot. */
@@ -31,32 +31,32 @@ export class GenieCache {
     private readonly bus: Bus,
   ) {}
 
-  async get(sessionId: string): Promise<HotCopy | undefined> {
-    const raw = await this.kv.get(hotKey(sessionId)).catch(() => null);
-    if (!raw) return undefined;
-    const h = JSON.parse(raw) as HotCopy;
+  /** The hot copy, or on a miss the token that `put` needs (see KvStore.readCached). */
+  async get(sessionId: string): Promise<{ copy: HotCopy | undefined; token: string | undefined }> {
+    const { value, token } = await this.kv.readCached(hotKey(sessionId)).catch(() => CACHE_MISS);
+    if (!value) return { copy: undefined, token };
+    const h = JSON.parse(value) as HotCopy;
     h.session.createdAt = new Date(h.session.createdAt);
     h.session.updatedAt = new Date(h.session.updatedAt);
     for (const d of h.dialogue) d.timestamp = new Date(d.timestamp);
-    return h;
+    return { copy: h, token };
   }
 
-  async put(copy: HotCopy, ttlMs: number): Promise<void> {
-    await this.kv.set(hotKey(copy.session.id), JSON.stringify(copy), ttlMs).catch(() => {});
+  /** Fills the hot copy unless a write fenced it since `token` was read; a failed fill is only a lost fill. */
+  async put(copy: HotCopy, token: string | undefined, ttlMs: number): Promise<void> {
+    await this.kv.fill(hotKey(copy.session.id), JSON.stringify(copy), token, ttlMs).catch(() => false);
   }
 
-  /**
-   * Called after every commit. A failed eviction is swallowed rather than failing an RPC whose change is
-   * already committed (a retry would apply it twice); the TTL bounds how long a stale copy can live.
-   */
+  /** Called after every commit (through afterCommit, which contains its failure; see KvStore.fence). */
   async evict(sessionId: string): Promise<void> {
-    await this.kv.del(hotKey(sessionId)).catch(() => {});
+    await this.kv.fence(hotKey(sessionId));
   }
 
   /** Eviction for deletions, which must not leave a copy behind: UNAVAILABLE when the store cannot be reached. */
   async evictOrFail(sessionId: string): Promise<void> {
     try {
-      await this.kv.del(hotKey(sessionId));
+      // A fence, not a plain delete: a read that started before the deletion must not fill the copy back.
+      await this.kv.fence(hotKey(sessionId));
     } catch {
       throw new AppError('UNAVAILABLE', 'the session cache is unreachable; nothing was deleted, retry later');
     }

@@ -1,9 +1,40 @@
+/** What `readCached` returns: the copy (null on a miss) and, on a miss, the token a fill must present. */
+export interface CachedRead {
+  value: string | null;
+  /** Undefined: do not fill (the store cannot vouch for what it holds right now). */
+  token: string | undefined;
+}
+
+export const CACHE_MISS: CachedRead = Object.freeze({ value: null, token: undefined });
+
+/**
+ * How long a fence outlives the copy it dropped: longer than any read that took a token before the fence
+ * can take to reach its fill (a fence that expired would let such a fill land).
+ */
+export const FENCE_TTL_MS = 10 * 60_000;
+
 /**
  * The fast path and the bus. Two implementations share this contract (test/storage/kv.contract.test.ts):
  * Redis for real deployments and an in-process one for the embedded default. Nothing stored here is the
  * record: any of it may vanish at any moment (flush, restart) and callers rebuild it from Postgres.
  */
 export interface KvStore {
+  /**
+   * Fenced copies of Postgres rows. `readCached` returns the copy, or on a miss a token; a reader that then
+   * reads Postgres hands the token to `fill`, which stores the copy only if no `fence` of the key came in
+   * between. A writer fences after its commit, so a fill that read before the commit can never land after
+   * the fence and leave the old copy behind. A miss with no token means "do not fill": the store cannot
+   * vouch for its contents right now (Redis: after a reconnect, a restart, a flush or a failed fence, until
+   * it has re-validated), and callers read through to Postgres.
+   */
+  readCached(key: string): Promise<CachedRead>;
+  /** Stores `value` unless the key was fenced since `token` was handed out; true when it did. */
+  fill(key: string, value: string, token: string | undefined, ttlMs: number): Promise<boolean>;
+  /**
+   * Drops the key's copy and voids every token handed out for it. When it throws, the store has already
+   * stopped trusting its copies (every read misses) until it has re-validated; callers need not repair.
+   */
+  fence(key: string): Promise<void>;
   get(key: string): Promise<string | null>;
   /** ttlMs 0 or undefined: no expiry. */
   set(key: string, value: string, ttlMs?: number): Promise<void>;

@@ -1,4 +1,4 @@
-import type { Bus, FastStore, KvStore, Subscription } from './kv.js';
+import { FENCE_TTL_MS, type Bus, type CachedRead, type FastStore, type KvStore, type Subscription } from './kv.js';
 import { LocalFanout } from './local-fanout.js';
 
 interface Entry {
@@ -7,11 +7,48 @@ interface Entry {
 }
 
 /** The in-process store of the embedded default: one process, so a Map and local fan-out suffice. */
+/** A fenced copy: `generation` counts the fences, so a token is the generation its reader saw. */
+interface Cached {
+  value: string | undefined;
+  generation: number;
+  expiresAt: number;
+}
+
 export class MemoryKv implements KvStore {
   private readonly entries = new Map<string, Entry>();
+  private readonly cached = new Map<string, Cached>();
   private sweeps = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
+
+  // One process holds both the copies and every writer, so nothing is ever lost here: it always vouches.
+  async readCached(key: string): Promise<CachedRead> {
+    const c = this.live(key);
+    return { value: c?.value ?? null, token: String(c?.generation ?? 0) };
+  }
+
+  async fill(key: string, value: string, token: string | undefined, ttlMs: number): Promise<boolean> {
+    const c = this.live(key);
+    if (token === undefined || token !== String(c?.generation ?? 0)) return false;
+    this.cached.set(key, { value, generation: c?.generation ?? 0, expiresAt: this.now() + ttlMs });
+    if (++this.sweeps % 1024 === 0) this.sweep();
+    return true;
+  }
+
+  async fence(key: string): Promise<void> {
+    const c = this.live(key);
+    this.cached.set(key, { value: undefined, generation: (c?.generation ?? 0) + 1, expiresAt: this.now() + FENCE_TTL_MS });
+    if (++this.sweeps % 1024 === 0) this.sweep();
+  }
+
+  private live(key: string): Cached | undefined {
+    const c = this.cached.get(key);
+    if (c && c.expiresAt <= this.now()) {
+      this.cached.delete(key);
+      return undefined;
+    }
+    return c;
+  }
 
   async get(key: string): Promise<string | null> {
     const e = this.entries.get(key);
@@ -41,18 +78,20 @@ export class MemoryKv implements KvStore {
 
   async clear(): Promise<void> {
     this.entries.clear();
+    this.cached.clear();
   }
 
   async ping(): Promise<void> {}
 
   size(): number {
     this.sweep();
-    return this.entries.size;
+    return this.entries.size + this.cached.size;
   }
 
   private sweep(): void {
     const now = this.now();
     for (const [k, e] of this.entries) if (e.expiresAt <= now) this.entries.delete(k);
+    for (const [k, c] of this.cached) if (c.expiresAt <= now) this.cached.delete(k);
   }
 }
 

@@ -1,6 +1,7 @@
 import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { AppError, clip, type ErrorCode } from '../errors.js';
+import { isOutage } from '../storage/outage.js';
 
 const codes: Record<ErrorCode, Status> = {
   INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
@@ -98,9 +99,12 @@ export function toServiceError(err: unknown): ServiceError {
     metadata.set('grpc-status-details-bin', statusDetails(code, err.code, message, err));
     return Object.assign(new Error(message), { code, details: message, metadata });
   }
-  const message = 'internal error';
-  metadata.set('grpc-status-details-bin', statusDetails(Status.INTERNAL, 'INTERNAL', message, undefined));
-  return Object.assign(new Error(message), { code: Status.INTERNAL, details: message, metadata });
+  // Postgres unreachable: retryable, and a retry with the same request_id cannot apply a write twice.
+  const [code, reason, message] = isOutage(err)
+    ? [Status.UNAVAILABLE, 'UNAVAILABLE', 'the database is unavailable; retry with the same request_id']
+    : [Status.INTERNAL, 'INTERNAL', 'internal error'];
+  metadata.set('grpc-status-details-bin', statusDetails(code, reason, message, undefined));
+  return Object.assign(new Error(message), { code, details: message, metadata });
 }
 
 function isServiceError(err: unknown): err is ServiceError {

@@ -74,7 +74,7 @@ test.serial('the hot copy lives in Redis under a hash-tagged key; a flushed Redi
   const { sessionId } = await g.create('qa');
   await g.send(sessionId, 'user_input', 'hello');
   const before = await g.get(sessionId);
-  const hot = await s.app.store.kv.get(`genie:{${sessionId}}:hot`);
+  const hot = (await s.app.store.kv.readCached(`genie:{${sessionId}}:hot`)).value;
   t.is(hotKey(sessionId), `genie:{${sessionId}}:hot`);
   t.truthy(hot, 'a read fills the hot copy');
   t.is(JSON.parse(hot!).session.revision, 2);
@@ -82,7 +82,7 @@ test.serial('the hot copy lives in Redis under a hash-tagged key; a flushed Redi
   await s.app.store.kv.clear();
   t.deepEqual(await g.get(sessionId), before);
   await g.send(sessionId, 'ai_response', 'hi');
-  t.is(await s.app.store.kv.get(hotKey(sessionId)), null, 'a write evicts the hot copy');
+  t.is((await s.app.store.kv.readCached(hotKey(sessionId))).value, null, 'a write evicts the hot copy');
   await s.app.store.kv.clear();
   const after = await g.get(sessionId);
   t.is(after.revision, 3);
@@ -94,8 +94,8 @@ test.serial('the hot copy\'s TTL comes from the model type (cache_ttl_seconds)',
   await g.register(modelType({ name: 'brief', cacheTtlSeconds: 1 }));
   const { sessionId } = await g.create('brief');
   await g.get(sessionId);
-  t.truthy(await s.app.store.kv.get(hotKey(sessionId)));
-  await eventually(async () => (await s.app.store.kv.get(hotKey(sessionId))) === null, 'the hot copy to expire');
+  t.truthy((await s.app.store.kv.readCached(hotKey(sessionId))).value);
+  await eventually(async () => (await s.app.store.kv.readCached(hotKey(sessionId))).value === null, 'the hot copy to expire');
   t.is((await g.get(sessionId)).revision, 1);
 });
 
@@ -185,7 +185,7 @@ test('a 16 MiB secondary value round-trips over gRPC and is not loaded with the 
   t.true(Buffer.from(got.value).equals(big));
   const session = await g.get(sessionId);
   t.false(JSON.stringify(session).length > 10_000, 'the session read does not carry the value');
-  const hot = await s.app.store.kv.get(hotKey(sessionId));
+  const hot = (await s.app.store.kv.readCached(hotKey(sessionId))).value;
   t.true((hot ?? '').length < 10_000, 'nor does its hot copy');
   const tooBig = await t.throwsAsync<ServiceError>(g.put(sessionId, 'huge', Buffer.alloc(16 * 1024 * 1024 + 1)));
   t.deepEqual(violatedFields(tooBig!), ['value']);

@@ -47,7 +47,7 @@ test.serial('purge deletes idle prompts with their logs in batches, keeps active
   await append(a, active.id, oldRid);
   await append(a, active.id, newRid);
   await s.app.db('request_ids').where({ request_id: oldRid }).update({ created_at: new Date(Date.now() - 25 * 3600_000) });
-  for (const p of idle) t.truthy(await s.app.store.kv.get(promptCacheKey(p.sessionKey)));
+  for (const p of idle) t.truthy((await s.app.store.kv.readCached(promptCacheKey(p.sessionKey))).value);
   const events: string[] = [];
   const sub = await s.app.store.bus.subscribe(`prompt:{${idle[0]!.id}}`, (m) => events.push(JSON.parse(m).kind));
 
@@ -57,7 +57,7 @@ test.serial('purge deletes idle prompts with their logs in batches, keeps active
   for (const p of idle) {
     const e = await t.throwsAsync<ServiceError>(rpc(s.prompt, s.prompt.getPrompt, { id: p.id, sessionKey: '' }, a.md));
     t.is(e?.code, status.NOT_FOUND);
-    t.is(await s.app.store.kv.get(promptCacheKey(p.sessionKey)), null, 'purged sessions leave the cache');
+    t.is((await s.app.store.kv.readCached(promptCacheKey(p.sessionKey))).value, null, 'purged sessions leave the cache');
   }
   const gone = await t.throwsAsync<ServiceError>(rpc(s.prompt, s.prompt.openPrompt, { ...openReq, sessionKey: idle[1]!.sessionKey }, a.md));
   t.is(gone?.code, status.NOT_FOUND);

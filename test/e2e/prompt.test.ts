@@ -175,9 +175,9 @@ test('the session cache is filled on open, evicted on update and delete, and a f
   const a = await createTenant(s);
   const kv = s.app.store.kv;
   const p = await open(a);
-  t.truthy(await kv.get(promptCacheKey(p.sessionKey)), 'OpenPrompt caches the session');
+  t.truthy((await kv.readCached(promptCacheKey(p.sessionKey))).value, 'OpenPrompt caches the session');
   await rpc(s.prompt, s.prompt.updatePrompt, { prompt: { ...p, name: 'renamed' }, updateMask: ['name'], requestId: '' }, a.md);
-  t.is(await kv.get(promptCacheKey(p.sessionKey)), null, 'UpdatePrompt evicts it');
+  t.is((await kv.readCached(promptCacheKey(p.sessionKey))).value, null, 'UpdatePrompt evicts it');
   const reopened = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, sessionKey: p.sessionKey }, a.md);
   t.false(reopened.created);
   t.is(reopened.prompt!.name, 'renamed');
@@ -188,9 +188,9 @@ test('the session cache is filled on open, evicted on update and delete, and a f
   const afterFlush = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, sessionKey: p.sessionKey }, a.md);
   t.deepEqual(afterFlush.prompt, reopened.prompt);
 
-  t.truthy(await kv.get(promptCacheKey(p.sessionKey)));
+  t.truthy((await kv.readCached(promptCacheKey(p.sessionKey))).value);
   await rpc(s.prompt, s.prompt.deletePrompt, { id: p.id, requestId: '' }, a.md);
-  t.is(await kv.get(promptCacheKey(p.sessionKey)), null, 'DeletePrompt evicts it');
+  t.is((await kv.readCached(promptCacheKey(p.sessionKey))).value, null, 'DeletePrompt evicts it');
   const gone = await t.throwsAsync(rpc(s.prompt, s.prompt.openPrompt, { ...openReq, sessionKey: p.sessionKey }, a.md));
   t.is(code(gone), status.NOT_FOUND);
   const gone2 = await t.throwsAsync(rpc(s.prompt, s.prompt.getPrompt, { id: '', sessionKey: p.sessionKey }, a.md));

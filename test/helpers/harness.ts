@@ -28,7 +28,8 @@ export interface TestServer {
  * other test file: its own Postgres database (or in-memory PGlite) and its own Redis key prefix.
  */
 export async function startTestServer(overrides: Partial<Config> = {}): Promise<TestServer> {
-  const scratch = env.databaseUrl ? await createScratchDatabase(env.databaseUrl) : undefined;
+  // A test that names its database (several replicas on one, or one behind a proxy) manages it itself.
+  const scratch = env.databaseUrl && overrides.databaseUrl === undefined ? await createScratchDatabase(env.databaseUrl) : undefined;
   const config: Config = {
     ...loadConfig({}),
     listen: '127.0.0.1:0',

@@ -104,4 +104,33 @@ for (const impl of implementations) {
       t.deepEqual(got, ['m1'], 'closed');
       t.is(bus.subscribedChannels(), 0);
     }));
+  test(`${impl.name}: a fill lands with the token of its miss, and a fence voids the copy and every earlier token`, (t) =>
+    run(t, async ({ kv }) => {
+      const miss = await kv.readCached('{p}:c');
+      t.is(miss.value, null);
+      t.not(miss.token, undefined, 'a healthy store hands out a token on a miss');
+      t.true(await kv.fill('{p}:c', 'v1', miss.token, 10_000));
+      t.is((await kv.readCached('{p}:c')).value, 'v1');
+      // A reader takes its token, then a writer commits and fences before the reader's fill arrives.
+      const before = await kv.fence('{p}:c').then(() => kv.readCached('{p}:c'));
+      t.is(before.value, null, 'the fence dropped the copy');
+      const racing = before.token;
+      await kv.fence('{p}:c');
+      t.false(await kv.fill('{p}:c', 'stale', racing, 10_000), 'a fill with a token from before the fence is refused');
+      t.is((await kv.readCached('{p}:c')).value, null);
+      t.false(await kv.fill('{p}:c', 'x', undefined, 10_000), 'no token, no fill');
+      const fresh = await kv.readCached('{p}:c');
+      t.true(await kv.fill('{p}:c', 'v2', fresh.token, 10_000));
+      t.is((await kv.readCached('{p}:c')).value, 'v2');
+    }));
+
+  test(`${impl.name}: fenced copies expire after their TTL, and clear removes them`, (t) =>
+    run(t, async ({ kv }) => {
+      t.true(await kv.fill('short', 'v', (await kv.readCached('short')).token, 50));
+      await sleep(120);
+      t.is((await kv.readCached('short')).value, null, 'the copy outlived its TTL');
+      t.true(await kv.fill('kept', 'v', (await kv.readCached('kept')).token, 10_000));
+      await kv.clear();
+      t.is((await kv.readCached('kept')).value, null);
+    }));
 }

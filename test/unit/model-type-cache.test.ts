@@ -54,7 +54,7 @@ async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
     updatedAt: new Date(),
   };
   const cache = new GenieCache(kv, bus);
-  await cache.put({ session, dialogue: [] }, 60_000);
+  await cache.put({ session, dialogue: [] }, (await cache.get(session.id)).token, 60_000);
   const make = () => new GenieService(repo, cache, opts.bus === false ? undefined : bus, { typeCacheTtlMs: 10_000, now: opts.now });
   const a = make();
   const b = make();
@@ -96,6 +96,6 @@ test('without the bus message the TTL bounds staleness, and a newer stored versi
   t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 2);
   await a.registerModelType(caller, def(3));
   // A session already stored at version 3 (by a process that knew) is never unreadable here.
-  await cache.put({ session: { ...session, schemaVersion: 3 }, dialogue: [] }, 60_000);
+  await cache.put({ session: { ...session, schemaVersion: 3 }, dialogue: [] }, (await cache.get(session.id)).token, 60_000);
   t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 3);
 });
