@@ -38,7 +38,7 @@ test('DeletePrompt leaves no content: request-id replays, watch, reads, lists, t
   const updateReq = { prompt: { ...p, name: NAME }, updateMask: ['name'], requestId: randomUUID() };
   await rpc(s.prompt, s.prompt.updatePrompt, updateReq, a.md);
   await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, sessionKey: p.sessionKey, llmClientId: '', requestId: '' }, a.md);
-  t.truthy(await s.app.store.kv.get(promptCacheKey(p.sessionKey)), 'the open cached the prompt');
+  t.truthy((await s.app.store.kv.readCached(promptCacheKey(p.sessionKey))).value, 'the open cached the prompt');
 
   await rpc(s.prompt, s.prompt.deletePrompt, { id: p.id, requestId: '' }, a.md);
 
@@ -56,7 +56,7 @@ test('DeletePrompt leaves no content: request-id replays, watch, reads, lists, t
   t.is(codeOf(sessionOpen), status.NOT_FOUND, 'its session key no longer opens anything');
   const listed = await rpc(s.prompt, s.prompt.listPrompts, { pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined }, a.md);
   t.false(listed.prompts.some((x) => x.id === p.id));
-  t.is(await s.app.store.kv.get(promptCacheKey(p.sessionKey)), null);
+  t.is((await s.app.store.kv.readCached(promptCacheKey(p.sessionKey))).value, null);
 
   const watch = s.prompt.watchPrompt({ promptId: p.id, afterRevision: 0 }, a.md);
   let err: ServiceError | undefined;
