@@ -3,6 +3,7 @@ import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { HealthClient } from '../../src/gen/grpc/health/v1/health.js';
 import { createTenant, rpc, startTestServer } from '../helpers/harness.js';
 import { genie, modelType } from '../genie/fixtures.js';
+import { eventually } from '../helpers/eventually.js';
 
 test('graceful shutdown lets an in-flight call finish, then refuses new ones', async (t) => {
   const s = await startTestServer({ shutdownGraceMs: 5_000 });
@@ -23,18 +24,21 @@ test('graceful shutdown lets an in-flight call finish, then refuses new ones', a
   });
   await isLocked;
   const inFlight = g.send(sessionId, 'go', 'sent before shutdown');
-  await new Promise((r) => setTimeout(r, 200));
+  // The call must have reached the server (it waits on the row lock there) before the clients close.
+  await eventually(() => s.app.server.calls.size > 0, 'the SendEvent to be in flight on the server');
 
   const stopping = s.stop();
-  await new Promise((r) => setTimeout(r, 200));
+  // New calls are refused while the one in flight still runs.
+  const fresh = new HealthClient(s.address, credentials.createInsecure());
+  const check = () => rpc(fresh, fresh.check, { service: '' }, undefined, { deadline: Date.now() + 2_000 });
+  await eventually(() => check().then(() => false, () => true), 'a new call to be refused');
   release();
   await holder;
   const r = await inFlight;
   t.is(r.session?.revision, 2, 'the call in flight when shutdown began completed');
   await stopping;
 
-  const fresh = new HealthClient(s.address, credentials.createInsecure());
-  const after = await t.throwsAsync<ServiceError>(rpc(fresh, fresh.check, { service: '' }, undefined, { deadline: Date.now() + 2_000 }));
+  const after = await t.throwsAsync<ServiceError>(check());
   t.true(after?.code === status.UNAVAILABLE || after?.code === status.DEADLINE_EXCEEDED, `a new call after shutdown got ${after?.code}`);
   fresh.close();
 });
