@@ -1,0 +1,313 @@
+import fc from 'fast-check';
+import type { World } from './world.js';
+import type { Kind } from './rpcs.js';
+import { honest, hostile, rawTime, unicode, type Vocabulary } from './values.js';
+import { rawTimestamp, rawVarint, unknownField } from './wire.js';
+
+export type Caller = keyof World['md'];
+
+/** One request message: what the generated encoder takes, bytes appended after encoding, or junk instead. */
+export interface Message {
+  req: unknown;
+  extra: Buffer[];
+  /** `truncate` cuts the encoded message short; bytes replace it altogether. */
+  mangle?: 'truncate' | Uint8Array;
+}
+
+/** What a stream does once its messages are sent (unary calls always wait for their answer). */
+export type Action = 'wait' | 'cancel-now' | 'cancel-soon' | 'half-close';
+
+export interface Case {
+  caller: Caller;
+  messages: Message[];
+  action: Action;
+  /** How long `cancel-soon` lets the stream run before cancelling it (or less, when it ends first). */
+  lingerMs: number;
+}
+
+type Req = fc.Arbitrary<Record<string, unknown>>;
+
+/** A request arbitrary and, optionally, the raw extras (timestamps, enum numbers) only bytes can carry. */
+interface Spec {
+  kind: Kind;
+  req: Req;
+  extras?: fc.Arbitrary<Buffer>[];
+  /** Who calls: AdminService wants the admin token, the others an API key. */
+  admin?: boolean;
+}
+
+const ts = (path: number[]) => rawTime.map((t) => rawTimestamp(path, t.seconds, t.nanos));
+
+/** The fuzz generator of every RPC, by `Service/Method`. The coverage test fails when one is missing. */
+export { honest };
+
+export function generators(w: World, v: Vocabulary = hostile): Record<string, Spec> {
+  const { date, enumNumber, huge, int32, int64, json, oneOfOr, pageToken, str, stringMap, struct } = v;
+  const self = w.self;
+  const peer = w.peer;
+  const others = [...peer.promptIds, ...peer.sessionIds, ...w.victimIds];
+  const id = (mine: string[]) =>
+    v === honest ? (mine.length ? fc.constantFrom(...mine) : fc.uuid()) : fc.oneof(
+      { weight: mine.length ? 8 : 0, arbitrary: fc.constantFrom(...mine, '') },
+      { weight: 2, arbitrary: fc.constantFrom(...others) },
+      { weight: 1, arbitrary: fc.uuid() },
+      { weight: 2, arbitrary: str },
+    );
+  const accounts = id([self.tenant.accountId, peer.tenant.accountId]);
+  const profiles = id([self.tenant.userProfileId, peer.tenant.userProfileId]);
+  const llmClients = id([self.tenant.llmClientId]);
+  const prompts = id(self.promptIds);
+  const sessions = id(self.sessionIds);
+  const plugins = id(self.pluginIds);
+  const requestId = fc.oneof(fc.constant(''), fc.uuid(), str);
+  const revision = fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 3, arbitrary: int64 });
+  const firstPrompt = fc.oneof({ weight: 4, arbitrary: fc.constant(self.promptIds[0]!) }, { weight: 1, arbitrary: prompts });
+  const firstSession = fc.oneof({ weight: 4, arbitrary: fc.constant(self.sessionIds[0]!) }, { weight: 1, arbitrary: sessions });
+  const actor = oneOfOr(['user', 'assistant', 'system', '']);
+  const event = oneOfOr(['user_input', 'ai_response', '']);
+  const mask = (valid: string[]) => fc.oneof(fc.constant(undefined), fc.array(oneOfOr([...valid, '__proto__', 'fields.__proto__.x', 'a..b', '*']), { maxLength: 4 }));
+  const chatMessage = fc.record({
+    role: enumNumber([0, 1, 2, 3, 4, 5]),
+    content: str,
+    name: oneOfOr(['']),
+    toolCalls: fc.array(fc.record({ id: str, type: oneOfOr(['function']), functionName: str, functionArguments: str }), { maxLength: 2 }),
+    toolCallId: oneOfOr(['']),
+  });
+  const machine = fc.oneof(
+    fc.constant({
+      states: ['awaiting_question', 'awaiting_answer'],
+      initialState: 'awaiting_question',
+      transitions: [
+        { fromState: 'awaiting_question', event: 'user_input', toState: 'awaiting_answer', actor: 'user' },
+        { fromState: 'awaiting_answer', event: 'ai_response', toState: 'awaiting_question', actor: 'assistant' },
+      ],
+    }),
+    fc.record({
+      states: fc.array(oneOfOr(['a', 'b']), { maxLength: 4 }),
+      initialState: oneOfOr(['a']),
+      transitions: fc.array(fc.record({ fromState: oneOfOr(['a', 'b']), event: oneOfOr(['go']), toState: oneOfOr(['a', 'b']), actor }), { maxLength: 3 }),
+    }),
+  );
+  const schema = fc.oneof(
+    fc.constant(undefined),
+    fc.constant({ type: 'object', properties: { topic: { type: 'string', minLength: 1 } }, required: ['topic'] }),
+    fc.constantFrom<Record<string, unknown>>(
+      { type: 'object', properties: { s: { type: 'string', pattern: '^(a+)+$' } } },
+      { $ref: '#' },
+      { type: 'object', properties: { n: { type: 'number', maximum: Number.POSITIVE_INFINITY } } },
+      { $ref: 'http://example.com/schema' },
+      { type: 'nonsense' },
+    ),
+    struct,
+  );
+  const upgrade = fc.record({
+    fromVersion: int32,
+    renameField: fc.option(fc.record({ from: str, to: str }), { nil: undefined }),
+    dropField: fc.constant(undefined),
+    addField: fc.option(fc.record({ name: str, defaultValue: json }), { nil: undefined }),
+    mapStates: fc.option(fc.record({ mapping: stringMap }), { nil: undefined }),
+  });
+  const session = fc.record({
+    sessionId: sessions,
+    modelType: oneOfOr(['', 'qa']),
+    schemaVersion: int32,
+    state: oneOfOr(['']),
+    dialogue: fc.constant([]),
+    actor,
+    actorInput: str,
+    fields: struct,
+    currentResponse: fc.constant(undefined),
+    revision: revision,
+    createTime: date,
+    updateTime: fc.constant(undefined),
+    forkedFromSessionId: oneOfOr(['']),
+    forkedFromRevision: fc.constant(0),
+    expireTime: date,
+  });
+  const utterance = fc.record({
+    sessionId: firstSession,
+    actor,
+    event: oneOfOr(['', 'ai_response', 'user_input']),
+    utteranceId: oneOfOr(['', 'u1']),
+    text: fc.oneof({ weight: 6, arbitrary: unicode(30) }, { weight: 1, arbitrary: str }),
+    expectedRevision: revision,
+    final: fc.boolean(),
+  });
+  const chat = fc.oneof(
+    fc.record({ requestId, open: fc.record({ sessionId: firstSession, afterRevision: revision }) }),
+    fc.record({ requestId, sendEvent: fc.record({ event, actor, actorInput: str, expectedRevision: revision }) }),
+    fc.record({ requestId, appendDialogue: fc.record({ actor, actorText: str, expectedRevision: revision }) }),
+    fc.record({ requestId }),
+  );
+  const page = (list: keyof World['tokens']) => ({ pageSize: int32, pageToken: pageToken(w.tokens[list]) });
+
+  return {
+    // AdminService
+    'AdminService/CreateAccount': { kind: 'unary', admin: true, req: fc.record({ accountNumber: oneOfOr(['', 'ACC-1', self.tenant.accountNumber]), displayName: str }) },
+    'AdminService/GetAccount': { kind: 'unary', admin: true, req: fc.record({ id: fc.oneof(accounts, fc.constant('')), accountNumber: oneOfOr(['', self.tenant.accountNumber]) }) },
+    'AdminService/CreateUserProfile': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, username: oneOfOr(['bob']), email: oneOfOr(['bob@example.com']) }) },
+    'AdminService/GetUserProfile': { kind: 'unary', admin: true, req: fc.record({ id: profiles }) },
+    'AdminService/CreateLlmClient': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, name: oneOfOr(['gpt', 'hr']), description: str }) },
+    'AdminService/GetLlmClient': { kind: 'unary', admin: true, req: fc.record({ id: llmClients }) },
+    'AdminService/CreateApiKey': { kind: 'unary', admin: true, req: fc.record({ userProfileId: profiles, description: str }) },
+    // Only spare keys: revoking the keys the fuzz or the victim call with is what an admin may do.
+    'AdminService/RevokeApiKey': { kind: 'unary', admin: true, req: fc.record({ id: fc.oneof(fc.constantFrom(...self.spareKeyIds, ...peer.spareKeyIds), fc.uuid(), str) }) },
+    'AdminService/CreatePlugin': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, name: oneOfOr(['weather', 'p1', 'zeta']), description: str }) },
+    'AdminService/GetPlugin': { kind: 'unary', admin: true, req: fc.record({ id: plugins }) },
+    'AdminService/ListPlugins': { kind: 'unary', admin: true, req: fc.record({ accountId: fc.oneof({ weight: 4, arbitrary: fc.constant(self.tenant.accountId) }, { weight: 1, arbitrary: accounts }), ...page('adminPlugins') }) },
+    'AdminService/PurgeExpiredData': {
+      kind: 'unary',
+      admin: true,
+      req: fc.record({ olderThan: fc.option(fc.record({ seconds: int64, nanos: int32 }), { nil: undefined }), batchSize: int32 }),
+    },
+
+    // PromptService
+    'PromptService/OpenPrompt': {
+      kind: 'unary',
+      req: fc.record({
+        sessionKey: oneOfOr(['', ...self.sessionKeys, ...peer.sessionKeys]),
+        llmClientId: fc.oneof({ weight: 3, arbitrary: llmClients }, { weight: 1, arbitrary: fc.constant(peer.tenant.llmClientId) }),
+        llmClientUrl: oneOfOr(['', 'https://llm.example.com']),
+        ipAddress: oneOfOr(['', '10.0.0.1', '::1', '999.1.1.1']),
+        userAgent: str,
+        url: oneOfOr(['', 'https://example.com/chat']),
+        requestId,
+      }),
+    },
+    'PromptService/GetPrompt': { kind: 'unary', req: fc.record({ id: fc.oneof(prompts, fc.constant('')), sessionKey: oneOfOr(['', ...self.sessionKeys]) }) },
+    'PromptService/ListPrompts': {
+      kind: 'unary',
+      req: fc.record({ ...page('prompts'), llmClientId: oneOfOr(['', self.tenant.llmClientId]), tag: oneOfOr(['']), createdAfter: fc.oneof(fc.constant(undefined), date), createdBefore: fc.oneof(fc.constant(undefined), date) }),
+      extras: [ts([5]), ts([6])],
+    },
+    'PromptService/UpdatePrompt': {
+      kind: 'unary',
+      req: fc.record({
+        prompt: fc.record({
+          id: prompts,
+          name: str,
+          description: str,
+          version: oneOfOr(['1.0']),
+          annotations: stringMap,
+          tags: fc.array(oneOfOr(['a', 'b']), { maxLength: 5 }),
+          sessionKey: oneOfOr(['']),
+          ipAddress: oneOfOr(['']),
+          userAgent: oneOfOr(['']),
+          url: oneOfOr(['']),
+          createdAt: date,
+          updatedAt: fc.constant(undefined),
+          userProfileId: oneOfOr(['']),
+          llmClientId: oneOfOr(['']),
+          accountId: oneOfOr(['']),
+        }),
+        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id']),
+        requestId,
+      }),
+      extras: [ts([1, 11])],
+    },
+    'PromptService/DeletePrompt': { kind: 'unary', req: fc.record({ id: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.promptIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), requestId }) },
+    'PromptService/AppendHistory': {
+      kind: 'unary',
+      req: fc.record({ promptId: prompts, request: struct, response: struct, messages: fc.array(chatMessage, { maxLength: 3 }), requestId }),
+      extras: [enumNumber([77, -1]).map((n) => rawVarint([4, 1], n))],
+    },
+    'PromptService/ListHistory': { kind: 'unary', req: fc.record({ promptId: firstPrompt, ...page('history') }) },
+    'PromptService/RecordToolCall': {
+      kind: 'unary',
+      req: fc.record({ promptId: prompts, pluginId: fc.oneof(plugins, fc.constant('')), functionName: oneOfOr(['get_weather']), functionArgs: oneOfOr(['{}', '{"city":"Oslo"}']), request: struct, response: struct, requestId }),
+    },
+    'PromptService/ListToolCalls': { kind: 'unary', req: fc.record({ promptId: firstPrompt, ...page('toolCalls') }) },
+    'PromptService/RecordPluginUsage': { kind: 'unary', req: fc.record({ promptId: prompts, pluginId: plugins, inputText: str, requestId }) },
+    'PromptService/ListPluginUsage': { kind: 'unary', req: fc.record({ promptId: firstPrompt, ...page('pluginUsage') }) },
+    'PromptService/GetPromptHistory': { kind: 'unary', req: fc.record({ id: fc.oneof(prompts, fc.constant('')), sessionKey: oneOfOr(['', ...self.sessionKeys]) }) },
+    'PromptService/ListPlugins': { kind: 'unary', req: fc.record(page('plugins')) },
+    'PromptService/WatchPrompt': { kind: 'server-stream', req: fc.record({ promptId: prompts, afterRevision: revision }) },
+
+    // GenieService
+    'GenieService/RegisterModelType': {
+      kind: 'unary',
+      req: fc.record({
+        modelType: fc.record({
+          name: oneOfOr(['qa', 'free', 'm1']),
+          schemaVersion: int32,
+          jsonSchema: schema,
+          stateMachine: fc.oneof(machine, fc.constant(undefined)),
+          upgrades: fc.array(upgrade, { maxLength: 2 }),
+          cacheTtlSeconds: int32,
+          createTime: date,
+          sessionTtlSeconds: fc.oneof(fc.constant(0), int32),
+        }),
+      }),
+    },
+    'GenieService/GetModelType': { kind: 'unary', req: fc.record({ name: oneOfOr(w.modelTypes), schemaVersion: int32 }) },
+    'GenieService/ListModelTypes': { kind: 'unary', req: fc.record({ name: oneOfOr(['']), ...page('modelTypes') }) },
+    'GenieService/CreateSession': { kind: 'unary', req: fc.record({ modelType: oneOfOr(w.modelTypes), fields: struct, expireTime: date }), extras: [ts([3])] },
+    'GenieService/GetSession': { kind: 'unary', req: fc.record({ sessionId: sessions, revision }) },
+    'GenieService/UpdateSession': {
+      kind: 'unary',
+      req: fc.record({ session, updateMask: mask(['fields', 'fields.topic', 'fields.profile.age', 'actor', 'actor_input', 'expire_time', 'state', 'fields.constructor.prototype']), expectedRevision: revision }),
+      extras: [ts([1, 15])],
+    },
+    'GenieService/DeleteSession': { kind: 'unary', req: fc.record({ sessionId: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.sessionIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), expectedRevision: revision }) },
+    'GenieService/ListSessions': { kind: 'unary', req: fc.record({ modelType: oneOfOr(['']), state: oneOfOr(['']), ...page('sessions') }) },
+    'GenieService/ForkSession': { kind: 'unary', req: fc.record({ sessionId: sessions, revision }) },
+    'GenieService/SendEvent': { kind: 'unary', req: fc.record({ sessionId: sessions, event, actor, actorInput: str, expectedRevision: revision }) },
+    'GenieService/AppendDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, actor, actorText: str, expectedRevision: revision }) },
+    'GenieService/FormatDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, format: enumNumber([0, 1, 2, 3, 4]), revision }) },
+    'GenieService/PutSecondary': {
+      kind: 'unary',
+      req: fc.record({
+        sessionId: sessions,
+        key: oneOfOr(['doc', 'k1', 'k2']),
+        value: fc.oneof({ weight: 6, arbitrary: fc.uint8Array({ maxLength: 64 }) }, { weight: 1, arbitrary: huge.map((h) => Buffer.from(h)) }),
+        expectedRevision: revision,
+      }),
+    },
+    'GenieService/GetSecondary': { kind: 'unary', req: fc.record({ sessionId: sessions, key: oneOfOr(self.secondaryKeys) }) },
+    'GenieService/ListSecondaryKeys': { kind: 'unary', req: fc.record({ sessionId: firstSession, ...page('secondaryKeys') }) },
+    'GenieService/WatchSession': { kind: 'server-stream', req: fc.record({ sessionId: sessions, afterRevision: revision }) },
+    'GenieService/StreamUtterance': { kind: 'client-stream', req: utterance },
+    'GenieService/Chat': { kind: 'bidi', req: chat },
+  };
+}
+
+const junk = fc.oneof(fc.constant<'truncate'>('truncate'), fc.uint8Array({ minLength: 1, maxLength: 64 }));
+
+function message(spec: Spec): fc.Arbitrary<Message> {
+  const extra = fc.array(fc.oneof(...(spec.extras ?? []), fc.uint8Array({ maxLength: 16 }).map(unknownField)), { maxLength: 1 });
+  return fc.record({
+    req: spec.req,
+    extra: fc.oneof({ weight: 5, arbitrary: fc.constant([]) }, { weight: 1, arbitrary: extra }),
+    mangle: fc.oneof({ weight: 25, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: junk }),
+  }, { requiredKeys: ['req', 'extra'] }) as fc.Arbitrary<Message>;
+}
+
+/**
+ * A whole call: who makes it, its messages and what a stream does. Two in five are honest (the caller's
+ * own credentials, values a correct client sends) so that the handlers' deep paths are reached; the rest
+ * are hostile.
+ */
+export function caseOf(spec: Spec, honestSpec?: Spec): fc.Arbitrary<Case> {
+  if (!honestSpec) return hostileCase(spec);
+  const streaming = spec.kind === 'client-stream' || spec.kind === 'bidi';
+  const plain = fc.record({
+    caller: fc.constant<Caller>(spec.admin ? 'admin' : 'self'),
+    messages: streaming ? fc.array(honestSpec.req.map((req) => ({ req, extra: [] })), { minLength: 1, maxLength: 4 }) : honestSpec.req.map((req) => [{ req, extra: [] }]),
+    action: spec.kind === 'unary' ? fc.constant<Action>('wait') : fc.constantFrom<Action>('cancel-soon', ...(streaming ? (['half-close'] as const) : ([] as const))),
+    lingerMs: fc.integer({ min: 0, max: 300 }),
+  });
+  return fc.oneof({ weight: 3, arbitrary: hostileCase(spec) }, { weight: 2, arbitrary: plain });
+}
+
+function hostileCase(spec: Spec): fc.Arbitrary<Case> {
+  const caller = spec.admin
+    ? fc.oneof({ weight: 17, arbitrary: fc.constant<Caller>('admin') }, { weight: 1, arbitrary: fc.constantFrom<Caller>('self', 'none', 'bogus') })
+    : fc.oneof({ weight: 16, arbitrary: fc.constant<Caller>('self') }, { weight: 2, arbitrary: fc.constant<Caller>('peer') }, { weight: 1, arbitrary: fc.constantFrom<Caller>('admin', 'none', 'bogus') });
+  const streaming = spec.kind === 'client-stream' || spec.kind === 'bidi';
+  return fc.record({
+    caller,
+    messages: streaming ? fc.array(message(spec), { maxLength: 5 }) : message(spec).map((m) => [m]),
+    action: spec.kind === 'unary' ? fc.constant<Action>('wait') : fc.constantFrom<Action>('cancel-now', 'cancel-soon', ...(streaming ? (['half-close', 'half-close'] as const) : ([] as const))),
+    lingerMs: fc.integer({ min: 0, max: 300 }),
+  });
+}
