@@ -28,7 +28,10 @@ export interface KvStore {
    * it has re-validated), and callers read through to Postgres.
    */
   readCached(key: string): Promise<CachedRead>;
-  /** Stores `value` unless the key was fenced since `token` was handed out; true when it did. */
+  /**
+   * Stores `value` unless the key was fenced since `token` was handed out; true when it did. A copy stored
+   * with a token of a cache epoch that has since ended is never served.
+   */
   fill(key: string, value: string, token: string | undefined, ttlMs: number): Promise<boolean>;
   /**
    * Drops the key's copy and voids every token handed out for it. When it throws, the store has already

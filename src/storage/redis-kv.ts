@@ -16,12 +16,16 @@ const connectionOptions = {
 // A cached copy is a hash: d (the copy), g (how many fences the key has had) and e (the epoch it was filled
 // in). The epoch key names the current epoch as `<run id>:<random>`; a copy from any other epoch reads as a
 // miss. Fills, fences and epoch changes are scripts (atomic in Redis); a read is two plain commands sent
-// together (see readCached).
+// together (see readCached). Every script touches one key, so a Redis Cluster can run it (the copy's key
+// carries its session's hash tag; the epoch key lives in a slot of its own).
+//
+// A fill checks the generation only. It tags the copy with the epoch of its token rather than checking that
+// epoch is still current: reads serve only copies of the current epoch, so a fill with an old token lands a
+// copy nobody will serve, which is as good as refusing it.
 const FILL = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if (redis.call('HGET', KEYS[2], 'g') or '') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[2], 'd', ARGV[3], 'e', ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if (redis.call('HGET', KEYS[1], 'g') or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'd', ARGV[3], 'e', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1`;
 const FENCE = `
 redis.call('HINCRBY', KEYS[1], 'g', 1)
@@ -36,7 +40,7 @@ redis.call('SET', KEYS[1], ARGV[2])
 return ARGV[2]`;
 
 type Scripted = Redis & {
-  parleyFill(epochKey: string, key: string, epoch: string, generation: string, value: string, ttlMs: number): Promise<number>;
+  parleyFill(key: string, epoch: string, generation: string, value: string, ttlMs: number): Promise<number>;
   parleyFence(key: string, ttlMs: number): Promise<number>;
   parleyEpoch(epochKey: string, runId: string, fresh: string, renew: '0' | '1'): Promise<string>;
 };
@@ -62,7 +66,7 @@ export class RedisKv implements KvStore {
     redis: Redis,
     private readonly prefix: string,
   ) {
-    redis.defineCommand('parleyFill', { numberOfKeys: 2, lua: FILL });
+    redis.defineCommand('parleyFill', { numberOfKeys: 1, lua: FILL });
     redis.defineCommand('parleyFence', { numberOfKeys: 1, lua: FENCE });
     redis.defineCommand('parleyEpoch', { numberOfKeys: 1, lua: EPOCH });
     this.redis = redis as Scripted;
@@ -133,7 +137,7 @@ export class RedisKv implements KvStore {
   async fill(key: string, value: string, token: string | undefined, ttlMs: number): Promise<boolean> {
     if (!this.trusted || token === undefined) return false;
     const bar = token.lastIndexOf('|');
-    return (await this.redis.parleyFill(this.epochKey, this.prefix + key, token.slice(0, bar), token.slice(bar + 1), value, ttlMs)) === 1;
+    return (await this.redis.parleyFill(this.prefix + key, token.slice(0, bar), token.slice(bar + 1), value, ttlMs)) === 1;
   }
 
   async fence(key: string): Promise<void> {
@@ -162,8 +166,10 @@ export class RedisKv implements KvStore {
     return r === 'OK';
   }
 
+  // One DEL per key: keys of different sessions sit in different cluster slots, and auto-pipelining still
+  // sends them in one write.
   async del(...keys: string[]): Promise<void> {
-    if (keys.length) await this.redis.del(...keys.map((k) => this.prefix + k));
+    await Promise.all(keys.map((k) => this.redis.del(this.prefix + k)));
   }
 
   async clear(): Promise<void> {
@@ -171,7 +177,7 @@ export class RedisKv implements KvStore {
     do {
       const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}*`, 'COUNT', 1000);
       cursor = next;
-      if (keys.length) await this.redis.del(...keys);
+      await Promise.all(keys.map((k) => this.redis.del(k)));
     } while (cursor !== '0');
   }
 

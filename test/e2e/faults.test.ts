@@ -5,11 +5,13 @@ import type { Config } from '../../src/config.js';
 import { CLOSE_DEADLINE_MS } from '../../src/app.js';
 import { REVOCATION_BOUND_MS } from '../../src/admin/service.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
+import { hotKey } from '../../src/storage/genie-cache.js';
 import type { KvStore } from '../../src/storage/kv.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { createScratchDatabase, env, realPostgresUrl, uniqueName } from '../helpers/backends.js';
 import { endpointOf, hasRedisServer, PrivateRedis, TcpProxy } from '../helpers/faults.js';
 import { eventually } from '../helpers/eventually.js';
+import { Watcher } from '../helpers/watch.js';
 import { genie, modelType } from '../genie/fixtures.js';
 
 // Which faults apply here: Redis faults need redis-server (a private one, whatever REDIS_URL says); several
@@ -45,6 +47,7 @@ async function world(s: TestServer, tenant?: Tenant) {
   return {
     tenant: who,
     prompt,
+    sessionId,
     /** GetSession (hot copy first) and OpenPrompt by session key without a request id (cache first). */
     read: async (via: TestServer = s) => ({
       revision: (await rpc(via.genie, via.genie.getSession, { sessionId, revision: 0 }, who.md)).session!.revision,
@@ -239,4 +242,29 @@ withRedis(`stop ends within the grace period plus the close deadline, even with 
   await eventually(() => stopped, 'stop to finish', 500 + CLOSE_DEADLINE_MS + 20_000);
   t.log(`stopped in ${Date.now() - started} ms with Redis hung (grace 500 ms + close deadline ${CLOSE_DEADLINE_MS} ms)`);
   t.is(await s.app.store.kv.ping().then(() => 'open', () => 'closed'), 'closed', 'its Redis connections are closed');
+});
+
+withRedis(`behind a Redis Cluster (one node owning every slot, refusing cross-slot commands) every path works${redisNote}`, async (t) => {
+  const redis = await PrivateRedis.start(t, { cluster: true });
+  const s = await server(t, { redisUrl: redis.url });
+  const w = await world(s);
+  const watcher = new Watcher(s.genie, w.tenant.md, w.sessionId, 0);
+  t.teardown(() => watcher.cancel());
+  const cached = async () => ({
+    session: (await s.app.store.kv.readCached(hotKey(w.sessionId))).value !== null,
+    prompt: (await s.app.store.kv.readCached(promptCacheKey(w.prompt.sessionKey))).value !== null,
+  });
+  await w.read();
+  t.deepEqual(await cached(), { session: true, prompt: true }, 'the reads filled the cache');
+  t.deepEqual(await w.read(), { revision: 1, description: '' }, 'served from the cache');
+  const acked = await w.write('through a cluster');
+  t.deepEqual(await cached(), { session: false, prompt: false }, 'the write fenced both copies');
+  t.deepEqual(await w.read(), acked);
+  t.deepEqual(await cached(), { session: true, prompt: true }, 'the next read filled them again');
+  await watcher.until((x) => x.updates.some((u) => u.revision === acked.revision), 'the write to reach the watcher over the bus');
+  await rpc(s.prompt, s.prompt.deletePrompt, { id: w.prompt.id, requestId: '' }, w.tenant.md);
+  await t.throwsAsync(w.read(), undefined, 'the deleted prompt is gone');
+  await redis.dropConnections();
+  await connected(s.app.store.kv);
+  await eventually(async () => (await s.app.store.kv.readCached('probe')).token !== undefined, 'the cache trusted again after a reconnect');
 });

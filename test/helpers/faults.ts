@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
+import { eventually } from './eventually.js';
 import { freePort } from './processes.js';
 
 /**
@@ -24,15 +25,26 @@ export class PrivateRedis {
   private constructor(
     readonly port: number,
     readonly dir: string,
+    private readonly cluster: boolean,
   ) {
     this.snapshotFile = path.join(dir, 'snapshot.rdb');
   }
 
-  /** Starts one and registers its teardown on `t`. */
-  static async start(t: ExecutionContext): Promise<PrivateRedis> {
-    const r = new PrivateRedis(await freePort(), mkdtempSync(path.join(os.tmpdir(), 'parley-redis-')));
+  /**
+   * Starts one and registers its teardown on `t`. `cluster`: a one-node Redis Cluster owning every slot,
+   * which refuses (CROSSSLOT) any command or script touching keys of two slots, as a real cluster does.
+   */
+  static async start(t: ExecutionContext, opts: { cluster?: boolean } = {}): Promise<PrivateRedis> {
+    const r = new PrivateRedis(await freePort(), mkdtempSync(path.join(os.tmpdir(), 'parley-redis-')), opts.cluster === true);
     t.teardown(() => r.destroy());
     await r.start();
+    if (r.cluster) {
+      await r.command((c) => c.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383'));
+      await eventually(
+        () => r.command(async (c) => String(await c.call('CLUSTER', 'INFO')).includes('cluster_state:ok')),
+        'the one-node cluster to own every slot',
+      );
+    }
     return r;
   }
 
@@ -45,7 +57,10 @@ export class PrivateRedis {
     // No automatic saves: the only dump is the one snapshot() or restore() puts there.
     const child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', 'no', '--dbfilename', 'dump.rdb'],
+      [
+        ...['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', 'no', '--dbfilename', 'dump.rdb'],
+        ...(this.cluster ? ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf'] : []),
+      ],
       { stdio: ['ignore', 'pipe', 'ignore'] },
     );
     this.child = child;
