@@ -123,6 +123,7 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
     for (const f of failures.slice(0, 25)) {
       t.log(`call ${f.index} ${f.rpc}: ${f.problems.join('; ')}\n  replay: PARLEY_FUZZ_SEED=${f.seed} PARLEY_FUZZ_CALL=${f.index}${fuzzEnv.rpcs ? ` PARLEY_FUZZ_RPCS=${fuzzEnv.rpcs.join(',')}` : ''}\n  case: ${f.request}`);
     }
+    for (const f of victimReport.failures.slice(0, 10)) t.log(`the other tenant's call failed: ${f}`);
     const byRpc = new Map<string, number>();
     for (const f of failures) byRpc.set(f.rpc, (byRpc.get(f.rpc) ?? 0) + 1);
     t.deepEqual([...byRpc], [], `no call may end INTERNAL, UNKNOWN, DATA_LOSS, DEADLINE_EXCEEDED or UNIMPLEMENTED, nor carry a message over 1024 bytes (seed ${seed})`);

@@ -4,6 +4,7 @@ import type { Case, Message } from './generators.js';
 import type { Rpc } from './rpcs.js';
 import type { World } from './world.js';
 import { patchMarkers } from './wire.js';
+import { violatedFields } from '../../helpers/harness.js';
 
 /** The knobs of a run, from the environment (see README, "Fuzzing"). */
 export const fuzzEnv = {
@@ -113,6 +114,8 @@ export function execute(client: Client, rpc: Rpc, c: Case, w: World, deadlineMs:
       const details = err?.details ?? '';
       // The fuzz's own cancellation is not the server's answer.
       if (!(cancelled && code === status.CANCELLED)) checkStatus(code, details, problems);
+      // AIP-193: a refusal says which field, so a client (or a person) can fix the request.
+      if (code === status.INVALID_ARGUMENT && err && violatedFields(err).length === 0) problems.push(`INVALID_ARGUMENT without a field violation: ${details.slice(0, 200)}`);
       resolve({ code, details, ms: performance.now() - started, problems });
     };
     const options = { deadline };
@@ -174,9 +177,13 @@ export function execute(client: Client, rpc: Rpc, c: Case, w: World, deadlineMs:
 }
 
 /** A request in a line: long strings and bytes shortened, numbers JSON cannot show spelled out. */
-export function repr(value: unknown, max = 600): string {
-  const text = JSON.stringify(value, (_k, v: unknown) => {
-    if (typeof v === 'string') return v.length > 60 ? `${v.slice(0, 20)}…(${v.length} chars)` : v;
+export function repr(value: unknown, max = 1000): string {
+  const text = JSON.stringify(value, (k, v: unknown) => {
+    if (k === 'pageToken' && typeof v === 'string' && v.length > 0 && v.length < 2000) {
+      const doc = Buffer.from(v, 'base64url').toString('utf8');
+      if (doc.startsWith('{')) return `base64url(${doc.length > 300 ? `${doc.slice(0, 300)}…` : doc})`;
+    }
+    if (typeof v === 'string') return v.length > 120 ? `${v.slice(0, 40)}…(${v.length} chars)` : v;
     if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
     if (typeof v === 'number' && Object.is(v, -0)) return '-0';
     if (v instanceof Uint8Array) return `<${v.length} bytes ${Buffer.from(v.subarray(0, 16)).toString('hex')}>`;

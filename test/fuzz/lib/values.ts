@@ -202,12 +202,30 @@ const hostileCursor = fc.oneof(
   json,
 );
 
+const cursorString = fc.constantFrom('a\u0000', '', 'x'.repeat(100_000), '\uFEFF', "'", '%', '\\', 'not a date', '+275760-09-13T00:00:00.000Z', '0000-01-01T00:00:00.000Z', '2020-01-01T00:00:00.000Z', '00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-fffffffffffff');
+const cursorNumber = fc.constantFrom(1e308, -1e308, -1, 2 ** 53 + 1, 2 ** 53, 0, 1.5, 2 ** 31, 2 ** 63, 5e-324);
+
+/** The real cursor `c` with its leaves replaced by hostile values of the same type: past the shape guard. */
+function mutateCursor(c: unknown): fc.Arbitrary<unknown> {
+  if (typeof c === 'string') return cursorString;
+  if (typeof c === 'number') return cursorNumber;
+  if (c && typeof c === 'object' && !Array.isArray(c)) {
+    const entries = Object.entries(c as Record<string, unknown>);
+    return fc.tuple(...entries.map(([, v]) => fc.oneof(fc.constant(v), mutateCursor(v)))).map((vs) => Object.fromEntries(entries.map(([k], i) => [k, vs[i]])));
+  }
+  return fc.constant(c);
+}
+
 /**
  * A page token: empty, garbage, one of `real` (tokens the server issued, to reach the cursor), or forged
  * from a real one's list and filter hash around a hostile cursor.
  */
 export function pageToken(real: string[]) {
-  const docs = real.map((t) => JSON.parse(Buffer.from(t, 'base64url').toString('utf8')) as { l: string; f: string });
+  const docs = real.map((t) => JSON.parse(Buffer.from(t, 'base64url').toString('utf8')) as { l: string; f: string; c: unknown });
+  const shaped =
+    docs.length === 0
+      ? fc.constant('')
+      : fc.constantFrom(...docs).chain((d) => mutateCursor(d.c).map((c) => base64url(JSON.stringify({ l: d.l, f: d.f, c }))));
   const forged =
     docs.length === 0
       ? fc.constant('')
@@ -215,7 +233,8 @@ export function pageToken(real: string[]) {
   return fc.oneof(
     { weight: 4, arbitrary: fc.constant('') },
     { weight: real.length ? 2 : 0, arbitrary: real.length ? fc.constantFrom(...real) : fc.constant('') },
-    { weight: 3, arbitrary: forged },
+    { weight: 2, arbitrary: forged },
+    { weight: 4, arbitrary: shaped },
     { weight: 1, arbitrary: str },
     { weight: 1, arbitrary: fc.constantFrom('%%%', '====', base64url('null'), base64url('[]'), base64url('{"l":"prompts"}'), base64url('"x"'), base64url('{'), 'e30') },
     { weight: 1, arbitrary: json.map((v) => base64url(JSON.stringify(v) ?? '')) },
