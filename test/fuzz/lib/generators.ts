@@ -158,7 +158,18 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     'AdminService/PurgeExpiredData': {
       kind: 'unary',
       admin: true,
-      req: fc.record({ olderThan: fc.option(fc.record({ seconds: int64, nanos: int32 }), { nil: undefined }), batchSize: int32 }),
+      // Purging is global: an operator may purge every account's idle data. So a valid cutoff is at least an hour
+      // (the world and the victim are younger than that); the hostile ones are out of range.
+      req: fc.record({
+        olderThan: fc.option(
+          fc.record({
+            seconds: fc.constantFrom<number | string>(3600, 86_400 * 30, 100 * 365 * 86_400, 100 * 365 * 86_400 + 1, -1, 2 ** 53 + 1, '9223372036854775807', '-9223372036854775808'),
+            nanos: fc.constantFrom(0, 999_999_999, -1, 1_000_000_000, 2 ** 31 - 1),
+          }),
+          { nil: undefined },
+        ),
+        batchSize: int32,
+      }),
     },
 
     // PromptService

@@ -73,7 +73,7 @@ function encode(rpc: Rpc, m: Message): Buffer {
 
 function checkStatus(code: number, details: string, problems: string[], where = ''): void {
   if (FORBIDDEN.has(code)) problems.push(`${where}status ${status[code]} (${code}): ${details.slice(0, 300)}`);
-  if (Buffer.byteLength(details ?? '') > MAX_MESSAGE_BYTES) problems.push(`${where}error message of ${Buffer.byteLength(details)} bytes`);
+  if (Buffer.byteLength(details ?? '') > MAX_MESSAGE_BYTES) problems.push(`${where}error message of ${Buffer.byteLength(details)} bytes: ${JSON.stringify(details.slice(0, 80))}…${JSON.stringify(details.slice(-40))}`);
 }
 
 function checkResponse(rpc: Rpc, bytes: Buffer, problems: string[]): void {
