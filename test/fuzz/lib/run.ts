@@ -27,6 +27,8 @@ export interface Summary {
   victimCalls: number;
   victimFailures: number;
   victimSlowestMs: number;
+  /** 1 when calls were still live on the server after the run. */
+  unreleasedCalls: number;
   invalidPersisted: number;
   rssBeforeMb: number;
   rssAfterMb: number;
@@ -60,8 +62,11 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
   const client = fuzzClient(s.address);
   let stopped = false;
   try {
-    const victim = await populate(s, await createTenant(s));
-    const world = await buildWorld(s, victim);
+    const setupStarted = performance.now();
+    const victimHoldings = createTenant(s).then((tenant) => populate(s, tenant));
+    const world = await buildWorld(s, victimHoldings);
+    const victim = await victimHoldings;
+    t.log(`world built in ${Math.round(performance.now() - setupStarted)} ms`);
     const specs = generators(world);
     const honestSpecs = generators(world, honest);
     const arbs = new Map(rpcs.map((r) => [r.name, caseOf(specs[r.name]!, honestSpecs[r.name]!)]));
@@ -87,15 +92,19 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
     const durationS = (performance.now() - started) / 1000;
 
     // Every stream ended or cancelled is released by the server: no live call, no account holding a slot.
-    await eventually(() => s.app.server.calls.size === 0 && s.app.limits.accountsHolding === 0, 'the server to release every call', 20_000).catch((err: Error) =>
-      t.fail(`${err.message}: ${s.app.server.calls.size} live call(s), ${s.app.limits.accountsHolding} account(s) holding stream slots`),
+    const unreleased = await eventually(() => s.app.server.calls.size === 0 && s.app.limits.accountsHolding === 0, 'the server to release every call', 20_000).then(
+      () => undefined,
+      (err: Error) => `${err.message}: ${s.app.server.calls.size} live call(s), ${s.app.limits.accountsHolding} account(s) holding stream slots`,
     );
     const invalid = await invalidPersisted(s.app.db);
     const rssAfter = rssMb();
     const stopStarted = performance.now();
     client.close();
-    await s.stop();
     stopped = true;
+    const stopError = await s.stop().then(
+      () => undefined,
+      (err: Error) => err.message,
+    );
     const stopMs = performance.now() - stopStarted;
 
     const summary: Summary = {
@@ -109,6 +118,7 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
       victimCalls: victimReport.calls,
       victimFailures: victimReport.failures.length,
       victimSlowestMs: Math.round(victimReport.slowestMs),
+      unreleasedCalls: unreleased ? 1 : 0,
       invalidPersisted: invalid.length,
       rssBeforeMb: rssBefore,
       rssAfterMb: rssAfter,
@@ -127,6 +137,8 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
     const byRpc = new Map<string, number>();
     for (const f of failures) byRpc.set(f.rpc, (byRpc.get(f.rpc) ?? 0) + 1);
     t.deepEqual([...byRpc], [], `no call may end INTERNAL, UNKNOWN, DATA_LOSS, DEADLINE_EXCEEDED or UNIMPLEMENTED, nor carry a message over 1024 bytes (seed ${seed})`);
+    t.is(unreleased, undefined, 'every call is released by the server after the run');
+    t.is(stopError, undefined, 'app.stop() succeeds');
     t.deepEqual(victimReport.failures.slice(0, 10), [], 'the other tenant was served throughout');
     t.true(victimReport.slowestMs < VICTIM_BOUND_MS, `the other tenant's slowest call took ${Math.round(victimReport.slowestMs)} ms`);
     t.true(victimReport.calls > 0, 'the other tenant made calls');

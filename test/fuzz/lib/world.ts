@@ -66,9 +66,9 @@ export async function populate(s: TestServer, tenant: Tenant): Promise<Holdings>
   return { tenant, promptIds, sessionKeys, sessionIds, pluginIds, pluginNames, secondaryKeys, spareKeyIds };
 }
 
-export async function buildWorld(s: TestServer, victim: Holdings): Promise<World> {
-  const self = await populate(s, await createTenant(s));
-  const peer = await populate(s, await createTenant(s));
+/** The fuzz world beside `victim` (populated at the same time, which is why it is a promise). */
+export async function buildWorld(s: TestServer, victim: Promise<Holdings>): Promise<World> {
+  const [self, peer, v] = await Promise.all([victim, createTenant(s).then((t) => populate(s, t)), createTenant(s).then((t) => populate(s, t))]);
   const p = s.prompt;
   const md = self.tenant.md;
   const promptId = self.promptIds[0]!;
@@ -87,7 +87,7 @@ export async function buildWorld(s: TestServer, victim: Holdings): Promise<World
     secondaryKeys: tok((await rpc(s.genie, s.genie.listSecondaryKeys, { sessionId, ...first }, md)).nextPageToken),
   };
   for (const [list, t] of Object.entries(tokens)) if (t.length === 0) throw new Error(`the world has a single page of ${list}: the fuzz could not reach its cursor`);
-  const victimIds = [victim.tenant.accountId, victim.tenant.userProfileId, victim.tenant.llmClientId, ...victim.promptIds, ...victim.sessionKeys, ...victim.sessionIds, ...victim.pluginIds];
+  const victimIds = [v.tenant.accountId, v.tenant.userProfileId, v.tenant.llmClientId, ...v.promptIds, ...v.sessionKeys, ...v.sessionIds, ...v.pluginIds];
   return {
     self,
     peer,
