@@ -82,7 +82,9 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
       const index = indexes[k]!;
       const rpc = rpcs[index % rpcs.length]!;
       const c = sampleCase(arbs.get(rpc.name)!, seed, index);
-      const outcome = await execute(client, rpc, c, world, deadlineMs);
+      const trace = fuzzEnv.call !== undefined ? [`call ${index} ${rpc.name} as ${c.caller}: ${repr(c, 4000)}`] : undefined;
+      const outcome = await execute(client, rpc, c, world, deadlineMs, trace);
+      if (trace) t.log(trace.join('\n'));
       const name = status[outcome.code] ?? String(outcome.code);
       statuses[name] = (statuses[name] ?? 0) + 1;
       slowest = Math.max(slowest, outcome.ms);

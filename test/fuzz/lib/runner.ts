@@ -29,6 +29,8 @@ export interface Outcome {
   code: number;
   details: string;
   ms: number;
+  /** What happened, in order, when `execute` was asked to trace (a replay of one call). */
+  trace?: string[];
   /** Problems found: a forbidden status, a long message, an undecodable response, an error inside a Chat. */
   problems: string[];
 }
@@ -76,10 +78,11 @@ function checkStatus(code: number, details: string, problems: string[], where = 
   if (Buffer.byteLength(details ?? '') > MAX_MESSAGE_BYTES) problems.push(`${where}error message of ${Buffer.byteLength(details)} bytes: ${JSON.stringify(details.slice(0, 80))}…${JSON.stringify(details.slice(-40))}`);
 }
 
-function checkResponse(rpc: Rpc, bytes: Buffer, problems: string[]): void {
+function checkResponse(rpc: Rpc, bytes: Buffer, problems: string[], trace?: string[]): void {
   let res: unknown;
   try {
     res = rpc.deserialize(bytes);
+    trace?.push(`response ${repr(res, 300)}`);
   } catch (err) {
     problems.push(`response does not decode: ${(err as Error).message}`);
     return;
@@ -90,7 +93,7 @@ function checkResponse(rpc: Rpc, bytes: Buffer, problems: string[]): void {
 }
 
 /** Runs one case and reports how it ended. Never throws; never waits past the deadline (plus a margin). */
-export function execute(client: Client, rpc: Rpc, c: Case, w: World, deadlineMs: number): Promise<Outcome> {
+export function execute(client: Client, rpc: Rpc, c: Case, w: World, deadlineMs: number, trace?: string[]): Promise<Outcome> {
   const md: Metadata = w.md[c.caller].clone();
   const started = performance.now();
   const deadline = Date.now() + deadlineMs;
@@ -116,13 +119,14 @@ export function execute(client: Client, rpc: Rpc, c: Case, w: World, deadlineMs:
       if (!(cancelled && code === status.CANCELLED)) checkStatus(code, details, problems);
       // AIP-193: a refusal says which field, so a client (or a person) can fix the request.
       if (code === status.INVALID_ARGUMENT && err && violatedFields(err).length === 0) problems.push(`INVALID_ARGUMENT without a field violation: ${details.slice(0, 200)}`);
-      resolve({ code, details, ms: performance.now() - started, problems });
+      trace?.push(`status ${status[code]} ${details.slice(0, 200)} after ${Math.round(performance.now() - started)} ms`);
+      resolve({ code, details, ms: performance.now() - started, problems, trace });
     };
     const options = { deadline };
     switch (rpc.kind) {
       case 'unary': {
         client.makeUnaryRequest(rpc.path, identity, identity, bytes[0]!, md, options, (err, res) => {
-          if (!err && res) checkResponse(rpc, res, problems);
+          if (!err && res) checkResponse(rpc, res, problems, trace);
           finish(err);
         });
         return;
@@ -134,7 +138,7 @@ export function execute(client: Client, rpc: Rpc, c: Case, w: World, deadlineMs:
           call.cancel();
         };
         call.on('data', (b: Buffer) => {
-          checkResponse(rpc, b, problems);
+          checkResponse(rpc, b, problems, trace);
           cancel();
         });
         call.on('error', (e: ServiceError) => finish(e));
@@ -149,7 +153,7 @@ export function execute(client: Client, rpc: Rpc, c: Case, w: World, deadlineMs:
           rpc.kind === 'bidi'
             ? client.makeBidiStreamRequest(rpc.path, identity, identity, md, options)
             : client.makeClientStreamRequest(rpc.path, identity, identity, md, options, (err, res) => {
-                if (!err && res) checkResponse(rpc, res, problems);
+                if (!err && res) checkResponse(rpc, res, problems, trace);
                 finish(err);
               });
         const cancel = () => {
@@ -158,7 +162,7 @@ export function execute(client: Client, rpc: Rpc, c: Case, w: World, deadlineMs:
         };
         if (rpc.kind === 'bidi') {
           const bidi = call as ReturnType<Client['makeBidiStreamRequest']>;
-          bidi.on('data', (b: Buffer) => checkResponse(rpc, b, problems));
+          bidi.on('data', (b: Buffer) => checkResponse(rpc, b, problems, trace));
           bidi.on('error', (e: ServiceError) => finish(e));
           bidi.on('status', (s) => finish(s.code === status.OK ? null : (s as ServiceError)));
         }
