@@ -32,6 +32,8 @@ export interface Summary {
   invalidPersisted: number;
   rssBeforeMb: number;
   rssAfterMb: number;
+  heapBeforeMb: number;
+  heapAfterMb: number;
   slowestCallMs: number;
   durationS: number;
   stopMs: number;
@@ -41,6 +43,7 @@ const rssMb = () => {
   (globalThis as { gc?: () => void }).gc?.();
   return Math.round(process.memoryUsage().rss / 2 ** 20);
 };
+const heapMb = () => Math.round(process.memoryUsage().heapUsed / 2 ** 20);
 
 /**
  * One fuzz run over the RPCs of `kinds`: a world of real data, `calls` generated cases (round robin over
@@ -73,6 +76,7 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
     const prototypeKeys = Object.getOwnPropertyNames(Object.prototype).sort();
 
     const rssBefore = rssMb();
+    const heapBefore = heapMb();
     const started = performance.now();
     const victimRun = victimLoop(s, victim, VICTIM_BOUND_MS);
     const statuses: Record<string, number> = {};
@@ -100,6 +104,7 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
     );
     const invalid = await invalidPersisted(s.app.db);
     const rssAfter = rssMb();
+    const heapAfter = heapMb();
     const stopStarted = performance.now();
     client.close();
     stopped = true;
@@ -124,6 +129,8 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
       invalidPersisted: invalid.length,
       rssBeforeMb: rssBefore,
       rssAfterMb: rssAfter,
+      heapBeforeMb: heapBefore,
+      heapAfterMb: heapAfter,
       slowestCallMs: Math.round(slowest),
       durationS: Math.round(durationS * 10) / 10,
       stopMs: Math.round(stopMs),
