@@ -4,7 +4,8 @@ import { GenieServiceClient } from '../../src/gen/parley/genie/v1/genie.js';
 import { eventually } from '../helpers/eventually.js';
 import { ADMIN_TOKEN, createTenant, startTestServer, type TestServer } from '../helpers/harness.js';
 import { env, testWhen } from '../helpers/backends.js';
-import { freePort, hasRedisServer, startParleyProcess, startRedis } from '../helpers/processes.js';
+import { freePort, startParleyProcess } from '../helpers/processes.js';
+import { hasRedisServer, PrivateRedis } from '../helpers/faults.js';
 import { Watcher } from '../helpers/watch.js';
 import { genie, modelType } from '../genie/fixtures.js';
 
@@ -58,17 +59,16 @@ test.serial('a watcher that reads too slowly is cut off with RESOURCE_EXHAUSTED 
 });
 
 withRedis('Redis restarting mid-stream loses no committed event: the gap is filled from Postgres', async (t) => {
-  const port = await freePort();
-  let redis = await startRedis(port);
-  const s = await startTestServer({ redisUrl: `redis://127.0.0.1:${port}` });
+  const redis = await PrivateRedis.start(t);
+  const s = await startTestServer({ redisUrl: redis.url });
   try {
     const { tenant, g, id } = await setup(s);
     const w = new Watcher(s.genie, tenant.md, id, 0);
     await w.until((x) => x.revisions().length === 1, 'the creation');
-    redis.kill('SIGKILL');
+    await redis.kill();
     await eventually(() => s.app.store.kv.ping().then(() => false, () => true), 'parley to see Redis gone');
     for (let i = 0; i < 3; i++) await g.send(id, 'user_says', `while redis is down ${i}`);
-    redis = await startRedis(port);
+    await redis.start();
     await w.until((x) => x.revisions().length === 4, 'the three events committed while Redis was down', 15_000);
     await g.send(id, 'user_says', 'after the restart');
     await w.until((x) => x.revisions().length === 5, 'a live event after the restart', 15_000);
@@ -76,7 +76,6 @@ withRedis('Redis restarting mid-stream loses no committed event: the gap is fill
     w.cancel();
   } finally {
     await s.stop();
-    redis.kill('SIGKILL');
   }
 });
 
