@@ -274,8 +274,7 @@ export class GenieService {
       { sessionId: id, revision: src.session.revision, dialogueLength: src.session.dialogueLength },
     );
     await this.cache.publish(r.events);
-    const dialogue = await this.repo.dialogue(r.session.id, r.session.dialogueLength);
-    return present(r.session, dialogue, src.versions);
+    return present(r.session, r.dialogue, src.versions);
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -437,8 +436,7 @@ export class GenieService {
       return { ...w, schemaVersion: up.schemaVersion };
     });
     await this.afterCommit(r);
-    const dialogue = await this.repo.dialogue(id, r.session.dialogueLength);
-    return present(r.session, dialogue, versions);
+    return present(r.session, r.dialogue, versions);
   }
 
   private async afterCommit(r: WriteResult): Promise<void> {

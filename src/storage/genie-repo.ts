@@ -74,6 +74,11 @@ export interface SessionWrite {
 export interface WriteResult {
   session: StoredSession;
   appended: DialogueRow[];
+  /**
+   * The session's whole dialogue as committed, read inside the transaction: a write that committed must
+   * answer OK, so nothing it answers with may depend on a read after the commit (which could fail).
+   */
+  dialogue: DialogueRow[];
   events: SessionEvent[];
 }
 
@@ -240,7 +245,8 @@ export class GenieRepo {
       const payload: Record<string, unknown> = { model_type: s.modelType, schema_version: s.schemaVersion, state: s.state, fields: s.fields };
       if (fork) Object.assign(payload, { forked_from_session_id: fork.sessionId, forked_from_revision: fork.revision });
       const events = await this.insertEvents(trx, s.id, 1, [{ kind: 'session_created', payload }]);
-      return { session, appended: [], events };
+      const dialogue = fork ? await this.dialogue(s.id, dialogueLength, trx) : [];
+      return { session, appended: [], dialogue, events };
     });
   }
 
@@ -264,7 +270,7 @@ export class GenieRepo {
       const appended: DialogueRow[] = w.dialogue.map((d, i) => ({ ...d, seq: current.dialogueLength + i + 1, revision }));
       if (w.deleted) {
         const session = await this.tombstone(trx, id, revision, now);
-        return { session, appended: [], events: await this.insertEvents(trx, id, revision, [deletedEvent]) };
+        return { session, appended: [], dialogue: [], events: await this.insertEvents(trx, id, revision, [deletedEvent]) };
       }
       const [updated] = await trx('genie_sessions')
         .where({ id })
@@ -306,7 +312,8 @@ export class GenieRepo {
         });
       }
       const events = await this.insertEvents(trx, id, revision, w.events);
-      return { session, appended, events };
+      const dialogue = [...(await this.dialogue(id, current.dialogueLength, trx)), ...appended];
+      return { session, appended, dialogue, events };
     });
   }
 

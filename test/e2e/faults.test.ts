@@ -6,6 +6,7 @@ import { CLOSE_DEADLINE_MS } from '../../src/app.js';
 import { REVOCATION_BOUND_MS } from '../../src/admin/service.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
 import { hotKey } from '../../src/storage/genie-cache.js';
+import { GenieRepo } from '../../src/storage/genie-repo.js';
 import type { KvStore } from '../../src/storage/kv.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { createScratchDatabase, env, realPostgresUrl, uniqueName } from '../helpers/backends.js';
@@ -267,4 +268,37 @@ withRedis(`behind a Redis Cluster (one node owning every slot, refusing cross-sl
   await redis.dropConnections();
   await connected(s.app.store.kv);
   await eventually(async () => (await s.app.store.kv.readCached('probe')).token !== undefined, 'the cache trusted again after a reconnect');
+});
+
+withPg(`Postgres gone right after a genie write commits: the write still answers OK with what it committed${pgNote}`, async (t) => {
+  const db = await createScratchDatabase(realPostgresUrl!);
+  t.teardown(() => db.drop());
+  const proxy = await TcpProxy.start(t, endpointOf(db.url));
+  const s = await server(t, { databaseUrl: proxy.via(db.url) });
+  const w = await world(s);
+  const g = genie(s, w.tenant);
+  await g.append(w.sessionId, 'user', 'first words');
+  // Every transaction of the repository commits, then Postgres goes away before the call answers.
+  const proto = GenieRepo.prototype as unknown as Record<'writeSession' | 'createSession', (...a: unknown[]) => Promise<unknown>>;
+  for (const name of ['writeSession', 'createSession'] as const) {
+    const original = proto[name];
+    proto[name] = async function (this: unknown, ...a: unknown[]) {
+      const r = await original.apply(this, a);
+      await proxy.refuse();
+      return r;
+    };
+    t.teardown(() => void (proto[name] = original));
+  }
+  const appended = await g.append(w.sessionId, 'assistant', 'second words');
+  t.deepEqual(
+    appended.dialogue.map((d) => d.actorText),
+    ['first words', 'second words'],
+    'the answer carries the whole committed dialogue',
+  );
+  await proxy.accept();
+  const forked = await g.fork(w.sessionId);
+  t.deepEqual(forked.dialogue.map((d) => d.actorText), ['first words', 'second words'], 'a fork too');
+  await proxy.accept();
+  const stored = await rpc(s.genie, s.genie.getSession, { sessionId: w.sessionId, revision: 0 }, w.tenant.md);
+  t.is(stored.session!.revision, appended.revision, 'and it is what Postgres holds');
 });

@@ -1,13 +1,17 @@
 import test from 'ava';
 import { credentials, status } from '@grpc/grpc-js';
 import { GenieServiceClient } from '../../src/gen/parley/genie/v1/genie.js';
+import { eventually } from '../helpers/eventually.js';
 import { ADMIN_TOKEN, createTenant, startTestServer, type TestServer } from '../helpers/harness.js';
 import { env, testWhen } from '../helpers/backends.js';
-import { freePort, hasRedisServer, startParleyProcess, startRedis } from '../helpers/processes.js';
+import { freePort, startParleyProcess } from '../helpers/processes.js';
+import { hasRedisServer, PrivateRedis } from '../helpers/faults.js';
 import { Watcher } from '../helpers/watch.js';
 import { genie, modelType } from '../genie/fixtures.js';
 
-const withRedis = testWhen(hasRedisServer, 'redis-server is not installed');
+// Serial: each test loads the machine (a thousand watchers, servers restarting), and running them side by
+// side only starves one server's startup behind another's load on a busy machine.
+const withRedis = testWhen(hasRedisServer, 'redis-server is not installed', false, true);
 
 const chatType = modelType({
   name: 'chat',
@@ -25,7 +29,7 @@ async function setup(s: TestServer) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-test('a watcher that reads too slowly is cut off with RESOURCE_EXHAUSTED and resumes from its last revision', async (t) => {
+test.serial('a watcher that reads too slowly is cut off with RESOURCE_EXHAUSTED and resumes from its last revision', async (t) => {
   const s = await startTestServer({ watchBufferSize: 4 });
   try {
     const { tenant, g, id } = await setup(s);
@@ -55,17 +59,16 @@ test('a watcher that reads too slowly is cut off with RESOURCE_EXHAUSTED and res
 });
 
 withRedis('Redis restarting mid-stream loses no committed event: the gap is filled from Postgres', async (t) => {
-  const port = await freePort();
-  let redis = await startRedis(port);
-  const s = await startTestServer({ redisUrl: `redis://127.0.0.1:${port}` });
+  const redis = await PrivateRedis.start(t);
+  const s = await startTestServer({ redisUrl: redis.url });
   try {
     const { tenant, g, id } = await setup(s);
     const w = new Watcher(s.genie, tenant.md, id, 0);
     await w.until((x) => x.revisions().length === 1, 'the creation');
-    redis.kill('SIGKILL');
-    await sleep(200);
+    await redis.kill();
+    await eventually(() => s.app.store.kv.ping().then(() => false, () => true), 'parley to see Redis gone');
     for (let i = 0; i < 3; i++) await g.send(id, 'user_says', `while redis is down ${i}`);
-    redis = await startRedis(port);
+    await redis.start();
     await w.until((x) => x.revisions().length === 4, 'the three events committed while Redis was down', 15_000);
     await g.send(id, 'user_says', 'after the restart');
     await w.until((x) => x.revisions().length === 5, 'a live event after the restart', 15_000);
@@ -73,13 +76,13 @@ withRedis('Redis restarting mid-stream loses no committed event: the gap is fill
     w.cancel();
   } finally {
     await s.stop();
-    redis.kill('SIGKILL');
   }
 });
 
 const withSharedServers = testWhen(
   Boolean(env.databaseUrl && env.redisUrl),
   'needs a shared Postgres and Redis (DATABASE_URL and REDIS_URL); the CI pass on the real servers has them',
+  true,
   true,
 );
 
@@ -120,7 +123,7 @@ withSharedServers('two server processes: a watcher on one sees writes made throu
   }
 });
 
-test('1,000 watchers connecting and leaving return the process to its baseline subscriptions and memory', async (t) => {
+test.serial('1,000 watchers connecting and leaving return the process to its baseline subscriptions and memory', async (t) => {
   const s = await startTestServer();
   try {
     const { tenant, id } = await setup(s);
@@ -131,7 +134,7 @@ test('1,000 watchers connecting and leaving return the process to its baseline s
       t.is(s.app.server.calls.size, n, 'every watcher is a live call');
       t.is(s.app.store.bus.subscribedChannels(), 1, 'one subscription per watched session, however many watchers');
       for (const w of watchers) w.cancel();
-      for (let i = 0; i < 200 && (s.app.server.calls.size > 0 || s.app.store.bus.subscribedChannels() > 0); i++) await sleep(25);
+      await eventually(() => s.app.server.calls.size === 0 && s.app.store.bus.subscribedChannels() === 0, 'every cancelled watch to end').catch(() => {});
       t.is(s.app.server.calls.size, 0, 'every cancelled watch ended');
       t.is(s.app.store.bus.subscribedChannels(), 0, 'every subscription was released');
     };
@@ -155,7 +158,7 @@ test('1,000 watchers connecting and leaving return the process to its baseline s
   }
 });
 
-test('shutdown ends open watch streams with UNAVAILABLE so clients resume elsewhere', async (t) => {
+test.serial('shutdown ends open watch streams with UNAVAILABLE so clients resume elsewhere', async (t) => {
   const s = await startTestServer();
   let stopped = false;
   try {

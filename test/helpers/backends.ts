@@ -25,10 +25,11 @@ type Declare = (title: string, fn: (t: ExecutionContext) => unknown) => void;
 /**
  * `test` when `ok`; otherwise each test is declared `test.skip` with the reason in its title. Under CI=true
  * a missing requirement fails the file instead (CI must run everything), unless `ciMayLack` says CI runs
- * the test in another of its passes (e.g. only the pass on the real servers can).
+ * the test in another of its passes (e.g. only the pass on the real servers can). `serial` declares the
+ * tests serial, for files whose tests each load the machine.
  */
-export function testWhen(ok: boolean, missing: string, ciMayLack = false): Declare {
-  if (ok) return test;
+export function testWhen(ok: boolean, missing: string, ciMayLack = false, serial = false): Declare {
+  if (ok) return serial ? test.serial : test;
   if (env.ci && !ciMayLack) throw new Error(`${missing}, and CI=true requires it`);
   return (title, fn) => test.skip(`${title} [skipped: ${missing}]`, fn);
 }

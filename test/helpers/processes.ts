@@ -15,20 +15,6 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** A private redis-server a test may stop and start without disturbing anything else. */
-export function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
-  return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      if (d.toString().includes('Ready to accept connections')) resolve(child);
-    });
-    child.on('error', reject);
-    child.on('exit', (code) => reject(new Error(`redis-server exited with ${code}`)));
-  });
-}
-
 /** `parley serve` as a separate process; resolves once it reports listening. */
 export async function startParleyProcess(env: Record<string, string>): Promise<{ child: ChildProcess; logs: () => string; stop: () => Promise<void> }> {
   const child = spawn(process.execPath, [path.resolve('bin/parley.js'), 'serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
