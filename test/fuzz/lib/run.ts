@@ -61,7 +61,9 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
   t.timeout(120_000 + indexes.length * 150, 'the fuzz run');
   t.log(`seed ${seed}; replay with PARLEY_FUZZ_SEED=${seed}${fuzzEnv.rpcs ? ` PARLEY_FUZZ_RPCS=${fuzzEnv.rpcs.join(',')}` : ''}`);
 
+  const serverStarted = performance.now();
   const s = await startTestServer();
+  t.log(`server started in ${Math.round(performance.now() - serverStarted)} ms`);
   const client = fuzzClient(s.address);
   let stopped = false;
   try {
