@@ -234,6 +234,21 @@ class StreamCall implements LiveCall {
     this.fail(new AppError('UNAVAILABLE', 'server shutting down'));
   }
 
+  /**
+   * The client cancelled (or its stream closed under the call). Nothing can reach it any more, so the call
+   * is over now: its slot is given back and shutdown stops waiting for it, even while the handler is still
+   * parked on a read the signal cannot interrupt (a Postgres query); the aborted signal winds the handler
+   * down — its bus subscription and timers — as soon as that read returns. Idempotent.
+   */
+  cancel(): void {
+    this.controller.abort(new Error('cancelled by client'));
+    if (!this.finished) this.finish(Status.CANCELLED);
+  }
+
+  get cancelled(): boolean {
+    return this.controller.signal.aborted;
+  }
+
   /** Takes the stream slot; a call that already finished (ended by shutdown meanwhile) gives it back at once. */
   hold(lease: StreamLease): void {
     if (this.finished) lease.release();
@@ -322,10 +337,18 @@ export function implement(
     const streaming = (call: any, run: (ctx: CallContext) => Promise<unknown>, respond?: (res: unknown) => void) => {
       const live = new StreamCall(stream, call, env.calls, log, respond);
       env.calls.add(live);
-      call.on('cancelled', () => live.abort(new Error('cancelled by client')));
+      // grpc-js emits 'cancelled' once, to the listeners present then; `cancelled` tells of one before. A
+      // stream destroyed under the call without it is as gone for us.
+      if (call.cancelled) live.cancel();
+      else {
+        call.once('cancelled', () => live.cancel());
+        call.once('close', () => live.cancel());
+      }
       if (def.requestStream) guardIterator(call);
       (async () => {
         const principal = authenticate ? await authenticate(call.metadata) : undefined;
+        // Cancelled while authenticating: take no slot and read nothing for a client that is gone.
+        if (live.cancelled) return;
         if (principal && env.limits) {
           env.limits.admit(principal.accountId, method);
           live.hold(env.limits.openStream(principal.accountId, method));
