@@ -8,7 +8,7 @@ import { AppError, invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './auth.js';
 import { optionalString, uuid } from './convert.js';
-import { clientStream, duplex, serverStream, type CallContext, type Handler } from './rpc.js';
+import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type Handler } from './rpc.js';
 import { toServiceError } from './status.js';
 import { toSession } from './genie-handlers.js';
 import type { Limits } from './limits.js';
@@ -111,7 +111,10 @@ export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits
 
 /**
  * The gateway stream: after `open`, updates of the session flow out while requests flow in; each request is
- * answered by an ack or an error on the same stream, and a failed request leaves the stream open.
+ * answered by an ack or an error on the same stream, and a failed request leaves the stream open — one that
+ * fails the request checks (a bad field, invalid UTF-8) included. The stream itself ends with
+ * INVALID_ARGUMENT only when there is no request to answer: a first message that is not a valid open, or
+ * bytes that do not decode as a ChatRequest.
  */
 async function chat(call: ServerDuplexStream<ChatRequest, ChatResponse>, ctx: CallContext, genie: GenieService, live: GenieLive, limits: Limits): Promise<void> {
   const caller = callerOf(ctx);
@@ -146,12 +149,25 @@ async function chatOn(
   const watching = live.watch(caller, sessionId, afterRevision, (u) => send(call, { update: toUpdate(sessionId, u) }, signal), signal);
   const handling = (async () => {
     for (;;) {
-      const next = await requests.next();
+      let next: IteratorResult<ChatRequest>;
+      // A message that decoded but failed the request checks is one bad request: it gets its error and the
+      // stream reads on. Bytes that are no ChatRequest at all name no request to answer: they end the stream.
+      let rejected: RejectedMessage | undefined;
+      try {
+        next = await requests.next();
+      } catch (err) {
+        if (!(err instanceof RejectedMessage) || err.rejected.request === undefined) throw err;
+        rejected = err;
+        next = { done: false, value: err.rejected.request as ChatRequest };
+      }
       if (next.done || signal.aborted) return;
-      const { requestId, sendEvent, appendDialogue } = next.value;
+      const { sendEvent, appendDialogue } = next.value;
+      // A request id that is itself invalid is not echoed: the answer goes out with an empty one.
+      const requestId = rejected?.violations.some((v) => v.field === 'request_id') ? '' : next.value.requestId;
       try {
         // Each request is a write like an RPC's, so it takes a token of the account's rate too.
         limits.admit(caller.accountId, ctx.method);
+        if (rejected) throw rejected;
         let rev: number;
         if (sendEvent) {
           const r = parseInput(chatSendEvent, sendEvent, 'send_event.');

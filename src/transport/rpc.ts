@@ -101,10 +101,26 @@ export class CallRegistry {
 /**
  * A request message refused while it was decoded (see request-check). grpc-js answers a deserializer that
  * throws with INTERNAL, so the deserializer returns this instead and the call fails with its error — after
- * authentication, so an unauthenticated caller learns nothing about validation.
+ * authentication, so an unauthenticated caller learns nothing about validation. `request` is the decoded
+ * message when the bytes decoded and only the checks failed; undefined when they were no valid message.
  */
 export class RejectedRequest {
-  constructor(readonly error: AppError) {}
+  constructor(
+    readonly error: AppError,
+    readonly request?: unknown,
+  ) {}
+}
+
+/**
+ * What a request stream's iterator throws at a refused message: the refusal's INVALID_ARGUMENT, carrying the
+ * decoded message when there is one, so a handler that answers per message (Chat) can answer this one and
+ * read on. A handler that does not catch it ends the call with INVALID_ARGUMENT.
+ */
+export class RejectedMessage extends AppError {
+  constructor(readonly rejected: RejectedRequest) {
+    const e = rejected.error;
+    super(e.code, e.message, e.violations, { reason: e.reason, metadata: e.metadata, retryDelayMs: e.retryDelayMs });
+  }
 }
 
 /** `definition` with each method's deserializer checking its requests against `types` (by method path). */
@@ -124,7 +140,7 @@ export function guardRequests(definition: ServiceDefinition, types: ReadonlyMap<
           return new RejectedRequest(invalidArgument([undecodableViolation(desc, bytes)]));
         }
         const violations = requestViolations(desc, request);
-        return violations.length ? new RejectedRequest(invalidArgument(violations)) : request;
+        return violations.length ? new RejectedRequest(invalidArgument(violations), request) : request;
       },
     };
   }
@@ -136,7 +152,7 @@ function accepted(request: unknown): unknown {
   return request;
 }
 
-/** Makes a request stream's iterator throw at a refused message, so the handler's loop ends the call with it. */
+/** Makes a request stream's iterator throw a RejectedMessage at a refused message; uncaught, it ends the call. */
 function guardIterator(call: { iterator?: (opts?: unknown) => AsyncIterator<unknown> }): void {
   const original = call.iterator;
   if (typeof original !== 'function') return;
@@ -145,7 +161,7 @@ function guardIterator(call: { iterator?: (opts?: unknown) => AsyncIterator<unkn
     return {
       next: async () => {
         const r = await it.next();
-        if (!r.done) accepted(r.value);
+        if (!r.done && r.value instanceof RejectedRequest) throw new RejectedMessage(r.value);
         return r;
       },
       return: it.return ? (v?: unknown) => it.return!(v) : undefined,
@@ -232,6 +248,21 @@ class StreamCall implements LiveCall {
   end(): void {
     this.controller.abort(new Error('server shutting down'));
     this.fail(new AppError('UNAVAILABLE', 'server shutting down'));
+  }
+
+  /**
+   * The client cancelled (or its stream closed under the call). Nothing can reach it any more, so the call
+   * is over now: its slot is given back and shutdown stops waiting for it, even while the handler is still
+   * parked on a read the signal cannot interrupt (a Postgres query); the aborted signal winds the handler
+   * down — its bus subscription and timers — as soon as that read returns. Idempotent.
+   */
+  cancel(): void {
+    this.controller.abort(new Error('cancelled by client'));
+    if (!this.finished) this.finish(Status.CANCELLED);
+  }
+
+  get cancelled(): boolean {
+    return this.controller.signal.aborted;
   }
 
   /** Takes the stream slot; a call that already finished (ended by shutdown meanwhile) gives it back at once. */
@@ -322,10 +353,18 @@ export function implement(
     const streaming = (call: any, run: (ctx: CallContext) => Promise<unknown>, respond?: (res: unknown) => void) => {
       const live = new StreamCall(stream, call, env.calls, log, respond);
       env.calls.add(live);
-      call.on('cancelled', () => live.abort(new Error('cancelled by client')));
+      // grpc-js emits 'cancelled' once, to the listeners present then; `cancelled` tells of one before. A
+      // stream destroyed under the call without it is as gone for us.
+      if (call.cancelled) live.cancel();
+      else {
+        call.once('cancelled', () => live.cancel());
+        call.once('close', () => live.cancel());
+      }
       if (def.requestStream) guardIterator(call);
       (async () => {
         const principal = authenticate ? await authenticate(call.metadata) : undefined;
+        // Cancelled while authenticating: take no slot and read nothing for a client that is gone.
+        if (live.cancelled) return;
         if (principal && env.limits) {
           env.limits.admit(principal.accountId, method);
           live.hold(env.limits.openStream(principal.accountId, method));

@@ -588,9 +588,14 @@ export interface ChatAck {
 
 /** A request of this stream failed; nothing was written. The stream stays open. */
 export interface ChatError {
+  /** The failed request's request_id; empty when that id was itself invalid. */
   requestId: string;
-  /** The gRPC status code the same request would get as a unary call. */
+  /**
+   * The gRPC status code the same request would get as a unary call (INVALID_ARGUMENT for a request that
+   * fails the request checks).
+   */
   code: number;
+  /** Public text naming the bad fields by their path from ChatRequest (e.g. `send_event.event: is required`). */
   message: string;
 }
 
@@ -7673,7 +7678,10 @@ export const GenieServiceService = {
   /**
    * For chat gateways: the first message opens a session (as WatchSession); later ones send events and
    * utterances. Every update of the session (this stream's, other writers', deltas) comes back on the
-   * stream, and each request is answered with an ack or an error carrying its request_id.
+   * stream, and each request is answered with an ack or an error carrying its request_id. A request that
+   * fails (a bad field, invalid UTF-8, a refused write, a rate limit) gets a ChatError and the stream reads
+   * on. The stream ends with INVALID_ARGUMENT only when there is no request to answer: a first message that
+   * is not a valid open, or bytes that do not decode as a ChatRequest.
    */
   chat: {
     path: "/parley.genie.v1.GenieService/Chat" as const,
@@ -7736,7 +7744,10 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
   /**
    * For chat gateways: the first message opens a session (as WatchSession); later ones send events and
    * utterances. Every update of the session (this stream's, other writers', deltas) comes back on the
-   * stream, and each request is answered with an ack or an error carrying its request_id.
+   * stream, and each request is answered with an ack or an error carrying its request_id. A request that
+   * fails (a bad field, invalid UTF-8, a refused write, a rate limit) gets a ChatError and the stream reads
+   * on. The stream ends with INVALID_ARGUMENT only when there is no request to answer: a first message that
+   * is not a valid open, or bytes that do not decode as a ChatRequest.
    */
   chat: handleBidiStreamingCall<ChatRequest, ChatResponse>;
 }
@@ -8024,7 +8035,10 @@ export interface GenieServiceClient extends Client {
   /**
    * For chat gateways: the first message opens a session (as WatchSession); later ones send events and
    * utterances. Every update of the session (this stream's, other writers', deltas) comes back on the
-   * stream, and each request is answered with an ack or an error carrying its request_id.
+   * stream, and each request is answered with an ack or an error carrying its request_id. A request that
+   * fails (a bad field, invalid UTF-8, a refused write, a rate limit) gets a ChatError and the stream reads
+   * on. The stream ends with INVALID_ARGUMENT only when there is no request to answer: a first message that
+   * is not a valid open, or bytes that do not decode as a ChatRequest.
    */
   chat(): ClientDuplexStream<ChatRequest, ChatResponse>;
   chat(options: Partial<CallOptions>): ClientDuplexStream<ChatRequest, ChatResponse>;
