@@ -45,6 +45,12 @@ const rssMb = () => {
 };
 const heapMb = () => Math.round(process.memoryUsage().heapUsed / 2 ** 20);
 
+/** The methods of the calls the server still counts as live (a diagnostic: the registry keeps them private). */
+function liveMethods(calls: unknown): string {
+  const live = (calls as { live?: Set<{ call?: { getPath?: () => string } }> }).live;
+  return live ? [...live].map((c) => c.call?.getPath?.() ?? 'unary').join(', ') : 'unknown';
+}
+
 /**
  * One fuzz run over the RPCs of `kinds`: a world of real data, `calls` generated cases (round robin over
  * the RPCs, so a short run still covers every one), a victim tenant's ordinary calls beside them, then the
@@ -102,8 +108,9 @@ export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number)
     // Every stream ended or cancelled is released by the server: no live call, no account holding a slot.
     const unreleased = await eventually(() => s.app.server.calls.size === 0 && s.app.limits.accountsHolding === 0, 'the server to release every call', 20_000).then(
       () => undefined,
-      (err: Error) => `${err.message}: ${s.app.server.calls.size} live call(s), ${s.app.limits.accountsHolding} account(s) holding stream slots`,
+      (err: Error) => `${err.message}: ${s.app.server.calls.size} live call(s) (${liveMethods(s.app.server.calls)}), ${s.app.limits.accountsHolding} account(s) holding stream slots`,
     );
+    if (unreleased) t.log(unreleased);
     const invalid = await invalidPersisted(s.app.db);
     const rssAfter = rssMb();
     const heapAfter = heapMb();
