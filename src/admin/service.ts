@@ -5,8 +5,9 @@ import type { AdminRepo, AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } f
 import { CACHE_MISS, type Bus, type KvStore } from '../storage/kv.js';
 import { afterCommit } from '../storage/after-commit.js';
 import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
-import { newAccountNumber } from './rules.js';
-import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
+import { z } from 'zod';
+import { newAccountNumber, PLUGIN_NAME } from './rules.js';
+import { cursorOf, decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
 
 const principalKey = (secretHash: string) => `apikey:${secretHash}`;
 /**
@@ -186,7 +187,7 @@ export class AdminService {
   }
 }
 
-const isNameCursor = (c: unknown): c is { name: string } => !!c && typeof c === 'object' && typeof (c as { name?: unknown }).name === 'string';
+const isNameCursor = cursorOf(z.object({ name: z.string().regex(PLUGIN_NAME) }).strict());
 
 /** An account's plugins by name, a page at a time (PromptService and AdminService both list them). */
 export async function listPluginsOf(admin: AdminRepo, accountId: string, page: PageRequest): Promise<Page<OwnedNameRow>> {

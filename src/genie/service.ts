@@ -8,8 +8,8 @@ import { afterCommit } from '../storage/after-commit.js';
 import type { DialogueRow, GenieRepo, SessionWrite, StoredSession, WriteResult } from '../storage/genie-repo.js';
 import { formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
 import { compileProblem, fieldViolations, schemaProblem } from './json-schema.js';
-import { findTransition, modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
-import { cursorOf, decodePageToken, encodePageToken, type Page } from '../paging.js';
+import { findTransition, MODEL_TYPE_NAME, modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
+import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, PG_INTEGER_MAX, type Page } from '../paging.js';
 import type { Bus } from '../storage/kv.js';
 import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
 
@@ -27,9 +27,9 @@ export interface SessionView {
 /** A field-mask edit of UpdateSession, already validated by transport. */
 export type UpdatePath = { kind: 'fields' } | { kind: 'field'; path: string[] } | { kind: 'actor' } | { kind: 'actor_input' } | { kind: 'expire_time' };
 
-const seqCursor = cursorOf(z.number().int().nonnegative());
-const nameVersionCursor = cursorOf(z.object({ n: z.string(), v: z.number().int() }));
-const keyCursor = cursorOf(z.string());
+const seqCursor = cursorOf(cursorInt(0));
+const nameVersionCursor = cursorOf(z.object({ n: z.string().regex(MODEL_TYPE_NAME), v: cursorInt(1, PG_INTEGER_MAX) }).strict());
+const keyCursor = cursorOf(cursorString(256));
 
 /** Every process drops a type's cached versions on a message here (`<account id>/<type name>`). */
 export const MODEL_TYPE_REGISTERED_CHANNEL = 'genie:modeltype:registered';

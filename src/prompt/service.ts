@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import type { Principal } from '../auth.js';
 import { invalidArgument, notFound } from '../errors.js';
 import type { AdminRepo, OwnedNameRow } from '../storage/admin-repo.js';
@@ -18,7 +19,7 @@ import type { PromptCache } from './cache.js';
 import { afterCommit } from '../storage/after-commit.js';
 import { publishPromptEvent, type PromptEventKind } from './events.js';
 import { toOpenAiMessage, type ChatMessageData } from './messages.js';
-import { decodePageToken, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
+import { cursorInt, cursorOf, decodePageToken, isTimestampText, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
 import { listPluginsOf } from '../admin/service.js';
 import { DEFAULT_PROMPT_VERSION, defaultPromptName, historyMessages, newSessionKey, parseLlmClientUrl } from './rules.js';
 
@@ -85,15 +86,10 @@ const openCodec: Codec<{ prompt: PromptRow; created: boolean }> = {
 };
 const voidCodec: Codec<void> = { encode: () => ({}), decode: () => undefined };
 
-const isIdCursor = (c: unknown): c is { after: number } =>
-  !!c && typeof c === 'object' && Number.isSafeInteger((c as { after?: unknown }).after);
-const isPromptCursor = (c: unknown): c is { createdAt: string; id: string } =>
-  !!c &&
-  typeof c === 'object' &&
-  typeof (c as { createdAt?: unknown }).createdAt === 'string' &&
-  // Postgres' timestamptz text, e.g. `2025-01-31 12:00:00.123456+00`; checked so a forged token cannot reach SQL as garbage.
-  /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([+-]\d{2}(:?\d{2}){0,2}|Z)$/.test((c as { createdAt: string }).createdAt) &&
-  /^[0-9a-f-]{36}$/.test(String((c as { id?: unknown }).id));
+const isIdCursor = cursorOf(z.object({ after: cursorInt(0) }).strict());
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+// created_at as Postgres prints timestamptz, e.g. `2025-01-31 12:00:00.123456+00`.
+const isPromptCursor = cursorOf(z.object({ createdAt: z.string().refine(isTimestampText), id: z.string().regex(UUID) }).strict());
 
 /**
  * PromptHelper and the prompt logs. Every write is one Postgres transaction that also claims its request

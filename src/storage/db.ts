@@ -2,6 +2,7 @@ import path from 'node:path';
 import { mkdirSync } from 'node:fs';
 import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
+import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { migrationSource } from './migrations/index.js';
 import { lockDataDir } from './dir-lock.js';
@@ -30,13 +31,36 @@ export function knexConfig(opts: DbOptions): Knex.Config {
       migrations,
     };
   }
-  let connection: object = {};
+  let dir: string | undefined;
   if (opts.dataDir !== 'memory') {
-    const dir = path.resolve(opts.dataDir, 'pglite');
+    dir = path.resolve(opts.dataDir, 'pglite');
     mkdirSync(dir, { recursive: true });
-    connection = { filename: dir };
   }
+  // knex-pglite takes an instance of ours as `connection.pglite` (Knex's types do not know that key).
+  const connection = { pglite: newPGlite(dir) } as unknown as Knex.StaticConnectionConfig;
   return { client: ClientPgLite as unknown as Knex.Config['client'], dialect: 'postgres', connection, migrations };
+}
+
+/**
+ * A PGlite instance whose text results are byte-exact. PGlite decodes each value it reads with a default
+ * TextDecoder, which drops a leading U+FEFF (byte order mark): `'\uFEFFhi'` is stored intact but read back as
+ * `'hi'`, while Postgres over `pg` returns it as stored. Its decoders are made with the instance, so making
+ * that one construction see a TextDecoder that keeps the mark (`ignoreBOM`) makes both backends agree.
+ * Construction is synchronous: nothing else runs while the global is swapped.
+ */
+export function newPGlite(dataDir: string | undefined): PGlite {
+  const Original = globalThis.TextDecoder;
+  class KeepingBom extends Original {
+    constructor(label?: string, options?: TextDecoderOptions) {
+      super(label, { ...options, ignoreBOM: true });
+    }
+  }
+  globalThis.TextDecoder = KeepingBom;
+  try {
+    return new PGlite(dataDir);
+  } finally {
+    globalThis.TextDecoder = Original;
+  }
 }
 
 /**

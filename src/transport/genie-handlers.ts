@@ -150,9 +150,16 @@ const updateSession = z.object({
 const deleteSession = z.object({ sessionId, expectedRevision: revision });
 const listSessions = z.object({ modelType: optionalString, state: optionalString, pageSize, pageToken: optionalString });
 const forkSession = z.object({ sessionId, revision });
+/**
+ * An event name as a transition names it. Every RPC that takes one (SendEvent, Chat's send_event, a
+ * StreamUtterance that ends with an event) checks it the same way, so a name no transition can carry is
+ * INVALID_ARGUMENT on `event`, and an error message quoting it stays short.
+ */
+export const eventName = z.string().regex(STATE_OR_EVENT, 'must be 1–100 letters, digits, _ . : or -');
+
 const sendEvent = z.object({
   sessionId,
-  event: z.string().regex(STATE_OR_EVENT, 'must be 1–100 letters, digits, _ . : or -'),
+  event: eventName,
   actor: actorOrEmpty.transform((a) => (a === '' ? undefined : (a as Actor))),
   actorInput: z.string(),
   expectedRevision: revision,

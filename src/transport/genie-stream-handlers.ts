@@ -10,7 +10,7 @@ import { callerOf } from './auth.js';
 import { optionalString, uuid } from './convert.js';
 import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type Handler } from './rpc.js';
 import { toServiceError } from './status.js';
-import { toSession } from './genie-handlers.js';
+import { eventName, toSession } from './genie-handlers.js';
 import type { Limits } from './limits.js';
 import { Incoming, send } from './streams.js';
 
@@ -20,14 +20,15 @@ const actor = z.enum(['system', 'assistant', 'user'], { message: 'must be system
 const utteranceChunk = z.object({
   sessionId: z.union([z.literal(''), uuid]),
   actor: z.union([z.literal(''), actor]),
-  event: z.string().max(100, 'must be at most 100 characters'),
+  // Empty: the utterance is appended as dialogue; else the event it is sent with.
+  event: z.string().refine((e) => e === '' || eventName.safeParse(e).success, 'must be empty or 1–100 letters, digits, _ . : or -'),
   utteranceId: z.string().max(100, 'must be at most 100 characters'),
   text: z.string(),
   expectedRevision: revision,
   final: z.boolean(),
 });
 const chatSendEvent = z.object({
-  event: z.string().min(1, 'is required'),
+  event: eventName,
   actor: z.union([z.literal(''), actor]).transform((a) => (a === '' ? undefined : (a as Actor))),
   actorInput: z.string(),
   expectedRevision: revision,

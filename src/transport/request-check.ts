@@ -6,8 +6,15 @@
  *   stores neither, and a silently substituted U+FFFD is data loss;
  * - Struct/Value/ListValue hold finite numbers (JSON has no NaN or Infinity) and nest at most
  *   MAX_JSON_DEPTH levels, and no key is `__proto__` (the one key JavaScript cannot hold as data);
- * - timestamps lie in 0001-01-01..9999-12-31, the range google.protobuf.Timestamp defines;
+ * - timestamps lie in 0001-01-01..9999-12-31, the range google.protobuf.Timestamp defines, with nanos in
+ *   0..999,999,999; durations lie in ±10,000 years, nanos in ±999,999,999 with the sign of the seconds;
+ * - integers fit what the handlers can hold: a 64-bit field a safe JavaScript integer (the generated decoder
+ *   throws past 2^53, which used to name only the request), a 32-bit field a 32-bit value (the decoder
+ *   silently truncates a larger varint to another number);
  * - enum fields hold a value the contract defines.
+ *
+ * The numeric checks read the wire bytes (see wireViolations): the decoded request has lost what they need
+ * (a Timestamp becomes a Date, so out-of-range nanos are folded into the seconds; a 32-bit varint is cut).
  *
  * A problem is INVALID_ARGUMENT naming the field by its proto path (`session.fields.a.b`, `messages[2].content`).
  * A request that cannot be decoded at all (nesting past the decoder's recursion limit, truncated bytes) is
@@ -212,7 +219,209 @@ export function undecodableViolation(desc: DescMessage, bytes: Uint8Array): Fiel
   } catch {
     // Malformed bytes: the generic answer below.
   }
+  // The generated decoder also throws on a 64-bit integer past 2^53: name that field.
+  const [numeric] = wireViolations(desc, bytes);
+  if (numeric) return numeric;
   return { field: '(request)', description: `is not a valid ${desc.typeName} message` };
+}
+
+// google.protobuf.Timestamp: 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z; Duration: about ±10,000 years.
+const TIMESTAMP_SECONDS_MIN = -62_135_596_800n;
+const TIMESTAMP_SECONDS_MAX = 253_402_300_799n;
+const DURATION_SECONDS_MAX = 315_576_000_000n;
+const NANOS_MAX = 999_999_999n;
+const SAFE_MAX = BigInt(Number.MAX_SAFE_INTEGER);
+const INT32_MIN = -(2n ** 31n);
+const INT32_MAX = 2n ** 31n - 1n;
+const UINT32_MAX = 2n ** 32n - 1n;
+const TIMESTAMP_RANGE = 'must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z';
+
+/**
+ * Numeric problems of the encoded request `bytes` of type `desc`, read from the wire: integers out of the
+ * range their handler can hold, Timestamps and Durations out of range (nanos included). Struct values are
+ * not descended into (their numbers are doubles, checked on the decoded request). Malformed bytes give no
+ * violation here; the decoder reports them.
+ */
+export function wireViolations(desc: DescMessage, bytes: Uint8Array): FieldViolation[] {
+  const out: FieldViolation[] = [];
+  try {
+    walkWire(desc, new BinaryReader(bytes), bytes.length, '', out, 0);
+  } catch {
+    // Malformed: the decoder says so.
+  }
+  return out;
+}
+
+/** Which messages hold, at any depth, a field the wire walk checks; the others are skipped whole. */
+const wireChecked = new Map<string, boolean>();
+
+function needsWireCheck(desc: DescMessage, visiting = new Set<string>()): boolean {
+  const known = wireChecked.get(desc.typeName);
+  if (known !== undefined) return known;
+  if (desc.typeName === 'google.protobuf.Timestamp' || desc.typeName === 'google.protobuf.Duration') return true;
+  if (JSON_TYPES.has(desc.typeName) || visiting.has(desc.typeName)) return false;
+  visiting.add(desc.typeName);
+  const result = desc.fields.some((f) => {
+    if (f.fieldKind === 'scalar' || (f.fieldKind === 'list' && f.listKind === 'scalar')) return INTEGER_TYPES.has(f.scalar);
+    if (f.fieldKind === 'message' || (f.fieldKind === 'list' && f.listKind === 'message')) return needsWireCheck(f.message, visiting);
+    return false;
+  });
+  visiting.delete(desc.typeName);
+  // A result found while an enclosing message was still being visited may miss that cycle: cache only at the top.
+  if (visiting.size === 0) wireChecked.set(desc.typeName, result);
+  return result;
+}
+
+const JSON_TYPES = new Set(['google.protobuf.Struct', 'google.protobuf.Value', 'google.protobuf.ListValue']);
+const INTEGER_TYPES = new Set([
+  ScalarType.INT32,
+  ScalarType.SINT32,
+  ScalarType.SFIXED32,
+  ScalarType.UINT32,
+  ScalarType.FIXED32,
+  ScalarType.INT64,
+  ScalarType.SINT64,
+  ScalarType.SFIXED64,
+  ScalarType.UINT64,
+  ScalarType.FIXED64,
+]);
+
+/** An integer scalar read as a bigint, whatever its wire form; undefined when the wire type does not fit it. */
+function readInteger(r: BinaryReader, scalar: ScalarType, wire: WireType): bigint | undefined {
+  switch (scalar) {
+    case ScalarType.INT32:
+    case ScalarType.INT64:
+      return wire === WireType.Varint ? BigInt(r.int64()) : undefined;
+    case ScalarType.UINT32:
+    case ScalarType.UINT64:
+      return wire === WireType.Varint ? BigInt(r.uint64()) : undefined;
+    case ScalarType.SINT32:
+    case ScalarType.SINT64:
+      return wire === WireType.Varint ? BigInt(r.sint64()) : undefined;
+    case ScalarType.SFIXED64:
+      return wire === WireType.Bit64 ? BigInt(r.sfixed64()) : undefined;
+    case ScalarType.FIXED64:
+      return wire === WireType.Bit64 ? BigInt(r.fixed64()) : undefined;
+    default:
+      return undefined; // fixed32 and sfixed32 cannot exceed their type
+  }
+}
+
+function integerProblem(scalar: ScalarType, v: bigint): string | undefined {
+  switch (scalar) {
+    case ScalarType.INT32:
+      // A negative int32 is a 10-byte varint; a 5-byte one (its 32 bits read as unsigned) is common and fine.
+      return v < INT32_MIN || v > UINT32_MAX ? 'must be a 32-bit integer' : undefined;
+    case ScalarType.SINT32:
+      return v < INT32_MIN || v > INT32_MAX ? 'must be a 32-bit integer' : undefined;
+    case ScalarType.UINT32:
+      return v > UINT32_MAX ? 'must be an unsigned 32-bit integer' : undefined;
+    case ScalarType.INT64:
+    case ScalarType.SINT64:
+    case ScalarType.SFIXED64:
+    case ScalarType.UINT64:
+    case ScalarType.FIXED64:
+      return v > SAFE_MAX || v < -SAFE_MAX ? 'must be between -(2^53 - 1) and 2^53 - 1' : undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** An integer field's value (`packed`: a list field's packed values) checked against its type's range. */
+function checkInteger(r: BinaryReader, scalar: ScalarType, wire: WireType, path: string, index: number | undefined, out: FieldViolation[]): number {
+  const at = (i: number | undefined) => (i === undefined ? path : `${path}[${i}]`);
+  if (index !== undefined && wire === WireType.LengthDelimited && INTEGER_TYPES.has(scalar)) {
+    const end = r.uint32() + r.pos;
+    const elementWire = scalar === ScalarType.FIXED32 || scalar === ScalarType.SFIXED32 ? WireType.Bit32 : scalar === ScalarType.FIXED64 || scalar === ScalarType.SFIXED64 ? WireType.Bit64 : WireType.Varint;
+    let i = index;
+    for (; r.pos < end; i++) {
+      const v = readInteger(r, scalar, elementWire);
+      if (v === undefined) r.skip(elementWire);
+      const problem = v === undefined ? undefined : integerProblem(scalar, v);
+      if (problem) add(out, at(i), problem);
+    }
+    return i - index;
+  }
+  const v = INTEGER_TYPES.has(scalar) ? readInteger(r, scalar, wire) : undefined;
+  if (v === undefined) {
+    r.skip(wire);
+    return 1;
+  }
+  const problem = integerProblem(scalar, v);
+  if (problem) add(out, at(index), problem);
+  return 1;
+}
+
+function add(out: FieldViolation[], field: string, description: string): void {
+  if (out.length < MAX_REPORTED && !out.some((v) => v.field === field)) out.push({ field, description });
+}
+
+/** Seconds (1) and nanos (2) of a Timestamp or Duration; the last occurrence of each wins, as in decoding. */
+function secondsAndNanos(r: BinaryReader, end: number): { seconds: bigint; nanos: bigint } {
+  let seconds = 0n;
+  let nanos = 0n;
+  while (r.pos < end) {
+    const [no, wire] = r.tag();
+    if (no === 1 && wire === WireType.Varint) seconds = BigInt(r.int64());
+    else if (no === 2 && wire === WireType.Varint) nanos = BigInt(r.int64());
+    else r.skip(wire);
+  }
+  return { seconds, nanos };
+}
+
+function timestampProblem({ seconds, nanos }: { seconds: bigint; nanos: bigint }): string | undefined {
+  if (nanos < 0n || nanos > NANOS_MAX) return 'nanos must be between 0 and 999999999';
+  if (seconds < TIMESTAMP_SECONDS_MIN || seconds > TIMESTAMP_SECONDS_MAX) return TIMESTAMP_RANGE;
+  return undefined;
+}
+
+function durationProblem({ seconds, nanos }: { seconds: bigint; nanos: bigint }): string | undefined {
+  if (seconds < -DURATION_SECONDS_MAX || seconds > DURATION_SECONDS_MAX) return 'must be within ±315576000000 seconds';
+  if (nanos < -NANOS_MAX || nanos > NANOS_MAX) return 'nanos must be between -999999999 and 999999999';
+  if ((seconds > 0n && nanos < 0n) || (seconds < 0n && nanos > 0n)) return 'nanos must have the sign of seconds';
+  return undefined;
+}
+
+function walkWire(desc: DescMessage, r: BinaryReader, end: number, path: string, out: FieldViolation[], depth: number): void {
+  // Past the decoder's own recursion limit the request is refused anyway; stop rather than recurse further.
+  if (depth > 100) return;
+  // Elements of each repeated field seen so far, for the `[i]` of the path.
+  const seen = new Map<number, number>();
+  while (r.pos < end && out.length < MAX_REPORTED) {
+    const [no, wire] = r.tag();
+    const field = desc.fields.find((f) => f.number === no);
+    // Maps hold strings only in these contracts; the decoded request's checks cover them.
+    if (!field || field.fieldKind === 'map' || field.fieldKind === 'enum' || (field.fieldKind === 'list' && field.listKind === 'enum')) {
+      r.skip(wire);
+      continue;
+    }
+    const at = path ? `${path}.${field.name}` : field.name;
+    const index = field.fieldKind === 'list' ? (seen.get(no) ?? 0) : undefined;
+    if (field.fieldKind === 'scalar' || (field.fieldKind === 'list' && field.listKind === 'scalar')) {
+      const count = checkInteger(r, field.scalar, wire, at, index, out);
+      if (index !== undefined) seen.set(no, index + count);
+      continue;
+    }
+    if (index !== undefined) seen.set(no, index + 1);
+    if (wire !== WireType.LengthDelimited) {
+      r.skip(wire);
+      continue;
+    }
+    const len = r.uint32();
+    const stop = r.pos + len;
+    const m = field.message;
+    const where = index === undefined ? at : `${at}[${index}]`;
+    if (m.typeName === 'google.protobuf.Timestamp') {
+      const problem = timestampProblem(secondsAndNanos(r, stop));
+      if (problem) add(out, where, problem);
+    } else if (m.typeName === 'google.protobuf.Duration') {
+      const problem = durationProblem(secondsAndNanos(r, stop));
+      if (problem) add(out, where, problem);
+    } else if (needsWireCheck(m)) {
+      walkWire(m, r, stop, where, out, depth + 1);
+    }
+    r.pos = stop;
+  }
 }
 
 const JSON_CONTAINERS = new Set(['google.protobuf.Struct', 'google.protobuf.ListValue']);

@@ -15,7 +15,7 @@ import type { Principal } from '../auth.js';
 import { AppError, invalidArgument } from '../errors.js';
 import type { Limits, StreamLease } from './limits.js';
 import { toServiceError } from './status.js';
-import { requestViolations, undecodableViolation } from './request-check.js';
+import { requestViolations, undecodableViolation, wireViolations } from './request-check.js';
 
 export interface CallContext {
   method: string;
@@ -139,7 +139,9 @@ export function guardRequests(definition: ServiceDefinition, types: ReadonlyMap<
         } catch {
           return new RejectedRequest(invalidArgument([undecodableViolation(desc, bytes)]));
         }
-        const violations = requestViolations(desc, request);
+        // The wire checks first: they see what decoding lost (a Timestamp's nanos) and say it more precisely.
+        const violations = wireViolations(desc, bytes);
+        for (const v of requestViolations(desc, request)) if (!violations.some((w) => w.field === v.field)) violations.push(v);
         return violations.length ? new RejectedRequest(invalidArgument(violations), request) : request;
       },
     };

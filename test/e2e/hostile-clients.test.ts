@@ -75,6 +75,27 @@ test('hostile JSON through buf curl: __proto__ keys, NUL, deep nesting and flood
   t.is(Number((read as { session?: { revision?: string } }).session?.revision), 1, 'nothing was written');
 });
 
+test('hostile JSON through buf curl: forged page tokens, int64 past 2^53 and an empty event name are INVALID_ARGUMENTs naming the field', async (t) => {
+  const g = genie(s, tenant);
+  await g.create('qa', { topic: 'second' });
+  const first = await g.list('', '', 1);
+  const doc = JSON.parse(Buffer.from(first.nextPageToken, 'base64url').toString('utf8')) as object;
+  for (const c of [1e308, 'a\u0000', -1, 2 ** 53, { after: 1 }]) {
+    const forged = Buffer.from(JSON.stringify({ ...doc, c })).toString('base64url');
+    const r = await curl(`${G}/ListSessions`, { page_size: 1, page_token: forged });
+    t.is(r.code, 'invalid_argument', JSON.stringify(c));
+    t.regex(r.message ?? '', /^page_token: /);
+  }
+  const big = await curl(`${G}/SendEvent`, { session_id: sessionId, event: 'user_input', actor_input: 'x', expected_revision: '9007199254740993' });
+  t.is(big.code, 'invalid_argument');
+  t.regex(big.message ?? '', /^expected_revision: /);
+  const empty = await curl(`${G}/SendEvent`, { session_id: sessionId, event: '', actor_input: 'x' });
+  t.is(empty.code, 'invalid_argument');
+  t.regex(empty.message ?? '', /^event: /);
+  const read = await curl(`${G}/GetSession`, { session_id: sessionId });
+  t.is(Number((read as { session?: { revision?: string } }).session?.revision), 1, 'nothing was written');
+});
+
 const pythonReady = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools']).status === 0;
 if (!pythonReady && env.ci) throw new Error('CI needs python3-grpcio and python3-grpc-tools (Debian packages) for the Python client tests');
 
@@ -98,6 +119,8 @@ if (!pythonReady && env.ci) throw new Error('CI needs python3-grpcio and python3
     expect('nan', /^fields\.n$/);
     expect('deep', /^fields(\.a)+$/);
     expect('timestamp', /^created_after$/);
+    expect('timestamp_nanos', /^created_after$/);
+    expect('int64_past_2_53', /^expected_revision$/);
     expect('mask_flood', /^update_mask$/);
     t.true((cases.get('mask_flood')?.message ?? '').length < 1024);
     t.is(cases.get('still_served')?.code, 'OK');

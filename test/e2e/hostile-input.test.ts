@@ -1,7 +1,8 @@
 import test from 'ava';
 import { Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
-import { SendEventRequest, CreateSessionRequest } from '../../src/gen/parley/genie/v1/genie.js';
-import { ChatRole } from '../../src/gen/parley/prompt/v1/prompt.js';
+import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
+import { SendEventRequest, CreateSessionRequest, ListSessionsRequest } from '../../src/gen/parley/genie/v1/genie.js';
+import { ChatRole, ListPromptsRequest } from '../../src/gen/parley/prompt/v1/prompt.js';
 import { createTenant, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { genie, modelType } from '../genie/fixtures.js';
 import { eventually } from '../helpers/eventually.js';
@@ -180,6 +181,45 @@ test('hostile input: invalid UTF-8 is INVALID_ARGUMENT naming the field, never s
   const after = await g.get(id);
   t.is(after.revision, rev + 1);
   t.is(after.actorInput, 'replacement \uFFFD char');
+});
+
+/** `base` with fields appended (a later field wins, or merges into a message), as a hand-rolled encoder would. */
+function append(base: Uint8Array, write: (w: BinaryWriter) => unknown): Uint8Array {
+  const w = new BinaryWriter();
+  write(w);
+  return Buffer.concat([base, w.finish()]);
+}
+const stamp = (w: BinaryWriter, no: number, seconds: number, nanos: number) =>
+  w.tag(no, WireType.LengthDelimited).fork().tag(1, WireType.Varint).int64(seconds).tag(2, WireType.Varint).int32(nanos).join();
+
+test('hostile input: an int64 past 2^53 is INVALID_ARGUMENT naming the field, and an int32 is never truncated', async (t) => {
+  const { tenant, g, id } = await attacker();
+  const rev = (await g.get(id)).revision;
+  const send = SendEventRequest.encode({ sessionId: id, event: 'user_input', actor: '', actorInput: 'x', expectedRevision: 0 }).finish();
+  for (const big of [2n ** 53n + 1n, 2n ** 63n - 1n, -(2n ** 63n)]) {
+    const bytes = append(send, (w) => w.tag(5, WireType.Varint).int64(big));
+    const err = await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/SendEvent', bytes, tenant.md), 'expected_revision');
+    t.false(err.details.includes(String(big)), 'the value is not echoed');
+  }
+  t.is((await g.get(id)).revision, rev, 'nothing was written');
+  const list = ListSessionsRequest.encode({ modelType: '', state: '', pageSize: 0, pageToken: '' }).finish();
+  // 2^53 + 1 read as an int32 is 1: without the check this was a silent page of one.
+  await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/ListSessions', append(list, (w) => w.tag(3, WireType.Varint).int64(2n ** 53n + 1n)), tenant.md), 'page_size');
+});
+
+test('hostile input: Timestamp nanos outside 0..999999999 and Duration nanos of the wrong sign are INVALID_ARGUMENT naming the field', async (t) => {
+  const { tenant, g } = await attacker();
+  const list = ListPromptsRequest.encode({ pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined }).finish();
+  for (const nanos of [-1, 1_000_000_000, 2 ** 31 - 1]) {
+    await refused(t, rawCall(s.prompt, '/parley.prompt.v1.PromptService/ListPrompts', append(list, (w) => stamp(w, 5, 0, nanos)), tenant.md), 'created_after');
+  }
+  const before = (await g.list('', '', 1000)).sessions.length;
+  const create = CreateSessionRequest.encode({ modelType: 'qa', fields: { topic: 'x' }, expireTime: undefined }).finish();
+  const future = Math.floor(Date.now() / 1000) + 86_400;
+  await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/CreateSession', append(create, (w) => stamp(w, 3, future, 1_500_000_000)), tenant.md), 'expire_time');
+  t.is((await g.list('', '', 1000)).sessions.length, before, 'nothing was created');
+  await refused(t, rawCall(s.admin, '/parley.admin.v1.AdminService/PurgeExpiredData', append(new Uint8Array(), (w) => stamp(w, 1, 86_400, -1)), s.adminMd), 'older_than');
+  await refused(t, rawCall(s.admin, '/parley.admin.v1.AdminService/PurgeExpiredData', append(new Uint8Array(), (w) => stamp(w, 1, 0, 1_000_000_000)), s.adminMd), 'older_than');
 });
 
 test('hostile input: bytes that are not a message are INVALID_ARGUMENT, and the connection keeps working', async (t) => {

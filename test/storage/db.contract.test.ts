@@ -19,6 +19,21 @@ const implementations: Array<{ name: string; open: () => Promise<{ db: Db; drop:
 for (const impl of implementations) {
   const test = testWhen(impl.enabled, 'set DATABASE_URL or PARLEY_TEST_DATABASE_URL to cover a real Postgres');
 
+  test(`${impl.name}: text comes back byte for byte, a leading byte order mark and edge spaces included`, async (t) => {
+    const { db, drop } = await impl.open();
+    try {
+      for (const text of ['\uFEFF', '\uFEFFhello', ' \uFEFF', '  spaced  ', '\t\n', 'mid\uFEFFdle', '\u{1F600}\uFEFF']) {
+        const { rows } = (await db.raw('select ?::text as v, length(?::text) as n', [text, text])) as { rows: Array<{ v: string; n: number }> };
+        t.is(Buffer.from(rows[0]!.v).toString('hex'), Buffer.from(text).toString('hex'), JSON.stringify(text));
+        t.is(Number(rows[0]!.n), [...text].length, 'stored as sent');
+      }
+      t.is(new TextDecoder().ignoreBOM, false, 'the global TextDecoder is left as it was');
+    } finally {
+      await db.destroy();
+      await drop();
+    }
+  });
+
   test(`${impl.name}: migrations apply once and repositories round-trip`, async (t) => {
     const { db, drop } = await impl.open();
     try {

@@ -1,0 +1,103 @@
+import test from 'ava';
+import { status, type ServiceError } from '@grpc/grpc-js';
+import type { ChatResponse, SessionUpdate, StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
+import { createTenant, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
+import { eventually } from '../helpers/eventually.js';
+import { genie, modelType } from '../genie/fixtures.js';
+
+let s: TestServer;
+let tenant: Tenant;
+let g: ReturnType<typeof genie>;
+test.before(async () => {
+  s = await startTestServer();
+  tenant = await createTenant(s);
+  g = genie(s, tenant);
+  await g.register(modelType({ jsonSchema: undefined }));
+});
+test.after.always(async () => {
+  await s?.stop();
+});
+
+/** Event names no transition can carry (names are 1–100 of letters, digits, _ . : -). */
+const BAD_EVENTS = ['', ' ', ' user_input', 'user_input ', '\t', 'événement', 'user input', '\uFEFFuser_input', 'e'.repeat(101), 'x'.repeat(100_000)];
+
+/** Every read of a session, so a stored oddity cannot hide behind one of them. */
+async function readsStillWork(t: any, sessionId: string, revision: number) {
+  const got = await g.get(sessionId);
+  t.is(got.revision, revision);
+  for (let r = 1; r <= revision; r++) t.is((await g.get(sessionId, r)).revision, r);
+  t.true((await g.list('', '', 1000)).sessions.some((x) => x.sessionId === sessionId));
+  t.is(typeof (await g.format(sessionId, 1)), 'string');
+  const updates: SessionUpdate[] = [];
+  const watch = s.genie.watchSession({ sessionId, afterRevision: 0 }, tenant.md);
+  watch.on('data', (m: { update?: SessionUpdate }) => m.update && updates.push(m.update));
+  const failed = new Promise<ServiceError>((resolve) => watch.on('error', resolve));
+  await eventually(() => updates.filter((u) => u.commit).length === revision, 'the replay of every revision');
+  watch.cancel();
+  t.is((await failed).code, status.CANCELLED);
+}
+
+test('SendEvent: an empty, blank, padded, non-ASCII or over-long event is INVALID_ARGUMENT event, changes nothing, and every read still works', async (t) => {
+  const { sessionId } = await g.create('qa');
+  for (const event of BAD_EVENTS) {
+    const err = (await t.throwsAsync(g.send(sessionId, event, 'hi', 'user'))) as ServiceError;
+    t.is(err.code, status.INVALID_ARGUMENT, JSON.stringify(event.slice(0, 20)));
+    t.deepEqual(violatedFields(err), ['event']);
+    t.true(err.details.length < 200, 'the event is not echoed');
+  }
+  // A well-formed event the state machine does not have: FAILED_PRECONDITION, quoted briefly.
+  const unknown = (await t.throwsAsync(g.send(sessionId, 'z'.repeat(100), 'hi', 'user'))) as ServiceError;
+  t.is(unknown.code, status.FAILED_PRECONDITION);
+  await readsStillWork(t, sessionId, 1);
+  await g.send(sessionId, 'user_input', '', 'user'); // an empty actor_input is fine
+  await readsStillWork(t, sessionId, 2);
+});
+
+test('Chat send_event: a bad event is INVALID_ARGUMENT on send_event.event, answered on the stream, which keeps serving', async (t) => {
+  const { sessionId } = await g.create('qa');
+  const responses: ChatResponse[] = [];
+  const call = s.genie.chat(tenant.md);
+  call.on('data', (r: ChatResponse) => responses.push(r));
+  call.on('error', () => {});
+  const none = { open: undefined, sendEvent: undefined, appendDialogue: undefined };
+  call.write({ ...none, requestId: 'o', open: { sessionId, afterRevision: 0 } });
+  BAD_EVENTS.forEach((event, i) => call.write({ ...none, requestId: `bad${i}`, sendEvent: { event, actor: 'user', actorInput: 'hi', expectedRevision: 0 } }));
+  call.write({ ...none, requestId: 'ok', sendEvent: { event: 'user_input', actor: 'user', actorInput: 'hi', expectedRevision: 0 } });
+  await eventually(() => responses.some((r) => r.ack?.requestId === 'ok'), 'the ack of the good event');
+  const errors = responses.flatMap((r) => (r.error ? [r.error] : []));
+  t.deepEqual(errors.map((e) => e.requestId), BAD_EVENTS.map((_, i) => `bad${i}`));
+  for (const e of errors) {
+    t.is(e.code, status.INVALID_ARGUMENT);
+    t.regex(e.message, /^send_event\.event: /);
+    t.true(e.message.length < 200);
+  }
+  t.is(responses.find((r) => r.ack?.requestId === 'ok')!.ack!.revision, 2);
+  call.end();
+  await readsStillWork(t, sessionId, 2);
+});
+
+function utterance(sessionId: string, event: string): Promise<StreamUtteranceResponse> {
+  return new Promise((resolve, reject) => {
+    const call = s.genie.streamUtterance(tenant.md, (err: ServiceError | null, res?: StreamUtteranceResponse) => (err ? reject(err) : resolve(res!)));
+    call.write({ sessionId, actor: 'user', event, utteranceId: '', text: 'hello', expectedRevision: 0, final: true });
+    call.end();
+  });
+}
+
+test('StreamUtterance: an empty event appends dialogue; any other bad event is INVALID_ARGUMENT event and nothing is written', async (t) => {
+  const { sessionId } = await g.create('qa');
+  for (const event of BAD_EVENTS.slice(1)) {
+    const err = (await t.throwsAsync(utterance(sessionId, event))) as ServiceError;
+    t.is(err.code, status.INVALID_ARGUMENT, JSON.stringify(event.slice(0, 20)));
+    t.deepEqual(violatedFields(err), ['event']);
+  }
+  await readsStillWork(t, sessionId, 1);
+  const appended = await utterance(sessionId, '');
+  t.is(appended.session!.revision, 2);
+  t.is(appended.session!.state, 'awaiting_question', 'no event: the state stays');
+  const sent = await utterance(sessionId, 'user_input');
+  t.is(sent.session!.state, 'awaiting_answer');
+  const read = await g.get(sessionId);
+  t.deepEqual(read.dialogue.map((d) => d.event), ['', 'user_input']);
+  await readsStillWork(t, sessionId, 3);
+});
