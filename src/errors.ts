@@ -73,6 +73,28 @@ export function clip(s: string, max: number): string {
   return `${s.slice(0, end)}…`;
 }
 
+/**
+ * At most `maxBytes` bytes of `s` in UTF-8, never splitting a character, marked with … when cut. Status
+ * messages are capped in bytes: that is what travels in the trailers (and what peers limit), and a string of
+ * 1,024 UTF-16 units can take 3 KiB.
+ */
+export function clipBytes(s: string, maxBytes: number): string {
+  if (Buffer.byteLength(s, 'utf8') <= maxBytes) return s;
+  const budget = maxBytes - Buffer.byteLength('…', 'utf8');
+  let bytes = 0;
+  let end = 0;
+  for (const ch of s) {
+    const n = Buffer.byteLength(ch, 'utf8');
+    if (bytes + n > budget) break;
+    bytes += n;
+    end += ch.length;
+  }
+  return `${s.slice(0, end)}…`;
+}
+
+/** Longest message a client is sent, in UTF-8 bytes (status message, Chat error, aborted utterance). */
+export const MAX_PUBLIC_MESSAGE_BYTES = 1024;
+
 export function invalidArgument(field: string, description: string): AppError;
 export function invalidArgument(violations: FieldViolation[]): AppError;
 export function invalidArgument(a: string | FieldViolation[], description?: string): AppError {
@@ -92,11 +114,25 @@ export function invalidArgument(a: string | FieldViolation[], description?: stri
  * other tenants. Every client-visible message goes through here or through the transport's status mapping.
  */
 export function publicMessage(err: unknown): string {
-  return err instanceof AppError ? err.message : 'internal error';
+  return err instanceof AppError ? clipBytes(err.message, MAX_PUBLIC_MESSAGE_BYTES) : 'internal error';
 }
 
-export const notFound = (what: string) => new AppError('NOT_FOUND', `${what} not found`);
-export const alreadyExists = (what: string) => new AppError('ALREADY_EXISTS', `${what} already exists`);
+/**
+ * A message naming what a caller asked for, as a tagged template: each interpolated value (an id, a name,
+ * a key: the caller's input) is cut to a few dozen characters, so no message echoes input at length.
+ */
+export function naming(strings: TemplateStringsArray, ...values: unknown[]): string {
+  return strings.reduce((out, s, i) => out + s + (i < values.length ? clip(String(values[i]), MAX_NAMED_CHARS) : ''), '');
+}
+const MAX_NAMED_CHARS = 64;
+
+/** `notFound\`session ${id}\`` (values cut short, see naming) or `notFound('extension')`. */
+export function notFound(what: string | TemplateStringsArray, ...values: unknown[]): AppError {
+  return new AppError('NOT_FOUND', `${typeof what === 'string' ? what : naming(what, ...values)} not found`);
+}
+export function alreadyExists(what: string | TemplateStringsArray, ...values: unknown[]): AppError {
+  return new AppError('ALREADY_EXISTS', `${typeof what === 'string' ? what : naming(what, ...values)} already exists`);
+}
 export const failedPrecondition = (message: string) => new AppError('FAILED_PRECONDITION', message);
 export const aborted = (message: string) => new AppError('ABORTED', message);
 export const unauthenticated = (message: string) => new AppError('UNAUTHENTICATED', message);

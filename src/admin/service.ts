@@ -1,4 +1,4 @@
-import { alreadyExists, invalidArgument, notFound } from '../errors.js';
+import { alreadyExists, invalidArgument, naming, notFound } from '../errors.js';
 import { hashSecret, newApiKeySecret, type Principal } from '../auth.js';
 import { isUniqueViolation } from '../storage/db.js';
 import type { AdminRepo, AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } from '../storage/admin-repo.js';
@@ -69,14 +69,14 @@ export class AdminService {
         return await this.repo.insertAccount(accountNumber ?? newAccountNumber(), displayName);
       } catch (err) {
         if (!isUniqueViolation(err)) throw err;
-        if (accountNumber || attempt >= 5) throw alreadyExists(`account ${accountNumber ?? ''}`.trim());
+        if (accountNumber || attempt >= 5) throw alreadyExists(naming`account ${accountNumber ?? ''}`.trim());
       }
     }
   }
 
   async getAccount(by: { id?: string; accountNumber?: string }): Promise<AccountRow> {
     const row = by.id ? await this.repo.accountById(by.id) : await this.repo.accountByNumber(by.accountNumber ?? '');
-    if (!row) throw notFound(`account ${by.id ?? by.accountNumber}`);
+    if (!row) throw notFound`account ${by.id ?? by.accountNumber}`;
     return row;
   }
 
@@ -85,14 +85,14 @@ export class AdminService {
     try {
       return await this.repo.insertUserProfile(accountId, username, email);
     } catch (err) {
-      if (isUniqueViolation(err)) throw alreadyExists(`user profile ${username} in account ${accountId}`);
+      if (isUniqueViolation(err)) throw alreadyExists`user profile ${username} in account ${accountId}`;
       throw err;
     }
   }
 
   async getUserProfile(id: string): Promise<UserProfileRow> {
     const row = await this.repo.userProfileById(id);
-    if (!row) throw notFound(`user profile ${id}`);
+    if (!row) throw notFound`user profile ${id}`;
     return row;
   }
 
@@ -106,7 +106,7 @@ export class AdminService {
 
   async revokeApiKey(id: string): Promise<ApiKeyRow> {
     const r = await this.repo.revokeApiKey(id);
-    if (!r) throw notFound(`api key ${id}`);
+    if (!r) throw notFound`api key ${id}`;
     // Local first: from here on this process refuses the key, whatever happens to Redis or the bus.
     this.principals.delete(r.secretHash);
     // The fence also voids fills in flight (another replica reading the key for its first use).
@@ -147,7 +147,7 @@ export class AdminService {
 
   async getLlmClient(id: string): Promise<OwnedNameRow> {
     const row = await this.repo.ownedById('llm_clients', id);
-    if (!row) throw notFound(`LLM client ${id}`);
+    if (!row) throw notFound`LLM client ${id}`;
     return row;
   }
 
@@ -157,7 +157,7 @@ export class AdminService {
 
   async getPlugin(id: string): Promise<OwnedNameRow> {
     const row = await this.repo.ownedById('plugins', id);
-    if (!row) throw notFound(`plugin ${id}`);
+    if (!row) throw notFound`plugin ${id}`;
     return row;
   }
 
@@ -177,7 +177,7 @@ export class AdminService {
     try {
       return await this.repo.insertOwned(table, accountId, name, description);
     } catch (err) {
-      if (isUniqueViolation(err)) throw alreadyExists(`${what} ${name} in account ${accountId}`);
+      if (isUniqueViolation(err)) throw alreadyExists`${what} ${name} in account ${accountId}`;
       throw err;
     }
   }

@@ -45,7 +45,7 @@ export class GenieLive {
     signal: AbortSignal,
   ): Promise<void> {
     const head = await this.log.head(sessionId);
-    if (!head || head.accountId !== caller.accountId) throw notFound(`session ${sessionId}`);
+    if (!head || head.accountId !== caller.accountId) throw notFound`session ${sessionId}`;
     if (afterRevision > head.revision) {
       throw invalidArgument('after_revision', `session ${sessionId} is at revision ${head.revision}, before ${afterRevision}`);
     }
@@ -112,7 +112,7 @@ export class GenieLive {
       throw invalidArgument('actor', 'must be system, assistant or user');
     }
     const head = await this.log.head(chunk.sessionId);
-    if (!head || head.accountId !== caller.accountId || head.deleted) throw notFound(`session ${chunk.sessionId}`);
+    if (!head || head.accountId !== caller.accountId || head.deleted) throw notFound`session ${chunk.sessionId}`;
     return { ...chunk, actor: chunk.actor, utteranceId: chunk.utteranceId || randomUUID() };
   }
 }

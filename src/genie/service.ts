@@ -99,7 +99,7 @@ export class GenieService {
     );
     if (standalone.length) throw invalidArgument(standalone);
     const row = await this.repo.registerModelType(caller.accountId, def, (previous) => {
-      if (previous && def.schemaVersion === previous.schemaVersion) throw alreadyExists(`model type ${def.name} version ${def.schemaVersion}`);
+      if (previous && def.schemaVersion === previous.schemaVersion) throw alreadyExists`model type ${def.name} version ${def.schemaVersion}`;
       if (previous && def.schemaVersion < previous.schemaVersion) {
         throw failedPrecondition(
           `model type ${def.name} is already at version ${previous.schemaVersion}; a new version must be higher than ${previous.schemaVersion}, not ${def.schemaVersion}`,
@@ -119,7 +119,7 @@ export class GenieService {
   async getModelType(caller: Principal, name: string, schemaVersion: number): Promise<ModelTypeRow> {
     const versions = await this.repo.modelTypeVersions(caller.accountId, name);
     const found = schemaVersion === 0 ? versions[versions.length - 1] : versions.find((v) => v.schemaVersion === schemaVersion);
-    if (!found) throw notFound(schemaVersion ? `model type ${name} version ${schemaVersion}` : `model type ${name}`);
+    if (!found) throw schemaVersion ? notFound`model type ${name} version ${schemaVersion}` : notFound`model type ${name}`;
     return found;
   }
 
@@ -141,7 +141,7 @@ export class GenieService {
   async createSession(caller: Principal, modelType: string, fields: Record<string, unknown>, expireTime?: Date): Promise<SessionView> {
     const versions = await this.repo.modelTypeVersions(caller.accountId, modelType);
     const latest = versions[versions.length - 1];
-    if (!latest) throw notFound(`model type ${modelType}`);
+    if (!latest) throw notFound`model type ${modelType}`;
     const violations = fieldViolations(latest.jsonSchema, fields);
     if (violations.length) throw invalidArgument(violations);
     const r = await this.repo.createSession({
@@ -381,7 +381,7 @@ export class GenieService {
   ): Promise<{ revision: number; createdAt: Date }> {
     const view = await this.write(caller, req.sessionId, req.expectedRevision, async (cur, _latest, q) => {
       if (await this.repo.secondaryExists(req.sessionId, req.key, q)) {
-        throw alreadyExists(`secondary storage key ${JSON.stringify(req.key)} of session ${req.sessionId} (values are write-once)`);
+        throw alreadyExists`secondary storage key ${JSON.stringify(req.key)} of session ${req.sessionId} (values are write-once)`;
       }
       return {
         ...cur,
@@ -394,14 +394,14 @@ export class GenieService {
   }
 
   async getSecondary(caller: Principal, sessionId: string, key: string) {
-    if (!(await this.repo.sessionExists(caller.accountId, sessionId))) throw notFound(`session ${sessionId}`);
+    if (!(await this.repo.sessionExists(caller.accountId, sessionId))) throw notFound`session ${sessionId}`;
     const found = await this.repo.secondary(sessionId, key);
-    if (!found) throw notFound(`secondary storage key ${JSON.stringify(key)} of session ${sessionId}`);
+    if (!found) throw notFound`secondary storage key ${JSON.stringify(key)} of session ${sessionId}`;
     return found;
   }
 
   async listSecondaryKeys(caller: Principal, sessionId: string, pageSize: number, pageToken: string | undefined) {
-    if (!(await this.repo.sessionExists(caller.accountId, sessionId))) throw notFound(`session ${sessionId}`);
+    if (!(await this.repo.sessionExists(caller.accountId, sessionId))) throw notFound`session ${sessionId}`;
     const filters = { sessionId };
     const after = decodePageToken(pageToken, 'secondary_keys', filters, keyCursor);
     const rows = await this.repo.listSecondary(sessionId, after, pageSize + 1);
@@ -458,15 +458,15 @@ export class GenieService {
       const ttl = versions[versions.length - 1]?.cacheTtlSeconds || DEFAULT_CACHE_TTL_SECONDS;
       await this.cache.put({ session, dialogue }, token, ttl * 1000);
     });
-    if (!found) throw notFound(`session ${id}`);
+    if (!found) throw notFound`session ${id}`;
     return { ...found, versions };
   }
 
   private async readAt(caller: Principal, id: string, revision: number) {
     const found = await this.repo.sessionAt(caller.accountId, id, revision);
     if (!found) {
-      if (await this.repo.sessionExists(caller.accountId, id)) throw notFound(`revision ${revision} of session ${id}`);
-      throw notFound(`session ${id}`);
+      if (await this.repo.sessionExists(caller.accountId, id)) throw notFound`revision ${revision} of session ${id}`;
+      throw notFound`session ${id}`;
     }
     const versions = await this.versionsFor(caller.accountId, found.session.modelType, found.session.schemaVersion);
     return { ...found, versions };

@@ -135,7 +135,7 @@ export class PromptService {
     }
     const llmClient = await this.resolveLlmClient(caller, input, trx);
     if (!llmClient) {
-      if (input.sessionKey) throw notFound(`prompt session ${input.sessionKey} (pass llm_client_id or llm_client_url to create it)`);
+      if (input.sessionKey) throw notFound`prompt session ${input.sessionKey} (pass llm_client_id or llm_client_url to create it)`;
       throw invalidArgument('session_key', 'session_key, llm_client_id or llm_client_url is required');
     }
     const sessionKey = input.sessionKey ?? newSessionKey();
@@ -157,13 +157,13 @@ export class PromptService {
       trx,
     );
     // The key may belong to another account (a race or a guess): that is not the caller's session.
-    if (row.accountId !== caller.accountId) throw notFound(`prompt session ${sessionKey}`);
+    if (row.accountId !== caller.accountId) throw notFound`prompt session ${sessionKey}`;
     return { prompt: row, created };
   }
 
   async get(caller: Principal, by: { id?: string | undefined; sessionKey?: string | undefined }): Promise<PromptRow> {
     const row = by.sessionKey ? await this.findBySessionKey(caller, by.sessionKey) : await this.prompts.byId(by.id ?? '');
-    if (!row || row.accountId !== caller.accountId) throw notFound(`prompt ${by.id ?? by.sessionKey}`);
+    if (!row || row.accountId !== caller.accountId) throw notFound`prompt ${by.id ?? by.sessionKey}`;
     return row;
   }
 
@@ -181,7 +181,7 @@ export class PromptService {
     let revision = 0;
     const { value, replayed } = await this.idempotency.run(this.key(caller, 'UpdatePrompt', requestId, { id, patch }), promptCodec, async (trx) => {
       const updated = await this.prompts.update(caller.accountId, id, patch, trx);
-      if (!updated) throw notFound(`prompt ${id}`);
+      if (!updated) throw notFound`prompt ${id}`;
       revision = updated.revision;
       return updated.row;
     }, (row) => row.id);
@@ -201,7 +201,7 @@ export class PromptService {
     let deleted: { row: PromptRow; revision: number } | undefined;
     await this.idempotency.run(this.key(caller, 'DeletePrompt', requestId, { id }), voidCodec, async (trx) => {
       deleted = await this.prompts.delete(caller.accountId, id, trx);
-      if (!deleted) throw notFound(`prompt ${id}`);
+      if (!deleted) throw notFound`prompt ${id}`;
     });
     // Set only when this call deleted it (a replay deleted nothing and has nothing to announce).
     const d = deleted;
@@ -222,7 +222,7 @@ export class PromptService {
         response: input.response,
         messages: input.messages.map(toOpenAiMessage),
       });
-      if (!value) throw notFound(`prompt ${input.promptId}`);
+      if (!value) throw notFound`prompt ${input.promptId}`;
       await this.publish('history', input.promptId, value.revision, value);
       return value;
     }
@@ -264,7 +264,7 @@ export class PromptService {
   async history(caller: Principal, by: { id?: string | undefined; sessionKey?: string | undefined }): Promise<PromptHistorySnapshot> {
     return this.prompts.snapshot(async (trx) => {
       const prompt = by.sessionKey ? await this.prompts.bySessionKey(by.sessionKey, trx) : await this.prompts.byId(by.id ?? '', trx);
-      if (!prompt || prompt.accountId !== caller.accountId) throw notFound(`prompt ${by.id ?? by.sessionKey}`);
+      if (!prompt || prompt.accountId !== caller.accountId) throw notFound`prompt ${by.id ?? by.sessionKey}`;
       const [latest] = await this.prompts.recentLog('prompt_history', prompt.id, 1, trx);
       const toolCalls = await this.prompts.recentLog('prompt_tool_calls', prompt.id, HISTORY_SNAPSHOT_LIMIT, trx);
       const pluginUsage = await this.prompts.recentLog('prompt_plugin_usage', prompt.id, HISTORY_SNAPSHOT_LIMIT, trx);
@@ -315,7 +315,7 @@ export class PromptService {
   ): Promise<T> {
     const { value, replayed } = await this.idempotency.run(this.key(caller, rpc, requestId, input), codec, async (trx) => {
       const revision = await this.prompts.bumpRevision(caller.accountId, input.promptId, trx);
-      if (revision === undefined) throw notFound(`prompt ${input.promptId}`);
+      if (revision === undefined) throw notFound`prompt ${input.promptId}`;
       return insert(trx, revision);
     }, () => input.promptId);
     if (!replayed) await this.publish(kind, input.promptId, value.revision, value);
@@ -326,7 +326,7 @@ export class PromptService {
     const size = pageSizeOf(page.pageSize);
     const after = decodePageToken(page.pageToken, table, { promptId }, isIdCursor);
     const prompt = await this.prompts.byId(promptId);
-    if (!prompt || prompt.accountId !== caller.accountId) throw notFound(`prompt ${promptId}`);
+    if (!prompt || prompt.accountId !== caller.accountId) throw notFound`prompt ${promptId}`;
     const rows = await this.prompts.listLog(table, promptId, after?.after ?? 0, size + 1);
     const { page: items, more } = splitPage(rows, size);
     const last = items[items.length - 1];
@@ -345,7 +345,7 @@ export class PromptService {
   /** Another account's plugin reads as absent: its id is never accepted, nor confirmed to exist. */
   private async requirePlugin(caller: Principal, pluginId: string, trx: Q): Promise<void> {
     const plugin = await this.admin.ownedById('plugins', pluginId, trx);
-    if (!plugin || plugin.accountId !== caller.accountId) throw notFound(`plugin ${pluginId}`);
+    if (!plugin || plugin.accountId !== caller.accountId) throw notFound`plugin ${pluginId}`;
   }
 
   /** Cache first, then Postgres (filling the cache); another account's session reads as absent. */
@@ -362,7 +362,7 @@ export class PromptService {
   private async resolveLlmClient(caller: Principal, input: OpenPromptInput, q: Q): Promise<OwnedNameRow | undefined> {
     if (input.llmClientId) {
       const c = await this.admin.ownedById('llm_clients', input.llmClientId, q);
-      if (!c || c.accountId !== caller.accountId) throw notFound(`LLM client ${input.llmClientId}`);
+      if (!c || c.accountId !== caller.accountId) throw notFound`LLM client ${input.llmClientId}`;
       return c;
     }
     if (input.llmClientUrl) {
@@ -375,7 +375,7 @@ export class PromptService {
         account?.accountNumber === parsed.accountNumber
           ? await this.admin.ownedByName('llm_clients', caller.accountId, parsed.llmClientName, q)
           : undefined;
-      if (!c) throw notFound(`LLM client ${parsed.llmClientName} of account ${parsed.accountNumber}`);
+      if (!c) throw notFound`LLM client ${parsed.llmClientName} of account ${parsed.accountNumber}`;
       return c;
     }
     return undefined;

@@ -46,7 +46,7 @@ export async function watchPrompt(
   signal: AbortSignal,
 ): Promise<void> {
   const prompt = await deps.prompts.byId(promptId);
-  if (!prompt || prompt.accountId !== caller.accountId) throw notFound(`prompt ${promptId}`);
+  if (!prompt || prompt.accountId !== caller.accountId) throw notFound`prompt ${promptId}`;
   const head = await deps.prompts.revisionOf(promptId);
   if (afterRevision > head) throw invalidArgument('after_revision', `prompt ${promptId} is at revision ${head}, before ${afterRevision}`);
   await runFeed<PromptUpdate>({

@@ -165,7 +165,7 @@ export class GenieRepo {
         return modelTypeFromRow(row);
       });
     } catch (err) {
-      if (isUniqueViolation(err)) throw alreadyExists(`model type ${def.name} version ${def.schemaVersion}`);
+      if (isUniqueViolation(err)) throw alreadyExists`model type ${def.name} version ${def.schemaVersion}`;
       throw err;
     }
   }
@@ -262,7 +262,7 @@ export class GenieRepo {
   ): Promise<WriteResult> {
     return this.db.transaction(async (trx) => {
       const row = await trx('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').forUpdate().first();
-      if (!row) throw notFound(`session ${id}`);
+      if (!row) throw notFound`session ${id}`;
       const current = sessionFromRow(row);
       const w = await decide(current, trx);
       const revision = current.revision + 1;

@@ -9,6 +9,7 @@ import {
 import { status as Status, type Server, type ServerDuplexStream } from '@grpc/grpc-js';
 import * as v1 from '../gen/grpc/reflection/v1/reflection.js';
 import * as v1alpha from '../gen/grpc/reflection/v1alpha/reflection.js';
+import { clip } from '../errors.js';
 
 /** The `buf build` image of every proto the server serves, imports included. */
 export const loadImage = (): Uint8Array => readFileSync(new URL('../gen/parley.binpb', import.meta.url));
@@ -81,7 +82,7 @@ function answer(index: DescriptorIndex, services: string[], req: Request): Respo
   const base = { validHost: req.host, originalRequest: req } as Response;
   const notFound = (what: string) => ({
     ...base,
-    errorResponse: { errorCode: Status.NOT_FOUND, errorMessage: `${what} not found` },
+    errorResponse: { errorCode: Status.NOT_FOUND, errorMessage: `${clip(what, 200)} not found` },
   });
   if (req.listServices !== undefined) {
     return { ...base, listServicesResponse: { service: services.map((name) => ({ name })) } };

@@ -1,6 +1,6 @@
 import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
-import { AppError, clip, type ErrorCode } from '../errors.js';
+import { AppError, clip, clipBytes, MAX_PUBLIC_MESSAGE_BYTES, type ErrorCode } from '../errors.js';
 import { isOutage } from '../storage/outage.js';
 
 const codes: Record<ErrorCode, Status> = {
@@ -24,8 +24,7 @@ const TYPE_PREFIX = 'type.googleapis.com/google.rpc.';
 
 // The details travel base64-encoded in the HTTP/2 trailers, next to grpc-message: each part is clipped so
 // that the whole stays under 4 KiB however many fields a request got wrong or however long they were.
-const MAX_MESSAGE_CHARS = 512;
-const MAX_STATUS_MESSAGE_CHARS = 1024;
+const MAX_DETAILS_MESSAGE_BYTES = 512;
 const MAX_FIELD_CHARS = 200;
 const MAX_DESCRIPTION_CHARS = 300;
 const MAX_BAD_REQUEST_BYTES = 1536;
@@ -81,7 +80,7 @@ function retryInfo(ms: number): Uint8Array {
  * domain gave none), a BadRequest when fields were wrong, a RetryInfo when a retry may succeed later.
  */
 function statusDetails(code: Status, codeName: string, message: string, err: AppError | undefined): Buffer {
-  const w = new BinaryWriter().uint32(8).int32(code).uint32(18).string(clip(message, MAX_MESSAGE_CHARS));
+  const w = new BinaryWriter().uint32(8).int32(code).uint32(18).string(clipBytes(message, MAX_DETAILS_MESSAGE_BYTES));
   if (err?.violations.length) any(w, 'BadRequest', badRequest(err));
   any(w, 'ErrorInfo', errorInfo(err?.reason ?? codeName, err?.metadata ?? new Map()));
   if (err?.retryDelayMs !== undefined) any(w, 'RetryInfo', retryInfo(err.retryDelayMs));
@@ -95,7 +94,7 @@ export function toServiceError(err: unknown): ServiceError {
   if (err instanceof AppError) {
     const code = codes[err.code];
     // grpc-message travels in the trailers too: a domain message quoting a caller's value is cut short.
-    const message = clip(err.message, MAX_STATUS_MESSAGE_CHARS);
+    const message = clipBytes(err.message, MAX_PUBLIC_MESSAGE_BYTES);
     metadata.set('grpc-status-details-bin', statusDetails(code, err.code, message, err));
     return Object.assign(new Error(message), { code, details: message, metadata });
   }

@@ -280,3 +280,20 @@ test('hostile input: a failed utterance commit tells watchers only the public er
   t.regex(reason, /text/);
   watch.cancel();
 });
+
+test('hostile input: a not-found name of any length and script gets a short message, capped in bytes', async (t) => {
+  const { tenant } = await attacker();
+  const cases: Array<[string, Promise<unknown>]> = [
+    ['an account number of 8,192 emoji', rpc(s.admin, s.admin.getAccount, { id: '', accountNumber: '😀'.repeat(8192) }, s.adminMd, deadline())],
+    ['a model type name of 32,000 é', rpc(s.genie, s.genie.getModelType, { name: 'é'.repeat(32_000), schemaVersion: 0 }, tenant.md, deadline())],
+    ['a model type name of 1,025 a', rpc(s.genie, s.genie.getModelType, { name: 'a'.repeat(1025), schemaVersion: 0 }, tenant.md, deadline())],
+    ['a session key of 4,000 ü', rpc(s.prompt, s.prompt.getPrompt, { id: '', sessionKey: 'ü'.repeat(4000) }, tenant.md, deadline())],
+  ];
+  for (const [what, call] of cases) {
+    const err = (await t.throwsAsync(call, undefined, what)) as ServiceError;
+    t.not(err.code, status.INTERNAL, what);
+    const bytes = Buffer.byteLength(err.details, 'utf8');
+    t.true(bytes <= 200, `${what}: a ${bytes}-byte message: ${err.details.slice(0, 80)}`);
+  }
+  await victimStillServed(t);
+});

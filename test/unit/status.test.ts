@@ -1,7 +1,7 @@
 import test from 'ava';
 import { status } from '@grpc/grpc-js';
 import { AppError, invalidArgument, notFound, resourceExhausted } from '../../src/errors.js';
-import { clip } from '../../src/errors.js';
+import { clip, clipBytes } from '../../src/errors.js';
 import { toServiceError } from '../../src/transport/status.js';
 import { errorInfo, retryDelayMs, violatedFields } from '../helpers/harness.js';
 
@@ -50,4 +50,17 @@ test('clip never splits a surrogate pair', (t) => {
   t.is(clip('ab😀def', 4), 'ab…');
   t.is(clip('a😀cdef', 5), 'a😀c…');
   t.is(clip('a😀cdef', 4), 'a😀…');
+});
+
+test('status messages are capped in UTF-8 bytes, not UTF-16 units, and never split a character', (t) => {
+  for (const unit of ['a', 'é', '€', '😀']) {
+    const se = toServiceError(new AppError('FAILED_PRECONDITION', unit.repeat(5_000)));
+    const bytes = Buffer.byteLength(se.details, 'utf8');
+    t.true(bytes <= 1024, `${unit}: ${bytes} bytes`);
+    t.true(bytes > 1000, `${unit}: cut near the cap, not far below it (${bytes} bytes)`);
+    t.true(se.details.endsWith('…'));
+    t.false(se.details.includes('\uFFFD'), 'no character split');
+  }
+  t.is(clipBytes('short', 1024), 'short');
+  t.is(notFound`session ${'x'.repeat(10_000)}`.message.length < 100, true, 'a named value is cut to a few dozen characters');
 });
