@@ -9,6 +9,7 @@ import {
   type UntypedServiceImplementation,
   type sendUnaryData,
 } from '@grpc/grpc-js';
+import type { Readable } from 'node:stream';
 import type { DescMessage } from '@bufbuild/protobuf';
 import type { Logger } from '../log.js';
 import type { Principal } from '../auth.js';
@@ -16,6 +17,7 @@ import { AppError, invalidArgument } from '../errors.js';
 import type { Limits, StreamLease } from './limits.js';
 import { toServiceError } from './status.js';
 import { requestViolations, undecodableViolation, wireViolations } from './request-check.js';
+import { readMessages } from './streams.js';
 
 export interface CallContext {
   method: string;
@@ -154,24 +156,25 @@ function accepted(request: unknown): unknown {
   return request;
 }
 
-/** Makes a request stream's iterator throw a RejectedMessage at a refused message; uncaught, it ends the call. */
-function guardIterator(call: { iterator?: (opts?: unknown) => AsyncIterator<unknown> }): void {
-  const original = call.iterator;
-  if (typeof original !== 'function') return;
-  call.iterator = (opts?: unknown) => {
-    const it = original.call(call, opts);
+/**
+ * Gives a request stream an `iterator` that reads with readMessages — never Node's stream iterator, which
+ * destroys the call when it emits 'error' while a read waits, and so loses the status the call was ending
+ * with — and throws a RejectedMessage at a refused message; uncaught, that ends the call.
+ */
+function guardIterator(call: Readable): void {
+  (call as unknown as { iterator: () => AsyncIterableIterator<unknown> }).iterator = () => {
+    const it = readMessages(call);
     return {
       next: async () => {
         const r = await it.next();
         if (!r.done && r.value instanceof RejectedRequest) throw new RejectedMessage(r.value);
         return r;
       },
-      return: it.return ? (v?: unknown) => it.return!(v) : undefined,
-      throw: it.throw ? (e?: unknown) => it.throw!(e) : undefined,
+      return: (v?: unknown) => it.return!(v),
       [Symbol.asyncIterator]() {
         return this;
       },
-    } as AsyncIterator<unknown>;
+    };
   };
 }
 
