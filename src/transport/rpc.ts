@@ -222,6 +222,9 @@ class UnaryCall implements CallContext, LiveCall {
   end(): void {}
 }
 
+/** The longest delay setTimeout takes; a deadline further away than this (24.8 days) is left to grpc-js. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 type LogCall = (started: bigint, code: Status, err?: unknown) => void;
 
 /**
@@ -237,6 +240,8 @@ class StreamCall implements LiveCall {
   private finished = false;
   /** The account's stream slot, released when the call finishes, however it finishes. */
   private lease: StreamLease | undefined;
+  /** Ends the call at its deadline (see expireAt); cleared when it finishes. */
+  private deadlineTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly stream: boolean,
@@ -266,6 +271,25 @@ class StreamCall implements LiveCall {
     if (!this.finished) this.finish(Status.CANCELLED);
   }
 
+  /**
+   * Ends the call at its deadline on our side too. grpc-js answers a passed deadline itself, but it tells the
+   * handler (the 'cancelled' event) only once that status has gone out, and the status waits behind every
+   * message already buffered for the client: a client that stopped reading and never reset the stream (its
+   * flow-control window full) would hold the call, its stream slot and the handler's watch for as long as
+   * the connection lives. At the deadline the handler's signal aborts and the slot is given back; grpc-js
+   * still sends DEADLINE_EXCEEDED when it can.
+   */
+  expireAt(deadline: Date | number): void {
+    const ms = +deadline - Date.now();
+    if (this.finished || !Number.isFinite(ms) || ms > MAX_TIMER_MS) return;
+    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, ms)).unref();
+  }
+
+  private expire(): void {
+    this.controller.abort(new Error('deadline exceeded'));
+    if (!this.finished) this.finish(Status.DEADLINE_EXCEEDED);
+  }
+
   get cancelled(): boolean {
     return this.controller.signal.aborted;
   }
@@ -293,6 +317,7 @@ class StreamCall implements LiveCall {
 
   private finish(code: Status, err?: unknown): void {
     this.finished = true;
+    clearTimeout(this.deadlineTimer);
     this.lease?.release();
     this.calls.remove(this);
     this.log(this.started, code, err);
@@ -364,6 +389,7 @@ export function implement(
       else {
         call.once('cancelled', () => live.cancel());
         call.once('close', () => live.cancel());
+        live.expireAt(call.getDeadline());
       }
       if (def.requestStream) guardIterator(call);
       (async () => {
