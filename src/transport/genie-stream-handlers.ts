@@ -119,7 +119,8 @@ export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits
  */
 async function chat(call: ServerDuplexStream<ChatRequest, ChatResponse>, ctx: CallContext, genie: GenieService, live: GenieLive, limits: Limits): Promise<void> {
   const caller = callerOf(ctx);
-  // Not call[Symbol.asyncIterator]: finishing that iterator destroys the duplex, and the status never goes out.
+  // Not call[Symbol.asyncIterator]: that iterator destroys the duplex when it finishes or the call fails, and the
+  // status never goes out; Incoming reads through the call's guarded iterator (readMessages).
   // A gateway that sends no request for the idle time is ended; updates flowing out do not count.
   const requests = new Incoming<ChatRequest>(call, limits.clientStreamIdleMs, ctx.signal, () => limits.idle(caller.accountId, ctx.method));
   try {

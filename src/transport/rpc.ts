@@ -9,6 +9,7 @@ import {
   type UntypedServiceImplementation,
   type sendUnaryData,
 } from '@grpc/grpc-js';
+import type { Readable } from 'node:stream';
 import type { DescMessage } from '@bufbuild/protobuf';
 import type { Logger } from '../log.js';
 import type { Principal } from '../auth.js';
@@ -16,6 +17,7 @@ import { AppError, invalidArgument } from '../errors.js';
 import type { Limits, StreamLease } from './limits.js';
 import { toServiceError } from './status.js';
 import { requestViolations, undecodableViolation, wireViolations } from './request-check.js';
+import { readMessages } from './streams.js';
 
 export interface CallContext {
   method: string;
@@ -154,24 +156,25 @@ function accepted(request: unknown): unknown {
   return request;
 }
 
-/** Makes a request stream's iterator throw a RejectedMessage at a refused message; uncaught, it ends the call. */
-function guardIterator(call: { iterator?: (opts?: unknown) => AsyncIterator<unknown> }): void {
-  const original = call.iterator;
-  if (typeof original !== 'function') return;
-  call.iterator = (opts?: unknown) => {
-    const it = original.call(call, opts);
+/**
+ * Gives a request stream an `iterator` that reads with readMessages — never Node's stream iterator, which
+ * destroys the call when it emits 'error' while a read waits, and so loses the status the call was ending
+ * with — and throws a RejectedMessage at a refused message; uncaught, that ends the call.
+ */
+function guardIterator(call: Readable): void {
+  (call as unknown as { iterator: () => AsyncIterableIterator<unknown> }).iterator = () => {
+    const it = readMessages(call);
     return {
       next: async () => {
         const r = await it.next();
         if (!r.done && r.value instanceof RejectedRequest) throw new RejectedMessage(r.value);
         return r;
       },
-      return: it.return ? (v?: unknown) => it.return!(v) : undefined,
-      throw: it.throw ? (e?: unknown) => it.throw!(e) : undefined,
+      return: (v?: unknown) => it.return!(v),
       [Symbol.asyncIterator]() {
         return this;
       },
-    } as AsyncIterator<unknown>;
+    };
   };
 }
 
@@ -219,6 +222,9 @@ class UnaryCall implements CallContext, LiveCall {
   end(): void {}
 }
 
+/** The longest delay setTimeout takes; a deadline further away than this (24.8 days) is left to grpc-js. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 type LogCall = (started: bigint, code: Status, err?: unknown) => void;
 
 /**
@@ -234,6 +240,8 @@ class StreamCall implements LiveCall {
   private finished = false;
   /** The account's stream slot, released when the call finishes, however it finishes. */
   private lease: StreamLease | undefined;
+  /** Ends the call at its deadline (see expireAt); cleared when it finishes. */
+  private deadlineTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly stream: boolean,
@@ -263,6 +271,25 @@ class StreamCall implements LiveCall {
     if (!this.finished) this.finish(Status.CANCELLED);
   }
 
+  /**
+   * Ends the call at its deadline on our side too. grpc-js answers a passed deadline itself, but it tells the
+   * handler (the 'cancelled' event) only once that status has gone out, and the status waits behind every
+   * message already buffered for the client: a client that stopped reading and never reset the stream (its
+   * flow-control window full) would hold the call, its stream slot and the handler's watch for as long as
+   * the connection lives. At the deadline the handler's signal aborts and the slot is given back; grpc-js
+   * still sends DEADLINE_EXCEEDED when it can.
+   */
+  expireAt(deadline: Date | number): void {
+    const ms = +deadline - Date.now();
+    if (this.finished || !Number.isFinite(ms) || ms > MAX_TIMER_MS) return;
+    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, ms)).unref();
+  }
+
+  private expire(): void {
+    this.controller.abort(new Error('deadline exceeded'));
+    if (!this.finished) this.finish(Status.DEADLINE_EXCEEDED);
+  }
+
   get cancelled(): boolean {
     return this.controller.signal.aborted;
   }
@@ -290,6 +317,7 @@ class StreamCall implements LiveCall {
 
   private finish(code: Status, err?: unknown): void {
     this.finished = true;
+    clearTimeout(this.deadlineTimer);
     this.lease?.release();
     this.calls.remove(this);
     this.log(this.started, code, err);
@@ -361,6 +389,7 @@ export function implement(
       else {
         call.once('cancelled', () => live.cancel());
         call.once('close', () => live.cancel());
+        live.expireAt(call.getDeadline());
       }
       if (def.requestStream) guardIterator(call);
       (async () => {

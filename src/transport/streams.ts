@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import type { Readable as NodeReadable } from 'node:stream';
 import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 
 /**
@@ -11,8 +12,62 @@ export async function send<T>(
   message: T,
   signal: AbortSignal,
 ): Promise<void> {
+  // A call that has ended (its status is out, or it is being sent) takes no more messages: a write after end
+  // is an error on the stream, not a message.
+  if (call.writableEnded || call.destroyed) return;
   if (call.write(message)) return;
   await once(call, 'drain', { signal }).catch(() => {});
+}
+
+/**
+ * A request stream's messages, read by listening only. Not Node's stream iterator: when the stream emits
+ * 'error' while that iterator waits for a message, it destroys the stream — and a grpc-js server call ends
+ * with an error status by emitting 'error', then sends the status from its final write, which a destroyed
+ * stream never makes. A Chat whose open failed while its request loop waited then ended with no status at
+ * all, and the client waited for its deadline. This reader never destroys the call: an 'error' ends the
+ * read in progress with that error, the end of the stream (or its close) ends the messages.
+ */
+export function readMessages(stream: NodeReadable): AsyncIterator<unknown> {
+  let failure: { error: unknown } | undefined;
+  let wake: (() => void) | undefined;
+  const onEvent = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const onError = (error: unknown) => {
+    failure ??= { error };
+    onEvent();
+  };
+  const events = ['readable', 'end', 'close'] as const;
+  for (const e of events) stream.on(e, onEvent);
+  stream.on('error', onError);
+  const detach = () => {
+    for (const e of events) stream.off(e, onEvent);
+    stream.off('error', onError);
+  };
+  return {
+    async next(): Promise<IteratorResult<unknown>> {
+      for (;;) {
+        // Messages are objects: null only ever means that none is buffered.
+        const message: unknown = stream.destroyed ? null : stream.read();
+        if (message !== null) return { done: false, value: message };
+        if (failure) {
+          detach();
+          throw failure.error;
+        }
+        if (stream.readableEnded || stream.destroyed) {
+          detach();
+          return { done: true, value: undefined };
+        }
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    },
+    async return(): Promise<IteratorResult<unknown>> {
+      detach();
+      return { done: true, value: undefined };
+    },
+  };
 }
 
 /** What `receive` needs of a client-streaming or duplex call. */

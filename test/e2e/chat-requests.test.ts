@@ -18,8 +18,8 @@ class Chat {
   ended = false;
   readonly call;
 
-  constructor(s: TestServer, tenant: Tenant) {
-    this.call = s.genie.chat(tenant.md);
+  constructor(s: TestServer, tenant: Tenant, deadlineMs?: number) {
+    this.call = s.genie.chat(tenant.md, deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs });
     this.call.on('data', (r: ChatResponse) => this.responses.push(r));
     this.call.on('error', (e: ServiceError) => (this.error = e));
     this.call.on('end', () => (this.ended = true));
@@ -103,6 +103,26 @@ test('Chat ends with INVALID_ARGUMENT, never INTERNAL, when there is no request 
       raw.close();
     }
     await eventually(() => s.app.limits.accountsHolding === 0, 'both streams to give back their slots');
+  } finally {
+    await s.stop();
+  }
+});
+
+test('Chat on another tenant\'s session ends with NOT_FOUND even when the open fails while answers are still being written', async (t) => {
+  // The open's NOT_FOUND used to end the call by emitting 'error' while the request loop was parked on Node's
+  // stream iterator; the iterator destroyed the call in response, before its pending answer was flushed and the
+  // status sent, and the client waited for its deadline. The window is a write in flight, so it is repeated.
+  const { s, sessionId } = await setup();
+  try {
+    const other = await createTenant(s);
+    for (let i = 0; i < 50; i++) {
+      const c = new Chat(s, other, 5_000);
+      c.write({ requestId: 'open', open: { sessionId, afterRevision: 0 } });
+      for (let j = 0; j < 10; j++) c.write({ requestId: `r${j}` });
+      await eventually(() => c.error !== undefined || c.ended, `the end of chat ${i}`);
+      t.is(c.error?.code, status.NOT_FOUND, `chat ${i}: ${c.error?.details}`);
+      for (const a of c.answers()) t.like(a.error, { code: status.INVALID_ARGUMENT });
+    }
   } finally {
     await s.stop();
   }

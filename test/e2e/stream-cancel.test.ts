@@ -1,8 +1,10 @@
 import test from 'ava';
+import http2 from 'node:http2';
 import type { ClientDuplexStream, ClientReadableStream, ClientWritableStream } from '@grpc/grpc-js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { genie, modelType } from '../genie/fixtures.js';
 import { eventually } from '../helpers/eventually.js';
+import { WatchSessionRequest } from '../../src/gen/parley/genie/v1/genie.js';
 
 const chatType = modelType({
   name: 'chat',
@@ -106,3 +108,33 @@ for (const name of Object.keys(streams)) {
     await stopQuickly(t, s);
   });
 }
+
+test('WatchSession of a client that stops reading and never resets the stream is released at its deadline', async (t) => {
+  // grpc-js tells the handler of a passed deadline only once its DEADLINE_EXCEEDED has gone out, and that status
+  // waits behind the updates buffered for the client. A client with a flow-control window of zero reads none of
+  // them: the watch, its call and its stream slot used to be held for as long as the connection lived.
+  const { s, tenant, ids } = await setup();
+  const client = http2.connect(`http://${s.address}`, { settings: { initialWindowSize: 0 } });
+  try {
+    const body = WatchSessionRequest.encode({ sessionId: ids.sessionId, afterRevision: 0 }).finish();
+    const frame = Buffer.alloc(5 + body.length);
+    frame.writeUInt32BE(body.length, 1);
+    frame.set(body, 5);
+    const stream = client.request({
+      ':method': 'POST',
+      ':path': '/parley.genie.v1.GenieService/WatchSession',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      'grpc-timeout': '1S',
+      authorization: String(tenant.md.get('authorization')[0]),
+    });
+    stream.on('error', () => {});
+    stream.end(frame);
+    await eventually(() => s.app.limits.accountsHolding === 1, 'the watch to hold its stream slot');
+    await eventually(() => s.app.server.calls.size === 0 && s.app.limits.accountsHolding === 0, 'the server to release the watch at its deadline', 10_000);
+    t.false(stream.closed, 'the client neither read nor reset the stream');
+  } finally {
+    client.destroy();
+    await s.stop();
+  }
+});
