@@ -19,6 +19,8 @@ export interface DbOptions {
   dataDir: string;
 }
 
+const PGLITE_ACQUIRE_TIMEOUT_MS = 300_000;
+
 /** Knex options shared by the server, the CLI and `knexfile.ts`. */
 export function knexConfig(opts: DbOptions): Knex.Config {
   const migrations = { migrationSource, tableName: 'knex_migrations' };
@@ -38,7 +40,16 @@ export function knexConfig(opts: DbOptions): Knex.Config {
   }
   // knex-pglite takes an instance of ours as `connection.pglite` (Knex's types do not know that key).
   const connection = { pglite: newPGlite(dir) } as unknown as Knex.StaticConnectionConfig;
-  return { client: ClientPgLite as unknown as Knex.Config['client'], dialect: 'postgres', connection, migrations };
+  // One connection, in this process: every query waits its turn for it, and a timeout on that wait only turns
+  // a busy moment (a slow machine booting the WASM engine, a burst of calls) into errors. Calls keep their own
+  // deadlines; the wait is bounded generously instead of at Knex's 60 s.
+  return {
+    client: ClientPgLite as unknown as Knex.Config['client'],
+    dialect: 'postgres',
+    connection,
+    migrations,
+    acquireConnectionTimeout: PGLITE_ACQUIRE_TIMEOUT_MS,
+  };
 }
 
 /**

@@ -2,14 +2,9 @@ import test from 'ava';
 import { Client, credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { ChatRequest, ChatResponse } from '../../src/gen/parley/genie/v1/genie.js';
 import { createTenant, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
-import { genie, modelType } from '../genie/fixtures.js';
+import { chatType, genie } from '../genie/fixtures.js';
 import { eventually } from '../helpers/eventually.js';
 
-const chatType = modelType({
-  name: 'chat',
-  jsonSchema: undefined,
-  stateMachine: { states: ['open'], initialState: 'open', transitions: [{ fromState: 'open', event: 'user_says', toState: 'open', actor: 'user' }] },
-});
 
 /** A Chat stream whose responses, error and end a test can wait for. */
 class Chat {
@@ -45,7 +40,7 @@ async function setup() {
 
 const say = (requestId: string, actorInput: string): Partial<ChatRequest> => ({ requestId, sendEvent: { event: 'user_says', actor: '', actorInput, expectedRevision: 0 } });
 
-test('Chat answers a request that fails the request checks with a per-request INVALID_ARGUMENT naming the field, and serves the next ones', async (t) => {
+test.serial('Chat answers a request that fails the request checks with a per-request INVALID_ARGUMENT naming the field, and serves the next ones', async (t) => {
   const { s, tenant, sessionId } = await setup();
   try {
     const c = new Chat(s, tenant);
@@ -76,7 +71,7 @@ test('Chat answers a request that fails the request checks with a per-request IN
   }
 });
 
-test('Chat ends with INVALID_ARGUMENT, never INTERNAL, when there is no request to answer: an invalid open, or bytes that are no ChatRequest', async (t) => {
+test.serial('Chat ends with INVALID_ARGUMENT, never INTERNAL, when there is no request to answer: an invalid open, or bytes that are no ChatRequest', async (t) => {
   const { s, tenant, sessionId } = await setup();
   try {
     const badOpen = new Chat(s, tenant);
@@ -108,7 +103,7 @@ test('Chat ends with INVALID_ARGUMENT, never INTERNAL, when there is no request 
   }
 });
 
-test('Chat on another tenant\'s session ends with NOT_FOUND even when the open fails while answers are still being written', async (t) => {
+test.serial('Chat on another tenant\'s session ends with NOT_FOUND even when the open fails while answers are still being written', async (t) => {
   // The open's NOT_FOUND used to end the call by emitting 'error' while the request loop was parked on Node's
   // stream iterator; the iterator destroyed the call in response, before its pending answer was flushed and the
   // status sent, and the client waited for its deadline. The window is a write in flight, so it is repeated.

@@ -7,17 +7,12 @@ import { env, testWhen } from '../helpers/backends.js';
 import { freePort, startParleyProcess } from '../helpers/processes.js';
 import { hasRedisServer, PrivateRedis } from '../helpers/faults.js';
 import { Watcher } from '../helpers/watch.js';
-import { genie, modelType } from '../genie/fixtures.js';
+import { chatType, genie } from '../genie/fixtures.js';
 
 // Serial: each test loads the machine (a thousand watchers, servers restarting), and running them side by
 // side only starves one server's startup behind another's load on a busy machine.
 const withRedis = testWhen(hasRedisServer, 'redis-server is not installed', false, true);
 
-const chatType = modelType({
-  name: 'chat',
-  jsonSchema: undefined,
-  stateMachine: { states: ['open'], initialState: 'open', transitions: [{ fromState: 'open', event: 'user_says', toState: 'open', actor: 'user' }] },
-});
 
 async function setup(s: TestServer) {
   const tenant = await createTenant(s);

@@ -3,21 +3,8 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import type { ChatResponse, StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
 import { createTenant, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { Watcher } from '../helpers/watch.js';
-import { genie, modelType } from '../genie/fixtures.js';
+import { chatType, genie } from '../genie/fixtures.js';
 
-/** A machine whose events loop on one state, so any number of them apply in any order. */
-const chatType = modelType({
-  name: 'chat',
-  jsonSchema: undefined,
-  stateMachine: {
-    states: ['open'],
-    initialState: 'open',
-    transitions: [
-      { fromState: 'open', event: 'user_says', toState: 'open', actor: 'user' },
-      { fromState: 'open', event: 'llm_says', toState: 'open', actor: 'assistant' },
-    ],
-  },
-});
 
 let s: TestServer;
 let tenant: Tenant;

@@ -6,20 +6,8 @@ import { GenieServiceClient, type ChatRequest, type ChatResponse, type StreamUtt
 import { REFUSALS } from '../../src/transport/limits.js';
 import { createTenant, errorInfo, retryDelayMs, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { Watcher } from '../helpers/watch.js';
-import { genie, modelType } from '../genie/fixtures.js';
+import { chatType, genie } from '../genie/fixtures.js';
 
-const chatType = modelType({
-  name: 'chat',
-  jsonSchema: undefined,
-  stateMachine: {
-    states: ['open'],
-    initialState: 'open',
-    transitions: [
-      { fromState: 'open', event: 'user_says', toState: 'open', actor: 'user' },
-      { fromState: 'open', event: 'llm_says', toState: 'open', actor: 'assistant' },
-    ],
-  },
-});
 
 /** A server with `overrides` and tenants A and B, each with the chat type and one session. */
 async function setup(overrides: Partial<Config>) {

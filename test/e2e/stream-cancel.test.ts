@@ -2,15 +2,10 @@ import test from 'ava';
 import http2 from 'node:http2';
 import type { ClientDuplexStream, ClientReadableStream, ClientWritableStream } from '@grpc/grpc-js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
-import { genie, modelType } from '../genie/fixtures.js';
+import { chatType, genie } from '../genie/fixtures.js';
 import { eventually } from '../helpers/eventually.js';
 import { WatchSessionRequest } from '../../src/gen/parley/genie/v1/genie.js';
 
-const chatType = modelType({
-  name: 'chat',
-  jsonSchema: undefined,
-  stateMachine: { states: ['open'], initialState: 'open', transitions: [{ fromState: 'open', event: 'user_says', toState: 'open', actor: 'user' }] },
-});
 
 /** A server whose stop has room to wait (a long grace), a tenant with a session and a prompt. */
 async function setup() {

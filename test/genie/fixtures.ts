@@ -105,3 +105,17 @@ export function genie(s: TestServer, tenant: Tenant) {
 
 export const code = (e: unknown) => (e as ServiceError).code;
 export const details = (e: unknown) => (e as ServiceError).details;
+
+/** A machine whose events loop on one state, so any number of them apply in any order (chat and watch tests). */
+export const chatType = modelType({
+  name: 'chat',
+  jsonSchema: undefined,
+  stateMachine: {
+    states: ['open'],
+    initialState: 'open',
+    transitions: [
+      { fromState: 'open', event: 'user_says', toState: 'open', actor: 'user' },
+      { fromState: 'open', event: 'llm_says', toState: 'open', actor: 'assistant' },
+    ],
+  },
+});
