@@ -47,8 +47,10 @@ test('a write racing the switch from replay to live is delivered exactly once, o
     await Promise.all(Array.from({ length: 5 }, (_, i) => g.send(id, 'user_says', `during ${i}`)));
     const total = 1 + (run % 4) + 5;
     await w.until((x) => x.revisions().length >= total, `${total} revisions in run ${run}`);
-    await new Promise((r) => setTimeout(r, 20));
-    t.deepEqual(w.revisions(), Array.from({ length: total }, (_, i) => i + 1), `run ${run}`);
+    // A marker written last arrives after anything before it: once it is here, a duplicate would be too.
+    await g.send(id, 'user_says', 'marker');
+    await w.until((x) => x.revisions().includes(total + 1), `the marker in run ${run}`);
+    t.deepEqual(w.revisions(), Array.from({ length: total + 1 }, (_, i) => i + 1), `run ${run}`);
     w.cancel();
   }
 });

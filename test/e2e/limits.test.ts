@@ -1,3 +1,4 @@
+import { eventually } from '../helpers/eventually.js';
 import test from 'ava';
 import http2 from 'node:http2';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
@@ -22,14 +23,7 @@ async function setup(overrides: Partial<Config>) {
   return { s, a: await tenant(), b: await tenant() };
 }
 
-/** Waits until `cond` holds (polling), or fails saying what it waited for. */
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const waitFor = (cond: () => boolean, what: string) => eventually(cond, what);
 
 /** Waits for a watcher's replay of the session's creation: the stream is open and counted. */
 async function watching(s: TestServer, tenant: Tenant, sessionId: string, client = s.genie): Promise<Watcher> {

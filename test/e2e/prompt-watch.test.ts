@@ -1,3 +1,4 @@
+import { eventually } from '../helpers/eventually.js';
 import test from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { ChatRole, type WatchPromptResponse } from '../../src/gen/parley/prompt/v1/prompt.js';
@@ -28,11 +29,10 @@ class PromptWatcher {
     return this.got.filter((r) => r.revision > 0).map((r) => r.revision);
   }
   async until(pred: () => boolean, what: string) {
-    for (let i = 0; i < 400 && !pred(); i++) {
+    await eventually(() => {
       if (this.error) throw new Error(`stream failed (${this.error.code} ${this.error.details}) before ${what}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    if (!pred()) throw new Error(`timed out waiting for ${what}; revisions ${this.revisions().join(',')}`);
+      return pred();
+    }, `${what}; revisions ${this.revisions().join(',')}`);
   }
 }
 

@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import type { ExecutionContext } from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { status } from '@grpc/grpc-js';
 import { CLOSE_DEADLINE_MS } from '../../../src/app.js';
 import { env } from '../../helpers/backends.js';
@@ -56,13 +56,20 @@ function liveMethods(calls: unknown): string {
  * the RPCs, so a short run still covers every one), a victim tenant's ordinary calls beside them, then the
  * checks of issue 9. Every assertion is made on `t`.
  */
+/** The RPCs of `kinds` that PARLEY_FUZZ_RPCS selects (all of them when it is unset). */
+export function selectedRpcs(kinds: Kind[]) {
+  return allRpcs().filter((r) => kinds.includes(r.kind) && (!fuzzEnv.rpcs || fuzzEnv.rpcs.some((f) => r.name.includes(f))));
+}
+
+/** `test`, or `test.skip` with the reason in its title when PARLEY_FUZZ_RPCS selects none of `kinds`. */
+export function fuzzTest(kinds: Kind[]): (title: string, fn: (t: ExecutionContext) => Promise<void>) => void {
+  if (selectedRpcs(kinds).length > 0) return test;
+  return (title: string, fn: (t: ExecutionContext) => Promise<void>) => test.skip(`${title} [skipped: PARLEY_FUZZ_RPCS selects no RPC of this file]`, fn);
+}
+
 export async function fuzzRun(t: ExecutionContext, kinds: Kind[], calls: number): Promise<Summary> {
   const { seed, deadlineMs, concurrency } = fuzzEnv;
-  const rpcs = allRpcs().filter((r) => kinds.includes(r.kind) && (!fuzzEnv.rpcs || fuzzEnv.rpcs.some((f) => r.name.includes(f))));
-  if (rpcs.length === 0) {
-    t.pass('PARLEY_FUZZ_RPCS selects no RPC of this file');
-    return undefined as never;
-  }
+  const rpcs = selectedRpcs(kinds);
   const indexes = fuzzEnv.call !== undefined ? [fuzzEnv.call] : Array.from({ length: calls }, (_, i) => i);
   t.timeout(120_000 + indexes.length * 150, 'the fuzz run');
   t.log(`seed ${seed}; replay with PARLEY_FUZZ_SEED=${seed}${fuzzEnv.rpcs ? ` PARLEY_FUZZ_RPCS=${fuzzEnv.rpcs.join(',')}` : ''}`);
