@@ -74,8 +74,8 @@ export function modelTypeViolations(def: ModelTypeDef, previous: ModelTypeDef | 
     const at = `state_machine.transitions[${i}]`;
     if (!states.has(t.fromState)) add(`${at}.from_state`, 'must be one of state_machine.states');
     if (!states.has(t.toState)) add(`${at}.to_state`, 'must be one of state_machine.states');
-    if (!STATE_OR_EVENT.test(t.event)) add(`${at}.event`, 'must be 1–100 letters, digits, _ . : or -');
-    if (t.actor !== '' && parseActor(t.actor) === undefined) add(`${at}.actor`, 'must be empty, system, assistant or user');
+    if (!STATE_OR_EVENT.test(t.event)) add(`${at}.event_name`, 'must be 1–100 letters, digits, _ . : or -');
+    if (t.actor !== '' && parseActor(t.actor) === undefined) add(`${at}.actor`, 'must be ACTOR_UNSPECIFIED, ACTOR_USER, ACTOR_ASSISTANT or ACTOR_SYSTEM');
     const key = `${t.fromState}\u0000${t.event}`;
     if (seen.has(key)) add(`${at}`, `a second transition for event ${JSON.stringify(t.event)} from ${JSON.stringify(t.fromState)}`);
     seen.add(key);
@@ -91,8 +91,8 @@ export function modelTypeViolations(def: ModelTypeDef, previous: ModelTypeDef | 
     }
     switch (step.kind) {
       case 'rename_field':
-        if (!FIELD_NAME.test(step.from)) add(`${at}.rename_field.from`, 'must be a top-level field name');
-        if (!FIELD_NAME.test(step.to)) add(`${at}.rename_field.to`, 'must be a top-level field name');
+        if (!FIELD_NAME.test(step.from)) add(`${at}.rename_field.old_name`, 'must be a top-level field name');
+        if (!FIELD_NAME.test(step.to)) add(`${at}.rename_field.new_name`, 'must be a top-level field name');
         break;
       case 'drop_field':
         if (!FIELD_NAME.test(step.name)) add(`${at}.drop_field.name`, 'must be a top-level field name');

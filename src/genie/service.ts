@@ -1,8 +1,9 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { Principal } from '../auth.js';
-import { AppError, aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, quote } from '../errors.js';
+import { AppError, alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors.js';
 import { ownValue, setOwn } from '../keys.js';
+import { fingerprintOf, jsonCodec, Idempotency, type Codec } from '../storage/idempotency.js';
 import type { GenieCache } from '../storage/genie-cache.js';
 import { afterCommit } from '../storage/after-commit.js';
 import type { DialogueRow, GenieRepo, SessionWrite, StoredSession, WriteResult } from '../storage/genie-repo.js';
@@ -11,21 +12,56 @@ import { compileProblem, fieldViolations, schemaProblem } from './json-schema.js
 import { findTransition, MODEL_TYPE_NAME, modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, PG_INTEGER_MAX, type Page } from '../paging.js';
 import type { Bus } from '../storage/kv.js';
+import type { Knex } from 'knex';
 import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
 
 export const DEFAULT_CACHE_TTL_SECONDS = 3600;
-export const MAX_SECONDARY_BYTES = 16 * 1024 * 1024;
+/**
+ * Limits of what a caller may store, chosen so that every read stays well under the 4 MiB a gRPC client
+ * receives by default: a secondary value, an utterance, the developer's fields.
+ */
+export const MAX_SECONDARY_BYTES = 3 * 1024 * 1024;
+export const MAX_TEXT_BYTES = 1024 * 1024;
+export const MAX_FIELDS_BYTES = 256 * 1024;
+/** GetSession, a ListDialogue page and a FormatDialogue rendering stay under this. */
+export const MAX_READ_BYTES = 3 * 1024 * 1024;
+/** A generous allowance per dialogue element for its non-text parts on the wire. */
+const ELEMENT_OVERHEAD_BYTES = 64;
 
 /** A session as clients see it: upgraded to its type's latest schema version. */
 export interface SessionView {
   session: StoredSession;
-  /** Undefined in list results. */
+  /** Undefined in list and write results. */
   dialogue: DialogueRow[] | undefined;
   currentResponse: DialogueRow | undefined;
+  /** GetSession: how many of the oldest elements were left out of `dialogue` to bound the reply. */
+  omittedDialogue?: number;
 }
 
-/** A field-mask edit of UpdateSession, already validated by transport. */
-export type UpdatePath = { kind: 'fields' } | { kind: 'field'; path: string[] } | { kind: 'actor' } | { kind: 'actor_input' } | { kind: 'expire_time' };
+/** What a write appended to the dialogue, without the text (write answers never repeat it). */
+export interface ElementMeta {
+  index: number;
+  actor: Actor;
+  event: string;
+  timestamp: Date;
+  textBytes: number;
+}
+
+/** The session's own fields UpdateSession may set (update_mask paths). */
+export type SessionPath = 'actor' | 'actor_input' | 'expire_time';
+
+/** ABORTED REVISION_MISMATCH with the current revision as ErrorInfo metadata. */
+export function revisionMismatch(id: string, current: number, expected: number): AppError {
+  return new AppError('ABORTED', `session ${id} is at revision ${current}, not the expected ${expected}; nothing was written`, [], {
+    reason: 'REVISION_MISMATCH',
+    metadata: new Map([['current_revision', String(current)]]),
+  });
+}
+
+const METHOD = (rpc: string) => `parley.genie.v1.GenieService/${rpc}`;
+// Request ids are per account (the same scope as PromptService's): API keys of one account may retry each
+// other's calls; other accounts can never collide with (or probe) them.
+const scopeOf = (caller: Principal) => `account:${caller.accountId}`;
 
 const seqCursor = cursorOf(cursorInt(0));
 const nameVersionCursor = cursorOf(z.object({ n: z.string().regex(MODEL_TYPE_NAME), v: cursorInt(1, PG_INTEGER_MAX) }).strict());
@@ -50,13 +86,15 @@ const typeKey = (accountId: string, name: string) => `${accountId}/${name}`;
 export class GenieService {
   private readonly typeVersions: LocalCache<ModelTypeRow[]>;
   private unsubscribe: (() => Promise<void>) | undefined;
+  private readonly idempotency: Idempotency;
 
   constructor(
     private readonly repo: GenieRepo,
     private readonly cache: GenieCache,
     private readonly bus?: Bus,
-    opts: { typeCacheTtlMs?: number; typeCacheMaxEntries?: number; now?: () => number } = {},
+    opts: { typeCacheTtlMs?: number; typeCacheMaxEntries?: number; now?: () => number; idempotency?: Idempotency } = {},
   ) {
+    this.idempotency = opts.idempotency ?? new Idempotency(repo.db);
     this.typeVersions = new LocalCache({
       ttlMs: opts.typeCacheTtlMs ?? MODEL_TYPE_CACHE_TTL_MS,
       maxEntries: opts.typeCacheMaxEntries ?? MODEL_TYPE_CACHE_MAX,
@@ -88,7 +126,7 @@ export class GenieService {
   // ---------------------------------------------------------------------------------------------------
   // Model types
 
-  async registerModelType(caller: Principal, def: ModelTypeDef): Promise<ModelTypeRow> {
+  async registerModelType(caller: Principal, def: ModelTypeDef, requestId?: string): Promise<ModelTypeRow> {
     // Checks that compile nothing come first: a compiled schema costs memory until evicted, so only one
     // about to be stored (not a duplicate, not an older version) is compiled, inside the transaction.
     const schema = def.jsonSchema;
@@ -98,27 +136,39 @@ export class GenieService {
       (v) => !v.field.startsWith('model_type.upgrades'),
     );
     if (standalone.length) throw invalidArgument(standalone);
-    const row = await this.repo.registerModelType(caller.accountId, def, (previous) => {
-      if (previous && def.schemaVersion === previous.schemaVersion) throw alreadyExists`model type ${def.name} version ${def.schemaVersion}`;
-      if (previous && def.schemaVersion < previous.schemaVersion) {
-        throw failedPrecondition(
-          `model type ${def.name} is already at version ${previous.schemaVersion}; a new version must be higher than ${previous.schemaVersion}, not ${def.schemaVersion}`,
-        );
-      }
-      const violations = modelTypeViolations(def, previous);
-      if (violations.length) throw invalidArgument(violations);
-      const unusable = schema && compileProblem(schema);
-      if (unusable) throw invalidArgument('model_type.json_schema', unusable);
-    });
+    const { value: row, replayed } = await this.idempotency.run(this.key(caller, 'RegisterModelType', requestId, def), modelTypeCodec, (trx) =>
+      this.repo.registerModelType(
+        caller.accountId,
+        def,
+        (previous) => {
+          if (previous && def.schemaVersion === previous.schemaVersion) throw alreadyExists`model type ${def.name} version ${def.schemaVersion}`;
+          if (previous && def.schemaVersion < previous.schemaVersion) {
+            throw new AppError(
+              'FAILED_PRECONDITION',
+              `model type ${def.name} is already at version ${previous.schemaVersion}; a new version must be higher than ${previous.schemaVersion}, not ${def.schemaVersion}`,
+              [],
+              { reason: 'SCHEMA_VERSION_NOT_HIGHER', metadata: new Map([['latest_schema_version', String(previous.schemaVersion)]]) },
+            );
+          }
+          const violations = modelTypeViolations(def, previous);
+          if (violations.length) throw invalidArgument(violations);
+          const unusable = schema && compileProblem(schema);
+          if (unusable) throw invalidArgument('model_type.json_schema', unusable);
+        },
+        trx,
+      ),
+    );
+    if (replayed) return row;
     const key = typeKey(caller.accountId, def.name);
     this.typeVersions.delete(key);
     await this.bus?.publish(MODEL_TYPE_REGISTERED_CHANNEL, key).catch(() => {});
     return row;
   }
 
-  async getModelType(caller: Principal, name: string, schemaVersion: number): Promise<ModelTypeRow> {
+  /** The type at `schemaVersion`, or its latest version when that is undefined (or 0). */
+  async getModelType(caller: Principal, name: string, schemaVersion: number | undefined): Promise<ModelTypeRow> {
     const versions = await this.repo.modelTypeVersions(caller.accountId, name);
-    const found = schemaVersion === 0 ? versions[versions.length - 1] : versions.find((v) => v.schemaVersion === schemaVersion);
+    const found = !schemaVersion ? versions[versions.length - 1] : versions.find((v) => v.schemaVersion === schemaVersion);
     if (!found) throw schemaVersion ? notFound`model type ${name} version ${schemaVersion}` : notFound`model type ${name}`;
     return found;
   }
@@ -138,13 +188,19 @@ export class GenieService {
   // ---------------------------------------------------------------------------------------------------
   // Sessions
 
-  async createSession(caller: Principal, modelType: string, fields: Record<string, unknown>, expireTime?: Date): Promise<SessionView> {
-    const versions = await this.repo.modelTypeVersions(caller.accountId, modelType);
-    const latest = versions[versions.length - 1];
-    if (!latest) throw notFound`model type ${modelType}`;
-    const violations = fieldViolations(latest.jsonSchema, fields);
-    if (violations.length) throw invalidArgument(violations);
-    const r = await this.repo.createSession({
+  async createSession(caller: Principal, modelType: string, fields: Record<string, unknown>, expireTime?: Date, requestId?: string): Promise<SessionView> {
+    let versions: ModelTypeRow[] = [];
+    const { value: r, replayed } = await this.idempotency.run(
+      this.key(caller, 'CreateSession', requestId, { modelType, fields, expireTime }),
+      writeCodec,
+      async (trx) => {
+        versions = await this.repo.modelTypeVersions(caller.accountId, modelType, trx);
+        const latest = versions[versions.length - 1];
+        if (!latest) throw notFound`model type ${modelType}`;
+        const violations = fieldViolations(latest.jsonSchema, fields);
+        if (violations.length) throw invalidArgument(violations);
+        return this.repo.createSession(
+          {
       id: randomUUID(),
       accountId: caller.accountId,
       modelType,
@@ -156,47 +212,119 @@ export class GenieService {
       forkedFromSessionId: undefined,
       forkedFromRevision: undefined,
       expireTime,
-    });
+          },
+          undefined,
+          trx,
+        );
+      },
+      (v) => v.session.id,
+    );
+    if (replayed) return writeView(r);
     await this.cache.publish(r.events);
-    return present(r.session, [], versions);
+    return present(r.session, undefined, versions, r.last);
   }
 
-  /** The current session (hot copy first), or the one at `revision` when non-zero. */
-  async getSession(caller: Principal, id: string, revision: number): Promise<SessionView> {
+  /**
+   * The current session (hot copy first), or the one at `revision` when set, with the newest dialogue
+   * elements that keep the reply under MAX_READ_BYTES (`omittedDialogue` counts the rest).
+   */
+  async getSession(caller: Principal, id: string, revision: number | undefined): Promise<SessionView> {
     const { session, dialogue, versions } = revision ? await this.readAt(caller, id, revision) : await this.readCurrent(caller, id);
-    return present(session, dialogue, versions);
+    const view = present(session, dialogue, versions);
+    const last = view.currentResponse;
+    let budget =
+      MAX_READ_BYTES -
+      Buffer.byteLength(JSON.stringify(view.session.fields)) -
+      Buffer.byteLength(view.session.actorInput) -
+      (last ? Buffer.byteLength(last.actorText) + ELEMENT_OVERHEAD_BYTES : 0) -
+      4096;
+    let keep = 0;
+    for (let i = dialogue.length - 1; i >= 0; i--) {
+      budget -= Buffer.byteLength((dialogue[i] as DialogueRow).actorText) + ELEMENT_OVERHEAD_BYTES;
+      if (budget < 0) break;
+      keep++;
+    }
+    return { ...view, dialogue: dialogue.slice(dialogue.length - keep), omittedDialogue: dialogue.length - keep };
   }
 
+  /** A page of the dialogue (at `revision` when set), oldest first, bounded by `pageSize` and MAX_READ_BYTES. */
+  async listDialogue(
+    caller: Principal,
+    id: string,
+    revision: number | undefined,
+    pageSize: number,
+    pageToken: string | undefined,
+  ): Promise<Page<DialogueRow> & { firstIndex: number }> {
+    const filters = { sessionId: id, revision: revision ?? 0 };
+    const after = decodePageToken(pageToken, 'dialogue', filters, seqCursor) ?? 0;
+    const length = await this.repo.dialogueLengthAt(caller.accountId, id, revision);
+    if (length === undefined) {
+      if (revision !== undefined && (await this.repo.sessionExists(caller.accountId, id))) throw notFound`revision ${revision} of session ${id}`;
+      throw notFound`session ${id}`;
+    }
+    const items = await this.repo.dialoguePage(id, after, length, pageSize, MAX_READ_BYTES - pageSize * ELEMENT_OVERHEAD_BYTES);
+    const last = items[items.length - 1];
+    return {
+      items,
+      firstIndex: items[0]?.seq ?? 0,
+      nextPageToken: last && last.seq < length ? encodePageToken('dialogue', filters, last.seq) : '',
+    };
+  }
+
+  /**
+   * Sets the session's own fields named by `paths` and merges `fieldsPatch` (RFC 7396) into the developer's
+   * fields. An update that changes nothing commits nothing: `changed` is false and the revision stays.
+   */
   async updateSession(
     caller: Principal,
     id: string,
-    paths: UpdatePath[],
-    values: { fields: Record<string, unknown>; actor: Actor | ''; actorInput: string; expireTime: Date | undefined },
-    expectedRevision: number,
-  ): Promise<SessionView> {
-    return this.write(caller, id, expectedRevision, async (cur, latest) => {
-      let fields = cur.fields;
-      let { actor, actorInput, expireTime } = cur;
-      for (const p of paths) {
-        if (p.kind === 'fields') fields = structuredClone(values.fields);
-        else if (p.kind === 'field') fields = setPath(fields, p.path, values.fields);
-        else if (p.kind === 'actor') actor = values.actor;
-        else if (p.kind === 'expire_time') expireTime = values.expireTime;
-        else actorInput = values.actorInput;
-      }
-      const violations = fieldViolations(latest.jsonSchema, fields);
-      if (violations.length) throw invalidArgument(violations);
-      const mask = paths.map((p) => (p.kind === 'field' ? `fields.${p.path.join('.')}` : p.kind));
-      return {
-        ...cur,
-        fields,
-        actor,
-        actorInput,
-        expireTime,
-        dialogue: [],
-        events: [{ kind: 'fields_updated', payload: { update_mask: mask, fields, actor, actor_input: actorInput } }],
-      };
-    });
+    update: {
+      paths: SessionPath[];
+      values: { actor: Actor | ''; actorInput: string; expireTime: Date | undefined };
+      fieldsPatch: Record<string, unknown> | undefined;
+    },
+    expectedRevision: number | undefined,
+    requestId?: string,
+  ): Promise<{ view: SessionView; changed: boolean }> {
+    const { paths, values, fieldsPatch } = update;
+    const { view, unchanged } = await this.write(
+      caller,
+      id,
+      expectedRevision,
+      { rpc: 'UpdateSession', requestId, request: { id, update, expectedRevision } },
+      async (cur, latest) => {
+        let { actor, actorInput, expireTime } = cur;
+        for (const p of paths) {
+          if (p === 'actor') actor = values.actor;
+          else if (p === 'expire_time') expireTime = values.expireTime;
+          else actorInput = values.actorInput;
+        }
+        const fields = fieldsPatch ? mergePatch(cur.fields, fieldsPatch) as Record<string, unknown> : cur.fields;
+        if (
+          actor === cur.actor &&
+          actorInput === cur.actorInput &&
+          expireTime?.getTime() === cur.expireTime?.getTime() &&
+          fingerprintOf(fields) === fingerprintOf(cur.fields)
+        ) {
+          return undefined;
+        }
+        const size = Buffer.byteLength(JSON.stringify(fields));
+        if (size > MAX_FIELDS_BYTES) throw fieldTooLarge('fields_patch', `the patched fields would be ${size} bytes as JSON; at most ${MAX_FIELDS_BYTES} are allowed`);
+        const violations = fieldViolations(latest.jsonSchema, fields);
+        if (violations.length) throw invalidArgument(violations);
+        const mask = [...paths, ...(fieldsPatch ? ['fields'] : [])];
+        return {
+          ...cur,
+          fields,
+          actor,
+          actorInput,
+          expireTime,
+          dialogue: [],
+          events: [{ kind: 'fields_updated', payload: { update_mask: mask, fields, actor, actor_input: actorInput } }],
+        };
+      },
+    );
+    return { view, changed: !unchanged };
   }
 
   /**
@@ -204,15 +332,25 @@ export class GenieService {
    * The hot copy goes first and must go: were the store unreachable, a deletion reported as done could
    * leave the content readable until the copy's TTL, so the call fails instead, having deleted nothing.
    */
-  async deleteSession(caller: Principal, id: string, expectedRevision: number): Promise<void> {
+  async deleteSession(caller: Principal, id: string, expectedRevision: number | undefined, requestId?: string): Promise<void> {
     await this.cache.evictOrFail(id);
     // No upgrade here: a session whose data cannot be upgraded must still be deletable.
-    const r = await this.repo.writeSession(caller.accountId, id, async (cur) => {
-      checkRevision(cur, expectedRevision);
-      return { ...cur, dialogue: [], events: [], deleted: true };
-    });
+    const { value: r, replayed } = await this.idempotency.run(
+      this.key(caller, 'DeleteSession', requestId, { id, expectedRevision }),
+      voidCodec as Codec<WriteResult | undefined>,
+      (trx) =>
+        this.repo.writeSession(
+          caller.accountId,
+          id,
+          async (cur) => {
+            checkRevision(cur, expectedRevision);
+            return { ...cur, dialogue: [], events: [], deleted: true };
+          },
+          trx,
+        ),
+    );
     // Again after the commit: a read that raced the deletion may have refilled the copy before it.
-    await this.afterCommit(r);
+    if (!replayed && r) await this.afterCommit(r);
   }
 
   async listSessions(
@@ -253,10 +391,18 @@ export class GenieService {
     return { items, nextPageToken: rows.length > pageSize && last ? encodePageToken('sessions', filters, last.seq) : '' };
   }
 
-  async forkSession(caller: Principal, id: string, revision: number): Promise<SessionView> {
-    const src = revision ? await this.readAt(caller, id, revision) : await this.readCurrent(caller, id);
+  async forkSession(caller: Principal, id: string, revision: number | undefined, requestId?: string): Promise<SessionView> {
+    const key = this.key(caller, 'ForkSession', requestId, { id, revision });
+    let versions: ModelTypeRow[] = [];
+    const { value: r, replayed } = await this.idempotency.run(
+      key,
+      writeCodec,
+      async (trx) => {
+    // The source is read before the claim's transaction would see it: a retry replays before reading.
+    const src = revision ? await this.readAt(caller, id, revision, trx) : await this.readCurrent(caller, id, trx);
+    versions = src.versions;
     const up = upgrade(src.session, src.versions, src.session.modelType);
-    const r = await this.repo.createSession(
+    return this.repo.createSession(
       {
         id: randomUUID(),
         accountId: caller.accountId,
@@ -272,9 +418,14 @@ export class GenieService {
         expireTime: src.session.expireTime,
       },
       { sessionId: id, revision: src.session.revision, dialogueLength: src.session.dialogueLength },
+      trx,
     );
+      },
+      (v) => v.session.id,
+    );
+    if (replayed) return writeView(r);
     await this.cache.publish(r.events);
-    return present(r.session, r.dialogue, src.versions);
+    return present(r.session, undefined, versions, r.last);
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -311,47 +462,72 @@ export class GenieService {
   // ---------------------------------------------------------------------------------------------------
   // Events and dialogue
 
+  /**
+   * Fires an event. Stream code reads the committed revision as `view.session.revision`; `view` carries no
+   * dialogue, and its current_response is the appended element only on a first (not replayed) answer.
+   */
   async sendEvent(
     caller: Principal,
-    req: { sessionId: string; event: string; actor: Actor | undefined; actorInput: string; expectedRevision: number },
-  ): Promise<{ view: SessionView; previousState: string }> {
+    req: { sessionId: string; event: string; actor: Actor | undefined; actorInput: string; expectedRevision?: number | undefined; requestId?: string | undefined },
+  ): Promise<{ view: SessionView; previousState: string; element: ElementMeta }> {
+    const { requestId, ...request } = req;
     let previousState = '';
-    const view = await this.write(caller, req.sessionId, req.expectedRevision, async (cur, latest) => {
-      const t = findTransition(latest.stateMachine, cur.state, req.event);
-      if (!t) {
-        throw failedPrecondition(
-          `event ${JSON.stringify(req.event)} is not allowed in state ${JSON.stringify(cur.state)} of model type ${latest.name} version ${latest.schemaVersion}`,
-        );
-      }
-      if (t.actor && req.actor && req.actor !== t.actor) {
-        throw invalidArgument('actor', `event ${JSON.stringify(req.event)} from ${JSON.stringify(t.fromState)} is spoken by ${t.actor}, not ${req.actor}`);
-      }
-      const actor = t.actor || req.actor;
-      if (!actor) {
-        throw invalidArgument('actor', `event ${JSON.stringify(req.event)} from ${JSON.stringify(t.fromState)} names no actor: send system, assistant or user`);
-      }
-      previousState = cur.state;
-      const element = { actor, actorText: req.actorInput, event: req.event, timestamp: new Date() };
-      return {
-        ...cur,
-        state: t.toState,
-        actor,
-        actorInput: req.actorInput,
-        dialogue: [element],
-        events: [
-          { kind: 'state_changed', payload: { from_state: t.fromState, to_state: t.toState, event: req.event, actor, actor_input: req.actorInput } },
-          { kind: 'dialogue_appended', payload: dialoguePayload(cur.dialogueLength + 1, element) },
-        ],
-      };
-    });
-    return { view, previousState };
+    const { view, element, replayed } = await this.write(
+      caller,
+      req.sessionId,
+      req.expectedRevision,
+      { rpc: 'SendEvent', requestId, request, extra: () => ({ previousState }) },
+      async (cur, latest) => {
+        const t = findTransition(latest.stateMachine, cur.state, req.event);
+        if (!t) {
+          throw new AppError(
+            'FAILED_PRECONDITION',
+            `event ${JSON.stringify(req.event)} is not allowed in state ${JSON.stringify(cur.state)} of model type ${latest.name} version ${latest.schemaVersion}`,
+            [],
+            {
+              reason: 'TRANSITION_NOT_ALLOWED',
+              metadata: new Map([
+                ['state', cur.state],
+                ['event', req.event],
+              ]),
+            },
+          );
+        }
+        if (t.actor && req.actor && req.actor !== t.actor) {
+          throw invalidArgument('actor', `event ${JSON.stringify(req.event)} from ${JSON.stringify(t.fromState)} is spoken by ${actorEnumName(t.actor)}, not ${actorEnumName(req.actor)}`);
+        }
+        const actor = t.actor || req.actor;
+        if (!actor) {
+          throw invalidArgument(
+            'actor',
+            `event ${JSON.stringify(req.event)} from ${JSON.stringify(t.fromState)} names no actor: send one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM`,
+          );
+        }
+        previousState = cur.state;
+        const element = { actor, actorText: req.actorInput, event: req.event, timestamp: new Date() };
+        return {
+          ...cur,
+          state: t.toState,
+          actor,
+          actorInput: req.actorInput,
+          dialogue: [element],
+          events: [
+            { kind: 'state_changed', payload: { from_state: t.fromState, to_state: t.toState, event: req.event, actor, actor_input: req.actorInput } },
+            { kind: 'dialogue_appended', payload: dialoguePayload(cur.dialogueLength + 1, element) },
+          ],
+        };
+      },
+    );
+    return { view, previousState: replayed ? (replayed.previousState as string) : previousState, element: element as ElementMeta };
   }
 
+  /** Appends an utterance; `view` as for sendEvent (stream code reads `session.revision`). */
   async appendDialogue(
     caller: Principal,
-    req: { sessionId: string; actor: Actor; actorText: string; expectedRevision: number },
-  ): Promise<SessionView> {
-    return this.write(caller, req.sessionId, req.expectedRevision, async (cur) => {
+    req: { sessionId: string; actor: Actor; actorText: string; expectedRevision?: number | undefined; requestId?: string | undefined },
+  ): Promise<SessionView & { element: ElementMeta }> {
+    const { requestId, ...request } = req;
+    const { view, element } = await this.write(caller, req.sessionId, req.expectedRevision, { rpc: 'AppendDialogue', requestId, request }, async (cur) => {
       const element = { actor: req.actor, actorText: req.actorText, event: '', timestamp: new Date() };
       return {
         ...cur,
@@ -362,14 +538,25 @@ export class GenieService {
         events: [{ kind: 'dialogue_appended', payload: dialoguePayload(cur.dialogueLength + 1, element) }],
       };
     });
+    return { ...view, element: element as ElementMeta };
   }
 
-  async formatDialogue(caller: Principal, id: string, format: DialogueFormatName, revision: number): Promise<string> {
+  async formatDialogue(caller: Principal, id: string, format: DialogueFormatName, revision: number | undefined): Promise<string> {
     const { dialogue } = revision ? await this.readAt(caller, id, revision) : await this.readCurrent(caller, id);
-    return formatDialogue(
+    const text = formatDialogue(
       dialogue.map((d) => ({ actor: d.actor, actorText: d.actorText, timestamp: d.timestamp })),
       format,
     );
+    const size = Buffer.byteLength(text);
+    if (size > MAX_READ_BYTES) {
+      throw new AppError(
+        'FAILED_PRECONDITION',
+        `the ${format} rendering of session ${id} is ${size} bytes; at most ${MAX_READ_BYTES} are sent: page the dialogue with ListDialogue`,
+        [],
+        { reason: 'DIALOGUE_TOO_LARGE', metadata: new Map([['max_bytes', String(MAX_READ_BYTES)]]) },
+      );
+    }
+    return text;
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -377,9 +564,11 @@ export class GenieService {
 
   async putSecondary(
     caller: Principal,
-    req: { sessionId: string; key: string; value: Buffer; expectedRevision: number },
+    req: { sessionId: string; key: string; value: Buffer; expectedRevision?: number | undefined; requestId?: string | undefined },
   ): Promise<{ revision: number; createdAt: Date }> {
-    const view = await this.write(caller, req.sessionId, req.expectedRevision, async (cur, _latest, q) => {
+    // The fingerprint hashes the value instead of walking up to 3 MiB of bytes as JSON.
+    const request = { sessionId: req.sessionId, key: req.key, value: createHash('sha256').update(req.value).digest('hex'), expectedRevision: req.expectedRevision };
+    const { view } = await this.write(caller, req.sessionId, req.expectedRevision, { rpc: 'PutSecondary', requestId: req.requestId, request }, async (cur, _latest, q) => {
       if (await this.repo.secondaryExists(req.sessionId, req.key, q)) {
         throw alreadyExists`secondary storage key ${JSON.stringify(req.key)} of session ${req.sessionId} (values are write-once)`;
       }
@@ -413,30 +602,58 @@ export class GenieService {
   // ---------------------------------------------------------------------------------------------------
 
   /**
-   * The common write: lock, check the expected revision, upgrade the stored data to the latest version (so
-   * the write stores it at that version), let `apply` decide, commit one revision, evict, publish.
+   * The common write: claim the request id, lock, check the expected revision, upgrade the stored data to
+   * the latest version (so the write stores it at that version), let `apply` decide (undefined: nothing
+   * changes, nothing is committed), commit one revision, evict, publish. A replayed request id returns the
+   * first answer's session (no dialogue, no current_response), element and `extra`, and does nothing else.
    */
   private async write(
     caller: Principal,
     id: string,
-    expectedRevision: number,
+    expectedRevision: number | undefined,
+    idem: { rpc: string; requestId: string | undefined; request: unknown; extra?: () => Record<string, unknown> },
     apply: (
       cur: StoredSession & { schemaVersion: number },
       latest: ModelTypeRow,
       q: Parameters<Parameters<GenieRepo['writeSession']>[2]>[1],
-    ) => Promise<Omit<SessionWrite, 'schemaVersion'> & Partial<Pick<SessionWrite, 'schemaVersion'>>>,
-  ): Promise<SessionView> {
+    ) => Promise<(Omit<SessionWrite, 'schemaVersion'> & Partial<Pick<SessionWrite, 'schemaVersion'>>) | undefined>,
+  ): Promise<{ view: SessionView; element: ElementMeta | undefined; unchanged: boolean; replayed: Record<string, unknown> | undefined }> {
     let versions: ModelTypeRow[] = [];
-    const r = await this.repo.writeSession(caller.accountId, id, async (stored, q) => {
-      checkRevision(stored, expectedRevision);
-      versions = await this.repo.modelTypeVersions(caller.accountId, stored.modelType, q);
-      const up = upgrade(stored, versions, stored.modelType);
-      const latest = versions[versions.length - 1] as ModelTypeRow;
-      const w = await apply({ ...stored, ...up }, latest, q);
-      return { ...w, schemaVersion: up.schemaVersion };
-    });
-    await this.afterCommit(r);
-    return present(r.session, r.dialogue, versions);
+    let result: WriteResult | undefined;
+    const { value, replayed } = await this.idempotency.run(
+      this.key(caller, idem.rpc, idem.requestId, idem.request),
+      writeAnswerCodec,
+      async (trx) => {
+        const r = await this.repo.writeSession(
+          caller.accountId,
+          id,
+          async (stored, q) => {
+            checkRevision(stored, expectedRevision);
+            versions = await this.repo.modelTypeVersions(caller.accountId, stored.modelType, q);
+            const up = upgrade(stored, versions, stored.modelType);
+            const latest = versions[versions.length - 1] as ModelTypeRow;
+            const w = await apply({ ...stored, ...up }, latest, q);
+            return w && { ...w, schemaVersion: up.schemaVersion };
+          },
+          trx,
+        );
+        result = r;
+        const appended = r.appended[r.appended.length - 1];
+        const session = present(r.session, undefined, versions).session;
+        return { session, element: appended && elementMeta(appended), unchanged: !!r.unchanged, extra: idem.extra?.() ?? {} };
+      },
+      (v) => v.session.id,
+    );
+    if (replayed || !result) {
+      return { view: { session: value.session, dialogue: undefined, currentResponse: undefined }, element: value.element, unchanged: value.unchanged, replayed: value.extra };
+    }
+    if (!value.unchanged) await this.afterCommit(result);
+    return { view: present(result.session, undefined, versions, result.last), element: value.element, unchanged: value.unchanged, replayed: undefined };
+  }
+
+  private key(caller: Principal, rpc: string, requestId: string | undefined, request: unknown) {
+    // The fingerprint only tells a retry from a reused request id; without an id nothing reads it.
+    return { scope: scopeOf(caller), method: METHOD(rpc), requestId, fingerprint: requestId ? fingerprintOf(request) : '' };
   }
 
   private async afterCommit(r: WriteResult): Promise<void> {
@@ -446,7 +663,13 @@ export class GenieService {
     );
   }
 
-  private async readCurrent(caller: Principal, id: string) {
+  /** The current session and its whole dialogue; inside `trx` (a fork's claim), from Postgres only. */
+  private async readCurrent(caller: Principal, id: string, trx?: Knex.Transaction) {
+    if (trx) {
+      const found = await this.repo.currentSession(caller.accountId, id, undefined, trx);
+      if (!found) throw notFound`session ${id}`;
+      return { ...found, versions: await this.repo.modelTypeVersions(caller.accountId, found.session.modelType, trx) };
+    }
     const { copy: hot, token } = await this.cache.get(id);
     if (hot && hot.session.accountId === caller.accountId) {
       const versions = await this.versionsFor(caller.accountId, hot.session.modelType, hot.session.schemaVersion);
@@ -462,27 +685,96 @@ export class GenieService {
     return { ...found, versions };
   }
 
-  private async readAt(caller: Principal, id: string, revision: number) {
-    const found = await this.repo.sessionAt(caller.accountId, id, revision);
+  private async readAt(caller: Principal, id: string, revision: number, trx?: Knex.Transaction) {
+    const found = await this.repo.sessionAt(caller.accountId, id, revision, trx);
     if (!found) {
-      if (await this.repo.sessionExists(caller.accountId, id)) throw notFound`revision ${revision} of session ${id}`;
+      if (await this.repo.sessionExists(caller.accountId, id, trx)) throw notFound`revision ${revision} of session ${id}`;
       throw notFound`session ${id}`;
     }
-    const versions = await this.versionsFor(caller.accountId, found.session.modelType, found.session.schemaVersion);
+    const versions = trx
+      ? await this.repo.modelTypeVersions(caller.accountId, found.session.modelType, trx)
+      : await this.versionsFor(caller.accountId, found.session.modelType, found.session.schemaVersion);
     return { ...found, versions };
   }
 }
 
-function checkRevision(cur: StoredSession, expected: number): void {
-  if (expected && expected !== cur.revision) {
-    throw aborted(`session ${cur.id} is at revision ${cur.revision}, not the expected ${expected}; nothing was written`);
-  }
+/** Undefined is unconditional (and so is 0, which stream code has used for that). */
+function checkRevision(cur: StoredSession, expected: number | undefined): void {
+  if (expected && expected !== cur.revision) throw revisionMismatch(cur.id, cur.revision, expected);
 }
 
-function present(stored: StoredSession, dialogue: DialogueRow[] | undefined, versions: readonly ModelTypeDef[]): SessionView {
+function present(stored: StoredSession, dialogue: DialogueRow[] | undefined, versions: readonly ModelTypeDef[], last?: DialogueRow): SessionView {
   const up = upgrade(stored, versions, stored.modelType);
   const session = { ...stored, ...up };
-  return { session, dialogue, currentResponse: dialogue?.[dialogue.length - 1] };
+  return { session, dialogue, currentResponse: last ?? dialogue?.[dialogue.length - 1] };
+}
+
+/** A replayed Create/Fork answer: the session as first answered, without the text of its last utterance. */
+function writeView(r: WriteResult): SessionView {
+  return { session: r.session, dialogue: undefined, currentResponse: undefined };
+}
+
+function elementMeta(d: DialogueRow): ElementMeta {
+  return { index: d.seq, actor: d.actor, event: d.event, timestamp: d.timestamp, textBytes: Buffer.byteLength(d.actorText) };
+}
+
+/** INVALID_ARGUMENT FIELD_TOO_LARGE on `field`. */
+export function fieldTooLarge(field: string, description: string): AppError {
+  const e = invalidArgument(field, description);
+  return new AppError('INVALID_ARGUMENT', e.message, e.violations, { reason: 'FIELD_TOO_LARGE' });
+}
+
+/** The name a JSON client sends for an actor (its Actor enum value). */
+export const actorEnumName = (a: Actor): string => `ACTOR_${a.toUpperCase()}`;
+
+const sessionDates = (s: any): StoredSession => ({
+  ...s,
+  createdAt: new Date(s.createdAt),
+  updatedAt: new Date(s.updatedAt),
+  expireTime: s.expireTime ? new Date(s.expireTime) : undefined,
+});
+
+/** Create/Fork answers as stored for a replay: the session only (no utterance text). */
+const writeCodec: Codec<WriteResult> = {
+  encode: (r) => ({ session: r.session }),
+  decode: (json) => ({ session: sessionDates((json as any).session), appended: [], last: undefined, events: [] }),
+};
+
+interface WriteAnswer {
+  session: StoredSession;
+  element: ElementMeta | undefined;
+  unchanged: boolean;
+  extra: Record<string, unknown>;
+}
+const writeAnswerCodec: Codec<WriteAnswer> = {
+  encode: (v) => v,
+  decode: (json) => {
+    const v = json as any;
+    return {
+      session: sessionDates(v.session),
+      element: v.element ? { ...v.element, timestamp: new Date(v.element.timestamp) } : undefined,
+      unchanged: !!v.unchanged,
+      extra: v.extra ?? {},
+    };
+  },
+};
+const modelTypeCodec = jsonCodec<ModelTypeRow>(['createdAt']);
+const voidCodec: Codec<unknown> = { encode: () => null, decode: () => undefined };
+
+/**
+ * RFC 7396 JSON Merge Patch of `target` by `patch`, on copies: null deletes, an object merges recursively
+ * (into {} when the target is not an object), anything else replaces. User keys only meet objects through
+ * ownValue/setOwn.
+ */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!isObject(patch)) return structuredClone(patch);
+  const out: Record<string, unknown> = isObject(target) ? structuredClone(target) : {};
+  for (const key of Object.keys(patch)) {
+    const value = ownValue(patch, key);
+    if (value === null) delete out[key];
+    else setOwn(out, key, mergePatch(ownValue(out, key), value));
+  }
+  return out;
 }
 
 function dialoguePayload(seq: number, e: { actor: Actor; actorText: string; event: string; timestamp: Date }) {
@@ -498,31 +790,6 @@ function groupByName(types: ModelTypeRow[]): Map<string, ModelTypeRow[]> {
   }
   for (const list of m.values()) list.sort((a, b) => a.schemaVersion - b.schemaVersion);
   return m;
-}
-
-/**
- * Sets (or, when `source` lacks it, removes) the value at `path` of a copy of `fields`. An intermediate
- * value that is not an object cannot hold the path: INVALID_ARGUMENT on update_mask.
- */
-function setPath(fields: Record<string, unknown>, path: string[], source: Record<string, unknown>): Record<string, unknown> {
-  const out = structuredClone(fields);
-  let src: unknown = source;
-  for (const seg of path) src = isObject(src) ? ownValue(src, seg) : undefined;
-  let node: Record<string, unknown> = out;
-  for (const [i, seg] of path.slice(0, -1).entries()) {
-    const next = ownValue(node, seg);
-    if (next === undefined) {
-      if (src === undefined) return out;
-      setOwn(node, seg, {});
-    } else if (!isObject(next)) {
-      throw invalidArgument('update_mask', `${quote(`fields.${path.slice(0, i + 1).join('.')}`)} is not an object`);
-    }
-    node = ownValue(node, seg) as Record<string, unknown>;
-  }
-  const leaf = path[path.length - 1] as string;
-  if (src === undefined) delete node[leaf];
-  else setOwn(node, leaf, structuredClone(src));
-  return out;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

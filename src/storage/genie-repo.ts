@@ -3,6 +3,7 @@ import { alreadyExists, notFound } from '../errors.js';
 import type { Actor } from '../genie/dialogue-format.js';
 import type { ModelTypeDef, ModelTypeRow } from '../genie/model-type.js';
 import { isUniqueViolation, type Db } from './db.js';
+import { Idempotency } from './idempotency.js';
 import { asDate, asJson } from './rows.js';
 
 /** A session as stored: possibly at an older schema version than its type's latest. */
@@ -75,11 +76,14 @@ export interface WriteResult {
   session: StoredSession;
   appended: DialogueRow[];
   /**
-   * The session's whole dialogue as committed, read inside the transaction: a write that committed must
-   * answer OK, so nothing it answers with may depend on a read after the commit (which could fail).
+   * The session's latest dialogue element as committed, read inside the transaction: a write that
+   * committed must answer OK, so nothing it answers with may depend on a read after the commit (which could
+   * fail). Writes never read the whole dialogue: their answers do not carry it.
    */
-  dialogue: DialogueRow[];
+  last: DialogueRow | undefined;
   events: SessionEvent[];
+  /** The write decided to change nothing: no revision was committed, `session` is the current one. */
+  unchanged?: boolean;
 }
 
 type Q = Knex | Knex.Transaction;
@@ -128,7 +132,12 @@ const dialogueFromRow = (r: any): DialogueRow => ({
 const json = (v: unknown) => JSON.stringify(v);
 
 export class GenieRepo {
-  constructor(private readonly db: Db) {}
+  constructor(readonly db: Db) {}
+
+  /** Runs `fn` in `outer` when the caller already holds a transaction (an idempotent write), else in a new one. */
+  private tx<T>(outer: Knex.Transaction | undefined, fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    return outer ? fn(outer) : this.db.transaction(fn);
+  }
 
   // ---------------------------------------------------------------------------------------------------
   // Model types
@@ -141,9 +150,10 @@ export class GenieRepo {
     accountId: string,
     def: ModelTypeDef,
     check: (previous: ModelTypeRow | undefined) => void,
+    outer?: Knex.Transaction,
   ): Promise<ModelTypeRow> {
     try {
-      return await this.db.transaction(async (trx) => {
+      return await this.tx(outer, async (trx) => {
         await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`genie_model_type:${accountId}:${def.name}`]);
         const prev = await trx('genie_model_types')
           .where({ account_id: accountId, name: def.name })
@@ -205,8 +215,9 @@ export class GenieRepo {
   async createSession(
     s: Omit<StoredSession, 'revision' | 'dialogueLength' | 'createdAt' | 'updatedAt'>,
     fork?: { sessionId: string; revision: number; dialogueLength: number },
+    outer?: Knex.Transaction,
   ): Promise<WriteResult> {
-    return this.db.transaction(async (trx) => {
+    return this.tx(outer, async (trx) => {
       const now = new Date();
       const dialogueLength = fork?.dialogueLength ?? 0;
       const [row] = await trx('genie_sessions')
@@ -245,8 +256,8 @@ export class GenieRepo {
       const payload: Record<string, unknown> = { model_type: s.modelType, schema_version: s.schemaVersion, state: s.state, fields: s.fields };
       if (fork) Object.assign(payload, { forked_from_session_id: fork.sessionId, forked_from_revision: fork.revision });
       const events = await this.insertEvents(trx, s.id, 1, [{ kind: 'session_created', payload }]);
-      const dialogue = fork ? await this.dialogue(s.id, dialogueLength, trx) : [];
-      return { session, appended: [], dialogue, events };
+      const last = dialogueLength ? await this.element(s.id, dialogueLength, trx) : undefined;
+      return { session, appended: [], last, events };
     });
   }
 
@@ -254,23 +265,29 @@ export class GenieRepo {
    * The one write path of a session: locks its row, lets `decide` look at the current state (and read more
    * through the same transaction) and return the new one, then commits it as exactly one new revision with
    * its snapshot, dialogue appends, secondary value and event-log rows. Racing writers queue on the lock.
+   * When `decide` returns undefined (the write would change nothing), nothing is written.
    */
   async writeSession(
     accountId: string,
     id: string,
-    decide: (current: StoredSession, q: Knex.Transaction) => Promise<SessionWrite>,
+    decide: (current: StoredSession, q: Knex.Transaction) => Promise<SessionWrite | undefined>,
+    outer?: Knex.Transaction,
   ): Promise<WriteResult> {
-    return this.db.transaction(async (trx) => {
+    return this.tx(outer, async (trx) => {
       const row = await trx('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').forUpdate().first();
       if (!row) throw notFound`session ${id}`;
       const current = sessionFromRow(row);
       const w = await decide(current, trx);
+      if (!w) {
+        const last = current.dialogueLength ? await this.element(id, current.dialogueLength, trx) : undefined;
+        return { session: current, appended: [], last, events: [], unchanged: true };
+      }
       const revision = current.revision + 1;
       const now = new Date();
       const appended: DialogueRow[] = w.dialogue.map((d, i) => ({ ...d, seq: current.dialogueLength + i + 1, revision }));
       if (w.deleted) {
         const session = await this.tombstone(trx, id, revision, now);
-        return { session, appended: [], dialogue: [], events: await this.insertEvents(trx, id, revision, [deletedEvent]) };
+        return { session, appended: [], last: undefined, events: await this.insertEvents(trx, id, revision, [deletedEvent]) };
       }
       const [updated] = await trx('genie_sessions')
         .where({ id })
@@ -312,8 +329,12 @@ export class GenieRepo {
         });
       }
       const events = await this.insertEvents(trx, id, revision, w.events);
-      const dialogue = [...(await this.dialogue(id, current.dialogueLength, trx)), ...appended];
-      return { session, appended, dialogue, events };
+      const last = appended.length
+        ? appended[appended.length - 1]
+        : current.dialogueLength
+          ? await this.element(id, current.dialogueLength, trx)
+          : undefined;
+      return { session, appended, last, events };
     });
   }
 
@@ -328,6 +349,8 @@ export class GenieRepo {
     await trx('genie_secondary').where({ session_id: id }).delete();
     await trx('genie_dialogue').where({ session_id: id }).delete();
     await trx('genie_session_revisions').where({ session_id: id }).delete();
+    // Stored answers of idempotent writes repeat the session's content (fields, actor_input): they go too.
+    await Idempotency.forgetSubjects(trx, [id]);
     const [row] = await trx('genie_sessions')
       .where({ id })
       .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, expire_time: null, revision, updated_at: now, deleted_at: now })
@@ -373,8 +396,9 @@ export class GenieRepo {
     accountId: string,
     id: string,
     whileLocked?: (s: StoredSession, dialogue: DialogueRow[], q: Knex.Transaction) => Promise<void>,
+    outer?: Knex.Transaction,
   ): Promise<{ session: StoredSession; dialogue: DialogueRow[] } | undefined> {
-    return this.db.transaction(async (trx) => {
+    return this.tx(outer, async (trx) => {
       const row = await trx('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').forShare().first();
       if (!row) return undefined;
       const session = sessionFromRow(row);
@@ -385,10 +409,10 @@ export class GenieRepo {
   }
 
   /** The session as it was at `revision`; undefined when the session or that revision does not exist. */
-  async sessionAt(accountId: string, id: string, revision: number): Promise<{ session: StoredSession; dialogue: DialogueRow[] } | undefined> {
-    const head = await this.db('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first();
+  async sessionAt(accountId: string, id: string, revision: number, q: Q = this.db): Promise<{ session: StoredSession; dialogue: DialogueRow[] } | undefined> {
+    const head = await q('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first();
     if (!head) return undefined;
-    const r = await this.db('genie_session_revisions').where({ session_id: id, revision }).first();
+    const r = await q('genie_session_revisions').where({ session_id: id, revision }).first();
     if (!r) return undefined;
     const session: StoredSession = {
       ...sessionFromRow(head),
@@ -401,12 +425,57 @@ export class GenieRepo {
       dialogueLength: r.dialogue_length,
       updatedAt: asDate(r.created_at),
     };
-    return { session, dialogue: await this.dialogue(id, session.dialogueLength) };
+    return { session, dialogue: await this.dialogue(id, session.dialogueLength, q) };
   }
 
-  async sessionExists(accountId: string, id: string): Promise<boolean> {
-    const row = await this.db('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first('id');
+  async sessionExists(accountId: string, id: string, q: Q = this.db): Promise<boolean> {
+    const row = await q('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first('id');
     return !!row;
+  }
+
+  /** The element at 1-based position `seq`. */
+  async element(sessionId: string, seq: number, q: Q = this.db): Promise<DialogueRow | undefined> {
+    const row = await q('genie_dialogue').where({ session_id: sessionId, seq }).first();
+    return row ? dialogueFromRow(row) : undefined;
+  }
+
+  /**
+   * Up to `limit` elements after position `afterSeq` and at most `upToSeq`, oldest first, stopping before
+   * `maxTextBytes` of text (but always with at least one element when any is left).
+   */
+  async dialoguePage(sessionId: string, afterSeq: number, upToSeq: number, limit: number, maxTextBytes: number): Promise<DialogueRow[]> {
+    const rows = await this.db('genie_dialogue')
+      .where({ session_id: sessionId })
+      .andWhere('seq', '>', afterSeq)
+      .andWhere('seq', '<=', upToSeq)
+      .select('seq', 'actor', 'event', 'timestamp', 'revision', this.db.raw('octet_length(actor_text) as text_bytes'))
+      .orderBy('seq')
+      .limit(limit);
+    let bytes = 0;
+    let n = 0;
+    for (const r of rows as Array<{ text_bytes: number | string }>) {
+      bytes += Number(r.text_bytes);
+      if (n > 0 && bytes > maxTextBytes) break;
+      n++;
+    }
+    if (n === 0) return [];
+    const seqs = (rows as Array<{ seq: number }>).slice(0, n).map((r) => r.seq);
+    return this.dialogueRange(sessionId, seqs[0] as number, seqs[seqs.length - 1] as number);
+  }
+
+  /** The elements at positions from..to, oldest first. */
+  async dialogueRange(sessionId: string, from: number, to: number, q: Q = this.db): Promise<DialogueRow[]> {
+    const rows = await q('genie_dialogue').where({ session_id: sessionId }).andWhere('seq', '>=', from).andWhere('seq', '<=', to).orderBy('seq');
+    return rows.map(dialogueFromRow);
+  }
+
+  /** The dialogue length of a session at `revision` (the current one when undefined); undefined when absent. */
+  async dialogueLengthAt(accountId: string, id: string, revision: number | undefined): Promise<number | undefined> {
+    const head = await this.db('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first('dialogue_length');
+    if (!head) return undefined;
+    if (revision === undefined) return head.dialogue_length;
+    const r = await this.db('genie_session_revisions').where({ session_id: id, revision }).first('dialogue_length');
+    return r ? r.dialogue_length : undefined;
   }
 
   async dialogue(sessionId: string, upToSeq: number, q: Q = this.db): Promise<DialogueRow[]> {

@@ -1,19 +1,21 @@
 import { z } from 'zod';
-import type { GenieService, SessionView, UpdatePath } from '../genie/service.js';
-import { MAX_SECONDARY_BYTES } from '../genie/service.js';
-import { FIELD_NAME, MODEL_TYPE_NAME, STATE_OR_EVENT, type ModelTypeDef, type ModelTypeRow, type UpgradeStepDef } from '../genie/model-type.js';
-import { parseActor, type Actor, type DialogueFormatName } from '../genie/dialogue-format.js';
+import type { GenieService, SessionPath, SessionView, ElementMeta } from '../genie/service.js';
+import { fieldTooLarge, MAX_FIELDS_BYTES, MAX_SECONDARY_BYTES, MAX_TEXT_BYTES } from '../genie/service.js';
+import { MODEL_TYPE_NAME, STATE_OR_EVENT, type ModelTypeDef, type ModelTypeRow, type UpgradeStepDef } from '../genie/model-type.js';
+import type { Actor as DomainActor, DialogueFormatName } from '../genie/dialogue-format.js';
 import type { DialogueRow, SecondaryMeta } from '../storage/genie-repo.js';
 import {
+  Actor,
   DialogueFormat,
   type DialogueElement,
+  type DialogueElementInfo,
   type GenieSession,
   type ModelType,
   type SecondaryEntry,
   type UpgradeStep,
 } from '../gen/parley/genie/v1/genie.js';
-import { invalidArgument, quote, type FieldViolation } from '../errors.js';
-import { isReservedKey } from '../keys.js';
+import type { Duration } from '../gen/google/protobuf/duration.js';
+import { AppError, invalidArgument, quote, type FieldViolation } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { pageSizeOf } from '../paging.js';
 import { callerOf } from './auth.js';
@@ -23,7 +25,21 @@ import { unary, type Handler } from './rpc.js';
 // ---------------------------------------------------------------------------------------------------------
 // Domain → proto
 
-const toElement = (d: DialogueRow): DialogueElement => ({ actor: d.actor, actorText: d.actorText, timestamp: d.timestamp, event: d.event });
+const actorEnums: Record<DomainActor, Actor> = { user: Actor.ACTOR_USER, assistant: Actor.ACTOR_ASSISTANT, system: Actor.ACTOR_SYSTEM };
+const actorNames = new Map<number, DomainActor>([
+  [Actor.ACTOR_USER, 'user'],
+  [Actor.ACTOR_ASSISTANT, 'assistant'],
+  [Actor.ACTOR_SYSTEM, 'system'],
+]);
+/** Stored actor (`user`, `assistant`, `system`, or '' for nobody yet) → the Actor enum. */
+export const actorToProto = (a: string): Actor => actorEnums[a as DomainActor] ?? Actor.ACTOR_UNSPECIFIED;
+/** What an enum error tells a client to send: the JSON names of the values. */
+export const ACTOR_VALUES = 'must be one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM';
+
+const toElement = (d: DialogueRow): DialogueElement => ({ actor: actorToProto(d.actor), actorText: d.actorText, timestamp: d.timestamp, eventName: d.event });
+
+const toElementInfo = (e: ElementMeta | undefined): DialogueElementInfo | undefined =>
+  e && { index: e.index, actor: actorToProto(e.actor), eventName: e.event, timestamp: e.timestamp, textSizeBytes: e.textBytes };
 
 export const toSession = (v: SessionView): GenieSession => ({
   sessionId: v.session.id,
@@ -31,7 +47,7 @@ export const toSession = (v: SessionView): GenieSession => ({
   schemaVersion: v.session.schemaVersion,
   state: v.session.state,
   dialogue: (v.dialogue ?? []).map(toElement),
-  actor: v.session.actor,
+  actor: actorToProto(v.session.actor),
   actorInput: v.session.actorInput,
   fields: v.session.fields,
   currentResponse: v.currentResponse && toElement(v.currentResponse),
@@ -41,13 +57,14 @@ export const toSession = (v: SessionView): GenieSession => ({
   forkedFromSessionId: v.session.forkedFromSessionId ?? '',
   forkedFromRevision: v.session.forkedFromRevision ?? 0,
   expireTime: v.session.expireTime,
+  dialogueLength: v.session.dialogueLength,
 });
 
 const toUpgradeStep = (s: UpgradeStepDef): UpgradeStep => {
   const base = { fromVersion: s.fromVersion, renameField: undefined, dropField: undefined, addField: undefined, mapStates: undefined };
   switch (s.kind) {
     case 'rename_field':
-      return { ...base, renameField: { from: s.from, to: s.to } };
+      return { ...base, renameField: { oldName: s.from, newName: s.to } };
     case 'drop_field':
       return { ...base, dropField: { name: s.name } };
     case 'add_field':
@@ -57,15 +74,21 @@ const toUpgradeStep = (s: UpgradeStepDef): UpgradeStep => {
   }
 };
 
+const toDuration = (seconds: number): Duration | undefined => (seconds ? { seconds, nanos: 0 } : undefined);
+
 export const toModelType = (m: ModelTypeRow): ModelType => ({
   name: m.name,
   schemaVersion: m.schemaVersion,
   jsonSchema: m.jsonSchema,
-  stateMachine: m.stateMachine,
+  stateMachine: {
+    states: m.stateMachine.states,
+    initialState: m.stateMachine.initialState,
+    transitions: m.stateMachine.transitions.map((t) => ({ fromState: t.fromState, eventName: t.event, toState: t.toState, actor: actorToProto(t.actor) })),
+  },
   upgrades: m.upgrades.map(toUpgradeStep),
-  cacheTtlSeconds: m.cacheTtlSeconds,
+  cacheTtl: toDuration(m.cacheTtlSeconds),
   createTime: m.createdAt,
-  sessionTtlSeconds: m.sessionTtlSeconds,
+  sessionTtl: toDuration(m.sessionTtlSeconds),
 });
 
 const toEntry = (m: SecondaryMeta): SecondaryEntry => ({ key: m.key, sizeBytes: m.sizeBytes, revision: m.revision, createTime: m.createdAt });
@@ -74,17 +97,32 @@ const toEntry = (m: SecondaryMeta): SecondaryEntry => ({ key: m.key, sizeBytes: 
 // Request validation
 
 const sessionId = uuid;
-const revision = z.number().int().nonnegative('must not be negative');
+/** `optional int64`: unset is undefined; a set value names a real revision (1 or more). */
+const optionalRevision = z.number().int().min(1, 'must be 1 or more (leave it unset for the current revision)').optional();
+const expectedRevision = z.number().int().min(1, 'must be 1 or more (leave it unset for an unconditional write)').optional();
+/** AIP-155: optional; a UUID when set. */
+const requestId = optionalString.pipe(z.string().uuid('must be a UUID').optional());
 const pageSize = z.number().int().nonnegative('must not be negative').transform(pageSizeOf);
 const jsonObject = z.record(z.string(), z.unknown());
 const fields = jsonObject.optional().transform((f) => f ?? {});
-const actorOrEmpty = z.string().refine((a) => a === '' || parseActor(a) !== undefined, 'must be system, assistant or user');
-const actor = z.string().refine((a) => parseActor(a) !== undefined, 'must be system, assistant or user');
+/** An Actor enum value that names a speaker; ACTOR_UNSPECIFIED and unknown numbers are refused. */
+const actor = z.number().refine((a) => actorNames.has(a), ACTOR_VALUES).transform((a) => actorNames.get(a) as DomainActor);
+/** As `actor`, but ACTOR_UNSPECIFIED means "not named" (undefined). */
+const optionalActor = z
+  .number()
+  .refine((a) => a === Actor.ACTOR_UNSPECIFIED || actorNames.has(a), `must be ACTOR_UNSPECIFIED or one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM`)
+  .transform((a) => actorNames.get(a));
 const secondaryKey = z
   .string()
   .min(1, 'is required')
   .max(256, 'must be at most 256 characters')
   .refine((k) => !/[\u0000-\u001f\u007f]/.test(k), 'must not contain control characters');
+/** Whole seconds from 0 to `maxSeconds`; unset is 0 (the default). */
+const duration = (maxSeconds: number, max: string) =>
+  z
+    .object({ seconds: z.number().int().min(0, 'must not be negative').max(maxSeconds, `must be at most ${max}`), nanos: z.literal(0, 'must be whole seconds') })
+    .optional()
+    .transform((d) => d?.seconds ?? 0);
 
 const modelTypeShape = z.object({
   modelType: z.object({
@@ -93,16 +131,27 @@ const modelTypeShape = z.object({
     jsonSchema: jsonObject.optional(),
     stateMachine: z.object(
       {
-        states: z.array(z.string()),
+        states: z.array(z.string()).max(1000, 'must have at most 1000 states'),
         initialState: z.string(),
-        transitions: z.array(z.object({ fromState: z.string(), event: z.string(), toState: z.string(), actor: z.string() })),
+        transitions: z
+          .array(
+            z.object({
+              fromState: z.string(),
+              eventName: z.string(),
+              toState: z.string(),
+              // An unknown value is reported by modelTypeViolations with the other state-machine problems.
+              actor: z.number().transform((a) => (actorNames.get(a) ?? (a === Actor.ACTOR_UNSPECIFIED ? '' : `#${a}`)) as DomainActor | ''),
+            }),
+          )
+          .max(10_000, 'must have at most 10000 transitions'),
       },
       { error: 'is required' },
     ),
     upgrades: z.array(z.unknown()),
-    cacheTtlSeconds: z.number().int().min(0, 'must not be negative').max(30 * 86_400, 'must be at most 30 days'),
-    sessionTtlSeconds: z.number().int().min(0, 'must not be negative').max(3650 * 86_400, 'must be at most 3650 days'),
+    cacheTtl: duration(30 * 86_400, '30 days'),
+    sessionTtl: duration(3650 * 86_400, '3650 days'),
   }, { error: 'is required' }),
+  requestId,
 });
 
 /** The oneof of each step, checked by hand so violations name `model_type.upgrades[i]…` as AIP-193 does. */
@@ -118,7 +167,7 @@ function upgradeSteps(raw: unknown[]): UpgradeStepDef[] {
       return;
     }
     const fromVersion = s.fromVersion;
-    if (s.renameField) steps.push({ fromVersion, kind: 'rename_field', from: s.renameField.from, to: s.renameField.to });
+    if (s.renameField) steps.push({ fromVersion, kind: 'rename_field', from: s.renameField.oldName, to: s.renameField.newName });
     else if (s.dropField) steps.push({ fromVersion, kind: 'drop_field', name: s.dropField.name });
     else if (s.addField) {
       if (s.addField.defaultValue === undefined) {
@@ -136,35 +185,32 @@ function upgradeSteps(raw: unknown[]): UpgradeStepDef[] {
   return steps;
 }
 
-const getModelType = z.object({ name: z.string().min(1, 'is required'), schemaVersion: z.number().int().nonnegative('must not be negative') });
+const getModelType = z.object({ name: z.string().min(1, 'is required'), schemaVersion: z.number().int().min(1, 'must be 1 or more (leave it unset for the latest)').optional() });
 const listModelTypes = z.object({ name: optionalString, pageSize, pageToken: optionalString });
 // A time already past is allowed: the session is then deleted by the next purge.
 const expireTime = z.date().optional();
-const createSession = z.object({ modelType: z.string().min(1, 'is required'), fields, expireTime });
-const getSession = z.object({ sessionId, revision });
+const createSession = z.object({ modelType: z.string().min(1, 'is required'), fields, expireTime, requestId });
+const getSession = z.object({ sessionId, revision: optionalRevision });
 const updateSession = z.object({
-  session: z.object({ sessionId, fields, actor: actorOrEmpty, actorInput: z.string(), expireTime }, { error: 'is required' }),
+  session: z.object({ sessionId, actor: z.number(), actorInput: z.string(), expireTime }, { error: 'is required' }),
   updateMask: z.array(z.string()).optional(),
-  expectedRevision: revision,
+  expectedRevision,
+  fieldsPatch: jsonObject.optional(),
+  requestId,
 });
-const deleteSession = z.object({ sessionId, expectedRevision: revision });
+const deleteSession = z.object({ sessionId, expectedRevision, requestId });
 const listSessions = z.object({ modelType: optionalString, state: optionalString, pageSize, pageToken: optionalString });
-const forkSession = z.object({ sessionId, revision });
+const forkSession = z.object({ sessionId, revision: optionalRevision, requestId });
 /**
  * An event name as a transition names it. Every RPC that takes one (SendEvent, Chat's send_event, a
  * StreamUtterance that ends with an event) checks it the same way, so a name no transition can carry is
- * INVALID_ARGUMENT on `event`, and an error message quoting it stays short.
+ * INVALID_ARGUMENT on the event field, and an error message quoting it stays short.
  */
 export const eventName = z.string().regex(STATE_OR_EVENT, 'must be 1–100 letters, digits, _ . : or -');
 
-const sendEvent = z.object({
-  sessionId,
-  event: eventName,
-  actor: actorOrEmpty.transform((a) => (a === '' ? undefined : (a as Actor))),
-  actorInput: z.string(),
-  expectedRevision: revision,
-});
-const appendDialogue = z.object({ sessionId, actor: actor.transform((a) => a as Actor), actorText: z.string(), expectedRevision: revision });
+const sendEvent = z.object({ sessionId, eventName, actor: optionalActor, actorInput: z.string(), expectedRevision, requestId });
+const appendDialogue = z.object({ sessionId, actor, actorText: z.string(), expectedRevision, requestId });
+const listDialogue = z.object({ sessionId, revision: optionalRevision, pageSize, pageToken: optionalString });
 const formats: Partial<Record<number, DialogueFormatName>> = {
   [DialogueFormat.DIALOGUE_FORMAT_CHAT]: 'CHAT',
   [DialogueFormat.DIALOGUE_FORMAT_YAML]: 'YAML',
@@ -173,33 +219,78 @@ const formats: Partial<Record<number, DialogueFormatName>> = {
 };
 const formatDialogue = z.object({
   sessionId,
-  format: z.number().refine((f) => formats[f] !== undefined, 'must be CHAT, YAML, JSON or PYTHON_REPR'),
-  revision,
+  format: z
+    .number()
+    .refine((f) => formats[f] !== undefined, 'must be one of DIALOGUE_FORMAT_CHAT, DIALOGUE_FORMAT_YAML, DIALOGUE_FORMAT_JSON, DIALOGUE_FORMAT_PYTHON_REPR'),
+  revision: optionalRevision,
 });
-const putSecondary = z.object({
-  sessionId,
-  key: secondaryKey,
-  value: z.instanceof(Uint8Array).refine((v) => v.length <= MAX_SECONDARY_BYTES, `must be at most ${MAX_SECONDARY_BYTES} bytes (16 MiB)`),
-  expectedRevision: revision,
-});
+const putSecondary = z.object({ sessionId, key: secondaryKey, value: z.instanceof(Uint8Array), expectedRevision, requestId });
 const getSecondary = z.object({ sessionId, key: secondaryKey });
 const listSecondaryKeys = z.object({ sessionId, pageSize, pageToken: optionalString });
 
-/** Field-mask paths of UpdateSession; an unset mask means the whole `fields` object (AIP-134). */
-function updatePaths(mask: string[] | undefined): UpdatePath[] {
-  if (!mask || mask.length === 0) return [{ kind: 'fields' }];
-  return mask.map((p) => {
-    if (p === 'fields') return { kind: 'fields' };
-    if (p === 'actor') return { kind: 'actor' };
-    if (p === 'actor_input') return { kind: 'actor_input' };
-    if (p === 'expire_time') return { kind: 'expire_time' };
-    if (p.startsWith('fields.')) {
-      const path = p.slice('fields.'.length).split('.');
-      if (path.some(isReservedKey)) throw invalidArgument('update_mask', `unsupported path ${quote(p)}: the key __proto__ is reserved`);
-      if (path.every((seg) => FIELD_NAME.test(seg))) return { kind: 'field', path };
+// ---------------------------------------------------------------------------------------------------------
+// Size limits: FIELD_TOO_LARGE naming the field, before anything else is looked at.
+
+const MAX_KEY_CHARS = 256;
+
+function tooLarge(field: string, bytes: number, max: number, unit = 'bytes'): never {
+  throw fieldTooLarge(field, `is ${bytes} ${unit}; at most ${max} are allowed`);
+}
+
+/** UTF-8 text of at most `max` bytes (checked by length first: a string's UTF-8 is at most 3 bytes a unit). */
+function checkText(field: string, text: string | undefined, max = MAX_TEXT_BYTES): void {
+  if (text === undefined || text.length * 3 <= max) return;
+  const bytes = Buffer.byteLength(text);
+  if (bytes > max) tooLarge(field, bytes, max);
+}
+
+/** A Struct of at most MAX_FIELDS_BYTES as JSON, with keys of at most MAX_KEY_CHARS characters. */
+export function checkStruct(field: string, value: Record<string, unknown> | undefined): void {
+  if (value === undefined) return;
+  const bytes = Buffer.byteLength(JSON.stringify(value));
+  if (bytes > MAX_FIELDS_BYTES) tooLarge(field, bytes, MAX_FIELDS_BYTES, 'bytes as JSON');
+  const stack: unknown[] = [value];
+  while (stack.length) {
+    const v = stack.pop();
+    if (v === null || typeof v !== 'object') continue;
+    if (Array.isArray(v)) stack.push(...v);
+    else {
+      for (const [k, child] of Object.entries(v)) {
+        if (k.length > MAX_KEY_CHARS) throw fieldTooLarge(field, `has a key of ${k.length} characters (${quote(k, 40)}); keys are at most ${MAX_KEY_CHARS}`);
+        stack.push(child);
+      }
     }
-    throw invalidArgument('update_mask', `unsupported path ${quote(p)}: use fields, fields.<name>[.<name>…], actor, actor_input or expire_time (the state changes only through SendEvent)`);
-  });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// UpdateSession's mask
+
+const SESSION_PATHS: readonly SessionPath[] = ['actor', 'actor_input', 'expire_time'];
+const OUTPUT_ONLY_PATHS = new Set(['session_id', 'model_type', 'schema_version', 'state', 'dialogue', 'current_response', 'revision', 'create_time', 'update_time', 'forked_from_session_id', 'forked_from_revision', 'dialogue_length']);
+
+function maskInvalid(path: string, why: string): AppError {
+  const e = invalidArgument('update_mask', `path ${quote(path)} ${why}`);
+  return new AppError('INVALID_ARGUMENT', e.message, e.violations, { reason: 'UPDATE_MASK_INVALID', metadata: new Map([['path', path.slice(0, 100)]]) });
+}
+
+/**
+ * The session's own fields an update sets: the mask's paths (`*` is all of them), or with no mask the
+ * populated ones (AIP-134). User fields are never paths: they change through fields_patch.
+ */
+function sessionPaths(mask: string[] | undefined, session: { actor: number; actorInput: string; expireTime?: Date | undefined }): SessionPath[] {
+  if (!mask || mask.length === 0) {
+    return SESSION_PATHS.filter((p) => (p === 'actor' ? session.actor !== 0 : p === 'actor_input' ? session.actorInput !== '' : session.expireTime !== undefined));
+  }
+  const paths = new Set<SessionPath>();
+  for (const p of mask) {
+    if (p === '*') SESSION_PATHS.forEach((x) => paths.add(x));
+    else if ((SESSION_PATHS as readonly string[]).includes(p)) paths.add(p as SessionPath);
+    else if (p === 'fields' || p.startsWith('fields.')) throw maskInvalid(p, 'names user fields: change them with fields_patch (a JSON Merge Patch, null deletes)');
+    else if (OUTPUT_ONLY_PATHS.has(p)) throw maskInvalid(p, `names an output-only field (the state changes only through SendEvent); paths are ${SESSION_PATHS.join(', ')} or *`);
+    else throw maskInvalid(p, `names no field of GenieSession that can be updated; paths are ${SESSION_PATHS.join(', ')} or *`);
+  }
+  return [...paths];
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -207,7 +298,7 @@ function updatePaths(mask: string[] | undefined): UpdatePath[] {
 export function genieHandlers(genie: GenieService): Record<string, Handler> {
   return {
     registerModelType: unary(async (req, ctx) => {
-      const { modelType: m } = parseInput(modelTypeShape, req);
+      const { modelType: m, requestId: rid } = parseInput(modelTypeShape, req);
       const def: ModelTypeDef = {
         name: m.name,
         schemaVersion: m.schemaVersion,
@@ -215,13 +306,18 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
         stateMachine: {
           states: m.stateMachine.states,
           initialState: m.stateMachine.initialState,
-          transitions: m.stateMachine.transitions.map((t) => ({ ...t, actor: t.actor as Actor | '' })),
+          transitions: m.stateMachine.transitions.map((t) => ({ fromState: t.fromState, event: t.eventName, toState: t.toState, actor: t.actor })),
         },
         upgrades: upgradeSteps(m.upgrades),
-        cacheTtlSeconds: m.cacheTtlSeconds,
-        sessionTtlSeconds: m.sessionTtlSeconds,
+        cacheTtlSeconds: m.cacheTtl,
+        sessionTtlSeconds: m.sessionTtl,
       };
-      return { modelType: toModelType(await genie.registerModelType(callerOf(ctx), def)) };
+      for (const [i, u] of def.upgrades.entries()) {
+        if (u.kind === 'add_field' && Buffer.byteLength(JSON.stringify(u.defaultValue ?? null)) > MAX_FIELDS_BYTES) {
+          tooLarge(`model_type.upgrades[${i}].add_field.default_value`, Buffer.byteLength(JSON.stringify(u.defaultValue)), MAX_FIELDS_BYTES, 'bytes as JSON');
+        }
+      }
+      return { modelType: toModelType(await genie.registerModelType(callerOf(ctx), def, rid)) };
     }),
     getModelType: unary(async (req, ctx) => {
       const r = parseInput(getModelType, req);
@@ -234,21 +330,37 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
     }),
     createSession: unary(async (req, ctx) => {
       const r = parseInput(createSession, req);
-      return { session: toSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields, r.expireTime)) };
+      checkStruct('fields', r.fields);
+      return { session: toSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields, r.expireTime, r.requestId)) };
     }),
     getSession: unary(async (req, ctx) => {
       const r = parseInput(getSession, req);
-      return { session: toSession(await genie.getSession(callerOf(ctx), r.sessionId, r.revision)) };
+      const view = await genie.getSession(callerOf(ctx), r.sessionId, r.revision);
+      return { session: toSession(view), omittedDialogueCount: view.omittedDialogue ?? 0 };
     }),
     updateSession: unary(async (req, ctx) => {
       const r = parseInput(updateSession, req);
-      const paths = updatePaths(r.updateMask);
-      const values = { fields: r.session.fields, actor: r.session.actor as Actor | '', actorInput: r.session.actorInput, expireTime: r.session.expireTime };
-      return { session: toSession(await genie.updateSession(callerOf(ctx), r.session.sessionId, paths, values, r.expectedRevision)) };
+      if ((req as { session?: { fields?: unknown } }).session?.fields !== undefined) {
+        throw invalidArgument('session.fields', 'is output only here: change user fields with fields_patch (a JSON Merge Patch, null deletes)');
+      }
+      const paths = sessionPaths(r.updateMask, r.session);
+      let actorValue: DomainActor | '' = '';
+      if (paths.includes('actor')) actorValue = parseInput(z.object({ actor }), { actor: r.session.actor }, 'session.').actor;
+      checkText('session.actor_input', r.session.actorInput);
+      checkStruct('fields_patch', r.fieldsPatch);
+      const values = { actor: actorValue, actorInput: r.session.actorInput, expireTime: r.session.expireTime };
+      const { view, changed } = await genie.updateSession(
+        callerOf(ctx),
+        r.session.sessionId,
+        { paths, values, fieldsPatch: r.fieldsPatch },
+        r.expectedRevision,
+        r.requestId,
+      );
+      return { session: toSession(view), changed };
     }),
     deleteSession: unary(async (req, ctx) => {
       const r = parseInput(deleteSession, req);
-      await genie.deleteSession(callerOf(ctx), r.sessionId, r.expectedRevision);
+      await genie.deleteSession(callerOf(ctx), r.sessionId, r.expectedRevision, r.requestId);
       return {};
     }),
     listSessions: unary(async (req, ctx) => {
@@ -258,16 +370,38 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
     }),
     forkSession: unary(async (req, ctx) => {
       const r = parseInput(forkSession, req);
-      return { session: toSession(await genie.forkSession(callerOf(ctx), r.sessionId, r.revision)) };
+      return { session: toSession(await genie.forkSession(callerOf(ctx), r.sessionId, r.revision, r.requestId)) };
     }),
     sendEvent: unary(async (req, ctx) => {
       const r = parseInput(sendEvent, req);
-      const { view, previousState } = await genie.sendEvent(callerOf(ctx), r);
-      return { session: toSession(view), previousState };
+      checkText('actor_input', r.actorInput);
+      const { view, previousState, element } = await genie.sendEvent(callerOf(ctx), {
+        sessionId: r.sessionId,
+        event: r.eventName,
+        actor: r.actor,
+        actorInput: r.actorInput,
+        expectedRevision: r.expectedRevision,
+        requestId: r.requestId,
+      });
+      return {
+        sessionId: view.session.id,
+        previousState,
+        revision: view.session.revision,
+        state: view.session.state,
+        element: toElementInfo(element),
+        updateTime: view.session.updatedAt,
+      };
     }),
     appendDialogue: unary(async (req, ctx) => {
       const r = parseInput(appendDialogue, req);
-      return { session: toSession(await genie.appendDialogue(callerOf(ctx), r)) };
+      checkText('actor_text', r.actorText);
+      const v = await genie.appendDialogue(callerOf(ctx), r);
+      return { sessionId: v.session.id, revision: v.session.revision, state: v.session.state, element: toElementInfo(v.element), updateTime: v.session.updatedAt };
+    }),
+    listDialogue: unary(async (req, ctx) => {
+      const r = parseInput(listDialogue, req);
+      const page = await genie.listDialogue(callerOf(ctx), r.sessionId, r.revision, r.pageSize, r.pageToken);
+      return { elements: page.items.map(toElement), firstIndex: page.firstIndex, nextPageToken: page.nextPageToken };
     }),
     formatDialogue: unary(async (req, ctx) => {
       const r = parseInput(formatDialogue, req);
@@ -275,6 +409,7 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
     }),
     putSecondary: unary(async (req, ctx) => {
       const r = parseInput(putSecondary, req);
+      if (r.value.length > MAX_SECONDARY_BYTES) tooLarge('value', r.value.length, MAX_SECONDARY_BYTES);
       const value = Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
       const { revision: rev, createdAt } = await genie.putSecondary(callerOf(ctx), { ...r, value });
       return { entry: toEntry({ key: r.key, sizeBytes: value.length, revision: rev, createdAt }), revision: rev };

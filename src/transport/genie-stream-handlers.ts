@@ -10,7 +10,7 @@ import { callerOf } from './auth.js';
 import { optionalString, uuid } from './convert.js';
 import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type Handler } from './rpc.js';
 import { toServiceError } from './status.js';
-import { eventName, toSession } from './genie-handlers.js';
+import { actorToProto, eventName, toSession } from './genie-handlers.js';
 import type { Limits } from './limits.js';
 import { Incoming, send } from './streams.js';
 
@@ -54,7 +54,7 @@ function toEvent(e: { kind: string; payload: Record<string, any> }): SessionEven
       return {
         dialogueAppended: {
           index: p.seq,
-          element: { actor: p.actor, actorText: p.actor_text, event: p.event ?? '', timestamp: new Date(p.timestamp) },
+          element: { actor: actorToProto(p.actor), actorText: p.actor_text, eventName: p.event ?? '', timestamp: new Date(p.timestamp) },
         },
       };
     case 'state_changed':

@@ -126,8 +126,11 @@ class Checker {
     }
   }
 
-  private enumValue(values: readonly { number: number }[], value: unknown, path: string): void {
-    if (typeof value === 'number' && !values.some((v) => v.number === value)) this.add(path, `unknown enum value ${value}`);
+  /** An unknown value is named with the values a JSON client may send (every one but the zero value). */
+  private enumValue(values: readonly { number: number; name: string }[], value: unknown, path: string): void {
+    if (typeof value === 'number' && !values.some((v) => v.number === value)) {
+      this.add(path, `must be one of ${values.filter((v) => v.number !== 0).map((v) => v.name).join(', ')}`);
+    }
   }
 
   private messageValue(desc: DescMessage, value: unknown, path: string): void {

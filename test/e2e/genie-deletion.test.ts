@@ -28,7 +28,7 @@ test('DeleteSession leaves no content: replay, time travel, fork, secondary, lis
   const { sessionId: id } = await g.create('qa', { topic: `card ${CARD}` });
   await g.send(id, 'user_input', `my ssn is ${SSN}`);
   await g.put(id, 'doc', Buffer.from(NOTE));
-  await g.update(id, ['fields.turns'], { fields: { turns: 1 } });
+  await g.update(id, [], { fieldsPatch: { turns: 1 } });
   t.is((await g.get(id)).revision, 4);
   t.truthy((await s.app.store.kv.readCached(hotKey(id))).value, 'the read left a hot copy');
   const live = new Watcher(s.genie, tenant.md, id, 4);

@@ -98,6 +98,6 @@ test('StreamUtterance: an empty event appends dialogue; any other bad event is I
   const sent = await utterance(sessionId, 'user_input');
   t.is(sent.session!.state, 'awaiting_answer');
   const read = await g.get(sessionId);
-  t.deepEqual(read.dialogue.map((d) => d.event), ['', 'user_input']);
+  t.deepEqual(read.dialogue.map((d) => d.eventName), ['', 'user_input']);
   await readsStillWork(t, sessionId, 3);
 });

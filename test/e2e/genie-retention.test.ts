@@ -25,15 +25,15 @@ test.serial('sessions go at their expire_time or after their type\'s session_ttl
   const tenant = await createTenant(s);
   const g = genie(s, tenant);
   const t0 = Date.now();
-  await g.register(modelType({ name: 'brief', sessionTtlSeconds: 3600 }));
-  t.is((await g.getType('brief')).modelType?.sessionTtlSeconds, 3600);
+  await g.register(modelType({ name: 'brief', sessionTtl: { seconds: 3600, nanos: 0 } }));
+  t.deepEqual((await g.getType('brief')).modelType?.sessionTtl, { seconds: 3600, nanos: 0 });
   await g.register(modelType());
   const idle = await g.create('brief', { topic: 'idle-secret-1' });
   const expiring = await g.create('qa', { topic: 'expiring-secret-2' }, new Date(t0 + HOUR));
   t.deepEqual(expiring.expireTime, new Date(t0 + HOUR));
   const extended = await g.create('qa', { topic: 'kept-secret-3' });
   const updated = await g.update(extended.sessionId, ['expire_time'], { expireTime: new Date(t0 + 3 * HOUR) });
-  t.deepEqual(updated.expireTime, new Date(t0 + 3 * HOUR));
+  t.deepEqual(updated.session!.expireTime, new Date(t0 + 3 * HOUR));
   await g.get(idle.sessionId);
   t.truthy((await s.app.store.kv.readCached(hotKey(idle.sessionId))).value);
   const watcher = new Watcher(s.genie, tenant.md, idle.sessionId, 1);

@@ -26,17 +26,17 @@ test('a catastrophic-backtracking pattern cannot block the server: the evil valu
   // the event loop it blocks is also the one this test's client runs on.
   const value = `${'a'.repeat(48)}!`;
   const deadline = () => ({ deadline: Date.now() + 20_000 });
-  const created = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.createSession, { modelType: 'evil', fields: { code: value }, expireTime: undefined }, tenant.md, deadline()));
+  const created = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.createSession, { modelType: 'evil', fields: { code: value }, expireTime: undefined, requestId: '' }, tenant.md, deadline()));
   t.is(created?.code, status.INVALID_ARGUMENT);
   t.deepEqual(violatedFields(created!), ['fields.code']);
 
   const session = await g.create('evil', { code: 'aaa' });
-  const updated = await t.throwsAsync(g.update(session.sessionId, ['fields.code'], { fields: { code: value } }));
+  const updated = await t.throwsAsync(g.update(session.sessionId, [], { fieldsPatch: { code: value } }));
   t.is(code(updated), status.INVALID_ARGUMENT);
   t.deepEqual(violatedFields(updated as ServiceError), ['fields.code']);
 
   await g.register(modelType({ name: 'keys', jsonSchema: { type: 'object', patternProperties: { '^(a+)+$': { type: 'integer' } }, additionalProperties: false } }));
-  const keyed = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.createSession, { modelType: 'keys', fields: { [value]: 1 }, expireTime: undefined }, tenant.md, deadline()));
+  const keyed = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.createSession, { modelType: 'keys', fields: { [value]: 1 }, expireTime: undefined, requestId: '' }, tenant.md, deadline()));
   t.deepEqual(violatedFields(keyed!), [`fields.${value}`]);
 });
 

@@ -1,10 +1,10 @@
 import test from 'ava';
 import { eventually } from '../helpers/eventually.js';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
+import { Actor, DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
 import { hotKey, sessionChannel } from '../../src/storage/genie-cache.js';
 import { createTenant, startTestServer, violatedFields, type TestServer } from '../helpers/harness.js';
-import { code, details, genie, modelType, step } from '../genie/fixtures.js';
+import { code, details, genie, modelType, reasonOf, step } from '../genie/fixtures.js';
 
 let s: TestServer;
 test.before(async () => {
@@ -20,7 +20,7 @@ const fresh = async () => genie(s, await createTenant(s));
 const chat = modelType({
   name: 'chat',
   jsonSchema: undefined,
-  stateMachine: { states: ['open'], initialState: 'open', transitions: [{ fromState: 'open', event: 'say', toState: 'open', actor: '' }] },
+  stateMachine: { states: ['open'], initialState: 'open', transitions: [{ fromState: 'open', eventName: 'say', toState: 'open', actor: Actor.ACTOR_UNSPECIFIED }] },
 });
 
 test('100 parallel SendEvents on one session: no lost or duplicated dialogue element, revisions strictly increasing', async (t) => {
@@ -30,12 +30,12 @@ test('100 parallel SendEvents on one session: no lost or duplicated dialogue ele
   const texts = Array.from({ length: 100 }, (_, i) => `message ${i}`);
   const results = await Promise.all(texts.map((text, i) => g.send(sessionId, 'say', text, i % 2 ? 'user' : 'assistant')));
 
-  const revisions = results.map((r) => r.session!.revision).sort((a, b) => a - b);
+  const revisions = results.map((r) => r.revision).sort((a, b) => a - b);
   t.deepEqual(revisions, Array.from({ length: 100 }, (_, i) => i + 2), 'each event committed exactly one revision, 2..101');
   for (const r of results) {
-    // The response shows the state right after its own commit: its own utterance is the last one.
-    t.is(r.session!.dialogue.length, r.session!.revision - 1);
-    t.is(r.session!.currentResponse?.actorText, r.session!.dialogue[r.session!.dialogue.length - 1]?.actorText);
+    // The response describes its own commit: its own utterance is the last one.
+    t.is(r.element!.index, r.revision - 1);
+    t.true(r.element!.textSizeBytes >= 9 && r.element!.textSizeBytes <= 10);
   }
   const final = await g.get(sessionId);
   t.is(final.revision, 101);
@@ -56,15 +56,15 @@ test('racing conditional writers on one revision: exactly one wins, the others a
   await g.register(modelType());
   const { sessionId } = await g.create('qa', { topic: 'tax', turns: 0 });
   const outcomes = await Promise.allSettled(
-    Array.from({ length: 10 }, (_, i) => g.update(sessionId, ['fields.turns'], { fields: { turns: i + 1 } }, 1)),
+    Array.from({ length: 10 }, (_, i) => g.update(sessionId, [], { fieldsPatch: { turns: i + 1 } }, 1)),
   );
   const won = outcomes.filter((o) => o.status === 'fulfilled');
   const lost = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
   t.is(won.length, 1);
-  t.true(lost.every((o) => code(o.reason) === status.ABORTED));
+  t.true(lost.every((o) => code(o.reason) === status.ABORTED && reasonOf(o.reason) === 'REVISION_MISMATCH'));
   const final = await g.get(sessionId);
   t.is(final.revision, 2);
-  t.deepEqual(final.fields, (won[0] as PromiseFulfilledResult<typeof final>).value.fields);
+  t.deepEqual(final.fields, (won[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof g.update>>>).value.session!.fields);
 });
 
 // Serial tests flush or inspect this server's whole Redis prefix, which would race with concurrent tests.
@@ -89,9 +89,9 @@ test.serial('the hot copy lives in Redis under a hash-tagged key; a flushed Redi
   t.is(after.dialogue.length, 2);
 });
 
-test.serial('the hot copy\'s TTL comes from the model type (cache_ttl_seconds)', async (t) => {
+test.serial('the hot copy\'s TTL comes from the model type (cache_ttl)', async (t) => {
   const g = await fresh();
-  await g.register(modelType({ name: 'brief', cacheTtlSeconds: 1 }));
+  await g.register(modelType({ name: 'brief', cacheTtl: { seconds: 1, nanos: 0 } }));
   const { sessionId } = await g.create('brief');
   await g.get(sessionId);
   t.truthy((await s.app.store.kv.readCached(hotKey(sessionId))).value);
@@ -108,7 +108,7 @@ test('every change writes session_events in its transaction and publishes them o
   t.is(sessionChannel(sessionId), `genie:{${sessionId}}`);
   try {
     await g.send(sessionId, 'user_input', 'q');
-    await g.update(sessionId, ['fields.turns'], { fields: { turns: 1 } });
+    await g.update(sessionId, [], { fieldsPatch: { turns: 1 } });
     await g.put(sessionId, 'doc', Buffer.from('abc'));
     await g.append(sessionId, 'system', 'note');
     const logOf = async () => (await s.app.db('session_events').where({ session_id: sessionId }).orderBy('id')).map((r) => [r.kind, Number(r.revision)]);
@@ -173,11 +173,11 @@ test('ListSecondaryKeys pages through keys in order, without the values', async 
   t.deepEqual(violatedFields(bad!), ['page_token']);
 });
 
-test('a 16 MiB secondary value round-trips over gRPC and is not loaded with the session; larger is INVALID_ARGUMENT', async (t) => {
+test('a 3 MiB secondary value round-trips over gRPC within a default 4 MiB client and is not loaded with the session; larger is INVALID_ARGUMENT FIELD_TOO_LARGE', async (t) => {
   const g = await fresh();
   await g.register(modelType());
   const { sessionId } = await g.create('qa');
-  const big = Buffer.alloc(16 * 1024 * 1024);
+  const big = Buffer.alloc(3 * 1024 * 1024);
   for (let i = 0; i < big.length; i += 4096) big.writeUInt32LE(i, i);
   await g.put(sessionId, 'blob', big);
   const got = await g.getSecondary(sessionId, 'blob');
@@ -187,17 +187,21 @@ test('a 16 MiB secondary value round-trips over gRPC and is not loaded with the 
   t.false(JSON.stringify(session).length > 10_000, 'the session read does not carry the value');
   const hot = (await s.app.store.kv.readCached(hotKey(sessionId))).value;
   t.true((hot ?? '').length < 10_000, 'nor does its hot copy');
-  const tooBig = await t.throwsAsync<ServiceError>(g.put(sessionId, 'huge', Buffer.alloc(16 * 1024 * 1024 + 1)));
+  const tooBig = await t.throwsAsync<ServiceError>(g.put(sessionId, 'huge', Buffer.alloc(3 * 1024 * 1024 + 1)));
   t.deepEqual(violatedFields(tooBig!), ['value']);
+  t.is(reasonOf(tooBig), 'FIELD_TOO_LARGE');
 });
 
 test('time travel: GetSession reads any earlier revision exactly as it was; FormatDialogue too', async (t) => {
   const g = await fresh();
   await g.register(modelType());
   const { sessionId } = await g.create('qa', { topic: 'tax' });
-  const r2 = (await g.send(sessionId, 'user_input', 'q1')).session!;
-  const r3 = await g.update(sessionId, ['fields.turns'], { fields: { turns: 1 } });
-  const r4 = (await g.send(sessionId, 'ai_response', 'a1')).session!;
+  await g.send(sessionId, 'user_input', 'q1');
+  const r2 = await g.get(sessionId);
+  await g.update(sessionId, [], { fieldsPatch: { turns: 1 } });
+  const r3 = await g.get(sessionId);
+  await g.send(sessionId, 'ai_response', 'a1');
+  const r4 = await g.get(sessionId);
   await g.put(sessionId, 'doc', Buffer.from('x'));
 
   const at1 = await g.get(sessionId, 1);
@@ -214,6 +218,7 @@ test('time travel: GetSession reads any earlier revision exactly as it was; Form
 
   const beyond = await t.throwsAsync(g.get(sessionId, 6));
   t.is(code(beyond), status.NOT_FOUND);
+  t.is(reasonOf(beyond), 'REVISION_NOT_FOUND');
   t.regex(details(beyond), /revision 6/);
 });
 
@@ -232,12 +237,16 @@ test('ForkSession starts a new session from any revision, with the dialogue and 
   t.is(fork.forkedFromSessionId, sessionId);
   t.is(fork.forkedFromRevision, 3);
   t.is(fork.state, 'awaiting_answer');
-  t.deepEqual(fork.dialogue.map((d) => d.actorText), ['q1']);
+  t.deepEqual(fork.dialogue, [], 'the reply carries no dialogue');
+  t.is(fork.dialogueLength, 1);
+  t.is(fork.currentResponse?.actorText, 'q1');
+  t.deepEqual((await g.get(fork.sessionId)).dialogue.map((d) => d.actorText), ['q1']);
   t.deepEqual((await g.keys(fork.sessionId)).entries.map((e) => e.key), ['early']);
   t.is(Buffer.from((await g.getSecondary(fork.sessionId, 'early')).value).toString(), 'e');
 
   // The fork goes its own way; the source is untouched.
-  const forkAnswered = (await g.send(fork.sessionId, 'ai_response', 'another answer')).session!;
+  await g.send(fork.sessionId, 'ai_response', 'another answer');
+  const forkAnswered = await g.get(fork.sessionId);
   t.deepEqual(forkAnswered.dialogue.map((d) => d.actorText), ['q1', 'another answer']);
   const source = await g.get(sessionId);
   t.deepEqual(source.dialogue.map((d) => d.actorText), ['q1', 'a1']);
@@ -260,8 +269,8 @@ const v1 = modelType({
     states: ['asking', 'answering'],
     initialState: 'asking',
     transitions: [
-      { fromState: 'asking', event: 'user_input', toState: 'answering', actor: 'user' },
-      { fromState: 'answering', event: 'ai_response', toState: 'asking', actor: 'assistant' },
+      { fromState: 'asking', eventName: 'user_input', toState: 'answering', actor: Actor.ACTOR_USER },
+      { fromState: 'answering', eventName: 'ai_response', toState: 'asking', actor: Actor.ACTOR_ASSISTANT },
     ],
   },
 });
@@ -274,13 +283,13 @@ const v2 = modelType({
     states: ['awaiting_question', 'answering'],
     initialState: 'awaiting_question',
     transitions: [
-      { fromState: 'awaiting_question', event: 'user_input', toState: 'answering', actor: 'user' },
-      { fromState: 'answering', event: 'ai_response', toState: 'awaiting_question', actor: 'assistant' },
+      { fromState: 'awaiting_question', eventName: 'user_input', toState: 'answering', actor: Actor.ACTOR_USER },
+      { fromState: 'answering', eventName: 'ai_response', toState: 'awaiting_question', actor: Actor.ACTOR_ASSISTANT },
     ],
   },
   upgrades: [
     step(1, { mapStates: { mapping: { asking: 'awaiting_question' } } }),
-    step(1, { renameField: { from: 'name', to: 'title' } }),
+    step(1, { renameField: { oldName: 'name', newName: 'title' } }),
     step(1, { dropField: { name: 'legacy_score' } }),
   ],
 });
@@ -293,8 +302,8 @@ const v3 = modelType({
     states: ['awaiting_question', 'awaiting_answer'],
     initialState: 'awaiting_question',
     transitions: [
-      { fromState: 'awaiting_question', event: 'user_input', toState: 'awaiting_answer', actor: 'user' },
-      { fromState: 'awaiting_answer', event: 'ai_response', toState: 'awaiting_question', actor: 'assistant' },
+      { fromState: 'awaiting_question', eventName: 'user_input', toState: 'awaiting_answer', actor: Actor.ACTOR_USER },
+      { fromState: 'awaiting_answer', eventName: 'ai_response', toState: 'awaiting_question', actor: Actor.ACTOR_ASSISTANT },
     ],
   },
   upgrades: [step(2, { mapStates: { mapping: { answering: 'awaiting_answer' } } }), step(2, { addField: { name: 'turns', defaultValue: 0 } })],
@@ -327,13 +336,13 @@ test('a session stored at version 1 is upgraded on read across two versions (sta
   t.deepEqual(listed.sessions.map((x) => [x.sessionId, x.schemaVersion, x.state]), [[answering.sessionId, 3, 'awaiting_answer']]);
 
   // The machine of the latest version applies, and the next write stores the upgraded data.
-  const sent = (await g.send(answering.sessionId, 'ai_response', 'because')).session!;
+  const sent = await g.send(answering.sessionId, 'ai_response', 'because');
   t.is(sent.state, 'awaiting_question');
   const row = await storedRow(answering.sessionId);
   t.like(row, { schema_version: 3, state: 'awaiting_question' });
   t.deepEqual(typeof row.fields === 'string' ? JSON.parse(row.fields) : row.fields, { title: 'Bob', turns: 0 });
-  const u = await g.update(asking.sessionId, ['fields.turns'], { fields: { turns: 2 } });
-  t.deepEqual(u.fields, { title: 'Ada', turns: 2 });
+  const u = await g.update(asking.sessionId, [], { fieldsPatch: { turns: 2 } });
+  t.deepEqual(u.session!.fields, { title: 'Ada', turns: 2 });
   t.like(await storedRow(asking.sessionId), { schema_version: 3 });
 
   // Forking an old revision stores the fork at the latest version.

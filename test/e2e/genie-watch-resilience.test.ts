@@ -100,8 +100,8 @@ withSharedServers('two server processes: a watcher on one sees writes made throu
     await g.send(id, 'user_says', 'written through A');
     await onB.until((x) => x.revisions().length === 2, 'the write through A, on process B');
     const viaB = await new Promise<number>((resolve, reject) =>
-      bClient.sendEvent({ sessionId: id, event: 'user_says', actor: '', actorInput: 'written through B', expectedRevision: 0 }, tenant.md, (e, r) =>
-        e ? reject(e) : resolve(r!.session!.revision),
+      bClient.sendEvent({ sessionId: id, eventName: 'user_says', actor: 0, actorInput: 'written through B', expectedRevision: undefined, requestId: '' }, tenant.md, (e, r) =>
+        e ? reject(e) : resolve(r!.revision),
       ),
     );
     t.is(viaB, 3);

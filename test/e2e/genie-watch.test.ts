@@ -1,6 +1,6 @@
 import test from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import type { ChatResponse, StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
+import { Actor, type ChatResponse, type StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
 import { createTenant, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { Watcher } from '../helpers/watch.js';
 import { chatType, genie } from '../genie/fixtures.js';
@@ -94,7 +94,7 @@ test('StreamUtterance: watchers see each chunk as a delta, and closing commits t
   const r = await u.done;
   t.is(r.session!.revision, 2);
   t.is(r.session!.currentResponse!.actorText, 'Hello, world');
-  t.is(r.session!.currentResponse!.actor, 'assistant');
+  t.is(r.session!.currentResponse!.actor, Actor.ACTOR_ASSISTANT);
   await w.until((x) => x.revisions().length === 2, 'the commit');
   const deltas = w.updates.filter((v) => v.delta).map((v) => v.delta!);
   t.deepEqual(deltas.map((d) => [d.chunkIndex, d.text]), [[0, 'Hel'], [1, 'lo, '], [2, 'world']]);

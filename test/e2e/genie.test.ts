@@ -1,8 +1,8 @@
 import test from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
-import { createTenant, startTestServer, violatedFields, type TestServer } from '../helpers/harness.js';
-import { code, details, genie, modelType, qaMachine, step } from '../genie/fixtures.js';
+import { Actor, DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
+import { createTenant, errorInfo, rpc, startTestServer, violatedFields, type TestServer } from '../helpers/harness.js';
+import { code, details, genie, modelType, qaMachine, reasonOf, sessionValues, step } from '../genie/fixtures.js';
 
 let s: TestServer;
 test.before(async () => {
@@ -16,11 +16,12 @@ const fresh = async () => genie(s, await createTenant(s));
 
 test('RegisterModelType stores a version, GetModelType reads it, and a new version keeps the old one readable', async (t) => {
   const g = await fresh();
-  const v1 = (await g.register(modelType({ cacheTtlSeconds: 120 }))).modelType!;
+  const v1 = (await g.register(modelType({ cacheTtl: { seconds: 120, nanos: 0 }, sessionTtl: { seconds: 86_400, nanos: 0 } }))).modelType!;
   t.is(v1.name, 'qa');
   t.is(v1.schemaVersion, 1);
   t.deepEqual(v1.stateMachine, qaMachine);
-  t.is(v1.cacheTtlSeconds, 120);
+  t.deepEqual(v1.cacheTtl, { seconds: 120, nanos: 0 });
+  t.deepEqual(v1.sessionTtl, { seconds: 86_400, nanos: 0 });
   t.true(v1.createTime instanceof Date);
   t.deepEqual(v1.jsonSchema, modelType().jsonSchema);
 
@@ -33,21 +34,29 @@ test('RegisterModelType stores a version, GetModelType reads it, and a new versi
   t.is((await g.getType('qa')).modelType?.schemaVersion, 2, 'version 0 means the latest');
   const old = (await g.getType('qa', 1)).modelType!;
   t.is(old.schemaVersion, 1);
-  t.is(old.cacheTtlSeconds, 120);
+  t.deepEqual(old.cacheTtl, { seconds: 120, nanos: 0 });
   const v2 = (await g.getType('qa', 2)).modelType!;
   t.deepEqual(v2.upgrades[0]?.addField, { name: 'turns', defaultValue: 0 });
 
   const missing = await t.throwsAsync(g.getType('qa', 3));
   t.is(code(missing), status.NOT_FOUND);
-  t.is(code(await t.throwsAsync(g.getType('nope'))), status.NOT_FOUND);
+  t.is(reasonOf(missing), 'MODEL_TYPE_NOT_FOUND');
+  t.is(reasonOf(await t.throwsAsync(g.getType('nope'))), 'MODEL_TYPE_NOT_FOUND');
+  const fraction = await t.throwsAsync<ServiceError>(g.register(modelType({ name: 'f', cacheTtl: { seconds: 1, nanos: 5 } })));
+  t.deepEqual(violatedFields(fraction!), ['model_type.cache_ttl.nanos']);
+  const tooLong = await t.throwsAsync<ServiceError>(g.register(modelType({ name: 'f', sessionTtl: { seconds: 3651 * 86_400, nanos: 0 } })));
+  t.deepEqual(violatedFields(tooLong!), ['model_type.session_ttl.seconds']);
 });
 
 test('RegisterModelType: same version is ALREADY_EXISTS, a lower one FAILED_PRECONDITION', async (t) => {
   const g = await fresh();
   await g.register(modelType({ schemaVersion: 3 }));
-  t.is(code(await t.throwsAsync(g.register(modelType({ schemaVersion: 3 })))), status.ALREADY_EXISTS);
+  const same = await t.throwsAsync(g.register(modelType({ schemaVersion: 3 })));
+  t.is(code(same), status.ALREADY_EXISTS);
+  t.is(reasonOf(same), 'MODEL_TYPE_ALREADY_EXISTS');
   const lower = await t.throwsAsync(g.register(modelType({ schemaVersion: 2 })));
   t.is(code(lower), status.FAILED_PRECONDITION);
+  t.is(reasonOf(lower), 'SCHEMA_VERSION_NOT_HIGHER');
   t.regex(details(lower), /version 3/);
 });
 
@@ -63,7 +72,7 @@ test('RegisterModelType rejects an invalid JSON Schema, state machine or upgrade
         stateMachine: {
           states: ['a', 'a'],
           initialState: 'z',
-          transitions: [{ fromState: 'a', event: 'go', toState: 'q', actor: 'LLM' }],
+          transitions: [{ fromState: 'a', eventName: 'go', toState: 'q', actor: 7 as Actor }],
         },
       }),
     ),
@@ -144,7 +153,8 @@ test('CreateSession starts in the initial state with an empty dialogue, no curre
   t.is(created.schemaVersion, 1);
   t.is(created.state, 'awaiting_question');
   t.deepEqual(created.dialogue, []);
-  t.is(created.actor, '');
+  t.is(created.actor, Actor.ACTOR_UNSPECIFIED);
+  t.is(created.dialogueLength, 0);
   t.is(created.actorInput, '');
   t.deepEqual(created.fields, { topic: 'tax', profile: { age: 41 } });
   t.is(created.currentResponse, undefined);
@@ -167,42 +177,51 @@ test('CreateSession checks fields against the JSON Schema, naming fields.<path>'
   t.is(code(await t.throwsAsync(g.get('00000000-0000-4000-8000-000000000000'))), status.NOT_FOUND);
 });
 
-test('SendEvent moves the state, records actor and input and appends the utterance as one revision', async (t) => {
+test('SendEvent moves the state, records actor and input and appends the utterance as one revision; the reply carries only its metadata', async (t) => {
   const g = await fresh();
   await g.register(modelType());
   const { sessionId } = await g.create('qa');
   const asked = await g.send(sessionId, 'user_input', 'What is VAT?');
-  t.is(asked.previousState, 'awaiting_question');
-  const s1 = asked.session!;
+  t.like(asked, { sessionId, previousState: 'awaiting_question', state: 'awaiting_answer', revision: 2 });
+  t.like(asked.element, { index: 1, actor: Actor.ACTOR_USER, eventName: 'user_input', textSizeBytes: 12 });
+  t.true(asked.element!.timestamp instanceof Date);
+  t.true(asked.updateTime instanceof Date);
+  t.false(JSON.stringify(asked).includes('What is VAT?'), 'the utterance is not repeated');
+  const s1 = await g.get(sessionId);
   t.is(s1.state, 'awaiting_answer');
-  t.is(s1.actor, 'user');
+  t.is(s1.actor, Actor.ACTOR_USER);
   t.is(s1.actorInput, 'What is VAT?');
   t.is(s1.revision, 2);
   t.is(s1.dialogue.length, 1);
-  t.like(s1.dialogue[0], { actor: 'user', actorText: 'What is VAT?', event: 'user_input' });
+  t.like(s1.dialogue[0], { actor: Actor.ACTOR_USER, actorText: 'What is VAT?', eventName: 'user_input' });
   t.deepEqual(s1.currentResponse, s1.dialogue[0]);
+  t.deepEqual(s1.dialogue[0]!.timestamp, asked.element!.timestamp);
 
-  const answered = (await g.send(sessionId, 'ai_response', 'A consumption tax.', 'assistant')).session!;
-  t.is(answered.state, 'awaiting_question');
-  t.is(answered.actor, 'assistant');
-  t.is(answered.revision, 3);
+  const answered = await g.send(sessionId, 'ai_response', 'A consumption tax.', 'assistant');
+  t.like(answered, { state: 'awaiting_question', revision: 3, previousState: 'awaiting_answer' });
+  t.like(answered.element, { index: 2, actor: Actor.ACTOR_ASSISTANT, textSizeBytes: 18 });
+  const s2 = await g.get(sessionId);
+  t.is(s2.actor, Actor.ACTOR_ASSISTANT);
+  t.is(s2.dialogueLength, 2);
   t.deepEqual(
-    answered.dialogue.map((d) => [d.actor, d.actorText]),
+    s2.dialogue.map((d) => [d.actor, d.actorText]),
     [
-      ['user', 'What is VAT?'],
-      ['assistant', 'A consumption tax.'],
+      [Actor.ACTOR_USER, 'What is VAT?'],
+      [Actor.ACTOR_ASSISTANT, 'A consumption tax.'],
     ],
   );
-  t.is(answered.currentResponse?.actorText, 'A consumption tax.');
-  t.deepEqual(await g.get(sessionId), answered);
+  t.is(s2.currentResponse?.actorText, 'A consumption tax.');
 });
 
 test('SendEvent: a transition not allowed from the current state is FAILED_PRECONDITION naming state and event', async (t) => {
   const g = await fresh();
   await g.register(modelType());
   const { sessionId } = await g.create('qa');
-  const e = await t.throwsAsync(g.send(sessionId, 'ai_response', 'too early'));
+  const e = await t.throwsAsync<ServiceError>(g.send(sessionId, 'ai_response', 'too early'));
   t.is(code(e), status.FAILED_PRECONDITION);
+  const info = errorInfo(e!);
+  t.is(info?.reason, 'TRANSITION_NOT_ALLOWED');
+  t.deepEqual(info?.metadata, { state: 'awaiting_question', event: 'ai_response' });
   t.regex(details(e), /"ai_response"/);
   t.regex(details(e), /"awaiting_question"/);
   const after = await g.get(sessionId);
@@ -210,72 +229,93 @@ test('SendEvent: a transition not allowed from the current state is FAILED_PRECO
   t.is(after.dialogue.length, 0);
 });
 
-test('Utterance actors are exactly system, assistant or user; anything else (USER, LLM) is INVALID_ARGUMENT actor', async (t) => {
+test('Utterance actors are the Actor enum; ACTOR_UNSPECIFIED where one is needed or an unknown value is INVALID_ARGUMENT actor naming the JSON values', async (t) => {
   const g = await fresh();
   await g.register(
     modelType({
       name: 'open',
       jsonSchema: undefined,
-      stateMachine: { states: ['s'], initialState: 's', transitions: [{ fromState: 's', event: 'say', toState: 's', actor: '' }] },
+      stateMachine: { states: ['s'], initialState: 's', transitions: [{ fromState: 's', eventName: 'say', toState: 's', actor: Actor.ACTOR_UNSPECIFIED }] },
     }),
   );
   await g.register(modelType());
   const { sessionId } = await g.create('open', {});
-  for (const actor of ['USER', 'LLM', ' user', 'tool']) {
+  for (const actor of [4, 99, -1] as Actor[]) {
     const e = await t.throwsAsync<ServiceError>(g.send(sessionId, 'say', 'x', actor));
-    t.deepEqual(violatedFields(e!), ['actor'], actor);
+    t.deepEqual(violatedFields(e!), ['actor'], String(actor));
     const a = await t.throwsAsync<ServiceError>(g.append(sessionId, actor, 'x'));
-    t.deepEqual(violatedFields(a!), ['actor'], actor);
+    t.deepEqual(violatedFields(a!), ['actor'], String(actor));
+    t.regex(a!.details, /ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM/);
   }
+  const unset = await t.throwsAsync<ServiceError>(g.append(sessionId, Actor.ACTOR_UNSPECIFIED, 'x'));
+  t.deepEqual(violatedFields(unset!), ['actor']);
   const none = await t.throwsAsync<ServiceError>(g.send(sessionId, 'say', 'x'));
   t.deepEqual(violatedFields(none!), ['actor'], 'a transition without an actor needs one in the request');
-  t.is((await g.send(sessionId, 'say', 'x', 'system')).session?.actor, 'system');
+  t.regex(none!.details, /ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM/);
+  t.is((await g.send(sessionId, 'say', 'x', 'system')).element?.actor, Actor.ACTOR_SYSTEM);
 
   const qa = await g.create('qa');
   const wrong = await t.throwsAsync<ServiceError>(g.send(qa.sessionId, 'user_input', 'x', 'assistant'));
   t.deepEqual(violatedFields(wrong!), ['actor'], 'the transition says the user speaks');
+  t.regex(wrong!.details, /ACTOR_USER, not ACTOR_ASSISTANT/);
   const badEvent = await t.throwsAsync<ServiceError>(g.send(qa.sessionId, '', 'x'));
-  t.deepEqual(violatedFields(badEvent!), ['event']);
+  t.deepEqual(violatedFields(badEvent!), ['event_name']);
 });
 
-test('expected_revision: a stale one is ABORTED and nothing is written, a matching one applies', async (t) => {
+test('expected_revision: a stale one is ABORTED REVISION_MISMATCH with current_revision and nothing is written, a matching one applies', async (t) => {
   const g = await fresh();
   await g.register(modelType());
   const { sessionId } = await g.create('qa');
-  const stale = await t.throwsAsync(g.send(sessionId, 'user_input', 'hi', '', 5));
+  const stale = await t.throwsAsync<ServiceError>(g.send(sessionId, 'user_input', 'hi', '', 5));
   t.is(code(stale), status.ABORTED);
+  t.deepEqual(errorInfo(stale!)?.metadata, { current_revision: '1' });
+  t.is(reasonOf(stale), 'REVISION_MISMATCH');
   t.regex(details(stale), /revision 1/);
   t.is((await g.get(sessionId)).revision, 1);
-  t.is((await g.send(sessionId, 'user_input', 'hi', '', 1)).session?.revision, 2);
-  t.is(code(await t.throwsAsync(g.append(sessionId, 'user', 'x', 1))), status.ABORTED);
-  t.is(code(await t.throwsAsync(g.update(sessionId, ['fields.turns'], { fields: { turns: 1 } }, 1))), status.ABORTED);
-  t.is(code(await t.throwsAsync(g.del(sessionId, 1))), status.ABORTED);
+  t.is((await g.send(sessionId, 'user_input', 'hi', '', 1)).revision, 2);
+  for (const write of [
+    g.append(sessionId, 'user', 'x', 1),
+    g.update(sessionId, undefined, { fieldsPatch: { turns: 1 } }, 1),
+    g.put(sessionId, 'k', Buffer.from('v'), 1),
+    g.del(sessionId, 1),
+  ]) {
+    const e = await t.throwsAsync<ServiceError>(write);
+    t.is(reasonOf(e), 'REVISION_MISMATCH');
+    t.is(errorInfo(e!)?.metadata.current_revision, '2');
+  }
   const after = await g.get(sessionId);
   t.is(after.revision, 2);
   t.deepEqual(after.fields, { topic: 'tax' });
   t.is(after.dialogue.length, 1);
+  // Unset is unconditional; 0 names no revision at all.
+  const zero = await t.throwsAsync<ServiceError>(
+    rpc(g.client, g.client.sendEvent, { sessionId, eventName: 'ai_response', actor: 0, actorInput: '', expectedRevision: 0, requestId: '' }, g.md),
+  );
+  t.deepEqual(violatedFields(zero!), ['expected_revision']);
 });
 
 test('AppendDialogue adds an utterance without a transition and it becomes current_response', async (t) => {
   const g = await fresh();
   await g.register(modelType());
   const { sessionId } = await g.create('qa');
-  const s1 = await g.append(sessionId, 'system', 'You are a tax adviser.');
-  t.is(s1.state, 'awaiting_question');
-  t.is(s1.revision, 2);
-  t.like(s1.currentResponse, { actor: 'system', actorText: 'You are a tax adviser.', event: '' });
-  t.is(s1.actor, 'system');
-  const s2 = await g.append(sessionId, 'user', '');
+  const r1 = await g.append(sessionId, 'system', 'You are a tax adviser.');
+  t.like(r1, { sessionId, state: 'awaiting_question', revision: 2 });
+  t.like(r1.element, { index: 1, actor: Actor.ACTOR_SYSTEM, eventName: '', textSizeBytes: 22 });
+  const s1 = await g.get(sessionId);
+  t.like(s1.currentResponse, { actor: Actor.ACTOR_SYSTEM, actorText: 'You are a tax adviser.', eventName: '' });
+  t.is(s1.actor, Actor.ACTOR_SYSTEM);
+  const r2 = await g.append(sessionId, 'user', '');
+  t.like(r2.element, { index: 2, actor: Actor.ACTOR_USER, textSizeBytes: 0 });
+  const s2 = await g.get(sessionId);
   t.is(s2.dialogue.length, 2);
-  t.is(s2.currentResponse?.actor, 'user');
+  t.is(s2.currentResponse?.actor, Actor.ACTOR_USER);
 });
 
 /** Builds a dialogue through AppendDialogue and returns the session's elements as stored. */
 async function dialogueOf(g: Awaited<ReturnType<typeof fresh>>, lines: Array<[string, string]>) {
   const { sessionId } = await g.create('qa');
-  let last;
-  for (const [actor, text] of lines) last = await g.append(sessionId, actor, text);
-  return { sessionId, dialogue: last?.dialogue ?? [] };
+  for (const [actor, text] of lines) await g.append(sessionId, actor, text);
+  return { sessionId, dialogue: (await g.get(sessionId)).dialogue };
 }
 
 test('FormatDialogue CHAT renders byte for byte as the reference ("[ACTOR]: text\\n" joined by "\\n")', async (t) => {
@@ -355,40 +395,94 @@ test('FormatDialogue renders an empty dialogue as "" in every format, and needs 
   }
 });
 
-test('UpdateSession applies an update_mask of fields.<path>, actor and actor_input, checked against the schema', async (t) => {
+test('UpdateSession: update_mask sets actor, actor_input and expire_time; fields_patch merges user fields (RFC 7396), checked against the schema', async (t) => {
   const g = await fresh();
   await g.register(modelType());
   const { sessionId } = await g.create('qa', { topic: 'tax', turns: 1 });
-  const u1 = await g.update(sessionId, ['fields.turns', 'fields.profile.age', 'actor_input'], {
-    fields: { turns: 2, profile: { age: 30 }, topic: 'ignored: not in the mask' },
-    actorInput: 'typed',
-  });
-  t.deepEqual(u1.fields, { topic: 'tax', turns: 2, profile: { age: 30 } });
-  t.is(u1.actorInput, 'typed');
-  t.is(u1.revision, 2);
-  t.is(u1.state, 'awaiting_question');
+  const u1 = await g.update(sessionId, ['actor_input'], { fieldsPatch: { turns: 2, profile: { age: 30 } }, actorInput: 'typed', actor: 'system' });
+  t.true(u1.changed);
+  t.deepEqual(u1.session!.fields, { topic: 'tax', turns: 2, profile: { age: 30 } });
+  t.is(u1.session!.actorInput, 'typed');
+  t.is(u1.session!.actor, Actor.ACTOR_UNSPECIFIED, 'actor is not in the mask');
+  t.is(u1.session!.revision, 2);
+  t.is(u1.session!.state, 'awaiting_question');
+  t.deepEqual(u1.session!.dialogue, []);
 
-  const removed = await g.update(sessionId, ['fields.turns'], { fields: {} });
-  t.deepEqual(removed.fields, { topic: 'tax', profile: { age: 30 } }, 'a masked path absent from the request is removed');
+  const removed = await g.update(sessionId, [], { fieldsPatch: { turns: null, profile: { age: null, city: 'Utrecht' } } });
+  t.deepEqual(removed.session!.fields, { topic: 'tax', profile: { city: 'Utrecht' } }, 'null deletes, objects merge');
 
-  const replaced = await g.update(sessionId, undefined, { fields: { topic: 'vat' } });
-  t.deepEqual(replaced.fields, { topic: 'vat' }, 'no mask replaces all fields');
+  const implied = await g.update(sessionId, undefined, { actor: 'assistant', expireTime: new Date('2999-01-01T00:00:00Z') });
+  t.is(implied.session!.actor, Actor.ACTOR_ASSISTANT, 'no mask: the populated fields');
+  t.is(implied.session!.actorInput, 'typed', 'an empty actor_input is not populated');
+  t.deepEqual(implied.session!.expireTime, new Date('2999-01-01T00:00:00Z'));
+  const cleared = await g.update(sessionId, ['expire_time'], {});
+  t.is(cleared.session!.expireTime, undefined);
+  t.is(cleared.session!.revision, 5);
 
-  const invalid = await t.throwsAsync<ServiceError>(g.update(sessionId, ['fields.turns'], { fields: { turns: -1 } }));
+  const invalid = await t.throwsAsync<ServiceError>(g.update(sessionId, [], { fieldsPatch: { turns: -1 } }));
   t.deepEqual(violatedFields(invalid!), ['fields.turns']);
-  const dropRequired = await t.throwsAsync<ServiceError>(g.update(sessionId, ['fields.topic'], { fields: {} }));
+  const dropRequired = await t.throwsAsync<ServiceError>(g.update(sessionId, [], { fieldsPatch: { topic: null } }));
   t.deepEqual(violatedFields(dropRequired!), ['fields.topic']);
-  const state = await t.throwsAsync<ServiceError>(g.update(sessionId, ['state'], {}));
-  t.deepEqual(violatedFields(state!), ['update_mask']);
   const badActor = await t.throwsAsync<ServiceError>(g.update(sessionId, ['actor'], { actor: 'LLM' }));
   t.deepEqual(violatedFields(badActor!), ['session.actor']);
-  const through = await t.throwsAsync<ServiceError>(g.update(sessionId, ['fields.topic.x'], { fields: { topic: { x: 1 } } }));
-  t.deepEqual(violatedFields(through!), ['update_mask']);
+  const unsetActor = await t.throwsAsync<ServiceError>(g.update(sessionId, ['actor'], {}));
+  t.deepEqual(violatedFields(unsetActor!), ['session.actor']);
 
   const after = await g.get(sessionId);
-  t.is(after.revision, 4, 'failed updates wrote nothing');
-  t.deepEqual(after.fields, { topic: 'vat' });
-  t.is((await g.update(sessionId, ['actor'], { actor: 'assistant' }, 4)).actor, 'assistant');
+  t.is(after.revision, 5, 'failed updates wrote nothing');
+  t.is((await g.update(sessionId, ['*'], { actor: 'user', actorInput: 'all' }, 5)).session!.actor, Actor.ACTOR_USER);
+});
+
+test('UpdateSession: a mask path that names nothing, a user field or an output-only field is INVALID_ARGUMENT UPDATE_MASK_INVALID naming the path', async (t) => {
+  const g = await fresh();
+  await g.register(modelType());
+  const { sessionId } = await g.create('qa');
+  for (const path of ['fields', 'fields.topic', 'state', 'revision', 'dialogue', 'nope', 'actor.x', 'fields.dueDate']) {
+    const e = await t.throwsAsync<ServiceError>(g.update(sessionId, [path], { actor: 'user' }));
+    t.is(e?.code, status.INVALID_ARGUMENT, path);
+    t.deepEqual(violatedFields(e!), ['update_mask'], path);
+    t.is(reasonOf(e), 'UPDATE_MASK_INVALID', path);
+    t.true(e!.details.includes(JSON.stringify(path)), path);
+  }
+  const long = 'x'.repeat(5000);
+  const clipped = await t.throwsAsync<ServiceError>(g.update(sessionId, [long], {}));
+  t.true(clipped!.details.length < 400, 'the path is clipped');
+  t.is((await g.get(sessionId)).revision, 1);
+});
+
+test('UpdateSession that changes nothing commits nothing: changed false, same revision, no update_time change', async (t) => {
+  const g = await fresh();
+  await g.register(modelType());
+  const { sessionId } = await g.create('qa', { topic: 'tax', profile: { age: 3 } });
+  const before = await g.get(sessionId);
+  for (const [paths, values] of [
+    [[], {}],
+    [undefined, {}],
+    [[], { fieldsPatch: { topic: 'tax' } }],
+    [[], { fieldsPatch: { missing: null } }],
+    [[], { fieldsPatch: { profile: { age: 3 } } }],
+    [['actor_input', 'expire_time'], {}],
+  ] as const) {
+    const r = await g.update(sessionId, paths as string[] | undefined, values as { fieldsPatch?: Record<string, unknown> });
+    t.false(r.changed, JSON.stringify([paths, values]));
+    t.is(r.session!.revision, 1);
+    t.deepEqual(r.session!.updateTime, before.updateTime);
+  }
+  const stale = await t.throwsAsync<ServiceError>(g.update(sessionId, [], {}, 7));
+  t.is(reasonOf(stale), 'REVISION_MISMATCH', 'a no-op still checks expected_revision');
+  t.is((await g.get(sessionId)).revision, 1);
+  t.true((await g.update(sessionId, [], { fieldsPatch: { topic: 'vat' } })).changed);
+  t.is((await g.get(sessionId)).revision, 2);
+});
+
+test('UpdateSession refuses session.fields (user fields change through fields_patch)', async (t) => {
+  const g = await fresh();
+  await g.register(modelType());
+  const { sessionId } = await g.create('qa');
+  const e = await t.throwsAsync<ServiceError>(
+    rpc(g.client, g.client.updateSession, { session: { ...sessionValues(sessionId, {}), fields: { topic: 'x' } }, updateMask: [], fieldsPatch: undefined, requestId: '' }, g.md),
+  );
+  t.deepEqual(violatedFields(e!), ['session.fields']);
 });
 
 test('DeleteSession removes the session: every read is NOT_FOUND afterwards', async (t) => {
@@ -397,7 +491,7 @@ test('DeleteSession removes the session: every read is NOT_FOUND afterwards', as
   const { sessionId } = await g.create('qa');
   await g.put(sessionId, 'doc', Buffer.from('x'));
   await g.del(sessionId, 2);
-  t.is(code(await t.throwsAsync(g.get(sessionId))), status.NOT_FOUND);
+  t.is(reasonOf(await t.throwsAsync(g.get(sessionId))), 'SESSION_NOT_FOUND');
   t.is(code(await t.throwsAsync(g.get(sessionId, 1))), status.NOT_FOUND);
   t.is(code(await t.throwsAsync(g.send(sessionId, 'user_input', 'x'))), status.NOT_FOUND);
   t.is(code(await t.throwsAsync(g.getSecondary(sessionId, 'doc'))), status.NOT_FOUND);

@@ -54,25 +54,26 @@ const PROTOTYPE_KEYS = Object.getOwnPropertyNames(Object.prototype).sort();
 test('hostile input: a __proto__ mask segment is refused and Object.prototype stays intact', async (t) => {
   const { g, id } = await attacker();
   const before = (await g.get(id)).revision;
-  await refused(t, g.update(id, ['fields.__proto__.hasOwnProperty'], { fields: {} }), 'update_mask');
-  await refused(t, g.update(id, ['fields.a.__proto__.polluted'], { fields: { a: { polluted: 1 } } }), 'update_mask');
+  await refused(t, g.update(id, ['fields.__proto__.hasOwnProperty'], {}), 'update_mask');
+  await refused(t, g.update(id, ['__proto__'], {}), 'update_mask');
   t.is(typeof Object.prototype.hasOwnProperty, 'function');
   t.false('polluted' in {});
   t.is((await g.get(id)).revision, before, 'nothing was written');
   await victimStillServed(t);
 });
 
-test('hostile input: constructor and prototype are plain data keys, in masks and in fields', async (t) => {
+test('hostile input: constructor and prototype are plain data keys, in fields patches and in fields', async (t) => {
   const { g, id } = await attacker();
   const fields = { constructor: { prototype: { x: 1 } }, toString: 'mine', topic: 'tax' };
-  const updated = await g.update(id, ['fields.constructor.prototype.x', 'fields.toString'], { fields });
-  t.deepEqual(updated.fields, fields);
+  const updated = await g.update(id, [], { fieldsPatch: { constructor: { prototype: { x: 1 } }, toString: 'mine' } });
+  t.deepEqual(updated.session!.fields, fields);
   t.deepEqual((await g.get(id)).fields, fields);
   t.false('x' in Object.prototype);
   t.is(typeof ({} as any).constructor.prototype.hasOwnProperty, 'function');
   // Removing a key the object does not own is a no-op, not a walk into Object.prototype.
-  const removed = await g.update(id, ['fields.valueOf'], { fields: {} });
-  t.deepEqual(removed.fields, fields);
+  const removed = await g.update(id, [], { fieldsPatch: { valueOf: null } });
+  t.deepEqual(removed.session!.fields, fields);
+  t.false(removed.changed);
   t.is(typeof Object.prototype.valueOf, 'function');
 });
 
@@ -81,7 +82,7 @@ test('hostile input: a __proto__ key in a Struct is refused, never applied as a 
   // JSON.parse makes __proto__ an own key, as a JSON or Python client would send it.
   await refused(t, g.create('qa', JSON.parse('{"__proto__": {"isAdmin": true}, "topic": "x"}')), 'fields.__proto__');
   await refused(t, g.create('qa', JSON.parse('{"a": {"__proto__": 5}}')), 'fields.a.__proto__');
-  await refused(t, g.update(id, ['fields'], { fields: JSON.parse('{"__proto__": {"x": 1}}') }), 'session.fields.__proto__');
+  await refused(t, g.update(id, [], { fieldsPatch: JSON.parse('{"__proto__": {"x": 1}}') }), 'fields_patch.__proto__');
   t.false('isAdmin' in {});
 });
 
@@ -91,7 +92,7 @@ test('hostile input: NUL characters are INVALID_ARGUMENT naming the field, in st
   await refused(t, g.send(id, 'user_input', 'a\u0000b'), 'actor_input');
   await refused(t, g.create('qa', { topic: 'a\u0000b' }), 'fields.topic');
   await refused(t, g.create('qa', { ['k\u0000']: 1 }), /^fields\.".*"$|^fields\.k/);
-  await refused(t, g.update(id, ['fields.x'], { fields: { x: ['ok', { deep: '\u0000' }] } }), 'session.fields.x[1].deep');
+  await refused(t, g.update(id, [], { fieldsPatch: { x: ['ok', { deep: '\u0000' }] } }), 'fields_patch.x[1].deep');
   await refused(t, g.append(id, 'user', 'NUL\u0000'), 'actor_text');
   t.is((await g.get(id)).revision, rev, 'nothing was written');
 
@@ -169,9 +170,9 @@ function patch(bytes: Uint8Array, marker: string, replacement: number[]): Uint8A
 test('hostile input: invalid UTF-8 is INVALID_ARGUMENT naming the field, never stored as U+FFFD', async (t) => {
   const { tenant, g, id } = await attacker();
   const rev = (await g.get(id)).revision;
-  const send = SendEventRequest.encode({ sessionId: id, event: 'user_input', actor: '', actorInput: 'MARK', expectedRevision: 0 }).finish();
+  const send = SendEventRequest.encode({ sessionId: id, eventName: 'user_input', actor: 0, actorInput: 'MARK', expectedRevision: undefined, requestId: '' }).finish();
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/SendEvent', patch(send, 'MARK', [0x41, 0xff, 0xfe, 0x42]), tenant.md), 'actor_input');
-  const create = CreateSessionRequest.encode({ modelType: 'qa', fields: { MARK: 'v', k: 'MARK' }, expireTime: undefined }).finish();
+  const create = CreateSessionRequest.encode({ modelType: 'qa', fields: { MARK: 'v', k: 'MARK' }, expireTime: undefined, requestId: '' }).finish();
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/CreateSession', patch(create, 'MARK', [0xc3, 0x28, 0x41, 0x41]), tenant.md), /^fields\./);
   const patched = Buffer.from(create);
   Buffer.from([0xed, 0xa0, 0x80, 0x41]).copy(patched, patched.lastIndexOf('MARK')); // an encoded surrogate
@@ -195,7 +196,7 @@ const stamp = (w: BinaryWriter, no: number, seconds: number, nanos: number) =>
 test('hostile input: an int64 past 2^53 is INVALID_ARGUMENT naming the field, and an int32 is never truncated', async (t) => {
   const { tenant, g, id } = await attacker();
   const rev = (await g.get(id)).revision;
-  const send = SendEventRequest.encode({ sessionId: id, event: 'user_input', actor: '', actorInput: 'x', expectedRevision: 0 }).finish();
+  const send = SendEventRequest.encode({ sessionId: id, eventName: 'user_input', actor: 0, actorInput: 'x', expectedRevision: undefined, requestId: '' }).finish();
   for (const big of [2n ** 53n + 1n, 2n ** 63n - 1n, -(2n ** 63n)]) {
     const bytes = append(send, (w) => w.tag(5, WireType.Varint).int64(big));
     const err = await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/SendEvent', bytes, tenant.md), 'expected_revision');
@@ -214,7 +215,7 @@ test('hostile input: Timestamp nanos outside 0..999999999 and Duration nanos of 
     await refused(t, rawCall(s.prompt, '/parley.prompt.v1.PromptService/ListPrompts', append(list, (w) => stamp(w, 5, 0, nanos)), tenant.md), 'created_after');
   }
   const before = (await g.list('', '', 1000)).sessions.length;
-  const create = CreateSessionRequest.encode({ modelType: 'qa', fields: { topic: 'x' }, expireTime: undefined }).finish();
+  const create = CreateSessionRequest.encode({ modelType: 'qa', fields: { topic: 'x' }, expireTime: undefined, requestId: '' }).finish();
   const future = Math.floor(Date.now() / 1000) + 86_400;
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/CreateSession', append(create, (w) => stamp(w, 3, future, 1_500_000_000)), tenant.md), 'expire_time');
   t.is((await g.list('', '', 1000)).sessions.length, before, 'nothing was created');
@@ -224,7 +225,7 @@ test('hostile input: Timestamp nanos outside 0..999999999 and Duration nanos of 
 
 test('hostile input: bytes that are not a message are INVALID_ARGUMENT, and the connection keeps working', async (t) => {
   const { tenant, g, id } = await attacker();
-  const truncated = SendEventRequest.encode({ sessionId: id, event: 'user_input', actor: '', actorInput: 'x'.repeat(100), expectedRevision: 0 }).finish().subarray(0, 60);
+  const truncated = SendEventRequest.encode({ sessionId: id, eventName: 'user_input', actor: 0, actorInput: 'x'.repeat(100), expectedRevision: undefined, requestId: '' }).finish().subarray(0, 60);
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/SendEvent', truncated, tenant.md), '(request)');
   t.is((await g.get(id)).sessionId, id);
 });

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { Actor } from '../../src/gen/parley/genie/v1/genie.js';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { HealthClient } from '../../src/gen/grpc/health/v1/health.js';
 import { createTenant, rpc, startTestServer } from '../helpers/harness.js';
@@ -9,7 +10,7 @@ test('graceful shutdown lets an in-flight call finish, then refuses new ones', a
   const s = await startTestServer({ shutdownGraceMs: 5_000 });
   const tenant = await createTenant(s);
   const g = genie(s, tenant);
-  await g.register(modelType({ name: 'loop', jsonSchema: undefined, stateMachine: { states: ['a'], initialState: 'a', transitions: [{ fromState: 'a', event: 'go', toState: 'a', actor: 'user' }] } }));
+  await g.register(modelType({ name: 'loop', jsonSchema: undefined, stateMachine: { states: ['a'], initialState: 'a', transitions: [{ fromState: 'a', eventName: 'go', toState: 'a', actor: Actor.ACTOR_USER }] } }));
   const { sessionId } = await g.create('loop', {});
 
   // Hold the session's row lock so the next SendEvent is still running when shutdown starts.
@@ -35,7 +36,7 @@ test('graceful shutdown lets an in-flight call finish, then refuses new ones', a
   release();
   await holder;
   const r = await inFlight;
-  t.is(r.session?.revision, 2, 'the call in flight when shutdown began completed');
+  t.is(r.revision, 2, 'the call in flight when shutdown began completed');
   await stopping;
 
   const after = await t.throwsAsync<ServiceError>(check());

@@ -36,11 +36,11 @@ export function victimLoop(s: TestServer, v: Holdings, boundMs: number): { stop:
   };
   const loop = (async () => {
     for (let i = 0; running; i++) {
-      const created = await timed('CreateSession', (o) => rpc(g, g.createSession, { modelType: 'qa', fields: { topic: `round ${i}` }, expireTime: undefined }, md, o));
+      const created = await timed('CreateSession', (o) => rpc(g, g.createSession, { modelType: 'qa', fields: { topic: `round ${i}` }, expireTime: undefined, requestId: '' }, md, o));
       const id = created?.session?.sessionId;
       if (id) {
-        await timed('SendEvent', (o) => rpc(g, g.sendEvent, { sessionId: id, event: 'user_input', actor: '', actorInput: `question ${i}`, expectedRevision: 0 }, md, o));
-        const read = await timed('GetSession', (o) => rpc(g, g.getSession, { sessionId: id, revision: 0 }, md, o));
+        await timed('SendEvent', (o) => rpc(g, g.sendEvent, { sessionId: id, eventName: 'user_input', actor: 0, actorInput: `question ${i}`, expectedRevision: undefined, requestId: '' }, md, o));
+        const read = await timed('GetSession', (o) => rpc(g, g.getSession, { sessionId: id, revision: undefined }, md, o));
         if (read && (read.session?.actorInput !== `question ${i}` || read.session.fields?.topic !== `round ${i}`)) report.failures.push(`GetSession: read back ${JSON.stringify(read.session)}`);
       }
       const promptId = v.promptIds[0]!;

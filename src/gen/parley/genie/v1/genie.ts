@@ -24,6 +24,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../../google/protobuf/duration.js";
 import { FieldMask } from "../../../google/protobuf/field_mask.js";
 import { Struct, Value } from "../../../google/protobuf/struct.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
@@ -32,8 +33,59 @@ export const protobufPackage = "parley.genie.v1";
 
 export const protobufFileName = "parley/genie/v1/genie.proto";
 
+/** Who speaks an utterance. */
+export enum Actor {
+  /** ACTOR_UNSPECIFIED - Unset; refused on input. */
+  ACTOR_UNSPECIFIED = 0,
+  /** ACTOR_USER - The end user. */
+  ACTOR_USER = 1,
+  /** ACTOR_ASSISTANT - The LLM. */
+  ACTOR_ASSISTANT = 2,
+  /** ACTOR_SYSTEM - The system prompt or the application. */
+  ACTOR_SYSTEM = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function actorFromJSON(object: any): Actor {
+  switch (object) {
+    case 0:
+    case "ACTOR_UNSPECIFIED":
+      return Actor.ACTOR_UNSPECIFIED;
+    case 1:
+    case "ACTOR_USER":
+      return Actor.ACTOR_USER;
+    case 2:
+    case "ACTOR_ASSISTANT":
+      return Actor.ACTOR_ASSISTANT;
+    case 3:
+    case "ACTOR_SYSTEM":
+      return Actor.ACTOR_SYSTEM;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Actor.UNRECOGNIZED;
+  }
+}
+
+export function actorToJSON(object: Actor): string {
+  switch (object) {
+    case Actor.ACTOR_UNSPECIFIED:
+      return "ACTOR_UNSPECIFIED";
+    case Actor.ACTOR_USER:
+      return "ACTOR_USER";
+    case Actor.ACTOR_ASSISTANT:
+      return "ACTOR_ASSISTANT";
+    case Actor.ACTOR_SYSTEM:
+      return "ACTOR_SYSTEM";
+    case Actor.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Renderings of a dialogue. QUESTION_ANSWER is left out: the reference never implemented it. */
 export enum DialogueFormat {
+  /** DIALOGUE_FORMAT_UNSPECIFIED - Unset; refused. */
   DIALOGUE_FORMAT_UNSPECIFIED = 0,
   /** DIALOGUE_FORMAT_CHAT - `[ACTOR]: text` blocks, byte for byte as the reference. */
   DIALOGUE_FORMAT_CHAT = 1,
@@ -90,33 +142,62 @@ export function dialogueFormatToJSON(object: DialogueFormat): string {
 
 /** One utterance in a dialogue. */
 export interface DialogueElement {
-  /** `system`, `assistant` or `user` (exact, lower case). */
-  actor: string;
+  /** Who spoke; never ACTOR_UNSPECIFIED. */
+  actor: Actor;
+  /** What was said: UTF-8 text of at most 1 MiB (1,048,576 bytes), verbatim. */
   actorText: string;
   /** When parley recorded the utterance (millisecond precision). */
   timestamp:
     | Date
     | undefined;
-  /** The event that carried the utterance; empty for AppendDialogue. */
-  event: string;
+  /**
+   * The state-machine event that carried the utterance; empty when it was appended without one
+   * (AppendDialogue).
+   */
+  eventName: string;
 }
 
-/** A transition of a model type's state machine: in `from_state`, `event` moves to `to_state`. */
+/**
+ * What a write appended to the dialogue, without the text itself (write responses never repeat it;
+ * read it with GetSession or ListDialogue).
+ */
+export interface DialogueElementInfo {
+  /** 1-based position of the element in the dialogue. */
+  index: number;
+  /** Who spoke. */
+  actor: Actor;
+  /** The event that carried the utterance; empty for AppendDialogue. */
+  eventName: string;
+  /** When parley recorded the utterance (millisecond precision). */
+  timestamp:
+    | Date
+    | undefined;
+  /** Size of the utterance's actor_text in UTF-8 bytes. */
+  textSizeBytes: number;
+}
+
+/** A transition of a model type's state machine: in `from_state`, `event_name` moves to `to_state`. */
 export interface Transition {
+  /** One of the machine's states: 1–100 letters, digits, `_ . : -`. */
   fromState: string;
-  event: string;
+  /** The event's name: 1–100 letters, digits, `_ . : -`; at most one transition per (from_state, event_name). */
+  eventName: string;
+  /** One of the machine's states: 1–100 letters, digits, `_ . : -`. */
   toState: string;
   /**
-   * The actor whose utterance this event carries (`user`, `assistant` or `system`). When set, SendEvent
-   * may omit the actor; when empty, SendEvent must name it.
+   * The actor whose utterance this event carries. When set, SendEvent may omit the actor (and must not
+   * name another); ACTOR_UNSPECIFIED leaves it to SendEvent to name one.
    */
-  actor: string;
+  actor: Actor;
 }
 
 /** The state machine that accompanies a model type. */
 export interface StateMachine {
+  /** Every state: 1–100 letters, digits, `_ . : -` each; at least one, at most 1,000, no duplicates. */
   states: string[];
+  /** Where every new session starts; one of `states`. */
   initialState: string;
+  /** The allowed moves; at most 10,000. */
   transitions: Transition[];
 }
 
@@ -125,32 +206,49 @@ export interface StateMachine {
  * version of the type) to the version that declares it. A version's steps run in the order given.
  */
 export interface UpgradeStep {
+  /** The previously registered schema version of the type. */
   fromVersion: number;
-  renameField?: RenameField | undefined;
-  dropField?: DropField | undefined;
-  addField?: AddField | undefined;
+  /** Renames a top-level field. */
+  renameField?:
+    | RenameField
+    | undefined;
+  /** Removes a top-level field. */
+  dropField?:
+    | DropField
+    | undefined;
+  /** Adds a top-level field with a default. */
+  addField?:
+    | AddField
+    | undefined;
+  /** Renames states. */
   mapStates?: MapStates | undefined;
 }
 
 /** Renames a top-level field; a no-op when the field is absent. */
 export interface RenameField {
-  from: string;
-  to: string;
+  /** The field's name in the previous version (1–100 letters, digits, `_ -`, starting with a letter or `_`). */
+  oldName: string;
+  /** Its name from this version on (same rule). */
+  newName: string;
 }
 
 /** Removes a top-level field. */
 export interface DropField {
+  /** The field's name (1–100 letters, digits, `_ -`, starting with a letter or `_`). */
   name: string;
 }
 
 /** Adds a top-level field with a default value unless the data already has it. */
 export interface AddField {
+  /** The field's name (1–100 letters, digits, `_ -`, starting with a letter or `_`). */
   name: string;
+  /** The value the field gets (null_value for null); at most 256 KiB as JSON. */
   defaultValue: any | undefined;
 }
 
 /** Maps old state ids to new ones; states not in the mapping keep their id. */
 export interface MapStates {
+  /** Old state id → a state of the declaring version. */
   mapping: { [key: string]: string };
 }
 
@@ -159,58 +257,82 @@ export interface MapStates_MappingEntry {
   value: string;
 }
 
-/** A registered type of session model at one schema version. */
+/** A registered type of session model at one schema version. Immutable once registered. */
 export interface ModelType {
-  /** Letters, digits, `_`, `-` and `.`, starting with a letter; unique per account and version. */
+  /**
+   * Letters, digits, `_`, `-` and `.`, starting with a letter, at most 100 characters; unique per account
+   * and version.
+   */
   name: string;
   /** 1 or more; each registration of a name must use a higher version than the last. */
   schemaVersion: number;
   /**
-   * JSON Schema (draft 2020-12 unless `$schema` names draft-07) of the developer's own fields.
-   * Unset accepts any fields.
+   * JSON Schema (draft 2020-12 unless `$schema` names draft-07) of the developer's own fields: at most
+   * 64 KiB as JSON, nesting at most 32 levels. Unset accepts any fields.
    */
-  jsonSchema: { [key: string]: any } | undefined;
+  jsonSchema:
+    | { [key: string]: any }
+    | undefined;
+  /** The states and transitions of this version. */
   stateMachine:
     | StateMachine
     | undefined;
   /** Steps from the previously registered version to this one; empty for the first version. */
   upgrades: UpgradeStep[];
-  /** How long the hot copy of a session stays in Redis; 0 means the server default (one hour). */
-  cacheTtlSeconds: number;
+  /**
+   * How long the hot copy of a session stays in Redis: whole seconds, at most 30 days; unset or zero
+   * means the server default (one hour).
+   */
+  cacheTtl:
+    | Duration
+    | undefined;
+  /** When the version was registered. */
   createTime:
     | Date
     | undefined;
   /**
    * Retention: a session of this type idle (no committed change) for longer than this is deleted with all
    * its content by the next purge (`parley purge` or AdminService.PurgeExpiredData). The latest version's
-   * value applies to every session of the type. 0 keeps sessions until deleted or expired.
+   * value applies to every session of the type. Whole seconds, at most 3650 days; unset or zero keeps
+   * sessions until deleted or expired.
    */
-  sessionTtlSeconds: number;
+  sessionTtl: Duration | undefined;
 }
 
 /** A dialogue session: the GenieModel. */
 export interface GenieSession {
+  /** The session's UUID, generated by parley. */
   sessionId: string;
+  /** The model type's name. */
   modelType: string;
   /** The schema version the session is presented at: always the type's latest. */
   schemaVersion: number;
+  /** The current state; changes only through SendEvent. */
   state: string;
-  /** Empty in ListSessions results. */
+  /**
+   * The dialogue, oldest first. Only GetSession fills it, and only with the newest elements that fit its
+   * 3 MiB reply (GetSessionResponse.omitted_dialogue_count tells how many older ones were left out; page
+   * through all of them with ListDialogue). Empty in every other response.
+   */
   dialogue: DialogueElement[];
-  /** Who spoke most recently (`user`, `assistant`, `system`). */
-  actor: string;
-  /** What the most recent actor said. */
+  /** Who spoke most recently; ACTOR_UNSPECIFIED before anyone did. UpdateSession path `actor`. */
+  actor: Actor;
+  /** What the most recent actor said: at most 1 MiB of UTF-8. UpdateSession path `actor_input`. */
   actorInput: string;
-  /** The developer's own fields, checked against the model type's JSON Schema. */
+  /**
+   * The developer's own fields, checked against the model type's JSON Schema: at most 256 KiB as JSON,
+   * keys of at most 256 characters (never `__proto__`). Changed by UpdateSession's fields_patch.
+   */
   fields:
     | { [key: string]: any }
     | undefined;
-  /** The latest utterance; unset for an empty dialogue. */
+  /** The latest utterance; unset for an empty dialogue and in SendEvent/AppendDialogue-style write results. */
   currentResponse:
     | DialogueElement
     | undefined;
   /** Increases by exactly one with every committed change; 1 on creation. */
   revision: number;
+  /** When the session was created. */
   createTime:
     | Date
     | undefined;
@@ -218,112 +340,192 @@ export interface GenieSession {
   updateTime:
     | Date
     | undefined;
-  /** Set on a session made by ForkSession. */
+  /** Set on a session made by ForkSession: the source session's id. */
   forkedFromSessionId: string;
+  /** Set on a session made by ForkSession: the source's revision it was forked at. */
   forkedFromRevision: number;
   /**
    * When set, the next purge after this time deletes the session with all its content, whatever its
-   * type's session_ttl_seconds. Set at CreateSession or with UpdateSession (path `expire_time`).
+   * type's session_ttl. Set at CreateSession or with UpdateSession (path `expire_time`; unset clears it).
    */
-  expireTime: Date | undefined;
+  expireTime:
+    | Date
+    | undefined;
+  /** How many elements the whole dialogue has (at this revision). */
+  dialogueLength: number;
 }
 
 /** Metadata of one secondary-storage value. */
 export interface SecondaryEntry {
+  /** The value's key: 1–256 characters, no control characters. */
   key: string;
+  /** The value's size in bytes (at most 3 MiB). */
   sizeBytes: number;
   /** The session revision that stored it. */
   revision: number;
+  /** When it was stored. */
   createTime: Date | undefined;
 }
 
+/** Request of RegisterModelType. */
 export interface RegisterModelTypeRequest {
-  modelType: ModelType | undefined;
+  /** The type at its new version; create_time is ignored. */
+  modelType:
+    | ModelType
+    | undefined;
+  /**
+   * Idempotency key (AIP-155): a UUID, optional. Scope: the caller's account, across all RPCs. A repeat of
+   * the same request within 24 hours returns the first result and writes nothing; the same id with another
+   * request or RPC is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+   */
+  requestId: string;
 }
 
+/** Response of RegisterModelType. */
 export interface RegisterModelTypeResponse {
+  /** The registered version, create_time set. */
   modelType: ModelType | undefined;
 }
 
+/** Request of GetModelType. */
 export interface GetModelTypeRequest {
+  /** The type's name. */
   name: string;
-  /** 0 means the latest version. */
-  schemaVersion: number;
+  /** The version to read; unset means the latest. */
+  schemaVersion?: number | undefined;
 }
 
+/** Response of GetModelType. */
 export interface GetModelTypeResponse {
+  /** The type at the version asked for. */
   modelType: ModelType | undefined;
 }
 
+/** Request of ListModelTypes. */
 export interface ListModelTypesRequest {
   /** Only this type's versions when set. */
   name: string;
   /** 1–1000; 0 means 50. */
   pageSize: number;
+  /** The previous response's next_page_token, with the same filter. */
   pageToken: string;
 }
 
+/** Response of ListModelTypes. */
 export interface ListModelTypesResponse {
+  /** By name, then schema version. */
   modelTypes: ModelType[];
   /** Empty on the last page. */
   nextPageToken: string;
 }
 
+/** Request of CreateSession. */
 export interface CreateSessionRequest {
+  /** The model type's name; the session starts at its latest version. */
   modelType: string;
-  /** Initial developer fields, checked against the latest version's JSON Schema. */
+  /**
+   * Initial developer fields, checked against the latest version's JSON Schema: at most 256 KiB as
+   * JSON, keys of at most 256 characters.
+   */
   fields:
     | { [key: string]: any }
     | undefined;
   /**
-   * Optional: when the session is to be deleted (see GenieSession.expire_time); a time already past
-   * leaves it to the next purge.
+   * When the session is to be deleted (see GenieSession.expire_time); a time already past leaves it to
+   * the next purge.
    */
-  expireTime: Date | undefined;
+  expireTime:
+    | Date
+    | undefined;
+  /** Idempotency key (AIP-155), as in RegisterModelTypeRequest.request_id. */
+  requestId: string;
 }
 
+/** Response of CreateSession. */
 export interface CreateSessionResponse {
+  /** The new session at revision 1 (empty dialogue). */
   session: GenieSession | undefined;
 }
 
+/** Request of GetSession. */
 export interface GetSessionRequest {
+  /** The session's id. */
   sessionId: string;
-  /** 0 means the current revision. */
-  revision: number;
+  /** The revision to read; unset means the current one. */
+  revision?: number | undefined;
 }
 
+/** Response of GetSession: at most 3 MiB, whatever the dialogue's size. */
 export interface GetSessionResponse {
-  session: GenieSession | undefined;
+  /** The session; its dialogue holds the newest elements that fit the reply. */
+  session:
+    | GenieSession
+    | undefined;
+  /**
+   * How many of the oldest dialogue elements were left out of session.dialogue to keep the reply under
+   * 3 MiB (0 when the whole dialogue is there); read them with ListDialogue.
+   */
+  omittedDialogueCount: number;
 }
 
+/** Request of UpdateSession. */
 export interface UpdateSessionRequest {
   /** `session_id` names the session; the fields named by `update_mask` carry the new values. */
   session:
     | GenieSession
     | undefined;
   /**
-   * Paths: `fields` (all developer fields), `fields.<name>[.<name>…]` (one value, removed when absent
-   * from `session.fields`), `actor`, `actor_input`, `expire_time` (unset clears it). Unset means `fields`.
+   * The session's own fields to set, snake_case: `actor`, `actor_input`, `expire_time` (unset clears
+   * it), or `*` for all three. Unset means the populated ones among them. User fields are not paths: use
+   * fields_patch. Any other path is INVALID_ARGUMENT (UPDATE_MASK_INVALID).
    */
   updateMask:
     | string[]
     | undefined;
-  /** When non-zero, the update applies only if the session is at this revision (else ABORTED). */
-  expectedRevision: number;
+  /** The update applies only if the session is at this revision (else ABORTED, REVISION_MISMATCH). */
+  expectedRevision?:
+    | number
+    | undefined;
+  /**
+   * A JSON Merge Patch (RFC 7396) of the developer's fields: each key sets that field, null deletes it,
+   * an object merges into the field recursively, anything else replaces it. Keys are taken as written, so
+   * camelCase and snake_case both work from JSON clients. At most 256 KiB as JSON; the patched fields
+   * must satisfy the JSON Schema and stay within 256 KiB.
+   */
+  fieldsPatch:
+    | { [key: string]: any }
+    | undefined;
+  /** Idempotency key (AIP-155), as in RegisterModelTypeRequest.request_id. */
+  requestId: string;
 }
 
+/** Response of UpdateSession. */
 export interface UpdateSessionResponse {
-  session: GenieSession | undefined;
+  /** The session after the update, without its dialogue. */
+  session:
+    | GenieSession
+    | undefined;
+  /** False when the update changed nothing: then nothing was committed and the revision is unchanged. */
+  changed: boolean;
 }
 
+/** Request of DeleteSession. */
 export interface DeleteSessionRequest {
+  /** The session's id. */
   sessionId: string;
-  expectedRevision: number;
+  /** Deletes only if the session is at this revision (else ABORTED, REVISION_MISMATCH). */
+  expectedRevision?:
+    | number
+    | undefined;
+  /** Idempotency key (AIP-155), as in RegisterModelTypeRequest.request_id. */
+  requestId: string;
 }
 
+/** Response of DeleteSession. */
 export interface DeleteSessionResponse {
 }
 
+/** Request of ListSessions. */
 export interface ListSessionsRequest {
   /** Only sessions of this model type when set. */
   modelType: string;
@@ -331,74 +533,169 @@ export interface ListSessionsRequest {
   state: string;
   /** 1–1000; 0 means 50. */
   pageSize: number;
+  /** The previous response's next_page_token, with the same filters. */
   pageToken: string;
 }
 
+/** Response of ListSessions. */
 export interface ListSessionsResponse {
+  /** Oldest first, without their dialogue (current_response is set). */
   sessions: GenieSession[];
+  /** Empty on the last page. */
   nextPageToken: string;
 }
 
+/** Request of ForkSession. */
 export interface ForkSessionRequest {
+  /** The source session's id. */
   sessionId: string;
-  /** 0 means the current revision. */
-  revision: number;
+  /** The source revision to fork from; unset means the current one. */
+  revision?:
+    | number
+    | undefined;
+  /** Idempotency key (AIP-155), as in RegisterModelTypeRequest.request_id. */
+  requestId: string;
 }
 
+/** Response of ForkSession. */
 export interface ForkSessionResponse {
+  /** The new session at revision 1, without its dialogue (dialogue_length says how much was copied). */
   session: GenieSession | undefined;
 }
 
+/** Request of SendEvent. */
 export interface SendEventRequest {
+  /** The session's id. */
   sessionId: string;
-  event: string;
-  /** `user`, `assistant` or `system`; may be omitted when the transition names its actor. */
-  actor: string;
-  /** The utterance; becomes the appended DialogueElement's actor_text. */
+  /** The event: 1–100 letters, digits, `_ . : -`. */
+  eventName: string;
+  /** Who speaks; may be left unset when the transition names its actor. */
+  actor: Actor;
+  /** The utterance, at most 1 MiB of UTF-8; becomes the appended DialogueElement's actor_text. */
   actorInput: string;
-  expectedRevision: number;
+  /** Fires only if the session is at this revision (else ABORTED, REVISION_MISMATCH). */
+  expectedRevision?:
+    | number
+    | undefined;
+  /** Idempotency key (AIP-155), as in RegisterModelTypeRequest.request_id. */
+  requestId: string;
 }
 
+/** Response of SendEvent: what the write did, never the utterance itself. */
 export interface SendEventResponse {
-  session:
-    | GenieSession
-    | undefined;
+  /** The session's id. */
+  sessionId: string;
   /** The state the event left. */
   previousState: string;
-}
-
-export interface AppendDialogueRequest {
-  sessionId: string;
-  actor: string;
-  actorText: string;
-  expectedRevision: number;
-}
-
-export interface AppendDialogueResponse {
-  session: GenieSession | undefined;
-}
-
-export interface FormatDialogueRequest {
-  sessionId: string;
-  format: DialogueFormat;
-  /** 0 means the current revision. */
+  /** The revision the event committed. */
   revision: number;
+  /** The state the event moved to. */
+  state: string;
+  /** The appended utterance's metadata. */
+  element:
+    | DialogueElementInfo
+    | undefined;
+  /** When the revision was committed. */
+  updateTime: Date | undefined;
 }
 
+/** Request of AppendDialogue. */
+export interface AppendDialogueRequest {
+  /** The session's id. */
+  sessionId: string;
+  /** Who speaks. */
+  actor: Actor;
+  /** The utterance, at most 1 MiB of UTF-8. */
+  actorText: string;
+  /** Appends only if the session is at this revision (else ABORTED, REVISION_MISMATCH). */
+  expectedRevision?:
+    | number
+    | undefined;
+  /** Idempotency key (AIP-155), as in RegisterModelTypeRequest.request_id. */
+  requestId: string;
+}
+
+/** Response of AppendDialogue: what the write did, never the utterance itself. */
+export interface AppendDialogueResponse {
+  /** The session's id. */
+  sessionId: string;
+  /** The revision the append committed. */
+  revision: number;
+  /** The session's state (unchanged by an append). */
+  state: string;
+  /** The appended utterance's metadata. */
+  element:
+    | DialogueElementInfo
+    | undefined;
+  /** When the revision was committed. */
+  updateTime: Date | undefined;
+}
+
+/** Request of ListDialogue. */
+export interface ListDialogueRequest {
+  /** The session's id. */
+  sessionId: string;
+  /** The revision whose dialogue to list; unset means the current one. */
+  revision?:
+    | number
+    | undefined;
+  /**
+   * At most this many elements per page: 1–1000; 0 means 50. A page also stops before 3 MiB of text
+   * (it always holds at least one element).
+   */
+  pageSize: number;
+  /** The previous response's next_page_token, with the same session_id and revision. */
+  pageToken: string;
+}
+
+/** Response of ListDialogue. */
+export interface ListDialogueResponse {
+  /** Oldest first. */
+  elements: DialogueElement[];
+  /** 1-based position of elements[0] in the dialogue (0 when the page is empty). */
+  firstIndex: number;
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+/** Request of FormatDialogue. */
+export interface FormatDialogueRequest {
+  /** The session's id. */
+  sessionId: string;
+  /** The rendering; DIALOGUE_FORMAT_UNSPECIFIED is refused. */
+  format: DialogueFormat;
+  /** The revision to render; unset means the current one. */
+  revision?: number | undefined;
+}
+
+/** Response of FormatDialogue. */
 export interface FormatDialogueResponse {
+  /**
+   * The rendered dialogue; a rendering larger than 3 MiB is refused (FAILED_PRECONDITION,
+   * DIALOGUE_TOO_LARGE: page with ListDialogue instead).
+   */
   text: string;
 }
 
+/** Request of PutSecondary. */
 export interface PutSecondaryRequest {
+  /** The session's id. */
   sessionId: string;
-  /** 1–256 characters, no control characters. */
+  /** 1–256 characters, no control characters; write-once. */
   key: string;
-  /** Up to 16 MiB. */
+  /** Up to 3 MiB. */
   value: Buffer;
-  expectedRevision: number;
+  /** Stores only if the session is at this revision (else ABORTED, REVISION_MISMATCH). */
+  expectedRevision?:
+    | number
+    | undefined;
+  /** Idempotency key (AIP-155), as in RegisterModelTypeRequest.request_id. */
+  requestId: string;
 }
 
+/** Response of PutSecondary. */
 export interface PutSecondaryResponse {
+  /** The stored value's metadata. */
   entry:
     | SecondaryEntry
     | undefined;
@@ -406,25 +703,39 @@ export interface PutSecondaryResponse {
   revision: number;
 }
 
+/** Request of GetSecondary. */
 export interface GetSecondaryRequest {
+  /** The session's id. */
   sessionId: string;
+  /** The value's key. */
   key: string;
 }
 
+/** Response of GetSecondary. */
 export interface GetSecondaryResponse {
-  entry: SecondaryEntry | undefined;
+  /** The value's metadata. */
+  entry:
+    | SecondaryEntry
+    | undefined;
+  /** The value (at most 3 MiB). */
   value: Buffer;
 }
 
+/** Request of ListSecondaryKeys. */
 export interface ListSecondaryKeysRequest {
+  /** The session's id. */
   sessionId: string;
+  /** 1–1000; 0 means 50. */
   pageSize: number;
+  /** The previous response's next_page_token, with the same session_id. */
   pageToken: string;
 }
 
+/** Response of ListSecondaryKeys. */
 export interface ListSecondaryKeysResponse {
   /** By key. */
   entries: SecondaryEntry[];
+  /** Empty on the last page. */
   nextPageToken: string;
 }
 
@@ -600,13 +911,13 @@ export interface ChatError {
 }
 
 function createBaseDialogueElement(): DialogueElement {
-  return { actor: "", actorText: "", timestamp: undefined, event: "" };
+  return { actor: 0, actorText: "", timestamp: undefined, eventName: "" };
 }
 
 export const DialogueElement: MessageFns<DialogueElement> = {
   encode(message: DialogueElement, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.actor !== "") {
-      writer.uint32(10).string(message.actor);
+    if (message.actor !== 0) {
+      writer.uint32(8).int32(message.actor);
     }
     if (message.actorText !== "") {
       writer.uint32(18).string(message.actorText);
@@ -614,8 +925,8 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     if (message.timestamp !== undefined) {
       Timestamp.encode(toTimestamp(message.timestamp), writer.uint32(26).fork()).join();
     }
-    if (message.event !== "") {
-      writer.uint32(34).string(message.event);
+    if (message.eventName !== "") {
+      writer.uint32(34).string(message.eventName);
     }
     return writer;
   },
@@ -634,11 +945,11 @@ export const DialogueElement: MessageFns<DialogueElement> = {
         const tag = reader.uint32();
         switch (tag >>> 3) {
           case 1: {
-            if (tag !== 10) {
+            if (tag !== 8) {
               break;
             }
 
-            message.actor = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
           case 2: {
@@ -662,7 +973,7 @@ export const DialogueElement: MessageFns<DialogueElement> = {
               break;
             }
 
-            message.event = reader.string();
+            message.eventName = reader.string();
             continue;
           }
         }
@@ -679,21 +990,25 @@ export const DialogueElement: MessageFns<DialogueElement> = {
 
   fromJSON(object: any): DialogueElement {
     return {
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
       actorText: isSet(object.actorText)
         ? globalThis.String(object.actorText)
         : isSet(object.actor_text)
         ? globalThis.String(object.actor_text)
         : "",
       timestamp: isSet(object.timestamp) ? fromJsonTimestamp(object.timestamp) : undefined,
-      event: isSet(object.event) ? globalThis.String(object.event) : "",
+      eventName: isSet(object.eventName)
+        ? globalThis.String(object.eventName)
+        : isSet(object.event_name)
+        ? globalThis.String(object.event_name)
+        : "",
     };
   },
 
   toJSON(message: DialogueElement): unknown {
     const obj: any = {};
-    if (message.actor !== "") {
-      obj.actor = message.actor;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
     if (message.actorText !== "") {
       obj.actorText = message.actorText;
@@ -701,8 +1016,8 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     if (message.timestamp !== undefined) {
       obj.timestamp = message.timestamp.toISOString();
     }
-    if (message.event !== "") {
-      obj.event = message.event;
+    if (message.eventName !== "") {
+      obj.eventName = message.eventName;
     }
     return obj;
   },
@@ -712,16 +1027,157 @@ export const DialogueElement: MessageFns<DialogueElement> = {
   },
   fromPartial<I extends Exact<DeepPartial<DialogueElement>, I>>(object: I): DialogueElement {
     const message = createBaseDialogueElement();
-    message.actor = object.actor ?? "";
+    message.actor = object.actor ?? 0;
     message.actorText = object.actorText ?? "";
     message.timestamp = object.timestamp ?? undefined;
-    message.event = object.event ?? "";
+    message.eventName = object.eventName ?? "";
+    return message;
+  },
+};
+
+function createBaseDialogueElementInfo(): DialogueElementInfo {
+  return { index: 0, actor: 0, eventName: "", timestamp: undefined, textSizeBytes: 0 };
+}
+
+export const DialogueElementInfo: MessageFns<DialogueElementInfo> = {
+  encode(message: DialogueElementInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).int32(message.index);
+    }
+    if (message.actor !== 0) {
+      writer.uint32(16).int32(message.actor);
+    }
+    if (message.eventName !== "") {
+      writer.uint32(26).string(message.eventName);
+    }
+    if (message.timestamp !== undefined) {
+      Timestamp.encode(toTimestamp(message.timestamp), writer.uint32(34).fork()).join();
+    }
+    if (message.textSizeBytes !== 0) {
+      writer.uint32(40).int64(message.textSizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DialogueElementInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDialogueElementInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.actor = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.eventName = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.timestamp = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.textSizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DialogueElementInfo {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
+      eventName: isSet(object.eventName)
+        ? globalThis.String(object.eventName)
+        : isSet(object.event_name)
+        ? globalThis.String(object.event_name)
+        : "",
+      timestamp: isSet(object.timestamp) ? fromJsonTimestamp(object.timestamp) : undefined,
+      textSizeBytes: isSet(object.textSizeBytes)
+        ? globalThis.Number(object.textSizeBytes)
+        : isSet(object.text_size_bytes)
+        ? globalThis.Number(object.text_size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: DialogueElementInfo): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
+    }
+    if (message.eventName !== "") {
+      obj.eventName = message.eventName;
+    }
+    if (message.timestamp !== undefined) {
+      obj.timestamp = message.timestamp.toISOString();
+    }
+    if (message.textSizeBytes !== 0) {
+      obj.textSizeBytes = Math.round(message.textSizeBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DialogueElementInfo>, I>>(base?: I): DialogueElementInfo {
+    return DialogueElementInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DialogueElementInfo>, I>>(object: I): DialogueElementInfo {
+    const message = createBaseDialogueElementInfo();
+    message.index = object.index ?? 0;
+    message.actor = object.actor ?? 0;
+    message.eventName = object.eventName ?? "";
+    message.timestamp = object.timestamp ?? undefined;
+    message.textSizeBytes = object.textSizeBytes ?? 0;
     return message;
   },
 };
 
 function createBaseTransition(): Transition {
-  return { fromState: "", event: "", toState: "", actor: "" };
+  return { fromState: "", eventName: "", toState: "", actor: 0 };
 }
 
 export const Transition: MessageFns<Transition> = {
@@ -729,14 +1185,14 @@ export const Transition: MessageFns<Transition> = {
     if (message.fromState !== "") {
       writer.uint32(10).string(message.fromState);
     }
-    if (message.event !== "") {
-      writer.uint32(18).string(message.event);
+    if (message.eventName !== "") {
+      writer.uint32(18).string(message.eventName);
     }
     if (message.toState !== "") {
       writer.uint32(26).string(message.toState);
     }
-    if (message.actor !== "") {
-      writer.uint32(34).string(message.actor);
+    if (message.actor !== 0) {
+      writer.uint32(32).int32(message.actor);
     }
     return writer;
   },
@@ -767,7 +1223,7 @@ export const Transition: MessageFns<Transition> = {
               break;
             }
 
-            message.event = reader.string();
+            message.eventName = reader.string();
             continue;
           }
           case 3: {
@@ -779,11 +1235,11 @@ export const Transition: MessageFns<Transition> = {
             continue;
           }
           case 4: {
-            if (tag !== 34) {
+            if (tag !== 32) {
               break;
             }
 
-            message.actor = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
         }
@@ -805,13 +1261,17 @@ export const Transition: MessageFns<Transition> = {
         : isSet(object.from_state)
         ? globalThis.String(object.from_state)
         : "",
-      event: isSet(object.event) ? globalThis.String(object.event) : "",
+      eventName: isSet(object.eventName)
+        ? globalThis.String(object.eventName)
+        : isSet(object.event_name)
+        ? globalThis.String(object.event_name)
+        : "",
       toState: isSet(object.toState)
         ? globalThis.String(object.toState)
         : isSet(object.to_state)
         ? globalThis.String(object.to_state)
         : "",
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
     };
   },
 
@@ -820,14 +1280,14 @@ export const Transition: MessageFns<Transition> = {
     if (message.fromState !== "") {
       obj.fromState = message.fromState;
     }
-    if (message.event !== "") {
-      obj.event = message.event;
+    if (message.eventName !== "") {
+      obj.eventName = message.eventName;
     }
     if (message.toState !== "") {
       obj.toState = message.toState;
     }
-    if (message.actor !== "") {
-      obj.actor = message.actor;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
     return obj;
   },
@@ -838,9 +1298,9 @@ export const Transition: MessageFns<Transition> = {
   fromPartial<I extends Exact<DeepPartial<Transition>, I>>(object: I): Transition {
     const message = createBaseTransition();
     message.fromState = object.fromState ?? "";
-    message.event = object.event ?? "";
+    message.eventName = object.eventName ?? "";
     message.toState = object.toState ?? "";
-    message.actor = object.actor ?? "";
+    message.actor = object.actor ?? 0;
     return message;
   },
 };
@@ -1114,16 +1574,16 @@ export const UpgradeStep: MessageFns<UpgradeStep> = {
 };
 
 function createBaseRenameField(): RenameField {
-  return { from: "", to: "" };
+  return { oldName: "", newName: "" };
 }
 
 export const RenameField: MessageFns<RenameField> = {
   encode(message: RenameField, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.from !== "") {
-      writer.uint32(10).string(message.from);
+    if (message.oldName !== "") {
+      writer.uint32(10).string(message.oldName);
     }
-    if (message.to !== "") {
-      writer.uint32(18).string(message.to);
+    if (message.newName !== "") {
+      writer.uint32(18).string(message.newName);
     }
     return writer;
   },
@@ -1146,7 +1606,7 @@ export const RenameField: MessageFns<RenameField> = {
               break;
             }
 
-            message.from = reader.string();
+            message.oldName = reader.string();
             continue;
           }
           case 2: {
@@ -1154,7 +1614,7 @@ export const RenameField: MessageFns<RenameField> = {
               break;
             }
 
-            message.to = reader.string();
+            message.newName = reader.string();
             continue;
           }
         }
@@ -1171,18 +1631,26 @@ export const RenameField: MessageFns<RenameField> = {
 
   fromJSON(object: any): RenameField {
     return {
-      from: isSet(object.from) ? globalThis.String(object.from) : "",
-      to: isSet(object.to) ? globalThis.String(object.to) : "",
+      oldName: isSet(object.oldName)
+        ? globalThis.String(object.oldName)
+        : isSet(object.old_name)
+        ? globalThis.String(object.old_name)
+        : "",
+      newName: isSet(object.newName)
+        ? globalThis.String(object.newName)
+        : isSet(object.new_name)
+        ? globalThis.String(object.new_name)
+        : "",
     };
   },
 
   toJSON(message: RenameField): unknown {
     const obj: any = {};
-    if (message.from !== "") {
-      obj.from = message.from;
+    if (message.oldName !== "") {
+      obj.oldName = message.oldName;
     }
-    if (message.to !== "") {
-      obj.to = message.to;
+    if (message.newName !== "") {
+      obj.newName = message.newName;
     }
     return obj;
   },
@@ -1192,8 +1660,8 @@ export const RenameField: MessageFns<RenameField> = {
   },
   fromPartial<I extends Exact<DeepPartial<RenameField>, I>>(object: I): RenameField {
     const message = createBaseRenameField();
-    message.from = object.from ?? "";
-    message.to = object.to ?? "";
+    message.oldName = object.oldName ?? "";
+    message.newName = object.newName ?? "";
     return message;
   },
 };
@@ -1545,9 +2013,9 @@ function createBaseModelType(): ModelType {
     jsonSchema: undefined,
     stateMachine: undefined,
     upgrades: [],
-    cacheTtlSeconds: 0,
+    cacheTtl: undefined,
     createTime: undefined,
-    sessionTtlSeconds: 0,
+    sessionTtl: undefined,
   };
 }
 
@@ -1568,14 +2036,14 @@ export const ModelType: MessageFns<ModelType> = {
     for (const v of message.upgrades) {
       UpgradeStep.encode(v!, writer.uint32(42).fork()).join();
     }
-    if (message.cacheTtlSeconds !== 0) {
-      writer.uint32(48).int32(message.cacheTtlSeconds);
+    if (message.cacheTtl !== undefined) {
+      Duration.encode(message.cacheTtl, writer.uint32(50).fork()).join();
     }
     if (message.createTime !== undefined) {
       Timestamp.encode(toTimestamp(message.createTime), writer.uint32(58).fork()).join();
     }
-    if (message.sessionTtlSeconds !== 0) {
-      writer.uint32(64).int32(message.sessionTtlSeconds);
+    if (message.sessionTtl !== undefined) {
+      Duration.encode(message.sessionTtl, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1634,11 +2102,11 @@ export const ModelType: MessageFns<ModelType> = {
             continue;
           }
           case 6: {
-            if (tag !== 48) {
+            if (tag !== 50) {
               break;
             }
 
-            message.cacheTtlSeconds = reader.int32();
+            message.cacheTtl = Duration.decode(reader, reader.uint32());
             continue;
           }
           case 7: {
@@ -1650,11 +2118,11 @@ export const ModelType: MessageFns<ModelType> = {
             continue;
           }
           case 8: {
-            if (tag !== 64) {
+            if (tag !== 66) {
               break;
             }
 
-            message.sessionTtlSeconds = reader.int32();
+            message.sessionTtl = Duration.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -1690,21 +2158,21 @@ export const ModelType: MessageFns<ModelType> = {
       upgrades: globalThis.Array.isArray(object?.upgrades)
         ? object.upgrades.map((e: any) => UpgradeStep.fromJSON(e))
         : [],
-      cacheTtlSeconds: isSet(object.cacheTtlSeconds)
-        ? globalThis.Number(object.cacheTtlSeconds)
-        : isSet(object.cache_ttl_seconds)
-        ? globalThis.Number(object.cache_ttl_seconds)
-        : 0,
+      cacheTtl: isSet(object.cacheTtl)
+        ? Duration.fromJSON(object.cacheTtl)
+        : isSet(object.cache_ttl)
+        ? Duration.fromJSON(object.cache_ttl)
+        : undefined,
       createTime: isSet(object.createTime)
         ? fromJsonTimestamp(object.createTime)
         : isSet(object.create_time)
         ? fromJsonTimestamp(object.create_time)
         : undefined,
-      sessionTtlSeconds: isSet(object.sessionTtlSeconds)
-        ? globalThis.Number(object.sessionTtlSeconds)
-        : isSet(object.session_ttl_seconds)
-        ? globalThis.Number(object.session_ttl_seconds)
-        : 0,
+      sessionTtl: isSet(object.sessionTtl)
+        ? Duration.fromJSON(object.sessionTtl)
+        : isSet(object.session_ttl)
+        ? Duration.fromJSON(object.session_ttl)
+        : undefined,
     };
   },
 
@@ -1725,14 +2193,14 @@ export const ModelType: MessageFns<ModelType> = {
     if (message.upgrades?.length) {
       obj.upgrades = message.upgrades.map((e) => UpgradeStep.toJSON(e));
     }
-    if (message.cacheTtlSeconds !== 0) {
-      obj.cacheTtlSeconds = Math.round(message.cacheTtlSeconds);
+    if (message.cacheTtl !== undefined) {
+      obj.cacheTtl = Duration.toJSON(message.cacheTtl);
     }
     if (message.createTime !== undefined) {
       obj.createTime = message.createTime.toISOString();
     }
-    if (message.sessionTtlSeconds !== 0) {
-      obj.sessionTtlSeconds = Math.round(message.sessionTtlSeconds);
+    if (message.sessionTtl !== undefined) {
+      obj.sessionTtl = Duration.toJSON(message.sessionTtl);
     }
     return obj;
   },
@@ -1749,9 +2217,13 @@ export const ModelType: MessageFns<ModelType> = {
       ? StateMachine.fromPartial(object.stateMachine)
       : undefined;
     message.upgrades = object.upgrades?.map((e) => UpgradeStep.fromPartial(e)) || [];
-    message.cacheTtlSeconds = object.cacheTtlSeconds ?? 0;
+    message.cacheTtl = (object.cacheTtl !== undefined && object.cacheTtl !== null)
+      ? Duration.fromPartial(object.cacheTtl)
+      : undefined;
     message.createTime = object.createTime ?? undefined;
-    message.sessionTtlSeconds = object.sessionTtlSeconds ?? 0;
+    message.sessionTtl = (object.sessionTtl !== undefined && object.sessionTtl !== null)
+      ? Duration.fromPartial(object.sessionTtl)
+      : undefined;
     return message;
   },
 };
@@ -1763,7 +2235,7 @@ function createBaseGenieSession(): GenieSession {
     schemaVersion: 0,
     state: "",
     dialogue: [],
-    actor: "",
+    actor: 0,
     actorInput: "",
     fields: undefined,
     currentResponse: undefined,
@@ -1773,6 +2245,7 @@ function createBaseGenieSession(): GenieSession {
     forkedFromSessionId: "",
     forkedFromRevision: 0,
     expireTime: undefined,
+    dialogueLength: 0,
   };
 }
 
@@ -1793,8 +2266,8 @@ export const GenieSession: MessageFns<GenieSession> = {
     for (const v of message.dialogue) {
       DialogueElement.encode(v!, writer.uint32(42).fork()).join();
     }
-    if (message.actor !== "") {
-      writer.uint32(50).string(message.actor);
+    if (message.actor !== 0) {
+      writer.uint32(48).int32(message.actor);
     }
     if (message.actorInput !== "") {
       writer.uint32(58).string(message.actorInput);
@@ -1822,6 +2295,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     }
     if (message.expireTime !== undefined) {
       Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(122).fork()).join();
+    }
+    if (message.dialogueLength !== 0) {
+      writer.uint32(128).int32(message.dialogueLength);
     }
     return writer;
   },
@@ -1880,11 +2356,11 @@ export const GenieSession: MessageFns<GenieSession> = {
             continue;
           }
           case 6: {
-            if (tag !== 50) {
+            if (tag !== 48) {
               break;
             }
 
-            message.actor = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
           case 7: {
@@ -1959,6 +2435,14 @@ export const GenieSession: MessageFns<GenieSession> = {
             message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.dialogueLength = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1992,7 +2476,7 @@ export const GenieSession: MessageFns<GenieSession> = {
       dialogue: globalThis.Array.isArray(object?.dialogue)
         ? object.dialogue.map((e: any) => DialogueElement.fromJSON(e))
         : [],
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
       actorInput: isSet(object.actorInput)
         ? globalThis.String(object.actorInput)
         : isSet(object.actor_input)
@@ -2030,6 +2514,11 @@ export const GenieSession: MessageFns<GenieSession> = {
         : isSet(object.expire_time)
         ? fromJsonTimestamp(object.expire_time)
         : undefined,
+      dialogueLength: isSet(object.dialogueLength)
+        ? globalThis.Number(object.dialogueLength)
+        : isSet(object.dialogue_length)
+        ? globalThis.Number(object.dialogue_length)
+        : 0,
     };
   },
 
@@ -2050,8 +2539,8 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.dialogue?.length) {
       obj.dialogue = message.dialogue.map((e) => DialogueElement.toJSON(e));
     }
-    if (message.actor !== "") {
-      obj.actor = message.actor;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
     if (message.actorInput !== "") {
       obj.actorInput = message.actorInput;
@@ -2080,6 +2569,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.expireTime !== undefined) {
       obj.expireTime = message.expireTime.toISOString();
     }
+    if (message.dialogueLength !== 0) {
+      obj.dialogueLength = Math.round(message.dialogueLength);
+    }
     return obj;
   },
 
@@ -2093,7 +2585,7 @@ export const GenieSession: MessageFns<GenieSession> = {
     message.schemaVersion = object.schemaVersion ?? 0;
     message.state = object.state ?? "";
     message.dialogue = object.dialogue?.map((e) => DialogueElement.fromPartial(e)) || [];
-    message.actor = object.actor ?? "";
+    message.actor = object.actor ?? 0;
     message.actorInput = object.actorInput ?? "";
     message.fields = object.fields ?? undefined;
     message.currentResponse = (object.currentResponse !== undefined && object.currentResponse !== null)
@@ -2105,6 +2597,7 @@ export const GenieSession: MessageFns<GenieSession> = {
     message.forkedFromSessionId = object.forkedFromSessionId ?? "";
     message.forkedFromRevision = object.forkedFromRevision ?? 0;
     message.expireTime = object.expireTime ?? undefined;
+    message.dialogueLength = object.dialogueLength ?? 0;
     return message;
   },
 };
@@ -2235,13 +2728,16 @@ export const SecondaryEntry: MessageFns<SecondaryEntry> = {
 };
 
 function createBaseRegisterModelTypeRequest(): RegisterModelTypeRequest {
-  return { modelType: undefined };
+  return { modelType: undefined, requestId: "" };
 }
 
 export const RegisterModelTypeRequest: MessageFns<RegisterModelTypeRequest> = {
   encode(message: RegisterModelTypeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.modelType !== undefined) {
       ModelType.encode(message.modelType, writer.uint32(10).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
     }
     return writer;
   },
@@ -2267,6 +2763,14 @@ export const RegisterModelTypeRequest: MessageFns<RegisterModelTypeRequest> = {
             message.modelType = ModelType.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2286,6 +2790,11 @@ export const RegisterModelTypeRequest: MessageFns<RegisterModelTypeRequest> = {
         : isSet(object.model_type)
         ? ModelType.fromJSON(object.model_type)
         : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -2293,6 +2802,9 @@ export const RegisterModelTypeRequest: MessageFns<RegisterModelTypeRequest> = {
     const obj: any = {};
     if (message.modelType !== undefined) {
       obj.modelType = ModelType.toJSON(message.modelType);
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
     }
     return obj;
   },
@@ -2305,6 +2817,7 @@ export const RegisterModelTypeRequest: MessageFns<RegisterModelTypeRequest> = {
     message.modelType = (object.modelType !== undefined && object.modelType !== null)
       ? ModelType.fromPartial(object.modelType)
       : undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -2385,7 +2898,7 @@ export const RegisterModelTypeResponse: MessageFns<RegisterModelTypeResponse> = 
 };
 
 function createBaseGetModelTypeRequest(): GetModelTypeRequest {
-  return { name: "", schemaVersion: 0 };
+  return { name: "", schemaVersion: undefined };
 }
 
 export const GetModelTypeRequest: MessageFns<GetModelTypeRequest> = {
@@ -2393,7 +2906,7 @@ export const GetModelTypeRequest: MessageFns<GetModelTypeRequest> = {
     if (message.name !== "") {
       writer.uint32(10).string(message.name);
     }
-    if (message.schemaVersion !== 0) {
+    if (message.schemaVersion !== undefined) {
       writer.uint32(16).int32(message.schemaVersion);
     }
     return writer;
@@ -2447,7 +2960,7 @@ export const GetModelTypeRequest: MessageFns<GetModelTypeRequest> = {
         ? globalThis.Number(object.schemaVersion)
         : isSet(object.schema_version)
         ? globalThis.Number(object.schema_version)
-        : 0,
+        : undefined,
     };
   },
 
@@ -2456,7 +2969,7 @@ export const GetModelTypeRequest: MessageFns<GetModelTypeRequest> = {
     if (message.name !== "") {
       obj.name = message.name;
     }
-    if (message.schemaVersion !== 0) {
+    if (message.schemaVersion !== undefined) {
       obj.schemaVersion = Math.round(message.schemaVersion);
     }
     return obj;
@@ -2468,7 +2981,7 @@ export const GetModelTypeRequest: MessageFns<GetModelTypeRequest> = {
   fromPartial<I extends Exact<DeepPartial<GetModelTypeRequest>, I>>(object: I): GetModelTypeRequest {
     const message = createBaseGetModelTypeRequest();
     message.name = object.name ?? "";
-    message.schemaVersion = object.schemaVersion ?? 0;
+    message.schemaVersion = object.schemaVersion ?? undefined;
     return message;
   },
 };
@@ -2751,7 +3264,7 @@ export const ListModelTypesResponse: MessageFns<ListModelTypesResponse> = {
 };
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
-  return { modelType: "", fields: undefined, expireTime: undefined };
+  return { modelType: "", fields: undefined, expireTime: undefined, requestId: "" };
 }
 
 export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
@@ -2764,6 +3277,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     }
     if (message.expireTime !== undefined) {
       Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(26).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(34).string(message.requestId);
     }
     return writer;
   },
@@ -2805,6 +3321,14 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
             message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2830,6 +3354,11 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
         : isSet(object.expire_time)
         ? fromJsonTimestamp(object.expire_time)
         : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -2844,6 +3373,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     if (message.expireTime !== undefined) {
       obj.expireTime = message.expireTime.toISOString();
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -2855,6 +3387,7 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     message.modelType = object.modelType ?? "";
     message.fields = object.fields ?? undefined;
     message.expireTime = object.expireTime ?? undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -2929,7 +3462,7 @@ export const CreateSessionResponse: MessageFns<CreateSessionResponse> = {
 };
 
 function createBaseGetSessionRequest(): GetSessionRequest {
-  return { sessionId: "", revision: 0 };
+  return { sessionId: "", revision: undefined };
 }
 
 export const GetSessionRequest: MessageFns<GetSessionRequest> = {
@@ -2937,7 +3470,7 @@ export const GetSessionRequest: MessageFns<GetSessionRequest> = {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
     }
-    if (message.revision !== 0) {
+    if (message.revision !== undefined) {
       writer.uint32(16).int64(message.revision);
     }
     return writer;
@@ -2991,7 +3524,7 @@ export const GetSessionRequest: MessageFns<GetSessionRequest> = {
         : isSet(object.session_id)
         ? globalThis.String(object.session_id)
         : "",
-      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : undefined,
     };
   },
 
@@ -3000,7 +3533,7 @@ export const GetSessionRequest: MessageFns<GetSessionRequest> = {
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
     }
-    if (message.revision !== 0) {
+    if (message.revision !== undefined) {
       obj.revision = Math.round(message.revision);
     }
     return obj;
@@ -3012,19 +3545,22 @@ export const GetSessionRequest: MessageFns<GetSessionRequest> = {
   fromPartial<I extends Exact<DeepPartial<GetSessionRequest>, I>>(object: I): GetSessionRequest {
     const message = createBaseGetSessionRequest();
     message.sessionId = object.sessionId ?? "";
-    message.revision = object.revision ?? 0;
+    message.revision = object.revision ?? undefined;
     return message;
   },
 };
 
 function createBaseGetSessionResponse(): GetSessionResponse {
-  return { session: undefined };
+  return { session: undefined, omittedDialogueCount: 0 };
 }
 
 export const GetSessionResponse: MessageFns<GetSessionResponse> = {
   encode(message: GetSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.session !== undefined) {
       GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    if (message.omittedDialogueCount !== 0) {
+      writer.uint32(16).int32(message.omittedDialogueCount);
     }
     return writer;
   },
@@ -3050,6 +3586,14 @@ export const GetSessionResponse: MessageFns<GetSessionResponse> = {
             message.session = GenieSession.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.omittedDialogueCount = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3063,13 +3607,23 @@ export const GetSessionResponse: MessageFns<GetSessionResponse> = {
   },
 
   fromJSON(object: any): GetSessionResponse {
-    return { session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined };
+    return {
+      session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined,
+      omittedDialogueCount: isSet(object.omittedDialogueCount)
+        ? globalThis.Number(object.omittedDialogueCount)
+        : isSet(object.omitted_dialogue_count)
+        ? globalThis.Number(object.omitted_dialogue_count)
+        : 0,
+    };
   },
 
   toJSON(message: GetSessionResponse): unknown {
     const obj: any = {};
     if (message.session !== undefined) {
       obj.session = GenieSession.toJSON(message.session);
+    }
+    if (message.omittedDialogueCount !== 0) {
+      obj.omittedDialogueCount = Math.round(message.omittedDialogueCount);
     }
     return obj;
   },
@@ -3082,12 +3636,19 @@ export const GetSessionResponse: MessageFns<GetSessionResponse> = {
     message.session = (object.session !== undefined && object.session !== null)
       ? GenieSession.fromPartial(object.session)
       : undefined;
+    message.omittedDialogueCount = object.omittedDialogueCount ?? 0;
     return message;
   },
 };
 
 function createBaseUpdateSessionRequest(): UpdateSessionRequest {
-  return { session: undefined, updateMask: undefined, expectedRevision: 0 };
+  return {
+    session: undefined,
+    updateMask: undefined,
+    expectedRevision: undefined,
+    fieldsPatch: undefined,
+    requestId: "",
+  };
 }
 
 export const UpdateSessionRequest: MessageFns<UpdateSessionRequest> = {
@@ -3098,8 +3659,14 @@ export const UpdateSessionRequest: MessageFns<UpdateSessionRequest> = {
     if (message.updateMask !== undefined) {
       FieldMask.encode(FieldMask.wrap(message.updateMask), writer.uint32(18).fork()).join();
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       writer.uint32(24).int64(message.expectedRevision);
+    }
+    if (message.fieldsPatch !== undefined) {
+      Struct.encode(Struct.wrap(message.fieldsPatch), writer.uint32(34).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(42).string(message.requestId);
     }
     return writer;
   },
@@ -3141,6 +3708,22 @@ export const UpdateSessionRequest: MessageFns<UpdateSessionRequest> = {
             message.expectedRevision = longToNumber(reader.int64());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.fieldsPatch = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3165,7 +3748,17 @@ export const UpdateSessionRequest: MessageFns<UpdateSessionRequest> = {
         ? globalThis.Number(object.expectedRevision)
         : isSet(object.expected_revision)
         ? globalThis.Number(object.expected_revision)
-        : 0,
+        : undefined,
+      fieldsPatch: isObject(object.fieldsPatch)
+        ? object.fieldsPatch
+        : isObject(object.fields_patch)
+        ? object.fields_patch
+        : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -3177,8 +3770,14 @@ export const UpdateSessionRequest: MessageFns<UpdateSessionRequest> = {
     if (message.updateMask !== undefined) {
       obj.updateMask = FieldMask.toJSON(FieldMask.wrap(message.updateMask));
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    if (message.fieldsPatch !== undefined) {
+      obj.fieldsPatch = message.fieldsPatch;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
     }
     return obj;
   },
@@ -3192,19 +3791,24 @@ export const UpdateSessionRequest: MessageFns<UpdateSessionRequest> = {
       ? GenieSession.fromPartial(object.session)
       : undefined;
     message.updateMask = object.updateMask ?? undefined;
-    message.expectedRevision = object.expectedRevision ?? 0;
+    message.expectedRevision = object.expectedRevision ?? undefined;
+    message.fieldsPatch = object.fieldsPatch ?? undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
 
 function createBaseUpdateSessionResponse(): UpdateSessionResponse {
-  return { session: undefined };
+  return { session: undefined, changed: false };
 }
 
 export const UpdateSessionResponse: MessageFns<UpdateSessionResponse> = {
   encode(message: UpdateSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.session !== undefined) {
       GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    if (message.changed !== false) {
+      writer.uint32(16).bool(message.changed);
     }
     return writer;
   },
@@ -3230,6 +3834,14 @@ export const UpdateSessionResponse: MessageFns<UpdateSessionResponse> = {
             message.session = GenieSession.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.changed = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3243,13 +3855,19 @@ export const UpdateSessionResponse: MessageFns<UpdateSessionResponse> = {
   },
 
   fromJSON(object: any): UpdateSessionResponse {
-    return { session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined };
+    return {
+      session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined,
+      changed: isSet(object.changed) ? globalThis.Boolean(object.changed) : false,
+    };
   },
 
   toJSON(message: UpdateSessionResponse): unknown {
     const obj: any = {};
     if (message.session !== undefined) {
       obj.session = GenieSession.toJSON(message.session);
+    }
+    if (message.changed !== false) {
+      obj.changed = message.changed;
     }
     return obj;
   },
@@ -3262,12 +3880,13 @@ export const UpdateSessionResponse: MessageFns<UpdateSessionResponse> = {
     message.session = (object.session !== undefined && object.session !== null)
       ? GenieSession.fromPartial(object.session)
       : undefined;
+    message.changed = object.changed ?? false;
     return message;
   },
 };
 
 function createBaseDeleteSessionRequest(): DeleteSessionRequest {
-  return { sessionId: "", expectedRevision: 0 };
+  return { sessionId: "", expectedRevision: undefined, requestId: "" };
 }
 
 export const DeleteSessionRequest: MessageFns<DeleteSessionRequest> = {
@@ -3275,8 +3894,11 @@ export const DeleteSessionRequest: MessageFns<DeleteSessionRequest> = {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       writer.uint32(16).int64(message.expectedRevision);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
     }
     return writer;
   },
@@ -3310,6 +3932,14 @@ export const DeleteSessionRequest: MessageFns<DeleteSessionRequest> = {
             message.expectedRevision = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3333,7 +3963,12 @@ export const DeleteSessionRequest: MessageFns<DeleteSessionRequest> = {
         ? globalThis.Number(object.expectedRevision)
         : isSet(object.expected_revision)
         ? globalThis.Number(object.expected_revision)
-        : 0,
+        : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -3342,8 +3977,11 @@ export const DeleteSessionRequest: MessageFns<DeleteSessionRequest> = {
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
     }
     return obj;
   },
@@ -3354,7 +3992,8 @@ export const DeleteSessionRequest: MessageFns<DeleteSessionRequest> = {
   fromPartial<I extends Exact<DeepPartial<DeleteSessionRequest>, I>>(object: I): DeleteSessionRequest {
     const message = createBaseDeleteSessionRequest();
     message.sessionId = object.sessionId ?? "";
-    message.expectedRevision = object.expectedRevision ?? 0;
+    message.expectedRevision = object.expectedRevision ?? undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -3632,7 +4271,7 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
 };
 
 function createBaseForkSessionRequest(): ForkSessionRequest {
-  return { sessionId: "", revision: 0 };
+  return { sessionId: "", revision: undefined, requestId: "" };
 }
 
 export const ForkSessionRequest: MessageFns<ForkSessionRequest> = {
@@ -3640,8 +4279,11 @@ export const ForkSessionRequest: MessageFns<ForkSessionRequest> = {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
     }
-    if (message.revision !== 0) {
+    if (message.revision !== undefined) {
       writer.uint32(16).int64(message.revision);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
     }
     return writer;
   },
@@ -3675,6 +4317,14 @@ export const ForkSessionRequest: MessageFns<ForkSessionRequest> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3694,7 +4344,12 @@ export const ForkSessionRequest: MessageFns<ForkSessionRequest> = {
         : isSet(object.session_id)
         ? globalThis.String(object.session_id)
         : "",
-      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -3703,8 +4358,11 @@ export const ForkSessionRequest: MessageFns<ForkSessionRequest> = {
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
     }
-    if (message.revision !== 0) {
+    if (message.revision !== undefined) {
       obj.revision = Math.round(message.revision);
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
     }
     return obj;
   },
@@ -3715,7 +4373,8 @@ export const ForkSessionRequest: MessageFns<ForkSessionRequest> = {
   fromPartial<I extends Exact<DeepPartial<ForkSessionRequest>, I>>(object: I): ForkSessionRequest {
     const message = createBaseForkSessionRequest();
     message.sessionId = object.sessionId ?? "";
-    message.revision = object.revision ?? 0;
+    message.revision = object.revision ?? undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -3790,7 +4449,7 @@ export const ForkSessionResponse: MessageFns<ForkSessionResponse> = {
 };
 
 function createBaseSendEventRequest(): SendEventRequest {
-  return { sessionId: "", event: "", actor: "", actorInput: "", expectedRevision: 0 };
+  return { sessionId: "", eventName: "", actor: 0, actorInput: "", expectedRevision: undefined, requestId: "" };
 }
 
 export const SendEventRequest: MessageFns<SendEventRequest> = {
@@ -3798,17 +4457,20 @@ export const SendEventRequest: MessageFns<SendEventRequest> = {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
     }
-    if (message.event !== "") {
-      writer.uint32(18).string(message.event);
+    if (message.eventName !== "") {
+      writer.uint32(18).string(message.eventName);
     }
-    if (message.actor !== "") {
-      writer.uint32(26).string(message.actor);
+    if (message.actor !== 0) {
+      writer.uint32(24).int32(message.actor);
     }
     if (message.actorInput !== "") {
       writer.uint32(34).string(message.actorInput);
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       writer.uint32(40).int64(message.expectedRevision);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(50).string(message.requestId);
     }
     return writer;
   },
@@ -3839,15 +4501,15 @@ export const SendEventRequest: MessageFns<SendEventRequest> = {
               break;
             }
 
-            message.event = reader.string();
+            message.eventName = reader.string();
             continue;
           }
           case 3: {
-            if (tag !== 26) {
+            if (tag !== 24) {
               break;
             }
 
-            message.actor = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
           case 4: {
@@ -3864,6 +4526,14 @@ export const SendEventRequest: MessageFns<SendEventRequest> = {
             }
 
             message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.requestId = reader.string();
             continue;
           }
         }
@@ -3885,8 +4555,12 @@ export const SendEventRequest: MessageFns<SendEventRequest> = {
         : isSet(object.session_id)
         ? globalThis.String(object.session_id)
         : "",
-      event: isSet(object.event) ? globalThis.String(object.event) : "",
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      eventName: isSet(object.eventName)
+        ? globalThis.String(object.eventName)
+        : isSet(object.event_name)
+        ? globalThis.String(object.event_name)
+        : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
       actorInput: isSet(object.actorInput)
         ? globalThis.String(object.actorInput)
         : isSet(object.actor_input)
@@ -3896,7 +4570,12 @@ export const SendEventRequest: MessageFns<SendEventRequest> = {
         ? globalThis.Number(object.expectedRevision)
         : isSet(object.expected_revision)
         ? globalThis.Number(object.expected_revision)
-        : 0,
+        : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -3905,17 +4584,20 @@ export const SendEventRequest: MessageFns<SendEventRequest> = {
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
     }
-    if (message.event !== "") {
-      obj.event = message.event;
+    if (message.eventName !== "") {
+      obj.eventName = message.eventName;
     }
-    if (message.actor !== "") {
-      obj.actor = message.actor;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
     if (message.actorInput !== "") {
       obj.actorInput = message.actorInput;
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
     }
     return obj;
   },
@@ -3926,25 +4608,38 @@ export const SendEventRequest: MessageFns<SendEventRequest> = {
   fromPartial<I extends Exact<DeepPartial<SendEventRequest>, I>>(object: I): SendEventRequest {
     const message = createBaseSendEventRequest();
     message.sessionId = object.sessionId ?? "";
-    message.event = object.event ?? "";
-    message.actor = object.actor ?? "";
+    message.eventName = object.eventName ?? "";
+    message.actor = object.actor ?? 0;
     message.actorInput = object.actorInput ?? "";
-    message.expectedRevision = object.expectedRevision ?? 0;
+    message.expectedRevision = object.expectedRevision ?? undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
 
 function createBaseSendEventResponse(): SendEventResponse {
-  return { session: undefined, previousState: "" };
+  return { sessionId: "", previousState: "", revision: 0, state: "", element: undefined, updateTime: undefined };
 }
 
 export const SendEventResponse: MessageFns<SendEventResponse> = {
   encode(message: SendEventResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.session !== undefined) {
-      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
     }
     if (message.previousState !== "") {
       writer.uint32(18).string(message.previousState);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(24).int64(message.revision);
+    }
+    if (message.state !== "") {
+      writer.uint32(34).string(message.state);
+    }
+    if (message.element !== undefined) {
+      DialogueElementInfo.encode(message.element, writer.uint32(42).fork()).join();
+    }
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -3967,7 +4662,7 @@ export const SendEventResponse: MessageFns<SendEventResponse> = {
               break;
             }
 
-            message.session = GenieSession.decode(reader, reader.uint32());
+            message.sessionId = reader.string();
             continue;
           }
           case 2: {
@@ -3976,6 +4671,38 @@ export const SendEventResponse: MessageFns<SendEventResponse> = {
             }
 
             message.previousState = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.element = DialogueElementInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
         }
@@ -3992,22 +4719,46 @@ export const SendEventResponse: MessageFns<SendEventResponse> = {
 
   fromJSON(object: any): SendEventResponse {
     return {
-      session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined,
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
       previousState: isSet(object.previousState)
         ? globalThis.String(object.previousState)
         : isSet(object.previous_state)
         ? globalThis.String(object.previous_state)
         : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      element: isSet(object.element) ? DialogueElementInfo.fromJSON(object.element) : undefined,
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
+        : undefined,
     };
   },
 
   toJSON(message: SendEventResponse): unknown {
     const obj: any = {};
-    if (message.session !== undefined) {
-      obj.session = GenieSession.toJSON(message.session);
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
     }
     if (message.previousState !== "") {
       obj.previousState = message.previousState;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.element !== undefined) {
+      obj.element = DialogueElementInfo.toJSON(message.element);
+    }
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
     }
     return obj;
   },
@@ -4017,16 +4768,20 @@ export const SendEventResponse: MessageFns<SendEventResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<SendEventResponse>, I>>(object: I): SendEventResponse {
     const message = createBaseSendEventResponse();
-    message.session = (object.session !== undefined && object.session !== null)
-      ? GenieSession.fromPartial(object.session)
-      : undefined;
+    message.sessionId = object.sessionId ?? "";
     message.previousState = object.previousState ?? "";
+    message.revision = object.revision ?? 0;
+    message.state = object.state ?? "";
+    message.element = (object.element !== undefined && object.element !== null)
+      ? DialogueElementInfo.fromPartial(object.element)
+      : undefined;
+    message.updateTime = object.updateTime ?? undefined;
     return message;
   },
 };
 
 function createBaseAppendDialogueRequest(): AppendDialogueRequest {
-  return { sessionId: "", actor: "", actorText: "", expectedRevision: 0 };
+  return { sessionId: "", actor: 0, actorText: "", expectedRevision: undefined, requestId: "" };
 }
 
 export const AppendDialogueRequest: MessageFns<AppendDialogueRequest> = {
@@ -4034,14 +4789,17 @@ export const AppendDialogueRequest: MessageFns<AppendDialogueRequest> = {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
     }
-    if (message.actor !== "") {
-      writer.uint32(18).string(message.actor);
+    if (message.actor !== 0) {
+      writer.uint32(16).int32(message.actor);
     }
     if (message.actorText !== "") {
       writer.uint32(26).string(message.actorText);
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       writer.uint32(32).int64(message.expectedRevision);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(42).string(message.requestId);
     }
     return writer;
   },
@@ -4068,11 +4826,11 @@ export const AppendDialogueRequest: MessageFns<AppendDialogueRequest> = {
             continue;
           }
           case 2: {
-            if (tag !== 18) {
+            if (tag !== 16) {
               break;
             }
 
-            message.actor = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
           case 3: {
@@ -4089,6 +4847,14 @@ export const AppendDialogueRequest: MessageFns<AppendDialogueRequest> = {
             }
 
             message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.requestId = reader.string();
             continue;
           }
         }
@@ -4110,7 +4876,7 @@ export const AppendDialogueRequest: MessageFns<AppendDialogueRequest> = {
         : isSet(object.session_id)
         ? globalThis.String(object.session_id)
         : "",
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
       actorText: isSet(object.actorText)
         ? globalThis.String(object.actorText)
         : isSet(object.actor_text)
@@ -4120,7 +4886,12 @@ export const AppendDialogueRequest: MessageFns<AppendDialogueRequest> = {
         ? globalThis.Number(object.expectedRevision)
         : isSet(object.expected_revision)
         ? globalThis.Number(object.expected_revision)
-        : 0,
+        : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -4129,14 +4900,17 @@ export const AppendDialogueRequest: MessageFns<AppendDialogueRequest> = {
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
     }
-    if (message.actor !== "") {
-      obj.actor = message.actor;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
     if (message.actorText !== "") {
       obj.actorText = message.actorText;
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
     }
     return obj;
   },
@@ -4147,21 +4921,34 @@ export const AppendDialogueRequest: MessageFns<AppendDialogueRequest> = {
   fromPartial<I extends Exact<DeepPartial<AppendDialogueRequest>, I>>(object: I): AppendDialogueRequest {
     const message = createBaseAppendDialogueRequest();
     message.sessionId = object.sessionId ?? "";
-    message.actor = object.actor ?? "";
+    message.actor = object.actor ?? 0;
     message.actorText = object.actorText ?? "";
-    message.expectedRevision = object.expectedRevision ?? 0;
+    message.expectedRevision = object.expectedRevision ?? undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
 
 function createBaseAppendDialogueResponse(): AppendDialogueResponse {
-  return { session: undefined };
+  return { sessionId: "", revision: 0, state: "", element: undefined, updateTime: undefined };
 }
 
 export const AppendDialogueResponse: MessageFns<AppendDialogueResponse> = {
   encode(message: AppendDialogueResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.session !== undefined) {
-      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.state !== "") {
+      writer.uint32(26).string(message.state);
+    }
+    if (message.element !== undefined) {
+      DialogueElementInfo.encode(message.element, writer.uint32(34).fork()).join();
+    }
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -4184,7 +4971,39 @@ export const AppendDialogueResponse: MessageFns<AppendDialogueResponse> = {
               break;
             }
 
-            message.session = GenieSession.decode(reader, reader.uint32());
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.element = DialogueElementInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
         }
@@ -4200,13 +5019,39 @@ export const AppendDialogueResponse: MessageFns<AppendDialogueResponse> = {
   },
 
   fromJSON(object: any): AppendDialogueResponse {
-    return { session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined };
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      element: isSet(object.element) ? DialogueElementInfo.fromJSON(object.element) : undefined,
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
+        : undefined,
+    };
   },
 
   toJSON(message: AppendDialogueResponse): unknown {
     const obj: any = {};
-    if (message.session !== undefined) {
-      obj.session = GenieSession.toJSON(message.session);
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.element !== undefined) {
+      obj.element = DialogueElementInfo.toJSON(message.element);
+    }
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
     }
     return obj;
   },
@@ -4216,15 +5061,259 @@ export const AppendDialogueResponse: MessageFns<AppendDialogueResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<AppendDialogueResponse>, I>>(object: I): AppendDialogueResponse {
     const message = createBaseAppendDialogueResponse();
-    message.session = (object.session !== undefined && object.session !== null)
-      ? GenieSession.fromPartial(object.session)
+    message.sessionId = object.sessionId ?? "";
+    message.revision = object.revision ?? 0;
+    message.state = object.state ?? "";
+    message.element = (object.element !== undefined && object.element !== null)
+      ? DialogueElementInfo.fromPartial(object.element)
       : undefined;
+    message.updateTime = object.updateTime ?? undefined;
+    return message;
+  },
+};
+
+function createBaseListDialogueRequest(): ListDialogueRequest {
+  return { sessionId: "", revision: undefined, pageSize: 0, pageToken: "" };
+}
+
+export const ListDialogueRequest: MessageFns<ListDialogueRequest> = {
+  encode(message: ListDialogueRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.revision !== undefined) {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(24).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(34).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDialogueRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDialogueRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListDialogueRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : undefined,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListDialogueRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.revision !== undefined) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListDialogueRequest>, I>>(base?: I): ListDialogueRequest {
+    return ListDialogueRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListDialogueRequest>, I>>(object: I): ListDialogueRequest {
+    const message = createBaseListDialogueRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.revision = object.revision ?? undefined;
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListDialogueResponse(): ListDialogueResponse {
+  return { elements: [], firstIndex: 0, nextPageToken: "" };
+}
+
+export const ListDialogueResponse: MessageFns<ListDialogueResponse> = {
+  encode(message: ListDialogueResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.elements) {
+      DialogueElement.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.firstIndex !== 0) {
+      writer.uint32(16).int32(message.firstIndex);
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(26).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDialogueResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDialogueResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.elements.push(DialogueElement.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.firstIndex = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListDialogueResponse {
+    return {
+      elements: globalThis.Array.isArray(object?.elements)
+        ? object.elements.map((e: any) => DialogueElement.fromJSON(e))
+        : [],
+      firstIndex: isSet(object.firstIndex)
+        ? globalThis.Number(object.firstIndex)
+        : isSet(object.first_index)
+        ? globalThis.Number(object.first_index)
+        : 0,
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListDialogueResponse): unknown {
+    const obj: any = {};
+    if (message.elements?.length) {
+      obj.elements = message.elements.map((e) => DialogueElement.toJSON(e));
+    }
+    if (message.firstIndex !== 0) {
+      obj.firstIndex = Math.round(message.firstIndex);
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListDialogueResponse>, I>>(base?: I): ListDialogueResponse {
+    return ListDialogueResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListDialogueResponse>, I>>(object: I): ListDialogueResponse {
+    const message = createBaseListDialogueResponse();
+    message.elements = object.elements?.map((e) => DialogueElement.fromPartial(e)) || [];
+    message.firstIndex = object.firstIndex ?? 0;
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
 
 function createBaseFormatDialogueRequest(): FormatDialogueRequest {
-  return { sessionId: "", format: 0, revision: 0 };
+  return { sessionId: "", format: 0, revision: undefined };
 }
 
 export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
@@ -4235,7 +5324,7 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
     if (message.format !== 0) {
       writer.uint32(16).int32(message.format);
     }
-    if (message.revision !== 0) {
+    if (message.revision !== undefined) {
       writer.uint32(24).int64(message.revision);
     }
     return writer;
@@ -4298,7 +5387,7 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
         ? globalThis.String(object.session_id)
         : "",
       format: isSet(object.format) ? dialogueFormatFromJSON(object.format) : 0,
-      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : undefined,
     };
   },
 
@@ -4310,7 +5399,7 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
     if (message.format !== 0) {
       obj.format = dialogueFormatToJSON(message.format);
     }
-    if (message.revision !== 0) {
+    if (message.revision !== undefined) {
       obj.revision = Math.round(message.revision);
     }
     return obj;
@@ -4323,7 +5412,7 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
     const message = createBaseFormatDialogueRequest();
     message.sessionId = object.sessionId ?? "";
     message.format = object.format ?? 0;
-    message.revision = object.revision ?? 0;
+    message.revision = object.revision ?? undefined;
     return message;
   },
 };
@@ -4396,7 +5485,7 @@ export const FormatDialogueResponse: MessageFns<FormatDialogueResponse> = {
 };
 
 function createBasePutSecondaryRequest(): PutSecondaryRequest {
-  return { sessionId: "", key: "", value: Buffer.alloc(0), expectedRevision: 0 };
+  return { sessionId: "", key: "", value: Buffer.alloc(0), expectedRevision: undefined, requestId: "" };
 }
 
 export const PutSecondaryRequest: MessageFns<PutSecondaryRequest> = {
@@ -4410,8 +5499,11 @@ export const PutSecondaryRequest: MessageFns<PutSecondaryRequest> = {
     if (message.value.length !== 0) {
       writer.uint32(26).bytes(message.value);
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       writer.uint32(32).int64(message.expectedRevision);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(42).string(message.requestId);
     }
     return writer;
   },
@@ -4461,6 +5553,14 @@ export const PutSecondaryRequest: MessageFns<PutSecondaryRequest> = {
             message.expectedRevision = longToNumber(reader.int64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4486,7 +5586,12 @@ export const PutSecondaryRequest: MessageFns<PutSecondaryRequest> = {
         ? globalThis.Number(object.expectedRevision)
         : isSet(object.expected_revision)
         ? globalThis.Number(object.expected_revision)
-        : 0,
+        : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -4501,8 +5606,11 @@ export const PutSecondaryRequest: MessageFns<PutSecondaryRequest> = {
     if (message.value.length !== 0) {
       obj.value = base64FromBytes(message.value);
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
     }
     return obj;
   },
@@ -4515,7 +5623,8 @@ export const PutSecondaryRequest: MessageFns<PutSecondaryRequest> = {
     message.sessionId = object.sessionId ?? "";
     message.key = object.key ?? "";
     message.value = object.value ?? Buffer.alloc(0);
-    message.expectedRevision = object.expectedRevision ?? 0;
+    message.expectedRevision = object.expectedRevision ?? undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -7473,7 +8582,12 @@ export const ChatError: MessageFns<ChatError> = {
  */
 export type GenieServiceService = typeof GenieServiceService;
 export const GenieServiceService = {
-  /** Registers a model type at a new schema version. Older versions stay readable. */
+  /**
+   * Registers a model type at a new schema version. Older versions stay readable.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT naming the bad fields, FIELD_TOO_LARGE, REQUEST_ID_REUSED);
+   * ALREADY_EXISTS (MODEL_TYPE_ALREADY_EXISTS: this version exists); FAILED_PRECONDITION
+   * (SCHEMA_VERSION_NOT_HIGHER: an equal or higher version is registered).
+   */
   registerModelType: {
     path: "/parley.genie.v1.GenieService/RegisterModelType" as const,
     requestStream: false as const,
@@ -7485,6 +8599,10 @@ export const GenieServiceService = {
       Buffer.from(RegisterModelTypeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RegisterModelTypeResponse => RegisterModelTypeResponse.decode(value),
   },
+  /**
+   * Reads a model type at one version (the latest when unset).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (MODEL_TYPE_NOT_FOUND).
+   */
   getModelType: {
     path: "/parley.genie.v1.GenieService/GetModelType" as const,
     requestStream: false as const,
@@ -7495,7 +8613,10 @@ export const GenieServiceService = {
       Buffer.from(GetModelTypeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetModelTypeResponse => GetModelTypeResponse.decode(value),
   },
-  /** Lists model types by name, then schema version (every version). */
+  /**
+   * Lists model types by name, then schema version (every version).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, e.g. a page token of another filter).
+   */
   listModelTypes: {
     path: "/parley.genie.v1.GenieService/ListModelTypes" as const,
     requestStream: false as const,
@@ -7507,7 +8628,11 @@ export const GenieServiceService = {
       Buffer.from(ListModelTypesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListModelTypesResponse => ListModelTypesResponse.decode(value),
   },
-  /** Starts a session of a model type at its latest schema version, in the machine's initial state. */
+  /**
+   * Starts a session of a model type at its latest schema version, in the machine's initial state.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: fields fail the JSON Schema; FIELD_TOO_LARGE;
+   * REQUEST_ID_REUSED); NOT_FOUND (MODEL_TYPE_NOT_FOUND).
+   */
   createSession: {
     path: "/parley.genie.v1.GenieService/CreateSession" as const,
     requestStream: false as const,
@@ -7518,7 +8643,12 @@ export const GenieServiceService = {
       Buffer.from(CreateSessionResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CreateSessionResponse => CreateSessionResponse.decode(value),
   },
-  /** Reads a session, upgraded to the latest schema version of its type; optionally at an earlier revision. */
+  /**
+   * Reads a session, upgraded to the latest schema version of its type; optionally at an earlier revision.
+   * The reply stays under 3 MiB: it carries the newest dialogue elements that fit (see ListDialogue).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (SESSION_NOT_FOUND, REVISION_NOT_FOUND);
+   * FAILED_PRECONDITION (SCHEMA_VERSION_UNKNOWN: stored by a newer server).
+   */
   getSession: {
     path: "/parley.genie.v1.GenieService/GetSession" as const,
     requestStream: false as const,
@@ -7528,7 +8658,14 @@ export const GenieServiceService = {
     responseSerialize: (value: GetSessionResponse): Buffer => Buffer.from(GetSessionResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetSessionResponse => GetSessionResponse.decode(value),
   },
-  /** Changes the developer's fields and/or actor and actor_input; never the state (use SendEvent). */
+  /**
+   * Changes the session's own fields (update_mask: actor, actor_input, expire_time) and/or the developer's
+   * fields (fields_patch, a JSON Merge Patch); never the state (use SendEvent). An update that changes
+   * nothing commits nothing and answers changed: false.
+   * Errors: INVALID_ARGUMENT (UPDATE_MASK_INVALID naming the path; INVALID_ARGUMENT: patched fields fail
+   * the JSON Schema or a bad value; FIELD_TOO_LARGE; REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND);
+   * ABORTED (REVISION_MISMATCH, metadata current_revision).
+   */
   updateSession: {
     path: "/parley.genie.v1.GenieService/UpdateSession" as const,
     requestStream: false as const,
@@ -7539,6 +8676,12 @@ export const GenieServiceService = {
       Buffer.from(UpdateSessionResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdateSessionResponse => UpdateSessionResponse.decode(value),
   },
+  /**
+   * Deletes a session with all its content; watchers get session_deleted.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND);
+   * ABORTED (REVISION_MISMATCH, metadata current_revision); UNAVAILABLE (the hot-copy store is unreachable,
+   * nothing deleted).
+   */
   deleteSession: {
     path: "/parley.genie.v1.GenieService/DeleteSession" as const,
     requestStream: false as const,
@@ -7552,6 +8695,7 @@ export const GenieServiceService = {
   /**
    * Lists sessions, oldest first, without their dialogue (current_response is set). A session stored at a
    * schema version the server cannot upgrade is listed as stored; its schema_version tells.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, e.g. a page token of other filters).
    */
   listSessions: {
     path: "/parley.genie.v1.GenieService/ListSessions" as const,
@@ -7563,7 +8707,11 @@ export const GenieServiceService = {
       Buffer.from(ListSessionsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListSessionsResponse => ListSessionsResponse.decode(value),
   },
-  /** Starts a new session from any revision of an existing one (dialogue and secondary storage included). */
+  /**
+   * Starts a new session from any revision of an existing one (dialogue and secondary storage included).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND,
+   * REVISION_NOT_FOUND); FAILED_PRECONDITION (SCHEMA_VERSION_UNKNOWN).
+   */
   forkSession: {
     path: "/parley.genie.v1.GenieService/ForkSession" as const,
     requestStream: false as const,
@@ -7575,7 +8723,11 @@ export const GenieServiceService = {
   },
   /**
    * Fires a state-machine event: moves the state, records the actor and its input and appends the
-   * utterance to the dialogue, atomically, as one revision.
+   * utterance to the dialogue, atomically, as one revision. Answers with the write's metadata only.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a bad or missing actor or event name; FIELD_TOO_LARGE:
+   * actor_input over 1 MiB; REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND); FAILED_PRECONDITION
+   * (TRANSITION_NOT_ALLOWED, metadata state and event, with a PreconditionFailure); ABORTED
+   * (REVISION_MISMATCH, metadata current_revision).
    */
   sendEvent: {
     path: "/parley.genie.v1.GenieService/SendEvent" as const,
@@ -7586,7 +8738,12 @@ export const GenieServiceService = {
     responseSerialize: (value: SendEventResponse): Buffer => Buffer.from(SendEventResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SendEventResponse => SendEventResponse.decode(value),
   },
-  /** Appends an utterance to the dialogue without a transition. */
+  /**
+   * Appends an utterance to the dialogue without a transition. Answers with the write's metadata only.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a bad actor; FIELD_TOO_LARGE: actor_text over 1 MiB;
+   * REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND); ABORTED (REVISION_MISMATCH, metadata
+   * current_revision).
+   */
   appendDialogue: {
     path: "/parley.genie.v1.GenieService/AppendDialogue" as const,
     requestStream: false as const,
@@ -7598,7 +8755,26 @@ export const GenieServiceService = {
       Buffer.from(AppendDialogueResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AppendDialogueResponse => AppendDialogueResponse.decode(value),
   },
-  /** Renders the dialogue as the genie-flow reference's DialogueFormat does. */
+  /**
+   * Pages through a session's dialogue, oldest first, in pages of at most page_size elements and 3 MiB.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, e.g. a page token of another session or revision);
+   * NOT_FOUND (SESSION_NOT_FOUND, REVISION_NOT_FOUND).
+   */
+  listDialogue: {
+    path: "/parley.genie.v1.GenieService/ListDialogue" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListDialogueRequest): Buffer => Buffer.from(ListDialogueRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListDialogueRequest => ListDialogueRequest.decode(value),
+    responseSerialize: (value: ListDialogueResponse): Buffer =>
+      Buffer.from(ListDialogueResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListDialogueResponse => ListDialogueResponse.decode(value),
+  },
+  /**
+   * Renders the dialogue as the genie-flow reference's DialogueFormat does.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: an unset format); NOT_FOUND (SESSION_NOT_FOUND,
+   * REVISION_NOT_FOUND); FAILED_PRECONDITION (DIALOGUE_TOO_LARGE: the rendering exceeds 3 MiB).
+   */
   formatDialogue: {
     path: "/parley.genie.v1.GenieService/FormatDialogue" as const,
     requestStream: false as const,
@@ -7610,7 +8786,12 @@ export const GenieServiceService = {
       Buffer.from(FormatDialogueResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): FormatDialogueResponse => FormatDialogueResponse.decode(value),
   },
-  /** Stores a value under a key of the session's write-once-read-many secondary storage. */
+  /**
+   * Stores a value under a key of the session's write-once-read-many secondary storage.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT; FIELD_TOO_LARGE: value over 3 MiB; REQUEST_ID_REUSED);
+   * NOT_FOUND (SESSION_NOT_FOUND); ALREADY_EXISTS (SECONDARY_STORAGE_KEY_ALREADY_EXISTS); ABORTED
+   * (REVISION_MISMATCH, metadata current_revision).
+   */
   putSecondary: {
     path: "/parley.genie.v1.GenieService/PutSecondary" as const,
     requestStream: false as const,
@@ -7621,6 +8802,11 @@ export const GenieServiceService = {
       Buffer.from(PutSecondaryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PutSecondaryResponse => PutSecondaryResponse.decode(value),
   },
+  /**
+   * Reads one secondary-storage value.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (SESSION_NOT_FOUND,
+   * SECONDARY_STORAGE_KEY_NOT_FOUND).
+   */
   getSecondary: {
     path: "/parley.genie.v1.GenieService/GetSecondary" as const,
     requestStream: false as const,
@@ -7631,6 +8817,10 @@ export const GenieServiceService = {
       Buffer.from(GetSecondaryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetSecondaryResponse => GetSecondaryResponse.decode(value),
   },
+  /**
+   * Lists the keys of a session's secondary storage, by key, with their metadata.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (SESSION_NOT_FOUND).
+   */
   listSecondaryKeys: {
     path: "/parley.genie.v1.GenieService/ListSecondaryKeys" as const,
     requestStream: false as const,
@@ -7695,37 +8885,109 @@ export const GenieServiceService = {
 } as const;
 
 export interface GenieServiceServer extends UntypedServiceImplementation {
-  /** Registers a model type at a new schema version. Older versions stay readable. */
+  /**
+   * Registers a model type at a new schema version. Older versions stay readable.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT naming the bad fields, FIELD_TOO_LARGE, REQUEST_ID_REUSED);
+   * ALREADY_EXISTS (MODEL_TYPE_ALREADY_EXISTS: this version exists); FAILED_PRECONDITION
+   * (SCHEMA_VERSION_NOT_HIGHER: an equal or higher version is registered).
+   */
   registerModelType: handleUnaryCall<RegisterModelTypeRequest, RegisterModelTypeResponse>;
+  /**
+   * Reads a model type at one version (the latest when unset).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (MODEL_TYPE_NOT_FOUND).
+   */
   getModelType: handleUnaryCall<GetModelTypeRequest, GetModelTypeResponse>;
-  /** Lists model types by name, then schema version (every version). */
+  /**
+   * Lists model types by name, then schema version (every version).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, e.g. a page token of another filter).
+   */
   listModelTypes: handleUnaryCall<ListModelTypesRequest, ListModelTypesResponse>;
-  /** Starts a session of a model type at its latest schema version, in the machine's initial state. */
+  /**
+   * Starts a session of a model type at its latest schema version, in the machine's initial state.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: fields fail the JSON Schema; FIELD_TOO_LARGE;
+   * REQUEST_ID_REUSED); NOT_FOUND (MODEL_TYPE_NOT_FOUND).
+   */
   createSession: handleUnaryCall<CreateSessionRequest, CreateSessionResponse>;
-  /** Reads a session, upgraded to the latest schema version of its type; optionally at an earlier revision. */
+  /**
+   * Reads a session, upgraded to the latest schema version of its type; optionally at an earlier revision.
+   * The reply stays under 3 MiB: it carries the newest dialogue elements that fit (see ListDialogue).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (SESSION_NOT_FOUND, REVISION_NOT_FOUND);
+   * FAILED_PRECONDITION (SCHEMA_VERSION_UNKNOWN: stored by a newer server).
+   */
   getSession: handleUnaryCall<GetSessionRequest, GetSessionResponse>;
-  /** Changes the developer's fields and/or actor and actor_input; never the state (use SendEvent). */
+  /**
+   * Changes the session's own fields (update_mask: actor, actor_input, expire_time) and/or the developer's
+   * fields (fields_patch, a JSON Merge Patch); never the state (use SendEvent). An update that changes
+   * nothing commits nothing and answers changed: false.
+   * Errors: INVALID_ARGUMENT (UPDATE_MASK_INVALID naming the path; INVALID_ARGUMENT: patched fields fail
+   * the JSON Schema or a bad value; FIELD_TOO_LARGE; REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND);
+   * ABORTED (REVISION_MISMATCH, metadata current_revision).
+   */
   updateSession: handleUnaryCall<UpdateSessionRequest, UpdateSessionResponse>;
+  /**
+   * Deletes a session with all its content; watchers get session_deleted.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND);
+   * ABORTED (REVISION_MISMATCH, metadata current_revision); UNAVAILABLE (the hot-copy store is unreachable,
+   * nothing deleted).
+   */
   deleteSession: handleUnaryCall<DeleteSessionRequest, DeleteSessionResponse>;
   /**
    * Lists sessions, oldest first, without their dialogue (current_response is set). A session stored at a
    * schema version the server cannot upgrade is listed as stored; its schema_version tells.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, e.g. a page token of other filters).
    */
   listSessions: handleUnaryCall<ListSessionsRequest, ListSessionsResponse>;
-  /** Starts a new session from any revision of an existing one (dialogue and secondary storage included). */
+  /**
+   * Starts a new session from any revision of an existing one (dialogue and secondary storage included).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND,
+   * REVISION_NOT_FOUND); FAILED_PRECONDITION (SCHEMA_VERSION_UNKNOWN).
+   */
   forkSession: handleUnaryCall<ForkSessionRequest, ForkSessionResponse>;
   /**
    * Fires a state-machine event: moves the state, records the actor and its input and appends the
-   * utterance to the dialogue, atomically, as one revision.
+   * utterance to the dialogue, atomically, as one revision. Answers with the write's metadata only.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a bad or missing actor or event name; FIELD_TOO_LARGE:
+   * actor_input over 1 MiB; REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND); FAILED_PRECONDITION
+   * (TRANSITION_NOT_ALLOWED, metadata state and event, with a PreconditionFailure); ABORTED
+   * (REVISION_MISMATCH, metadata current_revision).
    */
   sendEvent: handleUnaryCall<SendEventRequest, SendEventResponse>;
-  /** Appends an utterance to the dialogue without a transition. */
+  /**
+   * Appends an utterance to the dialogue without a transition. Answers with the write's metadata only.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a bad actor; FIELD_TOO_LARGE: actor_text over 1 MiB;
+   * REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND); ABORTED (REVISION_MISMATCH, metadata
+   * current_revision).
+   */
   appendDialogue: handleUnaryCall<AppendDialogueRequest, AppendDialogueResponse>;
-  /** Renders the dialogue as the genie-flow reference's DialogueFormat does. */
+  /**
+   * Pages through a session's dialogue, oldest first, in pages of at most page_size elements and 3 MiB.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, e.g. a page token of another session or revision);
+   * NOT_FOUND (SESSION_NOT_FOUND, REVISION_NOT_FOUND).
+   */
+  listDialogue: handleUnaryCall<ListDialogueRequest, ListDialogueResponse>;
+  /**
+   * Renders the dialogue as the genie-flow reference's DialogueFormat does.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: an unset format); NOT_FOUND (SESSION_NOT_FOUND,
+   * REVISION_NOT_FOUND); FAILED_PRECONDITION (DIALOGUE_TOO_LARGE: the rendering exceeds 3 MiB).
+   */
   formatDialogue: handleUnaryCall<FormatDialogueRequest, FormatDialogueResponse>;
-  /** Stores a value under a key of the session's write-once-read-many secondary storage. */
+  /**
+   * Stores a value under a key of the session's write-once-read-many secondary storage.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT; FIELD_TOO_LARGE: value over 3 MiB; REQUEST_ID_REUSED);
+   * NOT_FOUND (SESSION_NOT_FOUND); ALREADY_EXISTS (SECONDARY_STORAGE_KEY_ALREADY_EXISTS); ABORTED
+   * (REVISION_MISMATCH, metadata current_revision).
+   */
   putSecondary: handleUnaryCall<PutSecondaryRequest, PutSecondaryResponse>;
+  /**
+   * Reads one secondary-storage value.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (SESSION_NOT_FOUND,
+   * SECONDARY_STORAGE_KEY_NOT_FOUND).
+   */
   getSecondary: handleUnaryCall<GetSecondaryRequest, GetSecondaryResponse>;
+  /**
+   * Lists the keys of a session's secondary storage, by key, with their metadata.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (SESSION_NOT_FOUND).
+   */
   listSecondaryKeys: handleUnaryCall<ListSecondaryKeysRequest, ListSecondaryKeysResponse>;
   /**
    * Streams a session's updates: first every revision committed after `after_revision` (from Postgres),
@@ -7753,7 +9015,12 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
 }
 
 export interface GenieServiceClient extends Client {
-  /** Registers a model type at a new schema version. Older versions stay readable. */
+  /**
+   * Registers a model type at a new schema version. Older versions stay readable.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT naming the bad fields, FIELD_TOO_LARGE, REQUEST_ID_REUSED);
+   * ALREADY_EXISTS (MODEL_TYPE_ALREADY_EXISTS: this version exists); FAILED_PRECONDITION
+   * (SCHEMA_VERSION_NOT_HIGHER: an equal or higher version is registered).
+   */
   registerModelType(
     request: RegisterModelTypeRequest,
     callback: (error: ServiceError | null, response: RegisterModelTypeResponse) => void,
@@ -7769,6 +9036,10 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RegisterModelTypeResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Reads a model type at one version (the latest when unset).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (MODEL_TYPE_NOT_FOUND).
+   */
   getModelType(
     request: GetModelTypeRequest,
     callback: (error: ServiceError | null, response: GetModelTypeResponse) => void,
@@ -7784,7 +9055,10 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetModelTypeResponse) => void,
   ): ClientUnaryCall;
-  /** Lists model types by name, then schema version (every version). */
+  /**
+   * Lists model types by name, then schema version (every version).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, e.g. a page token of another filter).
+   */
   listModelTypes(
     request: ListModelTypesRequest,
     callback: (error: ServiceError | null, response: ListModelTypesResponse) => void,
@@ -7800,7 +9074,11 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListModelTypesResponse) => void,
   ): ClientUnaryCall;
-  /** Starts a session of a model type at its latest schema version, in the machine's initial state. */
+  /**
+   * Starts a session of a model type at its latest schema version, in the machine's initial state.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: fields fail the JSON Schema; FIELD_TOO_LARGE;
+   * REQUEST_ID_REUSED); NOT_FOUND (MODEL_TYPE_NOT_FOUND).
+   */
   createSession(
     request: CreateSessionRequest,
     callback: (error: ServiceError | null, response: CreateSessionResponse) => void,
@@ -7816,7 +9094,12 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CreateSessionResponse) => void,
   ): ClientUnaryCall;
-  /** Reads a session, upgraded to the latest schema version of its type; optionally at an earlier revision. */
+  /**
+   * Reads a session, upgraded to the latest schema version of its type; optionally at an earlier revision.
+   * The reply stays under 3 MiB: it carries the newest dialogue elements that fit (see ListDialogue).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (SESSION_NOT_FOUND, REVISION_NOT_FOUND);
+   * FAILED_PRECONDITION (SCHEMA_VERSION_UNKNOWN: stored by a newer server).
+   */
   getSession(
     request: GetSessionRequest,
     callback: (error: ServiceError | null, response: GetSessionResponse) => void,
@@ -7832,7 +9115,14 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetSessionResponse) => void,
   ): ClientUnaryCall;
-  /** Changes the developer's fields and/or actor and actor_input; never the state (use SendEvent). */
+  /**
+   * Changes the session's own fields (update_mask: actor, actor_input, expire_time) and/or the developer's
+   * fields (fields_patch, a JSON Merge Patch); never the state (use SendEvent). An update that changes
+   * nothing commits nothing and answers changed: false.
+   * Errors: INVALID_ARGUMENT (UPDATE_MASK_INVALID naming the path; INVALID_ARGUMENT: patched fields fail
+   * the JSON Schema or a bad value; FIELD_TOO_LARGE; REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND);
+   * ABORTED (REVISION_MISMATCH, metadata current_revision).
+   */
   updateSession(
     request: UpdateSessionRequest,
     callback: (error: ServiceError | null, response: UpdateSessionResponse) => void,
@@ -7848,6 +9138,12 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateSessionResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Deletes a session with all its content; watchers get session_deleted.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND);
+   * ABORTED (REVISION_MISMATCH, metadata current_revision); UNAVAILABLE (the hot-copy store is unreachable,
+   * nothing deleted).
+   */
   deleteSession(
     request: DeleteSessionRequest,
     callback: (error: ServiceError | null, response: DeleteSessionResponse) => void,
@@ -7866,6 +9162,7 @@ export interface GenieServiceClient extends Client {
   /**
    * Lists sessions, oldest first, without their dialogue (current_response is set). A session stored at a
    * schema version the server cannot upgrade is listed as stored; its schema_version tells.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, e.g. a page token of other filters).
    */
   listSessions(
     request: ListSessionsRequest,
@@ -7882,7 +9179,11 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListSessionsResponse) => void,
   ): ClientUnaryCall;
-  /** Starts a new session from any revision of an existing one (dialogue and secondary storage included). */
+  /**
+   * Starts a new session from any revision of an existing one (dialogue and secondary storage included).
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND,
+   * REVISION_NOT_FOUND); FAILED_PRECONDITION (SCHEMA_VERSION_UNKNOWN).
+   */
   forkSession(
     request: ForkSessionRequest,
     callback: (error: ServiceError | null, response: ForkSessionResponse) => void,
@@ -7900,7 +9201,11 @@ export interface GenieServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Fires a state-machine event: moves the state, records the actor and its input and appends the
-   * utterance to the dialogue, atomically, as one revision.
+   * utterance to the dialogue, atomically, as one revision. Answers with the write's metadata only.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a bad or missing actor or event name; FIELD_TOO_LARGE:
+   * actor_input over 1 MiB; REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND); FAILED_PRECONDITION
+   * (TRANSITION_NOT_ALLOWED, metadata state and event, with a PreconditionFailure); ABORTED
+   * (REVISION_MISMATCH, metadata current_revision).
    */
   sendEvent(
     request: SendEventRequest,
@@ -7917,7 +9222,12 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SendEventResponse) => void,
   ): ClientUnaryCall;
-  /** Appends an utterance to the dialogue without a transition. */
+  /**
+   * Appends an utterance to the dialogue without a transition. Answers with the write's metadata only.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a bad actor; FIELD_TOO_LARGE: actor_text over 1 MiB;
+   * REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND); ABORTED (REVISION_MISMATCH, metadata
+   * current_revision).
+   */
   appendDialogue(
     request: AppendDialogueRequest,
     callback: (error: ServiceError | null, response: AppendDialogueResponse) => void,
@@ -7933,7 +9243,31 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AppendDialogueResponse) => void,
   ): ClientUnaryCall;
-  /** Renders the dialogue as the genie-flow reference's DialogueFormat does. */
+  /**
+   * Pages through a session's dialogue, oldest first, in pages of at most page_size elements and 3 MiB.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, e.g. a page token of another session or revision);
+   * NOT_FOUND (SESSION_NOT_FOUND, REVISION_NOT_FOUND).
+   */
+  listDialogue(
+    request: ListDialogueRequest,
+    callback: (error: ServiceError | null, response: ListDialogueResponse) => void,
+  ): ClientUnaryCall;
+  listDialogue(
+    request: ListDialogueRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListDialogueResponse) => void,
+  ): ClientUnaryCall;
+  listDialogue(
+    request: ListDialogueRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListDialogueResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Renders the dialogue as the genie-flow reference's DialogueFormat does.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: an unset format); NOT_FOUND (SESSION_NOT_FOUND,
+   * REVISION_NOT_FOUND); FAILED_PRECONDITION (DIALOGUE_TOO_LARGE: the rendering exceeds 3 MiB).
+   */
   formatDialogue(
     request: FormatDialogueRequest,
     callback: (error: ServiceError | null, response: FormatDialogueResponse) => void,
@@ -7949,7 +9283,12 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: FormatDialogueResponse) => void,
   ): ClientUnaryCall;
-  /** Stores a value under a key of the session's write-once-read-many secondary storage. */
+  /**
+   * Stores a value under a key of the session's write-once-read-many secondary storage.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT; FIELD_TOO_LARGE: value over 3 MiB; REQUEST_ID_REUSED);
+   * NOT_FOUND (SESSION_NOT_FOUND); ALREADY_EXISTS (SECONDARY_STORAGE_KEY_ALREADY_EXISTS); ABORTED
+   * (REVISION_MISMATCH, metadata current_revision).
+   */
   putSecondary(
     request: PutSecondaryRequest,
     callback: (error: ServiceError | null, response: PutSecondaryResponse) => void,
@@ -7965,6 +9304,11 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PutSecondaryResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Reads one secondary-storage value.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (SESSION_NOT_FOUND,
+   * SECONDARY_STORAGE_KEY_NOT_FOUND).
+   */
   getSecondary(
     request: GetSecondaryRequest,
     callback: (error: ServiceError | null, response: GetSecondaryResponse) => void,
@@ -7980,6 +9324,10 @@ export interface GenieServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetSecondaryResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Lists the keys of a session's secondary storage, by key, with their metadata.
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); NOT_FOUND (SESSION_NOT_FOUND).
+   */
   listSecondaryKeys(
     request: ListSecondaryKeysRequest,
     callback: (error: ServiceError | null, response: ListSecondaryKeysResponse) => void,
