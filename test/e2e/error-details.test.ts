@@ -86,3 +86,15 @@ test('Health.Check of an unknown service is NOT_FOUND SERVICE_NOT_FOUND without 
   const e = await expectError(t, rpc(s.health, s.health.check, { service: 'x'.repeat(10_000) }), status.NOT_FOUND, 'SERVICE_NOT_FOUND');
   t.true(e.error.details.length < 200);
 });
+
+test('an unknown enum number is INVALID_ARGUMENT listing the names a JSON client sends', async (t) => {
+  const tenant = await createTenant(s);
+  const open = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' };
+  const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, open, tenant.md);
+  const message = { role: 99, content: 'hi', name: '', toolCalls: [], toolCallId: '' };
+  const history = { promptId: prompt!.id, request: {}, response: {}, messages: [message], requestId: '' };
+  const e = await expectError(t, rpc(s.prompt, s.prompt.appendHistory, history, tenant.md), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
+  const violation = e.badRequest?.fieldViolations[0];
+  t.is(violation?.field, 'messages[0].role');
+  t.regex(violation?.description ?? '', /CHAT_ROLE_USER/);
+});
