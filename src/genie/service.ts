@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { Principal } from '../auth.js';
-import { AppError, alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors.js';
+import { AppError, alreadyExists, clip, failedPrecondition, invalidArgument, notFound, quote, revisionMismatch as mismatch } from '../errors.js';
 import { ownValue, setOwn } from '../keys.js';
 import { fingerprintOf, jsonCodec, Idempotency, type Codec } from '../storage/idempotency.js';
 import type { GenieCache } from '../storage/genie-cache.js';
@@ -52,10 +52,7 @@ export type SessionPath = 'actor' | 'actor_input' | 'expire_time';
 
 /** ABORTED REVISION_MISMATCH with the current revision as ErrorInfo metadata. */
 export function revisionMismatch(id: string, current: number, expected: number): AppError {
-  return new AppError('ABORTED', `session ${id} is at revision ${current}, not the expected ${expected}; nothing was written`, [], {
-    reason: 'REVISION_MISMATCH',
-    metadata: new Map([['current_revision', String(current)]]),
-  });
+  return mismatch(current, `session ${id} is at revision ${current}, not the expected ${expected}; nothing was written`);
 }
 
 const METHOD = (rpc: string) => `parley.genie.v1.GenieService/${rpc}`;
@@ -143,11 +140,11 @@ export class GenieService {
         (previous) => {
           if (previous && def.schemaVersion === previous.schemaVersion) throw alreadyExists`model type ${def.name} version ${def.schemaVersion}`;
           if (previous && def.schemaVersion < previous.schemaVersion) {
-            throw new AppError(
-              'FAILED_PRECONDITION',
+            throw failedPrecondition(
               `model type ${def.name} is already at version ${previous.schemaVersion}; a new version must be higher than ${previous.schemaVersion}, not ${def.schemaVersion}`,
-              [],
-              { reason: 'SCHEMA_VERSION_NOT_HIGHER', metadata: new Map([['latest_schema_version', String(previous.schemaVersion)]]) },
+              'SCHEMA_VERSION_NOT_HIGHER',
+              [{ type: 'SCHEMA_VERSION', subject: `model_type/${clip(def.name, 64)}`, description: `must be higher than ${previous.schemaVersion}` }],
+              new Map([['latest_schema_version', String(previous.schemaVersion)]]),
             );
           }
           const violations = modelTypeViolations(def, previous);
@@ -480,17 +477,20 @@ export class GenieService {
       async (cur, latest) => {
         const t = findTransition(latest.stateMachine, cur.state, req.event);
         if (!t) {
-          throw new AppError(
-            'FAILED_PRECONDITION',
-            `event ${JSON.stringify(req.event)} is not allowed in state ${JSON.stringify(cur.state)} of model type ${latest.name} version ${latest.schemaVersion}`,
-            [],
-            {
-              reason: 'TRANSITION_NOT_ALLOWED',
-              metadata: new Map([
-                ['state', cur.state],
-                ['event', req.event],
-              ]),
-            },
+          throw failedPrecondition(
+            `event ${quote(req.event)} is not allowed in state ${quote(cur.state)} of model type ${clip(latest.name, 64)} version ${latest.schemaVersion}`,
+            'TRANSITION_NOT_ALLOWED',
+            [
+              {
+                type: 'TRANSITION',
+                subject: `state/${clip(cur.state, 64)}/event/${clip(req.event, 64)}`,
+                description: 'no transition of the state machine leaves this state on this event',
+              },
+            ],
+            new Map([
+              ['state', cur.state],
+              ['event', req.event],
+            ]),
           );
         }
         if (t.actor && req.actor && req.actor !== t.actor) {
@@ -549,11 +549,11 @@ export class GenieService {
     );
     const size = Buffer.byteLength(text);
     if (size > MAX_READ_BYTES) {
-      throw new AppError(
-        'FAILED_PRECONDITION',
+      throw failedPrecondition(
         `the ${format} rendering of session ${id} is ${size} bytes; at most ${MAX_READ_BYTES} are sent: page the dialogue with ListDialogue`,
-        [],
-        { reason: 'DIALOGUE_TOO_LARGE', metadata: new Map([['max_bytes', String(MAX_READ_BYTES)]]) },
+        'DIALOGUE_TOO_LARGE',
+        [{ type: 'SIZE', subject: `session/${id}`, description: `the rendering exceeds ${MAX_READ_BYTES} bytes` }],
+        new Map([['max_bytes', String(MAX_READ_BYTES)]]),
       );
     }
     return text;
@@ -720,8 +720,7 @@ function elementMeta(d: DialogueRow): ElementMeta {
 
 /** INVALID_ARGUMENT FIELD_TOO_LARGE on `field`. */
 export function fieldTooLarge(field: string, description: string): AppError {
-  const e = invalidArgument(field, description);
-  return new AppError('INVALID_ARGUMENT', e.message, e.violations, { reason: 'FIELD_TOO_LARGE' });
+  return invalidArgument(field, description, 'FIELD_TOO_LARGE');
 }
 
 /** The name a JSON client sends for an actor (its Actor enum value). */

@@ -270,8 +270,7 @@ const SESSION_PATHS: readonly SessionPath[] = ['actor', 'actor_input', 'expire_t
 const OUTPUT_ONLY_PATHS = new Set(['session_id', 'model_type', 'schema_version', 'state', 'dialogue', 'current_response', 'revision', 'create_time', 'update_time', 'forked_from_session_id', 'forked_from_revision', 'dialogue_length']);
 
 function maskInvalid(path: string, why: string): AppError {
-  const e = invalidArgument('update_mask', `path ${quote(path)} ${why}`);
-  return new AppError('INVALID_ARGUMENT', e.message, e.violations, { reason: 'UPDATE_MASK_INVALID', metadata: new Map([['path', path.slice(0, 100)]]) });
+  return invalidArgument('update_mask', `path ${quote(path)} ${why}`, 'UPDATE_MASK_INVALID');
 }
 
 /**

@@ -126,10 +126,11 @@ class Checker {
     }
   }
 
-  /** An unknown value is named with the values a JSON client may send (every one but the zero value). */
   private enumValue(values: readonly { number: number; name: string }[], value: unknown, path: string): void {
     if (typeof value === 'number' && !values.some((v) => v.number === value)) {
-      this.add(path, `must be one of ${values.filter((v) => v.number !== 0).map((v) => v.name).join(', ')}`);
+      // The names are what a JSON client sends (CHAT_ROLE_USER), so the error lists those, never the numbers
+      // alone. The unspecified value (0) is listed too: whether it is allowed is the field's own rule.
+      this.add(path, `unknown enum value ${value}; must be one of ${values.map((v) => v.name).join(', ')}`);
     }
   }
 
