@@ -60,6 +60,12 @@ export const toSession = (v: SessionView): GenieSession => ({
   dialogueLength: v.session.dialogueLength,
 });
 
+/**
+ * A session in a write's answer (CreateSession, UpdateSession, ForkSession): no dialogue and no
+ * current_response, so the answer is small and a replayed request id answers exactly the same.
+ */
+const toWrittenSession = (v: SessionView): GenieSession => toSession({ ...v, dialogue: undefined, currentResponse: undefined });
+
 const toUpgradeStep = (s: UpgradeStepDef): UpgradeStep => {
   const base = { fromVersion: s.fromVersion, renameField: undefined, dropField: undefined, addField: undefined, mapStates: undefined };
   switch (s.kind) {
@@ -330,7 +336,7 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
     createSession: unary(async (req, ctx) => {
       const r = parseInput(createSession, req);
       checkStruct('fields', r.fields);
-      return { session: toSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields, r.expireTime, r.requestId)) };
+      return { session: toWrittenSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields, r.expireTime, r.requestId)) };
     }),
     getSession: unary(async (req, ctx) => {
       const r = parseInput(getSession, req);
@@ -355,7 +361,7 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
         r.expectedRevision,
         r.requestId,
       );
-      return { session: toSession(view), changed };
+      return { session: toWrittenSession(view), changed };
     }),
     deleteSession: unary(async (req, ctx) => {
       const r = parseInput(deleteSession, req);
@@ -369,7 +375,7 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
     }),
     forkSession: unary(async (req, ctx) => {
       const r = parseInput(forkSession, req);
-      return { session: toSession(await genie.forkSession(callerOf(ctx), r.sessionId, r.revision, r.requestId)) };
+      return { session: toWrittenSession(await genie.forkSession(callerOf(ctx), r.sessionId, r.revision, r.requestId)) };
     }),
     sendEvent: unary(async (req, ctx) => {
       const r = parseInput(sendEvent, req);

@@ -295,7 +295,6 @@ withPg(`Postgres gone right after a genie write commits: the write still answers
   await proxy.accept();
   const forked = await g.fork(w.sessionId);
   t.is(forked.dialogueLength, 2, 'a fork too');
-  t.is(forked.currentResponse?.actorText, 'second words');
   await proxy.accept();
   const stored = await rpc(s.genie, s.genie.getSession, { sessionId: w.sessionId, revision: 0 }, w.tenant.md);
   t.is(stored.session!.revision, appended.revision, 'and it is what Postgres holds');

@@ -72,7 +72,7 @@ test('RegisterModelType rejects an invalid JSON Schema, state machine or upgrade
         stateMachine: {
           states: ['a', 'a'],
           initialState: 'z',
-          transitions: [{ fromState: 'a', eventName: 'go', toState: 'q', actor: 7 as Actor }],
+          transitions: [{ fromState: 'a', eventName: 'go', toState: 'q', actor: Actor.ACTOR_UNSPECIFIED }],
         },
       }),
     ),
@@ -81,9 +81,13 @@ test('RegisterModelType rejects an invalid JSON Schema, state machine or upgrade
   t.deepEqual(violatedFields(badMachine!).sort(), [
     'model_type.state_machine.initial_state',
     'model_type.state_machine.states[1]',
-    'model_type.state_machine.transitions[0].actor',
     'model_type.state_machine.transitions[0].to_state',
   ]);
+  const badActor = await t.throwsAsync<ServiceError>(
+    g.register(modelType({ stateMachine: { ...qaMachine, transitions: [{ fromState: 'awaiting_question', eventName: 'go', toState: 'awaiting_answer', actor: 7 as Actor }] } })),
+  );
+  t.deepEqual(violatedFields(badActor!), ['model_type.state_machine.transitions[0].actor']);
+  t.regex(badActor!.details, /ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM/);
 
   const badName = await t.throwsAsync<ServiceError>(g.register(modelType({ name: '9 lives', schemaVersion: 0 })));
   t.deepEqual(violatedFields(badName!).sort(), ['model_type.name', 'model_type.schema_version']);

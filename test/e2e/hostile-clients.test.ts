@@ -54,7 +54,7 @@ test('hostile JSON through buf curl: __proto__ keys, NUL, deep nesting and flood
 
   // (A mask path with underscores cannot be sent as JSON at all: proto-JSON refuses it client-side.)
 
-  const nul = await curl(`${G}/SendEvent`, { session_id: sessionId, event: 'user_input', actor_input: 'a\u0000b' });
+  const nul = await curl(`${G}/SendEvent`, { session_id: sessionId, event_name: 'user_input', actor_input: 'a\u0000b' });
   t.is(nul.code, 'invalid_argument');
   t.is(nul.message, 'actor_input: must not contain NUL characters');
 
@@ -86,12 +86,12 @@ test('hostile JSON through buf curl: forged page tokens, int64 past 2^53 and an 
     t.is(r.code, 'invalid_argument', JSON.stringify(c));
     t.regex(r.message ?? '', /^page_token: /);
   }
-  const big = await curl(`${G}/SendEvent`, { session_id: sessionId, event: 'user_input', actor_input: 'x', expected_revision: '9007199254740993' });
+  const big = await curl(`${G}/SendEvent`, { session_id: sessionId, event_name: 'user_input', actor_input: 'x', expected_revision: '9007199254740993' });
   t.is(big.code, 'invalid_argument');
   t.regex(big.message ?? '', /^expected_revision: /);
-  const empty = await curl(`${G}/SendEvent`, { session_id: sessionId, event: '', actor_input: 'x' });
+  const empty = await curl(`${G}/SendEvent`, { session_id: sessionId, event_name: '', actor_input: 'x' });
   t.is(empty.code, 'invalid_argument');
-  t.regex(empty.message ?? '', /^event: /);
+  t.regex(empty.message ?? '', /^event_name: /);
   const read = await curl(`${G}/GetSession`, { session_id: sessionId });
   t.is(Number((read as { session?: { revision?: string } }).session?.revision), 1, 'nothing was written');
 });

@@ -95,12 +95,12 @@ with grpc.insecure_channel(address) as channel:
     case("proto_mask", lambda: genie.UpdateSession(
         genie_pb2.UpdateSessionRequest(session=genie_pb2.GenieSession(session_id=session_id), update_mask={"paths": ["fields.__proto__.hasOwnProperty"]}),
         metadata=md, timeout=t))
-    case("nul", lambda: genie.SendEvent(genie_pb2.SendEventRequest(session_id=session_id, event="user_input", actor_input="a\x00b"), metadata=md, timeout=t))
+    case("nul", lambda: genie.SendEvent(genie_pb2.SendEventRequest(session_id=session_id, event_name="user_input", actor_input="a\x00b"), metadata=md, timeout=t))
     case("nan", lambda: genie.CreateSession(genie_pb2.CreateSessionRequest(model_type="qa", fields=struct({"n": float("nan")})), metadata=md, timeout=t))
     case("deep", lambda: genie.CreateSession(genie_pb2.CreateSessionRequest(model_type="qa", fields=struct(nested(40))), metadata=md, timeout=t))
     case("timestamp", lambda: prompt.ListPrompts(prompt_pb2.ListPromptsRequest(created_after=timestamp_pb2.Timestamp(seconds=10**12)), metadata=md, timeout=t))
     case("timestamp_nanos", lambda: prompt.ListPrompts(prompt_pb2.ListPromptsRequest(created_after=timestamp_pb2.Timestamp(seconds=0, nanos=-1)), metadata=md, timeout=t))
-    case("int64_past_2_53", lambda: genie.SendEvent(genie_pb2.SendEventRequest(session_id=session_id, event="user_input", expected_revision=2**53 + 1), metadata=md, timeout=t))
+    case("int64_past_2_53", lambda: genie.SendEvent(genie_pb2.SendEventRequest(session_id=session_id, event_name="user_input", expected_revision=2**53 + 1), metadata=md, timeout=t))
     case("mask_flood", lambda: prompt.UpdatePrompt(
         prompt_pb2.UpdatePromptRequest(prompt=prompt_pb2.Prompt(id="00000000-0000-4000-8000-000000000000"), update_mask={"paths": ["x" * 90 + str(i) for i in range(1000)]}),
         metadata=md, timeout=t))

@@ -326,7 +326,10 @@ export interface GenieSession {
   fields:
     | { [key: string]: any }
     | undefined;
-  /** The latest utterance; unset for an empty dialogue and in SendEvent/AppendDialogue-style write results. */
+  /**
+   * The latest utterance, set by GetSession and ListSessions; unset for an empty dialogue and in the
+   * answers of CreateSession, UpdateSession and ForkSession.
+   */
   currentResponse:
     | DialogueElement
     | undefined;
@@ -501,7 +504,7 @@ export interface UpdateSessionRequest {
 
 /** Response of UpdateSession. */
 export interface UpdateSessionResponse {
-  /** The session after the update, without its dialogue. */
+  /** The session after the update, without its dialogue or current_response. */
   session:
     | GenieSession
     | undefined;
@@ -559,7 +562,10 @@ export interface ForkSessionRequest {
 
 /** Response of ForkSession. */
 export interface ForkSessionResponse {
-  /** The new session at revision 1, without its dialogue (dialogue_length says how much was copied). */
+  /**
+   * The new session at revision 1, without its dialogue or current_response (dialogue_length says how
+   * much was copied).
+   */
   session: GenieSession | undefined;
 }
 
