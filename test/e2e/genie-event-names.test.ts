@@ -37,12 +37,12 @@ async function readsStillWork(t: any, sessionId: string, revision: number) {
   t.is((await failed).code, status.CANCELLED);
 }
 
-test('SendEvent: an empty, blank, padded, non-ASCII or over-long event is INVALID_ARGUMENT event, changes nothing, and every read still works', async (t) => {
+test('SendEvent: an empty, blank, padded, non-ASCII or over-long event is INVALID_ARGUMENT event_name, changes nothing, and every read still works', async (t) => {
   const { sessionId } = await g.create('qa');
   for (const event of BAD_EVENTS) {
     const err = (await t.throwsAsync(g.send(sessionId, event, 'hi', 'user'))) as ServiceError;
     t.is(err.code, status.INVALID_ARGUMENT, JSON.stringify(event.slice(0, 20)));
-    t.deepEqual(violatedFields(err), ['event']);
+    t.deepEqual(violatedFields(err), ['event_name']);
     t.true(err.details.length < 200, 'the event is not echoed');
   }
   // A well-formed event the state machine does not have: FAILED_PRECONDITION, quoted briefly.
