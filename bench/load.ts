@@ -6,7 +6,7 @@
  */
 import { createInterface } from 'node:readline';
 import type { Client, Metadata, ServiceError } from '@grpc/grpc-js';
-import { GenieServiceClient } from '../src/gen/parley/genie/v1/genie.js';
+import { Actor, GenieServiceClient } from '../src/gen/parley/genie/v1/genie.js';
 import { ChatRole, PromptServiceClient, type ChatMessage } from '../src/gen/parley/prompt/v1/prompt.js';
 import { bearer, channelOptions, insecure, nowMs, sleep, summarize, type BenchContext, type LoadCommand, type LoadReply } from './lib.js';
 import { historyPayload, storageOps } from './storage-ceiling.js';
@@ -79,7 +79,7 @@ async function unaryOps(cmd: Extract<LoadCommand, { kind: 'unary' }>): Promise<{
       return {
         close,
         op: (w) =>
-          call(pick(w), 'sendEvent', { sessionId: sessions[w % sessions.length], event: ctx.event, actor: 'user', actorInput: 'hello', expectedRevision: 0 }, md),
+          call(pick(w), 'sendEvent', { sessionId: sessions[w % sessions.length], eventName: ctx.event, actor: Actor.ACTOR_USER, actorInput: 'hello' }, md),
       };
     default:
       await close();

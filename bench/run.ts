@@ -24,7 +24,7 @@ import pg from 'pg';
 import { Redis } from 'ioredis';
 import type { Client, Metadata, ServiceError } from '@grpc/grpc-js';
 import { AdminServiceClient } from '../src/gen/parley/admin/v1/admin.js';
-import { GenieServiceClient, GenieServiceService, GetSessionResponse, SendEventResponse } from '../src/gen/parley/genie/v1/genie.js';
+import { Actor, GenieServiceClient, GenieServiceService, GetSessionResponse, SendEventResponse } from '../src/gen/parley/genie/v1/genie.js';
 import { OpenPromptResponse, PromptServiceClient } from '../src/gen/parley/prompt/v1/prompt.js';
 import { HealthCheckResponse_ServingStatus, HealthClient } from '../src/gen/grpc/health/v1/health.js';
 import { createScratchDatabase } from '../test/helpers/backends.js';
@@ -361,12 +361,12 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
             states: ['open', 'closed'],
             initialState: 'open',
             transitions: [
-              { fromState: 'open', event: EVENT, toState: 'open', actor: 'user' },
-              { fromState: 'open', event: 'close', toState: 'closed', actor: '' },
+              { fromState: 'open', eventName: EVENT, toState: 'open', actor: Actor.ACTOR_USER },
+              { fromState: 'open', eventName: 'close', toState: 'closed', actor: Actor.ACTOR_UNSPECIFIED },
             ],
           },
           upgrades: [],
-          cacheTtlSeconds: 3600,
+          cacheTtl: { seconds: 3600, nanos: 0 },
         },
       },
       md,
@@ -374,11 +374,11 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
     const { session } = await call(genie, 'createSession', { modelType: MODEL_TYPE, fields: { topic: 'vacation days' } }, md);
     let sent: unknown;
     for (let i = 0; i < 4; i++) {
-      sent = await call(genie, 'sendEvent', { sessionId: session.sessionId, event: EVENT, actor: 'user', actorInput: `turn ${i}: how many vacation days are left?`, expectedRevision: 0 }, md);
+      sent = await call(genie, 'sendEvent', { sessionId: session.sessionId, eventName: EVENT, actor: Actor.ACTOR_USER, actorInput: `turn ${i}: how many vacation days are left?` }, md);
     }
     // The first read after a write fills the hot copy; the second is served from it.
-    await call(genie, 'getSession', { sessionId: session.sessionId, revision: 0 }, md);
-    const hot = await call(genie, 'getSession', { sessionId: session.sessionId, revision: 0 }, md);
+    await call(genie, 'getSession', { sessionId: session.sessionId, revision: undefined }, md);
+    const hot = await call(genie, 'getSession', { sessionId: session.sessionId, revision: undefined }, md);
 
     const b64 = (u: Uint8Array) => Buffer.from(u).toString('base64');
     const responses: Record<string, string> = {

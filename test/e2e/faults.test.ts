@@ -52,7 +52,7 @@ async function world(s: TestServer, tenant?: Tenant) {
     sessionId,
     /** GetSession (hot copy first) and OpenPrompt by session key without a request id (cache first). */
     read: async (via: TestServer = s) => ({
-      revision: (await rpc(via.genie, via.genie.getSession, { sessionId, revision: 0 }, who.md)).session!.revision,
+      revision: (await rpc(via.genie, via.genie.getSession, { sessionId, revision: undefined }, who.md)).session!.revision,
       description: (await rpc(via.prompt, via.prompt.openPrompt, { ...openReq, sessionKey: prompt.sessionKey }, who.md)).prompt!.description,
     }),
     write: async (description: string) => {
@@ -296,6 +296,6 @@ withPg(`Postgres gone right after a genie write commits: the write still answers
   const forked = await g.fork(w.sessionId);
   t.is(forked.dialogueLength, 2, 'a fork too');
   await proxy.accept();
-  const stored = await rpc(s.genie, s.genie.getSession, { sessionId: w.sessionId, revision: 0 }, w.tenant.md);
+  const stored = await rpc(s.genie, s.genie.getSession, { sessionId: w.sessionId, revision: undefined }, w.tenant.md);
   t.is(stored.session!.revision, appended.revision, 'and it is what Postgres holds');
 });

@@ -286,8 +286,8 @@ test('hostile input: a not-found name of any length and script gets a short mess
   const { tenant } = await attacker();
   const cases: Array<[string, Promise<unknown>]> = [
     ['an account number of 8,192 emoji', rpc(s.admin, s.admin.getAccount, { id: '', accountNumber: '😀'.repeat(8192) }, s.adminMd, deadline())],
-    ['a model type name of 32,000 é', rpc(s.genie, s.genie.getModelType, { name: 'é'.repeat(32_000), schemaVersion: 0 }, tenant.md, deadline())],
-    ['a model type name of 1,025 a', rpc(s.genie, s.genie.getModelType, { name: 'a'.repeat(1025), schemaVersion: 0 }, tenant.md, deadline())],
+    ['a model type name of 32,000 é', rpc(s.genie, s.genie.getModelType, { name: 'é'.repeat(32_000), schemaVersion: undefined }, tenant.md, deadline())],
+    ['a model type name of 1,025 a', rpc(s.genie, s.genie.getModelType, { name: 'a'.repeat(1025), schemaVersion: undefined }, tenant.md, deadline())],
     ['a session key of 4,000 ü', rpc(s.prompt, s.prompt.getPrompt, { id: '', sessionKey: 'ü'.repeat(4000) }, tenant.md, deadline())],
   ];
   for (const [what, call] of cases) {

@@ -318,7 +318,7 @@ test.serial('every error through the server carries an ErrorInfo; a bad request 
     t.deepEqual(errorInfo(bad!), { reason: 'INVALID_ARGUMENT', domain: 'parley', metadata: {} });
     const missing = await t.throwsAsync<ServiceError>(a.g.get('00000000-0000-4000-8000-000000000000'));
     t.deepEqual(errorInfo(missing!), { reason: 'SESSION_NOT_FOUND', domain: 'parley', metadata: {} });
-    const anonymous = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.getSession, { sessionId: a.sessionId, revision: 0 }));
+    const anonymous = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.getSession, { sessionId: a.sessionId, revision: undefined }));
     t.is(anonymous?.code, status.UNAUTHENTICATED);
     t.is(errorInfo(anonymous!)?.reason, 'CREDENTIALS_MISSING');
   } finally {

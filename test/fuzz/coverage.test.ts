@@ -22,7 +22,7 @@ function fakeWorld(): World {
     self: holdings('self'),
     peer: holdings('peer'),
     victimIds: ['victim-acc'],
-    tokens: { prompts: [token], history: [token], toolCalls: [token], pluginUsage: [token], plugins: [token], adminPlugins: [token], modelTypes: [token], sessions: [token], secondaryKeys: [token] },
+    tokens: { prompts: [token], history: [token], toolCalls: [token], pluginUsage: [token], plugins: [token], adminPlugins: [token], modelTypes: [token], sessions: [token], secondaryKeys: [token], dialogue: [token] },
     md: { self: new Metadata(), peer: new Metadata(), admin: new Metadata(), none: new Metadata(), bogus: new Metadata() },
     modelTypes: ['qa'],
   };

@@ -65,6 +65,10 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
   const firstSession = fc.oneof({ weight: 4, arbitrary: fc.constant(self.sessionIds[0]!) }, { weight: 1, arbitrary: sessions });
   const actor = oneOfOr(['user', 'assistant', 'system', '']);
   const event = oneOfOr(['user_input', 'ai_response', '']);
+  // GenieService's unary messages: the Actor enum, `optional int64` revisions, Durations.
+  const actorEnum = enumNumber([0, 1, 2, 3]);
+  const optRevision = fc.oneof(fc.constant(undefined), revision);
+  const duration = fc.oneof(fc.constant(undefined), fc.record({ seconds: int64, nanos: int32 }));
   const mask = (valid: string[]) => fc.oneof(fc.constant(undefined), fc.array(oneOfOr([...valid, '__proto__', 'fields.__proto__.x', 'a..b', '*']), { maxLength: 4 }));
   const chatMessage = fc.record({
     role: enumNumber([0, 1, 2, 3, 4, 5]),
@@ -78,14 +82,14 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
       states: ['awaiting_question', 'awaiting_answer'],
       initialState: 'awaiting_question',
       transitions: [
-        { fromState: 'awaiting_question', event: 'user_input', toState: 'awaiting_answer', actor: 'user' },
-        { fromState: 'awaiting_answer', event: 'ai_response', toState: 'awaiting_question', actor: 'assistant' },
+        { fromState: 'awaiting_question', eventName: 'user_input', toState: 'awaiting_answer', actor: 1 },
+        { fromState: 'awaiting_answer', eventName: 'ai_response', toState: 'awaiting_question', actor: 2 },
       ],
     }),
     fc.record({
       states: fc.array(oneOfOr(['a', 'b']), { maxLength: 4 }),
       initialState: oneOfOr(['a']),
-      transitions: fc.array(fc.record({ fromState: oneOfOr(['a', 'b']), event: oneOfOr(['go']), toState: oneOfOr(['a', 'b']), actor }), { maxLength: 3 }),
+      transitions: fc.array(fc.record({ fromState: oneOfOr(['a', 'b']), eventName: oneOfOr(['go']), toState: oneOfOr(['a', 'b']), actor: actorEnum }), { maxLength: 3 }),
     }),
   );
   const schema = fc.oneof(
@@ -102,7 +106,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
   );
   const upgrade = fc.record({
     fromVersion: int32,
-    renameField: fc.option(fc.record({ from: str, to: str }), { nil: undefined }),
+    renameField: fc.option(fc.record({ oldName: str, newName: str }), { nil: undefined }),
     dropField: fc.constant(undefined),
     addField: fc.option(fc.record({ name: str, defaultValue: json }), { nil: undefined }),
     mapStates: fc.option(fc.record({ mapping: stringMap }), { nil: undefined }),
@@ -113,9 +117,9 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     schemaVersion: int32,
     state: oneOfOr(['']),
     dialogue: fc.constant([]),
-    actor,
+    actor: actorEnum,
     actorInput: str,
-    fields: struct,
+    fields: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: struct }),
     currentResponse: fc.constant(undefined),
     revision: revision,
     createTime: date,
@@ -123,6 +127,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     forkedFromSessionId: oneOfOr(['']),
     forkedFromRevision: fc.constant(0),
     expireTime: date,
+    dialogueLength: fc.constant(0),
   });
   const utterance = fc.record({
     sessionId: firstSession,
@@ -244,34 +249,43 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
           jsonSchema: schema,
           stateMachine: fc.oneof(machine, fc.constant(undefined)),
           upgrades: fc.array(upgrade, { maxLength: 2 }),
-          cacheTtlSeconds: int32,
+          cacheTtl: duration,
           createTime: date,
-          sessionTtlSeconds: fc.oneof(fc.constant(0), int32),
+          sessionTtl: duration,
         }),
+        requestId,
       }),
     },
-    'GenieService/GetModelType': { kind: 'unary', req: fc.record({ name: oneOfOr(w.modelTypes), schemaVersion: int32 }) },
+    'GenieService/GetModelType': { kind: 'unary', req: fc.record({ name: oneOfOr(w.modelTypes), schemaVersion: fc.oneof(fc.constant(undefined), int32) }) },
     'GenieService/ListModelTypes': { kind: 'unary', req: fc.record({ name: oneOfOr(['']), ...page('modelTypes') }) },
-    'GenieService/CreateSession': { kind: 'unary', req: fc.record({ modelType: oneOfOr(w.modelTypes), fields: struct, expireTime: date }), extras: [ts([3])] },
-    'GenieService/GetSession': { kind: 'unary', req: fc.record({ sessionId: sessions, revision }) },
+    'GenieService/CreateSession': { kind: 'unary', req: fc.record({ modelType: oneOfOr(w.modelTypes), fields: struct, expireTime: date, requestId }), extras: [ts([3])] },
+    'GenieService/GetSession': { kind: 'unary', req: fc.record({ sessionId: sessions, revision: optRevision }) },
     'GenieService/UpdateSession': {
       kind: 'unary',
-      req: fc.record({ session, updateMask: mask(['fields', 'fields.topic', 'fields.profile.age', 'actor', 'actor_input', 'expire_time', 'state', 'fields.constructor.prototype']), expectedRevision: revision }),
+      req: fc.record({
+        session,
+        updateMask: mask(['fields', 'fields.topic', 'actor', 'actor_input', 'expire_time', 'state', 'revision']),
+        expectedRevision: optRevision,
+        fieldsPatch: fc.oneof(fc.constant(undefined), struct),
+        requestId,
+      }),
       extras: [ts([1, 15])],
     },
-    'GenieService/DeleteSession': { kind: 'unary', req: fc.record({ sessionId: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.sessionIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), expectedRevision: revision }) },
+    'GenieService/DeleteSession': { kind: 'unary', req: fc.record({ sessionId: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.sessionIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), expectedRevision: optRevision, requestId }) },
     'GenieService/ListSessions': { kind: 'unary', req: fc.record({ modelType: oneOfOr(['']), state: oneOfOr(['']), ...page('sessions') }) },
-    'GenieService/ForkSession': { kind: 'unary', req: fc.record({ sessionId: sessions, revision }) },
-    'GenieService/SendEvent': { kind: 'unary', req: fc.record({ sessionId: sessions, event, actor, actorInput: str, expectedRevision: revision }) },
-    'GenieService/AppendDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, actor, actorText: str, expectedRevision: revision }) },
-    'GenieService/FormatDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, format: enumNumber([0, 1, 2, 3, 4]), revision }) },
+    'GenieService/ForkSession': { kind: 'unary', req: fc.record({ sessionId: sessions, revision: optRevision, requestId }) },
+    'GenieService/SendEvent': { kind: 'unary', req: fc.record({ sessionId: sessions, eventName: event, actor: actorEnum, actorInput: str, expectedRevision: optRevision, requestId }) },
+    'GenieService/AppendDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, actor: actorEnum, actorText: str, expectedRevision: optRevision, requestId }) },
+    'GenieService/ListDialogue': { kind: 'unary', req: fc.record({ sessionId: firstSession, revision: optRevision, ...page('dialogue') }) },
+    'GenieService/FormatDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, format: enumNumber([0, 1, 2, 3, 4]), revision: optRevision }) },
     'GenieService/PutSecondary': {
       kind: 'unary',
       req: fc.record({
         sessionId: sessions,
         key: oneOfOr(['doc', 'k1', 'k2']),
         value: fc.oneof({ weight: 6, arbitrary: fc.uint8Array({ maxLength: 64 }) }, { weight: 1, arbitrary: huge.map((h) => Buffer.from(h)) }),
-        expectedRevision: revision,
+        expectedRevision: optRevision,
+        requestId,
       }),
     },
     'GenieService/GetSecondary': { kind: 'unary', req: fc.record({ sessionId: sessions, key: oneOfOr(self.secondaryKeys) }) },

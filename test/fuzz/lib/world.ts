@@ -25,7 +25,7 @@ export interface World {
   /** Ids of the victim, which runs steady valid calls beside the fuzz; only ever used across tenants. */
   victimIds: string[];
   /** Page tokens the server issued for `self`'s lists (first page of size 1), by list. */
-  tokens: Record<'prompts' | 'history' | 'toolCalls' | 'pluginUsage' | 'plugins' | 'adminPlugins' | 'modelTypes' | 'sessions' | 'secondaryKeys', string[]>;
+  tokens: Record<'prompts' | 'history' | 'toolCalls' | 'pluginUsage' | 'plugins' | 'adminPlugins' | 'modelTypes' | 'sessions' | 'secondaryKeys' | 'dialogue', string[]>;
   /** Credentials: self, peer, admin, none and a made-up key. */
   md: Record<'self' | 'peer' | 'admin' | 'none' | 'bogus', Metadata>;
   modelTypes: string[];
@@ -59,6 +59,7 @@ export async function populate(s: TestServer, tenant: Tenant): Promise<Holdings>
   const sessionIds: string[] = [];
   for (let i = 0; i < 3; i++) sessionIds.push((await g.create(i === 2 ? 'free' : 'qa', { topic: `t${i}` })).sessionId);
   await g.send(sessionIds[0]!, 'user_input', 'question?');
+  await g.append(sessionIds[0]!, 'system', 'a note');
   const secondaryKeys = ['doc', 'notes'];
   for (const k of secondaryKeys) await g.put(sessionIds[0]!, k, Buffer.from(`value of ${k}`));
   const spareKeyIds: string[] = [];
@@ -85,6 +86,7 @@ export async function buildWorld(s: TestServer, victim: Promise<Holdings>): Prom
     modelTypes: tok((await rpc(s.genie, s.genie.listModelTypes, { name: '', ...first }, md)).nextPageToken),
     sessions: tok((await rpc(s.genie, s.genie.listSessions, { modelType: '', state: '', ...first }, md)).nextPageToken),
     secondaryKeys: tok((await rpc(s.genie, s.genie.listSecondaryKeys, { sessionId, ...first }, md)).nextPageToken),
+    dialogue: tok((await rpc(s.genie, s.genie.listDialogue, { sessionId, revision: undefined, ...first }, md)).nextPageToken),
   };
   for (const [list, t] of Object.entries(tokens)) if (t.length === 0) throw new Error(`the world has a single page of ${list}: the fuzz could not reach its cursor`);
   const victimIds = [v.tenant.accountId, v.tenant.userProfileId, v.tenant.llmClientId, ...v.promptIds, ...v.sessionKeys, ...v.sessionIds, ...v.pluginIds];
