@@ -39,7 +39,7 @@ export async function populate(s: TestServer, tenant: Tenant): Promise<Holdings>
   const md = tenant.md;
   const pluginIds: string[] = [];
   const pluginNames = ['weather', 'search'];
-  for (const name of pluginNames) pluginIds.push((await rpc(s.admin, s.admin.createPlugin, { accountId: tenant.accountId, name, description: '' }, s.adminMd)).plugin!.id);
+  for (const name of pluginNames) pluginIds.push((await rpc(s.admin, s.admin.createPlugin, { accountId: tenant.accountId, name, description: '', requestId: '' }, s.adminMd)).plugin!.id);
   const promptIds: string[] = [];
   const sessionKeys: string[] = [];
   for (let i = 0; i < 2; i++) {
@@ -62,7 +62,7 @@ export async function populate(s: TestServer, tenant: Tenant): Promise<Holdings>
   const secondaryKeys = ['doc', 'notes'];
   for (const k of secondaryKeys) await g.put(sessionIds[0]!, k, Buffer.from(`value of ${k}`));
   const spareKeyIds: string[] = [];
-  for (let i = 0; i < 3; i++) spareKeyIds.push((await rpc(s.admin, s.admin.createApiKey, { userProfileId: tenant.userProfileId, description: 'spare' }, s.adminMd)).apiKey!.id);
+  for (let i = 0; i < 3; i++) spareKeyIds.push((await rpc(s.admin, s.admin.createApiKey, { userProfileId: tenant.userProfileId, description: 'spare', requestId: '' }, s.adminMd)).apiKey!.id);
   return { tenant, promptIds, sessionKeys, sessionIds, pluginIds, pluginNames, secondaryKeys, spareKeyIds };
 }
 
