@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { alreadyExists, AppError, invalidArgument, naming, notFound } from '../errors.js';
+import { alreadyExists, AppError, invalidArgument, naming, notFound, revisionMismatch } from '../errors.js';
 import { hashSecret, newApiKeySecret, type Principal } from '../auth.js';
 import { isUniqueViolation } from '../storage/db.js';
 import type {
@@ -59,17 +59,6 @@ const LOCAL_PRINCIPAL_MAX = 10_000;
 /** Request ids of AdminService are scoped to its one caller, the admin token (see the proto). */
 const ADMIN_SCOPE = 'admin';
 const method = (rpc: string) => `parley.admin.v1.AdminService/${rpc}`;
-
-/**
- * ABORTED REVISION_MISMATCH with the current revision in its metadata.
- * TODO(errors merge): use revisionMismatch from src/errors.ts once main has it.
- */
-export function revisionMismatch(current: number): AppError {
-  return new AppError('ABORTED', `the revision is ${current}, not the expected one`, [], {
-    reason: 'REVISION_MISMATCH',
-    metadata: new Map([['current_revision', String(current)]]),
-  });
-}
 
 /** A prompt that went with a deleted user profile, LLM client or account. */
 export interface CascadedPrompt {

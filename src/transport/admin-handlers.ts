@@ -3,7 +3,7 @@ import type { AdminService, Conditions } from '../admin/service.js';
 import { ACCOUNT_NUMBER, LLM_CLIENT_NAME, PLUGIN_NAME, USERNAME } from '../admin/rules.js';
 import type { AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } from '../storage/admin-repo.js';
 import type { Account, ApiKey, LlmClient, Plugin, UserProfile } from '../gen/parley/admin/v1/admin.js';
-import { AppError, invalidArgument, quote } from '../errors.js';
+import { invalidArgument, quote } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { optionalString, uuid } from './convert.js';
 import { unary, type Handler } from './rpc.js';
@@ -64,14 +64,7 @@ export const ADMIN_TEXT_LIMITS = {
   plugin_name: 64,
 } as const;
 
-/**
- * INVALID_ARGUMENT with an ErrorInfo reason.
- * TODO(errors merge): invalidArgument(field, description, reason) from src/errors.ts.
- */
-function badField(field: string, description: string, reason: string): AppError {
-  const v = invalidArgument(field, description);
-  return new AppError('INVALID_ARGUMENT', v.message, v.violations, { reason });
-}
+const badField = (field: string, description: string, reason: string) => invalidArgument(field, description, reason);
 
 const chars = (s: string) => [...s].length;
 

@@ -6770,8 +6770,9 @@ export const PurgeExpiredDataResponse: MessageFns<PurgeExpiredDataResponse> = {
  * AdminService manages the tenants of parley: accounts, the user profiles that act in them, the API keys
  * those profiles call with, and the LLM clients and plugins an account owns.
  *
- * Every call needs `authorization: Bearer <PARLEY_ADMIN_TOKEN>`; without it UNAUTHENTICATED
- * (`UNAUTHENTICATED`), and on a server with no admin token configured PERMISSION_DENIED (`PERMISSION_DENIED`).
+ * Every call needs `authorization: Bearer <PARLEY_ADMIN_TOKEN>`: without it UNAUTHENTICATED
+ * (`CREDENTIALS_MISSING`), with another token UNAUTHENTICATED (`ADMIN_TOKEN_INVALID`), and on a server with no
+ * admin token configured PERMISSION_DENIED (`ADMIN_DISABLED`). These apply to every RPC below.
  * Every request that breaks a field's documented rule is INVALID_ARGUMENT naming the field (reason
  * `INVALID_ARGUMENT`, or `FIELD_TOO_LARGE` for a text past its size limit).
  *
