@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { alreadyExists, AppError, invalidArgument, naming, notFound, revisionMismatch } from '../errors.js';
 import { hashSecret, newApiKeySecret, type Principal } from '../auth.js';
-import { isUniqueViolation } from '../storage/db.js';
+import { isForeignKeyViolation, isUniqueViolation } from '../storage/db.js';
 import type {
   AccountRow,
   AdminRepo,
@@ -169,8 +169,11 @@ export class AdminService {
     // A generated number can collide with an existing one; retry a few times rather than fail the caller.
     for (let attempt = 0; ; attempt++) {
       try {
-        const { value } = await this.idempotency.run(key, accountCodec, (trx) =>
-          this.repo.insertAccount(accountNumber ?? newAccountNumber(), displayName, trx),
+        const { value } = await this.idempotency.run(
+          key,
+          accountCodec,
+          (trx) => this.repo.insertAccount(accountNumber ?? newAccountNumber(), displayName, trx),
+          (v) => v.id,
         );
         return value;
       } catch (err) {
@@ -210,10 +213,11 @@ export class AdminService {
       const { value } = await this.idempotency.run(key, profileCodec, async (trx) => {
         await this.requireAccount(accountId, trx);
         return this.repo.insertUserProfile(accountId, username, email, trx);
-      });
+      }, (v) => v.id);
       return value;
     } catch (err) {
       if (isUniqueViolation(err)) throw alreadyExists`user profile ${username} in account ${accountId}`;
+      if (isForeignKeyViolation(err)) throw missingParent('account_id', 'account', accountId);
       throw err;
     }
   }
@@ -250,16 +254,26 @@ export class AdminService {
 
   /** A new key and its secret; a replay of the request id returns the key with an empty secret. */
   async createApiKey(userProfileId: string, description: string, requestId?: string): Promise<{ key: ApiKeyRow; secret: string }> {
+    try {
+      return await this.createApiKeyIn(userProfileId, description, requestId);
+    } catch (err) {
+      // The profile was deleted between our read and the insert.
+      if (isForeignKeyViolation(err)) throw missingParent('user_profile_id', 'user profile', userProfileId);
+      throw err;
+    }
+  }
+
+  private async createApiKeyIn(userProfileId: string, description: string, requestId?: string): Promise<{ key: ApiKeyRow; secret: string }> {
     const { value } = await this.idempotency.run(this.key('CreateApiKey', requestId, { userProfileId, description }), createdKeyCodec, async (trx) => {
       const profile = await this.repo.userProfileById(userProfileId, trx);
-      if (!profile) throw invalidArgument('user_profile_id', naming`user profile ${userProfileId} does not exist`);
+      if (!profile) throw missingParent('user_profile_id', 'user profile', userProfileId);
       const secret = newApiKeySecret();
       const key = await this.repo.insertApiKey(
         { userProfileId: profile.id, accountId: profile.accountId, secretHash: hashSecret(secret), keyPrefix: secret.slice(0, API_KEY_PREFIX_LENGTH), description },
         trx,
       );
       return { key, secret };
-    });
+    }, (v) => v.key.id);
     return value;
   }
 
@@ -292,7 +306,7 @@ export class AdminService {
       if (current.revokedAt) return { row: current, changed: false };
       hash = await this.repo.secretHashOf(id, trx);
       return { row: (await this.repo.revokeApiKey(id, trx)) ?? current, changed: true };
-    });
+    }, () => id);
     if (!replayed && hash) await this.forgetPrincipals([hash]);
     return value;
   }
@@ -376,10 +390,11 @@ export class AdminService {
       const { value } = await this.idempotency.run(this.key(rpc, requestId, { accountId, name, description }), ownedCodec, async (trx) => {
         await this.requireAccount(accountId, trx);
         return this.repo.insertOwned(table, accountId, name, description, trx);
-      });
+      }, (v) => v.id);
       return value;
     } catch (err) {
       if (isUniqueViolation(err)) throw ownedExists(table, name, accountId);
+      if (isForeignKeyViolation(err)) throw missingParent('account_id', 'account', accountId);
       throw err;
     }
   }
@@ -425,7 +440,7 @@ export class AdminService {
       const changes = Object.fromEntries(Object.entries(columns).filter(([col, v]) => v !== undefined && stored[col] !== v));
       if (Object.keys(changes).length === 0) return { row: current, changed: false };
       return { row: await this.repo.updateById(table, id, changes, trx), changed: true };
-    });
+    }, () => id);
     return value;
   }
 
@@ -465,9 +480,13 @@ export class AdminService {
   }
 
   private async requireAccount(accountId: string, q?: Knex.Transaction): Promise<void> {
-    // A missing parent is a bad argument of the request (the resource asked for is the child).
-    if (!(await this.repo.accountById(accountId, q))) throw invalidArgument('account_id', naming`account ${accountId} does not exist`);
+    if (!(await this.repo.accountById(accountId, q))) throw missingParent('account_id', 'account', accountId);
   }
+}
+
+/** A missing parent is a bad argument of the request (the resource asked for is the child). */
+function missingParent(field: string, what: string, id: string): AppError {
+  return invalidArgument(field, `${what} ${naming`${id}`} does not exist`);
 }
 
 function checkRevision(current: number, expected: number | undefined): void {

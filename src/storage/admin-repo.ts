@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Db } from './db.js';
 import { asDate, asDateOrUndefined } from './rows.js';
+import { Idempotency } from './idempotency.js';
 
 export interface AccountRow {
   id: string;
@@ -161,6 +162,11 @@ export class AdminRepo {
         }))
       : [];
     await q(table).where({ id }).del();
+    // Stored replies about the resource and the prompts that went with it must not be replayable.
+    const subjects = [id, ...prompts.map((p) => p.id)];
+    for (let i = 0; i < subjects.length; i += 1000) await Idempotency.forgetSubjects(q, subjects.slice(i, i + 1000));
+    // An account's callers are gone: so are their request ids (scoped `account:<id>`, see PromptService).
+    if (table === 'accounts') await q('request_ids').where({ scope: `account:${id}` }).del();
     return { secretHashes, prompts };
   }
 

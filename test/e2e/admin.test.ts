@@ -163,6 +163,13 @@ test('request_id: a repeat replays the first result and writes nothing; another 
   const other = await newAccount('Gone');
   await rpc(A(), A().deleteAccount, { id: other.id, requestId: delRid }, md());
   await t.notThrowsAsync(rpc(A(), A().deleteAccount, { id: other.id, requestId: delRid }, md()), 'a retried delete succeeds');
+
+  // A stored reply about a deleted resource is forgotten with it: its retry runs afresh.
+  const createRid = randomUUID();
+  const doomed = await newAccount('Doomed', createRid);
+  await rpc(A(), A().deleteAccount, { id: doomed.id, requestId: '' }, md());
+  const reborn = await newAccount('Doomed', createRid);
+  t.not(reborn.id, doomed.id, 'no replay of a deleted account');
 });
 
 test('user profiles: list by account, update username and email, duplicates, delete', async (t) => {
