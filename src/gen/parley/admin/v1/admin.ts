@@ -6811,7 +6811,7 @@ export const AdminServiceService = {
   },
   /**
    * Reads an account by id or by account number.
-   * Errors: INVALID_ARGUMENT (`INVALID_ARGUMENT`) when no key is set or it is malformed;
+   * Errors: INVALID_ARGUMENT (`INVALID_ARGUMENT` when no key is set or it is malformed, `FIELD_TOO_LARGE`);
    * NOT_FOUND (`ACCOUNT_NOT_FOUND`).
    */
   getAccount: {
@@ -7219,7 +7219,7 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   createAccount: handleUnaryCall<CreateAccountRequest, CreateAccountResponse>;
   /**
    * Reads an account by id or by account number.
-   * Errors: INVALID_ARGUMENT (`INVALID_ARGUMENT`) when no key is set or it is malformed;
+   * Errors: INVALID_ARGUMENT (`INVALID_ARGUMENT` when no key is set or it is malformed, `FIELD_TOO_LARGE`);
    * NOT_FOUND (`ACCOUNT_NOT_FOUND`).
    */
   getAccount: handleUnaryCall<GetAccountRequest, GetAccountResponse>;
@@ -7402,7 +7402,7 @@ export interface AdminServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Reads an account by id or by account number.
-   * Errors: INVALID_ARGUMENT (`INVALID_ARGUMENT`) when no key is set or it is malformed;
+   * Errors: INVALID_ARGUMENT (`INVALID_ARGUMENT` when no key is set or it is malformed, `FIELD_TOO_LARGE`);
    * NOT_FOUND (`ACCOUNT_NOT_FOUND`).
    */
   getAccount(
