@@ -85,6 +85,11 @@ function replicas() {
     },
     lockById: async (_table: string, id: string) => [...keys.values()].find((k) => k.id === id),
     secretHashOf: async (id: string) => [...keys].find(([, k]) => k.id === id)?.[0],
+    deleteById: async (_table: string, id: string) => {
+      const hit = [...keys].find(([, k]) => k.id === id);
+      if (hit) keys.delete(hit[0]);
+      return { secretHashes: hit ? [hit[0]] : [], prompts: [] };
+    },
     revokeApiKey: async (id: string) => {
       const k = [...keys.values()].find((x) => x.id === id);
       if (k) k.revokedAt = new Date();
@@ -116,6 +121,20 @@ test('principalOf: a revocation takes effect at once here and on the bus elsewhe
   t.truthy(await a.principalOf('pk_secret'));
   t.truthy(await b.principalOf('pk_secret'));
   await a.revokeApiKey('key-1', {});
+  t.is(await a.principalOf('pk_secret'), undefined);
+  await tick();
+  t.is(await b.principalOf('pk_secret'), undefined);
+  await a.stop();
+  await b.stop();
+});
+
+test('principalOf: a deleted key is refused at once here and on the bus elsewhere', async (t) => {
+  const { a, b } = replicas();
+  await a.start();
+  await b.start();
+  t.truthy(await a.principalOf('pk_secret'));
+  t.truthy(await b.principalOf('pk_secret'));
+  await a.deleteApiKey('key-1', {});
   t.is(await a.principalOf('pk_secret'), undefined);
   await tick();
   t.is(await b.principalOf('pk_secret'), undefined);
