@@ -7,7 +7,7 @@ import { CLOSE_DEADLINE_MS } from '../../src/app.js';
 import { REVOCATION_BOUND_MS } from '../../src/admin/service.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
 import { hotKey } from '../../src/storage/genie-cache.js';
-import { GenieRepo } from '../../src/storage/genie-repo.js';
+import { Idempotency } from '../../src/storage/idempotency.js';
 import type { KvStore } from '../../src/storage/kv.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { createScratchDatabase, env, realPostgresUrl, uniqueName } from '../helpers/backends.js';
@@ -279,17 +279,16 @@ withPg(`Postgres gone right after a genie write commits: the write still answers
   const w = await world(s);
   const g = genie(s, w.tenant);
   await g.append(w.sessionId, 'user', 'first words');
-  // Every transaction of the repository commits, then Postgres goes away before the call answers.
-  const proto = GenieRepo.prototype as unknown as Record<'writeSession' | 'createSession', (...a: unknown[]) => Promise<unknown>>;
-  for (const name of ['writeSession', 'createSession'] as const) {
-    const original = proto[name];
-    proto[name] = async function (this: unknown, ...a: unknown[]) {
-      const r = await original.apply(this, a);
-      await proxy.refuse();
-      return r;
-    };
-    t.teardown(() => void (proto[name] = original));
-  }
+  // Every write's transaction commits (a genie write runs in the transaction that claims its request id), then
+  // Postgres goes away before the call answers.
+  const proto = Idempotency.prototype as unknown as Record<'run', (...a: unknown[]) => Promise<unknown>>;
+  const original = proto.run;
+  proto.run = async function (this: unknown, ...a: unknown[]) {
+    const r = await original.apply(this, a);
+    await proxy.refuse();
+    return r;
+  };
+  t.teardown(() => void (proto.run = original));
   const appended = await g.append(w.sessionId, 'assistant', 'second words');
   t.like(appended.element, { index: 2, textSizeBytes: 12 }, 'the answer carries the committed element\'s metadata');
   await proxy.accept();
