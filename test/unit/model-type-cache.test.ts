@@ -3,6 +3,7 @@ import { MemoryBus, MemoryKv } from '../../src/storage/memory-kv.js';
 import { GenieCache } from '../../src/storage/genie-cache.js';
 import { GenieService } from '../../src/genie/service.js';
 import type { GenieRepo, StoredSession } from '../../src/storage/genie-repo.js';
+import type { Idempotency } from '../../src/storage/idempotency.js';
 import type { ModelTypeDef, ModelTypeRow } from '../../src/genie/model-type.js';
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -55,7 +56,9 @@ async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
   };
   const cache = new GenieCache(kv, bus);
   await cache.put({ session, dialogue: [] }, (await cache.get(session.id)).token, 60_000);
-  const make = () => new GenieService(repo, cache, opts.bus === false ? undefined : bus, { typeCacheTtlMs: 10_000, now: opts.now });
+  // No database: request ids are not under test, so the work runs without a transaction.
+  const idempotency = { run: async (_key: unknown, _codec: unknown, work: (trx: unknown) => Promise<unknown>) => ({ value: await work(undefined), replayed: false }) } as unknown as Idempotency;
+  const make = () => new GenieService(repo, cache, opts.bus === false ? undefined : bus, { typeCacheTtlMs: 10_000, now: opts.now, idempotency });
   const a = make();
   const b = make();
   await a.start();
