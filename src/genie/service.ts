@@ -174,11 +174,11 @@ export class GenieService {
     const filters = { name: name ?? '' };
     const after = decodePageToken(pageToken, 'model_types', filters, nameVersionCursor);
     const rows = await this.repo.listModelTypes(caller.accountId, name, after && { name: after.n, schemaVersion: after.v }, pageSize + 1);
-    const items = rows.slice(0, pageSize);
+    const items = withinBudget(rows.slice(0, pageSize), (m) => Buffer.byteLength(JSON.stringify(m)));
     const last = items[items.length - 1];
     return {
       items,
-      nextPageToken: rows.length > pageSize && last ? encodePageToken('model_types', filters, { n: last.name, v: last.schemaVersion }) : '',
+      nextPageToken: rows.length > items.length && last ? encodePageToken('model_types', filters, { n: last.name, v: last.schemaVersion }) : '',
     };
   }
 
@@ -370,7 +370,11 @@ export class GenieService {
       );
     }
     const rows = await this.repo.listSessions(caller.accountId, { modelType: filter.modelType, states }, after, pageSize + 1);
-    const page = rows.slice(0, pageSize);
+    // A page also stops before MAX_READ_BYTES: each session may carry 256 KiB of fields and two 1 MiB texts.
+    const page = withinBudget(
+      rows.slice(0, pageSize),
+      (r) => Buffer.byteLength(JSON.stringify(r.session.fields)) + Buffer.byteLength(r.session.actorInput) + Buffer.byteLength(r.last?.actorText ?? '') + 512,
+    );
     const items = page.map((r) => {
       const versions = byType.get(r.session.modelType) ?? [];
       let view: SessionView;
@@ -385,7 +389,7 @@ export class GenieService {
       return { ...view, currentResponse: r.last };
     });
     const last = page[page.length - 1];
-    return { items, nextPageToken: rows.length > pageSize && last ? encodePageToken('sessions', filters, last.seq) : '' };
+    return { items, nextPageToken: rows.length > page.length && last ? encodePageToken('sessions', filters, last.seq) : '' };
   }
 
   async forkSession(caller: Principal, id: string, revision: number | undefined, requestId?: string): Promise<SessionView> {
@@ -712,6 +716,18 @@ function present(stored: StoredSession, dialogue: DialogueRow[] | undefined, ver
 /** A replayed Create/Fork answer: the session as first answered, without the text of its last utterance. */
 function writeView(r: WriteResult): SessionView {
   return { session: r.session, dialogue: undefined, currentResponse: undefined };
+}
+
+/** The longest prefix of `items` whose sizes sum to at most MAX_READ_BYTES; never empty when `items` is not. */
+function withinBudget<T>(items: T[], size: (item: T) => number): T[] {
+  let total = 0;
+  let n = 0;
+  for (const item of items) {
+    total += size(item);
+    if (n > 0 && total > MAX_READ_BYTES) break;
+    n++;
+  }
+  return items.slice(0, n);
 }
 
 function elementMeta(d: DialogueRow): ElementMeta {

@@ -149,11 +149,11 @@ const modelTypeShape = z.object({
               actor: z.number().transform((a) => (actorNames.get(a) ?? (a === Actor.ACTOR_UNSPECIFIED ? '' : `#${a}`)) as DomainActor | ''),
             }),
           )
-          .max(10_000, 'must have at most 10000 transitions'),
+          .max(1000, 'must have at most 1000 transitions'),
       },
       { error: 'is required' },
     ),
-    upgrades: z.array(z.unknown()),
+    upgrades: z.array(z.unknown()).max(100, 'must have at most 100 steps'),
     cacheTtl: duration(30 * 86_400, '30 days'),
     sessionTtl: duration(3650 * 86_400, '3650 days'),
   }, { error: 'is required' }),
@@ -238,6 +238,8 @@ const listSecondaryKeys = z.object({ sessionId, pageSize, pageToken: optionalStr
 // Size limits: FIELD_TOO_LARGE naming the field, before anything else is looked at.
 
 const MAX_KEY_CHARS = 256;
+/** A registered model type version as JSON (schema, machine, upgrades). */
+const MAX_MODEL_TYPE_BYTES = 1024 * 1024;
 
 function tooLarge(field: string, bytes: number, max: number, unit = 'bytes'): never {
   throw fieldTooLarge(field, `is ${bytes} ${unit}; at most ${max} are allowed`);
@@ -322,6 +324,9 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
           tooLarge(`model_type.upgrades[${i}].add_field.default_value`, Buffer.byteLength(JSON.stringify(u.defaultValue)), MAX_FIELDS_BYTES, 'bytes as JSON');
         }
       }
+      // A whole version is read back by GetModelType and ListModelTypes: it must stay well under 4 MiB.
+      const typeBytes = Buffer.byteLength(JSON.stringify(def));
+      if (typeBytes > MAX_MODEL_TYPE_BYTES) tooLarge('model_type', typeBytes, MAX_MODEL_TYPE_BYTES, 'bytes as JSON');
       return { modelType: toModelType(await genie.registerModelType(callerOf(ctx), def, rid)) };
     }),
     getModelType: unary(async (req, ctx) => {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { Actor, DialogueFormat, GetSessionResponse, ListDialogueResponse } from '../../src/gen/parley/genie/v1/genie.js';
+import { Actor, DialogueFormat, GetSessionResponse, ListDialogueResponse, ListSessionsResponse } from '../../src/gen/parley/genie/v1/genie.js';
 import { createTenant, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { decodeError } from '../helpers/errors.js';
 import { ErrorInfo } from '../../src/gen/google/rpc/error_details.js';
@@ -318,4 +318,39 @@ test('UpdateSession through the generated client: update_mask paths and fields_p
   t.true(r.changed);
   t.like(r.session, { revision: 2, actor: Actor.ACTOR_USER, actorInput: 'x' });
   t.deepEqual(r.session!.fields, { a: 1, b: 2 });
+});
+
+test('ListSessions pages stop before 3 MiB; a model type version is at most 1 MiB as JSON (FIELD_TOO_LARGE model_type)', async (t) => {
+  const { g } = await fresh();
+  await g.register(loose);
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const { sessionId } = await g.create('loose', {});
+    await g.update(sessionId, ['actor_input'], { actorInput: `${i}`.repeat(MiB - 10) });
+    ids.push(sessionId);
+  }
+  const seen: string[] = [];
+  let token = '';
+  let pages = 0;
+  do {
+    const page = await g.list('loose', '', 100, token);
+    t.true(ListSessionsResponse.encode(page).finish().length < 3 * MiB);
+    seen.push(...page.sessions.map((x) => x.sessionId));
+    token = page.nextPageToken;
+    pages++;
+  } while (token);
+  t.deepEqual(seen, ids);
+  t.true(pages > 1);
+
+  const huge = modelType({
+    name: 'huge',
+    jsonSchema: undefined,
+    upgrades: [],
+    stateMachine: { states: Array.from({ length: 1000 }, (_, i) => `s${i}`.padEnd(100, 'x')), initialState: 's0'.padEnd(100, 'x'), transitions: [] },
+  });
+  await g.register(huge); // 100 KiB: fine
+  const tooMany = modelType({ name: 'many', jsonSchema: undefined, stateMachine: { ...loose.stateMachine!, transitions: Array.from({ length: 1001 }, () => loose.stateMachine!.transitions[0]!) } });
+  await rejected(t, g.register(tooMany), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT', 'model_type.state_machine.transitions');
+  const defaults = Array.from({ length: 5 }, (_, i) => ({ fromVersion: 1, addField: { name: `f${i}`, defaultValue: 'd'.repeat(250 * 1024) }, renameField: undefined, dropField: undefined, mapStates: undefined }));
+  await rejected(t, g.register(modelType({ name: 'huge', schemaVersion: 2, jsonSchema: undefined, stateMachine: huge.stateMachine, upgrades: defaults })), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE', 'model_type');
 });

@@ -197,7 +197,7 @@ export interface StateMachine {
   states: string[];
   /** Where every new session starts; one of `states`. */
   initialState: string;
-  /** The allowed moves; at most 10,000. */
+  /** The allowed moves; at most 1,000. */
   transitions: Transition[];
 }
 
@@ -257,7 +257,10 @@ export interface MapStates_MappingEntry {
   value: string;
 }
 
-/** A registered type of session model at one schema version. Immutable once registered. */
+/**
+ * A registered type of session model at one schema version. Immutable once registered. A whole version
+ * is at most 1 MiB as JSON (FIELD_TOO_LARGE on model_type).
+ */
 export interface ModelType {
   /**
    * Letters, digits, `_`, `-` and `.`, starting with a letter, at most 100 characters; unique per account
@@ -277,7 +280,7 @@ export interface ModelType {
   stateMachine:
     | StateMachine
     | undefined;
-  /** Steps from the previously registered version to this one; empty for the first version. */
+  /** Steps from the previously registered version to this one (at most 100); empty for the first version. */
   upgrades: UpgradeStep[];
   /**
    * How long the hot copy of a session stays in Redis: whole seconds, at most 30 days; unset or zero
@@ -416,7 +419,7 @@ export interface ListModelTypesRequest {
 
 /** Response of ListModelTypes. */
 export interface ListModelTypesResponse {
-  /** By name, then schema version. */
+  /** By name, then schema version; a page also stops before 3 MiB. */
   modelTypes: ModelType[];
   /** Empty on the last page. */
   nextPageToken: string;
@@ -542,7 +545,7 @@ export interface ListSessionsRequest {
 
 /** Response of ListSessions. */
 export interface ListSessionsResponse {
-  /** Oldest first, without their dialogue (current_response is set). */
+  /** Oldest first, without their dialogue (current_response is set); a page also stops before 3 MiB. */
   sessions: GenieSession[];
   /** Empty on the last page. */
   nextPageToken: string;
@@ -8581,6 +8584,12 @@ export const ChatError: MessageFns<ChatError> = {
 
 /**
  * GenieService keeps typed, versioned dialogue sessions (GenieModels) driven by a state machine.
+ *
+ * Besides the errors each RPC lists, any call may fail UNAUTHENTICATED (CREDENTIALS_MISSING,
+ * API_KEY_INVALID), RESOURCE_EXHAUSTED (RATE_LIMIT and the other limits), UNAVAILABLE
+ * (DATABASE_UNAVAILABLE, CACHE_UNAVAILABLE, SERVER_SHUTTING_DOWN; retry with the same request_id) and
+ * FAILED_PRECONDITION (SCHEMA_VERSION_UNKNOWN, UPGRADE_STATE_UNKNOWN, MODEL_TYPE_NOT_REGISTERED) when a
+ * stored session cannot be upgraded to its type's latest version.
  *
  * Every session belongs to the account of the calling API key; another account's sessions and model
  * types read as NOT_FOUND. Every committed change to a session bumps its revision by exactly one and is
