@@ -8694,8 +8694,8 @@ export const GenieServiceService = {
   /**
    * Deletes a session with all its content; watchers get session_deleted.
    * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND);
-   * ABORTED (REVISION_MISMATCH, metadata current_revision); UNAVAILABLE (the hot-copy store is unreachable,
-   * nothing deleted).
+   * ABORTED (REVISION_MISMATCH, metadata current_revision); UNAVAILABLE (CACHE_UNAVAILABLE: the hot-copy
+   * store is unreachable, nothing deleted).
    */
   deleteSession: {
     path: "/parley.genie.v1.GenieService/DeleteSession" as const,
@@ -8942,8 +8942,8 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
   /**
    * Deletes a session with all its content; watchers get session_deleted.
    * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND);
-   * ABORTED (REVISION_MISMATCH, metadata current_revision); UNAVAILABLE (the hot-copy store is unreachable,
-   * nothing deleted).
+   * ABORTED (REVISION_MISMATCH, metadata current_revision); UNAVAILABLE (CACHE_UNAVAILABLE: the hot-copy
+   * store is unreachable, nothing deleted).
    */
   deleteSession: handleUnaryCall<DeleteSessionRequest, DeleteSessionResponse>;
   /**
@@ -9156,8 +9156,8 @@ export interface GenieServiceClient extends Client {
   /**
    * Deletes a session with all its content; watchers get session_deleted.
    * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, REQUEST_ID_REUSED); NOT_FOUND (SESSION_NOT_FOUND);
-   * ABORTED (REVISION_MISMATCH, metadata current_revision); UNAVAILABLE (the hot-copy store is unreachable,
-   * nothing deleted).
+   * ABORTED (REVISION_MISMATCH, metadata current_revision); UNAVAILABLE (CACHE_UNAVAILABLE: the hot-copy
+   * store is unreachable, nothing deleted).
    */
   deleteSession(
     request: DeleteSessionRequest,
