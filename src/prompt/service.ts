@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Principal } from '../auth.js';
-import { AppError, invalidArgument, notFound } from '../errors.js';
+import { invalidArgument, notFound, revisionMismatch } from '../errors.js';
 import type { AdminRepo, OwnedNameRow } from '../storage/admin-repo.js';
 import type { Bus } from '../storage/kv.js';
 import { fingerprintOf, jsonCodec, type Codec, type Idempotency } from '../storage/idempotency.js';
@@ -79,14 +79,6 @@ export const REPLY_BUDGET_BYTES = 3 * 1024 * 1024;
 
 /** The encoded size of one item in a reply (the transport knows the wire form; the domain only adds up). */
 export type SizeOf<T> = (item: T) => number;
-
-/** ABORTED, reason REVISION_MISMATCH, with the current revision for the client to re-read or retry against. */
-export function revisionMismatch(current: number): AppError {
-  return new AppError('ABORTED', `the prompt is at revision ${current}`, [], {
-    reason: 'REVISION_MISMATCH',
-    metadata: new Map([['current_revision', String(current)]]),
-  });
-}
 
 /** The first items that fit `budget` bytes together (always at least one), and whether any were left out. */
 export function fitBudget<T>(items: readonly T[], sizeOf: SizeOf<T>, budget = REPLY_BUDGET_BYTES): { fitted: T[]; cut: boolean } {

@@ -30,7 +30,10 @@ export interface FeedOptions<E> {
 /** RESOURCE_EXHAUSTED for the client: it fell too far behind, and may resume from `lastRevision`. */
 export class SlowConsumerError extends AppError {
   constructor(readonly lastRevision: number) {
-    super('RESOURCE_EXHAUSTED', `watcher too slow: it fell more than its buffer behind; resume with after_revision=${lastRevision}`);
+    super('RESOURCE_EXHAUSTED', `watcher too slow: it fell more than its buffer behind; resume with after_revision=${lastRevision}`, [], {
+      reason: 'WATCHER_TOO_SLOW',
+      metadata: new Map([['last_revision', String(lastRevision)]]),
+    });
   }
 }
 

@@ -122,16 +122,10 @@ export const ANNOTATIONS_MAX_COUNT = 64;
 export const LLM_CLIENT_URL_MAX_LENGTH = 2048;
 
 /** INVALID_ARGUMENT with reason FIELD_TOO_LARGE naming the field. */
-function fieldTooLarge(field: string, description: string): AppError {
-  const e = invalidArgument(field, description);
-  return new AppError(e.code, e.message, e.violations, { reason: 'FIELD_TOO_LARGE' });
-}
+const fieldTooLarge = (field: string, description: string) => invalidArgument(field, description, 'FIELD_TOO_LARGE');
 
 /** INVALID_ARGUMENT on `update_mask`, reason UPDATE_MASK_INVALID, naming the path. */
-function maskInvalid(violations: FieldViolation[]): AppError {
-  const e = invalidArgument(violations);
-  return new AppError(e.code, e.message, e.violations, { reason: 'UPDATE_MASK_INVALID' });
-}
+const maskInvalid = (violations: FieldViolation[]) => invalidArgument(violations, 'UPDATE_MASK_INVALID');
 
 const structBytes = (v: Record<string, unknown> | undefined) => (v === undefined ? 0 : Struct.encode(Struct.wrap(v)).finish().length);
 const textBytes = (v: string) => Buffer.byteLength(v, 'utf8');
@@ -167,7 +161,7 @@ function parse<S extends z.ZodType>(schema: S, input: unknown): z.infer<S> {
     return parseInput(schema, input);
   } catch (err) {
     if (err instanceof AppError && err.code === 'INVALID_ARGUMENT') {
-      throw invalidArgument(err.violations.map((v) => ({ ...v, field: v.field.replace(/\.(\d+)(?=\.|$)/g, '[$1]') })));
+      throw invalidArgument(err.violations.map((v) => ({ ...v, field: v.field.replace(/\.(\d+)(?=\.|$)/g, '[$1]') })), err.reason);
     }
     throw err;
   }

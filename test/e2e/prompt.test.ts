@@ -3,8 +3,9 @@ import { randomUUID } from 'node:crypto';
 import { status, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import { ChatRole, Prompt, type ChatMessage } from '../../src/gen/parley/prompt/v1/prompt.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
-import { bearer, createTenant, errorInfo, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
+import { bearer, createTenant, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { eventually } from '../helpers/eventually.js';
+import { expectError, type DecodedError } from '../helpers/errors.js';
 
 let s: TestServer;
 test.before(async () => {
@@ -58,13 +59,7 @@ async function invalid(t: any, p: Promise<unknown>, fields: string[]) {
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** The call fails with this code and ErrorInfo reason; returns the error for further asserts. */
-async function expectReason(t: any, p: Promise<unknown>, want: status, reason: string): Promise<ServiceError> {
-  const e = (await t.throwsAsync(p)) as ServiceError;
-  t.is(e?.code, want, e?.details);
-  t.is(errorInfo(e)?.reason, reason, e?.details);
-  return e;
-}
+const fieldsOf = (d: DecodedError) => d.badRequest?.fieldViolations.map((v) => v.field);
 
 async function tag(t: Tenant, p: Prompt, tags: string[]) {
   await rpc(s.prompt, s.prompt.updatePrompt, { prompt: { ...p, tags }, updateMask: ['tags'], requestId: '' }, t.md);
@@ -173,9 +168,10 @@ test('UpdatePrompt validates the mask and each masked field', async (t) => {
   const upd = (prompt: Partial<Prompt>, updateMask: string[] | undefined) =>
     rpc(s.prompt, s.prompt.updatePrompt, { prompt: { ...p, ...prompt }, updateMask, requestId: '' }, a.md);
   for (const path of ['session_key', 'revision', 'create_time', 'nope', 'sessionKey']) {
-    const e = await expectReason(t, upd({}, [path]), status.INVALID_ARGUMENT, 'UPDATE_MASK_INVALID');
-    t.deepEqual(violatedFields(e), ['update_mask']);
-    t.true(e.details.includes(JSON.stringify(path)), `the message names ${path}: ${e.details}`);
+    const e = await expectError(t, upd({}, [path]), status.INVALID_ARGUMENT, 'UPDATE_MASK_INVALID');
+    t.deepEqual(fieldsOf(e), ['update_mask']);
+    t.true(e.error.details.includes(JSON.stringify(path)), `the message names ${path}: ${e.error.details}`);
+    t.true(e.badRequest!.fieldViolations[0]!.description.includes(JSON.stringify(path)));
   }
   await invalid(t, upd({ name: 'hr_support' }, ['name']), ['prompt.name']);
   await invalid(t, upd({ name: 'x'.repeat(51) }, ['name']), ['prompt.name']);
@@ -183,17 +179,17 @@ test('UpdatePrompt validates the mask and each masked field', async (t) => {
   await invalid(t, upd({ tags: ['ok', 'bad\ntag'] }, ['tags']), ['prompt.tags[1]']);
   await invalid(t, upd({ annotations: { 'has space': 'v' } }, ['annotations']), ['prompt.annotations']);
   await invalid(t, upd({ annotations: { k: 'v'.repeat(2049) } }, ['annotations']), ['prompt.annotations']);
-  await expectReason(t, upd({ annotations: { k: 'v'.repeat(2049) } }, ['annotations']), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
-  await expectReason(t, upd({ description: 'd'.repeat(4097) }, ['description']), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
-  await expectReason(t, upd({ tags: Array.from({ length: 65 }, (_, i) => `t${i}`) }, ['tags']), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
+  await expectError(t, upd({ annotations: { k: 'v'.repeat(2049) } }, ['annotations']), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
+  await expectError(t, upd({ description: 'd'.repeat(4097) }, ['description']), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
+  await expectError(t, upd({ tags: Array.from({ length: 65 }, (_, i) => `t${i}`) }, ['tags']), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
   const many = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v']));
-  await expectReason(t, upd({ annotations: many }, ['annotations']), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
+  await expectError(t, upd({ annotations: many }, ['annotations']), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
   await invalid(t, upd({ id: 'nope' }, ['name']), ['prompt.id']);
   await invalid(t, rpc(s.prompt, s.prompt.updatePrompt, { prompt: { ...p }, updateMask: ['name'], requestId: 'not-a-uuid' }, a.md), ['request_id']);
   // Fields outside the mask are ignored, valid or not.
   const ok = await upd({ name: 'Not Camel', description: 'kept' }, ['description']);
   t.is(ok.prompt!.name, p.name);
-  await expectReason(t, upd({ id: randomUUID() }, ['description']), status.NOT_FOUND, 'PROMPT_NOT_FOUND');
+  await expectError(t, upd({ id: randomUUID() }, ['description']), status.NOT_FOUND, 'PROMPT_NOT_FOUND');
 });
 
 test('UpdatePrompt: a no-op commits nothing and says changed: false; expected_revision makes it conditional', async (t) => {
@@ -218,16 +214,16 @@ test('UpdatePrompt: a no-op commits nothing and says changed: false; expected_re
   } finally {
     await sub.close();
   }
-  const stale = await expectReason(t, upd({ description: 'late' }, ['description'], p.revision), status.ABORTED, 'REVISION_MISMATCH');
-  t.is(errorInfo(stale)?.metadata.current_revision, String(p.revision + 1));
+  const stale = await expectError(t, upd({ description: 'late' }, ['description'], p.revision), status.ABORTED, 'REVISION_MISMATCH');
+  t.is(stale.errorInfo?.metadata.current_revision, String(p.revision + 1));
   t.is((await rpc(s.prompt, s.prompt.getPrompt, { id: p.id }, a.md)).prompt!.description, 'new', 'a mismatch writes nothing');
 
   // DeletePrompt takes expected_revision too.
   const del = (expectedRevision?: number) => rpc(s.prompt, s.prompt.deletePrompt, { id: p.id, requestId: '', expectedRevision }, a.md);
-  const e = await expectReason(t, del(p.revision), status.ABORTED, 'REVISION_MISMATCH');
-  t.is(errorInfo(e)?.metadata.current_revision, String(p.revision + 1));
+  const e = await expectError(t, del(p.revision), status.ABORTED, 'REVISION_MISMATCH');
+  t.is(e.errorInfo?.metadata.current_revision, String(p.revision + 1));
   t.is((await del(p.revision + 1)).revision, p.revision + 1);
-  await expectReason(t, del(), status.NOT_FOUND, 'PROMPT_NOT_FOUND');
+  await expectError(t, del(), status.NOT_FOUND, 'PROMPT_NOT_FOUND');
 });
 
 test('the session cache is filled on open, evicted on update and delete, and a flush changes no answer', async (t) => {
@@ -382,13 +378,13 @@ test('tool call and plugin usage validation; another account’s plugin is NOT_F
   await invalid(t, rpc(s.prompt, s.prompt.recordToolCall, toolReq(p.id, { pluginId: 'nope' }), a.md), ['plugin_id']);
   await invalid(t, rpc(s.prompt, s.prompt.recordPluginUsage, usageReq(p.id, ''), a.md), ['plugin_id']);
   await invalid(t, rpc(s.prompt, s.prompt.recordPluginUsage, usageReq('', theirs), a.md), ['prompt_id']);
-  await expectReason(t, rpc(s.prompt, s.prompt.recordToolCall, toolReq(p.id, { pluginId: theirs }), a.md), status.NOT_FOUND, 'PLUGIN_NOT_FOUND');
-  await expectReason(t, rpc(s.prompt, s.prompt.recordPluginUsage, usageReq(p.id, theirs), a.md), status.NOT_FOUND, 'PLUGIN_NOT_FOUND');
-  await expectReason(t, rpc(s.prompt, s.prompt.recordPluginUsage, usageReq(p.id, randomUUID()), a.md), status.NOT_FOUND, 'PLUGIN_NOT_FOUND');
-  const big = await expectReason(t, rpc(s.prompt, s.prompt.recordPluginUsage, usageReq(p.id, theirs, { inputText: 'é'.repeat(32 * 1024 + 1) }), a.md), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
-  t.deepEqual(violatedFields(big), ['input_text']);
-  const args = await expectReason(t, rpc(s.prompt, s.prompt.recordToolCall, toolReq(p.id, { functionArgs: 'x'.repeat(1024 * 1024 + 1) }), a.md), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
-  t.deepEqual(violatedFields(args), ['function_args']);
+  await expectError(t, rpc(s.prompt, s.prompt.recordToolCall, toolReq(p.id, { pluginId: theirs }), a.md), status.NOT_FOUND, 'PLUGIN_NOT_FOUND');
+  await expectError(t, rpc(s.prompt, s.prompt.recordPluginUsage, usageReq(p.id, theirs), a.md), status.NOT_FOUND, 'PLUGIN_NOT_FOUND');
+  await expectError(t, rpc(s.prompt, s.prompt.recordPluginUsage, usageReq(p.id, randomUUID()), a.md), status.NOT_FOUND, 'PLUGIN_NOT_FOUND');
+  const big = await expectError(t, rpc(s.prompt, s.prompt.recordPluginUsage, usageReq(p.id, theirs, { inputText: 'é'.repeat(32 * 1024 + 1) }), a.md), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
+  t.deepEqual(fieldsOf(big), ['input_text']);
+  const args = await expectError(t, rpc(s.prompt, s.prompt.recordToolCall, toolReq(p.id, { functionArgs: 'x'.repeat(1024 * 1024 + 1) }), a.md), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
+  t.deepEqual(fieldsOf(args), ['function_args']);
   const rows = await s.app.db('prompts').where({ id: p.id }).first('revision');
   t.is(Number(rows.revision), 1, 'a refused log write leaves no trace, not even a revision bump');
 });
@@ -434,7 +430,7 @@ test('GetPromptHistory returns what PromptHelper.history does, in one response',
   const fallback = await rpc(s.prompt, s.prompt.getPromptHistory, { id: p.id }, a.md);
   t.deepEqual(fallback.promptHistory, [msg({ content: 'from request' })]);
   await invalid(t, rpc(s.prompt, s.prompt.getPromptHistory, {}, a.md), ['id']);
-  await expectReason(t, rpc(s.prompt, s.prompt.getPromptHistory, { id: randomUUID() }, a.md), status.NOT_FOUND, 'PROMPT_NOT_FOUND');
+  await expectError(t, rpc(s.prompt, s.prompt.getPromptHistory, { id: randomUUID() }, a.md), status.NOT_FOUND, 'PROMPT_NOT_FOUND');
 });
 
 test('log writes bump the revision, stamp it on the row and publish it after commit', async (t) => {
@@ -514,9 +510,11 @@ test('a repeated request_id returns the first result and writes nothing twice', 
   const theirs = await rpc(s.prompt, s.prompt.appendHistory, historyReq(pb.id, { requestId: rid }), b.md);
   t.not(theirs.id, first.id);
 
-  // OpenPrompt: without a request id each call makes a session; with one, a retry returns the first.
-  const o1 = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: a.llmClientId, requestId: rid }, a.md);
-  const o2 = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: a.llmClientId, requestId: rid }, a.md);
+  // OpenPrompt: without a request id each call makes a session; with one, a retry returns the first. (An id
+  // names one request of its caller whatever the RPC, so this is a fresh one.)
+  const orid = randomUUID();
+  const o1 = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: a.llmClientId, requestId: orid }, a.md);
+  const o2 = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: a.llmClientId, requestId: orid }, a.md);
   t.is(o2.prompt!.sessionKey, o1.prompt!.sessionKey);
   t.true(o2.created, 'the first result, replayed');
 

@@ -5528,9 +5528,10 @@ export const CaughtUp: MessageFns<CaughtUp> = {
  * Errors carry `google.rpc.Status` details with a `google.rpc.ErrorInfo` (domain `parley`, a stable
  * `reason`); INVALID_ARGUMENT adds a `google.rpc.BadRequest` naming each field, NOT_FOUND a
  * `google.rpc.ResourceInfo`, ABORTED the metadata `current_revision`. Every call may also fail with
- * UNAUTHENTICATED (missing, unknown or revoked API key), RESOURCE_EXHAUSTED (reason RATE_LIMIT or
- * STREAM_LIMIT, with a RetryInfo) and UNAVAILABLE (a backing store is down; retry with the same
- * `request_id`); the RPC comments list the errors specific to each call.
+ * UNAUTHENTICATED (reason CREDENTIALS_MISSING or API_KEY_INVALID: a missing, unknown or revoked API key),
+ * RESOURCE_EXHAUSTED (RATE_LIMIT or STREAM_LIMIT, with a RetryInfo) and UNAVAILABLE (DATABASE_UNAVAILABLE,
+ * CACHE_UNAVAILABLE, SERVER_SHUTTING_DOWN; retry with the same `request_id`); the RPC comments list the
+ * errors specific to each call.
  *
  * Size limits: every text and Struct field states its limit, enforced on the way in (INVALID_ARGUMENT,
  * reason FIELD_TOO_LARGE, naming the field), so that no reply can exceed the 4 MiB a gRPC client
@@ -5760,7 +5761,7 @@ export const PromptServiceService = {
    * latest one), so revisions may skip. The prompt's deletion is sent live and ends the stream.
    *
    * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id, `after_revision` beyond the prompt's
-   * revision); NOT_FOUND (PROMPT_NOT_FOUND); RESOURCE_EXHAUSTED (RESOURCE_EXHAUSTED: the client read too
+   * revision); NOT_FOUND (PROMPT_NOT_FOUND); RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW: the client read too
    * slowly; resume with the last revision it received).
    */
   watchPrompt: {
@@ -5880,7 +5881,7 @@ export interface PromptServiceServer extends UntypedServiceImplementation {
    * latest one), so revisions may skip. The prompt's deletion is sent live and ends the stream.
    *
    * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id, `after_revision` beyond the prompt's
-   * revision); NOT_FOUND (PROMPT_NOT_FOUND); RESOURCE_EXHAUSTED (RESOURCE_EXHAUSTED: the client read too
+   * revision); NOT_FOUND (PROMPT_NOT_FOUND); RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW: the client read too
    * slowly; resume with the last revision it received).
    */
   watchPrompt: handleServerStreamingCall<WatchPromptRequest, WatchPromptResponse>;
@@ -6174,7 +6175,7 @@ export interface PromptServiceClient extends Client {
    * latest one), so revisions may skip. The prompt's deletion is sent live and ends the stream.
    *
    * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id, `after_revision` beyond the prompt's
-   * revision); NOT_FOUND (PROMPT_NOT_FOUND); RESOURCE_EXHAUSTED (RESOURCE_EXHAUSTED: the client read too
+   * revision); NOT_FOUND (PROMPT_NOT_FOUND); RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW: the client read too
    * slowly; resume with the last revision it received).
    */
   watchPrompt(request: WatchPromptRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchPromptResponse>;
