@@ -70,7 +70,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     role: enumNumber([0, 1, 2, 3, 4, 5]),
     content: str,
     name: oneOfOr(['']),
-    toolCalls: fc.array(fc.record({ id: str, type: oneOfOr(['function']), functionName: str, functionArguments: str }), { maxLength: 2 }),
+    toolCalls: fc.array(fc.record({ id: str, callType: oneOfOr(['function']), functionName: str, functionArguments: str }), { maxLength: 2 }),
     toolCallId: oneOfOr(['']),
   });
   const machine = fc.oneof(
@@ -185,6 +185,8 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
         requestId,
       }),
     },
+    // The keys are a oneof: the generator sends one, the other, or both (a binary client may; the last wins on
+    // the wire for most decoders, and parley takes the session key then).
     'PromptService/GetPrompt': { kind: 'unary', req: fc.record({ id: fc.oneof(prompts, fc.constant('')), sessionKey: oneOfOr(['', ...self.sessionKeys]) }) },
     'PromptService/ListPrompts': {
       kind: 'unary',
@@ -205,18 +207,23 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
           ipAddress: oneOfOr(['']),
           userAgent: oneOfOr(['']),
           url: oneOfOr(['']),
-          createdAt: date,
-          updatedAt: fc.constant(undefined),
+          createTime: date,
+          updateTime: fc.constant(undefined),
           userProfileId: oneOfOr(['']),
           llmClientId: oneOfOr(['']),
           accountId: oneOfOr(['']),
+          revision,
         }),
-        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id']),
+        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id', 'revision']),
         requestId,
+        expectedRevision: fc.oneof(fc.constant(undefined), revision),
       }),
       extras: [ts([1, 11])],
     },
-    'PromptService/DeletePrompt': { kind: 'unary', req: fc.record({ id: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.promptIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), requestId }) },
+    'PromptService/DeletePrompt': {
+      kind: 'unary',
+      req: fc.record({ id: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.promptIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), requestId, expectedRevision: fc.oneof(fc.constant(undefined), revision) }),
+    },
     'PromptService/AppendHistory': {
       kind: 'unary',
       req: fc.record({ promptId: prompts, request: struct, response: struct, messages: fc.array(chatMessage, { maxLength: 3 }), requestId }),
