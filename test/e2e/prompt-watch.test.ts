@@ -2,7 +2,7 @@ import { eventually } from '../helpers/eventually.js';
 import test from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { ChatRole, type PromptUpdate, type WatchPromptResponse } from '../../src/gen/parley/prompt/v1/prompt.js';
-import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
+import { createTenant, errorInfo, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 
 let s: TestServer;
 let tenant: Tenant;
@@ -121,4 +121,33 @@ test("WatchPrompt: another account's prompt is NOT_FOUND", async (t) => {
   const w = new PromptWatcher(p.id, 0, other.md);
   await t.throwsAsync(w.until(() => false, 'an error'));
   t.is(w.error?.code, status.NOT_FOUND);
+});
+
+test.serial('WatchPrompt: a watcher that reads too slowly is cut off with RESOURCE_EXHAUSTED WATCHER_TOO_SLOW, having received no gap', async (t) => {
+  const slow = await startTestServer({ watchBufferSize: 4 });
+  try {
+    const a = await createTenant(slow);
+    const { prompt } = await rpc(slow.prompt, slow.prompt.openPrompt, { sessionKey: '', llmClientId: a.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, a.md);
+    const got: PromptUpdate[] = [];
+    let error: ServiceError | undefined;
+    const call = slow.prompt.watchPrompt({ promptId: prompt!.id, afterRevision: 0 }, a.md);
+    call.on('data', (r: WatchPromptResponse) => got.push(r.update!));
+    call.on('error', (e: ServiceError) => (error = e));
+    await eventually(() => got.some((u) => u.caughtUp), 'caught_up');
+    call.pause(); // a consumer that stops reading
+    // Enough to fill the client's buffers and both HTTP/2 windows, then the server's bounded buffer.
+    const big = 'x'.repeat(128 * 1024);
+    for (let i = 0; i < 64; i++) {
+      await rpc(slow.prompt, slow.prompt.appendHistory, { promptId: prompt!.id, request: {}, response: {}, messages: [{ role: ChatRole.CHAT_ROLE_USER, content: `${i} ${big}`, name: '', toolCalls: [], toolCallId: '' }], requestId: '' }, a.md);
+    }
+    call.resume();
+    await eventually(() => error !== undefined, 'the cut-off', 20_000);
+    t.is(error?.code, status.RESOURCE_EXHAUSTED, error?.details);
+    t.is(errorInfo(error!)?.reason, 'WATCHER_TOO_SLOW');
+    const seen = got.filter((u) => u.history).map((u) => u.revision);
+    t.true(seen.length < 64, 'the slow watcher did not receive everything');
+    t.deepEqual(seen, Array.from({ length: seen.length }, (_, i) => i + 2), 'what it did receive has no gap');
+  } finally {
+    await slow.stop();
+  }
 });
