@@ -263,7 +263,10 @@ export interface OpenPromptRequest {
   llmClientId?:
     | string
     | undefined;
-  /** Resolves the LLM client from its URL, e.g. `https://hr.3141-5926-5359.api.example.com/llm-client/`. */
+  /**
+   * Resolves the LLM client from its URL, e.g. `https://hr.3141-5926-5359.api.example.com/llm-client/`;
+   * at most 2048 characters.
+   */
   llmClientUrl?:
     | string
     | undefined;
@@ -5544,7 +5547,8 @@ export const PromptServiceService = {
    * Gets or creates the prompt session for a session key, or creates a new session for an LLM client.
    *
    * Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT: a malformed session key, id, URL or IP address;
-   * neither a session key nor an LLM client given; REQUEST_ID_REUSED); NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
+   * neither a session key nor an LLM client given; FIELD_TOO_LARGE: `llm_client_url`; REQUEST_ID_REUSED);
+   * NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
    * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND).
    */
   openPrompt: {
@@ -5780,7 +5784,8 @@ export interface PromptServiceServer extends UntypedServiceImplementation {
    * Gets or creates the prompt session for a session key, or creates a new session for an LLM client.
    *
    * Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT: a malformed session key, id, URL or IP address;
-   * neither a session key nor an LLM client given; REQUEST_ID_REUSED); NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
+   * neither a session key nor an LLM client given; FIELD_TOO_LARGE: `llm_client_url`; REQUEST_ID_REUSED);
+   * NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
    * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND).
    */
   openPrompt: handleUnaryCall<OpenPromptRequest, OpenPromptResponse>;
@@ -5892,7 +5897,8 @@ export interface PromptServiceClient extends Client {
    * Gets or creates the prompt session for a session key, or creates a new session for an LLM client.
    *
    * Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT: a malformed session key, id, URL or IP address;
-   * neither a session key nor an LLM client given; REQUEST_ID_REUSED); NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
+   * neither a session key nor an LLM client given; FIELD_TOO_LARGE: `llm_client_url`; REQUEST_ID_REUSED);
+   * NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
    * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND).
    */
   openPrompt(
