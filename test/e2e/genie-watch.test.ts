@@ -1,5 +1,8 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { eventually } from '../helpers/eventually.js';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { Actor, type ChatResponse, type StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
 import { chunk, decodeErrorInfo } from '../helpers/genie-stream.js';
@@ -278,4 +281,37 @@ test('Chat must start with open', async (t) => {
   call.on('data', () => {});
   call.write({ requestId: 'x', open: undefined, appendDialogue: { actor: Actor.ACTOR_USER, actorText: 'hi', expectedRevision: undefined }, sendEvent: undefined });
   t.is((await error).code, status.INVALID_ARGUMENT);
+});
+
+test('a JSON client (buf curl) sees the replay, then caughtUp with the revision it reached, then live updates until the delete', async (t) => {
+  const id = await newSession();
+  await g.send(id, 'user_says', 'hi');
+  const curl = spawn(
+    path.resolve('node_modules/.bin/buf'),
+    [
+      'curl', '--protocol', 'grpc', '--http2-prior-knowledge',
+      '-H', `authorization: ${tenant.md.get('authorization')[0]}`,
+      '-d', JSON.stringify({ session_id: id }),
+      `http://${s.address}/parley.genie.v1.GenieService/WatchSession`,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  curl.stdout.on('data', (b: Buffer) => (stdout += b.toString('utf8')));
+  curl.stderr.on('data', (b: Buffer) => (stderr += b.toString('utf8')));
+  const exited = new Promise<number | null>((resolve) => curl.on('close', resolve));
+  try {
+    await eventually(() => stdout.includes('"caughtUp"') || curl.exitCode !== null, 'caughtUp in the JSON output', 60_000);
+    await g.send(id, 'llm_says', 'live');
+    await g.del(id);
+    t.is(await exited, 0, stderr);
+  } finally {
+    curl.kill();
+  }
+  // buf curl prints each response as an indented JSON object; top-level objects start a line with `{`.
+  const messages = JSON.parse(`[${stdout.trim().replace(/\n\}\n\{/g, '\n},\n{')}]`) as Array<{ update: Record<string, unknown> & { revision?: string } }>;
+  const kinds = messages.map((m) => (m.update.caughtUp ? 'caughtUp' : m.update.commit ? 'commit' : 'other') + `@${m.update.revision}`);
+  t.deepEqual(kinds, ['commit@1', 'commit@2', 'caughtUp@2', 'commit@3', 'commit@4'], 'int64 revisions are JSON strings; caughtUp is an empty object');
+  t.deepEqual(messages[2]!.update.caughtUp, {});
 });
