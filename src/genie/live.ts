@@ -135,7 +135,7 @@ export class GenieLive {
       // a moment before the cancellation. Give the cancellation that moment: a vanished worker's half
       // utterance must never be committed.
       await settle(signal, CANCEL_GRACE_MS);
-      if (signal.aborted) throw new AppError('CANCELLED', 'the worker went away before finishing the utterance');
+      if (signal.aborted) throw new AppError('CANCELLED', 'the worker went away before finishing the utterance', [], { reason: 'UTTERANCE_CANCELLED' });
       return await this.commit(caller, first, text);
     } catch (err) {
       if (committed) {

@@ -5,13 +5,12 @@ import { messageAfterLastChunk } from '../genie/live.js';
 import type { GenieService } from '../genie/service.js';
 import type { Actor as DomainActor } from '../genie/dialogue-format.js';
 import { Actor, type ChatRequest, type ChatResponse, type SessionEvent, type SessionUpdate, type StreamUtteranceRequest } from '../gen/parley/genie/v1/genie.js';
-import { Status } from '../gen/google/rpc/status.js';
 import { AppError, invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './auth.js';
 import { uuid } from './convert.js';
 import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type Handler } from './rpc.js';
-import { toServiceError } from './status.js';
+import { rpcStatusOf } from './status.js';
 import { eventName, toSession } from './genie-handlers.js';
 import type { Limits } from './limits.js';
 import { Incoming, send } from './streams.js';
@@ -114,17 +113,6 @@ export function toUpdate(sessionId: string, u: LiveUpdate): SessionUpdate {
     return { sessionId, revision: 0, delta: { utteranceId: d.utteranceId, actor: actorOf(d.actor), chunkIndex: d.chunkIndex, text: d.text } };
   }
   return { sessionId, revision: 0, aborted: u.ephemeral.aborted };
-}
-
-/**
- * The google.rpc.Status a unary call failing with `err` carries in grpc-status-details-bin: code, message
- * and details (ErrorInfo always, BadRequest for bad fields, RetryInfo for rate limits).
- */
-function statusOf(err: AppError): Status {
-  const se = toServiceError(err);
-  const bin = se.metadata?.get('grpc-status-details-bin')[0];
-  if (bin instanceof Buffer) return Status.decode(bin);
-  return { code: se.code, message: se.details, details: [] };
 }
 
 export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits: Limits): Record<string, Handler> {
@@ -263,7 +251,8 @@ async function chatOn(
         await send(call, { ack: { requestId, revision: rev } }, signal);
       } catch (err) {
         if (!(err instanceof AppError)) throw err;
-        await send(call, { error: { requestId, status: statusOf(err) } }, signal);
+        // The Status a unary call would carry in grpc-status-details-bin: code, message, ErrorInfo, BadRequest…
+        await send(call, { error: { requestId, status: rpcStatusOf(err) } }, signal);
       }
     }
   })();

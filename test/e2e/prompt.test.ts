@@ -437,9 +437,11 @@ test('a repeated request_id returns the first result and writes nothing twice', 
   const theirs = await rpc(s.prompt, s.prompt.appendHistory, historyReq(pb.id, { requestId: rid }), b.md);
   t.not(theirs.history!.id, first.history!.id);
 
-  // OpenPrompt: without a request id each call makes a session; with one, a retry returns the first.
-  const o1 = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: a.llmClientId, requestId: rid }, a.md);
-  const o2 = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: a.llmClientId, requestId: rid }, a.md);
+  // OpenPrompt: without a request id each call makes a session; with one, a retry returns the first. (An id
+  // names one request of its caller whatever the RPC, so this is a fresh one.)
+  const orid = randomUUID();
+  const o1 = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: a.llmClientId, requestId: orid }, a.md);
+  const o2 = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: a.llmClientId, requestId: orid }, a.md);
   t.is(o2.prompt!.sessionKey, o1.prompt!.sessionKey);
   t.true(o2.created, 'the first result, replayed');
 

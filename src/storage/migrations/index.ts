@@ -5,6 +5,7 @@ import * as m003 from './003_prompt_logs.js';
 import * as m004 from './004_genie.js';
 import * as m005 from './005_request_subjects.js';
 import * as m006 from './006_genie_retention.js';
+import * as m007 from './007_request_id_per_caller.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -20,6 +21,7 @@ const migrations: Record<string, Migration> = {
   '004_genie': m004,
   '005_request_subjects': m005,
   '006_genie_retention': m006,
+  '007_request_id_per_caller': m007,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -8014,7 +8014,7 @@ export const GenieServiceService = {
    * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW` (metadata `last_revision`): the consumer fell more than its buffer
    *   behind; resume with `after_revision` = the last revision it saw. `STREAM_LIMIT`, `RATE_LIMIT`: the
    *   account's limits.
-   * - UNAVAILABLE: the server is shutting down; resume elsewhere with the last revision seen.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: resume elsewhere with the last revision seen.
    * - UNAUTHENTICATED, PERMISSION_DENIED: the API key.
    */
   watchSession: {
@@ -8046,8 +8046,8 @@ export const GenieServiceService = {
    * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
    * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
    *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
-   * - CANCELLED: the worker went away before the commit.
-   * - UNAVAILABLE: the server is shutting down.
+   * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   streamUtterance: {
     path: "/parley.genie.v1.GenieService/StreamUtterance" as const,
@@ -8075,7 +8075,7 @@ export const GenieServiceService = {
    * - NOT_FOUND `SESSION_NOT_FOUND`: the opened session does not exist in the caller's account.
    * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW`, `STREAM_LIMIT`, `CLIENT_STREAM_IDLE`: as WatchSession and the
    *   limits.
-   * - UNAVAILABLE: the server is shutting down.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   chat: {
     path: "/parley.genie.v1.GenieService/Chat" as const,
@@ -8136,7 +8136,7 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
    * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW` (metadata `last_revision`): the consumer fell more than its buffer
    *   behind; resume with `after_revision` = the last revision it saw. `STREAM_LIMIT`, `RATE_LIMIT`: the
    *   account's limits.
-   * - UNAVAILABLE: the server is shutting down; resume elsewhere with the last revision seen.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: resume elsewhere with the last revision seen.
    * - UNAUTHENTICATED, PERMISSION_DENIED: the API key.
    */
   watchSession: handleServerStreamingCall<WatchSessionRequest, WatchSessionResponse>;
@@ -8159,8 +8159,8 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
    * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
    * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
    *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
-   * - CANCELLED: the worker went away before the commit.
-   * - UNAVAILABLE: the server is shutting down.
+   * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   streamUtterance: handleClientStreamingCall<StreamUtteranceRequest, StreamUtteranceResponse>;
   /**
@@ -8178,7 +8178,7 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
    * - NOT_FOUND `SESSION_NOT_FOUND`: the opened session does not exist in the caller's account.
    * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW`, `STREAM_LIMIT`, `CLIENT_STREAM_IDLE`: as WatchSession and the
    *   limits.
-   * - UNAVAILABLE: the server is shutting down.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   chat: handleBidiStreamingCall<ChatRequest, ChatResponse>;
 }
@@ -8441,7 +8441,7 @@ export interface GenieServiceClient extends Client {
    * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW` (metadata `last_revision`): the consumer fell more than its buffer
    *   behind; resume with `after_revision` = the last revision it saw. `STREAM_LIMIT`, `RATE_LIMIT`: the
    *   account's limits.
-   * - UNAVAILABLE: the server is shutting down; resume elsewhere with the last revision seen.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: resume elsewhere with the last revision seen.
    * - UNAUTHENTICATED, PERMISSION_DENIED: the API key.
    */
   watchSession(
@@ -8472,8 +8472,8 @@ export interface GenieServiceClient extends Client {
    * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
    * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
    *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
-   * - CANCELLED: the worker went away before the commit.
-   * - UNAVAILABLE: the server is shutting down.
+   * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   streamUtterance(
     callback: (error: ServiceError | null, response: StreamUtteranceResponse) => void,
@@ -8506,7 +8506,7 @@ export interface GenieServiceClient extends Client {
    * - NOT_FOUND `SESSION_NOT_FOUND`: the opened session does not exist in the caller's account.
    * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW`, `STREAM_LIMIT`, `CLIENT_STREAM_IDLE`: as WatchSession and the
    *   limits.
-   * - UNAVAILABLE: the server is shutting down.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   chat(): ClientDuplexStream<ChatRequest, ChatResponse>;
   chat(options: Partial<CallOptions>): ClientDuplexStream<ChatRequest, ChatResponse>;
