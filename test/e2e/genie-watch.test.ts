@@ -6,7 +6,7 @@ import { eventually } from '../helpers/eventually.js';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { Actor, type ChatResponse, type StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
 import { chunk, decodeErrorInfo } from '../helpers/genie-stream.js';
-import { errorInfo } from '../helpers/harness.js';
+import { errorInfo, rpc } from '../helpers/harness.js';
 import { createTenant, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { Watcher } from '../helpers/watch.js';
 import { chatType, genie } from '../genie/fixtures.js';
@@ -208,7 +208,12 @@ test('StreamUtterance with a request_id: a retry returns the first commit and wr
 
   const reused = await t.throwsAsync<ServiceError>(once('something else'));
   t.is(reused?.code, status.INVALID_ARGUMENT);
+  t.is(errorInfo(reused!)?.reason, 'REQUEST_ID_REUSED');
   t.is((await g.get(id)).revision, 2);
+  // Request ids are per caller across RPCs: the same id on another RPC is refused too.
+  const openPrompt = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId };
+  const other = await t.throwsAsync<ServiceError>(rpc(s.prompt, s.prompt.openPrompt, openPrompt, tenant.md));
+  t.is(errorInfo(other!)?.reason, 'REQUEST_ID_REUSED');
   const bad = await t.throwsAsync<ServiceError>(once('x', 'not-a-uuid'));
   t.is(bad?.code, status.INVALID_ARGUMENT);
   // A different id commits again.
@@ -265,7 +270,7 @@ test('Chat: the gateway sends events and receives every update of the session on
   const err = responses.find((r) => r.error)?.error;
   t.is(err?.requestId, 'bad');
   t.is(err?.status?.code, status.FAILED_PRECONDITION);
-  t.truthy(decodeErrorInfo(err!.status!)?.reason, 'the ChatError carries the ErrorInfo of the refusal');
+  t.like(decodeErrorInfo(err!.status!), { reason: 'TRANSITION_NOT_ALLOWED', metadata: { event: 'nope' } }, 'the ChatError carries the ErrorInfo of the refusal');
   t.deepEqual(responses.filter((r) => r.update?.commit).map((r) => r.update!.revision), [1, 2, 3, 4]);
   t.is(responses.find((r) => r.ack?.requestId === 'r2')?.ack?.revision, 4);
   const texts = responses.flatMap((r) => r.update?.commit?.events ?? []).map((e) => e.dialogueAppended?.element?.actorText).filter(Boolean);
