@@ -654,11 +654,14 @@ export interface UtteranceAborted {
  * leave them unset.
  */
 export interface StreamUtteranceRequest {
-  /** The session (a UUID). Required in the first message. */
+  /**
+   * The session (a UUID). Required in the first message (later ones may leave it empty, so the field is
+   * OPTIONAL per message).
+   */
   sessionId: string;
   /**
-   * Who speaks. Required in the first message; ACTOR_UNSPECIFIED there is INVALID_ARGUMENT, naming the
-   * values ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM.
+   * Who speaks. Required in the first message: ACTOR_UNSPECIFIED there is INVALID_ARGUMENT, naming the
+   * values ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM (later ones may leave it unset).
    */
   actor: Actor;
   /**
