@@ -3,11 +3,10 @@ import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { eventually } from '../helpers/eventually.js';
-import { status, type ServiceError } from '@grpc/grpc-js';
-import { Actor, type ChatResponse, type StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
+import { credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { Actor, GenieServiceClient, type ChatResponse, type StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
 import { chunk, decodeErrorInfo } from '../helpers/genie-stream.js';
-import { errorInfo, rpc } from '../helpers/harness.js';
-import { createTenant, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
+import { createTenant, errorInfo, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { Watcher } from '../helpers/watch.js';
 import { chatType, genie } from '../genie/fixtures.js';
 
@@ -319,4 +318,28 @@ test('a JSON client (buf curl) sees the replay, then caughtUp with the revision 
   const kinds = messages.map((m) => (m.update.caughtUp ? 'caughtUp' : m.update.commit ? 'commit' : 'other') + `@${m.update.revision}`);
   t.deepEqual(kinds, ['commit@1', 'commit@2', 'caughtUp@2', 'commit@3', 'commit@4'], 'int64 revisions are JSON strings; caughtUp is an empty object');
   t.deepEqual(messages[2]!.update.caughtUp, {});
+});
+
+test('a streamed utterance at the 1 MiB limit commits as one update a client with the default 4 MiB receive limit reads; one byte more is UTTERANCE_SIZE_LIMIT', async (t) => {
+  const id = await newSession();
+  const plain = new GenieServiceClient(s.address, credentials.createInsecure());
+  try {
+    const w = new Watcher(plain, tenant.md, id);
+    await w.until((x) => x.caughtUp() !== undefined, 'caught_up');
+    const mib = 1024 * 1024;
+    // As SendEvent: the commit carries the state change and the dialogue element, and the text only once.
+    const u = streamUtterance([{ sessionId: id, actor: 'user', eventName: 'user_says', text: 'x'.repeat(mib / 2) }, { text: 'y'.repeat(mib / 2), lastChunk: true }]);
+    u.call.end();
+    t.is((await u.done).revision, 2);
+    await w.until((x) => x.revisions().includes(2), 'the 1 MiB commit');
+    const events = w.updates.find((x) => x.revision === 2 && x.commit)!.commit!.events;
+    t.is(events[1]!.dialogueAppended!.element!.actorText.length, mib);
+    t.deepEqual(Object.keys(events[0]!.stateChanged!).sort(), ['actor', 'eventName', 'fromState', 'toState']);
+    const over = streamUtterance([{ sessionId: id, actor: 'user', text: 'z'.repeat(mib + 1) }]);
+    over.call.end();
+    t.is(errorInfo((await t.throwsAsync<ServiceError>(over.done))!)?.reason, 'UTTERANCE_SIZE_LIMIT');
+    w.cancel();
+  } finally {
+    plain.close();
+  }
 });
