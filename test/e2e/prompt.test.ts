@@ -22,7 +22,7 @@ async function open(t: Tenant, extra: Partial<typeof openReq> = {}): Promise<Pro
 }
 
 async function plugin(t: Tenant, name: string): Promise<string> {
-  const r = await rpc(s.admin, s.admin.createPlugin, { accountId: t.accountId, name, description: `${name} plugin` }, s.adminMd);
+  const r = await rpc(s.admin, s.admin.createPlugin, { accountId: t.accountId, name, description: `${name} plugin`, requestId: '' }, s.adminMd);
   return r.plugin!.id;
 }
 
@@ -61,7 +61,7 @@ async function tag(t: Tenant, p: Prompt, tags: string[]) {
 
 test('ListPrompts pages newest first and filters by LLM client, tag and time range', async (t) => {
   const a = await createTenant(s, 'alpha');
-  const { llmClient: other } = await rpc(s.admin, s.admin.createLlmClient, { accountId: a.accountId, name: 'beta', description: '' }, s.adminMd);
+  const { llmClient: other } = await rpc(s.admin, s.admin.createLlmClient, { accountId: a.accountId, name: 'beta', description: '', requestId: '' }, s.adminMd);
   const made: Prompt[] = [];
   for (let i = 0; i < 5; i++) made.push(await open(a, i === 4 ? { llmClientId: other!.id } : {}));
   await tag(a, made[1]!, ['vip', 'eu']);
@@ -495,14 +495,14 @@ test('AdminService registers, gets and lists plugins', async (t) => {
   const got = await rpc(s.admin, s.admin.getPlugin, { id: plugins[0]!.id }, s.adminMd);
   t.deepEqual(got.plugin, plugins[0]);
 
-  const dup = await t.throwsAsync(rpc(s.admin, s.admin.createPlugin, { accountId: a.accountId, name: 'zeta', description: '' }, s.adminMd));
+  const dup = await t.throwsAsync(rpc(s.admin, s.admin.createPlugin, { accountId: a.accountId, name: 'zeta', description: '', requestId: '' }, s.adminMd));
   t.is(code(dup), status.ALREADY_EXISTS);
-  await invalid(t, rpc(s.admin, s.admin.createPlugin, { accountId: a.accountId, name: '1bad', description: '' }, s.adminMd), ['name']);
-  await invalid(t, rpc(s.admin, s.admin.createPlugin, { accountId: randomUUID(), name: 'ok', description: '' }, s.adminMd), ['account_id']);
+  await invalid(t, rpc(s.admin, s.admin.createPlugin, { accountId: a.accountId, name: '1bad', description: '', requestId: '' }, s.adminMd), ['name']);
+  await invalid(t, rpc(s.admin, s.admin.createPlugin, { accountId: randomUUID(), name: 'ok', description: '', requestId: '' }, s.adminMd), ['account_id']);
   await invalid(t, rpc(s.admin, s.admin.listPlugins, { accountId: a.accountId, pageSize: 0, pageToken: 'x' }, s.adminMd), ['page_token']);
   const missing = await t.throwsAsync(rpc(s.admin, s.admin.getPlugin, { id: randomUUID() }, s.adminMd));
   t.is(code(missing), status.NOT_FOUND);
-  const noToken = await t.throwsAsync(rpc(s.admin, s.admin.createPlugin, { accountId: a.accountId, name: 'x', description: '' }, a.md as Metadata));
+  const noToken = await t.throwsAsync(rpc(s.admin, s.admin.createPlugin, { accountId: a.accountId, name: 'x', description: '', requestId: '' }, a.md as Metadata));
   t.is(code(noToken), status.UNAUTHENTICATED);
   const anon = await t.throwsAsync(rpc(s.prompt, s.prompt.listPlugins, { pageSize: 0, pageToken: '' }, bearer('pk_nobody')));
   t.is(code(anon), status.UNAUTHENTICATED);

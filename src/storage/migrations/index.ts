@@ -6,6 +6,7 @@ import * as m004 from './004_genie.js';
 import * as m005 from './005_request_subjects.js';
 import * as m006 from './006_genie_retention.js';
 import * as m007 from './007_request_id_per_caller.js';
+import * as m008 from './008_admin_v1.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -22,6 +23,7 @@ const migrations: Record<string, Migration> = {
   '005_request_subjects': m005,
   '006_genie_retention': m006,
   '007_request_id_per_caller': m007,
+  '008_admin_v1': m008,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
