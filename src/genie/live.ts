@@ -140,6 +140,9 @@ export class GenieLive {
     } catch (err) {
       if (committed) {
         if (err instanceof AppError && err.reason === MESSAGE_AFTER_LAST_CHUNK) throw messageAfterLastChunk(committed.revision);
+        // A worker that sent last_chunk and then neither half-closed nor sent anything: the commit stands, and
+        // the idle limit ends the wait for the close with the commit's answer, not with an error.
+        if (err instanceof AppError && err.reason === 'CLIENT_STREAM_IDLE') return committed;
         throw err;
       }
       await abort(signal.aborted ? 'cancelled' : publicMessage(err));

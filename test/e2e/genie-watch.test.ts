@@ -343,3 +343,21 @@ test('a streamed utterance at the 1 MiB limit commits as one update a client wit
     plain.close();
   }
 });
+
+test('StreamUtterance: a worker that sends last_chunk and never half-closes gets the commit, not an error, at the idle limit', async (t) => {
+  const idle = await startTestServer({ clientStreamIdleMs: 1000 });
+  try {
+    const other = await createTenant(idle);
+    const og = genie(idle, other);
+    await og.register(chatType);
+    const id = (await og.create('chat', {})).sessionId;
+    const done = new Promise<StreamUtteranceResponse>((resolve, reject) => {
+      const call = idle.genie.streamUtterance(other.md, (err, res) => (err ? reject(err) : resolve(res!)));
+      call.write(chunk({ sessionId: id, actor: 'assistant', text: 'final answer', lastChunk: true }));
+    });
+    t.like(await done, { revision: 2, dialogueIndex: 1 });
+    t.is((await og.get(id)).currentResponse!.actorText, 'final answer');
+  } finally {
+    await idle.stop();
+  }
+});

@@ -8034,7 +8034,8 @@ export const GenieServiceService = {
    * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives.
    * The whole utterance is committed as one dialogue element (one revision; with `event_name` set, as
    * SendEvent) either at once on the chunk with `last_chunk` set, or when the worker half-closes. The
-   * response comes after the worker half-closes. A worker that disconnects or is cancelled before the
+   * response comes after the worker half-closes (after `last_chunk`, at the latest once the worker has sent
+   * nothing for PARLEY_CLIENT_STREAM_IDLE). A worker that disconnects or is cancelled before the
    * commit commits nothing, and watchers get an `aborted` update for the utterance. With `request_id` set,
    * a retry of the same utterance returns the first commit's result and writes nothing.
    *
@@ -8147,7 +8148,8 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
    * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives.
    * The whole utterance is committed as one dialogue element (one revision; with `event_name` set, as
    * SendEvent) either at once on the chunk with `last_chunk` set, or when the worker half-closes. The
-   * response comes after the worker half-closes. A worker that disconnects or is cancelled before the
+   * response comes after the worker half-closes (after `last_chunk`, at the latest once the worker has sent
+   * nothing for PARLEY_CLIENT_STREAM_IDLE). A worker that disconnects or is cancelled before the
    * commit commits nothing, and watchers get an `aborted` update for the utterance. With `request_id` set,
    * a retry of the same utterance returns the first commit's result and writes nothing.
    *
@@ -8460,7 +8462,8 @@ export interface GenieServiceClient extends Client {
    * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives.
    * The whole utterance is committed as one dialogue element (one revision; with `event_name` set, as
    * SendEvent) either at once on the chunk with `last_chunk` set, or when the worker half-closes. The
-   * response comes after the worker half-closes. A worker that disconnects or is cancelled before the
+   * response comes after the worker half-closes (after `last_chunk`, at the latest once the worker has sent
+   * nothing for PARLEY_CLIENT_STREAM_IDLE). A worker that disconnects or is cancelled before the
    * commit commits nothing, and watchers get an `aborted` update for the utterance. With `request_id` set,
    * a retry of the same utterance returns the first commit's result and writes nothing.
    *
