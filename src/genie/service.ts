@@ -12,6 +12,7 @@ import { findTransition, MODEL_TYPE_NAME, modelTypeViolations, storedStatesFor, 
 import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, PG_INTEGER_MAX, type Page } from '../paging.js';
 import type { Bus } from '../storage/kv.js';
 import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
+import { jsonCodec, type Idempotency, type RequestKey } from '../storage/idempotency.js';
 
 export const DEFAULT_CACHE_TTL_SECONDS = 3600;
 export const MAX_SECONDARY_BYTES = 16 * 1024 * 1024;
@@ -22,6 +23,8 @@ export interface SessionView {
   /** Undefined in list results. */
   dialogue: DialogueRow[] | undefined;
   currentResponse: DialogueRow | undefined;
+  /** Set on the result of a write run with a request key that repeated an earlier one: nothing was written. */
+  replayed?: true;
 }
 
 /** A field-mask edit of UpdateSession, already validated by transport. */
@@ -50,13 +53,15 @@ const typeKey = (accountId: string, name: string) => `${accountId}/${name}`;
 export class GenieService {
   private readonly typeVersions: LocalCache<ModelTypeRow[]>;
   private unsubscribe: (() => Promise<void>) | undefined;
+  private readonly idempotency: Idempotency | undefined;
 
   constructor(
     private readonly repo: GenieRepo,
     private readonly cache: GenieCache,
     private readonly bus?: Bus,
-    opts: { typeCacheTtlMs?: number; typeCacheMaxEntries?: number; now?: () => number } = {},
+    opts: { typeCacheTtlMs?: number; typeCacheMaxEntries?: number; now?: () => number; idempotency?: Idempotency } = {},
   ) {
+    this.idempotency = opts.idempotency;
     this.typeVersions = new LocalCache({
       ttlMs: opts.typeCacheTtlMs ?? MODEL_TYPE_CACHE_TTL_MS,
       maxEntries: opts.typeCacheMaxEntries ?? MODEL_TYPE_CACHE_MAX,
@@ -177,7 +182,7 @@ export class GenieService {
     values: { fields: Record<string, unknown>; actor: Actor | ''; actorInput: string; expireTime: Date | undefined },
     expectedRevision: number,
   ): Promise<SessionView> {
-    return this.write(caller, id, expectedRevision, async (cur, latest) => {
+    return this.write(caller, id, expectedRevision, undefined, async (cur, latest) => {
       let fields = cur.fields;
       let { actor, actorInput, expireTime } = cur;
       for (const p of paths) {
@@ -316,10 +321,10 @@ export class GenieService {
 
   async sendEvent(
     caller: Principal,
-    req: { sessionId: string; event: string; actor: Actor | undefined; actorInput: string; expectedRevision: number },
+    req: { sessionId: string; event: string; actor: Actor | undefined; actorInput: string; expectedRevision: number; once?: RequestKey },
   ): Promise<{ view: SessionView; previousState: string }> {
     let previousState = '';
-    const view = await this.write(caller, req.sessionId, req.expectedRevision, async (cur, latest) => {
+    const view = await this.write(caller, req.sessionId, req.expectedRevision, req.once, async (cur, latest) => {
       const t = findTransition(latest.stateMachine, cur.state, req.event);
       if (!t) {
         throw failedPrecondition(
@@ -355,9 +360,9 @@ export class GenieService {
 
   async appendDialogue(
     caller: Principal,
-    req: { sessionId: string; actor: Actor; actorText: string; expectedRevision: number },
+    req: { sessionId: string; actor: Actor; actorText: string; expectedRevision: number; once?: RequestKey },
   ): Promise<SessionView> {
-    return this.write(caller, req.sessionId, req.expectedRevision, async (cur) => {
+    return this.write(caller, req.sessionId, req.expectedRevision, req.once, async (cur) => {
       const element = { actor: req.actor, actorText: req.actorText, event: '', timestamp: new Date() };
       return {
         ...cur,
@@ -385,7 +390,7 @@ export class GenieService {
     caller: Principal,
     req: { sessionId: string; key: string; value: Buffer; expectedRevision: number },
   ): Promise<{ revision: number; createdAt: Date }> {
-    const view = await this.write(caller, req.sessionId, req.expectedRevision, async (cur, _latest, q) => {
+    const view = await this.write(caller, req.sessionId, req.expectedRevision, undefined, async (cur, _latest, q) => {
       if (await this.repo.secondaryExists(req.sessionId, req.key, q)) {
         throw alreadyExists`secondary storage key ${JSON.stringify(req.key)} of session ${req.sessionId} (values are write-once)`;
       }
@@ -421,11 +426,15 @@ export class GenieService {
   /**
    * The common write: lock, check the expected revision, upgrade the stored data to the latest version (so
    * the write stores it at that version), let `apply` decide, commit one revision, evict, publish.
+   * With a request key (`once`), the write runs at most once per key: the claim is taken in the write's
+   * transaction, and a repeat commits nothing and returns the first write's revision as read now (marked
+   * `replayed`).
    */
   private async write(
     caller: Principal,
     id: string,
     expectedRevision: number,
+    once: RequestKey | undefined,
     apply: (
       cur: StoredSession & { schemaVersion: number },
       latest: ModelTypeRow,
@@ -433,14 +442,29 @@ export class GenieService {
     ) => Promise<Omit<SessionWrite, 'schemaVersion'> & Partial<Pick<SessionWrite, 'schemaVersion'>>>,
   ): Promise<SessionView> {
     let versions: ModelTypeRow[] = [];
-    const r = await this.repo.writeSession(caller.accountId, id, async (stored, q) => {
+    const decide = async (stored: StoredSession, q: Parameters<typeof apply>[2]) => {
       checkRevision(stored, expectedRevision);
       versions = await this.repo.modelTypeVersions(caller.accountId, stored.modelType, q);
       const up = upgrade(stored, versions, stored.modelType);
       const latest = versions[versions.length - 1] as ModelTypeRow;
       const w = await apply({ ...stored, ...up }, latest, q);
       return { ...w, schemaVersion: up.schemaVersion };
-    });
+    };
+    let r: WriteResult | undefined;
+    if (once?.requestId) {
+      if (!this.idempotency) throw new Error('GenieService: a request key needs the idempotency store');
+      const { value, replayed } = await this.idempotency.run(once, revisionCodec, async (trx) => {
+        r = await this.repo.writeSession(caller.accountId, id, decide, trx);
+        return { revision: r.session.revision };
+      });
+      if (replayed) {
+        const first = await this.readAt(caller, id, value.revision);
+        return { ...present(first.session, first.dialogue, first.versions), replayed: true };
+      }
+    } else {
+      r = await this.repo.writeSession(caller.accountId, id, decide);
+    }
+    if (!r) throw new Error('GenieService: the write produced no result');
     await this.afterCommit(r);
     return present(r.session, r.dialogue, versions);
   }
@@ -478,6 +502,9 @@ export class GenieService {
     return { ...found, versions };
   }
 }
+
+/** What a write run with a request key remembers: the revision it committed. */
+const revisionCodec = jsonCodec<{ revision: number }>();
 
 function checkRevision(cur: StoredSession, expected: number): void {
   if (expected && expected !== cur.revision) {

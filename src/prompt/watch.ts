@@ -69,6 +69,6 @@ export async function watchPrompt(
     maxPending: deps.maxPending,
     signal,
     isFinal: (item) => 'deleted' in item.event,
-    caughtUp: (revision) => ({ revision, caughtUp: true }),
+    caughtUp: (revision) => deliver({ revision, caughtUp: true }),
   });
 }

@@ -259,8 +259,11 @@ export class GenieRepo {
     accountId: string,
     id: string,
     decide: (current: StoredSession, q: Knex.Transaction) => Promise<SessionWrite>,
+    /** A transaction to write in (e.g. one holding a request-id claim); by default, a new one. */
+    outer?: Knex.Transaction,
   ): Promise<WriteResult> {
-    return this.db.transaction(async (trx) => {
+    const inTransaction = <T>(work: (trx: Knex.Transaction) => Promise<T>): Promise<T> => (outer ? work(outer) : this.db.transaction(work));
+    return inTransaction(async (trx) => {
       const row = await trx('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').forUpdate().first();
       if (!row) throw notFound`session ${id}`;
       const current = sessionFromRow(row);

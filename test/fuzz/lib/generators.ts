@@ -124,19 +124,23 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     forkedFromRevision: fc.constant(0),
     expireTime: date,
   });
+  // The streaming RPCs' own shapes: Actor enums (enumNumber adds undefined values) and optional revisions.
+  const actorEnum = enumNumber([0, 1, 2, 3]);
+  const optionalRevision = fc.option(revision, { nil: undefined });
   const utterance = fc.record({
     sessionId: firstSession,
-    actor,
-    event: oneOfOr(['', 'ai_response', 'user_input']),
+    actor: actorEnum,
+    eventName: oneOfOr(['', 'ai_response', 'user_input']),
     utteranceId: oneOfOr(['', 'u1']),
     text: fc.oneof({ weight: 6, arbitrary: unicode(30) }, { weight: 1, arbitrary: str }),
-    expectedRevision: revision,
-    final: fc.boolean(),
+    expectedRevision: optionalRevision,
+    lastChunk: fc.boolean(),
+    requestId: fc.oneof(fc.constant(''), fc.uuid(), str),
   });
   const chat = fc.oneof(
-    fc.record({ requestId, open: fc.record({ sessionId: firstSession, afterRevision: revision }) }),
-    fc.record({ requestId, sendEvent: fc.record({ event, actor, actorInput: str, expectedRevision: revision }) }),
-    fc.record({ requestId, appendDialogue: fc.record({ actor, actorText: str, expectedRevision: revision }) }),
+    fc.record({ requestId, open: fc.record({ sessionId: firstSession, afterRevision: optionalRevision }) }),
+    fc.record({ requestId, sendEvent: fc.record({ eventName: event, actor: actorEnum, actorInput: str, expectedRevision: optionalRevision }) }),
+    fc.record({ requestId, appendDialogue: fc.record({ actor: actorEnum, actorText: str, expectedRevision: optionalRevision }) }),
     fc.record({ requestId }),
   );
   // Updates and deletes only ever name spare resources (or made-up ids): never the fuzz's or the victim's own.
@@ -325,7 +329,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     },
     'GenieService/GetSecondary': { kind: 'unary', req: fc.record({ sessionId: sessions, key: oneOfOr(self.secondaryKeys) }) },
     'GenieService/ListSecondaryKeys': { kind: 'unary', req: fc.record({ sessionId: firstSession, ...page('secondaryKeys') }) },
-    'GenieService/WatchSession': { kind: 'server-stream', req: fc.record({ sessionId: sessions, afterRevision: revision }) },
+    'GenieService/WatchSession': { kind: 'server-stream', req: fc.record({ sessionId: sessions, afterRevision: fc.option(revision, { nil: undefined }) }) },
     'GenieService/StreamUtterance': { kind: 'client-stream', req: utterance },
     'GenieService/Chat': { kind: 'bidi', req: chat },
   };
