@@ -335,10 +335,10 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
   const genie = new GenieServiceClient(address, insecure);
   try {
     const adminMd = bearer(ADMIN_TOKEN);
-    const { account } = await call(admin, 'createAccount', { accountNumber: '', displayName: 'bench' }, adminMd);
-    const { userProfile } = await call(admin, 'createUserProfile', { accountId: account.id, username: 'bench', email: 'bench@example.com' }, adminMd);
-    const key = await call(admin, 'createApiKey', { userProfileId: userProfile.id, description: 'bench' }, adminMd);
-    const { llmClient } = await call(admin, 'createLlmClient', { accountId: account.id, name: 'bench', description: '' }, adminMd);
+    const { account } = await call(admin, 'createAccount', { accountNumber: '', displayName: 'bench', requestId: '' }, adminMd);
+    const { userProfile } = await call(admin, 'createUserProfile', { accountId: account.id, username: 'bench', email: 'bench@example.com', requestId: '' }, adminMd);
+    const key = await call(admin, 'createApiKey', { userProfileId: userProfile.id, description: 'bench', requestId: '' }, adminMd);
+    const { llmClient } = await call(admin, 'createLlmClient', { accountId: account.id, name: 'bench', description: '', requestId: '' }, adminMd);
     const md = bearer(key.secret as string);
 
     const open = (sessionKey: string) =>

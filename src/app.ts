@@ -30,6 +30,8 @@ import { PromptServiceService } from './gen/parley/prompt/v1/prompt.js';
 import { Metrics } from './metrics.js';
 import { Limits, type LimitsConfig } from './transport/limits.js';
 import { Maintenance } from './maintenance/purge.js';
+import { afterCommit } from './storage/after-commit.js';
+import { publishPromptEvent } from './prompt/events.js';
 
 export interface App {
   config: Config;
@@ -79,13 +81,31 @@ export function maintenance(db: Db, store: FastStore, config: Config, prompts = 
   return new Maintenance(prompts, genie);
 }
 
+/**
+ * A deleted user profile, LLM client or account takes its prompts with it (foreign keys): the PromptHelper
+ * cache must not serve them afterwards, and their watchers must hear they are gone.
+ */
+function forgetCascadedPrompts(store: FastStore, config: Config) {
+  const cache = new PromptCache(store.kv, config.promptCacheTtlMs);
+  return async (prompts: Array<{ id: string; sessionKey: string; revision: number }>): Promise<void> => {
+    for (const p of prompts) {
+      await afterCommit(
+        () => cache.evict(p.sessionKey),
+        () => publishPromptEvent(store.bus, { kind: 'prompt_deleted', promptId: p.id, revision: p.revision, row: { id: p.id } }),
+      );
+    }
+  };
+}
+
 /** The composition root: storage → domain → transport. Nothing else wires components together. */
 export async function startApp(config: Config, logger: Logger): Promise<App> {
   const { db, store } = await openStorage(config);
   await migrate(db);
 
   const adminRepo = new AdminRepo(db);
-  const admin = new AdminService(adminRepo, store.kv, store.bus);
+  const admin = new AdminService(adminRepo, store.kv, store.bus, new Idempotency(db), {
+    onPromptsDeleted: forgetCascadedPrompts(store, config),
+  });
   await admin.start();
   const prompts = promptService(db, store, config, adminRepo);
 

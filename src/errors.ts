@@ -18,7 +18,24 @@ export interface FieldViolation {
   description: string;
 }
 
-/** Machine-readable detail of an error, sent as google.rpc.ErrorInfo (and RetryInfo) beside the status. */
+/** A condition the request depended on that did not hold; sent as a google.rpc.PreconditionFailure violation. */
+export interface PreconditionViolation {
+  /** What kind of condition, e.g. `TRANSITION`. */
+  type: string;
+  /** What it was about, e.g. `state/draft/event/submit`. */
+  subject: string;
+  description: string;
+}
+
+/** The resource a NOT_FOUND or ALREADY_EXISTS is about; sent as google.rpc.ResourceInfo. */
+export interface ResourceRef {
+  /** Lower-case words, e.g. `session`, `model type`. */
+  type: string;
+  /** The id or name the caller gave (cut short). */
+  name: string;
+}
+
+/** Machine-readable detail of an error, sent as google.rpc.ErrorInfo (and RetryInfo…) beside the status. */
 export interface ErrorDetail {
   /** A stable UPPER_SNAKE_CASE name of the cause, e.g. STREAM_LIMIT; absent: the code's name. */
   reason?: string;
@@ -26,6 +43,8 @@ export interface ErrorDetail {
   metadata?: ReadonlyMap<string, string>;
   /** When retrying may succeed (rate limits). */
   retryDelayMs?: number;
+  preconditions?: readonly PreconditionViolation[];
+  resource?: ResourceRef;
 }
 
 const noMetadata: ReadonlyMap<string, string> = new Map();
@@ -34,6 +53,8 @@ export class AppError extends Error {
   readonly reason: string | undefined;
   readonly metadata: ReadonlyMap<string, string>;
   readonly retryDelayMs: number | undefined;
+  readonly preconditions: readonly PreconditionViolation[];
+  readonly resource: ResourceRef | undefined;
 
   constructor(
     readonly code: ErrorCode,
@@ -46,6 +67,8 @@ export class AppError extends Error {
     this.reason = detail.reason;
     this.metadata = detail.metadata ?? noMetadata;
     this.retryDelayMs = detail.retryDelayMs;
+    this.preconditions = detail.preconditions ?? [];
+    this.resource = detail.resource;
   }
 }
 
@@ -95,9 +118,14 @@ export function clipBytes(s: string, maxBytes: number): string {
 /** Longest message a client is sent, in UTF-8 bytes (status message, Chat error, aborted utterance). */
 export const MAX_PUBLIC_MESSAGE_BYTES = 1024;
 
-export function invalidArgument(field: string, description: string): AppError;
-export function invalidArgument(violations: FieldViolation[]): AppError;
-export function invalidArgument(a: string | FieldViolation[], description?: string): AppError {
+/**
+ * INVALID_ARGUMENT with a google.rpc.BadRequest naming each field; `reason` (ErrorInfo) defaults to
+ * INVALID_ARGUMENT, or names a cause callers may branch on (e.g. FIELD_TOO_LARGE, REQUEST_ID_REUSED).
+ */
+export function invalidArgument(field: string, description: string, reason?: string): AppError;
+export function invalidArgument(violations: FieldViolation[], reason?: string): AppError;
+export function invalidArgument(a: string | FieldViolation[], b?: string, c?: string): AppError {
+  const [description, reason] = typeof a === 'string' ? [b, c] : [undefined, b];
   const all = typeof a === 'string' ? [{ field: a, description: description ?? 'is invalid' }] : a;
   const violations = all
     .slice(0, MAX_DETAILED_VIOLATIONS)
@@ -105,7 +133,7 @@ export function invalidArgument(a: string | FieldViolation[], description?: stri
   const named = violations.slice(0, MAX_MESSAGE_VIOLATIONS).map((v) => `${v.field}: ${v.description}`);
   const more = all.length - named.length;
   const message = more > 0 ? `${named.join('; ')}; and ${more} more` : named.join('; ');
-  return new AppError('INVALID_ARGUMENT', message, violations);
+  return new AppError('INVALID_ARGUMENT', message, violations, { reason });
 }
 
 /**
@@ -126,17 +154,53 @@ export function naming(strings: TemplateStringsArray, ...values: unknown[]): str
 }
 const MAX_NAMED_CHARS = 64;
 
-/** `notFound\`session ${id}\`` (values cut short, see naming) or `notFound('extension')`. */
+/** The ErrorInfo reason for a resource type: `model type` → `MODEL_TYPE`. */
+function reasonOf(type: string): string {
+  return type.toUpperCase().replace(/[^A-Z0-9]+/g, '_').replace(/^_|_$/g, '');
+}
+
+/**
+ * `notFound\`session ${id}\`` (values cut short, see naming): the words before the first value are the resource
+ * type, so the ErrorInfo reason is `SESSION_NOT_FOUND` and a ResourceInfo names the type and the id. The plain
+ * form `notFound('extension')` has the reason NOT_FOUND.
+ */
 export function notFound(what: string | TemplateStringsArray, ...values: unknown[]): AppError {
-  return new AppError('NOT_FOUND', `${typeof what === 'string' ? what : naming(what, ...values)} not found`);
+  return resourceError('NOT_FOUND', 'not found', what, values);
 }
+/** `alreadyExists\`plugin ${name} in account ${id}\``: reason `PLUGIN_ALREADY_EXISTS`, as notFound. */
 export function alreadyExists(what: string | TemplateStringsArray, ...values: unknown[]): AppError {
-  return new AppError('ALREADY_EXISTS', `${typeof what === 'string' ? what : naming(what, ...values)} already exists`);
+  return resourceError('ALREADY_EXISTS', 'already exists', what, values);
 }
-export const failedPrecondition = (message: string) => new AppError('FAILED_PRECONDITION', message);
-export const aborted = (message: string) => new AppError('ABORTED', message);
-export const unauthenticated = (message: string) => new AppError('UNAUTHENTICATED', message);
-export const permissionDenied = (message: string) => new AppError('PERMISSION_DENIED', message);
+
+function resourceError(code: 'NOT_FOUND' | 'ALREADY_EXISTS', suffix: string, what: string | TemplateStringsArray, values: unknown[]): AppError {
+  if (typeof what === 'string') return new AppError(code, `${what} ${suffix}`);
+  const type = what[0]!.trim();
+  const detail: ErrorDetail =
+    type && values.length
+      ? { reason: `${reasonOf(type)}_${code}`, resource: { type, name: clip(String(values[0]), MAX_NAMED_CHARS) } }
+      : {};
+  return new AppError(code, `${naming(what, ...values)} ${suffix}`, [], detail);
+}
+
+/**
+ * FAILED_PRECONDITION: the request is valid but the resource is not in a state that allows it. `reason` is
+ * the stable ErrorInfo reason (e.g. TRANSITION_NOT_ALLOWED); `violations` travel as a PreconditionFailure.
+ */
+export const failedPrecondition = (
+  message: string,
+  reason = 'FAILED_PRECONDITION',
+  violations: readonly PreconditionViolation[] = [],
+  metadata?: ReadonlyMap<string, string>,
+) => new AppError('FAILED_PRECONDITION', message, [], { reason, preconditions: violations, metadata });
+
+/** ABORTED REVISION_MISMATCH: an expected_revision did not match; metadata `current_revision` says what is. */
+export const revisionMismatch = (current: number, message = `the resource is at revision ${current}; nothing was written`) =>
+  new AppError('ABORTED', message, [], { reason: 'REVISION_MISMATCH', metadata: new Map([['current_revision', String(current)]]) });
+export const aborted = (message: string, reason = 'ABORTED') => new AppError('ABORTED', message, [], { reason });
+export const unauthenticated = (message: string, reason = 'UNAUTHENTICATED') => new AppError('UNAUTHENTICATED', message, [], { reason });
+export const permissionDenied = (message: string, reason = 'PERMISSION_DENIED') => new AppError('PERMISSION_DENIED', message, [], { reason });
+/** UNAVAILABLE: retryable; `reason` names what was unreachable (DATABASE_UNAVAILABLE, CACHE_UNAVAILABLE…). */
+export const unavailable = (message: string, reason = 'UNAVAILABLE') => new AppError('UNAVAILABLE', message, [], { reason });
 
 /** A per-account or per-call limit refused the request; `reason` says which, `metadata` carries its value. */
 export const resourceExhausted = (reason: string, message: string, metadata: ReadonlyMap<string, string>, retryDelayMs?: number) =>

@@ -94,7 +94,7 @@ export class GenieLive {
       // a moment before the cancellation. Give the cancellation that moment: a vanished worker's half
       // utterance must never be committed.
       if (!final) await settle(signal, CANCEL_GRACE_MS);
-      if (signal.aborted) throw new AppError('CANCELLED', 'the worker went away before finishing the utterance');
+      if (signal.aborted) throw new AppError('CANCELLED', 'the worker went away before finishing the utterance', [], { reason: 'UTTERANCE_CANCELLED' });
       const req = { sessionId: first.sessionId, expectedRevision: first.expectedRevision };
       const view = first.event
         ? (await this.genie.sendEvent(caller, { ...req, event: first.event, actor: first.actor, actorInput: text })).view

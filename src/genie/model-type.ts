@@ -145,13 +145,15 @@ export function findTransition(machine: StateMachineDef, state: string, event: s
  */
 export function upgrade(data: VersionedData, versions: readonly ModelTypeDef[], typeName: string): VersionedData {
   const latest = versions[versions.length - 1];
-  if (!latest) throw failedPrecondition(`model type ${typeName} is not registered`);
+  if (!latest) throw failedPrecondition(`model type ${typeName} is not registered`, 'MODEL_TYPE_NOT_REGISTERED');
   if (data.schemaVersion === latest.schemaVersion) return data;
   const start = versions.findIndex((v) => v.schemaVersion === data.schemaVersion);
   if (data.schemaVersion > latest.schemaVersion || start < 0) {
     const why = data.schemaVersion > latest.schemaVersion ? 'is newer than any version' : 'has no upgrade path to the latest version';
     throw failedPrecondition(
       `session schema version ${data.schemaVersion} of model type ${typeName} ${why}: the server knows ${latest.schemaVersion}`,
+      'SCHEMA_VERSION_UNKNOWN',
+      [{ type: 'SCHEMA_VERSION', subject: `model_type/${typeName}/version/${data.schemaVersion}`, description: why }],
     );
   }
   let state = data.state;
@@ -180,6 +182,8 @@ export function upgrade(data: VersionedData, versions: readonly ModelTypeDef[], 
   if (!latest.stateMachine.states.includes(state)) {
     throw failedPrecondition(
       `session schema version ${data.schemaVersion} of model type ${typeName} upgrades to state ${JSON.stringify(state)}, which version ${latest.schemaVersion} the server knows does not have`,
+      'UPGRADE_STATE_UNKNOWN',
+      [{ type: 'STATE', subject: `model_type/${typeName}/version/${latest.schemaVersion}`, description: 'the upgraded state is not a state of this version' }],
     );
   }
   return { schemaVersion: latest.schemaVersion, state, fields };

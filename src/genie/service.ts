@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { Principal } from '../auth.js';
-import { AppError, aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, quote } from '../errors.js';
+import { AppError, alreadyExists, clip, failedPrecondition, invalidArgument, notFound, quote, revisionMismatch } from '../errors.js';
 import { ownValue, setOwn } from '../keys.js';
 import type { GenieCache } from '../storage/genie-cache.js';
 import { afterCommit } from '../storage/after-commit.js';
@@ -103,6 +103,9 @@ export class GenieService {
       if (previous && def.schemaVersion < previous.schemaVersion) {
         throw failedPrecondition(
           `model type ${def.name} is already at version ${previous.schemaVersion}; a new version must be higher than ${previous.schemaVersion}, not ${def.schemaVersion}`,
+          'SCHEMA_VERSION_NOT_HIGHER',
+          [{ type: 'SCHEMA_VERSION', subject: `model_type/${clip(def.name, 64)}`, description: `must be higher than ${previous.schemaVersion}` }],
+          new Map([['latest_schema_version', String(previous.schemaVersion)]]),
         );
       }
       const violations = modelTypeViolations(def, previous);
@@ -320,7 +323,10 @@ export class GenieService {
       const t = findTransition(latest.stateMachine, cur.state, req.event);
       if (!t) {
         throw failedPrecondition(
-          `event ${JSON.stringify(req.event)} is not allowed in state ${JSON.stringify(cur.state)} of model type ${latest.name} version ${latest.schemaVersion}`,
+          `event ${quote(req.event)} is not allowed in state ${quote(cur.state)} of model type ${clip(latest.name, 64)} version ${latest.schemaVersion}`,
+          'TRANSITION_NOT_ALLOWED',
+          [{ type: 'TRANSITION', subject: `state/${clip(cur.state, 64)}/event/${clip(req.event, 64)}`, description: 'no transition of the state machine leaves this state on this event' }],
+          new Map([['state', cur.state], ['event', req.event]]),
         );
       }
       if (t.actor && req.actor && req.actor !== t.actor) {
@@ -475,7 +481,7 @@ export class GenieService {
 
 function checkRevision(cur: StoredSession, expected: number): void {
   if (expected && expected !== cur.revision) {
-    throw aborted(`session ${cur.id} is at revision ${cur.revision}, not the expected ${expected}; nothing was written`);
+    throw revisionMismatch(cur.revision, `session ${cur.id} is at revision ${cur.revision}, not the expected ${expected}; nothing was written`);
   }
 }
 

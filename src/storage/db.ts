@@ -21,6 +21,17 @@ export interface DbOptions {
 
 const PGLITE_ACQUIRE_TIMEOUT_MS = 300_000;
 
+/**
+ * knex-pglite forbids pool settings, so the pool's create timeout stays tarn's 30 s — and booting the WASM
+ * engine on a busy machine can take longer, failing the first query with "operation timed out for an unknown
+ * reason". Its defaults are where the bound can still be raised to the same generous wait as an acquire.
+ */
+class PatientPGliteClient extends (ClientPgLite as unknown as new (config: Knex.Config) => { poolDefaults(): Record<string, unknown> }) {
+  override poolDefaults(): Record<string, unknown> {
+    return { ...super.poolDefaults(), createTimeoutMillis: PGLITE_ACQUIRE_TIMEOUT_MS };
+  }
+}
+
 /** Knex options shared by the server, the CLI and `knexfile.ts`. */
 export function knexConfig(opts: DbOptions): Knex.Config {
   const migrations = { migrationSource, tableName: 'knex_migrations' };
@@ -44,7 +55,7 @@ export function knexConfig(opts: DbOptions): Knex.Config {
   // a busy moment (a slow machine booting the WASM engine, a burst of calls) into errors. Calls keep their own
   // deadlines; the wait is bounded generously instead of at Knex's 60 s.
   return {
-    client: ClientPgLite as unknown as Knex.Config['client'],
+    client: PatientPGliteClient as unknown as Knex.Config['client'],
     dialect: 'postgres',
     connection,
     migrations,

@@ -1,4 +1,4 @@
-import { AppError } from '../errors.js';
+import { unavailable } from '../errors.js';
 import { CACHE_MISS, type Bus, type KvStore } from './kv.js';
 import type { DialogueRow, SessionEvent, StoredSession } from './genie-repo.js';
 
@@ -58,7 +58,7 @@ export class GenieCache {
       // A fence, not a plain delete: a read that started before the deletion must not fill the copy back.
       await this.kv.fence(hotKey(sessionId));
     } catch {
-      throw new AppError('UNAVAILABLE', 'the session cache is unreachable; nothing was deleted, retry later');
+      throw unavailable('the session cache is unreachable; nothing was deleted, retry later', 'CACHE_UNAVAILABLE');
     }
   }
 

@@ -80,20 +80,22 @@ export class Idempotency {
   ): Promise<{ value: T; replayed: boolean }> {
     return this.db.transaction(async (trx) => {
       if (!key.requestId) return { value: await work(trx), replayed: false };
-      const where = { scope: key.scope, method: key.method, request_id: key.requestId };
+      // One claim per (caller, request id), whatever the RPC: an id names one request of its caller.
+      const where = { scope: key.scope, request_id: key.requestId };
       const now = this.now();
       const cutoff = new Date(now.getTime() - (this.opts.windowMs ?? REQUEST_ID_WINDOW_MS));
       // An expired claim protects nothing any more; the id may be used afresh.
       await trx('request_ids').where(where).andWhere('created_at', '<', cutoff).del();
       const claimed = await trx('request_ids')
-        .insert({ ...where, fingerprint: key.fingerprint, created_at: now })
-        .onConflict(['scope', 'method', 'request_id'])
+        .insert({ ...where, method: key.method, fingerprint: key.fingerprint, created_at: now })
+        .onConflict(['scope', 'request_id'])
         .ignore()
         .returning('request_id');
       if (claimed.length === 0) {
         const first = await trx('request_ids').where(where).first();
-        if (first.fingerprint !== key.fingerprint) {
-          throw invalidArgument('request_id', 'was already used for a different request; use a new request_id');
+        if (first.method !== key.method || first.fingerprint !== key.fingerprint) {
+          const other = first.method !== key.method ? 'another RPC' : 'a different request';
+          throw invalidArgument('request_id', `was already used for ${other}; use a new request_id`, 'REQUEST_ID_REUSED');
         }
         return { value: codec.decode(first.response), replayed: true };
       }

@@ -20,12 +20,20 @@ export interface FeedOptions<E> {
   signal: AbortSignal;
   /** Stop after delivering this item (e.g. the session was deleted). */
   isFinal?(item: FeedItem<E>): boolean;
+  /**
+   * The marker delivered once, right after the initial replay, given the revision the replay reached: what
+   * follows it is live. None when absent.
+   */
+  caughtUp?(revision: number): E;
 }
 
 /** RESOURCE_EXHAUSTED for the client: it fell too far behind, and may resume from `lastRevision`. */
 export class SlowConsumerError extends AppError {
   constructor(readonly lastRevision: number) {
-    super('RESOURCE_EXHAUSTED', `watcher too slow: it fell more than its buffer behind; resume with after_revision=${lastRevision}`);
+    super('RESOURCE_EXHAUSTED', `watcher too slow: it fell more than its buffer behind; resume with after_revision=${lastRevision}`, [], {
+      reason: 'WATCHER_TOO_SLOW',
+      metadata: new Map([['last_revision', String(lastRevision)]]),
+    });
   }
 }
 
@@ -53,6 +61,7 @@ class Feed<E> {
   private pending: string[] | undefined;
   private wake: (() => void) | undefined;
   private resync = true;
+  private replayed = false;
   private overflow = false;
   private done = false;
   /** Rejects the delivery in flight, if any, when the buffer overflows. */
@@ -124,6 +133,11 @@ class Feed<E> {
         if (this.resync) {
           this.resync = false;
           await this.catchUp();
+          if (!this.replayed) {
+            this.replayed = true;
+            const marker = opts.caughtUp?.(this.last);
+            if (marker !== undefined && !this.done && !opts.signal.aborted) await this.deliver({ revision: undefined, event: marker });
+          }
           continue;
         }
         const message = this.pending?.shift();

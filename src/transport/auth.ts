@@ -12,9 +12,9 @@ const header = (md: Metadata) => {
 export function adminAuth(adminToken: string | undefined): Authenticate {
   return async (md) => {
     const token = bearerToken(header(md));
-    if (!token) throw unauthenticated('missing authorization: Bearer <PARLEY_ADMIN_TOKEN>');
-    if (!adminToken) throw permissionDenied('AdminService is disabled: the server has no PARLEY_ADMIN_TOKEN');
-    if (!sameSecret(token, adminToken)) throw unauthenticated('invalid admin token');
+    if (!token) throw unauthenticated('missing authorization: Bearer <PARLEY_ADMIN_TOKEN>', 'CREDENTIALS_MISSING');
+    if (!adminToken) throw permissionDenied('AdminService is disabled: the server has no PARLEY_ADMIN_TOKEN', 'ADMIN_DISABLED');
+    if (!sameSecret(token, adminToken)) throw unauthenticated('invalid admin token', 'ADMIN_TOKEN_INVALID');
     return undefined;
   };
 }
@@ -23,9 +23,9 @@ export function adminAuth(adminToken: string | undefined): Authenticate {
 export function apiKeyAuth(principalOf: (secret: string) => Promise<Principal | undefined>): Authenticate {
   return async (md) => {
     const token = bearerToken(header(md));
-    if (!token) throw unauthenticated('missing authorization: Bearer <api key>');
+    if (!token) throw unauthenticated('missing authorization: Bearer <api key>', 'CREDENTIALS_MISSING');
     const principal = await principalOf(token);
-    if (!principal) throw unauthenticated('unknown or revoked API key');
+    if (!principal) throw unauthenticated('unknown or revoked API key', 'API_KEY_INVALID');
     return principal;
   };
 }

@@ -1,5 +1,6 @@
 import type { Server, ServerWritableStream, ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
-import { status as Status } from '@grpc/grpc-js';
+import { notFound } from '../errors.js';
+import { toServiceError } from './status.js';
 import {
   HealthCheckResponse_ServingStatus as Serving,
   HealthService,
@@ -81,7 +82,8 @@ export class HealthMonitor {
     server.addService(HealthService, {
       check: (call: ServerUnaryCall<HealthCheckRequest, HealthCheckResponse>, cb: sendUnaryData<HealthCheckResponse>) => {
         const s = this.status(call.request.service);
-        if (s === Serving.SERVICE_UNKNOWN) cb({ code: Status.NOT_FOUND, details: `unknown service ${call.request.service}` });
+        // Through the same mapping as every other error: ErrorInfo SERVICE_NOT_FOUND, the name cut short.
+        if (s === Serving.SERVICE_UNKNOWN) cb(toServiceError(notFound`service ${call.request.service}`));
         else cb(null, { status: s });
       },
       list: (_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<{ statuses: Record<string, HealthCheckResponse> }>) => {

@@ -126,8 +126,12 @@ class Checker {
     }
   }
 
-  private enumValue(values: readonly { number: number }[], value: unknown, path: string): void {
-    if (typeof value === 'number' && !values.some((v) => v.number === value)) this.add(path, `unknown enum value ${value}`);
+  private enumValue(values: readonly { number: number; name: string }[], value: unknown, path: string): void {
+    if (typeof value === 'number' && !values.some((v) => v.number === value)) {
+      // The names are what a JSON client sends (CHAT_ROLE_USER), so the error lists those, never the numbers
+      // alone. The unspecified value (0) is listed too: whether it is allowed is the field's own rule.
+      this.add(path, `unknown enum value ${value}; must be one of ${values.map((v) => v.name).join(', ')}`);
+    }
   }
 
   private messageValue(desc: DescMessage, value: unknown, path: string): void {

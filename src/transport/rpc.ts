@@ -13,7 +13,7 @@ import type { Readable } from 'node:stream';
 import type { DescMessage } from '@bufbuild/protobuf';
 import type { Logger } from '../log.js';
 import type { Principal } from '../auth.js';
-import { AppError, invalidArgument } from '../errors.js';
+import { AppError, invalidArgument, unavailable } from '../errors.js';
 import type { Limits, StreamLease } from './limits.js';
 import { toServiceError } from './status.js';
 import { requestViolations, undecodableViolation, wireViolations } from './request-check.js';
@@ -257,7 +257,7 @@ class StreamCall implements LiveCall {
 
   end(): void {
     this.controller.abort(new Error('server shutting down'));
-    this.fail(new AppError('UNAVAILABLE', 'server shutting down'));
+    this.fail(unavailable('server shutting down', 'SERVER_SHUTTING_DOWN'));
   }
 
   /**

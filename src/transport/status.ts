@@ -1,6 +1,8 @@
 import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
-import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { AppError, clip, clipBytes, MAX_PUBLIC_MESSAGE_BYTES, type ErrorCode } from '../errors.js';
+import { Status as RpcStatus } from '../gen/google/rpc/status.js';
+import { BadRequest, ErrorInfo, PreconditionFailure, ResourceInfo, RetryInfo } from '../gen/google/rpc/error_details.js';
+import type { Any } from '../gen/google/protobuf/any.js';
 import { isOutage } from '../storage/outage.js';
 
 const codes: Record<ErrorCode, Status> = {
@@ -28,81 +30,97 @@ const MAX_DETAILS_MESSAGE_BYTES = 512;
 const MAX_FIELD_CHARS = 200;
 const MAX_DESCRIPTION_CHARS = 300;
 const MAX_BAD_REQUEST_BYTES = 1536;
-const MAX_REASON_CHARS = 64;
+const MAX_PRECONDITIONS = 5;
+const MAX_REASON_CHARS = 63;
 const MAX_METADATA_ENTRIES = 6;
 const MAX_METADATA_KEY_CHARS = 64;
 const MAX_METADATA_VALUE_CHARS = 128;
 
-function any(w: BinaryWriter, type: string, value: Uint8Array): void {
-  w.uint32(26).fork().uint32(10).string(TYPE_PREFIX + type).uint32(18).bytes(value).join();
+function packed(type: string, value: Uint8Array): Any {
+  return { typeUrl: TYPE_PREFIX + type, value: Buffer.from(value) };
 }
 
 /** google.rpc.BadRequest: field violations in order, as many as fit the budget. */
-function badRequest(err: AppError): Uint8Array {
-  const w = new BinaryWriter();
+function badRequest(err: AppError): BadRequest {
+  const fieldViolations: BadRequest['fieldViolations'] = [];
   let size = 0;
   for (const v of err.violations) {
-    const one = new BinaryWriter().uint32(10).string(clip(v.field, MAX_FIELD_CHARS)).uint32(18).string(clip(v.description, MAX_DESCRIPTION_CHARS)).finish();
-    if (size + one.length > MAX_BAD_REQUEST_BYTES) break;
-    size += one.length;
-    w.uint32(10).bytes(one);
+    const one = { field: clip(v.field, MAX_FIELD_CHARS), description: clip(v.description, MAX_DESCRIPTION_CHARS), reason: '', localizedMessage: undefined };
+    size += Buffer.byteLength(one.field) + Buffer.byteLength(one.description) + 8;
+    if (size > MAX_BAD_REQUEST_BYTES) break;
+    fieldViolations.push(one);
   }
-  return w.finish();
+  return { fieldViolations };
 }
 
-/** google.rpc.ErrorInfo { reason = 1; domain = 2; map<string, string> metadata = 3; } */
-function errorInfo(reason: string, metadata: ReadonlyMap<string, string>): Uint8Array {
-  const w = new BinaryWriter().uint32(10).string(clip(reason, MAX_REASON_CHARS)).uint32(18).string(ERROR_DOMAIN);
+function errorInfo(reason: string, metadata: ReadonlyMap<string, string>): ErrorInfo {
+  // Keys are ours (never a caller's), but the map is kept free of a prototype all the same.
+  const entries: { [key: string]: string } = Object.create(null);
   let n = 0;
   for (const [k, v] of metadata) {
     if (n++ === MAX_METADATA_ENTRIES) break;
-    w.uint32(26).fork().uint32(10).string(clip(k, MAX_METADATA_KEY_CHARS)).uint32(18).string(clip(v, MAX_METADATA_VALUE_CHARS)).join();
+    entries[clip(k, MAX_METADATA_KEY_CHARS)] = clip(v, MAX_METADATA_VALUE_CHARS);
   }
-  return w.finish();
+  return { reason: clip(reason, MAX_REASON_CHARS), domain: ERROR_DOMAIN, metadata: entries };
 }
 
-/** google.rpc.RetryInfo { google.protobuf.Duration retry_delay = 1; } */
-function retryInfo(ms: number): Uint8Array {
+function retryInfo(ms: number): RetryInfo {
   const whole = Math.max(0, Math.ceil(ms));
-  return new BinaryWriter()
-    .uint32(10)
-    .fork()
-    .uint32(8)
-    .int64(Math.floor(whole / 1000))
-    .uint32(16)
-    .int32((whole % 1000) * 1_000_000)
-    .join()
-    .finish();
+  return { retryDelay: { seconds: Math.floor(whole / 1000), nanos: (whole % 1000) * 1_000_000 } };
 }
 
 /**
- * google.rpc.Status (AIP-193), encoded by hand: always an ErrorInfo (its reason is the code's name when the
- * domain gave none), a BadRequest when fields were wrong, a RetryInfo when a retry may succeed later.
+ * The google.rpc.Status (AIP-193) of an error: always an ErrorInfo (its reason is the code's name when the
+ * domain gave none); a BadRequest when fields were wrong; a PreconditionFailure, ResourceInfo or RetryInfo
+ * when the error has one. The same value travels in `grpc-status-details-bin` and in a Chat stream's ChatError.
  */
-function statusDetails(code: Status, codeName: string, message: string, err: AppError | undefined): Buffer {
-  const w = new BinaryWriter().uint32(8).int32(code).uint32(18).string(clipBytes(message, MAX_DETAILS_MESSAGE_BYTES));
-  if (err?.violations.length) any(w, 'BadRequest', badRequest(err));
-  any(w, 'ErrorInfo', errorInfo(err?.reason ?? codeName, err?.metadata ?? new Map()));
-  if (err?.retryDelayMs !== undefined) any(w, 'RetryInfo', retryInfo(err.retryDelayMs));
-  return Buffer.from(w.finish());
+export function rpcStatusOf(err: unknown): RpcStatus {
+  const e = normalize(err);
+  const details: Any[] = [];
+  if (e.app?.violations.length) details.push(packed('BadRequest', BadRequest.encode(badRequest(e.app)).finish()));
+  details.push(packed('ErrorInfo', ErrorInfo.encode(errorInfo(e.app?.reason ?? e.reason, e.app?.metadata ?? new Map())).finish()));
+  if (e.app?.preconditions.length) {
+    const violations = e.app.preconditions.slice(0, MAX_PRECONDITIONS).map((v) => ({
+      type: clip(v.type, MAX_METADATA_KEY_CHARS),
+      subject: clip(v.subject, MAX_FIELD_CHARS),
+      description: clip(v.description, MAX_DESCRIPTION_CHARS),
+    }));
+    details.push(packed('PreconditionFailure', PreconditionFailure.encode({ violations }).finish()));
+  }
+  if (e.app?.resource) {
+    const info = { resourceType: e.app.resource.type, resourceName: clip(e.app.resource.name, MAX_METADATA_VALUE_CHARS), owner: '', description: '' };
+    details.push(packed('ResourceInfo', ResourceInfo.encode(info).finish()));
+  }
+  if (e.app?.retryDelayMs !== undefined) details.push(packed('RetryInfo', RetryInfo.encode(retryInfo(e.app.retryDelayMs)).finish()));
+  return { code: e.code, message: clipBytes(e.message, MAX_DETAILS_MESSAGE_BYTES), details };
+}
+
+interface Normalized {
+  code: Status;
+  reason: string;
+  /** The public message: an AppError's own (capped), or a fixed phrase that names nothing internal. */
+  message: string;
+  app: AppError | undefined;
+}
+
+function normalize(err: unknown): Normalized {
+  if (err instanceof AppError) {
+    // grpc-message travels in the trailers too: a domain message quoting a caller's value is cut short.
+    return { code: codes[err.code], reason: err.code, message: clipBytes(err.message, MAX_PUBLIC_MESSAGE_BYTES), app: err };
+  }
+  // Postgres unreachable: retryable, and a retry with the same request_id cannot apply a write twice.
+  if (isOutage(err)) {
+    return { code: Status.UNAVAILABLE, reason: 'DATABASE_UNAVAILABLE', message: 'the database is unavailable; retry with the same request_id', app: undefined };
+  }
+  return { code: Status.INTERNAL, reason: 'INTERNAL', message: 'internal error', app: undefined };
 }
 
 /** Turns any thrown value into a gRPC error; unknown errors become INTERNAL without leaking internals. */
 export function toServiceError(err: unknown): ServiceError {
   if (isServiceError(err)) return err;
+  const { code, message } = normalize(err);
   const metadata = new Metadata();
-  if (err instanceof AppError) {
-    const code = codes[err.code];
-    // grpc-message travels in the trailers too: a domain message quoting a caller's value is cut short.
-    const message = clipBytes(err.message, MAX_PUBLIC_MESSAGE_BYTES);
-    metadata.set('grpc-status-details-bin', statusDetails(code, err.code, message, err));
-    return Object.assign(new Error(message), { code, details: message, metadata });
-  }
-  // Postgres unreachable: retryable, and a retry with the same request_id cannot apply a write twice.
-  const [code, reason, message] = isOutage(err)
-    ? [Status.UNAVAILABLE, 'UNAVAILABLE', 'the database is unavailable; retry with the same request_id']
-    : [Status.INTERNAL, 'INTERNAL', 'internal error'];
-  metadata.set('grpc-status-details-bin', statusDetails(code, reason, message, undefined));
+  metadata.set('grpc-status-details-bin', Buffer.from(RpcStatus.encode(rpcStatusOf(err)).finish()));
   return Object.assign(new Error(message), { code, details: message, metadata });
 }
 

@@ -162,7 +162,7 @@ withRedisAndPg(`a revocation racing the key's first use on another replica is re
   };
   const firstUse = refused(b, tenant.md);
   await eventually(() => atFill, "replica b's read of the key to reach its fill");
-  await rpc(a.admin, a.admin.revokeApiKey, { id: tenant.apiKeyId }, a.adminMd);
+  await rpc(a.admin, a.admin.revokeApiKey, { id: tenant.apiKeyId, requestId: '' }, a.adminMd);
   const revokedAt = Date.now();
   release();
   t.false(await firstUse, 'the first use began before the revocation');
@@ -179,7 +179,7 @@ withRedisAndPg(`a revocation while Redis is unreachable succeeds, and the key is
   for (const s of [a, b, a, b]) t.false(await refused(s, tenant.md), 'the key works on both replicas (and is cached)');
 
   await proxy.refuse(); // Redis keeps the cached principal; only parley cannot reach it
-  await t.notThrowsAsync(rpc(a.admin, a.admin.revokeApiKey, { id: tenant.apiKeyId }, a.adminMd), 'the committed revocation succeeds');
+  await t.notThrowsAsync(rpc(a.admin, a.admin.revokeApiKey, { id: tenant.apiKeyId, requestId: '' }, a.adminMd), 'the committed revocation succeeds');
   const revokedAt = Date.now();
   await proxy.accept();
   const backAt = Date.now();
@@ -227,7 +227,7 @@ test.serial('a committed write whose cache and bus steps fail is OK, on every ag
   const acked = await w.write('with a failing cache');
   const stored = await rpc(s.prompt, s.prompt.getPrompt, { id: w.prompt.id, sessionKey: '' }, w.tenant.md);
   t.is(stored.prompt!.description, acked.description);
-  await t.notThrowsAsync(rpc(s.admin, s.admin.revokeApiKey, { id: w.tenant.apiKeyId }, s.adminMd), 'a revocation too');
+  await t.notThrowsAsync(rpc(s.admin, s.admin.revokeApiKey, { id: w.tenant.apiKeyId, requestId: '' }, s.adminMd), 'a revocation too');
 });
 
 withRedis(`stop ends within the grace period plus the close deadline, even with Redis hung${redisNote}`, async (t) => {

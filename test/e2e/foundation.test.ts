@@ -34,31 +34,32 @@ test('admin creates and gets accounts, user profiles and LLM clients', async (t)
   t.is(userProfile?.username, 'ada');
   const { llmClient } = await rpc(s.admin, s.admin.getLlmClient, { id: tenant.llmClientId }, s.adminMd);
   t.is(llmClient?.name, 'support');
-  t.true(llmClient!.createdAt instanceof Date);
+  t.true(llmClient!.createTime instanceof Date);
+  t.is(llmClient!.revision, 1);
 });
 
 test('admin calls need the admin token', async (t) => {
-  const none = await t.throwsAsync(rpc(s.admin, s.admin.createAccount, { accountNumber: '', displayName: 'x' }));
+  const none = await t.throwsAsync(rpc(s.admin, s.admin.createAccount, { accountNumber: '', displayName: 'x', requestId: '' }));
   t.is(code(none), status.UNAUTHENTICATED);
-  const wrong = await t.throwsAsync(rpc(s.admin, s.admin.createAccount, { accountNumber: '', displayName: 'x' }, bearer('not-the-token-at-all')));
+  const wrong = await t.throwsAsync(rpc(s.admin, s.admin.createAccount, { accountNumber: '', displayName: 'x', requestId: '' }, bearer('not-the-token-at-all')));
   t.is(code(wrong), status.UNAUTHENTICATED);
 });
 
 test('admin rejects bad input with INVALID_ARGUMENT naming the field, and duplicates with ALREADY_EXISTS', async (t) => {
   const bad = await t.throwsAsync<ServiceError>(
-    rpc(s.admin, s.admin.createAccount, { accountNumber: '12-34', displayName: '' }, s.adminMd),
+    rpc(s.admin, s.admin.createAccount, { accountNumber: '12-34', displayName: '', requestId: '' }, s.adminMd),
   );
   t.is(bad?.code, status.INVALID_ARGUMENT);
   t.deepEqual(violatedFields(bad!), ['account_number']);
   const tenant = await createTenant(s);
-  const dup = await t.throwsAsync(rpc(s.admin, s.admin.createAccount, { accountNumber: tenant.accountNumber, displayName: '' }, s.adminMd));
+  const dup = await t.throwsAsync(rpc(s.admin, s.admin.createAccount, { accountNumber: tenant.accountNumber, displayName: '', requestId: '' }, s.adminMd));
   t.is(code(dup), status.ALREADY_EXISTS);
   const badName = await t.throwsAsync<ServiceError>(
-    rpc(s.admin, s.admin.createLlmClient, { accountId: tenant.accountId, name: 'Has Space', description: '' }, s.adminMd),
+    rpc(s.admin, s.admin.createLlmClient, { accountId: tenant.accountId, name: 'Has Space', description: '', requestId: '' }, s.adminMd),
   );
   t.deepEqual(violatedFields(badName!), ['name']);
   const noAccount = await t.throwsAsync<ServiceError>(
-    rpc(s.admin, s.admin.createUserProfile, { accountId: '00000000-0000-4000-8000-000000000000', username: 'x', email: '' }, s.adminMd),
+    rpc(s.admin, s.admin.createUserProfile, { accountId: '00000000-0000-4000-8000-000000000000', username: 'x', email: '', requestId: '' }, s.adminMd),
   );
   t.is(noAccount?.code, status.INVALID_ARGUMENT);
   t.deepEqual(violatedFields(noAccount!), ['account_id']);
@@ -125,7 +126,7 @@ test('a revoked API key is refused from then on', async (t) => {
   const tenant = await createTenant(s);
   const req = { sessionKey: '', llmClientId: tenant.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '' };
   await rpc(s.prompt, s.prompt.openPrompt, req, tenant.md);
-  await rpc(s.admin, s.admin.revokeApiKey, { id: tenant.apiKeyId }, s.adminMd);
+  await rpc(s.admin, s.admin.revokeApiKey, { id: tenant.apiKeyId, requestId: '' }, s.adminMd);
   const e = await t.throwsAsync(rpc(s.prompt, s.prompt.openPrompt, req, tenant.md));
   t.is(code(e), status.UNAUTHENTICATED);
 });

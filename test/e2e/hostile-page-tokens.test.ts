@@ -17,7 +17,7 @@ test.before(async () => {
   const g = genie(s, tenant);
   const plugins = [];
   for (const name of ['alpha', 'beta']) {
-    plugins.push((await rpc(s.admin, s.admin.createPlugin, { accountId: tenant.accountId, name, description: '' }, s.adminMd)).plugin!);
+    plugins.push((await rpc(s.admin, s.admin.createPlugin, { accountId: tenant.accountId, name, description: '', requestId: '' }, s.adminMd)).plugin!);
   }
   const open = () => rpc(p, p.openPrompt, { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, md);
   const { prompt } = await open();

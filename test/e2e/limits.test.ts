@@ -272,7 +272,7 @@ test.serial('shutdown releases every slot and byte, and its UNAVAILABLE echoes n
     stopped = true;
     const e = await failure(w);
     t.is(e.code, status.UNAVAILABLE);
-    t.is(errorInfo(e)?.reason, 'UNAVAILABLE');
+    t.is(errorInfo(e)?.reason, 'SERVER_SHUTTING_DOWN');
     t.deepEqual(e.metadata.get('authorization'), [], 'the API key is not sent back in the trailers');
     await t.throwsAsync(u.done);
     await waitFor(() => s.app.limits.accountsHolding === 0, 'every slot and byte to be given back');
@@ -317,10 +317,10 @@ test.serial('every error through the server carries an ErrorInfo; a bad request 
     t.deepEqual(violatedFields(bad!), ['session_id']);
     t.deepEqual(errorInfo(bad!), { reason: 'INVALID_ARGUMENT', domain: 'parley', metadata: {} });
     const missing = await t.throwsAsync<ServiceError>(a.g.get('00000000-0000-4000-8000-000000000000'));
-    t.deepEqual(errorInfo(missing!), { reason: 'NOT_FOUND', domain: 'parley', metadata: {} });
+    t.deepEqual(errorInfo(missing!), { reason: 'SESSION_NOT_FOUND', domain: 'parley', metadata: {} });
     const anonymous = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.getSession, { sessionId: a.sessionId, revision: 0 }));
     t.is(anonymous?.code, status.UNAUTHENTICATED);
-    t.is(errorInfo(anonymous!)?.reason, 'UNAUTHENTICATED');
+    t.is(errorInfo(anonymous!)?.reason, 'CREDENTIALS_MISSING');
   } finally {
     await s.stop();
   }

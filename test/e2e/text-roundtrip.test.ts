@@ -28,7 +28,7 @@ const hex = (s: string) => Buffer.from(s, 'utf8').toString('hex');
 test('text round trip: prompt history content, tool call arguments and plugin usage input come back byte for byte', async (t) => {
   const p = s.prompt;
   const md = tenant.md;
-  const { plugin } = await rpc(s.admin, s.admin.createPlugin, { accountId: tenant.accountId, name: 'roundtrip', description: '' }, s.adminMd);
+  const { plugin } = await rpc(s.admin, s.admin.createPlugin, { accountId: tenant.accountId, name: 'roundtrip', description: '', requestId: '' }, s.adminMd);
   const { prompt } = await rpc(p, p.openPrompt, { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: TEXTS[1]!, url: '', requestId: '' }, md);
   const promptId = prompt!.id;
   const messages = TEXTS.map((content) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '' }));

@@ -16,6 +16,7 @@ function fakeWorld(): World {
     pluginNames: ['weather'],
     secondaryKeys: ['doc'],
     spareKeyIds: [`${n}-spare`],
+    spare: { accountId: `${n}-spare-acc`, userProfileId: `${n}-spare-up`, llmClientId: `${n}-spare-llm`, pluginId: `${n}-spare-pl` },
   });
   const token = Buffer.from(JSON.stringify({ l: 'x', f: 'y', c: 1 })).toString('base64url');
   return {

@@ -107,18 +107,18 @@ export interface Tenant {
 
 /** An account with one user profile, an API key for it and one LLM client. */
 export async function createTenant(s: TestServer, llmClientName = 'hr'): Promise<Tenant> {
-  const { account } = await rpc(s.admin, s.admin.createAccount, { accountNumber: '', displayName: 'Test' }, s.adminMd);
+  const { account } = await rpc(s.admin, s.admin.createAccount, { accountNumber: '', displayName: 'Test', requestId: '' }, s.adminMd);
   const { userProfile } = await rpc(
     s.admin,
     s.admin.createUserProfile,
-    { accountId: account!.id, username: 'ada', email: 'ada@example.com' },
+    { accountId: account!.id, username: 'ada', email: 'ada@example.com', requestId: '' },
     s.adminMd,
   );
-  const key = await rpc(s.admin, s.admin.createApiKey, { userProfileId: userProfile!.id, description: 'test' }, s.adminMd);
+  const key = await rpc(s.admin, s.admin.createApiKey, { userProfileId: userProfile!.id, description: 'test', requestId: '' }, s.adminMd);
   const { llmClient } = await rpc(
     s.admin,
     s.admin.createLlmClient,
-    { accountId: account!.id, name: llmClientName, description: '' },
+    { accountId: account!.id, name: llmClientName, description: '', requestId: '' },
     s.adminMd,
   );
   return {

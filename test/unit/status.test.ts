@@ -16,8 +16,10 @@ test('a bad request carries its BadRequest and an ErrorInfo whose reason is the 
 });
 
 test('every error gets an ErrorInfo, and an unknown one says nothing of its internals', (t) => {
-  const missing = toServiceError(notFound('session 42'));
-  t.deepEqual(errorInfo(missing), { reason: 'NOT_FOUND', domain: 'parley', metadata: {} });
+  const missing = toServiceError(notFound`session ${'42'}`);
+  t.deepEqual(errorInfo(missing), { reason: 'SESSION_NOT_FOUND', domain: 'parley', metadata: {} });
+  t.deepEqual(toServiceError(notFound('extension')).details, 'extension not found');
+  t.is(errorInfo(toServiceError(notFound('extension')))?.reason, 'NOT_FOUND', 'no resource named: the code name');
   t.deepEqual(violatedFields(missing), []);
   const internal = toServiceError(new Error('connect ECONNREFUSED 10.0.0.7:5432 password=hunter2'));
   t.is(internal.code, status.INTERNAL);

@@ -5,6 +5,9 @@ import * as m003 from './003_prompt_logs.js';
 import * as m004 from './004_genie.js';
 import * as m005 from './005_request_subjects.js';
 import * as m006 from './006_genie_retention.js';
+import * as m007 from './007_request_id_per_caller.js';
+import * as m008 from './008_admin_v1.js';
+import * as m009 from './009_prompt_v1.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -20,6 +23,9 @@ const migrations: Record<string, Migration> = {
   '004_genie': m004,
   '005_request_subjects': m005,
   '006_genie_retention': m006,
+  '007_request_id_per_caller': m007,
+  '008_admin_v1': m008,
+  '009_prompt_v1': m009,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -70,7 +70,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     role: enumNumber([0, 1, 2, 3, 4, 5]),
     content: str,
     name: oneOfOr(['']),
-    toolCalls: fc.array(fc.record({ id: str, type: oneOfOr(['function']), functionName: str, functionArguments: str }), { maxLength: 2 }),
+    toolCalls: fc.array(fc.record({ id: str, callType: oneOfOr(['function']), functionName: str, functionArguments: str }), { maxLength: 2 }),
     toolCallId: oneOfOr(['']),
   });
   const machine = fc.oneof(
@@ -139,22 +139,64 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     fc.record({ requestId, appendDialogue: fc.record({ actor, actorText: str, expectedRevision: revision }) }),
     fc.record({ requestId }),
   );
+  // Updates and deletes only ever name spare resources (or made-up ids): never the fuzz's or the victim's own.
+  const spareOr = (spareId: string) => fc.oneof({ weight: 4, arbitrary: fc.constant(spareId) }, { weight: 1, arbitrary: fc.uuid() }, { weight: 1, arbitrary: str });
+  const optRevision = fc.oneof(fc.constant(undefined), int64);
   const page = (list: keyof World['tokens']) => ({ pageSize: int32, pageToken: pageToken(w.tokens[list]) });
 
   return {
     // AdminService
-    'AdminService/CreateAccount': { kind: 'unary', admin: true, req: fc.record({ accountNumber: oneOfOr(['', 'ACC-1', self.tenant.accountNumber]), displayName: str }) },
-    'AdminService/GetAccount': { kind: 'unary', admin: true, req: fc.record({ id: fc.oneof(accounts, fc.constant('')), accountNumber: oneOfOr(['', self.tenant.accountNumber]) }) },
-    'AdminService/CreateUserProfile': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, username: oneOfOr(['bob']), email: oneOfOr(['bob@example.com']) }) },
+    'AdminService/CreateAccount': { kind: 'unary', admin: true, req: fc.record({ accountNumber: oneOfOr(['', 'ACC-1', self.tenant.accountNumber]), displayName: str, requestId }) },
+    'AdminService/GetAccount': { kind: 'unary', admin: true, req: fc.oneof(fc.record({ id: accounts }), fc.record({ accountNumber: oneOfOr(['', self.tenant.accountNumber]) }), fc.constant({})) },
+    'AdminService/ListAccounts': { kind: 'unary', admin: true, req: fc.record({ pageSize: int32, pageToken: pageToken([]) }) },
+    'AdminService/UpdateAccount': {
+      kind: 'unary',
+      admin: true,
+      req: fc.record({ account: fc.record({ id: spareOr(w.self.spare.accountId), displayName: str, accountNumber: oneOfOr(['']), revision: fc.constant(0) }), updateMask: mask(['display_name', 'account_number', 'revision']), expectedRevision: optRevision, requestId }),
+    },
+    'AdminService/DeleteAccount': { kind: 'unary', admin: true, req: fc.record({ id: spareOr(w.peer.spare.accountId), expectedRevision: optRevision, requestId }) },
+    'AdminService/CreateUserProfile': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, username: oneOfOr(['bob']), email: oneOfOr(['bob@example.com']), requestId }) },
     'AdminService/GetUserProfile': { kind: 'unary', admin: true, req: fc.record({ id: profiles }) },
-    'AdminService/CreateLlmClient': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, name: oneOfOr(['gpt', 'hr']), description: str }) },
+    'AdminService/ListUserProfiles': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, pageSize: int32, pageToken: pageToken([]) }) },
+    'AdminService/UpdateUserProfile': {
+      kind: 'unary',
+      admin: true,
+      req: fc.record({ userProfile: fc.record({ id: spareOr(w.self.spare.userProfileId), accountId: fc.constant(''), username: oneOfOr(['carol', 'spare']), email: str, revision: fc.constant(0) }), updateMask: mask(['username', 'email', 'account_id']), expectedRevision: optRevision, requestId }),
+    },
+    'AdminService/DeleteUserProfile': { kind: 'unary', admin: true, req: fc.record({ id: spareOr(w.self.spare.userProfileId), expectedRevision: optRevision, requestId }) },
+    'AdminService/CreateLlmClient': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, name: oneOfOr(['gpt', 'hr']), description: str, requestId }) },
     'AdminService/GetLlmClient': { kind: 'unary', admin: true, req: fc.record({ id: llmClients }) },
-    'AdminService/CreateApiKey': { kind: 'unary', admin: true, req: fc.record({ userProfileId: profiles, description: str }) },
-    // Only spare keys: revoking the keys the fuzz or the victim call with is what an admin may do.
-    'AdminService/RevokeApiKey': { kind: 'unary', admin: true, req: fc.record({ id: fc.oneof(fc.constantFrom(...self.spareKeyIds, ...peer.spareKeyIds), fc.uuid(), str) }) },
-    'AdminService/CreatePlugin': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, name: oneOfOr(['weather', 'p1', 'zeta']), description: str }) },
+    'AdminService/ListLlmClients': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, pageSize: int32, pageToken: pageToken([]) }) },
+    'AdminService/UpdateLlmClient': {
+      kind: 'unary',
+      admin: true,
+      req: fc.record({ llmClient: fc.record({ id: spareOr(w.self.spare.llmClientId), accountId: fc.constant(''), name: oneOfOr(['spare', 'other']), description: str, revision: fc.constant(0) }), updateMask: mask(['name', 'description', 'id']), expectedRevision: optRevision, requestId }),
+    },
+    'AdminService/DeleteLlmClient': { kind: 'unary', admin: true, req: fc.record({ id: spareOr(w.self.spare.llmClientId), expectedRevision: optRevision, requestId }) },
+    'AdminService/CreateApiKey': { kind: 'unary', admin: true, req: fc.record({ userProfileId: profiles, description: str, requestId }) },
+    'AdminService/GetApiKey': { kind: 'unary', admin: true, req: fc.record({ id: fc.oneof(fc.constantFrom(self.tenant.apiKeyId, ...self.spareKeyIds), fc.uuid(), str) }) },
+    'AdminService/ListApiKeys': {
+      kind: 'unary',
+      admin: true,
+      req: fc.record({ accountId: fc.oneof(fc.constant(''), accounts), userProfileId: fc.oneof(fc.constant(''), profiles), pageSize: int32, pageToken: pageToken([]) }),
+    },
+    'AdminService/UpdateApiKey': {
+      kind: 'unary',
+      admin: true,
+      req: fc.record({ apiKey: fc.record({ id: fc.oneof(fc.constantFrom(...self.spareKeyIds), fc.uuid(), str), userProfileId: fc.constant(''), accountId: fc.constant(''), description: str, keyPrefix: fc.constant(''), revision: fc.constant(0) }), updateMask: mask(['description', 'key_prefix']), expectedRevision: optRevision, requestId }),
+    },
+    // Only spare keys: revoking or deleting the keys the fuzz or the victim call with is what an admin may do.
+    'AdminService/RevokeApiKey': { kind: 'unary', admin: true, req: fc.record({ id: fc.oneof(fc.constantFrom(...self.spareKeyIds, ...peer.spareKeyIds), fc.uuid(), str), expectedRevision: optRevision, requestId }) },
+    'AdminService/DeleteApiKey': { kind: 'unary', admin: true, req: fc.record({ id: fc.oneof(fc.constantFrom(...self.spareKeyIds, ...peer.spareKeyIds), fc.uuid(), str), expectedRevision: optRevision, requestId }) },
+    'AdminService/CreatePlugin': { kind: 'unary', admin: true, req: fc.record({ accountId: accounts, name: oneOfOr(['weather', 'p1', 'zeta']), description: str, requestId }) },
     'AdminService/GetPlugin': { kind: 'unary', admin: true, req: fc.record({ id: plugins }) },
     'AdminService/ListPlugins': { kind: 'unary', admin: true, req: fc.record({ accountId: fc.oneof({ weight: 4, arbitrary: fc.constant(self.tenant.accountId) }, { weight: 1, arbitrary: accounts }), ...page('adminPlugins') }) },
+    'AdminService/UpdatePlugin': {
+      kind: 'unary',
+      admin: true,
+      req: fc.record({ plugin: fc.record({ id: spareOr(w.self.spare.pluginId), accountId: fc.constant(''), name: oneOfOr(['spare', 'other']), description: str, revision: fc.constant(0) }), updateMask: mask(['name', 'description', 'create_time']), expectedRevision: optRevision, requestId }),
+    },
+    'AdminService/DeletePlugin': { kind: 'unary', admin: true, req: fc.record({ id: spareOr(w.peer.spare.pluginId), expectedRevision: optRevision, requestId }) },
     'AdminService/PurgeExpiredData': {
       kind: 'unary',
       admin: true,
@@ -185,6 +227,8 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
         requestId,
       }),
     },
+    // The keys are a oneof: the generator sends one, the other, or both (a binary client may; the last wins on
+    // the wire for most decoders, and parley takes the session key then).
     'PromptService/GetPrompt': { kind: 'unary', req: fc.record({ id: fc.oneof(prompts, fc.constant('')), sessionKey: oneOfOr(['', ...self.sessionKeys]) }) },
     'PromptService/ListPrompts': {
       kind: 'unary',
@@ -205,18 +249,23 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
           ipAddress: oneOfOr(['']),
           userAgent: oneOfOr(['']),
           url: oneOfOr(['']),
-          createdAt: date,
-          updatedAt: fc.constant(undefined),
+          createTime: date,
+          updateTime: fc.constant(undefined),
           userProfileId: oneOfOr(['']),
           llmClientId: oneOfOr(['']),
           accountId: oneOfOr(['']),
+          revision,
         }),
-        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id']),
+        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id', 'revision']),
         requestId,
+        expectedRevision: fc.oneof(fc.constant(undefined), revision),
       }),
       extras: [ts([1, 11])],
     },
-    'PromptService/DeletePrompt': { kind: 'unary', req: fc.record({ id: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.promptIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), requestId }) },
+    'PromptService/DeletePrompt': {
+      kind: 'unary',
+      req: fc.record({ id: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.promptIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), requestId, expectedRevision: fc.oneof(fc.constant(undefined), revision) }),
+    },
     'PromptService/AppendHistory': {
       kind: 'unary',
       req: fc.record({ promptId: prompts, request: struct, response: struct, messages: fc.array(chatMessage, { maxLength: 3 }), requestId }),

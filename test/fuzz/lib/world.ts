@@ -15,6 +15,8 @@ export interface Holdings {
   secondaryKeys: string[];
   /** API keys that may be revoked (never the one the fuzz calls use). */
   spareKeyIds: string[];
+  /** A spare account with a profile, an LLM client and a plugin: what Update and Delete RPCs may hit. */
+  spare: { accountId: string; userProfileId: string; llmClientId: string; pluginId: string };
 }
 
 export interface World {
@@ -39,7 +41,7 @@ export async function populate(s: TestServer, tenant: Tenant): Promise<Holdings>
   const md = tenant.md;
   const pluginIds: string[] = [];
   const pluginNames = ['weather', 'search'];
-  for (const name of pluginNames) pluginIds.push((await rpc(s.admin, s.admin.createPlugin, { accountId: tenant.accountId, name, description: '' }, s.adminMd)).plugin!.id);
+  for (const name of pluginNames) pluginIds.push((await rpc(s.admin, s.admin.createPlugin, { accountId: tenant.accountId, name, description: '', requestId: '' }, s.adminMd)).plugin!.id);
   const promptIds: string[] = [];
   const sessionKeys: string[] = [];
   for (let i = 0; i < 2; i++) {
@@ -62,8 +64,16 @@ export async function populate(s: TestServer, tenant: Tenant): Promise<Holdings>
   const secondaryKeys = ['doc', 'notes'];
   for (const k of secondaryKeys) await g.put(sessionIds[0]!, k, Buffer.from(`value of ${k}`));
   const spareKeyIds: string[] = [];
-  for (let i = 0; i < 3; i++) spareKeyIds.push((await rpc(s.admin, s.admin.createApiKey, { userProfileId: tenant.userProfileId, description: 'spare' }, s.adminMd)).apiKey!.id);
-  return { tenant, promptIds, sessionKeys, sessionIds, pluginIds, pluginNames, secondaryKeys, spareKeyIds };
+  for (let i = 0; i < 3; i++) spareKeyIds.push((await rpc(s.admin, s.admin.createApiKey, { userProfileId: tenant.userProfileId, description: 'spare', requestId: '' }, s.adminMd)).apiKey!.id);
+  const a = s.admin;
+  const { account } = await rpc(a, a.createAccount, { accountNumber: '', displayName: 'spare', requestId: '' }, s.adminMd);
+  const spare = {
+    accountId: account!.id,
+    userProfileId: (await rpc(a, a.createUserProfile, { accountId: account!.id, username: 'spare', email: '', requestId: '' }, s.adminMd)).userProfile!.id,
+    llmClientId: (await rpc(a, a.createLlmClient, { accountId: account!.id, name: 'spare', description: '', requestId: '' }, s.adminMd)).llmClient!.id,
+    pluginId: (await rpc(a, a.createPlugin, { accountId: account!.id, name: 'spare', description: '', requestId: '' }, s.adminMd)).plugin!.id,
+  };
+  return { tenant, promptIds, sessionKeys, sessionIds, pluginIds, pluginNames, secondaryKeys, spareKeyIds, spare };
 }
 
 /** The fuzz world beside `victim` (populated at the same time, which is why it is a promise). */
