@@ -135,7 +135,7 @@ def prompt_with_logs(f):
         prompt_pb2.ChatMessage(role=prompt_pb2.CHAT_ROLE_USER, content="Weather in Oslo?"),
         prompt_pb2.ChatMessage(
             role=prompt_pb2.CHAT_ROLE_ASSISTANT,
-            tool_calls=[prompt_pb2.ChatToolCall(id="call_1", function_name="get_weather", function_arguments='{"city":"Oslo"}', type="function")],
+            tool_calls=[prompt_pb2.ChatToolCall(id="call_1", function_name="get_weather", function_arguments='{"city":"Oslo"}', call_type="function")],
         ),
         prompt_pb2.ChatMessage(role=prompt_pb2.CHAT_ROLE_TOOL, tool_call_id="call_1", content='{"temp_c":3}'),
     ]
