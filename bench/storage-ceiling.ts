@@ -19,6 +19,9 @@
  * OpenPrompt with the session key of a cached session (no request_id):
  *   redis GET <prefix>parley:prompt:session:<key>                      (PromptService.open: no transaction,
  *                                                                       no re-put)
+ *   pg    SELECT revision FROM prompts WHERE id = $1                   (PromptService.withRevision: the revision
+ *                                                                       moves with every log write, so it is
+ *                                                                       never served from the cache)
  *
  * GetSession (revision 0) of a hot session:
  *   redis GET <prefix>genie:{id}:hot                                   (GenieCache.get; the model type's
@@ -123,7 +126,9 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
           const caller = await principal();
           const raw = await redis.get(cacheKey);
           if (!raw) throw new Error('prompt session is not cached');
-          const row = JSON.parse(raw) as { accountId: string };
+          const row = JSON.parse(raw) as { id: string; accountId: string };
+          const { rows } = await pool.query('select revision from prompts where id = $1 limit 1', [row.id]);
+          if (!rows[0]) throw new Error('prompt is gone');
           if (row.accountId !== caller.accountId) throw new Error('wrong account');
         },
       };

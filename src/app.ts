@@ -73,7 +73,7 @@ export function limitsConfig(config: Config): LimitsConfig {
 
 /** GenieService over opened storage (not subscribed to the bus; startApp starts it). */
 export function genieService(db: Db, store: FastStore): GenieService {
-  return new GenieService(new GenieRepo(db), new GenieCache(store.kv, store.bus), store.bus);
+  return new GenieService(new GenieRepo(db), new GenieCache(store.kv, store.bus), store.bus, { idempotency: new Idempotency(db) });
 }
 
 /** Retention over opened storage; the server's admin RPC and `parley purge` both build it here. */
@@ -110,7 +110,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const prompts = promptService(db, store, config, adminRepo);
 
   const genieCache = new GenieCache(store.kv, store.bus);
-  const genie = new GenieService(new GenieRepo(db), genieCache, store.bus);
+  const genie = new GenieService(new GenieRepo(db), genieCache, store.bus, { idempotency: new Idempotency(db) });
   await genie.start();
   const genieLive = new GenieLive(genie, new GenieEventLog(db), genieCache, store.bus, config.watchBufferSize);
 

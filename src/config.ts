@@ -34,7 +34,9 @@ export const envSchema = z.object({
   PARLEY_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(32 * 1024 * 1024),
   PARLEY_ACCOUNT_MAX_STREAMS: z.coerce.number().int().min(1).max(10_000_000).default(1000),
   PARLEY_ACCOUNT_MAX_UTTERANCE_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024 * 1024).default(32 * 1024 * 1024),
-  PARLEY_MAX_UTTERANCE_BYTES: z.coerce.number().int().min(1024).max(1024 * 1024 * 1024).default(4 * 1024 * 1024),
+  // At most 1 MiB, as the unary writes' utterances: one committed utterance must fit a watch update well under
+  // the 4 MiB a gRPC client receives by default.
+  PARLEY_MAX_UTTERANCE_BYTES: z.coerce.number().int().min(1024).max(1024 * 1024).default(1024 * 1024),
   PARLEY_CLIENT_STREAM_IDLE: duration('5m').refine((ms) => ms >= 1000, 'must be at least 1s'),
   PARLEY_ACCOUNT_RATE: z.coerce.number().positive().max(1_000_000_000).default(1000),
   PARLEY_ACCOUNT_BURST: z.coerce.number().int().min(1).max(1_000_000_000).default(2000),

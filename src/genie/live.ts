@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Principal } from '../auth.js';
-import { AppError, invalidArgument, notFound, publicMessage } from '../errors.js';
+import { AppError, clip, invalidArgument, notFound, publicMessage } from '../errors.js';
+import { fingerprintOf } from '../storage/idempotency.js';
 import type { GenieEventLog } from '../storage/genie-events.js';
 import type { GenieCache, LiveCommit, LiveEphemeral } from '../storage/genie-cache.js';
 import { sessionChannel } from '../storage/genie-cache.js';
@@ -9,17 +10,49 @@ import { runFeed, type FeedItem, type FeedOptions } from '../streaming/feed.js';
 import type { Actor } from './dialogue-format.js';
 import type { GenieService, SessionView } from './service.js';
 
-/** One update as a watcher receives it: a committed revision, or live-only news about an utterance. */
-export type LiveUpdate = { revision: number; commit: LiveCommit['events'] } | { revision: 0; ephemeral: LiveEphemeral };
+/**
+ * One update as a watcher receives it: a committed revision, the end of the replay (`caughtUp`, at the
+ * revision the replay reached), or live-only news about an utterance.
+ */
+export type LiveUpdate =
+  | { revision: number; commit: LiveCommit['events'] }
+  | { revision: number; caughtUp: true }
+  | { revision: 0; ephemeral: LiveEphemeral };
 
+/** One StreamUtterance message, validated by transport. Empty strings and undefined mean "not repeated". */
 export interface UtteranceChunk {
   sessionId: string;
-  actor: string;
-  event: string;
+  actor: Actor | undefined;
+  eventName: string;
   utteranceId: string;
   text: string;
-  expectedRevision: number;
-  final: boolean;
+  expectedRevision: number | undefined;
+  lastChunk: boolean;
+  requestId: string;
+}
+
+/** A committed utterance: what changed, never its text. */
+export interface UtteranceCommit {
+  utteranceId: string;
+  revision: number;
+  /** 1-based position of the element in the dialogue. */
+  dialogueIndex: number;
+  /** The session's state after the commit. */
+  state: string;
+  updateTime: Date;
+}
+
+/** The RPC whose commits a StreamUtterance request id claims. */
+const STREAM_UTTERANCE = 'parley.genie.v1.GenieService/StreamUtterance';
+
+export const MESSAGE_AFTER_LAST_CHUNK = 'MESSAGE_AFTER_LAST_CHUNK';
+
+/** INVALID_ARGUMENT for a message after the one with last_chunk; `revision` is where the utterance committed. */
+export function messageAfterLastChunk(revision?: number): AppError {
+  const committed = revision === undefined ? '' : `; the utterance stays committed at revision ${revision}`;
+  return new AppError('INVALID_ARGUMENT', `last_chunk: no message may follow the one with last_chunk set${committed}`, [
+    { field: 'last_chunk', description: `no message may follow the one with last_chunk set${committed}` },
+  ], { reason: MESSAGE_AFTER_LAST_CHUNK, metadata: revision === undefined ? undefined : new Map([['revision', String(revision)]]) });
 }
 
 /** Live side of genie sessions: watching (replay, then live) and streamed utterances. */
@@ -34,8 +67,10 @@ export class GenieLive {
   ) {}
 
   /**
-   * Delivers every revision committed after `afterRevision`, then live updates, until the signal aborts or
-   * the session is deleted. A consumer more than maxPending updates behind fails with RESOURCE_EXHAUSTED.
+   * Delivers every revision committed after `afterRevision`, then one caughtUp update, then live updates,
+   * until the signal aborts or the session is deleted. A consumer more than maxPending updates behind fails
+   * with RESOURCE_EXHAUSTED. `opened`, when given, is awaited with the session's revision once the session
+   * was found, before anything is delivered.
    */
   async watch(
     caller: Principal,
@@ -43,12 +78,14 @@ export class GenieLive {
     afterRevision: number,
     deliver: (u: LiveUpdate) => Promise<void>,
     signal: AbortSignal,
+    opened?: (revision: number) => Promise<void>,
   ): Promise<void> {
     const head = await this.log.head(sessionId);
     if (!head || head.accountId !== caller.accountId) throw notFound`session ${sessionId}`;
     if (afterRevision > head.revision) {
       throw invalidArgument('after_revision', `session ${sessionId} is at revision ${head.revision}, before ${afterRevision}`);
     }
+    await opened?.(head.revision);
     if (head.deleted && afterRevision >= head.revision) return;
     // Returned, not awaited: an idle watcher then holds no suspended frame of its own besides the feed's.
     return runFeed(new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, deliver)).then(ended);
@@ -56,64 +93,98 @@ export class GenieLive {
 
   /**
    * Streams one utterance: each chunk is published as a delta, and the whole text is committed as one
-   * dialogue element when the chunks end normally. Cancellation, a bad chunk, a chunk over a limit (the
-   * iterable throws: the transport bounds how much text is held and for how long) or a failed commit
-   * publish an aborted update instead, and nothing is written.
+   * dialogue element on the chunk marked last_chunk, or when the chunks end normally. Cancellation, a bad
+   * chunk, a chunk over a limit (the iterable throws: the transport bounds how much text is held and for how
+   * long) or a failed commit before the commit publish an aborted update instead, and nothing is written. A
+   * message after the last chunk fails with MESSAGE_AFTER_LAST_CHUNK; the commit stays. With a request id,
+   * a repeat of an utterance already committed returns the first commit (its own deltas are aborted).
    */
-  async streamUtterance(caller: Principal, chunks: AsyncIterable<UtteranceChunk>, signal: AbortSignal): Promise<{ view: SessionView; utteranceId: string }> {
-    let first: (UtteranceChunk & { actor: Actor }) | undefined;
+  async streamUtterance(caller: Principal, chunks: AsyncIterable<UtteranceChunk>, signal: AbortSignal): Promise<UtteranceCommit> {
+    let first: (UtteranceChunk & { actor: Actor; clientUtteranceId: string }) | undefined;
     let text = '';
     let index = 0;
-    let final = false;
+    let committed: UtteranceCommit | undefined;
     const abort = async (reason: string) => {
-      if (first) await this.cache.publishEphemeral(first.sessionId, { aborted: { utteranceId: first.utteranceId, reason } });
+      if (first) await this.cache.publishEphemeral(first.sessionId, { aborted: { utteranceId: first.utteranceId, reason: clip(reason, 1000) } });
     };
     try {
       for await (const chunk of chunks) {
-        if (final) throw invalidArgument('final', 'no message may follow the one marked final');
-        final = chunk.final;
+        // Transport refuses a message after last_chunk before counting it; this is the domain's own guard.
+        if (committed) throw messageAfterLastChunk(committed.revision);
         if (!first) {
           first = await this.begin(caller, chunk);
         } else {
-          for (const k of ['sessionId', 'actor', 'event', 'utteranceId'] as const) {
-            if (chunk[k] && chunk[k] !== first[k]) throw invalidArgument(snake(k), `must be empty or ${JSON.stringify(first[k])} after the first message`);
+          for (const k of ['sessionId', 'actor', 'eventName', 'utteranceId', 'requestId', 'expectedRevision'] as const) {
+            const v = chunk[k];
+            if (v !== undefined && v !== '' && v !== first[k]) {
+              throw invalidArgument(snake(k), `must be unset or ${JSON.stringify(first[k])} after the first message`);
+            }
           }
         }
-        if (!chunk.text) {
-          if (final) break;
-          continue;
+        if (chunk.text) {
+          text += chunk.text;
+          await this.cache.publishEphemeral(first.sessionId, {
+            delta: { utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: chunk.text },
+          });
         }
-        text += chunk.text;
-        await this.cache.publishEphemeral(first.sessionId, {
-          delta: { utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: chunk.text },
-        });
-        if (final) break;
+        if (chunk.lastChunk) committed = await this.commit(caller, first, text);
       }
       if (!first) throw invalidArgument('session_id', 'the stream ended before its first message');
+      if (committed) return committed;
       // A cancelling grpc client may flush END_STREAM just before its RST_STREAM, so end-of-input can come
       // a moment before the cancellation. Give the cancellation that moment: a vanished worker's half
       // utterance must never be committed.
-      if (!final) await settle(signal, CANCEL_GRACE_MS);
+      await settle(signal, CANCEL_GRACE_MS);
       if (signal.aborted) throw new AppError('CANCELLED', 'the worker went away before finishing the utterance', [], { reason: 'UTTERANCE_CANCELLED' });
-      const req = { sessionId: first.sessionId, expectedRevision: first.expectedRevision };
-      const view = first.event
-        ? (await this.genie.sendEvent(caller, { ...req, event: first.event, actor: first.actor, actorInput: text })).view
-        : await this.genie.appendDialogue(caller, { ...req, actor: first.actor, actorText: text });
-      return { view, utteranceId: first.utteranceId };
+      return await this.commit(caller, first, text);
     } catch (err) {
+      if (committed) {
+        if (err instanceof AppError && err.reason === MESSAGE_AFTER_LAST_CHUNK) throw messageAfterLastChunk(committed.revision);
+        // A worker that sent last_chunk and then neither half-closed nor sent anything: the commit stands, and
+        // the idle limit ends the wait for the close with the commit's answer, not with an error.
+        if (err instanceof AppError && err.reason === 'CLIENT_STREAM_IDLE') return committed;
+        throw err;
+      }
       await abort(signal.aborted ? 'cancelled' : publicMessage(err));
       throw err;
     }
   }
 
-  private async begin(caller: Principal, chunk: UtteranceChunk): Promise<UtteranceChunk & { actor: Actor }> {
-    if (!chunk.sessionId) throw invalidArgument('session_id', 'is required in the first message');
-    if (chunk.actor !== 'user' && chunk.actor !== 'assistant' && chunk.actor !== 'system') {
-      throw invalidArgument('actor', 'must be system, assistant or user');
+  /** Commits the utterance (at most once per request id); a repeat aborts this stream's deltas. */
+  private async commit(caller: Principal, first: UtteranceChunk & { actor: Actor; clientUtteranceId: string }, text: string): Promise<UtteranceCommit> {
+    const requestId = first.requestId || undefined;
+    const fingerprint = requestId
+      ? fingerprintOf({
+          sessionId: first.sessionId,
+          actor: first.actor,
+          eventName: first.eventName,
+          utteranceId: first.clientUtteranceId,
+          expectedRevision: first.expectedRevision,
+          text,
+        })
+      : '';
+    const once = { scope: `account:${caller.accountId}`, method: STREAM_UTTERANCE, requestId, fingerprint };
+    const req = { sessionId: first.sessionId, expectedRevision: first.expectedRevision ?? 0, once };
+    const view = first.eventName
+      ? (await this.genie.sendEvent(caller, { ...req, event: first.eventName, actor: first.actor, actorInput: text })).view
+      : await this.genie.appendDialogue(caller, { ...req, actor: first.actor, actorText: text });
+    const s = view.session;
+    if (view.replayed) {
+      await this.cache.publishEphemeral(first.sessionId, {
+        aborted: { utteranceId: first.utteranceId, reason: `a retry of request_id ${first.requestId}, already committed at revision ${s.revision}` },
+      });
     }
+    return { utteranceId: first.utteranceId, revision: s.revision, dialogueIndex: s.dialogueLength, state: s.state, updateTime: s.updatedAt };
+  }
+
+  private async begin(caller: Principal, chunk: UtteranceChunk): Promise<UtteranceChunk & { actor: Actor; clientUtteranceId: string }> {
+    if (!chunk.sessionId) throw invalidArgument('session_id', 'is required in the first message');
+    if (!chunk.actor) throw invalidArgument('actor', 'is required in the first message: must be one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM');
     const head = await this.log.head(chunk.sessionId);
     if (!head || head.accountId !== caller.accountId || head.deleted) throw notFound`session ${chunk.sessionId}`;
-    return { ...chunk, actor: chunk.actor, utteranceId: chunk.utteranceId || randomUUID() };
+    // With a request id, the generated utterance id is that id, so a retry answers with the first one's.
+    const utteranceId = chunk.utteranceId || chunk.requestId || randomUUID();
+    return { ...chunk, actor: chunk.actor, clientUtteranceId: chunk.utteranceId, utteranceId };
   }
 }
 
@@ -160,6 +231,10 @@ class SessionFeed implements FeedOptions<LiveUpdate> {
 
   deliver(item: FeedItem<LiveUpdate>): Promise<void> {
     return this.sink(item.event);
+  }
+
+  caughtUp(revision: number): Promise<void> {
+    return this.sink({ revision, caughtUp: true });
   }
 }
 

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Principal } from '../auth.js';
 import { AppError, alreadyExists, clip, failedPrecondition, invalidArgument, notFound, quote, revisionMismatch as mismatch } from '../errors.js';
 import { ownValue, setOwn } from '../keys.js';
-import { fingerprintOf, jsonCodec, Idempotency, type Codec } from '../storage/idempotency.js';
+import { fingerprintOf, jsonCodec, Idempotency, type Codec, type RequestKey } from '../storage/idempotency.js';
 import type { GenieCache } from '../storage/genie-cache.js';
 import { afterCommit } from '../storage/after-commit.js';
 import type { DialogueRow, GenieRepo, SessionWrite, StoredSession, WriteResult } from '../storage/genie-repo.js';
@@ -36,6 +36,8 @@ export interface SessionView {
   currentResponse: DialogueRow | undefined;
   /** GetSession: how many of the oldest elements were left out of `dialogue` to bound the reply. */
   omittedDialogue?: number;
+  /** Set on the result of a write whose request id repeated an earlier one: nothing was written. */
+  replayed?: true;
 }
 
 /** What a write appended to the dialogue, without the text (write answers never repeat it). */
@@ -469,15 +471,24 @@ export class GenieService {
    */
   async sendEvent(
     caller: Principal,
-    req: { sessionId: string; event: string; actor: Actor | undefined; actorInput: string; expectedRevision?: number | undefined; requestId?: string | undefined },
+    req: {
+      sessionId: string;
+      event: string;
+      actor: Actor | undefined;
+      actorInput: string;
+      expectedRevision?: number | undefined;
+      requestId?: string | undefined;
+      /** A request key of another RPC (StreamUtterance, Chat) that carries this write; overrides requestId. */
+      once?: RequestKey | undefined;
+    },
   ): Promise<{ view: SessionView; previousState: string; element: ElementMeta }> {
-    const { requestId, ...request } = req;
+    const { requestId, once, ...request } = req;
     let previousState = '';
     const { view, element, replayed } = await this.write(
       caller,
       req.sessionId,
       req.expectedRevision,
-      { rpc: 'SendEvent', requestId, request, extra: () => ({ previousState }) },
+      { rpc: 'SendEvent', requestId, request, key: once, extra: () => ({ previousState }) },
       async (cur, latest) => {
         const t = findTransition(latest.stateMachine, cur.state, req.event);
         if (!t) {
@@ -528,10 +539,10 @@ export class GenieService {
   /** Appends an utterance; `view` as for sendEvent (stream code reads `session.revision`). */
   async appendDialogue(
     caller: Principal,
-    req: { sessionId: string; actor: Actor; actorText: string; expectedRevision?: number | undefined; requestId?: string | undefined },
+    req: { sessionId: string; actor: Actor; actorText: string; expectedRevision?: number | undefined; requestId?: string | undefined; once?: RequestKey | undefined },
   ): Promise<SessionView & { element: ElementMeta }> {
-    const { requestId, ...request } = req;
-    const { view, element } = await this.write(caller, req.sessionId, req.expectedRevision, { rpc: 'AppendDialogue', requestId, request }, async (cur) => {
+    const { requestId, once, ...request } = req;
+    const { view, element } = await this.write(caller, req.sessionId, req.expectedRevision, { rpc: 'AppendDialogue', requestId, request, key: once }, async (cur) => {
       const element = { actor: req.actor, actorText: req.actorText, event: '', timestamp: new Date() };
       return {
         ...cur,
@@ -615,7 +626,7 @@ export class GenieService {
     caller: Principal,
     id: string,
     expectedRevision: number | undefined,
-    idem: { rpc: string; requestId: string | undefined; request: unknown; extra?: () => Record<string, unknown> },
+    idem: { rpc: string; requestId: string | undefined; request: unknown; key?: RequestKey | undefined; extra?: () => Record<string, unknown> },
     apply: (
       cur: StoredSession & { schemaVersion: number },
       latest: ModelTypeRow,
@@ -625,7 +636,7 @@ export class GenieService {
     let versions: ModelTypeRow[] = [];
     let result: WriteResult | undefined;
     const { value, replayed } = await this.idempotency.run(
-      this.key(caller, idem.rpc, idem.requestId, idem.request),
+      idem.key ?? this.key(caller, idem.rpc, idem.requestId, idem.request),
       writeAnswerCodec,
       async (trx) => {
         const r = await this.repo.writeSession(
@@ -649,7 +660,12 @@ export class GenieService {
       (v) => v.session.id,
     );
     if (replayed || !result) {
-      return { view: { session: value.session, dialogue: undefined, currentResponse: undefined }, element: value.element, unchanged: value.unchanged, replayed: value.extra };
+      return {
+        view: { session: value.session, dialogue: undefined, currentResponse: undefined, replayed: true },
+        element: value.element,
+        unchanged: value.unchanged,
+        replayed: value.extra,
+      };
     }
     if (!value.unchanged) await this.afterCommit(result);
     return { view: present(result.session, undefined, versions, result.last), element: value.element, unchanged: value.unchanged, replayed: undefined };

@@ -8,10 +8,13 @@ import { TOOL_CALL_FUNCTION_NAME_MAX_LENGTH } from './rules.js';
 
 export const CHAT_ROLES = ['system', 'user', 'assistant', 'tool', 'developer'] as const;
 export type ChatRoleName = (typeof CHAT_ROLES)[number];
+/** The values a client sends (the ChatRole enum's names, as JSON clients spell them), for error messages. */
+export const CHAT_ROLE_VALUES = CHAT_ROLES.map((r) => `CHAT_ROLE_${r.toUpperCase()}`).join(', ');
 
 export interface ChatToolCallData {
   id: string;
-  type: string;
+  /** `function` (OpenAI's `type`; `call_type` in the proto, as `type` is a reserved word in Go). */
+  callType: string;
   functionName: string;
   functionArguments: string;
 }
@@ -34,7 +37,7 @@ export function validateChatMessages(messages: readonly ChatMessageData[], field
   messages.forEach((m, i) => {
     const at = (f: string, description: string) => out.push({ field: `${field}[${i}].${f}`, description });
     if (!m.role) {
-      at('role', `must be one of ${CHAT_ROLES.join(', ')}`);
+      at('role', `must be one of ${CHAT_ROLE_VALUES}`);
       return;
     }
     if (m.name && !PARTICIPANT_NAME.test(m.name)) at('name', 'must be 1-64 letters, digits, _ or -');
@@ -50,7 +53,7 @@ export function validateChatMessages(messages: readonly ChatMessageData[], field
     m.toolCalls.forEach((c, j) => {
       const cat = (f: string, description: string) => out.push({ field: `${field}[${i}].tool_calls[${j}].${f}`, description });
       if (!c.id) cat('id', 'is required (tool messages answer it by this id)');
-      if (c.type !== '' && c.type !== 'function') cat('type', 'must be "function"');
+      if (c.callType !== '' && c.callType !== 'function') cat('call_type', 'must be "function" (or empty)');
       if (!c.functionName) cat('function_name', 'is required');
       else if (c.functionName.length > TOOL_CALL_FUNCTION_NAME_MAX_LENGTH) cat('function_name', `must be at most ${TOOL_CALL_FUNCTION_NAME_MAX_LENGTH} characters`);
     });
@@ -63,7 +66,7 @@ export function toOpenAiMessage(m: ChatMessageData): Record<string, unknown> {
   const o: Record<string, unknown> = { role: m.role, content: m.content };
   if (m.name) o.name = m.name;
   if (m.toolCalls.length) {
-    o.tool_calls = m.toolCalls.map((c) => ({ id: c.id, type: c.type || 'function', function: { name: c.functionName, arguments: c.functionArguments } }));
+    o.tool_calls = m.toolCalls.map((c) => ({ id: c.id, type: c.callType || 'function', function: { name: c.functionName, arguments: c.functionArguments } }));
   }
   if (m.toolCallId) o.tool_call_id = m.toolCallId;
   return o;
@@ -94,7 +97,7 @@ export function fromOpenAiMessage(json: unknown): ChatMessageData {
     toolCalls: calls.map((c) => {
       const co = c && typeof c === 'object' ? (c as Record<string, unknown>) : {};
       const fn = co.function && typeof co.function === 'object' ? (co.function as Record<string, unknown>) : {};
-      return { id: str(co.id), type: str(co.type) || 'function', functionName: str(fn.name), functionArguments: str(fn.arguments) };
+      return { id: str(co.id), callType: str(co.type) || 'function', functionName: str(fn.name), functionArguments: str(fn.arguments) };
     }),
     toolCallId: str(o.tool_call_id),
   };

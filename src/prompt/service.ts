@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Principal } from '../auth.js';
-import { invalidArgument, notFound } from '../errors.js';
+import { invalidArgument, notFound, revisionMismatch } from '../errors.js';
 import type { AdminRepo, OwnedNameRow } from '../storage/admin-repo.js';
 import type { Bus } from '../storage/kv.js';
 import { fingerprintOf, jsonCodec, type Codec, type Idempotency } from '../storage/idempotency.js';
@@ -70,6 +70,29 @@ export interface PromptHistorySnapshot {
 /** How many rows of each log GetPromptHistory returns (newest first); the List RPCs page through all. */
 export const HISTORY_SNAPSHOT_LIMIT = 1000;
 
+/**
+ * Replies that carry stored content stop growing at this many bytes (the 4 MiB a gRPC client receives by
+ * default, less room for the envelope). A page stops early before the item that would pass it; each stored
+ * item is at most LOG_ENTRY_MAX_BYTES, so a page always has room for at least one.
+ */
+export const REPLY_BUDGET_BYTES = 3 * 1024 * 1024;
+
+/** The encoded size of one item in a reply (the transport knows the wire form; the domain only adds up). */
+export type SizeOf<T> = (item: T) => number;
+
+/** The first items that fit `budget` bytes together (always at least one), and whether any were left out. */
+export function fitBudget<T>(items: readonly T[], sizeOf: SizeOf<T>, budget = REPLY_BUDGET_BYTES): { fitted: T[]; cut: boolean } {
+  let used = 0;
+  const fitted: T[] = [];
+  for (const item of items) {
+    const n = sizeOf(item);
+    if (fitted.length > 0 && used + n > budget) return { fitted, cut: true };
+    used += n;
+    fitted.push(item);
+  }
+  return { fitted, cut: false };
+}
+
 const method = (rpc: string) => `parley.prompt.v1.PromptService/${rpc}`;
 // Request ids are per account: API keys of one account may retry each other's calls, other accounts
 // can never collide with (or probe) them.
@@ -84,7 +107,14 @@ const openCodec: Codec<{ prompt: PromptRow; created: boolean }> = {
     return { prompt: promptCodec.decode(o.prompt), created: o.created };
   },
 };
-const voidCodec: Codec<void> = { encode: () => ({}), decode: () => undefined };
+const updateCodec: Codec<{ prompt: PromptRow; changed: boolean }> = {
+  encode: (v) => v,
+  decode: (j) => {
+    const o = j as { prompt: unknown; changed: boolean };
+    return { prompt: promptCodec.decode(o.prompt), changed: o.changed };
+  },
+};
+const revisionCodec = jsonCodec<{ revision: number }>();
 
 const isIdCursor = cursorOf(z.object({ after: cursorInt(0) }).strict());
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -111,7 +141,8 @@ export class PromptService {
     let token: string | undefined;
     if (input.sessionKey && !requestId) {
       const cached = await this.cache.get(input.sessionKey);
-      if (cached.row && cached.row.accountId === caller.accountId) return { prompt: cached.row, created: false };
+      const row = cached.row && (await this.withRevision(cached.row));
+      if (row && row.accountId === caller.accountId) return { prompt: row, created: false };
       token = cached.token;
     }
     const { value } = await this.idempotency.run(
@@ -177,40 +208,59 @@ export class PromptService {
     return { items: items.map((r) => r.row), nextPageToken: more && last ? encodePageToken('prompts', filters, last.cursor) : '' };
   }
 
-  async update(caller: Principal, id: string, patch: PromptPatch, requestId?: string): Promise<PromptRow> {
-    let revision = 0;
-    const { value, replayed } = await this.idempotency.run(this.key(caller, 'UpdatePrompt', requestId, { id, patch }), promptCodec, async (trx) => {
-      const updated = await this.prompts.update(caller.accountId, id, patch, trx);
-      if (!updated) throw notFound`prompt ${id}`;
-      revision = updated.revision;
-      return updated.row;
-    }, (row) => row.id);
-    await afterCommit(
-      () => this.cache.evict(value.sessionKey),
-      () => (replayed ? Promise.resolve() : this.publish('prompt_updated', id, revision, value)),
+  async update(
+    caller: Principal,
+    id: string,
+    patch: PromptPatch,
+    expectedRevision: number | undefined,
+    requestId?: string,
+  ): Promise<{ prompt: PromptRow; changed: boolean }> {
+    const { value, replayed } = await this.idempotency.run(
+      this.key(caller, 'UpdatePrompt', requestId, { id, patch, expectedRevision }),
+      updateCodec,
+      async (trx) => {
+        const out = await this.prompts.update(caller.accountId, id, patch, expectedRevision, trx);
+        if (out.kind === 'missing') throw notFound`prompt ${id}`;
+        if (out.kind === 'mismatch') throw revisionMismatch(out.revision);
+        return { prompt: out.row, changed: out.kind === 'updated' };
+      },
+      (v) => v.prompt.id,
     );
+    if (value.changed) {
+      await afterCommit(
+        () => this.cache.evict(value.prompt.sessionKey),
+        () => (replayed ? Promise.resolve() : this.publish('prompt_updated', id, value.prompt.revision, value.prompt)),
+      );
+    }
     return value;
   }
 
-  /** Deletes the prompt and its logs. A repeated request id replays success; without one, a second call is NOT_FOUND. */
-  async delete(caller: Principal, id: string, requestId?: string): Promise<void> {
+  /**
+   * Deletes the prompt and its logs; resolves to its revision when deleted. A repeated request id replays
+   * success; without one, a second call is NOT_FOUND.
+   */
+  async delete(caller: Principal, id: string, expectedRevision: number | undefined, requestId?: string): Promise<number> {
     // The cached row carries the prompt's content: drop it before deleting, so a store that cannot be
     // reached fails the call with nothing deleted rather than leave a copy readable after a success.
     const before = await this.prompts.byId(id);
     if (before && before.accountId === caller.accountId) await this.cache.evict(before.sessionKey);
-    let deleted: { row: PromptRow; revision: number } | undefined;
-    await this.idempotency.run(this.key(caller, 'DeletePrompt', requestId, { id }), voidCodec, async (trx) => {
-      deleted = await this.prompts.delete(caller.accountId, id, trx);
-      if (!deleted) throw notFound`prompt ${id}`;
+    let deleted: PromptRow | undefined;
+    const { value } = await this.idempotency.run(this.key(caller, 'DeletePrompt', requestId, { id, expectedRevision }), revisionCodec, async (trx) => {
+      const out = await this.prompts.delete(caller.accountId, id, expectedRevision, trx);
+      if (out.kind === 'missing') throw notFound`prompt ${id}`;
+      if (out.kind === 'mismatch') throw revisionMismatch(out.revision);
+      deleted = out.row;
+      return { revision: out.row.revision };
     });
     // Set only when this call deleted it (a replay deleted nothing and has nothing to announce).
     const d = deleted;
     if (d) {
       await afterCommit(
-        () => this.cache.evict(d.row.sessionKey),
+        () => this.cache.evict(d.sessionKey),
         () => this.publish('prompt_deleted', id, d.revision, { id }),
       );
     }
+    return value.revision;
   }
 
   async appendHistory(caller: Principal, input: AppendHistoryInput, requestId?: string): Promise<HistoryRow> {
@@ -248,16 +298,16 @@ export class PromptService {
     });
   }
 
-  listHistory(caller: Principal, promptId: string, page: PageRequest): Promise<Page<HistoryRow>> {
-    return this.listLog(caller, 'prompt_history', promptId, page);
+  listHistory(caller: Principal, promptId: string, page: PageRequest, sizeOf: SizeOf<HistoryRow>): Promise<Page<HistoryRow>> {
+    return this.listLog(caller, 'prompt_history', promptId, page, sizeOf);
   }
 
-  listToolCalls(caller: Principal, promptId: string, page: PageRequest): Promise<Page<ToolCallRow>> {
-    return this.listLog(caller, 'prompt_tool_calls', promptId, page);
+  listToolCalls(caller: Principal, promptId: string, page: PageRequest, sizeOf: SizeOf<ToolCallRow>): Promise<Page<ToolCallRow>> {
+    return this.listLog(caller, 'prompt_tool_calls', promptId, page, sizeOf);
   }
 
-  listPluginUsage(caller: Principal, promptId: string, page: PageRequest): Promise<Page<PluginUsageRow>> {
-    return this.listLog(caller, 'prompt_plugin_usage', promptId, page);
+  listPluginUsage(caller: Principal, promptId: string, page: PageRequest, sizeOf: SizeOf<PluginUsageRow>): Promise<Page<PluginUsageRow>> {
+    return this.listLog(caller, 'prompt_plugin_usage', promptId, page, sizeOf);
   }
 
   /** PromptHelper.history: the prompt, its latest messages, its tool calls and plugin usage. */
@@ -322,15 +372,17 @@ export class PromptService {
     return value;
   }
 
-  private async listLog<T extends LogTable>(caller: Principal, table: T, promptId: string, page: PageRequest) {
+  /** One page in creation order: at most the page size, and cut before the item that would pass the reply budget. */
+  private async listLog<T extends LogTable, R extends { seq: number }>(caller: Principal, table: T, promptId: string, page: PageRequest, sizeOf: SizeOf<R>) {
     const size = pageSizeOf(page.pageSize);
     const after = decodePageToken(page.pageToken, table, { promptId }, isIdCursor);
     const prompt = await this.prompts.byId(promptId);
     if (!prompt || prompt.accountId !== caller.accountId) throw notFound`prompt ${promptId}`;
-    const rows = await this.prompts.listLog(table, promptId, after?.after ?? 0, size + 1);
-    const { page: items, more } = splitPage(rows, size);
+    const rows = (await this.prompts.listLog(table, promptId, after?.after ?? 0, size + 1)) as unknown as R[];
+    const { page: sized, more } = splitPage(rows, size);
+    const { fitted: items, cut } = fitBudget(sized, sizeOf);
     const last = items[items.length - 1];
-    return { items, nextPageToken: more && last ? encodePageToken(table, { promptId }, { after: Number(last.id) }) : '' };
+    return { items, nextPageToken: (more || cut) && last ? encodePageToken(table, { promptId }, { after: last.seq }) : '' };
   }
 
   private key(caller: Principal, rpc: string, requestId: string | undefined, request: unknown) {
@@ -348,10 +400,21 @@ export class PromptService {
     if (!plugin || plugin.accountId !== caller.accountId) throw notFound`plugin ${pluginId}`;
   }
 
+  /**
+   * A cached row with its current revision. The cache holds the prompt's content, which only UpdatePrompt
+   * changes (and evicts); the revision also moves with every log write, so it is read from Postgres (a
+   * primary-key read of one column) rather than evicting the cache on every log write. Undefined when the
+   * prompt is gone.
+   */
+  private async withRevision(row: PromptRow, q?: Q): Promise<PromptRow | undefined> {
+    const revision = await this.prompts.revisionOf(row.id, q);
+    return revision === 0 ? undefined : { ...row, revision };
+  }
+
   /** Cache first, then Postgres (filling the cache); another account's session reads as absent. */
   private async findBySessionKey(caller: Principal, sessionKey: string, q?: Q): Promise<PromptRow | undefined> {
     const cached = await this.cache.get(sessionKey);
-    let row = cached.row;
+    let row = cached.row && (await this.withRevision(cached.row, q));
     if (!row) {
       row = await this.prompts.bySessionKey(sessionKey, q);
       if (row) await this.cache.put(row, cached.token);

@@ -1,15 +1,19 @@
 import type { Principal } from '../auth.js';
 import { invalidArgument, notFound } from '../errors.js';
 import type { Bus } from '../storage/kv.js';
-import type { HistoryRow, LogEntry, PluginUsageRow, PromptRepo, PromptRow, ToolCallRow } from '../storage/prompt-repo.js';
+import { replayRevision, type HistoryRow, type LogEntry, type PluginUsageRow, type PromptRepo, type PromptRow, type ToolCallRow } from '../storage/prompt-repo.js';
 import { runFeed, type FeedItem } from '../streaming/feed.js';
 import { promptChannel, type PromptEvent } from './events.js';
 
-/** What a prompt watcher receives: a log entry (replayable, with its revision) or live news of the prompt. */
+/**
+ * What a prompt watcher receives, each with the revision it took: a log entry or a prompt update
+ * (replayable), the prompt's deletion (live only), or the marker that the replay is done.
+ */
 export type PromptUpdate =
   | { revision: number; entry: LogEntry }
-  | { revision: 0; updated: PromptRow }
-  | { revision: 0; deleted: true };
+  | { revision: number; updated: PromptRow }
+  | { revision: number; deleted: true }
+  | { revision: number; caughtUp: true };
 
 const tableOf = { history: 'prompt_history', tool_call: 'prompt_tool_calls', plugin_usage: 'prompt_plugin_usage' } as const;
 
@@ -28,15 +32,16 @@ function parse(message: string): FeedItem<PromptUpdate> | undefined {
       return { revision: e.revision, event: { revision: e.revision, entry: { table: tableOf[e.kind], row } as LogEntry } };
     }
     case 'prompt_updated':
-      return { revision: undefined, event: { revision: 0, updated: revive(e.row as PromptRow) } };
+      return { revision: e.revision, event: { revision: e.revision, updated: revive(e.row as PromptRow) } };
     case 'prompt_deleted':
-      return { revision: undefined, event: { revision: 0, deleted: true } };
+      // Not in the replayable log: delivered whenever it arrives, and it ends the stream.
+      return { revision: undefined, event: { revision: e.revision, deleted: true } };
     default:
       return undefined;
   }
 }
 
-/** WatchPrompt: a prompt's log replayed from Postgres after a revision, then live. */
+/** WatchPrompt: a prompt's changes replayed from Postgres after a revision, a caught-up marker, then live. */
 export async function watchPrompt(
   deps: { prompts: PromptRepo; bus: Bus; maxPending: number },
   caller: Principal,
@@ -47,21 +52,23 @@ export async function watchPrompt(
 ): Promise<void> {
   const prompt = await deps.prompts.byId(promptId);
   if (!prompt || prompt.accountId !== caller.accountId) throw notFound`prompt ${promptId}`;
-  const head = await deps.prompts.revisionOf(promptId);
-  if (afterRevision > head) throw invalidArgument('after_revision', `prompt ${promptId} is at revision ${head}, before ${afterRevision}`);
+  if (afterRevision > prompt.revision) {
+    throw invalidArgument('after_revision', `prompt ${promptId} is at revision ${prompt.revision}, before ${afterRevision}`);
+  }
   await runFeed<PromptUpdate>({
     bus: deps.bus,
     channel: promptChannel(promptId),
     afterRevision,
     load: async (after, limit) =>
-      (await deps.prompts.logsByRevision(promptId, after, limit)).map((entry) => ({
-        revision: entry.row.revision,
-        event: { revision: entry.row.revision, entry },
-      })),
+      (await deps.prompts.logsByRevision(promptId, after, limit)).map((entry) => {
+        const revision = replayRevision(entry);
+        return { revision, event: entry.table === 'prompts' ? { revision, updated: entry.row } : { revision, entry } };
+      }),
     parse,
     deliver: (item) => deliver(item.event),
     maxPending: deps.maxPending,
     signal,
     isFinal: (item) => 'deleted' in item.event,
+    caughtUp: (revision) => deliver({ revision, caughtUp: true }),
   });
 }

@@ -23,17 +23,21 @@ export interface PromptRow {
   url: string;
   createdAt: Date;
   updatedAt: Date;
+  /** 1 on creation, +1 per committed change to the prompt or its logs. */
+  revision: number;
 }
 
-export type NewPrompt = Omit<PromptRow, 'id' | 'createdAt' | 'updatedAt'>;
+export type NewPrompt = Omit<PromptRow, 'id' | 'createdAt' | 'updatedAt' | 'revision'>;
 
 /** The fields UpdatePrompt may change. */
 export type PromptPatch = Partial<Pick<PromptRow, 'name' | 'description' | 'version' | 'annotations' | 'tags'>>;
 
 type Json = Record<string, unknown>;
 
+/** Log rows: `id` is the UUID the API shows; `seq` the internal creation order (bigserial), for paging. */
 export interface HistoryRow {
   id: string;
+  seq: number;
   promptId: string;
   request: Json;
   response: Json;
@@ -46,6 +50,7 @@ export interface HistoryRow {
 
 export interface ToolCallRow {
   id: string;
+  seq: number;
   promptId: string;
   pluginId: string | undefined;
   functionName: string;
@@ -59,6 +64,7 @@ export interface ToolCallRow {
 
 export interface PluginUsageRow {
   id: string;
+  seq: number;
   promptId: string;
   pluginId: string;
   inputText: string;
@@ -83,10 +89,12 @@ export const promptFromRow = (r: any): PromptRow => ({
   url: r.url,
   createdAt: asDate(r.created_at),
   updatedAt: asDate(r.updated_at),
+  revision: Number(r.revision),
 });
 
 const historyFromRow = (r: any): HistoryRow => ({
-  id: String(r.id),
+  id: r.uid,
+  seq: Number(r.id),
   promptId: r.prompt_id,
   request: asJson(r.request),
   response: asJson(r.response),
@@ -97,7 +105,8 @@ const historyFromRow = (r: any): HistoryRow => ({
 });
 
 const toolCallFromRow = (r: any): ToolCallRow => ({
-  id: String(r.id),
+  id: r.uid,
+  seq: Number(r.id),
   promptId: r.prompt_id,
   pluginId: r.plugin_id ?? undefined,
   functionName: r.function_name,
@@ -110,7 +119,8 @@ const toolCallFromRow = (r: any): ToolCallRow => ({
 });
 
 const pluginUsageFromRow = (r: any): PluginUsageRow => ({
-  id: String(r.id),
+  id: r.uid,
+  seq: Number(r.id),
   promptId: r.prompt_id,
   pluginId: r.plugin_id,
   inputText: r.input_text,
@@ -132,6 +142,19 @@ export type LogEntry =
   | { table: 'prompt_tool_calls'; row: ToolCallRow }
   | { table: 'prompt_plugin_usage'; row: PluginUsageRow };
 
+/** What a watch replays: log entries, and the prompt itself at the revision of its latest update. */
+export type ReplayEntry = (LogEntry & { revision?: undefined }) | { table: 'prompts'; row: PromptRow; revision: number };
+
+/** The revision a replayed entry takes: a log row's own, or the prompt's update revision. */
+export const replayRevision = (e: ReplayEntry): number => e.revision ?? e.row.revision;
+
+/** Why a conditional or no-op update did not write. */
+export type UpdateOutcome =
+  | { kind: 'missing' }
+  | { kind: 'mismatch'; revision: number }
+  | { kind: 'unchanged'; row: PromptRow }
+  | { kind: 'updated'; row: PromptRow };
+
 export interface PromptFilter {
   llmClientId?: string | undefined;
   tag?: string | undefined;
@@ -151,6 +174,8 @@ export interface PurgedBatch {
   toolCalls: number;
   pluginUsage: number;
 }
+
+const sortedEntries = (o: Record<string, string>) => Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 
 export class PromptRepo {
   constructor(private readonly db: Db) {}
@@ -214,23 +239,41 @@ export class PromptRepo {
     return rows.map((r: any) => ({ row: promptFromRow(r), cursor: { createdAt: r.created_at_text, id: r.id } }));
   }
 
-  /** Returns the updated row and the prompt's log revision, or undefined when the account has no such prompt. */
-  async update(accountId: string, id: string, patch: PromptPatch, q: Q): Promise<{ row: PromptRow; revision: number } | undefined> {
-    const set: Record<string, unknown> = { updated_at: q.fn.now() };
-    if (patch.name !== undefined) set.name = patch.name;
-    if (patch.description !== undefined) set.description = patch.description;
-    if (patch.version !== undefined) set.version = patch.version;
-    if (patch.annotations !== undefined) set.annotations = JSON.stringify(patch.annotations);
-    if (patch.tags !== undefined) set.tags = patch.tags;
-    const [r] = await q('prompts').where({ id, account_id: accountId }).update(set).returning('*');
-    return r && { row: promptFromRow(r), revision: Number(r.revision) };
+  /**
+   * Applies a patch under the prompt's row lock. A patch that changes nothing writes nothing (no revision,
+   * no update_time); one that does bumps the revision and records it as the prompt's update revision.
+   */
+  async update(accountId: string, id: string, patch: PromptPatch, expectedRevision: number | undefined, q: Q): Promise<UpdateOutcome> {
+    const r = await q('prompts').where({ id, account_id: accountId }).forUpdate().first();
+    if (!r) return { kind: 'missing' };
+    const current = promptFromRow(r);
+    if (expectedRevision !== undefined && expectedRevision !== current.revision) return { kind: 'mismatch', revision: current.revision };
+    const set: Record<string, unknown> = {};
+    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+    if (patch.name !== undefined && patch.name !== current.name) set.name = patch.name;
+    if (patch.description !== undefined && patch.description !== current.description) set.description = patch.description;
+    if (patch.version !== undefined && patch.version !== current.version) set.version = patch.version;
+    if (patch.annotations !== undefined && !same(sortedEntries(patch.annotations), sortedEntries(current.annotations))) {
+      set.annotations = JSON.stringify(patch.annotations);
+    }
+    if (patch.tags !== undefined && !same(patch.tags, current.tags)) set.tags = patch.tags;
+    if (Object.keys(set).length === 0) return { kind: 'unchanged', row: current };
+    const [u] = await q('prompts')
+      .where({ id })
+      .update({ ...set, updated_at: q.fn.now(), revision: q.raw('revision + 1'), update_revision: q.raw('revision + 1') })
+      .returning('*');
+    return { kind: 'updated', row: promptFromRow(u) };
   }
 
   /** Deletes a prompt; its logs go with it (ON DELETE CASCADE), and so do stored results that repeat them. */
-  async delete(accountId: string, id: string, q: Q): Promise<{ row: PromptRow; revision: number } | undefined> {
-    const [r] = await q('prompts').where({ id, account_id: accountId }).del().returning('*');
-    if (r) await Idempotency.forgetSubjects(q, [id]);
-    return r && { row: promptFromRow(r), revision: Number(r.revision) };
+  async delete(accountId: string, id: string, expectedRevision: number | undefined, q: Q): Promise<UpdateOutcome> {
+    const r = await q('prompts').where({ id, account_id: accountId }).forUpdate().first();
+    if (!r) return { kind: 'missing' };
+    const current = promptFromRow(r);
+    if (expectedRevision !== undefined && expectedRevision !== current.revision) return { kind: 'mismatch', revision: current.revision };
+    await q('prompts').where({ id }).del();
+    await Idempotency.forgetSubjects(q, [id]);
+    return { kind: 'updated', row: current };
   }
 
   /**
@@ -321,18 +364,25 @@ export class PromptRepo {
   }
 
   /**
-   * Log entries of every kind with revision in (after, after + limit], ascending. Each log write takes
-   * the next revision of its prompt, so the three tables together hold each revision exactly once.
+   * The first `limit` changes after revision `after`, ascending: log entries of every kind, and the prompt
+   * itself when its latest update is among them. Each change takes the next revision of its prompt; only
+   * superseded updates leave gaps, so the result is the first `limit` of what a watcher missed.
    */
-  async logsByRevision(promptId: string, after: number, limit: number, q: Q = this.db): Promise<LogEntry[]> {
+  async logsByRevision(promptId: string, after: number, limit: number, q: Q = this.db): Promise<ReplayEntry[]> {
     const tables = Object.keys(logDecoders) as LogTable[];
-    const found = await Promise.all(
+    const found: ReplayEntry[][] = await Promise.all(
       tables.map(async (table) => {
-        const rows = await q(table).where({ prompt_id: promptId }).andWhere('revision', '>', after).andWhere('revision', '<=', after + limit);
+        const rows = await q(table).where({ prompt_id: promptId }).andWhere('revision', '>', after).orderBy('revision').limit(limit);
         return rows.map((r: any) => ({ table, row: logDecoders[table](r) }) as LogEntry);
       }),
     );
-    return found.flat().sort((a, b) => a.row.revision - b.row.revision);
+    // Only the latest update of the prompt is kept (as the prompt row itself): earlier ones are superseded.
+    const p = await q('prompts').where({ id: promptId }).andWhere('update_revision', '>', after).first();
+    if (p) found.push([{ table: 'prompts', row: promptFromRow(p), revision: Number(p.update_revision) }]);
+    return found
+      .flat()
+      .sort((x, y) => replayRevision(x) - replayRevision(y))
+      .slice(0, limit);
   }
 
   /** The most recent rows of one log, newest first. */

@@ -20,6 +20,11 @@ export interface FeedOptions<E> {
   signal: AbortSignal;
   /** Stop after delivering this item (e.g. the session was deleted). */
   isFinal?(item: FeedItem<E>): boolean;
+  /**
+   * Called once, when the replay is done and before anything live is delivered, with the revision the replay
+   * reached; resolves when the consumer may take the next item. Not called when the feed ends during the replay.
+   */
+  caughtUp?(revision: number): Promise<void>;
 }
 
 /** RESOURCE_EXHAUSTED for the client: it fell too far behind, and may resume from `lastRevision`. */
@@ -39,6 +44,7 @@ const PAGE = 500;
  * anything committed during the replay is either in the query's result or arrives on the bus; revisions
  * decide which copy is delivered. A live revision beyond last+1 means messages were missed (the bus is
  * at-most-once, and Redis may restart), so the gap is read from Postgres before going on.
+ * Between the replay and the first live item, `caughtUp` marks the switch: everything before it was replayed.
  * Resolves when the signal aborts or a final item was delivered; rejects with SlowConsumerError.
  */
 export function runFeed<E>(opts: FeedOptions<E>): Promise<number> {
@@ -56,6 +62,8 @@ class Feed<E> {
   private pending: string[] | undefined;
   private wake: (() => void) | undefined;
   private resync = true;
+  /** The first catch-up (the replay) is still to be marked as done. */
+  private replaying = true;
   private overflow = false;
   private done = false;
   /** Rejects the delivery in flight, if any, when the buffer overflows. */
@@ -105,6 +113,21 @@ class Feed<E> {
     if (this.opts.isFinal?.(item)) this.done = true;
   }
 
+  /** Delivers the caught-up marker, cut off like any delivery when the buffer overflows meanwhile. */
+  private async mark(): Promise<void> {
+    const caughtUp = this.opts.caughtUp;
+    if (!caughtUp) return;
+    if (this.overflow) throw new SlowConsumerError(this.last);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.cut = reject;
+        caughtUp.call(this.opts, this.last).then(resolve, reject);
+      });
+    } finally {
+      this.cut = undefined;
+    }
+  }
+
   private async catchUp(): Promise<void> {
     for (;;) {
       const page = await this.opts.load(this.last, PAGE);
@@ -127,6 +150,10 @@ class Feed<E> {
         if (this.resync) {
           this.resync = false;
           await this.catchUp();
+          if (this.replaying && !this.done && !opts.signal.aborted) {
+            this.replaying = false;
+            await this.mark();
+          }
           continue;
         }
         const message = this.pending?.shift();

@@ -1,39 +1,74 @@
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { z } from 'zod';
 import type { GenieLive, LiveUpdate, UtteranceChunk } from '../genie/live.js';
+import { messageAfterLastChunk } from '../genie/live.js';
 import type { GenieService } from '../genie/service.js';
-import type { Actor } from '../genie/dialogue-format.js';
-import type { ChatRequest, ChatResponse, SessionEvent, SessionUpdate, StreamUtteranceRequest } from '../gen/parley/genie/v1/genie.js';
+import type { Actor as DomainActor } from '../genie/dialogue-format.js';
+import { Actor, type ChatRequest, type ChatResponse, type SessionEvent, type SessionUpdate, type StreamUtteranceRequest } from '../gen/parley/genie/v1/genie.js';
 import { AppError, invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './auth.js';
-import { optionalString, uuid } from './convert.js';
+import { uuid } from './convert.js';
 import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type Handler } from './rpc.js';
-import { toServiceError } from './status.js';
+import { rpcStatusOf } from './status.js';
 import { actorToProto, eventName, toSession } from './genie-handlers.js';
 import type { Limits } from './limits.js';
 import { Incoming, send } from './streams.js';
 
-const revision = z.number().int().nonnegative('must not be negative');
-const watchSession = z.object({ sessionId: uuid, afterRevision: revision });
-const actor = z.enum(['system', 'assistant', 'user'], { message: 'must be system, assistant or user' });
+/** Bytes of UTF-8 of one utterance sent through Chat, as SendEvent's actor_input and AppendDialogue's actor_text. */
+export const MAX_CHAT_UTTERANCE_BYTES = 1024 * 1024;
+/** Characters of a Chat request id (a correlation id of the gateway's choosing). */
+export const MAX_CHAT_REQUEST_ID_CHARS = 128;
+
+const ACTOR_VALUES = 'must be one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM';
+const toDomainActor: ReadonlyMap<Actor, DomainActor> = new Map([
+  [Actor.ACTOR_USER, 'user'],
+  [Actor.ACTOR_ASSISTANT, 'assistant'],
+  [Actor.ACTOR_SYSTEM, 'system'],
+]);
+const fromDomainActor: ReadonlyMap<string, Actor> = new Map([...toDomainActor].map(([k, v]) => [v, k]));
+/** A stored actor (`user`, `assistant`, `system`, or empty) as the proto enum. */
+export const actorOf = (a: string | undefined): Actor => fromDomainActor.get(a ?? '') ?? Actor.ACTOR_UNSPECIFIED;
+
+/** An Actor that may be ACTOR_UNSPECIFIED (undefined: "not given"). */
+const optionalActor = z.nativeEnum(Actor).transform((a, ctx) => {
+  if (a === Actor.ACTOR_UNSPECIFIED) return undefined;
+  const d = toDomainActor.get(a);
+  if (!d) ctx.addIssue({ code: z.ZodIssueCode.custom, message: ACTOR_VALUES });
+  return d;
+});
+const requiredActor = optionalActor.refine((a): a is DomainActor => a !== undefined, ACTOR_VALUES);
+
+const afterRevision = z.number().int().nonnegative('must not be negative').optional();
+const expectedRevision = z
+  .number()
+  .int()
+  .min(1, 'must be at least 1 (revisions start at 1); leave it unset to write whatever the revision')
+  .optional();
+const watchSession = z.object({ sessionId: uuid, afterRevision });
 const utteranceChunk = z.object({
   sessionId: z.union([z.literal(''), uuid]),
-  actor: z.union([z.literal(''), actor]),
+  actor: optionalActor,
   // Empty: the utterance is appended as dialogue; else the event it is sent with.
-  event: z.string().refine((e) => e === '' || eventName.safeParse(e).success, 'must be empty or 1–100 letters, digits, _ . : or -'),
+  eventName: z.string().refine((e) => e === '' || eventName.safeParse(e).success, 'must be empty or 1–100 letters, digits, _ . : or -'),
   utteranceId: z.string().max(100, 'must be at most 100 characters'),
   text: z.string(),
-  expectedRevision: revision,
-  final: z.boolean(),
+  expectedRevision,
+  lastChunk: z.boolean(),
+  requestId: z.union([z.literal(''), uuid]),
 });
-const chatSendEvent = z.object({
-  event: eventName,
-  actor: z.union([z.literal(''), actor]).transform((a) => (a === '' ? undefined : (a as Actor))),
-  actorInput: z.string(),
-  expectedRevision: revision,
-});
-const chatAppend = z.object({ actor: actor.transform((a) => a as Actor), actorText: z.string(), expectedRevision: revision });
+const chatSendEvent = z.object({ eventName, actor: optionalActor, actorInput: z.string(), expectedRevision });
+const chatAppend = z.object({ actor: requiredActor, actorText: z.string(), expectedRevision });
+
+/** INVALID_ARGUMENT FIELD_TOO_LARGE when `text` is over `max` bytes of UTF-8. */
+function checkSize(field: string, text: string, max: number): void {
+  if (text.length <= max / 3 || Buffer.byteLength(text, 'utf8') <= max) return;
+  const description = `must be at most ${max} bytes of UTF-8`;
+  throw new AppError('INVALID_ARGUMENT', `${field}: ${description}`, [{ field, description }], {
+    reason: 'FIELD_TOO_LARGE',
+    metadata: new Map([['max_bytes', String(max)]]),
+  });
+}
 
 /** Stored event (snake_case JSON in session_events and on the bus) → proto. */
 function toEvent(e: { kind: string; payload: Record<string, any> }): SessionEvent {
@@ -58,9 +93,9 @@ function toEvent(e: { kind: string; payload: Record<string, any> }): SessionEven
         },
       };
     case 'state_changed':
-      return { stateChanged: { fromState: p.from_state, toState: p.to_state, event: p.event, actor: p.actor, actorInput: p.actor_input } };
+      return { stateChanged: { fromState: p.from_state, toState: p.to_state, eventName: p.event, actor: actorOf(p.actor) } };
     case 'fields_updated':
-      return { fieldsUpdated: { updateMask: p.update_mask ?? [], fields: p.fields, actor: p.actor ?? '', actorInput: p.actor_input ?? '' } };
+      return { fieldsUpdated: { updateMask: p.update_mask ?? [], fields: p.fields, actor: actorOf(p.actor), actorInput: p.actor_input ?? '' } };
     case 'secondary_put':
       return { secondaryPut: { key: p.key, sizeBytes: p.size_bytes } };
     case 'session_deleted':
@@ -72,9 +107,12 @@ function toEvent(e: { kind: string; payload: Record<string, any> }): SessionEven
 
 export function toUpdate(sessionId: string, u: LiveUpdate): SessionUpdate {
   if ('commit' in u) return { sessionId, revision: u.revision, commit: { events: u.commit.map(toEvent) } };
-  return 'delta' in u.ephemeral
-    ? { sessionId, revision: 0, delta: u.ephemeral.delta }
-    : { sessionId, revision: 0, aborted: u.ephemeral.aborted };
+  if ('caughtUp' in u) return { sessionId, revision: u.revision, caughtUp: {} };
+  if ('delta' in u.ephemeral) {
+    const d = u.ephemeral.delta;
+    return { sessionId, revision: 0, delta: { utteranceId: d.utteranceId, actor: actorOf(d.actor), chunkIndex: d.chunkIndex, text: d.text } };
+  }
+  return { sessionId, revision: 0, aborted: u.ephemeral.aborted };
 }
 
 export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits: Limits): Record<string, Handler> {
@@ -82,7 +120,7 @@ export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits
     watchSession: serverStream(async (req, call, ctx) => {
       const r = parseInput(watchSession, req);
       const { signal } = ctx;
-      return live.watch(callerOf(ctx), r.sessionId, r.afterRevision, (u) => send(call, { update: toUpdate(r.sessionId, u) }, signal), signal);
+      return live.watch(callerOf(ctx), r.sessionId, r.afterRevision ?? 0, (u) => send(call, { update: toUpdate(r.sessionId, u) }, signal), signal);
     }),
 
     streamUtterance: clientStream(async (call, ctx) => {
@@ -91,15 +129,19 @@ export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits
       // The text received and not yet committed counts against the utterance's and the account's budgets.
       const budget = limits.utterance(caller.accountId, ctx.method);
       const chunks = (async function* () {
+        let sawLast = false;
         for await (const msg of messages) {
+          // Refused before it is parsed or counted: whatever it holds, its fault is to come at all.
+          if (sawLast) throw messageAfterLastChunk();
           const chunk = parseInput(utteranceChunk, msg) as UtteranceChunk;
           budget.add(Buffer.byteLength(chunk.text, 'utf8'));
+          sawLast = chunk.lastChunk;
           yield chunk;
         }
       })();
       try {
-        const { view, utteranceId } = await live.streamUtterance(caller, chunks, ctx.signal);
-        return { session: toSession(view), utteranceId };
+        const c = await live.streamUtterance(caller, chunks, ctx.signal);
+        return { utteranceId: c.utteranceId, revision: c.revision, dialogueIndex: c.dialogueIndex, state: c.state, updateTime: c.updateTime };
       } finally {
         messages.close();
         budget.release();
@@ -143,13 +185,33 @@ async function chatOn(
   if (first.done) return;
   const open = first.value.open;
   if (!open) throw invalidArgument('open', 'the first message of a Chat stream must be open');
-  const { sessionId, afterRevision } = parseInput(watchSession, open, 'open.');
+  const { sessionId, afterRevision: after } = parseInput(watchSession, open, 'open.');
+  const openId = first.value.requestId;
+  if (openId.length > MAX_CHAT_REQUEST_ID_CHARS) throw invalidArgument('request_id', `must be at most ${MAX_CHAT_REQUEST_ID_CHARS} characters`);
 
   // Watching runs beside the request loop; whichever ends first (session deleted, client done, error) ends both.
   const stop = new AbortController();
   const signal = AbortSignal.any([ctx.signal, stop.signal]);
-  const watching = live.watch(caller, sessionId, afterRevision, (u) => send(call, { update: toUpdate(sessionId, u) }, signal), signal);
+  // The open is answered first, with the revision the session was at, before the replay and any other answer.
+  let opened = false;
+  let markOpened!: () => void;
+  const isOpened = new Promise<void>((resolve) => (markOpened = resolve));
+  const watching = live.watch(
+    caller,
+    sessionId,
+    after ?? 0,
+    (u) => send(call, { update: toUpdate(sessionId, u) }, signal),
+    signal,
+    async (revision) => {
+      await send(call, { ack: { requestId: openId, revision } }, signal);
+      opened = true;
+      markOpened();
+    },
+  );
   const handling = (async () => {
+    // Until the open is answered no request is read; an open that failed ends the stream with its status.
+    await Promise.race([isOpened, watching.then(ended, ended)]);
+    if (!opened) return;
     for (;;) {
       let next: IteratorResult<ChatRequest>;
       // A message that decoded but failed the request checks is one bad request: it gets its error and the
@@ -165,26 +227,32 @@ async function chatOn(
       if (next.done || signal.aborted) return;
       const { sendEvent, appendDialogue } = next.value;
       // A request id that is itself invalid is not echoed: the answer goes out with an empty one.
-      const requestId = rejected?.violations.some((v) => v.field === 'request_id') ? '' : next.value.requestId;
+      const badId = rejected?.violations.some((v) => v.field === 'request_id') || next.value.requestId.length > MAX_CHAT_REQUEST_ID_CHARS;
+      const requestId = badId ? '' : next.value.requestId;
       try {
         // Each request is a write like an RPC's, so it takes a token of the account's rate too.
         limits.admit(caller.accountId, ctx.method);
         if (rejected) throw rejected;
+        if (badId) throw invalidArgument('request_id', `must be at most ${MAX_CHAT_REQUEST_ID_CHARS} characters`);
         let rev: number;
         if (sendEvent) {
           const r = parseInput(chatSendEvent, sendEvent, 'send_event.');
-          rev = (await genie.sendEvent(caller, { sessionId, ...r })).view.session.revision;
+          checkSize('send_event.actor_input', r.actorInput, MAX_CHAT_UTTERANCE_BYTES);
+          const req = { sessionId, event: r.eventName, actor: r.actor, actorInput: r.actorInput, expectedRevision: r.expectedRevision ?? 0 };
+          rev = (await genie.sendEvent(caller, req)).view.session.revision;
         } else if (appendDialogue) {
           const r = parseInput(chatAppend, appendDialogue, 'append_dialogue.');
-          rev = (await genie.appendDialogue(caller, { sessionId, ...r })).session.revision;
+          checkSize('append_dialogue.actor_text', r.actorText, MAX_CHAT_UTTERANCE_BYTES);
+          const req = { sessionId, actor: r.actor, actorText: r.actorText, expectedRevision: r.expectedRevision ?? 0 };
+          rev = (await genie.appendDialogue(caller, req)).session.revision;
         } else {
           throw invalidArgument('request', 'must be send_event or append_dialogue after open');
         }
         await send(call, { ack: { requestId, revision: rev } }, signal);
       } catch (err) {
         if (!(err instanceof AppError)) throw err;
-        const se = toServiceError(err);
-        await send(call, { error: { requestId, code: se.code, message: se.details } }, signal);
+        // The Status a unary call would carry in grpc-status-details-bin: code, message, ErrorInfo, BadRequest…
+        await send(call, { error: { requestId, status: rpcStatusOf(err) } }, signal);
       }
     }
   })();
@@ -201,3 +269,5 @@ async function chatOn(
     stop.abort();
   }
 }
+
+const ended = () => undefined;

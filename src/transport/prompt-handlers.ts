@@ -1,19 +1,21 @@
 import { z } from 'zod';
 import type { PromptService } from '../prompt/service.js';
 import type { HistoryRow, PluginUsageRow, PromptPatch, PromptRow, ToolCallRow } from '../storage/prompt-repo.js';
-import type { OwnedNameRow } from '../storage/admin-repo.js';
 import {
+  ChatMessage,
   ChatRole,
-  type ChatMessage,
-  type PluginInfo,
-  type Prompt,
-  type PromptHistory,
-  type PromptPluginUsage,
-  type PromptToolCall,
+  GetPromptHistoryResponse,
+  Prompt,
+  PromptHistory,
+  PromptPluginUsage,
+  PromptToolCall,
   type UpdatePromptRequest,
 } from '../gen/parley/prompt/v1/prompt.js';
+import { Struct } from '../gen/google/protobuf/struct.js';
 import { AppError, invalidArgument, quote, type FieldViolation } from '../errors.js';
 import { fromOpenAiMessage, validateChatMessages, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
+import { REPLY_BUDGET_BYTES } from '../prompt/service.js';
+import { toPlugin } from './admin-handlers.js';
 import {
   ANNOTATION_STRING_VALUE_MAX_LENGTH,
   normalizeDescription,
@@ -47,11 +49,12 @@ export const toPrompt = (r: PromptRow): Prompt => ({
   ipAddress: r.ipAddress,
   userAgent: r.userAgent,
   url: r.url,
-  createdAt: r.createdAt,
-  updatedAt: r.updatedAt,
+  createTime: r.createdAt,
+  updateTime: r.updatedAt,
   userProfileId: r.userProfileId,
   llmClientId: r.llmClientId,
   accountId: r.accountId,
+  revision: r.revision,
 });
 
 const roleToProto: Record<ChatRoleName, ChatRole> = {
@@ -67,7 +70,7 @@ export const toChatMessage = (m: ChatMessageData): ChatMessage => ({
   role: m.role ? roleToProto[m.role] : ChatRole.CHAT_ROLE_UNSPECIFIED,
   content: m.content,
   name: m.name,
-  toolCalls: m.toolCalls.map((c) => ({ ...c })),
+  toolCalls: m.toolCalls.map((c) => ({ id: c.id, callType: c.callType, functionName: c.functionName, functionArguments: c.functionArguments })),
   toolCallId: m.toolCallId,
 });
 
@@ -77,8 +80,8 @@ export const toHistory = (r: HistoryRow): PromptHistory => ({
   request: r.request,
   response: r.response,
   messages: r.messages.map((m) => toChatMessage(fromOpenAiMessage(m))),
-  createdAt: r.createdAt,
-  updatedAt: r.updatedAt,
+  createTime: r.createdAt,
+  revision: r.revision,
 });
 
 export const toToolCall = (r: ToolCallRow): PromptToolCall => ({
@@ -89,8 +92,8 @@ export const toToolCall = (r: ToolCallRow): PromptToolCall => ({
   functionArgs: r.functionArgs,
   request: r.request,
   response: r.response,
-  createdAt: r.createdAt,
-  updatedAt: r.updatedAt,
+  createTime: r.createdAt,
+  revision: r.revision,
 });
 
 export const toPluginUsage = (r: PluginUsageRow): PromptPluginUsage => ({
@@ -98,11 +101,50 @@ export const toPluginUsage = (r: PluginUsageRow): PromptPluginUsage => ({
   promptId: r.promptId,
   pluginId: r.pluginId,
   inputText: r.inputText,
-  createdAt: r.createdAt,
-  updatedAt: r.updatedAt,
+  createTime: r.createdAt,
+  revision: r.revision,
 });
 
-const toPluginInfo = (r: OwnedNameRow): PluginInfo => ({ id: r.id, name: r.name, description: r.description, createdAt: r.createdAt });
+// ---------------------------------------------------------------------------
+// Size limits (documented in prompt.proto): enforced on the way in, so that no reply can pass 4 MiB.
+// ---------------------------------------------------------------------------
+
+/** A history entry or a tool call, as encoded in protobuf (a reply carries it at this size). */
+export const LOG_ENTRY_MAX_BYTES = 1024 * 1024;
+/** RecordPluginUsage.input_text, in UTF-8 bytes. */
+export const INPUT_TEXT_MAX_BYTES = 64 * 1024;
+/** Prompt.description, in characters. */
+export const DESCRIPTION_MAX_LENGTH = 4096;
+/** Prompt.tags and Prompt.annotations, in entries. */
+export const TAGS_MAX_COUNT = 64;
+export const ANNOTATIONS_MAX_COUNT = 64;
+/** OpenPromptRequest.llm_client_url, in characters. */
+export const LLM_CLIENT_URL_MAX_LENGTH = 2048;
+
+/** INVALID_ARGUMENT with reason FIELD_TOO_LARGE naming the field. */
+const fieldTooLarge = (field: string, description: string) => invalidArgument(field, description, 'FIELD_TOO_LARGE');
+
+/** INVALID_ARGUMENT on `update_mask`, reason UPDATE_MASK_INVALID, naming the path. */
+const maskInvalid = (violations: FieldViolation[]) => invalidArgument(violations, 'UPDATE_MASK_INVALID');
+
+const structBytes = (v: Record<string, unknown> | undefined) => (v === undefined ? 0 : Struct.encode(Struct.wrap(v)).finish().length);
+const textBytes = (v: string) => Buffer.byteLength(v, 'utf8');
+const mib = (n: number) => `${(n / (1024 * 1024)).toFixed(2)} MiB`;
+
+/** Refuses an entry past LOG_ENTRY_MAX_BYTES, naming its largest part. */
+function checkEntrySize(parts: Record<string, number>): void {
+  const total = Object.values(parts).reduce((a, b) => a + b, 0);
+  if (total <= LOG_ENTRY_MAX_BYTES) return;
+  const [largest] = Object.entries(parts).sort(([, a], [, b]) => b - a)[0] ?? ['request'];
+  const detail = Object.entries(parts).map(([k, n]) => `${k} ${mib(n)}`).join(', ');
+  throw fieldTooLarge(largest, `the entry is ${mib(total)} (${detail}); at most 1 MiB in all`);
+}
+
+/** Bytes an item adds to a repeated field of a reply: the encoded message plus its tag and length prefix. */
+const inList = (n: number) => 1 + (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4) + n;
+export const historySize = (r: HistoryRow) => inList(PromptHistory.encode(toHistory(r)).finish().length);
+export const toolCallSize = (r: ToolCallRow) => inList(PromptToolCall.encode(toToolCall(r)).finish().length);
+export const pluginUsageSize = (r: PluginUsageRow) => inList(PromptPluginUsage.encode(toPluginUsage(r)).finish().length);
 
 /** Turns one of the pure rules (message or undefined) into a zod refinement. */
 const rule = (check: (v: string) => string | undefined) => (v: string, ctx: z.RefinementCtx) => {
@@ -119,7 +161,7 @@ function parse<S extends z.ZodType>(schema: S, input: unknown): z.infer<S> {
     return parseInput(schema, input);
   } catch (err) {
     if (err instanceof AppError && err.code === 'INVALID_ARGUMENT') {
-      throw invalidArgument(err.violations.map((v) => ({ ...v, field: v.field.replace(/\.(\d+)(?=\.|$)/g, '[$1]') })));
+      throw invalidArgument(err.violations.map((v) => ({ ...v, field: v.field.replace(/\.(\d+)(?=\.|$)/g, '[$1]') })), err.reason);
     }
     throw err;
   }
@@ -166,9 +208,12 @@ const listPrompts = z
     message: 'must be later than created_after',
   });
 
-const deletePrompt = z.object({ id: uuid, requestId });
+/** proto3 `optional int64`: undefined when not sent. */
+const expectedRevision = z.number().int().nonnegative('must not be negative').optional();
 
-const chatToolCall = z.object({ id: z.string(), type: z.string(), functionName: z.string(), functionArguments: z.string() });
+const deletePrompt = z.object({ id: uuid, requestId, expectedRevision });
+
+const chatToolCall = z.object({ id: z.string(), callType: z.string(), functionName: z.string(), functionArguments: z.string() });
 const chatMessage = z.object({
   role: z.number().transform((r) => roleFromProto.get(r)),
   content: z.string(),
@@ -185,7 +230,7 @@ const recordToolCall = z.object({
   functionName: z.string().superRefine((v, ctx) => {
     if (v !== '') rule(validateToolCallFunctionName)(v, ctx);
   }),
-  // Kept verbatim and unbounded: models emit long (and sometimes malformed) JSON arguments.
+  // Kept verbatim (models emit long and sometimes malformed JSON arguments), within the entry's 1 MiB.
   functionArgs: z.string(),
   request: json,
   response: json,
@@ -199,64 +244,129 @@ const listPlugins = z.object(page);
 
 const UPDATABLE = ['name', 'description', 'version', 'annotations', 'tags'] as const;
 type Updatable = (typeof UPDATABLE)[number];
+const OUTPUT_ONLY = new Set(['id', 'session_key', 'ip_address', 'user_agent', 'url', 'create_time', 'update_time', 'user_profile_id', 'llm_client_id', 'account_id', 'revision']);
+
+/** The mask's fields; every path that names no updatable field is a violation naming it. */
+function maskFields(req: UpdatePromptRequest): Set<Updatable> {
+  const p = req.prompt;
+  const paths = req.updateMask ?? [];
+  const fields = new Set<Updatable>();
+  if (paths.length === 0) {
+    // AIP-134: no mask means the updatable fields the request sets (non-empty).
+    if (p?.name) fields.add('name');
+    if (p?.description) fields.add('description');
+    if (p?.version) fields.add('version');
+    if (p && Object.keys(p.annotations).length) fields.add('annotations');
+    if (p?.tags.length) fields.add('tags');
+    return fields;
+  }
+  const bad: FieldViolation[] = [];
+  for (const path of paths) {
+    if (path === '*') UPDATABLE.forEach((f) => fields.add(f));
+    else if ((UPDATABLE as readonly string[]).includes(path)) fields.add(path as Updatable);
+    else {
+      const why = OUTPUT_ONLY.has(path) ? 'is output only or immutable' : 'names no field of Prompt';
+      bad.push({ field: 'update_mask', description: `path ${quote(path)} ${why}; updatable: ${UPDATABLE.join(', ')} or *` });
+    }
+  }
+  if (bad.length) throw maskInvalid(bad);
+  return fields;
+}
 
 /**
- * AIP-134 with one deliberate choice: the mask is required (`*` selects every updatable field), because
- * proto3 sends an empty string for both "clear the description" and "left it alone".
+ * AIP-134: `update_mask` selects the fields taken from `prompt` (`*` all of them); without one, the fields
+ * the request sets. Size limits are checked first (FIELD_TOO_LARGE), then each value.
  */
-export function parseUpdate(req: UpdatePromptRequest): { id: string; patch: PromptPatch; requestId: string | undefined } {
-  const { requestId: rid } = parse(z.object({ requestId }), { requestId: req.requestId });
-  const violations: FieldViolation[] = [];
-  const id = req.prompt?.id ?? '';
-  if (!uuid.safeParse(id).success) violations.push({ field: 'prompt.id', description: 'must be a UUID' });
-  const paths = req.updateMask ?? [];
-  if (paths.length === 0) violations.push({ field: 'update_mask', description: `is required: list fields among ${UPDATABLE.join(', ')}, or *` });
-  const fields = new Set<Updatable>();
-  for (const p of paths) {
-    if (p === '*') UPDATABLE.forEach((f) => fields.add(f));
-    else if ((UPDATABLE as readonly string[]).includes(p)) fields.add(p as Updatable);
-    else violations.push({ field: 'update_mask', description: `${quote(p)} is not an updatable field (${UPDATABLE.join(', ')})` });
-  }
+export function parseUpdate(req: UpdatePromptRequest): {
+  id: string;
+  patch: PromptPatch;
+  requestId: string | undefined;
+  expectedRevision: number | undefined;
+} {
+  const { requestId: rid, expectedRevision: expected } = parse(z.object({ requestId, expectedRevision }), {
+    requestId: req.requestId,
+    expectedRevision: req.expectedRevision,
+  });
   const p = req.prompt;
+  if (!p) throw invalidArgument('prompt', 'is required');
+  if (!uuid.safeParse(p.id).success) throw invalidArgument('prompt.id', 'must be a UUID');
+  const fields = maskFields(req);
+  if (fields.has('description') && p.description.length > DESCRIPTION_MAX_LENGTH) {
+    throw fieldTooLarge('prompt.description', `must be at most ${DESCRIPTION_MAX_LENGTH} characters`);
+  }
+  if (fields.has('tags') && p.tags.length > TAGS_MAX_COUNT) throw fieldTooLarge('prompt.tags', `must be at most ${TAGS_MAX_COUNT} tags`);
+  if (fields.has('annotations')) {
+    const entries = Object.entries(p.annotations);
+    if (entries.length > ANNOTATIONS_MAX_COUNT) throw fieldTooLarge('prompt.annotations', `must be at most ${ANNOTATIONS_MAX_COUNT} entries`);
+    const long = entries.find(([, v]) => v.length > ANNOTATION_STRING_VALUE_MAX_LENGTH);
+    if (long) throw fieldTooLarge('prompt.annotations', `value of ${quote(long[0])} must be at most ${ANNOTATION_STRING_VALUE_MAX_LENGTH} characters`);
+  }
+  const violations: FieldViolation[] = [];
+  const check = (field: string, problem: string | undefined) => problem && violations.push({ field: `prompt.${field}`, description: problem });
   const patch: PromptPatch = {};
-  if (p) {
-    const check = (field: string, problem: string | undefined) => problem && violations.push({ field: `prompt.${field}`, description: problem });
-    if (fields.has('name')) {
-      check('name', validatePromptName(p.name));
-      patch.name = p.name;
-    }
-    if (fields.has('description')) patch.description = normalizeDescription(p.description) ?? '';
-    if (fields.has('version')) {
-      check('version', validatePromptVersion(p.version));
-      patch.version = normalizePromptVersion(p.version);
-    }
-    if (fields.has('tags')) {
-      p.tags.forEach((t, i) => check(`tags[${i}]`, validateTag(t)));
-      patch.tags = normalizeTags(p.tags);
-    }
-    if (fields.has('annotations')) {
-      for (const [k, v] of Object.entries(p.annotations)) {
-        check('annotations', validateAnnotationKey(k));
-        if (v.length > ANNOTATION_STRING_VALUE_MAX_LENGTH) {
-          check('annotations', `value of "${k}" must be at most ${ANNOTATION_STRING_VALUE_MAX_LENGTH} characters`);
-        }
-      }
-      patch.annotations = { ...p.annotations };
-    }
-  } else {
-    violations.push({ field: 'prompt', description: 'is required' });
+  if (fields.has('name')) {
+    check('name', validatePromptName(p.name));
+    patch.name = p.name;
+  }
+  if (fields.has('description')) patch.description = normalizeDescription(p.description) ?? '';
+  if (fields.has('version')) {
+    check('version', validatePromptVersion(p.version));
+    patch.version = normalizePromptVersion(p.version);
+  }
+  if (fields.has('tags')) {
+    p.tags.forEach((t, i) => check(`tags[${i}]`, validateTag(t)));
+    patch.tags = normalizeTags(p.tags);
+  }
+  if (fields.has('annotations')) {
+    for (const k of Object.keys(p.annotations)) check('annotations', validateAnnotationKey(k));
+    patch.annotations = { ...p.annotations };
   }
   if (violations.length) throw invalidArgument(violations);
-  return { id, patch, requestId: rid };
+  return { id: p.id, patch, requestId: rid, expectedRevision: expected };
 }
 
 const required = (cond: boolean, field: string, description: string) => {
   if (!cond) throw invalidArgument(field, description);
 };
 
+/** GetPromptHistory's reply: the logs fill what the prompt and the latest entry leave of the budget. */
+function historyReply(h: Awaited<ReturnType<PromptService['history']>>): GetPromptHistoryResponse {
+  const reply: GetPromptHistoryResponse = {
+    prompt: toPrompt(h.prompt),
+    promptHistory: h.messages.map((m) => toChatMessage(fromOpenAiMessage(m))),
+    toolCalls: [],
+    pluginUsage: [],
+    latestHistory: h.latest ? toHistory(h.latest) : undefined,
+    revision: h.revision,
+    truncated: false,
+  };
+  let used = GetPromptHistoryResponse.encode(reply).finish().length;
+  for (const r of h.toolCalls) {
+    const n = toolCallSize(r);
+    if (used + n > REPLY_BUDGET_BYTES) {
+      reply.truncated = true;
+      break;
+    }
+    used += n;
+    reply.toolCalls.push(toToolCall(r));
+  }
+  for (const r of h.pluginUsage) {
+    const n = pluginUsageSize(r);
+    if (used + n > REPLY_BUDGET_BYTES) {
+      reply.truncated = true;
+      break;
+    }
+    used += n;
+    reply.pluginUsage.push(toPluginUsage(r));
+  }
+  return reply;
+}
+
 export function promptHandlers(prompts: PromptService): Record<string, Handler> {
   return {
     openPrompt: unary(async (req, ctx) => {
+      const url = (req as { llmClientUrl?: string }).llmClientUrl;
+      if (url && url.length > LLM_CLIENT_URL_MAX_LENGTH) throw fieldTooLarge('llm_client_url', `must be at most ${LLM_CLIENT_URL_MAX_LENGTH} characters`);
       const { requestId: rid, ...r } = parse(openPrompt, req);
       const { prompt, created } = await prompts.open(callerOf(ctx), r, rid);
       return { prompt: toPrompt(prompt), created };
@@ -272,16 +382,22 @@ export function promptHandlers(prompts: PromptService): Record<string, Handler> 
       return { prompts: page.items.map(toPrompt), nextPageToken: page.nextPageToken };
     }),
     updatePrompt: unary(async (req, ctx) => {
-      const { id, patch, requestId: rid } = parseUpdate(req as UpdatePromptRequest);
-      return { prompt: toPrompt(await prompts.update(callerOf(ctx), id, patch, rid)) };
+      const { id, patch, requestId: rid, expectedRevision: expected } = parseUpdate(req as UpdatePromptRequest);
+      const { prompt, changed } = await prompts.update(callerOf(ctx), id, patch, expected, rid);
+      return { prompt: toPrompt(prompt), changed };
     }),
     deletePrompt: unary(async (req, ctx) => {
       const r = parse(deletePrompt, req);
-      await prompts.delete(callerOf(ctx), r.id, r.requestId);
-      return {};
+      return { revision: await prompts.delete(callerOf(ctx), r.id, r.expectedRevision, r.requestId) };
     }),
     appendHistory: unary(async (req, ctx) => {
       const { requestId: rid, ...r } = parse(appendHistory, req);
+      const raw = req as { messages: ChatMessage[] };
+      checkEntrySize({
+        request: structBytes(r.request),
+        response: structBytes(r.response),
+        messages: raw.messages.reduce((n, m) => n + inList(ChatMessage.encode(m).finish().length), 0),
+      });
       const problems = validateChatMessages(r.messages);
       if (problems.length) throw invalidArgument(problems);
       required(
@@ -289,48 +405,45 @@ export function promptHandlers(prompts: PromptService): Record<string, Handler> 
         'messages',
         'an entry needs messages, a request or a response',
       );
-      return { history: toHistory(await prompts.appendHistory(callerOf(ctx), r, rid)) };
+      const row = await prompts.appendHistory(callerOf(ctx), r, rid);
+      return { id: row.id, revision: row.revision, createTime: row.createdAt, messageCount: row.messages.length, sizeBytes: historySize(row) };
     }),
     listHistory: unary(async (req, ctx) => {
       const r = parse(listLog, req);
-      const page = await prompts.listHistory(callerOf(ctx), r.promptId, r);
+      const page = await prompts.listHistory(callerOf(ctx), r.promptId, r, historySize);
       return { history: page.items.map(toHistory), nextPageToken: page.nextPageToken };
     }),
     recordToolCall: unary(async (req, ctx) => {
       const { requestId: rid, ...r } = parse(recordToolCall, req);
-      return { toolCall: toToolCall(await prompts.recordToolCall(callerOf(ctx), r, rid)) };
+      checkEntrySize({ function_args: textBytes(r.functionArgs), request: structBytes(r.request), response: structBytes(r.response) });
+      const row = await prompts.recordToolCall(callerOf(ctx), r, rid);
+      return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: toolCallSize(row) };
     }),
     listToolCalls: unary(async (req, ctx) => {
       const r = parse(listLog, req);
-      const page = await prompts.listToolCalls(callerOf(ctx), r.promptId, r);
+      const page = await prompts.listToolCalls(callerOf(ctx), r.promptId, r, toolCallSize);
       return { toolCalls: page.items.map(toToolCall), nextPageToken: page.nextPageToken };
     }),
     recordPluginUsage: unary(async (req, ctx) => {
       const { requestId: rid, ...r } = parse(recordPluginUsage, req);
-      return { pluginUsage: toPluginUsage(await prompts.recordPluginUsage(callerOf(ctx), r, rid)) };
+      if (textBytes(r.inputText) > INPUT_TEXT_MAX_BYTES) throw fieldTooLarge('input_text', `must be at most ${INPUT_TEXT_MAX_BYTES / 1024} KiB (UTF-8)`);
+      const row = await prompts.recordPluginUsage(callerOf(ctx), r, rid);
+      return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: pluginUsageSize(row) };
     }),
     listPluginUsage: unary(async (req, ctx) => {
       const r = parse(listLog, req);
-      const page = await prompts.listPluginUsage(callerOf(ctx), r.promptId, r);
+      const page = await prompts.listPluginUsage(callerOf(ctx), r.promptId, r, pluginUsageSize);
       return { pluginUsage: page.items.map(toPluginUsage), nextPageToken: page.nextPageToken };
     }),
     getPromptHistory: unary(async (req, ctx) => {
       const r = parse(byIdOrKey, req);
       required(!!(r.id || r.sessionKey), 'id', 'id or session_key is required');
-      const h = await prompts.history(callerOf(ctx), r);
-      return {
-        prompt: toPrompt(h.prompt),
-        promptHistory: h.messages.map((m) => toChatMessage(fromOpenAiMessage(m))),
-        toolCalls: h.toolCalls.map(toToolCall),
-        pluginUsage: h.pluginUsage.map(toPluginUsage),
-        latestHistory: h.latest ? toHistory(h.latest) : undefined,
-        revision: h.revision,
-      };
+      return historyReply(await prompts.history(callerOf(ctx), r));
     }),
     listPlugins: unary(async (req, ctx) => {
       const r = parse(listPlugins, req);
       const page = await prompts.listPlugins(callerOf(ctx), r);
-      return { plugins: page.items.map(toPluginInfo), nextPageToken: page.nextPageToken };
+      return { plugins: page.items.map(toPlugin), nextPageToken: page.nextPageToken };
     }),
   };
 }

@@ -15,15 +15,16 @@ const watchRequest = z.object({ promptId: uuid, afterRevision: z.number().int().
 
 function toResponse(promptId: string, u: PromptUpdate): WatchPromptResponse {
   const base = { promptId, revision: u.revision };
-  if ('updated' in u) return { ...base, promptUpdated: toPrompt(u.updated) };
-  if ('deleted' in u) return { ...base, promptDeleted: {} };
+  if ('caughtUp' in u) return { update: { ...base, caughtUp: {} } };
+  if ('updated' in u) return { update: { ...base, promptUpdated: toPrompt(u.updated) } };
+  if ('deleted' in u) return { update: { ...base, promptDeleted: {} } };
   switch (u.entry.table) {
     case 'prompt_history':
-      return { ...base, history: toHistory(u.entry.row) };
+      return { update: { ...base, history: toHistory(u.entry.row) } };
     case 'prompt_tool_calls':
-      return { ...base, toolCall: toToolCall(u.entry.row) };
+      return { update: { ...base, toolCall: toToolCall(u.entry.row) } };
     case 'prompt_plugin_usage':
-      return { ...base, pluginUsage: toPluginUsage(u.entry.row) };
+      return { update: { ...base, pluginUsage: toPluginUsage(u.entry.row) } };
   }
 }
 

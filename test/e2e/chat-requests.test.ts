@@ -1,6 +1,7 @@
 import test from 'ava';
 import { Client, credentials, status, type ServiceError } from '@grpc/grpc-js';
-import { ChatRequest, ChatResponse } from '../../src/gen/parley/genie/v1/genie.js';
+import { Actor, ChatRequest, ChatResponse } from '../../src/gen/parley/genie/v1/genie.js';
+import { decodeErrorInfo, decodeViolatedFields } from '../helpers/genie-stream.js';
 import { createTenant, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { chatType, genie } from '../genie/fixtures.js';
 import { eventually } from '../helpers/eventually.js';
@@ -24,8 +25,9 @@ class Chat {
     this.call.write({ requestId: '', open: undefined, sendEvent: undefined, appendDialogue: undefined, ...r });
   }
 
+  /** The answers to the requests after the open. */
   answers() {
-    return this.responses.filter((r) => r.ack || r.error);
+    return this.responses.filter((r) => (r.ack && r.ack.requestId !== 'open') || r.error);
   }
 }
 
@@ -38,7 +40,10 @@ async function setup() {
   return { s, tenant, sessionId };
 }
 
-const say = (requestId: string, actorInput: string): Partial<ChatRequest> => ({ requestId, sendEvent: { event: 'user_says', actor: '', actorInput, expectedRevision: 0 } });
+const say = (requestId: string, actorInput: string): Partial<ChatRequest> => ({
+  requestId,
+  sendEvent: { eventName: 'user_says', actor: Actor.ACTOR_UNSPECIFIED, actorInput, expectedRevision: undefined },
+});
 
 test.serial('Chat answers a request that fails the request checks with a per-request INVALID_ARGUMENT naming the field, and serves the next ones', async (t) => {
   const { s, tenant, sessionId } = await setup();
@@ -48,21 +53,26 @@ test.serial('Chat answers a request that fails the request checks with a per-req
     c.write(say('r1', 'hello'));
     c.write(say('r2', 'nul\u0000inside'));
     c.write(say('bad\u0000id', 'fine'));
-    c.write({ requestId: 'r4', appendDialogue: { actor: 'user', actorText: 'another\u0000nul', expectedRevision: 0 } });
+    c.write({ requestId: 'r4', appendDialogue: { actor: Actor.ACTOR_USER, actorText: 'another\u0000nul', expectedRevision: undefined } });
     c.write(say('r5', 'still served'));
     await eventually(() => c.answers().length === 5 || c.error !== undefined, 'five answers');
     t.is(c.error, undefined, 'the stream is still open');
     const [r1, r2, r3, r4, r5] = c.answers();
     t.is(r1!.ack?.requestId, 'r1');
-    t.like(r2!.error, { requestId: 'r2', code: status.INVALID_ARGUMENT });
-    t.regex(r2!.error!.message, /^send_event\.actor_input: /);
-    t.like(r3!.error, { requestId: '', code: status.INVALID_ARGUMENT }, 'an invalid request id is not echoed');
-    t.regex(r3!.error!.message, /^request_id: /);
-    t.like(r4!.error, { requestId: 'r4', code: status.INVALID_ARGUMENT });
-    t.regex(r4!.error!.message, /^append_dialogue\.actor_text: /);
+    t.like(r2!.error, { requestId: 'r2', status: { code: status.INVALID_ARGUMENT } });
+    t.regex(r2!.error!.status!.message, /^send_event\.actor_input: /);
+    t.deepEqual(decodeViolatedFields(r2!.error!.status!), ['send_event.actor_input']);
+    t.like(r3!.error, { requestId: '', status: { code: status.INVALID_ARGUMENT } }, 'an invalid request id is not echoed');
+    t.regex(r3!.error!.status!.message, /^request_id: /);
+    t.like(r4!.error, { requestId: 'r4', status: { code: status.INVALID_ARGUMENT } });
+    t.regex(r4!.error!.status!.message, /^append_dialogue\.actor_text: /);
+    t.deepEqual(decodeViolatedFields(r4!.error!.status!), ['append_dialogue.actor_text']);
     t.is(r5!.ack?.requestId, 'r5');
     t.is(r5!.ack?.revision, 3, 'only the valid requests were written');
-    for (const a of [r2, r3, r4]) t.notRegex(a!.error!.message, /internal|Error|at .*\.ts/);
+    for (const a of [r2, r3, r4]) {
+      t.notRegex(a!.error!.status!.message, /internal|Error|at .*\.ts/);
+      t.like(decodeErrorInfo(a!.error!.status!), { domain: 'parley' }, 'every ChatError carries an ErrorInfo');
+    }
     c.call.end();
     await eventually(() => c.ended || c.error !== undefined, 'the end of the chat');
     t.is(c.error, undefined);
@@ -75,7 +85,7 @@ test.serial('Chat ends with INVALID_ARGUMENT, never INTERNAL, when there is no r
   const { s, tenant, sessionId } = await setup();
   try {
     const badOpen = new Chat(s, tenant);
-    badOpen.write({ requestId: 'open', open: { sessionId: `${sessionId}\u0000`, afterRevision: 0 } });
+    badOpen.write({ requestId: 'open', open: { sessionId: `${sessionId}\u0000`, afterRevision: undefined } });
     await eventually(() => badOpen.error !== undefined, 'the invalid open to end the stream');
     t.is(badOpen.error!.code, status.INVALID_ARGUMENT);
     t.deepEqual(violatedFields(badOpen.error!), ['open.session_id']);
@@ -118,6 +128,82 @@ test.serial('Chat on another tenant\'s session ends with NOT_FOUND even when the
       t.is(c.error?.code, status.NOT_FOUND, `chat ${i}: ${c.error?.details}`);
       for (const a of c.answers()) t.like(a.error, { code: status.INVALID_ARGUMENT });
     }
+  } finally {
+    await s.stop();
+  }
+});
+
+test.serial('Chat answers its open first, with the revision the session was at, then replays, marks caught_up, and goes live', async (t) => {
+  const { s, tenant, sessionId } = await setup();
+  try {
+    const g = genie(s, tenant);
+    await g.send(sessionId, 'user_says', 'before the open');
+    const c = new Chat(s, tenant);
+    c.write({ requestId: 'open', open: { sessionId, afterRevision: undefined } });
+    await eventually(() => c.responses.some((r) => r.update?.caughtUp) || c.error !== undefined, 'the caught_up marker');
+    t.like(c.responses[0], { ack: { requestId: 'open', revision: 2 } }, 'the open is answered first, with the revision at open');
+    t.deepEqual(
+      c.responses.slice(1).map((r) => [r.update?.revision, r.update?.commit ? 'commit' : r.update?.caughtUp ? 'caught_up' : 'other']),
+      [
+        [1, 'commit'],
+        [2, 'commit'],
+        [2, 'caught_up'],
+      ],
+      'the replay, then one caught_up at the revision it reached',
+    );
+    c.write(say('r1', 'live'));
+    await eventually(() => c.responses.some((r) => r.update?.revision === 3) && c.answers().length === 1, 'the live commit and its ack');
+    t.is(c.responses.filter((r) => r.update?.caughtUp).length, 1, 'caught_up is sent once');
+    t.like(c.answers()[0], { ack: { requestId: 'r1', revision: 3 } });
+
+    // An open with after_revision at the head: acked, nothing to replay, caught_up at once.
+    const at = new Chat(s, tenant);
+    at.write({ requestId: 'open', open: { sessionId, afterRevision: 3 } });
+    await eventually(() => at.responses.length === 2 || at.error !== undefined, 'the ack and caught_up');
+    t.like(at.responses[0], { ack: { requestId: 'open', revision: 3 } });
+    t.like(at.responses[1], { update: { sessionId, revision: 3, caughtUp: {} } });
+    for (const x of [c, at]) x.call.end();
+    await eventually(() => c.ended && at.ended, 'the chats to end');
+  } finally {
+    await s.stop();
+  }
+});
+
+test.serial('ChatError.status is the google.rpc.Status a unary call would carry: code, message, ErrorInfo reason, BadRequest', async (t) => {
+  const { s, tenant, sessionId } = await setup();
+  try {
+    const c = new Chat(s, tenant);
+    c.write({ requestId: 'open', open: { sessionId, afterRevision: undefined } });
+    const huge = 'x'.repeat(1024 * 1024 + 1);
+    c.write({ requestId: 'big', sendEvent: { eventName: 'user_says', actor: Actor.ACTOR_USER, actorInput: huge, expectedRevision: undefined } });
+    c.write({ requestId: 'big2', appendDialogue: { actor: Actor.ACTOR_USER, actorText: huge, expectedRevision: undefined } });
+    c.write({ requestId: 'noactor', appendDialogue: { actor: Actor.ACTOR_UNSPECIFIED, actorText: 'hi', expectedRevision: undefined } });
+    c.write({ requestId: 'zero', sendEvent: { eventName: 'user_says', actor: Actor.ACTOR_USER, actorInput: 'hi', expectedRevision: 0 } });
+    c.write({ requestId: 'stale', sendEvent: { eventName: 'user_says', actor: Actor.ACTOR_USER, actorInput: 'hi', expectedRevision: 7 } });
+    c.write({ ...say('', 'hi'), requestId: 'x'.repeat(129) });
+    await eventually(() => c.answers().length === 6 || c.error !== undefined, 'six answers');
+    t.is(c.error, undefined);
+    const [big, big2, noactor, zero, stale, longId] = c.answers().map((a) => a.error!);
+    for (const [e, field] of [
+      [big, 'send_event.actor_input'],
+      [big2, 'append_dialogue.actor_text'],
+    ] as const) {
+      t.is(e!.status!.code, status.INVALID_ARGUMENT);
+      t.like(decodeErrorInfo(e!.status!), { reason: 'FIELD_TOO_LARGE', domain: 'parley', metadata: { max_bytes: '1048576' } });
+      t.deepEqual(decodeViolatedFields(e!.status!), [field]);
+      t.true(e!.status!.message.length < 300, 'the text is not echoed');
+    }
+    t.is(noactor!.requestId, 'noactor');
+    t.deepEqual(decodeViolatedFields(noactor!.status!), ['append_dialogue.actor']);
+    t.regex(noactor!.status!.message, /must be one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM/);
+    t.deepEqual(decodeViolatedFields(zero!.status!), ['send_event.expected_revision']);
+    t.is(stale!.status!.code, status.ABORTED);
+    t.like(decodeErrorInfo(stale!.status!), { reason: 'REVISION_MISMATCH', metadata: { current_revision: '1' } });
+    t.is(longId!.requestId, '', 'an over-long request id is not echoed');
+    t.deepEqual(decodeViolatedFields(longId!.status!), ['request_id']);
+    t.is((await genie(s, tenant).get(sessionId)).revision, 1, 'nothing was written');
+    c.call.end();
+    await eventually(() => c.ended || c.error !== undefined, 'the end of the chat');
   } finally {
     await s.stop();
   }

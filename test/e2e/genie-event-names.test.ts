@@ -1,6 +1,7 @@
 import test from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import type { ChatResponse, SessionUpdate, StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
+import { Actor, type ChatResponse, type SessionUpdate, type StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
+import { chunk, decodeViolatedFields } from '../helpers/genie-stream.js';
 import { createTenant, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { eventually } from '../helpers/eventually.js';
 import { genie, modelType } from '../genie/fixtures.js';
@@ -53,7 +54,7 @@ test('SendEvent: an empty, blank, padded, non-ASCII or over-long event is INVALI
   await readsStillWork(t, sessionId, 2);
 });
 
-test('Chat send_event: a bad event is INVALID_ARGUMENT on send_event.event, answered on the stream, which keeps serving', async (t) => {
+test('Chat send_event: a bad event is INVALID_ARGUMENT on send_event.event_name, answered on the stream, which keeps serving', async (t) => {
   const { sessionId } = await g.create('qa');
   const responses: ChatResponse[] = [];
   const call = s.genie.chat(tenant.md);
@@ -61,15 +62,16 @@ test('Chat send_event: a bad event is INVALID_ARGUMENT on send_event.event, answ
   call.on('error', () => {});
   const none = { open: undefined, sendEvent: undefined, appendDialogue: undefined };
   call.write({ ...none, requestId: 'o', open: { sessionId, afterRevision: 0 } });
-  BAD_EVENTS.forEach((event, i) => call.write({ ...none, requestId: `bad${i}`, sendEvent: { event, actor: 'user', actorInput: 'hi', expectedRevision: 0 } }));
-  call.write({ ...none, requestId: 'ok', sendEvent: { event: 'user_input', actor: 'user', actorInput: 'hi', expectedRevision: 0 } });
+  BAD_EVENTS.forEach((event, i) => call.write({ ...none, requestId: `bad${i}`, sendEvent: { eventName: event, actor: Actor.ACTOR_USER, actorInput: 'hi', expectedRevision: undefined } }));
+  call.write({ ...none, requestId: 'ok', sendEvent: { eventName: 'user_input', actor: Actor.ACTOR_USER, actorInput: 'hi', expectedRevision: undefined } });
   await eventually(() => responses.some((r) => r.ack?.requestId === 'ok'), 'the ack of the good event');
   const errors = responses.flatMap((r) => (r.error ? [r.error] : []));
   t.deepEqual(errors.map((e) => e.requestId), BAD_EVENTS.map((_, i) => `bad${i}`));
   for (const e of errors) {
-    t.is(e.code, status.INVALID_ARGUMENT);
-    t.regex(e.message, /^send_event\.event: /);
-    t.true(e.message.length < 200);
+    t.is(e.status!.code, status.INVALID_ARGUMENT);
+    t.regex(e.status!.message, /^send_event\.event_name: /);
+    t.deepEqual(decodeViolatedFields(e.status!), ['send_event.event_name']);
+    t.true(e.status!.message.length < 200);
   }
   t.is(responses.find((r) => r.ack?.requestId === 'ok')!.ack!.revision, 2);
   call.end();
@@ -79,24 +81,26 @@ test('Chat send_event: a bad event is INVALID_ARGUMENT on send_event.event, answ
 function utterance(sessionId: string, event: string): Promise<StreamUtteranceResponse> {
   return new Promise((resolve, reject) => {
     const call = s.genie.streamUtterance(tenant.md, (err: ServiceError | null, res?: StreamUtteranceResponse) => (err ? reject(err) : resolve(res!)));
-    call.write({ sessionId, actor: 'user', event, utteranceId: '', text: 'hello', expectedRevision: 0, final: true });
+    call.write(chunk({ sessionId, actor: 'user', eventName: event, text: 'hello', lastChunk: true }));
     call.end();
   });
 }
 
-test('StreamUtterance: an empty event appends dialogue; any other bad event is INVALID_ARGUMENT event and nothing is written', async (t) => {
+test('StreamUtterance: an empty event_name appends dialogue; any other bad one is INVALID_ARGUMENT event_name and nothing is written', async (t) => {
   const { sessionId } = await g.create('qa');
   for (const event of BAD_EVENTS.slice(1)) {
     const err = (await t.throwsAsync(utterance(sessionId, event))) as ServiceError;
     t.is(err.code, status.INVALID_ARGUMENT, JSON.stringify(event.slice(0, 20)));
-    t.deepEqual(violatedFields(err), ['event']);
+    t.deepEqual(violatedFields(err), ['event_name']);
   }
   await readsStillWork(t, sessionId, 1);
   const appended = await utterance(sessionId, '');
-  t.is(appended.session!.revision, 2);
-  t.is(appended.session!.state, 'awaiting_question', 'no event: the state stays');
+  t.is(appended.revision, 2);
+  t.is(appended.state, 'awaiting_question', 'no event: the state stays');
+  t.is(appended.dialogueIndex, 1);
   const sent = await utterance(sessionId, 'user_input');
-  t.is(sent.session!.state, 'awaiting_answer');
+  t.is(sent.state, 'awaiting_answer');
+  t.is(sent.dialogueIndex, 2);
   const read = await g.get(sessionId);
   t.deepEqual(read.dialogue.map((d) => d.eventName), ['', 'user_input']);
   await readsStillWork(t, sessionId, 3);

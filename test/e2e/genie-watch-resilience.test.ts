@@ -96,7 +96,7 @@ withSharedServers('two server processes: a watcher on one sees writes made throu
     const { tenant, g, id } = await setup(a);
     const onB = new Watcher(bClient, tenant.md, id, 0);
     const onA = new Watcher(a.genie, tenant.md, id, 0);
-    await onB.until((x) => x.revisions().length === 1, 'the creation, on process B');
+    await onB.until((x) => x.caughtUp() === 1, 'the replay of the creation, on process B');
     await g.send(id, 'user_says', 'written through A');
     await onB.until((x) => x.revisions().length === 2, 'the write through A, on process B');
     const viaB = await new Promise<number>((resolve, reject) =>
@@ -106,6 +106,8 @@ withSharedServers('two server processes: a watcher on one sees writes made throu
     );
     t.is(viaB, 3);
     await onA.until((x) => x.revisions().length === 3, 'the write through B, on process A');
+    // B's own watcher gets it through the bus as well, independently of A's: wait for it too.
+    await onB.until((x) => x.revisions().length >= 3, 'the write through B, on process B');
     t.deepEqual(onA.revisions(), [1, 2, 3]);
     t.deepEqual(onB.revisions().slice(0, 3), [1, 2, 3]);
     onA.cancel();

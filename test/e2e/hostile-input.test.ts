@@ -6,6 +6,7 @@ import { ChatRole, ListPromptsRequest } from '../../src/gen/parley/prompt/v1/pro
 import { createTenant, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { genie, modelType } from '../genie/fixtures.js';
 import { eventually } from '../helpers/eventually.js';
+import { chunk } from '../helpers/genie-stream.js';
 
 let s: TestServer;
 let victim: Tenant;
@@ -269,8 +270,8 @@ test('hostile input: a failed utterance commit tells watchers only the public er
   await eventually(() => updates.length > 0, 'the replay');
   const result = new Promise<ServiceError | null>((resolve) => {
     const call = s.genie.streamUtterance(tenant.md, deadline(), (err) => resolve(err));
-    call.write({ sessionId: id, actor: 'assistant', event: '', utteranceId: '', text: 'half ', expectedRevision: 0, final: false });
-    call.write({ sessionId: '', actor: '', event: '', utteranceId: '', text: 'a NUL \u0000 here', expectedRevision: 0, final: false });
+    call.write(chunk({ sessionId: id, actor: 'assistant', text: 'half ' }));
+    call.write(chunk({ text: 'a NUL \u0000 here' }));
     call.end();
   });
   const err = await result;

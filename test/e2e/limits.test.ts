@@ -8,6 +8,9 @@ import { REFUSALS } from '../../src/transport/limits.js';
 import { createTenant, errorInfo, retryDelayMs, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { Watcher } from '../helpers/watch.js';
 import { chatType, genie } from '../genie/fixtures.js';
+import { chunk } from '../helpers/genie-stream.js';
+import { Actor } from '../../src/gen/parley/genie/v1/genie.js';
+import { decodeErrorInfo } from '../helpers/genie-stream.js';
 
 
 /** A server with `overrides` and tenants A and B, each with the chat type and one session. */
@@ -49,8 +52,7 @@ function utterance(s: TestServer, tenant: Tenant) {
     () => (settled = true),
   );
   const call = s.genie.streamUtterance(tenant.md, (err, res) => (err ? reject(err) : resolve(res!)));
-  const write = (c: Partial<{ sessionId: string; actor: string; text: string; final: boolean }>) =>
-    call.write({ sessionId: '', actor: '', event: '', utteranceId: '', text: '', expectedRevision: 0, final: false, ...c });
+  const write = (c: Partial<{ sessionId: string; actor: string; text: string; lastChunk: boolean }>) => call.write(chunk(c));
   return { call, done, write, settled: () => settled };
 }
 
@@ -148,15 +150,16 @@ test.serial('RATE_LIMIT: a request on a Chat stream takes a token, and a refused
     // Setup took 2 tokens and opening the stream takes 1: two requests go through, the third is refused.
     const c = new Chat(s, a);
     c.write({ requestId: 'open', open: { sessionId: a.sessionId, afterRevision: 0 } });
-    for (const id of ['r1', 'r2', 'r3']) c.write({ requestId: id, sendEvent: { event: 'user_says', actor: '', actorInput: id, expectedRevision: 0 } });
-    await waitFor(() => c.responses.filter((r) => r.ack || r.error).length === 3, 'three answers');
+    for (const id of ['r1', 'r2', 'r3']) c.write({ requestId: id, sendEvent: { eventName: 'user_says', actor: Actor.ACTOR_UNSPECIFIED, actorInput: id, expectedRevision: undefined } });
+    await waitFor(() => c.responses.filter((r) => r.ack || r.error).length === 4, 'the ack of the open and three answers');
     t.deepEqual(
       c.responses.filter((r) => r.ack).map((r) => r.ack!.requestId),
-      ['r1', 'r2'],
+      ['open', 'r1', 'r2'],
     );
     const err = c.responses.find((r) => r.error)?.error;
     t.is(err?.requestId, 'r3');
-    t.is(err?.code, status.RESOURCE_EXHAUSTED);
+    t.is(err?.status?.code, status.RESOURCE_EXHAUSTED);
+    t.is(decodeErrorInfo(err!.status!)?.reason, 'RATE_LIMIT', 'the ChatError carries the ErrorInfo a unary call would');
     t.is(c.error, undefined, 'the stream is still open');
     c.call.end();
     await waitFor(() => c.ended || c.error !== undefined, 'the end of the chat');
@@ -234,8 +237,9 @@ test.serial('UTTERANCE_BYTES_LIMIT and UTTERANCE_SIZE_LIMIT: text in flight is b
     t.deepEqual(errorInfo(e3!), { reason: 'UTTERANCE_BYTES_LIMIT', domain: 'parley', metadata: { max_bytes: '2048' } });
 
     const ub = utterance(s, b);
-    ub.write({ sessionId: b.sessionId, actor: 'assistant', text: kilo, final: true });
-    t.is((await ub.done).session!.revision, 2, "B's utterance is not held back by A's");
+    ub.write({ sessionId: b.sessionId, actor: 'assistant', text: kilo, lastChunk: true });
+    ub.call.end();
+    t.is((await ub.done).revision, 2, "B's utterance is not held back by A's");
 
     u1.write({ text: 'k'.repeat(25) });
     const e1 = await t.throwsAsync<ServiceError>(u1.done);
@@ -243,10 +247,11 @@ test.serial('UTTERANCE_BYTES_LIMIT and UTTERANCE_SIZE_LIMIT: text in flight is b
     await w.until((x) => x.updates.some((v) => v.aborted), 'the aborted update of the oversized utterance');
     t.is(s.app.limits.utteranceBytesOf(a.accountId), 1000, 'the refused utterance released its bytes');
 
-    u2.write({ text: '!', final: true });
+    u2.write({ text: '!', lastChunk: true });
+    u2.call.end();
     const r2 = await u2.done;
-    t.is(r2.session!.currentResponse!.actorText, `${kilo}!`);
-    t.is(r2.session!.revision, 2, 'only the utterance within its limits was committed');
+    t.is((await a.g.get(a.sessionId)).currentResponse!.actorText, `${kilo}!`);
+    t.is(r2.revision, 2, 'only the utterance within its limits was committed');
     t.is(s.app.limits.utteranceBytesOf(a.accountId), 0, 'a committed utterance releases its bytes');
     for (const u of [u1, u2, u3, ub]) u.call.end();
     w.cancel();

@@ -41,8 +41,13 @@ testWhen(hasJq, 'jq is not installed')('every buf curl command in the README run
     }).catch((e: { stdout: string; stderr: string; code: number }) => e);
     t.is('code' in r ? r.code : 0, 0, `the walk-through failed:\n${r.stderr}\n--- stdout ---\n${r.stdout.slice(-4000)}`);
     t.notRegex(r.stdout, /"code": "(invalid_argument|internal|unknown)"/, 'a walk-through call failed');
-    // What the README says the watcher prints: two replayed revisions, then the live event.
-    t.regex(r.stdout, /\{"revision":"4","events":\["fieldsUpdated"\]\}\n\{"revision":"5","events":\["secondaryPut"\]\}\n\{"revision":"6","events":\["stateChanged","dialogueAppended"\]\}/);
+    // What the README says the prompt update prints: a change at revision 5, then the same update as a no-op.
+    t.regex(r.stdout, /\{"changed":true,"revision":"5"\}\n\{"changed":false,"revision":"5"\}/);
+    // What the README says the watcher prints: two replayed revisions, the caught_up marker, then the live event.
+    t.regex(
+      r.stdout,
+      /\{"revision":"4","events":\["fieldsUpdated"\]\}\n\{"revision":"5","events":\["secondaryPut"\]\}\n\{"caught_up":"5"\}\n\{"revision":"6","events":\["stateChanged","dialogueAppended"\]\}/,
+    );
   } finally {
     await s.stop();
   }

@@ -30,7 +30,7 @@ test('reflection serves complete descriptors: a service resolves with its import
   const service = await describe(s.address, 'parley.prompt.v1.PromptService');
   t.regex(service, /rpc OpenPrompt \( \.parley\.prompt\.v1\.OpenPromptRequest \) returns \( \.parley\.prompt\.v1\.OpenPromptResponse \);/);
   const message = await describe(s.address, 'parley.prompt.v1.Prompt');
-  t.regex(message, /\.google\.protobuf\.Timestamp created_at = 11;/);
+  t.regex(message, /\.google\.protobuf\.Timestamp create_time = 11\b/);
   await t.throwsAsync(describe(s.address, 'no.such.Symbol'), { message: /not found/ });
 });
 
@@ -48,9 +48,9 @@ test('buf curl lists, and invokes OpenPrompt with JSON, through reflection alone
     '-d', JSON.stringify({ llm_client_id: tenant.llmClientId, user_agent: 'buf-curl' }),
     `${base}/parley.prompt.v1.PromptService/OpenPrompt`,
   ]);
-  const body = JSON.parse(opened.stdout) as { prompt: { sessionKey: string; userAgent: string; createdAt: string }; created: boolean };
+  const body = JSON.parse(opened.stdout) as { prompt: { sessionKey: string; userAgent: string; createTime: string }; created: boolean };
   t.true(body.created);
   t.regex(body.prompt.sessionKey, /^[0-9a-f]{64}$/);
   t.is(body.prompt.userAgent, 'buf-curl');
-  t.regex(body.prompt.createdAt, /^\d{4}-\d\d-\d\dT/, 'timestamps render as RFC 3339 through the resolved Timestamp import');
+  t.regex(body.prompt.createTime, /^\d{4}-\d\d-\d\dT/, 'timestamps render as RFC 3339 through the resolved Timestamp import');
 });

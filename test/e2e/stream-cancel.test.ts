@@ -5,6 +5,7 @@ import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from
 import { chatType, genie } from '../genie/fixtures.js';
 import { eventually } from '../helpers/eventually.js';
 import { WatchSessionRequest } from '../../src/gen/parley/genie/v1/genie.js';
+import { chunk } from '../helpers/genie-stream.js';
 
 
 /** A server whose stop has room to wait (a long grace), a tenant with a session and a prompt. */
@@ -33,7 +34,7 @@ const streams: Record<string, (s: TestServer, t: Tenant, ids: Ids) => Call> = {
   },
   StreamUtterance: (s, t, { sessionId }) => {
     const c = s.genie.streamUtterance(t.md, () => {});
-    c.write({ sessionId, actor: 'assistant', event: '', utteranceId: '', text: 'half', expectedRevision: 0, final: false });
+    c.write(chunk({ sessionId, actor: 'assistant', text: 'half' }));
     return c;
   },
 };
@@ -94,7 +95,7 @@ for (const name of Object.keys(streams)) {
       (c) => setTimeout(() => c.cancel(), 1),
       // StreamUtterance answers only at its end: cancel it once a second chunk has gone out instead.
       name === 'StreamUtterance'
-        ? (c) => (c as ClientWritableStream<any>).write({ sessionId: '', actor: '', event: '', utteranceId: '', text: 'more', expectedRevision: 0, final: false }, () => c.cancel())
+        ? (c) => (c as ClientWritableStream<any>).write(chunk({ text: 'more' }), () => c.cancel())
         : (c) => c.once('data', () => c.cancel()),
     ];
     for (let i = 0; i < 40; i++) moments[i % moments.length]!(open(s, tenant, ids, name));

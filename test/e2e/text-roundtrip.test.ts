@@ -4,6 +4,7 @@ import type { GenieSession, StreamUtteranceResponse } from '../../src/gen/parley
 import { ChatRole } from '../../src/gen/parley/prompt/v1/prompt.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { genie, modelType } from '../genie/fixtures.js';
+import { chunk } from '../helpers/genie-stream.js';
 
 let s: TestServer;
 let tenant: Tenant;
@@ -55,7 +56,7 @@ test('text round trip: prompt history content, tool call arguments and plugin us
 function streamUtterance(sessionId: string, chunks: string[]): Promise<StreamUtteranceResponse> {
   return new Promise((resolve, reject) => {
     const call = s.genie.streamUtterance(tenant.md, (err: ServiceError | null, res?: StreamUtteranceResponse) => (err ? reject(err) : resolve(res!)));
-    for (const text of chunks) call.write({ sessionId, actor: 'assistant', event: 'ai_response', utteranceId: '', text, expectedRevision: 0, final: false });
+    for (const text of chunks) call.write(chunk({ sessionId, actor: 'assistant', eventName: 'ai_response', text }));
     call.end();
   });
 }

@@ -19,7 +19,7 @@ function liveFailingWith(failure: Error) {
 }
 
 async function* chunks(): AsyncGenerator<UtteranceChunk> {
-  yield { sessionId, actor: 'assistant', event: '', utteranceId: 'u1', text: 'hello', expectedRevision: 0, final: true };
+  yield { sessionId, actor: 'assistant', eventName: '', utteranceId: 'u1', text: 'hello', expectedRevision: undefined, lastChunk: true, requestId: '' };
 }
 
 const abortedReason = (published: LiveEphemeral[]) => published.flatMap((m) => ('aborted' in m ? [m.aborted.reason] : []));

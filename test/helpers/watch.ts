@@ -9,7 +9,7 @@ export class Watcher {
   private waiters: Array<() => void> = [];
   readonly call: ClientReadableStream<WatchSessionResponse>;
 
-  constructor(client: GenieServiceClient, md: Metadata, sessionId: string, afterRevision = 0) {
+  constructor(client: GenieServiceClient, md: Metadata, sessionId: string, afterRevision?: number) {
     this.call = client.watchSession({ sessionId, afterRevision }, md);
     this.call.on('data', (r: WatchSessionResponse) => {
       if (r.update) this.updates.push(r.update);
@@ -23,6 +23,11 @@ export class Watcher {
       this.ended = true;
       this.wake();
     });
+  }
+
+  /** The revision of the caught_up update, once it arrived. */
+  caughtUp(): number | undefined {
+    return this.updates.find((u) => u.caughtUp)?.revision;
   }
 
   /** Committed revisions received, in order. */

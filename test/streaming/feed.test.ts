@@ -20,7 +20,7 @@ class Log {
 const parse = (m: string) => JSON.parse(m) as FeedItem<string>;
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
-function collect(log: Log, after: number, opts: { maxPending?: number; slow?: () => Promise<void> } = {}) {
+function collect(log: Log, after: number, opts: { maxPending?: number; slow?: () => Promise<void>; marker?: boolean } = {}) {
   const got: Array<FeedItem<string>> = [];
   const abort = new AbortController();
   const done = runFeed({
@@ -36,6 +36,11 @@ function collect(log: Log, after: number, opts: { maxPending?: number; slow?: ()
     maxPending: opts.maxPending ?? 10_000,
     signal: abort.signal,
     isFinal: (i) => i.event === 'deleted',
+    caughtUp: opts.marker
+      ? async (revision) => {
+          got.push({ revision, event: 'caught_up' });
+        }
+      : undefined,
   });
   return { got, abort, done };
 }
@@ -43,12 +48,45 @@ function collect(log: Log, after: number, opts: { maxPending?: number; slow?: ()
 test('replays what was committed after the revision, then continues live', async (t) => {
   const log = new Log(new MemoryBus(), 's1');
   for (const e of ['a', 'b', 'c']) await log.commit(e);
-  const w = collect(log, 1);
+  const w = collect(log, 1, { marker: true });
   await tick();
   await log.commit('d');
   await log.commit('deleted');
   t.is(await w.done, 5);
-  t.deepEqual(w.got.map((i) => i.event), ['b', 'c', 'd', 'deleted']);
+  t.deepEqual(w.got.map((i) => i.event), ['b', 'c', 'caught_up', 'd', 'deleted']);
+  t.is(w.got[2]!.revision, 3, 'the marker carries the revision the replay reached');
+});
+
+test('caught_up comes once, after the replay and before anything live, even when writes race the replay', async (t) => {
+  for (let run = 0; run < 50; run++) {
+    const bus = new MemoryBus();
+    const log = new Log(bus, `cu${run}`);
+    for (let i = 0; i < run % 5; i++) await log.commit(`e${i}`);
+    const w = collect(log, 0, { marker: true });
+    const writes = Array.from({ length: 3 }, (_, i) => log.commit(`live${i}`));
+    await Promise.all(writes);
+    await log.commit('deleted');
+    await w.done;
+    const events = w.got.map((i) => i.event);
+    t.is(events.filter((e) => e === 'caught_up').length, 1, `run ${run}: ${events.join(',')}`);
+    const at = events.indexOf('caught_up');
+    const marker = w.got[at]!;
+    t.is(marker.revision, at === 0 ? 0 : w.got[at - 1]!.revision, `run ${run}: the marker names the last replayed revision`);
+    t.deepEqual(
+      w.got.filter((i) => i.event !== 'caught_up').map((i) => i.revision),
+      Array.from({ length: log.rows.length }, (_, i) => i + 1),
+      `run ${run}: every revision once, in order`,
+    );
+  }
+});
+
+test('a feed that ends during its replay (a deletion replayed) sends no caught_up', async (t) => {
+  const log = new Log(new MemoryBus(), 'gone');
+  await log.commit('a');
+  await log.commit('deleted');
+  const w = collect(log, 0, { marker: true });
+  t.is(await w.done, 2);
+  t.deepEqual(w.got.map((i) => i.event), ['a', 'deleted']);
 });
 
 test('writes racing the switch-over are delivered once each, in order, over many runs', async (t) => {

@@ -54,7 +54,7 @@ test('per-account limits have generous defaults and read their variables', (t) =
   const d = loadConfig({});
   t.is(d.accountMaxStreams, 1000);
   t.is(d.accountMaxUtteranceBytes, 32 * 1024 * 1024);
-  t.is(d.maxUtteranceBytes, 4 * 1024 * 1024);
+  t.is(d.maxUtteranceBytes, 1024 * 1024);
   t.is(d.clientStreamIdleMs, 300_000);
   t.is(d.accountRequestRate, 1000);
   t.is(d.accountRequestBurst, 2000);

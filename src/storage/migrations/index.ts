@@ -7,6 +7,7 @@ import * as m005 from './005_request_subjects.js';
 import * as m006 from './006_genie_retention.js';
 import * as m007 from './007_request_id_per_caller.js';
 import * as m008 from './008_admin_v1.js';
+import * as m009 from './009_prompt_v1.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -24,6 +25,7 @@ const migrations: Record<string, Migration> = {
   '006_genie_retention': m006,
   '007_request_id_per_caller': m007,
   '008_admin_v1': m008,
+  '009_prompt_v1': m009,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -65,7 +65,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
   const firstSession = fc.oneof({ weight: 4, arbitrary: fc.constant(self.sessionIds[0]!) }, { weight: 1, arbitrary: sessions });
   const actor = oneOfOr(['user', 'assistant', 'system', '']);
   const event = oneOfOr(['user_input', 'ai_response', '']);
-  // GenieService's unary messages: the Actor enum, `optional int64` revisions, Durations.
+  // GenieService's messages: the Actor enum (enumNumber adds undefined values), Durations.
   const actorEnum = enumNumber([0, 1, 2, 3]);
   const duration = fc.oneof(fc.constant(undefined), fc.record({ seconds: int64, nanos: int32 }));
   const mask = (valid: string[]) => fc.oneof(fc.constant(undefined), fc.array(oneOfOr([...valid, '__proto__', 'fields.__proto__.x', 'a..b', '*']), { maxLength: 4 }));
@@ -73,7 +73,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     role: enumNumber([0, 1, 2, 3, 4, 5]),
     content: str,
     name: oneOfOr(['']),
-    toolCalls: fc.array(fc.record({ id: str, type: oneOfOr(['function']), functionName: str, functionArguments: str }), { maxLength: 2 }),
+    toolCalls: fc.array(fc.record({ id: str, callType: oneOfOr(['function']), functionName: str, functionArguments: str }), { maxLength: 2 }),
     toolCallId: oneOfOr(['']),
   });
   const machine = fc.oneof(
@@ -128,19 +128,22 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     expireTime: date,
     dialogueLength: fc.constant(0),
   });
+  // The streaming RPCs' own shapes: optional revisions (the Actor enum is above).
+  const optionalRevision = fc.option(revision, { nil: undefined });
   const utterance = fc.record({
     sessionId: firstSession,
-    actor,
-    event: oneOfOr(['', 'ai_response', 'user_input']),
+    actor: actorEnum,
+    eventName: oneOfOr(['', 'ai_response', 'user_input']),
     utteranceId: oneOfOr(['', 'u1']),
     text: fc.oneof({ weight: 6, arbitrary: unicode(30) }, { weight: 1, arbitrary: str }),
-    expectedRevision: revision,
-    final: fc.boolean(),
+    expectedRevision: optionalRevision,
+    lastChunk: fc.boolean(),
+    requestId: fc.oneof(fc.constant(''), fc.uuid(), str),
   });
   const chat = fc.oneof(
-    fc.record({ requestId, open: fc.record({ sessionId: firstSession, afterRevision: revision }) }),
-    fc.record({ requestId, sendEvent: fc.record({ event, actor, actorInput: str, expectedRevision: revision }) }),
-    fc.record({ requestId, appendDialogue: fc.record({ actor, actorText: str, expectedRevision: revision }) }),
+    fc.record({ requestId, open: fc.record({ sessionId: firstSession, afterRevision: optionalRevision }) }),
+    fc.record({ requestId, sendEvent: fc.record({ eventName: event, actor: actorEnum, actorInput: str, expectedRevision: optionalRevision }) }),
+    fc.record({ requestId, appendDialogue: fc.record({ actor: actorEnum, actorText: str, expectedRevision: optionalRevision }) }),
     fc.record({ requestId }),
   );
   // Updates and deletes only ever name spare resources (or made-up ids): never the fuzz's or the victim's own.
@@ -231,6 +234,8 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
         requestId,
       }),
     },
+    // The keys are a oneof: the generator sends one, the other, or both (a binary client may; the last wins on
+    // the wire for most decoders, and parley takes the session key then).
     'PromptService/GetPrompt': { kind: 'unary', req: fc.record({ id: fc.oneof(prompts, fc.constant('')), sessionKey: oneOfOr(['', ...self.sessionKeys]) }) },
     'PromptService/ListPrompts': {
       kind: 'unary',
@@ -251,18 +256,23 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
           ipAddress: oneOfOr(['']),
           userAgent: oneOfOr(['']),
           url: oneOfOr(['']),
-          createdAt: date,
-          updatedAt: fc.constant(undefined),
+          createTime: date,
+          updateTime: fc.constant(undefined),
           userProfileId: oneOfOr(['']),
           llmClientId: oneOfOr(['']),
           accountId: oneOfOr(['']),
+          revision,
         }),
-        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id']),
+        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id', 'revision']),
         requestId,
+        expectedRevision: fc.oneof(fc.constant(undefined), revision),
       }),
       extras: [ts([1, 11])],
     },
-    'PromptService/DeletePrompt': { kind: 'unary', req: fc.record({ id: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.promptIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), requestId }) },
+    'PromptService/DeletePrompt': {
+      kind: 'unary',
+      req: fc.record({ id: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.promptIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), requestId, expectedRevision: fc.oneof(fc.constant(undefined), revision) }),
+    },
     'PromptService/AppendHistory': {
       kind: 'unary',
       req: fc.record({ promptId: prompts, request: struct, response: struct, messages: fc.array(chatMessage, { maxLength: 3 }), requestId }),
@@ -331,7 +341,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     },
     'GenieService/GetSecondary': { kind: 'unary', req: fc.record({ sessionId: sessions, key: oneOfOr(self.secondaryKeys) }) },
     'GenieService/ListSecondaryKeys': { kind: 'unary', req: fc.record({ sessionId: firstSession, ...page('secondaryKeys') }) },
-    'GenieService/WatchSession': { kind: 'server-stream', req: fc.record({ sessionId: sessions, afterRevision: revision }) },
+    'GenieService/WatchSession': { kind: 'server-stream', req: fc.record({ sessionId: sessions, afterRevision: fc.option(revision, { nil: undefined }) }) },
     'GenieService/StreamUtterance': { kind: 'client-stream', req: utterance },
     'GenieService/Chat': { kind: 'bidi', req: chat },
   };

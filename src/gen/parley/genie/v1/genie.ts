@@ -28,6 +28,7 @@ import { Duration } from "../../../google/protobuf/duration.js";
 import { FieldMask } from "../../../google/protobuf/field_mask.js";
 import { Struct, Value } from "../../../google/protobuf/struct.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
+import { Status } from "../../../google/rpc/status.js";
 
 export const protobufPackage = "parley.genie.v1";
 
@@ -748,73 +749,145 @@ export interface ListSecondaryKeysResponse {
   nextPageToken: string;
 }
 
+/** Which session to watch, and from where. */
 export interface WatchSessionRequest {
+  /** The session (a UUID). */
   sessionId: string;
-  /** Replay revisions after this one first; 0 replays the session from its creation. */
-  afterRevision: number;
+  /**
+   * Replay the revisions committed after this one, then go live. Unset (or 0) replays the session from
+   * its creation; the last revision a consumer saw resumes it without a gap. Past the session's current
+   * revision: INVALID_ARGUMENT.
+   */
+  afterRevision?: number | undefined;
 }
 
+/** One message of a WatchSession stream. */
 export interface WatchSessionResponse {
+  /** Always set. */
   update: SessionUpdate | undefined;
 }
 
-/** One update of a watched session. */
+/**
+ * One update of a watched session. Each is well under 4 MiB: the texts it can carry are limited on input
+ * (utterances to 1 MiB; see the write RPCs).
+ */
 export interface SessionUpdate {
+  /** The watched session. */
   sessionId: string;
-  /** The committed revision; 0 for a delta or an abort, which are never replayed. */
+  /**
+   * For a commit, the committed revision; for caught_up, the revision the replay reached (the stream's
+   * resume point); 0 for a delta or an abort, which are never replayed.
+   */
   revision: number;
   /** What one revision changed, in the order it changed it. */
-  commit?: SessionCommit | undefined;
-  delta?: UtteranceDelta | undefined;
-  aborted?: UtteranceAborted | undefined;
+  commit?:
+    | SessionCommit
+    | undefined;
+  /** A chunk of an utterance being streamed (not committed yet). */
+  delta?:
+    | UtteranceDelta
+    | undefined;
+  /** An utterance being streamed was given up; its deltas are void. */
+  aborted?:
+    | UtteranceAborted
+    | undefined;
+  /** Sent once, after the replay and before any live update: what came before was replayed. */
+  caughtUp?: CaughtUp | undefined;
 }
 
+/** The replay is done: every revision up to SessionUpdate.revision has been sent, and what follows is live. */
+export interface CaughtUp {
+}
+
+/** One committed revision. */
 export interface SessionCommit {
+  /** The changes of the revision, in order (e.g. state_changed, then dialogue_appended, for SendEvent). */
   events: SessionEvent[];
 }
 
 /** One change within a committed revision. */
 export interface SessionEvent {
-  sessionCreated?: SessionCreated | undefined;
-  dialogueAppended?: DialogueAppended | undefined;
-  stateChanged?: StateChanged | undefined;
-  fieldsUpdated?: FieldsUpdated | undefined;
-  secondaryPut?: SecondaryPut | undefined;
+  /** The session was created (CreateSession or ForkSession). */
+  sessionCreated?:
+    | SessionCreated
+    | undefined;
+  /** An utterance was appended to the dialogue. */
+  dialogueAppended?:
+    | DialogueAppended
+    | undefined;
+  /** A state-machine event moved the state. */
+  stateChanged?:
+    | StateChanged
+    | undefined;
+  /** UpdateSession changed the developer's fields, actor or actor_input. */
+  fieldsUpdated?:
+    | FieldsUpdated
+    | undefined;
+  /** A value was stored in secondary storage (the value itself is read with GetSecondary). */
+  secondaryPut?:
+    | SecondaryPut
+    | undefined;
+  /** The session was deleted; the stream ends after this update. */
   sessionDeleted?: SessionDeleted | undefined;
 }
 
+/** The session as it was created. */
 export interface SessionCreated {
+  /** The session's model type. */
   modelType: string;
+  /** The schema version it was created at. */
   schemaVersion: number;
+  /** The machine's initial state (or, for a fork, the forked revision's state). */
   state: string;
-  fields: { [key: string]: any } | undefined;
+  /** The initial developer fields, as CreateSession accepted them (within its limits). */
+  fields:
+    | { [key: string]: any }
+    | undefined;
+  /** Set for a session made by ForkSession: the session it was forked from. */
   forkedFromSessionId: string;
+  /** Set for a session made by ForkSession: the revision it was forked from; 0 otherwise. */
   forkedFromRevision: number;
 }
 
+/** An utterance appended to the dialogue. */
 export interface DialogueAppended {
   /** 1-based position of the element in the dialogue. */
   index: number;
+  /** The element; its text is at most 1 MiB (the write RPCs' limit). */
   element: DialogueElement | undefined;
 }
 
+/** A state-machine transition. The utterance it carried is the DialogueAppended of the same commit. */
 export interface StateChanged {
+  /** The state the event left. */
   fromState: string;
+  /** The state the event entered. */
   toState: string;
-  event: string;
-  actor: string;
-  actorInput: string;
+  /** The event fired. */
+  eventName: string;
+  /** Who spoke the event's utterance. */
+  actor: Actor;
 }
 
+/** UpdateSession changed the session's own fields or the developer's fields. */
 export interface FieldsUpdated {
+  /** The paths the update named (its update_mask, plus `fields` for a fields_patch). */
   updateMask: string[];
-  fields: { [key: string]: any } | undefined;
-  actor: string;
+  /** The developer's fields after the update, whole (within UpdateSession's limits). */
+  fields:
+    | { [key: string]: any }
+    | undefined;
+  /** The session's actor after the update; ACTOR_UNSPECIFIED when it has none. */
+  actor: Actor;
+  /** The session's actor_input after the update (within UpdateSession's limits). */
   actorInput: string;
 }
 
+/** A value stored in secondary storage. */
 export interface SecondaryPut {
+  /** The key it was stored under. */
   key: string;
+  /** Its size; the value itself is read with GetSecondary. */
   sizeBytes: number;
 }
 
@@ -824,85 +897,183 @@ export interface SessionDeleted {
 
 /** A chunk of an utterance being streamed by StreamUtterance; not committed yet. */
 export interface UtteranceDelta {
+  /** The utterance the chunk belongs to (StreamUtteranceRequest.utterance_id, or the one parley generated). */
   utteranceId: string;
-  actor: string;
+  /** Who speaks the utterance. */
+  actor: Actor;
   /** 0-based position of this chunk in the utterance. */
   chunkIndex: number;
+  /** The chunk's text; the whole utterance is at most PARLEY_MAX_UTTERANCE_BYTES (at most 1 MiB). */
   text: string;
 }
 
-/** An utterance whose worker went away before committing it; its deltas are void. */
+/**
+ * An utterance that will not be committed (its worker went away, failed, or the commit was refused, or
+ * it was a retry of one already committed); its deltas are void.
+ */
 export interface UtteranceAborted {
+  /** The utterance given up. */
   utteranceId: string;
+  /** Why, as text for people (at most 1 KiB); `cancelled` when the worker went away. */
   reason: string;
 }
 
+/**
+ * One chunk of a streamed utterance. The first message names the session and the speaker; later messages
+ * may repeat session_id, actor, event_name, utterance_id, request_id and expected_revision unchanged or
+ * leave them unset.
+ */
 export interface StreamUtteranceRequest {
   /**
-   * The first message names the session and the speaker; later messages may repeat them unchanged or
-   * leave them empty.
+   * The session (a UUID). Required in the first message (later ones may leave it empty, so the field is
+   * OPTIONAL per message).
    */
   sessionId: string;
-  /** `user`, `assistant` or `system`. */
-  actor: string;
-  /** Optional: commit the utterance as this state-machine event (as SendEvent) instead of AppendDialogue. */
-  event: string;
-  /** Optional: identifies the utterance in deltas; generated when empty. */
-  utteranceId: string;
-  /** The next chunk of text. */
-  text: string;
-  /** Optional: commit only if the session is still at this revision (else ABORTED, nothing written). */
-  expectedRevision: number;
   /**
-   * Marks the last chunk: the utterance is committed at once, and nothing may follow. Without it the
-   * utterance commits when the worker half-closes, after a short wait (100 ms) for a cancellation that
-   * may be right behind the close (grpc-js flushes END_STREAM before RST_STREAM when a call is
-   * cancelled with writes pending).
+   * Who speaks. Required in the first message: ACTOR_UNSPECIFIED there is INVALID_ARGUMENT, naming the
+   * values ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM (later ones may leave it unset).
    */
-  final: boolean;
-}
-
-export interface StreamUtteranceResponse {
-  session: GenieSession | undefined;
+  actor: Actor;
+  /**
+   * Commit the utterance as this state-machine event (as SendEvent) instead of as AppendDialogue. 1–100
+   * letters, digits, `_`, `.`, `:` or `-`; empty appends dialogue.
+   */
+  eventName: string;
+  /**
+   * Identifies the utterance in deltas; at most 100 characters. When empty: the request_id if set (so a
+   * retry answers with the same id), else a new UUID.
+   */
   utteranceId: string;
+  /**
+   * The next chunk of text (may be empty). The whole utterance is at most PARLEY_MAX_UTTERANCE_BYTES of
+   * UTF-8 (1 MiB by default, and never more): past it, RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`.
+   */
+  text: string;
+  /**
+   * Commit only if the session is still at this revision (else ABORTED `REVISION_MISMATCH`, nothing
+   * written); unset commits whatever the revision. At least 1.
+   */
+  expectedRevision?:
+    | number
+    | undefined;
+  /**
+   * Marks the last chunk: the utterance is committed at once, and no message may follow (one that does is
+   * INVALID_ARGUMENT `MESSAGE_AFTER_LAST_CHUNK`; the commit stays). Without it the utterance commits when the
+   * worker half-closes, after a short wait (100 ms) for a cancellation that may be right behind the close
+   * (grpc-js flushes END_STREAM before RST_STREAM when a call is cancelled with writes pending).
+   */
+  lastChunk: boolean;
+  /**
+   * A UUID making the commit safe to retry (AIP-155), scoped to the caller's account across all RPCs:
+   * the same utterance streamed again with the same request_id within 24 hours returns the first result
+   * and writes nothing; the same id with a different request (session, actor, event, text, expected
+   * revision, utterance_id) or on another RPC is INVALID_ARGUMENT `REQUEST_ID_REUSED`.
+   */
+  requestId: string;
 }
 
+/** The committed utterance: what changed, never the text the worker sent. */
+export interface StreamUtteranceResponse {
+  /** The utterance's id (the worker's, or the one parley generated). */
+  utteranceId: string;
+  /** The revision the utterance was committed at. */
+  revision: number;
+  /** 1-based position of the committed element in the dialogue. */
+  dialogueIndex: number;
+  /** The session's state after the commit (moved by `event_name`, if set). */
+  state: string;
+  /** When the revision was committed. */
+  updateTime: Date | undefined;
+}
+
+/** One message from a chat gateway. */
 export interface ChatRequest {
-  /** Echoed on the ack or error that answers this request. */
+  /**
+   * The gateway's id for this request, echoed on the ChatAck or ChatError that answers it: any text of at
+   * most 128 characters, unique among the stream's requests if the gateway wants to tell the answers
+   * apart. Only a correlation id: it does not make a request safe to retry (use expected_revision, or the
+   * unary SendEvent/AppendDialogue with their request_id).
+   */
   requestId: string;
-  open?: ChatOpen | undefined;
-  sendEvent?: ChatSendEvent | undefined;
+  /** Must be the first message of the stream, and only the first. */
+  open?:
+    | ChatOpen
+    | undefined;
+  /** Fire a state-machine event, as SendEvent. */
+  sendEvent?:
+    | ChatSendEvent
+    | undefined;
+  /** Append an utterance, as AppendDialogue. */
   appendDialogue?: ChatAppendDialogue | undefined;
 }
 
-/** Must be the first message of a Chat stream. */
+/**
+ * Opens the stream on a session; answered by a ChatAck with the session's revision at open, then the replay,
+ * a caught_up update, and live updates (as WatchSession).
+ */
 export interface ChatOpen {
+  /** The session (a UUID). */
   sessionId: string;
-  afterRevision: number;
+  /**
+   * Replay the revisions committed after this one first; unset (or 0) replays from the creation. Past the
+   * session's current revision: INVALID_ARGUMENT.
+   */
+  afterRevision?: number | undefined;
 }
 
+/** Fires a state-machine event on the open session, as SendEvent. */
 export interface ChatSendEvent {
-  event: string;
-  actor: string;
+  /** The event: 1–100 letters, digits, `_`, `.`, `:` or `-`. */
+  eventName: string;
+  /**
+   * Who speaks the utterance; ACTOR_UNSPECIFIED takes the transition's actor (INVALID_ARGUMENT when the
+   * transition names none).
+   */
+  actor: Actor;
+  /** The utterance, appended as a DialogueElement: at most 1 MiB (1,048,576 bytes) of UTF-8. */
   actorInput: string;
-  expectedRevision: number;
+  /**
+   * Write only if the session is at this revision (else ABORTED `REVISION_MISMATCH`); unset writes
+   * whatever the revision. At least 1.
+   */
+  expectedRevision?: number | undefined;
 }
 
+/** Appends an utterance to the open session's dialogue, as AppendDialogue. */
 export interface ChatAppendDialogue {
-  actor: string;
+  /** Who speaks; ACTOR_UNSPECIFIED is INVALID_ARGUMENT. */
+  actor: Actor;
+  /** The utterance: at most 1 MiB (1,048,576 bytes) of UTF-8. */
   actorText: string;
-  expectedRevision: number;
+  /**
+   * Write only if the session is at this revision (else ABORTED `REVISION_MISMATCH`); unset writes
+   * whatever the revision. At least 1.
+   */
+  expectedRevision?: number | undefined;
 }
 
+/** One message to a chat gateway. */
 export interface ChatResponse {
-  update?: SessionUpdate | undefined;
-  ack?: ChatAck | undefined;
+  /** An update of the session (as WatchSession's). */
+  update?:
+    | SessionUpdate
+    | undefined;
+  /** A request succeeded. */
+  ack?:
+    | ChatAck
+    | undefined;
+  /** A request failed. */
   error?: ChatError | undefined;
 }
 
-/** A request of this stream was committed at `revision` (its update arrives on the stream too). */
+/**
+ * A request of this stream succeeded: the open was accepted, or a write was committed (its update arrives on
+ * the stream too, in revision order, independently of the ack).
+ */
 export interface ChatAck {
+  /** The answered request's request_id. */
   requestId: string;
+  /** For an open, the session's revision when it was opened; for a write, the revision it committed. */
   revision: number;
 }
 
@@ -911,12 +1082,12 @@ export interface ChatError {
   /** The failed request's request_id; empty when that id was itself invalid. */
   requestId: string;
   /**
-   * The gRPC status code the same request would get as a unary call (INVALID_ARGUMENT for a request that
-   * fails the request checks).
+   * What the same request would get as a unary call: its code, message (naming the bad fields by their
+   * path from ChatRequest, e.g. `send_event.event_name: is required`) and details — always a
+   * google.rpc.ErrorInfo (domain `parley`, a stable `reason`), a google.rpc.BadRequest when fields were
+   * wrong, and the other details that error carries (RetryInfo for `RATE_LIMIT`). At most about 4 KiB.
    */
-  code: number;
-  /** Public text naming the bad fields by their path from ChatRequest (e.g. `send_event.event: is required`). */
-  message: string;
+  status: Status | undefined;
 }
 
 function createBaseDialogueElement(): DialogueElement {
@@ -6106,7 +6277,7 @@ export const ListSecondaryKeysResponse: MessageFns<ListSecondaryKeysResponse> = 
 };
 
 function createBaseWatchSessionRequest(): WatchSessionRequest {
-  return { sessionId: "", afterRevision: 0 };
+  return { sessionId: "", afterRevision: undefined };
 }
 
 export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
@@ -6114,7 +6285,7 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
     }
-    if (message.afterRevision !== 0) {
+    if (message.afterRevision !== undefined) {
       writer.uint32(16).int64(message.afterRevision);
     }
     return writer;
@@ -6172,7 +6343,7 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
         ? globalThis.Number(object.afterRevision)
         : isSet(object.after_revision)
         ? globalThis.Number(object.after_revision)
-        : 0,
+        : undefined,
     };
   },
 
@@ -6181,7 +6352,7 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
     }
-    if (message.afterRevision !== 0) {
+    if (message.afterRevision !== undefined) {
       obj.afterRevision = Math.round(message.afterRevision);
     }
     return obj;
@@ -6193,7 +6364,7 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
   fromPartial<I extends Exact<DeepPartial<WatchSessionRequest>, I>>(object: I): WatchSessionRequest {
     const message = createBaseWatchSessionRequest();
     message.sessionId = object.sessionId ?? "";
-    message.afterRevision = object.afterRevision ?? 0;
+    message.afterRevision = object.afterRevision ?? undefined;
     return message;
   },
 };
@@ -6268,7 +6439,7 @@ export const WatchSessionResponse: MessageFns<WatchSessionResponse> = {
 };
 
 function createBaseSessionUpdate(): SessionUpdate {
-  return { sessionId: "", revision: 0, commit: undefined, delta: undefined, aborted: undefined };
+  return { sessionId: "", revision: 0, commit: undefined, delta: undefined, aborted: undefined, caughtUp: undefined };
 }
 
 export const SessionUpdate: MessageFns<SessionUpdate> = {
@@ -6287,6 +6458,9 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
     }
     if (message.aborted !== undefined) {
       UtteranceAborted.encode(message.aborted, writer.uint32(42).fork()).join();
+    }
+    if (message.caughtUp !== undefined) {
+      CaughtUp.encode(message.caughtUp, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -6344,6 +6518,14 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
             message.aborted = UtteranceAborted.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.caughtUp = CaughtUp.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6367,6 +6549,11 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
       commit: isSet(object.commit) ? SessionCommit.fromJSON(object.commit) : undefined,
       delta: isSet(object.delta) ? UtteranceDelta.fromJSON(object.delta) : undefined,
       aborted: isSet(object.aborted) ? UtteranceAborted.fromJSON(object.aborted) : undefined,
+      caughtUp: isSet(object.caughtUp)
+        ? CaughtUp.fromJSON(object.caughtUp)
+        : isSet(object.caught_up)
+        ? CaughtUp.fromJSON(object.caught_up)
+        : undefined,
     };
   },
 
@@ -6387,6 +6574,9 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
     if (message.aborted !== undefined) {
       obj.aborted = UtteranceAborted.toJSON(message.aborted);
     }
+    if (message.caughtUp !== undefined) {
+      obj.caughtUp = CaughtUp.toJSON(message.caughtUp);
+    }
     return obj;
   },
 
@@ -6406,6 +6596,61 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
     message.aborted = (object.aborted !== undefined && object.aborted !== null)
       ? UtteranceAborted.fromPartial(object.aborted)
       : undefined;
+    message.caughtUp = (object.caughtUp !== undefined && object.caughtUp !== null)
+      ? CaughtUp.fromPartial(object.caughtUp)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCaughtUp(): CaughtUp {
+  return {};
+}
+
+export const CaughtUp: MessageFns<CaughtUp> = {
+  encode(_: CaughtUp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CaughtUp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCaughtUp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): CaughtUp {
+    return {};
+  },
+
+  toJSON(_: CaughtUp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CaughtUp>, I>>(base?: I): CaughtUp {
+    return CaughtUp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CaughtUp>, I>>(_: I): CaughtUp {
+    const message = createBaseCaughtUp();
     return message;
   },
 };
@@ -6931,7 +7176,7 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
 };
 
 function createBaseStateChanged(): StateChanged {
-  return { fromState: "", toState: "", event: "", actor: "", actorInput: "" };
+  return { fromState: "", toState: "", eventName: "", actor: 0 };
 }
 
 export const StateChanged: MessageFns<StateChanged> = {
@@ -6942,14 +7187,11 @@ export const StateChanged: MessageFns<StateChanged> = {
     if (message.toState !== "") {
       writer.uint32(18).string(message.toState);
     }
-    if (message.event !== "") {
-      writer.uint32(26).string(message.event);
+    if (message.eventName !== "") {
+      writer.uint32(26).string(message.eventName);
     }
-    if (message.actor !== "") {
-      writer.uint32(34).string(message.actor);
-    }
-    if (message.actorInput !== "") {
-      writer.uint32(42).string(message.actorInput);
+    if (message.actor !== 0) {
+      writer.uint32(48).int32(message.actor);
     }
     return writer;
   },
@@ -6988,23 +7230,15 @@ export const StateChanged: MessageFns<StateChanged> = {
               break;
             }
 
-            message.event = reader.string();
+            message.eventName = reader.string();
             continue;
           }
-          case 4: {
-            if (tag !== 34) {
+          case 6: {
+            if (tag !== 48) {
               break;
             }
 
-            message.actor = reader.string();
-            continue;
-          }
-          case 5: {
-            if (tag !== 42) {
-              break;
-            }
-
-            message.actorInput = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
         }
@@ -7031,13 +7265,12 @@ export const StateChanged: MessageFns<StateChanged> = {
         : isSet(object.to_state)
         ? globalThis.String(object.to_state)
         : "",
-      event: isSet(object.event) ? globalThis.String(object.event) : "",
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
-      actorInput: isSet(object.actorInput)
-        ? globalThis.String(object.actorInput)
-        : isSet(object.actor_input)
-        ? globalThis.String(object.actor_input)
+      eventName: isSet(object.eventName)
+        ? globalThis.String(object.eventName)
+        : isSet(object.event_name)
+        ? globalThis.String(object.event_name)
         : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
     };
   },
 
@@ -7049,14 +7282,11 @@ export const StateChanged: MessageFns<StateChanged> = {
     if (message.toState !== "") {
       obj.toState = message.toState;
     }
-    if (message.event !== "") {
-      obj.event = message.event;
+    if (message.eventName !== "") {
+      obj.eventName = message.eventName;
     }
-    if (message.actor !== "") {
-      obj.actor = message.actor;
-    }
-    if (message.actorInput !== "") {
-      obj.actorInput = message.actorInput;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
     return obj;
   },
@@ -7068,15 +7298,14 @@ export const StateChanged: MessageFns<StateChanged> = {
     const message = createBaseStateChanged();
     message.fromState = object.fromState ?? "";
     message.toState = object.toState ?? "";
-    message.event = object.event ?? "";
-    message.actor = object.actor ?? "";
-    message.actorInput = object.actorInput ?? "";
+    message.eventName = object.eventName ?? "";
+    message.actor = object.actor ?? 0;
     return message;
   },
 };
 
 function createBaseFieldsUpdated(): FieldsUpdated {
-  return { updateMask: [], fields: undefined, actor: "", actorInput: "" };
+  return { updateMask: [], fields: undefined, actor: 0, actorInput: "" };
 }
 
 export const FieldsUpdated: MessageFns<FieldsUpdated> = {
@@ -7087,8 +7316,8 @@ export const FieldsUpdated: MessageFns<FieldsUpdated> = {
     if (message.fields !== undefined) {
       Struct.encode(Struct.wrap(message.fields), writer.uint32(18).fork()).join();
     }
-    if (message.actor !== "") {
-      writer.uint32(26).string(message.actor);
+    if (message.actor !== 0) {
+      writer.uint32(40).int32(message.actor);
     }
     if (message.actorInput !== "") {
       writer.uint32(34).string(message.actorInput);
@@ -7125,12 +7354,12 @@ export const FieldsUpdated: MessageFns<FieldsUpdated> = {
             message.fields = Struct.unwrap(Struct.decode(reader, reader.uint32()));
             continue;
           }
-          case 3: {
-            if (tag !== 26) {
+          case 5: {
+            if (tag !== 40) {
               break;
             }
 
-            message.actor = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
           case 4: {
@@ -7161,7 +7390,7 @@ export const FieldsUpdated: MessageFns<FieldsUpdated> = {
         ? object.update_mask.map((e: any) => globalThis.String(e))
         : [],
       fields: isObject(object.fields) ? object.fields : undefined,
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
       actorInput: isSet(object.actorInput)
         ? globalThis.String(object.actorInput)
         : isSet(object.actor_input)
@@ -7178,8 +7407,8 @@ export const FieldsUpdated: MessageFns<FieldsUpdated> = {
     if (message.fields !== undefined) {
       obj.fields = message.fields;
     }
-    if (message.actor !== "") {
-      obj.actor = message.actor;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
     if (message.actorInput !== "") {
       obj.actorInput = message.actorInput;
@@ -7194,7 +7423,7 @@ export const FieldsUpdated: MessageFns<FieldsUpdated> = {
     const message = createBaseFieldsUpdated();
     message.updateMask = object.updateMask?.map((e) => e) || [];
     message.fields = object.fields ?? undefined;
-    message.actor = object.actor ?? "";
+    message.actor = object.actor ?? 0;
     message.actorInput = object.actorInput ?? "";
     return message;
   },
@@ -7342,7 +7571,7 @@ export const SessionDeleted: MessageFns<SessionDeleted> = {
 };
 
 function createBaseUtteranceDelta(): UtteranceDelta {
-  return { utteranceId: "", actor: "", chunkIndex: 0, text: "" };
+  return { utteranceId: "", actor: 0, chunkIndex: 0, text: "" };
 }
 
 export const UtteranceDelta: MessageFns<UtteranceDelta> = {
@@ -7350,8 +7579,8 @@ export const UtteranceDelta: MessageFns<UtteranceDelta> = {
     if (message.utteranceId !== "") {
       writer.uint32(10).string(message.utteranceId);
     }
-    if (message.actor !== "") {
-      writer.uint32(18).string(message.actor);
+    if (message.actor !== 0) {
+      writer.uint32(40).int32(message.actor);
     }
     if (message.chunkIndex !== 0) {
       writer.uint32(24).int32(message.chunkIndex);
@@ -7383,12 +7612,12 @@ export const UtteranceDelta: MessageFns<UtteranceDelta> = {
             message.utteranceId = reader.string();
             continue;
           }
-          case 2: {
-            if (tag !== 18) {
+          case 5: {
+            if (tag !== 40) {
               break;
             }
 
-            message.actor = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
           case 3: {
@@ -7426,7 +7655,7 @@ export const UtteranceDelta: MessageFns<UtteranceDelta> = {
         : isSet(object.utterance_id)
         ? globalThis.String(object.utterance_id)
         : "",
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
       chunkIndex: isSet(object.chunkIndex)
         ? globalThis.Number(object.chunkIndex)
         : isSet(object.chunk_index)
@@ -7441,8 +7670,8 @@ export const UtteranceDelta: MessageFns<UtteranceDelta> = {
     if (message.utteranceId !== "") {
       obj.utteranceId = message.utteranceId;
     }
-    if (message.actor !== "") {
-      obj.actor = message.actor;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
     if (message.chunkIndex !== 0) {
       obj.chunkIndex = Math.round(message.chunkIndex);
@@ -7459,7 +7688,7 @@ export const UtteranceDelta: MessageFns<UtteranceDelta> = {
   fromPartial<I extends Exact<DeepPartial<UtteranceDelta>, I>>(object: I): UtteranceDelta {
     const message = createBaseUtteranceDelta();
     message.utteranceId = object.utteranceId ?? "";
-    message.actor = object.actor ?? "";
+    message.actor = object.actor ?? 0;
     message.chunkIndex = object.chunkIndex ?? 0;
     message.text = object.text ?? "";
     return message;
@@ -7556,7 +7785,16 @@ export const UtteranceAborted: MessageFns<UtteranceAborted> = {
 };
 
 function createBaseStreamUtteranceRequest(): StreamUtteranceRequest {
-  return { sessionId: "", actor: "", event: "", utteranceId: "", text: "", expectedRevision: 0, final: false };
+  return {
+    sessionId: "",
+    actor: 0,
+    eventName: "",
+    utteranceId: "",
+    text: "",
+    expectedRevision: undefined,
+    lastChunk: false,
+    requestId: "",
+  };
 }
 
 export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
@@ -7564,11 +7802,11 @@ export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
     }
-    if (message.actor !== "") {
-      writer.uint32(18).string(message.actor);
+    if (message.actor !== 0) {
+      writer.uint32(72).int32(message.actor);
     }
-    if (message.event !== "") {
-      writer.uint32(26).string(message.event);
+    if (message.eventName !== "") {
+      writer.uint32(26).string(message.eventName);
     }
     if (message.utteranceId !== "") {
       writer.uint32(34).string(message.utteranceId);
@@ -7576,11 +7814,14 @@ export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
     if (message.text !== "") {
       writer.uint32(42).string(message.text);
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       writer.uint32(48).int64(message.expectedRevision);
     }
-    if (message.final !== false) {
-      writer.uint32(56).bool(message.final);
+    if (message.lastChunk !== false) {
+      writer.uint32(56).bool(message.lastChunk);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(66).string(message.requestId);
     }
     return writer;
   },
@@ -7606,12 +7847,12 @@ export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
             message.sessionId = reader.string();
             continue;
           }
-          case 2: {
-            if (tag !== 18) {
+          case 9: {
+            if (tag !== 72) {
               break;
             }
 
-            message.actor = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
           case 3: {
@@ -7619,7 +7860,7 @@ export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
               break;
             }
 
-            message.event = reader.string();
+            message.eventName = reader.string();
             continue;
           }
           case 4: {
@@ -7651,7 +7892,15 @@ export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
               break;
             }
 
-            message.final = reader.bool();
+            message.lastChunk = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.requestId = reader.string();
             continue;
           }
         }
@@ -7673,8 +7922,12 @@ export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
         : isSet(object.session_id)
         ? globalThis.String(object.session_id)
         : "",
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
-      event: isSet(object.event) ? globalThis.String(object.event) : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
+      eventName: isSet(object.eventName)
+        ? globalThis.String(object.eventName)
+        : isSet(object.event_name)
+        ? globalThis.String(object.event_name)
+        : "",
       utteranceId: isSet(object.utteranceId)
         ? globalThis.String(object.utteranceId)
         : isSet(object.utterance_id)
@@ -7685,8 +7938,17 @@ export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
         ? globalThis.Number(object.expectedRevision)
         : isSet(object.expected_revision)
         ? globalThis.Number(object.expected_revision)
-        : 0,
-      final: isSet(object.final) ? globalThis.Boolean(object.final) : false,
+        : undefined,
+      lastChunk: isSet(object.lastChunk)
+        ? globalThis.Boolean(object.lastChunk)
+        : isSet(object.last_chunk)
+        ? globalThis.Boolean(object.last_chunk)
+        : false,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -7695,11 +7957,11 @@ export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
     }
-    if (message.actor !== "") {
-      obj.actor = message.actor;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
-    if (message.event !== "") {
-      obj.event = message.event;
+    if (message.eventName !== "") {
+      obj.eventName = message.eventName;
     }
     if (message.utteranceId !== "") {
       obj.utteranceId = message.utteranceId;
@@ -7707,11 +7969,14 @@ export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
     if (message.text !== "") {
       obj.text = message.text;
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       obj.expectedRevision = Math.round(message.expectedRevision);
     }
-    if (message.final !== false) {
-      obj.final = message.final;
+    if (message.lastChunk !== false) {
+      obj.lastChunk = message.lastChunk;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
     }
     return obj;
   },
@@ -7722,27 +7987,37 @@ export const StreamUtteranceRequest: MessageFns<StreamUtteranceRequest> = {
   fromPartial<I extends Exact<DeepPartial<StreamUtteranceRequest>, I>>(object: I): StreamUtteranceRequest {
     const message = createBaseStreamUtteranceRequest();
     message.sessionId = object.sessionId ?? "";
-    message.actor = object.actor ?? "";
-    message.event = object.event ?? "";
+    message.actor = object.actor ?? 0;
+    message.eventName = object.eventName ?? "";
     message.utteranceId = object.utteranceId ?? "";
     message.text = object.text ?? "";
-    message.expectedRevision = object.expectedRevision ?? 0;
-    message.final = object.final ?? false;
+    message.expectedRevision = object.expectedRevision ?? undefined;
+    message.lastChunk = object.lastChunk ?? false;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
 
 function createBaseStreamUtteranceResponse(): StreamUtteranceResponse {
-  return { session: undefined, utteranceId: "" };
+  return { utteranceId: "", revision: 0, dialogueIndex: 0, state: "", updateTime: undefined };
 }
 
 export const StreamUtteranceResponse: MessageFns<StreamUtteranceResponse> = {
   encode(message: StreamUtteranceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.session !== undefined) {
-      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
-    }
     if (message.utteranceId !== "") {
       writer.uint32(18).string(message.utteranceId);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(24).int64(message.revision);
+    }
+    if (message.dialogueIndex !== 0) {
+      writer.uint32(32).int32(message.dialogueIndex);
+    }
+    if (message.state !== "") {
+      writer.uint32(42).string(message.state);
+    }
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -7760,20 +8035,44 @@ export const StreamUtteranceResponse: MessageFns<StreamUtteranceResponse> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.session = GenieSession.decode(reader, reader.uint32());
-            continue;
-          }
           case 2: {
             if (tag !== 18) {
               break;
             }
 
             message.utteranceId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.dialogueIndex = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
         }
@@ -7790,22 +8089,42 @@ export const StreamUtteranceResponse: MessageFns<StreamUtteranceResponse> = {
 
   fromJSON(object: any): StreamUtteranceResponse {
     return {
-      session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined,
       utteranceId: isSet(object.utteranceId)
         ? globalThis.String(object.utteranceId)
         : isSet(object.utterance_id)
         ? globalThis.String(object.utterance_id)
         : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      dialogueIndex: isSet(object.dialogueIndex)
+        ? globalThis.Number(object.dialogueIndex)
+        : isSet(object.dialogue_index)
+        ? globalThis.Number(object.dialogue_index)
+        : 0,
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
+        : undefined,
     };
   },
 
   toJSON(message: StreamUtteranceResponse): unknown {
     const obj: any = {};
-    if (message.session !== undefined) {
-      obj.session = GenieSession.toJSON(message.session);
-    }
     if (message.utteranceId !== "") {
       obj.utteranceId = message.utteranceId;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.dialogueIndex !== 0) {
+      obj.dialogueIndex = Math.round(message.dialogueIndex);
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
     }
     return obj;
   },
@@ -7815,10 +8134,11 @@ export const StreamUtteranceResponse: MessageFns<StreamUtteranceResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<StreamUtteranceResponse>, I>>(object: I): StreamUtteranceResponse {
     const message = createBaseStreamUtteranceResponse();
-    message.session = (object.session !== undefined && object.session !== null)
-      ? GenieSession.fromPartial(object.session)
-      : undefined;
     message.utteranceId = object.utteranceId ?? "";
+    message.revision = object.revision ?? 0;
+    message.dialogueIndex = object.dialogueIndex ?? 0;
+    message.state = object.state ?? "";
+    message.updateTime = object.updateTime ?? undefined;
     return message;
   },
 };
@@ -7957,7 +8277,7 @@ export const ChatRequest: MessageFns<ChatRequest> = {
 };
 
 function createBaseChatOpen(): ChatOpen {
-  return { sessionId: "", afterRevision: 0 };
+  return { sessionId: "", afterRevision: undefined };
 }
 
 export const ChatOpen: MessageFns<ChatOpen> = {
@@ -7965,7 +8285,7 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
     }
-    if (message.afterRevision !== 0) {
+    if (message.afterRevision !== undefined) {
       writer.uint32(16).int64(message.afterRevision);
     }
     return writer;
@@ -8023,7 +8343,7 @@ export const ChatOpen: MessageFns<ChatOpen> = {
         ? globalThis.Number(object.afterRevision)
         : isSet(object.after_revision)
         ? globalThis.Number(object.after_revision)
-        : 0,
+        : undefined,
     };
   },
 
@@ -8032,7 +8352,7 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
     }
-    if (message.afterRevision !== 0) {
+    if (message.afterRevision !== undefined) {
       obj.afterRevision = Math.round(message.afterRevision);
     }
     return obj;
@@ -8044,27 +8364,27 @@ export const ChatOpen: MessageFns<ChatOpen> = {
   fromPartial<I extends Exact<DeepPartial<ChatOpen>, I>>(object: I): ChatOpen {
     const message = createBaseChatOpen();
     message.sessionId = object.sessionId ?? "";
-    message.afterRevision = object.afterRevision ?? 0;
+    message.afterRevision = object.afterRevision ?? undefined;
     return message;
   },
 };
 
 function createBaseChatSendEvent(): ChatSendEvent {
-  return { event: "", actor: "", actorInput: "", expectedRevision: 0 };
+  return { eventName: "", actor: 0, actorInput: "", expectedRevision: undefined };
 }
 
 export const ChatSendEvent: MessageFns<ChatSendEvent> = {
   encode(message: ChatSendEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.event !== "") {
-      writer.uint32(10).string(message.event);
+    if (message.eventName !== "") {
+      writer.uint32(10).string(message.eventName);
     }
-    if (message.actor !== "") {
-      writer.uint32(18).string(message.actor);
+    if (message.actor !== 0) {
+      writer.uint32(40).int32(message.actor);
     }
     if (message.actorInput !== "") {
       writer.uint32(26).string(message.actorInput);
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       writer.uint32(32).int64(message.expectedRevision);
     }
     return writer;
@@ -8088,15 +8408,15 @@ export const ChatSendEvent: MessageFns<ChatSendEvent> = {
               break;
             }
 
-            message.event = reader.string();
+            message.eventName = reader.string();
             continue;
           }
-          case 2: {
-            if (tag !== 18) {
+          case 5: {
+            if (tag !== 40) {
               break;
             }
 
-            message.actor = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
           case 3: {
@@ -8129,8 +8449,12 @@ export const ChatSendEvent: MessageFns<ChatSendEvent> = {
 
   fromJSON(object: any): ChatSendEvent {
     return {
-      event: isSet(object.event) ? globalThis.String(object.event) : "",
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      eventName: isSet(object.eventName)
+        ? globalThis.String(object.eventName)
+        : isSet(object.event_name)
+        ? globalThis.String(object.event_name)
+        : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
       actorInput: isSet(object.actorInput)
         ? globalThis.String(object.actorInput)
         : isSet(object.actor_input)
@@ -8140,22 +8464,22 @@ export const ChatSendEvent: MessageFns<ChatSendEvent> = {
         ? globalThis.Number(object.expectedRevision)
         : isSet(object.expected_revision)
         ? globalThis.Number(object.expected_revision)
-        : 0,
+        : undefined,
     };
   },
 
   toJSON(message: ChatSendEvent): unknown {
     const obj: any = {};
-    if (message.event !== "") {
-      obj.event = message.event;
+    if (message.eventName !== "") {
+      obj.eventName = message.eventName;
     }
-    if (message.actor !== "") {
-      obj.actor = message.actor;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
     if (message.actorInput !== "") {
       obj.actorInput = message.actorInput;
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       obj.expectedRevision = Math.round(message.expectedRevision);
     }
     return obj;
@@ -8166,27 +8490,27 @@ export const ChatSendEvent: MessageFns<ChatSendEvent> = {
   },
   fromPartial<I extends Exact<DeepPartial<ChatSendEvent>, I>>(object: I): ChatSendEvent {
     const message = createBaseChatSendEvent();
-    message.event = object.event ?? "";
-    message.actor = object.actor ?? "";
+    message.eventName = object.eventName ?? "";
+    message.actor = object.actor ?? 0;
     message.actorInput = object.actorInput ?? "";
-    message.expectedRevision = object.expectedRevision ?? 0;
+    message.expectedRevision = object.expectedRevision ?? undefined;
     return message;
   },
 };
 
 function createBaseChatAppendDialogue(): ChatAppendDialogue {
-  return { actor: "", actorText: "", expectedRevision: 0 };
+  return { actor: 0, actorText: "", expectedRevision: undefined };
 }
 
 export const ChatAppendDialogue: MessageFns<ChatAppendDialogue> = {
   encode(message: ChatAppendDialogue, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.actor !== "") {
-      writer.uint32(10).string(message.actor);
+    if (message.actor !== 0) {
+      writer.uint32(32).int32(message.actor);
     }
     if (message.actorText !== "") {
       writer.uint32(18).string(message.actorText);
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       writer.uint32(24).int64(message.expectedRevision);
     }
     return writer;
@@ -8205,12 +8529,12 @@ export const ChatAppendDialogue: MessageFns<ChatAppendDialogue> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
+          case 4: {
+            if (tag !== 32) {
               break;
             }
 
-            message.actor = reader.string();
+            message.actor = reader.int32() as any;
             continue;
           }
           case 2: {
@@ -8243,7 +8567,7 @@ export const ChatAppendDialogue: MessageFns<ChatAppendDialogue> = {
 
   fromJSON(object: any): ChatAppendDialogue {
     return {
-      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
       actorText: isSet(object.actorText)
         ? globalThis.String(object.actorText)
         : isSet(object.actor_text)
@@ -8253,19 +8577,19 @@ export const ChatAppendDialogue: MessageFns<ChatAppendDialogue> = {
         ? globalThis.Number(object.expectedRevision)
         : isSet(object.expected_revision)
         ? globalThis.Number(object.expected_revision)
-        : 0,
+        : undefined,
     };
   },
 
   toJSON(message: ChatAppendDialogue): unknown {
     const obj: any = {};
-    if (message.actor !== "") {
-      obj.actor = message.actor;
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
     }
     if (message.actorText !== "") {
       obj.actorText = message.actorText;
     }
-    if (message.expectedRevision !== 0) {
+    if (message.expectedRevision !== undefined) {
       obj.expectedRevision = Math.round(message.expectedRevision);
     }
     return obj;
@@ -8276,9 +8600,9 @@ export const ChatAppendDialogue: MessageFns<ChatAppendDialogue> = {
   },
   fromPartial<I extends Exact<DeepPartial<ChatAppendDialogue>, I>>(object: I): ChatAppendDialogue {
     const message = createBaseChatAppendDialogue();
-    message.actor = object.actor ?? "";
+    message.actor = object.actor ?? 0;
     message.actorText = object.actorText ?? "";
-    message.expectedRevision = object.expectedRevision ?? 0;
+    message.expectedRevision = object.expectedRevision ?? undefined;
     return message;
   },
 };
@@ -8478,7 +8802,7 @@ export const ChatAck: MessageFns<ChatAck> = {
 };
 
 function createBaseChatError(): ChatError {
-  return { requestId: "", code: 0, message: "" };
+  return { requestId: "", status: undefined };
 }
 
 export const ChatError: MessageFns<ChatError> = {
@@ -8486,11 +8810,8 @@ export const ChatError: MessageFns<ChatError> = {
     if (message.requestId !== "") {
       writer.uint32(10).string(message.requestId);
     }
-    if (message.code !== 0) {
-      writer.uint32(16).int32(message.code);
-    }
-    if (message.message !== "") {
-      writer.uint32(26).string(message.message);
+    if (message.status !== undefined) {
+      Status.encode(message.status, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -8516,20 +8837,12 @@ export const ChatError: MessageFns<ChatError> = {
             message.requestId = reader.string();
             continue;
           }
-          case 2: {
-            if (tag !== 16) {
+          case 4: {
+            if (tag !== 34) {
               break;
             }
 
-            message.code = reader.int32();
-            continue;
-          }
-          case 3: {
-            if (tag !== 26) {
-              break;
-            }
-
-            message.message = reader.string();
+            message.status = Status.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -8551,8 +8864,7 @@ export const ChatError: MessageFns<ChatError> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
-      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
-      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      status: isSet(object.status) ? Status.fromJSON(object.status) : undefined,
     };
   },
 
@@ -8561,11 +8873,8 @@ export const ChatError: MessageFns<ChatError> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
-    if (message.code !== 0) {
-      obj.code = Math.round(message.code);
-    }
-    if (message.message !== "") {
-      obj.message = message.message;
+    if (message.status !== undefined) {
+      obj.status = Status.toJSON(message.status);
     }
     return obj;
   },
@@ -8576,8 +8885,9 @@ export const ChatError: MessageFns<ChatError> = {
   fromPartial<I extends Exact<DeepPartial<ChatError>, I>>(object: I): ChatError {
     const message = createBaseChatError();
     message.requestId = object.requestId ?? "";
-    message.code = object.code ?? 0;
-    message.message = object.message ?? "";
+    message.status = (object.status !== undefined && object.status !== null)
+      ? Status.fromPartial(object.status)
+      : undefined;
     return message;
   },
 };
@@ -8848,10 +9158,22 @@ export const GenieServiceService = {
     responseDeserialize: (value: Buffer): ListSecondaryKeysResponse => ListSecondaryKeysResponse.decode(value),
   },
   /**
-   * Streams a session's updates: first every revision committed after `after_revision` (from Postgres),
-   * then live ones, in revision order with no gap and no duplicate; in between, the token deltas of
-   * utterances being streamed. A consumer that reads too slowly is ended with RESOURCE_EXHAUSTED and
-   * resumes with the last revision it saw; server shutdown ends the stream with UNAVAILABLE.
+   * Streams a session's updates: first every revision committed after `after_revision` (replayed from
+   * Postgres), then one `caught_up` update (its revision is the one the replay reached), then live updates
+   * as they commit — in revision order with no gap and no duplicate — and, in between, the token deltas and
+   * aborts of utterances being streamed (never replayed). Every response carries one update; each is well
+   * under 4 MiB because every text that can reach one is limited on the way in. After a `session_deleted`
+   * commit the stream ends with OK.
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`):
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a bad field (BadRequest names it), e.g. `after_revision` past the
+   *   session's revision.
+   * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account (or it was deleted).
+   * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW` (metadata `last_revision`): the consumer fell more than its buffer
+   *   behind; resume with `after_revision` = the last revision it saw. `STREAM_LIMIT`, `RATE_LIMIT`: the
+   *   account's limits.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: resume elsewhere with the last revision seen.
+   * - UNAUTHENTICATED, PERMISSION_DENIED: the API key.
    */
   watchSession: {
     path: "/parley.genie.v1.GenieService/WatchSession" as const,
@@ -8864,10 +9186,27 @@ export const GenieServiceService = {
     responseDeserialize: (value: Buffer): WatchSessionResponse => WatchSessionResponse.decode(value),
   },
   /**
-   * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives;
-   * when the worker closes the stream (or sends a chunk marked final) the whole utterance is committed as
-   * one dialogue element (one revision; with `event` set, as SendEvent). A worker that disconnects or is
-   * cancelled midway commits nothing, and watchers get an aborted update for the utterance.
+   * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives.
+   * The whole utterance is committed as one dialogue element (one revision; with `event_name` set, as
+   * SendEvent) either at once on the chunk with `last_chunk` set, or when the worker half-closes. The
+   * response comes after the worker half-closes (after `last_chunk`, at the latest once the worker has sent
+   * nothing for PARLEY_CLIENT_STREAM_IDLE). A worker that disconnects or is cancelled before the
+   * commit commits nothing, and watchers get an `aborted` update for the utterance. With `request_id` set,
+   * a retry of the same utterance returns the first commit's result and writes nothing.
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`); nothing is committed unless said:
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a bad field (BadRequest names it), a first message without
+   *   `session_id` or `actor`, a later message changing them.
+   * - INVALID_ARGUMENT `MESSAGE_AFTER_LAST_CHUNK` (metadata `revision`): a message followed the one with
+   *   `last_chunk`; the utterance stays committed at that revision.
+   * - INVALID_ARGUMENT `REQUEST_ID_REUSED`: `request_id` was used for a different request.
+   * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account.
+   * - ABORTED `REVISION_MISMATCH` (metadata `current_revision`): `expected_revision` is not the session's.
+   * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
+   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
+   *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
+   * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   streamUtterance: {
     path: "/parley.genie.v1.GenieService/StreamUtterance" as const,
@@ -8881,12 +9220,21 @@ export const GenieServiceService = {
     responseDeserialize: (value: Buffer): StreamUtteranceResponse => StreamUtteranceResponse.decode(value),
   },
   /**
-   * For chat gateways: the first message opens a session (as WatchSession); later ones send events and
-   * utterances. Every update of the session (this stream's, other writers', deltas) comes back on the
-   * stream, and each request is answered with an ack or an error carrying its request_id. A request that
-   * fails (a bad field, invalid UTF-8, a refused write, a rate limit) gets a ChatError and the stream reads
-   * on. The stream ends with INVALID_ARGUMENT only when there is no request to answer: a first message that
-   * is not a valid open, or bytes that do not decode as a ChatRequest.
+   * For chat gateways: the first message opens a session (as WatchSession) and is acknowledged with the
+   * session's revision at open; later ones send events and utterances. Every update of the session (this
+   * stream's, other writers', deltas, and one `caught_up` after the replay) comes back on the stream, and
+   * each request is answered with a ChatAck or a ChatError carrying its request_id. A request that fails (a
+   * bad field, invalid UTF-8, a refused write, a rate limit) gets a ChatError whose `status` is the
+   * google.rpc.Status the same request would get as a unary call (SendEvent, AppendDialogue: code, reason
+   * in ErrorInfo, BadRequest), and the stream reads on.
+   *
+   * Errors that end the stream (each with a google.rpc.ErrorInfo, domain `parley`):
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: there is no request to answer: a first message that is not a
+   *   valid `open`, or bytes that do not decode as a ChatRequest.
+   * - NOT_FOUND `SESSION_NOT_FOUND`: the opened session does not exist in the caller's account.
+   * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW`, `STREAM_LIMIT`, `CLIENT_STREAM_IDLE`: as WatchSession and the
+   *   limits.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   chat: {
     path: "/parley.genie.v1.GenieService/Chat" as const,
@@ -9005,26 +9353,64 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
    */
   listSecondaryKeys: handleUnaryCall<ListSecondaryKeysRequest, ListSecondaryKeysResponse>;
   /**
-   * Streams a session's updates: first every revision committed after `after_revision` (from Postgres),
-   * then live ones, in revision order with no gap and no duplicate; in between, the token deltas of
-   * utterances being streamed. A consumer that reads too slowly is ended with RESOURCE_EXHAUSTED and
-   * resumes with the last revision it saw; server shutdown ends the stream with UNAVAILABLE.
+   * Streams a session's updates: first every revision committed after `after_revision` (replayed from
+   * Postgres), then one `caught_up` update (its revision is the one the replay reached), then live updates
+   * as they commit — in revision order with no gap and no duplicate — and, in between, the token deltas and
+   * aborts of utterances being streamed (never replayed). Every response carries one update; each is well
+   * under 4 MiB because every text that can reach one is limited on the way in. After a `session_deleted`
+   * commit the stream ends with OK.
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`):
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a bad field (BadRequest names it), e.g. `after_revision` past the
+   *   session's revision.
+   * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account (or it was deleted).
+   * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW` (metadata `last_revision`): the consumer fell more than its buffer
+   *   behind; resume with `after_revision` = the last revision it saw. `STREAM_LIMIT`, `RATE_LIMIT`: the
+   *   account's limits.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: resume elsewhere with the last revision seen.
+   * - UNAUTHENTICATED, PERMISSION_DENIED: the API key.
    */
   watchSession: handleServerStreamingCall<WatchSessionRequest, WatchSessionResponse>;
   /**
-   * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives;
-   * when the worker closes the stream (or sends a chunk marked final) the whole utterance is committed as
-   * one dialogue element (one revision; with `event` set, as SendEvent). A worker that disconnects or is
-   * cancelled midway commits nothing, and watchers get an aborted update for the utterance.
+   * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives.
+   * The whole utterance is committed as one dialogue element (one revision; with `event_name` set, as
+   * SendEvent) either at once on the chunk with `last_chunk` set, or when the worker half-closes. The
+   * response comes after the worker half-closes (after `last_chunk`, at the latest once the worker has sent
+   * nothing for PARLEY_CLIENT_STREAM_IDLE). A worker that disconnects or is cancelled before the
+   * commit commits nothing, and watchers get an `aborted` update for the utterance. With `request_id` set,
+   * a retry of the same utterance returns the first commit's result and writes nothing.
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`); nothing is committed unless said:
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a bad field (BadRequest names it), a first message without
+   *   `session_id` or `actor`, a later message changing them.
+   * - INVALID_ARGUMENT `MESSAGE_AFTER_LAST_CHUNK` (metadata `revision`): a message followed the one with
+   *   `last_chunk`; the utterance stays committed at that revision.
+   * - INVALID_ARGUMENT `REQUEST_ID_REUSED`: `request_id` was used for a different request.
+   * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account.
+   * - ABORTED `REVISION_MISMATCH` (metadata `current_revision`): `expected_revision` is not the session's.
+   * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
+   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
+   *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
+   * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   streamUtterance: handleClientStreamingCall<StreamUtteranceRequest, StreamUtteranceResponse>;
   /**
-   * For chat gateways: the first message opens a session (as WatchSession); later ones send events and
-   * utterances. Every update of the session (this stream's, other writers', deltas) comes back on the
-   * stream, and each request is answered with an ack or an error carrying its request_id. A request that
-   * fails (a bad field, invalid UTF-8, a refused write, a rate limit) gets a ChatError and the stream reads
-   * on. The stream ends with INVALID_ARGUMENT only when there is no request to answer: a first message that
-   * is not a valid open, or bytes that do not decode as a ChatRequest.
+   * For chat gateways: the first message opens a session (as WatchSession) and is acknowledged with the
+   * session's revision at open; later ones send events and utterances. Every update of the session (this
+   * stream's, other writers', deltas, and one `caught_up` after the replay) comes back on the stream, and
+   * each request is answered with a ChatAck or a ChatError carrying its request_id. A request that fails (a
+   * bad field, invalid UTF-8, a refused write, a rate limit) gets a ChatError whose `status` is the
+   * google.rpc.Status the same request would get as a unary call (SendEvent, AppendDialogue: code, reason
+   * in ErrorInfo, BadRequest), and the stream reads on.
+   *
+   * Errors that end the stream (each with a google.rpc.ErrorInfo, domain `parley`):
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: there is no request to answer: a first message that is not a
+   *   valid `open`, or bytes that do not decode as a ChatRequest.
+   * - NOT_FOUND `SESSION_NOT_FOUND`: the opened session does not exist in the caller's account.
+   * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW`, `STREAM_LIMIT`, `CLIENT_STREAM_IDLE`: as WatchSession and the
+   *   limits.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   chat: handleBidiStreamingCall<ChatRequest, ChatResponse>;
 }
@@ -9359,10 +9745,22 @@ export interface GenieServiceClient extends Client {
     callback: (error: ServiceError | null, response: ListSecondaryKeysResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Streams a session's updates: first every revision committed after `after_revision` (from Postgres),
-   * then live ones, in revision order with no gap and no duplicate; in between, the token deltas of
-   * utterances being streamed. A consumer that reads too slowly is ended with RESOURCE_EXHAUSTED and
-   * resumes with the last revision it saw; server shutdown ends the stream with UNAVAILABLE.
+   * Streams a session's updates: first every revision committed after `after_revision` (replayed from
+   * Postgres), then one `caught_up` update (its revision is the one the replay reached), then live updates
+   * as they commit — in revision order with no gap and no duplicate — and, in between, the token deltas and
+   * aborts of utterances being streamed (never replayed). Every response carries one update; each is well
+   * under 4 MiB because every text that can reach one is limited on the way in. After a `session_deleted`
+   * commit the stream ends with OK.
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`):
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a bad field (BadRequest names it), e.g. `after_revision` past the
+   *   session's revision.
+   * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account (or it was deleted).
+   * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW` (metadata `last_revision`): the consumer fell more than its buffer
+   *   behind; resume with `after_revision` = the last revision it saw. `STREAM_LIMIT`, `RATE_LIMIT`: the
+   *   account's limits.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: resume elsewhere with the last revision seen.
+   * - UNAUTHENTICATED, PERMISSION_DENIED: the API key.
    */
   watchSession(
     request: WatchSessionRequest,
@@ -9374,10 +9772,27 @@ export interface GenieServiceClient extends Client {
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchSessionResponse>;
   /**
-   * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives;
-   * when the worker closes the stream (or sends a chunk marked final) the whole utterance is committed as
-   * one dialogue element (one revision; with `event` set, as SendEvent). A worker that disconnects or is
-   * cancelled midway commits nothing, and watchers get an aborted update for the utterance.
+   * An LLM worker streams one utterance in chunks. Watchers receive each chunk as a delta as it arrives.
+   * The whole utterance is committed as one dialogue element (one revision; with `event_name` set, as
+   * SendEvent) either at once on the chunk with `last_chunk` set, or when the worker half-closes. The
+   * response comes after the worker half-closes (after `last_chunk`, at the latest once the worker has sent
+   * nothing for PARLEY_CLIENT_STREAM_IDLE). A worker that disconnects or is cancelled before the
+   * commit commits nothing, and watchers get an `aborted` update for the utterance. With `request_id` set,
+   * a retry of the same utterance returns the first commit's result and writes nothing.
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`); nothing is committed unless said:
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a bad field (BadRequest names it), a first message without
+   *   `session_id` or `actor`, a later message changing them.
+   * - INVALID_ARGUMENT `MESSAGE_AFTER_LAST_CHUNK` (metadata `revision`): a message followed the one with
+   *   `last_chunk`; the utterance stays committed at that revision.
+   * - INVALID_ARGUMENT `REQUEST_ID_REUSED`: `request_id` was used for a different request.
+   * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account.
+   * - ABORTED `REVISION_MISMATCH` (metadata `current_revision`): `expected_revision` is not the session's.
+   * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
+   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
+   *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
+   * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   streamUtterance(
     callback: (error: ServiceError | null, response: StreamUtteranceResponse) => void,
@@ -9396,12 +9811,21 @@ export interface GenieServiceClient extends Client {
     callback: (error: ServiceError | null, response: StreamUtteranceResponse) => void,
   ): ClientWritableStream<StreamUtteranceRequest>;
   /**
-   * For chat gateways: the first message opens a session (as WatchSession); later ones send events and
-   * utterances. Every update of the session (this stream's, other writers', deltas) comes back on the
-   * stream, and each request is answered with an ack or an error carrying its request_id. A request that
-   * fails (a bad field, invalid UTF-8, a refused write, a rate limit) gets a ChatError and the stream reads
-   * on. The stream ends with INVALID_ARGUMENT only when there is no request to answer: a first message that
-   * is not a valid open, or bytes that do not decode as a ChatRequest.
+   * For chat gateways: the first message opens a session (as WatchSession) and is acknowledged with the
+   * session's revision at open; later ones send events and utterances. Every update of the session (this
+   * stream's, other writers', deltas, and one `caught_up` after the replay) comes back on the stream, and
+   * each request is answered with a ChatAck or a ChatError carrying its request_id. A request that fails (a
+   * bad field, invalid UTF-8, a refused write, a rate limit) gets a ChatError whose `status` is the
+   * google.rpc.Status the same request would get as a unary call (SendEvent, AppendDialogue: code, reason
+   * in ErrorInfo, BadRequest), and the stream reads on.
+   *
+   * Errors that end the stream (each with a google.rpc.ErrorInfo, domain `parley`):
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: there is no request to answer: a first message that is not a
+   *   valid `open`, or bytes that do not decode as a ChatRequest.
+   * - NOT_FOUND `SESSION_NOT_FOUND`: the opened session does not exist in the caller's account.
+   * - RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW`, `STREAM_LIMIT`, `CLIENT_STREAM_IDLE`: as WatchSession and the
+   *   limits.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   chat(): ClientDuplexStream<ChatRequest, ChatResponse>;
   chat(options: Partial<CallOptions>): ClientDuplexStream<ChatRequest, ChatResponse>;

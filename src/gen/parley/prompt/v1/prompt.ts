@@ -23,6 +23,7 @@ import {
 import { FieldMask } from "../../../google/protobuf/field_mask.js";
 import { Struct } from "../../../google/protobuf/struct.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
+import { Plugin } from "../../admin/v1/admin.js";
 
 export const protobufPackage = "parley.prompt.v1";
 
@@ -30,11 +31,17 @@ export const protobufFileName = "parley/prompt/v1/prompt.proto";
 
 /** A role in an OpenAI-style chat message. */
 export enum ChatRole {
+  /** CHAT_ROLE_UNSPECIFIED - Not a valid role; a message must name one of the others. */
   CHAT_ROLE_UNSPECIFIED = 0,
+  /** CHAT_ROLE_SYSTEM - Instructions to the model (`system`). */
   CHAT_ROLE_SYSTEM = 1,
+  /** CHAT_ROLE_USER - The end user (`user`). */
   CHAT_ROLE_USER = 2,
+  /** CHAT_ROLE_ASSISTANT - The model (`assistant`). */
   CHAT_ROLE_ASSISTANT = 3,
+  /** CHAT_ROLE_TOOL - A tool's result (`tool`), answering a tool call by its id. */
   CHAT_ROLE_TOOL = 4,
+  /** CHAT_ROLE_DEVELOPER - Developer instructions (`developer`). */
   CHAT_ROLE_DEVELOPER = 5,
   UNRECOGNIZED = -1,
 }
@@ -86,26 +93,50 @@ export function chatRoleToJSON(object: ChatRole): string {
   }
 }
 
-/** One chat session of an LLM client. */
+/** One chat session of an LLM client. At most about 200 KiB in all (see each field). */
 export interface Prompt {
+  /** The prompt's id, a UUID. */
   id: string;
-  /** camelCase, e.g. `hrSupport`; letters and digits only, starting with a lower-case letter. */
+  /**
+   * camelCase, e.g. `hrSupport`: 1-50 letters and digits, starting with a lower-case letter. Defaults to a
+   * name derived from the session key.
+   */
   name: string;
+  /** Free text, at most 4096 characters; leading and trailing whitespace is trimmed. */
   description: string;
-  /** Semantic version MAJOR.MINOR.PATCH, e.g. `1.0.0`. */
+  /** Semantic version MAJOR.MINOR.PATCH, e.g. `1.0.0`, at most 255 characters; empty sets `1.0.0`. */
   version: string;
+  /** At most 64 entries; keys are 1-255 URL-friendly characters, values at most 2048 characters. */
   annotations: { [key: string]: string };
+  /** At most 64 tags of 1-100 URL-friendly characters each, trimmed; duplicates are dropped. */
   tags: string[];
-  /** Identifies the session to clients; unguessable when parley generates it. */
+  /** Identifies the session to clients: 64 hexadecimal characters, unguessable when parley generates it. */
   sessionKey: string;
+  /** The end user's address given on creation (an IPv4 or IPv6 literal), or empty. */
   ipAddress: string;
+  /** The end user's user agent given on creation, cut to 255 characters. */
   userAgent: string;
+  /** The page URL given on creation, without query or fragment, at most 200 characters. */
   url: string;
-  createdAt: Date | undefined;
-  updatedAt: Date | undefined;
+  /** When the prompt was created. */
+  createTime:
+    | Date
+    | undefined;
+  /** When an UpdatePrompt last changed it (the creation time before that). */
+  updateTime:
+    | Date
+    | undefined;
+  /** The user profile that owns the session (that of the API key that created it). */
   userProfileId: string;
+  /** The LLM client the session belongs to. */
   llmClientId: string;
+  /** The account the session belongs to. */
   accountId: string;
+  /**
+   * 1 on creation, +1 for every committed change to the prompt or to its logs; pass it as
+   * `expected_revision` to update or delete conditionally.
+   */
+  revision: number;
 }
 
 export interface Prompt_AnnotationsEntry {
@@ -115,79 +146,146 @@ export interface Prompt_AnnotationsEntry {
 
 /** A tool call requested by the assistant in a chat message. */
 export interface ChatToolCall {
+  /** The call's id as the model produced it (not a parley id); tool messages answer it by this id. */
   id: string;
-  /** Always `function` today. */
-  type: string;
+  /** `function` (the only kind today); empty means `function`. */
+  callType: string;
+  /** The function's name, 1-255 characters. */
   functionName: string;
-  /** The function arguments as the model produced them (a JSON document, kept verbatim). */
+  /**
+   * The function arguments as the model produced them (a JSON document, kept verbatim); counts toward the
+   * 1 MiB of its history entry.
+   */
   functionArguments: string;
 }
 
 /** One OpenAI-style chat message. */
 export interface ChatMessage {
+  /**
+   * Who wrote it; required: one of CHAT_ROLE_SYSTEM, CHAT_ROLE_USER, CHAT_ROLE_ASSISTANT, CHAT_ROLE_TOOL,
+   * CHAT_ROLE_DEVELOPER.
+   */
   role: ChatRole;
+  /**
+   * The text; required except on an assistant message that carries tool calls. Counts toward the 1 MiB
+   * of its history entry.
+   */
   content: string;
+  /** The participant's name: 1-64 letters, digits, `_` or `-`. */
   name: string;
+  /** Tool calls the assistant requested (assistant messages only). */
   toolCalls: ChatToolCall[];
+  /** The id of the tool call a tool message answers (tool messages only, and required there). */
   toolCallId: string;
 }
 
-/** One exchange with the LLM: the request sent, the response received and the message list at that point. */
+/**
+ * One exchange with the LLM: the request sent, the response received and the message list at that point.
+ * An entry is at most 1 MiB (request, response and messages together, as encoded in protobuf).
+ */
 export interface PromptHistory {
+  /** The entry's id, a UUID. */
   id: string;
+  /** The prompt it belongs to. */
   promptId: string;
-  request: { [key: string]: any } | undefined;
-  response: { [key: string]: any } | undefined;
+  /** The request sent to the model, as the client logged it. */
+  request:
+    | { [key: string]: any }
+    | undefined;
+  /** The response received, as the client logged it. */
+  response:
+    | { [key: string]: any }
+    | undefined;
+  /** The message list at that point. */
   messages: ChatMessage[];
-  createdAt: Date | undefined;
-  updatedAt: Date | undefined;
+  /** When it was logged. */
+  createTime:
+    | Date
+    | undefined;
+  /** The prompt revision its write took. */
+  revision: number;
 }
 
-/** A tool (function) call made during a prompt session. */
+/** A tool (function) call made during a prompt session. At most 1 MiB in all. */
 export interface PromptToolCall {
+  /** The entry's id, a UUID. */
   id: string;
+  /** The prompt it belongs to. */
   promptId: string;
-  /** Empty when the function does not belong to a registered plugin. */
+  /** The plugin the function belongs to; empty when none (or when that plugin was deleted). */
   pluginId: string;
+  /** The function's name, at most 255 characters; may be empty. */
   functionName: string;
+  /** The arguments, verbatim. */
   functionArgs: string;
-  request: { [key: string]: any } | undefined;
-  response: { [key: string]: any } | undefined;
-  createdAt: Date | undefined;
-  updatedAt: Date | undefined;
+  /** The request as the client logged it. */
+  request:
+    | { [key: string]: any }
+    | undefined;
+  /** The response as the client logged it. */
+  response:
+    | { [key: string]: any }
+    | undefined;
+  /** When it was logged. */
+  createTime:
+    | Date
+    | undefined;
+  /** The prompt revision its write took. */
+  revision: number;
 }
 
 /** A plugin selected for some input during a prompt session. */
 export interface PromptPluginUsage {
+  /** The entry's id, a UUID. */
   id: string;
+  /** The prompt it belongs to. */
   promptId: string;
+  /** The plugin selected. */
   pluginId: string;
+  /** The input it was selected for, at most 64 KiB. */
   inputText: string;
-  createdAt: Date | undefined;
-  updatedAt: Date | undefined;
+  /** When it was logged. */
+  createTime:
+    | Date
+    | undefined;
+  /** The prompt revision its write took. */
+  revision: number;
 }
 
+/** Request of OpenPrompt. */
 export interface OpenPromptRequest {
   /**
-   * The session to resume or create. When empty, `llm_client_id` or `llm_client_url` is required and a
-   * new session with a fresh key is created.
+   * The session to resume or create (64 hexadecimal characters, case-insensitive). When empty, an LLM
+   * client is required and a new session with a fresh key is created.
    */
   sessionKey: string;
-  llmClientId: string;
-  /** Resolves the LLM client from its URL, e.g. `https://hr.3141-5926-5359.api.example.com/llm-client/`. */
-  llmClientUrl: string;
+  /** The LLM client's id. */
+  llmClientId?:
+    | string
+    | undefined;
   /**
-   * Request metadata of the end user's request, recorded on creation. The owner of a new session is the
-   * user profile of the calling API key.
+   * Resolves the LLM client from its URL, e.g. `https://hr.3141-5926-5359.api.example.com/llm-client/`;
+   * at most 2048 characters.
+   */
+  llmClientUrl?:
+    | string
+    | undefined;
+  /**
+   * The end user's IPv4 or IPv6 address, recorded on creation. The owner of a new session is the user
+   * profile of the calling API key.
    */
   ipAddress: string;
+  /** The end user's user agent, recorded on creation (cut to 255 characters). */
   userAgent: string;
+  /** The page URL, recorded on creation without query or fragment; http(s), at most 200 characters. */
   url: string;
-  /** Optional UUID; see the service comment. */
+  /** Optional UUID making retries safe; see the service comment. */
   requestId: string;
 }
 
+/** Response of OpenPrompt. */
 export interface OpenPromptResponse {
+  /** The session, found or created. */
   prompt:
     | Prompt
     | undefined;
@@ -195,16 +293,23 @@ export interface OpenPromptResponse {
   created: boolean;
 }
 
+/** Request of GetPrompt. */
 export interface GetPromptRequest {
-  /** Either the id or the session key. */
-  id: string;
-  sessionKey: string;
+  /** The prompt's id. */
+  id?:
+    | string
+    | undefined;
+  /** The prompt's session key. */
+  sessionKey?: string | undefined;
 }
 
+/** Response of GetPrompt. */
 export interface GetPromptResponse {
+  /** The prompt. */
   prompt: Prompt | undefined;
 }
 
+/** Request of ListPrompts. */
 export interface ListPromptsRequest {
   /** At most this many prompts (default 50, at most 1000). */
   pageSize: number;
@@ -222,163 +327,319 @@ export interface ListPromptsRequest {
   createdBefore: Date | undefined;
 }
 
+/** Response of ListPrompts. */
 export interface ListPromptsResponse {
+  /** One page of prompts, newest first. */
   prompts: Prompt[];
   /** Empty on the last page. */
   nextPageToken: string;
 }
 
+/** Request of UpdatePrompt. */
 export interface UpdatePromptRequest {
-  /** `prompt.id` names the prompt; the fields in `update_mask` are taken from it. */
+  /** `prompt.id` names the prompt; the fields in `update_mask` are taken from it, all others ignored. */
   prompt:
     | Prompt
     | undefined;
   /**
-   * Paths among name, description, version, annotations, tags; `*` means all of them. Required: an empty
-   * mask is INVALID_ARGUMENT, because proto3 cannot tell "clear this field" from "not sent".
+   * snake_case paths among `name`, `description`, `version`, `annotations`, `tags`; `*` means all five
+   * (a full replacement). Any other path, output-only ones included, is INVALID_ARGUMENT with reason
+   * UPDATE_MASK_INVALID naming it. When empty, the mask is the updatable fields set (non-empty) in
+   * `prompt` (AIP-134). JSON clients send the mask as a string of camelCase paths (`"name,description"`);
+   * most JSON encoders (Go, C++) refuse `*` in a FieldMask, so they list the five paths instead.
    */
-  updateMask: string[] | undefined;
+  updateMask:
+    | string[]
+    | undefined;
+  /** Optional UUID making retries safe; see the service comment. */
   requestId: string;
+  /**
+   * When set, the update applies only if the prompt is at this revision, else ABORTED with reason
+   * REVISION_MISMATCH and metadata `current_revision`.
+   */
+  expectedRevision?: number | undefined;
 }
 
+/** Response of UpdatePrompt. */
 export interface UpdatePromptResponse {
-  prompt: Prompt | undefined;
+  /** The prompt after the update (unchanged when `changed` is false). */
+  prompt:
+    | Prompt
+    | undefined;
+  /**
+   * False when the masked fields already had the given values: nothing was committed, the revision did
+   * not move and watchers got nothing.
+   */
+  changed: boolean;
 }
 
+/** Request of DeletePrompt. */
 export interface DeletePromptRequest {
+  /** The prompt's id. */
   id: string;
+  /** Optional UUID making retries safe; see the service comment. */
   requestId: string;
+  /**
+   * When set, the delete applies only if the prompt is at this revision, else ABORTED with reason
+   * REVISION_MISMATCH and metadata `current_revision`.
+   */
+  expectedRevision?: number | undefined;
 }
 
+/** Response of DeletePrompt. */
 export interface DeletePromptResponse {
+  /** The prompt's revision when it was deleted. */
+  revision: number;
 }
 
+/**
+ * Request of AppendHistory. The entry (request, response and messages, as encoded in protobuf) is at most
+ * 1 MiB, else INVALID_ARGUMENT with reason FIELD_TOO_LARGE and nothing is written.
+ */
 export interface AppendHistoryRequest {
+  /** The prompt to log to. */
   promptId: string;
-  request: { [key: string]: any } | undefined;
-  response: { [key: string]: any } | undefined;
+  /** The request sent to the model (any JSON object), part of the 1 MiB. */
+  request:
+    | { [key: string]: any }
+    | undefined;
+  /** The response received (any JSON object), part of the 1 MiB. */
+  response:
+    | { [key: string]: any }
+    | undefined;
+  /** The message list at this point, part of the 1 MiB. An entry needs messages, a request or a response. */
   messages: ChatMessage[];
+  /** Optional UUID making retries safe; see the service comment. */
   requestId: string;
 }
 
+/** Response of AppendHistory: what was written, not its content. */
 export interface AppendHistoryResponse {
-  history: PromptHistory | undefined;
-}
-
-export interface ListHistoryRequest {
-  promptId: string;
-  pageSize: number;
-  pageToken: string;
-}
-
-export interface ListHistoryResponse {
-  history: PromptHistory[];
-  nextPageToken: string;
-}
-
-export interface RecordToolCallRequest {
-  promptId: string;
-  /** Optional: a plugin of the caller's account. */
-  pluginId: string;
-  functionName: string;
-  functionArgs: string;
-  request: { [key: string]: any } | undefined;
-  response: { [key: string]: any } | undefined;
-  requestId: string;
-}
-
-export interface RecordToolCallResponse {
-  toolCall: PromptToolCall | undefined;
-}
-
-export interface ListToolCallsRequest {
-  promptId: string;
-  pageSize: number;
-  pageToken: string;
-}
-
-export interface ListToolCallsResponse {
-  toolCalls: PromptToolCall[];
-  nextPageToken: string;
-}
-
-export interface RecordPluginUsageRequest {
-  promptId: string;
-  /** Required: a plugin of the caller's account. */
-  pluginId: string;
-  inputText: string;
-  requestId: string;
-}
-
-export interface RecordPluginUsageResponse {
-  pluginUsage: PromptPluginUsage | undefined;
-}
-
-export interface ListPluginUsageRequest {
-  promptId: string;
-  pageSize: number;
-  pageToken: string;
-}
-
-export interface ListPluginUsageResponse {
-  pluginUsage: PromptPluginUsage[];
-  nextPageToken: string;
-}
-
-export interface GetPromptHistoryRequest {
-  /** Either the id or the session key. */
+  /** The new entry's id. */
   id: string;
-  sessionKey: string;
+  /** The prompt's revision this write took (the entry's revision). */
+  revision: number;
+  /** When it was logged. */
+  createTime:
+    | Date
+    | undefined;
+  /** The number of messages it holds. */
+  messageCount: number;
+  /** Its size in bytes as encoded in protobuf (what a read of it costs). */
+  sizeBytes: number;
 }
 
+/** Request of ListHistory. */
+export interface ListHistoryRequest {
+  /** The prompt whose history to list. */
+  promptId: string;
+  /** At most this many entries (default 50, at most 1000); a page also stops before 3 MiB. */
+  pageSize: number;
+  /** `next_page_token` of the previous page. */
+  pageToken: string;
+}
+
+/** Response of ListHistory. */
+export interface ListHistoryResponse {
+  /**
+   * One page of entries in creation order; fewer than `page_size` when the next would take the reply
+   * past 3 MiB.
+   */
+  history: PromptHistory[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+/**
+ * Request of RecordToolCall. The entry (every field below, as encoded in protobuf) is at most 1 MiB, else
+ * INVALID_ARGUMENT with reason FIELD_TOO_LARGE and nothing is written.
+ */
+export interface RecordToolCallRequest {
+  /** The prompt to log to. */
+  promptId: string;
+  /** A plugin of the caller's account the function belongs to, if any. */
+  pluginId: string;
+  /** The function's name, at most 255 characters. */
+  functionName: string;
+  /** The arguments, kept verbatim (models emit long and sometimes malformed JSON); part of the 1 MiB. */
+  functionArgs: string;
+  /** The request (any JSON object), part of the 1 MiB. */
+  request:
+    | { [key: string]: any }
+    | undefined;
+  /** The response (any JSON object), part of the 1 MiB. */
+  response:
+    | { [key: string]: any }
+    | undefined;
+  /** Optional UUID making retries safe; see the service comment. */
+  requestId: string;
+}
+
+/** Response of RecordToolCall: what was written, not its content. */
+export interface RecordToolCallResponse {
+  /** The new entry's id. */
+  id: string;
+  /** The prompt's revision this write took. */
+  revision: number;
+  /** When it was logged. */
+  createTime:
+    | Date
+    | undefined;
+  /** Its size in bytes as encoded in protobuf. */
+  sizeBytes: number;
+}
+
+/** Request of ListToolCalls. */
+export interface ListToolCallsRequest {
+  /** The prompt whose tool calls to list. */
+  promptId: string;
+  /** At most this many entries (default 50, at most 1000); a page also stops before 3 MiB. */
+  pageSize: number;
+  /** `next_page_token` of the previous page. */
+  pageToken: string;
+}
+
+/** Response of ListToolCalls. */
+export interface ListToolCallsResponse {
+  /** One page in creation order; fewer than `page_size` when the next would take the reply past 3 MiB. */
+  toolCalls: PromptToolCall[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+/** Request of RecordPluginUsage. */
+export interface RecordPluginUsageRequest {
+  /** The prompt to log to. */
+  promptId: string;
+  /** A plugin of the caller's account. */
+  pluginId: string;
+  /** The input the plugin was selected for, at most 64 KiB (UTF-8), else FIELD_TOO_LARGE. */
+  inputText: string;
+  /** Optional UUID making retries safe; see the service comment. */
+  requestId: string;
+}
+
+/** Response of RecordPluginUsage: what was written, not its content. */
+export interface RecordPluginUsageResponse {
+  /** The new entry's id. */
+  id: string;
+  /** The prompt's revision this write took. */
+  revision: number;
+  /** When it was logged. */
+  createTime:
+    | Date
+    | undefined;
+  /** Its size in bytes as encoded in protobuf. */
+  sizeBytes: number;
+}
+
+/** Request of ListPluginUsage. */
+export interface ListPluginUsageRequest {
+  /** The prompt whose plugin usage to list. */
+  promptId: string;
+  /** At most this many entries (default 50, at most 1000); a page also stops before 3 MiB. */
+  pageSize: number;
+  /** `next_page_token` of the previous page. */
+  pageToken: string;
+}
+
+/** Response of ListPluginUsage. */
+export interface ListPluginUsageResponse {
+  /** One page in creation order; fewer than `page_size` when the next would take the reply past 3 MiB. */
+  pluginUsage: PromptPluginUsage[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+/** Request of GetPromptHistory. */
+export interface GetPromptHistoryRequest {
+  /** The prompt's id. */
+  id?:
+    | string
+    | undefined;
+  /** The prompt's session key. */
+  sessionKey?: string | undefined;
+}
+
+/** Response of GetPromptHistory, at most 3 MiB. */
 export interface GetPromptHistoryResponse {
+  /** The prompt. */
   prompt:
     | Prompt
     | undefined;
   /** The messages of the latest history entry (its `messages`, else its request's `messages`). */
   promptHistory: ChatMessage[];
-  /** Newest first; at most the 1000 most recent (ListToolCalls pages through all of them). */
+  /**
+   * Newest first; at most the 1000 most recent, fewer when the reply would pass 3 MiB (ListToolCalls
+   * pages through all of them).
+   */
   toolCalls: PromptToolCall[];
-  /** Newest first; at most the 1000 most recent (ListPluginUsage pages through all of them). */
+  /**
+   * Newest first; at most the 1000 most recent, fewer when the reply would pass 3 MiB (ListPluginUsage
+   * pages through all of them).
+   */
   pluginUsage: PromptPluginUsage[];
   /** The latest history entry itself; unset when there is none. */
   latestHistory:
     | PromptHistory
     | undefined;
-  /** The prompt's log revision this snapshot reflects; each log write increments it. */
+  /** The prompt's revision this snapshot reflects. */
   revision: number;
+  /** True when `tool_calls` or `plugin_usage` were cut short to keep the reply under 3 MiB. */
+  truncated: boolean;
 }
 
+/** Request of ListPlugins. */
 export interface ListPluginsRequest {
+  /** At most this many plugins (default 50, at most 1000). */
   pageSize: number;
+  /** `next_page_token` of the previous page. */
   pageToken: string;
 }
 
+/** Response of ListPlugins. */
 export interface ListPluginsResponse {
-  plugins: PluginInfo[];
+  /** One page of the account's plugins, by name; the same message AdminService returns. */
+  plugins: Plugin[];
+  /** Empty on the last page. */
   nextPageToken: string;
 }
 
-/** A plugin of the caller's account, as PromptService shows it. */
-export interface PluginInfo {
-  id: string;
-  name: string;
-  description: string;
-  createdAt: Date | undefined;
-}
-
+/** Request of WatchPrompt. */
 export interface WatchPromptRequest {
+  /** The prompt to watch. */
   promptId: string;
-  /** Replay log entries after this revision first; 0 replays the whole log. */
+  /**
+   * Replay changes after this revision first; 0 (the default) replays the whole log. At most the prompt's
+   * current revision.
+   */
   afterRevision: number;
 }
 
+/** One message of WatchPrompt. */
 export interface WatchPromptResponse {
+  /** What changed. */
+  update: PromptUpdate | undefined;
+}
+
+/** One change of a watched prompt. */
+export interface PromptUpdate {
+  /** The prompt watched. */
   promptId: string;
-  /** The log revision of the entry; 0 for prompt updates and deletion, which are never replayed. */
+  /**
+   * The revision of the change; for `caught_up`, the revision the replay reached; for `prompt_deleted`,
+   * the prompt's last revision.
+   */
   revision: number;
-  history?: PromptHistory | undefined;
-  toolCall?: PromptToolCall | undefined;
+  /** A history entry was logged. */
+  history?:
+    | PromptHistory
+    | undefined;
+  /** A tool call was logged. */
+  toolCall?:
+    | PromptToolCall
+    | undefined;
+  /** A plugin usage was logged. */
   pluginUsage?:
     | PromptPluginUsage
     | undefined;
@@ -387,10 +648,19 @@ export interface WatchPromptResponse {
     | Prompt
     | undefined;
   /** The prompt and its logs were deleted; the stream ends after this message. */
-  promptDeleted?: PromptDeleted | undefined;
+  promptDeleted?:
+    | PromptDeleted
+    | undefined;
+  /** The replay is done: what follows is live. Sent once per stream. */
+  caughtUp?: CaughtUp | undefined;
 }
 
+/** The prompt was deleted. */
 export interface PromptDeleted {
+}
+
+/** The replay of a watch is complete. */
+export interface CaughtUp {
 }
 
 function createBasePrompt(): Prompt {
@@ -405,11 +675,12 @@ function createBasePrompt(): Prompt {
     ipAddress: "",
     userAgent: "",
     url: "",
-    createdAt: undefined,
-    updatedAt: undefined,
+    createTime: undefined,
+    updateTime: undefined,
     userProfileId: "",
     llmClientId: "",
     accountId: "",
+    revision: 0,
   };
 }
 
@@ -445,11 +716,11 @@ export const Prompt: MessageFns<Prompt> = {
     if (message.url !== "") {
       writer.uint32(82).string(message.url);
     }
-    if (message.createdAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(90).fork()).join();
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(90).fork()).join();
     }
-    if (message.updatedAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(98).fork()).join();
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(98).fork()).join();
     }
     if (message.userProfileId !== "") {
       writer.uint32(106).string(message.userProfileId);
@@ -459,6 +730,9 @@ export const Prompt: MessageFns<Prompt> = {
     }
     if (message.accountId !== "") {
       writer.uint32(122).string(message.accountId);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(128).int64(message.revision);
     }
     return writer;
   },
@@ -564,7 +838,7 @@ export const Prompt: MessageFns<Prompt> = {
               break;
             }
 
-            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
           case 12: {
@@ -572,7 +846,7 @@ export const Prompt: MessageFns<Prompt> = {
               break;
             }
 
-            message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
           case 13: {
@@ -597,6 +871,14 @@ export const Prompt: MessageFns<Prompt> = {
             }
 
             message.accountId = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
             continue;
           }
         }
@@ -648,15 +930,15 @@ export const Prompt: MessageFns<Prompt> = {
         ? globalThis.String(object.user_agent)
         : "",
       url: isSet(object.url) ? globalThis.String(object.url) : "",
-      createdAt: isSet(object.createdAt)
-        ? fromJsonTimestamp(object.createdAt)
-        : isSet(object.created_at)
-        ? fromJsonTimestamp(object.created_at)
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
         : undefined,
-      updatedAt: isSet(object.updatedAt)
-        ? fromJsonTimestamp(object.updatedAt)
-        : isSet(object.updated_at)
-        ? fromJsonTimestamp(object.updated_at)
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
         : undefined,
       userProfileId: isSet(object.userProfileId)
         ? globalThis.String(object.userProfileId)
@@ -673,6 +955,7 @@ export const Prompt: MessageFns<Prompt> = {
         : isSet(object.account_id)
         ? globalThis.String(object.account_id)
         : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
     };
   },
 
@@ -714,11 +997,11 @@ export const Prompt: MessageFns<Prompt> = {
     if (message.url !== "") {
       obj.url = message.url;
     }
-    if (message.createdAt !== undefined) {
-      obj.createdAt = message.createdAt.toISOString();
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
     }
-    if (message.updatedAt !== undefined) {
-      obj.updatedAt = message.updatedAt.toISOString();
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
     }
     if (message.userProfileId !== "") {
       obj.userProfileId = message.userProfileId;
@@ -728,6 +1011,9 @@ export const Prompt: MessageFns<Prompt> = {
     }
     if (message.accountId !== "") {
       obj.accountId = message.accountId;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
     }
     return obj;
   },
@@ -755,11 +1041,12 @@ export const Prompt: MessageFns<Prompt> = {
     message.ipAddress = object.ipAddress ?? "";
     message.userAgent = object.userAgent ?? "";
     message.url = object.url ?? "";
-    message.createdAt = object.createdAt ?? undefined;
-    message.updatedAt = object.updatedAt ?? undefined;
+    message.createTime = object.createTime ?? undefined;
+    message.updateTime = object.updateTime ?? undefined;
     message.userProfileId = object.userProfileId ?? "";
     message.llmClientId = object.llmClientId ?? "";
     message.accountId = object.accountId ?? "";
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
@@ -850,7 +1137,7 @@ export const Prompt_AnnotationsEntry: MessageFns<Prompt_AnnotationsEntry> = {
 };
 
 function createBaseChatToolCall(): ChatToolCall {
-  return { id: "", type: "", functionName: "", functionArguments: "" };
+  return { id: "", callType: "", functionName: "", functionArguments: "" };
 }
 
 export const ChatToolCall: MessageFns<ChatToolCall> = {
@@ -858,8 +1145,8 @@ export const ChatToolCall: MessageFns<ChatToolCall> = {
     if (message.id !== "") {
       writer.uint32(10).string(message.id);
     }
-    if (message.type !== "") {
-      writer.uint32(18).string(message.type);
+    if (message.callType !== "") {
+      writer.uint32(18).string(message.callType);
     }
     if (message.functionName !== "") {
       writer.uint32(26).string(message.functionName);
@@ -896,7 +1183,7 @@ export const ChatToolCall: MessageFns<ChatToolCall> = {
               break;
             }
 
-            message.type = reader.string();
+            message.callType = reader.string();
             continue;
           }
           case 3: {
@@ -930,7 +1217,11 @@ export const ChatToolCall: MessageFns<ChatToolCall> = {
   fromJSON(object: any): ChatToolCall {
     return {
       id: isSet(object.id) ? globalThis.String(object.id) : "",
-      type: isSet(object.type) ? globalThis.String(object.type) : "",
+      callType: isSet(object.callType)
+        ? globalThis.String(object.callType)
+        : isSet(object.call_type)
+        ? globalThis.String(object.call_type)
+        : "",
       functionName: isSet(object.functionName)
         ? globalThis.String(object.functionName)
         : isSet(object.function_name)
@@ -949,8 +1240,8 @@ export const ChatToolCall: MessageFns<ChatToolCall> = {
     if (message.id !== "") {
       obj.id = message.id;
     }
-    if (message.type !== "") {
-      obj.type = message.type;
+    if (message.callType !== "") {
+      obj.callType = message.callType;
     }
     if (message.functionName !== "") {
       obj.functionName = message.functionName;
@@ -967,7 +1258,7 @@ export const ChatToolCall: MessageFns<ChatToolCall> = {
   fromPartial<I extends Exact<DeepPartial<ChatToolCall>, I>>(object: I): ChatToolCall {
     const message = createBaseChatToolCall();
     message.id = object.id ?? "";
-    message.type = object.type ?? "";
+    message.callType = object.callType ?? "";
     message.functionName = object.functionName ?? "";
     message.functionArguments = object.functionArguments ?? "";
     return message;
@@ -1122,8 +1413,8 @@ function createBasePromptHistory(): PromptHistory {
     request: undefined,
     response: undefined,
     messages: [],
-    createdAt: undefined,
-    updatedAt: undefined,
+    createTime: undefined,
+    revision: 0,
   };
 }
 
@@ -1144,11 +1435,11 @@ export const PromptHistory: MessageFns<PromptHistory> = {
     for (const v of message.messages) {
       ChatMessage.encode(v!, writer.uint32(42).fork()).join();
     }
-    if (message.createdAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(50).fork()).join();
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(50).fork()).join();
     }
-    if (message.updatedAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(58).fork()).join();
+    if (message.revision !== 0) {
+      writer.uint32(56).int64(message.revision);
     }
     return writer;
   },
@@ -1211,15 +1502,15 @@ export const PromptHistory: MessageFns<PromptHistory> = {
               break;
             }
 
-            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
           case 7: {
-            if (tag !== 58) {
+            if (tag !== 56) {
               break;
             }
 
-            message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.revision = longToNumber(reader.int64());
             continue;
           }
         }
@@ -1247,16 +1538,12 @@ export const PromptHistory: MessageFns<PromptHistory> = {
       messages: globalThis.Array.isArray(object?.messages)
         ? object.messages.map((e: any) => ChatMessage.fromJSON(e))
         : [],
-      createdAt: isSet(object.createdAt)
-        ? fromJsonTimestamp(object.createdAt)
-        : isSet(object.created_at)
-        ? fromJsonTimestamp(object.created_at)
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
         : undefined,
-      updatedAt: isSet(object.updatedAt)
-        ? fromJsonTimestamp(object.updatedAt)
-        : isSet(object.updated_at)
-        ? fromJsonTimestamp(object.updated_at)
-        : undefined,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
     };
   },
 
@@ -1277,11 +1564,11 @@ export const PromptHistory: MessageFns<PromptHistory> = {
     if (message.messages?.length) {
       obj.messages = message.messages.map((e) => ChatMessage.toJSON(e));
     }
-    if (message.createdAt !== undefined) {
-      obj.createdAt = message.createdAt.toISOString();
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
     }
-    if (message.updatedAt !== undefined) {
-      obj.updatedAt = message.updatedAt.toISOString();
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
     }
     return obj;
   },
@@ -1296,8 +1583,8 @@ export const PromptHistory: MessageFns<PromptHistory> = {
     message.request = object.request ?? undefined;
     message.response = object.response ?? undefined;
     message.messages = object.messages?.map((e) => ChatMessage.fromPartial(e)) || [];
-    message.createdAt = object.createdAt ?? undefined;
-    message.updatedAt = object.updatedAt ?? undefined;
+    message.createTime = object.createTime ?? undefined;
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
@@ -1311,8 +1598,8 @@ function createBasePromptToolCall(): PromptToolCall {
     functionArgs: "",
     request: undefined,
     response: undefined,
-    createdAt: undefined,
-    updatedAt: undefined,
+    createTime: undefined,
+    revision: 0,
   };
 }
 
@@ -1339,11 +1626,11 @@ export const PromptToolCall: MessageFns<PromptToolCall> = {
     if (message.response !== undefined) {
       Struct.encode(Struct.wrap(message.response), writer.uint32(58).fork()).join();
     }
-    if (message.createdAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(66).fork()).join();
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(66).fork()).join();
     }
-    if (message.updatedAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(74).fork()).join();
+    if (message.revision !== 0) {
+      writer.uint32(72).int64(message.revision);
     }
     return writer;
   },
@@ -1422,15 +1709,15 @@ export const PromptToolCall: MessageFns<PromptToolCall> = {
               break;
             }
 
-            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
           case 9: {
-            if (tag !== 74) {
+            if (tag !== 72) {
               break;
             }
 
-            message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.revision = longToNumber(reader.int64());
             continue;
           }
         }
@@ -1470,16 +1757,12 @@ export const PromptToolCall: MessageFns<PromptToolCall> = {
         : "",
       request: isObject(object.request) ? object.request : undefined,
       response: isObject(object.response) ? object.response : undefined,
-      createdAt: isSet(object.createdAt)
-        ? fromJsonTimestamp(object.createdAt)
-        : isSet(object.created_at)
-        ? fromJsonTimestamp(object.created_at)
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
         : undefined,
-      updatedAt: isSet(object.updatedAt)
-        ? fromJsonTimestamp(object.updatedAt)
-        : isSet(object.updated_at)
-        ? fromJsonTimestamp(object.updated_at)
-        : undefined,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
     };
   },
 
@@ -1506,11 +1789,11 @@ export const PromptToolCall: MessageFns<PromptToolCall> = {
     if (message.response !== undefined) {
       obj.response = message.response;
     }
-    if (message.createdAt !== undefined) {
-      obj.createdAt = message.createdAt.toISOString();
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
     }
-    if (message.updatedAt !== undefined) {
-      obj.updatedAt = message.updatedAt.toISOString();
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
     }
     return obj;
   },
@@ -1527,14 +1810,14 @@ export const PromptToolCall: MessageFns<PromptToolCall> = {
     message.functionArgs = object.functionArgs ?? "";
     message.request = object.request ?? undefined;
     message.response = object.response ?? undefined;
-    message.createdAt = object.createdAt ?? undefined;
-    message.updatedAt = object.updatedAt ?? undefined;
+    message.createTime = object.createTime ?? undefined;
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
 
 function createBasePromptPluginUsage(): PromptPluginUsage {
-  return { id: "", promptId: "", pluginId: "", inputText: "", createdAt: undefined, updatedAt: undefined };
+  return { id: "", promptId: "", pluginId: "", inputText: "", createTime: undefined, revision: 0 };
 }
 
 export const PromptPluginUsage: MessageFns<PromptPluginUsage> = {
@@ -1551,11 +1834,11 @@ export const PromptPluginUsage: MessageFns<PromptPluginUsage> = {
     if (message.inputText !== "") {
       writer.uint32(34).string(message.inputText);
     }
-    if (message.createdAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(42).fork()).join();
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(42).fork()).join();
     }
-    if (message.updatedAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(50).fork()).join();
+    if (message.revision !== 0) {
+      writer.uint32(48).int64(message.revision);
     }
     return writer;
   },
@@ -1610,15 +1893,15 @@ export const PromptPluginUsage: MessageFns<PromptPluginUsage> = {
               break;
             }
 
-            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
           case 6: {
-            if (tag !== 50) {
+            if (tag !== 48) {
               break;
             }
 
-            message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            message.revision = longToNumber(reader.int64());
             continue;
           }
         }
@@ -1651,16 +1934,12 @@ export const PromptPluginUsage: MessageFns<PromptPluginUsage> = {
         : isSet(object.input_text)
         ? globalThis.String(object.input_text)
         : "",
-      createdAt: isSet(object.createdAt)
-        ? fromJsonTimestamp(object.createdAt)
-        : isSet(object.created_at)
-        ? fromJsonTimestamp(object.created_at)
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
         : undefined,
-      updatedAt: isSet(object.updatedAt)
-        ? fromJsonTimestamp(object.updatedAt)
-        : isSet(object.updated_at)
-        ? fromJsonTimestamp(object.updated_at)
-        : undefined,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
     };
   },
 
@@ -1678,11 +1957,11 @@ export const PromptPluginUsage: MessageFns<PromptPluginUsage> = {
     if (message.inputText !== "") {
       obj.inputText = message.inputText;
     }
-    if (message.createdAt !== undefined) {
-      obj.createdAt = message.createdAt.toISOString();
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
     }
-    if (message.updatedAt !== undefined) {
-      obj.updatedAt = message.updatedAt.toISOString();
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
     }
     return obj;
   },
@@ -1696,14 +1975,22 @@ export const PromptPluginUsage: MessageFns<PromptPluginUsage> = {
     message.promptId = object.promptId ?? "";
     message.pluginId = object.pluginId ?? "";
     message.inputText = object.inputText ?? "";
-    message.createdAt = object.createdAt ?? undefined;
-    message.updatedAt = object.updatedAt ?? undefined;
+    message.createTime = object.createTime ?? undefined;
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
 
 function createBaseOpenPromptRequest(): OpenPromptRequest {
-  return { sessionKey: "", llmClientId: "", llmClientUrl: "", ipAddress: "", userAgent: "", url: "", requestId: "" };
+  return {
+    sessionKey: "",
+    llmClientId: undefined,
+    llmClientUrl: undefined,
+    ipAddress: "",
+    userAgent: "",
+    url: "",
+    requestId: "",
+  };
 }
 
 export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
@@ -1711,10 +1998,10 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     if (message.sessionKey !== "") {
       writer.uint32(10).string(message.sessionKey);
     }
-    if (message.llmClientId !== "") {
+    if (message.llmClientId !== undefined) {
       writer.uint32(18).string(message.llmClientId);
     }
-    if (message.llmClientUrl !== "") {
+    if (message.llmClientUrl !== undefined) {
       writer.uint32(26).string(message.llmClientUrl);
     }
     if (message.ipAddress !== "") {
@@ -1824,12 +2111,12 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
         ? globalThis.String(object.llmClientId)
         : isSet(object.llm_client_id)
         ? globalThis.String(object.llm_client_id)
-        : "",
+        : undefined,
       llmClientUrl: isSet(object.llmClientUrl)
         ? globalThis.String(object.llmClientUrl)
         : isSet(object.llm_client_url)
         ? globalThis.String(object.llm_client_url)
-        : "",
+        : undefined,
       ipAddress: isSet(object.ipAddress)
         ? globalThis.String(object.ipAddress)
         : isSet(object.ip_address)
@@ -1854,10 +2141,10 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     if (message.sessionKey !== "") {
       obj.sessionKey = message.sessionKey;
     }
-    if (message.llmClientId !== "") {
+    if (message.llmClientId !== undefined) {
       obj.llmClientId = message.llmClientId;
     }
-    if (message.llmClientUrl !== "") {
+    if (message.llmClientUrl !== undefined) {
       obj.llmClientUrl = message.llmClientUrl;
     }
     if (message.ipAddress !== "") {
@@ -1881,8 +2168,8 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
   fromPartial<I extends Exact<DeepPartial<OpenPromptRequest>, I>>(object: I): OpenPromptRequest {
     const message = createBaseOpenPromptRequest();
     message.sessionKey = object.sessionKey ?? "";
-    message.llmClientId = object.llmClientId ?? "";
-    message.llmClientUrl = object.llmClientUrl ?? "";
+    message.llmClientId = object.llmClientId ?? undefined;
+    message.llmClientUrl = object.llmClientUrl ?? undefined;
     message.ipAddress = object.ipAddress ?? "";
     message.userAgent = object.userAgent ?? "";
     message.url = object.url ?? "";
@@ -1979,15 +2266,15 @@ export const OpenPromptResponse: MessageFns<OpenPromptResponse> = {
 };
 
 function createBaseGetPromptRequest(): GetPromptRequest {
-  return { id: "", sessionKey: "" };
+  return { id: undefined, sessionKey: undefined };
 }
 
 export const GetPromptRequest: MessageFns<GetPromptRequest> = {
   encode(message: GetPromptRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.id !== "") {
+    if (message.id !== undefined) {
       writer.uint32(10).string(message.id);
     }
-    if (message.sessionKey !== "") {
+    if (message.sessionKey !== undefined) {
       writer.uint32(18).string(message.sessionKey);
     }
     return writer;
@@ -2036,21 +2323,21 @@ export const GetPromptRequest: MessageFns<GetPromptRequest> = {
 
   fromJSON(object: any): GetPromptRequest {
     return {
-      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      id: isSet(object.id) ? globalThis.String(object.id) : undefined,
       sessionKey: isSet(object.sessionKey)
         ? globalThis.String(object.sessionKey)
         : isSet(object.session_key)
         ? globalThis.String(object.session_key)
-        : "",
+        : undefined,
     };
   },
 
   toJSON(message: GetPromptRequest): unknown {
     const obj: any = {};
-    if (message.id !== "") {
+    if (message.id !== undefined) {
       obj.id = message.id;
     }
-    if (message.sessionKey !== "") {
+    if (message.sessionKey !== undefined) {
       obj.sessionKey = message.sessionKey;
     }
     return obj;
@@ -2061,8 +2348,8 @@ export const GetPromptRequest: MessageFns<GetPromptRequest> = {
   },
   fromPartial<I extends Exact<DeepPartial<GetPromptRequest>, I>>(object: I): GetPromptRequest {
     const message = createBaseGetPromptRequest();
-    message.id = object.id ?? "";
-    message.sessionKey = object.sessionKey ?? "";
+    message.id = object.id ?? undefined;
+    message.sessionKey = object.sessionKey ?? undefined;
     return message;
   },
 };
@@ -2395,7 +2682,7 @@ export const ListPromptsResponse: MessageFns<ListPromptsResponse> = {
 };
 
 function createBaseUpdatePromptRequest(): UpdatePromptRequest {
-  return { prompt: undefined, updateMask: undefined, requestId: "" };
+  return { prompt: undefined, updateMask: undefined, requestId: "", expectedRevision: undefined };
 }
 
 export const UpdatePromptRequest: MessageFns<UpdatePromptRequest> = {
@@ -2408,6 +2695,9 @@ export const UpdatePromptRequest: MessageFns<UpdatePromptRequest> = {
     }
     if (message.requestId !== "") {
       writer.uint32(26).string(message.requestId);
+    }
+    if (message.expectedRevision !== undefined) {
+      writer.uint32(32).int64(message.expectedRevision);
     }
     return writer;
   },
@@ -2449,6 +2739,14 @@ export const UpdatePromptRequest: MessageFns<UpdatePromptRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2474,6 +2772,11 @@ export const UpdatePromptRequest: MessageFns<UpdatePromptRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : undefined,
     };
   },
 
@@ -2488,6 +2791,9 @@ export const UpdatePromptRequest: MessageFns<UpdatePromptRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.expectedRevision !== undefined) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
     return obj;
   },
 
@@ -2501,18 +2807,22 @@ export const UpdatePromptRequest: MessageFns<UpdatePromptRequest> = {
       : undefined;
     message.updateMask = object.updateMask ?? undefined;
     message.requestId = object.requestId ?? "";
+    message.expectedRevision = object.expectedRevision ?? undefined;
     return message;
   },
 };
 
 function createBaseUpdatePromptResponse(): UpdatePromptResponse {
-  return { prompt: undefined };
+  return { prompt: undefined, changed: false };
 }
 
 export const UpdatePromptResponse: MessageFns<UpdatePromptResponse> = {
   encode(message: UpdatePromptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.prompt !== undefined) {
       Prompt.encode(message.prompt, writer.uint32(10).fork()).join();
+    }
+    if (message.changed !== false) {
+      writer.uint32(16).bool(message.changed);
     }
     return writer;
   },
@@ -2538,6 +2848,14 @@ export const UpdatePromptResponse: MessageFns<UpdatePromptResponse> = {
             message.prompt = Prompt.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.changed = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2551,13 +2869,19 @@ export const UpdatePromptResponse: MessageFns<UpdatePromptResponse> = {
   },
 
   fromJSON(object: any): UpdatePromptResponse {
-    return { prompt: isSet(object.prompt) ? Prompt.fromJSON(object.prompt) : undefined };
+    return {
+      prompt: isSet(object.prompt) ? Prompt.fromJSON(object.prompt) : undefined,
+      changed: isSet(object.changed) ? globalThis.Boolean(object.changed) : false,
+    };
   },
 
   toJSON(message: UpdatePromptResponse): unknown {
     const obj: any = {};
     if (message.prompt !== undefined) {
       obj.prompt = Prompt.toJSON(message.prompt);
+    }
+    if (message.changed !== false) {
+      obj.changed = message.changed;
     }
     return obj;
   },
@@ -2570,12 +2894,13 @@ export const UpdatePromptResponse: MessageFns<UpdatePromptResponse> = {
     message.prompt = (object.prompt !== undefined && object.prompt !== null)
       ? Prompt.fromPartial(object.prompt)
       : undefined;
+    message.changed = object.changed ?? false;
     return message;
   },
 };
 
 function createBaseDeletePromptRequest(): DeletePromptRequest {
-  return { id: "", requestId: "" };
+  return { id: "", requestId: "", expectedRevision: undefined };
 }
 
 export const DeletePromptRequest: MessageFns<DeletePromptRequest> = {
@@ -2585,6 +2910,9 @@ export const DeletePromptRequest: MessageFns<DeletePromptRequest> = {
     }
     if (message.requestId !== "") {
       writer.uint32(18).string(message.requestId);
+    }
+    if (message.expectedRevision !== undefined) {
+      writer.uint32(24).int64(message.expectedRevision);
     }
     return writer;
   },
@@ -2618,6 +2946,14 @@ export const DeletePromptRequest: MessageFns<DeletePromptRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2638,6 +2974,11 @@ export const DeletePromptRequest: MessageFns<DeletePromptRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : undefined,
     };
   },
 
@@ -2649,6 +2990,9 @@ export const DeletePromptRequest: MessageFns<DeletePromptRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.expectedRevision !== undefined) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
     return obj;
   },
 
@@ -2659,16 +3003,20 @@ export const DeletePromptRequest: MessageFns<DeletePromptRequest> = {
     const message = createBaseDeletePromptRequest();
     message.id = object.id ?? "";
     message.requestId = object.requestId ?? "";
+    message.expectedRevision = object.expectedRevision ?? undefined;
     return message;
   },
 };
 
 function createBaseDeletePromptResponse(): DeletePromptResponse {
-  return {};
+  return { revision: 0 };
 }
 
 export const DeletePromptResponse: MessageFns<DeletePromptResponse> = {
-  encode(_: DeletePromptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: DeletePromptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revision !== 0) {
+      writer.uint32(8).int64(message.revision);
+    }
     return writer;
   },
 
@@ -2685,6 +3033,14 @@ export const DeletePromptResponse: MessageFns<DeletePromptResponse> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2697,20 +3053,24 @@ export const DeletePromptResponse: MessageFns<DeletePromptResponse> = {
     }
   },
 
-  fromJSON(_: any): DeletePromptResponse {
-    return {};
+  fromJSON(object: any): DeletePromptResponse {
+    return { revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0 };
   },
 
-  toJSON(_: DeletePromptResponse): unknown {
+  toJSON(message: DeletePromptResponse): unknown {
     const obj: any = {};
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
     return obj;
   },
 
   create<I extends Exact<DeepPartial<DeletePromptResponse>, I>>(base?: I): DeletePromptResponse {
     return DeletePromptResponse.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<DeletePromptResponse>, I>>(_: I): DeletePromptResponse {
+  fromPartial<I extends Exact<DeepPartial<DeletePromptResponse>, I>>(object: I): DeletePromptResponse {
     const message = createBaseDeletePromptResponse();
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
@@ -2859,13 +3219,25 @@ export const AppendHistoryRequest: MessageFns<AppendHistoryRequest> = {
 };
 
 function createBaseAppendHistoryResponse(): AppendHistoryResponse {
-  return { history: undefined };
+  return { id: "", revision: 0, createTime: undefined, messageCount: 0, sizeBytes: 0 };
 }
 
 export const AppendHistoryResponse: MessageFns<AppendHistoryResponse> = {
   encode(message: AppendHistoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.history !== undefined) {
-      PromptHistory.encode(message.history, writer.uint32(10).fork()).join();
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(26).fork()).join();
+    }
+    if (message.messageCount !== 0) {
+      writer.uint32(32).int32(message.messageCount);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(40).int64(message.sizeBytes);
     }
     return writer;
   },
@@ -2888,7 +3260,39 @@ export const AppendHistoryResponse: MessageFns<AppendHistoryResponse> = {
               break;
             }
 
-            message.history = PromptHistory.decode(reader, reader.uint32());
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.messageCount = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
             continue;
           }
         }
@@ -2904,13 +3308,43 @@ export const AppendHistoryResponse: MessageFns<AppendHistoryResponse> = {
   },
 
   fromJSON(object: any): AppendHistoryResponse {
-    return { history: isSet(object.history) ? PromptHistory.fromJSON(object.history) : undefined };
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+      messageCount: isSet(object.messageCount)
+        ? globalThis.Number(object.messageCount)
+        : isSet(object.message_count)
+        ? globalThis.Number(object.message_count)
+        : 0,
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
   },
 
   toJSON(message: AppendHistoryResponse): unknown {
     const obj: any = {};
-    if (message.history !== undefined) {
-      obj.history = PromptHistory.toJSON(message.history);
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    if (message.messageCount !== 0) {
+      obj.messageCount = Math.round(message.messageCount);
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
     }
     return obj;
   },
@@ -2920,9 +3354,11 @@ export const AppendHistoryResponse: MessageFns<AppendHistoryResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<AppendHistoryResponse>, I>>(object: I): AppendHistoryResponse {
     const message = createBaseAppendHistoryResponse();
-    message.history = (object.history !== undefined && object.history !== null)
-      ? PromptHistory.fromPartial(object.history)
-      : undefined;
+    message.id = object.id ?? "";
+    message.revision = object.revision ?? 0;
+    message.createTime = object.createTime ?? undefined;
+    message.messageCount = object.messageCount ?? 0;
+    message.sizeBytes = object.sizeBytes ?? 0;
     return message;
   },
 };
@@ -3325,13 +3761,22 @@ export const RecordToolCallRequest: MessageFns<RecordToolCallRequest> = {
 };
 
 function createBaseRecordToolCallResponse(): RecordToolCallResponse {
-  return { toolCall: undefined };
+  return { id: "", revision: 0, createTime: undefined, sizeBytes: 0 };
 }
 
 export const RecordToolCallResponse: MessageFns<RecordToolCallResponse> = {
   encode(message: RecordToolCallResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.toolCall !== undefined) {
-      PromptToolCall.encode(message.toolCall, writer.uint32(10).fork()).join();
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(26).fork()).join();
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(32).int64(message.sizeBytes);
     }
     return writer;
   },
@@ -3354,7 +3799,31 @@ export const RecordToolCallResponse: MessageFns<RecordToolCallResponse> = {
               break;
             }
 
-            message.toolCall = PromptToolCall.decode(reader, reader.uint32());
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
             continue;
           }
         }
@@ -3371,18 +3840,34 @@ export const RecordToolCallResponse: MessageFns<RecordToolCallResponse> = {
 
   fromJSON(object: any): RecordToolCallResponse {
     return {
-      toolCall: isSet(object.toolCall)
-        ? PromptToolCall.fromJSON(object.toolCall)
-        : isSet(object.tool_call)
-        ? PromptToolCall.fromJSON(object.tool_call)
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
         : undefined,
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
     };
   },
 
   toJSON(message: RecordToolCallResponse): unknown {
     const obj: any = {};
-    if (message.toolCall !== undefined) {
-      obj.toolCall = PromptToolCall.toJSON(message.toolCall);
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
     }
     return obj;
   },
@@ -3392,9 +3877,10 @@ export const RecordToolCallResponse: MessageFns<RecordToolCallResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<RecordToolCallResponse>, I>>(object: I): RecordToolCallResponse {
     const message = createBaseRecordToolCallResponse();
-    message.toolCall = (object.toolCall !== undefined && object.toolCall !== null)
-      ? PromptToolCall.fromPartial(object.toolCall)
-      : undefined;
+    message.id = object.id ?? "";
+    message.revision = object.revision ?? 0;
+    message.createTime = object.createTime ?? undefined;
+    message.sizeBytes = object.sizeBytes ?? 0;
     return message;
   },
 };
@@ -3739,13 +4225,22 @@ export const RecordPluginUsageRequest: MessageFns<RecordPluginUsageRequest> = {
 };
 
 function createBaseRecordPluginUsageResponse(): RecordPluginUsageResponse {
-  return { pluginUsage: undefined };
+  return { id: "", revision: 0, createTime: undefined, sizeBytes: 0 };
 }
 
 export const RecordPluginUsageResponse: MessageFns<RecordPluginUsageResponse> = {
   encode(message: RecordPluginUsageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.pluginUsage !== undefined) {
-      PromptPluginUsage.encode(message.pluginUsage, writer.uint32(10).fork()).join();
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(26).fork()).join();
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(32).int64(message.sizeBytes);
     }
     return writer;
   },
@@ -3768,7 +4263,31 @@ export const RecordPluginUsageResponse: MessageFns<RecordPluginUsageResponse> = 
               break;
             }
 
-            message.pluginUsage = PromptPluginUsage.decode(reader, reader.uint32());
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
             continue;
           }
         }
@@ -3785,18 +4304,34 @@ export const RecordPluginUsageResponse: MessageFns<RecordPluginUsageResponse> = 
 
   fromJSON(object: any): RecordPluginUsageResponse {
     return {
-      pluginUsage: isSet(object.pluginUsage)
-        ? PromptPluginUsage.fromJSON(object.pluginUsage)
-        : isSet(object.plugin_usage)
-        ? PromptPluginUsage.fromJSON(object.plugin_usage)
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
         : undefined,
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
     };
   },
 
   toJSON(message: RecordPluginUsageResponse): unknown {
     const obj: any = {};
-    if (message.pluginUsage !== undefined) {
-      obj.pluginUsage = PromptPluginUsage.toJSON(message.pluginUsage);
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
     }
     return obj;
   },
@@ -3806,9 +4341,10 @@ export const RecordPluginUsageResponse: MessageFns<RecordPluginUsageResponse> = 
   },
   fromPartial<I extends Exact<DeepPartial<RecordPluginUsageResponse>, I>>(object: I): RecordPluginUsageResponse {
     const message = createBaseRecordPluginUsageResponse();
-    message.pluginUsage = (object.pluginUsage !== undefined && object.pluginUsage !== null)
-      ? PromptPluginUsage.fromPartial(object.pluginUsage)
-      : undefined;
+    message.id = object.id ?? "";
+    message.revision = object.revision ?? 0;
+    message.createTime = object.createTime ?? undefined;
+    message.sizeBytes = object.sizeBytes ?? 0;
     return message;
   },
 };
@@ -4020,15 +4556,15 @@ export const ListPluginUsageResponse: MessageFns<ListPluginUsageResponse> = {
 };
 
 function createBaseGetPromptHistoryRequest(): GetPromptHistoryRequest {
-  return { id: "", sessionKey: "" };
+  return { id: undefined, sessionKey: undefined };
 }
 
 export const GetPromptHistoryRequest: MessageFns<GetPromptHistoryRequest> = {
   encode(message: GetPromptHistoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.id !== "") {
+    if (message.id !== undefined) {
       writer.uint32(10).string(message.id);
     }
-    if (message.sessionKey !== "") {
+    if (message.sessionKey !== undefined) {
       writer.uint32(18).string(message.sessionKey);
     }
     return writer;
@@ -4077,21 +4613,21 @@ export const GetPromptHistoryRequest: MessageFns<GetPromptHistoryRequest> = {
 
   fromJSON(object: any): GetPromptHistoryRequest {
     return {
-      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      id: isSet(object.id) ? globalThis.String(object.id) : undefined,
       sessionKey: isSet(object.sessionKey)
         ? globalThis.String(object.sessionKey)
         : isSet(object.session_key)
         ? globalThis.String(object.session_key)
-        : "",
+        : undefined,
     };
   },
 
   toJSON(message: GetPromptHistoryRequest): unknown {
     const obj: any = {};
-    if (message.id !== "") {
+    if (message.id !== undefined) {
       obj.id = message.id;
     }
-    if (message.sessionKey !== "") {
+    if (message.sessionKey !== undefined) {
       obj.sessionKey = message.sessionKey;
     }
     return obj;
@@ -4102,8 +4638,8 @@ export const GetPromptHistoryRequest: MessageFns<GetPromptHistoryRequest> = {
   },
   fromPartial<I extends Exact<DeepPartial<GetPromptHistoryRequest>, I>>(object: I): GetPromptHistoryRequest {
     const message = createBaseGetPromptHistoryRequest();
-    message.id = object.id ?? "";
-    message.sessionKey = object.sessionKey ?? "";
+    message.id = object.id ?? undefined;
+    message.sessionKey = object.sessionKey ?? undefined;
     return message;
   },
 };
@@ -4116,6 +4652,7 @@ function createBaseGetPromptHistoryResponse(): GetPromptHistoryResponse {
     pluginUsage: [],
     latestHistory: undefined,
     revision: 0,
+    truncated: false,
   };
 }
 
@@ -4138,6 +4675,9 @@ export const GetPromptHistoryResponse: MessageFns<GetPromptHistoryResponse> = {
     }
     if (message.revision !== 0) {
       writer.uint32(48).int64(message.revision);
+    }
+    if (message.truncated !== false) {
+      writer.uint32(56).bool(message.truncated);
     }
     return writer;
   },
@@ -4203,6 +4743,14 @@ export const GetPromptHistoryResponse: MessageFns<GetPromptHistoryResponse> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.truncated = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4239,6 +4787,7 @@ export const GetPromptHistoryResponse: MessageFns<GetPromptHistoryResponse> = {
         ? PromptHistory.fromJSON(object.latest_history)
         : undefined,
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
     };
   },
 
@@ -4262,6 +4811,9 @@ export const GetPromptHistoryResponse: MessageFns<GetPromptHistoryResponse> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.truncated !== false) {
+      obj.truncated = message.truncated;
+    }
     return obj;
   },
 
@@ -4280,6 +4832,7 @@ export const GetPromptHistoryResponse: MessageFns<GetPromptHistoryResponse> = {
       ? PromptHistory.fromPartial(object.latestHistory)
       : undefined;
     message.revision = object.revision ?? 0;
+    message.truncated = object.truncated ?? false;
     return message;
   },
 };
@@ -4384,7 +4937,7 @@ function createBaseListPluginsResponse(): ListPluginsResponse {
 export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
   encode(message: ListPluginsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.plugins) {
-      PluginInfo.encode(v!, writer.uint32(10).fork()).join();
+      Plugin.encode(v!, writer.uint32(10).fork()).join();
     }
     if (message.nextPageToken !== "") {
       writer.uint32(18).string(message.nextPageToken);
@@ -4410,7 +4963,7 @@ export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
               break;
             }
 
-            message.plugins.push(PluginInfo.decode(reader, reader.uint32()));
+            message.plugins.push(Plugin.decode(reader, reader.uint32()));
             continue;
           }
           case 2: {
@@ -4435,7 +4988,7 @@ export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
 
   fromJSON(object: any): ListPluginsResponse {
     return {
-      plugins: globalThis.Array.isArray(object?.plugins) ? object.plugins.map((e: any) => PluginInfo.fromJSON(e)) : [],
+      plugins: globalThis.Array.isArray(object?.plugins) ? object.plugins.map((e: any) => Plugin.fromJSON(e)) : [],
       nextPageToken: isSet(object.nextPageToken)
         ? globalThis.String(object.nextPageToken)
         : isSet(object.next_page_token)
@@ -4447,7 +5000,7 @@ export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
   toJSON(message: ListPluginsResponse): unknown {
     const obj: any = {};
     if (message.plugins?.length) {
-      obj.plugins = message.plugins.map((e) => PluginInfo.toJSON(e));
+      obj.plugins = message.plugins.map((e) => Plugin.toJSON(e));
     }
     if (message.nextPageToken !== "") {
       obj.nextPageToken = message.nextPageToken;
@@ -4460,129 +5013,8 @@ export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<ListPluginsResponse>, I>>(object: I): ListPluginsResponse {
     const message = createBaseListPluginsResponse();
-    message.plugins = object.plugins?.map((e) => PluginInfo.fromPartial(e)) || [];
+    message.plugins = object.plugins?.map((e) => Plugin.fromPartial(e)) || [];
     message.nextPageToken = object.nextPageToken ?? "";
-    return message;
-  },
-};
-
-function createBasePluginInfo(): PluginInfo {
-  return { id: "", name: "", description: "", createdAt: undefined };
-}
-
-export const PluginInfo: MessageFns<PluginInfo> = {
-  encode(message: PluginInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.id !== "") {
-      writer.uint32(10).string(message.id);
-    }
-    if (message.name !== "") {
-      writer.uint32(18).string(message.name);
-    }
-    if (message.description !== "") {
-      writer.uint32(26).string(message.description);
-    }
-    if (message.createdAt !== undefined) {
-      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(34).fork()).join();
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): PluginInfo {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBasePluginInfo();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.id = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.name = reader.string();
-            continue;
-          }
-          case 3: {
-            if (tag !== 26) {
-              break;
-            }
-
-            message.description = reader.string();
-            continue;
-          }
-          case 4: {
-            if (tag !== 34) {
-              break;
-            }
-
-            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): PluginInfo {
-    return {
-      id: isSet(object.id) ? globalThis.String(object.id) : "",
-      name: isSet(object.name) ? globalThis.String(object.name) : "",
-      description: isSet(object.description) ? globalThis.String(object.description) : "",
-      createdAt: isSet(object.createdAt)
-        ? fromJsonTimestamp(object.createdAt)
-        : isSet(object.created_at)
-        ? fromJsonTimestamp(object.created_at)
-        : undefined,
-    };
-  },
-
-  toJSON(message: PluginInfo): unknown {
-    const obj: any = {};
-    if (message.id !== "") {
-      obj.id = message.id;
-    }
-    if (message.name !== "") {
-      obj.name = message.name;
-    }
-    if (message.description !== "") {
-      obj.description = message.description;
-    }
-    if (message.createdAt !== undefined) {
-      obj.createdAt = message.createdAt.toISOString();
-    }
-    return obj;
-  },
-
-  create<I extends Exact<DeepPartial<PluginInfo>, I>>(base?: I): PluginInfo {
-    return PluginInfo.fromPartial(base ?? ({} as any));
-  },
-  fromPartial<I extends Exact<DeepPartial<PluginInfo>, I>>(object: I): PluginInfo {
-    const message = createBasePluginInfo();
-    message.id = object.id ?? "";
-    message.name = object.name ?? "";
-    message.description = object.description ?? "";
-    message.createdAt = object.createdAt ?? undefined;
     return message;
   },
 };
@@ -4681,6 +5113,75 @@ export const WatchPromptRequest: MessageFns<WatchPromptRequest> = {
 };
 
 function createBaseWatchPromptResponse(): WatchPromptResponse {
+  return { update: undefined };
+}
+
+export const WatchPromptResponse: MessageFns<WatchPromptResponse> = {
+  encode(message: WatchPromptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.update !== undefined) {
+      PromptUpdate.encode(message.update, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchPromptResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchPromptResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.update = PromptUpdate.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchPromptResponse {
+    return { update: isSet(object.update) ? PromptUpdate.fromJSON(object.update) : undefined };
+  },
+
+  toJSON(message: WatchPromptResponse): unknown {
+    const obj: any = {};
+    if (message.update !== undefined) {
+      obj.update = PromptUpdate.toJSON(message.update);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchPromptResponse>, I>>(base?: I): WatchPromptResponse {
+    return WatchPromptResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchPromptResponse>, I>>(object: I): WatchPromptResponse {
+    const message = createBaseWatchPromptResponse();
+    message.update = (object.update !== undefined && object.update !== null)
+      ? PromptUpdate.fromPartial(object.update)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePromptUpdate(): PromptUpdate {
   return {
     promptId: "",
     revision: 0,
@@ -4689,11 +5190,12 @@ function createBaseWatchPromptResponse(): WatchPromptResponse {
     pluginUsage: undefined,
     promptUpdated: undefined,
     promptDeleted: undefined,
+    caughtUp: undefined,
   };
 }
 
-export const WatchPromptResponse: MessageFns<WatchPromptResponse> = {
-  encode(message: WatchPromptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+export const PromptUpdate: MessageFns<PromptUpdate> = {
+  encode(message: PromptUpdate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.promptId !== "") {
       writer.uint32(10).string(message.promptId);
     }
@@ -4715,10 +5217,13 @@ export const WatchPromptResponse: MessageFns<WatchPromptResponse> = {
     if (message.promptDeleted !== undefined) {
       PromptDeleted.encode(message.promptDeleted, writer.uint32(58).fork()).join();
     }
+    if (message.caughtUp !== undefined) {
+      CaughtUp.encode(message.caughtUp, writer.uint32(66).fork()).join();
+    }
     return writer;
   },
 
-  decode(input: BinaryReader | Uint8Array, length?: number): WatchPromptResponse {
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptUpdate {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
@@ -4727,7 +5232,7 @@ export const WatchPromptResponse: MessageFns<WatchPromptResponse> = {
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseWatchPromptResponse();
+      const message = createBasePromptUpdate();
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
@@ -4787,6 +5292,14 @@ export const WatchPromptResponse: MessageFns<WatchPromptResponse> = {
             message.promptDeleted = PromptDeleted.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.caughtUp = CaughtUp.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4799,7 +5312,7 @@ export const WatchPromptResponse: MessageFns<WatchPromptResponse> = {
     }
   },
 
-  fromJSON(object: any): WatchPromptResponse {
+  fromJSON(object: any): PromptUpdate {
     return {
       promptId: isSet(object.promptId)
         ? globalThis.String(object.promptId)
@@ -4828,10 +5341,15 @@ export const WatchPromptResponse: MessageFns<WatchPromptResponse> = {
         : isSet(object.prompt_deleted)
         ? PromptDeleted.fromJSON(object.prompt_deleted)
         : undefined,
+      caughtUp: isSet(object.caughtUp)
+        ? CaughtUp.fromJSON(object.caughtUp)
+        : isSet(object.caught_up)
+        ? CaughtUp.fromJSON(object.caught_up)
+        : undefined,
     };
   },
 
-  toJSON(message: WatchPromptResponse): unknown {
+  toJSON(message: PromptUpdate): unknown {
     const obj: any = {};
     if (message.promptId !== "") {
       obj.promptId = message.promptId;
@@ -4854,14 +5372,17 @@ export const WatchPromptResponse: MessageFns<WatchPromptResponse> = {
     if (message.promptDeleted !== undefined) {
       obj.promptDeleted = PromptDeleted.toJSON(message.promptDeleted);
     }
+    if (message.caughtUp !== undefined) {
+      obj.caughtUp = CaughtUp.toJSON(message.caughtUp);
+    }
     return obj;
   },
 
-  create<I extends Exact<DeepPartial<WatchPromptResponse>, I>>(base?: I): WatchPromptResponse {
-    return WatchPromptResponse.fromPartial(base ?? ({} as any));
+  create<I extends Exact<DeepPartial<PromptUpdate>, I>>(base?: I): PromptUpdate {
+    return PromptUpdate.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<WatchPromptResponse>, I>>(object: I): WatchPromptResponse {
-    const message = createBaseWatchPromptResponse();
+  fromPartial<I extends Exact<DeepPartial<PromptUpdate>, I>>(object: I): PromptUpdate {
+    const message = createBasePromptUpdate();
     message.promptId = object.promptId ?? "";
     message.revision = object.revision ?? 0;
     message.history = (object.history !== undefined && object.history !== null)
@@ -4878,6 +5399,9 @@ export const WatchPromptResponse: MessageFns<WatchPromptResponse> = {
       : undefined;
     message.promptDeleted = (object.promptDeleted !== undefined && object.promptDeleted !== null)
       ? PromptDeleted.fromPartial(object.promptDeleted)
+      : undefined;
+    message.caughtUp = (object.caughtUp !== undefined && object.caughtUp !== null)
+      ? CaughtUp.fromPartial(object.caughtUp)
       : undefined;
     return message;
   },
@@ -4935,18 +5459,98 @@ export const PromptDeleted: MessageFns<PromptDeleted> = {
   },
 };
 
+function createBaseCaughtUp(): CaughtUp {
+  return {};
+}
+
+export const CaughtUp: MessageFns<CaughtUp> = {
+  encode(_: CaughtUp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CaughtUp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCaughtUp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): CaughtUp {
+    return {};
+  },
+
+  toJSON(_: CaughtUp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CaughtUp>, I>>(base?: I): CaughtUp {
+    return CaughtUp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CaughtUp>, I>>(_: I): CaughtUp {
+    const message = createBaseCaughtUp();
+    return message;
+  },
+};
+
 /**
  * PromptService keeps prompt sessions (one chat session of an LLM client, owned by a user profile) and
  * their logs: history, tool calls and plugin usage.
  *
  * Every call needs `authorization: Bearer <api key>`; callers see and change only their own account's
- * prompts, plugins and logs (anything else reads as NOT_FOUND). Mutating calls take an optional
- * `request_id` (a UUID): repeating it within 24 hours returns the first result and writes nothing again;
- * reusing it with a different request is INVALID_ARGUMENT on `request_id`.
+ * prompts, plugins and logs (anything else reads as NOT_FOUND).
+ *
+ * Ids: every `id` is a UUID that parley generates (log entries included). Revisions: a prompt's
+ * `revision` is 1 on creation and +1 for every committed change to the prompt or to its logs; each log
+ * entry carries the revision its write took.
+ *
+ * Retries (AIP-155): every mutating call takes an optional `request_id` (a UUID). Its scope is the caller,
+ * i.e. the account of the API key (any key of the account may retry the call), across every RPC of every
+ * service. Repeating the same RPC with the same request and the same `request_id` within 24 hours returns
+ * the first result and writes nothing again; the same `request_id` with another RPC or a different request
+ * is INVALID_ARGUMENT on `request_id`, reason REQUEST_ID_REUSED.
+ *
+ * Errors carry `google.rpc.Status` details with a `google.rpc.ErrorInfo` (domain `parley`, a stable
+ * `reason`); INVALID_ARGUMENT adds a `google.rpc.BadRequest` naming each field, NOT_FOUND a
+ * `google.rpc.ResourceInfo`, ABORTED the metadata `current_revision`. Every call may also fail with
+ * UNAUTHENTICATED (reason CREDENTIALS_MISSING or API_KEY_INVALID: a missing, unknown or revoked API key),
+ * RESOURCE_EXHAUSTED (RATE_LIMIT or STREAM_LIMIT, with a RetryInfo) and UNAVAILABLE (DATABASE_UNAVAILABLE,
+ * CACHE_UNAVAILABLE, SERVER_SHUTTING_DOWN; retry with the same `request_id`); the RPC comments list the
+ * errors specific to each call.
+ *
+ * Size limits: every text and Struct field states its limit, enforced on the way in (INVALID_ARGUMENT,
+ * reason FIELD_TOO_LARGE, naming the field), so that no reply can exceed the 4 MiB a gRPC client
+ * receives by default. A prompt is at most about 200 KiB, a log entry at most 1 MiB; list replies stop a
+ * page early rather than grow past 3 MiB.
  */
 export type PromptServiceService = typeof PromptServiceService;
 export const PromptServiceService = {
-  /** Gets or creates the prompt session for a session key, or creates a new session for an LLM client. */
+  /**
+   * Gets or creates the prompt session for a session key, or creates a new session for an LLM client.
+   *
+   * Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT: a malformed session key, id, URL or IP address;
+   * neither a session key nor an LLM client given; FIELD_TOO_LARGE: `llm_client_url`; REQUEST_ID_REUSED);
+   * NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
+   * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND).
+   */
   openPrompt: {
     path: "/parley.prompt.v1.PromptService/OpenPrompt" as const,
     requestStream: false as const,
@@ -4956,6 +5560,11 @@ export const PromptServiceService = {
     responseSerialize: (value: OpenPromptResponse): Buffer => Buffer.from(OpenPromptResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): OpenPromptResponse => OpenPromptResponse.decode(value),
   },
+  /**
+   * Gets one prompt by id or by session key.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: no key, or a malformed one); NOT_FOUND (PROMPT_NOT_FOUND).
+   */
   getPrompt: {
     path: "/parley.prompt.v1.PromptService/GetPrompt" as const,
     requestStream: false as const,
@@ -4965,7 +5574,12 @@ export const PromptServiceService = {
     responseSerialize: (value: GetPromptResponse): Buffer => Buffer.from(GetPromptResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetPromptResponse => GetPromptResponse.decode(value),
   },
-  /** The caller's account's prompts, newest first. */
+  /**
+   * The caller's account's prompts, newest first.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a negative page size, a page token of other filters or
+   * another list, a malformed filter).
+   */
   listPrompts: {
     path: "/parley.prompt.v1.PromptService/ListPrompts" as const,
     requestStream: false as const,
@@ -4975,7 +5589,16 @@ export const PromptServiceService = {
     responseSerialize: (value: ListPromptsResponse): Buffer => Buffer.from(ListPromptsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListPromptsResponse => ListPromptsResponse.decode(value),
   },
-  /** Changes name, description, version, annotations and tags (update_mask lists which). */
+  /**
+   * Changes name, description, version, annotations and tags (`update_mask` lists which). A change bumps
+   * the prompt's revision and is published to watchers; an update that changes nothing commits nothing
+   * and answers `changed: false`.
+   *
+   * Errors: INVALID_ARGUMENT (UPDATE_MASK_INVALID: a mask path that is not an updatable field, naming it;
+   * FIELD_TOO_LARGE; INVALID_ARGUMENT: an invalid field value; REQUEST_ID_REUSED); NOT_FOUND
+   * (PROMPT_NOT_FOUND); ABORTED (REVISION_MISMATCH, metadata `current_revision`: `expected_revision` is
+   * not the prompt's revision).
+   */
   updatePrompt: {
     path: "/parley.prompt.v1.PromptService/UpdatePrompt" as const,
     requestStream: false as const,
@@ -4986,7 +5609,13 @@ export const PromptServiceService = {
       Buffer.from(UpdatePromptResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdatePromptResponse => UpdatePromptResponse.decode(value),
   },
-  /** Deletes a prompt with its history, tool calls and plugin usage. */
+  /**
+   * Deletes a prompt with its history, tool calls and plugin usage; watchers get `prompt_deleted`.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id; REQUEST_ID_REUSED); NOT_FOUND
+   * (PROMPT_NOT_FOUND, also for a second delete without a request id); ABORTED (REVISION_MISMATCH,
+   * metadata `current_revision`).
+   */
   deletePrompt: {
     path: "/parley.prompt.v1.PromptService/DeletePrompt" as const,
     requestStream: false as const,
@@ -4997,7 +5626,14 @@ export const PromptServiceService = {
       Buffer.from(DeletePromptResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeletePromptResponse => DeletePromptResponse.decode(value),
   },
-  /** Logs one exchange with the LLM. */
+  /**
+   * Logs one exchange with the LLM. Answers the new entry's id, revision and size, not its content.
+   *
+   * Errors: INVALID_ARGUMENT (FIELD_TOO_LARGE: the entry exceeds 1 MiB, nothing is written;
+   * INVALID_ARGUMENT: an invalid message, e.g. a role that is not one of CHAT_ROLE_SYSTEM, CHAT_ROLE_USER,
+   * CHAT_ROLE_ASSISTANT, CHAT_ROLE_TOOL, CHAT_ROLE_DEVELOPER; an empty entry; REQUEST_ID_REUSED);
+   * NOT_FOUND (PROMPT_NOT_FOUND).
+   */
   appendHistory: {
     path: "/parley.prompt.v1.PromptService/AppendHistory" as const,
     requestStream: false as const,
@@ -5008,7 +5644,13 @@ export const PromptServiceService = {
       Buffer.from(AppendHistoryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AppendHistoryResponse => AppendHistoryResponse.decode(value),
   },
-  /** A prompt's history entries in creation order. */
+  /**
+   * A prompt's history entries in creation order. A page holds at most `page_size` entries and stops
+   * early when the next entry would take the reply past 3 MiB (`next_page_token` then continues there).
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id, a negative page size, a page token of
+   * another list); NOT_FOUND (PROMPT_NOT_FOUND).
+   */
   listHistory: {
     path: "/parley.prompt.v1.PromptService/ListHistory" as const,
     requestStream: false as const,
@@ -5018,7 +5660,13 @@ export const PromptServiceService = {
     responseSerialize: (value: ListHistoryResponse): Buffer => Buffer.from(ListHistoryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListHistoryResponse => ListHistoryResponse.decode(value),
   },
-  /** Logs one tool (function) call. */
+  /**
+   * Logs one tool (function) call. Answers the new entry's id, revision and size, not its content.
+   *
+   * Errors: INVALID_ARGUMENT (FIELD_TOO_LARGE: the entry exceeds 1 MiB or a field its own limit, nothing
+   * is written; INVALID_ARGUMENT: a malformed id or function name; REQUEST_ID_REUSED); NOT_FOUND
+   * (PROMPT_NOT_FOUND, PLUGIN_NOT_FOUND).
+   */
   recordToolCall: {
     path: "/parley.prompt.v1.PromptService/RecordToolCall" as const,
     requestStream: false as const,
@@ -5030,7 +5678,11 @@ export const PromptServiceService = {
       Buffer.from(RecordToolCallResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RecordToolCallResponse => RecordToolCallResponse.decode(value),
   },
-  /** A prompt's tool calls in creation order. */
+  /**
+   * A prompt's tool calls in creation order; pages stop early at 3 MiB as in ListHistory.
+   *
+   * Errors: as ListHistory.
+   */
   listToolCalls: {
     path: "/parley.prompt.v1.PromptService/ListToolCalls" as const,
     requestStream: false as const,
@@ -5041,7 +5693,12 @@ export const PromptServiceService = {
       Buffer.from(ListToolCallsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListToolCallsResponse => ListToolCallsResponse.decode(value),
   },
-  /** Logs that a plugin was selected for some input. */
+  /**
+   * Logs that a plugin was selected for some input. Answers the new entry's id, revision and size.
+   *
+   * Errors: INVALID_ARGUMENT (FIELD_TOO_LARGE: `input_text` over 64 KiB; INVALID_ARGUMENT: a malformed
+   * id; REQUEST_ID_REUSED); NOT_FOUND (PROMPT_NOT_FOUND, PLUGIN_NOT_FOUND).
+   */
   recordPluginUsage: {
     path: "/parley.prompt.v1.PromptService/RecordPluginUsage" as const,
     requestStream: false as const,
@@ -5053,7 +5710,11 @@ export const PromptServiceService = {
       Buffer.from(RecordPluginUsageResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RecordPluginUsageResponse => RecordPluginUsageResponse.decode(value),
   },
-  /** A prompt's plugin usage in creation order. */
+  /**
+   * A prompt's plugin usage in creation order; pages stop early at 3 MiB as in ListHistory.
+   *
+   * Errors: as ListHistory.
+   */
   listPluginUsage: {
     path: "/parley.prompt.v1.PromptService/ListPluginUsage" as const,
     requestStream: false as const,
@@ -5067,7 +5728,10 @@ export const PromptServiceService = {
   },
   /**
    * What PromptHelper.history serves: the prompt, the messages of its latest history entry, its tool calls
-   * and plugin usage (newest first), read from one snapshot.
+   * and plugin usage (newest first), read from one snapshot. The reply stays under 3 MiB: the tool calls
+   * and plugin usage are cut short (and `truncated` set) when they would not fit.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: no key, or a malformed one); NOT_FOUND (PROMPT_NOT_FOUND).
    */
   getPromptHistory: {
     path: "/parley.prompt.v1.PromptService/GetPromptHistory" as const,
@@ -5080,7 +5744,11 @@ export const PromptServiceService = {
       Buffer.from(GetPromptHistoryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetPromptHistoryResponse => GetPromptHistoryResponse.decode(value),
   },
-  /** The plugins registered for the caller's account (AdminService registers them), by name. */
+  /**
+   * The plugins registered for the caller's account (AdminService registers them), by name.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a negative page size, a page token of another list).
+   */
   listPlugins: {
     path: "/parley.prompt.v1.PromptService/ListPlugins" as const,
     requestStream: false as const,
@@ -5091,9 +5759,14 @@ export const PromptServiceService = {
     responseDeserialize: (value: Buffer): ListPluginsResponse => ListPluginsResponse.decode(value),
   },
   /**
-   * Streams a prompt's log: first every entry (history, tool call, plugin usage) written after
-   * `after_revision`, from Postgres, then new ones as they are written, in revision order with no gap
-   * and no duplicate; live-only, also the prompt's updates and its deletion (which ends the stream).
+   * Streams a prompt's changes: first every log entry written after `after_revision` and the prompt's
+   * latest update when it is newer (from Postgres), then one `caught_up`, then new changes as they commit,
+   * in revision order with no gap and no duplicate. Superseded prompt updates are not replayed (only the
+   * latest one), so revisions may skip. The prompt's deletion is sent live and ends the stream.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id, `after_revision` beyond the prompt's
+   * revision); NOT_FOUND (PROMPT_NOT_FOUND); RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW: the client read too
+   * slowly; resume with the last revision it received).
    */
   watchPrompt: {
     path: "/parley.prompt.v1.PromptService/WatchPrompt" as const,
@@ -5107,44 +5780,127 @@ export const PromptServiceService = {
 } as const;
 
 export interface PromptServiceServer extends UntypedServiceImplementation {
-  /** Gets or creates the prompt session for a session key, or creates a new session for an LLM client. */
+  /**
+   * Gets or creates the prompt session for a session key, or creates a new session for an LLM client.
+   *
+   * Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT: a malformed session key, id, URL or IP address;
+   * neither a session key nor an LLM client given; FIELD_TOO_LARGE: `llm_client_url`; REQUEST_ID_REUSED);
+   * NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
+   * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND).
+   */
   openPrompt: handleUnaryCall<OpenPromptRequest, OpenPromptResponse>;
+  /**
+   * Gets one prompt by id or by session key.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: no key, or a malformed one); NOT_FOUND (PROMPT_NOT_FOUND).
+   */
   getPrompt: handleUnaryCall<GetPromptRequest, GetPromptResponse>;
-  /** The caller's account's prompts, newest first. */
+  /**
+   * The caller's account's prompts, newest first.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a negative page size, a page token of other filters or
+   * another list, a malformed filter).
+   */
   listPrompts: handleUnaryCall<ListPromptsRequest, ListPromptsResponse>;
-  /** Changes name, description, version, annotations and tags (update_mask lists which). */
+  /**
+   * Changes name, description, version, annotations and tags (`update_mask` lists which). A change bumps
+   * the prompt's revision and is published to watchers; an update that changes nothing commits nothing
+   * and answers `changed: false`.
+   *
+   * Errors: INVALID_ARGUMENT (UPDATE_MASK_INVALID: a mask path that is not an updatable field, naming it;
+   * FIELD_TOO_LARGE; INVALID_ARGUMENT: an invalid field value; REQUEST_ID_REUSED); NOT_FOUND
+   * (PROMPT_NOT_FOUND); ABORTED (REVISION_MISMATCH, metadata `current_revision`: `expected_revision` is
+   * not the prompt's revision).
+   */
   updatePrompt: handleUnaryCall<UpdatePromptRequest, UpdatePromptResponse>;
-  /** Deletes a prompt with its history, tool calls and plugin usage. */
+  /**
+   * Deletes a prompt with its history, tool calls and plugin usage; watchers get `prompt_deleted`.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id; REQUEST_ID_REUSED); NOT_FOUND
+   * (PROMPT_NOT_FOUND, also for a second delete without a request id); ABORTED (REVISION_MISMATCH,
+   * metadata `current_revision`).
+   */
   deletePrompt: handleUnaryCall<DeletePromptRequest, DeletePromptResponse>;
-  /** Logs one exchange with the LLM. */
+  /**
+   * Logs one exchange with the LLM. Answers the new entry's id, revision and size, not its content.
+   *
+   * Errors: INVALID_ARGUMENT (FIELD_TOO_LARGE: the entry exceeds 1 MiB, nothing is written;
+   * INVALID_ARGUMENT: an invalid message, e.g. a role that is not one of CHAT_ROLE_SYSTEM, CHAT_ROLE_USER,
+   * CHAT_ROLE_ASSISTANT, CHAT_ROLE_TOOL, CHAT_ROLE_DEVELOPER; an empty entry; REQUEST_ID_REUSED);
+   * NOT_FOUND (PROMPT_NOT_FOUND).
+   */
   appendHistory: handleUnaryCall<AppendHistoryRequest, AppendHistoryResponse>;
-  /** A prompt's history entries in creation order. */
+  /**
+   * A prompt's history entries in creation order. A page holds at most `page_size` entries and stops
+   * early when the next entry would take the reply past 3 MiB (`next_page_token` then continues there).
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id, a negative page size, a page token of
+   * another list); NOT_FOUND (PROMPT_NOT_FOUND).
+   */
   listHistory: handleUnaryCall<ListHistoryRequest, ListHistoryResponse>;
-  /** Logs one tool (function) call. */
+  /**
+   * Logs one tool (function) call. Answers the new entry's id, revision and size, not its content.
+   *
+   * Errors: INVALID_ARGUMENT (FIELD_TOO_LARGE: the entry exceeds 1 MiB or a field its own limit, nothing
+   * is written; INVALID_ARGUMENT: a malformed id or function name; REQUEST_ID_REUSED); NOT_FOUND
+   * (PROMPT_NOT_FOUND, PLUGIN_NOT_FOUND).
+   */
   recordToolCall: handleUnaryCall<RecordToolCallRequest, RecordToolCallResponse>;
-  /** A prompt's tool calls in creation order. */
+  /**
+   * A prompt's tool calls in creation order; pages stop early at 3 MiB as in ListHistory.
+   *
+   * Errors: as ListHistory.
+   */
   listToolCalls: handleUnaryCall<ListToolCallsRequest, ListToolCallsResponse>;
-  /** Logs that a plugin was selected for some input. */
+  /**
+   * Logs that a plugin was selected for some input. Answers the new entry's id, revision and size.
+   *
+   * Errors: INVALID_ARGUMENT (FIELD_TOO_LARGE: `input_text` over 64 KiB; INVALID_ARGUMENT: a malformed
+   * id; REQUEST_ID_REUSED); NOT_FOUND (PROMPT_NOT_FOUND, PLUGIN_NOT_FOUND).
+   */
   recordPluginUsage: handleUnaryCall<RecordPluginUsageRequest, RecordPluginUsageResponse>;
-  /** A prompt's plugin usage in creation order. */
+  /**
+   * A prompt's plugin usage in creation order; pages stop early at 3 MiB as in ListHistory.
+   *
+   * Errors: as ListHistory.
+   */
   listPluginUsage: handleUnaryCall<ListPluginUsageRequest, ListPluginUsageResponse>;
   /**
    * What PromptHelper.history serves: the prompt, the messages of its latest history entry, its tool calls
-   * and plugin usage (newest first), read from one snapshot.
+   * and plugin usage (newest first), read from one snapshot. The reply stays under 3 MiB: the tool calls
+   * and plugin usage are cut short (and `truncated` set) when they would not fit.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: no key, or a malformed one); NOT_FOUND (PROMPT_NOT_FOUND).
    */
   getPromptHistory: handleUnaryCall<GetPromptHistoryRequest, GetPromptHistoryResponse>;
-  /** The plugins registered for the caller's account (AdminService registers them), by name. */
+  /**
+   * The plugins registered for the caller's account (AdminService registers them), by name.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a negative page size, a page token of another list).
+   */
   listPlugins: handleUnaryCall<ListPluginsRequest, ListPluginsResponse>;
   /**
-   * Streams a prompt's log: first every entry (history, tool call, plugin usage) written after
-   * `after_revision`, from Postgres, then new ones as they are written, in revision order with no gap
-   * and no duplicate; live-only, also the prompt's updates and its deletion (which ends the stream).
+   * Streams a prompt's changes: first every log entry written after `after_revision` and the prompt's
+   * latest update when it is newer (from Postgres), then one `caught_up`, then new changes as they commit,
+   * in revision order with no gap and no duplicate. Superseded prompt updates are not replayed (only the
+   * latest one), so revisions may skip. The prompt's deletion is sent live and ends the stream.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id, `after_revision` beyond the prompt's
+   * revision); NOT_FOUND (PROMPT_NOT_FOUND); RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW: the client read too
+   * slowly; resume with the last revision it received).
    */
   watchPrompt: handleServerStreamingCall<WatchPromptRequest, WatchPromptResponse>;
 }
 
 export interface PromptServiceClient extends Client {
-  /** Gets or creates the prompt session for a session key, or creates a new session for an LLM client. */
+  /**
+   * Gets or creates the prompt session for a session key, or creates a new session for an LLM client.
+   *
+   * Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT: a malformed session key, id, URL or IP address;
+   * neither a session key nor an LLM client given; FIELD_TOO_LARGE: `llm_client_url`; REQUEST_ID_REUSED);
+   * NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
+   * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND).
+   */
   openPrompt(
     request: OpenPromptRequest,
     callback: (error: ServiceError | null, response: OpenPromptResponse) => void,
@@ -5160,6 +5916,11 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: OpenPromptResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Gets one prompt by id or by session key.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: no key, or a malformed one); NOT_FOUND (PROMPT_NOT_FOUND).
+   */
   getPrompt(
     request: GetPromptRequest,
     callback: (error: ServiceError | null, response: GetPromptResponse) => void,
@@ -5175,7 +5936,12 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetPromptResponse) => void,
   ): ClientUnaryCall;
-  /** The caller's account's prompts, newest first. */
+  /**
+   * The caller's account's prompts, newest first.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a negative page size, a page token of other filters or
+   * another list, a malformed filter).
+   */
   listPrompts(
     request: ListPromptsRequest,
     callback: (error: ServiceError | null, response: ListPromptsResponse) => void,
@@ -5191,7 +5957,16 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListPromptsResponse) => void,
   ): ClientUnaryCall;
-  /** Changes name, description, version, annotations and tags (update_mask lists which). */
+  /**
+   * Changes name, description, version, annotations and tags (`update_mask` lists which). A change bumps
+   * the prompt's revision and is published to watchers; an update that changes nothing commits nothing
+   * and answers `changed: false`.
+   *
+   * Errors: INVALID_ARGUMENT (UPDATE_MASK_INVALID: a mask path that is not an updatable field, naming it;
+   * FIELD_TOO_LARGE; INVALID_ARGUMENT: an invalid field value; REQUEST_ID_REUSED); NOT_FOUND
+   * (PROMPT_NOT_FOUND); ABORTED (REVISION_MISMATCH, metadata `current_revision`: `expected_revision` is
+   * not the prompt's revision).
+   */
   updatePrompt(
     request: UpdatePromptRequest,
     callback: (error: ServiceError | null, response: UpdatePromptResponse) => void,
@@ -5207,7 +5982,13 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdatePromptResponse) => void,
   ): ClientUnaryCall;
-  /** Deletes a prompt with its history, tool calls and plugin usage. */
+  /**
+   * Deletes a prompt with its history, tool calls and plugin usage; watchers get `prompt_deleted`.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id; REQUEST_ID_REUSED); NOT_FOUND
+   * (PROMPT_NOT_FOUND, also for a second delete without a request id); ABORTED (REVISION_MISMATCH,
+   * metadata `current_revision`).
+   */
   deletePrompt(
     request: DeletePromptRequest,
     callback: (error: ServiceError | null, response: DeletePromptResponse) => void,
@@ -5223,7 +6004,14 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeletePromptResponse) => void,
   ): ClientUnaryCall;
-  /** Logs one exchange with the LLM. */
+  /**
+   * Logs one exchange with the LLM. Answers the new entry's id, revision and size, not its content.
+   *
+   * Errors: INVALID_ARGUMENT (FIELD_TOO_LARGE: the entry exceeds 1 MiB, nothing is written;
+   * INVALID_ARGUMENT: an invalid message, e.g. a role that is not one of CHAT_ROLE_SYSTEM, CHAT_ROLE_USER,
+   * CHAT_ROLE_ASSISTANT, CHAT_ROLE_TOOL, CHAT_ROLE_DEVELOPER; an empty entry; REQUEST_ID_REUSED);
+   * NOT_FOUND (PROMPT_NOT_FOUND).
+   */
   appendHistory(
     request: AppendHistoryRequest,
     callback: (error: ServiceError | null, response: AppendHistoryResponse) => void,
@@ -5239,7 +6027,13 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AppendHistoryResponse) => void,
   ): ClientUnaryCall;
-  /** A prompt's history entries in creation order. */
+  /**
+   * A prompt's history entries in creation order. A page holds at most `page_size` entries and stops
+   * early when the next entry would take the reply past 3 MiB (`next_page_token` then continues there).
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id, a negative page size, a page token of
+   * another list); NOT_FOUND (PROMPT_NOT_FOUND).
+   */
   listHistory(
     request: ListHistoryRequest,
     callback: (error: ServiceError | null, response: ListHistoryResponse) => void,
@@ -5255,7 +6049,13 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListHistoryResponse) => void,
   ): ClientUnaryCall;
-  /** Logs one tool (function) call. */
+  /**
+   * Logs one tool (function) call. Answers the new entry's id, revision and size, not its content.
+   *
+   * Errors: INVALID_ARGUMENT (FIELD_TOO_LARGE: the entry exceeds 1 MiB or a field its own limit, nothing
+   * is written; INVALID_ARGUMENT: a malformed id or function name; REQUEST_ID_REUSED); NOT_FOUND
+   * (PROMPT_NOT_FOUND, PLUGIN_NOT_FOUND).
+   */
   recordToolCall(
     request: RecordToolCallRequest,
     callback: (error: ServiceError | null, response: RecordToolCallResponse) => void,
@@ -5271,7 +6071,11 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RecordToolCallResponse) => void,
   ): ClientUnaryCall;
-  /** A prompt's tool calls in creation order. */
+  /**
+   * A prompt's tool calls in creation order; pages stop early at 3 MiB as in ListHistory.
+   *
+   * Errors: as ListHistory.
+   */
   listToolCalls(
     request: ListToolCallsRequest,
     callback: (error: ServiceError | null, response: ListToolCallsResponse) => void,
@@ -5287,7 +6091,12 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListToolCallsResponse) => void,
   ): ClientUnaryCall;
-  /** Logs that a plugin was selected for some input. */
+  /**
+   * Logs that a plugin was selected for some input. Answers the new entry's id, revision and size.
+   *
+   * Errors: INVALID_ARGUMENT (FIELD_TOO_LARGE: `input_text` over 64 KiB; INVALID_ARGUMENT: a malformed
+   * id; REQUEST_ID_REUSED); NOT_FOUND (PROMPT_NOT_FOUND, PLUGIN_NOT_FOUND).
+   */
   recordPluginUsage(
     request: RecordPluginUsageRequest,
     callback: (error: ServiceError | null, response: RecordPluginUsageResponse) => void,
@@ -5303,7 +6112,11 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RecordPluginUsageResponse) => void,
   ): ClientUnaryCall;
-  /** A prompt's plugin usage in creation order. */
+  /**
+   * A prompt's plugin usage in creation order; pages stop early at 3 MiB as in ListHistory.
+   *
+   * Errors: as ListHistory.
+   */
   listPluginUsage(
     request: ListPluginUsageRequest,
     callback: (error: ServiceError | null, response: ListPluginUsageResponse) => void,
@@ -5321,7 +6134,10 @@ export interface PromptServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * What PromptHelper.history serves: the prompt, the messages of its latest history entry, its tool calls
-   * and plugin usage (newest first), read from one snapshot.
+   * and plugin usage (newest first), read from one snapshot. The reply stays under 3 MiB: the tool calls
+   * and plugin usage are cut short (and `truncated` set) when they would not fit.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: no key, or a malformed one); NOT_FOUND (PROMPT_NOT_FOUND).
    */
   getPromptHistory(
     request: GetPromptHistoryRequest,
@@ -5338,7 +6154,11 @@ export interface PromptServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetPromptHistoryResponse) => void,
   ): ClientUnaryCall;
-  /** The plugins registered for the caller's account (AdminService registers them), by name. */
+  /**
+   * The plugins registered for the caller's account (AdminService registers them), by name.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a negative page size, a page token of another list).
+   */
   listPlugins(
     request: ListPluginsRequest,
     callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
@@ -5355,9 +6175,14 @@ export interface PromptServiceClient extends Client {
     callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Streams a prompt's log: first every entry (history, tool call, plugin usage) written after
-   * `after_revision`, from Postgres, then new ones as they are written, in revision order with no gap
-   * and no duplicate; live-only, also the prompt's updates and its deletion (which ends the stream).
+   * Streams a prompt's changes: first every log entry written after `after_revision` and the prompt's
+   * latest update when it is newer (from Postgres), then one `caught_up`, then new changes as they commit,
+   * in revision order with no gap and no duplicate. Superseded prompt updates are not replayed (only the
+   * latest one), so revisions may skip. The prompt's deletion is sent live and ends the stream.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a malformed id, `after_revision` beyond the prompt's
+   * revision); NOT_FOUND (PROMPT_NOT_FOUND); RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW: the client read too
+   * slowly; resume with the last revision it received).
    */
   watchPrompt(request: WatchPromptRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchPromptResponse>;
   watchPrompt(

@@ -1,0 +1,79 @@
+import test from 'ava';
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { testWhen } from '../helpers/backends.js';
+import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/harness.js';
+
+const run = promisify(execFile);
+// Debian's interpreter, where python3-grpcio and python3-grpc-tools install (a pyenv `python3` may shadow it).
+const PYTHON = '/usr/bin/python3';
+const pythonReady = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools.protoc']).status === 0;
+// Under CI=true a missing package fails this file instead of skipping it.
+const withPython = testWhen(pythonReady, 'python3-grpcio and python3-grpc-tools (Debian) are not installed');
+
+let s: TestServer | undefined;
+let stubs: string | undefined;
+test.before(async () => {
+  if (!pythonReady) return;
+  s = await startTestServer();
+  stubs = mkdtempSync(path.join(tmpdir(), 'parley-py-'));
+  await run('scripts/gen-python.sh', [stubs], { encoding: 'utf8', timeout: 120_000 });
+});
+test.after.always(async () => {
+  await s?.stop();
+  if (stubs) rmSync(stubs, { recursive: true, force: true });
+});
+
+type Step = { step: string } & Record<string, unknown>;
+
+/** test/python/flow.py with the generated stubs against the server; its JSON lines by step. */
+async function flow(...steps: string[]): Promise<Map<string, Step>> {
+  const r = await run(PYTHON, ['test/python/flow.py', stubs!, s!.address, ADMIN_TOKEN, ...steps], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  }).catch((e: { stdout: string; stderr: string; code: number }) => e);
+  if ('code' in r && r.code !== 0) throw new Error(`flow.py ${steps.join(' ')} failed (${r.code}):\n${r.stderr}\n--- stdout ---\n${r.stdout}`);
+  return new Map(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Step).map((o) => [o.step, o]));
+}
+
+withPython('a Python client generated with python3-grpc-tools: admin setup, an error with ErrorInfo and BadRequest, a prompt with its logs, a watched genie session', async (t) => {
+  const out = await flow();
+  t.deepEqual([...out.keys()], ['admin_setup', 'error_details', 'prompt_with_logs', 'genie_session_watch']);
+
+  const setup = out.get('admin_setup')!;
+  t.regex(String(setup.account_id), /^[0-9a-f-]{36}$/);
+  t.is(setup.llm_client, 'hr');
+
+  // Decoded by the Python client from grpc-status-details-bin: google.rpc.Status → Any → ErrorInfo, BadRequest.
+  const error = out.get('error_details')! as Step & {
+    reason: string;
+    domain: string;
+    violations: { field: string; description: string }[];
+    detail_types: string[];
+  };
+  t.log(`${error.code} ${error.reason} (${error.domain}): ${error.violations.map((v) => `${v.field}: ${v.description}`).join('; ')}`);
+  t.is(error.code, 'INVALID_ARGUMENT');
+  t.is(error.domain, 'parley');
+  t.regex(error.reason, /^[A-Z][A-Z0-9_]*$/);
+  t.deepEqual(error.violations.map((v) => v.field).sort(), ['ip_address', 'request_id', 'url']);
+  t.true(error.violations.every((v) => v.description.length > 0));
+  t.true(error.detail_types.includes('type.googleapis.com/google.rpc.ErrorInfo'));
+  t.true(error.detail_types.includes('type.googleapis.com/google.rpc.BadRequest'));
+
+  const prompt = out.get('prompt_with_logs')!;
+  t.deepEqual(prompt.roles, ['CHAT_ROLE_USER', 'CHAT_ROLE_ASSISTANT', 'CHAT_ROLE_TOOL']);
+  t.deepEqual(prompt.tool_calls, ['get_weather']);
+  t.deepEqual(prompt.plugin_usage, ['Weather in Oslo?']);
+
+  const genie = out.get('genie_session_watch')!;
+  t.is(genie.state, 'awaiting_question');
+  t.is(Number(genie.revision), 3);
+  t.deepEqual(genie.dialogue, ['What is VAT?', 'A tax on consumption.']);
+  t.deepEqual(
+    (genie.watched as { revision: number; events: string[] }[]).map((w) => w.revision),
+    [1, 2, 3],
+  );
+});

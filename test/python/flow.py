@@ -1,0 +1,247 @@
+"""A short end-to-end flow of a Python client against a fresh parley, with stubs from scripts/gen-python.sh.
+
+Usage: flow.py <generated stubs dir> <host:port> <admin token> [step ...]
+
+Steps, run in the order given (default: all of STEPS, in order); each is one function below, taking the
+shared Flow and returning the facts it prints:
+  admin_setup          AdminService with the admin token: account, user profile, LLM client, API key
+  error_details        a call with the API key that fails; its grpc-status-details-bin decoded into
+                       google.rpc.Status, then ErrorInfo and BadRequest unpacked from its Any details
+  prompt_with_logs     PromptService: open a prompt, append history, record a tool call and a plugin usage,
+                       read them back (GetPromptHistory)
+  genie_session_watch  GenieService: register a model type, create a session, watch it while two events
+                       move it through its states
+
+Each step prints one JSON line {"step": name, ...facts}. A failed check raises, so the script exits non-zero
+with the traceback (and the JSON lines of the steps before it) for the test to show.
+"""
+import json
+import sys
+import uuid
+
+sys.path.insert(0, sys.argv[1])
+import grpc  # noqa: E402
+from google.protobuf import struct_pb2  # noqa: E402
+from google.rpc import error_details_pb2, status_pb2  # noqa: E402
+from parley.admin.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
+from parley.genie.v1 import genie_pb2, genie_pb2_grpc  # noqa: E402
+from parley.prompt.v1 import prompt_pb2, prompt_pb2_grpc  # noqa: E402
+
+TIMEOUT = 30  # seconds, per call
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def struct(d):
+    s = struct_pb2.Struct()
+    s.update(d)
+    return s
+
+
+def bearer(token):
+    return (("authorization", f"Bearer {token}"),)
+
+
+class Flow:
+    """The channel, the stubs and what earlier steps created."""
+
+    def __init__(self, address, admin_token):
+        self.channel = grpc.insecure_channel(address)
+        self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
+        self.prompt = prompt_pb2_grpc.PromptServiceStub(self.channel)
+        self.genie = genie_pb2_grpc.GenieServiceStub(self.channel)
+        self.admin_md = bearer(admin_token)
+        self.md = None  # the API key's, once admin_setup ran
+        self.ids = {}
+
+
+def status_details(err):
+    """google.rpc.Status from the grpc-status-details-bin trailer of a failed call, as any gRPC client decodes it."""
+    raw = dict(err.trailing_metadata() or ()).get("grpc-status-details-bin")
+    check(raw is not None, f"{err.code().name} carries no grpc-status-details-bin")
+    st = status_pb2.Status.FromString(raw)
+    check(st.code == err.code().value[0], f"Status.code {st.code} is not the call's {err.code()}")
+    check(st.message == err.details(), f"Status.message {st.message!r} is not the call's {err.details()!r}")
+    return st
+
+
+def unpack(st, cls):
+    """Every detail of type `cls` in a google.rpc.Status."""
+    out = []
+    for any_ in st.details:
+        if any_.Is(cls.DESCRIPTOR):
+            msg = cls()
+            any_.Unpack(msg)
+            out.append(msg)
+    return out
+
+
+def admin_setup(f):
+    account = f.admin.CreateAccount(admin_pb2.CreateAccountRequest(display_name="Python client"), metadata=f.admin_md, timeout=TIMEOUT).account
+    profile = f.admin.CreateUserProfile(
+        admin_pb2.CreateUserProfileRequest(account_id=account.id, username="guido", email="guido@example.com"),
+        metadata=f.admin_md,
+        timeout=TIMEOUT,
+    ).user_profile
+    llm_client = f.admin.CreateLlmClient(
+        admin_pb2.CreateLlmClientRequest(account_id=account.id, name="hr", description="from Python"), metadata=f.admin_md, timeout=TIMEOUT
+    ).llm_client
+    key = f.admin.CreateApiKey(admin_pb2.CreateApiKeyRequest(user_profile_id=profile.id, description="python flow"), metadata=f.admin_md, timeout=TIMEOUT)
+    check(key.secret != "", "CreateApiKey returned no secret")
+    check(key.api_key.user_profile_id == profile.id, "the API key belongs to another profile")
+    f.md = bearer(key.secret)
+    f.ids.update(account=account.id, user_profile=profile.id, llm_client=llm_client.id, api_key=key.api_key.id)
+    return {"account_id": account.id, "account_number": account.account_number, "llm_client": llm_client.name, "api_key_id": key.api_key.id}
+
+
+def error_details(f):
+    bad = prompt_pb2.OpenPromptRequest(llm_client_id=f.ids["llm_client"], ip_address="not-an-ip", url="ftp://example.com/", request_id="not-a-uuid")
+    try:
+        f.prompt.OpenPrompt(bad, metadata=f.md, timeout=TIMEOUT)
+    except grpc.RpcError as err:
+        st = status_details(err)
+        infos = unpack(st, error_details_pb2.ErrorInfo)
+        requests = unpack(st, error_details_pb2.BadRequest)
+        check(len(infos) == 1, f"expected one ErrorInfo, got {len(infos)}")
+        check(len(requests) == 1, f"expected one BadRequest, got {len(requests)}")
+        info = infos[0]
+        return {
+            "code": err.code().name,
+            "message": err.details(),
+            "reason": info.reason,
+            "domain": info.domain,
+            "metadata": dict(info.metadata),
+            "violations": [{"field": v.field, "description": v.description} for v in requests[0].field_violations],
+            "detail_types": [a.type_url for a in st.details],
+        }
+    raise AssertionError("OpenPrompt with an invalid ip_address, url and request_id succeeded")
+
+
+def prompt_with_logs(f):
+    plugin = f.admin.CreatePlugin(
+        admin_pb2.CreatePluginRequest(account_id=f.ids["account"], name="weather", description="Current weather"), metadata=f.admin_md, timeout=TIMEOUT
+    ).plugin
+    opened = f.prompt.OpenPrompt(
+        prompt_pb2.OpenPromptRequest(llm_client_id=f.ids["llm_client"], ip_address="203.0.113.7", user_agent="flow.py", url="https://chat.example.com/c"),
+        metadata=f.md,
+        timeout=TIMEOUT,
+    )
+    check(opened.created, "OpenPrompt without a session key did not create a prompt")
+    prompt_id = opened.prompt.id
+    messages = [
+        prompt_pb2.ChatMessage(role=prompt_pb2.CHAT_ROLE_USER, content="Weather in Oslo?"),
+        prompt_pb2.ChatMessage(
+            role=prompt_pb2.CHAT_ROLE_ASSISTANT,
+            tool_calls=[prompt_pb2.ChatToolCall(id="call_1", function_name="get_weather", function_arguments='{"city":"Oslo"}', call_type="function")],
+        ),
+        prompt_pb2.ChatMessage(role=prompt_pb2.CHAT_ROLE_TOOL, tool_call_id="call_1", content='{"temp_c":3}'),
+    ]
+    f.prompt.AppendHistory(
+        prompt_pb2.AppendHistoryRequest(prompt_id=prompt_id, request=struct({"model": "gpt-4o"}), messages=messages, request_id=str(uuid.uuid4())),
+        metadata=f.md,
+        timeout=TIMEOUT,
+    )
+    f.prompt.RecordToolCall(
+        prompt_pb2.RecordToolCallRequest(
+            prompt_id=prompt_id, plugin_id=plugin.id, function_name="get_weather", function_args='{"city":"Oslo"}', response=struct({"temp_c": 3})
+        ),
+        metadata=f.md,
+        timeout=TIMEOUT,
+    )
+    f.prompt.RecordPluginUsage(
+        prompt_pb2.RecordPluginUsageRequest(prompt_id=prompt_id, plugin_id=plugin.id, input_text="Weather in Oslo?"), metadata=f.md, timeout=TIMEOUT
+    )
+    read = f.prompt.GetPromptHistory(prompt_pb2.GetPromptHistoryRequest(id=prompt_id), metadata=f.md, timeout=TIMEOUT)
+    check(read.prompt.id == prompt_id, "GetPromptHistory returned another prompt")
+    f.ids["prompt"] = prompt_id
+    return {
+        "prompt_id": prompt_id,
+        "roles": [prompt_pb2.ChatRole.Name(m.role) for m in read.prompt_history],
+        "tool_calls": [t.function_name for t in read.tool_calls],
+        "plugin_usage": [u.input_text for u in read.plugin_usage],
+        "revision": read.revision,
+    }
+
+
+def genie_session_watch(f):
+    f.genie.RegisterModelType(
+        genie_pb2.RegisterModelTypeRequest(
+            model_type=genie_pb2.ModelType(
+                name="qa",
+                schema_version=1,
+                json_schema=struct({"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}),
+                state_machine=genie_pb2.StateMachine(
+                    states=["awaiting_question", "awaiting_answer"],
+                    initial_state="awaiting_question",
+                    transitions=[
+                        genie_pb2.Transition(from_state="awaiting_question", event="user_input", to_state="awaiting_answer", actor="user"),
+                        genie_pb2.Transition(from_state="awaiting_answer", event="ai_response", to_state="awaiting_question", actor="assistant"),
+                    ],
+                ),
+            )
+        ),
+        metadata=f.md,
+        timeout=TIMEOUT,
+    )
+    session = f.genie.CreateSession(genie_pb2.CreateSessionRequest(model_type="qa", fields=struct({"topic": "tax"})), metadata=f.md, timeout=TIMEOUT).session
+    check(session.revision == 1, f"a new session is at revision {session.revision}")
+    sid = session.session_id
+
+    # The watch replays from the start (revision 1), then goes live; its deadline bounds the whole step.
+    watch = f.genie.WatchSession(genie_pb2.WatchSessionRequest(session_id=sid, after_revision=0), metadata=f.md, timeout=TIMEOUT)
+    updates = iter(watch)
+    seen = []  # (revision, [event kinds]) of each commit, in order
+
+    def next_commit():
+        for response in updates:
+            u = response.update
+            if u.WhichOneof("update") == "commit":  # deltas, aborts and markers are not revisions
+                return u.revision, [e.WhichOneof("event") for e in u.commit.events]
+        raise AssertionError(f"the watch ended after {seen}")
+
+    try:
+        seen.append(next_commit())  # replayed: the creation
+        f.genie.SendEvent(
+            genie_pb2.SendEventRequest(session_id=sid, event="user_input", actor_input="What is VAT?", expected_revision=1), metadata=f.md, timeout=TIMEOUT
+        )
+        f.genie.SendEvent(genie_pb2.SendEventRequest(session_id=sid, event="ai_response", actor_input="A tax on consumption."), metadata=f.md, timeout=TIMEOUT)
+        while seen[-1][0] < 3:
+            seen.append(next_commit())
+    finally:
+        watch.cancel()
+    check([r for r, _ in seen] == [1, 2, 3], f"the watch saw revisions {[r for r, _ in seen]}, not 1, 2, 3 in order")
+    final = f.genie.GetSession(genie_pb2.GetSessionRequest(session_id=sid), metadata=f.md, timeout=TIMEOUT).session
+    return {
+        "session_id": sid,
+        "state": final.state,
+        "revision": final.revision,
+        "dialogue": [d.actor_text for d in final.dialogue],
+        "watched": [{"revision": r, "events": kinds} for r, kinds in seen],
+    }
+
+
+STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch]
+
+
+def main():
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
+    flow = Flow(sys.argv[2], sys.argv[3])
+    by_name = {s.__name__: s for s in STEPS}
+    names = sys.argv[4:] or [s.__name__ for s in STEPS]
+    for name in names:
+        if name not in by_name:
+            sys.exit(f"unknown step {name!r}; steps: {', '.join(by_name)}")
+    try:
+        for name in names:
+            facts = by_name[name](flow)
+            print(json.dumps({"step": name, **facts}), flush=True)
+    finally:
+        flow.channel.close()
+
+
+if __name__ == "__main__":
+    main()
