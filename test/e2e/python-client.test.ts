@@ -73,7 +73,13 @@ withPython('a Python client generated with python3-grpc-tools: admin setup, an e
   t.is(Number(genie.revision), 3);
   t.deepEqual(genie.dialogue, ['What is VAT?', 'A tax on consumption.']);
   t.deepEqual(
-    (genie.watched as { revision: number; events: string[] }[]).map((w) => w.revision),
-    [1, 2, 3],
+    (genie.watched as { revision: number; events: string[] }[]).map((w) => [w.revision, w.events[0]]),
+    [
+      [1, 'session_created'],
+      [1, 'caught_up'],
+      [2, 'state_changed'],
+      [3, 'state_changed'],
+    ],
   );
+  t.deepEqual(genie.conflict, { code: 'ABORTED', reason: 'REVISION_MISMATCH', current_revision: '3' });
 });

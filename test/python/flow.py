@@ -177,8 +177,8 @@ def genie_session_watch(f):
                     states=["awaiting_question", "awaiting_answer"],
                     initial_state="awaiting_question",
                     transitions=[
-                        genie_pb2.Transition(from_state="awaiting_question", event="user_input", to_state="awaiting_answer", actor="user"),
-                        genie_pb2.Transition(from_state="awaiting_answer", event="ai_response", to_state="awaiting_question", actor="assistant"),
+                        genie_pb2.Transition(from_state="awaiting_question", event_name="user_input", to_state="awaiting_answer", actor=genie_pb2.ACTOR_USER),
+                        genie_pb2.Transition(from_state="awaiting_answer", event_name="ai_response", to_state="awaiting_question", actor=genie_pb2.ACTOR_ASSISTANT),
                     ],
                 ),
             )
@@ -191,28 +191,44 @@ def genie_session_watch(f):
     sid = session.session_id
 
     # The watch replays from the start (revision 1), then goes live; its deadline bounds the whole step.
-    watch = f.genie.WatchSession(genie_pb2.WatchSessionRequest(session_id=sid, after_revision=0), metadata=f.md, timeout=TIMEOUT)
+    watch = f.genie.WatchSession(genie_pb2.WatchSessionRequest(session_id=sid), metadata=f.md, timeout=TIMEOUT)
     updates = iter(watch)
     seen = []  # (revision, [event kinds]) of each commit, in order
 
-    def next_commit():
+    def next_update():
         for response in updates:
             u = response.update
-            if u.WhichOneof("update") == "commit":  # deltas, aborts and markers are not revisions
-                return u.revision, [e.WhichOneof("event") for e in u.commit.events]
+            kind = u.WhichOneof("update")
+            if kind == "commit":
+                return u.revision, [e.WhichOneof("change") for e in u.commit.events]
+            if kind == "caught_up":
+                return u.revision, ["caught_up"]
+            # deltas and aborts are not revisions
         raise AssertionError(f"the watch ended after {seen}")
 
     try:
-        seen.append(next_commit())  # replayed: the creation
+        seen.append(next_update())  # replayed: the creation
+        seen.append(next_update())  # the end of the replay: from here on, live
+        check(seen[-1] == (1, ["caught_up"]), f"expected caught_up at revision 1 after the replay, got {seen[-1]}")
         f.genie.SendEvent(
-            genie_pb2.SendEventRequest(session_id=sid, event="user_input", actor_input="What is VAT?", expected_revision=1), metadata=f.md, timeout=TIMEOUT
+            genie_pb2.SendEventRequest(session_id=sid, event_name="user_input", actor_input="What is VAT?", expected_revision=1, request_id=str(uuid.uuid4())),
+            metadata=f.md,
+            timeout=TIMEOUT,
         )
-        f.genie.SendEvent(genie_pb2.SendEventRequest(session_id=sid, event="ai_response", actor_input="A tax on consumption."), metadata=f.md, timeout=TIMEOUT)
+        f.genie.SendEvent(genie_pb2.SendEventRequest(session_id=sid, event_name="ai_response", actor_input="A tax on consumption."), metadata=f.md, timeout=TIMEOUT)
         while seen[-1][0] < 3:
-            seen.append(next_commit())
+            seen.append(next_update())
     finally:
         watch.cancel()
-    check([r for r, _ in seen] == [1, 2, 3], f"the watch saw revisions {[r for r, _ in seen]}, not 1, 2, 3 in order")
+    check([r for r, _ in seen] == [1, 1, 2, 3], f"the watch saw revisions {[r for r, _ in seen]}, not 1, caught_up, 2, 3 in order")
+
+    # A stale expected_revision: ABORTED, and the ErrorInfo says where the session is.
+    try:
+        f.genie.SendEvent(genie_pb2.SendEventRequest(session_id=sid, event_name="user_input", actor_input="late", expected_revision=1), metadata=f.md, timeout=TIMEOUT)
+        raise AssertionError("a SendEvent with a stale expected_revision succeeded")
+    except grpc.RpcError as err:
+        info = unpack(status_details(err), error_details_pb2.ErrorInfo)[0]
+        conflict = {"code": err.code().name, "reason": info.reason, "current_revision": info.metadata["current_revision"]}
     final = f.genie.GetSession(genie_pb2.GetSessionRequest(session_id=sid), metadata=f.md, timeout=TIMEOUT).session
     return {
         "session_id": sid,
@@ -220,6 +236,7 @@ def genie_session_watch(f):
         "revision": final.revision,
         "dialogue": [d.actor_text for d in final.dialogue],
         "watched": [{"revision": r, "events": kinds} for r, kinds in seen],
+        "conflict": conflict,
     }
 
 
