@@ -98,3 +98,28 @@ test('an unknown enum number is INVALID_ARGUMENT listing the names a JSON client
   t.is(violation?.field, 'messages[0].role');
   t.regex(violation?.description ?? '', /CHAT_ROLE_USER/);
 });
+
+test.serial('UNAVAILABLE CACHE_UNAVAILABLE: a deletion that cannot fence the hot copy deletes nothing and may be retried', async (t) => {
+  const g = genie(s, await createTenant(s));
+  await g.register(modelType());
+  const session = await g.create('qa');
+  const kv = s.app.store.kv as unknown as { fence: (key: string) => Promise<void> };
+  const fence = kv.fence;
+  kv.fence = async () => {
+    throw new Error('injected: the store is unreachable');
+  };
+  try {
+    await expectError(t, g.del(session.sessionId), status.UNAVAILABLE, 'CACHE_UNAVAILABLE');
+  } finally {
+    kv.fence = fence;
+  }
+  t.is((await g.get(session.sessionId)).revision, session.revision, 'nothing was deleted');
+  await g.del(session.sessionId);
+  await expectError(t, g.get(session.sessionId), status.NOT_FOUND, 'SESSION_NOT_FOUND');
+});
+
+test('PERMISSION_DENIED ADMIN_DISABLED: a server without PARLEY_ADMIN_TOKEN refuses every AdminService call', async (t) => {
+  const bare = await startTestServer({ adminToken: undefined });
+  t.teardown(() => bare.stop());
+  await expectError(t, rpc(bare.admin, bare.admin.listAccounts, { pageSize: 0, pageToken: '' }, bearer('anything')), status.PERMISSION_DENIED, 'ADMIN_DISABLED');
+});

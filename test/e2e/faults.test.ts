@@ -13,6 +13,7 @@ import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from
 import { createScratchDatabase, env, realPostgresUrl, uniqueName } from '../helpers/backends.js';
 import { endpointOf, hasRedisServer, PrivateRedis, TcpProxy } from '../helpers/faults.js';
 import { eventually } from '../helpers/eventually.js';
+import { decodeError } from '../helpers/errors.js';
 import { Watcher } from '../helpers/watch.js';
 import { genie, modelType } from '../genie/fixtures.js';
 
@@ -202,6 +203,7 @@ withPg(`Postgres unreachable: calls fail UNAVAILABLE, and succeed again once it 
   await proxy.refuse();
   const read = await t.throwsAsync(rpc(s.prompt, s.prompt.getPrompt, { id: w.prompt.id, sessionKey: '' }, w.tenant.md));
   t.is(code(read), status.UNAVAILABLE, `a read got ${read?.message}`);
+  t.is(decodeError(read as ServiceError).errorInfo?.reason, 'DATABASE_UNAVAILABLE');
   const write = await t.throwsAsync(
     rpc(s.prompt, s.prompt.updatePrompt, { prompt: { ...w.prompt, description: 'x' }, updateMask: ['description'], requestId: randomUUID() }, w.tenant.md),
   );

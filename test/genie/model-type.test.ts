@@ -50,6 +50,24 @@ test('upgrade: a newer or unregistered stored version is FAILED_PRECONDITION wit
   t.true(unmappedState instanceof AppError && unmappedState.code === 'FAILED_PRECONDITION');
 });
 
+test('upgrade failures carry stable reasons and a PreconditionFailure naming the type and version', (t) => {
+  const reasonOf = (f: () => unknown) => {
+    const e = t.throws(f) as AppError;
+    return [e.code, e.reason, e.preconditions.map((p) => `${p.type} ${p.subject}`)];
+  };
+  t.deepEqual(reasonOf(() => upgrade({ schemaVersion: 5, state: 'a', fields: {} }, [v1, v2, v4], 't')), [
+    'FAILED_PRECONDITION',
+    'SCHEMA_VERSION_UNKNOWN',
+    ['SCHEMA_VERSION model_type/t/version/5'],
+  ]);
+  t.deepEqual(reasonOf(() => upgrade({ schemaVersion: 1, state: 'zz', fields: {} }, [v1, v2], 't')), [
+    'FAILED_PRECONDITION',
+    'UPGRADE_STATE_UNKNOWN',
+    ['STATE model_type/t/version/2'],
+  ]);
+  t.deepEqual(reasonOf(() => upgrade({ schemaVersion: 1, state: 'a', fields: {} }, [], 't')), ['FAILED_PRECONDITION', 'MODEL_TYPE_NOT_REGISTERED', []]);
+});
+
 test('storedStatesFor finds every stored (version, state) that reads as a given state', (t) => {
   t.deepEqual(storedStatesFor('a3', [v1, v2, v4]), [
     { schemaVersion: 1, states: ['a'] },
