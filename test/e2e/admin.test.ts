@@ -1,14 +1,10 @@
 import test, { type ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { status, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import { expectError } from '../helpers/errors.js';
 import { bearer, createTenant, errorInfo, rpc, startTestServer, violatedFields, ADMIN_TOKEN, type TestServer } from '../helpers/harness.js';
+import { bufCurl } from '../helpers/buf-curl.js';
 
-const run = promisify(execFile);
-const buf = path.resolve('node_modules/.bin/buf');
 
 let s: TestServer;
 test.before(async () => {
@@ -347,21 +343,7 @@ for (const kind of ['llmClient', 'plugin'] as const) {
 
 test('JSON through buf curl: UpdateAccount with a camelCase mask path, and an error with its ErrorInfo reason', async (t) => {
   const a = await newAccount('Before');
-  const curl = async (method: string, body: unknown) => {
-    const args = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '-H', `authorization: Bearer ${ADMIN_TOKEN}`, '-d', JSON.stringify(body)];
-    args.push(`http://${s.address}/parley.admin.v1.AdminService/${method}`);
-    try {
-      return JSON.parse((await run(buf, args, { encoding: 'utf8', timeout: 30_000 })).stdout);
-    } catch (err) {
-      const e = err as { stderr?: string; stdout?: string };
-      const text = e.stderr || e.stdout || '{}';
-      try {
-        return JSON.parse(text);
-      } catch {
-        throw new Error(`buf curl ${method}: ${text.slice(0, 500)}`);
-      }
-    }
-  };
+  const curl = (method: string, body: unknown) => bufCurl(s.address, `parley.admin.v1.AdminService/${method}`, body, `Bearer ${ADMIN_TOKEN}`);
   const r = await curl('UpdateAccount', { account: { id: a.id, displayName: 'After' }, updateMask: 'displayName', expectedRevision: '1' });
   t.true(r.changed, JSON.stringify(r));
   t.is(r.account.displayName, 'After');

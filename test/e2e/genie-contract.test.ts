@@ -1,17 +1,12 @@
 import test, { type ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { Actor, DialogueFormat, GetSessionResponse, ListDialogueResponse, ListSessionsResponse } from '../../src/gen/parley/genie/v1/genie.js';
 import { createTenant, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { decodeError } from '../helpers/errors.js';
-import { ErrorInfo } from '../../src/gen/google/rpc/error_details.js';
 import { genie, modelType, reasonOf, sessionValues } from '../genie/fixtures.js';
+import { bufCurl, curlReason } from '../helpers/buf-curl.js';
 
-const run = promisify(execFile);
-const buf = path.resolve('node_modules/.bin/buf');
 const MiB = 1024 * 1024;
 
 let s: TestServer;
@@ -237,22 +232,8 @@ test('error reasons: NOT_FOUND names the resource type, ALREADY_EXISTS too, TRAN
 // ---------------------------------------------------------------------------------------------------------
 // JSON clients (buf curl)
 
-/** The ErrorInfo reason of a buf curl error body (details are base64 there). */
-const curlReason = (body: { details?: Array<{ type: string; value: string }> }) => {
-  const info = body.details?.find((d) => d.type === 'google.rpc.ErrorInfo');
-  return info && ErrorInfo.decode(Buffer.from(info.value, 'base64')).reason;
-};
-
 async function curl(tenant: Tenant, method: string, body: unknown): Promise<any> {
-  const args = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '-H', `authorization: ${tenant.md.get('authorization')[0]}`];
-  args.push('-d', JSON.stringify(body), `http://${s.address}/parley.genie.v1.GenieService/${method}`);
-  try {
-    const { stdout } = await run(buf, args, { encoding: 'utf8', timeout: 60_000 });
-    return JSON.parse(stdout);
-  } catch (err) {
-    const e = err as { stderr?: string; stdout?: string };
-    return JSON.parse(e.stderr || e.stdout || '{}');
-  }
+  return bufCurl(s.address, `parley.genie.v1.GenieService/${method}`, body, tenant.md.get('authorization')[0] as string);
 }
 
 test('JSON (buf curl): fields_patch applies camelCase and snake_case user keys; update_mask takes the session\'s own fields; enums by name; errors carry their reason', async (t) => {

@@ -7,9 +7,9 @@ import { promisify } from 'node:util';
 import { createTenant, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { env } from '../helpers/backends.js';
 import { genie, modelType } from '../genie/fixtures.js';
+import { bufCurl } from '../helpers/buf-curl.js';
 
 const run = promisify(execFile);
-const buf = path.resolve('node_modules/.bin/buf');
 // Debian's interpreter, where python3-grpcio and python3-grpc-tools install (a pyenv `python3` may shadow it).
 const PYTHON = '/usr/bin/python3';
 
@@ -29,20 +29,7 @@ test.after.always(async () => {
 
 /** A buf curl call with a JSON body; resolves to the parsed error body (or response) whatever the exit code. */
 async function curl(method: string, body: unknown): Promise<{ code?: string; message?: string }> {
-  const args = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '-H', `authorization: ${tenant.md.get('authorization')[0]}`];
-  args.push('-d', typeof body === 'string' ? body : JSON.stringify(body), `http://${s.address}/${method}`);
-  try {
-    const { stdout } = await run(buf, args, { encoding: 'utf8', timeout: 30_000 });
-    return JSON.parse(stdout);
-  } catch (err) {
-    const e = err as { stderr?: string; stdout?: string };
-    const text = e.stderr || e.stdout || '{}';
-    try {
-      return JSON.parse(text);
-    } catch {
-      throw new Error(`buf curl ${method}: ${text.slice(0, 300)}`);
-    }
-  }
+  return bufCurl(s.address, method, body, tenant.md.get('authorization')[0] as string);
 }
 
 const G = 'parley.genie.v1.GenieService';

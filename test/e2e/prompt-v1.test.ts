@@ -2,19 +2,18 @@ import test from 'ava';
 import { execFile, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { promisify } from 'node:util';
 import { status } from '@grpc/grpc-js';
 import { ChatRole, GetPromptHistoryResponse, ListHistoryResponse, type Prompt } from '../../src/gen/parley/prompt/v1/prompt.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { expectError } from '../helpers/errors.js';
 import { env } from '../helpers/backends.js';
+import { bufCurl } from '../helpers/buf-curl.js';
 
 // Contracts v1 of PromptService: bounded writes and reads, JSON update masks, and the error reasons not
 // covered beside their RPCs in prompt.test.ts.
 
 const run = promisify(execFile);
-const buf = path.resolve('node_modules/.bin/buf');
 const PYTHON = '/usr/bin/python3';
 const MiB = 1024 * 1024;
 
@@ -105,19 +104,7 @@ test('OpenPrompt, UpdatePrompt and WatchPrompt error reasons', async (t) => {
 
 /** buf curl with a JSON body; resolves to the parsed response or error body whatever the exit code. */
 async function curl(method: string, body: unknown): Promise<any> {
-  const args = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '-H', `authorization: ${tenant.md.get('authorization')[0]}`];
-  args.push('-d', JSON.stringify(body), `http://${s.address}/parley.prompt.v1.PromptService/${method}`);
-  try {
-    return JSON.parse((await run(buf, args, { encoding: 'utf8', timeout: 30_000 })).stdout);
-  } catch (err) {
-    const e = err as { stderr?: string; stdout?: string };
-    const text = e.stderr || e.stdout || '';
-    try {
-      return JSON.parse(text);
-    } catch {
-      return { clientError: text };
-    }
-  }
+  return bufCurl(s.address, `parley.prompt.v1.PromptService/${method}`, body, tenant.md.get('authorization')[0] as string);
 }
 
 test('UpdatePrompt from JSON (buf curl): camelCase mask paths arrive snake_case, an output-only one is UPDATE_MASK_INVALID, no mask means the fields sent', async (t) => {
