@@ -120,8 +120,8 @@ export class Idempotency {
       const n = (
         await this.db('request_ids')
           .whereIn(
-            ['scope', 'method', 'request_id'],
-            this.db('request_ids').select('scope', 'method', 'request_id').where('created_at', '<', cutoff).limit(batch),
+            ['scope', 'request_id'],
+            this.db('request_ids').select('scope', 'request_id').where('created_at', '<', cutoff).limit(batch),
           )
           .del(['request_id'])
       ).length;

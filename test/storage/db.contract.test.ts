@@ -1,6 +1,8 @@
 import { openDb, migrate, isUniqueViolation, type Db } from '../../src/storage/db.js';
 import { AdminRepo } from '../../src/storage/admin-repo.js';
 import { PromptRepo } from '../../src/storage/prompt-repo.js';
+import { Idempotency, jsonCodec } from '../../src/storage/idempotency.js';
+import { randomUUID } from 'node:crypto';
 import { createScratchDatabase, realPostgresUrl, testWhen } from '../helpers/backends.js';
 
 /** The repositories must behave the same on PGlite (embedded) and on a real Postgres server. */
@@ -28,6 +30,28 @@ for (const impl of implementations) {
         t.is(Number(rows[0]!.n), [...text].length, 'stored as sent');
       }
       t.is(new TextDecoder().ignoreBOM, false, 'the global TextDecoder is left as it was');
+    } finally {
+      await db.destroy();
+      await drop();
+    }
+  });
+
+  test(`${impl.name}: racing claims of one request id run the work once and replay it to the rest, on any RPC key`, async (t) => {
+    const { db, drop } = await impl.open();
+    try {
+      await migrate(db);
+      const ids = new Idempotency(db);
+      let runs = 0;
+      const work = async () => ({ n: ++runs });
+      for (let round = 0; round < 10; round++) {
+        const key = { scope: 'account:a', method: 'M', requestId: randomUUID(), fingerprint: 'f' };
+        const results = await Promise.all(Array.from({ length: 8 }, () => ids.run(key, jsonCodec<{ n: number }>(), work)));
+        t.is(new Set(results.map((r) => r.value.n)).size, 1, 'every racer gets the one result');
+        t.is(results.filter((r) => !r.replayed).length, 1, 'one racer ran the work');
+        const other = await t.throwsAsync(ids.run({ ...key, method: 'N' }, jsonCodec<{ n: number }>(), work));
+        t.regex(other!.message, /another RPC/);
+      }
+      t.is(runs, 10);
     } finally {
       await db.destroy();
       await drop();

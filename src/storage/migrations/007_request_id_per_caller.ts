@@ -7,9 +7,17 @@ export async function up(knex: Knex): Promise<void> {
     delete from request_ids r using request_ids o
      where r.scope = o.scope and r.request_id = o.request_id
        and (r.created_at, r.method) > (o.created_at, o.method)`);
-  await knex.schema.alterTable('request_ids', (t) => t.unique(['scope', 'request_id'], { indexName: 'request_ids_scope_request_id_unique' }));
+  // The key itself becomes (scope, request_id), not an extra unique index beside the old key: an upsert's
+  // ON CONFLICT arbitrates one index only, and two racing claims would hit the other one as an error.
+  await knex.schema.alterTable('request_ids', (t) => {
+    t.dropPrimary();
+    t.primary(['scope', 'request_id']);
+  });
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.schema.alterTable('request_ids', (t) => t.dropUnique(['scope', 'request_id'], 'request_ids_scope_request_id_unique'));
+  await knex.schema.alterTable('request_ids', (t) => {
+    t.dropPrimary();
+    t.primary(['scope', 'method', 'request_id']);
+  });
 }
