@@ -202,6 +202,12 @@ export const permissionDenied = (message: string, reason = 'PERMISSION_DENIED') 
 /** UNAVAILABLE: retryable; `reason` names what was unreachable (DATABASE_UNAVAILABLE, CACHE_UNAVAILABLE…). */
 export const unavailable = (message: string, reason = 'UNAVAILABLE') => new AppError('UNAVAILABLE', message, [], { reason });
 
+/** INVALID_ARGUMENT FIELD_TOO_LARGE naming `field`; `metadata` may carry the limit (e.g. `max_bytes`). */
+export function fieldTooLarge(field: string, description: string, metadata?: ReadonlyMap<string, string>): AppError {
+  const e = invalidArgument(field, description, 'FIELD_TOO_LARGE');
+  return metadata ? new AppError(e.code, e.message, e.violations, { reason: e.reason, metadata }) : e;
+}
+
 /** A per-account or per-call limit refused the request; `reason` says which, `metadata` carries its value. */
 export const resourceExhausted = (reason: string, message: string, metadata: ReadonlyMap<string, string>, retryDelayMs?: number) =>
   new AppError('RESOURCE_EXHAUSTED', message, [], { reason, metadata, retryDelayMs });

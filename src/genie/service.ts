@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { Principal } from '../auth.js';
-import { AppError, alreadyExists, clip, failedPrecondition, invalidArgument, notFound, quote, revisionMismatch as mismatch } from '../errors.js';
+import { AppError, alreadyExists, clip, failedPrecondition, fieldTooLarge, invalidArgument, notFound, quote, revisionMismatch as mismatch } from '../errors.js';
 import { ownValue, setOwn } from '../keys.js';
 import { fingerprintOf, jsonCodec, Idempotency, type Codec, type RequestKey } from '../storage/idempotency.js';
 import type { GenieCache } from '../storage/genie-cache.js';
@@ -750,10 +750,6 @@ function elementMeta(d: DialogueRow): ElementMeta {
   return { index: d.seq, actor: d.actor, event: d.event, timestamp: d.timestamp, textBytes: Buffer.byteLength(d.actorText) };
 }
 
-/** INVALID_ARGUMENT FIELD_TOO_LARGE on `field`. */
-export function fieldTooLarge(field: string, description: string): AppError {
-  return invalidArgument(field, description, 'FIELD_TOO_LARGE');
-}
 
 /** The name a JSON client sends for an actor (its Actor enum value). */
 export const actorEnumName = (a: Actor): string => `ACTOR_${a.toUpperCase()}`;

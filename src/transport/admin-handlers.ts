@@ -64,15 +64,13 @@ export const ADMIN_TEXT_LIMITS = {
   plugin_name: 64,
 } as const;
 
-const badField = (field: string, description: string, reason: string) => invalidArgument(field, description, reason);
-
 const chars = (s: string) => [...s].length;
 
 /** FIELD_TOO_LARGE for the first of `fields` past its limit. */
 function checkSizes(fields: Array<[field: string, value: string | undefined, max: number]>): void {
   for (const [field, value, max] of fields) {
     if (value !== undefined && value.length > max && chars(value) > max) {
-      throw badField(field, `must be at most ${max} characters`, 'FIELD_TOO_LARGE');
+      throw invalidArgument(field, `must be at most ${max} characters`, 'FIELD_TOO_LARGE');
     }
   }
 }
@@ -132,13 +130,13 @@ interface MaskSpec<F extends string> {
  */
 export function maskFields<F extends string>(paths: string[] | undefined, spec: MaskSpec<F>): Set<F> {
   const all = spec.updatable.join(', ');
-  if (!paths || paths.length === 0) throw badField('update_mask', `is required: list fields among ${all}, or *`, 'UPDATE_MASK_INVALID');
+  if (!paths || paths.length === 0) throw invalidArgument('update_mask', `is required: list fields among ${all}, or *`, 'UPDATE_MASK_INVALID');
   const fields = new Set<F>();
   for (const p of paths) {
     if (p === '*') spec.updatable.forEach((f) => fields.add(f));
     else if ((spec.updatable as readonly string[]).includes(p)) fields.add(p as F);
-    else if (spec.fixed.includes(p)) throw badField('update_mask', `${quote(p)} cannot be changed (updatable: ${all})`, 'UPDATE_MASK_INVALID');
-    else throw badField('update_mask', `${quote(p)} names no field of ${spec.resource} (updatable: ${all})`, 'UPDATE_MASK_INVALID');
+    else if (spec.fixed.includes(p)) throw invalidArgument('update_mask', `${quote(p)} cannot be changed (updatable: ${all})`, 'UPDATE_MASK_INVALID');
+    else throw invalidArgument('update_mask', `${quote(p)} names no field of ${spec.resource} (updatable: ${all})`, 'UPDATE_MASK_INVALID');
   }
   return fields;
 }

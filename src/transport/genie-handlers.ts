@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { GenieService, SessionPath, SessionView, ElementMeta } from '../genie/service.js';
-import { fieldTooLarge, MAX_FIELDS_BYTES, MAX_SECONDARY_BYTES, MAX_TEXT_BYTES } from '../genie/service.js';
+import { MAX_FIELDS_BYTES, MAX_SECONDARY_BYTES, MAX_TEXT_BYTES } from '../genie/service.js';
 import { MODEL_TYPE_NAME, STATE_OR_EVENT, type ModelTypeDef, type ModelTypeRow, type UpgradeStepDef } from '../genie/model-type.js';
 import type { Actor as DomainActor, DialogueFormatName } from '../genie/dialogue-format.js';
 import type { DialogueRow, SecondaryMeta } from '../storage/genie-repo.js';
@@ -15,7 +15,7 @@ import {
   type UpgradeStep,
 } from '../gen/parley/genie/v1/genie.js';
 import type { Duration } from '../gen/google/protobuf/duration.js';
-import { AppError, invalidArgument, quote, type FieldViolation } from '../errors.js';
+import { AppError, fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { pageSizeOf } from '../paging.js';
 import { callerOf } from './auth.js';

@@ -5,7 +5,7 @@ import { messageAfterLastChunk } from '../genie/live.js';
 import type { GenieService } from '../genie/service.js';
 import type { Actor as DomainActor } from '../genie/dialogue-format.js';
 import { Actor, type ChatRequest, type ChatResponse, type SessionEvent, type SessionUpdate, type StreamUtteranceRequest } from '../gen/parley/genie/v1/genie.js';
-import { AppError, invalidArgument } from '../errors.js';
+import { AppError, fieldTooLarge, invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './auth.js';
 import { uuid } from './convert.js';
@@ -64,10 +64,7 @@ const chatAppend = z.object({ actor: requiredActor, actorText: z.string(), expec
 function checkSize(field: string, text: string, max: number): void {
   if (text.length <= max / 3 || Buffer.byteLength(text, 'utf8') <= max) return;
   const description = `must be at most ${max} bytes of UTF-8`;
-  throw new AppError('INVALID_ARGUMENT', `${field}: ${description}`, [{ field, description }], {
-    reason: 'FIELD_TOO_LARGE',
-    metadata: new Map([['max_bytes', String(max)]]),
-  });
+  throw fieldTooLarge(field, description, new Map([['max_bytes', String(max)]]));
 }
 
 /** Stored event (snake_case JSON in session_events and on the bus) → proto. */

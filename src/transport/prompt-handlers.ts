@@ -12,7 +12,7 @@ import {
   type UpdatePromptRequest,
 } from '../gen/parley/prompt/v1/prompt.js';
 import { Struct } from '../gen/google/protobuf/struct.js';
-import { AppError, invalidArgument, quote, type FieldViolation } from '../errors.js';
+import { AppError, fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
 import { fromOpenAiMessage, validateChatMessages, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
 import { REPLY_BUDGET_BYTES } from '../prompt/service.js';
 import { toPlugin } from './admin-handlers.js';
@@ -121,8 +121,6 @@ export const ANNOTATIONS_MAX_COUNT = 64;
 /** OpenPromptRequest.llm_client_url, in characters. */
 export const LLM_CLIENT_URL_MAX_LENGTH = 2048;
 
-/** INVALID_ARGUMENT with reason FIELD_TOO_LARGE naming the field. */
-const fieldTooLarge = (field: string, description: string) => invalidArgument(field, description, 'FIELD_TOO_LARGE');
 
 /** INVALID_ARGUMENT on `update_mask`, reason UPDATE_MASK_INVALID, naming the path. */
 const maskInvalid = (violations: FieldViolation[]) => invalidArgument(violations, 'UPDATE_MASK_INVALID');
