@@ -2,7 +2,7 @@ import './harden.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { openDb, migrate, pingDb, type Db } from './storage/db.js';
-import type { FastStore } from './storage/kv.js';
+import type { FastStore } from './ports/fast-store.js';
 import { memoryStore } from './storage/memory-kv.js';
 import { redisStore } from './storage/redis-kv.js';
 import { AdminRepo } from './storage/admin-repo.js';
@@ -22,7 +22,7 @@ import { PromptService } from './prompt/service.js';
 import { Idempotency } from './storage/idempotency.js';
 import { HealthMonitor } from './transport/health.js';
 import { GrpcServer } from './transport/server.js';
-import { adminAuth, apiKeyAuth } from './transport/auth.js';
+import { adminAuth, apiKeyAuth } from './transport/authenticate.js';
 import { adminHandlers } from './transport/admin-handlers.js';
 import { promptHandlers } from './transport/prompt-handlers.js';
 import { AdminServiceService } from './gen/parley/admin/v1/admin.js';
@@ -30,7 +30,7 @@ import { PromptServiceService } from './gen/parley/prompt/v1/prompt.js';
 import { Metrics } from './metrics.js';
 import { Limits, type LimitsConfig } from './transport/limits.js';
 import { Maintenance } from './maintenance/purge.js';
-import { afterCommit } from './storage/after-commit.js';
+import { afterCommit } from './after-commit.js';
 import { publishPromptEvent } from './prompt/events.js';
 
 export interface App {

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { alreadyExists, AppError, invalidArgument, naming, notFound, revisionMismatch } from '../errors.js';
-import { hashSecret, newApiKeySecret, type Principal } from '../auth.js';
+import { hashSecret, newApiKeySecret, type Principal } from '../principal.js';
 import { isForeignKeyViolation, isUniqueViolation } from '../storage/db.js';
 import type {
   AccountRow,
@@ -14,10 +14,14 @@ import type {
   RowOf,
   UserProfileRow,
 } from '../storage/admin-repo.js';
-import { CACHE_MISS, type Bus, type KvStore } from '../storage/kv.js';
-import { afterCommit } from '../storage/after-commit.js';
-import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
-import { fingerprintOf, jsonCodec, type Codec, type Idempotency, type RequestKey } from '../storage/idempotency.js';
+import { CACHE_MISS, type KvStore } from '../ports/kv.js';
+import { type Bus } from '../ports/bus.js';
+import { afterCommit } from '../after-commit.js';
+import { invalidateOnBus, LocalCache } from '../local-cache.js';
+import { fingerprintOf } from '../fingerprint.js';
+import { jsonCodec } from '../json-codec.js';
+import { type Codec, type RequestKey } from '../ports/unit-of-work.js';
+import { type Idempotency } from '../storage/idempotency.js';
 import { z } from 'zod';
 import { ACCOUNT_NUMBER, API_KEY_PREFIX_LENGTH, LLM_CLIENT_NAME, newAccountNumber, PLUGIN_NAME, USERNAME } from './rules.js';
 import {
@@ -169,7 +173,7 @@ export class AdminService {
     // A generated number can collide with an existing one; retry a few times rather than fail the caller.
     for (let attempt = 0; ; attempt++) {
       try {
-        const { value } = await this.idempotency.run(
+        const { value } = await this.idempotency.runKnex(
           key,
           accountCodec,
           (trx) => this.repo.insertAccount(accountNumber ?? newAccountNumber(), displayName, trx),
@@ -210,7 +214,7 @@ export class AdminService {
   async createUserProfile(accountId: string, username: string, email: string, requestId?: string): Promise<UserProfileRow> {
     const key = this.key('CreateUserProfile', requestId, { accountId, username, email });
     try {
-      const { value } = await this.idempotency.run(key, profileCodec, async (trx) => {
+      const { value } = await this.idempotency.runKnex(key, profileCodec, async (trx) => {
         await this.requireAccount(accountId, trx);
         return this.repo.insertUserProfile(accountId, username, email, trx);
       }, (v) => v.id);
@@ -264,7 +268,7 @@ export class AdminService {
   }
 
   private async createApiKeyIn(userProfileId: string, description: string, requestId?: string): Promise<{ key: ApiKeyRow; secret: string }> {
-    const { value } = await this.idempotency.run(this.key('CreateApiKey', requestId, { userProfileId, description }), createdKeyCodec, async (trx) => {
+    const { value } = await this.idempotency.runKnex(this.key('CreateApiKey', requestId, { userProfileId, description }), createdKeyCodec, async (trx) => {
       const profile = await this.repo.userProfileById(userProfileId, trx);
       if (!profile) throw missingParent('user_profile_id', 'user profile', userProfileId);
       const secret = newApiKeySecret();
@@ -299,7 +303,7 @@ export class AdminService {
   /** Revokes once; revoking a revoked key changes nothing (changed: false, the first revoke time stays). */
   async revokeApiKey(id: string, c: Conditions): Promise<Updated<ApiKeyRow>> {
     let hash: string | undefined;
-    const { value, replayed } = await this.idempotency.run(this.key('RevokeApiKey', c.requestId, { id, expectedRevision: c.expectedRevision }), updatedCodec(keyCodec), async (trx) => {
+    const { value, replayed } = await this.idempotency.runKnex(this.key('RevokeApiKey', c.requestId, { id, expectedRevision: c.expectedRevision }), updatedCodec(keyCodec), async (trx) => {
       const current = await this.repo.lockById('api_keys', id, trx);
       if (!current) throw NOT_FOUND.api_keys(id);
       checkRevision(current.revision, c.expectedRevision);
@@ -387,7 +391,7 @@ export class AdminService {
 
   private async createOwned(rpc: string, table: OwnedTable, accountId: string, name: string, description: string, requestId?: string): Promise<OwnedNameRow> {
     try {
-      const { value } = await this.idempotency.run(this.key(rpc, requestId, { accountId, name, description }), ownedCodec, async (trx) => {
+      const { value } = await this.idempotency.runKnex(this.key(rpc, requestId, { accountId, name, description }), ownedCodec, async (trx) => {
         await this.requireAccount(accountId, trx);
         return this.repo.insertOwned(table, accountId, name, description, trx);
       }, (v) => v.id);
@@ -432,7 +436,7 @@ export class AdminService {
     codec: Codec<RowOf<T>>,
     request: unknown,
   ): Promise<Updated<RowOf<T>>> {
-    const { value } = await this.idempotency.run(this.key(rpc, c.requestId, { request, expectedRevision: c.expectedRevision }), updatedCodec(codec), async (trx) => {
+    const { value } = await this.idempotency.runKnex(this.key(rpc, c.requestId, { request, expectedRevision: c.expectedRevision }), updatedCodec(codec), async (trx) => {
       const locked = await this.repo.lockColumnsById(table, id, trx);
       if (!locked) throw NOT_FOUND[table](id);
       const { row: current, columns: stored } = locked;
@@ -447,7 +451,7 @@ export class AdminService {
   /** The one delete flow: lock, check the revision, delete (cascading), then empty the caches. */
   private async delete(rpc: string, table: AdminTable, id: string, c: Conditions): Promise<void> {
     let gone: DeletedDependents | undefined;
-    const { replayed } = await this.idempotency.run(this.key(rpc, c.requestId, { id, expectedRevision: c.expectedRevision }), voidCodec, async (trx) => {
+    const { replayed } = await this.idempotency.runKnex(this.key(rpc, c.requestId, { id, expectedRevision: c.expectedRevision }), voidCodec, async (trx) => {
       const current = await this.repo.lockById(table, id, trx);
       if (!current) throw NOT_FOUND[table](id);
       checkRevision(current.revision, c.expectedRevision);

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import type { Principal } from '../auth.js';
+import type { Principal } from '../principal.js';
 import { AppError, clip, invalidArgument, notFound, publicMessage } from '../errors.js';
-import { fingerprintOf } from '../storage/idempotency.js';
+import { fingerprintOf } from '../fingerprint.js';
 import type { GenieEventLog } from '../storage/genie-events.js';
 import type { GenieCache, LiveCommit, LiveEphemeral } from '../storage/genie-cache.js';
 import { sessionChannel } from '../storage/genie-cache.js';
-import type { Bus } from '../storage/kv.js';
+import type { Bus } from '../ports/bus.js';
 import { runFeed, type FeedItem, type FeedOptions } from '../streaming/feed.js';
 import type { Actor } from './dialogue-format.js';
 import type { GenieService, SessionView } from './service.js';

@@ -1,19 +1,22 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import type { Principal } from '../auth.js';
+import type { Principal } from '../principal.js';
 import { AppError, alreadyExists, clip, failedPrecondition, fieldTooLarge, invalidArgument, notFound, quote, revisionMismatch as mismatch } from '../errors.js';
 import { ownValue, setOwn } from '../keys.js';
-import { fingerprintOf, jsonCodec, Idempotency, type Codec, type RequestKey } from '../storage/idempotency.js';
+import { fingerprintOf } from '../fingerprint.js';
+import { jsonCodec } from '../json-codec.js';
+import { Idempotency } from '../storage/idempotency.js';
+import { type Codec, type RequestKey } from '../ports/unit-of-work.js';
 import type { GenieCache } from '../storage/genie-cache.js';
-import { afterCommit } from '../storage/after-commit.js';
+import { afterCommit } from '../after-commit.js';
 import type { DialogueRow, GenieRepo, SessionWrite, StoredSession, WriteResult } from '../storage/genie-repo.js';
 import { formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
 import { compileProblem, fieldViolations, schemaProblem } from './json-schema.js';
 import { findTransition, MODEL_TYPE_NAME, modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, PG_INTEGER_MAX, type Page } from '../paging.js';
-import type { Bus } from '../storage/kv.js';
+import type { Bus } from '../ports/bus.js';
 import type { Knex } from 'knex';
-import { invalidateOnBus, LocalCache } from '../storage/local-cache.js';
+import { invalidateOnBus, LocalCache } from '../local-cache.js';
 
 export const DEFAULT_CACHE_TTL_SECONDS = 3600;
 /**
@@ -135,7 +138,7 @@ export class GenieService {
       (v) => !v.field.startsWith('model_type.upgrades'),
     );
     if (standalone.length) throw invalidArgument(standalone);
-    const { value: row, replayed } = await this.idempotency.run(this.key(caller, 'RegisterModelType', requestId, def), modelTypeCodec, (trx) =>
+    const { value: row, replayed } = await this.idempotency.runKnex(this.key(caller, 'RegisterModelType', requestId, def), modelTypeCodec, (trx) =>
       this.repo.registerModelType(
         caller.accountId,
         def,
@@ -189,7 +192,7 @@ export class GenieService {
 
   async createSession(caller: Principal, modelType: string, fields: Record<string, unknown>, expireTime?: Date, requestId?: string): Promise<SessionView> {
     let versions: ModelTypeRow[] = [];
-    const { value: r, replayed } = await this.idempotency.run(
+    const { value: r, replayed } = await this.idempotency.runKnex(
       this.key(caller, 'CreateSession', requestId, { modelType, fields, expireTime }),
       writeCodec,
       async (trx) => {
@@ -334,7 +337,7 @@ export class GenieService {
   async deleteSession(caller: Principal, id: string, expectedRevision: number | undefined, requestId?: string): Promise<void> {
     await this.cache.evictOrFail(id);
     // No upgrade here: a session whose data cannot be upgraded must still be deletable.
-    const { value: r, replayed } = await this.idempotency.run(
+    const { value: r, replayed } = await this.idempotency.runKnex(
       this.key(caller, 'DeleteSession', requestId, { id, expectedRevision }),
       voidCodec as Codec<WriteResult | undefined>,
       (trx) =>
@@ -397,7 +400,7 @@ export class GenieService {
   async forkSession(caller: Principal, id: string, revision: number | undefined, requestId?: string): Promise<SessionView> {
     const key = this.key(caller, 'ForkSession', requestId, { id, revision });
     let versions: ModelTypeRow[] = [];
-    const { value: r, replayed } = await this.idempotency.run(
+    const { value: r, replayed } = await this.idempotency.runKnex(
       key,
       writeCodec,
       async (trx) => {
@@ -635,7 +638,7 @@ export class GenieService {
   ): Promise<{ view: SessionView; element: ElementMeta | undefined; unchanged: boolean; replayed: Record<string, unknown> | undefined }> {
     let versions: ModelTypeRow[] = [];
     let result: WriteResult | undefined;
-    const { value, replayed } = await this.idempotency.run(
+    const { value, replayed } = await this.idempotency.runKnex(
       idem.key ?? this.key(caller, idem.rpc, idem.requestId, idem.request),
       writeAnswerCodec,
       async (trx) => {

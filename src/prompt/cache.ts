@@ -1,4 +1,4 @@
-import { CACHE_MISS, type KvStore } from '../storage/kv.js';
+import { CACHE_MISS, type KvStore } from '../ports/kv.js';
 import type { PromptRow } from '../storage/prompt-repo.js';
 import { promptCacheKey } from './rules.js';
 

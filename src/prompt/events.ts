@@ -1,4 +1,4 @@
-import type { Bus } from '../storage/kv.js';
+import type { Bus } from '../ports/bus.js';
 
 /**
  * Bus channel of one prompt's changes. The id sits in a hash tag so a Redis Cluster keeps everything about

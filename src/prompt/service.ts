@@ -1,9 +1,12 @@
 import { z } from 'zod';
-import type { Principal } from '../auth.js';
+import type { Principal } from '../principal.js';
 import { invalidArgument, notFound, revisionMismatch } from '../errors.js';
 import type { AdminRepo, OwnedNameRow } from '../storage/admin-repo.js';
-import type { Bus } from '../storage/kv.js';
-import { fingerprintOf, jsonCodec, type Codec, type Idempotency } from '../storage/idempotency.js';
+import type { Bus } from '../ports/bus.js';
+import { fingerprintOf } from '../fingerprint.js';
+import { jsonCodec } from '../json-codec.js';
+import { type Codec } from '../ports/unit-of-work.js';
+import { type Idempotency } from '../storage/idempotency.js';
 import type {
   HistoryRow,
   LogTable,
@@ -16,7 +19,7 @@ import type {
   ToolCallRow,
 } from '../storage/prompt-repo.js';
 import type { PromptCache } from './cache.js';
-import { afterCommit } from '../storage/after-commit.js';
+import { afterCommit } from '../after-commit.js';
 import { publishPromptEvent, type PromptEventKind } from './events.js';
 import { toOpenAiMessage, type ChatMessageData } from './messages.js';
 import { cursorInt, cursorOf, decodePageToken, isTimestampText, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
@@ -145,7 +148,7 @@ export class PromptService {
       if (row && row.accountId === caller.accountId) return { prompt: row, created: false };
       token = cached.token;
     }
-    const { value } = await this.idempotency.run(
+    const { value } = await this.idempotency.runKnex(
       this.key(caller, 'OpenPrompt', requestId, input),
       openCodec,
       (trx) => this.openIn(trx, caller, input),
@@ -215,7 +218,7 @@ export class PromptService {
     expectedRevision: number | undefined,
     requestId?: string,
   ): Promise<{ prompt: PromptRow; changed: boolean }> {
-    const { value, replayed } = await this.idempotency.run(
+    const { value, replayed } = await this.idempotency.runKnex(
       this.key(caller, 'UpdatePrompt', requestId, { id, patch, expectedRevision }),
       updateCodec,
       async (trx) => {
@@ -245,7 +248,7 @@ export class PromptService {
     const before = await this.prompts.byId(id);
     if (before && before.accountId === caller.accountId) await this.cache.evict(before.sessionKey);
     let deleted: PromptRow | undefined;
-    const { value } = await this.idempotency.run(this.key(caller, 'DeletePrompt', requestId, { id, expectedRevision }), revisionCodec, async (trx) => {
+    const { value } = await this.idempotency.runKnex(this.key(caller, 'DeletePrompt', requestId, { id, expectedRevision }), revisionCodec, async (trx) => {
       const out = await this.prompts.delete(caller.accountId, id, expectedRevision, trx);
       if (out.kind === 'missing') throw notFound`prompt ${id}`;
       if (out.kind === 'mismatch') throw revisionMismatch(out.revision);
@@ -363,7 +366,7 @@ export class PromptService {
     codec: Codec<T>,
     insert: (trx: Q, revision: number) => Promise<T>,
   ): Promise<T> {
-    const { value, replayed } = await this.idempotency.run(this.key(caller, rpc, requestId, input), codec, async (trx) => {
+    const { value, replayed } = await this.idempotency.runKnex(this.key(caller, rpc, requestId, input), codec, async (trx) => {
       const revision = await this.prompts.bumpRevision(caller.accountId, input.promptId, trx);
       if (revision === undefined) throw notFound`prompt ${input.promptId}`;
       return insert(trx, revision);

@@ -1,6 +1,6 @@
-import type { Principal } from '../auth.js';
+import type { Principal } from '../principal.js';
 import { invalidArgument, notFound } from '../errors.js';
-import type { Bus } from '../storage/kv.js';
+import type { Bus } from '../ports/bus.js';
 import { replayRevision, type HistoryRow, type LogEntry, type PluginUsageRow, type PromptRepo, type PromptRow, type ToolCallRow } from '../storage/prompt-repo.js';
 import { runFeed, type FeedItem } from '../streaming/feed.js';
 import { promptChannel, type PromptEvent } from './events.js';

@@ -1,5 +1,6 @@
 import { unavailable } from '../errors.js';
-import { CACHE_MISS, type Bus, type KvStore } from './kv.js';
+import { CACHE_MISS, type KvStore } from '../ports/kv.js';
+import { type Bus } from '../ports/bus.js';
 import type { DialogueRow, SessionEvent, StoredSession } from './genie-repo.js';
 
 /** The hash tag keeps every key of one session in one Redis Cluster slot. */

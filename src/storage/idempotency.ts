@@ -1,56 +1,11 @@
-import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { invalidArgument } from '../errors.js';
 import type { Db } from './db.js';
+import type { Codec, RequestKey, Tx, UnitOfWork } from '../ports/unit-of-work.js';
+import { knexOf, txOf } from './knex-tx.js';
 
 /** How long a request id protects against a repeat (AIP-155 asks for at least a day). */
 export const REQUEST_ID_WINDOW_MS = 24 * 60 * 60 * 1000;
-
-export interface RequestKey {
-  /** Who may replay the result, e.g. `account:<id>`: one tenant's ids never collide with another's. */
-  scope: string;
-  /** The RPC, e.g. `parley.prompt.v1.PromptService/AppendHistory`. */
-  method: string;
-  /** The client's id; undefined runs the work without any record. */
-  requestId: string | undefined;
-  /** fingerprintOf(the validated request): tells a true retry from a reused id. */
-  fingerprint: string;
-}
-
-/** Stored results are JSON; each caller says how its result type goes to JSON and back. */
-export interface Codec<T> {
-  encode(value: T): unknown;
-  decode(json: unknown): T;
-}
-
-/** A codec for flat objects whose listed fields are Dates (JSON would turn them into strings). */
-export function jsonCodec<T>(dateFields: readonly string[] = []): Codec<T> {
-  return {
-    encode: (v) => v,
-    decode: (json) => {
-      const o = { ...(json as Record<string, unknown>) };
-      for (const f of dateFields) if (typeof o[f] === 'string') o[f] = new Date(o[f] as string);
-      return o as T;
-    },
-  };
-}
-
-/** A stable hash of a JSON-like value: object keys are sorted, so field order does not matter. */
-export function fingerprintOf(value: unknown): string {
-  return createHash('sha256').update(stableJson(value)).digest('hex');
-}
-
-function stableJson(v: unknown): string {
-  if (v instanceof Date) return JSON.stringify(v.toISOString());
-  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
-  if (v && typeof v === 'object') {
-    const entries = Object.entries(v as Record<string, unknown>)
-      .filter(([, x]) => x !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${stableJson(x)}`).join(',')}}`;
-  }
-  return JSON.stringify(v) ?? 'null';
-}
 
 /**
  * Runs a write at most once per request id. The id is claimed and the first result stored in the same
@@ -58,7 +13,7 @@ function stableJson(v: unknown): string {
  * write twice. A concurrent duplicate blocks on the claim until the first commits, then replays it.
  * Failures are not remembered: the transaction rolls back with the claim, so a retry runs again.
  */
-export class Idempotency {
+export class Idempotency implements UnitOfWork {
   constructor(
     private readonly db: Db,
     private readonly opts: { windowMs?: number; now?: () => Date } = {},
@@ -72,7 +27,12 @@ export class Idempotency {
    * `work` must do all its database access through the transaction it receives. `subjectOf` names the
    * resource whose content the result repeats, so forgetSubjects can drop it when that resource goes.
    */
-  async run<T>(
+  async run<T>(key: RequestKey, codec: Codec<T>, work: (tx: Tx) => Promise<T>, subjectOf?: (value: T) => string): Promise<{ value: T; replayed: boolean }> {
+    return this.runKnex(key, codec, (trx) => work(txOf(trx)), subjectOf);
+  }
+
+  /** `run` for callers that still hold Knex transactions (being moved to `run` with Tx). */
+  async runKnex<T>(
     key: RequestKey,
     codec: Codec<T>,
     work: (trx: Knex.Transaction) => Promise<T>,
@@ -106,8 +66,9 @@ export class Idempotency {
   }
 
   /** Forgets every stored result about these resources (their retries then run afresh and find them gone). */
-  static async forgetSubjects(q: Knex | Knex.Transaction, subjects: string[]): Promise<void> {
-    if (subjects.length) await q('request_ids').whereIn('subject', subjects).del();
+  static async forgetSubjects(q: Knex | Knex.Transaction | Tx, subjects: string[]): Promise<void> {
+    const k = typeof q === 'function' ? q : knexOf(q);
+    if (subjects.length) await k('request_ids').whereIn('subject', subjects).del();
   }
 
   /** Deletes claims older than the window, a batch per transaction; returns how many went. */

@@ -1,4 +1,4 @@
-import type { Subscription } from './kv.js';
+import type { Subscription } from '../ports/bus.js';
 
 /** One local subscriber: an object, not closures (under tsx every named closure carries a `name` property store), since an idle watcher holds one for its whole life. */
 class LocalSubscription implements Subscription {

@@ -1,4 +1,6 @@
-import { FENCE_TTL_MS, type Bus, type CachedRead, type FastStore, type KvStore, type Subscription } from './kv.js';
+import { FENCE_TTL_MS, type CachedRead, type KvStore } from '../ports/kv.js';
+import { type Bus, type Subscription } from '../ports/bus.js';
+import { type FastStore } from '../ports/fast-store.js';
 import { LocalFanout } from './local-fanout.js';
 
 interface Entry {

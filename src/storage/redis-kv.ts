@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { CACHE_MISS, FENCE_TTL_MS, type Bus, type CachedRead, type FastStore, type KvStore, type Subscription } from './kv.js';
+import { CACHE_MISS, FENCE_TTL_MS, type CachedRead, type KvStore } from '../ports/kv.js';
+import { type Bus, type Subscription } from '../ports/bus.js';
+import { type FastStore } from '../ports/fast-store.js';
 import { LocalFanout } from './local-fanout.js';
 
 const connectionOptions = {

@@ -1,5 +1,5 @@
 import { AppError } from '../errors.js';
-import type { Bus } from '../storage/kv.js';
+import type { Bus } from '../ports/bus.js';
 
 /** A committed change has a revision; an ephemeral one (a token delta) does not and is never replayed. */
 export type FeedItem<E> = { revision: number; event: E } | { revision: undefined; event: E };

@@ -18,7 +18,7 @@ import type { Duration } from '../gen/google/protobuf/duration.js';
 import { AppError, fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { pageSizeOf } from '../paging.js';
-import { callerOf } from './auth.js';
+import { callerOf } from './authenticate.js';
 import { optionalString, uuid } from './convert.js';
 import { unary, type Handler } from './rpc.js';
 

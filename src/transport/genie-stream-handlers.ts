@@ -7,7 +7,7 @@ import type { Actor as DomainActor } from '../genie/dialogue-format.js';
 import { Actor, type ChatRequest, type ChatResponse, type SessionEvent, type SessionUpdate, type StreamUtteranceRequest } from '../gen/parley/genie/v1/genie.js';
 import { AppError, fieldTooLarge, invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
-import { callerOf } from './auth.js';
+import { callerOf } from './authenticate.js';
 import { uuid } from './convert.js';
 import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type Handler } from './rpc.js';
 import { rpcStatusOf } from './status.js';

@@ -34,7 +34,7 @@ import {
   validateToolCallFunctionName,
 } from '../prompt/rules.js';
 import { parseInput } from '../validate.js';
-import { callerOf } from './auth.js';
+import { callerOf } from './authenticate.js';
 import { optionalString, optionalUuid, uuid } from './convert.js';
 import { unary, type Handler } from './rpc.js';
 

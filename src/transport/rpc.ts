@@ -12,7 +12,7 @@ import {
 import type { Readable } from 'node:stream';
 import type { DescMessage } from '@bufbuild/protobuf';
 import type { Logger } from '../log.js';
-import type { Principal } from '../auth.js';
+import type { Principal } from '../principal.js';
 import { AppError, invalidArgument, unavailable } from '../errors.js';
 import type { Limits, StreamLease } from './limits.js';
 import { toServiceError } from './status.js';

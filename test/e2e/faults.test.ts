@@ -8,7 +8,7 @@ import { REVOCATION_BOUND_MS } from '../../src/admin/service.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
 import { hotKey } from '../../src/storage/genie-cache.js';
 import { Idempotency } from '../../src/storage/idempotency.js';
-import type { KvStore } from '../../src/storage/kv.js';
+import type { KvStore } from '../../src/ports/kv.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { createScratchDatabase, env, realPostgresUrl, uniqueName } from '../helpers/backends.js';
 import { endpointOf, hasRedisServer, PrivateRedis, TcpProxy } from '../helpers/faults.js';

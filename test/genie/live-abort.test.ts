@@ -4,7 +4,7 @@ import { GenieLive, type UtteranceChunk } from '../../src/genie/live.js';
 import type { GenieService } from '../../src/genie/service.js';
 import type { GenieCache, LiveEphemeral } from '../../src/storage/genie-cache.js';
 import type { GenieEventLog } from '../../src/storage/genie-events.js';
-import type { Bus } from '../../src/storage/kv.js';
+import type { Bus } from '../../src/ports/bus.js';
 
 const caller = { apiKeyId: 'k', userProfileId: 'u', accountId: 'acct' };
 const sessionId = '00000000-0000-4000-8000-000000000001';

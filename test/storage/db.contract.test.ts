@@ -1,7 +1,8 @@
 import { openDb, migrate, isUniqueViolation, type Db } from '../../src/storage/db.js';
 import { AdminRepo } from '../../src/storage/admin-repo.js';
 import { PromptRepo } from '../../src/storage/prompt-repo.js';
-import { Idempotency, jsonCodec } from '../../src/storage/idempotency.js';
+import { Idempotency } from '../../src/storage/idempotency.js';
+import { jsonCodec } from '../../src/json-codec.js';
 import { randomUUID } from 'node:crypto';
 import { createScratchDatabase, realPostgresUrl, testWhen } from '../helpers/backends.js';
 

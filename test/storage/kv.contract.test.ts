@@ -1,5 +1,5 @@
 import { type ExecutionContext } from 'ava';
-import type { FastStore } from '../../src/storage/kv.js';
+import type { FastStore } from '../../src/ports/fast-store.js';
 import { memoryStore } from '../../src/storage/memory-kv.js';
 import { redisStore } from '../../src/storage/redis-kv.js';
 import { realRedisUrl, testWhen, uniqueName } from '../helpers/backends.js';

@@ -1,10 +1,10 @@
 import test from 'ava';
 import { MemoryBus, MemoryKv } from '../../src/storage/memory-kv.js';
-import { INVALIDATE_ALL, invalidateOnBus, LocalCache } from '../../src/storage/local-cache.js';
+import { INVALIDATE_ALL, invalidateOnBus, LocalCache } from '../../src/local-cache.js';
 import { AdminService } from '../../src/admin/service.js';
-import { hashSecret } from '../../src/auth.js';
+import { hashSecret } from '../../src/principal.js';
 import type { AdminRepo } from '../../src/storage/admin-repo.js';
-import type { Bus } from '../../src/storage/kv.js';
+import type { Bus } from '../../src/ports/bus.js';
 import type { Idempotency } from '../../src/storage/idempotency.js';
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -70,7 +70,7 @@ test('invalidateOnBus: a key, everything, and a reconnect', async (t) => {
 });
 
 /** Runs the work without a transaction or a record (these tests use no request ids). */
-const noIdempotency = { run: async (_key: unknown, _codec: unknown, work: (trx: unknown) => Promise<unknown>) => ({ value: await work({}), replayed: false }) } as unknown as Idempotency;
+const noIdempotency = { runKnex: async (_key: unknown, _codec: unknown, work: (trx: unknown) => Promise<unknown>) => ({ value: await work({}), replayed: false }) } as unknown as Idempotency;
 
 /** Two replicas sharing Redis (here in memory), the bus and Postgres (a fake api_keys table). */
 function replicas() {

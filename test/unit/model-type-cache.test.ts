@@ -57,7 +57,7 @@ async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
   const cache = new GenieCache(kv, bus);
   await cache.put({ session, dialogue: [] }, (await cache.get(session.id)).token, 60_000);
   // No database: request ids are not under test, so the work runs without a transaction.
-  const idempotency = { run: async (_key: unknown, _codec: unknown, work: (trx: unknown) => Promise<unknown>) => ({ value: await work(undefined), replayed: false }) } as unknown as Idempotency;
+  const idempotency = { runKnex: async (_key: unknown, _codec: unknown, work: (trx: unknown) => Promise<unknown>) => ({ value: await work(undefined), replayed: false }) } as unknown as Idempotency;
   const make = () => new GenieService(repo, cache, opts.bus === false ? undefined : bus, { typeCacheTtlMs: 10_000, now: opts.now, idempotency });
   const a = make();
   const b = make();

@@ -1,5 +1,5 @@
 import type { Metadata } from '@grpc/grpc-js';
-import { bearerToken, sameSecret, type Principal } from '../auth.js';
+import { bearerToken, sameSecret, type Principal } from '../principal.js';
 import { permissionDenied, unauthenticated } from '../errors.js';
 import type { Authenticate } from './rpc.js';
 

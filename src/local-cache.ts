@@ -1,4 +1,4 @@
-import type { Bus } from './kv.js';
+import type { Bus } from './ports/bus.js';
 
 /**
  * A small in-process cache in front of Redis or Postgres for values that change rarely and are read on every

@@ -1,0 +1,10 @@
+import type { Bus } from './bus.js';
+import type { KvStore } from './kv.js';
+
+/** The fast path and the bus together, as one backend provides them (Redis, or in-process). */
+export interface FastStore {
+  kind: 'redis' | 'memory';
+  kv: KvStore;
+  bus: Bus;
+  close(): Promise<void>;
+}
