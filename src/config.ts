@@ -4,7 +4,7 @@ const logLevels = ['debug', 'info', 'warn', 'error', 'silent'] as const;
 
 const listen = z
   .string()
-  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:50051');
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:50051');
 
 const url = (protocols: string[]) =>
   z
