@@ -43,8 +43,6 @@ export const envSchema = z.object({
   PARLEY_MAX_STREAMS_PER_CONNECTION: z.coerce.number().int().min(1).max(2 ** 31 - 1).default(1000),
 });
 
-export type Env = z.infer<typeof envSchema>;
-
 export interface Config {
   listen: string;
   databaseUrl: string | undefined;
