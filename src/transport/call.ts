@@ -46,6 +46,8 @@ export interface RpcCall extends CallContext, LiveCall, AbortState {
   readonly ended: Promise<never> | undefined;
   /** True once a streaming call has ended, however it ended. */
   readonly finished: boolean;
+  /** Whether the outcome is still to be sent: not to a client that is gone, nor at a deadline grpc-js answers. */
+  readonly answers: boolean;
   /** Streams: the client cancelled (or its stream closed under the call). */
   cancel(): void;
   /** Streams: ends the call at its deadline (see StreamCall.expireAt). */
@@ -94,6 +96,7 @@ export class CallRegistry {
  */
 export class UnaryCall<G extends GrpcCall = GrpcCall> implements RpcCall {
   readonly stream = false;
+  readonly answers = true;
   readonly ended = undefined;
   readonly finished = false;
   principal: Principal | undefined = undefined;
@@ -205,7 +208,6 @@ export class StreamCall<G extends GrpcCall = GrpcCall> implements RpcCall {
     return this.controller.signal.reason;
   }
 
-  /** Whether the outcome is still to be sent: not when the client is gone or grpc-js answers the deadline. */
   get answers(): boolean {
     return !this.quiet;
   }

@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream';
 import type { DescMessage } from '@bufbuild/protobuf';
 import type { Logger } from '../log.js';
 import { AppError, invalidArgument } from '../errors.js';
-import { StreamCall, UnaryCall, type CallContext, type CallRegistry } from './call.js';
+import { StreamCall, UnaryCall, type CallContext, type CallRegistry, type RpcCall } from './call.js';
 import type { Limits } from './limits.js';
 import { callChain, compose, type Authenticate } from './middleware.js';
 import { toServiceError } from './status.js';
@@ -166,11 +166,27 @@ class RequestStream implements AsyncIterable<unknown> {
   }
 }
 
+/** A call answered with one message (unary, client stream): the response, or the error's status. */
+function answer(outcome: Promise<unknown>, call: RpcCall, callback: sendUnaryData<unknown>): void {
+  outcome.then(
+    (res) => callback(null, res),
+    (err: unknown) => call.answers && callback(toServiceError(err, call)),
+  );
+}
+
+/** A call answering with a stream (server stream, duplex): its end, or the error's status. */
+function endStream(outcome: Promise<unknown>, call: RpcCall, grpc: ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>): void {
+  outcome.then(
+    () => grpc.end(),
+    (err: unknown) => call.answers && grpc.emit('error', toServiceError(err, call)),
+  );
+}
+
 /**
  * Adapts our handlers to grpc-js: each call runs through the middleware chain (see middleware.ts) —
- * logging, registration for graceful shutdown, cancellation, deadline, authentication, limits — and then
- * the handler, with its request checked (after authentication, so an unauthenticated caller learns nothing
- * about validation). Errors go out with precise statuses (status.ts).
+ * logging, registration for graceful shutdown, ending streams early, cancellation, deadline,
+ * authentication, limits — and then the handler, with its request checked (after authentication, so an
+ * unauthenticated caller learns nothing about validation). Errors go out with precise statuses (status.ts).
  */
 export function implement(definition: ServiceDefinition, handlers: ServiceBinding['handlers'], env: RpcEnv, authenticate: Authenticate | undefined): UntypedServiceImplementation {
   const impl: UntypedServiceImplementation = {};
@@ -184,10 +200,7 @@ export function implement(definition: ServiceDefinition, handlers: ServiceBindin
       const run = compose(chain, async (call: UnaryCall<ServerUnaryCall<unknown, unknown>>) => fn(accepted(call.grpc.request), call));
       impl[name] = (grpc: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
         const call = new UnaryCall(method, grpc);
-        run(call).then(
-          (res) => callback(null, res),
-          (err: unknown) => callback(toServiceError(err, call)),
-        );
+        answer(run(call), call, callback);
       };
     } else if (!def.requestStream) {
       const run = compose(chain, async (call: StreamCall<ServerWritableStream<unknown, unknown>>) =>
@@ -195,19 +208,13 @@ export function implement(definition: ServiceDefinition, handlers: ServiceBindin
       );
       impl[name] = (grpc: ServerWritableStream<unknown, unknown>) => {
         const call = new StreamCall(method, grpc);
-        run(call).then(
-          () => grpc.end(),
-          (err: unknown) => call.answers && grpc.emit('error', toServiceError(err, call)),
-        );
+        endStream(run(call), call, grpc);
       };
     } else if (!def.responseStream) {
       const run = compose(chain, async (call: StreamCall<ServerReadableStream<unknown, unknown>>) => fn(new RequestStream(call.grpc), call));
       impl[name] = (grpc: ServerReadableStream<unknown, unknown>, callback: sendUnaryData<unknown>) => {
         const call = new StreamCall(method, grpc);
-        run(call).then(
-          (res) => callback(null, res),
-          (err: unknown) => call.answers && callback(toServiceError(err, call)),
-        );
+        answer(run(call), call, callback);
       };
     } else {
       const run = compose(chain, async (call: StreamCall<ServerDuplexStream<unknown, unknown>>) =>
@@ -215,10 +222,7 @@ export function implement(definition: ServiceDefinition, handlers: ServiceBindin
       );
       impl[name] = (grpc: ServerDuplexStream<unknown, unknown>) => {
         const call = new StreamCall(method, grpc);
-        run(call).then(
-          () => grpc.end(),
-          (err: unknown) => call.answers && grpc.emit('error', toServiceError(err, call)),
-        );
+        endStream(run(call), call, grpc);
       };
     }
   }
