@@ -9,6 +9,7 @@ import {
   PromptHistory,
   PromptPluginUsage,
   PromptToolCall,
+  type PromptServiceServer,
   type UpdatePromptRequest,
 } from '../gen/parley/prompt/v1/prompt.js';
 import { Struct } from '../gen/google/protobuf/struct.js';
@@ -36,7 +37,7 @@ import {
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
 import { optionalString, optionalUuid, uuid } from './convert.js';
-import { unary, type Handler } from './rpc.js';
+import { unary, type ServiceHandlers } from './rpc.js';
 
 export const toPrompt = (r: PromptRow): Prompt => ({
   id: r.id,
@@ -360,10 +361,10 @@ function historyReply(h: Awaited<ReturnType<PromptService['history']>>): GetProm
   return reply;
 }
 
-export function promptHandlers(prompts: PromptService): Record<string, Handler> {
+export function promptHandlers(prompts: PromptService): Omit<ServiceHandlers<PromptServiceServer>, 'watchPrompt'> {
   return {
     openPrompt: unary(async (req, ctx) => {
-      const url = (req as { llmClientUrl?: string }).llmClientUrl;
+      const url = req.llmClientUrl;
       if (url && url.length > LLM_CLIENT_URL_MAX_LENGTH) throw fieldTooLarge('llm_client_url', `must be at most ${LLM_CLIENT_URL_MAX_LENGTH} characters`);
       const { requestId: rid, ...r } = parse(openPrompt, req);
       const { prompt, created } = await prompts.open(callerOf(ctx), r, rid);
@@ -380,7 +381,7 @@ export function promptHandlers(prompts: PromptService): Record<string, Handler> 
       return { prompts: page.items.map(toPrompt), nextPageToken: page.nextPageToken };
     }),
     updatePrompt: unary(async (req, ctx) => {
-      const { id, patch, requestId: rid, expectedRevision: expected } = parseUpdate(req as UpdatePromptRequest);
+      const { id, patch, requestId: rid, expectedRevision: expected } = parseUpdate(req);
       const { prompt, changed } = await prompts.update(callerOf(ctx), id, patch, expected, rid);
       return { prompt: toPrompt(prompt), changed };
     }),
@@ -390,7 +391,7 @@ export function promptHandlers(prompts: PromptService): Record<string, Handler> 
     }),
     appendHistory: unary(async (req, ctx) => {
       const { requestId: rid, ...r } = parse(appendHistory, req);
-      const raw = req as { messages: ChatMessage[] };
+      const raw = req;
       checkEntrySize({
         request: structBytes(r.request),
         response: structBytes(r.response),

@@ -1,6 +1,5 @@
-import type { ServerWritableStream } from '@grpc/grpc-js';
 import { z } from 'zod';
-import type { WatchPromptResponse } from '../gen/parley/prompt/v1/prompt.js';
+import type { PromptServiceServer, WatchPromptResponse } from '../gen/parley/prompt/v1/prompt.js';
 import { watchPrompt, type PromptUpdate } from '../prompt/watch.js';
 import type { Bus } from '../ports/bus.js';
 import type { PromptRepo } from '../storage/prompt-repo.js';
@@ -8,8 +7,7 @@ import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
 import { uuid } from './convert.js';
 import { toHistory, toPluginUsage, toPrompt, toToolCall } from './prompt-handlers.js';
-import { serverStream, type Handler } from './rpc.js';
-import { send } from './streams.js';
+import { serverStream, type ServiceHandlers } from './rpc.js';
 
 const watchRequest = z.object({ promptId: uuid, afterRevision: z.number().int().nonnegative('must not be negative') });
 
@@ -28,11 +26,11 @@ function toResponse(promptId: string, u: PromptUpdate): WatchPromptResponse {
   }
 }
 
-export function promptStreamHandlers(deps: { prompts: PromptRepo; bus: Bus; maxPending: number }): Record<string, Handler> {
+export function promptStreamHandlers(deps: { prompts: PromptRepo; bus: Bus; maxPending: number }): Pick<ServiceHandlers<PromptServiceServer>, 'watchPrompt'> {
   return {
-    watchPrompt: serverStream(async (req, call: ServerWritableStream<unknown, WatchPromptResponse>, ctx) => {
+    watchPrompt: serverStream(async (req, out, ctx) => {
       const r = parseInput(watchRequest, req);
-      await watchPrompt(deps, callerOf(ctx), r.promptId, r.afterRevision, (u) => send(call, toResponse(r.promptId, u), ctx.signal), ctx.signal);
+      await watchPrompt(deps, callerOf(ctx), r.promptId, r.afterRevision, (u) => out.send(toResponse(r.promptId, u)), ctx.signal);
     }),
   };
 }
