@@ -8,7 +8,7 @@ import { Actor, type ChatRequest, type ChatResponse, type SessionEvent, type Ses
 import { AppError, fieldTooLarge, invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
-import { uuid } from './convert.js';
+import { uuid } from './zod-fields.js';
 import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type Handler } from './rpc.js';
 import { rpcStatusOf } from './status.js';
 import { actorToProto, eventName, toSession } from './genie-handlers.js';
