@@ -100,7 +100,7 @@ const llmClientName = chars(L.llm_client_name).pipe(
   z.string().regex(LLM_CLIENT_NAME, 'must be 1-63 lower-case letters and digits, starting with a letter (it is the first label of the client URL)'),
 );
 const pluginName = chars(L.plugin_name).pipe(z.string().regex(PLUGIN_NAME, 'must be a letter, then up to 63 letters, digits, _ or -'));
-const accountNumber = chars(L.account_number).transform((s) => s || undefined);
+const accountNumber = chars(L.account_number).optional().transform((s) => s || undefined);
 const pageSize = z.number().int().min(0, 'must not be negative');
 
 // Request schemas, each checked by the compiler against (a part of) its generated request type.
