@@ -5,7 +5,7 @@ import { openDb, migrate, pingDb, type Db } from './storage/db.js';
 import type { FastStore } from './ports/fast-store.js';
 import { memoryStore } from './storage/memory-kv.js';
 import { redisStore } from './storage/redis-kv.js';
-import { AdminRepo } from './storage/admin-repo.js';
+import { KnexAdminStore } from './storage/admin-store.js';
 import { PromptRepo } from './storage/prompt-repo.js';
 import { GenieRepo } from './storage/genie-repo.js';
 import { GenieCache } from './storage/genie-cache.js';
@@ -16,7 +16,8 @@ import { promptStreamHandlers } from './transport/prompt-stream-handlers.js';
 import { GenieLive } from './genie/live.js';
 import { GenieEventLog } from './storage/genie-events.js';
 import { GenieServiceService, type GenieServiceServer } from './gen/parley/genie/v1/genie.js';
-import { AdminService } from './admin/service.js';
+import { AdminUseCases } from './admin/service.js';
+import { PrincipalCache } from './admin/cache.js';
 import { PromptCache } from './prompt/cache.js';
 import { PromptService } from './prompt/service.js';
 import { Idempotency } from './storage/idempotency.js';
@@ -56,7 +57,7 @@ export async function openStorage(config: Config): Promise<{ db: Db; store: Fast
 }
 
 /** PromptService over opened storage; the server and `parley purge` both build it here. */
-export function promptService(db: Db, store: FastStore, config: Config, adminRepo = new AdminRepo(db)): PromptService {
+export function promptService(db: Db, store: FastStore, config: Config, adminRepo = new KnexAdminStore(db)): PromptService {
   const cache = new PromptCache(store.kv, config.promptCacheTtlMs);
   return new PromptService(new PromptRepo(db), adminRepo, cache, new Idempotency(db), store.bus);
 }
@@ -103,8 +104,8 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const { db, store } = await openStorage(config);
   await migrate(db);
 
-  const adminRepo = new AdminRepo(db);
-  const admin = new AdminService(adminRepo, store.kv, store.bus, new Idempotency(db), {
+  const adminRepo = new KnexAdminStore(db);
+  const admin = new AdminUseCases(adminRepo, new Idempotency(db), new PrincipalCache(store.kv, store.bus), {
     onPromptsDeleted: forgetCascadedPrompts(store, config),
   });
   await admin.start();

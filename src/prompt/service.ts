@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import type { Principal } from '../principal.js';
 import { invalidArgument, notFound, revisionMismatch } from '../errors.js';
-import type { AdminRepo, OwnedNameRow } from '../storage/admin-repo.js';
+import type { OwnedNameRow } from '../admin/store.js';
+import type { KnexAdminStore as AdminRepo } from '../storage/admin-store.js';
 import type { Bus } from '../ports/bus.js';
 import { fingerprintOf } from '../fingerprint.js';
 import { jsonCodec } from '../json-codec.js';

@@ -20,7 +20,7 @@ import { AppError, fieldTooLarge, invalidArgument, quote, type FieldViolation } 
 import { parseInput } from '../validate.js';
 import { pageSizeOf } from '../paging.js';
 import { callerOf } from './authenticate.js';
-import { optionalString, uuid } from './convert.js';
+import { optionalString, uuid } from './zod-fields.js';
 import { unary, type ServiceHandlers } from './rpc.js';
 
 // ---------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import { Actor, type ChatRequest, type ChatResponse, type GenieServiceServer, ty
 import { AppError, fieldTooLarge, invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
-import { uuid } from './convert.js';
+import { uuid } from './zod-fields.js';
 import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type ServiceHandlers, type Sink } from './rpc.js';
 import { rpcStatusOf } from './status.js';
 import { actorToProto, eventName, toSession } from './genie-handlers.js';

@@ -36,7 +36,7 @@ import {
 } from '../prompt/rules.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
-import { optionalString, optionalUuid, uuid } from './convert.js';
+import { optionalString, optionalUuid, uuid } from './zod-fields.js';
 import { unary, type ServiceHandlers } from './rpc.js';
 
 export const toPrompt = (r: PromptRow): Prompt => ({

@@ -5,7 +5,7 @@ import type { Bus } from '../ports/bus.js';
 import type { PromptRepo } from '../storage/prompt-repo.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
-import { uuid } from './convert.js';
+import { uuid } from './zod-fields.js';
 import { toHistory, toPluginUsage, toPrompt, toToolCall } from './prompt-handlers.js';
 import { serverStream, type ServiceHandlers } from './rpc.js';
 

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { status, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import type { Config } from '../../src/config.js';
 import { CLOSE_DEADLINE_MS } from '../../src/app.js';
-import { REVOCATION_BOUND_MS } from '../../src/admin/service.js';
+import { REVOCATION_BOUND_MS } from '../../src/admin/cache.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
 import { hotKey } from '../../src/storage/genie-cache.js';
 import { Idempotency } from '../../src/storage/idempotency.js';
