@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { alreadyExists, AppError, invalidArgument, naming, notFound, revisionMismatch } from '../errors.js';
+import { alreadyExists, type AppError, invalidArgument, naming, notFound, revisionMismatch } from '../errors.js';
 import type { Principal } from '../principal.js';
 import { isConstraintViolation } from '../ports/constraint-violation.js';
 import type { Codec, RequestKey, Tx, UnitOfWork } from '../ports/unit-of-work.js';
