@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import type { GenieService, SessionPath, SessionView, ElementMeta } from '../genie/service.js';
+import type { GenieUseCases, SessionPath, SessionView, ElementMeta } from '../genie/service.js';
 import { MAX_FIELDS_BYTES, MAX_SECONDARY_BYTES, MAX_TEXT_BYTES } from '../genie/service.js';
 import { MODEL_TYPE_NAME, STATE_OR_EVENT, type ModelTypeDef, type ModelTypeRow, type UpgradeStepDef } from '../genie/model-type.js';
 import type { Actor as DomainActor, DialogueFormatName } from '../genie/dialogue-format.js';
-import type { DialogueRow, SecondaryMeta } from '../storage/genie-repo.js';
+import type { DialogueRow, SecondaryMeta } from '../genie/store.js';
 import {
   Actor,
   DialogueFormat,
@@ -112,9 +112,9 @@ const pageSize = z.number().int().nonnegative('must not be negative').transform(
 const jsonObject = z.record(z.string(), z.unknown());
 const fields = jsonObject.optional().transform((f) => f ?? {});
 /** An Actor enum value that names a speaker; ACTOR_UNSPECIFIED and unknown numbers are refused. */
-const actor = z.number().refine((a) => actorNames.has(a), ACTOR_VALUES).transform((a) => actorNames.get(a) as DomainActor);
+export const actor = z.number().refine((a) => actorNames.has(a), ACTOR_VALUES).transform((a) => actorNames.get(a) as DomainActor);
 /** As `actor`, but ACTOR_UNSPECIFIED means "not named" (undefined). */
-const optionalActor = z
+export const optionalActor = z
   .number()
   .refine((a) => a === Actor.ACTOR_UNSPECIFIED || actorNames.has(a), `must be ACTOR_UNSPECIFIED or one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM`)
   .transform((a) => actorNames.get(a));
@@ -302,7 +302,7 @@ function sessionPaths(mask: string[] | undefined, session: { actor: number; acto
 
 // ---------------------------------------------------------------------------------------------------------
 
-export function genieHandlers(genie: GenieService): Record<string, Handler> {
+export function genieHandlers(genie: GenieUseCases): Record<string, Handler> {
   return {
     registerModelType: unary(async (req, ctx) => {
       const { modelType: m, requestId: rid } = parseInput(modelTypeShape, req);
