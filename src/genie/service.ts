@@ -386,7 +386,9 @@ export class GenieUseCases {
         // The source is read in the claim's transaction: a retry replays before reading.
         const src = revision ? await this.readAt(caller, id, revision, tx) : await this.readLocked(caller, id, tx);
         versions = src.versions;
-        const up = upgrade(src.session, src.versions, src.session.modelType);
+        // Only the versioned part: upgrade() may return the stored session itself.
+        const { schemaVersion, state, fields } = upgrade(src.session, src.versions, src.session.modelType);
+        const up = { schemaVersion, state, fields };
         const forkedFrom = { sessionId: id, revision: src.session.revision };
         const { actor, actorInput, modelType } = src.session;
         const s = { id: randomUUID(), accountId: caller.accountId, modelType, ...up, actor, actorInput, forkedFromSessionId: id, forkedFromRevision: src.session.revision };
