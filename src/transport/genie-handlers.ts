@@ -17,6 +17,7 @@ import {
 import type { Duration } from '../gen/google/protobuf/duration.js';
 import { AppError, fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
 import { parseInput } from '../validate.js';
+import { fieldPath } from '../field-path.js';
 import { pageSizeOf } from '../paging.js';
 import { callerOf } from './authenticate.js';
 import { optionalString, uuid } from './convert.js';
@@ -166,10 +167,10 @@ function upgradeSteps(raw: unknown[]): UpgradeStepDef[] {
   const steps: UpgradeStepDef[] = [];
   raw.forEach((r, i) => {
     const s = r as UpgradeStep;
-    const at = `model_type.upgrades[${i}]`;
+    const at = (...rest: string[]) => fieldPath(['upgrades', i, ...rest], 'model_type');
     const set = [s.renameField, s.dropField, s.addField, s.mapStates].filter((x) => x !== undefined).length;
     if (set !== 1) {
-      violations.push({ field: at, description: 'exactly one of rename_field, drop_field, add_field or map_states is required' });
+      violations.push({ field: at(), description: 'exactly one of rename_field, drop_field, add_field or map_states is required' });
       return;
     }
     const fromVersion = s.fromVersion;
@@ -177,12 +178,12 @@ function upgradeSteps(raw: unknown[]): UpgradeStepDef[] {
     else if (s.dropField) steps.push({ fromVersion, kind: 'drop_field', name: s.dropField.name });
     else if (s.addField) {
       if (s.addField.defaultValue === undefined) {
-        violations.push({ field: `${at}.add_field.default_value`, description: 'is required (null_value for null)' });
+        violations.push({ field: at('add_field', 'default_value'), description: 'is required (null_value for null)' });
       }
       steps.push({ fromVersion, kind: 'add_field', name: s.addField.name, defaultValue: s.addField.defaultValue ?? null });
     } else if (s.mapStates) {
       for (const from of Object.keys(s.mapStates.mapping)) {
-        if (!STATE_OR_EVENT.test(from)) violations.push({ field: `${at}.map_states.mapping[${quote(from, 40)}]`, description: 'is not a valid state id' });
+        if (!STATE_OR_EVENT.test(from)) violations.push({ field: `${at('map_states', 'mapping')}[${quote(from, 40)}]`, description: 'is not a valid state id' });
       }
       steps.push({ fromVersion, kind: 'map_states', mapping: { ...s.mapStates.mapping } });
     }
@@ -321,7 +322,7 @@ export function genieHandlers(genie: GenieUseCases): Record<string, Handler> {
       };
       for (const [i, u] of def.upgrades.entries()) {
         if (u.kind === 'add_field' && Buffer.byteLength(JSON.stringify(u.defaultValue ?? null)) > MAX_FIELDS_BYTES) {
-          tooLarge(`model_type.upgrades[${i}].add_field.default_value`, Buffer.byteLength(JSON.stringify(u.defaultValue)), MAX_FIELDS_BYTES, 'bytes as JSON');
+          tooLarge(fieldPath(['upgrades', i, 'add_field', 'default_value'], 'model_type'), Buffer.byteLength(JSON.stringify(u.defaultValue)), MAX_FIELDS_BYTES, 'bytes as JSON');
         }
       }
       // A whole version is read back by GetModelType and ListModelTypes: it must stay well under 4 MiB.
