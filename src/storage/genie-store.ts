@@ -53,18 +53,33 @@ const modelTypeRow = z
     }),
   );
 
+/** The columns a session's head row and each of its revisions' snapshots share. */
+const versionedColumns = {
+  schema_version: int,
+  state: z.string(),
+  actor: actorOrNone,
+  actor_input: z.string(),
+  fields,
+  revision: int,
+  dialogue_length: int,
+};
+
+const versioned = (r: z.infer<z.ZodObject<typeof versionedColumns>>) => ({
+  schemaVersion: r.schema_version,
+  state: r.state,
+  actor: r.actor,
+  actorInput: r.actor_input,
+  fields: r.fields,
+  revision: r.revision,
+  dialogueLength: r.dialogue_length,
+});
+
 const sessionRow = z
   .object({
     id: z.string(),
     account_id: z.string(),
     model_type: z.string(),
-    schema_version: int,
-    state: z.string(),
-    actor: actorOrNone,
-    actor_input: z.string(),
-    fields,
-    revision: int,
-    dialogue_length: int,
+    ...versionedColumns,
     forked_from_session_id: nullable(z.string()),
     forked_from_revision: nullable(int),
     expire_time: nullable(isoDate),
@@ -76,13 +91,7 @@ const sessionRow = z
       id: r.id,
       accountId: r.account_id,
       modelType: r.model_type,
-      schemaVersion: r.schema_version,
-      state: r.state,
-      actor: r.actor,
-      actorInput: r.actor_input,
-      fields: r.fields,
-      revision: r.revision,
-      dialogueLength: r.dialogue_length,
+      ...versioned(r),
       forkedFromSessionId: r.forked_from_session_id,
       forkedFromRevision: r.forked_from_revision,
       expireTime: r.expire_time,
@@ -92,16 +101,7 @@ const sessionRow = z
   );
 
 /** A revision's snapshot (genie_session_revisions), laid over the session's head row. */
-const revisionRow = z.object({
-  schema_version: int,
-  state: z.string(),
-  actor: actorOrNone,
-  actor_input: z.string(),
-  fields,
-  revision: int,
-  dialogue_length: int,
-  created_at: isoDate,
-});
+const revisionRow = z.object({ ...versionedColumns, created_at: isoDate });
 
 const dialogueRow = z
   .object({ seq: int, actor: z.enum(ACTORS), actor_text: z.string(), event: z.string(), timestamp: isoDate, revision: int })
@@ -281,17 +281,7 @@ export class KnexSessionStore implements SessionStore {
     const found = await q('genie_session_revisions').where({ session_id: id, revision }).first();
     if (!found) return undefined;
     const r = revisionRow.parse(found);
-    const session: StoredSession = {
-      ...sessionRow.parse(head),
-      schemaVersion: r.schema_version,
-      state: r.state,
-      actor: r.actor,
-      actorInput: r.actor_input,
-      fields: r.fields,
-      revision: r.revision,
-      dialogueLength: r.dialogue_length,
-      updatedAt: r.created_at,
-    };
+    const session: StoredSession = { ...sessionRow.parse(head), ...versioned(r), updatedAt: r.created_at };
     return { session, dialogue: await this.dialogue(id, session.dialogueLength, tx) };
   }
 

@@ -83,15 +83,18 @@ const toUpgradeStep = (s: UpgradeStepDef): UpgradeStep => {
 
 const toDuration = (seconds: number): Duration | undefined => (seconds ? { seconds, nanos: 0 } : undefined);
 
+/** A state machine with each transition mapped (proto ↔ domain spell an event differently). */
+const withTransitions = <T, U>(m: { states: string[]; initialState: string; transitions: T[] }, f: (t: T) => U) => ({
+  states: m.states,
+  initialState: m.initialState,
+  transitions: m.transitions.map(f),
+});
+
 export const toModelType = (m: ModelTypeRow): ModelType => ({
   name: m.name,
   schemaVersion: m.schemaVersion,
   jsonSchema: m.jsonSchema,
-  stateMachine: {
-    states: m.stateMachine.states,
-    initialState: m.stateMachine.initialState,
-    transitions: m.stateMachine.transitions.map((t) => ({ fromState: t.fromState, eventName: t.event, toState: t.toState, actor: actorToProto(t.actor) })),
-  },
+  stateMachine: withTransitions(m.stateMachine, (t) => ({ fromState: t.fromState, eventName: t.event, toState: t.toState, actor: actorToProto(t.actor) })),
   upgrades: m.upgrades.map(toUpgradeStep),
   cacheTtl: toDuration(m.cacheTtlSeconds),
   createTime: m.createdAt,
@@ -311,11 +314,7 @@ export function genieHandlers(genie: GenieUseCases): Record<string, Handler> {
         name: m.name,
         schemaVersion: m.schemaVersion,
         jsonSchema: m.jsonSchema,
-        stateMachine: {
-          states: m.stateMachine.states,
-          initialState: m.stateMachine.initialState,
-          transitions: m.stateMachine.transitions.map((t) => ({ fromState: t.fromState, event: t.eventName, toState: t.toState, actor: t.actor })),
-        },
+        stateMachine: withTransitions(m.stateMachine, (t) => ({ fromState: t.fromState, event: t.eventName, toState: t.toState, actor: t.actor })),
         upgrades: upgradeSteps(m.upgrades),
         cacheTtlSeconds: m.cacheTtl,
         sessionTtlSeconds: m.sessionTtl,
