@@ -322,7 +322,7 @@ export class GenieUseCases {
   }
 
   /**
-   * Deletes every copy of the session's content (see GenieRepo.tombstone); watchers get session_deleted.
+   * Deletes every copy of the session's content (see SessionStore.tombstone); watchers get session_deleted.
    * The hot copy goes first and must go: were the store unreachable, a deletion reported as done could
    * leave the content readable until the copy's TTL, so the call fails instead, having deleted nothing.
    */

@@ -42,7 +42,11 @@ export interface DialogueRow {
   revision: number;
 }
 
-const actor = z.enum(ACTORS);
+/** A speaker as stored. */
+export const actorSchema = z.enum(ACTORS);
+const actor = actorSchema;
+
+export type { ModelTypeDef, ModelTypeRow, StateMachineDef, UpgradeStepDef } from './model-type.js';
 
 /** A session as JSON (a hot copy, a stored request's answer) comes back through this schema. */
 export const storedSessionSchema = z

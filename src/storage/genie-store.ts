@@ -2,20 +2,23 @@ import type { Knex } from 'knex';
 import { z } from 'zod';
 import { isoDate } from '../json-codec.js';
 import type { Tx } from '../ports/unit-of-work.js';
-import { ACTORS } from '../genie/dialogue-format.js';
 import type { SessionEvent } from '../genie/events.js';
-import type { ModelTypeDef, ModelTypeRow, StateMachineDef, UpgradeStepDef } from '../genie/model-type.js';
-import type {
-  DialogueRow,
-  ForkSource,
-  ModelTypeStore,
-  NewSession,
-  SecondaryMeta,
-  SessionStore,
-  SessionWrite,
-  StateFilter,
-  StoredSession,
-  WriteResult,
+import {
+  actorSchema,
+  type DialogueRow,
+  type ForkSource,
+  type ModelTypeDef,
+  type ModelTypeRow,
+  type ModelTypeStore,
+  type StateMachineDef,
+  type UpgradeStepDef,
+  type NewSession,
+  type SecondaryMeta,
+  type SessionStore,
+  type SessionWrite,
+  type StateFilter,
+  type StoredSession,
+  type WriteResult,
 } from '../genie/store.js';
 import type { Db } from './db.js';
 import { Idempotency } from './idempotency.js';
@@ -26,7 +29,7 @@ import { insertEvents, jsonb } from './genie-event-log.js';
 const int = z.coerce.number();
 const nullable = <T extends z.ZodType>(schema: T) => schema.nullish().transform((v) => v ?? undefined);
 const fields = jsonb(z.record(z.string(), z.unknown()));
-const actorOrNone = z.union([z.enum(ACTORS), z.literal('')]);
+const actorOrNone = z.union([actorSchema, z.literal('')]);
 
 const modelTypeRow = z
   .object({
@@ -104,7 +107,7 @@ const sessionRow = z
 const revisionRow = z.object({ ...versionedColumns, created_at: isoDate });
 
 const dialogueRow = z
-  .object({ seq: int, actor: z.enum(ACTORS), actor_text: z.string(), event: z.string(), timestamp: isoDate, revision: int })
+  .object({ seq: int, actor: actorSchema, actor_text: z.string(), event: z.string(), timestamp: isoDate, revision: int })
   .transform((r): DialogueRow => ({ seq: r.seq, actor: r.actor, actorText: r.actor_text, event: r.event, timestamp: r.timestamp, revision: r.revision }));
 
 const secondaryMetaRow = z
