@@ -6,7 +6,7 @@ import type { Config } from '../../src/config.js';
 import { CLOSE_DEADLINE_MS } from '../../src/app.js';
 import { REVOCATION_BOUND_MS } from '../../src/admin/cache.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
-import { hotKey } from '../../src/storage/genie-cache.js';
+import { hotKey } from '../../src/genie/cache.js';
 import { Idempotency } from '../../src/storage/idempotency.js';
 import type { KvStore } from '../../src/ports/kv.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
