@@ -8,6 +8,7 @@ import * as m006 from './006_genie_retention.js';
 import * as m007 from './007_request_id_per_caller.js';
 import * as m008 from './008_admin_v1.js';
 import * as m009 from './009_prompt_v1.js';
+import * as m010 from './010_session_events_v1.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -26,6 +27,7 @@ const migrations: Record<string, Migration> = {
   '007_request_id_per_caller': m007,
   '008_admin_v1': m008,
   '009_prompt_v1': m009,
+  '010_session_events_v1': m010,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
