@@ -6,7 +6,7 @@ import type { FastStore } from './ports/fast-store.js';
 import { memoryStore } from './storage/memory-kv.js';
 import { redisStore } from './storage/redis-kv.js';
 import { AdminRepo } from './storage/admin-repo.js';
-import { PromptRepo } from './storage/prompt-repo.js';
+import { KnexPromptStore } from './storage/prompt-store.js';
 import { GenieRepo } from './storage/genie-repo.js';
 import { GenieCache } from './storage/genie-cache.js';
 import { GenieService } from './genie/service.js';
@@ -18,7 +18,8 @@ import { GenieEventLog } from './storage/genie-events.js';
 import { GenieServiceService } from './gen/parley/genie/v1/genie.js';
 import { AdminService } from './admin/service.js';
 import { PromptCache } from './prompt/cache.js';
-import { PromptService } from './prompt/service.js';
+import { PromptUseCases } from './prompt/service.js';
+import { PromptWatch } from './prompt/watch.js';
 import { Idempotency } from './storage/idempotency.js';
 import { HealthMonitor } from './transport/health.js';
 import { GrpcServer } from './transport/server.js';
@@ -30,8 +31,6 @@ import { PromptServiceService } from './gen/parley/prompt/v1/prompt.js';
 import { Metrics } from './metrics.js';
 import { Limits, type LimitsConfig } from './transport/limits.js';
 import { Maintenance } from './maintenance/purge.js';
-import { afterCommit } from './after-commit.js';
-import { publishPromptEvent } from './prompt/events.js';
 
 export interface App {
   config: Config;
@@ -54,10 +53,16 @@ export async function openStorage(config: Config): Promise<{ db: Db; store: Fast
   return { db, store };
 }
 
-/** PromptService over opened storage; the server and `parley purge` both build it here. */
-export function promptService(db: Db, store: FastStore, config: Config, adminRepo = new AdminRepo(db)): PromptService {
-  const cache = new PromptCache(store.kv, config.promptCacheTtlMs);
-  return new PromptService(new PromptRepo(db), adminRepo, cache, new Idempotency(db), store.bus);
+/** The prompt use cases over opened storage (one store); the server and `parley purge` both build them here. */
+export function promptUseCases(db: Db, store: FastStore, config: Config): PromptUseCases {
+  const prompts = new KnexPromptStore(db);
+  return new PromptUseCases({
+    store: prompts,
+    directory: prompts,
+    cache: new PromptCache(store.kv, config.promptCacheTtlMs),
+    idempotency: new Idempotency(db),
+    bus: store.bus,
+  });
 }
 
 export function limitsConfig(config: Config): LimitsConfig {
@@ -77,24 +82,8 @@ export function genieService(db: Db, store: FastStore): GenieService {
 }
 
 /** Retention over opened storage; the server's admin RPC and `parley purge` both build it here. */
-export function maintenance(db: Db, store: FastStore, config: Config, prompts = promptService(db, store, config), genie = genieService(db, store)): Maintenance {
+export function maintenance(db: Db, store: FastStore, config: Config, prompts = promptUseCases(db, store, config), genie = genieService(db, store)): Maintenance {
   return new Maintenance(prompts, genie);
-}
-
-/**
- * A deleted user profile, LLM client or account takes its prompts with it (foreign keys): the PromptHelper
- * cache must not serve them afterwards, and their watchers must hear they are gone.
- */
-function forgetCascadedPrompts(store: FastStore, config: Config) {
-  const cache = new PromptCache(store.kv, config.promptCacheTtlMs);
-  return async (prompts: Array<{ id: string; sessionKey: string; revision: number }>): Promise<void> => {
-    for (const p of prompts) {
-      await afterCommit(
-        () => cache.evict(p.sessionKey),
-        () => publishPromptEvent(store.bus, { kind: 'prompt_deleted', promptId: p.id, revision: p.revision, row: { id: p.id } }),
-      );
-    }
-  };
 }
 
 /** The composition root: storage → domain → transport. Nothing else wires components together. */
@@ -102,12 +91,12 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const { db, store } = await openStorage(config);
   await migrate(db);
 
-  const adminRepo = new AdminRepo(db);
-  const admin = new AdminService(adminRepo, store.kv, store.bus, new Idempotency(db), {
-    onPromptsDeleted: forgetCascadedPrompts(store, config),
+  const prompts = promptUseCases(db, store, config);
+  const admin = new AdminService(new AdminRepo(db), store.kv, store.bus, new Idempotency(db), {
+    // A deleted user profile, LLM client or account takes its prompts with it (foreign keys).
+    onPromptsDeleted: (gone) => prompts.forgetDeleted(gone),
   });
   await admin.start();
-  const prompts = promptService(db, store, config, adminRepo);
 
   const genieCache = new GenieCache(store.kv, store.bus);
   const genie = new GenieService(new GenieRepo(db), genieCache, store.bus, { idempotency: new Idempotency(db) });
@@ -119,7 +108,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
   const bindings = [
     { name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) },
-    { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers({ prompts: new PromptRepo(db), bus: store.bus, maxPending: config.watchBufferSize }) }, authenticate: callerAuth },
+    { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize)) }, authenticate: callerAuth },
     { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive, limits) }, authenticate: callerAuth },
   ];
   const health = new HealthMonitor(

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import type { PromptService } from '../prompt/service.js';
-import type { HistoryRow, PluginUsageRow, PromptPatch, PromptRow, ToolCallRow } from '../storage/prompt-repo.js';
+import type { LlmClientRef, PromptHistorySnapshot, PromptUseCases } from '../prompt/service.js';
+import type { HistoryRow, PluginUsageRow, PromptPatch, PromptRow, ToolCallRow } from '../prompt/store.js';
 import {
   ChatMessage,
   ChatRole,
@@ -9,13 +9,24 @@ import {
   PromptHistory,
   PromptPluginUsage,
   PromptToolCall,
+  type AppendHistoryRequest,
+  type DeletePromptRequest,
+  type GetPromptHistoryRequest,
+  type GetPromptRequest,
+  type ListHistoryRequest,
+  type ListPluginsRequest,
+  type ListPluginUsageRequest,
+  type ListPromptsRequest,
+  type ListToolCallsRequest,
+  type OpenPromptRequest,
+  type RecordPluginUsageRequest,
+  type RecordToolCallRequest,
   type UpdatePromptRequest,
 } from '../gen/parley/prompt/v1/prompt.js';
 import { Struct } from '../gen/google/protobuf/struct.js';
-import { AppError, fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
-import { fromOpenAiMessage, validateChatMessages, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
+import { fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
+import { chatMessageProblems, fromOpenAiMessage, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
 import { REPLY_BUDGET_BYTES } from '../prompt/service.js';
-import { toPlugin } from './admin-handlers.js';
 import {
   ANNOTATION_STRING_VALUE_MAX_LENGTH,
   normalizeDescription,
@@ -24,6 +35,7 @@ import {
   normalizeSessionKey,
   normalizeTags,
   normalizeUserAgent,
+  parseLlmClientUrl,
   validateAnnotationKey,
   validateIpAddress,
   validatePromptName,
@@ -34,6 +46,7 @@ import {
   validateToolCallFunctionName,
 } from '../prompt/rules.js';
 import { parseInput } from '../validate.js';
+import { toPlugin } from './admin-handlers.js';
 import { callerOf } from './authenticate.js';
 import { optionalString, optionalUuid, uuid } from './convert.js';
 import { unary, type Handler } from './rpc.js';
@@ -151,18 +164,12 @@ const rule = (check: (v: string) => string | undefined) => (v: string, ctx: z.Re
 };
 
 /**
- * parseInput with AIP-193 paths: list indexes in brackets (`messages[0].role`), which parseInput writes
- * as dotted segments.
+ * An RPC's one parse step: its size limits first (FIELD_TOO_LARGE, before anything looks at a value), then
+ * its schema, typed against the generated request (each field it reads must take the generated type).
  */
-function parse<S extends z.ZodType>(schema: S, input: unknown): z.infer<S> {
-  try {
-    return parseInput(schema, input);
-  } catch (err) {
-    if (err instanceof AppError && err.code === 'INVALID_ARGUMENT') {
-      throw invalidArgument(err.violations.map((v) => ({ ...v, field: v.field.replace(/\.(\d+)(?=\.|$)/g, '[$1]') })), err.reason);
-    }
-    throw err;
-  }
+function parseRequest<Req, Out>(schema: z.ZodType<Out, Partial<Req>>, req: Req, limits?: (req: Req) => void): Out {
+  limits?.(req);
+  return parseInput(schema, req);
 }
 
 export const sessionKey = optionalString.pipe(
@@ -176,22 +183,48 @@ const json = z.record(z.string(), z.unknown()).optional().transform((v) => v ?? 
 const pageSize = z.number().int().min(0, 'must not be negative');
 const page = { pageSize, pageToken: optionalString };
 
-const openPrompt = z.object({
-  sessionKey,
-  llmClientId: optionalUuid,
-  llmClientUrl: optionalString,
-  ipAddress: z.string().refine((v) => v === '' || !validateIpAddress(v), 'must be an IPv4 or IPv6 address'),
-  userAgent: z.string().transform(normalizeUserAgent),
-  url: z
-    .string()
-    .superRefine((v, ctx) => {
-      if (v !== '') rule(validatePromptUrl)(v, ctx);
-    })
-    .transform((v) => (v === '' ? '' : (normalizePromptUrl(v) ?? ''))),
-  requestId,
-});
+const LLM_CLIENT_URL_SHAPE = 'must look like https://<client>.<NNNN-NNNN-NNNN>.<api domain>/…';
 
-const byIdOrKey = z.object({ id: optionalUuid, sessionKey });
+/** The LLM client a new session is for: its id, else the one its named URL points at. */
+function llmClientRef(id: string | undefined, url: string | undefined): LlmClientRef | undefined {
+  if (id) return { id };
+  const parsed = url === undefined ? undefined : parseLlmClientUrl(url);
+  return parsed && { name: parsed.llmClientName, accountNumber: parsed.accountNumber };
+}
+
+const openPrompt = z
+  .object({
+    sessionKey,
+    llmClientId: optionalUuid,
+    llmClientUrl: optionalString,
+    ipAddress: z.string().refine((v) => v === '' || !validateIpAddress(v), 'must be an IPv4 or IPv6 address'),
+    userAgent: z.string().transform(normalizeUserAgent),
+    url: z
+      .string()
+      .superRefine((v, ctx) => {
+        if (v !== '') rule(validatePromptUrl)(v, ctx);
+      })
+      .transform((v) => (v === '' ? '' : (normalizePromptUrl(v) ?? ''))),
+    requestId,
+  })
+  .superRefine((r, ctx) => {
+    if (!r.sessionKey && !r.llmClientId && !r.llmClientUrl) {
+      ctx.addIssue({ code: 'custom', path: ['sessionKey'], message: 'session_key, llm_client_id or llm_client_url is required' });
+    } else if (!r.llmClientId && r.llmClientUrl && !parseLlmClientUrl(r.llmClientUrl)) {
+      ctx.addIssue({ code: 'custom', path: ['llmClientUrl'], message: LLM_CLIENT_URL_SHAPE });
+    }
+  })
+  .transform(({ llmClientId, llmClientUrl, ...r }) => ({ ...r, llmClient: llmClientRef(llmClientId, llmClientUrl) }));
+
+const openLimits = (req: OpenPromptRequest) => {
+  if (req.llmClientUrl && req.llmClientUrl.length > LLM_CLIENT_URL_MAX_LENGTH) {
+    throw fieldTooLarge('llm_client_url', `must be at most ${LLM_CLIENT_URL_MAX_LENGTH} characters`);
+  }
+};
+
+const byIdOrKey = z
+  .object({ id: optionalUuid, sessionKey })
+  .refine((r) => r.id || r.sessionKey, { path: ['id'], message: 'id or session_key is required' });
 
 const listPrompts = z
   .object({
@@ -219,8 +252,23 @@ const chatMessage = z.object({
   toolCalls: z.array(chatToolCall),
   toolCallId: z.string(),
 });
+const chatMessages = z.array(chatMessage).superRefine((messages, ctx) => {
+  for (const p of chatMessageProblems(messages)) ctx.addIssue({ code: 'custom', path: p.path, message: p.description });
+});
 
-const appendHistory = z.object({ promptId: uuid, request: json, response: json, messages: z.array(chatMessage), requestId });
+const appendHistory = z
+  .object({ promptId: uuid, request: json, response: json, messages: chatMessages, requestId })
+  .refine((r) => r.messages.length > 0 || Object.keys(r.request).length > 0 || Object.keys(r.response).length > 0, {
+    path: ['messages'],
+    message: 'an entry needs messages, a request or a response',
+  });
+
+const appendHistoryLimits = (req: AppendHistoryRequest) =>
+  checkEntrySize({
+    request: structBytes(req.request),
+    response: structBytes(req.response),
+    messages: req.messages.reduce((n, m) => n + inList(ChatMessage.encode(m).finish().length), 0),
+  });
 
 const recordToolCall = z.object({
   promptId: uuid,
@@ -235,7 +283,14 @@ const recordToolCall = z.object({
   requestId,
 });
 
+const recordToolCallLimits = (req: RecordToolCallRequest) =>
+  checkEntrySize({ function_args: textBytes(req.functionArgs), request: structBytes(req.request), response: structBytes(req.response) });
+
 const recordPluginUsage = z.object({ promptId: uuid, pluginId: uuid, inputText: z.string(), requestId });
+
+const recordPluginUsageLimits = (req: RecordPluginUsageRequest) => {
+  if (textBytes(req.inputText) > INPUT_TEXT_MAX_BYTES) throw fieldTooLarge('input_text', `must be at most ${INPUT_TEXT_MAX_BYTES / 1024} KiB (UTF-8)`);
+};
 
 const listLog = z.object({ promptId: uuid, ...page });
 const listPlugins = z.object(page);
@@ -281,7 +336,7 @@ export function parseUpdate(req: UpdatePromptRequest): {
   requestId: string | undefined;
   expectedRevision: number | undefined;
 } {
-  const { requestId: rid, expectedRevision: expected } = parse(z.object({ requestId, expectedRevision }), {
+  const { requestId: rid, expectedRevision: expected } = parseInput(z.object({ requestId, expectedRevision }), {
     requestId: req.requestId,
     expectedRevision: req.expectedRevision,
   });
@@ -323,12 +378,8 @@ export function parseUpdate(req: UpdatePromptRequest): {
   return { id: p.id, patch, requestId: rid, expectedRevision: expected };
 }
 
-const required = (cond: boolean, field: string, description: string) => {
-  if (!cond) throw invalidArgument(field, description);
-};
-
 /** GetPromptHistory's reply: the logs fill what the prompt and the latest entry leave of the budget. */
-function historyReply(h: Awaited<ReturnType<PromptService['history']>>): GetPromptHistoryResponse {
+function historyReply(h: PromptHistorySnapshot): GetPromptHistoryResponse {
   const reply: GetPromptHistoryResponse = {
     prompt: toPrompt(h.prompt),
     promptHistory: h.messages.map((m) => toChatMessage(fromOpenAiMessage(m))),
@@ -360,22 +411,19 @@ function historyReply(h: Awaited<ReturnType<PromptService['history']>>): GetProm
   return reply;
 }
 
-export function promptHandlers(prompts: PromptService): Record<string, Handler> {
+export function promptHandlers(prompts: PromptUseCases): Record<string, Handler> {
   return {
     openPrompt: unary(async (req, ctx) => {
-      const url = (req as { llmClientUrl?: string }).llmClientUrl;
-      if (url && url.length > LLM_CLIENT_URL_MAX_LENGTH) throw fieldTooLarge('llm_client_url', `must be at most ${LLM_CLIENT_URL_MAX_LENGTH} characters`);
-      const { requestId: rid, ...r } = parse(openPrompt, req);
+      const { requestId: rid, ...r } = parseRequest(openPrompt, req as OpenPromptRequest, openLimits);
       const { prompt, created } = await prompts.open(callerOf(ctx), r, rid);
       return { prompt: toPrompt(prompt), created };
     }),
     getPrompt: unary(async (req, ctx) => {
-      const r = parse(byIdOrKey, req);
-      required(!!(r.id || r.sessionKey), 'id', 'id or session_key is required');
+      const r = parseRequest(byIdOrKey, req as GetPromptRequest);
       return { prompt: toPrompt(await prompts.get(callerOf(ctx), r)) };
     }),
     listPrompts: unary(async (req, ctx) => {
-      const { pageSize: size, pageToken, ...filter } = parse(listPrompts, req);
+      const { pageSize: size, pageToken, ...filter } = parseRequest(listPrompts, req as ListPromptsRequest);
       const page = await prompts.list(callerOf(ctx), filter, { pageSize: size, pageToken });
       return { prompts: page.items.map(toPrompt), nextPageToken: page.nextPageToken };
     }),
@@ -385,61 +433,45 @@ export function promptHandlers(prompts: PromptService): Record<string, Handler> 
       return { prompt: toPrompt(prompt), changed };
     }),
     deletePrompt: unary(async (req, ctx) => {
-      const r = parse(deletePrompt, req);
+      const r = parseRequest(deletePrompt, req as DeletePromptRequest);
       return { revision: await prompts.delete(callerOf(ctx), r.id, r.expectedRevision, r.requestId) };
     }),
     appendHistory: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parse(appendHistory, req);
-      const raw = req as { messages: ChatMessage[] };
-      checkEntrySize({
-        request: structBytes(r.request),
-        response: structBytes(r.response),
-        messages: raw.messages.reduce((n, m) => n + inList(ChatMessage.encode(m).finish().length), 0),
-      });
-      const problems = validateChatMessages(r.messages);
-      if (problems.length) throw invalidArgument(problems);
-      required(
-        r.messages.length > 0 || Object.keys(r.request).length > 0 || Object.keys(r.response).length > 0,
-        'messages',
-        'an entry needs messages, a request or a response',
-      );
+      const { requestId: rid, ...r } = parseRequest(appendHistory, req as AppendHistoryRequest, appendHistoryLimits);
       const row = await prompts.appendHistory(callerOf(ctx), r, rid);
       return { id: row.id, revision: row.revision, createTime: row.createdAt, messageCount: row.messages.length, sizeBytes: historySize(row) };
     }),
     listHistory: unary(async (req, ctx) => {
-      const r = parse(listLog, req);
+      const r = parseRequest(listLog, req as ListHistoryRequest);
       const page = await prompts.listHistory(callerOf(ctx), r.promptId, r, historySize);
       return { history: page.items.map(toHistory), nextPageToken: page.nextPageToken };
     }),
     recordToolCall: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parse(recordToolCall, req);
-      checkEntrySize({ function_args: textBytes(r.functionArgs), request: structBytes(r.request), response: structBytes(r.response) });
+      const { requestId: rid, ...r } = parseRequest(recordToolCall, req as RecordToolCallRequest, recordToolCallLimits);
       const row = await prompts.recordToolCall(callerOf(ctx), r, rid);
       return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: toolCallSize(row) };
     }),
     listToolCalls: unary(async (req, ctx) => {
-      const r = parse(listLog, req);
+      const r = parseRequest(listLog, req as ListToolCallsRequest);
       const page = await prompts.listToolCalls(callerOf(ctx), r.promptId, r, toolCallSize);
       return { toolCalls: page.items.map(toToolCall), nextPageToken: page.nextPageToken };
     }),
     recordPluginUsage: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parse(recordPluginUsage, req);
-      if (textBytes(r.inputText) > INPUT_TEXT_MAX_BYTES) throw fieldTooLarge('input_text', `must be at most ${INPUT_TEXT_MAX_BYTES / 1024} KiB (UTF-8)`);
+      const { requestId: rid, ...r } = parseRequest(recordPluginUsage, req as RecordPluginUsageRequest, recordPluginUsageLimits);
       const row = await prompts.recordPluginUsage(callerOf(ctx), r, rid);
       return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: pluginUsageSize(row) };
     }),
     listPluginUsage: unary(async (req, ctx) => {
-      const r = parse(listLog, req);
+      const r = parseRequest(listLog, req as ListPluginUsageRequest);
       const page = await prompts.listPluginUsage(callerOf(ctx), r.promptId, r, pluginUsageSize);
       return { pluginUsage: page.items.map(toPluginUsage), nextPageToken: page.nextPageToken };
     }),
     getPromptHistory: unary(async (req, ctx) => {
-      const r = parse(byIdOrKey, req);
-      required(!!(r.id || r.sessionKey), 'id', 'id or session_key is required');
+      const r = parseRequest(byIdOrKey, req as GetPromptHistoryRequest);
       return historyReply(await prompts.history(callerOf(ctx), r));
     }),
     listPlugins: unary(async (req, ctx) => {
-      const r = parse(listPlugins, req);
+      const r = parseRequest(listPlugins, req as ListPluginsRequest);
       const page = await prompts.listPlugins(callerOf(ctx), r);
       return { plugins: page.items.map(toPlugin), nextPageToken: page.nextPageToken };
     }),

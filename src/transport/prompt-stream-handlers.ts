@@ -1,9 +1,7 @@
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { z } from 'zod';
-import type { WatchPromptResponse } from '../gen/parley/prompt/v1/prompt.js';
-import { watchPrompt, type PromptUpdate } from '../prompt/watch.js';
-import type { Bus } from '../ports/bus.js';
-import type { PromptRepo } from '../storage/prompt-repo.js';
+import type { WatchPromptRequest, WatchPromptResponse } from '../gen/parley/prompt/v1/prompt.js';
+import type { PromptUpdate, PromptWatch } from '../prompt/watch.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
 import { uuid } from './convert.js';
@@ -11,28 +9,35 @@ import { toHistory, toPluginUsage, toPrompt, toToolCall } from './prompt-handler
 import { serverStream, type Handler } from './rpc.js';
 import { send } from './streams.js';
 
-const watchRequest = z.object({ promptId: uuid, afterRevision: z.number().int().nonnegative('must not be negative') });
+const watchRequest: z.ZodType<{ promptId: string; afterRevision: number }, Partial<WatchPromptRequest>> = z.object({
+  promptId: uuid,
+  afterRevision: z.number().int().nonnegative('must not be negative'),
+});
 
+/** The wire form of one update: the event itself, or the caught-up marker. */
 function toResponse(promptId: string, u: PromptUpdate): WatchPromptResponse {
   const base = { promptId, revision: u.revision };
-  if ('caughtUp' in u) return { update: { ...base, caughtUp: {} } };
-  if ('updated' in u) return { update: { ...base, promptUpdated: toPrompt(u.updated) } };
-  if ('deleted' in u) return { update: { ...base, promptDeleted: {} } };
-  switch (u.entry.table) {
-    case 'prompt_history':
-      return { update: { ...base, history: toHistory(u.entry.row) } };
-    case 'prompt_tool_calls':
-      return { update: { ...base, toolCall: toToolCall(u.entry.row) } };
-    case 'prompt_plugin_usage':
-      return { update: { ...base, pluginUsage: toPluginUsage(u.entry.row) } };
+  switch (u.type) {
+    case 'caught_up':
+      return { update: { ...base, caughtUp: {} } };
+    case 'prompt_updated':
+      return { update: { ...base, promptUpdated: toPrompt(u.row) } };
+    case 'prompt_deleted':
+      return { update: { ...base, promptDeleted: {} } };
+    case 'history':
+      return { update: { ...base, history: toHistory(u.row) } };
+    case 'tool_call':
+      return { update: { ...base, toolCall: toToolCall(u.row) } };
+    case 'plugin_usage':
+      return { update: { ...base, pluginUsage: toPluginUsage(u.row) } };
   }
 }
 
-export function promptStreamHandlers(deps: { prompts: PromptRepo; bus: Bus; maxPending: number }): Record<string, Handler> {
+export function promptStreamHandlers(watch: PromptWatch): Record<string, Handler> {
   return {
     watchPrompt: serverStream(async (req, call: ServerWritableStream<unknown, WatchPromptResponse>, ctx) => {
       const r = parseInput(watchRequest, req);
-      await watchPrompt(deps, callerOf(ctx), r.promptId, r.afterRevision, (u) => send(call, toResponse(r.promptId, u), ctx.signal), ctx.signal);
+      await watch.watch(callerOf(ctx), r.promptId, r.afterRevision, (u) => send(call, toResponse(r.promptId, u), ctx.signal), ctx.signal);
     }),
   };
 }

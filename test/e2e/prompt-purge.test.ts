@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { promptService } from '../../src/app.js';
+import { promptUseCases } from '../../src/app.js';
 import { migrate, openDb } from '../../src/storage/db.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
 import { createScratchDatabase, env, uniqueName } from '../helpers/backends.js';
@@ -51,7 +51,7 @@ test.serial('purge deletes idle prompts with their logs in batches, keeps active
   const events: string[] = [];
   const sub = await s.app.store.bus.subscribe(`prompt:{${idle[0]!.id}}`, (m) => events.push(JSON.parse(m).kind));
 
-  const report = await promptService(s.app.db, s.app.store, s.app.config).purgeIdle({ olderThanMs: 30 * DAY, batchSize: 2 });
+  const report = await promptUseCases(s.app.db, s.app.store, s.app.config).purgeIdle({ olderThanMs: 30 * DAY, batchSize: 2 });
   t.deepEqual(report, { prompts: 3, history: 2, toolCalls: 0, pluginUsage: 0, batches: 2, requestIds: 1 });
 
   for (const p of idle) {
@@ -72,7 +72,7 @@ test.serial('purge deletes idle prompts with their logs in batches, keeps active
   t.deepEqual(events, ['prompt_deleted']);
   await sub.close();
 
-  const again = await promptService(s.app.db, s.app.store, s.app.config).purgeIdle({ olderThanMs: 30 * DAY });
+  const again = await promptUseCases(s.app.db, s.app.store, s.app.config).purgeIdle({ olderThanMs: 30 * DAY });
   t.is(again.prompts, 0);
 });
 
