@@ -1,18 +1,8 @@
 import { z } from 'zod';
 import { decodeJson, encodeJson, zodCodec } from '../json-codec.js';
 import type { Bus } from '../ports/bus.js';
-import {
-  historyRowSchema,
-  pluginUsageRowSchema,
-  promptRowSchema,
-  toolCallRowSchema,
-  type GonePrompt,
-  type HistoryRow,
-  type PluginUsageRow,
-  type PromptRow,
-  type ReplayEntry,
-  type ToolCallRow,
-} from './store.js';
+import type { GonePrompt, HistoryRow, PluginUsageRow, PromptRow, ReplayEntry, ToolCallRow } from './store.js';
+import { historyRowSchema, pluginUsageRowSchema, promptRowSchema, toolCallRowSchema } from './store.js';
 
 /**
  * Bus channel of one prompt's changes. The id sits in a hash tag so a Redis Cluster keeps everything about

@@ -201,6 +201,17 @@ export function promptCacheKey(sessionKey: string): string {
 // Account numbers and LLM-client URLs
 // ---------------------------------------------------------------------------
 
+/** An absolute http(s) URL, parsed; undefined for anything else. */
+function httpUrl(url: string): URL | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return undefined;
+  }
+  return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed : undefined;
+}
+
 /**
  * Resolve a named LLM-client URL, `http(s)://<client>[-<username>].<NNNN-NNNN-NNNN>.<api domain>[:port]/...`.
  * The first host label names the client (text before its first hyphen, when it has one; the
@@ -209,13 +220,8 @@ export function promptCacheKey(sessionKey: string): string {
  * Hosts are case-insensitive, so `llmClientName` is lowercase; compare names case-insensitively.
  */
 export function parseLlmClientUrl(url: string): { llmClientName: string; accountNumber: string } | undefined {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return undefined;
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return undefined;
+  const parsed = httpUrl(url);
+  if (!parsed) return undefined;
   let host = parsed.hostname;
   if (host.endsWith('.')) host = host.slice(0, -1);
   const labels = host.split('.');
@@ -257,14 +263,8 @@ export function normalizeUserAgent(userAgent: string | null | undefined): string
  * (the query may carry the session key). Returns undefined when the URL is unusable.
  */
 export function normalizePromptUrl(url: string): string | undefined {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return undefined;
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return undefined;
-  return `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
+  const parsed = httpUrl(url);
+  return parsed && `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
 }
 
 export function validatePromptUrl(url: unknown): string | undefined {

@@ -179,15 +179,16 @@ export interface PromptStore {
 }
 
 /** An LLM client or a plugin: what a prompt refers to, owned by one account. */
-export interface OwnedRef {
-  id: string;
-  accountId: string;
-  name: string;
-  description: string;
-  createdAt: Date;
-  updatedAt: Date;
-  revision: number;
-}
+export const ownedRefSchema = z.object({
+  id: z.string(),
+  accountId: z.string(),
+  name: z.string(),
+  description: z.string(),
+  createdAt: isoDate,
+  updatedAt: isoDate,
+  revision: z.number().int(),
+});
+export type OwnedRef = z.infer<typeof ownedRefSchema>;
 
 /** The account resources a prompt refers to (owned by AdminService; prompt only reads them). */
 export interface PromptDirectory {

@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
-import { z } from 'zod';
-import { isoDate } from '../json-codec.js';
 import type { Tx } from '../ports/unit-of-work.js';
 import {
   historyRowSchema,
   LOG_TABLES,
+  ownedRefSchema,
   pluginUsageRowSchema,
   promptRowSchema,
   replayRevision,
@@ -104,15 +103,6 @@ function logEntry(table: LogTable, r: DbRow): LogEntry {
   }
 }
 
-const ownedRefSchema = z.object({
-  id: z.string(),
-  accountId: z.string(),
-  name: z.string(),
-  description: z.string(),
-  createdAt: isoDate,
-  updatedAt: isoDate,
-  revision: z.number().int(),
-});
 const ownedFromRow = (r: DbRow): OwnedRef =>
   ownedRefSchema.parse({
     id: r.id,
@@ -123,6 +113,14 @@ const ownedFromRow = (r: DbRow): OwnedRef =>
     updatedAt: r.updated_at,
     revision: bigint(r.revision),
   });
+
+/** jsonb columns go as JSON text (a driver would otherwise take an array for a Postgres array). */
+const jsonColumns = (values: Record<string, unknown>): DbRow => Object.fromEntries(Object.entries(values).map(([k, v]) => [k, JSON.stringify(v)]));
+
+async function insertRow(tx: Tx, table: LogTable, values: DbRow): Promise<DbRow> {
+  const [r] = await knexOf(tx)(table).insert(values).returning('*');
+  return r;
+}
 
 const patchColumns = (p: PromptPatch): DbRow => {
   const set: DbRow = {};
@@ -253,38 +251,25 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
   }
 
   async insertHistory(h: NewHistory & { revision: number }, tx: Tx): Promise<HistoryRow> {
-    const [r] = await knexOf(tx)('prompt_history')
-      .insert({
-        prompt_id: h.promptId,
-        request: JSON.stringify(h.request),
-        response: JSON.stringify(h.response),
-        messages: JSON.stringify(h.messages),
-        revision: h.revision,
-      })
-      .returning('*');
-    return historyFromRow(r);
+    const { promptId, request, response, messages, revision } = h;
+    return historyFromRow(await insertRow(tx, 'prompt_history', { prompt_id: promptId, ...jsonColumns({ request, response, messages }), revision }));
   }
 
   async insertToolCall(c: NewToolCall & { revision: number }, tx: Tx): Promise<ToolCallRow> {
-    const [r] = await knexOf(tx)('prompt_tool_calls')
-      .insert({
+    return toolCallFromRow(
+      await insertRow(tx, 'prompt_tool_calls', {
         prompt_id: c.promptId,
         plugin_id: c.pluginId ?? null,
         function_name: c.functionName,
         function_args: c.functionArgs,
-        request: JSON.stringify(c.request),
-        response: JSON.stringify(c.response),
+        ...jsonColumns({ request: c.request, response: c.response }),
         revision: c.revision,
-      })
-      .returning('*');
-    return toolCallFromRow(r);
+      }),
+    );
   }
 
   async insertPluginUsage(u: NewPluginUsage & { revision: number }, tx: Tx): Promise<PluginUsageRow> {
-    const [r] = await knexOf(tx)('prompt_plugin_usage')
-      .insert({ prompt_id: u.promptId, plugin_id: u.pluginId, input_text: u.inputText, revision: u.revision })
-      .returning('*');
-    return pluginUsageFromRow(r);
+    return pluginUsageFromRow(await insertRow(tx, 'prompt_plugin_usage', { prompt_id: u.promptId, plugin_id: u.pluginId, input_text: u.inputText, revision: u.revision }));
   }
 
   /** In creation order (the bigserial id). */
