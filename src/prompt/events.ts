@@ -18,7 +18,7 @@ const base = { v: z.literal(1), promptId: z.string(), revision: z.number().int()
  * watcher that sees a gap replays, because the bus delivers at most once. `v` versions the shape: a
  * replica never has to guess what another one published.
  */
-export const promptEventSchema = z.discriminatedUnion('type', [
+const promptEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('history'), ...base, row: historyRowSchema }),
   z.object({ type: z.literal('tool_call'), ...base, row: toolCallRowSchema }),
   z.object({ type: z.literal('plugin_usage'), ...base, row: pluginUsageRowSchema }),
@@ -26,9 +26,8 @@ export const promptEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('prompt_deleted'), ...base }),
 ]);
 export type PromptEvent = z.infer<typeof promptEventSchema>;
-export type PromptEventType = PromptEvent['type'];
 
-export const promptEventCodec = zodCodec(promptEventSchema);
+const promptEventCodec = zodCodec(promptEventSchema);
 
 /** The one place each kind of event is built. */
 export const promptEvents = {

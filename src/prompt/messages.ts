@@ -5,10 +5,10 @@
  */
 import { TOOL_CALL_FUNCTION_NAME_MAX_LENGTH } from './rules.js';
 
-export const CHAT_ROLES = ['system', 'user', 'assistant', 'tool', 'developer'] as const;
+const CHAT_ROLES = ['system', 'user', 'assistant', 'tool', 'developer'] as const;
 export type ChatRoleName = (typeof CHAT_ROLES)[number];
 /** The values a client sends (the ChatRole enum's names, as JSON clients spell them), for error messages. */
-export const CHAT_ROLE_VALUES = CHAT_ROLES.map((r) => `CHAT_ROLE_${r.toUpperCase()}`).join(', ');
+const CHAT_ROLE_VALUES = CHAT_ROLES.map((r) => `CHAT_ROLE_${r.toUpperCase()}`).join(', ');
 
 export interface ChatToolCallData {
   id: string;

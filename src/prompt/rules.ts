@@ -19,11 +19,11 @@ import type { PromptPatch, PromptRow } from './store.js';
 /** Maximum length of a resource name accepted at the API (the reference manifest allows at most 50). */
 export const PROMPT_NAME_MAX_LENGTH = 50;
 /** Width of the `version` column. */
-export const VERSION_MAX_LENGTH = 255;
+const VERSION_MAX_LENGTH = 255;
 /** Version applied when none is given. */
 export const DEFAULT_PROMPT_VERSION = '1.0.0';
 /** Random bytes in a generated session key. */
-export const SESSION_KEY_BYTES = 32;
+const SESSION_KEY_BYTES = 32;
 /** A session key is exactly this many hex characters (64, as in the reference). */
 export const SESSION_KEY_LENGTH = SESSION_KEY_BYTES * 2;
 /** Width of the `user_agent` column; longer values are truncated, not rejected. */
@@ -33,7 +33,7 @@ export const PROMPT_URL_MAX_LENGTH = 200;
 /** Maximum tag length (django-taggit `Tag.name`). */
 export const TAG_MAX_LENGTH = 100;
 /** Maximum annotation key length (our limit; the reference has none). */
-export const ANNOTATION_KEY_MAX_LENGTH = 255;
+const ANNOTATION_KEY_MAX_LENGTH = 255;
 /** Maximum length of a string annotation value. */
 export const ANNOTATION_STRING_VALUE_MAX_LENGTH = 2048;
 /** Width of `PromptToolCall.function_name`. */

@@ -88,7 +88,7 @@ export interface PurgeReport {
 }
 
 /** How many rows of each log GetPromptHistory returns (newest first); the List RPCs page through all. */
-export const HISTORY_SNAPSHOT_LIMIT = 1000;
+const HISTORY_SNAPSHOT_LIMIT = 1000;
 
 /**
  * Replies that carry stored content stop growing at this many bytes (the 4 MiB a gRPC client receives by
@@ -101,7 +101,7 @@ export const REPLY_BUDGET_BYTES = 3 * 1024 * 1024;
 export type SizeOf<T> = (item: T) => number;
 
 /** The first items that fit `budget` bytes together (always at least one), and whether any were left out. */
-export function fitBudget<T>(items: readonly T[], sizeOf: SizeOf<T>, budget = REPLY_BUDGET_BYTES): { fitted: T[]; cut: boolean } {
+function fitBudget<T>(items: readonly T[], sizeOf: SizeOf<T>, budget = REPLY_BUDGET_BYTES): { fitted: T[]; cut: boolean } {
   let used = 0;
   const fitted: T[] = [];
   for (const item of items) {

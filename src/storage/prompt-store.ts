@@ -39,7 +39,7 @@ type DbRow = Record<string, unknown>;
 
 const bigint = (v: unknown) => Number(v);
 
-export const promptFromRow = (r: DbRow): PromptRow =>
+const promptFromRow = (r: DbRow): PromptRow =>
   promptRowSchema.parse({
     id: r.id,
     accountId: r.account_id,

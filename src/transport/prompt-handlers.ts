@@ -79,7 +79,7 @@ const roleToProto: Record<ChatRoleName, ChatRole> = {
 };
 const roleFromProto = new Map<number, ChatRoleName>(Object.entries(roleToProto).map(([k, v]) => [v, k as ChatRoleName]));
 
-export const toChatMessage = (m: ChatMessageData): ChatMessage => ({
+const toChatMessage = (m: ChatMessageData): ChatMessage => ({
   role: m.role ? roleToProto[m.role] : ChatRole.CHAT_ROLE_UNSPECIFIED,
   content: m.content,
   name: m.name,
@@ -123,16 +123,16 @@ export const toPluginUsage = (r: PluginUsageRow): PromptPluginUsage => ({
 // ---------------------------------------------------------------------------
 
 /** A history entry or a tool call, as encoded in protobuf (a reply carries it at this size). */
-export const LOG_ENTRY_MAX_BYTES = 1024 * 1024;
+const LOG_ENTRY_MAX_BYTES = 1024 * 1024;
 /** RecordPluginUsage.input_text, in UTF-8 bytes. */
-export const INPUT_TEXT_MAX_BYTES = 64 * 1024;
+const INPUT_TEXT_MAX_BYTES = 64 * 1024;
 /** Prompt.description, in characters. */
-export const DESCRIPTION_MAX_LENGTH = 4096;
+const DESCRIPTION_MAX_LENGTH = 4096;
 /** Prompt.tags and Prompt.annotations, in entries. */
-export const TAGS_MAX_COUNT = 64;
-export const ANNOTATIONS_MAX_COUNT = 64;
+const TAGS_MAX_COUNT = 64;
+const ANNOTATIONS_MAX_COUNT = 64;
 /** OpenPromptRequest.llm_client_url, in characters. */
-export const LLM_CLIENT_URL_MAX_LENGTH = 2048;
+const LLM_CLIENT_URL_MAX_LENGTH = 2048;
 
 
 /** INVALID_ARGUMENT on `update_mask`, reason UPDATE_MASK_INVALID, naming the path. */
@@ -153,9 +153,9 @@ function checkEntrySize(parts: Record<string, number>): void {
 
 /** Bytes an item adds to a repeated field of a reply: the encoded message plus its tag and length prefix. */
 const inList = (n: number) => 1 + (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4) + n;
-export const historySize = (r: HistoryRow) => inList(PromptHistory.encode(toHistory(r)).finish().length);
-export const toolCallSize = (r: ToolCallRow) => inList(PromptToolCall.encode(toToolCall(r)).finish().length);
-export const pluginUsageSize = (r: PluginUsageRow) => inList(PromptPluginUsage.encode(toPluginUsage(r)).finish().length);
+const historySize = (r: HistoryRow) => inList(PromptHistory.encode(toHistory(r)).finish().length);
+const toolCallSize = (r: ToolCallRow) => inList(PromptToolCall.encode(toToolCall(r)).finish().length);
+const pluginUsageSize = (r: PluginUsageRow) => inList(PromptPluginUsage.encode(toPluginUsage(r)).finish().length);
 
 /** Turns one of the pure rules (message or undefined) into a zod refinement. */
 const rule = (check: (v: string) => string | undefined) => (v: string, ctx: z.RefinementCtx) => {
@@ -172,12 +172,12 @@ function parseRequest<Req, Out>(schema: z.ZodType<Out, Partial<Req>>, req: Req, 
   return parseInput(schema, req);
 }
 
-export const sessionKey = optionalString.pipe(
+const sessionKey = optionalString.pipe(
   z.string().superRefine(rule(validateSessionKey)).transform(normalizeSessionKey).optional(),
 );
 
 /** AIP-155: a UUID the client picks per logical request and repeats on every retry of it. */
-export const requestId = optionalString.pipe(z.string().uuid('must be a UUID').optional());
+const requestId = optionalString.pipe(z.string().uuid('must be a UUID').optional());
 
 const json = z.record(z.string(), z.unknown()).optional().transform((v) => v ?? {});
 const pageSize = z.number().int().min(0, 'must not be negative');
@@ -330,7 +330,7 @@ function maskFields(req: UpdatePromptRequest): Set<Updatable> {
  * AIP-134: `update_mask` selects the fields taken from `prompt` (`*` all of them); without one, the fields
  * the request sets. Size limits are checked first (FIELD_TOO_LARGE), then each value.
  */
-export function parseUpdate(req: UpdatePromptRequest): {
+function parseUpdate(req: UpdatePromptRequest): {
   id: string;
   patch: PromptPatch;
   requestId: string | undefined;
