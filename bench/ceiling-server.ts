@@ -38,7 +38,7 @@ let revision = 0;
  * revision set; without a capture, an update with just the revision. A broadcast writes as many messages
  * per SendEvent as parley's capture holds (one SessionUpdate carrying the commit's events, today).
  */
-const WatchResponse = (genie as Record<string, any>).WatchSessionResponse as { decode(b: Uint8Array): Record<string, unknown> } | undefined;
+const WatchResponse = (genie as Record<string, unknown>).WatchSessionResponse as { decode(b: Uint8Array): Record<string, unknown> } | undefined;
 const captured: Array<Record<string, unknown>> =
   WatchResponse && canned.WatchSessionResponses ? (JSON.parse(canned.WatchSessionResponses) as string[]).map((b) => WatchResponse.decode(Buffer.from(b, 'base64'))) : [];
 const withRevision = (m: Record<string, unknown>, rev: number): unknown => {

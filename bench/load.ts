@@ -6,7 +6,7 @@
  */
 import { createInterface } from 'node:readline';
 import type { Client, Metadata, ServiceError } from '@grpc/grpc-js';
-import { Actor, GenieServiceClient } from '../src/gen/parley/genie/v1/genie.js';
+import { Actor, GenieServiceClient, type CreateSessionResponse } from '../src/gen/parley/genie/v1/genie.js';
 import { ChatRole, PromptServiceClient, type ChatMessage } from '../src/gen/parley/prompt/v1/prompt.js';
 import { bearer, channelOptions, insecure, nowMs, sleep, summarize, type BenchContext, type LoadCommand, type LoadReply } from './lib.js';
 import { historyPayload, storageOps } from './storage-ceiling.js';
@@ -17,7 +17,7 @@ const UNARY_CHANNELS = 4;
 const send = (r: LoadReply) => process.stdout.write(`${JSON.stringify(r)}\n`);
 
 /** One unary call through a generated client, by method name, with a deadline. */
-function call<T = any>(client: Client, method: string, req: unknown, md: Metadata): Promise<T> {
+function call<T = unknown>(client: Client, method: string, req: unknown, md: Metadata): Promise<T> {
   const f = (client as unknown as Record<string, (...a: unknown[]) => unknown>)[method];
   if (!f) throw new Error(`client has no method ${method}`);
   return new Promise((resolve, reject) =>
@@ -34,8 +34,8 @@ async function createSessions(target: string, ctx: BenchContext, n: number): Pro
   try {
     const ids: string[] = [];
     for (let i = 0; i < n; i++) {
-      const r = await call(genie, 'createSession', { modelType: ctx.modelType, fields: { worker: i } }, md);
-      ids.push(r.session.sessionId);
+      const r = await call<CreateSessionResponse>(genie, 'createSession', { modelType: ctx.modelType, fields: { worker: i } }, md);
+      ids.push(r.session!.sessionId);
     }
     return ids;
   } finally {

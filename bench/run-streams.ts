@@ -36,17 +36,19 @@ const r2 = (x: number) => (Number.isFinite(x) ? Math.round(x * 100) / 100 : null
  * Returns undefined when nothing arrives within a few seconds.
  */
 export async function captureWatchMessages(ctx: BenchContext): Promise<string[] | undefined> {
-  const Response = (genie as Record<string, any>).WatchSessionResponse as { encode(m: unknown): { finish(): Uint8Array } } | undefined;
+  const Response = (genie as Record<string, unknown>).WatchSessionResponse as { encode(m: unknown): { finish(): Uint8Array } } | undefined;
   if (!Response) return undefined;
   const client = new genie.GenieServiceClient(ctx.parleyTarget, insecure, channelOptions(4000));
   const md = bearer(ctx.apiKey);
-  const unary = <T = any>(method: string, req: unknown, m: Metadata) =>
+  const unary = <T = unknown>(method: string, req: unknown, m: Metadata) =>
     new Promise<T>((resolve, reject) =>
-      (client as any)[method](req, m, { deadline: new Date(Date.now() + 10_000) }, (err: ServiceError | null, res: T) => (err ? reject(err) : resolve(res))),
+      (client as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!.call(client, req, m, { deadline: new Date(Date.now() + 10_000) }, (err: ServiceError | null, res: T) =>
+        err ? reject(err) : resolve(res),
+      ),
     );
   try {
-    const { session } = await unary('createSession', { modelType: ctx.modelType, fields: {} }, md);
-    const stream = (client as any).watchSession({ sessionId: session.sessionId, afterRevision: Number(session.revision) }, md);
+    const session = (await unary<genie.CreateSessionResponse>('createSession', { modelType: ctx.modelType, fields: {} }, md)).session!;
+    const stream = client.watchSession({ sessionId: session.sessionId, afterRevision: Number(session.revision) }, md);
     stream.on('error', () => {});
     const got: unknown[] = [];
     stream.on('data', (m: unknown) => {

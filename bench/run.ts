@@ -23,8 +23,8 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import type { Client, Metadata, ServiceError } from '@grpc/grpc-js';
-import { AdminServiceClient } from '../src/gen/parley/admin/v1/admin.js';
-import { Actor, GenieServiceClient, GenieServiceService, GetSessionResponse, SendEventResponse } from '../src/gen/parley/genie/v1/genie.js';
+import { AdminServiceClient, type CreateAccountResponse, type CreateApiKeyResponse, type CreateLlmClientResponse, type CreateUserProfileResponse } from '../src/gen/parley/admin/v1/admin.js';
+import { Actor, GenieServiceClient, GenieServiceService, GetSessionResponse, SendEventResponse, type CreateSessionResponse } from '../src/gen/parley/genie/v1/genie.js';
 import { OpenPromptResponse, PromptServiceClient } from '../src/gen/parley/prompt/v1/prompt.js';
 import { HealthCheckResponse_ServingStatus, HealthClient } from '../src/gen/grpc/health/v1/health.js';
 import { createScratchDatabase } from '../test/helpers/backends.js';
@@ -139,7 +139,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   );
 }
 
-function call<T = any>(client: Client, method: string, req: unknown, md: Metadata): Promise<T> {
+function call<T = unknown>(client: Client, method: string, req: unknown, md: Metadata): Promise<T> {
   const f = (client as unknown as Record<string, (...a: unknown[]) => unknown>)[method];
   if (!f) throw new Error(`client has no method ${method}`);
   return new Promise((resolve, reject) =>
@@ -335,19 +335,19 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
   const genie = new GenieServiceClient(address, insecure);
   try {
     const adminMd = bearer(ADMIN_TOKEN);
-    const { account } = await call(admin, 'createAccount', { accountNumber: '', displayName: 'bench', requestId: '' }, adminMd);
-    const { userProfile } = await call(admin, 'createUserProfile', { accountId: account.id, username: 'bench', email: 'bench@example.com', requestId: '' }, adminMd);
-    const key = await call(admin, 'createApiKey', { userProfileId: userProfile.id, description: 'bench', requestId: '' }, adminMd);
-    const { llmClient } = await call(admin, 'createLlmClient', { accountId: account.id, name: 'bench', description: '', requestId: '' }, adminMd);
-    const md = bearer(key.secret as string);
+    const account = (await call<CreateAccountResponse>(admin, 'createAccount', { accountNumber: '', displayName: 'bench', requestId: '' }, adminMd)).account!;
+    const userProfile = (await call<CreateUserProfileResponse>(admin, 'createUserProfile', { accountId: account.id, username: 'bench', email: 'bench@example.com', requestId: '' }, adminMd)).userProfile!;
+    const key = await call<CreateApiKeyResponse>(admin, 'createApiKey', { userProfileId: userProfile.id, description: 'bench', requestId: '' }, adminMd);
+    const llmClient = (await call<CreateLlmClientResponse>(admin, 'createLlmClient', { accountId: account.id, name: 'bench', description: '', requestId: '' }, adminMd)).llmClient!;
+    const md = bearer(key.secret);
 
     const open = (sessionKey: string) =>
-      call(prompt, 'openPrompt', { sessionKey, llmClientId: sessionKey ? '' : llmClient.id, llmClientUrl: '', ipAddress: '203.0.113.7', userAgent: 'parley-bench/1.0', url: '', requestId: '' }, md);
-    const first = await open('');
+      call<OpenPromptResponse>(prompt, 'openPrompt', { sessionKey, llmClientId: sessionKey ? '' : llmClient.id, llmClientUrl: '', ipAddress: '203.0.113.7', userAgent: 'parley-bench/1.0', url: '', requestId: '' }, md);
+    const first = (await open('')).prompt!;
     const promptIds: string[] = [];
-    for (let i = 0; i < maxConcurrency; i++) promptIds.push((await open('')).prompt.id as string);
+    for (let i = 0; i < maxConcurrency; i++) promptIds.push((await open('')).prompt!.id);
     // Opening by key puts the session in the cache; the captured response is what a cached open answers.
-    const cachedOpen = await open(first.prompt.sessionKey);
+    const cachedOpen = await open(first.sessionKey);
 
     await call(
       genie,
@@ -371,14 +371,14 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
       },
       md,
     );
-    const { session } = await call(genie, 'createSession', { modelType: MODEL_TYPE, fields: { topic: 'vacation days' } }, md);
+    const session = (await call<CreateSessionResponse>(genie, 'createSession', { modelType: MODEL_TYPE, fields: { topic: 'vacation days' } }, md)).session!;
     let sent: unknown;
     for (let i = 0; i < 4; i++) {
       sent = await call(genie, 'sendEvent', { sessionId: session.sessionId, eventName: EVENT, actor: Actor.ACTOR_USER, actorInput: `turn ${i}: how many vacation days are left?` }, md);
     }
     // The first read after a write fills the hot copy; the second is served from it.
     await call(genie, 'getSession', { sessionId: session.sessionId, revision: undefined }, md);
-    const hot = await call(genie, 'getSession', { sessionId: session.sessionId, revision: undefined }, md);
+    const hot = await call<GetSessionResponse>(genie, 'getSession', { sessionId: session.sessionId, revision: undefined }, md);
 
     const b64 = (u: Uint8Array) => Buffer.from(u).toString('base64');
     const responses: Record<string, string> = {
@@ -395,7 +395,7 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
       accountId: account.id,
       llmClientId: llmClient.id,
       modelType: MODEL_TYPE,
-      sessionKey: first.prompt.sessionKey,
+      sessionKey: first.sessionKey,
       hotSessionId: session.sessionId,
       promptIds,
       event: EVENT,

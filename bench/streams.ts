@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ClientReadableStream, Metadata, ServiceError } from '@grpc/grpc-js';
-import { GenieServiceClient } from '../src/gen/parley/genie/v1/genie.js';
+import { GenieServiceClient, type CreateSessionResponse } from '../src/gen/parley/genie/v1/genie.js';
 import { bearer, channelOptions, insecure, nowMs, sleep, summarize, type LoadCommand, type LoadReply } from './lib.js';
 
 type Genie = InstanceType<typeof GenieServiceClient>;
@@ -28,7 +28,7 @@ export function revisionOf(msg: unknown, depth = 0): number | undefined {
   return undefined;
 }
 
-function unary<T = any>(client: Genie, method: string, req: unknown, md: Metadata): Promise<T> {
+function unary<T = unknown>(client: Genie, method: string, req: unknown, md: Metadata): Promise<T> {
   const f = (client as unknown as Record<string, (...a: unknown[]) => unknown>)[method];
   if (!f) throw new Error(`client has no method ${method}`);
   return new Promise((resolve, reject) =>
@@ -72,8 +72,8 @@ async function allLive(streams: AnyStream[], timeoutMs: number): Promise<void> {
 }
 
 async function createSession(parley: Genie, md: Metadata, modelType: string): Promise<{ id: string; revision: number }> {
-  const r = await unary(parley, 'createSession', { modelType, fields: {} }, md);
-  return { id: r.session.sessionId, revision: Number(r.session.revision) };
+  const { session } = await unary<CreateSessionResponse>(parley, 'createSession', { modelType, fields: {} }, md);
+  return { id: session!.sessionId, revision: Number(session!.revision) };
 }
 
 async function fanout(cmd: Extract<LoadCommand, { kind: 'fanout' }>, send: (r: LoadReply) => void) {

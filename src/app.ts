@@ -15,7 +15,7 @@ import { genieStreamHandlers } from './transport/genie-stream-handlers.js';
 import { promptStreamHandlers } from './transport/prompt-stream-handlers.js';
 import { GenieLive } from './genie/live.js';
 import { GenieEventLog } from './storage/genie-events.js';
-import { GenieServiceService } from './gen/parley/genie/v1/genie.js';
+import { GenieServiceService, type GenieServiceServer } from './gen/parley/genie/v1/genie.js';
 import { AdminService } from './admin/service.js';
 import { PromptCache } from './prompt/cache.js';
 import { PromptUseCases } from './prompt/service.js';
@@ -23,11 +23,12 @@ import { PromptWatch } from './prompt/watch.js';
 import { Idempotency } from './storage/idempotency.js';
 import { HealthMonitor } from './transport/health.js';
 import { GrpcServer } from './transport/server.js';
+import { bindService } from './transport/rpc.js';
 import { adminAuth, apiKeyAuth } from './transport/authenticate.js';
 import { adminHandlers } from './transport/admin-handlers.js';
 import { promptHandlers } from './transport/prompt-handlers.js';
-import { AdminServiceService } from './gen/parley/admin/v1/admin.js';
-import { PromptServiceService } from './gen/parley/prompt/v1/prompt.js';
+import { AdminServiceService, type AdminServiceServer } from './gen/parley/admin/v1/admin.js';
+import { PromptServiceService, type PromptServiceServer } from './gen/parley/prompt/v1/prompt.js';
 import { Metrics } from './metrics.js';
 import { Limits, type LimitsConfig } from './transport/limits.js';
 import { Maintenance } from './maintenance/purge.js';
@@ -107,9 +108,9 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const limits = new Limits(limitsConfig(config), { logger, metrics });
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
   const bindings = [
-    { name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) },
-    { name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize)) }, authenticate: callerAuth },
-    { name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive, limits) }, authenticate: callerAuth },
+    bindService<AdminServiceServer>({ name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) }),
+    bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize)) }, authenticate: callerAuth }),
+    bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive, limits) }, authenticate: callerAuth }),
   ];
   const health = new HealthMonitor(
     [

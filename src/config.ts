@@ -4,7 +4,7 @@ const logLevels = ['debug', 'info', 'warn', 'error', 'silent'] as const;
 
 const listen = z
   .string()
-  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:50051');
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:50051');
 
 const url = (protocols: string[]) =>
   z
@@ -42,8 +42,6 @@ export const envSchema = z.object({
   PARLEY_ACCOUNT_BURST: z.coerce.number().int().min(1).max(1_000_000_000).default(2000),
   PARLEY_MAX_STREAMS_PER_CONNECTION: z.coerce.number().int().min(1).max(2 ** 31 - 1).default(1000),
 });
-
-export type Env = z.infer<typeof envSchema>;
 
 export interface Config {
   listen: string;

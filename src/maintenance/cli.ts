@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import { parseDuration } from '../config.js';
 import { describePurge, type FullPurgeReport } from './purge.js';
+import type { PurgeExpiredDataResponse } from '../gen/parley/admin/v1/admin.js';
 
 export interface PurgeArgs {
   olderThan: string;
@@ -35,7 +36,7 @@ async function purgeRemote(config: Config, address: string, olderThanMs: number,
   md.set('authorization', `Bearer ${config.adminToken}`);
   const req = { olderThan: { seconds: Math.floor(olderThanMs / 1000), nanos: (olderThanMs % 1000) * 1e6 }, batchSize: batchSize ?? 0 };
   try {
-    const r = await new Promise<import('../gen/parley/admin/v1/admin.js').PurgeExpiredDataResponse>((resolve, reject) =>
+    const r = await new Promise<PurgeExpiredDataResponse>((resolve, reject) =>
       client.purgeExpiredData(req, md, (err, res) => (err ? reject(new Error(`the server at ${address} answered: ${err.details || err.message}`)) : resolve(res))),
     );
     return {

@@ -2,11 +2,11 @@ import { z } from 'zod';
 import type { AdminService, Conditions } from '../admin/service.js';
 import { ACCOUNT_NUMBER, LLM_CLIENT_NAME, PLUGIN_NAME, USERNAME } from '../admin/rules.js';
 import type { AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } from '../storage/admin-repo.js';
-import type { Account, ApiKey, LlmClient, Plugin, UserProfile } from '../gen/parley/admin/v1/admin.js';
+import type { Account, AdminServiceServer, ApiKey, LlmClient, Plugin, UserProfile } from '../gen/parley/admin/v1/admin.js';
 import { invalidArgument, quote } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { optionalString, uuid } from './convert.js';
-import { unary, type Handler } from './rpc.js';
+import { unary, type ServiceHandlers } from './rpc.js';
 import type { Maintenance } from '../maintenance/purge.js';
 
 export const toAccount = (r: AccountRow): Account => ({
@@ -167,7 +167,7 @@ function patchField<T>(prefix: string, field: string, value: string, max: number
   return r.data;
 }
 
-export function adminHandlers(admin: AdminService, maintenance: Maintenance): Record<string, Handler> {
+export function adminHandlers(admin: AdminService, maintenance: Maintenance): ServiceHandlers<AdminServiceServer> {
   const L = ADMIN_TEXT_LIMITS;
   return {
     purgeExpiredData: unary(async (req) => {

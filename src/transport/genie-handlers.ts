@@ -10,6 +10,7 @@ import {
   type DialogueElement,
   type DialogueElementInfo,
   type GenieSession,
+  type GenieServiceServer,
   type ModelType,
   type SecondaryEntry,
   type UpgradeStep,
@@ -20,7 +21,7 @@ import { parseInput } from '../validate.js';
 import { pageSizeOf } from '../paging.js';
 import { callerOf } from './authenticate.js';
 import { optionalString, uuid } from './convert.js';
-import { unary, type Handler } from './rpc.js';
+import { unary, type ServiceHandlers } from './rpc.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Domain → proto
@@ -302,7 +303,7 @@ function sessionPaths(mask: string[] | undefined, session: { actor: number; acto
 
 // ---------------------------------------------------------------------------------------------------------
 
-export function genieHandlers(genie: GenieService): Record<string, Handler> {
+export function genieHandlers(genie: GenieService): Omit<ServiceHandlers<GenieServiceServer>, 'watchSession' | 'streamUtterance' | 'chat'> {
   return {
     registerModelType: unary(async (req, ctx) => {
       const { modelType: m, requestId: rid } = parseInput(modelTypeShape, req);
@@ -350,7 +351,7 @@ export function genieHandlers(genie: GenieService): Record<string, Handler> {
     }),
     updateSession: unary(async (req, ctx) => {
       const r = parseInput(updateSession, req);
-      if ((req as { session?: { fields?: unknown } }).session?.fields !== undefined) {
+      if (req.session?.fields !== undefined) {
         throw invalidArgument('session.fields', 'is output only here: change user fields with fields_patch (a JSON Merge Patch, null deletes)');
       }
       const paths = sessionPaths(r.updateMask, r.session);

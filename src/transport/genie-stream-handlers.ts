@@ -1,19 +1,18 @@
-import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { z } from 'zod';
 import type { GenieLive, LiveUpdate, UtteranceChunk } from '../genie/live.js';
 import { messageAfterLastChunk } from '../genie/live.js';
 import type { GenieService } from '../genie/service.js';
 import type { Actor as DomainActor } from '../genie/dialogue-format.js';
-import { Actor, type ChatRequest, type ChatResponse, type SessionEvent, type SessionUpdate, type StreamUtteranceRequest } from '../gen/parley/genie/v1/genie.js';
+import { Actor, type ChatRequest, type ChatResponse, type GenieServiceServer, type SessionEvent, type SessionUpdate } from '../gen/parley/genie/v1/genie.js';
 import { AppError, fieldTooLarge, invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
 import { uuid } from './convert.js';
-import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type Handler } from './rpc.js';
+import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type ServiceHandlers, type Sink } from './rpc.js';
 import { rpcStatusOf } from './status.js';
 import { actorToProto, eventName, toSession } from './genie-handlers.js';
 import type { Limits } from './limits.js';
-import { Incoming, send } from './streams.js';
+import { Incoming } from './streams.js';
 
 /** Bytes of UTF-8 of one utterance sent through Chat, as SendEvent's actor_input and AppendDialogue's actor_text. */
 export const MAX_CHAT_UTTERANCE_BYTES = 1024 * 1024;
@@ -112,17 +111,17 @@ export function toUpdate(sessionId: string, u: LiveUpdate): SessionUpdate {
   return { sessionId, revision: 0, aborted: u.ephemeral.aborted };
 }
 
-export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits: Limits): Record<string, Handler> {
+export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits: Limits): Pick<ServiceHandlers<GenieServiceServer>, 'watchSession' | 'streamUtterance' | 'chat'> {
   return {
-    watchSession: serverStream(async (req, call, ctx) => {
+    watchSession: serverStream(async (req, out, ctx) => {
       const r = parseInput(watchSession, req);
       const { signal } = ctx;
-      return live.watch(callerOf(ctx), r.sessionId, r.afterRevision ?? 0, (u) => send(call, { update: toUpdate(r.sessionId, u) }, signal), signal);
+      return live.watch(callerOf(ctx), r.sessionId, r.afterRevision ?? 0, (u) => out.send({ update: toUpdate(r.sessionId, u) }), signal);
     }),
 
-    streamUtterance: clientStream(async (call, ctx) => {
+    streamUtterance: clientStream(async (requests, ctx) => {
       const caller = callerOf(ctx);
-      const messages = new Incoming<StreamUtteranceRequest>(call, limits.clientStreamIdleMs, ctx.signal, () => limits.idle(caller.accountId, ctx.method));
+      const messages = new Incoming(requests, limits.clientStreamIdleMs, ctx.signal, () => limits.idle(caller.accountId, ctx.method));
       // The text received and not yet committed counts against the utterance's and the account's budgets.
       const budget = limits.utterance(caller.accountId, ctx.method);
       const chunks = (async function* () {
@@ -145,7 +144,7 @@ export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits
       }
     }),
 
-    chat: duplex(async (call, ctx) => chat(call as ServerDuplexStream<ChatRequest, ChatResponse>, ctx, genie, live, limits)),
+    chat: duplex(async (requests, out, ctx) => chat(requests, out, ctx, genie, live, limits)),
   };
 }
 
@@ -156,21 +155,20 @@ export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits
  * INVALID_ARGUMENT only when there is no request to answer: a first message that is not a valid open, or
  * bytes that do not decode as a ChatRequest.
  */
-async function chat(call: ServerDuplexStream<ChatRequest, ChatResponse>, ctx: CallContext, genie: GenieService, live: GenieLive, limits: Limits): Promise<void> {
+async function chat(messages: AsyncIterable<ChatRequest>, out: Sink<ChatResponse>, ctx: CallContext, genie: GenieService, live: GenieLive, limits: Limits): Promise<void> {
   const caller = callerOf(ctx);
-  // Not call[Symbol.asyncIterator]: that iterator destroys the duplex when it finishes or the call fails, and the
-  // status never goes out; Incoming reads through the call's guarded iterator (readMessages).
+  // `messages` is the runtime's request stream (readMessages, which never destroys the call, so the status goes out).
   // A gateway that sends no request for the idle time is ended; updates flowing out do not count.
-  const requests = new Incoming<ChatRequest>(call, limits.clientStreamIdleMs, ctx.signal, () => limits.idle(caller.accountId, ctx.method));
+  const requests = new Incoming(messages, limits.clientStreamIdleMs, ctx.signal, () => limits.idle(caller.accountId, ctx.method));
   try {
-    await chatOn(call, requests, ctx, caller, genie, live, limits);
+    await chatOn(out, requests, ctx, caller, genie, live, limits);
   } finally {
     requests.close();
   }
 }
 
 async function chatOn(
-  call: ServerDuplexStream<ChatRequest, ChatResponse>,
+  out: Sink<ChatResponse>,
   requests: Incoming<ChatRequest>,
   ctx: CallContext,
   caller: ReturnType<typeof callerOf>,
@@ -197,10 +195,10 @@ async function chatOn(
     caller,
     sessionId,
     after ?? 0,
-    (u) => send(call, { update: toUpdate(sessionId, u) }, signal),
+    (u) => out.send({ update: toUpdate(sessionId, u) }, signal),
     signal,
     async (revision) => {
-      await send(call, { ack: { requestId: openId, revision } }, signal);
+      await out.send({ ack: { requestId: openId, revision } }, signal);
       opened = true;
       markOpened();
     },
@@ -245,11 +243,11 @@ async function chatOn(
         } else {
           throw invalidArgument('request', 'must be send_event or append_dialogue after open');
         }
-        await send(call, { ack: { requestId, revision: rev } }, signal);
+        await out.send({ ack: { requestId, revision: rev } }, signal);
       } catch (err) {
         if (!(err instanceof AppError)) throw err;
         // The Status a unary call would carry in grpc-status-details-bin: code, message, ErrorInfo, BadRequest…
-        await send(call, { error: { requestId, status: rpcStatusOf(err) } }, signal);
+        await out.send({ error: { requestId, status: rpcStatusOf(err) } }, signal);
       }
     }
   })();

@@ -5,20 +5,13 @@ import {
   ChatMessage,
   ChatRole,
   GetPromptHistoryResponse,
-  Prompt,
+  type Prompt,
   PromptHistory,
   PromptPluginUsage,
   PromptToolCall,
   type AppendHistoryRequest,
-  type DeletePromptRequest,
-  type GetPromptHistoryRequest,
-  type GetPromptRequest,
-  type ListHistoryRequest,
-  type ListPluginsRequest,
-  type ListPluginUsageRequest,
-  type ListPromptsRequest,
-  type ListToolCallsRequest,
   type OpenPromptRequest,
+  type PromptServiceServer,
   type RecordPluginUsageRequest,
   type RecordToolCallRequest,
   type UpdatePromptRequest,
@@ -49,7 +42,7 @@ import { parseInput } from '../validate.js';
 import { toPlugin } from './admin-handlers.js';
 import { callerOf } from './authenticate.js';
 import { optionalString, optionalUuid, uuid } from './convert.js';
-import { unary, type Handler } from './rpc.js';
+import { unary, type ServiceHandlers } from './rpc.js';
 
 export const toPrompt = (r: PromptRow): Prompt => ({
   id: r.id,
@@ -411,67 +404,67 @@ function historyReply(h: PromptHistorySnapshot): GetPromptHistoryResponse {
   return reply;
 }
 
-export function promptHandlers(prompts: PromptUseCases): Record<string, Handler> {
+export function promptHandlers(prompts: PromptUseCases): Omit<ServiceHandlers<PromptServiceServer>, 'watchPrompt'> {
   return {
     openPrompt: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parseRequest(openPrompt, req as OpenPromptRequest, openLimits);
+      const { requestId: rid, ...r } = parseRequest(openPrompt, req, openLimits);
       const { prompt, created } = await prompts.open(callerOf(ctx), r, rid);
       return { prompt: toPrompt(prompt), created };
     }),
     getPrompt: unary(async (req, ctx) => {
-      const r = parseRequest(byIdOrKey, req as GetPromptRequest);
+      const r = parseRequest(byIdOrKey, req);
       return { prompt: toPrompt(await prompts.get(callerOf(ctx), r)) };
     }),
     listPrompts: unary(async (req, ctx) => {
-      const { pageSize: size, pageToken, ...filter } = parseRequest(listPrompts, req as ListPromptsRequest);
+      const { pageSize: size, pageToken, ...filter } = parseRequest(listPrompts, req);
       const page = await prompts.list(callerOf(ctx), filter, { pageSize: size, pageToken });
       return { prompts: page.items.map(toPrompt), nextPageToken: page.nextPageToken };
     }),
     updatePrompt: unary(async (req, ctx) => {
-      const { id, patch, requestId: rid, expectedRevision: expected } = parseUpdate(req as UpdatePromptRequest);
+      const { id, patch, requestId: rid, expectedRevision: expected } = parseUpdate(req);
       const { prompt, changed } = await prompts.update(callerOf(ctx), id, patch, expected, rid);
       return { prompt: toPrompt(prompt), changed };
     }),
     deletePrompt: unary(async (req, ctx) => {
-      const r = parseRequest(deletePrompt, req as DeletePromptRequest);
+      const r = parseRequest(deletePrompt, req);
       return { revision: await prompts.delete(callerOf(ctx), r.id, r.expectedRevision, r.requestId) };
     }),
     appendHistory: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parseRequest(appendHistory, req as AppendHistoryRequest, appendHistoryLimits);
+      const { requestId: rid, ...r } = parseRequest(appendHistory, req, appendHistoryLimits);
       const row = await prompts.appendHistory(callerOf(ctx), r, rid);
       return { id: row.id, revision: row.revision, createTime: row.createdAt, messageCount: row.messages.length, sizeBytes: historySize(row) };
     }),
     listHistory: unary(async (req, ctx) => {
-      const r = parseRequest(listLog, req as ListHistoryRequest);
+      const r = parseRequest(listLog, req);
       const page = await prompts.listHistory(callerOf(ctx), r.promptId, r, historySize);
       return { history: page.items.map(toHistory), nextPageToken: page.nextPageToken };
     }),
     recordToolCall: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parseRequest(recordToolCall, req as RecordToolCallRequest, recordToolCallLimits);
+      const { requestId: rid, ...r } = parseRequest(recordToolCall, req, recordToolCallLimits);
       const row = await prompts.recordToolCall(callerOf(ctx), r, rid);
       return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: toolCallSize(row) };
     }),
     listToolCalls: unary(async (req, ctx) => {
-      const r = parseRequest(listLog, req as ListToolCallsRequest);
+      const r = parseRequest(listLog, req);
       const page = await prompts.listToolCalls(callerOf(ctx), r.promptId, r, toolCallSize);
       return { toolCalls: page.items.map(toToolCall), nextPageToken: page.nextPageToken };
     }),
     recordPluginUsage: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parseRequest(recordPluginUsage, req as RecordPluginUsageRequest, recordPluginUsageLimits);
+      const { requestId: rid, ...r } = parseRequest(recordPluginUsage, req, recordPluginUsageLimits);
       const row = await prompts.recordPluginUsage(callerOf(ctx), r, rid);
       return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: pluginUsageSize(row) };
     }),
     listPluginUsage: unary(async (req, ctx) => {
-      const r = parseRequest(listLog, req as ListPluginUsageRequest);
+      const r = parseRequest(listLog, req);
       const page = await prompts.listPluginUsage(callerOf(ctx), r.promptId, r, pluginUsageSize);
       return { pluginUsage: page.items.map(toPluginUsage), nextPageToken: page.nextPageToken };
     }),
     getPromptHistory: unary(async (req, ctx) => {
-      const r = parseRequest(byIdOrKey, req as GetPromptHistoryRequest);
+      const r = parseRequest(byIdOrKey, req);
       return historyReply(await prompts.history(callerOf(ctx), r));
     }),
     listPlugins: unary(async (req, ctx) => {
-      const r = parseRequest(listPlugins, req as ListPluginsRequest);
+      const r = parseRequest(listPlugins, req);
       const page = await prompts.listPlugins(callerOf(ctx), r);
       return { plugins: page.items.map(toPlugin), nextPageToken: page.nextPageToken };
     }),

@@ -1,13 +1,11 @@
-import type { ServerWritableStream } from '@grpc/grpc-js';
 import { z } from 'zod';
-import type { WatchPromptRequest, WatchPromptResponse } from '../gen/parley/prompt/v1/prompt.js';
+import type { PromptServiceServer, WatchPromptRequest, WatchPromptResponse } from '../gen/parley/prompt/v1/prompt.js';
 import type { PromptUpdate, PromptWatch } from '../prompt/watch.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
 import { uuid } from './convert.js';
 import { toHistory, toPluginUsage, toPrompt, toToolCall } from './prompt-handlers.js';
-import { serverStream, type Handler } from './rpc.js';
-import { send } from './streams.js';
+import { serverStream, type ServiceHandlers } from './rpc.js';
 
 const watchRequest: z.ZodType<{ promptId: string; afterRevision: number }, Partial<WatchPromptRequest>> = z.object({
   promptId: uuid,
@@ -33,11 +31,11 @@ function toResponse(promptId: string, u: PromptUpdate): WatchPromptResponse {
   }
 }
 
-export function promptStreamHandlers(watch: PromptWatch): Record<string, Handler> {
+export function promptStreamHandlers(watch: PromptWatch): Pick<ServiceHandlers<PromptServiceServer>, 'watchPrompt'> {
   return {
-    watchPrompt: serverStream(async (req, call: ServerWritableStream<unknown, WatchPromptResponse>, ctx) => {
+    watchPrompt: serverStream(async (req, out, ctx) => {
       const r = parseInput(watchRequest, req);
-      await watch.watch(callerOf(ctx), r.promptId, r.afterRevision, (u) => send(call, toResponse(r.promptId, u), ctx.signal), ctx.signal);
+      await watch.watch(callerOf(ctx), r.promptId, r.afterRevision, (u) => out.send(toResponse(r.promptId, u)), ctx.signal);
     }),
   };
 }

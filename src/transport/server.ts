@@ -1,18 +1,12 @@
-import { Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
-import { CallRegistry, guardRequests, implement, type Authenticate, type Handler } from './rpc.js';
+import { CallRegistry, guardRequests, implement, type ServiceBinding } from './rpc.js';
 import { DescriptorIndex, addReflection, loadImage } from './reflection.js';
 import { requestTypes } from './request-check.js';
 import type { HealthMonitor } from './health.js';
 import type { Limits } from './limits.js';
 
-export interface ServiceBinding {
-  /** Fully-qualified name, e.g. parley.prompt.v1.PromptService. */
-  name: string;
-  definition: ServiceDefinition;
-  handlers: Record<string, Handler>;
-  authenticate: Authenticate | undefined;
-}
+export type { ServiceBinding } from './rpc.js';
 
 export interface GrpcServerOptions {
   maxMessageBytes: number;

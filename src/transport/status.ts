@@ -74,8 +74,8 @@ function retryInfo(ms: number): RetryInfo {
  * domain gave none); a BadRequest when fields were wrong; a PreconditionFailure, ResourceInfo or RetryInfo
  * when the error has one. The same value travels in `grpc-status-details-bin` and in a Chat stream's ChatError.
  */
-export function rpcStatusOf(err: unknown): RpcStatus {
-  const e = normalize(err);
+export function rpcStatusOf(err: unknown, signal?: AbortState): RpcStatus {
+  const e = normalize(err, signal);
   const details: Any[] = [];
   if (e.app?.violations.length) details.push(packed('BadRequest', BadRequest.encode(badRequest(e.app)).finish()));
   details.push(packed('ErrorInfo', ErrorInfo.encode(errorInfo(e.app?.reason ?? e.reason, e.app?.metadata ?? new Map())).finish()));
@@ -95,6 +95,44 @@ export function rpcStatusOf(err: unknown): RpcStatus {
   return { code: e.code, message: clipBytes(e.message, MAX_DETAILS_MESSAGE_BYTES), details };
 }
 
+/**
+ * The reason a call's signal aborts when its client cancels the call. Named AbortError, as fetch and Node's
+ * abortable APIs name what they throw on an aborted signal, so one rule maps both to CANCELLED.
+ */
+export class CallCancelled extends Error {
+  constructor(message = 'cancelled by client') {
+    super(message);
+    this.name = 'AbortError';
+  }
+}
+
+/** The reason a call's signal aborts when its deadline passes; named as AbortSignal.timeout() names its reason. */
+export class DeadlineExceeded extends Error {
+  constructor(message = 'deadline exceeded') {
+    super(message);
+    this.name = 'TimeoutError';
+  }
+}
+
+/** What the normaliser reads of a call's signal: an AbortSignal, or a call that makes its signal lazily. */
+export interface AbortState {
+  readonly aborted: boolean;
+  readonly reason?: unknown;
+}
+
+const nameOf = (err: unknown): unknown => (typeof err === 'object' && err !== null && 'name' in err ? err.name : undefined);
+
+/**
+ * The status of a call that ended because it was cancelled or ran out of time, whatever the handler threw
+ * then (a query cut short, an AbortError from an abortable wait); undefined for any other error.
+ */
+function abortCode(err: unknown, signal: AbortState | undefined): Status | undefined {
+  const reason = signal?.aborted ? signal.reason : undefined;
+  if (reason instanceof CallCancelled || nameOf(err) === 'AbortError') return Status.CANCELLED;
+  if (reason instanceof DeadlineExceeded || nameOf(err) === 'TimeoutError') return Status.DEADLINE_EXCEEDED;
+  return undefined;
+}
+
 interface Normalized {
   code: Status;
   reason: string;
@@ -103,7 +141,10 @@ interface Normalized {
   app: AppError | undefined;
 }
 
-function normalize(err: unknown): Normalized {
+function normalize(err: unknown, signal?: AbortState): Normalized {
+  const aborted = abortCode(err, signal);
+  if (aborted === Status.CANCELLED) return { code: aborted, reason: 'CANCELLED', message: 'cancelled', app: undefined };
+  if (aborted === Status.DEADLINE_EXCEEDED) return { code: aborted, reason: 'DEADLINE_EXCEEDED', message: 'deadline exceeded', app: undefined };
   if (err instanceof AppError) {
     // grpc-message travels in the trailers too: a domain message quoting a caller's value is cut short.
     return { code: codes[err.code], reason: err.code, message: clipBytes(err.message, MAX_PUBLIC_MESSAGE_BYTES), app: err };
@@ -115,12 +156,25 @@ function normalize(err: unknown): Normalized {
   return { code: Status.INTERNAL, reason: 'INTERNAL', message: 'internal error', app: undefined };
 }
 
-/** Turns any thrown value into a gRPC error; unknown errors become INTERNAL without leaking internals. */
-export function toServiceError(err: unknown): ServiceError {
+/**
+ * The status code `toServiceError` gives `err`, without building its details: what a log line needs.
+ * `signal` is the call's: when the client cancelled or the deadline passed, that is the call's status.
+ */
+export function statusCodeOf(err: unknown, signal?: AbortState): Status {
+  if (isServiceError(err)) return err.code;
+  return normalize(err, signal).code;
+}
+
+/**
+ * Turns any thrown value into a gRPC error; unknown errors become INTERNAL without leaking internals. A
+ * call that was cancelled (an AbortError, or its signal aborted by the client) is CANCELLED, one whose
+ * deadline passed DEADLINE_EXCEEDED, whatever was thrown; a ServiceError is a status already.
+ */
+export function toServiceError(err: unknown, signal?: AbortState): ServiceError {
   if (isServiceError(err)) return err;
-  const { code, message } = normalize(err);
+  const { code, message } = normalize(err, signal);
   const metadata = new Metadata();
-  metadata.set('grpc-status-details-bin', Buffer.from(RpcStatus.encode(rpcStatusOf(err)).finish()));
+  metadata.set('grpc-status-details-bin', Buffer.from(RpcStatus.encode(rpcStatusOf(err, signal)).finish()));
   return Object.assign(new Error(message), { code, details: message, metadata });
 }
 

@@ -1,22 +1,31 @@
 import { once } from 'node:events';
-import type { Readable as NodeReadable } from 'node:stream';
-import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
+import type { Readable as NodeReadable, Writable as NodeWritable } from 'node:stream';
 
-/**
- * Writes one message with backpressure: when grpc-js's buffer is full it waits for the client to drain
- * it, and gives up quietly when the call ends (the signal aborts). A consumer that stays behind is cut off
- * by the feed's bounded buffer, not here.
- */
-export async function send<T>(
-  call: ServerWritableStream<unknown, T> | ServerDuplexStream<unknown, T>,
-  message: T,
-  signal: AbortSignal,
-): Promise<void> {
-  // A call that has ended (its status is out, or it is being sent) takes no more messages: a write after end
-  // is an error on the stream, not a message.
-  if (call.writableEnded || call.destroyed) return;
-  if (call.write(message)) return;
-  await once(call, 'drain', { signal }).catch(() => {});
+/** Where a server-streaming or duplex handler writes its responses. */
+export interface Sink<T> {
+  /**
+   * Writes one message with backpressure: when grpc-js's buffer is full it waits for the client to drain
+   * it, and gives up quietly when the call ends (its signal aborts, or `signal` when given). After the call
+   * has ended it does nothing. A consumer that stays behind is cut off by the feed's bounded buffer, not here.
+   */
+  send(message: T, signal?: AbortSignal): Promise<void>;
+}
+
+/** A Sink over a grpc-js writable call; a class, so a long-lived stream holds one small object. */
+export class CallSink<T> implements Sink<T> {
+  constructor(
+    private readonly call: NodeWritable,
+    private readonly signal: AbortSignal,
+  ) {}
+
+  async send(message: T, signal: AbortSignal = this.signal): Promise<void> {
+    const call = this.call;
+    // A call that has ended (its status is out, or it is being sent) takes no more messages: a write after end
+    // is an error on the stream, not a message.
+    if (call.writableEnded || call.destroyed) return;
+    if (call.write(message)) return;
+    await once(call, 'drain', { signal }).catch(() => {});
+  }
 }
 
 /**
@@ -70,11 +79,6 @@ export function readMessages(stream: NodeReadable): AsyncIterator<unknown> {
   };
 }
 
-/** What `receive` needs of a client-streaming or duplex call. */
-interface Readable {
-  iterator(options: { destroyOnReturn: boolean }): AsyncIterable<unknown>;
-}
-
 /**
  * A call's incoming messages, ended for a client that goes quiet: when a message is awaited for idleMs,
  * the wait rejects with `onIdle()`, so the handler ends the call. The time a handler spends between reads
@@ -82,19 +86,20 @@ interface Readable {
  * the handler's own cancellation path runs. Call close() when done reading.
  */
 export class Incoming<T> implements AsyncIterableIterator<T> {
-  private readonly source: AsyncIterator<unknown>;
+  private readonly source: AsyncIterator<T>;
   private readonly timer: NodeJS.Timeout;
   private waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: Error) => void } | undefined;
   private closed = false;
 
   constructor(
-    call: Readable,
+    requests: AsyncIterable<T>,
     idleMs: number,
     private readonly signal: AbortSignal,
     private readonly onIdle: () => Error,
   ) {
-    // destroyOnReturn: false, so stopping early leaves the call open for the response.
-    this.source = call.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
+    // The runtime's request stream reads with readMessages, which never destroys the call: stopping early
+    // leaves it open for the response.
+    this.source = requests[Symbol.asyncIterator]();
     // One timer per call, re-armed by each read; it only acts while a read is waiting.
     this.timer = setTimeout(() => this.expire(), idleMs).unref();
     signal.addEventListener('abort', this);
@@ -110,7 +115,7 @@ export class Incoming<T> implements AsyncIterableIterator<T> {
     return new Promise((resolve, reject) => {
       const waiting = (this.waiting = { resolve, reject });
       this.source.next().then(
-        (r) => this.settle(waiting, () => resolve(r as IteratorResult<T>)),
+        (r) => this.settle(waiting, () => resolve(r)),
         (e) => this.settle(waiting, () => reject(e)),
       );
     });

@@ -1,4 +1,3 @@
-import test from 'ava';
 import { HealthCheckResponse_ServingStatus as Serving } from '../../src/gen/grpc/health/v1/health.js';
 import { rpc, startTestServer } from '../helpers/harness.js';
 import { testWhen } from '../helpers/backends.js';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
+import { status, type Client, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import { SendEventRequest, CreateSessionRequest, ListSessionsRequest } from '../../src/gen/parley/genie/v1/genie.js';
 import { ChatRole, ListPromptsRequest } from '../../src/gen/parley/prompt/v1/prompt.js';

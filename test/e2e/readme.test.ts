@@ -1,4 +1,3 @@
-import test from 'ava';
 import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';

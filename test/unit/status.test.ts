@@ -2,7 +2,7 @@ import test from 'ava';
 import { status } from '@grpc/grpc-js';
 import { AppError, invalidArgument, notFound, resourceExhausted } from '../../src/errors.js';
 import { clip, clipBytes } from '../../src/errors.js';
-import { toServiceError } from '../../src/transport/status.js';
+import { CallCancelled, DeadlineExceeded, statusCodeOf, toServiceError } from '../../src/transport/status.js';
 import { errorInfo, retryDelayMs, violatedFields } from '../helpers/harness.js';
 
 const detailsBytes = (err: ReturnType<typeof toServiceError>) => (err.metadata.get('grpc-status-details-bin')[0] as Buffer).length;
@@ -65,4 +65,41 @@ test('status messages are capped in UTF-8 bytes, not UTF-16 units, and never spl
   }
   t.is(clipBytes('short', 1024), 'short');
   t.is(notFound`session ${'x'.repeat(10_000)}`.message.length < 100, true, 'a named value is cut to a few dozen characters');
+});
+
+test('toServiceError maps an AbortError to CANCELLED and a timeout to DEADLINE_EXCEEDED', (t) => {
+  const aborted = toServiceError(new DOMException('This operation was aborted', 'AbortError'));
+  t.is(aborted.code, status.CANCELLED);
+  t.is(aborted.details, 'cancelled');
+  t.deepEqual(errorInfo(aborted), { reason: 'CANCELLED', domain: 'parley', metadata: {} });
+  t.is(toServiceError(Object.assign(new Error('aborted'), { name: 'AbortError' })).code, status.CANCELLED);
+  t.is(toServiceError(new CallCancelled()).code, status.CANCELLED);
+  const late = toServiceError(new DOMException('The operation timed out', 'TimeoutError'));
+  t.is(late.code, status.DEADLINE_EXCEEDED);
+  t.deepEqual(errorInfo(late), { reason: 'DEADLINE_EXCEEDED', domain: 'parley', metadata: {} });
+  t.is(toServiceError(new DeadlineExceeded()).code, status.DEADLINE_EXCEEDED);
+});
+
+test('toServiceError takes the status of a call whose signal the client cancelled or the deadline aborted, whatever was thrown', (t) => {
+  const cancelled = new AbortController();
+  cancelled.abort(new CallCancelled());
+  t.is(toServiceError(new Error('connection terminated'), cancelled.signal).code, status.CANCELLED);
+  t.is(toServiceError(notFound('thing'), cancelled.signal).code, status.CANCELLED);
+  t.is(statusCodeOf(new Error('connection terminated'), cancelled.signal), status.CANCELLED);
+  const expired = new AbortController();
+  expired.abort(new DeadlineExceeded());
+  t.is(toServiceError(new Error('query cut short'), expired.signal).code, status.DEADLINE_EXCEEDED);
+  t.is(statusCodeOf(notFound('thing'), expired.signal), status.DEADLINE_EXCEEDED);
+});
+
+test('toServiceError keeps the error\'s own status when the signal is live or aborted for another reason (shutdown)', (t) => {
+  const live = new AbortController();
+  t.is(toServiceError(notFound('thing'), live.signal).code, status.NOT_FOUND);
+  t.is(statusCodeOf(new Error('boom'), live.signal), status.INTERNAL);
+  const shutdown = new AbortController();
+  shutdown.abort(new Error('server shutting down'));
+  t.is(toServiceError(notFound('thing'), shutdown.signal).code, status.NOT_FOUND);
+  t.is(statusCodeOf(notFound('thing')), status.NOT_FOUND);
+  const already = toServiceError(notFound('thing'));
+  t.is(toServiceError(already, live.signal), already, 'a ServiceError is a status already');
 });

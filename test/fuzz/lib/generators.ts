@@ -63,7 +63,6 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
   const revision = fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 3, arbitrary: int64 });
   const firstPrompt = fc.oneof({ weight: 4, arbitrary: fc.constant(self.promptIds[0]!) }, { weight: 1, arbitrary: prompts });
   const firstSession = fc.oneof({ weight: 4, arbitrary: fc.constant(self.sessionIds[0]!) }, { weight: 1, arbitrary: sessions });
-  const actor = oneOfOr(['user', 'assistant', 'system', '']);
   const event = oneOfOr(['user_input', 'ai_response', '']);
   // GenieService's messages: the Actor enum (enumNumber adds undefined values), Durations.
   const actorEnum = enumNumber([0, 1, 2, 3]);

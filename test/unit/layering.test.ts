@@ -1,0 +1,125 @@
+// The layering rule, checked without ESLint: the domain folders (src/prompt, src/genie, src/admin) import neither
+// knex, grpc-js, pg nor ioredis, nor anything under src/storage, src/transport or src/gen. eslint.config.js states the
+// same rule for the editor; this test is what `npm test` (and so CI) enforces.
+import test from 'ava';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import ts from 'typescript';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const DOMAIN = ['src/prompt', 'src/genie', 'src/admin'];
+const FORBIDDEN_PACKAGES = ['knex', '@grpc/grpc-js', 'pg', 'ioredis'];
+const FORBIDDEN_FOLDERS = ['src/storage', 'src/transport', 'src/gen'];
+
+/**
+ * Temporary: being removed in issue 12. The imports the domain still makes across the line today, as
+ * `file: [specifiers]`; the refactor in progress removes them and the lead empties this list after merging.
+ * It can only shrink: an entry that no longer violates fails the test below. Never add to it.
+ * eslint.config.js has the same list (LAYERING_TEMPORARY_ALLOW); a test below keeps the two equal.
+ */
+const TEMPORARY_ALLOW: Record<string, string[]> = {
+  'src/admin/service.ts': ['knex', '../storage/db.js', '../storage/idempotency.js', '../storage/admin-repo.js'],
+  'src/genie/live.ts': ['../storage/genie-events.js', '../storage/genie-cache.js'],
+  'src/genie/service.ts': ['../storage/idempotency.js', '../storage/genie-cache.js', '../storage/genie-repo.js', 'knex'],
+};
+
+/** Every module specifier in a source text: static imports (type-only too), re-exports, `import x = require()`,
+ *  dynamic `import()` and `typeof import()` types. */
+function importsOf(fileName: string, text: string): string[] {
+  const sf = ts.createSourceFile(fileName, text, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
+  const found: string[] = [];
+  const literal = (n: ts.Node | undefined) => {
+    if (n && ts.isStringLiteralLike(n)) found.push(n.text);
+  };
+  const visit = (n: ts.Node): void => {
+    if (ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) literal(n.moduleSpecifier);
+    else if (ts.isImportEqualsDeclaration(n) && ts.isExternalModuleReference(n.moduleReference)) literal(n.moduleReference.expression);
+    else if (ts.isCallExpression(n) && (n.expression.kind === ts.SyntaxKind.ImportKeyword || (ts.isIdentifier(n.expression) && n.expression.text === 'require')))
+      literal(n.arguments[0]);
+    else if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument)) literal(n.argument.literal);
+    ts.forEachChild(n, visit);
+  };
+  visit(sf);
+  return found;
+}
+
+/** Why `specifier`, imported from `file` (relative to the repository), crosses the line; undefined when it does not. */
+function crossing(file: string, specifier: string): string | undefined {
+  const pkg = FORBIDDEN_PACKAGES.find((p) => specifier === p || specifier.startsWith(`${p}/`));
+  if (pkg) return `package ${pkg}`;
+  if (!specifier.startsWith('.')) return undefined;
+  const target = path.posix.normalize(path.posix.join(path.posix.dirname(file), specifier));
+  const folder = FORBIDDEN_FOLDERS.find((f) => target === f || target.startsWith(`${f}/`));
+  return folder ? `${folder}/` : undefined;
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(path.join(root, dir), { withFileTypes: true }).flatMap((e) => {
+    const rel = `${dir}/${e.name}`;
+    if (e.isDirectory()) return sourceFiles(rel);
+    return /\.(m|c)?[jt]s$/.test(e.name) ? [rel] : [];
+  });
+}
+
+function violations(): Array<{ file: string; specifier: string; why: string }> {
+  return DOMAIN.flatMap((dir) => sourceFiles(dir)).flatMap((file) =>
+    importsOf(file, readFileSync(path.join(root, file), 'utf8')).flatMap((specifier) => {
+      const why = crossing(file, specifier);
+      return why ? [{ file, specifier, why }] : [];
+    }),
+  );
+}
+
+test('layering: the scanner sees static, type-only, re-export, require and dynamic imports', (t) => {
+  const text = [
+    "import a from 'a';",
+    "import type { B } from 'b';",
+    "import {\n  c,\n  type C,\n} from 'c';",
+    "import 'd';",
+    "export { e } from 'e';",
+    "export * from 'f';",
+    "import g = require('g');",
+    "const h = await import('h');",
+    "type I = typeof import('i').default;",
+    "// import j from 'j';",
+    "const k = \"import l from 'l'\";",
+  ].join('\n');
+  t.deepEqual(importsOf('x.ts', text), ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']);
+});
+
+test('layering: crossing names forbidden packages (and their subpaths) and folders, nothing else', (t) => {
+  t.is(crossing('src/genie/x.ts', 'knex'), 'package knex');
+  t.is(crossing('src/genie/x.ts', '@grpc/grpc-js/build/src/metadata.js'), 'package @grpc/grpc-js');
+  t.is(crossing('src/genie/x.ts', 'pg'), 'package pg');
+  t.is(crossing('src/genie/x.ts', 'ioredis'), 'package ioredis');
+  t.is(crossing('src/genie/x.ts', '../storage/db.js'), 'src/storage/');
+  t.is(crossing('src/genie/sub/x.ts', '../../transport/rpc.js'), 'src/transport/');
+  t.is(crossing('src/admin/x.ts', '../gen/parley/admin/v1/admin.js'), 'src/gen/');
+  t.is(crossing('src/genie/x.ts', 'pg-protocol'), undefined);
+  t.is(crossing('src/genie/x.ts', '../ports/kv.js'), undefined);
+  t.is(crossing('src/genie/x.ts', '../storage-notes.js'), undefined);
+  t.is(crossing('src/genie/x.ts', './storage/x.js'), undefined);
+  t.is(crossing('src/genie/x.ts', '../admin/service.js'), undefined);
+});
+
+test('layering: domain folders import no knex, grpc-js, pg, ioredis, storage, transport or gen', (t) => {
+  const unexpected = violations().filter((v) => !TEMPORARY_ALLOW[v.file]?.includes(v.specifier));
+  t.deepEqual(
+    unexpected.map((v) => `${v.file} imports '${v.specifier}' (${v.why})`),
+    [],
+    'the domain reaches past its ports: depend on an interface in src/ports or the aggregate store.ts instead',
+  );
+});
+
+test('layering: the temporary allow-list has no stale entries', (t) => {
+  const now = new Set(violations().map((v) => `${v.file} ${v.specifier}`));
+  const stale = Object.entries(TEMPORARY_ALLOW).flatMap(([file, specifiers]) => specifiers.filter((s) => !now.has(`${file} ${s}`)).map((s) => `${file} '${s}'`));
+  t.deepEqual(stale, [], 'these imports are gone: delete them from TEMPORARY_ALLOW (here and in eslint.config.js)');
+});
+
+test('layering: eslint.config.js exempts exactly the imports this allow-list does', async (t) => {
+  const config = (await import(pathToFileURL(path.join(root, 'eslint.config.js')).href)) as { LAYERING_TEMPORARY_ALLOW: Record<string, string[]> };
+  const flat = (list: Record<string, string[]>) => Object.entries(list).flatMap(([file, specifiers]) => specifiers.map((s) => `${file} ${s}`)).sort();
+  t.deepEqual(flat(config.LAYERING_TEMPORARY_ALLOW), flat(TEMPORARY_ALLOW));
+});
