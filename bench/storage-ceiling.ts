@@ -4,7 +4,7 @@
  * domain code. A ratio of an RPC to its storage ceiling says how much the server adds on top of storage.
  *
  * Mirrored from src/storage/*-repo.ts, src/storage/prompt-store.ts, src/storage/idempotency.ts, src/prompt/service.ts,
- * src/genie/service.ts, src/storage/genie-cache.ts and src/admin/service.ts (principalOf) as of this commit:
+ * src/genie/service.ts, src/genie/cache.ts and src/admin/service.ts (principalOf) as of this commit:
  *
  * Every RPC authenticates with AdminService.principalOf, which answers from its in-process cache (filled
  * once from Redis GET <prefix>apikey:<sha256>): no call per RPC, so the ceiling reads it once too.
@@ -25,7 +25,7 @@
  *
  * GetSession (revision 0) of a hot session:
  *   redis GET <prefix>genie:{id}:hot                                   (GenieCache.get; the model type's
- *                                                                       versions come from GenieService's
+ *                                                                       versions come from GenieUseCases'
  *                                                                       in-process cache)
  *
  * SendEvent (no expected revision):

@@ -5,18 +5,19 @@ import { openDb, migrate, pingDb, type Db } from './storage/db.js';
 import type { FastStore } from './ports/fast-store.js';
 import { memoryStore } from './storage/memory-kv.js';
 import { redisStore } from './storage/redis-kv.js';
-import { AdminRepo } from './storage/admin-repo.js';
+import { KnexAdminStore } from './storage/admin-store.js';
 import { KnexPromptStore } from './storage/prompt-store.js';
-import { GenieRepo } from './storage/genie-repo.js';
-import { GenieCache } from './storage/genie-cache.js';
-import { GenieService } from './genie/service.js';
+import { KnexModelTypeStore, KnexSessionStore } from './storage/genie-store.js';
+import { GenieCache } from './genie/cache.js';
+import { GenieUseCases } from './genie/service.js';
 import { genieHandlers } from './transport/genie-handlers.js';
 import { genieStreamHandlers } from './transport/genie-stream-handlers.js';
 import { promptStreamHandlers } from './transport/prompt-stream-handlers.js';
-import { GenieLive } from './genie/live.js';
-import { GenieEventLog } from './storage/genie-events.js';
+import { GenieWatch } from './genie/watch.js';
+import { KnexSessionEventLog } from './storage/genie-event-log.js';
 import { GenieServiceService, type GenieServiceServer } from './gen/parley/genie/v1/genie.js';
-import { AdminService } from './admin/service.js';
+import { AdminUseCases } from './admin/service.js';
+import { PrincipalCache } from './admin/cache.js';
 import { PromptCache } from './prompt/cache.js';
 import { PromptUseCases } from './prompt/service.js';
 import { PromptWatch } from './prompt/watch.js';
@@ -77,13 +78,13 @@ export function limitsConfig(config: Config): LimitsConfig {
   };
 }
 
-/** GenieService over opened storage (not subscribed to the bus; startApp starts it). */
-export function genieService(db: Db, store: FastStore): GenieService {
-  return new GenieService(new GenieRepo(db), new GenieCache(store.kv, store.bus), store.bus, { idempotency: new Idempotency(db) });
+/** Genie's use cases over opened storage (not subscribed to the bus; startApp starts them). */
+export function genieUseCases(db: Db, store: FastStore, cache = new GenieCache(store.kv, store.bus)): GenieUseCases {
+  return new GenieUseCases({ types: new KnexModelTypeStore(db), sessions: new KnexSessionStore(db), cache, uow: new Idempotency(db), bus: store.bus });
 }
 
 /** Retention over opened storage; the server's admin RPC and `parley purge` both build it here. */
-export function maintenance(db: Db, store: FastStore, config: Config, prompts = promptUseCases(db, store, config), genie = genieService(db, store)): Maintenance {
+export function maintenance(db: Db, store: FastStore, config: Config, prompts = promptUseCases(db, store, config), genie = genieUseCases(db, store)): Maintenance {
   return new Maintenance(prompts, genie);
 }
 
@@ -93,16 +94,16 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   await migrate(db);
 
   const prompts = promptUseCases(db, store, config);
-  const admin = new AdminService(new AdminRepo(db), store.kv, store.bus, new Idempotency(db), {
+  const admin = new AdminUseCases(new KnexAdminStore(db), new Idempotency(db), new PrincipalCache(store.kv, store.bus), {
     // A deleted user profile, LLM client or account takes its prompts with it (foreign keys).
     onPromptsDeleted: (gone) => prompts.forgetDeleted(gone),
   });
   await admin.start();
 
   const genieCache = new GenieCache(store.kv, store.bus);
-  const genie = new GenieService(new GenieRepo(db), genieCache, store.bus, { idempotency: new Idempotency(db) });
+  const genie = genieUseCases(db, store, genieCache);
   await genie.start();
-  const genieLive = new GenieLive(genie, new GenieEventLog(db), genieCache, store.bus, config.watchBufferSize);
+  const genieWatch = new GenieWatch(genie, new KnexSessionEventLog(db), genieCache, store.bus, config.watchBufferSize);
 
   const metrics = new Metrics();
   const limits = new Limits(limitsConfig(config), { logger, metrics });
@@ -110,7 +111,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const bindings = [
     bindService<AdminServiceServer>({ name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) }),
     bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize)) }, authenticate: callerAuth }),
-    bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieLive, limits) }, authenticate: callerAuth }),
+    bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieWatch, limits) }, authenticate: callerAuth }),
   ];
   const health = new HealthMonitor(
     [

@@ -66,14 +66,25 @@ export class LocalCache<V> {
 }
 
 /** The message on an invalidation channel that clears a whole cache. */
-export const INVALIDATE_ALL = '*';
+export const INVALIDATE_ALL = '*' as const;
+
+/** How a message on an invalidation channel names what to drop: keys, or the whole cache. */
+export type KeysOf = (message: string) => readonly string[] | typeof INVALIDATE_ALL;
+
+/** The plain form: each message is one key to drop (or INVALIDATE_ALL). */
+const oneKey: KeysOf = (message) => (message === INVALIDATE_ALL ? INVALIDATE_ALL : [message]);
 
 /**
- * Subscribes `cache` to `channel`: each message is a key to drop (or INVALIDATE_ALL), published by whichever
+ * Subscribes `cache` to `channel`: each message names keys to drop (or INVALIDATE_ALL), published by whichever
  * replica made the change. A reconnect of the bus clears the cache, as messages may have been lost meanwhile.
  */
-export async function invalidateOnBus(bus: Bus, channel: string, cache: LocalCache<unknown>): Promise<() => Promise<void>> {
-  const sub = await bus.subscribe(channel, (key) => (key === INVALIDATE_ALL ? cache.clear() : cache.delete(key)), { processWide: true });
+export async function invalidateOnBus(bus: Bus, channel: string, cache: LocalCache<unknown>, keysOf: KeysOf = oneKey): Promise<() => Promise<void>> {
+  const drop = (message: string) => {
+    const keys = keysOf(message);
+    if (keys === INVALIDATE_ALL) cache.clear();
+    else for (const key of keys) cache.delete(key);
+  };
+  const sub = await bus.subscribe(channel, drop, { processWide: true });
   const off = bus.onReconnect(() => cache.clear());
   return async () => {
     off();

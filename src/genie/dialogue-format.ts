@@ -2,12 +2,12 @@
  * Dialogue rendering for Genie models.
  *
  * Pure module: no I/O, no clock, no randomness. Behaviour follows the genie-flow
- * reference (genie_flow/model/dialogue.py, DialogueFormat.format) — see
- * /work/notes/genie-spec.md for the byte-level rules and the places where we
- * deliberately differ (JSON, empty dialogue, unimplemented QUESTION_ANSWER).
+ * reference (genie_flow/model/dialogue.py, DialogueFormat.format), except where noted: JSON and the
+ * empty dialogue. The reference's QUESTION_ANSWER was never implemented there and is not offered here.
  */
 
-export type Actor = 'system' | 'assistant' | 'user';
+export const ACTORS = ['system', 'assistant', 'user'] as const;
+export type Actor = (typeof ACTORS)[number];
 
 export interface DialogueElement {
   actor: Actor;
@@ -15,25 +15,9 @@ export interface DialogueElement {
   timestamp: Date;
 }
 
-export type DialogueFormatName = 'PYTHON_REPR' | 'JSON' | 'YAML' | 'CHAT' | 'QUESTION_ANSWER';
+export type DialogueFormatName = 'PYTHON_REPR' | 'JSON' | 'YAML' | 'CHAT';
 
-export const DIALOGUE_FORMAT_NAMES: readonly DialogueFormatName[] = [
-  'PYTHON_REPR',
-  'JSON',
-  'YAML',
-  'CHAT',
-  'QUESTION_ANSWER',
-];
-
-const ACTORS: readonly Actor[] = ['system', 'assistant', 'user'];
-
-/** Thrown for a format that the reference declares but never implemented. */
-export class DialogueFormatNotImplementedError extends Error {
-  constructor(readonly format: DialogueFormatName) {
-    super(`dialogue format ${format} is not implemented`);
-    this.name = 'DialogueFormatNotImplementedError';
-  }
-}
+export const DIALOGUE_FORMAT_NAMES: readonly DialogueFormatName[] = ['PYTHON_REPR', 'JSON', 'YAML', 'CHAT'];
 
 /**
  * Exact, case-sensitive match against the three utterance actors; anything else
@@ -47,16 +31,10 @@ export function isDialogueFormatName(value: string): value is DialogueFormatName
   return (DIALOGUE_FORMAT_NAMES as readonly string[]).includes(value);
 }
 
-/** The most recent utterance, or undefined for an empty dialogue. */
-export function currentResponse(dialogue: readonly DialogueElement[]): DialogueElement | undefined {
-  return dialogue.length > 0 ? dialogue[dialogue.length - 1] : undefined;
-}
-
 /**
  * Render a dialogue. Every format renders an empty dialogue as "".
  * Throws TypeError for an element whose actor/actorText/timestamp is invalid
- * (callers may feed data that bypassed the type system), and
- * DialogueFormatNotImplementedError for QUESTION_ANSWER on a non-empty dialogue.
+ * (callers may feed data that bypassed the type system).
  */
 export function formatDialogue(dialogue: readonly DialogueElement[], format: DialogueFormatName): string {
   if (!isDialogueFormatName(format)) {
@@ -76,8 +54,6 @@ export function formatDialogue(dialogue: readonly DialogueElement[], format: Dia
       );
     case 'PYTHON_REPR':
       return `[${dialogue.map(pythonReprEntry).join(', ')}]`;
-    case 'QUESTION_ANSWER':
-      throw new DialogueFormatNotImplementedError(format);
   }
 }
 

@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import type { FieldViolation } from '../errors.js';
 import { clip, EngineExhausted, engineStats, MAX_MATCH_INPUT, MatchTooCostly, PatternProblem, PatternSet, resetEngine, withMatchBudget } from './linear-regex.js';
+import { ownValue } from '../keys.js';
 import { schemaSizeProblem } from './schema-limits.js';
 import { WeightedLru } from './validator-cache.js';
 
@@ -160,7 +161,7 @@ function check(schema: Record<string, unknown>, fields: Record<string, unknown>)
     return [{ field: 'fields', description }];
   }
   const errors = v.errors ?? [];
-  const shown = errors.slice(0, MAX_VIOLATIONS).map(toViolation);
+  const shown = errors.slice(0, MAX_VIOLATIONS).map((e) => toViolation(e, fields));
   if (errors.length > MAX_VIOLATIONS) shown.push({ field: 'fields', description: `and ${errors.length - MAX_VIOLATIONS} more violations` });
   return shown;
 }
@@ -202,7 +203,11 @@ function summarize(errors: ErrorObject[]): string {
   return shown.join('; ') + (errors.length > 3 ? ` (and ${errors.length - 3} more)` : '');
 }
 
-function toViolation(e: ErrorObject): FieldViolation {
+/**
+ * The violated field's path: `fields` then the user's keys as they are spelled (they are no proto names),
+ * list indexes in brackets as field-path.ts writes them (`fields.items[0].name`).
+ */
+function toViolation(e: ErrorObject, data: unknown): FieldViolation {
   const segments = e.instancePath
     .split('/')
     .slice(1)
@@ -213,7 +218,12 @@ function toViolation(e: ErrorObject): FieldViolation {
   // Errors under propertyNames are about a key, not its value.
   const key = e.propertyName ?? params.propertyName;
   if (typeof key === 'string') segments.push(key);
-  const field = ['fields', ...segments.map((s) => clip(s, QUOTE))].join('.');
+  let field = 'fields';
+  let at: unknown = data;
+  for (const s of segments) {
+    field += Array.isArray(at) ? `[${s}]` : `.${clip(s, QUOTE)}`;
+    at = typeof at === 'object' && at !== null ? ownValue(at, s) : undefined;
+  }
   return { field, description: describe(e) };
 }
 

@@ -2,8 +2,11 @@
  * Model types: the state machine, the declarative upgrade steps and the rules that keep every registered
  * version reachable from the older ones. Pure: no I/O.
  */
+import { z } from 'zod';
 import { failedPrecondition, quote, type FieldViolation } from '../errors.js';
-import { parseActor, type Actor } from './dialogue-format.js';
+import { fieldPath } from '../field-path.js';
+import { isoDate } from '../json-codec.js';
+import { ACTORS, parseActor, type Actor } from './dialogue-format.js';
 import { ownValue } from '../keys.js';
 
 export interface TransitionDef {
@@ -42,6 +45,33 @@ export interface ModelTypeRow extends ModelTypeDef {
   createdAt: Date;
 }
 
+const upgradeStepSchema = z.discriminatedUnion('kind', [
+  z.object({ fromVersion: z.number().int(), kind: z.literal('rename_field'), from: z.string(), to: z.string() }),
+  z.object({ fromVersion: z.number().int(), kind: z.literal('drop_field'), name: z.string() }),
+  z.object({ fromVersion: z.number().int(), kind: z.literal('add_field'), name: z.string(), defaultValue: z.unknown().transform((v) => v ?? null) }),
+  z.object({ fromVersion: z.number().int(), kind: z.literal('map_states'), mapping: z.record(z.string(), z.string()) }),
+]);
+export const stateMachineSchema = z.object({
+  states: z.array(z.string()),
+  initialState: z.string(),
+  transitions: z.array(z.object({ fromState: z.string(), event: z.string(), toState: z.string(), actor: z.union([z.enum(ACTORS), z.literal('')]) })),
+});
+export const upgradesSchema = z.array(upgradeStepSchema);
+
+/** A registered version as JSON (a stored request's answer) comes back through this schema. */
+export const modelTypeRowSchema = z
+  .object({
+  name: z.string(),
+  schemaVersion: z.number().int(),
+  jsonSchema: z.record(z.string(), z.unknown()).optional(),
+  stateMachine: stateMachineSchema,
+  upgrades: upgradesSchema,
+  cacheTtlSeconds: z.number(),
+  sessionTtlSeconds: z.number(),
+  createdAt: isoDate,
+  })
+  .transform((m): ModelTypeRow => ({ ...m, jsonSchema: m.jsonSchema, upgrades: m.upgrades.map((u) => (u.kind === 'add_field' ? { ...u, defaultValue: u.defaultValue } : u)) }));
+
 /** What upgrades act on: the versioned part of a session. */
 export interface VersionedData {
   schemaVersion: number;
@@ -59,50 +89,51 @@ export const FIELD_NAME = /^[^\s.]{1,200}$/;
  */
 export function modelTypeViolations(def: ModelTypeDef, previous: ModelTypeDef | undefined): FieldViolation[] {
   const v: FieldViolation[] = [];
-  const add = (field: string, description: string) => v.push({ field: `model_type.${field}`, description });
+  const add = (segments: ReadonlyArray<string | number>, description: string, suffix = '') =>
+    v.push({ field: fieldPath(segments, 'model_type') + suffix, description });
   const m = def.stateMachine;
   const states = new Set<string>();
   m.states.forEach((s, i) => {
-    if (!STATE_OR_EVENT.test(s)) add(`state_machine.states[${i}]`, 'must be 1–100 letters, digits, _ . : or -');
-    else if (states.has(s)) add(`state_machine.states[${i}]`, `duplicate state ${JSON.stringify(s)}`);
+    if (!STATE_OR_EVENT.test(s)) add(['state_machine', 'states', i], 'must be 1–100 letters, digits, _ . : or -');
+    else if (states.has(s)) add(['state_machine', 'states', i], `duplicate state ${JSON.stringify(s)}`);
     states.add(s);
   });
-  if (m.states.length === 0) add('state_machine.states', 'at least one state is required');
-  if (!states.has(m.initialState)) add('state_machine.initial_state', 'must be one of state_machine.states');
+  if (m.states.length === 0) add(['state_machine', 'states'], 'at least one state is required');
+  if (!states.has(m.initialState)) add(['state_machine', 'initial_state'], 'must be one of state_machine.states');
   const seen = new Set<string>();
   m.transitions.forEach((t, i) => {
-    const at = `state_machine.transitions[${i}]`;
-    if (!states.has(t.fromState)) add(`${at}.from_state`, 'must be one of state_machine.states');
-    if (!states.has(t.toState)) add(`${at}.to_state`, 'must be one of state_machine.states');
-    if (!STATE_OR_EVENT.test(t.event)) add(`${at}.event_name`, 'must be 1–100 letters, digits, _ . : or -');
-    if (t.actor !== '' && parseActor(t.actor) === undefined) add(`${at}.actor`, 'must be ACTOR_UNSPECIFIED, ACTOR_USER, ACTOR_ASSISTANT or ACTOR_SYSTEM');
+    const at = ['state_machine', 'transitions', i];
+    if (!states.has(t.fromState)) add([...at, 'from_state'], 'must be one of state_machine.states');
+    if (!states.has(t.toState)) add([...at, 'to_state'], 'must be one of state_machine.states');
+    if (!STATE_OR_EVENT.test(t.event)) add([...at, 'event_name'], 'must be 1–100 letters, digits, _ . : or -');
+    if (t.actor !== '' && parseActor(t.actor) === undefined) add([...at, 'actor'], 'must be ACTOR_UNSPECIFIED, ACTOR_USER, ACTOR_ASSISTANT or ACTOR_SYSTEM');
     const key = `${t.fromState}\u0000${t.event}`;
-    if (seen.has(key)) add(`${at}`, `a second transition for event ${JSON.stringify(t.event)} from ${JSON.stringify(t.fromState)}`);
+    if (seen.has(key)) add(at, `a second transition for event ${JSON.stringify(t.event)} from ${JSON.stringify(t.fromState)}`);
     seen.add(key);
   });
 
   if (!previous && def.upgrades.length > 0) {
-    add('upgrades', 'the first registered version of a type has nothing to upgrade from');
+    add(['upgrades'], 'the first registered version of a type has nothing to upgrade from');
   }
   def.upgrades.forEach((step, i) => {
-    const at = `upgrades[${i}]`;
+    const at = ['upgrades', i];
     if (previous && step.fromVersion !== previous.schemaVersion) {
-      add(`${at}.from_version`, `must be ${previous.schemaVersion}, the latest registered version of ${def.name}`);
+      add([...at, 'from_version'], `must be ${previous.schemaVersion}, the latest registered version of ${def.name}`);
     }
     switch (step.kind) {
       case 'rename_field':
-        if (!FIELD_NAME.test(step.from)) add(`${at}.rename_field.old_name`, 'must be a top-level field name');
-        if (!FIELD_NAME.test(step.to)) add(`${at}.rename_field.new_name`, 'must be a top-level field name');
+        if (!FIELD_NAME.test(step.from)) add([...at, 'rename_field', 'old_name'], 'must be a top-level field name');
+        if (!FIELD_NAME.test(step.to)) add([...at, 'rename_field', 'new_name'], 'must be a top-level field name');
         break;
       case 'drop_field':
-        if (!FIELD_NAME.test(step.name)) add(`${at}.drop_field.name`, 'must be a top-level field name');
+        if (!FIELD_NAME.test(step.name)) add([...at, 'drop_field', 'name'], 'must be a top-level field name');
         break;
       case 'add_field':
-        if (!FIELD_NAME.test(step.name)) add(`${at}.add_field.name`, 'must be a top-level field name');
+        if (!FIELD_NAME.test(step.name)) add([...at, 'add_field', 'name'], 'must be a top-level field name');
         break;
       case 'map_states':
         for (const [from, to] of Object.entries(step.mapping)) {
-          if (!states.has(to)) add(`${at}.map_states.mapping[${quote(from, 40)}]`, `${quote(to)} is not a state of this version`);
+          if (!states.has(to)) add([...at, 'map_states', 'mapping'], `${quote(to)} is not a state of this version`, `[${quote(from, 40)}]`);
         }
         break;
     }
@@ -113,7 +144,7 @@ export function modelTypeViolations(def: ModelTypeDef, previous: ModelTypeDef | 
     for (const s of previous.stateMachine.states) {
       const mapped = mapState(s, def.upgrades);
       if (!states.has(mapped)) {
-        add('upgrades', `state ${JSON.stringify(s)} of version ${previous.schemaVersion} is not a state of version ${def.schemaVersion}; map it with map_states`);
+        add(['upgrades'], `state ${JSON.stringify(s)} of version ${previous.schemaVersion} is not a state of version ${def.schemaVersion}; map it with map_states`);
       }
     }
   }

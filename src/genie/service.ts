@@ -4,19 +4,18 @@ import type { Principal } from '../principal.js';
 import { AppError, alreadyExists, clip, failedPrecondition, fieldTooLarge, invalidArgument, notFound, quote, revisionMismatch as mismatch } from '../errors.js';
 import { ownValue, setOwn } from '../keys.js';
 import { fingerprintOf } from '../fingerprint.js';
-import { jsonCodec } from '../json-codec.js';
-import { Idempotency } from '../storage/idempotency.js';
-import { type Codec, type RequestKey } from '../ports/unit-of-work.js';
-import type { GenieCache } from '../storage/genie-cache.js';
-import { afterCommit } from '../after-commit.js';
-import type { DialogueRow, GenieRepo, SessionWrite, StoredSession, WriteResult } from '../storage/genie-repo.js';
-import { formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
-import { compileProblem, fieldViolations, schemaProblem } from './json-schema.js';
-import { findTransition, MODEL_TYPE_NAME, modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
-import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, PG_INTEGER_MAX, type Page } from '../paging.js';
+import { isoDate, zodCodec } from '../json-codec.js';
+import type { Codec, RequestKey, Tx, UnitOfWork } from '../ports/unit-of-work.js';
 import type { Bus } from '../ports/bus.js';
-import type { Knex } from 'knex';
+import { afterCommit } from '../after-commit.js';
+import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, PG_INTEGER_MAX, type Page } from '../paging.js';
 import { invalidateOnBus, LocalCache } from '../local-cache.js';
+import type { GenieCache } from './cache.js';
+import { ACTORS, formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
+import { dialogueAppended, fieldsUpdated, secondaryPut, sessionCreated, sessionDeleted, stateChanged, type SessionCommit } from './events.js';
+import { compileProblem, fieldViolations, schemaProblem } from './json-schema.js';
+import { findTransition, MODEL_TYPE_NAME, modelTypeRowSchema, modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
+import { storedSessionSchema, type DialogueRow, type ModelTypeStore, type SessionStore, type SessionWrite, type StateFilter, type StoredSession, type WriteResult } from './store.js';
 
 export const DEFAULT_CACHE_TTL_SECONDS = 3600;
 /**
@@ -84,19 +83,27 @@ export const MODEL_TYPE_CACHE_TTL_MS = 10_000;
 const MODEL_TYPE_CACHE_MAX = 10_000;
 const typeKey = (accountId: string, name: string) => `${accountId}/${name}`;
 
+/** What the use cases stand on: the stores, the hot copy, the unit of work and (for model types) the bus. */
+export interface GenieDeps {
+  types: ModelTypeStore;
+  sessions: SessionStore;
+  cache: GenieCache;
+  uow: UnitOfWork;
+  bus?: Bus | undefined;
+}
+
 /** GenieModel sessions: model types, state-machine events, dialogue, secondary storage, revisions. */
-export class GenieService {
+export class GenieUseCases {
   private readonly typeVersions: LocalCache<ModelTypeRow[]>;
   private unsubscribe: (() => Promise<void>) | undefined;
-  private readonly idempotency: Idempotency;
+  private readonly types: ModelTypeStore;
+  private readonly sessions: SessionStore;
+  private readonly cache: GenieCache;
+  private readonly uow: UnitOfWork;
+  private readonly bus: Bus | undefined;
 
-  constructor(
-    private readonly repo: GenieRepo,
-    private readonly cache: GenieCache,
-    private readonly bus?: Bus,
-    opts: { typeCacheTtlMs?: number; typeCacheMaxEntries?: number; now?: () => number; idempotency?: Idempotency } = {},
-  ) {
-    this.idempotency = opts.idempotency ?? new Idempotency(repo.db);
+  constructor(deps: GenieDeps, opts: { typeCacheTtlMs?: number; typeCacheMaxEntries?: number; now?: () => number } = {}) {
+    ({ types: this.types, sessions: this.sessions, cache: this.cache, uow: this.uow, bus: this.bus } = deps);
     this.typeVersions = new LocalCache({
       ttlMs: opts.typeCacheTtlMs ?? MODEL_TYPE_CACHE_TTL_MS,
       maxEntries: opts.typeCacheMaxEntries ?? MODEL_TYPE_CACHE_MAX,
@@ -120,7 +127,7 @@ export class GenieService {
     const hit = this.typeVersions.get(key);
     if (hit && (hit[hit.length - 1]?.schemaVersion ?? 0) >= storedVersion) return hit;
     const token = this.typeVersions.token();
-    const versions = await this.repo.modelTypeVersions(accountId, name);
+    const versions = await this.types.modelTypeVersions(accountId, name);
     if (versions.length) this.typeVersions.set(key, versions, token);
     return versions;
   }
@@ -138,38 +145,39 @@ export class GenieService {
       (v) => !v.field.startsWith('model_type.upgrades'),
     );
     if (standalone.length) throw invalidArgument(standalone);
-    const { value: row, replayed } = await this.idempotency.runKnex(this.key(caller, 'RegisterModelType', requestId, def), modelTypeCodec, (trx) =>
-      this.repo.registerModelType(
-        caller.accountId,
-        def,
-        (previous) => {
-          if (previous && def.schemaVersion === previous.schemaVersion) throw alreadyExists`model type ${def.name} version ${def.schemaVersion}`;
-          if (previous && def.schemaVersion < previous.schemaVersion) {
-            throw failedPrecondition(
-              `model type ${def.name} is already at version ${previous.schemaVersion}; a new version must be higher than ${previous.schemaVersion}, not ${def.schemaVersion}`,
-              'SCHEMA_VERSION_NOT_HIGHER',
-              [{ type: 'SCHEMA_VERSION', subject: `model_type/${clip(def.name, 64)}`, description: `must be higher than ${previous.schemaVersion}` }],
-              new Map([['latest_schema_version', String(previous.schemaVersion)]]),
-            );
-          }
-          const violations = modelTypeViolations(def, previous);
-          if (violations.length) throw invalidArgument(violations);
-          const unusable = schema && compileProblem(schema);
-          if (unusable) throw invalidArgument('model_type.json_schema', unusable);
-        },
-        trx,
-      ),
-    );
+    const { value: row, replayed } = await this.uow.run(this.key(caller, 'RegisterModelType', requestId, def), modelTypeCodec, async (tx) => {
+      // Registrations of one name queue here, so two cannot both build on the same previous version.
+      await this.types.lockModelTypeName(caller.accountId, def.name, tx);
+      const versions = await this.types.modelTypeVersions(caller.accountId, def.name, tx);
+      const previous = versions[versions.length - 1];
+      if (previous && def.schemaVersion === previous.schemaVersion) throw alreadyExists`model type ${def.name} version ${def.schemaVersion}`;
+      if (previous && def.schemaVersion < previous.schemaVersion) {
+        throw failedPrecondition(
+          `model type ${def.name} is already at version ${previous.schemaVersion}; a new version must be higher than ${previous.schemaVersion}, not ${def.schemaVersion}`,
+          'SCHEMA_VERSION_NOT_HIGHER',
+          [{ type: 'SCHEMA_VERSION', subject: `model_type/${clip(def.name, 64)}`, description: `must be higher than ${previous.schemaVersion}` }],
+          new Map([['latest_schema_version', String(previous.schemaVersion)]]),
+        );
+      }
+      const violations = modelTypeViolations(def, previous);
+      if (violations.length) throw invalidArgument(violations);
+      const unusable = schema && compileProblem(schema);
+      if (unusable) throw invalidArgument('model_type.json_schema', unusable);
+      const inserted = await this.types.insertModelType(caller.accountId, def, tx);
+      if (!inserted) throw alreadyExists`model type ${def.name} version ${def.schemaVersion}`;
+      return inserted;
+    });
     if (replayed) return row;
     const key = typeKey(caller.accountId, def.name);
     this.typeVersions.delete(key);
-    await this.bus?.publish(MODEL_TYPE_REGISTERED_CHANNEL, key).catch(() => {});
+    const bus = this.bus;
+    if (bus) await afterCommit(() => bus.publish(MODEL_TYPE_REGISTERED_CHANNEL, key));
     return row;
   }
 
   /** The type at `schemaVersion`, or its latest version when that is undefined (or 0). */
   async getModelType(caller: Principal, name: string, schemaVersion: number | undefined): Promise<ModelTypeRow> {
-    const versions = await this.repo.modelTypeVersions(caller.accountId, name);
+    const versions = await this.types.modelTypeVersions(caller.accountId, name);
     const found = !schemaVersion ? versions[versions.length - 1] : versions.find((v) => v.schemaVersion === schemaVersion);
     if (!found) throw schemaVersion ? notFound`model type ${name} version ${schemaVersion}` : notFound`model type ${name}`;
     return found;
@@ -178,7 +186,7 @@ export class GenieService {
   async listModelTypes(caller: Principal, name: string | undefined, pageSize: number, pageToken: string | undefined): Promise<Page<ModelTypeRow>> {
     const filters = { name: name ?? '' };
     const after = decodePageToken(pageToken, 'model_types', filters, nameVersionCursor);
-    const rows = await this.repo.listModelTypes(caller.accountId, name, after && { name: after.n, schemaVersion: after.v }, pageSize + 1);
+    const rows = await this.types.listModelTypes(caller.accountId, name, after && { name: after.n, schemaVersion: after.v }, pageSize + 1);
     const items = withinBudget(rows.slice(0, pageSize), (m) => Buffer.byteLength(JSON.stringify(m)));
     const last = items[items.length - 1];
     return {
@@ -192,37 +200,24 @@ export class GenieService {
 
   async createSession(caller: Principal, modelType: string, fields: Record<string, unknown>, expireTime?: Date, requestId?: string): Promise<SessionView> {
     let versions: ModelTypeRow[] = [];
-    const { value: r, replayed } = await this.idempotency.runKnex(
+    const { value: r, replayed } = await this.uow.run(
       this.key(caller, 'CreateSession', requestId, { modelType, fields, expireTime }),
       writeCodec,
-      async (trx) => {
-        versions = await this.repo.modelTypeVersions(caller.accountId, modelType, trx);
+      async (tx) => {
+        versions = await this.types.modelTypeVersions(caller.accountId, modelType, tx);
         const latest = versions[versions.length - 1];
         if (!latest) throw notFound`model type ${modelType}`;
         const violations = fieldViolations(latest.jsonSchema, fields);
         if (violations.length) throw invalidArgument(violations);
-        return this.repo.createSession(
-          {
-      id: randomUUID(),
-      accountId: caller.accountId,
-      modelType,
-      schemaVersion: latest.schemaVersion,
-      state: latest.stateMachine.initialState,
-      actor: '',
-      actorInput: '',
-      fields,
-      forkedFromSessionId: undefined,
-      forkedFromRevision: undefined,
-      expireTime,
-          },
-          undefined,
-          trx,
-        );
+        const state = latest.stateMachine.initialState;
+        const s = { id: randomUUID(), accountId: caller.accountId, modelType, schemaVersion: latest.schemaVersion, state, actor: '' as const, actorInput: '', fields };
+        const created = sessionCreated({ modelType, schemaVersion: latest.schemaVersion, state, fields });
+        return this.sessions.insertSession({ ...s, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime }, undefined, [created], tx);
       },
       (v) => v.session.id,
     );
     if (replayed) return writeView(r);
-    await this.cache.publish(r.events);
+    await this.afterCommit(r, false);
     return present(r.session, undefined, versions, r.last);
   }
 
@@ -259,12 +254,9 @@ export class GenieService {
   ): Promise<Page<DialogueRow> & { firstIndex: number }> {
     const filters = { sessionId: id, revision: revision ?? 0 };
     const after = decodePageToken(pageToken, 'dialogue', filters, seqCursor) ?? 0;
-    const length = await this.repo.dialogueLengthAt(caller.accountId, id, revision);
-    if (length === undefined) {
-      if (revision !== undefined && (await this.repo.sessionExists(caller.accountId, id))) throw notFound`revision ${revision} of session ${id}`;
-      throw notFound`session ${id}`;
-    }
-    const items = await this.repo.dialoguePage(id, after, length, pageSize, MAX_READ_BYTES - pageSize * ELEMENT_OVERHEAD_BYTES);
+    const length = await this.sessions.dialogueLengthAt(caller.accountId, id, revision);
+    if (length === undefined) throw await this.missing(caller, id, revision);
+    const items = await this.sessions.dialoguePage(id, after, length, pageSize, MAX_READ_BYTES - pageSize * ELEMENT_OVERHEAD_BYTES);
     const last = items[items.length - 1];
     return {
       items,
@@ -322,7 +314,7 @@ export class GenieService {
           actorInput,
           expireTime,
           dialogue: [],
-          events: [{ kind: 'fields_updated', payload: { update_mask: mask, fields, actor, actor_input: actorInput } }],
+          events: [fieldsUpdated({ updateMask: mask, fields, actor, actorInput })],
         };
       },
     );
@@ -330,29 +322,19 @@ export class GenieService {
   }
 
   /**
-   * Deletes every copy of the session's content (see GenieRepo.tombstone); watchers get session_deleted.
+   * Deletes every copy of the session's content (see SessionStore.tombstone); watchers get session_deleted.
    * The hot copy goes first and must go: were the store unreachable, a deletion reported as done could
    * leave the content readable until the copy's TTL, so the call fails instead, having deleted nothing.
    */
   async deleteSession(caller: Principal, id: string, expectedRevision: number | undefined, requestId?: string): Promise<void> {
     await this.cache.evictOrFail(id);
     // No upgrade here: a session whose data cannot be upgraded must still be deletable.
-    const { value: r, replayed } = await this.idempotency.runKnex(
-      this.key(caller, 'DeleteSession', requestId, { id, expectedRevision }),
-      voidCodec as Codec<WriteResult | undefined>,
-      (trx) =>
-        this.repo.writeSession(
-          caller.accountId,
-          id,
-          async (cur) => {
-            checkRevision(cur, expectedRevision);
-            return { ...cur, dialogue: [], events: [], deleted: true };
-          },
-          trx,
-        ),
-    );
+    const { value: commit, replayed } = await this.uow.run(this.key(caller, 'DeleteSession', requestId, { id, expectedRevision }), voidCodec, async (tx) => {
+      const cur = await this.lockForWrite(caller, id, expectedRevision, tx);
+      return this.sessions.tombstone(cur, [sessionDeleted()], new Date(), tx);
+    });
     // Again after the commit: a read that raced the deletion may have refilled the copy before it.
-    if (!replayed && r) await this.afterCommit(r);
+    if (!replayed && commit) await this.afterCommit({ session: { id }, commit });
   }
 
   async listSessions(
@@ -364,17 +346,14 @@ export class GenieService {
     const filters = { modelType: filter.modelType ?? '', state: filter.state ?? '' };
     const after = decodePageToken(pageToken, 'sessions', filters, seqCursor) ?? 0;
     const types = filter.modelType
-      ? await this.repo.modelTypeVersions(caller.accountId, filter.modelType)
-      : await this.repo.allModelTypes(caller.accountId);
+      ? await this.types.modelTypeVersions(caller.accountId, filter.modelType)
+      : await this.types.allModelTypes(caller.accountId);
     const byType = groupByName(types);
-    let states: Array<{ modelType: string; schemaVersion: number; states: string[] }> | undefined;
-    if (filter.state !== undefined) {
-      // Stored sessions may predate a state rename: match every stored state that upgrades to the one asked for.
-      states = [...byType].flatMap(([name, versions]) =>
-        storedStatesFor(filter.state as string, versions).map((s) => ({ modelType: name, ...s })),
-      );
-    }
-    const rows = await this.repo.listSessions(caller.accountId, { modelType: filter.modelType, states }, after, pageSize + 1);
+    const wanted = filter.state;
+    // Stored sessions may predate a state rename: match every stored state that upgrades to the one asked for.
+    const states: StateFilter | undefined =
+      wanted === undefined ? undefined : [...byType].flatMap(([name, versions]) => storedStatesFor(wanted, versions).map((s) => ({ modelType: name, ...s })));
+    const rows = await this.sessions.listSessions(caller.accountId, { modelType: filter.modelType, states }, after, pageSize + 1);
     // A page also stops before MAX_READ_BYTES: each session may carry 256 KiB of fields and two 1 MiB texts.
     const page = withinBudget(
       rows.slice(0, pageSize),
@@ -400,37 +379,28 @@ export class GenieService {
   async forkSession(caller: Principal, id: string, revision: number | undefined, requestId?: string): Promise<SessionView> {
     const key = this.key(caller, 'ForkSession', requestId, { id, revision });
     let versions: ModelTypeRow[] = [];
-    const { value: r, replayed } = await this.idempotency.runKnex(
+    const { value: r, replayed } = await this.uow.run(
       key,
       writeCodec,
-      async (trx) => {
-    // The source is read before the claim's transaction would see it: a retry replays before reading.
-    const src = revision ? await this.readAt(caller, id, revision, trx) : await this.readCurrent(caller, id, trx);
-    versions = src.versions;
-    const up = upgrade(src.session, src.versions, src.session.modelType);
-    return this.repo.createSession(
-      {
-        id: randomUUID(),
-        accountId: caller.accountId,
-        modelType: src.session.modelType,
-        schemaVersion: up.schemaVersion,
-        state: up.state,
-        actor: src.session.actor,
-        actorInput: src.session.actorInput,
-        fields: up.fields,
-        forkedFromSessionId: id,
-        forkedFromRevision: src.session.revision,
+      async (tx) => {
+        // The source is read in the claim's transaction: a retry replays before reading.
+        const src = revision ? await this.readAt(caller, id, revision, tx) : await this.readLocked(caller, id, tx);
+        versions = src.versions;
+        // Only the versioned part: upgrade() may return the stored session itself.
+        const { schemaVersion, state, fields } = upgrade(src.session, src.versions, src.session.modelType);
+        const up = { schemaVersion, state, fields };
+        const forkedFrom = { sessionId: id, revision: src.session.revision };
+        const { actor, actorInput, modelType } = src.session;
+        const s = { id: randomUUID(), accountId: caller.accountId, modelType, ...up, actor, actorInput, forkedFromSessionId: id, forkedFromRevision: src.session.revision };
+        const created = sessionCreated({ modelType, ...up, forkedFrom });
         // A copy of the content must not outlive the original's retention.
-        expireTime: src.session.expireTime,
-      },
-      { sessionId: id, revision: src.session.revision, dialogueLength: src.session.dialogueLength },
-      trx,
-    );
+        const fork = { ...forkedFrom, dialogueLength: src.session.dialogueLength };
+        return this.sessions.insertSession({ ...s, expireTime: src.session.expireTime }, fork, [created], tx);
       },
       (v) => v.session.id,
     );
     if (replayed) return writeView(r);
-    await this.cache.publish(r.events);
+    await this.afterCommit(r, false);
     return present(r.session, undefined, versions, r.last);
   }
 
@@ -444,19 +414,21 @@ export class GenieService {
   async purgeExpired(opts: { now: Date; tombstoneCutoff: Date; batchSize: number }): Promise<{ sessions: number; tombstones: number; batches: number }> {
     const report = { sessions: 0, tombstones: 0, batches: 0 };
     for (;;) {
-      const batch = await this.repo.purgeExpiredBatch(opts.now, opts.batchSize);
+      const batch = await this.inTransaction(async (tx) => {
+        const doomed = await this.sessions.lockExpired(opts.now, opts.batchSize, tx);
+        const out: Array<{ session: { id: string }; commit: SessionCommit }> = [];
+        for (const d of doomed) out.push({ session: { id: d.id }, commit: await this.sessions.tombstone(d, [sessionDeleted()], opts.now, tx) });
+        return out;
+      });
       if (batch.length) report.batches++;
-      for (const d of batch) {
-        await this.cache.evict(d.id);
-        await this.cache.publish(d.events);
-      }
+      for (const d of batch) await this.afterCommit(d);
       report.sessions += batch.length;
       if (batch.length < opts.batchSize) break;
       // Give queued requests the event loop (and, on PGlite, the connection) between batches.
       await new Promise((r) => setImmediate(r));
     }
     for (;;) {
-      const n = await this.repo.dropTombstonesBatch(opts.tombstoneCutoff, opts.batchSize);
+      const n = await this.sessions.dropTombstones(opts.tombstoneCutoff, opts.batchSize);
       if (n) report.batches++;
       report.tombstones += n;
       if (n < opts.batchSize) break;
@@ -491,7 +463,7 @@ export class GenieService {
       caller,
       req.sessionId,
       req.expectedRevision,
-      { rpc: 'SendEvent', requestId, request, key: once, extra: () => ({ previousState }) },
+      { rpc: 'SendEvent', requestId, request, key: once, previousState: () => previousState },
       async (cur, latest) => {
         const t = findTransition(latest.stateMachine, cur.state, req.event);
         if (!t) {
@@ -530,13 +502,13 @@ export class GenieService {
           actorInput: req.actorInput,
           dialogue: [element],
           events: [
-            { kind: 'state_changed', payload: { from_state: t.fromState, to_state: t.toState, event: req.event, actor, actor_input: req.actorInput } },
-            { kind: 'dialogue_appended', payload: dialoguePayload(cur.dialogueLength + 1, element) },
+            stateChanged({ fromState: t.fromState, toState: t.toState, event: req.event, actor, actorInput: req.actorInput }),
+            dialogueAppended(cur.dialogueLength + 1, element),
           ],
         };
       },
     );
-    return { view, previousState: replayed ? (replayed.previousState as string) : previousState, element: element as ElementMeta };
+    return { view, previousState: replayed ? (replayed.previousState ?? '') : previousState, element: element as ElementMeta };
   }
 
   /** Appends an utterance; `view` as for sendEvent (stream code reads `session.revision`). */
@@ -553,7 +525,7 @@ export class GenieService {
         actor: req.actor,
         actorInput: req.actorText,
         dialogue: [element],
-        events: [{ kind: 'dialogue_appended', payload: dialoguePayload(cur.dialogueLength + 1, element) }],
+        events: [dialogueAppended(cur.dialogueLength + 1, element)],
       };
     });
     return { ...view, element: element as ElementMeta };
@@ -586,32 +558,32 @@ export class GenieService {
   ): Promise<{ revision: number; createdAt: Date }> {
     // The fingerprint hashes the value instead of walking up to 3 MiB of bytes as JSON.
     const request = { sessionId: req.sessionId, key: req.key, value: createHash('sha256').update(req.value).digest('hex'), expectedRevision: req.expectedRevision };
-    const { view } = await this.write(caller, req.sessionId, req.expectedRevision, { rpc: 'PutSecondary', requestId: req.requestId, request }, async (cur, _latest, q) => {
-      if (await this.repo.secondaryExists(req.sessionId, req.key, q)) {
+    const { view } = await this.write(caller, req.sessionId, req.expectedRevision, { rpc: 'PutSecondary', requestId: req.requestId, request }, async (cur, _latest, tx) => {
+      if (await this.sessions.secondaryExists(req.sessionId, req.key, tx)) {
         throw alreadyExists`secondary storage key ${JSON.stringify(req.key)} of session ${req.sessionId} (values are write-once)`;
       }
       return {
         ...cur,
         dialogue: [],
         secondary: { key: req.key, value: req.value },
-        events: [{ kind: 'secondary_put', payload: { key: req.key, size_bytes: req.value.length } }],
+        events: [secondaryPut(req.key, req.value.length)],
       };
     });
     return { revision: view.session.revision, createdAt: view.session.updatedAt };
   }
 
   async getSecondary(caller: Principal, sessionId: string, key: string) {
-    if (!(await this.repo.sessionExists(caller.accountId, sessionId))) throw notFound`session ${sessionId}`;
-    const found = await this.repo.secondary(sessionId, key);
+    if (!(await this.sessions.sessionExists(caller.accountId, sessionId))) throw notFound`session ${sessionId}`;
+    const found = await this.sessions.secondary(sessionId, key);
     if (!found) throw notFound`secondary storage key ${JSON.stringify(key)} of session ${sessionId}`;
     return found;
   }
 
   async listSecondaryKeys(caller: Principal, sessionId: string, pageSize: number, pageToken: string | undefined) {
-    if (!(await this.repo.sessionExists(caller.accountId, sessionId))) throw notFound`session ${sessionId}`;
+    if (!(await this.sessions.sessionExists(caller.accountId, sessionId))) throw notFound`session ${sessionId}`;
     const filters = { sessionId };
     const after = decodePageToken(pageToken, 'secondary_keys', filters, keyCursor);
-    const rows = await this.repo.listSecondary(sessionId, after, pageSize + 1);
+    const rows = await this.sessions.listSecondary(sessionId, after, pageSize + 1);
     const items = rows.slice(0, pageSize);
     const last = items[items.length - 1];
     return { items, nextPageToken: rows.length > pageSize && last ? encodePageToken('secondary_keys', filters, last.key) : '' };
@@ -623,42 +595,39 @@ export class GenieService {
    * The common write: claim the request id, lock, check the expected revision, upgrade the stored data to
    * the latest version (so the write stores it at that version), let `apply` decide (undefined: nothing
    * changes, nothing is committed), commit one revision, evict, publish. A replayed request id returns the
-   * first answer's session (no dialogue, no current_response), element and `extra`, and does nothing else.
+   * first answer's session (no dialogue, no current_response), element and previous state, and does nothing else.
    */
   private async write(
     caller: Principal,
     id: string,
     expectedRevision: number | undefined,
-    idem: { rpc: string; requestId: string | undefined; request: unknown; key?: RequestKey | undefined; extra?: () => Record<string, unknown> },
+    idem: { rpc: string; requestId: string | undefined; request: unknown; key?: RequestKey | undefined; previousState?: () => string },
     apply: (
-      cur: StoredSession & { schemaVersion: number },
+      cur: StoredSession,
       latest: ModelTypeRow,
-      q: Parameters<Parameters<GenieRepo['writeSession']>[2]>[1],
+      tx: Tx,
     ) => Promise<(Omit<SessionWrite, 'schemaVersion'> & Partial<Pick<SessionWrite, 'schemaVersion'>>) | undefined>,
-  ): Promise<{ view: SessionView; element: ElementMeta | undefined; unchanged: boolean; replayed: Record<string, unknown> | undefined }> {
+  ): Promise<{ view: SessionView; element: ElementMeta | undefined; unchanged: boolean; replayed: { previousState?: string | undefined } | undefined }> {
     let versions: ModelTypeRow[] = [];
     let result: WriteResult | undefined;
-    const { value, replayed } = await this.idempotency.runKnex(
+    const { value, replayed } = await this.uow.run(
       idem.key ?? this.key(caller, idem.rpc, idem.requestId, idem.request),
       writeAnswerCodec,
-      async (trx) => {
-        const r = await this.repo.writeSession(
-          caller.accountId,
-          id,
-          async (stored, q) => {
-            checkRevision(stored, expectedRevision);
-            versions = await this.repo.modelTypeVersions(caller.accountId, stored.modelType, q);
-            const up = upgrade(stored, versions, stored.modelType);
-            const latest = versions[versions.length - 1] as ModelTypeRow;
-            const w = await apply({ ...stored, ...up }, latest, q);
-            return w && { ...w, schemaVersion: up.schemaVersion };
-          },
-          trx,
-        );
+      async (tx) => {
+        const stored = await this.lockForWrite(caller, id, expectedRevision, tx);
+        versions = await this.types.modelTypeVersions(caller.accountId, stored.modelType, tx);
+        const up = upgrade(stored, versions, stored.modelType);
+        const latest = versions[versions.length - 1];
+        // upgrade() has refused a type without versions; this only tells the compiler.
+        if (!latest) throw failedPrecondition(`model type ${stored.modelType} is not registered`, 'MODEL_TYPE_NOT_REGISTERED');
+        const w = await apply({ ...stored, ...up }, latest, tx);
+        const r: WriteResult = w
+          ? await this.sessions.commitRevision(stored, { ...w, schemaVersion: up.schemaVersion }, tx)
+          : { session: stored, last: await this.lastElement(stored, tx), commit: { revision: stored.revision, events: [] } };
         result = r;
-        const appended = r.appended[r.appended.length - 1];
+        const appended = w?.dialogue.length ? r.last : undefined;
         const session = present(r.session, undefined, versions).session;
-        return { session, element: appended && elementMeta(appended), unchanged: !!r.unchanged, extra: idem.extra?.() ?? {} };
+        return { session, element: appended && elementMeta(appended), unchanged: !w, extra: { previousState: idem.previousState?.() } };
       },
       (v) => v.session.id,
     );
@@ -674,48 +643,76 @@ export class GenieService {
     return { view: present(result.session, undefined, versions, result.last), element: value.element, unchanged: value.unchanged, replayed: undefined };
   }
 
+  /** The live session locked for a write, at `expectedRevision` when that is set. */
+  private async lockForWrite(caller: Principal, id: string, expectedRevision: number | undefined, tx: Tx): Promise<StoredSession> {
+    const cur = await this.sessions.lockSession(caller.accountId, id, 'update', tx);
+    if (!cur) throw notFound`session ${id}`;
+    checkRevision(cur, expectedRevision);
+    return cur;
+  }
+
+  private async lastElement(s: StoredSession, tx: Tx): Promise<DialogueRow | undefined> {
+    return s.dialogueLength ? this.sessions.element(s.id, s.dialogueLength, tx) : undefined;
+  }
+
   private key(caller: Principal, rpc: string, requestId: string | undefined, request: unknown) {
     // The fingerprint only tells a retry from a reused request id; without an id nothing reads it.
     return { scope: scopeOf(caller), method: METHOD(rpc), requestId, fingerprint: requestId ? fingerprintOf(request) : '' };
   }
 
-  private async afterCommit(r: WriteResult): Promise<void> {
+  /** A transaction that records nothing (reads under a lock, the purge's batches). */
+  private async inTransaction<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
+    return (await this.uow.run(UNRECORDED, unrecorded<T>(), work)).value;
+  }
+
+  /**
+   * The cache and bus work after a committed write, under the one rule of after-commit.ts: it never fails
+   * the call. `evict` false: a new session has no copy to drop.
+   */
+  private async afterCommit(r: { session: { id: string }; commit: SessionCommit }, evict = true): Promise<void> {
+    const id = r.session.id;
     await afterCommit(
-      () => this.cache.evict(r.session.id),
-      () => this.cache.publish(r.events),
+      ...(evict ? [() => this.cache.evict(id)] : []),
+      () => this.cache.publish(id, r.commit),
     );
   }
 
-  /** The current session and its whole dialogue; inside `trx` (a fork's claim), from Postgres only. */
-  private async readCurrent(caller: Principal, id: string, trx?: Knex.Transaction) {
-    if (trx) {
-      const found = await this.repo.currentSession(caller.accountId, id, undefined, trx);
-      if (!found) throw notFound`session ${id}`;
-      return { ...found, versions: await this.repo.modelTypeVersions(caller.accountId, found.session.modelType, trx) };
-    }
+  /** NOT_FOUND for a session, or for its revision when the session exists. */
+  private async missing(caller: Principal, id: string, revision: number | undefined, tx?: Tx): Promise<AppError> {
+    if (revision !== undefined && (await this.sessions.sessionExists(caller.accountId, id, tx))) return notFound`revision ${revision} of session ${id}`;
+    return notFound`session ${id}`;
+  }
+
+  /** The current session and its whole dialogue: the hot copy, else Postgres (filling the copy). */
+  private async readCurrent(caller: Principal, id: string) {
     const { copy: hot, token } = await this.cache.get(id);
     if (hot && hot.session.accountId === caller.accountId) {
       const versions = await this.versionsFor(caller.accountId, hot.session.modelType, hot.session.schemaVersion);
       return { ...hot, versions };
     }
-    let versions: ModelTypeRow[] = [];
-    const found = await this.repo.currentSession(caller.accountId, id, async (session, dialogue, q) => {
-      versions = await this.repo.modelTypeVersions(caller.accountId, session.modelType, q);
-      const ttl = versions[versions.length - 1]?.cacheTtlSeconds || DEFAULT_CACHE_TTL_SECONDS;
-      await this.cache.put({ session, dialogue }, token, ttl * 1000);
+    // The fill happens under the read's share lock: a writer cannot commit in between, so the copy cannot
+    // be older than that writer's eviction.
+    return this.inTransaction(async (tx) => {
+      const found = await this.readLocked(caller, id, tx);
+      const ttl = found.versions[found.versions.length - 1]?.cacheTtlSeconds || DEFAULT_CACHE_TTL_SECONDS;
+      await this.cache.put({ session: found.session, dialogue: found.dialogue }, token, ttl * 1000);
+      return found;
     });
-    if (!found) throw notFound`session ${id}`;
-    return { ...found, versions };
   }
 
-  private async readAt(caller: Principal, id: string, revision: number, trx?: Knex.Transaction) {
-    const found = await this.repo.sessionAt(caller.accountId, id, revision, trx);
-    if (!found) {
-      if (await this.repo.sessionExists(caller.accountId, id, trx)) throw notFound`revision ${revision} of session ${id}`;
-      throw notFound`session ${id}`;
-    }
-    const versions = trx
-      ? await this.repo.modelTypeVersions(caller.accountId, found.session.modelType, trx)
+  /** The current session, share-locked in `tx`, with its dialogue and its type's versions, from Postgres. */
+  private async readLocked(caller: Principal, id: string, tx: Tx) {
+    const session = await this.sessions.lockSession(caller.accountId, id, 'share', tx);
+    if (!session) throw notFound`session ${id}`;
+    const dialogue = await this.sessions.dialogue(id, session.dialogueLength, tx);
+    return { session, dialogue, versions: await this.types.modelTypeVersions(caller.accountId, session.modelType, tx) };
+  }
+
+  private async readAt(caller: Principal, id: string, revision: number, tx?: Tx) {
+    const found = await this.sessions.sessionAt(caller.accountId, id, revision, tx);
+    if (!found) throw await this.missing(caller, id, revision, tx);
+    const versions = tx
+      ? await this.types.modelTypeVersions(caller.accountId, found.session.modelType, tx)
       : await this.versionsFor(caller.accountId, found.session.modelType, found.session.schemaVersion);
     return { ...found, versions };
   }
@@ -757,39 +754,47 @@ function elementMeta(d: DialogueRow): ElementMeta {
 /** The name a JSON client sends for an actor (its Actor enum value). */
 export const actorEnumName = (a: Actor): string => `ACTOR_${a.toUpperCase()}`;
 
-const sessionDates = (s: any): StoredSession => ({
-  ...s,
-  createdAt: new Date(s.createdAt),
-  updatedAt: new Date(s.updatedAt),
-  expireTime: s.expireTime ? new Date(s.expireTime) : undefined,
-});
-
 /** Create/Fork answers as stored for a replay: the session only (no utterance text). */
-const writeCodec: Codec<WriteResult> = {
-  encode: (r) => ({ session: r.session }),
-  decode: (json) => ({ session: sessionDates((json as any).session), appended: [], last: undefined, events: [] }),
-};
+const writeCodec: Codec<WriteResult> = (() => {
+  const stored = zodCodec(z.object({ session: storedSessionSchema }));
+  return {
+    encode: (r) => stored.encode({ session: r.session }),
+    decode: (json) => {
+      const { session } = stored.decode(json);
+      return { session, last: undefined, commit: { revision: session.revision, events: [] } };
+    },
+  };
+})();
 
-interface WriteAnswer {
-  session: StoredSession;
-  element: ElementMeta | undefined;
-  unchanged: boolean;
-  extra: Record<string, unknown>;
+const elementMetaSchema: z.ZodType<ElementMeta> = z.object({
+  index: z.number(),
+  actor: z.enum(ACTORS),
+  event: z.string(),
+  timestamp: isoDate,
+  textBytes: z.number(),
+});
+const writeAnswerCodec = zodCodec(
+  z.object({
+    session: storedSessionSchema,
+    element: elementMetaSchema.optional(),
+    unchanged: z.boolean().default(false),
+    // SendEvent's previous state; older answers may hold other keys here.
+    extra: z.object({ previousState: z.string().optional() }).default({}),
+  }),
+);
+const modelTypeCodec = zodCodec(modelTypeRowSchema);
+const voidCodec: Codec<SessionCommit | undefined> = { encode: () => null, decode: () => undefined };
+
+/** The key of a transaction that records nothing (no request id: UnitOfWork.run claims nothing). */
+const UNRECORDED: RequestKey = { scope: '', method: '', requestId: undefined, fingerprint: '' };
+function unrecorded<T>(): Codec<T> {
+  return {
+    encode: (v) => v,
+    decode: () => {
+      throw new Error('a transaction without a request id has no recorded answer');
+    },
+  };
 }
-const writeAnswerCodec: Codec<WriteAnswer> = {
-  encode: (v) => v,
-  decode: (json) => {
-    const v = json as any;
-    return {
-      session: sessionDates(v.session),
-      element: v.element ? { ...v.element, timestamp: new Date(v.element.timestamp) } : undefined,
-      unchanged: !!v.unchanged,
-      extra: v.extra ?? {},
-    };
-  },
-};
-const modelTypeCodec = jsonCodec<ModelTypeRow>(['createdAt']);
-const voidCodec: Codec<unknown> = { encode: () => null, decode: () => undefined };
 
 /**
  * RFC 7396 JSON Merge Patch of `target` by `patch`, on copies: null deletes, an object merges recursively
@@ -805,10 +810,6 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
     else setOwn(out, key, mergePatch(ownValue(out, key), value));
   }
   return out;
-}
-
-function dialoguePayload(seq: number, e: { actor: Actor; actorText: string; event: string; timestamp: Date }) {
-  return { seq, actor: e.actor, actor_text: e.actorText, event: e.event, timestamp: e.timestamp.toISOString() };
 }
 
 function groupByName(types: ModelTypeRow[]): Map<string, ModelTypeRow[]> {

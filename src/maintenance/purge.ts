@@ -1,4 +1,4 @@
-import type { GenieService } from '../genie/service.js';
+import type { GenieUseCases } from '../genie/service.js';
 import type { PromptUseCases, PurgeReport } from '../prompt/service.js';
 
 export const DEFAULT_PURGE_BATCH = 500;
@@ -23,7 +23,7 @@ export interface FullPurgeReport extends PurgeReport {
 export class Maintenance {
   constructor(
     private readonly prompts: PromptUseCases,
-    private readonly genie: GenieService,
+    private readonly genie: GenieUseCases,
   ) {}
 
   async purge(opts: PurgeOptions): Promise<FullPurgeReport> {

@@ -1,14 +1,38 @@
 import { z } from 'zod';
-import type { AdminService, Conditions } from '../admin/service.js';
+import type { AdminUseCases, Conditions } from '../admin/service.js';
 import { ACCOUNT_NUMBER, LLM_CLIENT_NAME, PLUGIN_NAME, USERNAME } from '../admin/rules.js';
-import type { AccountRow, ApiKeyRow, OwnedNameRow, UserProfileRow } from '../storage/admin-repo.js';
-import type { Account, AdminServiceServer, ApiKey, LlmClient, Plugin, UserProfile } from '../gen/parley/admin/v1/admin.js';
-import { invalidArgument, quote } from '../errors.js';
+import type { AccountRow, ApiKeyRow, OwnedNameRow, OwnedTable, UserProfileRow } from '../admin/store.js';
+import type {
+  Account,
+  AdminServiceServer,
+  ApiKey,
+  CreateAccountRequest,
+  CreateApiKeyRequest,
+  CreateLlmClientRequest,
+  CreateUserProfileRequest,
+  DeleteAccountRequest,
+  GetAccountRequest,
+  GetApiKeyRequest,
+  ListAccountsRequest,
+  ListApiKeysRequest,
+  ListLlmClientsRequest,
+  LlmClient,
+  Plugin,
+  PurgeExpiredDataRequest,
+  UpdateAccountRequest,
+  UpdateApiKeyRequest,
+  UpdateLlmClientRequest,
+  UpdatePluginRequest,
+  UpdateUserProfileRequest,
+  UserProfile,
+} from '../gen/parley/admin/v1/admin.js';
+import { invalidArgument } from '../errors.js';
+import { snakeCase } from '../field-path.js';
 import { parseInput } from '../validate.js';
-import { optionalString, uuid } from './convert.js';
+import { optionalString, optionalUuid, textOfAtMost, uuid } from './zod-fields.js';
+import { checkUpdateMask } from './update-mask.js';
 import { unary, type ServiceHandlers } from './rpc.js';
 import type { Maintenance } from '../maintenance/purge.js';
-
 export const toAccount = (r: AccountRow): Account => ({
   id: r.id,
   accountNumber: r.accountNumber,
@@ -63,112 +87,143 @@ export const ADMIN_TEXT_LIMITS = {
   llm_client_name: 63,
   plugin_name: 64,
 } as const;
+const L = ADMIN_TEXT_LIMITS;
+const chars = (max: number) => textOfAtMost(max, 'characters');
 
-const chars = (s: string) => [...s].length;
-
-/** FIELD_TOO_LARGE for the first of `fields` past its limit. */
-function checkSizes(fields: Array<[field: string, value: string | undefined, max: number]>): void {
-  for (const [field, value, max] of fields) {
-    if (value !== undefined && value.length > max && chars(value) > max) {
-      throw invalidArgument(field, `must be at most ${max} characters`, 'FIELD_TOO_LARGE');
-    }
-  }
-}
-
+// Field schemas: the size first (FIELD_TOO_LARGE), then the rule.
 const requestId = optionalString.pipe(z.string().uuid('must be a UUID').optional());
 const expectedRevision = z.number().int().min(1, 'must be a revision (1 or more)').optional();
-const displayName = z.string();
-const description = z.string();
-const email = z.union([z.literal(''), z.string().email('must be an email address')]);
-const username = z.string().regex(USERNAME, 'must be 1-150 letters, digits or . _ @ + -, starting with a letter or digit');
-const llmClientName = z
-  .string()
-  .regex(LLM_CLIENT_NAME, 'must be 1-63 lower-case letters and digits, starting with a letter (it is the first label of the client URL)');
-const pluginName = z.string().regex(PLUGIN_NAME, 'must be a letter, then up to 63 letters, digits, _ or -');
+const displayName = chars(L.display_name);
+const description = chars(L.description);
+const email = chars(L.email).pipe(z.union([z.literal(''), z.string().email('must be an email address')]));
+const username = chars(L.username).pipe(z.string().regex(USERNAME, 'must be 1-150 letters, digits or . _ @ + -, starting with a letter or digit'));
+const llmClientName = chars(L.llm_client_name).pipe(
+  z.string().regex(LLM_CLIENT_NAME, 'must be 1-63 lower-case letters and digits, starting with a letter (it is the first label of the client URL)'),
+);
+const pluginName = chars(L.plugin_name).pipe(z.string().regex(PLUGIN_NAME, 'must be a letter, then up to 63 letters, digits, _ or -'));
+const accountNumber = chars(L.account_number).optional().transform((s) => s || undefined);
 const pageSize = z.number().int().min(0, 'must not be negative');
 
+// Request schemas, each checked by the compiler against (a part of) its generated request type.
+type RequestSchema<Req> = z.ZodType<unknown, Partial<Req>>;
 const createAccount = z.object({
-  accountNumber: optionalString.pipe(z.string().regex(ACCOUNT_NUMBER, 'must look like 1234-5678-9012').optional()),
+  accountNumber: accountNumber.pipe(z.string().regex(ACCOUNT_NUMBER, 'must look like 1234-5678-9012').optional()),
   displayName,
   requestId,
-});
-const getAccount = z.object({ id: optionalString.pipe(uuid.optional()), accountNumber: optionalString });
-const createUserProfile = z.object({ accountId: uuid, username, email, requestId });
-const byId = z.object({ id: uuid });
-const deleteById = z.object({ id: uuid, expectedRevision, requestId });
-const createApiKey = z.object({ userProfileId: uuid, description, requestId });
-const createOwned = (name: z.ZodType<string>) => z.object({ accountId: uuid, name, description, requestId });
-const listOf = z.object({ accountId: uuid, pageSize, pageToken: optionalString });
-const listAccounts = z.object({ pageSize, pageToken: optionalString });
-const listApiKeys = z.object({
-  accountId: optionalString.pipe(uuid.optional()),
-  userProfileId: optionalString.pipe(uuid.optional()),
-  pageSize,
-  pageToken: optionalString,
-});
-
+}) satisfies RequestSchema<CreateAccountRequest>;
+const getAccount = z
+  .object({ id: optionalUuid, accountNumber })
+  .refine((r) => r.id || r.accountNumber, { message: 'id or account_number is required', path: ['id'] }) satisfies RequestSchema<GetAccountRequest>;
+const createUserProfile = z.object({ accountId: uuid, username, email, requestId }) satisfies RequestSchema<CreateUserProfileRequest>;
+const byId = z.object({ id: uuid }) satisfies RequestSchema<GetApiKeyRequest>;
+const deleteById = z.object({ id: uuid, expectedRevision, requestId }) satisfies RequestSchema<DeleteAccountRequest>;
+const createApiKey = z.object({ userProfileId: uuid, description, requestId }) satisfies RequestSchema<CreateApiKeyRequest>;
+const createOwned = (name: typeof pluginName) => z.object({ accountId: uuid, name, description, requestId }) satisfies RequestSchema<CreateLlmClientRequest>;
+const listOf = z.object({ accountId: uuid, pageSize, pageToken: optionalString }) satisfies RequestSchema<ListLlmClientsRequest>;
+const listAccounts = z.object({ pageSize, pageToken: optionalString }) satisfies RequestSchema<ListAccountsRequest>;
+const listApiKeys = z.object({ accountId: optionalUuid, userProfileId: optionalUuid, pageSize, pageToken: optionalString }) satisfies RequestSchema<ListApiKeysRequest>;
 const purgeExpiredData = z.object({
   olderThan: z.object(
     { seconds: z.number().int().min(0, 'must not be negative').max(100 * 365 * 86_400, 'must be at most 100 years'), nanos: z.number().int().min(0).max(999_999_999) },
     { error: 'is required' },
   ),
   batchSize: z.number().int().min(0, 'must not be negative').max(100_000, 'must be at most 100000'),
-});
+}) satisfies RequestSchema<PurgeExpiredDataRequest>;
 
-/** Every path of a resource that names a field, and which of those an update may change. */
-interface MaskSpec<F extends string> {
+/** An Update RPC: the resource's field in the request, and the schema of each field an update may change. */
+interface UpdateSpec<K extends string, F extends string> {
+  key: K;
   resource: string;
   updatable: readonly F[];
-  /** Fields that exist but cannot be changed (OUTPUT_ONLY or IMMUTABLE). */
+  fields: Record<F, z.ZodType<string, string>>;
+  /** Fields that exist but cannot be changed (OUTPUT_ONLY or IMMUTABLE), besides id, times and revision. */
   fixed: readonly string[];
 }
+/** A spec whose key and fields the compiler checks against the generated request `Req`. */
+const updateOf =
+  <Req>() =>
+  <K extends keyof Req & string, F extends keyof NonNullable<Req[K]> & string>(spec: UpdateSpec<K, F>) =>
+    spec;
 
-/**
- * AIP-134 with one deliberate choice: the mask is required (`*` selects every updatable field), because
- * proto3 sends an empty string for both "clear the description" and "left it alone". A path that names no
- * updatable field is INVALID_ARGUMENT on update_mask, reason UPDATE_MASK_INVALID, naming the path.
- */
-export function maskFields<F extends string>(paths: string[] | undefined, spec: MaskSpec<F>): Set<F> {
-  const all = spec.updatable.join(', ');
-  if (!paths || paths.length === 0) throw invalidArgument('update_mask', `is required: list fields among ${all}, or *`, 'UPDATE_MASK_INVALID');
-  const fields = new Set<F>();
-  for (const p of paths) {
-    if (p === '*') spec.updatable.forEach((f) => fields.add(f));
-    else if ((spec.updatable as readonly string[]).includes(p)) fields.add(p as F);
-    else if (spec.fixed.includes(p)) throw invalidArgument('update_mask', `${quote(p)} cannot be changed (updatable: ${all})`, 'UPDATE_MASK_INVALID');
-    else throw invalidArgument('update_mask', `${quote(p)} names no field of ${spec.resource} (updatable: ${all})`, 'UPDATE_MASK_INVALID');
-  }
-  return fields;
-}
-
-const fixed = (...f: string[]) => ['id', 'create_time', 'update_time', 'revision', ...f];
-const ACCOUNT_MASK: MaskSpec<'display_name'> = { resource: 'Account', updatable: ['display_name'], fixed: fixed('account_number') };
-const PROFILE_MASK: MaskSpec<'username' | 'email'> = { resource: 'UserProfile', updatable: ['username', 'email'], fixed: fixed('account_id') };
-const KEY_MASK: MaskSpec<'description'> = {
+const ACCOUNT = updateOf<UpdateAccountRequest>()({ key: 'account', resource: 'Account', updatable: ['displayName'], fields: { displayName }, fixed: ['account_number'] });
+const PROFILE = updateOf<UpdateUserProfileRequest>()({
+  key: 'userProfile',
+  resource: 'UserProfile',
+  updatable: ['username', 'email'],
+  fields: { username, email },
+  fixed: ['account_id'],
+});
+const KEY = updateOf<UpdateApiKeyRequest>()({
+  key: 'apiKey',
   resource: 'ApiKey',
   updatable: ['description'],
-  fixed: fixed('user_profile_id', 'account_id', 'revoke_time', 'key_prefix'),
-};
-const ownedMask = (resource: string): MaskSpec<'name' | 'description'> => ({ resource, updatable: ['name', 'description'], fixed: fixed('account_id') });
+  fields: { description },
+  fixed: ['user_profile_id', 'account_id', 'revoke_time', 'key_prefix'],
+});
+const LLM_CLIENT = updateOf<UpdateLlmClientRequest>()({
+  key: 'llmClient',
+  resource: 'LlmClient',
+  updatable: ['name', 'description'],
+  fields: { name: llmClientName, description },
+  fixed: ['account_id'],
+});
+const PLUGIN = updateOf<UpdatePluginRequest>()({ key: 'plugin', resource: 'Plugin', updatable: ['name', 'description'], fields: { name: pluginName, description }, fixed: ['account_id'] });
 
-/** The id, expected revision and request id of an Update request whose resource sits in `field`. */
-function conditionsOf(field: string, req: { expectedRevision?: number | undefined; requestId: string }, id: string | undefined): { id: string } & Conditions {
-  if (!uuid.safeParse(id ?? '').success) throw invalidArgument(`${field}.id`, 'must be a UUID');
-  const r = parseInput(z.object({ expectedRevision, requestId }), { expectedRevision: req.expectedRevision, requestId: req.requestId });
-  return { id: id!, ...r };
+/**
+ * An Update request's one parse step. AIP-134 with one deliberate choice: the mask is required (`*` selects
+ * every updatable field), because proto3 sends an empty string for both "clear the description" and "left it
+ * alone". Then the resource's id, the fields the mask names (only those: the others are not read), the
+ * expected revision and the request id, in one zod parse.
+ */
+function parseUpdate<K extends string, F extends string>(req: unknown, spec: UpdateSpec<K, F>): { id: string; patch: Partial<Record<F, string>> } & Conditions {
+  const { updateMask } = parseInput(z.object({ updateMask: z.array(z.string()).optional() }), req);
+  const paths = spec.updatable.map(snakeCase);
+  if (!updateMask?.length) throw invalidArgument('update_mask', `is required: list fields among ${paths.join(', ')}, or *`, 'UPDATE_MASK_INVALID');
+  const chosen = checkUpdateMask(updateMask, paths, ['id', 'create_time', 'update_time', 'revision', ...spec.fixed], spec.resource);
+  const fields = spec.updatable.filter((f) => chosen.has(snakeCase(f)));
+  const resource = z.object({ id: uuid, ...Object.fromEntries(fields.map((f) => [f, spec.fields[f]])) }, { error: 'is required' });
+  const at: Record<string, typeof resource> = { [spec.key]: resource };
+  const r = parseInput(z.object({ expectedRevision, requestId }).and(z.object(at)), req);
+  const parsed = new Map<string, unknown>(Object.entries(r[spec.key] ?? {}));
+  const patch: Partial<Record<F, string>> = {};
+  for (const f of fields) {
+    const v = parsed.get(f);
+    if (typeof v === 'string') patch[f] = v;
+  }
+  const id = parsed.get('id');
+  return { id: typeof id === 'string' ? id : '', patch, expectedRevision: r.expectedRevision, requestId: r.requestId };
 }
 
-/** Parses one updatable field of `resource`: size first (FIELD_TOO_LARGE), then its rule. */
-function patchField<T>(prefix: string, field: string, value: string, max: number, schema: z.ZodType<T>): T {
-  const path = `${prefix}.${field}`;
-  checkSizes([[path, value, max]]);
-  const r = schema.safeParse(value);
-  if (!r.success) throw invalidArgument(path, r.error.issues[0]?.message ?? 'is invalid');
-  return r.data;
-}
+/** Delete and Revoke take the same request: an id and the conditions. */
+const parseDelete = (req: unknown) => parseInput(deleteById, req);
 
-export function adminHandlers(admin: AdminService, maintenance: Maintenance): ServiceHandlers<AdminServiceServer> {
-  const L = ADMIN_TEXT_LIMITS;
+export function adminHandlers(admin: AdminUseCases, maintenance: Maintenance): ServiceHandlers<AdminServiceServer> {
+  const deleted = async (req: unknown, remove: (id: string, c: Conditions) => Promise<void>) => {
+    const r = parseDelete(req);
+    await remove(r.id, r);
+    return {};
+  };
+  const updated = async <K extends string, F extends string, R, M>(req: unknown, spec: UpdateSpec<K, F>, run: (u: ReturnType<typeof parseUpdate<K, F>>) => Promise<{ row: R; changed: boolean }>, toMessage: (r: R) => M) => {
+    const u = await run(parseUpdate(req, spec));
+    // The reply names the resource by the spec's key (account, user_profile, …); TypeScript cannot follow a computed key.
+    return { [spec.key]: toMessage(u.row), changed: u.changed } as Record<K, M> & { changed: boolean };
+  };
+  // LLM clients and plugins: one shape, two tables.
+  const owned = <K extends string>(table: OwnedTable, name: typeof pluginName, spec: UpdateSpec<K, 'name' | 'description'>) => ({
+    create: (req: unknown) => {
+      const r = parseInput(createOwned(name), req);
+      return admin.createOwned(table, r.accountId, r.name, r.description, r.requestId);
+    },
+    get: (req: unknown) => admin.getOwned(table, parseInput(byId, req).id),
+    list: (req: unknown) => {
+      const r = parseInput(listOf, req);
+      return admin.listOwned(table, r.accountId, r);
+    },
+    update: (req: unknown) => updated(req, spec, (u) => admin.updateOwned(table, u.id, u.patch, u), toOwned),
+    delete: (req: unknown) => deleted(req, (id, c) => admin.deleteOwned(table, id, c)),
+  });
+  const llmClients = owned('llm_clients', llmClientName, LLM_CLIENT);
+  const plugins = owned('plugins', pluginName, PLUGIN);
   return {
     purgeExpiredData: unary(async (req) => {
       const r = parseInput(purgeExpiredData, req);
@@ -187,45 +242,27 @@ export function adminHandlers(admin: AdminService, maintenance: Maintenance): Se
     }),
 
     // --- Accounts ---
-    createAccount: unary(async (req: any) => {
-      checkSizes([
-        ['account_number', req.accountNumber, L.account_number],
-        ['display_name', req.displayName, L.display_name],
-      ]);
+    createAccount: unary(async (req) => {
       const r = parseInput(createAccount, req);
       return { account: toAccount(await admin.createAccount(r.accountNumber, r.displayName, r.requestId)) };
     }),
-    getAccount: unary(async (req: any) => {
-      checkSizes([['account_number', req.accountNumber, L.account_number]]);
-      const r = parseInput(getAccount, req);
-      if (!r.id && !r.accountNumber) throw invalidArgument('id', 'id or account_number is required');
-      return { account: toAccount(await admin.getAccount(r)) };
+    getAccount: unary(async (req) => {
+      return { account: toAccount(await admin.getAccount(parseInput(getAccount, req))) };
     }),
     listAccounts: unary(async (req) => {
       const r = parseInput(listAccounts, req);
       const page = await admin.listAccounts(r);
       return { accounts: page.items.map(toAccount), nextPageToken: page.nextPageToken };
     }),
-    updateAccount: unary(async (req: any) => {
-      const fields = maskFields(req.updateMask, ACCOUNT_MASK);
-      const c = conditionsOf('account', req, req.account?.id);
-      const a = req.account ?? {};
-      const patch = { displayName: fields.has('display_name') ? patchField('account', 'display_name', a.displayName ?? '', L.display_name, displayName) : undefined };
-      const u = await admin.updateAccount(c.id, patch, c);
-      return { account: toAccount(u.row), changed: u.changed };
+    updateAccount: unary(async (req) => {
+      return updated(req, ACCOUNT, (u) => admin.updateAccount(u.id, u.patch, u), toAccount);
     }),
     deleteAccount: unary(async (req) => {
-      const r = parseInput(deleteById, req);
-      await admin.deleteAccount(r.id, r);
-      return {};
+      return deleted(req, (id, c) => admin.deleteAccount(id, c));
     }),
 
     // --- User profiles ---
-    createUserProfile: unary(async (req: any) => {
-      checkSizes([
-        ['username', req.username, L.username],
-        ['email', req.email, L.email],
-      ]);
+    createUserProfile: unary(async (req) => {
       const r = parseInput(createUserProfile, req);
       return { userProfile: toUserProfile(await admin.createUserProfile(r.accountId, r.username, r.email, r.requestId)) };
     }),
@@ -235,26 +272,15 @@ export function adminHandlers(admin: AdminService, maintenance: Maintenance): Se
       const page = await admin.listUserProfiles(r.accountId, r);
       return { userProfiles: page.items.map(toUserProfile), nextPageToken: page.nextPageToken };
     }),
-    updateUserProfile: unary(async (req: any) => {
-      const fields = maskFields(req.updateMask, PROFILE_MASK);
-      const c = conditionsOf('user_profile', req, req.userProfile?.id);
-      const p = req.userProfile ?? {};
-      const patch = {
-        username: fields.has('username') ? patchField('user_profile', 'username', p.username ?? '', L.username, username) : undefined,
-        email: fields.has('email') ? patchField('user_profile', 'email', p.email ?? '', L.email, email) : undefined,
-      };
-      const u = await admin.updateUserProfile(c.id, patch, c);
-      return { userProfile: toUserProfile(u.row), changed: u.changed };
+    updateUserProfile: unary(async (req) => {
+      return updated(req, PROFILE, (u) => admin.updateUserProfile(u.id, u.patch, u), toUserProfile);
     }),
     deleteUserProfile: unary(async (req) => {
-      const r = parseInput(deleteById, req);
-      await admin.deleteUserProfile(r.id, r);
-      return {};
+      return deleted(req, (id, c) => admin.deleteUserProfile(id, c));
     }),
 
     // --- API keys ---
-    createApiKey: unary(async (req: any) => {
-      checkSizes([['description', req.description, L.description]]);
+    createApiKey: unary(async (req) => {
       const r = parseInput(createApiKey, req);
       const { key, secret } = await admin.createApiKey(r.userProfileId, r.description, r.requestId);
       return { apiKey: toApiKey(key), secret };
@@ -265,87 +291,48 @@ export function adminHandlers(admin: AdminService, maintenance: Maintenance): Se
       const page = await admin.listApiKeys(r, r);
       return { apiKeys: page.items.map(toApiKey), nextPageToken: page.nextPageToken };
     }),
-    updateApiKey: unary(async (req: any) => {
-      const fields = maskFields(req.updateMask, KEY_MASK);
-      const c = conditionsOf('api_key', req, req.apiKey?.id);
-      const k = req.apiKey ?? {};
-      const patch = { description: fields.has('description') ? patchField('api_key', 'description', k.description ?? '', L.description, description) : undefined };
-      const u = await admin.updateApiKey(c.id, patch, c);
-      return { apiKey: toApiKey(u.row), changed: u.changed };
+    updateApiKey: unary(async (req) => {
+      return updated(req, KEY, (u) => admin.updateApiKey(u.id, u.patch, u), toApiKey);
     }),
     revokeApiKey: unary(async (req) => {
-      const r = parseInput(deleteById, req);
+      const r = parseDelete(req);
       const u = await admin.revokeApiKey(r.id, r);
       return { apiKey: toApiKey(u.row), changed: u.changed };
     }),
     deleteApiKey: unary(async (req) => {
-      const r = parseInput(deleteById, req);
-      await admin.deleteApiKey(r.id, r);
-      return {};
+      return deleted(req, (id, c) => admin.deleteApiKey(id, c));
     }),
 
     // --- LLM clients ---
-    createLlmClient: unary(async (req: any) => {
-      checkSizes([
-        ['name', req.name, L.llm_client_name],
-        ['description', req.description, L.description],
-      ]);
-      const r = parseInput(createOwned(llmClientName), req);
-      return { llmClient: toLlmClient(await admin.createLlmClient(r.accountId, r.name, r.description, r.requestId)) };
+    createLlmClient: unary(async (req) => {
+      return { llmClient: toLlmClient(await llmClients.create(req)) };
     }),
-    getLlmClient: unary(async (req) => ({ llmClient: toLlmClient(await admin.getLlmClient(parseInput(byId, req).id)) })),
+    getLlmClient: unary(async (req) => ({ llmClient: toLlmClient(await llmClients.get(req)) })),
     listLlmClients: unary(async (req) => {
-      const r = parseInput(listOf, req);
-      const page = await admin.listLlmClients(r.accountId, r);
+      const page = await llmClients.list(req);
       return { llmClients: page.items.map(toLlmClient), nextPageToken: page.nextPageToken };
     }),
-    updateLlmClient: unary(async (req: any) => {
-      const fields = maskFields(req.updateMask, ownedMask('LlmClient'));
-      const c = conditionsOf('llm_client', req, req.llmClient?.id);
-      const o = req.llmClient ?? {};
-      const patch = {
-        name: fields.has('name') ? patchField('llm_client', 'name', o.name ?? '', L.llm_client_name, llmClientName) : undefined,
-        description: fields.has('description') ? patchField('llm_client', 'description', o.description ?? '', L.description, description) : undefined,
-      };
-      const u = await admin.updateLlmClient(c.id, patch, c);
-      return { llmClient: toLlmClient(u.row), changed: u.changed };
+    updateLlmClient: unary(async (req) => {
+      return llmClients.update(req);
     }),
     deleteLlmClient: unary(async (req) => {
-      const r = parseInput(deleteById, req);
-      await admin.deleteLlmClient(r.id, r);
-      return {};
+      return llmClients.delete(req);
     }),
 
     // --- Plugins ---
-    createPlugin: unary(async (req: any) => {
-      checkSizes([
-        ['name', req.name, L.plugin_name],
-        ['description', req.description, L.description],
-      ]);
-      const r = parseInput(createOwned(pluginName), req);
-      return { plugin: toPlugin(await admin.createPlugin(r.accountId, r.name, r.description, r.requestId)) };
+    createPlugin: unary(async (req) => {
+      return { plugin: toPlugin(await plugins.create(req)) };
     }),
-    getPlugin: unary(async (req) => ({ plugin: toPlugin(await admin.getPlugin(parseInput(byId, req).id)) })),
+    getPlugin: unary(async (req) => ({ plugin: toPlugin(await plugins.get(req)) })),
     listPlugins: unary(async (req) => {
-      const r = parseInput(listOf, req);
-      const page = await admin.listPlugins(r.accountId, r);
+      const page = await plugins.list(req);
       return { plugins: page.items.map(toPlugin), nextPageToken: page.nextPageToken };
     }),
-    updatePlugin: unary(async (req: any) => {
-      const fields = maskFields(req.updateMask, ownedMask('Plugin'));
-      const c = conditionsOf('plugin', req, req.plugin?.id);
-      const o = req.plugin ?? {};
-      const patch = {
-        name: fields.has('name') ? patchField('plugin', 'name', o.name ?? '', L.plugin_name, pluginName) : undefined,
-        description: fields.has('description') ? patchField('plugin', 'description', o.description ?? '', L.description, description) : undefined,
-      };
-      const u = await admin.updatePlugin(c.id, patch, c);
-      return { plugin: toPlugin(u.row), changed: u.changed };
+    updatePlugin: unary(async (req) => {
+      return plugins.update(req);
     }),
     deletePlugin: unary(async (req) => {
-      const r = parseInput(deleteById, req);
-      await admin.deletePlugin(r.id, r);
-      return {};
+      return plugins.delete(req);
     }),
   };
 }

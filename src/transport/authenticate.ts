@@ -1,7 +1,19 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Metadata } from '@grpc/grpc-js';
-import { bearerToken, sameSecret, type Principal } from '../principal.js';
+import type { Principal } from '../principal.js';
 import { permissionDenied, unauthenticated } from '../errors.js';
 import type { Authenticate } from './rpc.js';
+
+/** The token of an `authorization: Bearer <token>` header. */
+function bearerToken(header: string | undefined): string | undefined {
+  const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  return m?.[1];
+}
+
+/** Compares in constant time (over digests, so the lengths leak nothing either). */
+function sameSecret(a: string, b: string): boolean {
+  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
+}
 
 const header = (md: Metadata) => {
   const v = md.get('authorization')[0];

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import type { GenieService, SessionPath, SessionView, ElementMeta } from '../genie/service.js';
+import type { GenieUseCases, SessionPath, SessionView, ElementMeta } from '../genie/service.js';
 import { MAX_FIELDS_BYTES, MAX_SECONDARY_BYTES, MAX_TEXT_BYTES } from '../genie/service.js';
 import { MODEL_TYPE_NAME, STATE_OR_EVENT, type ModelTypeDef, type ModelTypeRow, type UpgradeStepDef } from '../genie/model-type.js';
 import type { Actor as DomainActor, DialogueFormatName } from '../genie/dialogue-format.js';
-import type { DialogueRow, SecondaryMeta } from '../storage/genie-repo.js';
+import type { DialogueRow, SecondaryMeta } from '../genie/store.js';
 import {
   Actor,
   DialogueFormat,
@@ -18,9 +18,10 @@ import {
 import type { Duration } from '../gen/google/protobuf/duration.js';
 import { AppError, fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
 import { parseInput } from '../validate.js';
+import { fieldPath } from '../field-path.js';
 import { pageSizeOf } from '../paging.js';
 import { callerOf } from './authenticate.js';
-import { optionalString, uuid } from './convert.js';
+import { optionalString, uuid } from './zod-fields.js';
 import { unary, type ServiceHandlers } from './rpc.js';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -83,15 +84,18 @@ const toUpgradeStep = (s: UpgradeStepDef): UpgradeStep => {
 
 const toDuration = (seconds: number): Duration | undefined => (seconds ? { seconds, nanos: 0 } : undefined);
 
+/** A state machine with each transition mapped (proto ↔ domain spell an event differently). */
+const withTransitions = <T, U>(m: { states: string[]; initialState: string; transitions: T[] }, f: (t: T) => U) => ({
+  states: m.states,
+  initialState: m.initialState,
+  transitions: m.transitions.map(f),
+});
+
 export const toModelType = (m: ModelTypeRow): ModelType => ({
   name: m.name,
   schemaVersion: m.schemaVersion,
   jsonSchema: m.jsonSchema,
-  stateMachine: {
-    states: m.stateMachine.states,
-    initialState: m.stateMachine.initialState,
-    transitions: m.stateMachine.transitions.map((t) => ({ fromState: t.fromState, eventName: t.event, toState: t.toState, actor: actorToProto(t.actor) })),
-  },
+  stateMachine: withTransitions(m.stateMachine, (t) => ({ fromState: t.fromState, eventName: t.event, toState: t.toState, actor: actorToProto(t.actor) })),
   upgrades: m.upgrades.map(toUpgradeStep),
   cacheTtl: toDuration(m.cacheTtlSeconds),
   createTime: m.createdAt,
@@ -113,9 +117,9 @@ const pageSize = z.number().int().nonnegative('must not be negative').transform(
 const jsonObject = z.record(z.string(), z.unknown());
 const fields = jsonObject.optional().transform((f) => f ?? {});
 /** An Actor enum value that names a speaker; ACTOR_UNSPECIFIED and unknown numbers are refused. */
-const actor = z.number().refine((a) => actorNames.has(a), ACTOR_VALUES).transform((a) => actorNames.get(a) as DomainActor);
+export const actor = z.number().refine((a) => actorNames.has(a), ACTOR_VALUES).transform((a) => actorNames.get(a) as DomainActor);
 /** As `actor`, but ACTOR_UNSPECIFIED means "not named" (undefined). */
-const optionalActor = z
+export const optionalActor = z
   .number()
   .refine((a) => a === Actor.ACTOR_UNSPECIFIED || actorNames.has(a), `must be ACTOR_UNSPECIFIED or one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM`)
   .transform((a) => actorNames.get(a));
@@ -167,10 +171,10 @@ function upgradeSteps(raw: unknown[]): UpgradeStepDef[] {
   const steps: UpgradeStepDef[] = [];
   raw.forEach((r, i) => {
     const s = r as UpgradeStep;
-    const at = `model_type.upgrades[${i}]`;
+    const at = (...rest: string[]) => fieldPath(['upgrades', i, ...rest], 'model_type');
     const set = [s.renameField, s.dropField, s.addField, s.mapStates].filter((x) => x !== undefined).length;
     if (set !== 1) {
-      violations.push({ field: at, description: 'exactly one of rename_field, drop_field, add_field or map_states is required' });
+      violations.push({ field: at(), description: 'exactly one of rename_field, drop_field, add_field or map_states is required' });
       return;
     }
     const fromVersion = s.fromVersion;
@@ -178,12 +182,12 @@ function upgradeSteps(raw: unknown[]): UpgradeStepDef[] {
     else if (s.dropField) steps.push({ fromVersion, kind: 'drop_field', name: s.dropField.name });
     else if (s.addField) {
       if (s.addField.defaultValue === undefined) {
-        violations.push({ field: `${at}.add_field.default_value`, description: 'is required (null_value for null)' });
+        violations.push({ field: at('add_field', 'default_value'), description: 'is required (null_value for null)' });
       }
       steps.push({ fromVersion, kind: 'add_field', name: s.addField.name, defaultValue: s.addField.defaultValue ?? null });
     } else if (s.mapStates) {
       for (const from of Object.keys(s.mapStates.mapping)) {
-        if (!STATE_OR_EVENT.test(from)) violations.push({ field: `${at}.map_states.mapping[${quote(from, 40)}]`, description: 'is not a valid state id' });
+        if (!STATE_OR_EVENT.test(from)) violations.push({ field: `${at('map_states', 'mapping')}[${quote(from, 40)}]`, description: 'is not a valid state id' });
       }
       steps.push({ fromVersion, kind: 'map_states', mapping: { ...s.mapStates.mapping } });
     }
@@ -303,7 +307,7 @@ function sessionPaths(mask: string[] | undefined, session: { actor: number; acto
 
 // ---------------------------------------------------------------------------------------------------------
 
-export function genieHandlers(genie: GenieService): Omit<ServiceHandlers<GenieServiceServer>, 'watchSession' | 'streamUtterance' | 'chat'> {
+export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieServiceServer>, 'watchSession' | 'streamUtterance' | 'chat'> {
   return {
     registerModelType: unary(async (req, ctx) => {
       const { modelType: m, requestId: rid } = parseInput(modelTypeShape, req);
@@ -311,18 +315,14 @@ export function genieHandlers(genie: GenieService): Omit<ServiceHandlers<GenieSe
         name: m.name,
         schemaVersion: m.schemaVersion,
         jsonSchema: m.jsonSchema,
-        stateMachine: {
-          states: m.stateMachine.states,
-          initialState: m.stateMachine.initialState,
-          transitions: m.stateMachine.transitions.map((t) => ({ fromState: t.fromState, event: t.eventName, toState: t.toState, actor: t.actor })),
-        },
+        stateMachine: withTransitions(m.stateMachine, (t) => ({ fromState: t.fromState, event: t.eventName, toState: t.toState, actor: t.actor })),
         upgrades: upgradeSteps(m.upgrades),
         cacheTtlSeconds: m.cacheTtl,
         sessionTtlSeconds: m.sessionTtl,
       };
       for (const [i, u] of def.upgrades.entries()) {
         if (u.kind === 'add_field' && Buffer.byteLength(JSON.stringify(u.defaultValue ?? null)) > MAX_FIELDS_BYTES) {
-          tooLarge(`model_type.upgrades[${i}].add_field.default_value`, Buffer.byteLength(JSON.stringify(u.defaultValue)), MAX_FIELDS_BYTES, 'bytes as JSON');
+          tooLarge(fieldPath(['upgrades', i, 'add_field', 'default_value'], 'model_type'), Buffer.byteLength(JSON.stringify(u.defaultValue)), MAX_FIELDS_BYTES, 'bytes as JSON');
         }
       }
       // A whole version is read back by GetModelType and ListModelTypes: it must stay well under 4 MiB.

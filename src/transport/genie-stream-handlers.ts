@@ -1,16 +1,16 @@
 import { z } from 'zod';
-import type { GenieLive, LiveUpdate, UtteranceChunk } from '../genie/live.js';
-import { messageAfterLastChunk } from '../genie/live.js';
-import type { GenieService } from '../genie/service.js';
-import type { Actor as DomainActor } from '../genie/dialogue-format.js';
-import { Actor, type ChatRequest, type ChatResponse, type GenieServiceServer, type SessionEvent, type SessionUpdate } from '../gen/parley/genie/v1/genie.js';
+import type { GenieWatch, LiveUpdate, UtteranceChunk } from '../genie/watch.js';
+import { messageAfterLastChunk } from '../genie/watch.js';
+import type { GenieUseCases } from '../genie/service.js';
+import type { SessionEvent as DomainEvent } from '../genie/events.js';
+import type { ChatRequest, ChatResponse, GenieServiceServer, SessionEvent, SessionUpdate, StreamUtteranceRequest } from '../gen/parley/genie/v1/genie.js';
 import { AppError, fieldTooLarge, invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
-import { uuid } from './convert.js';
+import { uuid } from './zod-fields.js';
 import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type ServiceHandlers, type Sink } from './rpc.js';
 import { rpcStatusOf } from './status.js';
-import { actorToProto, eventName, toSession } from './genie-handlers.js';
+import { actor, actorToProto, eventName, optionalActor } from './genie-handlers.js';
 import type { Limits } from './limits.js';
 import { Incoming } from './streams.js';
 
@@ -18,25 +18,6 @@ import { Incoming } from './streams.js';
 export const MAX_CHAT_UTTERANCE_BYTES = 1024 * 1024;
 /** Characters of a Chat request id (a correlation id of the gateway's choosing). */
 export const MAX_CHAT_REQUEST_ID_CHARS = 128;
-
-const ACTOR_VALUES = 'must be one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM';
-const toDomainActor: ReadonlyMap<Actor, DomainActor> = new Map([
-  [Actor.ACTOR_USER, 'user'],
-  [Actor.ACTOR_ASSISTANT, 'assistant'],
-  [Actor.ACTOR_SYSTEM, 'system'],
-]);
-const fromDomainActor: ReadonlyMap<string, Actor> = new Map([...toDomainActor].map(([k, v]) => [v, k]));
-/** A stored actor (`user`, `assistant`, `system`, or empty) as the proto enum. */
-export const actorOf = (a: string | undefined): Actor => fromDomainActor.get(a ?? '') ?? Actor.ACTOR_UNSPECIFIED;
-
-/** An Actor that may be ACTOR_UNSPECIFIED (undefined: "not given"). */
-const optionalActor = z.nativeEnum(Actor).transform((a, ctx) => {
-  if (a === Actor.ACTOR_UNSPECIFIED) return undefined;
-  const d = toDomainActor.get(a);
-  if (!d) ctx.addIssue({ code: z.ZodIssueCode.custom, message: ACTOR_VALUES });
-  return d;
-});
-const requiredActor = optionalActor.refine((a): a is DomainActor => a !== undefined, ACTOR_VALUES);
 
 const afterRevision = z.number().int().nonnegative('must not be negative').optional();
 const expectedRevision = z
@@ -57,7 +38,7 @@ const utteranceChunk = z.object({
   requestId: z.union([z.literal(''), uuid]),
 });
 const chatSendEvent = z.object({ eventName, actor: optionalActor, actorInput: z.string(), expectedRevision });
-const chatAppend = z.object({ actor: requiredActor, actorText: z.string(), expectedRevision });
+const chatAppend = z.object({ actor, actorText: z.string(), expectedRevision });
 
 /** INVALID_ARGUMENT FIELD_TOO_LARGE when `text` is over `max` bytes of UTF-8. */
 function checkSize(field: string, text: string, max: number): void {
@@ -66,52 +47,44 @@ function checkSize(field: string, text: string, max: number): void {
   throw fieldTooLarge(field, description, new Map([['max_bytes', String(max)]]));
 }
 
-/** Stored event (snake_case JSON in session_events and on the bus) → proto. */
-function toEvent(e: { kind: string; payload: Record<string, any> }): SessionEvent {
-  const p = e.payload;
-  switch (e.kind) {
+/** A session event (as logged and published) → proto. */
+function toEvent(e: DomainEvent): SessionEvent {
+  switch (e.type) {
     case 'session_created':
       return {
         sessionCreated: {
-          modelType: p.model_type,
-          schemaVersion: p.schema_version,
-          state: p.state,
-          fields: p.fields,
-          forkedFromSessionId: p.forked_from_session_id ?? '',
-          forkedFromRevision: p.forked_from_revision ?? 0,
+          modelType: e.modelType,
+          schemaVersion: e.schemaVersion,
+          state: e.state,
+          fields: e.fields,
+          forkedFromSessionId: e.forkedFromSessionId ?? '',
+          forkedFromRevision: e.forkedFromRevision ?? 0,
         },
       };
     case 'dialogue_appended':
-      return {
-        dialogueAppended: {
-          index: p.seq,
-          element: { actor: actorToProto(p.actor), actorText: p.actor_text, eventName: p.event ?? '', timestamp: new Date(p.timestamp) },
-        },
-      };
+      return { dialogueAppended: { index: e.seq, element: { actor: actorToProto(e.actor), actorText: e.actorText, eventName: e.event, timestamp: e.timestamp } } };
     case 'state_changed':
-      return { stateChanged: { fromState: p.from_state, toState: p.to_state, eventName: p.event, actor: actorOf(p.actor) } };
+      return { stateChanged: { fromState: e.fromState, toState: e.toState, eventName: e.event, actor: actorToProto(e.actor) } };
     case 'fields_updated':
-      return { fieldsUpdated: { updateMask: p.update_mask ?? [], fields: p.fields, actor: actorOf(p.actor), actorInput: p.actor_input ?? '' } };
+      return { fieldsUpdated: { updateMask: e.updateMask, fields: e.fields, actor: actorToProto(e.actor), actorInput: e.actorInput } };
     case 'secondary_put':
-      return { secondaryPut: { key: p.key, sizeBytes: p.size_bytes } };
+      return { secondaryPut: { key: e.key, sizeBytes: e.sizeBytes } };
     case 'session_deleted':
       return { sessionDeleted: {} };
-    default:
-      throw new Error(`unknown session event kind ${e.kind}`);
   }
 }
 
 export function toUpdate(sessionId: string, u: LiveUpdate): SessionUpdate {
   if ('commit' in u) return { sessionId, revision: u.revision, commit: { events: u.commit.map(toEvent) } };
   if ('caughtUp' in u) return { sessionId, revision: u.revision, caughtUp: {} };
-  if ('delta' in u.ephemeral) {
-    const d = u.ephemeral.delta;
-    return { sessionId, revision: 0, delta: { utteranceId: d.utteranceId, actor: actorOf(d.actor), chunkIndex: d.chunkIndex, text: d.text } };
+  const e = u.ephemeral;
+  if (e.type === 'utterance_delta') {
+    return { sessionId, revision: 0, delta: { utteranceId: e.utteranceId, actor: actorToProto(e.actor), chunkIndex: e.chunkIndex, text: e.text } };
   }
-  return { sessionId, revision: 0, aborted: u.ephemeral.aborted };
+  return { sessionId, revision: 0, aborted: { utteranceId: e.utteranceId, reason: e.reason } };
 }
 
-export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits: Limits): Pick<ServiceHandlers<GenieServiceServer>, 'watchSession' | 'streamUtterance' | 'chat'> {
+export function genieStreamHandlers(genie: GenieUseCases, live: GenieWatch, limits: Limits): Pick<ServiceHandlers<GenieServiceServer>, 'watchSession' | 'streamUtterance' | 'chat'> {
   return {
     watchSession: serverStream(async (req, out, ctx) => {
       const r = parseInput(watchSession, req);
@@ -155,7 +128,7 @@ export function genieStreamHandlers(genie: GenieService, live: GenieLive, limits
  * INVALID_ARGUMENT only when there is no request to answer: a first message that is not a valid open, or
  * bytes that do not decode as a ChatRequest.
  */
-async function chat(messages: AsyncIterable<ChatRequest>, out: Sink<ChatResponse>, ctx: CallContext, genie: GenieService, live: GenieLive, limits: Limits): Promise<void> {
+async function chat(messages: AsyncIterable<ChatRequest>, out: Sink<ChatResponse>, ctx: CallContext, genie: GenieUseCases, live: GenieWatch, limits: Limits): Promise<void> {
   const caller = callerOf(ctx);
   // `messages` is the runtime's request stream (readMessages, which never destroys the call, so the status goes out).
   // A gateway that sends no request for the idle time is ended; updates flowing out do not count.
@@ -172,8 +145,8 @@ async function chatOn(
   requests: Incoming<ChatRequest>,
   ctx: CallContext,
   caller: ReturnType<typeof callerOf>,
-  genie: GenieService,
-  live: GenieLive,
+  genie: GenieUseCases,
+  live: GenieWatch,
   limits: Limits,
 ): Promise<void> {
   const first = await requests.next();

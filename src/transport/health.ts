@@ -33,10 +33,11 @@ export class HealthMonitor {
 
   async start(): Promise<void> {
     await this.tick();
-    const loop = async () => {
-      await this.tick();
+    // The next probe is scheduled whatever this one did: a watcher that threw must not stop health checks.
+    const next = () => {
       if (!this.shuttingDown) this.timer = setTimeout(loop, this.intervalMs).unref();
     };
+    const loop = () => void this.tick().then(next, next);
     this.timer = setTimeout(loop, this.intervalMs).unref();
   }
 

@@ -41,7 +41,7 @@ import {
 import { parseInput } from '../validate.js';
 import { toPlugin } from './admin-handlers.js';
 import { callerOf } from './authenticate.js';
-import { optionalString, optionalUuid, uuid } from './convert.js';
+import { optionalString, optionalUuid, uuid } from './zod-fields.js';
 import { unary, type ServiceHandlers } from './rpc.js';
 
 export const toPrompt = (r: PromptRow): Prompt => ({

@@ -3,7 +3,7 @@ import type { PromptServiceServer, WatchPromptRequest, WatchPromptResponse } fro
 import type { PromptUpdate, PromptWatch } from '../prompt/watch.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
-import { uuid } from './convert.js';
+import { uuid } from './zod-fields.js';
 import { toHistory, toPluginUsage, toPrompt, toToolCall } from './prompt-handlers.js';
 import { serverStream, type ServiceHandlers } from './rpc.js';
 

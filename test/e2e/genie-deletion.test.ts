@@ -2,7 +2,7 @@ import test from 'ava';
 import { status } from '@grpc/grpc-js';
 import type { ChatResponse } from '../../src/gen/parley/genie/v1/genie.js';
 import { DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
-import { hotKey } from '../../src/storage/genie-cache.js';
+import { hotKey } from '../../src/genie/cache.js';
 import { createTenant, startTestServer, type TestServer } from '../helpers/harness.js';
 import { eventually } from '../helpers/eventually.js';
 import { tablesHolding } from '../helpers/leaks.js';

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { maintenance } from '../../src/app.js';
-import { hotKey } from '../../src/storage/genie-cache.js';
+import { hotKey } from '../../src/genie/cache.js';
 import { createTenant, rpc, startTestServer, type TestServer } from '../helpers/harness.js';
 import { tablesHolding } from '../helpers/leaks.js';
 import { Watcher } from '../helpers/watch.js';

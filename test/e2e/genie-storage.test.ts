@@ -2,7 +2,8 @@ import test from 'ava';
 import { eventually } from '../helpers/eventually.js';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { Actor, DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
-import { hotKey, sessionChannel } from '../../src/storage/genie-cache.js';
+import { hotKey } from '../../src/genie/cache.js';
+import { sessionChannel } from '../../src/genie/events.js';
 import { createTenant, startTestServer, violatedFields, type TestServer } from '../helpers/harness.js';
 import { code, details, genie, modelType, reasonOf, step } from '../genie/fixtures.js';
 
@@ -103,7 +104,7 @@ test('every change writes session_events in its transaction and publishes them o
   const g = await fresh();
   await g.register(modelType());
   const { sessionId } = await g.create('qa');
-  const heard: Array<{ revision: number; events: Array<{ kind: string; payload: Record<string, unknown> }> }> = [];
+  const heard: Array<{ type: string; v: number; revision: number; events: Array<Record<string, unknown> & { type: string }> }> = [];
   const sub = await s.app.store.bus.subscribe(sessionChannel(sessionId), (m) => heard.push(JSON.parse(m)));
   t.is(sessionChannel(sessionId), `genie:{${sessionId}}`);
   try {
@@ -123,17 +124,18 @@ test('every change writes session_events in its transaction and publishes them o
       ['dialogue_appended', 5],
     ]);
     const payload = typeof rows[1].payload === 'string' ? JSON.parse(rows[1].payload) : rows[1].payload;
-    t.like(payload, { from_state: 'awaiting_question', to_state: 'awaiting_answer', event: 'user_input', actor: 'user', actor_input: 'q' });
+    t.like(payload, { type: 'state_changed', v: 1, fromState: 'awaiting_question', toState: 'awaiting_answer', event: 'user_input', actor: 'user', actorInput: 'q' });
     await g.del(sessionId);
     // The log repeats the content, so a deletion leaves only itself there.
     t.deepEqual(await logOf(), [['session_deleted', 6]]);
     // One message per revision, carrying all of that revision's events in order.
     await eventually(() => heard.length >= 5, 'five published revisions');
     t.deepEqual(
-      heard.flatMap((h) => h.events.map((e) => [e.kind, h.revision])),
+      heard.flatMap((h) => h.events.map((e) => [e.type, h.revision])),
       [...log.slice(1), ['session_deleted', 6]],
     );
-    t.like(heard[3]!.events[0]!.payload, { seq: 2, actor: 'system', actor_text: 'note' });
+    t.like(heard[3], { type: 'commit', v: 1 });
+    t.like(heard[3]!.events[0], { type: 'dialogue_appended', v: 1, seq: 2, actor: 'system', actorText: 'note' });
   } finally {
     await sub.close();
   }

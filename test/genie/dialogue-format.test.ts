@@ -1,8 +1,6 @@
 import test from 'ava';
 
 import {
-  currentResponse,
-  DialogueFormatNotImplementedError,
   formatDialogue,
   parseActor,
   pythonSplitlines,
@@ -88,7 +86,7 @@ const golden: Record<keyof typeof cases, { CHAT: string; YAML: string; PYTHON_RE
   },
 };
 
-const ALL_FORMATS: DialogueFormatName[] = ['PYTHON_REPR', 'JSON', 'YAML', 'CHAT', 'QUESTION_ANSWER'];
+const ALL_FORMATS: DialogueFormatName[] = ['PYTHON_REPR', 'JSON', 'YAML', 'CHAT'];
 
 // --- empty dialogue ---------------------------------------------------------
 
@@ -233,15 +231,6 @@ test('pythonStrRepr picks quotes and escapes like CPython', (t) => {
   t.is(pythonStrRepr('\u{e0001}🎉'), "'\\U000e0001🎉'");
 });
 
-// --- QUESTION_ANSWER --------------------------------------------------------
-
-test('QUESTION_ANSWER is declared but unimplemented (as in the reference) for a non-empty dialogue', (t) => {
-  const err = t.throws(() => formatDialogue(cases.single, 'QUESTION_ANSWER'), {
-    instanceOf: DialogueFormatNotImplementedError,
-  });
-  t.is(err?.format, 'QUESTION_ANSWER');
-});
-
 // --- validation -------------------------------------------------------------
 
 test('formatDialogue rejects elements with an invalid actor', (t) => {
@@ -270,12 +259,4 @@ test('parseActor accepts exactly system, assistant and user', (t) => {
   for (const bad of ['USER', 'User', 'LLM', 'llm', 'human', 'ai', ' user', 'user ', '', 'tool', 'function']) {
     t.is(parseActor(bad), undefined, bad);
   }
-});
-
-// --- currentResponse --------------------------------------------------------
-
-test('currentResponse returns the most recent element, or undefined when empty', (t) => {
-  t.is(currentResponse([]), undefined);
-  t.is(currentResponse(cases.basic), cases.basic[2]);
-  t.is(currentResponse(cases.single), cases.single[0]);
 });

@@ -159,3 +159,11 @@ test('schemaProblem checks size, dialect and meta-schema without compiling or ke
   t.is(after.compiles, before.compiles);
   t.is(after.checkerEntries, before.checkerEntries);
 });
+
+test('a violation inside a list names the index in brackets, and user keys as they are spelled', (t) => {
+  const schema = { type: 'object', properties: { myItems: { type: 'array', items: { type: 'object', properties: { n: { type: 'integer' } } } } } };
+  t.deepEqual(
+    fieldViolations(schema, { myItems: [{ n: 1 }, { n: 'x' }] }).map((v) => v.field),
+    ['fields.myItems[1].n'],
+  );
+});

@@ -1,5 +1,6 @@
-import { openDb, migrate, isUniqueViolation, type Db } from '../../src/storage/db.js';
-import { AdminRepo } from '../../src/storage/admin-repo.js';
+import { openDb, migrate, type Db } from '../../src/storage/db.js';
+import { isConstraintViolation } from '../../src/ports/constraint-violation.js';
+import { KnexAdminStore } from '../../src/storage/admin-store.js';
 import { KnexPromptStore } from '../../src/storage/prompt-store.js';
 import { Idempotency } from '../../src/storage/idempotency.js';
 import { jsonCodec } from '../../src/json-codec.js';
@@ -66,11 +67,11 @@ for (const impl of implementations) {
       t.true(applied.length > 0);
       t.deepEqual(await migrate(db), [], 'a second migrate applies nothing');
 
-      const admin = new AdminRepo(db);
+      const admin = new KnexAdminStore(db);
       const account = await admin.insertAccount('1111-2222-3333', 'Acme');
       t.is((await admin.accountByNumber('1111-2222-3333'))?.id, account.id);
       const dup = await t.throwsAsync(admin.insertAccount('1111-2222-3333', 'again'));
-      t.true(isUniqueViolation(dup), 'a duplicate account number is a unique violation on both engines');
+      t.true(isConstraintViolation(dup, 'unique'), 'a duplicate account number is a unique violation on both engines');
 
       const profile = await admin.insertUserProfile(account.id, 'ada', '');
       const client = await admin.insertOwned('llm_clients', account.id, 'hr', '');

@@ -1,11 +1,7 @@
 import test from 'ava';
 import { MemoryBus, MemoryKv } from '../../src/storage/memory-kv.js';
 import { INVALIDATE_ALL, invalidateOnBus, LocalCache } from '../../src/local-cache.js';
-import { AdminService } from '../../src/admin/service.js';
-import { hashSecret } from '../../src/principal.js';
-import type { AdminRepo } from '../../src/storage/admin-repo.js';
 import type { Bus } from '../../src/ports/bus.js';
-import type { Idempotency } from '../../src/storage/idempotency.js';
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
@@ -67,93 +63,4 @@ test('invalidateOnBus: a key, everything, and a reconnect', async (t) => {
   await stop();
   t.is(reconnect, undefined);
   t.is(bus.subscribedChannels(), 0);
-});
-
-/** Runs the work without a transaction or a record (these tests use no request ids). */
-const noIdempotency = { runKnex: async (_key: unknown, _codec: unknown, work: (trx: unknown) => Promise<unknown>) => ({ value: await work({}), replayed: false }) } as unknown as Idempotency;
-
-/** Two replicas sharing Redis (here in memory), the bus and Postgres (a fake api_keys table). */
-function replicas() {
-  const kv = new MemoryKv();
-  const bus = new MemoryBus();
-  const keys = new Map<string, { id: string; userProfileId: string; accountId: string; revokedAt: Date | null }>();
-  let reads = 0;
-  const repo = {
-    apiKeyByHash: async (hash: string) => {
-      reads++;
-      return keys.get(hash);
-    },
-    lockById: async (_table: string, id: string) => [...keys.values()].find((k) => k.id === id),
-    secretHashOf: async (id: string) => [...keys].find(([, k]) => k.id === id)?.[0],
-    deleteById: async (_table: string, id: string) => {
-      const hit = [...keys].find(([, k]) => k.id === id);
-      if (hit) keys.delete(hit[0]);
-      return { secretHashes: hit ? [hit[0]] : [], prompts: [] };
-    },
-    revokeApiKey: async (id: string) => {
-      const k = [...keys.values()].find((x) => x.id === id);
-      if (k) k.revokedAt = new Date();
-      return k;
-    },
-  } as unknown as AdminRepo;
-  keys.set(hashSecret('pk_secret'), { id: 'key-1', userProfileId: 'u', accountId: 'acc', revokedAt: null });
-  const a = new AdminService(repo, kv, bus, noIdempotency);
-  const b = new AdminService(repo, kv, bus, noIdempotency);
-  return { a, b, kv, bus, reads: () => reads };
-}
-
-test('principalOf: served from the process after the first call', async (t) => {
-  const { a, kv, reads } = replicas();
-  await a.start();
-  t.is((await a.principalOf('pk_secret'))?.accountId, 'acc');
-  t.is(reads(), 1);
-  await kv.clear(); // not even Redis is asked now
-  t.is((await a.principalOf('pk_secret'))?.accountId, 'acc');
-  t.is(reads(), 1);
-  t.is(await a.principalOf('pk_unknown'), undefined);
-  await a.stop();
-});
-
-test('principalOf: a revocation takes effect at once here and on the bus elsewhere', async (t) => {
-  const { a, b } = replicas();
-  await a.start();
-  await b.start();
-  t.truthy(await a.principalOf('pk_secret'));
-  t.truthy(await b.principalOf('pk_secret'));
-  await a.revokeApiKey('key-1', {});
-  t.is(await a.principalOf('pk_secret'), undefined);
-  await tick();
-  t.is(await b.principalOf('pk_secret'), undefined);
-  await a.stop();
-  await b.stop();
-});
-
-test('principalOf: a deleted key is refused at once here and on the bus elsewhere', async (t) => {
-  const { a, b } = replicas();
-  await a.start();
-  await b.start();
-  t.truthy(await a.principalOf('pk_secret'));
-  t.truthy(await b.principalOf('pk_secret'));
-  await a.deleteApiKey('key-1', {});
-  t.is(await a.principalOf('pk_secret'), undefined);
-  await tick();
-  t.is(await b.principalOf('pk_secret'), undefined);
-  await a.stop();
-  await b.stop();
-});
-
-test('principalOf: without the bus message, the local TTL bounds a revoked key', async (t) => {
-  let now = 0;
-  const kv = new MemoryKv();
-  const keys = new Map([[hashSecret('pk_s'), { id: 'k', userProfileId: 'u', accountId: 'acc', revokedAt: null as Date | null }]]);
-  const repo = { apiKeyByHash: async (h: string) => keys.get(h) } as unknown as AdminRepo;
-  const b = new AdminService(repo, kv, undefined, noIdempotency, { localTtlMs: 5_000, now: () => now });
-  t.truthy(await b.principalOf('pk_s'));
-  // Revoked elsewhere (Postgres and Redis), the message lost:
-  keys.get(hashSecret('pk_s'))!.revokedAt = new Date();
-  await kv.clear();
-  now += 4_999;
-  t.truthy(await b.principalOf('pk_s'));
-  now += 1;
-  t.is(await b.principalOf('pk_s'), undefined);
 });

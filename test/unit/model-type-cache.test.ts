@@ -1,10 +1,10 @@
 import test from 'ava';
 import { MemoryBus, MemoryKv } from '../../src/storage/memory-kv.js';
-import { GenieCache } from '../../src/storage/genie-cache.js';
-import { GenieService } from '../../src/genie/service.js';
-import type { GenieRepo, StoredSession } from '../../src/storage/genie-repo.js';
-import type { Idempotency } from '../../src/storage/idempotency.js';
-import type { ModelTypeDef, ModelTypeRow } from '../../src/genie/model-type.js';
+import { GenieCache } from '../../src/genie/cache.js';
+import { GenieUseCases } from '../../src/genie/service.js';
+import type { StoredSession } from '../../src/genie/store.js';
+import type { ModelTypeDef } from '../../src/genie/model-type.js';
+import { MemoryGenieStore } from '../genie/memory-store.js';
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 const caller = { apiKeyId: 'k', userProfileId: 'u', accountId: 'acc' };
@@ -19,24 +19,12 @@ const def = (schemaVersion: number, upgrades: ModelTypeDef['upgrades'] = []): Mo
   sessionTtlSeconds: 0,
 });
 
-/** Two replicas sharing Redis (in memory), the bus and a fake genie_model_types table; one hot session. */
+/** Two replicas sharing Redis (in memory), the bus and the stores (in memory); one hot session. */
 async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
   const kv = new MemoryKv();
   const bus = new MemoryBus();
-  const types: ModelTypeRow[] = [{ ...def(1), createdAt: new Date() }];
-  let typeReads = 0;
-  const repo = {
-    modelTypeVersions: async (_acc: string, name: string) => {
-      typeReads++;
-      return types.filter((t) => t.name === name).map((t) => ({ ...t }));
-    },
-    registerModelType: async (_acc: string, d: ModelTypeDef, check: (p: ModelTypeRow | undefined) => void) => {
-      check(types[types.length - 1]);
-      const row = { ...d, createdAt: new Date() };
-      types.push(row);
-      return row;
-    },
-  } as unknown as GenieRepo;
+  const store = new MemoryGenieStore();
+  await store.insertModelType('acc', def(1));
   const session: StoredSession = {
     id: 's1',
     accountId: 'acc',
@@ -56,14 +44,13 @@ async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
   };
   const cache = new GenieCache(kv, bus);
   await cache.put({ session, dialogue: [] }, (await cache.get(session.id)).token, 60_000);
-  // No database: request ids are not under test, so the work runs without a transaction.
-  const idempotency = { runKnex: async (_key: unknown, _codec: unknown, work: (trx: unknown) => Promise<unknown>) => ({ value: await work(undefined), replayed: false }) } as unknown as Idempotency;
-  const make = () => new GenieService(repo, cache, opts.bus === false ? undefined : bus, { typeCacheTtlMs: 10_000, now: opts.now, idempotency });
+  const deps = { types: store, sessions: store, cache, uow: store, bus: opts.bus === false ? undefined : bus };
+  const make = () => new GenieUseCases(deps, { typeCacheTtlMs: 10_000, now: opts.now });
   const a = make();
   const b = make();
   await a.start();
   await b.start();
-  return { a, b, kv, cache, session, typeReads: () => typeReads };
+  return { a, b, kv, cache, session, typeReads: () => store.typeReads };
 }
 
 test('a hot GetSession reads the model type versions once per process', async (t) => {
@@ -79,7 +66,7 @@ test('a new version is seen at once by the registering process and on the bus by
   const { a, b } = await replicas();
   t.is((await a.getSession(caller, 's1', 0)).session.schemaVersion, 1);
   t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 1);
-  await a.registerModelType(caller, def(2, [{ kind: 'add_field', fromVersion: 1, name: 'y', defaultValue: 2 } as never]));
+  await a.registerModelType(caller, def(2, [{ kind: 'add_field', fromVersion: 1, name: 'y', defaultValue: 2 }]));
   const here = (await a.getSession(caller, 's1', 0)).session;
   t.is(here.schemaVersion, 2);
   t.deepEqual(here.fields, { x: 1, y: 2 });

@@ -1,9 +1,10 @@
 import type { Knex } from 'knex';
+import { ownedBy, timestamps } from './columns.js';
 
 export async function up(knex: Knex): Promise<void> {
   // Registered versions are immutable: a session stored at any of them must stay upgradable.
   await knex.schema.createTable('genie_model_types', (t) => {
-    t.uuid('account_id').notNullable().references('accounts.id').onDelete('CASCADE');
+    ownedBy(t, 'account_id', 'accounts');
     t.text('name').notNullable();
     t.integer('schema_version').notNullable();
     t.jsonb('json_schema');
@@ -17,7 +18,7 @@ export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('genie_sessions', (t) => {
     t.uuid('id').primary();
     t.bigIncrements('seq', { primaryKey: false });
-    t.uuid('account_id').notNullable().references('accounts.id').onDelete('CASCADE');
+    ownedBy(t, 'account_id', 'accounts');
     t.text('model_type').notNullable();
     t.integer('schema_version').notNullable();
     t.text('state').notNullable();
@@ -30,15 +31,14 @@ export async function up(knex: Knex): Promise<void> {
     t.bigInteger('forked_from_revision');
     // Kept (not deleted) so the event log, which a watcher replays, still has its session row.
     t.timestamp('deleted_at', { useTz: true });
-    t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
-    t.timestamp('updated_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
+    timestamps(t, knex);
     t.unique(['seq']);
     t.index(['account_id', 'seq']);
     t.index(['account_id', 'model_type', 'seq']);
   });
   // Every revision's snapshot. The dialogue is append-only, so a revision only records its length.
   await knex.schema.createTable('genie_session_revisions', (t) => {
-    t.uuid('session_id').notNullable().references('genie_sessions.id').onDelete('CASCADE');
+    ownedBy(t, 'session_id', 'genie_sessions');
     t.bigInteger('revision').notNullable();
     t.integer('schema_version').notNullable();
     t.text('state').notNullable();
@@ -50,7 +50,7 @@ export async function up(knex: Knex): Promise<void> {
     t.primary(['session_id', 'revision']);
   });
   await knex.schema.createTable('genie_dialogue', (t) => {
-    t.uuid('session_id').notNullable().references('genie_sessions.id').onDelete('CASCADE');
+    ownedBy(t, 'session_id', 'genie_sessions');
     t.integer('seq').notNullable();
     t.text('actor').notNullable();
     t.text('actor_text').notNullable();
@@ -61,7 +61,7 @@ export async function up(knex: Knex): Promise<void> {
   });
   // Large write-once values live apart from the session so reading a session never loads them.
   await knex.schema.createTable('genie_secondary', (t) => {
-    t.uuid('session_id').notNullable().references('genie_sessions.id').onDelete('CASCADE');
+    ownedBy(t, 'session_id', 'genie_sessions');
     t.text('key').notNullable();
     t.binary('value').notNullable();
     t.integer('size_bytes').notNullable();
@@ -72,7 +72,7 @@ export async function up(knex: Knex): Promise<void> {
   // Written in the same transaction as each change; WatchSession replays it after a revision.
   await knex.schema.createTable('session_events', (t) => {
     t.bigIncrements('id');
-    t.uuid('session_id').notNullable().references('genie_sessions.id').onDelete('CASCADE');
+    ownedBy(t, 'session_id', 'genie_sessions');
     t.bigInteger('revision').notNullable();
     t.text('kind').notNullable();
     t.jsonb('payload').notNullable().defaultTo('{}');

@@ -2,22 +2,24 @@ import { randomUUID } from 'node:crypto';
 import type { Principal } from '../principal.js';
 import { AppError, clip, invalidArgument, notFound, publicMessage } from '../errors.js';
 import { fingerprintOf } from '../fingerprint.js';
-import type { GenieEventLog } from '../storage/genie-events.js';
-import type { GenieCache, LiveCommit, LiveEphemeral } from '../storage/genie-cache.js';
-import { sessionChannel } from '../storage/genie-cache.js';
+import { decodeJson } from '../json-codec.js';
+import { snakeCase } from '../field-path.js';
 import type { Bus } from '../ports/bus.js';
 import { runFeed, type FeedItem, type FeedOptions } from '../streaming/feed.js';
+import type { GenieCache } from './cache.js';
 import type { Actor } from './dialogue-format.js';
-import type { GenieService, SessionView } from './service.js';
+import { busMessageCodec, sessionChannel, utteranceAborted, utteranceDelta, type EphemeralEvent, type SessionEvent } from './events.js';
+import type { GenieUseCases } from './service.js';
+import type { SessionEventLog } from './store.js';
 
 /**
  * One update as a watcher receives it: a committed revision, the end of the replay (`caughtUp`, at the
  * revision the replay reached), or live-only news about an utterance.
  */
 export type LiveUpdate =
-  | { revision: number; commit: LiveCommit['events'] }
+  | { revision: number; commit: SessionEvent[] }
   | { revision: number; caughtUp: true }
-  | { revision: 0; ephemeral: LiveEphemeral };
+  | { revision: 0; ephemeral: EphemeralEvent };
 
 /** One StreamUtterance message, validated by transport. Empty strings and undefined mean "not repeated". */
 export interface UtteranceChunk {
@@ -56,10 +58,10 @@ export function messageAfterLastChunk(revision?: number): AppError {
 }
 
 /** Live side of genie sessions: watching (replay, then live) and streamed utterances. */
-export class GenieLive {
+export class GenieWatch {
   constructor(
-    private readonly genie: GenieService,
-    private readonly log: GenieEventLog,
+    private readonly genie: GenieUseCases,
+    private readonly log: SessionEventLog,
     private readonly cache: GenieCache,
     private readonly bus: Bus,
     /** Undelivered live updates a watcher may fall behind by before it is cut off. */
@@ -105,7 +107,7 @@ export class GenieLive {
     let index = 0;
     let committed: UtteranceCommit | undefined;
     const abort = async (reason: string) => {
-      if (first) await this.cache.publishEphemeral(first.sessionId, { aborted: { utteranceId: first.utteranceId, reason: clip(reason, 1000) } });
+      if (first) await this.cache.publishEphemeral(first.sessionId, utteranceAborted(first.utteranceId, clip(reason, 1000)));
     };
     try {
       for await (const chunk of chunks) {
@@ -117,15 +119,13 @@ export class GenieLive {
           for (const k of ['sessionId', 'actor', 'eventName', 'utteranceId', 'requestId', 'expectedRevision'] as const) {
             const v = chunk[k];
             if (v !== undefined && v !== '' && v !== first[k]) {
-              throw invalidArgument(snake(k), `must be unset or ${JSON.stringify(first[k])} after the first message`);
+              throw invalidArgument(snakeCase(k), `must be unset or ${JSON.stringify(first[k])} after the first message`);
             }
           }
         }
         if (chunk.text) {
           text += chunk.text;
-          await this.cache.publishEphemeral(first.sessionId, {
-            delta: { utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: chunk.text },
-          });
+          await this.cache.publishEphemeral(first.sessionId, utteranceDelta({ utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: chunk.text }));
         }
         if (chunk.lastChunk) committed = await this.commit(caller, first, text);
       }
@@ -170,9 +170,8 @@ export class GenieLive {
       : await this.genie.appendDialogue(caller, { ...req, actor: first.actor, actorText: text });
     const s = view.session;
     if (view.replayed) {
-      await this.cache.publishEphemeral(first.sessionId, {
-        aborted: { utteranceId: first.utteranceId, reason: `a retry of request_id ${first.requestId}, already committed at revision ${s.revision}` },
-      });
+      const reason = `a retry of request_id ${first.requestId}, already committed at revision ${s.revision}`;
+      await this.cache.publishEphemeral(first.sessionId, utteranceAborted(first.utteranceId, reason));
     }
     return { utteranceId: first.utteranceId, revision: s.revision, dialogueIndex: s.dialogueLength, state: s.state, updateTime: s.updatedAt };
   }
@@ -219,7 +218,7 @@ class SessionFeed implements FeedOptions<LiveUpdate> {
     readonly afterRevision: number,
     readonly maxPending: number,
     readonly signal: AbortSignal,
-    private readonly log: GenieEventLog,
+    private readonly log: SessionEventLog,
     private readonly sink: (u: LiveUpdate) => Promise<void>,
   ) {
     this.channel = sessionChannel(sessionId);
@@ -238,16 +237,17 @@ class SessionFeed implements FeedOptions<LiveUpdate> {
   }
 }
 
-const isDeleted = (item: FeedItem<LiveUpdate>) => 'commit' in item.event && item.event.commit.some((e) => e.kind === 'session_deleted');
+const isDeleted = (item: FeedItem<LiveUpdate>) => 'commit' in item.event && item.event.commit.some((e) => e.type === 'session_deleted');
 const ended = () => undefined;
 
+/** A message of the session's channel; one that does not decode (another version, corrupt) is skipped. */
 function parseLive(message: string): FeedItem<LiveUpdate> | undefined {
-  const m = JSON.parse(message) as Partial<LiveCommit> & Partial<{ delta: unknown; aborted: unknown }>;
-  if (typeof m.revision === 'number' && Array.isArray(m.events)) {
-    return { revision: m.revision, event: { revision: m.revision, commit: m.events } };
+  let m;
+  try {
+    m = decodeJson(busMessageCodec, message);
+  } catch {
+    return undefined;
   }
-  if (m.delta || m.aborted) return { revision: undefined, event: { revision: 0, ephemeral: m as LiveEphemeral } };
-  return undefined;
+  if (m.type === 'commit') return { revision: m.revision, event: { revision: m.revision, commit: m.events } };
+  return { revision: undefined, event: { revision: 0, ephemeral: m } };
 }
-
-const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);

@@ -1,0 +1,195 @@
+import { z } from 'zod';
+import { isoDate } from '../json-codec.js';
+import type { Tx } from '../ports/unit-of-work.js';
+import { ACTORS, type Actor } from './dialogue-format.js';
+import type { SessionCommit, SessionEvent } from './events.js';
+import type { ModelTypeDef, ModelTypeRow } from './model-type.js';
+
+/**
+ * What the Genie use cases need from storage, and nothing more. Storage implements these over Postgres;
+ * the unit tests implement them in memory. A method that takes a `Tx` runs inside the use case's unit of
+ * work (its locks last until that commits); an optional `tx` absent reads outside any transaction. Stores
+ * only read and write: every decision (and every error a client sees) is the use case's.
+ */
+
+/** A session as stored: possibly at an older schema version than its type's latest. */
+export interface StoredSession {
+  id: string;
+  accountId: string;
+  modelType: string;
+  schemaVersion: number;
+  state: string;
+  actor: Actor | '';
+  actorInput: string;
+  fields: Record<string, unknown>;
+  revision: number;
+  dialogueLength: number;
+  forkedFromSessionId: string | undefined;
+  forkedFromRevision: number | undefined;
+  /** Retention: the purge deletes the session after this time. */
+  expireTime: Date | undefined;
+  createdAt: Date;
+  /** When this revision was committed. */
+  updatedAt: Date;
+}
+
+export interface DialogueRow {
+  seq: number;
+  actor: Actor;
+  actorText: string;
+  event: string;
+  timestamp: Date;
+  revision: number;
+}
+
+/** A speaker as stored. */
+export const actorSchema = z.enum(ACTORS);
+const actor = actorSchema;
+
+export type { ModelTypeDef, ModelTypeRow, StateMachineDef, UpgradeStepDef } from './model-type.js';
+
+/** A session as JSON (a hot copy, a stored request's answer) comes back through this schema. */
+export const storedSessionSchema = z
+  .object({
+  id: z.string(),
+  accountId: z.string(),
+  modelType: z.string(),
+  schemaVersion: z.number(),
+  state: z.string(),
+  actor: z.union([actor, z.literal('')]),
+  actorInput: z.string(),
+  fields: z.record(z.string(), z.unknown()),
+  revision: z.number(),
+  dialogueLength: z.number(),
+  forkedFromSessionId: z.string().optional(),
+  forkedFromRevision: z.number().optional(),
+  expireTime: isoDate.optional(),
+  createdAt: isoDate,
+  updatedAt: isoDate,
+  })
+  // JSON leaves unset fields out; the row type has every key.
+  .transform((s): StoredSession => ({ ...s, forkedFromSessionId: s.forkedFromSessionId, forkedFromRevision: s.forkedFromRevision, expireTime: s.expireTime }));
+
+export const dialogueRowSchema: z.ZodType<DialogueRow> = z.object({
+  seq: z.number(),
+  actor,
+  actorText: z.string(),
+  event: z.string(),
+  timestamp: isoDate,
+  revision: z.number(),
+});
+
+export interface SecondaryMeta {
+  key: string;
+  sizeBytes: number;
+  revision: number;
+  createdAt: Date;
+}
+
+/** A new session (revision 1) as the use case decided it. */
+export type NewSession = Omit<StoredSession, 'revision' | 'dialogueLength' | 'createdAt' | 'updatedAt'>;
+
+/** Where a fork copies its dialogue and secondary values from. */
+export interface ForkSource {
+  sessionId: string;
+  revision: number;
+  dialogueLength: number;
+}
+
+/** The new state of a session that a write decided on; the store numbers the revision. */
+export interface SessionWrite {
+  schemaVersion: number;
+  state: string;
+  actor: Actor | '';
+  actorInput: string;
+  fields: Record<string, unknown>;
+  expireTime: Date | undefined;
+  dialogue: Array<{ actor: Actor; actorText: string; event: string; timestamp: Date }>;
+  secondary?: { key: string; value: Buffer };
+  events: SessionEvent[];
+}
+
+export interface WriteResult {
+  session: StoredSession;
+  /**
+   * The session's latest dialogue element as committed, read inside the transaction: a write that
+   * committed must answer OK, so nothing it answers with may depend on a read after the commit (which could
+   * fail). Writes never read the whole dialogue: their answers do not carry it.
+   */
+  last: DialogueRow | undefined;
+  /** What the revision logged; empty when nothing was committed. */
+  commit: SessionCommit;
+}
+
+export interface ModelTypeStore {
+  /** Holds a lock on (account, type name) until `tx` ends: registrations of one name queue on it. */
+  lockModelTypeName(accountId: string, name: string, tx: Tx): Promise<void>;
+  /** Inserts a version; undefined when that (name, version) exists already. */
+  insertModelType(accountId: string, def: ModelTypeDef, tx: Tx): Promise<ModelTypeRow | undefined>;
+  /** Every registered version of a type, oldest first. */
+  modelTypeVersions(accountId: string, name: string, tx?: Tx): Promise<ModelTypeRow[]>;
+  /** Every version of every type of an account, by name then version. */
+  allModelTypes(accountId: string): Promise<ModelTypeRow[]>;
+  listModelTypes(accountId: string, name: string | undefined, after: { name: string; schemaVersion: number } | undefined, limit: number): Promise<ModelTypeRow[]>;
+}
+
+/** The stored (version, states) pairs a list filtered by state matches, per type. */
+export type StateFilter = Array<{ modelType: string; schemaVersion: number; states: string[] }>;
+
+export interface SessionStore {
+  /**
+   * The live (not deleted) session, locked until `tx` ends: `update` for a writer (racing writers queue),
+   * `share` for a reader that must see no commit before it is done (a cache fill).
+   */
+  lockSession(accountId: string, id: string, mode: 'update' | 'share', tx: Tx): Promise<StoredSession | undefined>;
+  /** Inserts a session at revision 1, logging `events`; a fork copies its source's content up to `fork`. */
+  insertSession(s: NewSession, fork: ForkSource | undefined, events: SessionEvent[], tx: Tx): Promise<WriteResult>;
+  /** Commits `w` as the revision after `current` (locked in `tx`): snapshot, dialogue, secondary value, log. */
+  commitRevision(current: StoredSession, w: SessionWrite, tx: Tx): Promise<WriteResult>;
+  /**
+   * Turns a session into a tombstone at the revision after `current`: only its id, owner, type and
+   * revision stay, every copy of its content goes (revisions, dialogue, secondary values, the event log,
+   * stored answers of request ids), and `events` are logged at that revision.
+   */
+  tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date, tx: Tx): Promise<WriteResult['commit']>;
+  /** The session as it was at `revision`; undefined when the session or that revision does not exist. */
+  sessionAt(accountId: string, id: string, revision: number, tx?: Tx): Promise<{ session: StoredSession; dialogue: DialogueRow[] } | undefined>;
+  sessionExists(accountId: string, id: string, tx?: Tx): Promise<boolean>;
+  /** The element at 1-based position `seq`. */
+  element(sessionId: string, seq: number, tx?: Tx): Promise<DialogueRow | undefined>;
+  /** The elements at positions 1..upToSeq, oldest first. */
+  dialogue(sessionId: string, upToSeq: number, tx?: Tx): Promise<DialogueRow[]>;
+  /**
+   * Up to `limit` elements after position `afterSeq` and at most `upToSeq`, oldest first, stopping before
+   * `maxTextBytes` of text (but always with at least one element when any is left).
+   */
+  dialoguePage(sessionId: string, afterSeq: number, upToSeq: number, limit: number, maxTextBytes: number): Promise<DialogueRow[]>;
+  /** The dialogue length of a session at `revision` (the current one when undefined); undefined when absent. */
+  dialogueLengthAt(accountId: string, id: string, revision: number | undefined): Promise<number | undefined>;
+  /** Sessions by creation order after `afterSeq`; `states`, when given, lists what matches (empty: nothing). */
+  listSessions(
+    accountId: string,
+    filter: { modelType?: string | undefined; states?: StateFilter | undefined },
+    afterSeq: number,
+    limit: number,
+  ): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>>;
+  /**
+   * Up to `limit` sessions past their retention at `now`, locked in `tx`: past their expire_time, or idle
+   * (no commit) for longer than the latest version of their type's session_ttl_seconds. Sessions a write
+   * holds right now are passed over (they are not idle).
+   */
+  lockExpired(now: Date, limit: number, tx: Tx): Promise<Array<{ id: string; revision: number }>>;
+  /** Removes up to `limit` tombstones of sessions deleted before `cutoff`; returns how many went. */
+  dropTombstones(cutoff: Date, limit: number): Promise<number>;
+  secondaryExists(sessionId: string, key: string, tx?: Tx): Promise<boolean>;
+  secondary(sessionId: string, key: string): Promise<(SecondaryMeta & { value: Buffer }) | undefined>;
+  listSecondary(sessionId: string, afterKey: string | undefined, limit: number): Promise<SecondaryMeta[]>;
+}
+
+/** The session event log, for watchers replaying what they missed. */
+export interface SessionEventLog {
+  /** The owner and current revision of a session, deleted ones (tombstones) included. */
+  head(sessionId: string): Promise<{ accountId: string; revision: number; deleted: boolean } | undefined>;
+  /** The first `limit` logged revisions after `after`, whole, ascending (numbers may skip). */
+  commitsAfter(sessionId: string, after: number, limit: number): Promise<SessionCommit[]>;
+}

@@ -1,0 +1,435 @@
+import type { Knex } from 'knex';
+import { z } from 'zod';
+import { isoDate } from '../json-codec.js';
+import type { Tx } from '../ports/unit-of-work.js';
+import type { SessionEvent } from '../genie/events.js';
+import {
+  actorSchema,
+  type DialogueRow,
+  type ForkSource,
+  type ModelTypeDef,
+  type ModelTypeRow,
+  type ModelTypeStore,
+  type StateMachineDef,
+  type UpgradeStepDef,
+  type NewSession,
+  type SecondaryMeta,
+  type SessionStore,
+  type SessionWrite,
+  type StateFilter,
+  type StoredSession,
+  type WriteResult,
+} from '../genie/store.js';
+import type { Db } from './db.js';
+import { Idempotency } from './idempotency.js';
+import { knexOf } from './knex-tx.js';
+import { insertEvents, jsonb } from './genie-event-log.js';
+
+// Rows as the drivers return them, checked rather than cast (bigint columns may arrive as strings).
+const int = z.coerce.number();
+const nullable = <T extends z.ZodType>(schema: T) => schema.nullish().transform((v) => v ?? undefined);
+const fields = jsonb(z.record(z.string(), z.unknown()));
+const actorOrNone = z.union([actorSchema, z.literal('')]);
+
+const modelTypeRow = z
+  .object({
+    name: z.string(),
+    schema_version: int,
+    json_schema: nullable(jsonb(z.record(z.string(), z.unknown()))),
+    // Written only from validated definitions: their shape is the definition's.
+    state_machine: jsonb(z.custom<StateMachineDef>((v) => typeof v === 'object' && v !== null)),
+    upgrades: jsonb(z.array(z.custom<UpgradeStepDef>((v) => typeof v === 'object' && v !== null))),
+    cache_ttl_seconds: int,
+    session_ttl_seconds: nullable(int),
+    created_at: isoDate,
+  })
+  .transform(
+    (r): ModelTypeRow => ({
+      name: r.name,
+      schemaVersion: r.schema_version,
+      jsonSchema: r.json_schema,
+      stateMachine: r.state_machine,
+      upgrades: r.upgrades,
+      cacheTtlSeconds: r.cache_ttl_seconds,
+      sessionTtlSeconds: r.session_ttl_seconds ?? 0,
+      createdAt: r.created_at,
+    }),
+  );
+
+/** The columns a session's head row and each of its revisions' snapshots share. */
+const versionedColumns = {
+  schema_version: int,
+  state: z.string(),
+  actor: actorOrNone,
+  actor_input: z.string(),
+  fields,
+  revision: int,
+  dialogue_length: int,
+};
+
+const versioned = (r: z.infer<z.ZodObject<typeof versionedColumns>>) => ({
+  schemaVersion: r.schema_version,
+  state: r.state,
+  actor: r.actor,
+  actorInput: r.actor_input,
+  fields: r.fields,
+  revision: r.revision,
+  dialogueLength: r.dialogue_length,
+});
+
+const sessionRow = z
+  .object({
+    id: z.string(),
+    account_id: z.string(),
+    model_type: z.string(),
+    ...versionedColumns,
+    forked_from_session_id: nullable(z.string()),
+    forked_from_revision: nullable(int),
+    expire_time: nullable(isoDate),
+    created_at: isoDate,
+    updated_at: isoDate,
+  })
+  .transform(
+    (r): StoredSession => ({
+      id: r.id,
+      accountId: r.account_id,
+      modelType: r.model_type,
+      ...versioned(r),
+      forkedFromSessionId: r.forked_from_session_id,
+      forkedFromRevision: r.forked_from_revision,
+      expireTime: r.expire_time,
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
+    }),
+  );
+
+/** A revision's snapshot (genie_session_revisions), laid over the session's head row. */
+const revisionRow = z.object({ ...versionedColumns, created_at: isoDate });
+
+const dialogueRow = z
+  .object({ seq: int, actor: actorSchema, actor_text: z.string(), event: z.string(), timestamp: isoDate, revision: int })
+  .transform((r): DialogueRow => ({ seq: r.seq, actor: r.actor, actorText: r.actor_text, event: r.event, timestamp: r.timestamp, revision: r.revision }));
+
+const secondaryMetaRow = z
+  .object({ key: z.string(), size_bytes: int, revision: int, created_at: isoDate })
+  .transform((r): SecondaryMeta => ({ key: r.key, sizeBytes: r.size_bytes, revision: r.revision, createdAt: r.created_at }));
+
+const listedRow = z.object({
+  seq: int,
+  d_seq: nullable(int),
+  d_actor: z.unknown(),
+  d_actor_text: z.unknown(),
+  d_event: z.unknown(),
+  d_timestamp: z.unknown(),
+  d_revision: z.unknown(),
+});
+
+/** Postgres wants jsonb parameters as text; a bare JS array would be sent as a Postgres array. */
+const json = (v: unknown) => JSON.stringify(v);
+
+/** Genie's model types over Postgres. */
+export class KnexModelTypeStore implements ModelTypeStore {
+  constructor(private readonly db: Db) {}
+
+  async lockModelTypeName(accountId: string, name: string, tx: Tx): Promise<void> {
+    await knexOf(tx).raw('select pg_advisory_xact_lock(hashtext(?))', [`genie_model_type:${accountId}:${name}`]);
+  }
+
+  async insertModelType(accountId: string, def: ModelTypeDef, tx: Tx): Promise<ModelTypeRow | undefined> {
+    const [row] = await knexOf(tx)('genie_model_types')
+      .insert({
+        account_id: accountId,
+        name: def.name,
+        schema_version: def.schemaVersion,
+        json_schema: def.jsonSchema === undefined ? null : json(def.jsonSchema),
+        state_machine: json(def.stateMachine),
+        upgrades: json(def.upgrades),
+        cache_ttl_seconds: def.cacheTtlSeconds,
+        session_ttl_seconds: def.sessionTtlSeconds,
+      })
+      .onConflict(['account_id', 'name', 'schema_version'])
+      .ignore()
+      .returning('*');
+    return row === undefined ? undefined : modelTypeRow.parse(row);
+  }
+
+  async modelTypeVersions(accountId: string, name: string, tx?: Tx): Promise<ModelTypeRow[]> {
+    const rows = await knexOf(tx, this.db)('genie_model_types').where({ account_id: accountId, name }).orderBy('schema_version', 'asc');
+    return rows.map((r) => modelTypeRow.parse(r));
+  }
+
+  async allModelTypes(accountId: string): Promise<ModelTypeRow[]> {
+    const rows = await this.db('genie_model_types').where({ account_id: accountId }).orderBy([{ column: 'name' }, { column: 'schema_version' }]);
+    return rows.map((r) => modelTypeRow.parse(r));
+  }
+
+  async listModelTypes(accountId: string, name: string | undefined, after: { name: string; schemaVersion: number } | undefined, limit: number): Promise<ModelTypeRow[]> {
+    const q = this.db('genie_model_types').where({ account_id: accountId });
+    if (name) q.andWhere({ name });
+    if (after) q.andWhereRaw('(name, schema_version) > (?, ?)', [after.name, after.schemaVersion]);
+    const rows = await q.orderBy([{ column: 'name' }, { column: 'schema_version' }]).limit(limit);
+    return rows.map((r) => modelTypeRow.parse(r));
+  }
+}
+
+/** Genie sessions over Postgres: heads, revisions, dialogue, secondary values and the event log. */
+export class KnexSessionStore implements SessionStore {
+  constructor(private readonly db: Db) {}
+
+  async lockSession(accountId: string, id: string, mode: 'update' | 'share', tx: Tx): Promise<StoredSession | undefined> {
+    const q = knexOf(tx)('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at');
+    const row = await (mode === 'update' ? q.forUpdate() : q.forShare()).first();
+    return row === undefined ? undefined : sessionRow.parse(row);
+  }
+
+  async insertSession(s: NewSession, fork: ForkSource | undefined, events: SessionEvent[], tx: Tx): Promise<WriteResult> {
+    const trx = knexOf(tx);
+    const now = new Date();
+    const dialogueLength = fork?.dialogueLength ?? 0;
+    const [row] = await trx('genie_sessions')
+      .insert({
+        id: s.id,
+        account_id: s.accountId,
+        model_type: s.modelType,
+        schema_version: s.schemaVersion,
+        state: s.state,
+        actor: s.actor,
+        actor_input: s.actorInput,
+        fields: json(s.fields),
+        revision: 1,
+        dialogue_length: dialogueLength,
+        forked_from_session_id: s.forkedFromSessionId ?? null,
+        forked_from_revision: s.forkedFromRevision ?? null,
+        expire_time: s.expireTime ?? null,
+        created_at: now,
+        updated_at: now,
+      })
+      .returning('*');
+    const session = sessionRow.parse(row);
+    await insertRevision(trx, session);
+    if (fork) {
+      await trx.raw(
+        `insert into genie_dialogue (session_id, seq, actor, actor_text, event, timestamp, revision)
+         select ?, seq, actor, actor_text, event, timestamp, 1 from genie_dialogue where session_id = ? and seq <= ?`,
+        [s.id, fork.sessionId, fork.dialogueLength],
+      );
+      await trx.raw(
+        `insert into genie_secondary (session_id, key, value, size_bytes, revision, created_at)
+         select ?, key, value, size_bytes, 1, created_at from genie_secondary where session_id = ? and revision <= ?`,
+        [s.id, fork.sessionId, fork.revision],
+      );
+    }
+    await insertEvents(trx, s.id, 1, events);
+    const last = dialogueLength ? await this.element(s.id, dialogueLength, tx) : undefined;
+    return { session, last, commit: { revision: 1, events } };
+  }
+
+  async commitRevision(current: StoredSession, w: SessionWrite, tx: Tx): Promise<WriteResult> {
+    const trx = knexOf(tx);
+    const id = current.id;
+    const revision = current.revision + 1;
+    const now = new Date();
+    const appended: DialogueRow[] = w.dialogue.map((d, i) => ({ ...d, seq: current.dialogueLength + i + 1, revision }));
+    const [updated] = await trx('genie_sessions')
+      .where({ id })
+      .update({
+        schema_version: w.schemaVersion,
+        state: w.state,
+        actor: w.actor,
+        actor_input: w.actorInput,
+        fields: json(w.fields),
+        revision,
+        dialogue_length: current.dialogueLength + appended.length,
+        expire_time: w.expireTime ?? null,
+        updated_at: now,
+      })
+      .returning('*');
+    const session = sessionRow.parse(updated);
+    await insertRevision(trx, session);
+    if (appended.length) {
+      await trx('genie_dialogue').insert(
+        appended.map((d) => ({ session_id: id, seq: d.seq, actor: d.actor, actor_text: d.actorText, event: d.event, timestamp: d.timestamp, revision })),
+      );
+    }
+    if (w.secondary) {
+      const { key, value } = w.secondary;
+      await trx('genie_secondary').insert({ session_id: id, key, value, size_bytes: value.length, revision, created_at: now });
+    }
+    await insertEvents(trx, id, revision, w.events);
+    const last = appended[appended.length - 1] ?? (current.dialogueLength ? await this.element(id, current.dialogueLength, tx) : undefined);
+    return { session, last, commit: { revision, events: w.events } };
+  }
+
+  async tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date, tx: Tx): Promise<WriteResult['commit']> {
+    const trx = knexOf(tx);
+    const { id } = current;
+    const revision = current.revision + 1;
+    await trx('session_events').where({ session_id: id }).delete();
+    await trx('genie_secondary').where({ session_id: id }).delete();
+    await trx('genie_dialogue').where({ session_id: id }).delete();
+    await trx('genie_session_revisions').where({ session_id: id }).delete();
+    // Stored answers of idempotent writes repeat the session's content (fields, actor_input): they go too.
+    await Idempotency.forgetSubjects(tx, [id]);
+    await trx('genie_sessions')
+      .where({ id })
+      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, expire_time: null, revision, updated_at: now, deleted_at: now });
+    await insertEvents(trx, id, revision, events);
+    return { revision, events };
+  }
+
+  async sessionAt(accountId: string, id: string, revision: number, tx?: Tx): Promise<{ session: StoredSession; dialogue: DialogueRow[] } | undefined> {
+    const q = knexOf(tx, this.db);
+    const head = await q('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first();
+    if (!head) return undefined;
+    const found = await q('genie_session_revisions').where({ session_id: id, revision }).first();
+    if (!found) return undefined;
+    const r = revisionRow.parse(found);
+    const session: StoredSession = { ...sessionRow.parse(head), ...versioned(r), updatedAt: r.created_at };
+    return { session, dialogue: await this.dialogue(id, session.dialogueLength, tx) };
+  }
+
+  async sessionExists(accountId: string, id: string, tx?: Tx): Promise<boolean> {
+    return !!(await knexOf(tx, this.db)('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first('id'));
+  }
+
+  async element(sessionId: string, seq: number, tx?: Tx): Promise<DialogueRow | undefined> {
+    const row = await knexOf(tx, this.db)('genie_dialogue').where({ session_id: sessionId, seq }).first();
+    return row === undefined ? undefined : dialogueRow.parse(row);
+  }
+
+  async dialogue(sessionId: string, upToSeq: number, tx?: Tx): Promise<DialogueRow[]> {
+    return this.dialogueRange(sessionId, 1, upToSeq, tx);
+  }
+
+  async dialoguePage(sessionId: string, afterSeq: number, upToSeq: number, limit: number, maxTextBytes: number): Promise<DialogueRow[]> {
+    const rows = await this.db('genie_dialogue')
+      .where({ session_id: sessionId })
+      .andWhere('seq', '>', afterSeq)
+      .andWhere('seq', '<=', upToSeq)
+      .select('seq', this.db.raw('octet_length(actor_text) as text_bytes'))
+      .orderBy('seq')
+      .limit(limit);
+    const sized = z.array(z.object({ seq: int, text_bytes: int })).parse(rows);
+    let bytes = 0;
+    let n = 0;
+    for (const r of sized) {
+      bytes += r.text_bytes;
+      if (n > 0 && bytes > maxTextBytes) break;
+      n++;
+    }
+    const first = sized[0];
+    const last = sized[n - 1];
+    return first && last ? this.dialogueRange(sessionId, first.seq, last.seq) : [];
+  }
+
+  /** The elements at positions from..to, oldest first. */
+  private async dialogueRange(sessionId: string, from: number, to: number, tx?: Tx): Promise<DialogueRow[]> {
+    const rows = await knexOf(tx, this.db)('genie_dialogue').where({ session_id: sessionId }).andWhere('seq', '>=', from).andWhere('seq', '<=', to).orderBy('seq');
+    return rows.map((r) => dialogueRow.parse(r));
+  }
+
+  async dialogueLengthAt(accountId: string, id: string, revision: number | undefined): Promise<number | undefined> {
+    const head = await this.db('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first('dialogue_length');
+    if (!head) return undefined;
+    const r = revision === undefined ? head : await this.db('genie_session_revisions').where({ session_id: id, revision }).first('dialogue_length');
+    return r ? z.object({ dialogue_length: int }).parse(r).dialogue_length : undefined;
+  }
+
+  async listSessions(
+    accountId: string,
+    filter: { modelType?: string | undefined; states?: StateFilter | undefined },
+    afterSeq: number,
+    limit: number,
+  ): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>> {
+    const q = this.db('genie_sessions as s')
+      .leftJoin('genie_dialogue as d', (j) => j.on('d.session_id', 's.id').andOn('d.seq', 's.dialogue_length'))
+      .where('s.account_id', accountId)
+      .whereNull('s.deleted_at')
+      .andWhere('s.seq', '>', afterSeq);
+    if (filter.modelType) q.andWhere('s.model_type', filter.modelType);
+    if (filter.states) {
+      const states = filter.states;
+      if (states.length === 0) return [];
+      q.andWhere((w) => {
+        for (const s of states) {
+          w.orWhere((o) => o.where('s.model_type', s.modelType).andWhere('s.schema_version', s.schemaVersion).whereIn('s.state', s.states));
+        }
+      });
+    }
+    const rows = await q
+      .select('s.*', 'd.seq as d_seq', 'd.actor as d_actor', 'd.actor_text as d_actor_text', 'd.event as d_event', 'd.timestamp as d_timestamp', 'd.revision as d_revision')
+      .orderBy('s.seq')
+      .limit(limit);
+    return rows.map((row) => {
+      const r = listedRow.parse(row);
+      const last =
+        r.d_seq === undefined
+          ? undefined
+          : dialogueRow.parse({ seq: r.d_seq, actor: r.d_actor, actor_text: r.d_actor_text, event: r.d_event, timestamp: r.d_timestamp, revision: r.d_revision });
+      return { seq: r.seq, session: sessionRow.parse(row), last };
+    });
+  }
+
+  async lockExpired(now: Date, limit: number, tx: Tx): Promise<Array<{ id: string; revision: number }>> {
+    const trx = knexOf(tx);
+    const doomed = await trx('genie_sessions as s')
+      .select('s.id', 's.revision')
+      .whereNull('s.deleted_at')
+      .andWhere((w) =>
+        w.where('s.expire_time', '<=', now).orWhereExists(
+          trx('genie_model_types as t')
+            .whereRaw('t.account_id = s.account_id and t.name = s.model_type and t.session_ttl_seconds > 0')
+            .whereRaw('t.schema_version = (select max(v.schema_version) from genie_model_types v where v.account_id = s.account_id and v.name = s.model_type)')
+            .whereRaw("s.updated_at <= ?::timestamptz - t.session_ttl_seconds * interval '1 second'", [now]),
+        ),
+      )
+      .orderBy('s.seq')
+      .limit(limit)
+      .forUpdate('s')
+      .skipLocked();
+    return z.array(z.object({ id: z.string(), revision: int })).parse(doomed);
+  }
+
+  async dropTombstones(cutoff: Date, limit: number): Promise<number> {
+    return this.db.transaction(async (trx) => {
+      const ids = z
+        .array(z.string())
+        .parse(await trx('genie_sessions').where('deleted_at', '<', cutoff).orderBy('deleted_at').limit(limit).forUpdate().skipLocked().pluck('id'));
+      if (ids.length === 0) return 0;
+      await trx('session_events').whereIn('session_id', ids).del();
+      await trx('genie_sessions').whereIn('id', ids).del();
+      return ids.length;
+    });
+  }
+
+  async secondaryExists(sessionId: string, key: string, tx?: Tx): Promise<boolean> {
+    return !!(await knexOf(tx, this.db)('genie_secondary').where({ session_id: sessionId, key }).first('key'));
+  }
+
+  async secondary(sessionId: string, key: string): Promise<(SecondaryMeta & { value: Buffer }) | undefined> {
+    const r = await this.db('genie_secondary').where({ session_id: sessionId, key }).first();
+    if (!r) return undefined;
+    return { ...secondaryMetaRow.parse(r), value: Buffer.from(z.instanceof(Uint8Array).parse(r.value)) };
+  }
+
+  async listSecondary(sessionId: string, afterKey: string | undefined, limit: number): Promise<SecondaryMeta[]> {
+    const q = this.db('genie_secondary').where({ session_id: sessionId }).select('key', 'size_bytes', 'revision', 'created_at');
+    if (afterKey !== undefined) q.andWhere('key', '>', afterKey);
+    const rows = await q.orderBy('key').limit(limit);
+    return rows.map((r) => secondaryMetaRow.parse(r));
+  }
+}
+
+async function insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<void> {
+  await trx('genie_session_revisions').insert({
+    session_id: s.id,
+    revision: s.revision,
+    schema_version: s.schemaVersion,
+    state: s.state,
+    actor: s.actor,
+    actor_input: s.actorInput,
+    fields: json(s.fields),
+    dialogue_length: s.dialogueLength,
+    created_at: s.updatedAt,
+  });
+}

@@ -1,0 +1,131 @@
+import test from 'ava';
+import { AppError } from '../../src/errors.js';
+import { GenieCache, hotKey } from '../../src/genie/cache.js';
+import { GenieUseCases } from '../../src/genie/service.js';
+import type { ModelTypeDef } from '../../src/genie/model-type.js';
+import { MemoryBus, MemoryKv } from '../../src/storage/memory-kv.js';
+import { MemoryGenieStore } from './memory-store.js';
+
+const caller = { apiKeyId: 'k', userProfileId: 'u', accountId: 'acct' };
+const qa: ModelTypeDef = {
+  name: 'qa',
+  schemaVersion: 1,
+  jsonSchema: { type: 'object', properties: { topic: { type: 'string' } } },
+  stateMachine: {
+    states: ['asking', 'answering'],
+    initialState: 'asking',
+    transitions: [
+      { fromState: 'asking', event: 'user_input', toState: 'answering', actor: 'user' },
+      { fromState: 'answering', event: 'ai_response', toState: 'asking', actor: 'assistant' },
+    ],
+  },
+  upgrades: [],
+  cacheTtlSeconds: 60,
+  sessionTtlSeconds: 0,
+};
+
+/** The use cases over the in-memory stores and fast store: no database anywhere. */
+function world() {
+  const store = new MemoryGenieStore();
+  const kv = new MemoryKv();
+  const bus = new MemoryBus();
+  const genie = new GenieUseCases({ types: store, sessions: store, cache: new GenieCache(kv, bus), uow: store, bus });
+  return { genie, store, kv, bus };
+}
+
+async function session(genie: GenieUseCases) {
+  await genie.registerModelType(caller, qa);
+  return (await genie.createSession(caller, 'qa', { topic: 'tax' })).session;
+}
+
+test('registerModelType stores a version, and the same version again is ALREADY_EXISTS', async (t) => {
+  const { genie } = world();
+  const row = await genie.registerModelType(caller, qa);
+  t.like(row, { name: 'qa', schemaVersion: 1 });
+  t.is((await genie.getModelType(caller, 'qa', undefined)).schemaVersion, 1);
+  const again = await t.throwsAsync(genie.registerModelType(caller, qa), { instanceOf: AppError });
+  t.is(again?.code, 'ALREADY_EXISTS');
+});
+
+test('createSession starts in the initial state at revision 1 and checks the fields against the schema', async (t) => {
+  const { genie } = world();
+  const s = await session(genie);
+  t.like(s, { modelType: 'qa', state: 'asking', revision: 1, fields: { topic: 'tax' } });
+  const bad = await t.throwsAsync(genie.createSession(caller, 'qa', { topic: 7 }), { instanceOf: AppError });
+  t.is(bad?.code, 'INVALID_ARGUMENT');
+  t.deepEqual(
+    bad?.violations.map((v) => v.field),
+    ['fields.topic'],
+  );
+});
+
+test('sendEvent takes an allowed transition and refuses another with FAILED_PRECONDITION TRANSITION_NOT_ALLOWED', async (t) => {
+  const { genie } = world();
+  const s = await session(genie);
+  const sent = await genie.sendEvent(caller, { sessionId: s.id, event: 'user_input', actor: undefined, actorInput: 'how much?' });
+  t.like(sent, { previousState: 'asking', view: { session: { state: 'answering', revision: 2, actor: 'user', dialogueLength: 1 } } });
+  t.like(sent.element, { index: 1, actor: 'user', event: 'user_input', textBytes: 9 });
+  const refused = await t.throwsAsync(genie.sendEvent(caller, { sessionId: s.id, event: 'user_input', actor: 'user', actorInput: 'again' }), { instanceOf: AppError });
+  t.is(refused?.code, 'FAILED_PRECONDITION');
+  t.is(refused?.reason, 'TRANSITION_NOT_ALLOWED');
+  t.is((await genie.getSession(caller, s.id, undefined)).session.revision, 2, 'the refused event committed nothing');
+});
+
+test('a write at a stale expected_revision is ABORTED and writes nothing', async (t) => {
+  const { genie } = world();
+  const s = await session(genie);
+  await genie.appendDialogue(caller, { sessionId: s.id, actor: 'system', actorText: 'note' });
+  const stale = await t.throwsAsync(genie.appendDialogue(caller, { sessionId: s.id, actor: 'system', actorText: 'late', expectedRevision: 1 }), { instanceOf: AppError });
+  t.is(stale?.code, 'ABORTED');
+  t.is(stale?.reason, 'REVISION_MISMATCH');
+  const now = await genie.getSession(caller, s.id, undefined);
+  t.is(now.session.revision, 2);
+  t.deepEqual(
+    now.dialogue?.map((d) => d.actorText),
+    ['note'],
+  );
+});
+
+test('a read after a write is served from the hot copy the read filled, and the next write evicts it', async (t) => {
+  const { genie, store, kv } = world();
+  const s = await session(genie);
+  t.is((await kv.readCached(hotKey(s.id))).value, null, 'nothing is cached before a read');
+  await genie.getSession(caller, s.id, undefined);
+  t.truthy((await kv.readCached(hotKey(s.id))).value, 'the read filled the hot copy');
+  await genie.getSession(caller, s.id, undefined); // the process caches the type's versions here
+  const reads = store.typeReads;
+  t.is((await genie.getSession(caller, s.id, undefined)).session.revision, 1);
+  t.is(store.typeReads, reads, 'the hot read touched no store');
+  await genie.appendDialogue(caller, { sessionId: s.id, actor: 'user', actorText: 'hi' });
+  t.is((await kv.readCached(hotKey(s.id))).value, null, 'the write evicted the copy');
+  t.is((await genie.getSession(caller, s.id, undefined)).session.revision, 2);
+});
+
+test('a cache or bus failure after the commit does not fail the write', async (t) => {
+  const { genie, kv, bus } = world();
+  const s = await session(genie);
+  await genie.getSession(caller, s.id, undefined);
+  const down = async () => {
+    throw new Error('redis is down');
+  };
+  kv.fence = down;
+  bus.publish = down;
+  const sent = await genie.sendEvent(caller, { sessionId: s.id, event: 'user_input', actor: 'user', actorInput: 'q' });
+  t.is(sent.view.session.revision, 2);
+  const updated = await genie.updateSession(caller, s.id, { paths: [], values: { actor: '', actorInput: '', expireTime: undefined }, fieldsPatch: { topic: 'vat' } }, undefined);
+  t.true(updated.changed);
+  t.is(updated.view.session.revision, 3);
+  await t.notThrowsAsync(genie.registerModelType(caller, { ...qa, schemaVersion: 2 }));
+});
+
+test('a repeated request id replays the first answer and writes nothing', async (t) => {
+  const { genie } = world();
+  const s = await session(genie);
+  const requestId = '00000000-0000-4000-8000-00000000000a';
+  const first = await genie.sendEvent(caller, { sessionId: s.id, event: 'user_input', actor: 'user', actorInput: 'q', requestId });
+  const again = await genie.sendEvent(caller, { sessionId: s.id, event: 'user_input', actor: 'user', actorInput: 'q', requestId });
+  t.is(again.view.replayed, true);
+  t.is(again.previousState, first.previousState);
+  t.is(again.view.session.revision, 2);
+  t.is((await genie.getSession(caller, s.id, undefined)).session.revision, 2);
+});
