@@ -3,7 +3,7 @@
  * Redis calls that one RPC makes, issued directly with pg and ioredis, with no gRPC, no validation, no
  * domain code. A ratio of an RPC to its storage ceiling says how much the server adds on top of storage.
  *
- * Mirrored from src/storage/*-repo.ts, src/storage/idempotency.ts, src/prompt/service.ts,
+ * Mirrored from src/storage/*-repo.ts, src/storage/prompt-store.ts, src/storage/idempotency.ts, src/prompt/service.ts,
  * src/genie/service.ts, src/genie/cache.ts and src/admin/service.ts (principalOf) as of this commit:
  *
  * Every RPC authenticates with AdminService.principalOf, which answers from its in-process cache (filled
@@ -13,13 +13,13 @@
  *   pg    WITH bumped AS (UPDATE prompts SET revision = revision + 1, last_activity_at = now()
  *           WHERE id = $1 AND account_id = $2 RETURNING revision)
  *         INSERT INTO prompt_history (prompt_id, request, response, messages, revision)
- *           SELECT …, revision FROM bumped RETURNING *                 (PromptRepo.appendHistory, one statement)
+ *           SELECT …, revision FROM bumped RETURNING *                 (KnexPromptStore.appendHistory, one statement)
  *   redis PUBLISH <prefix>prompt:{id} <event json>                     (publishPromptEvent)
  *
  * OpenPrompt with the session key of a cached session (no request_id):
- *   redis GET <prefix>parley:prompt:session:<key>                      (PromptService.open: no transaction,
+ *   redis GET <prefix>parley:prompt:session:<key>                      (PromptUseCases.open: no transaction,
  *                                                                       no re-put)
- *   pg    SELECT revision FROM prompts WHERE id = $1                   (PromptService.withRevision: the revision
+ *   pg    SELECT revision FROM prompts WHERE id = $1                   (PromptUseCases.withRevision: the revision
  *                                                                       moves with every log write, so it is
  *                                                                       never served from the cache)
  *
@@ -114,7 +114,7 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
             )
           ).rows[0];
           if (!row) throw new Error(`prompt ${promptId} not found`);
-          await redis.publish(`${prefix}prompt:{${promptId}}`, JSON.stringify({ kind: 'history', promptId, revision: Number(row.revision), row }));
+          await redis.publish(`${prefix}prompt:{${promptId}}`, JSON.stringify({ type: 'history', v: 1, promptId, revision: Number(row.revision), row }));
         },
       };
     }

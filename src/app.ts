@@ -6,7 +6,7 @@ import type { FastStore } from './ports/fast-store.js';
 import { memoryStore } from './storage/memory-kv.js';
 import { redisStore } from './storage/redis-kv.js';
 import { KnexAdminStore } from './storage/admin-store.js';
-import { PromptRepo } from './storage/prompt-repo.js';
+import { KnexPromptStore } from './storage/prompt-store.js';
 import { KnexModelTypeStore, KnexSessionStore } from './storage/genie-store.js';
 import { GenieCache } from './genie/cache.js';
 import { GenieUseCases } from './genie/service.js';
@@ -19,7 +19,8 @@ import { GenieServiceService, type GenieServiceServer } from './gen/parley/genie
 import { AdminUseCases } from './admin/service.js';
 import { PrincipalCache } from './admin/cache.js';
 import { PromptCache } from './prompt/cache.js';
-import { PromptService } from './prompt/service.js';
+import { PromptUseCases } from './prompt/service.js';
+import { PromptWatch } from './prompt/watch.js';
 import { Idempotency } from './storage/idempotency.js';
 import { HealthMonitor } from './transport/health.js';
 import { GrpcServer } from './transport/server.js';
@@ -32,8 +33,6 @@ import { PromptServiceService, type PromptServiceServer } from './gen/parley/pro
 import { Metrics } from './metrics.js';
 import { Limits, type LimitsConfig } from './transport/limits.js';
 import { Maintenance } from './maintenance/purge.js';
-import { afterCommit } from './after-commit.js';
-import { publishPromptEvent } from './prompt/events.js';
 
 export interface App {
   config: Config;
@@ -56,10 +55,16 @@ export async function openStorage(config: Config): Promise<{ db: Db; store: Fast
   return { db, store };
 }
 
-/** PromptService over opened storage; the server and `parley purge` both build it here. */
-export function promptService(db: Db, store: FastStore, config: Config, adminRepo = new KnexAdminStore(db)): PromptService {
-  const cache = new PromptCache(store.kv, config.promptCacheTtlMs);
-  return new PromptService(new PromptRepo(db), adminRepo, cache, new Idempotency(db), store.bus);
+/** The prompt use cases over opened storage (one store); the server and `parley purge` both build them here. */
+export function promptUseCases(db: Db, store: FastStore, config: Config): PromptUseCases {
+  const prompts = new KnexPromptStore(db);
+  return new PromptUseCases({
+    store: prompts,
+    directory: prompts,
+    cache: new PromptCache(store.kv, config.promptCacheTtlMs),
+    idempotency: new Idempotency(db),
+    bus: store.bus,
+  });
 }
 
 export function limitsConfig(config: Config): LimitsConfig {
@@ -79,24 +84,8 @@ export function genieUseCases(db: Db, store: FastStore, cache = new GenieCache(s
 }
 
 /** Retention over opened storage; the server's admin RPC and `parley purge` both build it here. */
-export function maintenance(db: Db, store: FastStore, config: Config, prompts = promptService(db, store, config), genie = genieUseCases(db, store)): Maintenance {
+export function maintenance(db: Db, store: FastStore, config: Config, prompts = promptUseCases(db, store, config), genie = genieUseCases(db, store)): Maintenance {
   return new Maintenance(prompts, genie);
-}
-
-/**
- * A deleted user profile, LLM client or account takes its prompts with it (foreign keys): the PromptHelper
- * cache must not serve them afterwards, and their watchers must hear they are gone.
- */
-function forgetCascadedPrompts(store: FastStore, config: Config) {
-  const cache = new PromptCache(store.kv, config.promptCacheTtlMs);
-  return async (prompts: Array<{ id: string; sessionKey: string; revision: number }>): Promise<void> => {
-    for (const p of prompts) {
-      await afterCommit(
-        () => cache.evict(p.sessionKey),
-        () => publishPromptEvent(store.bus, { kind: 'prompt_deleted', promptId: p.id, revision: p.revision, row: { id: p.id } }),
-      );
-    }
-  };
 }
 
 /** The composition root: storage → domain → transport. Nothing else wires components together. */
@@ -104,12 +93,12 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const { db, store } = await openStorage(config);
   await migrate(db);
 
-  const adminRepo = new KnexAdminStore(db);
-  const admin = new AdminUseCases(adminRepo, new Idempotency(db), new PrincipalCache(store.kv, store.bus), {
-    onPromptsDeleted: forgetCascadedPrompts(store, config),
+  const prompts = promptUseCases(db, store, config);
+  const admin = new AdminUseCases(new KnexAdminStore(db), new Idempotency(db), new PrincipalCache(store.kv, store.bus), {
+    // A deleted user profile, LLM client or account takes its prompts with it (foreign keys).
+    onPromptsDeleted: (gone) => prompts.forgetDeleted(gone),
   });
   await admin.start();
-  const prompts = promptService(db, store, config, adminRepo);
 
   const genieCache = new GenieCache(store.kv, store.bus);
   const genie = genieUseCases(db, store, genieCache);
@@ -121,7 +110,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
   const bindings = [
     bindService<AdminServiceServer>({ name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) }),
-    bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers({ prompts: new PromptRepo(db), bus: store.bus, maxPending: config.watchBufferSize }) }, authenticate: callerAuth }),
+    bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize)) }, authenticate: callerAuth }),
     bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieWatch, limits) }, authenticate: callerAuth }),
   ];
   const health = new HealthMonitor(

@@ -1,5 +1,5 @@
 import type { GenieUseCases } from '../genie/service.js';
-import type { PromptService, PurgeReport } from '../prompt/service.js';
+import type { PromptUseCases, PurgeReport } from '../prompt/service.js';
 
 export const DEFAULT_PURGE_BATCH = 500;
 
@@ -22,7 +22,7 @@ export interface FullPurgeReport extends PurgeReport {
  */
 export class Maintenance {
   constructor(
-    private readonly prompts: PromptService,
+    private readonly prompts: PromptUseCases,
     private readonly genie: GenieUseCases,
   ) {}
 

@@ -1,6 +1,9 @@
+import { decodeJson, encodeJson, zodCodec } from '../json-codec.js';
 import { CACHE_MISS, type KvStore } from '../ports/kv.js';
-import type { PromptRow } from '../storage/prompt-repo.js';
 import { promptCacheKey } from './rules.js';
+import { promptRowSchema, type PromptRow } from './store.js';
+
+const rowCodec = zodCodec(promptRowSchema);
 
 /**
  * Session key → prompt, the PromptHelper cache. Best effort by design: a Redis failure reads as a miss and
@@ -17,13 +20,17 @@ export class PromptCache {
   async get(sessionKey: string): Promise<{ row: PromptRow | undefined; token: string | undefined }> {
     const { value, token } = await this.kv.readCached(promptCacheKey(sessionKey)).catch(() => CACHE_MISS);
     if (!value) return { row: undefined, token };
-    const p = JSON.parse(value) as PromptRow & { createdAt: string; updatedAt: string };
-    return { row: { ...p, createdAt: new Date(p.createdAt), updatedAt: new Date(p.updatedAt) }, token };
+    try {
+      return { row: decodeJson(rowCodec, value), token };
+    } catch {
+      // A copy this version cannot read is a miss (Postgres has the row); no token, so no fill over it.
+      return { row: undefined, token: undefined };
+    }
   }
 
   /** Fills unless an update or delete fenced the key since `token` was read; a failed fill is only a lost fill. */
   async put(row: PromptRow, token: string | undefined): Promise<void> {
-    await this.kv.fill(promptCacheKey(row.sessionKey), JSON.stringify(row), token, this.ttlMs).catch(() => false);
+    await this.kv.fill(promptCacheKey(row.sessionKey), encodeJson(rowCodec, row), token, this.ttlMs).catch(() => false);
   }
 
   /** Called after every commit that changes or deletes a prompt (through afterCommit; see KvStore.fence). */

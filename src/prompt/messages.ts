@@ -3,13 +3,12 @@
  * the OpenAI wire shape (`{role, content, name, tool_calls: [{id, type, function: {name, arguments}}],
  * tool_call_id}`), the same shape a logged `request.messages` has, so both read back the same way.
  */
-import type { FieldViolation } from '../errors.js';
 import { TOOL_CALL_FUNCTION_NAME_MAX_LENGTH } from './rules.js';
 
-export const CHAT_ROLES = ['system', 'user', 'assistant', 'tool', 'developer'] as const;
+const CHAT_ROLES = ['system', 'user', 'assistant', 'tool', 'developer'] as const;
 export type ChatRoleName = (typeof CHAT_ROLES)[number];
 /** The values a client sends (the ChatRole enum's names, as JSON clients spell them), for error messages. */
-export const CHAT_ROLE_VALUES = CHAT_ROLES.map((r) => `CHAT_ROLE_${r.toUpperCase()}`).join(', ');
+const CHAT_ROLE_VALUES = CHAT_ROLES.map((r) => `CHAT_ROLE_${r.toUpperCase()}`).join(', ');
 
 export interface ChatToolCallData {
   id: string;
@@ -31,11 +30,17 @@ export interface ChatMessageData {
 /** OpenAI's rule for a participant name and a function name. */
 const PARTICIPANT_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
-/** Every problem with a message list, each at its AIP-193 path (`messages[2].tool_call_id`). */
-export function validateChatMessages(messages: readonly ChatMessageData[], field = 'messages'): FieldViolation[] {
-  const out: FieldViolation[] = [];
+/** A problem with one field of a message list, at its path inside the list (`[2, 'tool_call_id']`). */
+export interface ChatMessageProblem {
+  path: Array<string | number>;
+  description: string;
+}
+
+/** Every problem with a message list (the transport names each field with field-path.ts). */
+export function chatMessageProblems(messages: readonly ChatMessageData[]): ChatMessageProblem[] {
+  const out: ChatMessageProblem[] = [];
   messages.forEach((m, i) => {
-    const at = (f: string, description: string) => out.push({ field: `${field}[${i}].${f}`, description });
+    const at = (f: string, description: string) => out.push({ path: [i, f], description });
     if (!m.role) {
       at('role', `must be one of ${CHAT_ROLE_VALUES}`);
       return;
@@ -51,7 +56,7 @@ export function validateChatMessages(messages: readonly ChatMessageData[], field
       at('content', m.role === 'assistant' ? 'is required unless the message carries tool calls' : 'is required');
     }
     m.toolCalls.forEach((c, j) => {
-      const cat = (f: string, description: string) => out.push({ field: `${field}[${i}].tool_calls[${j}].${f}`, description });
+      const cat = (f: string, description: string) => out.push({ path: [i, 'tool_calls', j, f], description });
       if (!c.id) cat('id', 'is required (tool messages answer it by this id)');
       if (c.callType !== '' && c.callType !== 'function') cat('call_type', 'must be "function" (or empty)');
       if (!c.functionName) cat('function_name', 'is required');

@@ -2,7 +2,6 @@
  * Pure validation and derivation rules for prompt sessions (Prompt, PromptHistory,
  * PromptToolCall, PromptPluginUsage).
  *
- * Behaviour summary and reference notes: /work/notes/prompt-spec.md.
  * Nothing in this module performs I/O; the only side effect is drawing
  * random bytes in `newSessionKey()`.
  *
@@ -11,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { quote } from '../errors.js';
+import type { PromptPatch, PromptRow } from './store.js';
 
 // ---------------------------------------------------------------------------
 // Limits
@@ -18,16 +18,12 @@ import { quote } from '../errors.js';
 
 /** Maximum length of a resource name accepted at the API (the reference manifest allows at most 50). */
 export const PROMPT_NAME_MAX_LENGTH = 50;
-/** Width of the `name` column in the reference schema. */
-export const NAME_COLUMN_MAX_LENGTH = 255;
 /** Width of the `version` column. */
-export const VERSION_MAX_LENGTH = 255;
+const VERSION_MAX_LENGTH = 255;
 /** Version applied when none is given. */
 export const DEFAULT_PROMPT_VERSION = '1.0.0';
-/** Width of the `session_key` column. */
-export const SESSION_KEY_COLUMN_MAX_LENGTH = 255;
 /** Random bytes in a generated session key. */
-export const SESSION_KEY_BYTES = 32;
+const SESSION_KEY_BYTES = 32;
 /** A session key is exactly this many hex characters (64, as in the reference). */
 export const SESSION_KEY_LENGTH = SESSION_KEY_BYTES * 2;
 /** Width of the `user_agent` column; longer values are truncated, not rejected. */
@@ -37,13 +33,11 @@ export const PROMPT_URL_MAX_LENGTH = 200;
 /** Maximum tag length (django-taggit `Tag.name`). */
 export const TAG_MAX_LENGTH = 100;
 /** Maximum annotation key length (our limit; the reference has none). */
-export const ANNOTATION_KEY_MAX_LENGTH = 255;
+const ANNOTATION_KEY_MAX_LENGTH = 255;
 /** Maximum length of a string annotation value. */
 export const ANNOTATION_STRING_VALUE_MAX_LENGTH = 2048;
 /** Width of `PromptToolCall.function_name`. */
 export const TOOL_CALL_FUNCTION_NAME_MAX_LENGTH = 255;
-/** Lifetime of a cached prompt session in seconds (reference default: CHAT_CACHE_EXPIRATION = 300). */
-export const PROMPT_CACHE_TTL_SECONDS = 300;
 /** Namespace for prompt-session cache keys (the reference used the bare session key). */
 export const PROMPT_CACHE_KEY_PREFIX = 'parley:prompt:session:';
 
@@ -53,18 +47,18 @@ export const PROMPT_CACHE_KEY_PREFIX = 'parley:prompt:session:';
 // ---------------------------------------------------------------------------
 
 /** camelCase: a lowercase ASCII letter, then ASCII letters and digits. */
-export const CAMEL_CASE_PATTERN = /^[a-z][a-zA-Z0-9]*$/;
+const CAMEL_CASE_PATTERN = /^[a-z][a-zA-Z0-9]*$/;
 /** Semantic version 2.0.0 (MAJOR.MINOR.PATCH[-prerelease][+build]). */
-export const SEMVER_PATTERN =
+const SEMVER_PATTERN =
   /^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\+[0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*)?$/;
 /** Account number: three groups of four ASCII digits, e.g. 3141-5926-5359. */
-export const ACCOUNT_NUMBER_PATTERN = /^[0-9]{4}-[0-9]{4}-[0-9]{4}$/;
+const ACCOUNT_NUMBER_PATTERN = /^[0-9]{4}-[0-9]{4}-[0-9]{4}$/;
 /** Session key as accepted from clients: 64 hex characters. */
-export const SESSION_KEY_PATTERN = /^[0-9a-fA-F]{64}$/;
+const SESSION_KEY_PATTERN = /^[0-9a-fA-F]{64}$/;
 /** Tag characters: word characters, spaces and URL punctuation. */
-export const TAG_PATTERN = /^[\p{L}\p{N}_\-.~:/?#[\]@!$&'()*+,;= %]+$/u;
+const TAG_PATTERN = /^[\p{L}\p{N}_\-.~:/?#[\]@!$&'()*+,;= %]+$/u;
 /** Annotation key characters: URL-friendly, no whitespace. */
-export const ANNOTATION_KEY_PATTERN = /^[A-Za-z0-9._~:/?#@=&-]+$/;
+const ANNOTATION_KEY_PATTERN = /^[A-Za-z0-9._~:/?#@=&-]+$/;
 /** One DNS label (after URL parsing, which lowercases the host). */
 const DNS_LABEL_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -72,7 +66,7 @@ const DNS_LABEL_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 // Name, version, description
 // ---------------------------------------------------------------------------
 
-export function isCamelCase(value: string): boolean {
+function isCamelCase(value: string): boolean {
   return CAMEL_CASE_PATTERN.test(value);
 }
 
@@ -95,7 +89,7 @@ export function defaultPromptName(sessionKey: string): string {
 }
 
 /** Strict semantic version check: the value must be present. */
-export function validateSemver(version: unknown): string | undefined {
+function validateSemver(version: unknown): string | undefined {
   if (typeof version !== 'string') return 'version must be a string';
   if (version.length === 0) return 'version is required';
   if (version.length > VERSION_MAX_LENGTH) {
@@ -141,17 +135,6 @@ export function validateTag(tag: unknown): string | undefined {
   return undefined;
 }
 
-/** A tag list: null/undefined means "no tags"; otherwise an array of valid tags. */
-export function validateTags(tags: unknown): string | undefined {
-  if (tags === undefined || tags === null) return undefined;
-  if (!Array.isArray(tags)) return 'tags must be a list of strings';
-  for (const [i, tag] of tags.entries()) {
-    const err = validateTag(tag);
-    if (err) return `tags[${i}]: ${err}`;
-  }
-  return undefined;
-}
-
 /** Trimmed tags with exact duplicates removed, first occurrence kept (tags form a set). */
 export function normalizeTags(tags: readonly string[] | null | undefined): string[] {
   if (!tags) return [];
@@ -171,39 +154,6 @@ export function normalizeTags(tags: readonly string[] | null | undefined): strin
 // Annotations: a list of objects, e.g. [{"example.com/project": "x"}, {"owner": "hr"}]
 // ---------------------------------------------------------------------------
 
-export type AnnotationValue =
-  | string
-  | number
-  | boolean
-  | null
-  | AnnotationValue[]
-  | { [key: string]: AnnotationValue };
-export type Annotations = Array<Record<string, AnnotationValue>>;
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const proto = Object.getPrototypeOf(value) as unknown;
-  return proto === Object.prototype || proto === null;
-}
-
-function isJsonValue(value: unknown, depth = 0): boolean {
-  if (depth > 64) return false;
-  if (value === null) return true;
-  switch (typeof value) {
-    case 'string':
-    case 'boolean':
-      return true;
-    case 'number':
-      return Number.isFinite(value);
-    case 'object':
-      if (Array.isArray(value)) return value.every((v) => isJsonValue(v, depth + 1));
-      if (isPlainObject(value)) return Object.values(value).every((v) => isJsonValue(v, depth + 1));
-      return false;
-    default:
-      return false;
-  }
-}
-
 export function validateAnnotationKey(key: string): string | undefined {
   if (key.length === 0) return 'annotation key must not be empty';
   if (key.length > ANNOTATION_KEY_MAX_LENGTH) {
@@ -213,48 +163,6 @@ export function validateAnnotationKey(key: string): string | undefined {
     return `annotation key ${quote(key)} contains characters that are not URL friendly`;
   }
   return undefined;
-}
-
-/**
- * Annotations: null/undefined (none), or a list of plain objects whose keys are URL friendly and
- * whose values are JSON values; top-level string values are at most 2048 characters.
- * A JSON string encoding such a list is also accepted (parse it with `parseAnnotations`).
- */
-export function validateAnnotations(annotations: unknown): string | undefined {
-  let value = annotations;
-  if (value === undefined || value === null) return undefined;
-  if (typeof value === 'string') {
-    try {
-      value = JSON.parse(value) as unknown;
-    } catch {
-      return 'annotations could not be parsed as JSON';
-    }
-    if (value === null) return undefined;
-  }
-  if (!Array.isArray(value)) return 'annotations must be a list of objects';
-  for (const [i, item] of value.entries()) {
-    if (!isPlainObject(item)) return `annotations[${i}] must be an object of key-value pairs`;
-    for (const [key, v] of Object.entries(item)) {
-      const keyErr = validateAnnotationKey(key);
-      if (keyErr) return `annotations[${i}]: ${keyErr}`;
-      if (!isJsonValue(v)) {
-        return `annotations[${i}][${quote(key, 40)}] must be a string, number, boolean, null, list or object`;
-      }
-      if (typeof v === 'string' && v.length > ANNOTATION_STRING_VALUE_MAX_LENGTH) {
-        return `annotations[${i}][${quote(key, 40)}] is too long (max ${ANNOTATION_STRING_VALUE_MAX_LENGTH} characters)`;
-      }
-    }
-  }
-  return undefined;
-}
-
-/** Validated annotations as a list ([] when absent). Throws on invalid input. */
-export function parseAnnotations(annotations: unknown): Annotations {
-  const err = validateAnnotations(annotations);
-  if (err) throw new Error(err);
-  if (annotations === undefined || annotations === null) return [];
-  const value = typeof annotations === 'string' ? (JSON.parse(annotations) as unknown) : annotations;
-  return (value ?? []) as Annotations;
 }
 
 // ---------------------------------------------------------------------------
@@ -284,54 +192,24 @@ export function normalizeSessionKey(sessionKey: string): string {
   return sessionKey.toLowerCase();
 }
 
-/** Cache key under which a prompt session is stored for PROMPT_CACHE_TTL_SECONDS. */
+/** Cache key under which a prompt session is stored (for the configured PARLEY_PROMPT_CACHE_TTL). */
 export function promptCacheKey(sessionKey: string): string {
   return `${PROMPT_CACHE_KEY_PREFIX}${normalizeSessionKey(sessionKey)}`;
-}
-
-// ---------------------------------------------------------------------------
-// Session resolution (what PromptHelper decides before touching cache/DB)
-// ---------------------------------------------------------------------------
-
-export type PromptSessionPlan =
-  /** Look the key up: cache, then DB; if absent, create it (only possible with an LLM client). */
-  | { kind: 'lookup'; sessionKey: string; canCreate: boolean }
-  /** No key given but an LLM client is known: start a new session under a fresh key. */
-  | { kind: 'create'; sessionKey: string }
-  | { kind: 'error'; message: string };
-
-export function planPromptSession(input: {
-  sessionKey?: string | null;
-  hasLlmClient: boolean;
-}): PromptSessionPlan {
-  const given = input.sessionKey ?? '';
-  if (given !== '') {
-    const err = validateSessionKey(given);
-    if (err) return { kind: 'error', message: err };
-    return { kind: 'lookup', sessionKey: normalizeSessionKey(given), canCreate: input.hasLlmClient };
-  }
-  if (input.hasLlmClient) return { kind: 'create', sessionKey: newSessionKey() };
-  return { kind: 'error', message: 'either a session key or an LLM client is required' };
 }
 
 // ---------------------------------------------------------------------------
 // Account numbers and LLM-client URLs
 // ---------------------------------------------------------------------------
 
-export function validateAccountNumber(accountNumber: unknown): string | undefined {
-  if (typeof accountNumber !== 'string') return 'account number must be a string';
-  if (!ACCOUNT_NUMBER_PATTERN.test(accountNumber)) {
-    return `account number ${quote(accountNumber)} must have the form NNNN-NNNN-NNNN`;
+/** An absolute http(s) URL, parsed; undefined for anything else. */
+function httpUrl(url: string): URL | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return undefined;
   }
-  return undefined;
-}
-
-export interface ParseLlmClientUrlOptions {
-  /**
-   * The environment's API domain, e.g. "alpha.api.example.com". When given, the host must be
-   * exactly `<client>.<account>.<apiDomain>`.
-   */
-  apiDomain?: string;
+  return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed : undefined;
 }
 
 /**
@@ -341,17 +219,9 @@ export interface ParseLlmClientUrlOptions {
  * examined: an account number in the path, query or fragment does not count.
  * Hosts are case-insensitive, so `llmClientName` is lowercase; compare names case-insensitively.
  */
-export function parseLlmClientUrl(
-  url: string,
-  options: ParseLlmClientUrlOptions = {},
-): { llmClientName: string; accountNumber: string } | undefined {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return undefined;
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return undefined;
+export function parseLlmClientUrl(url: string): { llmClientName: string; accountNumber: string } | undefined {
+  const parsed = httpUrl(url);
+  if (!parsed) return undefined;
   let host = parsed.hostname;
   if (host.endsWith('.')) host = host.slice(0, -1);
   const labels = host.split('.');
@@ -360,10 +230,6 @@ export function parseLlmClientUrl(
   if (!ACCOUNT_NUMBER_PATTERN.test(account)) return undefined;
   if (!DNS_LABEL_PATTERN.test(first)) return undefined;
   if (rest.some((label) => !DNS_LABEL_PATTERN.test(label))) return undefined;
-  if (options.apiDomain !== undefined) {
-    const want = options.apiDomain.toLowerCase().replace(/\.$/, '');
-    if (rest.join('.') !== want) return undefined;
-  }
   const hyphen = first.indexOf('-');
   const llmClientName = hyphen === -1 ? first : first.slice(0, hyphen);
   if (llmClientName === '') return undefined;
@@ -397,14 +263,8 @@ export function normalizeUserAgent(userAgent: string | null | undefined): string
  * (the query may carry the session key). Returns undefined when the URL is unusable.
  */
 export function normalizePromptUrl(url: string): string | undefined {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return undefined;
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return undefined;
-  return `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
+  const parsed = httpUrl(url);
+  return parsed && `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
 }
 
 export function validatePromptUrl(url: unknown): string | undefined {
@@ -436,26 +296,6 @@ export function validateToolCallFunctionName(name: unknown): string | undefined 
 // History
 // ---------------------------------------------------------------------------
 
-export interface Timestamped {
-  createdAt: Date;
-  id: number | bigint;
-}
-
-/** Newest first: createdAt descending, ties broken by id descending (stable, deterministic). */
-export function compareNewestFirst(a: Timestamped, b: Timestamped): number {
-  const dt = b.createdAt.getTime() - a.createdAt.getTime();
-  if (dt !== 0) return dt;
-  if (a.id === b.id) return 0;
-  return a.id < b.id ? 1 : -1;
-}
-
-/** The most recent entry, or undefined for an empty list. */
-export function latestEntry<T extends Timestamped>(entries: readonly T[]): T | undefined {
-  let best: T | undefined;
-  for (const e of entries) if (best === undefined || compareNewestFirst(e, best) < 0) best = e;
-  return best;
-}
-
 /**
  * The message list shown for one PromptHistory entry: its `messages` when non-empty, else
  * `request.messages` when that is a list, else [].
@@ -466,6 +306,29 @@ export function historyMessages(entry: {
 }): unknown[] {
   if (Array.isArray(entry.messages) && entry.messages.length > 0) return entry.messages;
   const req = entry.request;
-  if (isPlainObject(req) && Array.isArray(req['messages'])) return req['messages'] as unknown[];
+  if (req && typeof req === 'object' && !Array.isArray(req) && 'messages' in req && Array.isArray(req.messages)) return req.messages as unknown[];
   return [];
+}
+
+// ---------------------------------------------------------------------------
+// Updates
+// ---------------------------------------------------------------------------
+
+const sortedEntries = (o: Record<string, string>) => Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * The part of `patch` that differs from `current`: a patch that changes nothing writes nothing (no revision,
+ * no update time). Annotations compare as maps (key order does not count), tags as lists.
+ */
+export function changedFields(current: PromptRow, patch: PromptPatch): PromptPatch {
+  const out: PromptPatch = {};
+  if (patch.name !== undefined && patch.name !== current.name) out.name = patch.name;
+  if (patch.description !== undefined && patch.description !== current.description) out.description = patch.description;
+  if (patch.version !== undefined && patch.version !== current.version) out.version = patch.version;
+  if (patch.annotations !== undefined && !sameJson(sortedEntries(patch.annotations), sortedEntries(current.annotations))) {
+    out.annotations = patch.annotations;
+  }
+  if (patch.tags !== undefined && !sameJson(patch.tags, current.tags)) out.tags = patch.tags;
+  return out;
 }

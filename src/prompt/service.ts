@@ -1,36 +1,43 @@
 import { z } from 'zod';
 import type { Principal } from '../principal.js';
-import { invalidArgument, notFound, revisionMismatch } from '../errors.js';
-import type { OwnedNameRow } from '../admin/store.js';
-import type { KnexAdminStore as AdminRepo } from '../storage/admin-store.js';
+import { notFound, revisionMismatch } from '../errors.js';
 import type { Bus } from '../ports/bus.js';
 import { fingerprintOf } from '../fingerprint.js';
-import { jsonCodec } from '../json-codec.js';
-import { type Codec } from '../ports/unit-of-work.js';
-import { type Idempotency } from '../storage/idempotency.js';
-import type {
-  HistoryRow,
-  LogTable,
-  PluginUsageRow,
-  PromptFilter,
-  PromptPatch,
-  PromptRepo,
-  PromptRow,
-  Q,
-  ToolCallRow,
-} from '../storage/prompt-repo.js';
-import type { PromptCache } from './cache.js';
+import { zodCodec } from '../json-codec.js';
+import type { Codec, RequestKey, Tx, UnitOfWork } from '../ports/unit-of-work.js';
 import { afterCommit } from '../after-commit.js';
-import { publishPromptEvent, type PromptEventKind } from './events.js';
+import { cursorInt, cursorOf, cursorString, decodePageToken, isTimestampText, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
+import type { PromptCache } from './cache.js';
+import { promptEvents, publishPromptEvent, type PromptEvent } from './events.js';
 import { toOpenAiMessage, type ChatMessageData } from './messages.js';
-import { cursorInt, cursorOf, decodePageToken, isTimestampText, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
-import { listPluginsOf } from '../admin/service.js';
-import { DEFAULT_PROMPT_VERSION, defaultPromptName, historyMessages, newSessionKey, parseLlmClientUrl } from './rules.js';
+import { changedFields, DEFAULT_PROMPT_VERSION, defaultPromptName, historyMessages, newSessionKey } from './rules.js';
+import {
+  historyRowSchema,
+  pluginUsageRowSchema,
+  promptRowSchema,
+  toolCallRowSchema,
+  type GonePrompt,
+  type HistoryRow,
+  type LogRows,
+  type LogTable,
+  type OwnedRef,
+  type PluginUsageRow,
+  type PromptDirectory,
+  type PromptFilter,
+  type PromptPatch,
+  type PromptRow,
+  type PromptStore,
+  type RequestIdExpiry,
+  type ToolCallRow,
+} from './store.js';
+
+/** The LLM client a new session is for: by id, or by the name and account number its URL carries. */
+export type LlmClientRef = { id: string } | { name: string; accountNumber: string };
 
 export interface OpenPromptInput {
   sessionKey?: string | undefined;
-  llmClientId?: string | undefined;
-  llmClientUrl?: string | undefined;
+  /** Required to create a session; a known session key needs none. */
+  llmClient?: LlmClientRef | undefined;
   ipAddress: string;
   userAgent: string;
   url: string;
@@ -71,8 +78,17 @@ export interface PromptHistorySnapshot {
   revision: number;
 }
 
+export interface PurgeReport {
+  prompts: number;
+  history: number;
+  toolCalls: number;
+  pluginUsage: number;
+  batches: number;
+  requestIds: number;
+}
+
 /** How many rows of each log GetPromptHistory returns (newest first); the List RPCs page through all. */
-export const HISTORY_SNAPSHOT_LIMIT = 1000;
+const HISTORY_SNAPSHOT_LIMIT = 1000;
 
 /**
  * Replies that carry stored content stop growing at this many bytes (the 4 MiB a gRPC client receives by
@@ -85,7 +101,7 @@ export const REPLY_BUDGET_BYTES = 3 * 1024 * 1024;
 export type SizeOf<T> = (item: T) => number;
 
 /** The first items that fit `budget` bytes together (always at least one), and whether any were left out. */
-export function fitBudget<T>(items: readonly T[], sizeOf: SizeOf<T>, budget = REPLY_BUDGET_BYTES): { fitted: T[]; cut: boolean } {
+function fitBudget<T>(items: readonly T[], sizeOf: SizeOf<T>, budget = REPLY_BUDGET_BYTES): { fitted: T[]; cut: boolean } {
   let used = 0;
   const fitted: T[] = [];
   for (const item of items) {
@@ -97,46 +113,68 @@ export function fitBudget<T>(items: readonly T[], sizeOf: SizeOf<T>, budget = RE
   return { fitted, cut: false };
 }
 
+/** Where a keyset page comes from: its list's name and filters (bound into the token), cursor and rows. */
+interface KeysetList<R, C> {
+  list: string;
+  filters: unknown;
+  isCursor: (c: unknown) => c is C;
+  fetch: (after: C | undefined, limit: number) => Promise<R[]>;
+  cursorOf: (row: R) => C;
+  sizeOf?: SizeOf<R> | undefined;
+}
+
+/** One page: at most the page size, cut before the item that would pass the reply budget (when sized). */
+async function keysetPage<R, C>(page: PageRequest, l: KeysetList<R, C>): Promise<Page<R>> {
+  const size = pageSizeOf(page.pageSize);
+  const after = decodePageToken(page.pageToken, l.list, l.filters, l.isCursor);
+  const { page: sized, more } = splitPage(await l.fetch(after, size + 1), size);
+  const { fitted: items, cut } = l.sizeOf ? fitBudget(sized, l.sizeOf) : { fitted: sized, cut: false };
+  const last = items[items.length - 1];
+  return { items, nextPageToken: (more || cut) && last ? encodePageToken(l.list, l.filters, l.cursorOf(last)) : '' };
+}
+
 const method = (rpc: string) => `parley.prompt.v1.PromptService/${rpc}`;
 // Request ids are per account: API keys of one account may retry each other's calls, other accounts
 // can never collide with (or probe) them.
 const scopeOf = (caller: Principal) => `account:${caller.accountId}`;
 
-const rowDates = ['createdAt', 'updatedAt'] as const;
-const promptCodec = jsonCodec<PromptRow>(rowDates);
-const openCodec: Codec<{ prompt: PromptRow; created: boolean }> = {
-  encode: (v) => v,
-  decode: (j) => {
-    const o = j as { prompt: unknown; created: boolean };
-    return { prompt: promptCodec.decode(o.prompt), created: o.created };
-  },
-};
-const updateCodec: Codec<{ prompt: PromptRow; changed: boolean }> = {
-  encode: (v) => v,
-  decode: (j) => {
-    const o = j as { prompt: unknown; changed: boolean };
-    return { prompt: promptCodec.decode(o.prompt), changed: o.changed };
-  },
-};
-const revisionCodec = jsonCodec<{ revision: number }>();
+const openCodec = zodCodec(z.object({ prompt: promptRowSchema, created: z.boolean() }));
+const updateCodec = zodCodec(z.object({ prompt: promptRowSchema, changed: z.boolean() }));
+const revisionCodec = zodCodec(z.object({ revision: z.number().int() }));
+const historyCodec = zodCodec(historyRowSchema);
+const toolCallCodec = zodCodec(toolCallRowSchema);
+const pluginUsageCodec = zodCodec(pluginUsageRowSchema);
 
 const isIdCursor = cursorOf(z.object({ after: cursorInt(0) }).strict());
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 // created_at as Postgres prints timestamptz, e.g. `2025-01-31 12:00:00.123456+00`.
 const isPromptCursor = cursorOf(z.object({ createdAt: z.string().refine(isTimestampText), id: z.string().regex(UUID) }).strict());
+// The same list and cursor as AdminService.ListPlugins, so a page token of either continues in both.
+const isPluginCursor = cursorOf(z.object({ name: cursorString(64) }).strict());
+
+export interface PromptUseCasesDeps {
+  store: PromptStore;
+  directory: PromptDirectory;
+  cache: PromptCache;
+  /** Runs each write in one transaction, at most once per request id; and expires old request ids. */
+  idempotency: UnitOfWork & RequestIdExpiry;
+  bus: Bus;
+}
 
 /**
- * PromptHelper and the prompt logs. Every write is one Postgres transaction that also claims its request
- * id; cache evictions and bus events follow the commit, never precede it.
+ * PromptHelper and the prompt logs. Every write is one transaction that also claims its request id; cache
+ * fences and bus events follow the commit (afterCommit), never precede it.
  */
-export class PromptService {
-  constructor(
-    private readonly prompts: PromptRepo,
-    private readonly admin: AdminRepo,
-    private readonly cache: PromptCache,
-    private readonly idempotency: Idempotency,
-    private readonly bus: Bus,
-  ) {}
+export class PromptUseCases {
+  private readonly store: PromptStore;
+  private readonly directory: PromptDirectory;
+  private readonly cache: PromptCache;
+  private readonly idempotency: UnitOfWork & RequestIdExpiry;
+  private readonly bus: Bus;
+
+  constructor(deps: PromptUseCasesDeps) {
+    ({ store: this.store, directory: this.directory, cache: this.cache, idempotency: this.idempotency, bus: this.bus } = deps);
+  }
 
   async open(caller: Principal, input: OpenPromptInput, requestId?: string): Promise<{ prompt: PromptRow; created: boolean }> {
     // The common case, a known session without a request id, writes nothing: one cache read answers it,
@@ -149,32 +187,32 @@ export class PromptService {
       if (row && row.accountId === caller.accountId) return { prompt: row, created: false };
       token = cached.token;
     }
-    const { value } = await this.idempotency.runKnex(
+    const { value } = await this.idempotency.run(
       this.key(caller, 'OpenPrompt', requestId, input),
       openCodec,
-      (trx) => this.openIn(trx, caller, input),
+      (tx) => this.openIn(tx, caller, input),
       (v) => v.prompt.id,
     );
     // A fill needs a token taken before the transaction read, or it could race an update. A session this
     // call created under a key it generated is the exception: nobody else can know the key before we
     // answer, so a token taken now is early enough (and the next OpenPrompt by key is a hit).
-    if (token === undefined && value.created && !input.sessionKey) token = (await this.cache.get(value.prompt.sessionKey)).token;
-    if (token !== undefined) await this.cache.put(value.prompt, token);
+    await afterCommit(async () => {
+      if (token === undefined && value.created && !input.sessionKey) token = (await this.cache.get(value.prompt.sessionKey)).token;
+      if (token !== undefined) await this.cache.put(value.prompt, token);
+    });
     return value;
   }
 
-  private async openIn(trx: Q, caller: Principal, input: OpenPromptInput): Promise<{ prompt: PromptRow; created: boolean }> {
+  private async openIn(tx: Tx, caller: Principal, input: OpenPromptInput): Promise<{ prompt: PromptRow; created: boolean }> {
     if (input.sessionKey) {
-      const found = await this.findBySessionKey(caller, input.sessionKey, trx);
+      const found = await this.findBySessionKey(caller, input.sessionKey, tx);
       if (found) return { prompt: found, created: false };
     }
-    const llmClient = await this.resolveLlmClient(caller, input, trx);
-    if (!llmClient) {
-      if (input.sessionKey) throw notFound`prompt session ${input.sessionKey} (pass llm_client_id or llm_client_url to create it)`;
-      throw invalidArgument('session_key', 'session_key, llm_client_id or llm_client_url is required');
-    }
+    // The handler lets no request through with neither a session key nor an LLM client.
+    if (!input.llmClient) throw notFound`prompt session ${input.sessionKey ?? ''} (pass llm_client_id or llm_client_url to create it)`;
+    const llmClient = await this.resolveLlmClient(caller, input.llmClient, tx);
     const sessionKey = input.sessionKey ?? newSessionKey();
-    const { row, created } = await this.prompts.insertOrGet(
+    const { row, created } = await this.store.insertOrGet(
       {
         accountId: caller.accountId,
         userProfileId: caller.userProfileId,
@@ -189,7 +227,7 @@ export class PromptService {
         userAgent: input.userAgent,
         url: input.url,
       },
-      trx,
+      tx,
     );
     // The key may belong to another account (a race or a guess): that is not the caller's session.
     if (row.accountId !== caller.accountId) throw notFound`prompt session ${sessionKey}`;
@@ -197,19 +235,21 @@ export class PromptService {
   }
 
   async get(caller: Principal, by: { id?: string | undefined; sessionKey?: string | undefined }): Promise<PromptRow> {
-    const row = by.sessionKey ? await this.findBySessionKey(caller, by.sessionKey) : await this.prompts.byId(by.id ?? '');
+    const row = by.sessionKey ? await this.findBySessionKey(caller, by.sessionKey) : await this.store.byId(by.id ?? '');
     if (!row || row.accountId !== caller.accountId) throw notFound`prompt ${by.id ?? by.sessionKey}`;
     return row;
   }
 
   async list(caller: Principal, filter: PromptFilter, page: PageRequest): Promise<Page<PromptRow>> {
-    const size = pageSizeOf(page.pageSize);
     const filters = { ...filter, createdAfter: filter.createdAfter?.toISOString(), createdBefore: filter.createdBefore?.toISOString() };
-    const after = decodePageToken(page.pageToken, 'prompts', filters, isPromptCursor);
-    const rows = await this.prompts.list(caller.accountId, filter, after, size + 1);
-    const { page: items, more } = splitPage(rows, size);
-    const last = items[items.length - 1];
-    return { items: items.map((r) => r.row), nextPageToken: more && last ? encodePageToken('prompts', filters, last.cursor) : '' };
+    const p = await keysetPage(page, {
+      list: 'prompts',
+      filters,
+      isCursor: isPromptCursor,
+      fetch: (after, limit) => this.store.list(caller.accountId, filter, after, limit),
+      cursorOf: (r) => r.cursor,
+    });
+    return { items: p.items.map((r) => r.row), nextPageToken: p.nextPageToken };
   }
 
   async update(
@@ -219,21 +259,21 @@ export class PromptService {
     expectedRevision: number | undefined,
     requestId?: string,
   ): Promise<{ prompt: PromptRow; changed: boolean }> {
-    const { value, replayed } = await this.idempotency.runKnex(
+    const { value, replayed } = await this.idempotency.run(
       this.key(caller, 'UpdatePrompt', requestId, { id, patch, expectedRevision }),
       updateCodec,
-      async (trx) => {
-        const out = await this.prompts.update(caller.accountId, id, patch, expectedRevision, trx);
-        if (out.kind === 'missing') throw notFound`prompt ${id}`;
-        if (out.kind === 'mismatch') throw revisionMismatch(out.revision);
-        return { prompt: out.row, changed: out.kind === 'updated' };
+      async (tx) => {
+        const current = await this.lockForWrite(caller, id, expectedRevision, tx);
+        const changes = changedFields(current, patch);
+        if (Object.keys(changes).length === 0) return { prompt: current, changed: false };
+        return { prompt: await this.store.applyPatch(id, changes, tx), changed: true };
       },
       (v) => v.prompt.id,
     );
     if (value.changed) {
       await afterCommit(
         () => this.cache.evict(value.prompt.sessionKey),
-        () => (replayed ? Promise.resolve() : this.publish('prompt_updated', id, value.prompt.revision, value.prompt)),
+        () => (replayed ? Promise.resolve() : this.publish(promptEvents.updated(value.prompt))),
       );
     }
     return value;
@@ -246,59 +286,58 @@ export class PromptService {
   async delete(caller: Principal, id: string, expectedRevision: number | undefined, requestId?: string): Promise<number> {
     // The cached row carries the prompt's content: drop it before deleting, so a store that cannot be
     // reached fails the call with nothing deleted rather than leave a copy readable after a success.
-    const before = await this.prompts.byId(id);
+    const before = await this.store.byId(id);
     if (before && before.accountId === caller.accountId) await this.cache.evict(before.sessionKey);
     let deleted: PromptRow | undefined;
-    const { value } = await this.idempotency.runKnex(this.key(caller, 'DeletePrompt', requestId, { id, expectedRevision }), revisionCodec, async (trx) => {
-      const out = await this.prompts.delete(caller.accountId, id, expectedRevision, trx);
-      if (out.kind === 'missing') throw notFound`prompt ${id}`;
-      if (out.kind === 'mismatch') throw revisionMismatch(out.revision);
-      deleted = out.row;
-      return { revision: out.row.revision };
+    const { value } = await this.idempotency.run(this.key(caller, 'DeletePrompt', requestId, { id, expectedRevision }), revisionCodec, async (tx) => {
+      const current = await this.lockForWrite(caller, id, expectedRevision, tx);
+      await this.store.delete(id, tx);
+      deleted = current;
+      return { revision: current.revision };
     });
     // Set only when this call deleted it (a replay deleted nothing and has nothing to announce).
-    const d = deleted;
-    if (d) {
-      await afterCommit(
-        () => this.cache.evict(d.sessionKey),
-        () => this.publish('prompt_deleted', id, d.revision, { id }),
-      );
-    }
+    if (deleted) await this.forgetDeleted([deleted]);
     return value.revision;
   }
 
+  /**
+   * After prompts are gone (deleted, purged, or taken by their account's deletion): the cache must not serve
+   * them, and their watchers must hear of it.
+   */
+  async forgetDeleted(prompts: readonly GonePrompt[]): Promise<void> {
+    for (const p of prompts) {
+      await afterCommit(
+        () => this.cache.evict(p.sessionKey),
+        () => this.publish(promptEvents.deleted(p)),
+      );
+    }
+  }
+
   async appendHistory(caller: Principal, input: AppendHistoryInput, requestId?: string): Promise<HistoryRow> {
+    const entry = { promptId: input.promptId, request: input.request, response: input.response, messages: input.messages.map(toOpenAiMessage) };
     if (!requestId) {
       // Nothing to claim: the bump and the insert go as one statement, with no transaction around them.
-      const value = await this.prompts.appendHistory(caller.accountId, {
-        promptId: input.promptId,
-        request: input.request,
-        response: input.response,
-        messages: input.messages.map(toOpenAiMessage),
-      });
+      const value = await this.store.appendHistory(caller.accountId, entry);
       if (!value) throw notFound`prompt ${input.promptId}`;
-      await this.publish('history', input.promptId, value.revision, value);
+      await afterCommit(() => this.publish(promptEvents.history(value)));
       return value;
     }
-    return this.logWrite(caller, 'AppendHistory', 'history', input, requestId, historyCodec, (trx, revision) =>
-      this.prompts.insertHistory(
-        { promptId: input.promptId, request: input.request, response: input.response, messages: input.messages.map(toOpenAiMessage), revision },
-        trx,
-      ),
+    return this.logWrite(caller, 'AppendHistory', input, requestId, historyCodec, promptEvents.history, (tx, revision) =>
+      this.store.insertHistory({ ...entry, revision }, tx),
     );
   }
 
   async recordToolCall(caller: Principal, input: RecordToolCallInput, requestId?: string): Promise<ToolCallRow> {
-    return this.logWrite(caller, 'RecordToolCall', 'tool_call', input, requestId, toolCallCodec, async (trx, revision) => {
-      if (input.pluginId) await this.requirePlugin(caller, input.pluginId, trx);
-      return this.prompts.insertToolCall({ ...input, pluginId: input.pluginId, revision }, trx);
+    return this.logWrite(caller, 'RecordToolCall', input, requestId, toolCallCodec, promptEvents.toolCall, async (tx, revision) => {
+      if (input.pluginId) await this.requirePlugin(caller, input.pluginId, tx);
+      return this.store.insertToolCall({ ...input, pluginId: input.pluginId, revision }, tx);
     });
   }
 
   async recordPluginUsage(caller: Principal, input: RecordPluginUsageInput, requestId?: string): Promise<PluginUsageRow> {
-    return this.logWrite(caller, 'RecordPluginUsage', 'plugin_usage', input, requestId, pluginUsageCodec, async (trx, revision) => {
-      await this.requirePlugin(caller, input.pluginId, trx);
-      return this.prompts.insertPluginUsage({ ...input, revision }, trx);
+    return this.logWrite(caller, 'RecordPluginUsage', input, requestId, pluginUsageCodec, promptEvents.pluginUsage, async (tx, revision) => {
+      await this.requirePlugin(caller, input.pluginId, tx);
+      return this.store.insertPluginUsage({ ...input, revision }, tx);
     });
   }
 
@@ -316,19 +355,34 @@ export class PromptService {
 
   /** PromptHelper.history: the prompt, its latest messages, its tool calls and plugin usage. */
   async history(caller: Principal, by: { id?: string | undefined; sessionKey?: string | undefined }): Promise<PromptHistorySnapshot> {
-    return this.prompts.snapshot(async (trx) => {
-      const prompt = by.sessionKey ? await this.prompts.bySessionKey(by.sessionKey, trx) : await this.prompts.byId(by.id ?? '', trx);
+    return this.store.snapshot(async (tx) => {
+      const prompt = by.sessionKey ? await this.store.bySessionKey(by.sessionKey, tx) : await this.store.byId(by.id ?? '', tx);
       if (!prompt || prompt.accountId !== caller.accountId) throw notFound`prompt ${by.id ?? by.sessionKey}`;
-      const [latest] = await this.prompts.recentLog('prompt_history', prompt.id, 1, trx);
-      const toolCalls = await this.prompts.recentLog('prompt_tool_calls', prompt.id, HISTORY_SNAPSHOT_LIMIT, trx);
-      const pluginUsage = await this.prompts.recentLog('prompt_plugin_usage', prompt.id, HISTORY_SNAPSHOT_LIMIT, trx);
-      const revision = await this.prompts.revisionOf(prompt.id, trx);
+      const [latest] = await this.store.recentLog('prompt_history', prompt.id, 1, tx);
+      const toolCalls = await this.store.recentLog('prompt_tool_calls', prompt.id, HISTORY_SNAPSHOT_LIMIT, tx);
+      const pluginUsage = await this.store.recentLog('prompt_plugin_usage', prompt.id, HISTORY_SNAPSHOT_LIMIT, tx);
+      const revision = await this.store.revisionOf(prompt.id, tx);
       return { prompt, latest, messages: latest ? historyMessages(latest) : [], toolCalls, pluginUsage, revision };
     });
   }
 
-  async listPlugins(caller: Principal, page: PageRequest): Promise<Page<OwnedNameRow>> {
-    return listPluginsOf(this.admin, caller.accountId, page);
+  /** The caller's plugins by name (what a tool call or plugin usage may name). */
+  listPlugins(caller: Principal, page: PageRequest): Promise<Page<OwnedRef>> {
+    return keysetPage(page, {
+      list: 'plugins',
+      filters: { accountId: caller.accountId },
+      isCursor: isPluginCursor,
+      fetch: (after, limit) => this.directory.listPlugins(caller.accountId, after?.name, limit),
+      cursorOf: (r) => ({ name: r.name }),
+    });
+  }
+
+  /**
+   * WatchPrompt's replay: the first `limit` changes after revision `after`, as the events that announced
+   * them. Callers have passed `get` (the access check) for this prompt first.
+   */
+  async changesAfter(promptId: string, after: number, limit: number): Promise<PromptEvent[]> {
+    return (await this.store.logsByRevision(promptId, after, limit)).map(promptEvents.replayed);
   }
 
   /** Retention: deletes prompts idle since before `now - olderThanMs`, with their logs, batch by batch. */
@@ -337,19 +391,14 @@ export class PromptService {
     const batchSize = opts.batchSize ?? 500;
     const report: PurgeReport = { prompts: 0, history: 0, toolCalls: 0, pluginUsage: 0, batches: 0, requestIds: 0 };
     for (;;) {
-      const b = await this.prompts.purgeIdleBatch(cutoff, batchSize);
+      const b = await this.store.purgeIdleBatch(cutoff, batchSize);
       if (b.prompts.length === 0) break;
       report.batches++;
       report.prompts += b.prompts.length;
       report.history += b.history;
       report.toolCalls += b.toolCalls;
       report.pluginUsage += b.pluginUsage;
-      for (const p of b.prompts) {
-        await afterCommit(
-          () => this.cache.evict(p.sessionKey),
-          () => this.publish('prompt_deleted', p.id, p.revision, { id: p.id }),
-        );
-      }
+      await this.forgetDeleted(b.prompts);
       if (b.prompts.length < batchSize) break;
       // Give queued requests the event loop (and, on PGlite, the connection) between batches.
       await new Promise((r) => setImmediate(r));
@@ -358,49 +407,63 @@ export class PromptService {
     return report;
   }
 
+  /** The caller's prompt, locked for this write; NOT_FOUND or ABORTED when it is gone or has moved on. */
+  private async lockForWrite(caller: Principal, id: string, expectedRevision: number | undefined, tx: Tx): Promise<PromptRow> {
+    const current = await this.store.lock(caller.accountId, id, tx);
+    if (!current) throw notFound`prompt ${id}`;
+    if (expectedRevision !== undefined && expectedRevision !== current.revision) throw revisionMismatch(current.revision);
+    return current;
+  }
+
   private async logWrite<T extends { revision: number }>(
     caller: Principal,
     rpc: string,
-    kind: PromptEventKind,
     input: { promptId: string },
     requestId: string | undefined,
     codec: Codec<T>,
-    insert: (trx: Q, revision: number) => Promise<T>,
+    eventOf: (row: T) => PromptEvent,
+    insert: (tx: Tx, revision: number) => Promise<T>,
   ): Promise<T> {
-    const { value, replayed } = await this.idempotency.runKnex(this.key(caller, rpc, requestId, input), codec, async (trx) => {
-      const revision = await this.prompts.bumpRevision(caller.accountId, input.promptId, trx);
-      if (revision === undefined) throw notFound`prompt ${input.promptId}`;
-      return insert(trx, revision);
-    }, () => input.promptId);
-    if (!replayed) await this.publish(kind, input.promptId, value.revision, value);
+    const { value, replayed } = await this.idempotency.run(
+      this.key(caller, rpc, requestId, input),
+      codec,
+      async (tx) => {
+        const revision = await this.store.bumpRevision(caller.accountId, input.promptId, tx);
+        if (revision === undefined) throw notFound`prompt ${input.promptId}`;
+        return insert(tx, revision);
+      },
+      () => input.promptId,
+    );
+    if (!replayed) await afterCommit(() => this.publish(eventOf(value)));
     return value;
   }
 
-  /** One page in creation order: at most the page size, and cut before the item that would pass the reply budget. */
-  private async listLog<T extends LogTable, R extends { seq: number }>(caller: Principal, table: T, promptId: string, page: PageRequest, sizeOf: SizeOf<R>) {
-    const size = pageSizeOf(page.pageSize);
-    const after = decodePageToken(page.pageToken, table, { promptId }, isIdCursor);
-    const prompt = await this.prompts.byId(promptId);
-    if (!prompt || prompt.accountId !== caller.accountId) throw notFound`prompt ${promptId}`;
-    const rows = (await this.prompts.listLog(table, promptId, after?.after ?? 0, size + 1)) as unknown as R[];
-    const { page: sized, more } = splitPage(rows, size);
-    const { fitted: items, cut } = fitBudget(sized, sizeOf);
-    const last = items[items.length - 1];
-    return { items, nextPageToken: (more || cut) && last ? encodePageToken(table, { promptId }, { after: last.seq }) : '' };
+  private listLog<T extends LogTable>(caller: Principal, table: T, promptId: string, page: PageRequest, sizeOf: SizeOf<LogRows[T]>): Promise<Page<LogRows[T]>> {
+    return keysetPage(page, {
+      list: table,
+      filters: { promptId },
+      isCursor: isIdCursor,
+      fetch: async (after, limit) => {
+        await this.get(caller, { id: promptId });
+        return this.store.listLog(table, promptId, after?.after ?? 0, limit);
+      },
+      cursorOf: (r) => ({ after: r.seq }),
+      sizeOf,
+    });
   }
 
-  private key(caller: Principal, rpc: string, requestId: string | undefined, request: unknown) {
+  private key(caller: Principal, rpc: string, requestId: string | undefined, request: unknown): RequestKey {
     // The fingerprint only tells a retry from a reused request id; without an id nothing reads it.
     return { scope: scopeOf(caller), method: method(rpc), requestId, fingerprint: requestId ? fingerprintOf(request) : '' };
   }
 
-  private async publish(kind: PromptEventKind, promptId: string, revision: number, row: unknown): Promise<void> {
-    await publishPromptEvent(this.bus, { kind, promptId, revision, row });
+  private publish(event: PromptEvent): Promise<void> {
+    return publishPromptEvent(this.bus, event);
   }
 
   /** Another account's plugin reads as absent: its id is never accepted, nor confirmed to exist. */
-  private async requirePlugin(caller: Principal, pluginId: string, trx: Q): Promise<void> {
-    const plugin = await this.admin.ownedById('plugins', pluginId, trx);
+  private async requirePlugin(caller: Principal, pluginId: string, tx: Tx): Promise<void> {
+    const plugin = await this.directory.pluginById(pluginId, tx);
     if (!plugin || plugin.accountId !== caller.accountId) throw notFound`plugin ${pluginId}`;
   }
 
@@ -410,54 +473,30 @@ export class PromptService {
    * primary-key read of one column) rather than evicting the cache on every log write. Undefined when the
    * prompt is gone.
    */
-  private async withRevision(row: PromptRow, q?: Q): Promise<PromptRow | undefined> {
-    const revision = await this.prompts.revisionOf(row.id, q);
+  private async withRevision(row: PromptRow, tx?: Tx): Promise<PromptRow | undefined> {
+    const revision = await this.store.revisionOf(row.id, tx);
     return revision === 0 ? undefined : { ...row, revision };
   }
 
-  /** Cache first, then Postgres (filling the cache); another account's session reads as absent. */
-  private async findBySessionKey(caller: Principal, sessionKey: string, q?: Q): Promise<PromptRow | undefined> {
+  /** Cache first, then the store (filling the cache); another account's session reads as absent. */
+  private async findBySessionKey(caller: Principal, sessionKey: string, tx?: Tx): Promise<PromptRow | undefined> {
     const cached = await this.cache.get(sessionKey);
-    let row = cached.row && (await this.withRevision(cached.row, q));
+    let row = cached.row && (await this.withRevision(cached.row, tx));
     if (!row) {
-      row = await this.prompts.bySessionKey(sessionKey, q);
+      row = await this.store.bySessionKey(sessionKey, tx);
       if (row) await this.cache.put(row, cached.token);
     }
     return row && row.accountId === caller.accountId ? row : undefined;
   }
 
-  private async resolveLlmClient(caller: Principal, input: OpenPromptInput, q: Q): Promise<OwnedNameRow | undefined> {
-    if (input.llmClientId) {
-      const c = await this.admin.ownedById('llm_clients', input.llmClientId, q);
-      if (!c || c.accountId !== caller.accountId) throw notFound`LLM client ${input.llmClientId}`;
+  private async resolveLlmClient(caller: Principal, ref: LlmClientRef, tx: Tx): Promise<OwnedRef> {
+    if ('id' in ref) {
+      const c = await this.directory.llmClientById(ref.id, tx);
+      if (!c || c.accountId !== caller.accountId) throw notFound`LLM client ${ref.id}`;
       return c;
     }
-    if (input.llmClientUrl) {
-      const parsed = parseLlmClientUrl(input.llmClientUrl);
-      if (!parsed) {
-        throw invalidArgument('llm_client_url', 'must look like https://<client>.<NNNN-NNNN-NNNN>.<api domain>/…');
-      }
-      const account = await this.admin.accountById(caller.accountId, q);
-      const c =
-        account?.accountNumber === parsed.accountNumber
-          ? await this.admin.ownedByName('llm_clients', caller.accountId, parsed.llmClientName, q)
-          : undefined;
-      if (!c) throw notFound`LLM client ${parsed.llmClientName} of account ${parsed.accountNumber}`;
-      return c;
-    }
-    return undefined;
+    const c = await this.directory.llmClientByName(caller.accountId, ref.accountNumber, ref.name, tx);
+    if (!c) throw notFound`LLM client ${ref.name} of account ${ref.accountNumber}`;
+    return c;
   }
 }
-
-export interface PurgeReport {
-  prompts: number;
-  history: number;
-  toolCalls: number;
-  pluginUsage: number;
-  batches: number;
-  requestIds: number;
-}
-
-const historyCodec = jsonCodec<HistoryRow>(rowDates);
-const toolCallCodec = jsonCodec<ToolCallRow>(rowDates);
-const pluginUsageCodec = jsonCodec<PluginUsageRow>(rowDates);

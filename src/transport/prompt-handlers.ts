@@ -1,22 +1,25 @@
 import { z } from 'zod';
-import type { PromptService } from '../prompt/service.js';
-import type { HistoryRow, PluginUsageRow, PromptPatch, PromptRow, ToolCallRow } from '../storage/prompt-repo.js';
+import type { LlmClientRef, PromptHistorySnapshot, PromptUseCases } from '../prompt/service.js';
+import type { HistoryRow, PluginUsageRow, PromptPatch, PromptRow, ToolCallRow } from '../prompt/store.js';
 import {
   ChatMessage,
   ChatRole,
   GetPromptHistoryResponse,
-  Prompt,
+  type Prompt,
   PromptHistory,
   PromptPluginUsage,
   PromptToolCall,
+  type AppendHistoryRequest,
+  type OpenPromptRequest,
   type PromptServiceServer,
+  type RecordPluginUsageRequest,
+  type RecordToolCallRequest,
   type UpdatePromptRequest,
 } from '../gen/parley/prompt/v1/prompt.js';
 import { Struct } from '../gen/google/protobuf/struct.js';
-import { AppError, fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
-import { fromOpenAiMessage, validateChatMessages, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
+import { fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
+import { chatMessageProblems, fromOpenAiMessage, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
 import { REPLY_BUDGET_BYTES } from '../prompt/service.js';
-import { toPlugin } from './admin-handlers.js';
 import {
   ANNOTATION_STRING_VALUE_MAX_LENGTH,
   normalizeDescription,
@@ -25,6 +28,7 @@ import {
   normalizeSessionKey,
   normalizeTags,
   normalizeUserAgent,
+  parseLlmClientUrl,
   validateAnnotationKey,
   validateIpAddress,
   validatePromptName,
@@ -35,6 +39,7 @@ import {
   validateToolCallFunctionName,
 } from '../prompt/rules.js';
 import { parseInput } from '../validate.js';
+import { toPlugin } from './admin-handlers.js';
 import { callerOf } from './authenticate.js';
 import { optionalString, optionalUuid, uuid } from './zod-fields.js';
 import { unary, type ServiceHandlers } from './rpc.js';
@@ -67,7 +72,7 @@ const roleToProto: Record<ChatRoleName, ChatRole> = {
 };
 const roleFromProto = new Map<number, ChatRoleName>(Object.entries(roleToProto).map(([k, v]) => [v, k as ChatRoleName]));
 
-export const toChatMessage = (m: ChatMessageData): ChatMessage => ({
+const toChatMessage = (m: ChatMessageData): ChatMessage => ({
   role: m.role ? roleToProto[m.role] : ChatRole.CHAT_ROLE_UNSPECIFIED,
   content: m.content,
   name: m.name,
@@ -111,16 +116,16 @@ export const toPluginUsage = (r: PluginUsageRow): PromptPluginUsage => ({
 // ---------------------------------------------------------------------------
 
 /** A history entry or a tool call, as encoded in protobuf (a reply carries it at this size). */
-export const LOG_ENTRY_MAX_BYTES = 1024 * 1024;
+const LOG_ENTRY_MAX_BYTES = 1024 * 1024;
 /** RecordPluginUsage.input_text, in UTF-8 bytes. */
-export const INPUT_TEXT_MAX_BYTES = 64 * 1024;
+const INPUT_TEXT_MAX_BYTES = 64 * 1024;
 /** Prompt.description, in characters. */
-export const DESCRIPTION_MAX_LENGTH = 4096;
+const DESCRIPTION_MAX_LENGTH = 4096;
 /** Prompt.tags and Prompt.annotations, in entries. */
-export const TAGS_MAX_COUNT = 64;
-export const ANNOTATIONS_MAX_COUNT = 64;
+const TAGS_MAX_COUNT = 64;
+const ANNOTATIONS_MAX_COUNT = 64;
 /** OpenPromptRequest.llm_client_url, in characters. */
-export const LLM_CLIENT_URL_MAX_LENGTH = 2048;
+const LLM_CLIENT_URL_MAX_LENGTH = 2048;
 
 
 /** INVALID_ARGUMENT on `update_mask`, reason UPDATE_MASK_INVALID, naming the path. */
@@ -141,9 +146,9 @@ function checkEntrySize(parts: Record<string, number>): void {
 
 /** Bytes an item adds to a repeated field of a reply: the encoded message plus its tag and length prefix. */
 const inList = (n: number) => 1 + (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4) + n;
-export const historySize = (r: HistoryRow) => inList(PromptHistory.encode(toHistory(r)).finish().length);
-export const toolCallSize = (r: ToolCallRow) => inList(PromptToolCall.encode(toToolCall(r)).finish().length);
-export const pluginUsageSize = (r: PluginUsageRow) => inList(PromptPluginUsage.encode(toPluginUsage(r)).finish().length);
+const historySize = (r: HistoryRow) => inList(PromptHistory.encode(toHistory(r)).finish().length);
+const toolCallSize = (r: ToolCallRow) => inList(PromptToolCall.encode(toToolCall(r)).finish().length);
+const pluginUsageSize = (r: PluginUsageRow) => inList(PromptPluginUsage.encode(toPluginUsage(r)).finish().length);
 
 /** Turns one of the pure rules (message or undefined) into a zod refinement. */
 const rule = (check: (v: string) => string | undefined) => (v: string, ctx: z.RefinementCtx) => {
@@ -152,47 +157,67 @@ const rule = (check: (v: string) => string | undefined) => (v: string, ctx: z.Re
 };
 
 /**
- * parseInput with AIP-193 paths: list indexes in brackets (`messages[0].role`), which parseInput writes
- * as dotted segments.
+ * An RPC's one parse step: its size limits first (FIELD_TOO_LARGE, before anything looks at a value), then
+ * its schema, typed against the generated request (each field it reads must take the generated type).
  */
-function parse<S extends z.ZodType>(schema: S, input: unknown): z.infer<S> {
-  try {
-    return parseInput(schema, input);
-  } catch (err) {
-    if (err instanceof AppError && err.code === 'INVALID_ARGUMENT') {
-      throw invalidArgument(err.violations.map((v) => ({ ...v, field: v.field.replace(/\.(\d+)(?=\.|$)/g, '[$1]') })), err.reason);
-    }
-    throw err;
-  }
+function parseRequest<Req, Out>(schema: z.ZodType<Out, Partial<Req>>, req: Req, limits?: (req: Req) => void): Out {
+  limits?.(req);
+  return parseInput(schema, req);
 }
 
-export const sessionKey = optionalString.pipe(
+const sessionKey = optionalString.pipe(
   z.string().superRefine(rule(validateSessionKey)).transform(normalizeSessionKey).optional(),
 );
 
 /** AIP-155: a UUID the client picks per logical request and repeats on every retry of it. */
-export const requestId = optionalString.pipe(z.string().uuid('must be a UUID').optional());
+const requestId = optionalString.pipe(z.string().uuid('must be a UUID').optional());
 
 const json = z.record(z.string(), z.unknown()).optional().transform((v) => v ?? {});
 const pageSize = z.number().int().min(0, 'must not be negative');
 const page = { pageSize, pageToken: optionalString };
 
-const openPrompt = z.object({
-  sessionKey,
-  llmClientId: optionalUuid,
-  llmClientUrl: optionalString,
-  ipAddress: z.string().refine((v) => v === '' || !validateIpAddress(v), 'must be an IPv4 or IPv6 address'),
-  userAgent: z.string().transform(normalizeUserAgent),
-  url: z
-    .string()
-    .superRefine((v, ctx) => {
-      if (v !== '') rule(validatePromptUrl)(v, ctx);
-    })
-    .transform((v) => (v === '' ? '' : (normalizePromptUrl(v) ?? ''))),
-  requestId,
-});
+const LLM_CLIENT_URL_SHAPE = 'must look like https://<client>.<NNNN-NNNN-NNNN>.<api domain>/…';
 
-const byIdOrKey = z.object({ id: optionalUuid, sessionKey });
+/** The LLM client a new session is for: its id, else the one its named URL points at. */
+function llmClientRef(id: string | undefined, url: string | undefined): LlmClientRef | undefined {
+  if (id) return { id };
+  const parsed = url === undefined ? undefined : parseLlmClientUrl(url);
+  return parsed && { name: parsed.llmClientName, accountNumber: parsed.accountNumber };
+}
+
+const openPrompt = z
+  .object({
+    sessionKey,
+    llmClientId: optionalUuid,
+    llmClientUrl: optionalString,
+    ipAddress: z.string().refine((v) => v === '' || !validateIpAddress(v), 'must be an IPv4 or IPv6 address'),
+    userAgent: z.string().transform(normalizeUserAgent),
+    url: z
+      .string()
+      .superRefine((v, ctx) => {
+        if (v !== '') rule(validatePromptUrl)(v, ctx);
+      })
+      .transform((v) => (v === '' ? '' : (normalizePromptUrl(v) ?? ''))),
+    requestId,
+  })
+  .superRefine((r, ctx) => {
+    if (!r.sessionKey && !r.llmClientId && !r.llmClientUrl) {
+      ctx.addIssue({ code: 'custom', path: ['sessionKey'], message: 'session_key, llm_client_id or llm_client_url is required' });
+    } else if (!r.llmClientId && r.llmClientUrl && !parseLlmClientUrl(r.llmClientUrl)) {
+      ctx.addIssue({ code: 'custom', path: ['llmClientUrl'], message: LLM_CLIENT_URL_SHAPE });
+    }
+  })
+  .transform(({ llmClientId, llmClientUrl, ...r }) => ({ ...r, llmClient: llmClientRef(llmClientId, llmClientUrl) }));
+
+const openLimits = (req: OpenPromptRequest) => {
+  if (req.llmClientUrl && req.llmClientUrl.length > LLM_CLIENT_URL_MAX_LENGTH) {
+    throw fieldTooLarge('llm_client_url', `must be at most ${LLM_CLIENT_URL_MAX_LENGTH} characters`);
+  }
+};
+
+const byIdOrKey = z
+  .object({ id: optionalUuid, sessionKey })
+  .refine((r) => r.id || r.sessionKey, { path: ['id'], message: 'id or session_key is required' });
 
 const listPrompts = z
   .object({
@@ -220,8 +245,23 @@ const chatMessage = z.object({
   toolCalls: z.array(chatToolCall),
   toolCallId: z.string(),
 });
+const chatMessages = z.array(chatMessage).superRefine((messages, ctx) => {
+  for (const p of chatMessageProblems(messages)) ctx.addIssue({ code: 'custom', path: p.path, message: p.description });
+});
 
-const appendHistory = z.object({ promptId: uuid, request: json, response: json, messages: z.array(chatMessage), requestId });
+const appendHistory = z
+  .object({ promptId: uuid, request: json, response: json, messages: chatMessages, requestId })
+  .refine((r) => r.messages.length > 0 || Object.keys(r.request).length > 0 || Object.keys(r.response).length > 0, {
+    path: ['messages'],
+    message: 'an entry needs messages, a request or a response',
+  });
+
+const appendHistoryLimits = (req: AppendHistoryRequest) =>
+  checkEntrySize({
+    request: structBytes(req.request),
+    response: structBytes(req.response),
+    messages: req.messages.reduce((n, m) => n + inList(ChatMessage.encode(m).finish().length), 0),
+  });
 
 const recordToolCall = z.object({
   promptId: uuid,
@@ -236,7 +276,14 @@ const recordToolCall = z.object({
   requestId,
 });
 
+const recordToolCallLimits = (req: RecordToolCallRequest) =>
+  checkEntrySize({ function_args: textBytes(req.functionArgs), request: structBytes(req.request), response: structBytes(req.response) });
+
 const recordPluginUsage = z.object({ promptId: uuid, pluginId: uuid, inputText: z.string(), requestId });
+
+const recordPluginUsageLimits = (req: RecordPluginUsageRequest) => {
+  if (textBytes(req.inputText) > INPUT_TEXT_MAX_BYTES) throw fieldTooLarge('input_text', `must be at most ${INPUT_TEXT_MAX_BYTES / 1024} KiB (UTF-8)`);
+};
 
 const listLog = z.object({ promptId: uuid, ...page });
 const listPlugins = z.object(page);
@@ -276,13 +323,13 @@ function maskFields(req: UpdatePromptRequest): Set<Updatable> {
  * AIP-134: `update_mask` selects the fields taken from `prompt` (`*` all of them); without one, the fields
  * the request sets. Size limits are checked first (FIELD_TOO_LARGE), then each value.
  */
-export function parseUpdate(req: UpdatePromptRequest): {
+function parseUpdate(req: UpdatePromptRequest): {
   id: string;
   patch: PromptPatch;
   requestId: string | undefined;
   expectedRevision: number | undefined;
 } {
-  const { requestId: rid, expectedRevision: expected } = parse(z.object({ requestId, expectedRevision }), {
+  const { requestId: rid, expectedRevision: expected } = parseInput(z.object({ requestId, expectedRevision }), {
     requestId: req.requestId,
     expectedRevision: req.expectedRevision,
   });
@@ -324,12 +371,8 @@ export function parseUpdate(req: UpdatePromptRequest): {
   return { id: p.id, patch, requestId: rid, expectedRevision: expected };
 }
 
-const required = (cond: boolean, field: string, description: string) => {
-  if (!cond) throw invalidArgument(field, description);
-};
-
 /** GetPromptHistory's reply: the logs fill what the prompt and the latest entry leave of the budget. */
-function historyReply(h: Awaited<ReturnType<PromptService['history']>>): GetPromptHistoryResponse {
+function historyReply(h: PromptHistorySnapshot): GetPromptHistoryResponse {
   const reply: GetPromptHistoryResponse = {
     prompt: toPrompt(h.prompt),
     promptHistory: h.messages.map((m) => toChatMessage(fromOpenAiMessage(m))),
@@ -361,22 +404,19 @@ function historyReply(h: Awaited<ReturnType<PromptService['history']>>): GetProm
   return reply;
 }
 
-export function promptHandlers(prompts: PromptService): Omit<ServiceHandlers<PromptServiceServer>, 'watchPrompt'> {
+export function promptHandlers(prompts: PromptUseCases): Omit<ServiceHandlers<PromptServiceServer>, 'watchPrompt'> {
   return {
     openPrompt: unary(async (req, ctx) => {
-      const url = req.llmClientUrl;
-      if (url && url.length > LLM_CLIENT_URL_MAX_LENGTH) throw fieldTooLarge('llm_client_url', `must be at most ${LLM_CLIENT_URL_MAX_LENGTH} characters`);
-      const { requestId: rid, ...r } = parse(openPrompt, req);
+      const { requestId: rid, ...r } = parseRequest(openPrompt, req, openLimits);
       const { prompt, created } = await prompts.open(callerOf(ctx), r, rid);
       return { prompt: toPrompt(prompt), created };
     }),
     getPrompt: unary(async (req, ctx) => {
-      const r = parse(byIdOrKey, req);
-      required(!!(r.id || r.sessionKey), 'id', 'id or session_key is required');
+      const r = parseRequest(byIdOrKey, req);
       return { prompt: toPrompt(await prompts.get(callerOf(ctx), r)) };
     }),
     listPrompts: unary(async (req, ctx) => {
-      const { pageSize: size, pageToken, ...filter } = parse(listPrompts, req);
+      const { pageSize: size, pageToken, ...filter } = parseRequest(listPrompts, req);
       const page = await prompts.list(callerOf(ctx), filter, { pageSize: size, pageToken });
       return { prompts: page.items.map(toPrompt), nextPageToken: page.nextPageToken };
     }),
@@ -386,61 +426,45 @@ export function promptHandlers(prompts: PromptService): Omit<ServiceHandlers<Pro
       return { prompt: toPrompt(prompt), changed };
     }),
     deletePrompt: unary(async (req, ctx) => {
-      const r = parse(deletePrompt, req);
+      const r = parseRequest(deletePrompt, req);
       return { revision: await prompts.delete(callerOf(ctx), r.id, r.expectedRevision, r.requestId) };
     }),
     appendHistory: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parse(appendHistory, req);
-      const raw = req;
-      checkEntrySize({
-        request: structBytes(r.request),
-        response: structBytes(r.response),
-        messages: raw.messages.reduce((n, m) => n + inList(ChatMessage.encode(m).finish().length), 0),
-      });
-      const problems = validateChatMessages(r.messages);
-      if (problems.length) throw invalidArgument(problems);
-      required(
-        r.messages.length > 0 || Object.keys(r.request).length > 0 || Object.keys(r.response).length > 0,
-        'messages',
-        'an entry needs messages, a request or a response',
-      );
+      const { requestId: rid, ...r } = parseRequest(appendHistory, req, appendHistoryLimits);
       const row = await prompts.appendHistory(callerOf(ctx), r, rid);
       return { id: row.id, revision: row.revision, createTime: row.createdAt, messageCount: row.messages.length, sizeBytes: historySize(row) };
     }),
     listHistory: unary(async (req, ctx) => {
-      const r = parse(listLog, req);
+      const r = parseRequest(listLog, req);
       const page = await prompts.listHistory(callerOf(ctx), r.promptId, r, historySize);
       return { history: page.items.map(toHistory), nextPageToken: page.nextPageToken };
     }),
     recordToolCall: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parse(recordToolCall, req);
-      checkEntrySize({ function_args: textBytes(r.functionArgs), request: structBytes(r.request), response: structBytes(r.response) });
+      const { requestId: rid, ...r } = parseRequest(recordToolCall, req, recordToolCallLimits);
       const row = await prompts.recordToolCall(callerOf(ctx), r, rid);
       return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: toolCallSize(row) };
     }),
     listToolCalls: unary(async (req, ctx) => {
-      const r = parse(listLog, req);
+      const r = parseRequest(listLog, req);
       const page = await prompts.listToolCalls(callerOf(ctx), r.promptId, r, toolCallSize);
       return { toolCalls: page.items.map(toToolCall), nextPageToken: page.nextPageToken };
     }),
     recordPluginUsage: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parse(recordPluginUsage, req);
-      if (textBytes(r.inputText) > INPUT_TEXT_MAX_BYTES) throw fieldTooLarge('input_text', `must be at most ${INPUT_TEXT_MAX_BYTES / 1024} KiB (UTF-8)`);
+      const { requestId: rid, ...r } = parseRequest(recordPluginUsage, req, recordPluginUsageLimits);
       const row = await prompts.recordPluginUsage(callerOf(ctx), r, rid);
       return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: pluginUsageSize(row) };
     }),
     listPluginUsage: unary(async (req, ctx) => {
-      const r = parse(listLog, req);
+      const r = parseRequest(listLog, req);
       const page = await prompts.listPluginUsage(callerOf(ctx), r.promptId, r, pluginUsageSize);
       return { pluginUsage: page.items.map(toPluginUsage), nextPageToken: page.nextPageToken };
     }),
     getPromptHistory: unary(async (req, ctx) => {
-      const r = parse(byIdOrKey, req);
-      required(!!(r.id || r.sessionKey), 'id', 'id or session_key is required');
+      const r = parseRequest(byIdOrKey, req);
       return historyReply(await prompts.history(callerOf(ctx), r));
     }),
     listPlugins: unary(async (req, ctx) => {
-      const r = parse(listPlugins, req);
+      const r = parseRequest(listPlugins, req);
       const page = await prompts.listPlugins(callerOf(ctx), r);
       return { plugins: page.items.map(toPlugin), nextPageToken: page.nextPageToken };
     }),

@@ -6,8 +6,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { promptService } from '../../src/app.js';
+import { promptUseCases } from '../../src/app.js';
 import { migrate, openDb } from '../../src/storage/db.js';
+import { decodePromptEvent, promptChannel } from '../../src/prompt/events.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
 import { createScratchDatabase, env, uniqueName } from '../helpers/backends.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
@@ -49,9 +50,9 @@ test.serial('purge deletes idle prompts with their logs in batches, keeps active
   await s.app.db('request_ids').where({ request_id: oldRid }).update({ created_at: new Date(Date.now() - 25 * 3600_000) });
   for (const p of idle) t.truthy((await s.app.store.kv.readCached(promptCacheKey(p.sessionKey))).value);
   const events: string[] = [];
-  const sub = await s.app.store.bus.subscribe(`prompt:{${idle[0]!.id}}`, (m) => events.push(JSON.parse(m).kind));
+  const sub = await s.app.store.bus.subscribe(promptChannel(idle[0]!.id), (m) => events.push(decodePromptEvent(m)?.type ?? 'not an event'));
 
-  const report = await promptService(s.app.db, s.app.store, s.app.config).purgeIdle({ olderThanMs: 30 * DAY, batchSize: 2 });
+  const report = await promptUseCases(s.app.db, s.app.store, s.app.config).purgeIdle({ olderThanMs: 30 * DAY, batchSize: 2 });
   t.deepEqual(report, { prompts: 3, history: 2, toolCalls: 0, pluginUsage: 0, batches: 2, requestIds: 1 });
 
   for (const p of idle) {
@@ -72,7 +73,7 @@ test.serial('purge deletes idle prompts with their logs in batches, keeps active
   t.deepEqual(events, ['prompt_deleted']);
   await sub.close();
 
-  const again = await promptService(s.app.db, s.app.store, s.app.config).purgeIdle({ olderThanMs: 30 * DAY });
+  const again = await promptUseCases(s.app.db, s.app.store, s.app.config).purgeIdle({ olderThanMs: 30 * DAY });
   t.is(again.prompts, 0);
 });
 

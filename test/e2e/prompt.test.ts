@@ -2,6 +2,7 @@ import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { status, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import { ChatRole, Prompt, type ChatMessage } from '../../src/gen/parley/prompt/v1/prompt.js';
+import { decodePromptEvent, promptChannel, type PromptEvent } from '../../src/prompt/events.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
 import { bearer, createTenant, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { eventually } from '../helpers/eventually.js';
@@ -196,8 +197,8 @@ test('UpdatePrompt: a no-op commits nothing and says changed: false; expected_re
   const p = await open(a);
   const upd = (prompt: Partial<Prompt>, updateMask: string[], expectedRevision?: number) =>
     rpc(s.prompt, s.prompt.updatePrompt, { prompt: { ...p, ...prompt }, updateMask, requestId: '', expectedRevision }, a.md);
-  const events: unknown[] = [];
-  const sub = await s.app.store.bus.subscribe(`prompt:{${p.id}}`, (m) => events.push(JSON.parse(m)));
+  const events: string[] = [];
+  const sub = await s.app.store.bus.subscribe(promptChannel(p.id), (m) => events.push(m));
   try {
     const same = await upd({}, ['name', 'description', 'tags']);
     t.false(same.changed);
@@ -435,19 +436,22 @@ test('GetPromptHistory returns what PromptHelper.history does, in one response',
 test('log writes bump the revision, stamp it on the row and publish it after commit', async (t) => {
   const a = await createTenant(s);
   const p = await open(a);
-  const events: any[] = [];
-  const sub = await s.app.store.bus.subscribe(`prompt:{${p.id}}`, (m) => events.push(JSON.parse(m)));
+  const events: PromptEvent[] = [];
+  const sub = await s.app.store.bus.subscribe(promptChannel(p.id), (m) => {
+    const e = decodePromptEvent(m);
+    if (e) events.push(e);
+  });
   try {
     const h = await rpc(s.prompt, s.prompt.appendHistory, historyReq(p.id), a.md);
     const c = await rpc(s.prompt, s.prompt.recordToolCall, toolReq(p.id), a.md);
     await rpc(s.prompt, s.prompt.updatePrompt, { prompt: { ...p, description: 'x' }, updateMask: ['description'], requestId: '' }, a.md);
-    for (let i = 0; i < 100 && events.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    await eventually(() => events.length >= 3, 'three events on the bus');
     t.deepEqual(
-      events.map((e) => [e.kind, e.revision, e.row.id]),
+      events.map((e) => [e.type, e.v, e.revision, 'row' in e ? e.row.id : undefined]),
       [
-        ['history', 2, h.id],
-        ['tool_call', 3, c.id],
-        ['prompt_updated', 4, p.id],
+        ['history', 1, 2, h.id],
+        ['tool_call', 1, 3, c.id],
+        ['prompt_updated', 1, 4, p.id],
       ],
     );
     const row = await s.app.db('prompt_tool_calls').where({ uid: c.id }).first();

@@ -1,7 +1,7 @@
 import { openDb, migrate, type Db } from '../../src/storage/db.js';
 import { isConstraintViolation } from '../../src/ports/constraint-violation.js';
 import { KnexAdminStore } from '../../src/storage/admin-store.js';
-import { PromptRepo } from '../../src/storage/prompt-repo.js';
+import { KnexPromptStore } from '../../src/storage/prompt-store.js';
 import { Idempotency } from '../../src/storage/idempotency.js';
 import { jsonCodec } from '../../src/json-codec.js';
 import { randomUUID } from 'node:crypto';
@@ -75,7 +75,7 @@ for (const impl of implementations) {
 
       const profile = await admin.insertUserProfile(account.id, 'ada', '');
       const client = await admin.insertOwned('llm_clients', account.id, 'hr', '');
-      const prompts = new PromptRepo(db);
+      const prompts = new KnexPromptStore(db);
       const fields = {
         accountId: account.id,
         userProfileId: profile.id,

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { openDb } from '../../src/storage/db.js';
-import { PromptRepo } from '../../src/storage/prompt-repo.js';
+import { KnexPromptStore } from '../../src/storage/prompt-store.js';
 
 // Migration 009 on a database that already holds prompts and logs: every log entry gets a UUID, and
 // revisions shift by one (a prompt starts at 1), keeping each entry's place in its prompt's sequence.
@@ -28,7 +28,7 @@ test('migration 009 gives existing log entries UUIDs and shifts revisions so a p
     ]);
     await db.migrate.latest();
 
-    const repo = new PromptRepo(db);
+    const repo = new KnexPromptStore(db);
     const p = await repo.byId(prompt);
     t.is(p?.revision, 3);
     const entries = await repo.listLog('prompt_history', prompt, 0, 10);

@@ -1,0 +1,206 @@
+import { z } from 'zod';
+import { isoDate } from '../json-codec.js';
+import type { Tx } from '../ports/unit-of-work.js';
+
+/**
+ * What the prompt use cases need from storage, and the rows they exchange. The row schemas are the one
+ * description of each row: the types come from them, and so do the codecs that check a row coming back as
+ * JSON (a cached copy, a bus event, a stored request result). Dates travel as ISO text and `isoDate` revives
+ * them.
+ */
+
+const json = z.record(z.string(), z.unknown());
+
+export const promptRowSchema = z.object({
+  id: z.string(),
+  accountId: z.string(),
+  userProfileId: z.string(),
+  llmClientId: z.string(),
+  name: z.string(),
+  description: z.string(),
+  version: z.string(),
+  annotations: z.record(z.string(), z.string()),
+  tags: z.array(z.string()),
+  sessionKey: z.string(),
+  ipAddress: z.string(),
+  userAgent: z.string(),
+  url: z.string(),
+  createdAt: isoDate,
+  updatedAt: isoDate,
+  /** 1 on creation, +1 per committed change to the prompt or its logs. */
+  revision: z.number().int(),
+});
+export type PromptRow = z.infer<typeof promptRowSchema>;
+
+/** Log rows: `id` is the UUID the API shows; `seq` the internal creation order, for paging. */
+const logRow = {
+  id: z.string(),
+  seq: z.number().int(),
+  promptId: z.string(),
+  revision: z.number().int(),
+  createdAt: isoDate,
+  updatedAt: isoDate,
+};
+
+export const historyRowSchema = z.object({
+  ...logRow,
+  request: json,
+  response: json,
+  /** OpenAI-style chat messages, as stored. */
+  messages: z.array(z.unknown()),
+});
+export type HistoryRow = z.infer<typeof historyRowSchema>;
+
+export const toolCallRowSchema = z.object({
+  ...logRow,
+  pluginId: z.string().optional(),
+  functionName: z.string(),
+  functionArgs: z.string(),
+  request: json,
+  response: json,
+});
+export type ToolCallRow = z.infer<typeof toolCallRowSchema>;
+
+export const pluginUsageRowSchema = z.object({ ...logRow, pluginId: z.string(), inputText: z.string() });
+export type PluginUsageRow = z.infer<typeof pluginUsageRowSchema>;
+
+export type NewPrompt = Omit<PromptRow, 'id' | 'createdAt' | 'updatedAt' | 'revision'>;
+
+/** The fields UpdatePrompt may change. */
+export type PromptPatch = Partial<Pick<PromptRow, 'name' | 'description' | 'version' | 'annotations' | 'tags'>>;
+
+type Json = Record<string, unknown>;
+
+export interface NewHistory {
+  promptId: string;
+  request: Json;
+  response: Json;
+  messages: unknown[];
+}
+export interface NewToolCall {
+  promptId: string;
+  pluginId: string | undefined;
+  functionName: string;
+  functionArgs: string;
+  request: Json;
+  response: Json;
+}
+export interface NewPluginUsage {
+  promptId: string;
+  pluginId: string;
+  inputText: string;
+}
+
+export interface LogRows {
+  prompt_history: HistoryRow;
+  prompt_tool_calls: ToolCallRow;
+  prompt_plugin_usage: PluginUsageRow;
+}
+export type LogTable = keyof LogRows;
+export const LOG_TABLES: readonly LogTable[] = ['prompt_history', 'prompt_tool_calls', 'prompt_plugin_usage'];
+
+export type LogEntry =
+  | { table: 'prompt_history'; row: HistoryRow }
+  | { table: 'prompt_tool_calls'; row: ToolCallRow }
+  | { table: 'prompt_plugin_usage'; row: PluginUsageRow };
+
+/** What a watch replays: log entries, and the prompt itself at the revision of its latest update. */
+export type ReplayEntry = (LogEntry & { revision?: undefined }) | { table: 'prompts'; row: PromptRow; revision: number };
+
+/** The revision a replayed entry takes: a log row's own, or the prompt's update revision. */
+export const replayRevision = (e: ReplayEntry): number => e.revision ?? e.row.revision;
+
+export interface PromptFilter {
+  llmClientId?: string | undefined;
+  tag?: string | undefined;
+  createdAfter?: Date | undefined;
+  createdBefore?: Date | undefined;
+}
+
+/** Keyset position in the newest-first prompt order; `createdAt` is Postgres' own text (microseconds). */
+export interface PromptCursor {
+  createdAt: string;
+  id: string;
+}
+
+/** A prompt that is gone, as its watchers and the cache need to hear of it. */
+export interface GonePrompt {
+  id: string;
+  sessionKey: string;
+  revision: number;
+}
+
+export interface PurgedBatch {
+  prompts: GonePrompt[];
+  history: number;
+  toolCalls: number;
+  pluginUsage: number;
+}
+
+/** Prompts and their logs. Methods given a `Tx` run in that transaction; without one, outside any. */
+export interface PromptStore {
+  /** A read-only snapshot, so a multi-table read reflects one moment. */
+  snapshot<T>(work: (tx: Tx) => Promise<T>): Promise<T>;
+  /** Inserts unless the session key exists; returns the row either way, `created` telling which. */
+  insertOrGet(p: NewPrompt, tx?: Tx): Promise<{ row: PromptRow; created: boolean }>;
+  byId(id: string, tx?: Tx): Promise<PromptRow | undefined>;
+  bySessionKey(sessionKey: string, tx?: Tx): Promise<PromptRow | undefined>;
+  /** One page of an account's prompts, newest first, each with its cursor. */
+  list(accountId: string, filter: PromptFilter, after: PromptCursor | undefined, limit: number): Promise<Array<{ row: PromptRow; cursor: PromptCursor }>>;
+  /** The account's prompt, its row locked until `tx` ends (writes to one prompt then follow commit order). */
+  lock(accountId: string, id: string, tx: Tx): Promise<PromptRow | undefined>;
+  /** Writes a (non-empty) patch of a locked prompt, bumping its revision and recording it as its update revision. */
+  applyPatch(id: string, patch: PromptPatch, tx: Tx): Promise<PromptRow>;
+  /** Deletes a locked prompt with its logs and the stored request results that repeat them. */
+  delete(id: string, tx: Tx): Promise<void>;
+  /**
+   * Starts a log write: locks the prompt row, bumps its revision and activity time. Undefined when the
+   * account has no such prompt.
+   */
+  bumpRevision(accountId: string, promptId: string, tx: Tx): Promise<number | undefined>;
+  /** The prompt's revision; 0 when it is gone. */
+  revisionOf(promptId: string, tx?: Tx): Promise<number>;
+  /** bumpRevision and insertHistory as one atomic statement, for a write that needs no transaction. */
+  appendHistory(accountId: string, h: NewHistory): Promise<HistoryRow | undefined>;
+  insertHistory(h: NewHistory & { revision: number }, tx: Tx): Promise<HistoryRow>;
+  insertToolCall(c: NewToolCall & { revision: number }, tx: Tx): Promise<ToolCallRow>;
+  insertPluginUsage(u: NewPluginUsage & { revision: number }, tx: Tx): Promise<PluginUsageRow>;
+  /** A page of one log in creation order, after the entry of sequence number `afterSeq`. */
+  listLog<T extends LogTable>(table: T, promptId: string, afterSeq: number, limit: number, tx?: Tx): Promise<Array<LogRows[T]>>;
+  /** The most recent rows of one log, newest first. */
+  recentLog<T extends LogTable>(table: T, promptId: string, limit: number, tx?: Tx): Promise<Array<LogRows[T]>>;
+  /**
+   * The first `limit` changes after revision `after`, ascending: log entries of every kind, and the prompt
+   * itself when its latest update is among them (earlier updates are superseded).
+   */
+  logsByRevision(promptId: string, after: number, limit: number, tx?: Tx): Promise<ReplayEntry[]>;
+  /** Deletes up to `batchSize` prompts idle since before `cutoff`, with their logs, in one short transaction. */
+  purgeIdleBatch(cutoff: Date, batchSize: number): Promise<PurgedBatch>;
+}
+
+/** An LLM client or a plugin: what a prompt refers to, owned by one account. */
+export const ownedRefSchema = z.object({
+  id: z.string(),
+  accountId: z.string(),
+  name: z.string(),
+  description: z.string(),
+  createdAt: isoDate,
+  updatedAt: isoDate,
+  revision: z.number().int(),
+});
+export type OwnedRef = z.infer<typeof ownedRefSchema>;
+
+/** The account resources a prompt refers to (owned by AdminService; prompt only reads them). */
+export interface PromptDirectory {
+  llmClientById(id: string, tx?: Tx): Promise<OwnedRef | undefined>;
+  /** The account's LLM client of that name, when the account's number is `accountNumber`. */
+  llmClientByName(accountId: string, accountNumber: string, name: string, tx?: Tx): Promise<OwnedRef | undefined>;
+  pluginById(id: string, tx?: Tx): Promise<OwnedRef | undefined>;
+  /** One page of the account's plugins in name order, after `afterName`. */
+  listPlugins(accountId: string, afterName: string | undefined, limit: number): Promise<OwnedRef[]>;
+}
+
+/** Request-id records past their window, which retention removes with idle prompts. */
+export interface RequestIdExpiry {
+  expire(opts: { now?: Date }): Promise<number>;
+}

@@ -1,0 +1,355 @@
+import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { Tx } from '../ports/unit-of-work.js';
+import {
+  historyRowSchema,
+  LOG_TABLES,
+  ownedRefSchema,
+  pluginUsageRowSchema,
+  promptRowSchema,
+  replayRevision,
+  toolCallRowSchema,
+  type HistoryRow,
+  type LogEntry,
+  type LogRows,
+  type LogTable,
+  type NewHistory,
+  type NewPluginUsage,
+  type NewPrompt,
+  type NewToolCall,
+  type OwnedRef,
+  type PluginUsageRow,
+  type PromptCursor,
+  type PromptDirectory,
+  type PromptFilter,
+  type PromptPatch,
+  type PromptRow,
+  type PromptStore,
+  type PurgedBatch,
+  type ReplayEntry,
+  type ToolCallRow,
+} from '../prompt/store.js';
+import type { Db } from './db.js';
+import { Idempotency } from './idempotency.js';
+import { knexOf, txOf } from './knex-tx.js';
+import { asJson } from './rows.js';
+
+/** A row as the driver returns it; each is checked by its domain schema on the way out. */
+type DbRow = Record<string, unknown>;
+
+const bigint = (v: unknown) => Number(v);
+
+const promptFromRow = (r: DbRow): PromptRow =>
+  promptRowSchema.parse({
+    id: r.id,
+    accountId: r.account_id,
+    userProfileId: r.user_profile_id,
+    llmClientId: r.llm_client_id,
+    name: r.name,
+    description: r.description,
+    version: r.version,
+    annotations: asJson(r.annotations),
+    tags: r.tags ?? [],
+    sessionKey: r.session_key,
+    ipAddress: r.ip_address,
+    userAgent: r.user_agent,
+    url: r.url,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    revision: bigint(r.revision),
+  });
+
+/** The columns every log row shares: `uid` is the id the API shows, `id` the creation order. */
+const logColumns = (r: DbRow) => ({
+  id: r.uid,
+  seq: bigint(r.id),
+  promptId: r.prompt_id,
+  revision: bigint(r.revision),
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+const historyFromRow = (r: DbRow): HistoryRow =>
+  historyRowSchema.parse({ ...logColumns(r), request: asJson(r.request), response: asJson(r.response), messages: asJson(r.messages) });
+
+const toolCallFromRow = (r: DbRow): ToolCallRow =>
+  toolCallRowSchema.parse({
+    ...logColumns(r),
+    pluginId: r.plugin_id ?? undefined,
+    functionName: r.function_name,
+    functionArgs: r.function_args,
+    request: asJson(r.request),
+    response: asJson(r.response),
+  });
+
+const pluginUsageFromRow = (r: DbRow): PluginUsageRow =>
+  pluginUsageRowSchema.parse({ ...logColumns(r), pluginId: r.plugin_id, inputText: r.input_text });
+
+const logDecoders: { [T in LogTable]: (r: DbRow) => LogRows[T] } = {
+  prompt_history: historyFromRow,
+  prompt_tool_calls: toolCallFromRow,
+  prompt_plugin_usage: pluginUsageFromRow,
+};
+
+/** A log entry tagged with its table, so the union stays discriminated. */
+function logEntry(table: LogTable, r: DbRow): LogEntry {
+  switch (table) {
+    case 'prompt_history':
+      return { table, row: historyFromRow(r) };
+    case 'prompt_tool_calls':
+      return { table, row: toolCallFromRow(r) };
+    case 'prompt_plugin_usage':
+      return { table, row: pluginUsageFromRow(r) };
+  }
+}
+
+const ownedFromRow = (r: DbRow): OwnedRef =>
+  ownedRefSchema.parse({
+    id: r.id,
+    accountId: r.account_id,
+    name: r.name,
+    description: r.description,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    revision: bigint(r.revision),
+  });
+
+/** jsonb columns go as JSON text (a driver would otherwise take an array for a Postgres array). */
+const jsonColumns = (values: Record<string, unknown>): DbRow => Object.fromEntries(Object.entries(values).map(([k, v]) => [k, JSON.stringify(v)]));
+
+async function insertRow(tx: Tx, table: LogTable, values: DbRow): Promise<DbRow> {
+  const [r] = await knexOf(tx)(table).insert(values).returning('*');
+  return r;
+}
+
+const patchColumns = (p: PromptPatch): DbRow => {
+  const set: DbRow = {};
+  if (p.name !== undefined) set.name = p.name;
+  if (p.description !== undefined) set.description = p.description;
+  if (p.version !== undefined) set.version = p.version;
+  if (p.annotations !== undefined) set.annotations = JSON.stringify(p.annotations);
+  if (p.tags !== undefined) set.tags = p.tags;
+  return set;
+};
+
+/**
+ * Prompts and their logs in Postgres (PromptStore), and the account resources prompts refer to, read from
+ * AdminService's tables (PromptDirectory).
+ */
+export class KnexPromptStore implements PromptStore, PromptDirectory {
+  constructor(private readonly db: Db) {}
+
+  private q(tx: Tx | undefined): Knex | Knex.Transaction {
+    return knexOf(tx, this.db);
+  }
+
+  snapshot<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.db.transaction((trx) => work(txOf(trx)), { isolationLevel: 'repeatable read', readOnly: true });
+  }
+
+  /** ON CONFLICT makes two racing opens of one new key agree on a single prompt. */
+  async insertOrGet(p: NewPrompt, tx?: Tx): Promise<{ row: PromptRow; created: boolean }> {
+    const inserted = await this.q(tx)('prompts')
+      .insert({
+        id: randomUUID(),
+        account_id: p.accountId,
+        user_profile_id: p.userProfileId,
+        llm_client_id: p.llmClientId,
+        name: p.name,
+        description: p.description,
+        version: p.version,
+        annotations: JSON.stringify(p.annotations),
+        tags: p.tags,
+        session_key: p.sessionKey,
+        ip_address: p.ipAddress,
+        user_agent: p.userAgent,
+        url: p.url,
+      })
+      .onConflict('session_key')
+      .ignore()
+      .returning('*');
+    if (inserted[0]) return { row: promptFromRow(inserted[0]), created: true };
+    const existing = await this.bySessionKey(p.sessionKey, tx);
+    if (!existing) throw new Error(`prompt ${p.sessionKey} vanished between insert and read`);
+    return { row: existing, created: false };
+  }
+
+  async byId(id: string, tx?: Tx): Promise<PromptRow | undefined> {
+    const r = await this.q(tx)('prompts').where({ id }).first();
+    return r && promptFromRow(r);
+  }
+
+  async bySessionKey(sessionKey: string, tx?: Tx): Promise<PromptRow | undefined> {
+    const r = await this.q(tx)('prompts').where({ session_key: sessionKey }).first();
+    return r && promptFromRow(r);
+  }
+
+  async list(accountId: string, f: PromptFilter, after: PromptCursor | undefined, limit: number): Promise<Array<{ row: PromptRow; cursor: PromptCursor }>> {
+    const q = this.db('prompts')
+      .select('*', this.db.raw('created_at::text as created_at_text'))
+      .where({ account_id: accountId });
+    if (f.llmClientId) q.andWhere({ llm_client_id: f.llmClientId });
+    if (f.tag) q.andWhereRaw('tags @> array[?]::text[]', [f.tag]);
+    if (f.createdAfter) q.andWhere('created_at', '>=', f.createdAfter);
+    if (f.createdBefore) q.andWhere('created_at', '<', f.createdBefore);
+    if (after) q.andWhereRaw('(created_at, id) < (?::timestamptz, ?::uuid)', [after.createdAt, after.id]);
+    const rows: DbRow[] = await q.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(limit);
+    return rows.map((r) => ({ row: promptFromRow(r), cursor: { createdAt: String(r.created_at_text), id: String(r.id) } }));
+  }
+
+  async lock(accountId: string, id: string, tx: Tx): Promise<PromptRow | undefined> {
+    const r = await knexOf(tx)('prompts').where({ id, account_id: accountId }).forUpdate().first();
+    return r && promptFromRow(r);
+  }
+
+  async applyPatch(id: string, patch: PromptPatch, tx: Tx): Promise<PromptRow> {
+    const q = knexOf(tx);
+    const [u] = await q('prompts')
+      .where({ id })
+      .update({ ...patchColumns(patch), updated_at: q.fn.now(), revision: q.raw('revision + 1'), update_revision: q.raw('revision + 1') })
+      .returning('*');
+    return promptFromRow(u);
+  }
+
+  /** Its logs go with it (ON DELETE CASCADE), and so do stored results that repeat them. */
+  async delete(id: string, tx: Tx): Promise<void> {
+    await knexOf(tx)('prompts').where({ id }).del();
+    await Idempotency.forgetSubjects(tx, [id]);
+  }
+
+  async bumpRevision(accountId: string, promptId: string, tx: Tx): Promise<number | undefined> {
+    const q = knexOf(tx);
+    const [r] = await q('prompts')
+      .where({ id: promptId, account_id: accountId })
+      .update({ revision: q.raw('revision + 1'), last_activity_at: q.fn.now() })
+      .returning('revision');
+    return r === undefined ? undefined : bigint(r.revision);
+  }
+
+  async revisionOf(promptId: string, tx?: Tx): Promise<number> {
+    const r = await this.q(tx)('prompts').where({ id: promptId }).first('revision');
+    return r ? bigint(r.revision) : 0;
+  }
+
+  /**
+   * Atomic on its own (the UPDATE's row lock orders revisions exactly as in a transaction), so a write that
+   * claims no request id needs no transaction and makes one round trip instead of four.
+   */
+  async appendHistory(accountId: string, h: NewHistory): Promise<HistoryRow | undefined> {
+    const r: { rows: DbRow[] } = await this.db.raw(
+      `with bumped as (
+         update prompts set revision = revision + 1, last_activity_at = CURRENT_TIMESTAMP
+         where id = ? and account_id = ? returning revision
+       )
+       insert into prompt_history (prompt_id, request, response, messages, revision)
+       select ?::uuid, ?::jsonb, ?::jsonb, ?::jsonb, revision from bumped
+       returning *`,
+      [h.promptId, accountId, h.promptId, JSON.stringify(h.request), JSON.stringify(h.response), JSON.stringify(h.messages)],
+    );
+    const row = r.rows[0];
+    return row === undefined ? undefined : historyFromRow(row);
+  }
+
+  async insertHistory(h: NewHistory & { revision: number }, tx: Tx): Promise<HistoryRow> {
+    const { promptId, request, response, messages, revision } = h;
+    return historyFromRow(await insertRow(tx, 'prompt_history', { prompt_id: promptId, ...jsonColumns({ request, response, messages }), revision }));
+  }
+
+  async insertToolCall(c: NewToolCall & { revision: number }, tx: Tx): Promise<ToolCallRow> {
+    return toolCallFromRow(
+      await insertRow(tx, 'prompt_tool_calls', {
+        prompt_id: c.promptId,
+        plugin_id: c.pluginId ?? null,
+        function_name: c.functionName,
+        function_args: c.functionArgs,
+        ...jsonColumns({ request: c.request, response: c.response }),
+        revision: c.revision,
+      }),
+    );
+  }
+
+  async insertPluginUsage(u: NewPluginUsage & { revision: number }, tx: Tx): Promise<PluginUsageRow> {
+    return pluginUsageFromRow(await insertRow(tx, 'prompt_plugin_usage', { prompt_id: u.promptId, plugin_id: u.pluginId, input_text: u.inputText, revision: u.revision }));
+  }
+
+  /** In creation order (the bigserial id). */
+  async listLog<T extends LogTable>(table: T, promptId: string, afterSeq: number, limit: number, tx?: Tx): Promise<Array<LogRows[T]>> {
+    const rows: DbRow[] = await this.q(tx)(table).where({ prompt_id: promptId }).andWhere('id', '>', afterSeq).orderBy('id', 'asc').limit(limit);
+    return rows.map((r) => logDecoders[table](r));
+  }
+
+  async recentLog<T extends LogTable>(table: T, promptId: string, limit: number, tx?: Tx): Promise<Array<LogRows[T]>> {
+    const rows: DbRow[] = await this.q(tx)(table).where({ prompt_id: promptId }).orderBy('id', 'desc').limit(limit);
+    return rows.map((r) => logDecoders[table](r));
+  }
+
+  /** Each change takes the next revision of its prompt; only superseded updates leave gaps. */
+  async logsByRevision(promptId: string, after: number, limit: number, tx?: Tx): Promise<ReplayEntry[]> {
+    const q = this.q(tx);
+    const found: ReplayEntry[][] = await Promise.all(
+      LOG_TABLES.map(async (table) => {
+        const rows: DbRow[] = await q(table).where({ prompt_id: promptId }).andWhere('revision', '>', after).orderBy('revision').limit(limit);
+        return rows.map((r) => logEntry(table, r));
+      }),
+    );
+    // Only the latest update of the prompt is kept (as the prompt row itself): earlier ones are superseded.
+    const p = await q('prompts').where({ id: promptId }).andWhere('update_revision', '>', after).first();
+    if (p) found.push([{ table: 'prompts', row: promptFromRow(p), revision: bigint(p.update_revision) }]);
+    return found
+      .flat()
+      .sort((x, y) => replayRevision(x) - replayRevision(y))
+      .slice(0, limit);
+  }
+
+  /**
+   * SKIP LOCKED passes over prompts a write holds right now (they are active, not idle), and the row locks
+   * taken make a log write that starts meanwhile wait, then find the prompt gone.
+   */
+  async purgeIdleBatch(cutoff: Date, batchSize: number): Promise<PurgedBatch> {
+    return this.db.transaction(async (trx) => {
+      const doomed: DbRow[] = await trx('prompts')
+        .select('id', 'session_key', 'revision')
+        .where('last_activity_at', '<', cutoff)
+        .orderBy('last_activity_at')
+        .limit(batchSize)
+        .forUpdate()
+        .skipLocked();
+      if (doomed.length === 0) return { prompts: [], history: 0, toolCalls: 0, pluginUsage: 0 };
+      const prompts = doomed.map((d) => ({ id: String(d.id), sessionKey: String(d.session_key), revision: bigint(d.revision) }));
+      const ids = prompts.map((p) => p.id);
+      // Counted explicitly (rather than left to the cascade) so the purge can report what it removed.
+      // RETURNING rather than the affected-row count, which not every driver (knex-pglite) reports.
+      const history = (await trx('prompt_history').whereIn('prompt_id', ids).del(['id'])).length;
+      const toolCalls = (await trx('prompt_tool_calls').whereIn('prompt_id', ids).del(['id'])).length;
+      const pluginUsage = (await trx('prompt_plugin_usage').whereIn('prompt_id', ids).del(['id'])).length;
+      await trx('prompts').whereIn('id', ids).del();
+      await Idempotency.forgetSubjects(trx, ids);
+      return { prompts, history, toolCalls, pluginUsage };
+    });
+  }
+
+  async llmClientById(id: string, tx?: Tx): Promise<OwnedRef | undefined> {
+    const r = await this.q(tx)('llm_clients').where({ id }).first();
+    return r && ownedFromRow(r);
+  }
+
+  async llmClientByName(accountId: string, accountNumber: string, name: string, tx?: Tx): Promise<OwnedRef | undefined> {
+    const r = await this.q(tx)('llm_clients as c')
+      .join('accounts as a', 'a.id', 'c.account_id')
+      .where({ 'c.account_id': accountId, 'a.account_number': accountNumber, 'c.name': name })
+      .first('c.*');
+    return r && ownedFromRow(r);
+  }
+
+  async pluginById(id: string, tx?: Tx): Promise<OwnedRef | undefined> {
+    const r = await this.q(tx)('plugins').where({ id }).first();
+    return r && ownedFromRow(r);
+  }
+
+  async listPlugins(accountId: string, afterName: string | undefined, limit: number): Promise<OwnedRef[]> {
+    const q = this.db('plugins').where({ account_id: accountId });
+    if (afterName !== undefined) q.andWhere('name', '>', afterName);
+    const rows: DbRow[] = await q.orderBy('name', 'asc').limit(limit);
+    return rows.map(ownedFromRow);
+  }
+}
