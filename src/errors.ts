@@ -196,7 +196,6 @@ export const failedPrecondition = (
 /** ABORTED REVISION_MISMATCH: an expected_revision did not match; metadata `current_revision` says what is. */
 export const revisionMismatch = (current: number, message = `the resource is at revision ${current}; nothing was written`) =>
   new AppError('ABORTED', message, [], { reason: 'REVISION_MISMATCH', metadata: new Map([['current_revision', String(current)]]) });
-export const aborted = (message: string, reason = 'ABORTED') => new AppError('ABORTED', message, [], { reason });
 export const unauthenticated = (message: string, reason = 'UNAUTHENTICATED') => new AppError('UNAUTHENTICATED', message, [], { reason });
 export const permissionDenied = (message: string, reason = 'PERMISSION_DENIED') => new AppError('PERMISSION_DENIED', message, [], { reason });
 /** UNAVAILABLE: retryable; `reason` names what was unreachable (DATABASE_UNAVAILABLE, CACHE_UNAVAILABLE…). */

@@ -383,8 +383,3 @@ function listOwnedOf(store: Pick<AdminStore, 'listOwned'>, table: OwnedTable, ac
   const after = decodePageToken(page.pageToken, table, { accountId }, OWNED_CURSOR[table]);
   return pageOf(page, (limit) => store.listOwned(table, accountId, after?.name, limit), (last) => encodePageToken(table, { accountId }, { name: last.name }));
 }
-
-/** An account's plugins by name, a page at a time (PromptService and AdminUseCases both list them). */
-export function listPluginsOf(store: Pick<AdminStore, 'listOwned'>, accountId: string, page: PageRequest): Promise<Page<OwnedNameRow>> {
-  return listOwnedOf(store, 'plugins', accountId, page);
-}

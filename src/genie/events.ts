@@ -62,8 +62,6 @@ export const sessionEventSchema = z.discriminatedUnion('type', [
   sessionDeletedSchema,
 ]);
 export type SessionEvent = z.infer<typeof sessionEventSchema>;
-export type SessionEventType = SessionEvent['type'];
-export const sessionEventCodec: Codec<SessionEvent> = zodCodec(sessionEventSchema);
 
 // One builder per kind: nothing else spells an event out.
 

@@ -15,11 +15,12 @@ import type { FieldViolation } from '../errors.js';
 import { clip, EngineExhausted, engineStats, MAX_MATCH_INPUT, MatchTooCostly, PatternProblem, PatternSet, resetEngine, withMatchBudget } from './linear-regex.js';
 import { ownValue } from '../keys.js';
 import { schemaSizeProblem } from './schema-limits.js';
+import type { Ajv } from 'ajv';
 import { WeightedLru } from './validator-cache.js';
 
 // Ajv ships CommonJS with `exports.default`; createRequire sidesteps the ESM-interop default dance.
 const require = createRequire(import.meta.url);
-type AjvClass = typeof import('ajv').default;
+type AjvClass = typeof Ajv;
 const Ajv2020 = require('ajv/dist/2020.js').default as AjvClass;
 const Ajv07 = require('ajv').default as AjvClass;
 
@@ -48,7 +49,8 @@ const options = { allErrors: true, strict: false, validateFormats: false, logger
  */
 const checkers = { '2020-12': new Ajv2020(options), '07': new Ajv07(options) };
 // Each compiles its meta-schema on first use; do it now, so that what they hold stays constant from here on.
-for (const checker of Object.values(checkers)) checker.validateSchema({});
+// validateSchema answers synchronously here: a meta-schema without $async returns a boolean.
+for (const checker of Object.values(checkers)) void checker.validateSchema({});
 const DIALECTS = new Map<string, keyof typeof checkers>([
   ['https://json-schema.org/draft/2020-12/schema', '2020-12'],
   ['https://json-schema.org/draft/2020-12/schema#', '2020-12'],

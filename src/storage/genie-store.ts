@@ -352,7 +352,9 @@ export class KnexSessionStore implements SessionStore {
       if (states.length === 0) return [];
       q.andWhere((w) => {
         for (const s of states) {
-          w.orWhere((o) => o.where('s.model_type', s.modelType).andWhere('s.schema_version', s.schemaVersion).whereIn('s.state', s.states));
+          w.orWhere((o) => {
+            o.where('s.model_type', s.modelType).andWhere('s.schema_version', s.schemaVersion).whereIn('s.state', s.states);
+          });
         }
       });
     }
@@ -375,14 +377,14 @@ export class KnexSessionStore implements SessionStore {
     const doomed = await trx('genie_sessions as s')
       .select('s.id', 's.revision')
       .whereNull('s.deleted_at')
-      .andWhere((w) =>
+      .andWhere((w) => {
         w.where('s.expire_time', '<=', now).orWhereExists(
           trx('genie_model_types as t')
             .whereRaw('t.account_id = s.account_id and t.name = s.model_type and t.session_ttl_seconds > 0')
             .whereRaw('t.schema_version = (select max(v.schema_version) from genie_model_types v where v.account_id = s.account_id and v.name = s.model_type)')
             .whereRaw("s.updated_at <= ?::timestamptz - t.session_ttl_seconds * interval '1 second'", [now]),
-        ),
-      )
+        );
+      })
       .orderBy('s.seq')
       .limit(limit)
       .forUpdate('s')

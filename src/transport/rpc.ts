@@ -22,7 +22,7 @@ import { toServiceError } from './status.js';
 import { requestViolations, undecodableViolation, wireViolations } from './request-check.js';
 import { CallSink, readMessages, type Sink } from './streams.js';
 
-export type { CallContext, LiveCall } from './call.js';
+export type { CallContext } from './call.js';
 export { CallRegistry } from './call.js';
 export type { Authenticate } from './middleware.js';
 export type { Sink } from './streams.js';

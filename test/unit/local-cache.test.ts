@@ -1,5 +1,5 @@
 import test from 'ava';
-import { MemoryBus, MemoryKv } from '../../src/storage/memory-kv.js';
+import { MemoryBus } from '../../src/storage/memory-kv.js';
 import { INVALIDATE_ALL, invalidateOnBus, LocalCache } from '../../src/local-cache.js';
 import type { Bus } from '../../src/ports/bus.js';
 
