@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { unavailable } from '../errors.js';
-import { decodeJson, encodeJson, zodCodec } from '../json-codec.js';
-import { CACHE_MISS, type KvStore } from '../ports/kv.js';
+import { FencedCopies } from '../fenced-copies.js';
+import { encodeJson, zodCodec } from '../json-codec.js';
+import type { KvStore } from '../ports/kv.js';
 import type { Bus } from '../ports/bus.js';
 import type { Codec } from '../ports/unit-of-work.js';
 import { busMessageCodec, commitMessage, sessionChannel, type EphemeralEvent, type SessionCommit } from './events.js';
@@ -24,37 +25,36 @@ const hotCopyCodec: Codec<HotCopy> = zodCodec(hotCopySchema);
  * (evict, publish) throws on failure; the use cases run it through afterCommit, which contains it.
  */
 export class GenieCache {
+  private readonly copies: FencedCopies<HotCopy>;
+
   constructor(
-    private readonly kv: KvStore,
+    kv: KvStore,
     private readonly bus: Bus,
-  ) {}
+  ) {
+    this.copies = new FencedCopies(kv, hotKey, hotCopyCodec);
+  }
 
   /** The hot copy, or on a miss the token that `put` needs (see KvStore.readCached); a bad copy is a miss. */
   async get(sessionId: string): Promise<{ copy: HotCopy | undefined; token: string | undefined }> {
-    const { value, token } = await this.kv.readCached(hotKey(sessionId)).catch(() => CACHE_MISS);
-    if (!value) return { copy: undefined, token };
-    try {
-      return { copy: decodeJson(hotCopyCodec, value), token };
-    } catch {
-      return { copy: undefined, token: undefined };
-    }
+    const { value, token } = await this.copies.get(sessionId);
+    return { copy: value, token };
   }
 
-  /** Fills the hot copy unless a write fenced it since `token` was read; a failed fill is only a lost fill. */
-  async put(copy: HotCopy, token: string | undefined, ttlMs: number): Promise<void> {
-    await this.kv.fill(hotKey(copy.session.id), encodeJson(hotCopyCodec, copy), token, ttlMs).catch(() => false);
+  /** Fills the hot copy unless a write fenced it since `token` was read. */
+  put(copy: HotCopy, token: string | undefined, ttlMs: number): Promise<void> {
+    return this.copies.put(copy.session.id, copy, token, ttlMs);
   }
 
   /** Called after every commit (through afterCommit; see KvStore.fence for what a failure leaves). */
-  async evict(sessionId: string): Promise<void> {
-    await this.kv.fence(hotKey(sessionId));
+  evict(sessionId: string): Promise<void> {
+    return this.copies.evict(sessionId);
   }
 
   /** Eviction for deletions, which must not leave a copy behind: UNAVAILABLE when the store cannot be reached. */
   async evictOrFail(sessionId: string): Promise<void> {
     try {
       // A fence, not a plain delete: a read that started before the deletion must not fill the copy back.
-      await this.kv.fence(hotKey(sessionId));
+      await this.copies.evict(sessionId);
     } catch {
       throw unavailable('the session cache is unreachable; nothing was deleted, retry later', 'CACHE_UNAVAILABLE');
     }

@@ -1,9 +1,8 @@
-import { decodeJson, encodeJson, zodCodec } from '../json-codec.js';
-import { CACHE_MISS, type KvStore } from '../ports/kv.js';
+import { FencedCopies } from '../fenced-copies.js';
+import { zodCodec } from '../json-codec.js';
+import type { KvStore } from '../ports/kv.js';
 import { promptCacheKey } from './rules.js';
 import { promptRowSchema, type PromptRow } from './store.js';
-
-const rowCodec = zodCodec(promptRowSchema);
 
 /**
  * Session key → prompt, the PromptHelper cache. Best effort by design: a Redis failure reads as a miss and
@@ -11,30 +10,28 @@ const rowCodec = zodCodec(promptRowSchema);
  * so a fill racing an UpdatePrompt cannot leave the previous version behind.
  */
 export class PromptCache {
+  private readonly copies: FencedCopies<PromptRow>;
+
   constructor(
-    private readonly kv: KvStore,
+    kv: KvStore,
     private readonly ttlMs: number,
-  ) {}
+  ) {
+    this.copies = new FencedCopies(kv, promptCacheKey, zodCodec(promptRowSchema));
+  }
 
   /** The cached prompt, or on a miss the token that `put` needs (see KvStore.readCached). */
   async get(sessionKey: string): Promise<{ row: PromptRow | undefined; token: string | undefined }> {
-    const { value, token } = await this.kv.readCached(promptCacheKey(sessionKey)).catch(() => CACHE_MISS);
-    if (!value) return { row: undefined, token };
-    try {
-      return { row: decodeJson(rowCodec, value), token };
-    } catch {
-      // A copy this version cannot read is a miss (Postgres has the row); no token, so no fill over it.
-      return { row: undefined, token: undefined };
-    }
+    const { value, token } = await this.copies.get(sessionKey);
+    return { row: value, token };
   }
 
-  /** Fills unless an update or delete fenced the key since `token` was read; a failed fill is only a lost fill. */
-  async put(row: PromptRow, token: string | undefined): Promise<void> {
-    await this.kv.fill(promptCacheKey(row.sessionKey), encodeJson(rowCodec, row), token, this.ttlMs).catch(() => false);
+  /** Fills unless an update or delete fenced the key since `token` was read. */
+  put(row: PromptRow, token: string | undefined): Promise<void> {
+    return this.copies.put(row.sessionKey, row, token, this.ttlMs);
   }
 
   /** Called after every commit that changes or deletes a prompt (through afterCommit; see KvStore.fence). */
-  async evict(sessionKey: string): Promise<void> {
-    await this.kv.fence(promptCacheKey(sessionKey));
+  evict(sessionKey: string): Promise<void> {
+    return this.copies.evict(sessionKey);
   }
 }

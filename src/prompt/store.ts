@@ -11,6 +11,9 @@ import type { Tx } from '../ports/unit-of-work.js';
 
 const json = z.record(z.string(), z.unknown());
 
+/** What every resource row carries: when it was made and changed, and its revision. */
+const stamped = { createdAt: isoDate, updatedAt: isoDate, revision: z.number().int() };
+
 export const promptRowSchema = z.object({
   id: z.string(),
   accountId: z.string(),
@@ -25,10 +28,8 @@ export const promptRowSchema = z.object({
   ipAddress: z.string(),
   userAgent: z.string(),
   url: z.string(),
-  createdAt: isoDate,
-  updatedAt: isoDate,
-  /** 1 on creation, +1 per committed change to the prompt or its logs. */
-  revision: z.number().int(),
+  /** revision: 1 on creation, +1 per committed change to the prompt or its logs. */
+  ...stamped,
 });
 export type PromptRow = z.infer<typeof promptRowSchema>;
 
@@ -37,9 +38,7 @@ const logRow = {
   id: z.string(),
   seq: z.number().int(),
   promptId: z.string(),
-  revision: z.number().int(),
-  createdAt: isoDate,
-  updatedAt: isoDate,
+  ...stamped,
 };
 
 export const historyRowSchema = z.object({
@@ -184,9 +183,7 @@ export const ownedRefSchema = z.object({
   accountId: z.string(),
   name: z.string(),
   description: z.string(),
-  createdAt: isoDate,
-  updatedAt: isoDate,
-  revision: z.number().int(),
+  ...stamped,
 });
 export type OwnedRef = z.infer<typeof ownedRefSchema>;
 

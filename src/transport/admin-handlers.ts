@@ -31,7 +31,8 @@ import { snakeCase } from '../field-path.js';
 import { parseInput } from '../validate.js';
 import { optionalString, optionalUuid, textOfAtMost, uuid } from './zod-fields.js';
 import { checkUpdateMask } from './update-mask.js';
-import { unary, type ServiceHandlers } from './rpc.js';
+import type { ServiceHandlers } from './rpc.js';
+import { pageReply } from './replies.js';
 import type { Maintenance } from '../maintenance/purge.js';
 export const toAccount = (r: AccountRow): Account => ({
   id: r.id,
@@ -225,7 +226,7 @@ export function adminHandlers(admin: AdminUseCases, maintenance: Maintenance): S
   const llmClients = owned('llm_clients', llmClientName, LLM_CLIENT);
   const plugins = owned('plugins', pluginName, PLUGIN);
   return {
-    purgeExpiredData: unary(async (req) => {
+    purgeExpiredData: async (req) => {
       const r = parseInput(purgeExpiredData, req);
       const olderThanMs = r.olderThan.seconds * 1000 + Math.floor(r.olderThan.nanos / 1e6);
       const report = await maintenance.purge({ olderThanMs, batchSize: r.batchSize || undefined });
@@ -239,100 +240,67 @@ export function adminHandlers(admin: AdminUseCases, maintenance: Maintenance): S
         requestIdCount: report.requestIds,
         batchCount: report.batches,
       };
-    }),
+    },
 
     // --- Accounts ---
-    createAccount: unary(async (req) => {
+    createAccount: async (req) => {
       const r = parseInput(createAccount, req);
       return { account: toAccount(await admin.createAccount(r.accountNumber, r.displayName, r.requestId)) };
-    }),
-    getAccount: unary(async (req) => {
+    },
+    getAccount: async (req) => {
       return { account: toAccount(await admin.getAccount(parseInput(getAccount, req))) };
-    }),
-    listAccounts: unary(async (req) => {
+    },
+    listAccounts: async (req) => {
       const r = parseInput(listAccounts, req);
-      const page = await admin.listAccounts(r);
-      return { accounts: page.items.map(toAccount), nextPageToken: page.nextPageToken };
-    }),
-    updateAccount: unary(async (req) => {
-      return updated(req, ACCOUNT, (u) => admin.updateAccount(u.id, u.patch, u), toAccount);
-    }),
-    deleteAccount: unary(async (req) => {
-      return deleted(req, (id, c) => admin.deleteAccount(id, c));
-    }),
+      return pageReply(await admin.listAccounts(r), toAccount, (accounts, nextPageToken) => ({ accounts, nextPageToken }));
+    },
+    updateAccount: (req) => updated(req, ACCOUNT, (u) => admin.updateAccount(u.id, u.patch, u), toAccount),
+    deleteAccount: (req) => deleted(req, (id, c) => admin.deleteAccount(id, c)),
 
     // --- User profiles ---
-    createUserProfile: unary(async (req) => {
+    createUserProfile: async (req) => {
       const r = parseInput(createUserProfile, req);
       return { userProfile: toUserProfile(await admin.createUserProfile(r.accountId, r.username, r.email, r.requestId)) };
-    }),
-    getUserProfile: unary(async (req) => ({ userProfile: toUserProfile(await admin.getUserProfile(parseInput(byId, req).id)) })),
-    listUserProfiles: unary(async (req) => {
+    },
+    getUserProfile: async (req) => ({ userProfile: toUserProfile(await admin.getUserProfile(parseInput(byId, req).id)) }),
+    listUserProfiles: async (req) => {
       const r = parseInput(listOf, req);
-      const page = await admin.listUserProfiles(r.accountId, r);
-      return { userProfiles: page.items.map(toUserProfile), nextPageToken: page.nextPageToken };
-    }),
-    updateUserProfile: unary(async (req) => {
-      return updated(req, PROFILE, (u) => admin.updateUserProfile(u.id, u.patch, u), toUserProfile);
-    }),
-    deleteUserProfile: unary(async (req) => {
-      return deleted(req, (id, c) => admin.deleteUserProfile(id, c));
-    }),
+      return pageReply(await admin.listUserProfiles(r.accountId, r), toUserProfile, (userProfiles, nextPageToken) => ({ userProfiles, nextPageToken }));
+    },
+    updateUserProfile: (req) => updated(req, PROFILE, (u) => admin.updateUserProfile(u.id, u.patch, u), toUserProfile),
+    deleteUserProfile: (req) => deleted(req, (id, c) => admin.deleteUserProfile(id, c)),
 
     // --- API keys ---
-    createApiKey: unary(async (req) => {
+    createApiKey: async (req) => {
       const r = parseInput(createApiKey, req);
       const { key, secret } = await admin.createApiKey(r.userProfileId, r.description, r.requestId);
       return { apiKey: toApiKey(key), secret };
-    }),
-    getApiKey: unary(async (req) => ({ apiKey: toApiKey(await admin.getApiKey(parseInput(byId, req).id)) })),
-    listApiKeys: unary(async (req) => {
+    },
+    getApiKey: async (req) => ({ apiKey: toApiKey(await admin.getApiKey(parseInput(byId, req).id)) }),
+    listApiKeys: async (req) => {
       const r = parseInput(listApiKeys, req);
-      const page = await admin.listApiKeys(r, r);
-      return { apiKeys: page.items.map(toApiKey), nextPageToken: page.nextPageToken };
-    }),
-    updateApiKey: unary(async (req) => {
-      return updated(req, KEY, (u) => admin.updateApiKey(u.id, u.patch, u), toApiKey);
-    }),
-    revokeApiKey: unary(async (req) => {
+      return pageReply(await admin.listApiKeys(r, r), toApiKey, (apiKeys, nextPageToken) => ({ apiKeys, nextPageToken }));
+    },
+    updateApiKey: (req) => updated(req, KEY, (u) => admin.updateApiKey(u.id, u.patch, u), toApiKey),
+    revokeApiKey: async (req) => {
       const r = parseDelete(req);
       const u = await admin.revokeApiKey(r.id, r);
       return { apiKey: toApiKey(u.row), changed: u.changed };
-    }),
-    deleteApiKey: unary(async (req) => {
-      return deleted(req, (id, c) => admin.deleteApiKey(id, c));
-    }),
+    },
+    deleteApiKey: (req) => deleted(req, (id, c) => admin.deleteApiKey(id, c)),
 
     // --- LLM clients ---
-    createLlmClient: unary(async (req) => {
-      return { llmClient: toLlmClient(await llmClients.create(req)) };
-    }),
-    getLlmClient: unary(async (req) => ({ llmClient: toLlmClient(await llmClients.get(req)) })),
-    listLlmClients: unary(async (req) => {
-      const page = await llmClients.list(req);
-      return { llmClients: page.items.map(toLlmClient), nextPageToken: page.nextPageToken };
-    }),
-    updateLlmClient: unary(async (req) => {
-      return llmClients.update(req);
-    }),
-    deleteLlmClient: unary(async (req) => {
-      return llmClients.delete(req);
-    }),
+    createLlmClient: async (req) => ({ llmClient: toLlmClient(await llmClients.create(req)) }),
+    getLlmClient: async (req) => ({ llmClient: toLlmClient(await llmClients.get(req)) }),
+    listLlmClients: async (req) => pageReply(await llmClients.list(req), toLlmClient, (llmClients, nextPageToken) => ({ llmClients, nextPageToken })),
+    updateLlmClient: (req) => llmClients.update(req),
+    deleteLlmClient: (req) => llmClients.delete(req),
 
     // --- Plugins ---
-    createPlugin: unary(async (req) => {
-      return { plugin: toPlugin(await plugins.create(req)) };
-    }),
-    getPlugin: unary(async (req) => ({ plugin: toPlugin(await plugins.get(req)) })),
-    listPlugins: unary(async (req) => {
-      const page = await plugins.list(req);
-      return { plugins: page.items.map(toPlugin), nextPageToken: page.nextPageToken };
-    }),
-    updatePlugin: unary(async (req) => {
-      return plugins.update(req);
-    }),
-    deletePlugin: unary(async (req) => {
-      return plugins.delete(req);
-    }),
+    createPlugin: async (req) => ({ plugin: toPlugin(await plugins.create(req)) }),
+    getPlugin: async (req) => ({ plugin: toPlugin(await plugins.get(req)) }),
+    listPlugins: async (req) => pageReply(await plugins.list(req), toPlugin, (plugins, nextPageToken) => ({ plugins, nextPageToken })),
+    updatePlugin: (req) => plugins.update(req),
+    deletePlugin: (req) => plugins.delete(req),
   };
 }

@@ -42,7 +42,9 @@ import { parseInput } from '../validate.js';
 import { toPlugin } from './admin-handlers.js';
 import { callerOf } from './authenticate.js';
 import { optionalString, optionalUuid, uuid } from './zod-fields.js';
-import { unary, type ServiceHandlers } from './rpc.js';
+import type { ServiceHandlers } from './rpc.js';
+import { pageReply } from './replies.js';
+import type { Page } from '../paging.js';
 
 export const toPrompt = (r: PromptRow): Prompt => ({
   id: r.id,
@@ -383,90 +385,81 @@ function historyReply(h: PromptHistorySnapshot): GetPromptHistoryResponse {
     truncated: false,
   };
   let used = GetPromptHistoryResponse.encode(reply).finish().length;
-  for (const r of h.toolCalls) {
-    const n = toolCallSize(r);
-    if (used + n > REPLY_BUDGET_BYTES) {
-      reply.truncated = true;
-      break;
+  /** Adds rows while they fit the budget; false once one did not (the reply is then truncated). */
+  const fill = <R, M>(rows: R[], sizeOf: (r: R) => number, toMessage: (r: R) => M, into: M[]): boolean => {
+    for (const r of rows) {
+      const n = sizeOf(r);
+      if (used + n > REPLY_BUDGET_BYTES) return false;
+      used += n;
+      into.push(toMessage(r));
     }
-    used += n;
-    reply.toolCalls.push(toToolCall(r));
-  }
-  for (const r of h.pluginUsage) {
-    const n = pluginUsageSize(r);
-    if (used + n > REPLY_BUDGET_BYTES) {
-      reply.truncated = true;
-      break;
-    }
-    used += n;
-    reply.pluginUsage.push(toPluginUsage(r));
-  }
+    return true;
+  };
+  // Both logs get their turn: plugin usage still fills what tool calls left, even after a tool call did not fit.
+  const toolCallsFit = fill(h.toolCalls, toolCallSize, toToolCall, reply.toolCalls);
+  const pluginUsageFits = fill(h.pluginUsage, pluginUsageSize, toPluginUsage, reply.pluginUsage);
+  reply.truncated = !toolCallsFit || !pluginUsageFits;
   return reply;
+}
+
+/** A log write's request: the input for the use case and its request id, apart. */
+function logWrite<Req, Out extends { requestId?: string | undefined }>(schema: z.ZodType<Out, Partial<Req>>, req: Req, limits: (req: Req) => void): [Omit<Out, 'requestId'>, string | undefined] {
+  const { requestId: rid, ...input } = parseRequest(schema, req, limits);
+  return [input, rid];
+}
+
+/** A log write answers what it wrote (id, revision, time, size), never the content it was sent. */
+function wroteEntry<R extends { id: string; revision: number; createdAt: Date }>(row: R, sizeOf: (row: R) => number) {
+  return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: sizeOf(row) };
+}
+
+/** A page of one of a prompt's logs. */
+function logPage<R, M, Reply>(req: unknown, list: (r: z.infer<typeof listLog>) => Promise<Page<R>>, toMessage: (r: R) => M, reply: (items: M[], nextPageToken: string) => Reply): Promise<Reply> {
+  return list(parseInput(listLog, req)).then((page) => pageReply(page, toMessage, reply));
 }
 
 export function promptHandlers(prompts: PromptUseCases): Omit<ServiceHandlers<PromptServiceServer>, 'watchPrompt'> {
   return {
-    openPrompt: unary(async (req, ctx) => {
+    openPrompt: async (req, ctx) => {
       const { requestId: rid, ...r } = parseRequest(openPrompt, req, openLimits);
       const { prompt, created } = await prompts.open(callerOf(ctx), r, rid);
       return { prompt: toPrompt(prompt), created };
-    }),
-    getPrompt: unary(async (req, ctx) => {
+    },
+    getPrompt: async (req, ctx) => {
       const r = parseRequest(byIdOrKey, req);
       return { prompt: toPrompt(await prompts.get(callerOf(ctx), r)) };
-    }),
-    listPrompts: unary(async (req, ctx) => {
+    },
+    listPrompts: async (req, ctx) => {
       const { pageSize: size, pageToken, ...filter } = parseRequest(listPrompts, req);
       const page = await prompts.list(callerOf(ctx), filter, { pageSize: size, pageToken });
       return { prompts: page.items.map(toPrompt), nextPageToken: page.nextPageToken };
-    }),
-    updatePrompt: unary(async (req, ctx) => {
+    },
+    updatePrompt: async (req, ctx) => {
       const { id, patch, requestId: rid, expectedRevision: expected } = parseUpdate(req);
       const { prompt, changed } = await prompts.update(callerOf(ctx), id, patch, expected, rid);
       return { prompt: toPrompt(prompt), changed };
-    }),
-    deletePrompt: unary(async (req, ctx) => {
+    },
+    deletePrompt: async (req, ctx) => {
       const r = parseRequest(deletePrompt, req);
       return { revision: await prompts.delete(callerOf(ctx), r.id, r.expectedRevision, r.requestId) };
-    }),
-    appendHistory: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parseRequest(appendHistory, req, appendHistoryLimits);
-      const row = await prompts.appendHistory(callerOf(ctx), r, rid);
-      return { id: row.id, revision: row.revision, createTime: row.createdAt, messageCount: row.messages.length, sizeBytes: historySize(row) };
-    }),
-    listHistory: unary(async (req, ctx) => {
-      const r = parseRequest(listLog, req);
-      const page = await prompts.listHistory(callerOf(ctx), r.promptId, r, historySize);
-      return { history: page.items.map(toHistory), nextPageToken: page.nextPageToken };
-    }),
-    recordToolCall: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parseRequest(recordToolCall, req, recordToolCallLimits);
-      const row = await prompts.recordToolCall(callerOf(ctx), r, rid);
-      return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: toolCallSize(row) };
-    }),
-    listToolCalls: unary(async (req, ctx) => {
-      const r = parseRequest(listLog, req);
-      const page = await prompts.listToolCalls(callerOf(ctx), r.promptId, r, toolCallSize);
-      return { toolCalls: page.items.map(toToolCall), nextPageToken: page.nextPageToken };
-    }),
-    recordPluginUsage: unary(async (req, ctx) => {
-      const { requestId: rid, ...r } = parseRequest(recordPluginUsage, req, recordPluginUsageLimits);
-      const row = await prompts.recordPluginUsage(callerOf(ctx), r, rid);
-      return { id: row.id, revision: row.revision, createTime: row.createdAt, sizeBytes: pluginUsageSize(row) };
-    }),
-    listPluginUsage: unary(async (req, ctx) => {
-      const r = parseRequest(listLog, req);
-      const page = await prompts.listPluginUsage(callerOf(ctx), r.promptId, r, pluginUsageSize);
-      return { pluginUsage: page.items.map(toPluginUsage), nextPageToken: page.nextPageToken };
-    }),
-    getPromptHistory: unary(async (req, ctx) => {
+    },
+    appendHistory: async (req, ctx) => {
+      const row = await prompts.appendHistory(callerOf(ctx), ...logWrite(appendHistory, req, appendHistoryLimits));
+      return { ...wroteEntry(row, historySize), messageCount: row.messages.length };
+    },
+    listHistory: async (req, ctx) => logPage(req, (r) => prompts.listHistory(callerOf(ctx), r.promptId, r, historySize), toHistory, (history, nextPageToken) => ({ history, nextPageToken })),
+    recordToolCall: async (req, ctx) => wroteEntry(await prompts.recordToolCall(callerOf(ctx), ...logWrite(recordToolCall, req, recordToolCallLimits)), toolCallSize),
+    listToolCalls: async (req, ctx) => logPage(req, (r) => prompts.listToolCalls(callerOf(ctx), r.promptId, r, toolCallSize), toToolCall, (toolCalls, nextPageToken) => ({ toolCalls, nextPageToken })),
+    recordPluginUsage: async (req, ctx) => wroteEntry(await prompts.recordPluginUsage(callerOf(ctx), ...logWrite(recordPluginUsage, req, recordPluginUsageLimits)), pluginUsageSize),
+    listPluginUsage: async (req, ctx) => logPage(req, (r) => prompts.listPluginUsage(callerOf(ctx), r.promptId, r, pluginUsageSize), toPluginUsage, (pluginUsage, nextPageToken) => ({ pluginUsage, nextPageToken })),
+    getPromptHistory: async (req, ctx) => {
       const r = parseRequest(byIdOrKey, req);
       return historyReply(await prompts.history(callerOf(ctx), r));
-    }),
-    listPlugins: unary(async (req, ctx) => {
+    },
+    listPlugins: async (req, ctx) => {
       const r = parseRequest(listPlugins, req);
       const page = await prompts.listPlugins(callerOf(ctx), r);
       return { plugins: page.items.map(toPlugin), nextPageToken: page.nextPageToken };
-    }),
+    },
   };
 }

@@ -5,7 +5,7 @@ import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
 import { uuid } from './zod-fields.js';
 import { toHistory, toPluginUsage, toPrompt, toToolCall } from './prompt-handlers.js';
-import { serverStream, type ServiceHandlers } from './rpc.js';
+import { type ServiceHandlers } from './rpc.js';
 
 const watchRequest: z.ZodType<{ promptId: string; afterRevision: number }, Partial<WatchPromptRequest>> = z.object({
   promptId: uuid,
@@ -33,9 +33,9 @@ function toResponse(promptId: string, u: PromptUpdate): WatchPromptResponse {
 
 export function promptStreamHandlers(watch: PromptWatch): Pick<ServiceHandlers<PromptServiceServer>, 'watchPrompt'> {
   return {
-    watchPrompt: serverStream(async (req, out, ctx) => {
+    watchPrompt: async (req, out, ctx) => {
       const r = parseInput(watchRequest, req);
       await watch.watch(callerOf(ctx), r.promptId, r.afterRevision, (u) => out.send(toResponse(r.promptId, u)), ctx.signal);
-    }),
+    },
   };
 }

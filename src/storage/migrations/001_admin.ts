@@ -8,14 +8,7 @@ export async function up(knex: Knex): Promise<void> {
     t.text('display_name').notNullable().defaultTo('');
     timestamps(t, knex);
   });
-  await knex.schema.createTable('user_profiles', (t) => {
-    t.uuid('id').primary();
-    ownedBy(t, 'account_id', 'accounts');
-    t.text('username').notNullable();
-    t.text('email').notNullable().defaultTo('');
-    timestamps(t, knex);
-    t.unique(['account_id', 'username']);
-  });
+  await knex.schema.createTable('user_profiles', (t) => namedByAccount(t, knex, 'username', 'email'));
   await knex.schema.createTable('api_keys', (t) => {
     t.uuid('id').primary();
     ownedBy(t, 'user_profile_id', 'user_profiles');

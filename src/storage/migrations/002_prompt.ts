@@ -23,33 +23,29 @@ export async function up(knex: Knex): Promise<void> {
     t.index(['last_activity_at']);
   });
   // Log tables order by a bigserial id: creation order survives clock ties.
-  await knex.schema.createTable('prompt_history', (t) => {
-    t.bigIncrements('id');
-    ownedBy(t, 'prompt_id', 'prompts');
+  const logTable = (name: string, columns: (t: Knex.CreateTableBuilder) => void) =>
+    knex.schema.createTable(name, (t) => {
+      t.bigIncrements('id');
+      ownedBy(t, 'prompt_id', 'prompts');
+      columns(t);
+      timestamps(t, knex);
+      t.index(['prompt_id', 'id']);
+    });
+  await logTable('prompt_history', (t) => {
     t.jsonb('request').notNullable().defaultTo('{}');
     t.jsonb('response').notNullable().defaultTo('{}');
     t.jsonb('messages').notNullable().defaultTo('[]');
-    timestamps(t, knex);
-    t.index(['prompt_id', 'id']);
   });
-  await knex.schema.createTable('prompt_tool_calls', (t) => {
-    t.bigIncrements('id');
-    ownedBy(t, 'prompt_id', 'prompts');
+  await logTable('prompt_tool_calls', (t) => {
     t.uuid('plugin_id').references('plugins.id').onDelete('SET NULL');
     t.text('function_name').notNullable();
     t.text('function_args').notNullable().defaultTo('');
     t.jsonb('request').notNullable().defaultTo('{}');
     t.jsonb('response').notNullable().defaultTo('{}');
-    timestamps(t, knex);
-    t.index(['prompt_id', 'id']);
   });
-  await knex.schema.createTable('prompt_plugin_usage', (t) => {
-    t.bigIncrements('id');
-    ownedBy(t, 'prompt_id', 'prompts');
+  await logTable('prompt_plugin_usage', (t) => {
     ownedBy(t, 'plugin_id', 'plugins');
     t.text('input_text').notNullable().defaultTo('');
-    timestamps(t, knex);
-    t.index(['prompt_id', 'id']);
   });
 }
 

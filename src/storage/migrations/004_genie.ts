@@ -2,6 +2,13 @@ import type { Knex } from 'knex';
 import { ownedBy, timestamps } from './columns.js';
 
 export async function up(knex: Knex): Promise<void> {
+  /** A table of a session's rows: the session's id first, then `columns`, keyed by (session_id, key). */
+  const perSession = (name: string, key: string, columns: (t: Knex.CreateTableBuilder) => void) =>
+    knex.schema.createTable(name, (t) => {
+      ownedBy(t, 'session_id', 'genie_sessions');
+      columns(t);
+      t.primary(['session_id', key]);
+    });
   // Registered versions are immutable: a session stored at any of them must stay upgradable.
   await knex.schema.createTable('genie_model_types', (t) => {
     ownedBy(t, 'account_id', 'accounts');
@@ -37,8 +44,7 @@ export async function up(knex: Knex): Promise<void> {
     t.index(['account_id', 'model_type', 'seq']);
   });
   // Every revision's snapshot. The dialogue is append-only, so a revision only records its length.
-  await knex.schema.createTable('genie_session_revisions', (t) => {
-    ownedBy(t, 'session_id', 'genie_sessions');
+  await perSession('genie_session_revisions', 'revision', (t) => {
     t.bigInteger('revision').notNullable();
     t.integer('schema_version').notNullable();
     t.text('state').notNullable();
@@ -47,27 +53,22 @@ export async function up(knex: Knex): Promise<void> {
     t.jsonb('fields').notNullable();
     t.integer('dialogue_length').notNullable();
     t.timestamp('created_at', { useTz: true }).notNullable();
-    t.primary(['session_id', 'revision']);
   });
-  await knex.schema.createTable('genie_dialogue', (t) => {
-    ownedBy(t, 'session_id', 'genie_sessions');
+  await perSession('genie_dialogue', 'seq', (t) => {
     t.integer('seq').notNullable();
     t.text('actor').notNullable();
     t.text('actor_text').notNullable();
     t.text('event').notNullable().defaultTo('');
     t.timestamp('timestamp', { useTz: true }).notNullable();
     t.bigInteger('revision').notNullable();
-    t.primary(['session_id', 'seq']);
   });
   // Large write-once values live apart from the session so reading a session never loads them.
-  await knex.schema.createTable('genie_secondary', (t) => {
-    ownedBy(t, 'session_id', 'genie_sessions');
+  await perSession('genie_secondary', 'key', (t) => {
     t.text('key').notNullable();
     t.binary('value').notNullable();
     t.integer('size_bytes').notNullable();
     t.bigInteger('revision').notNullable();
     t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
-    t.primary(['session_id', 'key']);
   });
   // Written in the same transaction as each change; WatchSession replays it after a revision.
   await knex.schema.createTable('session_events', (t) => {

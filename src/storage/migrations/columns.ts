@@ -13,12 +13,15 @@ export function ownedBy(t: Knex.CreateTableBuilder, column: string, table: strin
   t.uuid(column).notNullable().references(`${table}.id`).onDelete('CASCADE');
 }
 
-/** A name an account owns (LLM clients, plugins): unique within the account. */
-export function namedByAccount(t: Knex.CreateTableBuilder, knex: Knex): void {
+/**
+ * A name an account owns (user profiles, LLM clients, plugins): unique within the account, with a text beside
+ * it (`description`, or a profile's `email`).
+ */
+export function namedByAccount(t: Knex.CreateTableBuilder, knex: Knex, name = 'name', text = 'description'): void {
   t.uuid('id').primary();
   ownedBy(t, 'account_id', 'accounts');
-  t.text('name').notNullable();
-  t.text('description').notNullable().defaultTo('');
+  t.text(name).notNullable();
+  t.text(text).notNullable().defaultTo('');
   timestamps(t, knex);
-  t.unique(['account_id', 'name']);
+  t.unique(['account_id', name]);
 }
