@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ClientReadableStream, Metadata, ServiceError } from '@grpc/grpc-js';
-import { GenieServiceClient, type CreateSessionResponse } from '../src/gen/parley/genie/v1/genie.js';
+import { Actor, GenieServiceClient, type CreateSessionResponse } from '../src/gen/parley/genie/v1/genie.js';
 import { bearer, channelOptions, insecure, nowMs, sleep, summarize, type LoadCommand, type LoadReply } from './lib.js';
 
 type Genie = InstanceType<typeof GenieServiceClient>;
@@ -131,7 +131,7 @@ async function fanout(cmd: Extract<LoadCommand, { kind: 'fanout' }>, send: (r: L
       const next = revision + 1;
       sent.set(next, t0);
       try {
-        await unary(driver, 'sendEvent', { sessionId: session.id, event: ctx.event, actor: 'user', actorInput: `event ${k}`, expectedRevision: revision }, md);
+        await unary(driver, 'sendEvent', { sessionId: session.id, eventName: ctx.event, actor: Actor.ACTOR_USER, actorInput: `event ${k}`, expectedRevision: revision }, md);
         revision = next;
         if (t0 >= measuredFrom) sends++;
       } catch (err) {
