@@ -21,7 +21,7 @@ import { PrincipalCache } from './admin/cache.js';
 import { PromptCache } from './prompt/cache.js';
 import { PromptUseCases } from './prompt/service.js';
 import { PromptWatch } from './prompt/watch.js';
-import { Idempotency } from './storage/idempotency.js';
+import { KnexUnitOfWork } from './storage/unit-of-work.js';
 import { HealthMonitor } from './transport/health.js';
 import { GrpcServer } from './transport/server.js';
 import { bindService } from './transport/rpc.js';
@@ -62,7 +62,7 @@ export function promptUseCases(db: Db, store: FastStore, config: Config): Prompt
     store: prompts,
     directory: prompts,
     cache: new PromptCache(store.kv, config.promptCacheTtlMs),
-    idempotency: new Idempotency(db),
+    idempotency: new KnexUnitOfWork(db),
     bus: store.bus,
   });
 }
@@ -80,7 +80,7 @@ export function limitsConfig(config: Config): LimitsConfig {
 
 /** Genie's use cases over opened storage (not subscribed to the bus; startApp starts them). */
 export function genieUseCases(db: Db, store: FastStore, cache = new GenieCache(store.kv, store.bus)): GenieUseCases {
-  return new GenieUseCases({ types: new KnexModelTypeStore(db), sessions: new KnexSessionStore(db), cache, uow: new Idempotency(db), bus: store.bus });
+  return new GenieUseCases({ types: new KnexModelTypeStore(db), sessions: new KnexSessionStore(db), cache, uow: new KnexUnitOfWork(db), bus: store.bus });
 }
 
 /** Retention over opened storage; the server's admin RPC and `parley purge` both build it here. */
@@ -94,7 +94,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   await migrate(db);
 
   const prompts = promptUseCases(db, store, config);
-  const admin = new AdminUseCases(new KnexAdminStore(db), new Idempotency(db), new PrincipalCache(store.kv, store.bus), {
+  const admin = new AdminUseCases(new KnexAdminStore(db), new KnexUnitOfWork(db), new PrincipalCache(store.kv, store.bus), {
     // A deleted user profile, LLM client or account takes its prompts with it (foreign keys).
     onPromptsDeleted: (gone) => prompts.forgetDeleted(gone),
   });

@@ -22,15 +22,3 @@ export function encodeJson<T>(codec: Codec<T>, value: T): string {
 export function decodeJson<T>(codec: Codec<T>, text: string): T {
   return codec.decode(JSON.parse(text));
 }
-
-/** A codec for flat objects whose listed fields are Dates (JSON would turn them into strings). */
-export function jsonCodec<T>(dateFields: readonly string[] = []): Codec<T> {
-  return {
-    encode: (v) => v,
-    decode: (json) => {
-      const o = { ...(json as Record<string, unknown>) };
-      for (const f of dateFields) if (typeof o[f] === 'string') o[f] = new Date(o[f] as string);
-      return o as T;
-    },
-  };
-}

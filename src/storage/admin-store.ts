@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { isForeignKeyViolation, isUniqueViolation, type Db } from './db.js';
 import { asDate, asDateOrUndefined } from './rows.js';
-import { Idempotency } from './idempotency.js';
+import { KnexUnitOfWork } from './unit-of-work.js';
 import { knexOf } from './knex-tx.js';
 import type { Tx } from '../ports/unit-of-work.js';
 import { ConstraintViolation } from '../ports/constraint-violation.js';
@@ -148,7 +148,7 @@ export class KnexAdminStore implements AdminStore {
     await q(table).where({ id }).del();
     // Stored replies about the resource and the prompts that went with it must not be replayable.
     const subjects = [id, ...prompts.map((p) => p.id)];
-    for (let i = 0; i < subjects.length; i += 1000) await Idempotency.forgetSubjects(q, subjects.slice(i, i + 1000));
+    for (let i = 0; i < subjects.length; i += 1000) await KnexUnitOfWork.forgetSubjects(q, subjects.slice(i, i + 1000));
     // An account's callers are gone: so are their request ids (scoped `account:<id>`, see PromptService).
     if (table === 'accounts') await q('request_ids').where({ scope: `account:${id}` }).del();
     return { secretHashes, prompts };

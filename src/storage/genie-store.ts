@@ -21,7 +21,7 @@ import {
   type WriteResult,
 } from '../genie/store.js';
 import type { Db } from './db.js';
-import { Idempotency } from './idempotency.js';
+import { KnexUnitOfWork } from './unit-of-work.js';
 import { knexOf } from './knex-tx.js';
 import { insertEvents, jsonb } from './genie-event-log.js';
 
@@ -269,7 +269,7 @@ export class KnexSessionStore implements SessionStore {
     await trx('genie_dialogue').where({ session_id: id }).delete();
     await trx('genie_session_revisions').where({ session_id: id }).delete();
     // Stored answers of idempotent writes repeat the session's content (fields, actor_input): they go too.
-    await Idempotency.forgetSubjects(tx, [id]);
+    await KnexUnitOfWork.forgetSubjects(tx, [id]);
     await trx('genie_sessions')
       .where({ id })
       .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, expire_time: null, revision, updated_at: now, deleted_at: now });

@@ -30,7 +30,7 @@ import {
   type ToolCallRow,
 } from '../prompt/store.js';
 import type { Db } from './db.js';
-import { Idempotency } from './idempotency.js';
+import { KnexUnitOfWork } from './unit-of-work.js';
 import { knexOf, txOf } from './knex-tx.js';
 import { asJson } from './rows.js';
 
@@ -214,7 +214,7 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
   /** Its logs go with it (ON DELETE CASCADE), and so do stored results that repeat them. */
   async delete(id: string, tx: Tx): Promise<void> {
     await knexOf(tx)('prompts').where({ id }).del();
-    await Idempotency.forgetSubjects(tx, [id]);
+    await KnexUnitOfWork.forgetSubjects(tx, [id]);
   }
 
   async bumpRevision(accountId: string, promptId: string, tx: Tx): Promise<number | undefined> {
@@ -323,7 +323,7 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
       const toolCalls = (await trx('prompt_tool_calls').whereIn('prompt_id', ids).del(['id'])).length;
       const pluginUsage = (await trx('prompt_plugin_usage').whereIn('prompt_id', ids).del(['id'])).length;
       await trx('prompts').whereIn('id', ids).del();
-      await Idempotency.forgetSubjects(trx, ids);
+      await KnexUnitOfWork.forgetSubjects(trx, ids);
       return { prompts, history, toolCalls, pluginUsage };
     });
   }

@@ -7,7 +7,7 @@ import { CLOSE_DEADLINE_MS } from '../../src/app.js';
 import { REVOCATION_BOUND_MS } from '../../src/admin/cache.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
 import { hotKey } from '../../src/genie/cache.js';
-import { Idempotency } from '../../src/storage/idempotency.js';
+import { KnexUnitOfWork } from '../../src/storage/unit-of-work.js';
 import type { KvStore } from '../../src/ports/kv.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { createScratchDatabase, env, realPostgresUrl, uniqueName } from '../helpers/backends.js';
@@ -283,7 +283,7 @@ withPg(`Postgres gone right after a genie write commits: the write still answers
   await g.append(w.sessionId, 'user', 'first words');
   // Every write's transaction commits (a genie write runs in the transaction that claims its request id), then
   // Postgres goes away before the call answers.
-  const proto = Idempotency.prototype as unknown as Record<'run', (...a: unknown[]) => Promise<unknown>>;
+  const proto = KnexUnitOfWork.prototype as unknown as Record<'run', (...a: unknown[]) => Promise<unknown>>;
   const original = proto.run;
   proto.run = async function (this: unknown, ...a: unknown[]) {
     const r = await original.apply(this, a);

@@ -2,8 +2,9 @@ import { openDb, migrate, type Db } from '../../src/storage/db.js';
 import { isConstraintViolation } from '../../src/ports/constraint-violation.js';
 import { KnexAdminStore } from '../../src/storage/admin-store.js';
 import { KnexPromptStore } from '../../src/storage/prompt-store.js';
-import { Idempotency } from '../../src/storage/idempotency.js';
-import { jsonCodec } from '../../src/json-codec.js';
+import { KnexUnitOfWork } from '../../src/storage/unit-of-work.js';
+import { z } from 'zod';
+import { zodCodec } from '../../src/json-codec.js';
 import { randomUUID } from 'node:crypto';
 import { createScratchDatabase, realPostgresUrl, testWhen } from '../helpers/backends.js';
 
@@ -42,15 +43,15 @@ for (const impl of implementations) {
     const { db, drop } = await impl.open();
     try {
       await migrate(db);
-      const ids = new Idempotency(db);
+      const ids = new KnexUnitOfWork(db);
       let runs = 0;
       const work = async () => ({ n: ++runs });
       for (let round = 0; round < 10; round++) {
         const key = { scope: 'account:a', method: 'M', requestId: randomUUID(), fingerprint: 'f' };
-        const results = await Promise.all(Array.from({ length: 8 }, () => ids.run(key, jsonCodec<{ n: number }>(), work)));
+        const results = await Promise.all(Array.from({ length: 8 }, () => ids.run(key, zodCodec(z.object({ n: z.number() })), work)));
         t.is(new Set(results.map((r) => r.value.n)).size, 1, 'every racer gets the one result');
         t.is(results.filter((r) => !r.replayed).length, 1, 'one racer ran the work');
-        const other = await t.throwsAsync(ids.run({ ...key, method: 'N' }, jsonCodec<{ n: number }>(), work));
+        const other = await t.throwsAsync(ids.run({ ...key, method: 'N' }, zodCodec(z.object({ n: z.number() })), work));
         t.regex(other!.message, /another RPC/);
       }
       t.is(runs, 10);

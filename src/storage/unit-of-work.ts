@@ -13,7 +13,7 @@ export const REQUEST_ID_WINDOW_MS = 24 * 60 * 60 * 1000;
  * write twice. A concurrent duplicate blocks on the claim until the first commits, then replays it.
  * Failures are not remembered: the transaction rolls back with the claim, so a retry runs again.
  */
-export class Idempotency implements UnitOfWork {
+export class KnexUnitOfWork implements UnitOfWork {
   constructor(
     private readonly db: Db,
     private readonly opts: { windowMs?: number; now?: () => Date } = {},
@@ -28,18 +28,8 @@ export class Idempotency implements UnitOfWork {
    * resource whose content the result repeats, so forgetSubjects can drop it when that resource goes.
    */
   async run<T>(key: RequestKey, codec: Codec<T>, work: (tx: Tx) => Promise<T>, subjectOf?: (value: T) => string): Promise<{ value: T; replayed: boolean }> {
-    return this.runKnex(key, codec, (trx) => work(txOf(trx)), subjectOf);
-  }
-
-  /** `run` for callers that still hold Knex transactions (being moved to `run` with Tx). */
-  async runKnex<T>(
-    key: RequestKey,
-    codec: Codec<T>,
-    work: (trx: Knex.Transaction) => Promise<T>,
-    subjectOf?: (value: T) => string,
-  ): Promise<{ value: T; replayed: boolean }> {
     return this.db.transaction(async (trx) => {
-      if (!key.requestId) return { value: await work(trx), replayed: false };
+      if (!key.requestId) return { value: await work(txOf(trx)), replayed: false };
       // One claim per (caller, request id), whatever the RPC: an id names one request of its caller.
       const where = { scope: key.scope, request_id: key.requestId };
       const now = this.now();
@@ -59,7 +49,7 @@ export class Idempotency implements UnitOfWork {
         }
         return { value: codec.decode(first.response), replayed: true };
       }
-      const value = await work(trx);
+      const value = await work(txOf(trx));
       await trx('request_ids').where(where).update({ response: JSON.stringify(codec.encode(value) ?? null), subject: subjectOf?.(value) ?? null });
       return { value, replayed: false };
     });
