@@ -49,15 +49,13 @@ export function cursorOf<S extends z.ZodType>(schema: S): (c: unknown) => c is z
   return (c: unknown): c is z.infer<S> => schema.safeParse(c).success;
 }
 
-// Node 20 has String.prototype.isWellFormed; the TypeScript lib this project targets does not declare it yet.
-const isWellFormed = (s: string): boolean => (s as unknown as { isWellFormed(): boolean }).isWellFormed();
 
 /** A string a cursor may carry to a query: well-formed, no NUL, short. */
 export const cursorString = (max = MAX_CURSOR_STRING) =>
   z
     .string()
     .max(max)
-    .refine((s) => isWellFormed(s) && !s.includes('\u0000'));
+    .refine((s) => s.isWellFormed() && !s.includes('\u0000'));
 
 /** An integer a cursor may carry: safe, within [min, max] (a Postgres integer column: max 2^31 - 1). */
 export const cursorInt = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);

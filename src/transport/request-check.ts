@@ -54,8 +54,6 @@ configureTextEncoding({
 const TIME_MIN_MS = new Date('0001-01-01T00:00:00Z').getTime();
 const TIME_MAX_MS = new Date('9999-12-31T23:59:59.999Z').getTime();
 
-// Node 20 has String.prototype.isWellFormed; the TypeScript lib this project targets does not declare it yet.
-const isWellFormed = (s: string): boolean => (s as unknown as { isWellFormed(): boolean }).isWellFormed();
 
 /** A user key as a field-path segment: as is when plain, else quoted and shortened. */
 const segment = (key: string): string => (/^[\w$@:-]{1,64}$/.test(key) ? key : quote(key, 40));
@@ -157,7 +155,7 @@ class Checker {
 
   private text(value: unknown, path: string): void {
     if (typeof value !== 'string') return;
-    if (!isWellFormed(value)) this.add(path, 'must be valid UTF-8');
+    if (!value.isWellFormed()) this.add(path, 'must be valid UTF-8');
     else if (value.includes('\u0000')) this.add(path, 'must not contain NUL characters');
   }
 
