@@ -37,7 +37,7 @@ import { parseInput } from '../validate.js';
 import { mapKey } from '../field-path.js';
 import { pageSizeOf } from '../paging.js';
 import { callerOf } from './authenticate.js';
-import { bytesOfAtMost, FIELD_TOO_LARGE, jsonOfAtMost, optionalString, structOfAtMost, textOfAtMost, uuid, type RequestSchema } from './zod-fields.js';
+import { bytesOfAtMost, jsonOfAtMost, jsonSizeIssue, optionalString, structOfAtMost, textOfAtMost, uuid, type RequestSchema } from './zod-fields.js';
 import type { ServiceHandlers } from './rpc.js';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -240,11 +240,8 @@ const registerModelType = z
       sessionTtlSeconds: m.sessionTtl,
     };
     // A whole version is read back by GetModelType and ListModelTypes: it must stay well under 4 MiB.
-    const typeBytes = Buffer.byteLength(JSON.stringify(def));
-    if (typeBytes > MAX_MODEL_TYPE_BYTES) {
-      const message = `is ${typeBytes} bytes as JSON; at most ${MAX_MODEL_TYPE_BYTES} are allowed`;
-      ctx.issues.push({ code: 'custom', input: m, path: ['modelType'], message, params: { reason: FIELD_TOO_LARGE } });
-    }
+    const tooLarge = jsonSizeIssue(def, MAX_MODEL_TYPE_BYTES);
+    if (tooLarge) ctx.issues.push({ ...tooLarge, path: ['modelType'] });
     return { def, requestId: rid };
   }) satisfies RequestSchema<RegisterModelTypeRequest>;
 

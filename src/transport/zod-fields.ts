@@ -57,17 +57,20 @@ export function bytesOfAtMost(max: number) {
   });
 }
 
-/** Why a JSON value (a Struct, a google.protobuf.Value) is too large as JSON, or undefined when it fits. */
-function jsonTooLarge(value: unknown, maxBytes: number): string | undefined {
+/**
+ * The FIELD_TOO_LARGE issue for a JSON value (a Struct, a google.protobuf.Value, a whole resource) past
+ * `maxBytes` as JSON, or undefined when it fits. For checks of values a schema builds (put a `path` on it).
+ */
+export function jsonSizeIssue(value: unknown, maxBytes: number): z.core.$ZodRawIssue | undefined {
   const bytes = Buffer.byteLength(JSON.stringify(value ?? null));
-  return bytes > maxBytes ? `is ${bytes} bytes as JSON; at most ${maxBytes} are allowed` : undefined;
+  return bytes > maxBytes ? tooLarge(value, `is ${bytes} bytes as JSON; at most ${maxBytes} are allowed`, maxBytes) : undefined;
 }
 
 /** A JSON value (google.protobuf.Value) of at most `maxBytes` as JSON, FIELD_TOO_LARGE past it. */
 export function jsonOfAtMost(maxBytes: number) {
   return z.unknown().check((ctx) => {
-    const why = jsonTooLarge(ctx.value, maxBytes);
-    if (why) ctx.issues.push(tooLarge(ctx.value, why, maxBytes));
+    const issue = jsonSizeIssue(ctx.value, maxBytes);
+    if (issue) ctx.issues.push(issue);
   });
 }
 
@@ -94,8 +97,8 @@ function longKey(value: unknown, max: number): string | undefined {
  */
 export function structOfAtMost(maxBytes: number, maxKeyChars: number) {
   return z.record(z.string(), z.unknown()).check((ctx) => {
-    const why = jsonTooLarge(ctx.value, maxBytes);
-    if (why) return void ctx.issues.push(tooLarge(ctx.value, why, maxBytes));
+    const issue = jsonSizeIssue(ctx.value, maxBytes);
+    if (issue) return void ctx.issues.push(issue);
     const k = longKey(ctx.value, maxKeyChars);
     if (k !== undefined) ctx.issues.push(tooLarge(ctx.value, `has a key of ${k.length} characters (${quote(k, 40)}); keys are at most ${maxKeyChars}`));
   });

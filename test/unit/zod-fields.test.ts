@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { AppError } from '../../src/errors.js';
 import { fieldPath, mapKey } from '../../src/field-path.js';
 import { parseInput } from '../../src/validate.js';
-import { bytesOfAtMost, jsonOfAtMost, structOfAtMost, textOfAtMost } from '../../src/transport/zod-fields.js';
+import { bytesOfAtMost, jsonOfAtMost, jsonSizeIssue, structOfAtMost, textOfAtMost } from '../../src/transport/zod-fields.js';
 
 /** The error parseInput throws for `value` in field `f` of a request checked by `schema`. */
 const refusal = (t: ExecutionContext, schema: z.ZodType, value: unknown) =>
@@ -35,6 +35,20 @@ test('jsonOfAtMost measures any JSON value as JSON', (t) => {
   t.deepEqual(parseInput(jsonOfAtMost(4), [1]), [1]);
   const e = refusal(t, jsonOfAtMost(4), 'abcd');
   t.deepEqual(e.violations, [{ field: 'f', description: 'is 6 bytes as JSON; at most 4 are allowed' }]);
+  t.deepEqual(Object.fromEntries(e.metadata), { max_bytes: '4' });
+});
+
+test('jsonSizeIssue refuses a value a schema builds, at the path it is given', (t) => {
+  t.is(jsonSizeIssue({ a: 1 }, 7), undefined);
+  const schema = z.object({ name: z.string() }).transform((r, ctx) => {
+    const issue = jsonSizeIssue({ built: r.name }, 12);
+    if (issue) ctx.issues.push({ ...issue, path: ['name'] });
+    return r.name;
+  });
+  t.is(parseInput(schema, { name: '' }), '');
+  const e = t.throws(() => parseInput(schema, { name: 'long' }), { instanceOf: AppError });
+  t.is(e.reason, 'FIELD_TOO_LARGE');
+  t.deepEqual(e.violations, [{ field: 'name', description: 'is 16 bytes as JSON; at most 12 are allowed' }]);
 });
 
 test('structOfAtMost refuses a struct too large as JSON or with a key too long at any depth', (t) => {
