@@ -3,7 +3,6 @@ import type { Principal } from '../principal.js';
 import { AppError, clip, invalidArgument, notFound, publicMessage } from '../errors.js';
 import { fingerprintOf } from '../fingerprint.js';
 import { decodeJson } from '../json-codec.js';
-import { snakeCase } from '../field-path.js';
 import type { Bus } from '../ports/bus.js';
 import { runFeed, type FeedItem, type FeedOptions } from '../streaming/feed.js';
 import type { GenieCache } from './cache.js';
@@ -21,16 +20,25 @@ export type LiveUpdate =
   | { revision: number; caughtUp: true }
   | { revision: 0; ephemeral: EphemeralEvent };
 
-/** One StreamUtterance message, validated by transport. Empty strings and undefined mean "not repeated". */
-export interface UtteranceChunk {
+/**
+ * The first message of a StreamUtterance, parsed by transport: it names the session and the speaker, and
+ * what the utterance is (empty strings and undefined mean "not set").
+ */
+export interface UtteranceStart {
   sessionId: string;
-  actor: Actor | undefined;
+  actor: Actor;
   eventName: string;
   utteranceId: string;
   text: string;
   expectedRevision: number | undefined;
   lastChunk: boolean;
   requestId: string;
+}
+
+/** A later message, parsed by transport against the first: more text, and whether it is the last. */
+export interface UtterancePart {
+  text: string;
+  lastChunk: boolean;
 }
 
 /** A committed utterance: what changed, never its text. */
@@ -101,35 +109,26 @@ export class GenieWatch {
    * message after the last chunk fails with MESSAGE_AFTER_LAST_CHUNK; the commit stays. With a request id,
    * a repeat of an utterance already committed returns the first commit (its own deltas are aborted).
    */
-  async streamUtterance(caller: Principal, chunks: AsyncIterable<UtteranceChunk>, signal: AbortSignal): Promise<UtteranceCommit> {
-    let first: (UtteranceChunk & { actor: Actor; clientUtteranceId: string }) | undefined;
+  async streamUtterance(caller: Principal, start: UtteranceStart, rest: AsyncIterable<UtterancePart>, signal: AbortSignal): Promise<UtteranceCommit> {
+    const first = await this.begin(caller, start);
+    const chunks = (async function* () {
+      yield start;
+      yield* rest;
+    })();
     let text = '';
     let index = 0;
     let committed: UtteranceCommit | undefined;
-    const abort = async (reason: string) => {
-      if (first) await this.cache.publishEphemeral(first.sessionId, utteranceAborted(first.utteranceId, clip(reason, 1000)));
-    };
+    const abort = (reason: string) => this.cache.publishEphemeral(first.sessionId, utteranceAborted(first.utteranceId, clip(reason, 1000)));
     try {
       for await (const chunk of chunks) {
         // Transport refuses a message after last_chunk before counting it; this is the domain's own guard.
         if (committed) throw messageAfterLastChunk(committed.revision);
-        if (!first) {
-          first = await this.begin(caller, chunk);
-        } else {
-          for (const k of ['sessionId', 'actor', 'eventName', 'utteranceId', 'requestId', 'expectedRevision'] as const) {
-            const v = chunk[k];
-            if (v !== undefined && v !== '' && v !== first[k]) {
-              throw invalidArgument(snakeCase(k), `must be unset or ${JSON.stringify(first[k])} after the first message`);
-            }
-          }
-        }
         if (chunk.text) {
           text += chunk.text;
           await this.cache.publishEphemeral(first.sessionId, utteranceDelta({ utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: chunk.text }));
         }
         if (chunk.lastChunk) committed = await this.commit(caller, first, text);
       }
-      if (!first) throw invalidArgument('session_id', 'the stream ended before its first message');
       if (committed) return committed;
       // A cancelling grpc client may flush END_STREAM just before its RST_STREAM, so end-of-input can come
       // a moment before the cancellation. Give the cancellation that moment: a vanished worker's half
@@ -151,7 +150,7 @@ export class GenieWatch {
   }
 
   /** Commits the utterance (at most once per request id); a repeat aborts this stream's deltas. */
-  private async commit(caller: Principal, first: UtteranceChunk & { actor: Actor; clientUtteranceId: string }, text: string): Promise<UtteranceCommit> {
+  private async commit(caller: Principal, first: Utterance, text: string): Promise<UtteranceCommit> {
     const requestId = first.requestId || undefined;
     const fingerprint = requestId
       ? fingerprintOf({
@@ -176,16 +175,17 @@ export class GenieWatch {
     return { utteranceId: first.utteranceId, revision: s.revision, dialogueIndex: s.dialogueLength, state: s.state, updateTime: s.updatedAt };
   }
 
-  private async begin(caller: Principal, chunk: UtteranceChunk): Promise<UtteranceChunk & { actor: Actor; clientUtteranceId: string }> {
-    if (!chunk.sessionId) throw invalidArgument('session_id', 'is required in the first message');
-    if (!chunk.actor) throw invalidArgument('actor', 'is required in the first message: must be one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM');
+  private async begin(caller: Principal, chunk: UtteranceStart): Promise<Utterance> {
     const head = await this.log.head(chunk.sessionId);
     if (!head || head.accountId !== caller.accountId || head.deleted) throw notFound`session ${chunk.sessionId}`;
     // With a request id, the generated utterance id is that id, so a retry answers with the first one's.
     const utteranceId = chunk.utteranceId || chunk.requestId || randomUUID();
-    return { ...chunk, actor: chunk.actor, clientUtteranceId: chunk.utteranceId, utteranceId };
+    return { ...chunk, clientUtteranceId: chunk.utteranceId, utteranceId };
   }
 }
+
+/** An utterance under way: its first message, with the utterance id it goes out under. */
+type Utterance = UtteranceStart & { clientUtteranceId: string };
 
 /** How long end-of-input waits for a cancellation that may be right behind it. */
 const CANCEL_GRACE_MS = 100;

@@ -14,15 +14,31 @@ import {
   type ModelType,
   type SecondaryEntry,
   type UpgradeStep,
+  type AppendDialogueRequest,
+  type CreateSessionRequest,
+  type DeleteSessionRequest,
+  type ForkSessionRequest,
+  type FormatDialogueRequest,
+  type GetModelTypeRequest,
+  type GetSecondaryRequest,
+  type GetSessionRequest,
+  type ListDialogueRequest,
+  type ListModelTypesRequest,
+  type ListSecondaryKeysRequest,
+  type ListSessionsRequest,
+  type PutSecondaryRequest,
+  type RegisterModelTypeRequest,
+  type SendEventRequest,
+  type UpdateSessionRequest,
 } from '../gen/parley/genie/v1/genie.js';
 import type { Duration } from '../gen/google/protobuf/duration.js';
-import { AppError, fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
+import { quote } from '../errors.js';
 import { parseInput } from '../validate.js';
-import { fieldPath } from '../field-path.js';
+import { mapKey } from '../field-path.js';
 import { pageSizeOf } from '../paging.js';
 import { callerOf } from './authenticate.js';
-import { optionalString, uuid } from './zod-fields.js';
-import { unary, type ServiceHandlers } from './rpc.js';
+import { bytesOfAtMost, jsonOfAtMost, jsonSizeIssue, optionalString, structOfAtMost, textOfAtMost, uuid, type RequestSchema } from './zod-fields.js';
+import type { ServiceHandlers } from './rpc.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Domain → proto
@@ -105,7 +121,11 @@ export const toModelType = (m: ModelTypeRow): ModelType => ({
 const toEntry = (m: SecondaryMeta): SecondaryEntry => ({ key: m.key, sizeBytes: m.sizeBytes, revision: m.revision, createTime: m.createdAt });
 
 // ---------------------------------------------------------------------------------------------------------
-// Request validation
+// Request validation: one schema per request, each size limit first (FIELD_TOO_LARGE naming the field).
+
+const MAX_KEY_CHARS = 256;
+/** A registered model type version as JSON (schema, machine, upgrades). */
+const MAX_MODEL_TYPE_BYTES = 1024 * 1024;
 
 const sessionId = uuid;
 /** `optional int64`: unset is undefined; a set value names a real revision (1 or more). */
@@ -114,10 +134,22 @@ const expectedRevision = z.number().int().min(1, 'must be 1 or more (leave it un
 /** AIP-155: optional; a UUID when set. */
 const requestId = optionalString.pipe(z.string().uuid('must be a UUID').optional());
 const pageSize = z.number().int().nonnegative('must not be negative').transform(pageSizeOf);
-const jsonObject = z.record(z.string(), z.unknown());
-const fields = jsonObject.optional().transform((f) => f ?? {});
+const userFields = structOfAtMost(MAX_FIELDS_BYTES, MAX_KEY_CHARS);
+const utterance = textOfAtMost(MAX_TEXT_BYTES, 'bytes');
 /** An Actor enum value that names a speaker; ACTOR_UNSPECIFIED and unknown numbers are refused. */
-export const actor = z.number().refine((a) => actorNames.has(a), ACTOR_VALUES).transform((a) => actorNames.get(a) as DomainActor);
+export const actor = z.number().transform((a, ctx): DomainActor => {
+  const name = actorNames.get(a);
+  if (name) return name;
+  ctx.issues.push({ code: 'custom', input: a, message: ACTOR_VALUES });
+  return z.NEVER;
+});
+/** A transition's actor: ACTOR_UNSPECIFIED ('') lets SendEvent name the speaker. */
+const transitionActor = z.number().transform((a, ctx): DomainActor | '' => {
+  const name = a === Actor.ACTOR_UNSPECIFIED ? '' : actorNames.get(a);
+  if (name !== undefined) return name;
+  ctx.issues.push({ code: 'custom', input: a, message: 'must be ACTOR_UNSPECIFIED, ACTOR_USER, ACTOR_ASSISTANT or ACTOR_SYSTEM' });
+  return z.NEVER;
+});
 /** As `actor`, but ACTOR_UNSPECIFIED means "not named" (undefined). */
 export const optionalActor = z
   .number()
@@ -127,7 +159,7 @@ const secondaryKey = z
   .string()
   .min(1, 'is required')
   .max(256, 'must be at most 256 characters')
-  .refine((k) => !/[\u0000-\u001f\u007f]/.test(k), 'must not contain control characters');
+  .refine((k) => ![...k].some((c) => c <= '\u001f' || c === '\u007f'), 'must not contain control characters');
 /** Whole seconds from 0 to `maxSeconds`; unset is 0 (the default). */
 const duration = (maxSeconds: number, max: string) =>
   z
@@ -135,83 +167,151 @@ const duration = (maxSeconds: number, max: string) =>
     .optional()
     .transform((d) => d?.seconds ?? 0);
 
-const modelTypeShape = z.object({
-  modelType: z.object({
-    name: z.string().regex(MODEL_TYPE_NAME, 'must be 1–100 letters, digits, _ . or -, starting with a letter'),
-    schemaVersion: z.number().int().min(1, 'must be 1 or more'),
-    jsonSchema: jsonObject.optional(),
-    stateMachine: z.object(
+/** One upgrade step: exactly one of its oneof, named `model_type.upgrades[i]…` as AIP-193 does. */
+const upgradeStep = z
+  .object({
+    fromVersion: z.number(),
+    renameField: z.object({ oldName: z.string(), newName: z.string() }).optional(),
+    dropField: z.object({ name: z.string() }).optional(),
+    addField: z.object({ name: z.string(), defaultValue: jsonOfAtMost(MAX_FIELDS_BYTES) }).optional(),
+    mapStates: z.object({ mapping: z.record(z.string(), z.string()) }).optional(),
+  })
+  .transform((s, ctx): UpgradeStepDef => {
+    const { fromVersion, renameField, dropField, addField, mapStates } = s;
+    const refuse = (path: PropertyKey[], message: string) => {
+      ctx.issues.push({ code: 'custom', input: s, path, message });
+      return z.NEVER;
+    };
+    if ([renameField, dropField, addField, mapStates].filter((x) => x !== undefined).length !== 1) {
+      return refuse([], 'exactly one of rename_field, drop_field, add_field or map_states is required');
+    }
+    if (renameField) return { fromVersion, kind: 'rename_field', from: renameField.oldName, to: renameField.newName };
+    if (dropField) return { fromVersion, kind: 'drop_field', name: dropField.name };
+    if (addField) {
+      if (addField.defaultValue === undefined) return refuse(['addField', 'defaultValue'], 'is required (null_value for null)');
+      return { fromVersion, kind: 'add_field', name: addField.name, defaultValue: addField.defaultValue };
+    }
+    const mapping = mapStates?.mapping ?? {};
+    const bad = Object.keys(mapping).filter((from) => !STATE_OR_EVENT.test(from));
+    bad.forEach((from) => refuse(['mapStates', 'mapping', mapKey(from)], 'is not a valid state id'));
+    return bad.length ? z.NEVER : { fromVersion, kind: 'map_states', mapping: { ...mapping } };
+  });
+
+const registerModelType = z
+  .object({
+    modelType: z.object(
       {
-        states: z.array(z.string()).max(1000, 'must have at most 1000 states'),
-        initialState: z.string(),
-        transitions: z
-          .array(
-            z.object({
-              fromState: z.string(),
-              eventName: z.string(),
-              toState: z.string(),
-              // An unknown value is reported by modelTypeViolations with the other state-machine problems.
-              actor: z.number().transform((a) => (actorNames.get(a) ?? (a === Actor.ACTOR_UNSPECIFIED ? '' : `#${a}`)) as DomainActor | ''),
-            }),
-          )
-          .max(1000, 'must have at most 1000 transitions'),
+        name: z.string().regex(MODEL_TYPE_NAME, 'must be 1–100 letters, digits, _ . or -, starting with a letter'),
+        schemaVersion: z.number().int().min(1, 'must be 1 or more'),
+        jsonSchema: z.record(z.string(), z.unknown()).optional(),
+        stateMachine: z.object(
+          {
+            states: z.array(z.string()).max(1000, 'must have at most 1000 states'),
+            initialState: z.string(),
+            transitions: z
+              .array(
+                z.object({
+                  fromState: z.string(),
+                  eventName: z.string(),
+                  toState: z.string(),
+                  actor: transitionActor,
+                }),
+              )
+              .max(1000, 'must have at most 1000 transitions'),
+          },
+          { error: 'is required' },
+        ),
+        upgrades: z.array(upgradeStep).max(100, 'must have at most 100 steps'),
+        cacheTtl: duration(30 * 86_400, '30 days'),
+        sessionTtl: duration(3650 * 86_400, '3650 days'),
       },
       { error: 'is required' },
     ),
-    upgrades: z.array(z.unknown()).max(100, 'must have at most 100 steps'),
-    cacheTtl: duration(30 * 86_400, '30 days'),
-    sessionTtl: duration(3650 * 86_400, '3650 days'),
-  }, { error: 'is required' }),
-  requestId,
-});
+    requestId,
+  })
+  .transform(({ modelType: m, requestId: rid }, ctx) => {
+    const def: ModelTypeDef = {
+      name: m.name,
+      schemaVersion: m.schemaVersion,
+      jsonSchema: m.jsonSchema,
+      stateMachine: withTransitions(m.stateMachine, (t) => ({ fromState: t.fromState, event: t.eventName, toState: t.toState, actor: t.actor })),
+      upgrades: m.upgrades,
+      cacheTtlSeconds: m.cacheTtl,
+      sessionTtlSeconds: m.sessionTtl,
+    };
+    // A whole version is read back by GetModelType and ListModelTypes: it must stay well under 4 MiB.
+    const tooLarge = jsonSizeIssue(def, MAX_MODEL_TYPE_BYTES);
+    if (tooLarge) ctx.issues.push({ ...tooLarge, path: ['modelType'] });
+    return { def, requestId: rid };
+  }) satisfies RequestSchema<RegisterModelTypeRequest>;
 
-/** The oneof of each step, checked by hand so violations name `model_type.upgrades[i]…` as AIP-193 does. */
-function upgradeSteps(raw: unknown[]): UpgradeStepDef[] {
-  const violations: FieldViolation[] = [];
-  const steps: UpgradeStepDef[] = [];
-  raw.forEach((r, i) => {
-    const s = r as UpgradeStep;
-    const at = (...rest: string[]) => fieldPath(['upgrades', i, ...rest], 'model_type');
-    const set = [s.renameField, s.dropField, s.addField, s.mapStates].filter((x) => x !== undefined).length;
-    if (set !== 1) {
-      violations.push({ field: at(), description: 'exactly one of rename_field, drop_field, add_field or map_states is required' });
-      return;
-    }
-    const fromVersion = s.fromVersion;
-    if (s.renameField) steps.push({ fromVersion, kind: 'rename_field', from: s.renameField.oldName, to: s.renameField.newName });
-    else if (s.dropField) steps.push({ fromVersion, kind: 'drop_field', name: s.dropField.name });
-    else if (s.addField) {
-      if (s.addField.defaultValue === undefined) {
-        violations.push({ field: at('add_field', 'default_value'), description: 'is required (null_value for null)' });
-      }
-      steps.push({ fromVersion, kind: 'add_field', name: s.addField.name, defaultValue: s.addField.defaultValue ?? null });
-    } else if (s.mapStates) {
-      for (const from of Object.keys(s.mapStates.mapping)) {
-        if (!STATE_OR_EVENT.test(from)) violations.push({ field: `${at('map_states', 'mapping')}[${quote(from, 40)}]`, description: 'is not a valid state id' });
-      }
-      steps.push({ fromVersion, kind: 'map_states', mapping: { ...s.mapStates.mapping } });
-    }
-  });
-  if (violations.length) throw invalidArgument(violations);
-  return steps;
-}
-
-const getModelType = z.object({ name: z.string().min(1, 'is required'), schemaVersion: z.number().int().min(1, 'must be 1 or more (leave it unset for the latest)').optional() });
-const listModelTypes = z.object({ name: optionalString, pageSize, pageToken: optionalString });
+const getModelType = z.object({
+  name: z.string().min(1, 'is required'),
+  schemaVersion: z.number().int().min(1, 'must be 1 or more (leave it unset for the latest)').optional(),
+}) satisfies RequestSchema<GetModelTypeRequest>;
+const listModelTypes = z.object({ name: optionalString, pageSize, pageToken: optionalString }) satisfies RequestSchema<ListModelTypesRequest>;
 // A time already past is allowed: the session is then deleted by the next purge.
 const expireTime = z.date().optional();
-const createSession = z.object({ modelType: z.string().min(1, 'is required'), fields, expireTime, requestId });
-const getSession = z.object({ sessionId, revision: optionalRevision });
-const updateSession = z.object({
-  session: z.object({ sessionId, actor: z.number(), actorInput: z.string(), expireTime }, { error: 'is required' }),
-  updateMask: z.array(z.string()).optional(),
-  expectedRevision,
-  fieldsPatch: jsonObject.optional(),
+const createSession = z.object({
+  modelType: z.string().min(1, 'is required'),
+  fields: userFields.optional().transform((f) => f ?? {}),
+  expireTime,
   requestId,
-});
-const deleteSession = z.object({ sessionId, expectedRevision, requestId });
-const listSessions = z.object({ modelType: optionalString, state: optionalString, pageSize, pageToken: optionalString });
-const forkSession = z.object({ sessionId, revision: optionalRevision, requestId });
+}) satisfies RequestSchema<CreateSessionRequest>;
+const getSession = z.object({ sessionId, revision: optionalRevision }) satisfies RequestSchema<GetSessionRequest>;
+
+// UpdateSession's mask names the session's own fields; user fields change through fields_patch.
+const SESSION_PATHS: readonly SessionPath[] = ['actor', 'actor_input', 'expire_time'];
+const OUTPUT_ONLY_PATHS = new Set(['session_id', 'model_type', 'schema_version', 'state', 'dialogue', 'current_response', 'revision', 'create_time', 'update_time', 'forked_from_session_id', 'forked_from_revision', 'dialogue_length']);
+const isSessionPath = (p: string): p is SessionPath => (SESSION_PATHS as readonly string[]).includes(p);
+
+/** Why a mask path names nothing an update may set (undefined: it does, or it is `*`). */
+function maskPathProblem(p: string): string | undefined {
+  if (p === '*' || isSessionPath(p)) return undefined;
+  if (p === 'fields' || p.startsWith('fields.')) return 'names user fields: change them with fields_patch (a JSON Merge Patch, null deletes)';
+  if (OUTPUT_ONLY_PATHS.has(p)) return `names an output-only field (the state changes only through SendEvent); paths are ${SESSION_PATHS.join(', ')} or *`;
+  return `names no field of GenieSession that can be updated; paths are ${SESSION_PATHS.join(', ')} or *`;
+}
+
+const updateSession = z
+  .object({
+    session: z.object(
+      {
+        sessionId,
+        actor: z.number(),
+        actorInput: utterance,
+        expireTime,
+        fields: z.undefined({ error: 'is output only here: change user fields with fields_patch (a JSON Merge Patch, null deletes)' }),
+      },
+      { error: 'is required' },
+    ),
+    updateMask: z.array(z.string()).optional(),
+    expectedRevision,
+    fieldsPatch: userFields.optional(),
+    requestId,
+  })
+  .transform((r, ctx) => {
+    const { session: s, updateMask: mask } = r;
+    for (const p of mask ?? []) {
+      const why = maskPathProblem(p);
+      if (why) ctx.issues.push({ code: 'custom', input: mask, path: ['updateMask'], message: `path ${quote(p)} ${why}`, params: { reason: 'UPDATE_MASK_INVALID' } });
+    }
+    // The mask's paths (`*` is all of them), or with no mask the populated ones (AIP-134).
+    const set = { actor: s.actor !== 0, actor_input: s.actorInput !== '', expire_time: s.expireTime !== undefined };
+    const named = (p: string) => (p === '*' ? SESSION_PATHS : SESSION_PATHS.filter((x) => x === p));
+    const paths = mask?.length ? [...new Set(mask.flatMap(named))] : SESSION_PATHS.filter((p) => set[p]);
+    let actorValue: DomainActor | '' = '';
+    if (paths.includes('actor')) {
+      const speaker = actor.safeParse(s.actor);
+      if (speaker.success) actorValue = speaker.data;
+      else ctx.issues.push({ code: 'custom', input: s.actor, path: ['session', 'actor'], message: ACTOR_VALUES });
+    }
+    const values = { actor: actorValue, actorInput: s.actorInput, expireTime: s.expireTime };
+    return { sessionId: s.sessionId, update: { paths, values, fieldsPatch: r.fieldsPatch }, expectedRevision: r.expectedRevision, requestId: r.requestId };
+  }) satisfies RequestSchema<UpdateSessionRequest>;
+const deleteSession = z.object({ sessionId, expectedRevision, requestId }) satisfies RequestSchema<DeleteSessionRequest>;
+const listSessions = z.object({ modelType: optionalString, state: optionalString, pageSize, pageToken: optionalString }) satisfies RequestSchema<ListSessionsRequest>;
+const forkSession = z.object({ sessionId, revision: optionalRevision, requestId }) satisfies RequestSchema<ForkSessionRequest>;
 /**
  * An event name as a transition names it. Every RPC that takes one (SendEvent, Chat's send_event, a
  * StreamUtterance that ends with an event) checks it the same way, so a name no transition can carry is
@@ -219,181 +319,80 @@ const forkSession = z.object({ sessionId, revision: optionalRevision, requestId 
  */
 export const eventName = z.string().regex(STATE_OR_EVENT, 'must be 1–100 letters, digits, _ . : or -');
 
-const sendEvent = z.object({ sessionId, eventName, actor: optionalActor, actorInput: z.string(), expectedRevision, requestId });
-const appendDialogue = z.object({ sessionId, actor, actorText: z.string(), expectedRevision, requestId });
-const listDialogue = z.object({ sessionId, revision: optionalRevision, pageSize, pageToken: optionalString });
-const formats: Partial<Record<number, DialogueFormatName>> = {
-  [DialogueFormat.DIALOGUE_FORMAT_CHAT]: 'CHAT',
-  [DialogueFormat.DIALOGUE_FORMAT_YAML]: 'YAML',
-  [DialogueFormat.DIALOGUE_FORMAT_JSON]: 'JSON',
-  [DialogueFormat.DIALOGUE_FORMAT_PYTHON_REPR]: 'PYTHON_REPR',
-};
+const sendEvent = z
+  .object({ sessionId, eventName, actor: optionalActor, actorInput: utterance, expectedRevision, requestId })
+  .transform(({ eventName: event, ...r }) => ({ ...r, event })) satisfies RequestSchema<SendEventRequest>;
+const appendDialogue = z.object({ sessionId, actor, actorText: utterance, expectedRevision, requestId }) satisfies RequestSchema<AppendDialogueRequest>;
+const listDialogue = z.object({ sessionId, revision: optionalRevision, pageSize, pageToken: optionalString }) satisfies RequestSchema<ListDialogueRequest>;
+const formats = new Map<number, DialogueFormatName>([
+  [DialogueFormat.DIALOGUE_FORMAT_CHAT, 'CHAT'],
+  [DialogueFormat.DIALOGUE_FORMAT_YAML, 'YAML'],
+  [DialogueFormat.DIALOGUE_FORMAT_JSON, 'JSON'],
+  [DialogueFormat.DIALOGUE_FORMAT_PYTHON_REPR, 'PYTHON_REPR'],
+]);
 const formatDialogue = z.object({
   sessionId,
-  format: z
-    .number()
-    .refine((f) => formats[f] !== undefined, 'must be one of DIALOGUE_FORMAT_CHAT, DIALOGUE_FORMAT_YAML, DIALOGUE_FORMAT_JSON, DIALOGUE_FORMAT_PYTHON_REPR'),
+  format: z.number().transform((f, ctx): DialogueFormatName => {
+    const name = formats.get(f);
+    if (name) return name;
+    ctx.issues.push({ code: 'custom', input: f, message: 'must be one of DIALOGUE_FORMAT_CHAT, DIALOGUE_FORMAT_YAML, DIALOGUE_FORMAT_JSON, DIALOGUE_FORMAT_PYTHON_REPR' });
+    return z.NEVER;
+  }),
   revision: optionalRevision,
-});
-const putSecondary = z.object({ sessionId, key: secondaryKey, value: z.instanceof(Uint8Array), expectedRevision, requestId });
-const getSecondary = z.object({ sessionId, key: secondaryKey });
-const listSecondaryKeys = z.object({ sessionId, pageSize, pageToken: optionalString });
-
-// ---------------------------------------------------------------------------------------------------------
-// Size limits: FIELD_TOO_LARGE naming the field, before anything else is looked at.
-
-const MAX_KEY_CHARS = 256;
-/** A registered model type version as JSON (schema, machine, upgrades). */
-const MAX_MODEL_TYPE_BYTES = 1024 * 1024;
-
-function tooLarge(field: string, bytes: number, max: number, unit = 'bytes'): never {
-  throw fieldTooLarge(field, `is ${bytes} ${unit}; at most ${max} are allowed`);
-}
-
-/** UTF-8 text of at most `max` bytes (checked by length first: a string's UTF-8 is at most 3 bytes a unit). */
-function checkText(field: string, text: string | undefined, max = MAX_TEXT_BYTES): void {
-  if (text === undefined || text.length * 3 <= max) return;
-  const bytes = Buffer.byteLength(text);
-  if (bytes > max) tooLarge(field, bytes, max);
-}
-
-/** A Struct of at most MAX_FIELDS_BYTES as JSON, with keys of at most MAX_KEY_CHARS characters. */
-export function checkStruct(field: string, value: Record<string, unknown> | undefined): void {
-  if (value === undefined) return;
-  const bytes = Buffer.byteLength(JSON.stringify(value));
-  if (bytes > MAX_FIELDS_BYTES) tooLarge(field, bytes, MAX_FIELDS_BYTES, 'bytes as JSON');
-  const stack: unknown[] = [value];
-  while (stack.length) {
-    const v = stack.pop();
-    if (v === null || typeof v !== 'object') continue;
-    if (Array.isArray(v)) stack.push(...v);
-    else {
-      for (const [k, child] of Object.entries(v)) {
-        if (k.length > MAX_KEY_CHARS) throw fieldTooLarge(field, `has a key of ${k.length} characters (${quote(k, 40)}); keys are at most ${MAX_KEY_CHARS}`);
-        stack.push(child);
-      }
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// UpdateSession's mask
-
-const SESSION_PATHS: readonly SessionPath[] = ['actor', 'actor_input', 'expire_time'];
-const OUTPUT_ONLY_PATHS = new Set(['session_id', 'model_type', 'schema_version', 'state', 'dialogue', 'current_response', 'revision', 'create_time', 'update_time', 'forked_from_session_id', 'forked_from_revision', 'dialogue_length']);
-
-function maskInvalid(path: string, why: string): AppError {
-  return invalidArgument('update_mask', `path ${quote(path)} ${why}`, 'UPDATE_MASK_INVALID');
-}
-
-/**
- * The session's own fields an update sets: the mask's paths (`*` is all of them), or with no mask the
- * populated ones (AIP-134). User fields are never paths: they change through fields_patch.
- */
-function sessionPaths(mask: string[] | undefined, session: { actor: number; actorInput: string; expireTime?: Date | undefined }): SessionPath[] {
-  if (!mask || mask.length === 0) {
-    return SESSION_PATHS.filter((p) => (p === 'actor' ? session.actor !== 0 : p === 'actor_input' ? session.actorInput !== '' : session.expireTime !== undefined));
-  }
-  const paths = new Set<SessionPath>();
-  for (const p of mask) {
-    if (p === '*') SESSION_PATHS.forEach((x) => paths.add(x));
-    else if ((SESSION_PATHS as readonly string[]).includes(p)) paths.add(p as SessionPath);
-    else if (p === 'fields' || p.startsWith('fields.')) throw maskInvalid(p, 'names user fields: change them with fields_patch (a JSON Merge Patch, null deletes)');
-    else if (OUTPUT_ONLY_PATHS.has(p)) throw maskInvalid(p, `names an output-only field (the state changes only through SendEvent); paths are ${SESSION_PATHS.join(', ')} or *`);
-    else throw maskInvalid(p, `names no field of GenieSession that can be updated; paths are ${SESSION_PATHS.join(', ')} or *`);
-  }
-  return [...paths];
-}
+}) satisfies RequestSchema<FormatDialogueRequest>;
+const putSecondary = z
+  .object({ sessionId, key: secondaryKey, value: bytesOfAtMost(MAX_SECONDARY_BYTES), expectedRevision, requestId })
+  .transform((r) => ({ ...r, value: Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength) })) satisfies RequestSchema<PutSecondaryRequest>;
+const getSecondary = z.object({ sessionId, key: secondaryKey }) satisfies RequestSchema<GetSecondaryRequest>;
+const listSecondaryKeys = z.object({ sessionId, pageSize, pageToken: optionalString }) satisfies RequestSchema<ListSecondaryKeysRequest>;
 
 // ---------------------------------------------------------------------------------------------------------
 
 export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieServiceServer>, 'watchSession' | 'streamUtterance' | 'chat'> {
   return {
-    registerModelType: unary(async (req, ctx) => {
-      const { modelType: m, requestId: rid } = parseInput(modelTypeShape, req);
-      const def: ModelTypeDef = {
-        name: m.name,
-        schemaVersion: m.schemaVersion,
-        jsonSchema: m.jsonSchema,
-        stateMachine: withTransitions(m.stateMachine, (t) => ({ fromState: t.fromState, event: t.eventName, toState: t.toState, actor: t.actor })),
-        upgrades: upgradeSteps(m.upgrades),
-        cacheTtlSeconds: m.cacheTtl,
-        sessionTtlSeconds: m.sessionTtl,
-      };
-      for (const [i, u] of def.upgrades.entries()) {
-        if (u.kind === 'add_field' && Buffer.byteLength(JSON.stringify(u.defaultValue ?? null)) > MAX_FIELDS_BYTES) {
-          tooLarge(fieldPath(['upgrades', i, 'add_field', 'default_value'], 'model_type'), Buffer.byteLength(JSON.stringify(u.defaultValue)), MAX_FIELDS_BYTES, 'bytes as JSON');
-        }
-      }
-      // A whole version is read back by GetModelType and ListModelTypes: it must stay well under 4 MiB.
-      const typeBytes = Buffer.byteLength(JSON.stringify(def));
-      if (typeBytes > MAX_MODEL_TYPE_BYTES) tooLarge('model_type', typeBytes, MAX_MODEL_TYPE_BYTES, 'bytes as JSON');
-      return { modelType: toModelType(await genie.registerModelType(callerOf(ctx), def, rid)) };
-    }),
-    getModelType: unary(async (req, ctx) => {
+    registerModelType: async (req, ctx) => {
+      const r = parseInput(registerModelType, req);
+      return { modelType: toModelType(await genie.registerModelType(callerOf(ctx), r.def, r.requestId)) };
+    },
+    getModelType: async (req, ctx) => {
       const r = parseInput(getModelType, req);
       return { modelType: toModelType(await genie.getModelType(callerOf(ctx), r.name, r.schemaVersion)) };
-    }),
-    listModelTypes: unary(async (req, ctx) => {
+    },
+    listModelTypes: async (req, ctx) => {
       const r = parseInput(listModelTypes, req);
       const page = await genie.listModelTypes(callerOf(ctx), r.name, r.pageSize, r.pageToken);
       return { modelTypes: page.items.map(toModelType), nextPageToken: page.nextPageToken };
-    }),
-    createSession: unary(async (req, ctx) => {
+    },
+    createSession: async (req, ctx) => {
       const r = parseInput(createSession, req);
-      checkStruct('fields', r.fields);
       return { session: toWrittenSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields, r.expireTime, r.requestId)) };
-    }),
-    getSession: unary(async (req, ctx) => {
+    },
+    getSession: async (req, ctx) => {
       const r = parseInput(getSession, req);
       const view = await genie.getSession(callerOf(ctx), r.sessionId, r.revision);
       return { session: toSession(view), omittedDialogueCount: view.omittedDialogue ?? 0 };
-    }),
-    updateSession: unary(async (req, ctx) => {
+    },
+    updateSession: async (req, ctx) => {
       const r = parseInput(updateSession, req);
-      if (req.session?.fields !== undefined) {
-        throw invalidArgument('session.fields', 'is output only here: change user fields with fields_patch (a JSON Merge Patch, null deletes)');
-      }
-      const paths = sessionPaths(r.updateMask, r.session);
-      let actorValue: DomainActor | '' = '';
-      if (paths.includes('actor')) actorValue = parseInput(z.object({ actor }), { actor: r.session.actor }, 'session.').actor;
-      checkText('session.actor_input', r.session.actorInput);
-      checkStruct('fields_patch', r.fieldsPatch);
-      const values = { actor: actorValue, actorInput: r.session.actorInput, expireTime: r.session.expireTime };
-      const { view, changed } = await genie.updateSession(
-        callerOf(ctx),
-        r.session.sessionId,
-        { paths, values, fieldsPatch: r.fieldsPatch },
-        r.expectedRevision,
-        r.requestId,
-      );
+      const { view, changed } = await genie.updateSession(callerOf(ctx), r.sessionId, r.update, r.expectedRevision, r.requestId);
       return { session: toWrittenSession(view), changed };
-    }),
-    deleteSession: unary(async (req, ctx) => {
+    },
+    deleteSession: async (req, ctx) => {
       const r = parseInput(deleteSession, req);
       await genie.deleteSession(callerOf(ctx), r.sessionId, r.expectedRevision, r.requestId);
       return {};
-    }),
-    listSessions: unary(async (req, ctx) => {
+    },
+    listSessions: async (req, ctx) => {
       const r = parseInput(listSessions, req);
       const page = await genie.listSessions(callerOf(ctx), { modelType: r.modelType, state: r.state }, r.pageSize, r.pageToken);
       return { sessions: page.items.map(toSession), nextPageToken: page.nextPageToken };
-    }),
-    forkSession: unary(async (req, ctx) => {
+    },
+    forkSession: async (req, ctx) => {
       const r = parseInput(forkSession, req);
       return { session: toWrittenSession(await genie.forkSession(callerOf(ctx), r.sessionId, r.revision, r.requestId)) };
-    }),
-    sendEvent: unary(async (req, ctx) => {
-      const r = parseInput(sendEvent, req);
-      checkText('actor_input', r.actorInput);
-      const { view, previousState, element } = await genie.sendEvent(callerOf(ctx), {
-        sessionId: r.sessionId,
-        event: r.eventName,
-        actor: r.actor,
-        actorInput: r.actorInput,
-        expectedRevision: r.expectedRevision,
-        requestId: r.requestId,
-      });
+    },
+    sendEvent: async (req, ctx) => {
+      const { view, previousState, element } = await genie.sendEvent(callerOf(ctx), parseInput(sendEvent, req));
       return {
         sessionId: view.session.id,
         previousState,
@@ -402,38 +401,34 @@ export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieS
         element: toElementInfo(element),
         updateTime: view.session.updatedAt,
       };
-    }),
-    appendDialogue: unary(async (req, ctx) => {
-      const r = parseInput(appendDialogue, req);
-      checkText('actor_text', r.actorText);
-      const v = await genie.appendDialogue(callerOf(ctx), r);
+    },
+    appendDialogue: async (req, ctx) => {
+      const v = await genie.appendDialogue(callerOf(ctx), parseInput(appendDialogue, req));
       return { sessionId: v.session.id, revision: v.session.revision, state: v.session.state, element: toElementInfo(v.element), updateTime: v.session.updatedAt };
-    }),
-    listDialogue: unary(async (req, ctx) => {
+    },
+    listDialogue: async (req, ctx) => {
       const r = parseInput(listDialogue, req);
       const page = await genie.listDialogue(callerOf(ctx), r.sessionId, r.revision, r.pageSize, r.pageToken);
       return { elements: page.items.map(toElement), firstIndex: page.firstIndex, nextPageToken: page.nextPageToken };
-    }),
-    formatDialogue: unary(async (req, ctx) => {
+    },
+    formatDialogue: async (req, ctx) => {
       const r = parseInput(formatDialogue, req);
-      return { text: await genie.formatDialogue(callerOf(ctx), r.sessionId, formats[r.format] as DialogueFormatName, r.revision) };
-    }),
-    putSecondary: unary(async (req, ctx) => {
+      return { text: await genie.formatDialogue(callerOf(ctx), r.sessionId, r.format, r.revision) };
+    },
+    putSecondary: async (req, ctx) => {
       const r = parseInput(putSecondary, req);
-      if (r.value.length > MAX_SECONDARY_BYTES) tooLarge('value', r.value.length, MAX_SECONDARY_BYTES);
-      const value = Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
-      const { revision: rev, createdAt } = await genie.putSecondary(callerOf(ctx), { ...r, value });
-      return { entry: toEntry({ key: r.key, sizeBytes: value.length, revision: rev, createdAt }), revision: rev };
-    }),
-    getSecondary: unary(async (req, ctx) => {
+      const { revision: rev, createdAt } = await genie.putSecondary(callerOf(ctx), r);
+      return { entry: toEntry({ key: r.key, sizeBytes: r.value.length, revision: rev, createdAt }), revision: rev };
+    },
+    getSecondary: async (req, ctx) => {
       const r = parseInput(getSecondary, req);
       const found = await genie.getSecondary(callerOf(ctx), r.sessionId, r.key);
       return { entry: toEntry(found), value: found.value };
-    }),
-    listSecondaryKeys: unary(async (req, ctx) => {
+    },
+    listSecondaryKeys: async (req, ctx) => {
       const r = parseInput(listSecondaryKeys, req);
       const page = await genie.listSecondaryKeys(callerOf(ctx), r.sessionId, r.pageSize, r.pageToken);
       return { entries: page.items.map(toEntry), nextPageToken: page.nextPageToken };
-    }),
+    },
   };
 }

@@ -1,16 +1,16 @@
 import { z } from 'zod';
-import type { GenieWatch, LiveUpdate, UtteranceChunk } from '../genie/watch.js';
+import type { GenieWatch, LiveUpdate, UtterancePart, UtteranceStart } from '../genie/watch.js';
 import { messageAfterLastChunk } from '../genie/watch.js';
 import type { GenieUseCases } from '../genie/service.js';
 import type { SessionEvent as DomainEvent } from '../genie/events.js';
-import type { ChatRequest, ChatResponse, GenieServiceServer, SessionEvent, SessionUpdate, StreamUtteranceRequest } from '../gen/parley/genie/v1/genie.js';
-import { AppError, fieldTooLarge, invalidArgument } from '../errors.js';
+import type { ChatRequest, ChatResponse, GenieServiceServer, SessionEvent, SessionUpdate, StreamUtteranceRequest, WatchSessionRequest } from '../gen/parley/genie/v1/genie.js';
+import { AppError, invalidArgument } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { callerOf } from './authenticate.js';
-import { uuid } from './zod-fields.js';
-import { clientStream, duplex, RejectedMessage, serverStream, type CallContext, type ServiceHandlers, type Sink } from './rpc.js';
+import { textOfAtMost, uuid, type RequestSchema } from './zod-fields.js';
+import { RejectedMessage, type CallContext, type ServiceHandlers, type Sink } from './rpc.js';
 import { rpcStatusOf } from './status.js';
-import { actor, actorToProto, eventName, optionalActor } from './genie-handlers.js';
+import { ACTOR_VALUES, actor, actorToProto, eventName, optionalActor } from './genie-handlers.js';
 import type { Limits } from './limits.js';
 import { Incoming } from './streams.js';
 
@@ -25,8 +25,11 @@ const expectedRevision = z
   .int()
   .min(1, 'must be at least 1 (revisions start at 1); leave it unset to write whatever the revision')
   .optional();
-const watchSession = z.object({ sessionId: uuid, afterRevision });
-const utteranceChunk = z.object({
+const watchShape = { sessionId: uuid, afterRevision };
+const watchSession = z.object(watchShape) satisfies RequestSchema<WatchSessionRequest>;
+
+// StreamUtterance: the first message names the session and the speaker; a later one may repeat them.
+const chunk = z.object({
   sessionId: z.union([z.literal(''), uuid]),
   actor: optionalActor,
   // Empty: the utterance is appended as dialogue; else the event it is sent with.
@@ -37,14 +40,53 @@ const utteranceChunk = z.object({
   lastChunk: z.boolean(),
   requestId: z.union([z.literal(''), uuid]),
 });
-const chatSendEvent = z.object({ eventName, actor: optionalActor, actorInput: z.string(), expectedRevision });
-const chatAppend = z.object({ actor, actorText: z.string(), expectedRevision });
+const utteranceStart = chunk.transform(({ actor: speaker, ...c }, ctx): UtteranceStart => {
+  if (!c.sessionId) ctx.issues.push({ code: 'custom', input: c.sessionId, path: ['sessionId'], message: 'is required in the first message' });
+  if (!speaker) ctx.issues.push({ code: 'custom', input: speaker, path: ['actor'], message: `is required in the first message: ${ACTOR_VALUES}` });
+  return speaker ? { ...c, actor: speaker, expectedRevision: c.expectedRevision } : z.NEVER;
+}) satisfies RequestSchema<StreamUtteranceRequest>;
+const REPEATABLE = ['sessionId', 'actor', 'eventName', 'utteranceId', 'requestId', 'expectedRevision'] as const;
+/** A message after `first`: what it repeats of the first must be unset or the same. */
+const utterancePart = (first: UtteranceStart) =>
+  chunk.transform((c, ctx): UtterancePart => {
+    for (const k of REPEATABLE) {
+      const v = c[k];
+      if (v !== undefined && v !== '' && v !== first[k]) {
+        ctx.issues.push({ code: 'custom', input: v, path: [k], message: `must be unset or ${JSON.stringify(first[k])} after the first message` });
+      }
+    }
+    return { text: c.text, lastChunk: c.lastChunk };
+  }) satisfies RequestSchema<StreamUtteranceRequest>;
 
-/** INVALID_ARGUMENT FIELD_TOO_LARGE when `text` is over `max` bytes of UTF-8. */
-function checkSize(field: string, text: string, max: number): void {
-  if (text.length <= max / 3 || Buffer.byteLength(text, 'utf8') <= max) return;
-  const description = `must be at most ${max} bytes of UTF-8`;
-  throw fieldTooLarge(field, description, new Map([['max_bytes', String(max)]]));
+// Chat: the open, then writes. An answer echoes the request id, unless the id itself is refused.
+const chatRequestId = z.string().max(MAX_CHAT_REQUEST_ID_CHARS, `must be at most ${MAX_CHAT_REQUEST_ID_CHARS} characters`);
+const chatText = textOfAtMost(MAX_CHAT_UTTERANCE_BYTES, 'bytes');
+const chatOpen = z.object({
+  requestId: chatRequestId,
+  open: z.object(watchShape, { error: 'the first message of a Chat stream must be open' }),
+}) satisfies RequestSchema<ChatRequest>;
+const chatWrite = z
+  .object({
+    requestId: chatRequestId,
+    sendEvent: z.object({ eventName, actor: optionalActor, actorInput: chatText, expectedRevision }).optional(),
+    appendDialogue: z.object({ actor, actorText: chatText, expectedRevision }).optional(),
+  })
+  .transform(({ sendEvent: send, appendDialogue: append }, ctx) => {
+    if (send) {
+      const { eventName: event, expectedRevision: rev, ...rest } = send;
+      return { kind: 'sendEvent' as const, req: { ...rest, event, expectedRevision: rev ?? 0 } };
+    }
+    if (append) return { kind: 'appendDialogue' as const, req: { ...append, expectedRevision: append.expectedRevision ?? 0 } };
+    ctx.issues.push({ code: 'custom', input: undefined, path: ['request'], message: 'must be send_event or append_dialogue after open' });
+    return z.NEVER;
+  }) satisfies RequestSchema<ChatRequest>;
+const echoable = z.object({ requestId: chatRequestId });
+
+/** The request id an answer to `message` carries: none when the id itself was refused. */
+function echoedId(message: unknown, rejected: RejectedMessage | undefined): string {
+  if (rejected?.violations.some((v) => v.field === 'request_id')) return '';
+  const r = echoable.safeParse(message);
+  return r.success ? r.data.requestId : '';
 }
 
 /** A session event (as logged and published) → proto. */
@@ -86,38 +128,43 @@ export function toUpdate(sessionId: string, u: LiveUpdate): SessionUpdate {
 
 export function genieStreamHandlers(genie: GenieUseCases, live: GenieWatch, limits: Limits): Pick<ServiceHandlers<GenieServiceServer>, 'watchSession' | 'streamUtterance' | 'chat'> {
   return {
-    watchSession: serverStream(async (req, out, ctx) => {
+    watchSession: async (req, out, ctx) => {
       const r = parseInput(watchSession, req);
       const { signal } = ctx;
       return live.watch(callerOf(ctx), r.sessionId, r.afterRevision ?? 0, (u) => out.send({ update: toUpdate(r.sessionId, u) }), signal);
-    }),
+    },
 
-    streamUtterance: clientStream(async (requests, ctx) => {
+    streamUtterance: async (requests, ctx) => {
       const caller = callerOf(ctx);
       const messages = new Incoming(requests, limits.clientStreamIdleMs, ctx.signal, () => limits.idle(caller.accountId, ctx.method));
       // The text received and not yet committed counts against the utterance's and the account's budgets.
       const budget = limits.utterance(caller.accountId, ctx.method);
-      const chunks = (async function* () {
-        let sawLast = false;
-        for await (const msg of messages) {
-          // Refused before it is parsed or counted: whatever it holds, its fault is to come at all.
-          if (sawLast) throw messageAfterLastChunk();
-          const chunk = parseInput(utteranceChunk, msg) as UtteranceChunk;
-          budget.add(Buffer.byteLength(chunk.text, 'utf8'));
-          sawLast = chunk.lastChunk;
-          yield chunk;
-        }
-      })();
       try {
-        const c = await live.streamUtterance(caller, chunks, ctx.signal);
+        const opening = await messages.next();
+        if (opening.done) throw invalidArgument('session_id', 'the stream ended before its first message');
+        const first = parseInput(utteranceStart, opening.value);
+        budget.add(Buffer.byteLength(first.text, 'utf8'));
+        const part = utterancePart(first);
+        const rest = (async function* () {
+          let sawLast = first.lastChunk;
+          for await (const msg of messages) {
+            // Refused before it is parsed or counted: whatever it holds, its fault is to come at all.
+            if (sawLast) throw messageAfterLastChunk();
+            const p = parseInput(part, msg);
+            budget.add(Buffer.byteLength(p.text, 'utf8'));
+            sawLast = p.lastChunk;
+            yield p;
+          }
+        })();
+        const c = await live.streamUtterance(caller, first, rest, ctx.signal);
         return { utteranceId: c.utteranceId, revision: c.revision, dialogueIndex: c.dialogueIndex, state: c.state, updateTime: c.updateTime };
       } finally {
         messages.close();
         budget.release();
       }
-    }),
+    },
 
-    chat: duplex(async (requests, out, ctx) => chat(requests, out, ctx, genie, live, limits)),
+    chat: async (requests, out, ctx) => chat(requests, out, ctx, genie, live, limits),
   };
 }
 
@@ -151,11 +198,10 @@ async function chatOn(
 ): Promise<void> {
   const first = await requests.next();
   if (first.done) return;
-  const open = first.value.open;
-  if (!open) throw invalidArgument('open', 'the first message of a Chat stream must be open');
-  const { sessionId, afterRevision: after } = parseInput(watchSession, open, 'open.');
-  const openId = first.value.requestId;
-  if (openId.length > MAX_CHAT_REQUEST_ID_CHARS) throw invalidArgument('request_id', `must be at most ${MAX_CHAT_REQUEST_ID_CHARS} characters`);
+  const {
+    requestId: openId,
+    open: { sessionId, afterRevision: after },
+  } = parseInput(chatOpen, first.value);
 
   // Watching runs beside the request loop; whichever ends first (session deleted, client done, error) ends both.
   const stop = new AbortController();
@@ -181,41 +227,20 @@ async function chatOn(
     await Promise.race([isOpened, watching.then(ended, ended)]);
     if (!opened) return;
     for (;;) {
-      let next: IteratorResult<ChatRequest>;
       // A message that decoded but failed the request checks is one bad request: it gets its error and the
       // stream reads on. Bytes that are no ChatRequest at all name no request to answer: they end the stream.
-      let rejected: RejectedMessage | undefined;
-      try {
-        next = await requests.next();
-      } catch (err) {
-        if (!(err instanceof RejectedMessage) || err.rejected.request === undefined) throw err;
-        rejected = err;
-        next = { done: false, value: err.rejected.request as ChatRequest };
-      }
-      if (next.done || signal.aborted) return;
-      const { sendEvent, appendDialogue } = next.value;
-      // A request id that is itself invalid is not echoed: the answer goes out with an empty one.
-      const badId = rejected?.violations.some((v) => v.field === 'request_id') || next.value.requestId.length > MAX_CHAT_REQUEST_ID_CHARS;
-      const requestId = badId ? '' : next.value.requestId;
+      const next = await nextRequest(requests);
+      if (!next || signal.aborted) return;
+      const requestId = echoedId(next.message, next.rejected);
       try {
         // Each request is a write like an RPC's, so it takes a token of the account's rate too.
         limits.admit(caller.accountId, ctx.method);
-        if (rejected) throw rejected;
-        if (badId) throw invalidArgument('request_id', `must be at most ${MAX_CHAT_REQUEST_ID_CHARS} characters`);
-        let rev: number;
-        if (sendEvent) {
-          const r = parseInput(chatSendEvent, sendEvent, 'send_event.');
-          checkSize('send_event.actor_input', r.actorInput, MAX_CHAT_UTTERANCE_BYTES);
-          const req = { sessionId, event: r.eventName, actor: r.actor, actorInput: r.actorInput, expectedRevision: r.expectedRevision ?? 0 };
-          rev = (await genie.sendEvent(caller, req)).view.session.revision;
-        } else if (appendDialogue) {
-          const r = parseInput(chatAppend, appendDialogue, 'append_dialogue.');
-          checkSize('append_dialogue.actor_text', r.actorText, MAX_CHAT_UTTERANCE_BYTES);
-          const req = { sessionId, actor: r.actor, actorText: r.actorText, expectedRevision: r.expectedRevision ?? 0 };
-          rev = (await genie.appendDialogue(caller, req)).session.revision;
-        } else {
-          throw invalidArgument('request', 'must be send_event or append_dialogue after open');
-        }
+        if (next.rejected) throw next.rejected;
+        const w = parseInput(chatWrite, next.message);
+        const rev =
+          w.kind === 'sendEvent'
+            ? (await genie.sendEvent(caller, { sessionId, ...w.req })).view.session.revision
+            : (await genie.appendDialogue(caller, { sessionId, ...w.req })).session.revision;
         await out.send({ ack: { requestId, revision: rev } }, signal);
       } catch (err) {
         if (!(err instanceof AppError)) throw err;
@@ -239,3 +264,14 @@ async function chatOn(
 }
 
 const ended = () => undefined;
+
+/** The next Chat request: decoded (perhaps refused by the request checks, and still answered), or the end. */
+async function nextRequest(requests: Incoming<ChatRequest>): Promise<{ message: unknown; rejected?: RejectedMessage } | undefined> {
+  try {
+    const next = await requests.next();
+    return next.done ? undefined : { message: next.value };
+  } catch (err) {
+    if (err instanceof RejectedMessage && err.rejected.request !== undefined) return { message: err.rejected.request, rejected: err };
+    throw err;
+  }
+}

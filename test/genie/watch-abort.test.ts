@@ -1,6 +1,6 @@
 import test from 'ava';
 import { AppError } from '../../src/errors.js';
-import { GenieWatch, type UtteranceChunk } from '../../src/genie/watch.js';
+import { GenieWatch, type UtterancePart, type UtteranceStart } from '../../src/genie/watch.js';
 import { GenieUseCases } from '../../src/genie/service.js';
 import { GenieCache } from '../../src/genie/cache.js';
 import { busMessageCodec, sessionChannel, type EphemeralEvent } from '../../src/genie/events.js';
@@ -40,20 +40,19 @@ async function liveFailingWith(failure: Error) {
   return { live: new GenieWatch(genie, store, cache, bus, 16), published };
 }
 
-async function* chunks(): AsyncGenerator<UtteranceChunk> {
-  yield { sessionId, actor: 'assistant', eventName: '', utteranceId: 'u1', text: 'hello', expectedRevision: undefined, lastChunk: true, requestId: '' };
-}
+const start: UtteranceStart = { sessionId, actor: 'assistant', eventName: '', utteranceId: 'u1', text: 'hello', expectedRevision: undefined, lastChunk: true, requestId: '' };
+async function* noMore(): AsyncGenerator<UtterancePart> {}
 
 const abortedReason = (published: EphemeralEvent[]) => published.flatMap((m) => (m.type === 'utterance_aborted' ? [m.reason] : []));
 
 test('an utterance whose commit fails for an internal reason tells watchers nothing of it', async (t) => {
   const { live, published } = await liveFailingWith(new Error('connect ECONNREFUSED 10.0.0.7:5432 user=parley'));
-  await t.throwsAsync(live.streamUtterance(caller, chunks(), new AbortController().signal));
+  await t.throwsAsync(live.streamUtterance(caller, start, noMore(), new AbortController().signal));
   t.deepEqual(abortedReason(published), ['internal error']);
 });
 
 test("an utterance refused by the domain tells watchers the domain's reason", async (t) => {
   const { live, published } = await liveFailingWith(new AppError('FAILED_PRECONDITION', 'event x is not allowed in state y'));
-  await t.throwsAsync(live.streamUtterance(caller, chunks(), new AbortController().signal));
+  await t.throwsAsync(live.streamUtterance(caller, start, noMore(), new AbortController().signal));
   t.deepEqual(abortedReason(published), ['event x is not allowed in state y']);
 });
