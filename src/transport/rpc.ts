@@ -60,14 +60,6 @@ export type HandlerOf<M> =
  */
 export type ServiceHandlers<S> = { [K in keyof S as K extends string ? (string extends K ? never : K) : never]: HandlerOf<S[K]> };
 
-// Typed identities: `name: unary(async (req, ctx) => …)` in a ServiceHandlers map is checked exactly as the
-// plain `name: async (req, ctx) => …` is (the runtime reads each method's kind from its definition). The
-// handler modules keep them while their bodies are rewritten in parallel; new handlers use the plain form.
-export const unary = <Req, Res>(fn: UnaryHandler<Req, Res>): UnaryHandler<Req, Res> => fn;
-export const serverStream = <Req, Res>(fn: ServerStreamHandler<Req, Res>): ServerStreamHandler<Req, Res> => fn;
-export const clientStream = <Req, Res>(fn: ClientStreamHandler<Req, Res>): ClientStreamHandler<Req, Res> => fn;
-export const duplex = <Req, Res>(fn: DuplexHandler<Req, Res>): DuplexHandler<Req, Res> => fn;
-
 /** A handler as the runtime calls it; which of the four shapes it has, the method definition says. */
 type RuntimeHandler = (first: unknown, second: unknown, third?: unknown) => Promise<unknown>;
 
