@@ -10,18 +10,9 @@ const FORBIDDEN_PACKAGES = '(knex|@grpc/grpc-js|pg|ioredis)(/|$)';
 const FORBIDDEN_FOLDERS = '(\\.\\./)+(storage|transport|gen)(/|$)';
 const LAYERING_MESSAGE = 'The domain does not reach past its ports: depend on an interface in src/ports or the aggregate store.ts.';
 
-// Temporary: being removed in issue 12. The imports the domain still makes across the line today (file →
-// specifiers); each stays an error everywhere else. Same list as TEMPORARY_ALLOW in test/unit/layering.test.ts,
-// which fails once an entry is stale. Only ever delete from it.
-export const LAYERING_TEMPORARY_ALLOW = {
-};
-
-const escapeRegex = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
-/** The layering rules, with `allowed` specifiers (exact) exempt. */
-function layering(allowed = []) {
-  const except = allowed.length ? `(?!(${allowed.map(escapeRegex).join('|')})$)` : '';
-  const specifier = [`^${except}${FORBIDDEN_PACKAGES}`, `^${except}${FORBIDDEN_FOLDERS}`];
+/** The layering rules of the domain folders. */
+function layering() {
+  const specifier = [`^${FORBIDDEN_PACKAGES}`, `^${FORBIDDEN_FOLDERS}`];
   // esquery regex literals cannot hold '/', so the selectors spell it \x2F.
   const inSelector = (re) => `/${re.replaceAll('/', '\\x2F')}/`;
   return {
@@ -64,5 +55,4 @@ export default tseslint.config(
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
   },
   { files: DOMAIN, rules: layering() },
-  ...Object.entries(LAYERING_TEMPORARY_ALLOW).map(([file, allowed]) => ({ files: [file], rules: layering(allowed) })),
 );

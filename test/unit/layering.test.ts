@@ -4,22 +4,13 @@
 import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const DOMAIN = ['src/prompt', 'src/genie', 'src/admin'];
 const FORBIDDEN_PACKAGES = ['knex', '@grpc/grpc-js', 'pg', 'ioredis'];
 const FORBIDDEN_FOLDERS = ['src/storage', 'src/transport', 'src/gen'];
-
-/**
- * Temporary: being removed in issue 12. The imports the domain still makes across the line today, as
- * `file: [specifiers]`; the refactor in progress removes them and the lead empties this list after merging.
- * It can only shrink: an entry that no longer violates fails the test below. Never add to it.
- * eslint.config.js has the same list (LAYERING_TEMPORARY_ALLOW); a test below keeps the two equal.
- */
-const TEMPORARY_ALLOW: Record<string, string[]> = {
-};
 
 /** Every module specifier in a source text: static imports (type-only too), re-exports, `import x = require()`,
  *  dynamic `import()` and `typeof import()` types. */
@@ -101,7 +92,7 @@ test('layering: crossing names forbidden packages (and their subpaths) and folde
 });
 
 test('layering: domain folders import no knex, grpc-js, pg, ioredis, storage, transport or gen', (t) => {
-  const unexpected = violations().filter((v) => !TEMPORARY_ALLOW[v.file]?.includes(v.specifier));
+  const unexpected = violations();
   t.deepEqual(
     unexpected.map((v) => `${v.file} imports '${v.specifier}' (${v.why})`),
     [],
@@ -109,14 +100,13 @@ test('layering: domain folders import no knex, grpc-js, pg, ioredis, storage, tr
   );
 });
 
-test('layering: the temporary allow-list has no stale entries', (t) => {
-  const now = new Set(violations().map((v) => `${v.file} ${v.specifier}`));
-  const stale = Object.entries(TEMPORARY_ALLOW).flatMap(([file, specifiers]) => specifiers.filter((s) => !now.has(`${file} ${s}`)).map((s) => `${file} '${s}'`));
-  t.deepEqual(stale, [], 'these imports are gone: delete them from TEMPORARY_ALLOW (here and in eslint.config.js)');
-});
-
-test('layering: eslint.config.js exempts exactly the imports this allow-list does', async (t) => {
-  const config = (await import(pathToFileURL(path.join(root, 'eslint.config.js')).href)) as { LAYERING_TEMPORARY_ALLOW: Record<string, string[]> };
-  const flat = (list: Record<string, string[]>) => Object.entries(list).flatMap(([file, specifiers]) => specifiers.map((s) => `${file} ${s}`)).sort();
-  t.deepEqual(flat(config.LAYERING_TEMPORARY_ALLOW), flat(TEMPORARY_ALLOW));
+test('layering: ESLint refuses a domain file that reaches into storage or knex', async (t) => {
+  const { ESLint } = await import('eslint');
+  const eslint = new ESLint({ cwd: root });
+  const file = path.join(root, 'src/genie/model-type.ts');
+  const text = `${readFileSync(file, 'utf8')}\nimport type { Knex } from 'knex';\nimport { KnexSessionStore } from '../storage/genie-store.js';\nexport type Leak = [Knex, KnexSessionStore];\n`;
+  const [result] = await eslint.lintText(text, { filePath: file });
+  const layering = (result?.messages ?? []).filter((m) => m.ruleId === 'no-restricted-imports').map((m) => m.line);
+  const lineOf = (needle: string) => text.split('\n').findIndex((l) => l.includes(needle)) + 1;
+  t.deepEqual(layering, [lineOf("from 'knex'"), lineOf("from '../storage/genie-store.js'")]);
 });
