@@ -62,7 +62,7 @@ export function promptUseCases(db: Db, store: FastStore, config: Config): Prompt
     store: prompts,
     directory: prompts,
     cache: new PromptCache(store.kv, config.promptCacheTtlMs),
-    idempotency: new KnexUnitOfWork(db),
+    unitOfWork: new KnexUnitOfWork(db),
     bus: store.bus,
   });
 }
@@ -80,7 +80,7 @@ export function limitsConfig(config: Config): LimitsConfig {
 
 /** Genie's use cases over opened storage (not subscribed to the bus; startApp starts them). */
 export function genieUseCases(db: Db, store: FastStore, cache = new GenieCache(store.kv, store.bus)): GenieUseCases {
-  return new GenieUseCases({ types: new KnexModelTypeStore(db), sessions: new KnexSessionStore(db), cache, uow: new KnexUnitOfWork(db), bus: store.bus });
+  return new GenieUseCases({ types: new KnexModelTypeStore(db), sessions: new KnexSessionStore(db), cache, unitOfWork: new KnexUnitOfWork(db), bus: store.bus });
 }
 
 /** Retention over opened storage; the server's admin RPC and `parley purge` both build it here. */
@@ -94,7 +94,10 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   await migrate(db);
 
   const prompts = promptUseCases(db, store, config);
-  const admin = new AdminUseCases(new KnexAdminStore(db), new KnexUnitOfWork(db), new PrincipalCache(store.kv, store.bus), {
+  const admin = new AdminUseCases({
+    store: new KnexAdminStore(db),
+    unitOfWork: new KnexUnitOfWork(db),
+    principals: new PrincipalCache(store.kv, store.bus),
     // A deleted user profile, LLM client or account takes its prompts with it (foreign keys).
     onPromptsDeleted: (gone) => prompts.forgetDeleted(gone),
   });

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { afterCommit } from '../after-commit.js';
 import { alreadyExists, type AppError, invalidArgument, naming, notFound, revisionMismatch } from '../errors.js';
 import type { Principal } from '../principal.js';
 import { isConstraintViolation } from '../ports/constraint-violation.js';
@@ -44,7 +45,12 @@ import { ACCOUNT_NUMBER, API_KEY_PREFIX_LENGTH, LLM_CLIENT_NAME, newAccountNumbe
 const ADMIN_SCOPE = 'admin';
 const method = (rpc: string) => `parley.admin.v1.AdminService/${rpc}`;
 
-export interface AdminUseCasesOptions {
+export interface AdminUseCasesDeps {
+  store: AdminStore;
+  /** Runs each write in one transaction, at most once per request id. */
+  unitOfWork: UnitOfWork;
+  /** API key → principal, with the revocations other processes announce. */
+  principals: PrincipalCache;
   /**
    * Called after a delete committed that cascaded to prompts: the prompt caches and watchers must learn
    * of it (the composition root evicts the PromptHelper cache and announces each deletion).
@@ -100,12 +106,14 @@ const OWNED_RPC: Record<OwnedTable, string> = { llm_clients: 'LlmClient', plugin
 
 /** Tenancy use cases: accounts, user profiles, API keys, LLM clients and plugins. */
 export class AdminUseCases {
-  constructor(
-    private readonly store: AdminStore,
-    private readonly unitOfWork: UnitOfWork,
-    private readonly principals: PrincipalCache,
-    private readonly opts: AdminUseCasesOptions = {},
-  ) {}
+  private readonly store: AdminStore;
+  private readonly unitOfWork: UnitOfWork;
+  private readonly principals: PrincipalCache;
+  private readonly onPromptsDeleted: AdminUseCasesDeps['onPromptsDeleted'];
+
+  constructor(deps: AdminUseCasesDeps) {
+    ({ store: this.store, unitOfWork: this.unitOfWork, principals: this.principals, onPromptsDeleted: this.onPromptsDeleted } = deps);
+  }
 
   /** Subscribes to revocations made by other processes; call once before serving. */
   start(): Promise<void> {
@@ -333,7 +341,8 @@ export class AdminUseCases {
     const g = gone;
     if (replayed || !g) return;
     await this.principals.forget(g.secretHashes.map((secretHash): AdminEvent => ({ type: 'api_key_deleted', v: 1, secretHash })));
-    if (g.prompts.length) await this.opts.onPromptsDeleted?.(g.prompts).catch(() => {});
+    const onPromptsDeleted = this.onPromptsDeleted;
+    if (g.prompts.length && onPromptsDeleted) await afterCommit(() => onPromptsDeleted(g.prompts));
   }
 
   private key(rpc: string, requestId: string | undefined, request: unknown): RequestKey {

@@ -84,11 +84,11 @@ const MODEL_TYPE_CACHE_MAX = 10_000;
 const typeKey = (accountId: string, name: string) => `${accountId}/${name}`;
 
 /** What the use cases stand on: the stores, the hot copy, the unit of work and (for model types) the bus. */
-export interface GenieDeps {
+export interface GenieUseCasesDeps {
   types: ModelTypeStore;
   sessions: SessionStore;
   cache: GenieCache;
-  uow: UnitOfWork;
+  unitOfWork: UnitOfWork;
   bus?: Bus | undefined;
 }
 
@@ -99,11 +99,11 @@ export class GenieUseCases {
   private readonly types: ModelTypeStore;
   private readonly sessions: SessionStore;
   private readonly cache: GenieCache;
-  private readonly uow: UnitOfWork;
+  private readonly unitOfWork: UnitOfWork;
   private readonly bus: Bus | undefined;
 
-  constructor(deps: GenieDeps, opts: { typeCacheTtlMs?: number; typeCacheMaxEntries?: number; now?: () => number } = {}) {
-    ({ types: this.types, sessions: this.sessions, cache: this.cache, uow: this.uow, bus: this.bus } = deps);
+  constructor(deps: GenieUseCasesDeps, opts: { typeCacheTtlMs?: number; typeCacheMaxEntries?: number; now?: () => number } = {}) {
+    ({ types: this.types, sessions: this.sessions, cache: this.cache, unitOfWork: this.unitOfWork, bus: this.bus } = deps);
     this.typeVersions = new LocalCache({
       ttlMs: opts.typeCacheTtlMs ?? MODEL_TYPE_CACHE_TTL_MS,
       maxEntries: opts.typeCacheMaxEntries ?? MODEL_TYPE_CACHE_MAX,
@@ -145,7 +145,7 @@ export class GenieUseCases {
       (v) => !v.field.startsWith('model_type.upgrades'),
     );
     if (standalone.length) throw invalidArgument(standalone);
-    const { value: row, replayed } = await this.uow.run(this.key(caller, 'RegisterModelType', requestId, def), modelTypeCodec, async (tx) => {
+    const { value: row, replayed } = await this.unitOfWork.run(this.key(caller, 'RegisterModelType', requestId, def), modelTypeCodec, async (tx) => {
       // Registrations of one name queue here, so two cannot both build on the same previous version.
       await this.types.lockModelTypeName(caller.accountId, def.name, tx);
       const versions = await this.types.modelTypeVersions(caller.accountId, def.name, tx);
@@ -200,7 +200,7 @@ export class GenieUseCases {
 
   async createSession(caller: Principal, modelType: string, fields: Record<string, unknown>, expireTime?: Date, requestId?: string): Promise<SessionView> {
     let versions: ModelTypeRow[] = [];
-    const { value: r, replayed } = await this.uow.run(
+    const { value: r, replayed } = await this.unitOfWork.run(
       this.key(caller, 'CreateSession', requestId, { modelType, fields, expireTime }),
       writeCodec,
       async (tx) => {
@@ -329,7 +329,7 @@ export class GenieUseCases {
   async deleteSession(caller: Principal, id: string, expectedRevision: number | undefined, requestId?: string): Promise<void> {
     await this.cache.evictOrFail(id);
     // No upgrade here: a session whose data cannot be upgraded must still be deletable.
-    const { value: commit, replayed } = await this.uow.run(this.key(caller, 'DeleteSession', requestId, { id, expectedRevision }), voidCodec, async (tx) => {
+    const { value: commit, replayed } = await this.unitOfWork.run(this.key(caller, 'DeleteSession', requestId, { id, expectedRevision }), voidCodec, async (tx) => {
       const cur = await this.lockForWrite(caller, id, expectedRevision, tx);
       return this.sessions.tombstone(cur, [sessionDeleted()], new Date(), tx);
     });
@@ -379,7 +379,7 @@ export class GenieUseCases {
   async forkSession(caller: Principal, id: string, revision: number | undefined, requestId?: string): Promise<SessionView> {
     const key = this.key(caller, 'ForkSession', requestId, { id, revision });
     let versions: ModelTypeRow[] = [];
-    const { value: r, replayed } = await this.uow.run(
+    const { value: r, replayed } = await this.unitOfWork.run(
       key,
       writeCodec,
       async (tx) => {
@@ -610,7 +610,7 @@ export class GenieUseCases {
   ): Promise<{ view: SessionView; element: ElementMeta | undefined; unchanged: boolean; replayed: { previousState?: string | undefined } | undefined }> {
     let versions: ModelTypeRow[] = [];
     let result: WriteResult | undefined;
-    const { value, replayed } = await this.uow.run(
+    const { value, replayed } = await this.unitOfWork.run(
       idem.key ?? this.key(caller, idem.rpc, idem.requestId, idem.request),
       writeAnswerCodec,
       async (tx) => {
@@ -662,7 +662,7 @@ export class GenieUseCases {
 
   /** A transaction that records nothing (reads under a lock, the purge's batches). */
   private async inTransaction<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
-    return (await this.uow.run(UNRECORDED, unrecorded<T>(), work)).value;
+    return (await this.unitOfWork.run(UNRECORDED, unrecorded<T>(), work)).value;
   }
 
   /**

@@ -157,7 +157,7 @@ export interface PromptUseCasesDeps {
   directory: PromptDirectory;
   cache: PromptCache;
   /** Runs each write in one transaction, at most once per request id; and expires old request ids. */
-  idempotency: UnitOfWork & RequestIdExpiry;
+  unitOfWork: UnitOfWork & RequestIdExpiry;
   bus: Bus;
 }
 
@@ -169,11 +169,11 @@ export class PromptUseCases {
   private readonly store: PromptStore;
   private readonly directory: PromptDirectory;
   private readonly cache: PromptCache;
-  private readonly idempotency: UnitOfWork & RequestIdExpiry;
+  private readonly unitOfWork: UnitOfWork & RequestIdExpiry;
   private readonly bus: Bus;
 
   constructor(deps: PromptUseCasesDeps) {
-    ({ store: this.store, directory: this.directory, cache: this.cache, idempotency: this.idempotency, bus: this.bus } = deps);
+    ({ store: this.store, directory: this.directory, cache: this.cache, unitOfWork: this.unitOfWork, bus: this.bus } = deps);
   }
 
   async open(caller: Principal, input: OpenPromptInput, requestId?: string): Promise<{ prompt: PromptRow; created: boolean }> {
@@ -187,7 +187,7 @@ export class PromptUseCases {
       if (row && row.accountId === caller.accountId) return { prompt: row, created: false };
       token = cached.token;
     }
-    const { value } = await this.idempotency.run(
+    const { value } = await this.unitOfWork.run(
       this.key(caller, 'OpenPrompt', requestId, input),
       openCodec,
       (tx) => this.openIn(tx, caller, input),
@@ -259,7 +259,7 @@ export class PromptUseCases {
     expectedRevision: number | undefined,
     requestId?: string,
   ): Promise<{ prompt: PromptRow; changed: boolean }> {
-    const { value, replayed } = await this.idempotency.run(
+    const { value, replayed } = await this.unitOfWork.run(
       this.key(caller, 'UpdatePrompt', requestId, { id, patch, expectedRevision }),
       updateCodec,
       async (tx) => {
@@ -289,7 +289,7 @@ export class PromptUseCases {
     const before = await this.store.byId(id);
     if (before && before.accountId === caller.accountId) await this.cache.evict(before.sessionKey);
     let deleted: PromptRow | undefined;
-    const { value } = await this.idempotency.run(this.key(caller, 'DeletePrompt', requestId, { id, expectedRevision }), revisionCodec, async (tx) => {
+    const { value } = await this.unitOfWork.run(this.key(caller, 'DeletePrompt', requestId, { id, expectedRevision }), revisionCodec, async (tx) => {
       const current = await this.lockForWrite(caller, id, expectedRevision, tx);
       await this.store.delete(id, tx);
       deleted = current;
@@ -403,7 +403,7 @@ export class PromptUseCases {
       // Give queued requests the event loop (and, on PGlite, the connection) between batches.
       await new Promise((r) => setImmediate(r));
     }
-    report.requestIds = await this.idempotency.expire({ now: opts.now });
+    report.requestIds = await this.unitOfWork.expire({ now: opts.now });
     return report;
   }
 
@@ -424,7 +424,7 @@ export class PromptUseCases {
     eventOf: (row: T) => PromptEvent,
     insert: (tx: Tx, revision: number) => Promise<T>,
   ): Promise<T> {
-    const { value, replayed } = await this.idempotency.run(
+    const { value, replayed } = await this.unitOfWork.run(
       this.key(caller, rpc, requestId, input),
       codec,
       async (tx) => {

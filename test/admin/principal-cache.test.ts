@@ -23,8 +23,8 @@ function replicas() {
   const bus = new MemoryBus();
   const store = storeWithKey('pk_secret');
   const uow = new MemoryUnitOfWork(store);
-  const a = new AdminUseCases(store, uow, new PrincipalCache(kv, bus));
-  const b = new AdminUseCases(store, uow, new PrincipalCache(kv, bus));
+  const a = new AdminUseCases({ store, unitOfWork: uow, principals: new PrincipalCache(kv, bus) });
+  const b = new AdminUseCases({ store, unitOfWork: uow, principals: new PrincipalCache(kv, bus) });
   return { a, b, kv, store };
 }
 
@@ -62,7 +62,7 @@ test('principalOf: without the bus message, the local TTL bounds a revoked key',
   let now = 0;
   const kv = new MemoryKv();
   const store = storeWithKey('pk_s');
-  const b = new AdminUseCases(store, new MemoryUnitOfWork(store), new PrincipalCache(kv, undefined, { localTtlMs: 5_000, now: () => now }));
+  const b = new AdminUseCases({ store, unitOfWork: new MemoryUnitOfWork(store), principals: new PrincipalCache(kv, undefined, { localTtlMs: 5_000, now: () => now }) });
   t.truthy(await b.principalOf('pk_s'));
   // Revoked elsewhere (Postgres and Redis), the message lost:
   store.tables.rows.api_keys.set('key-1', { ...key('key-1'), revokedAt: new Date() });
@@ -77,7 +77,7 @@ test('principal cache: a corrupt Redis copy reads as a miss, and a foreign bus m
   const kv = new MemoryKv();
   const bus = new MemoryBus();
   const store = storeWithKey('pk_c');
-  const a = new AdminUseCases(store, new MemoryUnitOfWork(store), new PrincipalCache(kv, bus));
+  const a = new AdminUseCases({ store, unitOfWork: new MemoryUnitOfWork(store), principals: new PrincipalCache(kv, bus) });
   await a.start();
   const cacheKey = `apikey:${hashSecret('pk_c')}`;
   t.true(await kv.fill(cacheKey, '{"apiKeyId":1}', (await kv.readCached(cacheKey)).token, 60_000));

@@ -7,7 +7,7 @@ import { MemoryAdminStore, MemoryUnitOfWork } from './memory-admin-store.js';
 
 function admin() {
   const store = new MemoryAdminStore();
-  return { store, admin: new AdminUseCases(store, new MemoryUnitOfWork(store), new PrincipalCache(new MemoryKv(), undefined)) };
+  return { store, admin: new AdminUseCases({ store, unitOfWork: new MemoryUnitOfWork(store), principals: new PrincipalCache(new MemoryKv(), undefined) }) };
 }
 
 const code = (err: unknown) => (err instanceof AppError ? `${err.code} ${err.reason ?? ''}`.trim() : String(err));

@@ -29,7 +29,7 @@ function world() {
   const store = new MemoryGenieStore();
   const kv = new MemoryKv();
   const bus = new MemoryBus();
-  const genie = new GenieUseCases({ types: store, sessions: store, cache: new GenieCache(kv, bus), uow: store, bus });
+  const genie = new GenieUseCases({ types: store, sessions: store, cache: new GenieCache(kv, bus), unitOfWork: store, bus });
   return { genie, store, kv, bus };
 }
 

@@ -36,7 +36,7 @@ async function liveFailingWith(failure: Error) {
     undefined,
     [],
   );
-  const genie = new GenieUseCases({ types: store, sessions: store, cache, uow: store, bus });
+  const genie = new GenieUseCases({ types: store, sessions: store, cache, unitOfWork: store, bus });
   return { live: new GenieWatch(genie, store, cache, bus, 16), published };
 }
 

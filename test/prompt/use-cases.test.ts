@@ -218,7 +218,7 @@ function world() {
   const store = new MemoryPromptStore();
   const kv = new FlakyKv();
   const bus = new FlakyBus();
-  const prompts = new PromptUseCases({ store, directory: store, cache: new PromptCache(kv, 60_000), idempotency: new MemoryUnitOfWork(), bus });
+  const prompts = new PromptUseCases({ store, directory: store, cache: new PromptCache(kv, 60_000), unitOfWork: new MemoryUnitOfWork(), bus });
   const caller: Principal = { apiKeyId: randomUUID(), userProfileId: randomUUID(), accountId: randomUUID() };
   const now = new Date();
   const client: OwnedRef = { id: randomUUID(), accountId: caller.accountId, name: 'hr', description: '', createdAt: now, updatedAt: now, revision: 1 };

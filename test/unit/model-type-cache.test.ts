@@ -44,7 +44,7 @@ async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
   };
   const cache = new GenieCache(kv, bus);
   await cache.put({ session, dialogue: [] }, (await cache.get(session.id)).token, 60_000);
-  const deps = { types: store, sessions: store, cache, uow: store, bus: opts.bus === false ? undefined : bus };
+  const deps = { types: store, sessions: store, cache, unitOfWork: store, bus: opts.bus === false ? undefined : bus };
   const make = () => new GenieUseCases(deps, { typeCacheTtlMs: 10_000, now: opts.now });
   const a = make();
   const b = make();
