@@ -5,7 +5,8 @@
  * message announcing the change, so a watcher that reads on the message misses the old copy) and each
  * failure is contained to its step. What a failed step leaves behind is recovered elsewhere: a failed
  * fence makes the store distrust its cache until it has re-validated (see KvStore.fence), and watchers
- * replay lost messages from Postgres.
+ * replay lost messages from Postgres. Deletions add one step before their transaction, which may fail the
+ * call: see FencedCopies.evictBeforeDelete.
  */
 export async function afterCommit(...steps: Array<() => Promise<unknown>>): Promise<void> {
   for (const step of steps) {

@@ -1,3 +1,4 @@
+import { unavailable } from './errors.js';
 import { decodeJson, encodeJson } from './json-codec.js';
 import { CACHE_MISS, type KvStore } from './ports/kv.js';
 import type { Codec } from './ports/unit-of-work.js';
@@ -35,5 +36,19 @@ export class FencedCopies<T> {
   /** Drops the copy and voids every token handed out for it (after a commit that changed or deleted it). */
   async evict(id: string): Promise<void> {
     await this.kv.fence(this.keyOf(id));
+  }
+
+  /**
+   * The exception to the after-commit rule, for deletions: the copy holds the content being deleted, and a
+   * deletion that succeeded while its copy could not be fenced would leave that content readable until the
+   * copy expires. So a deletion fences first and, when the store cannot be reached, fails with UNAVAILABLE
+   * having deleted nothing; the caller retries. (It fences again after its commit, through afterCommit.)
+   */
+  async evictBeforeDelete(id: string, what: string): Promise<void> {
+    try {
+      await this.kv.fence(this.keyOf(id));
+    } catch {
+      throw unavailable(`the ${what} cache is unreachable; nothing was deleted, retry later`, 'CACHE_UNAVAILABLE');
+    }
   }
 }

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { unavailable } from '../errors.js';
 import { FencedCopies } from '../fenced-copies.js';
 import { encodeJson, zodCodec } from '../json-codec.js';
 import type { KvStore } from '../ports/kv.js';
@@ -50,14 +49,9 @@ export class GenieCache {
     return this.copies.evict(sessionId);
   }
 
-  /** Eviction for deletions, which must not leave a copy behind: UNAVAILABLE when the store cannot be reached. */
-  async evictOrFail(sessionId: string): Promise<void> {
-    try {
-      // A fence, not a plain delete: a read that started before the deletion must not fill the copy back.
-      await this.copies.evict(sessionId);
-    } catch {
-      throw unavailable('the session cache is unreachable; nothing was deleted, retry later', 'CACHE_UNAVAILABLE');
-    }
+  /** Before a deletion: UNAVAILABLE CACHE_UNAVAILABLE when the copy cannot be fenced (see FencedCopies). */
+  evictBeforeDelete(sessionId: string): Promise<void> {
+    return this.copies.evictBeforeDelete(sessionId, 'session');
   }
 
   /**

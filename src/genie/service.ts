@@ -327,7 +327,7 @@ export class GenieUseCases {
    * leave the content readable until the copy's TTL, so the call fails instead, having deleted nothing.
    */
   async deleteSession(caller: Principal, id: string, expectedRevision: number | undefined, requestId?: string): Promise<void> {
-    await this.cache.evictOrFail(id);
+    await this.cache.evictBeforeDelete(id);
     // No upgrade here: a session whose data cannot be upgraded must still be deletable.
     const { value: commit, replayed } = await this.unitOfWork.run(this.key(caller, 'DeleteSession', requestId, { id, expectedRevision }), voidCodec, async (tx) => {
       const cur = await this.lockForWrite(caller, id, expectedRevision, tx);

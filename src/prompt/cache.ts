@@ -34,4 +34,9 @@ export class PromptCache {
   evict(sessionKey: string): Promise<void> {
     return this.copies.evict(sessionKey);
   }
+
+  /** Before a deletion: UNAVAILABLE CACHE_UNAVAILABLE when the copy cannot be fenced (see FencedCopies). */
+  evictBeforeDelete(sessionKey: string): Promise<void> {
+    return this.copies.evictBeforeDelete(sessionKey, 'prompt');
+  }
 }

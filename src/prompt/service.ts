@@ -284,10 +284,9 @@ export class PromptUseCases {
    * success; without one, a second call is NOT_FOUND.
    */
   async delete(caller: Principal, id: string, expectedRevision: number | undefined, requestId?: string): Promise<number> {
-    // The cached row carries the prompt's content: drop it before deleting, so a store that cannot be
-    // reached fails the call with nothing deleted rather than leave a copy readable after a success.
+    // The cached row carries the prompt's content: drop it before deleting (see FencedCopies.evictBeforeDelete).
     const before = await this.store.byId(id);
-    if (before && before.accountId === caller.accountId) await this.cache.evict(before.sessionKey);
+    if (before && before.accountId === caller.accountId) await this.cache.evictBeforeDelete(before.sessionKey);
     let deleted: PromptRow | undefined;
     const { value } = await this.unitOfWork.run(this.key(caller, 'DeletePrompt', requestId, { id, expectedRevision }), revisionCodec, async (tx) => {
       const current = await this.lockForWrite(caller, id, expectedRevision, tx);

@@ -99,23 +99,40 @@ test('an unknown enum number is INVALID_ARGUMENT listing the names a JSON client
   t.regex(violation?.description ?? '', /CHAT_ROLE_USER/);
 });
 
-test.serial('UNAVAILABLE CACHE_UNAVAILABLE: a deletion that cannot fence the hot copy deletes nothing and may be retried', async (t) => {
-  const g = genie(s, await createTenant(s));
-  await g.register(modelType());
-  const session = await g.create('qa');
-  const kv = s.app.store.kv as unknown as { fence: (key: string) => Promise<void> };
-  const fence = kv.fence;
+/** Runs `work` while every fence of the server's KV store fails, as when Redis cannot be reached. */
+async function withFencesFailing<T>(work: () => Promise<T>): Promise<T> {
+  const kv = s.app.store.kv;
+  const fence = kv.fence.bind(kv);
   kv.fence = async () => {
     throw new Error('injected: the store is unreachable');
   };
   try {
-    await expectError(t, g.del(session.sessionId), status.UNAVAILABLE, 'CACHE_UNAVAILABLE');
+    return await work();
   } finally {
     kv.fence = fence;
   }
+}
+
+test.serial('UNAVAILABLE CACHE_UNAVAILABLE: a session deletion that cannot fence the hot copy deletes nothing and may be retried', async (t) => {
+  const g = genie(s, await createTenant(s));
+  await g.register(modelType());
+  const session = await g.create('qa');
+  await withFencesFailing(() => expectError(t, g.del(session.sessionId), status.UNAVAILABLE, 'CACHE_UNAVAILABLE'));
   t.is((await g.get(session.sessionId)).revision, session.revision, 'nothing was deleted');
   await g.del(session.sessionId);
   await expectError(t, g.get(session.sessionId), status.NOT_FOUND, 'SESSION_NOT_FOUND');
+});
+
+test.serial('UNAVAILABLE CACHE_UNAVAILABLE: a prompt deletion that cannot fence its cached copy deletes nothing and may be retried', async (t) => {
+  const tenant = await createTenant(s);
+  const open = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' };
+  const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, open, tenant.md);
+  const del = { id: prompt!.id, requestId: randomUUID(), expectedRevision: undefined };
+  await withFencesFailing(() => expectError(t, rpc(s.prompt, s.prompt.deletePrompt, del, tenant.md), status.UNAVAILABLE, 'CACHE_UNAVAILABLE'));
+  const still = await rpc(s.prompt, s.prompt.getPrompt, { id: prompt!.id, sessionKey: '' }, tenant.md);
+  t.is(still.prompt?.revision, prompt!.revision, 'nothing was deleted');
+  await rpc(s.prompt, s.prompt.deletePrompt, del, tenant.md);
+  await expectError(t, rpc(s.prompt, s.prompt.getPrompt, { id: prompt!.id, sessionKey: '' }, tenant.md), status.NOT_FOUND, 'PROMPT_NOT_FOUND');
 });
 
 test('PERMISSION_DENIED ADMIN_DISABLED: a server without PARLEY_ADMIN_TOKEN refuses every AdminService call', async (t) => {
