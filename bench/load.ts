@@ -34,7 +34,7 @@ async function createSessions(target: string, ctx: BenchContext, n: number): Pro
   try {
     const ids: string[] = [];
     for (let i = 0; i < n; i++) {
-      const r = await call<CreateSessionResponse>(genie, 'createSession', { modelType: ctx.modelType, fields: { worker: i } }, md);
+      const r = await call<CreateSessionResponse>(genie, 'createSession', { modelType: ctx.modelType, fields: { worker: i }, requestId: '' }, md);
       ids.push(r.session!.sessionId);
     }
     return ids;
@@ -72,14 +72,14 @@ async function unaryOps(cmd: Extract<LoadCommand, { kind: 'unary' }>): Promise<{
       };
     }
     case 'GetSession': {
-      const req = { sessionId: ctx.hotSessionId, revision: 0 };
+      const req = { sessionId: ctx.hotSessionId, revision: undefined };
       return { close, op: (w) => call(pick(w), 'getSession', req, md) };
     }
     case 'SendEvent':
       return {
         close,
         op: (w) =>
-          call(pick(w), 'sendEvent', { sessionId: sessions[w % sessions.length], eventName: ctx.event, actor: Actor.ACTOR_USER, actorInput: 'hello' }, md),
+          call(pick(w), 'sendEvent', { sessionId: sessions[w % sessions.length], eventName: ctx.event, actor: Actor.ACTOR_USER, actorInput: 'hello', requestId: '' }, md),
       };
     default:
       await close();

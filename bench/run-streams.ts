@@ -47,7 +47,7 @@ export async function captureWatchMessages(ctx: BenchContext): Promise<string[] 
       ),
     );
   try {
-    const session = (await unary<genie.CreateSessionResponse>('createSession', { modelType: ctx.modelType, fields: {} }, md)).session!;
+    const session = (await unary<genie.CreateSessionResponse>('createSession', { modelType: ctx.modelType, fields: {}, requestId: '' }, md)).session!;
     const stream = client.watchSession({ sessionId: session.sessionId, afterRevision: Number(session.revision) }, md);
     stream.on('error', () => {});
     const got: unknown[] = [];
@@ -55,7 +55,7 @@ export async function captureWatchMessages(ctx: BenchContext): Promise<string[] 
       if (revisionOf(m) === Number(session.revision) + 1) got.push(m);
     });
     await sleep(300);
-    await unary('sendEvent', { sessionId: session.sessionId, eventName: ctx.event, actor: genie.Actor.ACTOR_USER, actorInput: 'event 0', expectedRevision: Number(session.revision) }, md);
+    await unary('sendEvent', { sessionId: session.sessionId, eventName: ctx.event, actor: genie.Actor.ACTOR_USER, actorInput: 'event 0', expectedRevision: Number(session.revision), requestId: '' }, md);
     // One commit may arrive as one message or as one per event: wait for the first, then a little more.
     const until = Date.now() + 3_000;
     while (got.length === 0 && Date.now() < until) await sleep(20);

@@ -27,7 +27,7 @@ import { AdminServiceClient, type CreateAccountResponse, type CreateApiKeyRespon
 import { Actor, GenieServiceClient, GenieServiceService, GetSessionResponse, SendEventResponse, type CreateSessionResponse } from '../src/gen/parley/genie/v1/genie.js';
 import { OpenPromptResponse, PromptServiceClient } from '../src/gen/parley/prompt/v1/prompt.js';
 import { HealthCheckResponse_ServingStatus, HealthClient } from '../src/gen/grpc/health/v1/health.js';
-import { createScratchDatabase } from '../test/helpers/backends.js';
+import { createScratchDatabase } from '../test/helpers/scratch-db.js';
 import { bearer, insecure, ProcSampler, sleep, type BenchContext, type LoadCommand, type LoadReply, type Row, type Summary } from './lib.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -368,13 +368,14 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
           upgrades: [],
           cacheTtl: { seconds: 3600, nanos: 0 },
         },
+        requestId: '',
       },
       md,
     );
-    const session = (await call<CreateSessionResponse>(genie, 'createSession', { modelType: MODEL_TYPE, fields: { topic: 'vacation days' } }, md)).session!;
+    const session = (await call<CreateSessionResponse>(genie, 'createSession', { modelType: MODEL_TYPE, fields: { topic: 'vacation days' }, requestId: '' }, md)).session!;
     let sent: unknown;
     for (let i = 0; i < 4; i++) {
-      sent = await call(genie, 'sendEvent', { sessionId: session.sessionId, eventName: EVENT, actor: Actor.ACTOR_USER, actorInput: `turn ${i}: how many vacation days are left?` }, md);
+      sent = await call(genie, 'sendEvent', { sessionId: session.sessionId, eventName: EVENT, actor: Actor.ACTOR_USER, actorInput: `turn ${i}: how many vacation days are left?`, requestId: '' }, md);
     }
     // The first read after a write fills the hot copy; the second is served from it.
     await call(genie, 'getSession', { sessionId: session.sessionId, revision: undefined }, md);

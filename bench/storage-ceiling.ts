@@ -3,10 +3,10 @@
  * Redis calls that one RPC makes, issued directly with pg and ioredis, with no gRPC, no validation, no
  * domain code. A ratio of an RPC to its storage ceiling says how much the server adds on top of storage.
  *
- * Mirrored from src/storage/*-repo.ts, src/storage/prompt-store.ts, src/storage/idempotency.ts, src/prompt/service.ts,
- * src/genie/service.ts, src/genie/cache.ts and src/admin/service.ts (principalOf) as of this commit:
+ * Mirrored from src/storage/*-store.ts, src/storage/unit-of-work.ts, src/storage/redis-kv.ts, src/prompt/service.ts,
+ * src/genie/service.ts, src/genie/cache.ts and src/admin/cache.ts (principalOf) as of this commit:
  *
- * Every RPC authenticates with AdminService.principalOf, which answers from its in-process cache (filled
+ * Every RPC authenticates with AdminUseCases.principalOf, which answers from its in-process cache (filled
  * once from Redis GET <prefix>apikey:<sha256>): no call per RPC, so the ceiling reads it once too.
  *
  * AppendHistory (no request_id: no transaction, no fingerprint):
@@ -17,14 +17,14 @@
  *   redis PUBLISH <prefix>prompt:{id} <event json>                     (publishPromptEvent)
  *
  * OpenPrompt with the session key of a cached session (no request_id):
- *   redis GET <prefix>parley:prompt:session:<key>                      (PromptUseCases.open: no transaction,
+ *   redis GET <prefix>cache:epoch + HMGET <prefix>parley:prompt:session:<key> d g e  (PromptUseCases.open: no transaction,
  *                                                                       no re-put)
  *   pg    SELECT revision FROM prompts WHERE id = $1                   (PromptUseCases.withRevision: the revision
  *                                                                       moves with every log write, so it is
  *                                                                       never served from the cache)
  *
  * GetSession (revision 0) of a hot session:
- *   redis GET <prefix>genie:{id}:hot                                   (GenieCache.get; the model type's
+ *   redis GET <prefix>cache:epoch + HMGET <prefix>genie:{id}:hot d g e  (GenieCache.get; the model type's
  *                                                                       versions come from GenieUseCases'
  *                                                                       in-process cache)
  *
@@ -37,9 +37,9 @@
  *         INSERT INTO genie_dialogue …
  *         INSERT INTO session_events … (2 rows: state_changed, dialogue_appended)
  *         COMMIT
- *   redis DEL <prefix>genie:{id}:hot
- *   redis PUBLISH <prefix>genie:{id} {revision, events: [state_changed, dialogue_appended]}  (GenieCache.publish:
- *         one message per revision since WatchSession; it was one per event before)
+ *   redis EVALSHA fence <prefix>genie:{id}:hot (HINCRBY g, HDEL d, PEXPIRE)
+ *   redis PUBLISH <prefix>genie:{id} {type: commit, revision, events: [state_changed, dialogue_appended]}
+ *         (GenieCache.publish: one message per revision)
  *   pg    SELECT * FROM genie_dialogue WHERE session_id AND seq <= n ORDER BY seq   (the response's dialogue)
  */
 import { createHash } from 'node:crypto';
@@ -65,6 +65,13 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
   await redis.connect();
   const prefix = ctx.redisPrefix ?? 'parley:';
   const apiKeyKey = `${prefix}apikey:${createHash('sha256').update(ctx.apiKey).digest('hex')}`;
+  // A cached copy is a hash (d: the copy, g: its fence generation, e: its epoch), read together with the
+  // current epoch in one round trip, as RedisKv.readCached does; a fence is one script.
+  const readCopy = async (key: string): Promise<string | null> => {
+    const [, [copy]] = await Promise.all([redis.get(`${prefix}cache:epoch`), redis.hmget(key, 'd', 'g', 'e')]);
+    return copy ?? null;
+  };
+  const fence = (key: string) => redis.eval("redis.call('HINCRBY', KEYS[1], 'g', 1) redis.call('HDEL', KEYS[1], 'd') redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 1", 1, key, 600_000);
   const close = async () => {
     redis.disconnect();
     await pool.end();
@@ -85,7 +92,7 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
   };
   // The principal is cached in Redis (second level) by the seed's calls; fail loudly if it is not. Per call,
   // parley answers it from its in-process cache, so the ceiling reads it once here.
-  const cachedPrincipal = await redis.get(apiKeyKey);
+  const cachedPrincipal = await readCopy(apiKeyKey);
   if (!cachedPrincipal) {
     await close();
     throw new Error('api key principal is not cached in Redis');
@@ -124,7 +131,7 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
         close,
         op: async () => {
           const caller = await principal();
-          const raw = await redis.get(cacheKey);
+          const raw = await readCopy(cacheKey);
           if (!raw) throw new Error('prompt session is not cached');
           const row = JSON.parse(raw) as { id: string; accountId: string };
           const { rows } = await pool.query('select revision from prompts where id = $1 limit 1', [row.id]);
@@ -139,7 +146,7 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
         close,
         op: async () => {
           const caller = await principal();
-          const raw = await redis.get(hot);
+          const raw = await readCopy(hot);
           if (!raw) throw new Error('genie session is not hot');
           const h = JSON.parse(raw) as { session: { modelType: string; accountId: string } };
           if (h.session.accountId !== caller.accountId) throw new Error('wrong account');
@@ -152,7 +159,7 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
         op: async (worker) => {
           const caller = await principal();
           const id = sessions[worker % sessions.length] as string;
-          const { session, events } = await tx(async (c) => {
+          const { session, ...events } = await tx(async (c) => {
             const cur = (
               await c.query('select * from "genie_sessions" where "id" = $1 and "account_id" = $2 and "deleted_at" is null limit 1 for update', [id, caller.accountId])
             ).rows[0];
@@ -176,24 +183,23 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
               ['user', 'hello', ctx.event, revision, seq, id, now],
             );
             const evs = [
-              { kind: 'state_changed', payload: { from_state: cur.state, to_state: cur.state, event: ctx.event, actor: 'user', actor_input: 'hello' } },
-              { kind: 'dialogue_appended', payload: { seq, actor: 'user', actor_text: 'hello', event: ctx.event, timestamp: now.toISOString() } },
+              { type: 'state_changed', v: 1, fromState: cur.state, toState: cur.state, event: ctx.event, actor: 'user', actorInput: 'hello' },
+              { type: 'dialogue_appended', v: 1, seq, actor: 'user', actorText: 'hello', event: ctx.event, timestamp: now.toISOString() },
             ];
             await c.query('insert into "session_events" ("kind", "payload", "revision", "session_id") values ($1, $2, $3, $4), ($5, $6, $7, $8)', [
-              evs[0]!.kind,
-              JSON.stringify(evs[0]!.payload),
+              evs[0]!.type,
+              JSON.stringify(evs[0]),
               revision,
               id,
-              evs[1]!.kind,
-              JSON.stringify(evs[1]!.payload),
+              evs[1]!.type,
+              JSON.stringify(evs[1]),
               revision,
               id,
             ]);
-            return { session: s, events: evs.map((e) => ({ ...e, revision })) };
+            return { session: s, events: evs, revision };
           });
-          await redis.del(`${prefix}genie:{${id}}:hot`);
-          const revision = events[0]!.revision;
-          await redis.publish(`${prefix}genie:{${id}}`, JSON.stringify({ revision, events: events.map((e) => ({ kind: e.kind, payload: e.payload })) }));
+          await fence(`${prefix}genie:{${id}}:hot`);
+          await redis.publish(`${prefix}genie:{${id}}`, JSON.stringify({ type: 'commit', v: 1, revision: events.revision, events: events.events }));
           await pool.query('select * from "genie_dialogue" where "session_id" = $1 and "seq" <= $2 order by "seq" asc', [id, session.dialogue_length]);
         },
       };

@@ -72,7 +72,7 @@ async function allLive(streams: AnyStream[], timeoutMs: number): Promise<void> {
 }
 
 async function createSession(parley: Genie, md: Metadata, modelType: string): Promise<{ id: string; revision: number }> {
-  const { session } = await unary<CreateSessionResponse>(parley, 'createSession', { modelType, fields: {} }, md);
+  const { session } = await unary<CreateSessionResponse>(parley, 'createSession', { modelType, fields: {}, requestId: '' }, md);
   return { id: session!.sessionId, revision: Number(session!.revision) };
 }
 
@@ -131,7 +131,7 @@ async function fanout(cmd: Extract<LoadCommand, { kind: 'fanout' }>, send: (r: L
       const next = revision + 1;
       sent.set(next, t0);
       try {
-        await unary(driver, 'sendEvent', { sessionId: session.id, eventName: ctx.event, actor: Actor.ACTOR_USER, actorInput: `event ${k}`, expectedRevision: revision }, md);
+        await unary(driver, 'sendEvent', { sessionId: session.id, eventName: ctx.event, actor: Actor.ACTOR_USER, actorInput: `event ${k}`, expectedRevision: revision, requestId: '' }, md);
         revision = next;
         if (t0 >= measuredFrom) sends++;
       } catch (err) {

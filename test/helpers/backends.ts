@@ -1,5 +1,3 @@
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import test, { type ExecutionContext } from 'ava';
 
 /**
@@ -34,27 +32,5 @@ export function testWhen(ok: boolean, missing: string, ciMayLack = false, serial
   return (title, fn) => test.skip(`${title} [skipped: ${missing}]`, fn);
 }
 
-export const uniqueName = (prefix: string) => `${prefix}_${process.pid}_${randomBytes(4).toString('hex')}`;
-
-/**
- * A fresh database on the real server for one test file, so files run in parallel without seeing each
- * other's rows. Returns its URL and a function that drops it.
- */
-export async function createScratchDatabase(baseUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
-  const name = uniqueName('parley_t');
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = new URL(baseUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const c = new pg.Client({ connectionString: baseUrl });
-      await c.connect();
-      await c.query(`drop database if exists ${name} with (force)`);
-      await c.end();
-    },
-  };
-}
+// Kept apart from ava (which refuses to be imported outside a test run) so the bench can make databases too.
+export { createScratchDatabase, uniqueName } from './scratch-db.js';
