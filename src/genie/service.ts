@@ -8,13 +8,14 @@ import { isoDate, zodCodec } from '../json-codec.js';
 import type { Codec, RequestKey, Tx, UnitOfWork } from '../ports/unit-of-work.js';
 import type { Bus } from '../ports/bus.js';
 import { afterCommit } from '../after-commit.js';
-import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, PG_INTEGER_MAX, type Page } from '../paging.js';
-import { invalidateOnBus, LocalCache } from '../local-cache.js';
+import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, type Page } from '../paging.js';
 import type { GenieCache } from './cache.js';
+import { ModelTypeUseCases, type ModelTypeCacheOptions } from './model-types.js';
+import { genieRequestKey, MAX_READ_BYTES, withinBudget } from './rules.js';
 import { ACTORS, formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
 import { dialogueAppended, fieldsUpdated, secondaryPut, sessionCreated, sessionDeleted, stateChanged, type SessionCommit } from './events.js';
-import { compileProblem, fieldViolations, schemaProblem } from './json-schema.js';
-import { findTransition, MODEL_TYPE_NAME, modelTypeRowSchema, modelTypeViolations, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
+import { fieldViolations } from './json-schema.js';
+import { findTransition, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
 import { storedSessionSchema, type DialogueRow, type ModelTypeStore, type SessionStore, type SessionWrite, type StateFilter, type StoredSession, type WriteResult } from './store.js';
 
 export const DEFAULT_CACHE_TTL_SECONDS = 3600;
@@ -25,8 +26,6 @@ export const DEFAULT_CACHE_TTL_SECONDS = 3600;
 export const MAX_SECONDARY_BYTES = 3 * 1024 * 1024;
 export const MAX_TEXT_BYTES = 1024 * 1024;
 export const MAX_FIELDS_BYTES = 256 * 1024;
-/** GetSession, a ListDialogue page and a FormatDialogue rendering stay under this. */
-export const MAX_READ_BYTES = 3 * 1024 * 1024;
 /** A generous allowance per dialogue element for its non-text parts on the wire. */
 const ELEMENT_OVERHEAD_BYTES = 64;
 
@@ -59,29 +58,9 @@ export function revisionMismatch(id: string, current: number, expected: number):
   return mismatch(current, `session ${id} is at revision ${current}, not the expected ${expected}; nothing was written`);
 }
 
-const METHOD = (rpc: string) => `parley.genie.v1.GenieService/${rpc}`;
-// Request ids are per account (the same scope as PromptService's): API keys of one account may retry each
-// other's calls; other accounts can never collide with (or probe) them.
-const scopeOf = (caller: Principal) => `account:${caller.accountId}`;
-
 const seqCursor = cursorOf(cursorInt(0));
-const nameVersionCursor = cursorOf(z.object({ n: z.string().regex(MODEL_TYPE_NAME), v: cursorInt(1, PG_INTEGER_MAX) }).strict());
 const keyCursor = cursorOf(cursorString(256));
 
-/** Every process drops a type's cached versions on a message here (`<account id>/<type name>`). */
-export const MODEL_TYPE_REGISTERED_CHANNEL = 'genie:modeltype:registered';
-/**
- * How long a process may keep a type's versions without hearing of a new one. The cache is safe because a
- * registered version never changes: the only news is a new version, and the registering process drops its
- * entry at once and tells the others on MODEL_TYPE_REGISTERED_CHANNEL (bus latency); this TTL bounds the
- * staleness when that message is lost. A session stored at a version newer than the cached latest (written
- * by a process that already knew) reloads the list, so a stale entry never makes a session unreadable.
- * Only reads use it: writes load the versions in their transaction, so they never store an older version
- * than the latest committed.
- */
-export const MODEL_TYPE_CACHE_TTL_MS = 10_000;
-const MODEL_TYPE_CACHE_MAX = 10_000;
-const typeKey = (accountId: string, name: string) => `${accountId}/${name}`;
 
 /** What the use cases stand on: the stores, the hot copy, the unit of work and (for model types) the bus. */
 export interface GenieUseCasesDeps {
@@ -92,107 +71,28 @@ export interface GenieUseCasesDeps {
   bus?: Bus | undefined;
 }
 
-/** GenieModel sessions: model types, state-machine events, dialogue, secondary storage, revisions. */
+/** GenieModel sessions: state-machine events, dialogue, secondary storage, revisions; model types through `modelTypes`. */
 export class GenieUseCases {
-  private readonly typeVersions: LocalCache<ModelTypeRow[]>;
-  private unsubscribe: (() => Promise<void>) | undefined;
+  /** RegisterModelType, GetModelType, ListModelTypes, and the type versions every session read needs. */
+  readonly modelTypes: ModelTypeUseCases;
   private readonly types: ModelTypeStore;
   private readonly sessions: SessionStore;
   private readonly cache: GenieCache;
   private readonly unitOfWork: UnitOfWork;
   private readonly bus: Bus | undefined;
 
-  constructor(deps: GenieUseCasesDeps, opts: { typeCacheTtlMs?: number; typeCacheMaxEntries?: number; now?: () => number } = {}) {
+  constructor(deps: GenieUseCasesDeps, opts: ModelTypeCacheOptions = {}) {
     ({ types: this.types, sessions: this.sessions, cache: this.cache, unitOfWork: this.unitOfWork, bus: this.bus } = deps);
-    this.typeVersions = new LocalCache({
-      ttlMs: opts.typeCacheTtlMs ?? MODEL_TYPE_CACHE_TTL_MS,
-      maxEntries: opts.typeCacheMaxEntries ?? MODEL_TYPE_CACHE_MAX,
-      now: opts.now,
-    });
+    this.modelTypes = new ModelTypeUseCases(deps, opts);
   }
 
   /** Subscribes to model type registrations made by other processes; call once before serving. */
-  async start(): Promise<void> {
-    if (this.bus && !this.unsubscribe) this.unsubscribe = await invalidateOnBus(this.bus, MODEL_TYPE_REGISTERED_CHANNEL, this.typeVersions);
+  start(): Promise<void> {
+    return this.modelTypes.start();
   }
 
-  async stop(): Promise<void> {
-    await this.unsubscribe?.();
-    this.unsubscribe = undefined;
-  }
-
-  /** A type's versions for a read, from the in-process cache (see MODEL_TYPE_CACHE_TTL_MS). */
-  private async versionsFor(accountId: string, name: string, storedVersion: number): Promise<ModelTypeRow[]> {
-    const key = typeKey(accountId, name);
-    const hit = this.typeVersions.get(key);
-    if (hit && (hit[hit.length - 1]?.schemaVersion ?? 0) >= storedVersion) return hit;
-    const token = this.typeVersions.token();
-    const versions = await this.types.modelTypeVersions(accountId, name);
-    if (versions.length) this.typeVersions.set(key, versions, token);
-    return versions;
-  }
-
-  // ---------------------------------------------------------------------------------------------------
-  // Model types
-
-  async registerModelType(caller: Principal, def: ModelTypeDef, requestId?: string): Promise<ModelTypeRow> {
-    // Checks that compile nothing come first: a compiled schema costs memory until evicted, so only one
-    // about to be stored (not a duplicate, not an older version) is compiled, inside the transaction.
-    const schema = def.jsonSchema;
-    const problem = schema && schemaProblem(schema);
-    if (problem) throw invalidArgument('model_type.json_schema', problem);
-    const standalone = modelTypeViolations({ ...def, upgrades: def.upgrades.map((u) => ({ ...u })) }, undefined).filter(
-      (v) => !v.field.startsWith('model_type.upgrades'),
-    );
-    if (standalone.length) throw invalidArgument(standalone);
-    const { value: row, replayed } = await this.unitOfWork.run(this.key(caller, 'RegisterModelType', requestId, def), modelTypeCodec, async (tx) => {
-      // Registrations of one name queue here, so two cannot both build on the same previous version.
-      await this.types.lockModelTypeName(caller.accountId, def.name, tx);
-      const versions = await this.types.modelTypeVersions(caller.accountId, def.name, tx);
-      const previous = versions[versions.length - 1];
-      if (previous && def.schemaVersion === previous.schemaVersion) throw alreadyExists`model type ${def.name} version ${def.schemaVersion}`;
-      if (previous && def.schemaVersion < previous.schemaVersion) {
-        throw failedPrecondition(
-          `model type ${def.name} is already at version ${previous.schemaVersion}; a new version must be higher than ${previous.schemaVersion}, not ${def.schemaVersion}`,
-          'SCHEMA_VERSION_NOT_HIGHER',
-          [{ type: 'SCHEMA_VERSION', subject: `model_type/${clip(def.name, 64)}`, description: `must be higher than ${previous.schemaVersion}` }],
-          new Map([['latest_schema_version', String(previous.schemaVersion)]]),
-        );
-      }
-      const violations = modelTypeViolations(def, previous);
-      if (violations.length) throw invalidArgument(violations);
-      const unusable = schema && compileProblem(schema);
-      if (unusable) throw invalidArgument('model_type.json_schema', unusable);
-      const inserted = await this.types.insertModelType(caller.accountId, def, tx);
-      if (!inserted) throw alreadyExists`model type ${def.name} version ${def.schemaVersion}`;
-      return inserted;
-    });
-    if (replayed) return row;
-    const key = typeKey(caller.accountId, def.name);
-    this.typeVersions.delete(key);
-    const bus = this.bus;
-    if (bus) await afterCommit(() => bus.publish(MODEL_TYPE_REGISTERED_CHANNEL, key));
-    return row;
-  }
-
-  /** The type at `schemaVersion`, or its latest version when that is undefined (or 0). */
-  async getModelType(caller: Principal, name: string, schemaVersion: number | undefined): Promise<ModelTypeRow> {
-    const versions = await this.types.modelTypeVersions(caller.accountId, name);
-    const found = !schemaVersion ? versions[versions.length - 1] : versions.find((v) => v.schemaVersion === schemaVersion);
-    if (!found) throw schemaVersion ? notFound`model type ${name} version ${schemaVersion}` : notFound`model type ${name}`;
-    return found;
-  }
-
-  async listModelTypes(caller: Principal, name: string | undefined, pageSize: number, pageToken: string | undefined): Promise<Page<ModelTypeRow>> {
-    const filters = { name: name ?? '' };
-    const after = decodePageToken(pageToken, 'model_types', filters, nameVersionCursor);
-    const rows = await this.types.listModelTypes(caller.accountId, name, after && { name: after.n, schemaVersion: after.v }, pageSize + 1);
-    const items = withinBudget(rows.slice(0, pageSize), (m) => Buffer.byteLength(JSON.stringify(m)));
-    const last = items[items.length - 1];
-    return {
-      items,
-      nextPageToken: rows.length > items.length && last ? encodePageToken('model_types', filters, { n: last.name, v: last.schemaVersion }) : '',
-    };
+  stop(): Promise<void> {
+    return this.modelTypes.stop();
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -656,8 +556,7 @@ export class GenieUseCases {
   }
 
   private key(caller: Principal, rpc: string, requestId: string | undefined, request: unknown) {
-    // The fingerprint only tells a retry from a reused request id; without an id nothing reads it.
-    return { scope: scopeOf(caller), method: METHOD(rpc), requestId, fingerprint: requestId ? fingerprintOf(request) : '' };
+    return genieRequestKey(caller, rpc, requestId, request);
   }
 
   /** A transaction that records nothing (reads under a lock, the purge's batches). */
@@ -687,7 +586,7 @@ export class GenieUseCases {
   private async readCurrent(caller: Principal, id: string) {
     const { copy: hot, token } = await this.cache.get(id);
     if (hot && hot.session.accountId === caller.accountId) {
-      const versions = await this.versionsFor(caller.accountId, hot.session.modelType, hot.session.schemaVersion);
+      const versions = await this.modelTypes.versionsFor(caller.accountId, hot.session.modelType, hot.session.schemaVersion);
       return { ...hot, versions };
     }
     // The fill happens under the read's share lock: a writer cannot commit in between, so the copy cannot
@@ -713,7 +612,7 @@ export class GenieUseCases {
     if (!found) throw await this.missing(caller, id, revision, tx);
     const versions = tx
       ? await this.types.modelTypeVersions(caller.accountId, found.session.modelType, tx)
-      : await this.versionsFor(caller.accountId, found.session.modelType, found.session.schemaVersion);
+      : await this.modelTypes.versionsFor(caller.accountId, found.session.modelType, found.session.schemaVersion);
     return { ...found, versions };
   }
 }
@@ -732,18 +631,6 @@ function present(stored: StoredSession, dialogue: DialogueRow[] | undefined, ver
 /** A replayed Create/Fork answer: the session as first answered, without the text of its last utterance. */
 function writeView(r: WriteResult): SessionView {
   return { session: r.session, dialogue: undefined, currentResponse: undefined };
-}
-
-/** The longest prefix of `items` whose sizes sum to at most MAX_READ_BYTES; never empty when `items` is not. */
-function withinBudget<T>(items: T[], size: (item: T) => number): T[] {
-  let total = 0;
-  let n = 0;
-  for (const item of items) {
-    total += size(item);
-    if (n > 0 && total > MAX_READ_BYTES) break;
-    n++;
-  }
-  return items.slice(0, n);
 }
 
 function elementMeta(d: DialogueRow): ElementMeta {
@@ -782,7 +669,6 @@ const writeAnswerCodec = zodCodec(
     extra: z.object({ previousState: z.string().optional() }).default({}),
   }),
 );
-const modelTypeCodec = zodCodec(modelTypeRowSchema);
 const voidCodec: Codec<SessionCommit | undefined> = { encode: () => null, decode: () => undefined };
 
 /** The key of a transaction that records nothing (no request id: UnitOfWork.run claims nothing). */

@@ -352,15 +352,15 @@ export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieS
   return {
     registerModelType: async (req, ctx) => {
       const r = parseInput(registerModelType, req);
-      return { modelType: toModelType(await genie.registerModelType(callerOf(ctx), r.def, r.requestId)) };
+      return { modelType: toModelType(await genie.modelTypes.register(callerOf(ctx), r.def, r.requestId)) };
     },
     getModelType: async (req, ctx) => {
       const r = parseInput(getModelType, req);
-      return { modelType: toModelType(await genie.getModelType(callerOf(ctx), r.name, r.schemaVersion)) };
+      return { modelType: toModelType(await genie.modelTypes.get(callerOf(ctx), r.name, r.schemaVersion)) };
     },
     listModelTypes: async (req, ctx) => {
       const r = parseInput(listModelTypes, req);
-      const page = await genie.listModelTypes(callerOf(ctx), r.name, r.pageSize, r.pageToken);
+      const page = await genie.modelTypes.list(callerOf(ctx), r.name, r.pageSize, r.pageToken);
       return { modelTypes: page.items.map(toModelType), nextPageToken: page.nextPageToken };
     },
     createSession: async (req, ctx) => {

@@ -34,16 +34,16 @@ function world() {
 }
 
 async function session(genie: GenieUseCases) {
-  await genie.registerModelType(caller, qa);
+  await genie.modelTypes.register(caller, qa);
   return (await genie.createSession(caller, 'qa', { topic: 'tax' })).session;
 }
 
 test('registerModelType stores a version, and the same version again is ALREADY_EXISTS', async (t) => {
   const { genie } = world();
-  const row = await genie.registerModelType(caller, qa);
+  const row = await genie.modelTypes.register(caller, qa);
   t.like(row, { name: 'qa', schemaVersion: 1 });
-  t.is((await genie.getModelType(caller, 'qa', undefined)).schemaVersion, 1);
-  const again = await t.throwsAsync(genie.registerModelType(caller, qa), { instanceOf: AppError });
+  t.is((await genie.modelTypes.get(caller, 'qa', undefined)).schemaVersion, 1);
+  const again = await t.throwsAsync(genie.modelTypes.register(caller, qa), { instanceOf: AppError });
   t.is(again?.code, 'ALREADY_EXISTS');
 });
 
@@ -115,7 +115,7 @@ test('a cache or bus failure after the commit does not fail the write', async (t
   const updated = await genie.updateSession(caller, s.id, { paths: [], values: { actor: '', actorInput: '', expireTime: undefined }, fieldsPatch: { topic: 'vat' } }, undefined);
   t.true(updated.changed);
   t.is(updated.view.session.revision, 3);
-  await t.notThrowsAsync(genie.registerModelType(caller, { ...qa, schemaVersion: 2 }));
+  await t.notThrowsAsync(genie.modelTypes.register(caller, { ...qa, schemaVersion: 2 }));
 });
 
 test('a repeated request id replays the first answer and writes nothing', async (t) => {

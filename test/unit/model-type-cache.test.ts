@@ -66,7 +66,7 @@ test('a new version is seen at once by the registering process and on the bus by
   const { a, b } = await replicas();
   t.is((await a.getSession(caller, 's1', 0)).session.schemaVersion, 1);
   t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 1);
-  await a.registerModelType(caller, def(2, [{ kind: 'add_field', fromVersion: 1, name: 'y', defaultValue: 2 }]));
+  await a.modelTypes.register(caller, def(2, [{ kind: 'add_field', fromVersion: 1, name: 'y', defaultValue: 2 }]));
   const here = (await a.getSession(caller, 's1', 0)).session;
   t.is(here.schemaVersion, 2);
   t.deepEqual(here.fields, { x: 1, y: 2 });
@@ -80,11 +80,11 @@ test('without the bus message the TTL bounds staleness, and a newer stored versi
   let now = 0;
   const { a, b, cache, session } = await replicas({ bus: false, now: () => now });
   t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 1);
-  await a.registerModelType(caller, def(2));
+  await a.modelTypes.register(caller, def(2));
   t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 1); // stale, within the TTL
   now += 10_000;
   t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 2);
-  await a.registerModelType(caller, def(3));
+  await a.modelTypes.register(caller, def(3));
   // A session already stored at version 3 (by a process that knew) is never unreadable here.
   await cache.put({ session: { ...session, schemaVersion: 3 }, dialogue: [] }, (await cache.get(session.id)).token, 60_000);
   t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 3);
