@@ -22,8 +22,6 @@ import type {
   UserProfileRow,
 } from '../admin/store.js';
 
-/** A database handle or an open Knex transaction (callers not yet on the opaque Tx still pass these). */
-type Q = Knex | Knex.Transaction;
 
 // The columns as the drivers return them (timestamps as Date, or text from some drivers).
 interface Stamps {
@@ -110,8 +108,8 @@ async function translated<T>(write: Promise<T>): Promise<T> {
 export class KnexAdminStore implements AdminStore {
   constructor(private readonly db: Db) {}
 
-  private q(tx: Tx | Q | undefined): Q {
-    return typeof tx === 'function' ? tx : knexOf(tx, this.db);
+  private q(tx: Tx | undefined): Knex | Knex.Transaction {
+    return knexOf(tx, this.db);
   }
 
   // --- Generic by table ----------------------------------------------------------------------------
@@ -156,17 +154,17 @@ export class KnexAdminStore implements AdminStore {
 
   // --- Accounts --------------------------------------------------------------------------------------
 
-  async insertAccount(accountNumber: string, displayName: string, tx?: Tx | Q): Promise<AccountRow> {
+  async insertAccount(accountNumber: string, displayName: string, tx?: Tx): Promise<AccountRow> {
     const [r] = await translated(this.q(tx)('accounts').insert({ id: randomUUID(), account_number: accountNumber, display_name: displayName }).returning('*'));
     return account(r);
   }
 
-  async accountById(id: string, tx?: Tx | Q): Promise<AccountRow | undefined> {
+  async accountById(id: string, tx?: Tx): Promise<AccountRow | undefined> {
     const r = await this.q(tx)('accounts').where({ id }).first();
     return r && account(r);
   }
 
-  async accountByNumber(accountNumber: string, tx?: Tx | Q): Promise<AccountRow | undefined> {
+  async accountByNumber(accountNumber: string, tx?: Tx): Promise<AccountRow | undefined> {
     const r = await this.q(tx)('accounts').where({ account_number: accountNumber }).first();
     return r && account(r);
   }
@@ -180,12 +178,12 @@ export class KnexAdminStore implements AdminStore {
 
   // --- User profiles ---------------------------------------------------------------------------------
 
-  async insertUserProfile(accountId: string, username: string, email: string, tx?: Tx | Q): Promise<UserProfileRow> {
+  async insertUserProfile(accountId: string, username: string, email: string, tx?: Tx): Promise<UserProfileRow> {
     const [r] = await translated(this.q(tx)('user_profiles').insert({ id: randomUUID(), account_id: accountId, username, email }).returning('*'));
     return userProfile(r);
   }
 
-  async userProfileById(id: string, tx?: Tx | Q): Promise<UserProfileRow | undefined> {
+  async userProfileById(id: string, tx?: Tx): Promise<UserProfileRow | undefined> {
     const r = await this.q(tx)('user_profiles').where({ id }).first();
     return r && userProfile(r);
   }
@@ -199,7 +197,7 @@ export class KnexAdminStore implements AdminStore {
 
   // --- API keys --------------------------------------------------------------------------------------
 
-  async insertApiKey(k: NewApiKey, tx?: Tx | Q): Promise<ApiKeyRow> {
+  async insertApiKey(k: NewApiKey, tx?: Tx): Promise<ApiKeyRow> {
     const [r] = await translated(
       this.q(tx)('api_keys')
         .insert({
@@ -215,7 +213,7 @@ export class KnexAdminStore implements AdminStore {
     return apiKey(r);
   }
 
-  async apiKeyById(id: string, tx?: Tx | Q): Promise<ApiKeyRow | undefined> {
+  async apiKeyById(id: string, tx?: Tx): Promise<ApiKeyRow | undefined> {
     const r = await this.q(tx)('api_keys').where({ id }).first();
     return r && apiKey(r);
   }
@@ -256,17 +254,17 @@ export class KnexAdminStore implements AdminStore {
 
   // --- LLM clients and plugins -----------------------------------------------------------------------
 
-  async insertOwned(table: OwnedTable, accountId: string, name: string, description: string, tx?: Tx | Q): Promise<OwnedNameRow> {
+  async insertOwned(table: OwnedTable, accountId: string, name: string, description: string, tx?: Tx): Promise<OwnedNameRow> {
     const [r] = await translated(this.q(tx)(table).insert({ id: randomUUID(), account_id: accountId, name, description }).returning('*'));
     return ownedName(r);
   }
 
-  async ownedById(table: OwnedTable, id: string, tx?: Tx | Q): Promise<OwnedNameRow | undefined> {
+  async ownedById(table: OwnedTable, id: string, tx?: Tx): Promise<OwnedNameRow | undefined> {
     const r = await this.q(tx)(table).where({ id }).first();
     return r && ownedName(r);
   }
 
-  async ownedByName(table: OwnedTable, accountId: string, name: string, tx?: Tx | Q): Promise<OwnedNameRow | undefined> {
+  async ownedByName(table: OwnedTable, accountId: string, name: string, tx?: Tx): Promise<OwnedNameRow | undefined> {
     const r = await this.q(tx)(table).where({ account_id: accountId, name }).first();
     return r && ownedName(r);
   }
