@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { isForeignKeyViolation, isUniqueViolation, type Db } from './db.js';
-import { asDate, asDateOrUndefined } from './rows.js';
+import { asDate, asDateOrUndefined, keysetPage, firstRow } from './rows.js';
 import { KnexUnitOfWork } from './unit-of-work.js';
 import { knexOf } from './knex-tx.js';
 import type { Tx } from '../ports/unit-of-work.js';
@@ -160,13 +160,11 @@ export class KnexAdminStore implements AdminStore {
   }
 
   async accountById(id: string, tx?: Tx): Promise<AccountRow | undefined> {
-    const r = await this.q(tx)('accounts').where({ id }).first();
-    return r && account(r);
+    return firstRow(this.q(tx)('accounts').where({ id }), account);
   }
 
   async accountByNumber(accountNumber: string, tx?: Tx): Promise<AccountRow | undefined> {
-    const r = await this.q(tx)('accounts').where({ account_number: accountNumber }).first();
-    return r && account(r);
+    return firstRow(this.q(tx)('accounts').where({ account_number: accountNumber }), account);
   }
 
   /** One page of accounts in account number order (numbers are unique). */
@@ -184,15 +182,12 @@ export class KnexAdminStore implements AdminStore {
   }
 
   async userProfileById(id: string, tx?: Tx): Promise<UserProfileRow | undefined> {
-    const r = await this.q(tx)('user_profiles').where({ id }).first();
-    return r && userProfile(r);
+    return firstRow(this.q(tx)('user_profiles').where({ id }), userProfile);
   }
 
   /** One page of an account's user profiles in username order (unique per account). */
   async listUserProfiles(accountId: string, afterUsername: string | undefined, limit: number): Promise<UserProfileRow[]> {
-    const q = this.db('user_profiles').where({ account_id: accountId });
-    if (afterUsername !== undefined) q.andWhere('username', '>', afterUsername);
-    return (await q.orderBy('username', 'asc').limit(limit)).map(userProfile);
+    return (await keysetPage(this.db('user_profiles').where({ account_id: accountId }), 'username', afterUsername, limit)).map(userProfile);
   }
 
   // --- API keys --------------------------------------------------------------------------------------
@@ -214,13 +209,11 @@ export class KnexAdminStore implements AdminStore {
   }
 
   async apiKeyById(id: string, tx?: Tx): Promise<ApiKeyRow | undefined> {
-    const r = await this.q(tx)('api_keys').where({ id }).first();
-    return r && apiKey(r);
+    return firstRow(this.q(tx)('api_keys').where({ id }), apiKey);
   }
 
   async apiKeyByHash(secretHash: string): Promise<ApiKeyRow | undefined> {
-    const r = await this.db('api_keys').where({ secret_hash: secretHash }).first();
-    return r && apiKey(r);
+    return firstRow(this.db('api_keys').where({ secret_hash: secretHash }), apiKey);
   }
 
   async secretHashOf(id: string, tx: Tx): Promise<string | undefined> {
@@ -260,19 +253,15 @@ export class KnexAdminStore implements AdminStore {
   }
 
   async ownedById(table: OwnedTable, id: string, tx?: Tx): Promise<OwnedNameRow | undefined> {
-    const r = await this.q(tx)(table).where({ id }).first();
-    return r && ownedName(r);
+    return firstRow(this.q(tx)(table).where({ id }), ownedName);
   }
 
   async ownedByName(table: OwnedTable, accountId: string, name: string, tx?: Tx): Promise<OwnedNameRow | undefined> {
-    const r = await this.q(tx)(table).where({ account_id: accountId, name }).first();
-    return r && ownedName(r);
+    return firstRow(this.q(tx)(table).where({ account_id: accountId, name }), ownedName);
   }
 
   /** One page of an account's LLM clients or plugins in name order (names are unique per account). */
   async listOwned(table: OwnedTable, accountId: string, afterName: string | undefined, limit: number): Promise<OwnedNameRow[]> {
-    const q = this.db(table).where({ account_id: accountId });
-    if (afterName !== undefined) q.andWhere('name', '>', afterName);
-    return (await q.orderBy('name', 'asc').limit(limit)).map(ownedName);
+    return (await keysetPage(this.db(table).where({ account_id: accountId }), 'name', afterName, limit)).map(ownedName);
   }
 }

@@ -23,6 +23,7 @@ import {
 import type { Db } from './db.js';
 import { KnexUnitOfWork } from './unit-of-work.js';
 import { knexOf } from './knex-tx.js';
+import { keysetPage } from './rows.js';
 import { insertEvents, jsonb } from './genie-event-log.js';
 
 // Rows as the drivers return them, checked rather than cast (bigint columns may arrive as strings).
@@ -415,9 +416,7 @@ export class KnexSessionStore implements SessionStore {
   }
 
   async listSecondary(sessionId: string, afterKey: string | undefined, limit: number): Promise<SecondaryMeta[]> {
-    const q = this.db('genie_secondary').where({ session_id: sessionId }).select('key', 'size_bytes', 'revision', 'created_at');
-    if (afterKey !== undefined) q.andWhere('key', '>', afterKey);
-    const rows = await q.orderBy('key').limit(limit);
+    const rows = await keysetPage(this.db('genie_secondary').where({ session_id: sessionId }).select('key', 'size_bytes', 'revision', 'created_at'), 'key', afterKey, limit);
     return rows.map((r) => secondaryMetaRow.parse(r));
   }
 }

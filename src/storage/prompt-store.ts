@@ -32,7 +32,7 @@ import {
 import type { Db } from './db.js';
 import { KnexUnitOfWork } from './unit-of-work.js';
 import { knexOf, txOf } from './knex-tx.js';
-import { asJson } from './rows.js';
+import { asJson, keysetPage, firstRow } from './rows.js';
 
 /** A row as the driver returns it; each is checked by its domain schema on the way out. */
 type DbRow = Record<string, unknown>;
@@ -175,13 +175,11 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
   }
 
   async byId(id: string, tx?: Tx): Promise<PromptRow | undefined> {
-    const r = await this.q(tx)('prompts').where({ id }).first();
-    return r && promptFromRow(r);
+    return firstRow(this.q(tx)('prompts').where({ id }), promptFromRow);
   }
 
   async bySessionKey(sessionKey: string, tx?: Tx): Promise<PromptRow | undefined> {
-    const r = await this.q(tx)('prompts').where({ session_key: sessionKey }).first();
-    return r && promptFromRow(r);
+    return firstRow(this.q(tx)('prompts').where({ session_key: sessionKey }), promptFromRow);
   }
 
   async list(accountId: string, f: PromptFilter, after: PromptCursor | undefined, limit: number): Promise<Array<{ row: PromptRow; cursor: PromptCursor }>> {
@@ -329,8 +327,7 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
   }
 
   async llmClientById(id: string, tx?: Tx): Promise<OwnedRef | undefined> {
-    const r = await this.q(tx)('llm_clients').where({ id }).first();
-    return r && ownedFromRow(r);
+    return firstRow(this.q(tx)('llm_clients').where({ id }), ownedFromRow);
   }
 
   async llmClientByName(accountId: string, accountNumber: string, name: string, tx?: Tx): Promise<OwnedRef | undefined> {
@@ -342,14 +339,11 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
   }
 
   async pluginById(id: string, tx?: Tx): Promise<OwnedRef | undefined> {
-    const r = await this.q(tx)('plugins').where({ id }).first();
-    return r && ownedFromRow(r);
+    return firstRow(this.q(tx)('plugins').where({ id }), ownedFromRow);
   }
 
   async listPlugins(accountId: string, afterName: string | undefined, limit: number): Promise<OwnedRef[]> {
-    const q = this.db('plugins').where({ account_id: accountId });
-    if (afterName !== undefined) q.andWhere('name', '>', afterName);
-    const rows: DbRow[] = await q.orderBy('name', 'asc').limit(limit);
+    const rows: DbRow[] = await keysetPage(this.db('plugins').where({ account_id: accountId }), 'name', afterName, limit);
     return rows.map(ownedFromRow);
   }
 }
