@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
+import { checkPostgres, checkRedis, describeFailure, listenError, postgresError } from './startup-errors.js';
 
 // The heavy modules (grpc-js, knex, PGlite) are imported by the commands that need them, so `help` and a
 // bad environment answer at once.
@@ -18,20 +20,66 @@ commands:
                         tombstones older than the age, in small batches; forget request ids older
                         than 24 h. With --address (and PARLEY_ADMIN_TOKEN) the running server does it
                         (AdminService.PurgeExpiredData); an embedded data dir a server holds is refused
-  help                  show this text
+  help                  show this text (also --help or -h, after any command)
 
-Configuration comes from the environment; see README.md.`;
+options: --version (-v) prints the version. Configuration comes from the environment; see README.md.`;
+
+const commands = new Set(['serve', 'migrate', 'describe', 'purge', 'help']);
+
+function version(): string {
+  // ../package.json from src/ (and from a compiled dist/ alike).
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Waits for the write: process.exit would cut a pending write to a pipe short. */
+function print(text: string): Promise<void> {
+  return new Promise<void>((resolve) => process.stdout.write(`${text}\n`, () => resolve()));
+}
+
+/** Reaches the configured Postgres and Redis once, so a start-up failure names which one and why. */
+async function checkStorage(config: Pick<Config, 'databaseUrl' | 'redisUrl'>): Promise<void> {
+  if (config.databaseUrl) await checkPostgres(config.databaseUrl);
+  if (config.redisUrl) await checkRedis(config.redisUrl);
+}
+
+/**
+ * grpc-js logs a failed bind on stderr itself (`E No address added …`) before rejecting; at its default
+ * verbosity that line is muted during start-up, since the rejection becomes parley's own one line. A
+ * verbosity the operator asked for (GRPC_VERBOSITY=DEBUG/INFO) is left alone.
+ */
+async function quietGrpcDuring<T>(fn: () => Promise<T>): Promise<T> {
+  const chosen = (process.env.GRPC_NODE_VERBOSITY ?? process.env.GRPC_VERBOSITY ?? '').toUpperCase();
+  if (chosen === 'DEBUG' || chosen === 'INFO' || chosen === 'NONE') return fn();
+  const { setLogVerbosity, logVerbosity } = await import('@grpc/grpc-js');
+  setLogVerbosity(logVerbosity.NONE);
+  try {
+    return await fn();
+  } finally {
+    setLogVerbosity(logVerbosity.ERROR);
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
     strict: false,
-    options: { address: { type: 'string' }, 'older-than': { type: 'string' }, 'batch-size': { type: 'string' } },
+    options: {
+      address: { type: 'string' },
+      'older-than': { type: 'string' },
+      'batch-size': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+    },
   });
   const command = positionals[0] ?? 'serve';
-  if (command === 'help' || command === '--help') {
-    process.stdout.write(`${usage}\n`);
+  if (values.version === true) {
+    await print(version());
+    return 0;
+  }
+  if (command === 'help' || (values.help === true && commands.has(command))) {
+    await print(usage);
     return 0;
   }
   let config;
@@ -49,7 +97,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'serve': {
       const { startApp, CLOSE_DEADLINE_MS } = await import('./app.js');
-      const app = await startApp(config, logger);
+      await checkStorage(config);
+      const app = await quietGrpcDuring(() => startApp(config, logger)).catch((err: unknown) => {
+        throw listenError(err, config.listen) ?? (config.databaseUrl && isPostgresError(err) ? postgresError(err, config.databaseUrl) : err);
+      });
       await new Promise<void>((resolve) => {
         const onSignal = (signal: string) => {
           logger.info('shutting down', { signal, graceMs: config.shutdownGraceMs });
@@ -69,6 +120,7 @@ async function main(argv: string[]): Promise<number> {
     case 'migrate': {
       const { openStorage } = await import('./app.js');
       const { migrate } = await import('./storage/db.js');
+      await checkStorage({ ...config, redisUrl: undefined });
       const { db, store } = await openStorage({ ...config, redisUrl: undefined });
       const applied = await migrate(db);
       process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
@@ -80,9 +132,7 @@ async function main(argv: string[]): Promise<number> {
       const address = typeof values.address === 'string' ? values.address : config.listen;
       try {
         const { describe } = await import('./transport/describe.js');
-        const text = await describe(address, positionals[1]);
-        // Wait for the write: process.exit would cut a pending write to a pipe short.
-        await new Promise<void>((resolve) => process.stdout.write(`${text}\n`, () => resolve()));
+        await print(await describe(address, positionals[1]));
         return 0;
       } catch (err) {
         process.stderr.write(`parley: describe ${positionals[1] ?? ''} at ${address}: ${(err as Error).message}\n`);
@@ -102,9 +152,10 @@ async function main(argv: string[]): Promise<number> {
       }
       const { purgeCommand } = await import('./maintenance/cli.js');
       const address = typeof values.address === 'string' ? values.address : undefined;
+      // Run here (not at a server), purge opens the storage itself: reach it first so a failure names it.
+      if (!address) await checkStorage(config);
       try {
-        const line = await purgeCommand(config, { olderThan, batchSize: batch ? Number(batch) : undefined, address });
-        await new Promise<void>((resolve) => process.stdout.write(`${line}\n`, () => resolve()));
+        await print(await purgeCommand(config, { olderThan, batchSize: batch ? Number(batch) : undefined, address }));
         return 0;
       } catch (err) {
         if (!address) throw err;
@@ -118,15 +169,18 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** A server-side Postgres error: it carries a five-character SQLSTATE and a severity. */
+function isPostgresError(err: unknown): boolean {
+  const e = err as { code?: unknown; severity?: unknown };
+  return typeof e?.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code) && typeof e.severity === 'string';
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
-  (err) => {
-    // A locked data dir is an operator's situation, not a crash: the message says what to do, no stack.
-    if (err instanceof Error && err.name === 'DataDirLockedError') {
-      process.stderr.write(`parley: ${err.message}\n`);
-      process.exit(1);
-    }
-    process.stderr.write(`parley: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  (err: unknown) => {
+    // Every failure is one line naming what failed (a port in use, a missing database, an unreachable
+    // Redis, a locked data dir); the stack only with PARLEY_LOG_LEVEL=debug, for failures not foreseen.
+    process.stderr.write(`${describeFailure(err, process.env.PARLEY_LOG_LEVEL === 'debug')}\n`);
     process.exit(1);
   },
 );

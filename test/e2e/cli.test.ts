@@ -1,12 +1,13 @@
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { credentials } from '@grpc/grpc-js';
 import { HealthClient, HealthCheckResponse_ServingStatus as Serving } from '../../src/gen/grpc/health/v1/health.js';
 import { rpc } from '../helpers/harness.js';
+import { realPostgresUrl, testWhen, uniqueName } from '../helpers/backends.js';
 
 const bin = path.resolve('bin/parley.js');
 
@@ -71,3 +72,86 @@ test('parley migrate applies migrations to the data dir and reports when up to d
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+/** Runs the CLI to its exit (no timer: the process itself must end); stdout, stderr and the exit code. */
+function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** The one non-empty line a failed start-up printed (fails the test if there are more or none). */
+function oneLine(t: { is(a: unknown, b: unknown, m?: string): void }, stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => l.trim() !== '');
+  t.is(lines.length, 1, `expected exactly one line on stderr:\n${stderr}`);
+  return lines[0] ?? '';
+}
+
+const embedded = { DATABASE_URL: '', REDIS_URL: '', PARLEY_DATA_DIR: 'memory', PARLEY_LOG_LEVEL: 'info' };
+
+test('--version and -v print the package version and exit 0', async (t) => {
+  const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+  for (const flag of ['--version', '-v']) {
+    const r = await run([flag], embedded);
+    t.is(r.code, 0, r.stderr);
+    t.is(r.stdout, `${version}\n`);
+    t.is(r.stderr, '');
+  }
+});
+
+test('parley serve --help (and --help, help, migrate -h) prints usage and exits 0 without listening', async (t) => {
+  const port = await freePort();
+  for (const args of [['serve', '--help'], ['--help'], ['help'], ['migrate', '-h'], ['purge', '--help']]) {
+    const r = await run(args, { ...embedded, PARLEY_LISTEN: `127.0.0.1:${port}` });
+    t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stdout, /^usage: parley <command>/);
+    t.true(r.stdout.includes('--version'));
+    t.false(r.stderr.includes('listening'), `${args.join(' ')} started a server:\n${r.stderr}`);
+  }
+});
+
+test('a port in use stops serve with one line naming the address, exit 1', async (t) => {
+  const holder = createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  const { port } = holder.address() as { port: number };
+  try {
+    const r = await run(['serve'], { ...embedded, PARLEY_LISTEN: `127.0.0.1:${port}` });
+    t.is(r.code, 1);
+    t.is(oneLine(t, r.stderr), `parley: cannot listen on 127.0.0.1:${port}: address already in use`);
+  } finally {
+    await new Promise((resolve) => holder.close(resolve));
+  }
+});
+
+test('an unreachable Redis stops serve with one line naming its URL without the password, exit 1', async (t) => {
+  const port = await freePort(); // free, then closed: nothing listens there
+  const r = await run(['serve'], { ...embedded, REDIS_URL: `redis://:secret@127.0.0.1:${port}`, PARLEY_LISTEN: '127.0.0.1:0' });
+  t.is(r.code, 1);
+  t.is(oneLine(t, r.stderr), `parley: Redis at redis://:***@127.0.0.1:${port} is unreachable (connect ECONNREFUSED)`);
+  t.false(r.stderr.includes('secret'));
+});
+
+testWhen(Boolean(realPostgresUrl), 'no real Postgres configured (PARLEY_TEST_DATABASE_URL)', true)(
+  'a Postgres database that does not exist stops serve and migrate with one line naming it, exit 1',
+  async (t) => {
+    const url = new URL(realPostgresUrl!);
+    const name = uniqueName('parley_missing');
+    url.pathname = `/${name}`;
+    // The server takes this URL without a password (trust) or with its own: either way it must not be printed.
+    if (!url.password) url.password = 'hunter2';
+    const password = decodeURIComponent(url.password);
+    for (const command of ['serve', 'migrate']) {
+      const r = await run([command], { ...embedded, DATABASE_URL: url.toString(), PARLEY_LISTEN: '127.0.0.1:0' });
+      t.is(r.code, 1, `${command}: ${r.stderr}`);
+      const line = oneLine(t, r.stderr);
+      t.true(line.startsWith(`parley: Postgres database "${name}" does not exist (`), line);
+      t.false(r.stderr.includes(password));
+      t.is(r.stdout, '');
+    }
+  },
+);
