@@ -33,6 +33,7 @@ import { PromptServiceService, type PromptServiceServer } from './gen/parley/pro
 import { Metrics } from './metrics.js';
 import { Limits, type LimitsConfig } from './transport/limits.js';
 import { Maintenance } from './maintenance/purge.js';
+import { ServerTls } from './transport/tls.js';
 
 export interface App {
   config: Config;
@@ -46,6 +47,8 @@ export interface App {
   metrics: Metrics;
   /** The bound port (useful with PARLEY_LISTEN=…:0). */
   port: number;
+  /** TLS of the gRPC port (reload on SIGHUP); undefined when serving plaintext. */
+  tls: ServerTls | undefined;
   stop(): Promise<void>;
 }
 
@@ -90,6 +93,8 @@ export function maintenance(db: Db, store: FastStore, config: Config, prompts = 
 
 /** The composition root: storage → domain → transport. Nothing else wires components together. */
 export async function startApp(config: Config, logger: Logger): Promise<App> {
+  // Bad TLS files stop start-up before any storage is opened.
+  const tls = config.tls ? await ServerTls.load(config.tls, logger) : undefined;
   const { db, store } = await openStorage(config);
   await migrate(db);
 
@@ -124,18 +129,20 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     bindings.map((b) => b.name),
   );
   await health.start();
-  const server = new GrpcServer(bindings, health, { maxMessageBytes: config.maxMessageBytes, maxStreamsPerConnection: config.maxStreamsPerConnection, logger, limits });
+  const server = new GrpcServer(bindings, health, { maxMessageBytes: config.maxMessageBytes, maxStreamsPerConnection: config.maxStreamsPerConnection, logger, limits, credentials: tls?.credentials });
   const port = await server.listen(config.listen);
   logger.info('listening', {
     address: config.listen.replace(/:\d+$/, `:${port}`),
     postgres: config.databaseUrl ? 'external' : 'embedded (PGlite)',
     redis: config.redisUrl ? 'external' : 'embedded (in-process)',
+    ...(tls ? tls.describe() : { tls: 'off' }),
   });
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= closeAll(
       [
+        ['tls file polling', async () => tls?.close()],
         ['grpc server', () => server.shutdown(config.shutdownGraceMs)],
         ['api key revocation subscription', () => admin.stop()],
         ['model type subscription', () => genie.stop()],
@@ -145,7 +152,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       config.shutdownGraceMs + CLOSE_DEADLINE_MS,
       logger,
     ));
-  return { config, db, store, health, server, limits, metrics, port, stop };
+  return { config, db, store, health, server, limits, metrics, port, tls, stop };
 }
 
 /**

@@ -41,6 +41,11 @@ export const envSchema = z.object({
   PARLEY_ACCOUNT_RATE: z.coerce.number().positive().max(1_000_000_000).default(1000),
   PARLEY_ACCOUNT_BURST: z.coerce.number().int().min(1).max(1_000_000_000).default(2000),
   PARLEY_MAX_STREAMS_PER_CONNECTION: z.coerce.number().int().min(1).max(2 ** 31 - 1).default(1000),
+  // TLS and mutual TLS on the gRPC port: PEM files, re-read on SIGHUP and when they change.
+  PARLEY_TLS_CERT: z.string().min(1).optional(),
+  PARLEY_TLS_KEY: z.string().min(1).optional(),
+  PARLEY_TLS_CLIENT_CA: z.string().min(1).optional(),
+  PARLEY_TLS_RELOAD_INTERVAL: duration('1m'),
 });
 
 export interface Config {
@@ -69,6 +74,18 @@ export interface Config {
   accountRequestBurst: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one connection may have open at once. */
   maxStreamsPerConnection: number;
+  // TLS and mutual TLS on the gRPC port
+  /** Unset: plaintext (h2c). */
+  tls: TlsConfig | undefined;
+}
+
+export interface TlsConfig {
+  certFile: string;
+  keyFile: string;
+  /** Set: mutual TLS, every client must present a certificate this CA bundle verifies. */
+  clientCaFile: string | undefined;
+  /** How often the files are checked for a change (0: only on SIGHUP). */
+  reloadIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -108,7 +125,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     accountRequestRate: e.PARLEY_ACCOUNT_RATE,
     accountRequestBurst: e.PARLEY_ACCOUNT_BURST,
     maxStreamsPerConnection: e.PARLEY_MAX_STREAMS_PER_CONNECTION,
+    // TLS and mutual TLS on the gRPC port
+    tls: tlsConfig(e),
   };
+}
+
+/** A certificate without its key (or the reverse) is a mistake, not a request for plaintext. */
+function tlsConfig(e: z.infer<typeof envSchema>): TlsConfig | undefined {
+  const problems: string[] = [];
+  if (e.PARLEY_TLS_CERT && !e.PARLEY_TLS_KEY) problems.push('PARLEY_TLS_KEY: must be set with PARLEY_TLS_CERT (the private key of that certificate)');
+  if (e.PARLEY_TLS_KEY && !e.PARLEY_TLS_CERT) problems.push('PARLEY_TLS_CERT: must be set with PARLEY_TLS_KEY (the certificate of that key)');
+  if (e.PARLEY_TLS_CLIENT_CA && !(e.PARLEY_TLS_CERT && e.PARLEY_TLS_KEY)) problems.push('PARLEY_TLS_CLIENT_CA: needs PARLEY_TLS_CERT and PARLEY_TLS_KEY (mutual TLS is TLS first)');
+  if (problems.length) throw new ConfigError(problems);
+  if (!e.PARLEY_TLS_CERT || !e.PARLEY_TLS_KEY) return undefined;
+  return { certFile: e.PARLEY_TLS_CERT, keyFile: e.PARLEY_TLS_KEY, clientCaFile: e.PARLEY_TLS_CLIENT_CA, reloadIntervalMs: e.PARLEY_TLS_RELOAD_INTERVAL };
 }
 
 const unitMs = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;

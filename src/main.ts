@@ -20,6 +20,8 @@ commands:
                         tombstones older than the age, in small batches; forget request ids older
                         than 24 h. With --address (and PARLEY_ADMIN_TOKEN) the running server does it
                         (AdminService.PurgeExpiredData); an embedded data dir a server holds is refused
+  TLS for describe and purge --address: --cacert ca.pem (the CA that signed the server's certificate),
+  and --cert client.pem --key client.key for a server that requires mutual TLS
   help                  show this text (also --help or -h, after any command)
 
 options: --version (-v) prints the version. Configuration comes from the environment; see README.md.`;
@@ -69,6 +71,9 @@ async function main(argv: string[]): Promise<number> {
       address: { type: 'string' },
       'older-than': { type: 'string' },
       'batch-size': { type: 'string' },
+      cacert: { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -93,6 +98,8 @@ async function main(argv: string[]): Promise<number> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
+  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  const clientTls = { caFile: str(values.cacert), certFile: str(values.cert), keyFile: str(values.key) };
 
   switch (command) {
     case 'serve': {
@@ -113,6 +120,8 @@ async function main(argv: string[]): Promise<number> {
         };
         process.once('SIGTERM', onSignal);
         process.once('SIGINT', onSignal);
+        // SIGHUP re-reads the TLS files (without TLS it keeps its default: end the process).
+        if (app.tls) process.on('SIGHUP', () => void app.tls?.reload('SIGHUP'));
       });
       logger.info('stopped');
       return 0;
@@ -132,7 +141,8 @@ async function main(argv: string[]): Promise<number> {
       const address = typeof values.address === 'string' ? values.address : config.listen;
       try {
         const { describe } = await import('./transport/describe.js');
-        await print(await describe(address, positionals[1]));
+        const { clientCredentials } = await import('./transport/tls.js');
+        await print(await describe(address, positionals[1], await clientCredentials(clientTls)));
         return 0;
       } catch (err) {
         process.stderr.write(`parley: describe ${positionals[1] ?? ''} at ${address}: ${(err as Error).message}\n`);
@@ -155,7 +165,7 @@ async function main(argv: string[]): Promise<number> {
       // Run here (not at a server), purge opens the storage itself: reach it first so a failure names it.
       if (!address) await checkStorage(config);
       try {
-        await print(await purgeCommand(config, { olderThan, batchSize: batch ? Number(batch) : undefined, address }));
+        await print(await purgeCommand(config, { olderThan, batchSize: batch ? Number(batch) : undefined, address, tls: clientTls }));
         return 0;
       } catch (err) {
         if (!address) throw err;

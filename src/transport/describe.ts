@@ -1,14 +1,14 @@
 import { create, createFileRegistry, fromBinary, type DescField, type DescMessage, type DescService } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
-import { credentials } from '@grpc/grpc-js';
+import { credentials, type ChannelCredentials } from '@grpc/grpc-js';
 import { ServerReflectionClient, type ServerReflectionResponse } from '../gen/grpc/reflection/v1/reflection.js';
 
 /**
  * `parley describe`: what grpcurl's `describe` does, over server reflection, for machines without grpcurl
  * (`buf curl` can list and invoke but not describe). Works against any server with reflection v1.
  */
-export async function describe(address: string, symbol: string | undefined): Promise<string> {
-  const client = new ServerReflectionClient(address, credentials.createInsecure());
+export async function describe(address: string, symbol: string | undefined, creds: ChannelCredentials = credentials.createInsecure()): Promise<string> {
+  const client = new ServerReflectionClient(address, creds);
   try {
     const ask = (req: { listServices?: string; fileContainingSymbol?: string }) =>
       new Promise<ServerReflectionResponse>((resolve, reject) => {

@@ -14,6 +14,8 @@ export interface GrpcServerOptions {
   maxStreamsPerConnection: number;
   logger: Logger;
   limits?: Limits;
+  /** TLS (transport/tls.ts); unset: plaintext HTTP/2. */
+  credentials?: ServerCredentials;
 }
 
 /** grpc-js server with our services, health and reflection, and a shutdown that drains before closing. */
@@ -57,7 +59,7 @@ export class GrpcServer {
   /** Binds `host:port` (port 0 picks a free one) and returns the bound port. */
   listen(address: string): Promise<number> {
     return new Promise((resolve, reject) =>
-      this.server.bindAsync(address, ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+      this.server.bindAsync(address, this.opts.credentials ?? ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
     );
   }
 

@@ -100,3 +100,28 @@ test('a limit that would refuse everything is a configuration error naming its v
     t.true(e!.message.includes(name), `${name} is not named in: ${e!.message}`);
   }
 });
+
+test('TLS is off by default and on with a certificate and its key; a client CA makes it mutual', (t) => {
+  t.is(loadConfig({}).tls, undefined);
+  t.deepEqual(loadConfig({ PARLEY_TLS_CERT: '/etc/parley/server.pem', PARLEY_TLS_KEY: '/etc/parley/server.key' }).tls, {
+    certFile: '/etc/parley/server.pem',
+    keyFile: '/etc/parley/server.key',
+    clientCaFile: undefined,
+    reloadIntervalMs: 60_000,
+  });
+  const mutual = loadConfig({ PARLEY_TLS_CERT: 'server.pem', PARLEY_TLS_KEY: 'server.key', PARLEY_TLS_CLIENT_CA: 'ca.pem', PARLEY_TLS_RELOAD_INTERVAL: '0s' }).tls;
+  t.is(mutual?.clientCaFile, 'ca.pem');
+  t.is(mutual?.reloadIntervalMs, 0, '0s: reload on SIGHUP only');
+});
+
+test('a TLS certificate without its key, a key without its certificate, or a client CA alone is a configuration error naming the missing variable', (t) => {
+  const certOnly = t.throws(() => loadConfig({ PARLEY_TLS_CERT: 'server.pem' }), { instanceOf: ConfigError });
+  t.deepEqual(certOnly!.problems, ['PARLEY_TLS_KEY: must be set with PARLEY_TLS_CERT (the private key of that certificate)']);
+  const keyOnly = t.throws(() => loadConfig({ PARLEY_TLS_KEY: 'server.key' }), { instanceOf: ConfigError });
+  t.deepEqual(keyOnly!.problems, ['PARLEY_TLS_CERT: must be set with PARLEY_TLS_KEY (the certificate of that key)']);
+  const caOnly = t.throws(() => loadConfig({ PARLEY_TLS_CLIENT_CA: 'ca.pem' }), { instanceOf: ConfigError });
+  t.deepEqual(caOnly!.problems, ['PARLEY_TLS_CLIENT_CA: needs PARLEY_TLS_CERT and PARLEY_TLS_KEY (mutual TLS is TLS first)']);
+  const interval = t.throws(() => loadConfig({ PARLEY_TLS_RELOAD_INTERVAL: 'hourly' }), { instanceOf: ConfigError });
+  t.regex(interval!.message, /PARLEY_TLS_RELOAD_INTERVAL: must be a duration/);
+  t.false(interval!.message.includes('hourly'), 'the value is not echoed');
+});
