@@ -219,6 +219,23 @@ withOpenssl('the CLI: parley describe needs --cacert for a TLS server and names 
   t.regex(ok.stdout, /^parley\.admin\.v1\.AdminService$/m);
 });
 
+withOpenssl('the CLI: parley purge --address reaches a mutual TLS server with --cacert, --cert and --key', async (t) => {
+  const purge = (...tls: string[]) =>
+    run(process.execPath, [bin, 'purge', '--older-than', '3650d', '--address', `localhost:${mtlsServer.app.port}`, ...tls], {
+      encoding: 'utf8',
+      env: { ...process.env, PARLEY_LOG_LEVEL: 'silent', PARLEY_ADMIN_TOKEN: mtlsServer.app.config.adminToken },
+    }).catch((e: { code: number; stdout: string; stderr: string }) => e);
+  const ok = await purge('--cacert', pki.file('ca.pem'), '--cert', pki.file('client.pem'), '--key', pki.file('client.key'));
+  t.false('code' in ok, `purge over mutual TLS failed: ${ok.stderr}`);
+  t.regex(ok.stdout, /^purged \d+ prompts .* in \d+ batches; expired \d+ request ids$/m);
+  const noCert = await purge('--cacert', pki.file('ca.pem'));
+  t.is('code' in noCert ? noCert.code : 0, 1, 'without a client certificate the server refuses the connection');
+  t.regex(noCert.stderr, /^parley: purge: the server at localhost:\d+ answered: /);
+  const half = await purge('--cacert', pki.file('ca.pem'), '--cert', pki.file('client.pem'));
+  t.is('code' in half ? half.code : 0, 1);
+  t.regex(half.stderr, /--cert and --key go together/);
+});
+
 withPython('mutual TLS: a Python client with grpc.ssl_channel_credentials works with a good certificate and is refused without one', async (t) => {
   t.timeout(120_000);
   const stubs = mkdtempSync(path.join(tmpdir(), 'parley-py-tls-'));
