@@ -45,7 +45,7 @@ export const envSchema = z.object({
   PARLEY_TLS_CERT: z.string().min(1).optional(),
   PARLEY_TLS_KEY: z.string().min(1).optional(),
   PARLEY_TLS_CLIENT_CA: z.string().min(1).optional(),
-  PARLEY_TLS_RELOAD_INTERVAL: duration('1m'),
+  PARLEY_TLS_RELOAD_INTERVAL: duration('1m').refine((ms) => ms === 0 || ms >= 1000, 'must be 0s (reload on SIGHUP only) or at least 1s'),
 });
 
 export interface Config {

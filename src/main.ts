@@ -20,11 +20,11 @@ commands:
                         tombstones older than the age, in small batches; forget request ids older
                         than 24 h. With --address (and PARLEY_ADMIN_TOKEN) the running server does it
                         (AdminService.PurgeExpiredData); an embedded data dir a server holds is refused
-  TLS for describe and purge --address: --cacert ca.pem (the CA that signed the server's certificate),
-  and --cert client.pem --key client.key for a server that requires mutual TLS
   help                  show this text (also --help or -h, after any command)
 
-options: --version (-v) prints the version. Configuration comes from the environment; see README.md.`;
+options: --version (-v) prints the version. Configuration comes from the environment; see README.md.
+TLS for describe and purge --address: --cacert ca.pem (the CA of the server's certificate), and
+--cert client.pem --key client.key for a server that requires mutual TLS.`;
 
 const commands = new Set(['serve', 'migrate', 'describe', 'purge', 'help']);
 
@@ -105,9 +105,14 @@ async function main(argv: string[]): Promise<number> {
     case 'serve': {
       const { startApp, CLOSE_DEADLINE_MS } = await import('./app.js');
       await checkStorage(config);
+      // SIGHUP re-reads the TLS files; taken before listening, so an early one cannot end the process. Without
+      // TLS it keeps its default: it ends the process.
+      const onHangup: { reloadTls?: () => void } = {};
+      if (config.tls) process.on('SIGHUP', () => onHangup.reloadTls?.());
       const app = await quietGrpcDuring(() => startApp(config, logger)).catch((err: unknown) => {
         throw listenError(err, config.listen) ?? (config.databaseUrl && isPostgresError(err) ? postgresError(err, config.databaseUrl) : err);
       });
+      onHangup.reloadTls = () => void app.tls?.reload('SIGHUP');
       await new Promise<void>((resolve) => {
         const onSignal = (signal: string) => {
           logger.info('shutting down', { signal, graceMs: config.shutdownGraceMs });
@@ -120,8 +125,6 @@ async function main(argv: string[]): Promise<number> {
         };
         process.once('SIGTERM', onSignal);
         process.once('SIGINT', onSignal);
-        // SIGHUP re-reads the TLS files (without TLS it keeps its default: end the process).
-        if (app.tls) process.on('SIGHUP', () => void app.tls?.reload('SIGHUP'));
       });
       logger.info('stopped');
       return 0;

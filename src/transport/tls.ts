@@ -117,7 +117,9 @@ function describeCertificate(c: X509Certificate): Record<string, string> {
 class ReloadableServerCredentials extends ServerCredentials {
   constructor(mutual: boolean, initial: SecureContextOptions) {
     // Mutual TLS: ask every client for a certificate and refuse the handshake without one the CA verifies.
-    super({ requestCert: mutual, rejectUnauthorized: mutual }, initial);
+    // GRPC_SSL_CIPHER_SUITES is honoured as grpc-js's own createSsl honours it.
+    const ciphers = process.env.GRPC_SSL_CIPHER_SUITES;
+    super({ requestCert: mutual, rejectUnauthorized: mutual, ...(ciphers ? { ciphers } : {}) }, initial);
   }
 
   replace(options: SecureContextOptions): void {
@@ -136,6 +138,7 @@ export class ServerTls {
   private reloading: Promise<ReloadOutcome> = Promise.resolve('unchanged');
   private lastFailure: string | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private polling = false;
 
   private constructor(
     private readonly files: TlsConfig,
@@ -150,7 +153,7 @@ export class ServerTls {
     const tls = new ServerTls(files, logger, set, new ReloadableServerCredentials(files.clientCaFile !== undefined, set.options));
     tls.warnIfExpired(set.certificate);
     if (files.reloadIntervalMs > 0) {
-      tls.timer = setInterval(() => void tls.reload('file change'), files.reloadIntervalMs);
+      tls.timer = setInterval(() => tls.poll(), files.reloadIntervalMs);
       tls.timer.unref();
     }
     return tls;
@@ -171,6 +174,13 @@ export class ServerTls {
   reload(trigger: 'SIGHUP' | 'file change'): Promise<ReloadOutcome> {
     this.reloading = this.reloading.then(() => this.reloadNow(trigger));
     return this.reloading;
+  }
+
+  /** A poll while the previous one still reads (a slow disk) is skipped rather than queued. */
+  private poll(): void {
+    if (this.polling) return;
+    this.polling = true;
+    void this.reload('file change').finally(() => (this.polling = false));
   }
 
   private async reloadNow(trigger: string): Promise<ReloadOutcome> {

@@ -124,4 +124,6 @@ test('a TLS certificate without its key, a key without its certificate, or a cli
   const interval = t.throws(() => loadConfig({ PARLEY_TLS_RELOAD_INTERVAL: 'hourly' }), { instanceOf: ConfigError });
   t.regex(interval!.message, /PARLEY_TLS_RELOAD_INTERVAL: must be a duration/);
   t.false(interval!.message.includes('hourly'), 'the value is not echoed');
+  const busy = t.throws(() => loadConfig({ PARLEY_TLS_RELOAD_INTERVAL: '10ms' }), { instanceOf: ConfigError });
+  t.deepEqual(busy!.problems, ['PARLEY_TLS_RELOAD_INTERVAL: must be 0s (reload on SIGHUP only) or at least 1s']);
 });
