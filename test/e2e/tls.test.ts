@@ -65,7 +65,8 @@ function readmeServer(): Partial<Config> {
 }
 
 // A client of its own connection: grpc-js otherwise shares one connection between clients of equal credentials.
-const ownConnection = { 'grpc.use_local_subchannel_pool': 1 };
+// The server is checked as localhost (grpc-js would send the IP as the TLS server name, which Node deprecates).
+const ownConnection = { 'grpc.use_local_subchannel_pool': 1, 'grpc.ssl_target_name_override': 'localhost' };
 
 function clientsOf(address: string, creds: ChannelCredentials, adminToken = ADMIN_TOKEN) {
   const admin = new AdminServiceClient(address, creds, ownConnection);
