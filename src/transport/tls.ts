@@ -172,7 +172,13 @@ export class ServerTls {
    * Never throws: a bad set keeps the previous one and is logged as a warning. Reloads run one at a time.
    */
   reload(trigger: 'SIGHUP' | 'file change'): Promise<ReloadOutcome> {
-    this.reloading = this.reloading.then(() => this.reloadNow(trigger));
+    this.reloading = this.reloading.then(() =>
+      this.reloadNow(trigger).catch((err: unknown) => {
+        // Not foreseen (reloadNow handles bad files itself); the previous certificate stays either way.
+        this.logger.warn('TLS reload failed; still serving the previous certificate', { trigger, reason: err instanceof Error ? err.message : String(err) });
+        return 'failed' as const;
+      }),
+    );
     return this.reloading;
   }
 
