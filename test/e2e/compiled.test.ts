@@ -1,6 +1,6 @@
 import test from 'ava';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -48,5 +48,36 @@ test('npm start serves, and SIGTERM to the npm process stops parley gracefully a
       // the group is gone: nothing was left behind
     }
     rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('node dist/main.js serves and stops on SIGTERM; it and bin/parley.js answer --version, with plain node', async (t) => {
+  t.timeout(120_000);
+  const bin = parleyBin();
+  const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+  // No loader of any kind: a TypeScript file anywhere on the way would fail to load.
+  const env = { ...process.env, NODE_OPTIONS: '' };
+  for (const entry of [path.resolve('dist/main.js'), bin]) {
+    const r = spawnSync(process.execPath, [entry, '--version'], { encoding: 'utf8', env });
+    t.is(r.status, 0, r.stderr);
+    t.is(r.stdout, `${version}\n`);
+  }
+  const port = await freePort();
+  const child = spawn(process.execPath, [path.resolve('dist/main.js'), 'serve'], {
+    env: { ...env, DATABASE_URL: '', REDIS_URL: '', PARLEY_DATA_DIR: 'memory', PARLEY_LISTEN: `127.0.0.1:${port}` },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let logs = '';
+  child.stderr.on('data', (d: Buffer) => (logs += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  try {
+    await eventually(() => logs.includes('"listening"') || child.exitCode !== null, 'parley to report listening', 100_000);
+    t.true(logs.includes('"listening"'), logs);
+    child.kill('SIGTERM');
+    t.is(await exited, 0, logs);
+    t.true(logs.includes('"stopped"'), logs);
+    t.true(await portIsFree(port));
+  } finally {
+    child.kill('SIGKILL');
   }
 });
