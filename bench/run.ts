@@ -29,6 +29,7 @@ import { OpenPromptResponse, PromptServiceClient } from '../src/gen/parley/promp
 import { HealthCheckResponse_ServingStatus, HealthClient } from '../src/gen/grpc/health/v1/health.js';
 import { createScratchDatabase } from '../test/helpers/scratch-db.js';
 import { bearer, insecure, ProcSampler, sleep, type BenchContext, type LoadCommand, type LoadReply, type Row, type Summary } from './lib.js';
+import { idleRssTable, measureIdleRss, type IdleRss } from './idle-rss.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const resultsDir = path.join(root, 'bench', 'results');
@@ -61,6 +62,8 @@ const settings = {
   profile: process.env.PARLEY_BENCH_PROFILE === '1',
   /** Heap snapshots of the parley child before and after opening the idle watchers (bench/heap-summary.ts diffs them). */
   heapSnapshot: process.env.PARLEY_BENCH_HEAPSNAPSHOT === '1',
+  /** How long the idle-RSS servers stay quiet before their last reading. */
+  idleSettleMs: envInt('PARLEY_BENCH_IDLE_SETTLE_MS', 30_000),
   /** The whole run is cut here, whatever happens. */
   deadlineMs: envInt('PARLEY_BENCH_DEADLINE_MS', 290_000),
 };
@@ -490,8 +493,35 @@ async function machine(): Promise<Record<string, unknown>> {
 // ---------------------------------------------------------------------------------------------------------
 // The run
 
+/** The compiled server's idle RSS on both backends (bench/idle-rss.ts); not with PARLEY_BENCH_TARGET. */
+async function idleRss(): Promise<IdleRss[] | undefined> {
+  if (settings.target || !wants('idle-rss')) return undefined;
+  log('idle RSS of the compiled server, embedded and on Postgres + Redis');
+  const prefix = `${redisPrefix}idle:`;
+  cleanups.push(() => clearRedisPrefix(settings.redisUrl, prefix));
+  return measureIdleRss({
+    root,
+    databaseUrl: settings.databaseUrl,
+    redisUrl: settings.redisUrl,
+    settleMs: settings.idleSettleMs,
+    spawnServer: (args, env, name) => start(process.execPath, args, env, name),
+    freePort,
+    waitServing,
+    warmUp: async (address, databaseUrl) => void (await seed(address, databaseUrl, 4)),
+    scratchDatabase: () => createScratchDatabase(settings.databaseUrl),
+    adminToken: ADMIN_TOKEN,
+    redisPrefix: prefix,
+    log,
+  });
+}
+
 async function main(): Promise<void> {
   const began = Date.now();
+  const idle = await idleRss();
+  if (idle && settings.only?.size === 1) {
+    process.stdout.write(`\nparley bench — idle RSS only\n\n${idleRssTable(idle, settings.idleSettleMs)}\n`);
+    return;
+  }
   const maxConc = Math.max(...settings.concurrencies);
   log('starting parley');
   const parley = await startParley();
@@ -590,6 +620,7 @@ async function main(): Promise<void> {
       'Load, server, Postgres and Redis share the same machine.',
     ],
     rows,
+    idleRss: idle,
   };
   mkdirSync(resultsDir, { recursive: true });
   const stamp = result.startedAt.replace(/[:.]/g, '-');
@@ -600,6 +631,7 @@ async function main(): Promise<void> {
     `\nparley bench — ${result.startedAt}, ${result.durationSeconds}s; ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ` +
       `Postgres ${m.postgres ?? '?'}, Redis ${m.redis ?? '?'}\n` +
       `warm-up ${settings.warmupMs} ms, measured ${settings.measureMs} ms per row\n\n${table(rows)}\n\n` +
+      (idle ? `idle RSS of the compiled server (node dist/main.js serve)\n\n${idleRssTable(idle, settings.idleSettleMs)}\n\n` : '') +
       `results: bench/results/${stamp}.json (and latest.json)\n`,
   );
 }

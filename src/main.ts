@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
 import { checkPostgres, checkRedis, describeFailure, listenError, postgresError } from './startup-errors.js';
+import { collectStartupGarbage } from './startup-garbage.js';
 
 // The heavy modules (grpc-js, knex, PGlite) are imported by the commands that need them, so `help` and a
 // bad environment answer at once.
@@ -125,6 +126,7 @@ async function main(argv: string[]): Promise<number> {
         };
         process.once('SIGTERM', onSignal);
         process.once('SIGINT', onSignal);
+        if (!config.databaseUrl) collectStartupGarbage();
       });
       logger.info('stopped');
       return 0;

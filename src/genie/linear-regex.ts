@@ -52,7 +52,9 @@ function loadEngine(): RE2Constructor {
   return (require('re2-wasm') as { RE2: RE2Constructor }).RE2;
 }
 
-let RE2 = loadEngine();
+// Loaded at the first pattern compiled, not at start-up: the instance takes its whole 16 MiB heap at once,
+// and a server whose model types have no patterns never needs it.
+let RE2: RE2Constructor | undefined;
 /** Bumped by each reset: expressions of an older generation belong to a discarded instance. */
 let generation = 0;
 let live = 0;
@@ -93,7 +95,7 @@ export class EngineExhausted extends Error {}
 
 /** Discards the engine instance (and with it every compiled expression) for a fresh one. */
 export function resetEngine(): void {
-  RE2 = loadEngine();
+  RE2 = undefined;
   generation++;
   live = 0;
   resets++;
@@ -174,10 +176,11 @@ export class PatternSet {
     if (this.cost + cost > this.maxCost) {
       throw new PatternProblem(source, "takes the schema's patterns together over what the server allows (large counted repetitions or Unicode classes)");
     }
+    const Engine = (RE2 ??= loadEngine());
     let re: RE2Object;
     try {
       // RE2 only works in Unicode mode; JSON Schema patterns are Unicode (ECMA-262 with the u flag) anyway.
-      re = new RE2(source, 'u');
+      re = new Engine(source, 'u');
     } catch (err) {
       if (isAbort(err)) throw new EngineExhausted();
       throw new PatternProblem(source, `is not supported (no lookaround or backreferences): ${clip(engineReason(err), 64)}`);

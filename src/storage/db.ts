@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import knexFactory, { type Knex } from 'knex';
-import ClientPgLite from 'knex-pglite';
-import { PGlite } from '@electric-sql/pglite';
+import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { migrationSource } from './migrations/index.js';
 import { lockDataDir } from './dir-lock.js';
@@ -26,10 +26,31 @@ const PGLITE_ACQUIRE_TIMEOUT_MS = 300_000;
  * engine on a busy machine can take longer, failing the first query with "operation timed out for an unknown
  * reason". Its defaults are where the bound can still be raised to the same generous wait as an acquire.
  */
-class PatientPGliteClient extends (ClientPgLite as unknown as new (config: Knex.Config) => { poolDefaults(): Record<string, unknown> }) {
-  override poolDefaults(): Record<string, unknown> {
-    return { ...super.poolDefaults(), createTimeoutMillis: PGLITE_ACQUIRE_TIMEOUT_MS };
-  }
+function patientPGliteClient(ClientPgLite: new (config: Knex.Config) => { poolDefaults(): Record<string, unknown> }) {
+  return class PatientPGliteClient extends ClientPgLite {
+    override poolDefaults(): Record<string, unknown> {
+      return { ...super.poolDefaults(), createTimeoutMillis: PGLITE_ACQUIRE_TIMEOUT_MS };
+    }
+  };
+}
+
+const require = createRequire(import.meta.url);
+interface Embedded {
+  PGlite: typeof PGlite;
+  Client: ReturnType<typeof patientPGliteClient>;
+}
+let embedded: Embedded | undefined;
+
+/**
+ * PGlite and its Knex client, loaded the first time an embedded database is opened: a server on Postgres
+ * never loads them (their code alone is several MiB of a small server's memory). Both ship CommonJS, which
+ * knex-pglite itself requires, so this is also the only copy of PGlite in the process.
+ */
+function loadEmbedded(): Embedded {
+  return (embedded ??= {
+    PGlite: (require('@electric-sql/pglite') as { PGlite: typeof PGlite }).PGlite,
+    Client: patientPGliteClient(require('knex-pglite') as Parameters<typeof patientPGliteClient>[0]),
+  });
 }
 
 /** Knex options shared by the server, the CLI and `knexfile.ts`. */
@@ -55,7 +76,7 @@ export function knexConfig(opts: DbOptions): Knex.Config {
   // a busy moment (a slow machine booting the WASM engine, a burst of calls) into errors. Calls keep their own
   // deadlines; the wait is bounded generously instead of at Knex's 60 s.
   return {
-    client: PatientPGliteClient as unknown as Knex.Config['client'],
+    client: loadEmbedded().Client as unknown as Knex.Config['client'],
     dialect: 'postgres',
     connection,
     migrations,
@@ -79,7 +100,7 @@ export function newPGlite(dataDir: string | undefined): PGlite {
   }
   globalThis.TextDecoder = KeepingBom;
   try {
-    return new PGlite(dataDir);
+    return new (loadEmbedded().PGlite)(dataDir);
   } finally {
     globalThis.TextDecoder = Original;
   }

@@ -8,8 +8,9 @@ import { credentials } from '@grpc/grpc-js';
 import { HealthClient, HealthCheckResponse_ServingStatus as Serving } from '../../src/gen/grpc/health/v1/health.js';
 import { rpc } from '../helpers/harness.js';
 import { realPostgresUrl, testWhen, uniqueName } from '../helpers/backends.js';
+import { parleyBin } from '../helpers/build.js';
 
-const bin = path.resolve('bin/parley.js');
+const bin = parleyBin();
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {

@@ -12,6 +12,7 @@ import { decodePromptEvent, promptChannel } from '../../src/prompt/events.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
 import { createScratchDatabase, env, uniqueName } from '../helpers/backends.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
+import { parleyBin } from '../helpers/build.js';
 
 const run = promisify(execFile);
 const DAY = 86_400_000;
@@ -107,7 +108,7 @@ test.serial('`parley purge --older-than 30d` purges through the CLI', async (t) 
     if (scratch) childEnv.DATABASE_URL = scratch.url;
     else childEnv.PARLEY_DATA_DIR = dataDir;
     if (env.redisUrl) Object.assign(childEnv, { REDIS_URL: env.redisUrl, PARLEY_REDIS_PREFIX: `${uniqueName('parley_t')}:` });
-    const bin = path.resolve('bin/parley.js');
+    const bin = parleyBin();
     const out = await run(process.execPath, [bin, 'purge', '--older-than', '30d', '--batch-size', '10'], { env: childEnv });
     t.regex(out.stdout, /^purged 1 prompts \(1 history entries, 0 tool calls, 0 plugin usages\), 0 genie sessions and 0 session tombstones in 1 batches; expired 0 request ids$/m);
 

@@ -11,10 +11,11 @@ import { PromptServiceClient } from '../../src/gen/parley/prompt/v1/prompt.js';
 import { createScratchDatabase, env, uniqueName } from '../helpers/backends.js';
 import { ADMIN_TOKEN, bearer, createTenant, rpc, type TestServer } from '../helpers/harness.js';
 import { freePort, startParleyProcess } from '../helpers/processes.js';
+import { parleyBin } from '../helpers/build.js';
 import { code, genie, modelType } from '../genie/fixtures.js';
 
 const run = promisify(execFile);
-const bin = path.resolve('bin/parley.js');
+const bin = parleyBin();
 
 test('parley purge against a running server: a held data dir is refused, --address purges in the server, and it stays purged', async (t) => {
   t.timeout(240_000); // two cold starts of the server on a loaded machine

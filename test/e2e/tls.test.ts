@@ -16,6 +16,7 @@ import { createScratchDatabase, env, testWhen, uniqueName } from '../helpers/bac
 import { TestPki } from '../helpers/certs.js';
 import { eventually } from '../helpers/eventually.js';
 import { ADMIN_TOKEN, bearer, createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
+import { parleyBin } from '../helpers/build.js';
 import { freePort, startParleyProcess } from '../helpers/processes.js';
 
 const run = promisify(execFile);
@@ -24,7 +25,7 @@ const withOpenssl = testWhen(hasOpenssl, 'openssl is not installed');
 const PYTHON = '/usr/bin/python3';
 const pythonReady = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools.protoc']).status === 0;
 const withPython = testWhen(hasOpenssl && pythonReady, 'openssl, or python3-grpcio and python3-grpc-tools (Debian), are not installed');
-const bin = path.resolve('bin/parley.js');
+const bin = parleyBin();
 
 // The README's TLS section: the start command's variables configure the mTLS server, its sh block is run.
 const readme = readFileSync('README.md', 'utf8');

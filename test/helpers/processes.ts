@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import path from 'node:path';
+import { parleyBin } from './build.js';
 
 export const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0;
 
@@ -17,7 +17,7 @@ export function freePort(): Promise<number> {
 
 /** `parley serve` as a separate process; resolves once it reports listening. */
 export async function startParleyProcess(env: Record<string, string>): Promise<{ child: ChildProcess; logs: () => string; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [path.resolve('bin/parley.js'), 'serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [parleyBin(), 'serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let logs = '';
   child.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));

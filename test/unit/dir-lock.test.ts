@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DataDirLockedError, LOCK_FILE, lockDataDir } from '../../src/storage/dir-lock.js';
 import { openDb } from '../../src/storage/db.js';
+import { parleyBin } from '../helpers/build.js';
 
 const tempDir = () => mkdtempSync(path.join(tmpdir(), 'parley-lock-'));
 
@@ -64,7 +65,7 @@ test('the CLI refuses a locked data dir with the message and exit code 1', (t) =
   const dir = tempDir();
   const release = lockDataDir(dir);
   try {
-    const r = spawnSync(process.execPath, [path.resolve('bin/parley.js'), 'purge', '--older-than', '30d'], {
+    const r = spawnSync(process.execPath, [parleyBin(), 'purge', '--older-than', '30d'], {
       env: { ...process.env, DATABASE_URL: '', REDIS_URL: '', PARLEY_DATA_DIR: dir, PARLEY_LOG_LEVEL: 'silent' },
       encoding: 'utf8',
     });
