@@ -41,6 +41,8 @@ export const envSchema = z.object({
   PARLEY_ACCOUNT_RATE: z.coerce.number().positive().max(1_000_000_000).default(1000),
   PARLEY_ACCOUNT_BURST: z.coerce.number().int().min(1).max(1_000_000_000).default(2000),
   PARLEY_MAX_STREAMS_PER_CONNECTION: z.coerce.number().int().min(1).max(2 ** 31 - 1).default(1000),
+  // Metrics: the Prometheus endpoint's own address; unset, there is none.
+  PARLEY_METRICS_LISTEN: listen.optional(),
 });
 
 export interface Config {
@@ -69,6 +71,9 @@ export interface Config {
   accountRequestBurst: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one connection may have open at once. */
   maxStreamsPerConnection: number;
+  // Metrics
+  /** host:port of the Prometheus endpoint (GET /metrics); undefined: no endpoint. */
+  metricsListen: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -108,6 +113,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     accountRequestRate: e.PARLEY_ACCOUNT_RATE,
     accountRequestBurst: e.PARLEY_ACCOUNT_BURST,
     maxStreamsPerConnection: e.PARLEY_MAX_STREAMS_PER_CONNECTION,
+    // Metrics
+    metricsListen: e.PARLEY_METRICS_LISTEN,
   };
 }
 

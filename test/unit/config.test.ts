@@ -100,3 +100,12 @@ test('a limit that would refuse everything is a configuration error naming its v
     t.true(e!.message.includes(name), `${name} is not named in: ${e!.message}`);
   }
 });
+
+test('metrics: PARLEY_METRICS_LISTEN is off by default and takes host:port', (t) => {
+  t.is(loadConfig({}).metricsListen, undefined);
+  t.is(loadConfig({ PARLEY_METRICS_LISTEN: '0.0.0.0:9464' }).metricsListen, '0.0.0.0:9464');
+  t.is(loadConfig({ PARLEY_METRICS_LISTEN: '[::1]:9464' }).metricsListen, '[::1]:9464');
+  const e = t.throws(() => loadConfig({ PARLEY_METRICS_LISTEN: 'http://metrics.example/secret' }), { instanceOf: ConfigError });
+  t.regex(e!.message, /PARLEY_METRICS_LISTEN: must be host:port/);
+  t.false(e!.message.includes('secret'));
+});
