@@ -34,7 +34,7 @@ import { Metrics } from './metrics.js';
 import { Limits, type LimitsConfig } from './transport/limits.js';
 import { Maintenance } from './maintenance/purge.js';
 import { noTelemetry, type Telemetry } from './ports/telemetry.js';
-import { startMetricsEndpoint, type MetricsEndpoint } from './transport/metrics-endpoint.js';
+import { startMetricsEndpoint } from './transport/metrics-endpoint.js';
 
 export interface App {
   config: Config;
@@ -98,6 +98,8 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   // Metrics first: storage reports into them from its first connection. Process metrics only when scraped.
   const metrics = new Metrics({ logger, processMetrics: config.metricsListen !== undefined });
   const { telemetry } = metrics;
+  // Bound before anything else opens, so an address in use stops start-up with nothing to close.
+  const endpoint = config.metricsListen ? await startMetricsEndpoint(config.metricsListen, metrics, logger) : undefined;
   const { db, store: opened } = await openStorage(config, { onError: (connection) => metrics.redisError(connection) });
   const store: FastStore = { ...opened, bus: metrics.observeBus(opened.bus) };
   metrics.observePool(() => poolUsage(db));
@@ -141,14 +143,6 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     postgres: config.databaseUrl ? 'external' : 'embedded (PGlite)',
     redis: config.redisUrl ? 'external' : 'embedded (in-process)',
   });
-  let endpoint: MetricsEndpoint | undefined;
-  if (config.metricsListen) {
-    endpoint = await startMetricsEndpoint(config.metricsListen, metrics, logger).catch(async (err: unknown) => {
-      await server.shutdown(0);
-      throw err;
-    });
-    logger.info('metrics endpoint listening', { address: `${config.metricsListen.replace(/:\d+$/, `:${endpoint.port}`)}/metrics` });
-  }
 
   let stopping: Promise<void> | undefined;
   const stop = () =>

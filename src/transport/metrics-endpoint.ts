@@ -36,7 +36,9 @@ export async function startMetricsEndpoint(address: string, metrics: Metrics, lo
     });
   });
   const bound = server.address();
-  return { port: typeof bound === 'object' && bound ? bound.port : port, close: () => closeServer(server) };
+  const boundPort = typeof bound === 'object' && bound ? bound.port : port;
+  logger.info('metrics endpoint listening', { address: `${address.replace(/:\d+$/, `:${boundPort}`)}/metrics` });
+  return { port: boundPort, close: () => closeServer(server) };
 }
 
 function answer(req: IncomingMessage, res: ServerResponse, metrics: Metrics, logger: Logger): void {

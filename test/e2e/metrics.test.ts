@@ -1,7 +1,11 @@
 import test, { type ExecutionContext } from 'ava';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { createLogger } from '../../src/log.js';
+import { createLogger, silentLogger } from '../../src/log.js';
+import { startApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { StartupError } from '../../src/startup-errors.js';
 import type { WatchPromptResponse } from '../../src/gen/parley/prompt/v1/prompt.js';
 import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { hasRedisServer, PrivateRedis } from '../helpers/faults.js';
@@ -136,6 +140,18 @@ test.serial('metrics endpoint: off by default; with no OpenTelemetry SDK, the tr
   await rpc(plain.admin, plain.admin.listAccounts, { pageSize: 1, pageToken: '' }, md);
   t.is(await plain.app.metrics.value('parley_calls_total', { method: '/parley.admin.v1.AdminService/ListAccounts', code: 'OK' }), 1);
   t.like(lines.find((l) => l.msg === 'call' && l.method === '/parley.admin.v1.AdminService/ListAccounts'), { status: 'OK', traceId: '0af7651916cd43dd8448eb211c80319c' });
+});
+
+test.serial('metrics endpoint: an address in use stops start-up with one line naming it', async (t) => {
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => taken.close(() => resolve())));
+  const { port } = taken.address() as AddressInfo;
+  // Bound first, so nothing else (storage, the gRPC port) was opened when it fails.
+  await t.throwsAsync(startApp({ ...loadConfig({}), listen: '127.0.0.1:0', dataDir: 'memory', metricsListen: `127.0.0.1:${port}` }, silentLogger), {
+    instanceOf: StartupError,
+    message: `cannot listen on 127.0.0.1:${port} (metrics endpoint): address already in use`,
+  });
 });
 
 // A Redis of its own that the test stops, whatever REDIS_URL says; Postgres is the environment's.
