@@ -157,7 +157,7 @@ test.serial('metrics endpoint: an address in use stops start-up with one line na
 // A Redis of its own that the test stops, whatever REDIS_URL says; Postgres is the environment's.
 const withRedis = testWhen(hasRedisServer, 'redis-server is not installed', false, true);
 
-withRedis('a cache or bus failure is counted every time and logged once, and Redis errors are counted', async (t: ExecutionContext) => {
+withRedis('a cache or bus failure is counted every time and logged once; Redis errors and the bus reconnection are counted', async (t: ExecutionContext) => {
   const redis = await PrivateRedis.start(t);
   const lines: Array<Record<string, unknown>> = [];
   const f = await startTestServer({ redisUrl: redis.url }, createLogger('warn', (l) => lines.push(JSON.parse(l))));
@@ -177,4 +177,7 @@ withRedis('a cache or bus failure is counted every time and logged once, and Red
     'one line however many failures',
   );
   await eventually(async () => (await f.app.metrics.value('parley_redis_errors_total', { connection: 'sub' })) > 0, 'a Redis connection error to be counted');
+  t.is(await f.app.metrics.value('parley_bus_reconnects_total'), 0);
+  await redis.start();
+  await eventually(async () => (await f.app.metrics.value('parley_bus_reconnects_total')) >= 1, 'the bus reconnection to be counted');
 });

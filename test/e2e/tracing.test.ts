@@ -3,8 +3,9 @@ import { type Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { createLogger } from '../../src/log.js';
 import type { WatchPromptResponse } from '../../src/gen/parley/prompt/v1/prompt.js';
-import { createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
+import { ADMIN_TOKEN, createTenant, rpc, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { eventually } from '../helpers/eventually.js';
+import { bufCurl } from '../helpers/buf-curl.js';
 import { MemoryTracerProvider, type RecordedSpan } from '../helpers/tracing.js';
 
 // As a deployer's OpenTelemetry SDK would: registered globally before the server starts (this file is its
@@ -96,4 +97,14 @@ test.serial('a stream: its span ends when the client cancels, and its line says 
   t.is(span.parent?.traceId, TRACE);
   await eventually(() => callLines('/parley.prompt.v1.PromptService/WatchPrompt').length === 1, 'the stream to be logged');
   t.like(callLines('/parley.prompt.v1.PromptService/WatchPrompt')[0], { status: 'CANCELLED', end: 'client_cancel', traceId: TRACE });
+});
+
+test.serial('buf curl: a traceparent header parents the span and reaches the log line', async (t) => {
+  const traceId = 'a1b2c3d4e5f60718293a4b5c6d7e8f90';
+  const parent = '1122334455667788';
+  const res = await bufCurl(s.address, 'parley.admin.v1.AdminService/ListAccounts', { pageSize: 1 }, `Bearer ${ADMIN_TOKEN}`, { traceparent: `00-${traceId}-${parent}-01` });
+  t.true(Array.isArray(res.accounts), JSON.stringify(res).slice(0, 300));
+  const span = spansOf('parley.admin.v1.AdminService/ListAccounts').at(-1)!;
+  t.like(span.parent, { traceId, spanId: parent });
+  t.like(callLines('/parley.admin.v1.AdminService/ListAccounts').at(-1), { status: 'OK', traceId });
 });
