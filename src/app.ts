@@ -1,10 +1,10 @@
 import './harden.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
-import { openDb, migrate, pingDb, type Db } from './storage/db.js';
+import { openDb, migrate, pingDb, poolUsage, type Db } from './storage/db.js';
 import type { FastStore } from './ports/fast-store.js';
 import { memoryStore } from './storage/memory-kv.js';
-import { redisStore } from './storage/redis-kv.js';
+import { redisStore, type RedisObserver } from './storage/redis-kv.js';
 import { KnexAdminStore } from './storage/admin-store.js';
 import { KnexPromptStore } from './storage/prompt-store.js';
 import { KnexModelTypeStore, KnexSessionStore } from './storage/genie-store.js';
@@ -34,6 +34,8 @@ import { Metrics } from './metrics.js';
 import { Limits, type LimitsConfig } from './transport/limits.js';
 import { Maintenance } from './maintenance/purge.js';
 import { ServerTls } from './transport/tls.js';
+import { noTelemetry, type Telemetry } from './ports/telemetry.js';
+import { startMetricsEndpoint } from './transport/metrics-endpoint.js';
 
 export interface App {
   config: Config;
@@ -43,8 +45,10 @@ export interface App {
   server: GrpcServer;
   /** Per-account limits of this replica, and what they hold now. */
   limits: Limits;
-  /** In-process counters (refusals by reason). */
+  /** This app's Prometheus registry and what records into it (calls, streams, caches, bus, pool, refusals…). */
   metrics: Metrics;
+  /** The bound port of the metrics endpoint; undefined when PARLEY_METRICS_LISTEN is unset. */
+  metricsPort: number | undefined;
   /** The bound port (useful with PARLEY_LISTEN=…:0). */
   port: number;
   /** TLS of the gRPC port (reload on SIGHUP); undefined when serving plaintext. */
@@ -52,21 +56,22 @@ export interface App {
   stop(): Promise<void>;
 }
 
-export async function openStorage(config: Config): Promise<{ db: Db; store: FastStore }> {
+export async function openStorage(config: Config, redisObserver?: RedisObserver): Promise<{ db: Db; store: FastStore }> {
   const db = openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-  const store = config.redisUrl ? await redisStore(config.redisUrl, config.redisPrefix) : memoryStore();
+  const store = config.redisUrl ? await redisStore(config.redisUrl, config.redisPrefix, redisObserver) : memoryStore();
   return { db, store };
 }
 
 /** The prompt use cases over opened storage (one store); the server and `parley purge` both build them here. */
-export function promptUseCases(db: Db, store: FastStore, config: Config): PromptUseCases {
+export function promptUseCases(db: Db, store: FastStore, config: Config, telemetry: Telemetry = noTelemetry): PromptUseCases {
   const prompts = new KnexPromptStore(db);
   return new PromptUseCases({
     store: prompts,
     directory: prompts,
-    cache: new PromptCache(store.kv, config.promptCacheTtlMs),
+    cache: new PromptCache(store.kv, config.promptCacheTtlMs, telemetry),
     unitOfWork: new KnexUnitOfWork(db),
     bus: store.bus,
+    telemetry,
   });
 }
 
@@ -82,8 +87,8 @@ export function limitsConfig(config: Config): LimitsConfig {
 }
 
 /** Genie's use cases over opened storage (not subscribed to the bus; startApp starts them). */
-export function genieUseCases(db: Db, store: FastStore, cache = new GenieCache(store.kv, store.bus)): GenieUseCases {
-  return new GenieUseCases({ types: new KnexModelTypeStore(db), sessions: new KnexSessionStore(db), cache, unitOfWork: new KnexUnitOfWork(db), bus: store.bus });
+export function genieUseCases(db: Db, store: FastStore, telemetry: Telemetry = noTelemetry, cache = new GenieCache(store.kv, store.bus, telemetry)): GenieUseCases {
+  return new GenieUseCases({ types: new KnexModelTypeStore(db), sessions: new KnexSessionStore(db), cache, unitOfWork: new KnexUnitOfWork(db), bus: store.bus, telemetry });
 }
 
 /** Retention over opened storage; the server's admin RPC and `parley purge` both build it here. */
@@ -95,30 +100,37 @@ export function maintenance(db: Db, store: FastStore, config: Config, prompts = 
 export async function startApp(config: Config, logger: Logger): Promise<App> {
   // Bad TLS files stop start-up before any storage is opened.
   const tls = config.tls ? await ServerTls.load(config.tls, logger) : undefined;
-  const { db, store } = await openStorage(config);
+  // Metrics next: storage reports into them from its first connection. Process metrics only when scraped.
+  const metrics = new Metrics({ logger, processMetrics: config.metricsListen !== undefined });
+  const { telemetry } = metrics;
+  // Bound before storage opens, so an address in use stops start-up with nothing to close.
+  const endpoint = config.metricsListen ? await startMetricsEndpoint(config.metricsListen, metrics, logger) : undefined;
+  const { db, store: opened } = await openStorage(config, { onError: (connection) => metrics.redisError(connection) });
+  const store: FastStore = { ...opened, bus: metrics.observeBus(opened.bus) };
+  metrics.observePool(() => poolUsage(db));
   await migrate(db);
 
-  const prompts = promptUseCases(db, store, config);
+  const prompts = promptUseCases(db, store, config, telemetry);
   const admin = new AdminUseCases({
     store: new KnexAdminStore(db),
     unitOfWork: new KnexUnitOfWork(db),
-    principals: new PrincipalCache(store.kv, store.bus),
+    principals: new PrincipalCache(store.kv, store.bus, { telemetry }),
+    telemetry,
     // A deleted user profile, LLM client or account takes its prompts with it (foreign keys).
     onPromptsDeleted: (gone) => prompts.forgetDeleted(gone),
   });
   await admin.start();
 
-  const genieCache = new GenieCache(store.kv, store.bus);
-  const genie = genieUseCases(db, store, genieCache);
+  const genieCache = new GenieCache(store.kv, store.bus, telemetry);
+  const genie = genieUseCases(db, store, telemetry, genieCache);
   await genie.start();
-  const genieWatch = new GenieWatch(genie, new KnexSessionEventLog(db), genieCache, store.bus, config.watchBufferSize);
+  const genieWatch = new GenieWatch(genie, new KnexSessionEventLog(db), genieCache, store.bus, config.watchBufferSize, telemetry);
 
-  const metrics = new Metrics();
   const limits = new Limits(limitsConfig(config), { logger, metrics });
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
   const bindings = [
     bindService<AdminServiceServer>({ name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) }),
-    bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize)) }, authenticate: callerAuth }),
+    bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize, telemetry)) }, authenticate: callerAuth }),
     bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieWatch, limits) }, authenticate: callerAuth }),
   ];
   const health = new HealthMonitor(
@@ -129,7 +141,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     bindings.map((b) => b.name),
   );
   await health.start();
-  const server = new GrpcServer(bindings, health, { maxMessageBytes: config.maxMessageBytes, maxStreamsPerConnection: config.maxStreamsPerConnection, logger, limits, credentials: tls?.credentials });
+  const server = new GrpcServer(bindings, health, { maxMessageBytes: config.maxMessageBytes, maxStreamsPerConnection: config.maxStreamsPerConnection, logger, limits, metrics, credentials: tls?.credentials });
   const port = await server.listen(config.listen);
   logger.info('listening', {
     address: config.listen.replace(/:\d+$/, `:${port}`),
@@ -144,6 +156,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       [
         ['tls file polling', async () => tls?.close()],
         ['grpc server', () => server.shutdown(config.shutdownGraceMs)],
+        ['metrics endpoint', async () => endpoint?.close()],
         ['api key revocation subscription', () => admin.stop()],
         ['model type subscription', () => genie.stop()],
         ['redis', () => store.close()],
@@ -152,7 +165,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       config.shutdownGraceMs + CLOSE_DEADLINE_MS,
       logger,
     ));
-  return { config, db, store, health, server, limits, metrics, port, tls, stop };
+  return { config, db, store, health, server, limits, metrics, metricsPort: endpoint?.port, port, tls, stop };
 }
 
 /**

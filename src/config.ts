@@ -46,6 +46,8 @@ export const envSchema = z.object({
   PARLEY_TLS_KEY: z.string().min(1).optional(),
   PARLEY_TLS_CLIENT_CA: z.string().min(1).optional(),
   PARLEY_TLS_RELOAD_INTERVAL: duration('1m').refine((ms) => ms === 0 || ms >= 1000, 'must be 0s (reload on SIGHUP only) or at least 1s'),
+  // Metrics: the Prometheus endpoint's own address; unset, there is none.
+  PARLEY_METRICS_LISTEN: listen.optional(),
 });
 
 export interface Config {
@@ -77,6 +79,9 @@ export interface Config {
   // TLS and mutual TLS on the gRPC port
   /** Unset: plaintext (h2c). */
   tls: TlsConfig | undefined;
+  // Metrics
+  /** host:port of the Prometheus endpoint (GET /metrics); undefined: no endpoint. */
+  metricsListen: string | undefined;
 }
 
 export interface TlsConfig {
@@ -127,6 +132,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxStreamsPerConnection: e.PARLEY_MAX_STREAMS_PER_CONNECTION,
     // TLS and mutual TLS on the gRPC port
     tls: tlsConfig(e),
+    // Metrics
+    metricsListen: e.PARLEY_METRICS_LISTEN,
   };
 }
 

@@ -1,5 +1,6 @@
 import { CACHE_MISS, type KvStore } from '../ports/kv.js';
 import type { Bus } from '../ports/bus.js';
+import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { afterCommit } from '../after-commit.js';
 import { decodeJson, encodeJson, zodCodec } from '../json-codec.js';
 import { INVALIDATE_ALL, invalidateOnBus, LocalCache } from '../local-cache.js';
@@ -44,6 +45,7 @@ export interface PrincipalCacheOptions {
   localTtlMs?: number;
   localMaxEntries?: number;
   now?: () => number;
+  telemetry?: Telemetry;
 }
 
 /**
@@ -54,6 +56,7 @@ export interface PrincipalCacheOptions {
 export class PrincipalCache {
   private readonly local: LocalCache<Principal>;
   private unsubscribe: (() => Promise<void>) | undefined;
+  private readonly telemetry: Telemetry;
 
   constructor(
     private readonly kv: KvStore,
@@ -65,6 +68,7 @@ export class PrincipalCache {
       maxEntries: opts.localMaxEntries ?? LOCAL_PRINCIPAL_MAX,
       now: opts.now,
     });
+    this.telemetry = opts.telemetry ?? noTelemetry;
   }
 
   /** Subscribes to revocations made by other processes; call once before serving. */
@@ -80,17 +84,27 @@ export class PrincipalCache {
   /** The principal of `hash`; `load` reads the store on a miss of both levels. A Redis failure reads as a miss. */
   async get(hash: string, load: () => Promise<Principal | undefined>): Promise<Principal | undefined> {
     const local = this.local.get(hash);
-    if (local) return local;
+    if (local) {
+      this.telemetry.cacheRead('principal', true);
+      return local;
+    }
     const token = this.local.token();
-    const cached = await this.kv.readCached(principalKey(hash)).catch(() => CACHE_MISS);
+    const cached = await this.kv.readCached(principalKey(hash)).catch((err: unknown) => {
+      this.telemetry.contained('cache_read', err);
+      return CACHE_MISS;
+    });
     const copy = cached.value === null ? undefined : this.decode(cached.value);
+    this.telemetry.cacheRead('principal', copy !== undefined);
     if (copy) {
       this.local.set(hash, copy, token);
       return copy;
     }
     const principal = await load();
     if (!principal) return undefined;
-    await this.kv.fill(principalKey(hash), encodeJson(principalCodec, principal), cached.token, PRINCIPAL_TTL_MS).catch(() => false);
+    await this.kv.fill(principalKey(hash), encodeJson(principalCodec, principal), cached.token, PRINCIPAL_TTL_MS).catch((err: unknown) => {
+      this.telemetry.contained('cache_fill', err);
+      return false;
+    });
     this.local.set(hash, principal, token);
     return principal;
   }
@@ -113,6 +127,7 @@ export class PrincipalCache {
       const hash = event.secretHash;
       this.local.delete(hash);
       await afterCommit(
+        this.telemetry,
         () => this.kv.fence(principalKey(hash)),
         async () => this.local.delete(hash),
         () => this.bus?.publish(ADMIN_EVENTS_CHANNEL, encodeJson(adminEventCodec, event)) ?? Promise.resolve(),

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { afterCommit } from '../after-commit.js';
+import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { alreadyExists, type AppError, invalidArgument, naming, notFound, revisionMismatch } from '../errors.js';
 import type { Principal } from '../principal.js';
 import { isConstraintViolation } from '../ports/constraint-violation.js';
@@ -56,6 +57,8 @@ export interface AdminUseCasesDeps {
    * of it (the composition root evicts the PromptHelper cache and announces each deletion).
    */
   onPromptsDeleted?: (prompts: CascadedPrompt[]) => Promise<void>;
+  /** Where a contained failure after a commit is reported; nothing by default. */
+  telemetry?: Telemetry;
 }
 
 /** The fields an Update may change, by resource; the handlers check masks against these. */
@@ -110,9 +113,11 @@ export class AdminUseCases {
   private readonly unitOfWork: UnitOfWork;
   private readonly principals: PrincipalCache;
   private readonly onPromptsDeleted: AdminUseCasesDeps['onPromptsDeleted'];
+  private readonly telemetry: Telemetry;
 
   constructor(deps: AdminUseCasesDeps) {
     ({ store: this.store, unitOfWork: this.unitOfWork, principals: this.principals, onPromptsDeleted: this.onPromptsDeleted } = deps);
+    this.telemetry = deps.telemetry ?? noTelemetry;
   }
 
   /** Subscribes to revocations made by other processes; call once before serving. */
@@ -342,7 +347,7 @@ export class AdminUseCases {
     if (replayed || !g) return;
     await this.principals.forget(g.secretHashes.map((secretHash): AdminEvent => ({ type: 'api_key_deleted', v: 1, secretHash })));
     const onPromptsDeleted = this.onPromptsDeleted;
-    if (g.prompts.length && onPromptsDeleted) await afterCommit(() => onPromptsDeleted(g.prompts));
+    if (g.prompts.length && onPromptsDeleted) await afterCommit(this.telemetry, () => onPromptsDeleted(g.prompts));
   }
 
   private key(rpc: string, requestId: string | undefined, request: unknown): RequestKey {

@@ -3,6 +3,7 @@ import { FencedCopies } from '../fenced-copies.js';
 import { encodeJson, zodCodec } from '../json-codec.js';
 import type { KvStore } from '../ports/kv.js';
 import type { Bus } from '../ports/bus.js';
+import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import type { Codec } from '../ports/unit-of-work.js';
 import { busMessageCodec, commitMessage, sessionChannel, type EphemeralEvent, type SessionCommit } from './events.js';
 import { dialogueRowSchema, storedSessionSchema, type DialogueRow, type StoredSession } from './store.js';
@@ -29,8 +30,9 @@ export class GenieCache {
   constructor(
     kv: KvStore,
     private readonly bus: Bus,
+    private readonly telemetry: Telemetry = noTelemetry,
   ) {
-    this.copies = new FencedCopies(kv, hotKey, hotCopyCodec);
+    this.copies = new FencedCopies(kv, hotKey, hotCopyCodec, 'genie_session', telemetry);
   }
 
   /** The hot copy, or on a miss the token that `put` needs (see KvStore.readCached); a bad copy is a miss. */
@@ -65,6 +67,6 @@ export class GenieCache {
 
   /** Uncommitted news (token deltas, aborted utterances): live only, never replayed, so a lost one is lost. */
   async publishEphemeral(sessionId: string, message: EphemeralEvent): Promise<void> {
-    await this.bus.publish(sessionChannel(sessionId), encodeJson(busMessageCodec, message)).catch(() => {});
+    await this.bus.publish(sessionChannel(sessionId), encodeJson(busMessageCodec, message)).catch((err: unknown) => this.telemetry.contained('bus_publish_ephemeral', err));
   }
 }

@@ -5,6 +5,7 @@ import { zodCodec } from '../json-codec.js';
 import type { UnitOfWork } from '../ports/unit-of-work.js';
 import type { Bus } from '../ports/bus.js';
 import { afterCommit } from '../after-commit.js';
+import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, decodePageToken, encodePageToken, PG_INTEGER_MAX, type Page } from '../paging.js';
 import { invalidateOnBus, LocalCache } from '../local-cache.js';
 import { compileProblem, schemaProblem } from './json-schema.js';
@@ -35,6 +36,7 @@ export interface ModelTypeUseCasesDeps {
   types: ModelTypeStore;
   unitOfWork: UnitOfWork;
   bus?: Bus | undefined;
+  telemetry?: Telemetry;
 }
 
 export interface ModelTypeCacheOptions {
@@ -53,9 +55,11 @@ export class ModelTypeUseCases {
   private readonly types: ModelTypeStore;
   private readonly unitOfWork: UnitOfWork;
   private readonly bus: Bus | undefined;
+  private readonly telemetry: Telemetry;
 
   constructor(deps: ModelTypeUseCasesDeps, opts: ModelTypeCacheOptions = {}) {
     ({ types: this.types, unitOfWork: this.unitOfWork, bus: this.bus } = deps);
+    this.telemetry = deps.telemetry ?? noTelemetry;
     this.typeVersions = new LocalCache({
       ttlMs: opts.typeCacheTtlMs ?? MODEL_TYPE_CACHE_TTL_MS,
       maxEntries: opts.typeCacheMaxEntries ?? MODEL_TYPE_CACHE_MAX,
@@ -77,7 +81,9 @@ export class ModelTypeUseCases {
   async versionsFor(accountId: string, name: string, storedVersion: number): Promise<ModelTypeRow[]> {
     const key = typeKey(accountId, name);
     const hit = this.typeVersions.get(key);
-    if (hit && (hit[hit.length - 1]?.schemaVersion ?? 0) >= storedVersion) return hit;
+    const fresh = hit !== undefined && (hit[hit.length - 1]?.schemaVersion ?? 0) >= storedVersion;
+    this.telemetry.cacheRead('model_type', fresh);
+    if (fresh) return hit;
     const token = this.typeVersions.token();
     const versions = await this.types.modelTypeVersions(accountId, name);
     if (versions.length) this.typeVersions.set(key, versions, token);
@@ -120,7 +126,7 @@ export class ModelTypeUseCases {
     const key = typeKey(caller.accountId, def.name);
     this.typeVersions.delete(key);
     const bus = this.bus;
-    if (bus) await afterCommit(() => bus.publish(MODEL_TYPE_REGISTERED_CHANNEL, key));
+    if (bus) await afterCommit(this.telemetry, () => bus.publish(MODEL_TYPE_REGISTERED_CHANNEL, key));
     return row;
   }
 

@@ -8,6 +8,7 @@ import { isoDate, zodCodec } from '../json-codec.js';
 import type { Codec, RequestKey, Tx, UnitOfWork } from '../ports/unit-of-work.js';
 import type { Bus } from '../ports/bus.js';
 import { afterCommit } from '../after-commit.js';
+import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, type Page } from '../paging.js';
 import type { GenieCache } from './cache.js';
 import { ModelTypeUseCases, type ModelTypeCacheOptions } from './model-types.js';
@@ -69,6 +70,8 @@ export interface GenieUseCasesDeps {
   cache: GenieCache;
   unitOfWork: UnitOfWork;
   bus?: Bus | undefined;
+  /** Where contained cache and bus failures and model type cache reads are reported; nothing by default. */
+  telemetry?: Telemetry;
 }
 
 /** GenieModel sessions: state-machine events, dialogue, secondary storage, revisions; model types through `modelTypes`. */
@@ -80,9 +83,11 @@ export class GenieUseCases {
   private readonly cache: GenieCache;
   private readonly unitOfWork: UnitOfWork;
   private readonly bus: Bus | undefined;
+  private readonly telemetry: Telemetry;
 
   constructor(deps: GenieUseCasesDeps, opts: ModelTypeCacheOptions = {}) {
     ({ types: this.types, sessions: this.sessions, cache: this.cache, unitOfWork: this.unitOfWork, bus: this.bus } = deps);
+    this.telemetry = deps.telemetry ?? noTelemetry;
     this.modelTypes = new ModelTypeUseCases(deps, opts);
   }
 
@@ -571,6 +576,7 @@ export class GenieUseCases {
   private async afterCommit(r: { session: { id: string }; commit: SessionCommit }, evict = true): Promise<void> {
     const id = r.session.id;
     await afterCommit(
+      this.telemetry,
       ...(evict ? [() => this.cache.evict(id)] : []),
       () => this.cache.publish(id, r.commit),
     );

@@ -4,6 +4,7 @@ import { AppError, clip, invalidArgument, notFound, publicMessage } from '../err
 import { fingerprintOf } from '../fingerprint.js';
 import { decodeJson } from '../json-codec.js';
 import type { Bus } from '../ports/bus.js';
+import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { runFeed, type FeedItem, type FeedOptions } from '../streaming/feed.js';
 import type { GenieCache } from './cache.js';
 import type { Actor } from './dialogue-format.js';
@@ -74,6 +75,7 @@ export class GenieWatch {
     private readonly bus: Bus,
     /** Undelivered live updates a watcher may fall behind by before it is cut off. */
     private readonly maxPending: number,
+    private readonly telemetry: Telemetry = noTelemetry,
   ) {}
 
   /**
@@ -98,7 +100,7 @@ export class GenieWatch {
     await opened?.(head.revision);
     if (head.deleted && afterRevision >= head.revision) return;
     // Returned, not awaited: an idle watcher then holds no suspended frame of its own besides the feed's.
-    return runFeed(new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, deliver)).then(ended);
+    return runFeed(new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, deliver, this.telemetry)).then(ended);
   }
 
   /**
@@ -211,6 +213,7 @@ class SessionFeed implements FeedOptions<LiveUpdate> {
   readonly channel: string;
   readonly parse = parseLive;
   readonly isFinal = isDeleted;
+  readonly observed: FeedOptions<LiveUpdate>['observed'];
 
   constructor(
     readonly bus: Bus,
@@ -220,8 +223,10 @@ class SessionFeed implements FeedOptions<LiveUpdate> {
     readonly signal: AbortSignal,
     private readonly log: SessionEventLog,
     private readonly sink: (u: LiveUpdate) => Promise<void>,
+    telemetry: Telemetry,
   ) {
     this.channel = sessionChannel(sessionId);
+    this.observed = { telemetry, kind: 'genie' };
   }
 
   async load(after: number, limit: number): Promise<Array<{ revision: number; event: LiveUpdate }>> {

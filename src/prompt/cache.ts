@@ -1,6 +1,7 @@
 import { FencedCopies } from '../fenced-copies.js';
 import { zodCodec } from '../json-codec.js';
 import type { KvStore } from '../ports/kv.js';
+import type { Telemetry } from '../ports/telemetry.js';
 import { promptCacheKey } from './rules.js';
 import { promptRowSchema, type PromptRow } from './store.js';
 
@@ -15,8 +16,9 @@ export class PromptCache {
   constructor(
     kv: KvStore,
     private readonly ttlMs: number,
+    telemetry?: Telemetry,
   ) {
-    this.copies = new FencedCopies(kv, promptCacheKey, zodCodec(promptRowSchema));
+    this.copies = new FencedCopies(kv, promptCacheKey, zodCodec(promptRowSchema), 'prompt', telemetry);
   }
 
   /** The cached prompt, or on a miss the token that `put` needs (see KvStore.readCached). */

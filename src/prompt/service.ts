@@ -6,6 +6,7 @@ import { fingerprintOf } from '../fingerprint.js';
 import { zodCodec } from '../json-codec.js';
 import type { Codec, RequestKey, Tx, UnitOfWork } from '../ports/unit-of-work.js';
 import { afterCommit } from '../after-commit.js';
+import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, isTimestampText, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
 import type { PromptCache } from './cache.js';
 import { promptEvents, publishPromptEvent, type PromptEvent } from './events.js';
@@ -159,6 +160,8 @@ export interface PromptUseCasesDeps {
   /** Runs each write in one transaction, at most once per request id; and expires old request ids. */
   unitOfWork: UnitOfWork & RequestIdExpiry;
   bus: Bus;
+  /** Where contained cache and bus failures are reported; nothing by default. */
+  telemetry?: Telemetry;
 }
 
 /**
@@ -171,9 +174,11 @@ export class PromptUseCases {
   private readonly cache: PromptCache;
   private readonly unitOfWork: UnitOfWork & RequestIdExpiry;
   private readonly bus: Bus;
+  private readonly telemetry: Telemetry;
 
   constructor(deps: PromptUseCasesDeps) {
     ({ store: this.store, directory: this.directory, cache: this.cache, unitOfWork: this.unitOfWork, bus: this.bus } = deps);
+    this.telemetry = deps.telemetry ?? noTelemetry;
   }
 
   async open(caller: Principal, input: OpenPromptInput, requestId?: string): Promise<{ prompt: PromptRow; created: boolean }> {
@@ -196,7 +201,7 @@ export class PromptUseCases {
     // A fill needs a token taken before the transaction read, or it could race an update. A session this
     // call created under a key it generated is the exception: nobody else can know the key before we
     // answer, so a token taken now is early enough (and the next OpenPrompt by key is a hit).
-    await afterCommit(async () => {
+    await afterCommit(this.telemetry, async () => {
       if (token === undefined && value.created && !input.sessionKey) token = (await this.cache.get(value.prompt.sessionKey)).token;
       if (token !== undefined) await this.cache.put(value.prompt, token);
     });
@@ -271,7 +276,7 @@ export class PromptUseCases {
       (v) => v.prompt.id,
     );
     if (value.changed) {
-      await afterCommit(
+      await afterCommit(this.telemetry, 
         () => this.cache.evict(value.prompt.sessionKey),
         () => (replayed ? Promise.resolve() : this.publish(promptEvents.updated(value.prompt))),
       );
@@ -305,7 +310,7 @@ export class PromptUseCases {
    */
   async forgetDeleted(prompts: readonly GonePrompt[]): Promise<void> {
     for (const p of prompts) {
-      await afterCommit(
+      await afterCommit(this.telemetry, 
         () => this.cache.evict(p.sessionKey),
         () => this.publish(promptEvents.deleted(p)),
       );
@@ -318,7 +323,7 @@ export class PromptUseCases {
       // Nothing to claim: the bump and the insert go as one statement, with no transaction around them.
       const value = await this.store.appendHistory(caller.accountId, entry);
       if (!value) throw notFound`prompt ${input.promptId}`;
-      await afterCommit(() => this.publish(promptEvents.history(value)));
+      await afterCommit(this.telemetry, () => this.publish(promptEvents.history(value)));
       return value;
     }
     return this.logWrite(caller, 'AppendHistory', input, requestId, historyCodec, promptEvents.history, (tx, revision) =>
@@ -433,7 +438,7 @@ export class PromptUseCases {
       },
       () => input.promptId,
     );
-    if (!replayed) await afterCommit(() => this.publish(eventOf(value)));
+    if (!replayed) await afterCommit(this.telemetry, () => this.publish(eventOf(value)));
     return value;
   }
 

@@ -1,6 +1,7 @@
 import type { Principal } from '../principal.js';
 import { invalidArgument } from '../errors.js';
 import type { Bus } from '../ports/bus.js';
+import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { runFeed, type FeedItem } from '../streaming/feed.js';
 import { decodePromptEvent, promptChannel, type PromptEvent } from './events.js';
 import type { PromptUseCases } from './service.js';
@@ -23,6 +24,7 @@ export class PromptWatch {
     private readonly prompts: PromptUseCases,
     private readonly bus: Bus,
     private readonly maxPending: number,
+    private readonly telemetry: Telemetry = noTelemetry,
   ) {}
 
   async watch(caller: Principal, promptId: string, afterRevision: number, deliver: (u: PromptUpdate) => Promise<void>, signal: AbortSignal): Promise<void> {
@@ -45,6 +47,7 @@ export class PromptWatch {
       signal,
       isFinal: (item) => item.event.type === 'prompt_deleted',
       caughtUp: (revision) => deliver({ type: 'caught_up', revision }),
+      observed: { telemetry: this.telemetry, kind: 'prompt' },
     });
   }
 }

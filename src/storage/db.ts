@@ -140,6 +140,12 @@ export async function migrate(db: Db): Promise<string[]> {
   return applied;
 }
 
+/** The pool's connections in use and acquires waiting for one (knex's tarn pool; PGlite's too). */
+export function poolUsage(db: Db): { used: number; pending: number } {
+  const pool = (db.client as { pool?: { numUsed(): number; numPendingAcquires(): number } }).pool;
+  return { used: pool?.numUsed() ?? 0, pending: pool?.numPendingAcquires() ?? 0 };
+}
+
 export async function pingDb(db: Db): Promise<void> {
   await db.raw('select 1');
 }

@@ -240,7 +240,12 @@ export class RedisBus implements Bus {
   }
 }
 
-export async function redisStore(url: string, prefix: string): Promise<FastStore> {
+/** What the store reports of its connections: `onError` hears every error event of either connection. */
+export interface RedisObserver {
+  onError?(connection: 'main' | 'sub', err: Error): void;
+}
+
+export async function redisStore(url: string, prefix: string, observer: RedisObserver = {}): Promise<FastStore> {
   // Auto-pipelining: commands issued in the same tick (many concurrent calls' GETs, SETs and PUBLISHes)
   // go out in one socket write instead of one write each; order and replies are unchanged.
   // A command timeout, so a Redis that hangs (rather than refuses) fails calls over to Postgres too.
@@ -248,8 +253,8 @@ export async function redisStore(url: string, prefix: string): Promise<FastStore
   // A subscriber connection must queue its SUBSCRIBE commands across reconnects, so it keeps the offline queue.
   const sub = new Redis(url, { ...connectionOptions, enableOfflineQueue: true, maxRetriesPerRequest: null });
   // Errors surface to callers through rejected commands; the event only needs a listener so it is not fatal.
-  main.on('error', () => {});
-  sub.on('error', () => {});
+  main.on('error', (err: Error) => observer.onError?.('main', err));
+  sub.on('error', (err: Error) => observer.onError?.('sub', err));
   await Promise.all([main.connect(), sub.connect()]);
   const kv = new RedisKv(main, prefix);
   await kv.start();

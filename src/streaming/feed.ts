@@ -1,5 +1,6 @@
 import { AppError } from '../errors.js';
 import type { Bus } from '../ports/bus.js';
+import type { Telemetry, WatcherKind } from '../ports/telemetry.js';
 
 /** A committed change has a revision; an ephemeral one (a token delta) does not and is never replayed. */
 export type FeedItem<E> = { revision: number; event: E } | { revision: undefined; event: E };
@@ -25,6 +26,8 @@ export interface FeedOptions<E> {
    * reached; resolves when the consumer may take the next item. Not called when the feed ends during the replay.
    */
   caughtUp?(revision: number): Promise<void>;
+  /** Where the feed reports itself as a watcher of `kind`: open, how far behind, cut off. */
+  observed?: { telemetry: Telemetry; kind: WatcherKind };
 }
 
 /** RESOURCE_EXHAUSTED for the client: it fell too far behind, and may resume from `lastRevision`. */
@@ -75,10 +78,15 @@ class Feed<E> {
 
   private onMessage(m: string): void {
     const pending = (this.pending ??= []);
+    const observed = this.opts.observed;
     if (pending.length >= this.opts.maxPending) {
+      if (!this.overflow) observed?.telemetry.watcherCutOff(observed.kind, 'too_slow');
       this.overflow = true;
       this.cut?.(new SlowConsumerError(this.last));
-    } else pending.push(m);
+    } else {
+      pending.push(m);
+      observed?.telemetry.watcherBuffered(observed.kind, pending.length);
+    }
     this.notify();
   }
 
@@ -141,7 +149,9 @@ class Feed<E> {
 
   async run(): Promise<number> {
     const { opts } = this;
+    const observed = opts.observed;
     const sub = await opts.bus.subscribe(opts.channel, (m) => this.onMessage(m));
+    observed?.telemetry.watcherOpened(observed.kind);
     const offReconnect = opts.bus.onReconnect(() => this.onReconnect());
     opts.signal.addEventListener('abort', this);
     try {
@@ -174,6 +184,7 @@ class Feed<E> {
       return this.last;
     } finally {
       opts.signal.removeEventListener('abort', this);
+      observed?.telemetry.watcherClosed(observed.kind);
       offReconnect();
       await sub.close();
     }

@@ -4,6 +4,9 @@ import { unavailable } from '../errors.js';
 import type { StreamLease } from './limits.js';
 import { CallCancelled, DeadlineExceeded, type AbortState } from './status.js';
 
+/** The ErrorInfo reason of a stream that shutdown ended. */
+export const SERVER_SHUTTING_DOWN = 'SERVER_SHUTTING_DOWN';
+
 /** What a handler gets of its call. */
 export interface CallContext {
   method: string;
@@ -218,7 +221,7 @@ export class StreamCall<G extends GrpcCall = GrpcCall> implements RpcCall {
 
   end(): void {
     this.controller.abort(new Error('server shutting down'));
-    this.endEarly(unavailable('server shutting down', 'SERVER_SHUTTING_DOWN'));
+    this.endEarly(unavailable('server shutting down', SERVER_SHUTTING_DOWN));
   }
 
   /**

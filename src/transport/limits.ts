@@ -16,9 +16,6 @@ export const Reason = {
 } as const;
 export type Reason = (typeof Reason)[keyof typeof Reason];
 
-/** The counter every refusal increments, labelled with its reason. */
-export const REFUSALS = 'parley_limit_refusals_total';
-
 export interface LimitsConfig {
   /** Open streaming calls per account (WatchSession, WatchPrompt, StreamUtterance, Chat). */
   streamsPerAccount: number;
@@ -156,7 +153,7 @@ export class UtteranceBudget {
 /**
  * Per-account limits of one replica, all in process: concurrent streams, utterance bytes in flight, a
  * request rate, and the idle time of client streams. Every refusal is RESOURCE_EXHAUSTED with an ErrorInfo
- * naming the limit, is counted in `REFUSALS` by reason and is logged at warn, at most about once a second
+ * naming the limit, is counted by reason (parley_limit_refusals_total) and is logged at warn, at most about once a second
  * (each line says how many refusals went unlogged before it).
  *
  * Being per replica, a client spread over N replicas by a load balancer gets up to N times each limit.
@@ -170,7 +167,7 @@ export class Limits {
 
   constructor(
     readonly config: LimitsConfig,
-    private readonly deps: { logger: Logger; metrics: Metrics; now?: Clock },
+    private readonly deps: { logger: Logger; metrics: Pick<Metrics, 'refused'>; now?: Clock },
   ) {
     this.now = deps.now ?? (() => performance.now());
     this.rate = new RateLimiter(config.requestsPerSecond, config.requestBurst, config.rateBuckets ?? 10_000, this.now);
@@ -284,7 +281,7 @@ export class Limits {
   }
 
   private refuse(reason: Reason, accountId: string, method: string, message: string, metadata: Map<string, string>, retryDelayMs?: number): AppError {
-    this.deps.metrics.inc(REFUSALS, { reason });
+    this.deps.metrics.refused(reason);
     // A flood of refusals must not become a flood of log lines: the counter has the totals.
     if (this.logBucket.take(this.now()) === 0) {
       this.deps.logger.warn('limit refused a call', { reason, account: accountId, method, ...Object.fromEntries(metadata), unloggedBefore: this.unlogged });

@@ -17,6 +17,7 @@ import type { Logger } from '../log.js';
 import { AppError, invalidArgument } from '../errors.js';
 import { StreamCall, UnaryCall, type CallContext, type CallRegistry, type RpcCall } from './call.js';
 import type { Limits } from './limits.js';
+import type { Metrics } from '../metrics.js';
 import { callChain, compose, type Authenticate } from './middleware.js';
 import { toServiceError } from './status.js';
 import { requestViolations, undecodableViolation, wireViolations } from './request-check.js';
@@ -33,6 +34,8 @@ export interface RpcEnv {
   calls: CallRegistry;
   /** Per-account limits on authenticated calls: a request rate for every call, a number of open streams. */
   limits?: Limits;
+  /** Calls counted by method and code, their durations, open streams (see observeCalls). */
+  metrics?: Metrics;
 }
 
 // The four shapes of a handler. Requests arrive decoded and past the request checks (see guardRequests);

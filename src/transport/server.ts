@@ -5,6 +5,7 @@ import { DescriptorIndex, addReflection, loadImage } from './reflection.js';
 import { requestTypes } from './request-check.js';
 import type { HealthMonitor } from './health.js';
 import type { Limits } from './limits.js';
+import type { Metrics } from '../metrics.js';
 
 export type { ServiceBinding } from './rpc.js';
 
@@ -16,6 +17,7 @@ export interface GrpcServerOptions {
   limits?: Limits;
   /** TLS (transport/tls.ts); unset: plaintext HTTP/2. */
   credentials?: ServerCredentials;
+  metrics?: Metrics;
 }
 
 /** grpc-js server with our services, health and reflection, and a shutdown that drains before closing. */
@@ -40,7 +42,7 @@ export class GrpcServer {
       // One connection cannot hold more streams than this, whichever accounts they belong to.
       'grpc.max_concurrent_streams': opts.maxStreamsPerConnection,
     });
-    const env = { logger: opts.logger, calls: this.calls, limits: opts.limits };
+    const env = { logger: opts.logger, calls: this.calls, limits: opts.limits, metrics: opts.metrics };
     const image = loadImage();
     const types = requestTypes(image);
     for (const b of bindings) {

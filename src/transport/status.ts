@@ -166,6 +166,16 @@ export function statusCodeOf(err: unknown, signal?: AbortState): Status {
 }
 
 /**
+ * What a log line may say of a failure besides its code: the ErrorInfo reason the client got, and the path
+ * of the first field it got wrong — never a value of the request.
+ */
+export function failureOf(err: unknown, signal?: AbortState): { reason: string; field: string | undefined } {
+  if (isServiceError(err)) return { reason: Status[err.code] ?? 'UNKNOWN', field: undefined };
+  const e = normalize(err, signal);
+  return { reason: clip(e.app?.reason ?? e.reason, MAX_REASON_CHARS), field: e.app?.violations[0] && clip(e.app.violations[0].field, MAX_FIELD_CHARS) };
+}
+
+/**
  * Turns any thrown value into a gRPC error; unknown errors become INTERNAL without leaking internals. A
  * call that was cancelled (an AbortError, or its signal aborted by the client) is CANCELLED, one whose
  * deadline passed DEADLINE_EXCEEDED, whatever was thrown; a ServiceError is a status already.

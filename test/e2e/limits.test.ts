@@ -4,7 +4,7 @@ import http2 from 'node:http2';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import type { Config } from '../../src/config.js';
 import { GenieServiceClient, type ChatRequest, type ChatResponse, type StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
-import { REFUSALS } from '../../src/transport/limits.js';
+import { REFUSALS } from '../../src/metrics.js';
 import { createTenant, errorInfo, retryDelayMs, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { Watcher } from '../helpers/watch.js';
 import { chatType, genie } from '../genie/fixtures.js';
@@ -109,7 +109,7 @@ test.serial('STREAM_LIMIT: tenant A at its stream limit is refused, on every str
     for (const w of [open[1]!, again, ...others]) w.cancel();
     promptWatch.cancel();
     await waitFor(() => s.app.limits.accountsHolding === 0, 'every stream to give back its slot');
-    t.is(s.app.metrics.value(REFUSALS, { reason: 'STREAM_LIMIT' }), 3);
+    t.is(await s.app.metrics.value(REFUSALS, { reason: 'STREAM_LIMIT' }), 3);
   } finally {
     await s.stop();
   }
@@ -137,7 +137,7 @@ test.serial('RATE_LIMIT: rate-limited tenant A gets RESOURCE_EXHAUSTED with a re
     t.is(errorInfo(stream)?.reason, 'RATE_LIMIT', 'opening a stream is a request too');
 
     t.is((await b.g.get(b.sessionId)).revision, 1, 'B is served');
-    t.is(s.app.metrics.value(REFUSALS, { reason: 'RATE_LIMIT' }), 2);
+    t.is(await s.app.metrics.value(REFUSALS, { reason: 'RATE_LIMIT' }), 2);
     t.is(s.app.limits.accountsHolding, 0, 'a refused stream holds no slot');
   } finally {
     await s.stop();
@@ -164,7 +164,7 @@ test.serial('RATE_LIMIT: a request on a Chat stream takes a token, and a refused
     c.call.end();
     await waitFor(() => c.ended || c.error !== undefined, 'the end of the chat');
     await waitFor(() => s.app.limits.accountsHolding === 0, 'the chat to give back its slot');
-    t.is(s.app.metrics.value(REFUSALS, { reason: 'RATE_LIMIT' }), 1);
+    t.is(await s.app.metrics.value(REFUSALS, { reason: 'RATE_LIMIT' }), 1);
   } finally {
     await s.stop();
   }
@@ -188,7 +188,7 @@ test.serial('CLIENT_STREAM_IDLE: a stalled StreamUtterance is ended after the id
     t.is((await a.g.get(a.sessionId)).revision, 1, 'nothing was committed');
     t.is(s.app.limits.utteranceBytesOf(a.accountId), 0, 'its bytes were released');
     t.is(s.app.limits.streamsOf(a.accountId), 1, 'only the watcher holds a slot');
-    t.is(s.app.metrics.value(REFUSALS, { reason: 'CLIENT_STREAM_IDLE' }), 1);
+    t.is(await s.app.metrics.value(REFUSALS, { reason: 'CLIENT_STREAM_IDLE' }), 1);
     u.call.end();
     w.cancel();
     await waitFor(() => s.app.limits.accountsHolding === 0, 'the watcher to give back its slot');
@@ -212,7 +212,7 @@ test.serial('CLIENT_STREAM_IDLE: a Chat whose gateway sends no request is ended,
     await waitFor(() => silent.error !== undefined, 'the Chat that never opened to be ended');
     t.is(errorInfo(silent.error!)?.reason, 'CLIENT_STREAM_IDLE');
     await waitFor(() => s.app.limits.accountsHolding === 0, 'both chats to give back their slots');
-    t.is(s.app.metrics.value(REFUSALS, { reason: 'CLIENT_STREAM_IDLE' }), 2);
+    t.is(await s.app.metrics.value(REFUSALS, { reason: 'CLIENT_STREAM_IDLE' }), 2);
   } finally {
     await s.stop();
   }
@@ -256,8 +256,8 @@ test.serial('UTTERANCE_BYTES_LIMIT and UTTERANCE_SIZE_LIMIT: text in flight is b
     for (const u of [u1, u2, u3, ub]) u.call.end();
     w.cancel();
     await waitFor(() => s.app.limits.accountsHolding === 0, 'every slot and byte to be given back');
-    t.is(s.app.metrics.value(REFUSALS, { reason: 'UTTERANCE_BYTES_LIMIT' }), 1);
-    t.is(s.app.metrics.value(REFUSALS, { reason: 'UTTERANCE_SIZE_LIMIT' }), 1);
+    t.is(await s.app.metrics.value(REFUSALS, { reason: 'UTTERANCE_BYTES_LIMIT' }), 1);
+    t.is(await s.app.metrics.value(REFUSALS, { reason: 'UTTERANCE_SIZE_LIMIT' }), 1);
   } finally {
     await s.stop();
   }

@@ -10,11 +10,12 @@ const buf = path.resolve('node_modules/.bin/buf');
  * One call through `buf curl` with a JSON body, as an engineer on a terminal makes it: `method` is
  * `package.Service/Method`. Resolves to the parsed response, or to the parsed error body (`code`, `message`,
  * `details`) whatever the exit code; text that is not JSON (buf curl refusing the request itself) comes back
- * as `{ clientError }`.
+ * as `{ clientError }`. `headers` go out as request metadata (e.g. a W3C traceparent).
  */
-export async function bufCurl(address: string, method: string, body: unknown, authorization?: string): Promise<any> {
+export async function bufCurl(address: string, method: string, body: unknown, authorization?: string, headers: Record<string, string> = {}): Promise<any> {
   const args = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge'];
   if (authorization) args.push('-H', `authorization: ${authorization}`);
+  for (const [name, value] of Object.entries(headers)) args.push('-H', `${name}: ${value}`);
   args.push('-d', typeof body === 'string' ? body : JSON.stringify(body), `http://${address}/${method}`);
   try {
     return JSON.parse((await run(buf, args, { encoding: 'utf8', timeout: 60_000 })).stdout);

@@ -1,7 +1,7 @@
 import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import { credentials, Metadata, type CallOptions, type Client, type ServiceError } from '@grpc/grpc-js';
 import { loadConfig, type Config } from '../../src/config.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger, type Logger } from '../../src/log.js';
 import { startApp, type App } from '../../src/app.js';
 import { AdminServiceClient } from '../../src/gen/parley/admin/v1/admin.js';
 import { PromptServiceClient } from '../../src/gen/parley/prompt/v1/prompt.js';
@@ -27,7 +27,7 @@ export interface TestServer {
  * Starts a whole parley on a free port over the backends the environment selects, isolated from every
  * other test file: its own Postgres database (or in-memory PGlite) and its own Redis key prefix.
  */
-export async function startTestServer(overrides: Partial<Config> = {}): Promise<TestServer> {
+export async function startTestServer(overrides: Partial<Config> = {}, logger: Logger = silentLogger): Promise<TestServer> {
   // A test that names its database (several replicas on one, or one behind a proxy) manages it itself.
   const scratch = env.databaseUrl && overrides.databaseUrl === undefined ? await createScratchDatabase(env.databaseUrl) : undefined;
   const config: Config = {
@@ -42,7 +42,7 @@ export async function startTestServer(overrides: Partial<Config> = {}): Promise<
     shutdownGraceMs: 2_000,
     ...overrides,
   };
-  const app = await startApp(config, silentLogger);
+  const app = await startApp(config, logger);
   const address = `127.0.0.1:${app.port}`;
   const creds = credentials.createInsecure();
   const admin = new AdminServiceClient(address, creds);

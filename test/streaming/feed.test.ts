@@ -1,6 +1,7 @@
 import test from 'ava';
 import { MemoryBus } from '../../src/storage/memory-kv.js';
 import { runFeed, SlowConsumerError, type FeedItem } from '../../src/streaming/feed.js';
+import { noTelemetry, type Telemetry } from '../../src/ports/telemetry.js';
 
 /** A fake record: committed events by revision, published on the bus only when `publish` is true. */
 class Log {
@@ -20,7 +21,7 @@ class Log {
 const parse = (m: string) => JSON.parse(m) as FeedItem<string>;
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
-function collect(log: Log, after: number, opts: { maxPending?: number; slow?: () => Promise<void>; marker?: boolean } = {}) {
+function collect(log: Log, after: number, opts: { maxPending?: number; slow?: () => Promise<void>; marker?: boolean; telemetry?: Telemetry } = {}) {
   const got: Array<FeedItem<string>> = [];
   const abort = new AbortController();
   const done = runFeed({
@@ -41,6 +42,7 @@ function collect(log: Log, after: number, opts: { maxPending?: number; slow?: ()
           got.push({ revision, event: 'caught_up' });
         }
       : undefined,
+    observed: opts.telemetry && { telemetry: opts.telemetry, kind: 'genie' },
   });
   return { got, abort, done };
 }
@@ -157,4 +159,34 @@ test('aborting frees the subscription', async (t) => {
   w.abort.abort();
   await w.done;
   t.is(bus.subscribedChannels(), 0);
+});
+
+test('a feed reports itself as a watcher: open while it runs, how many updates it buffered, one cut-off when too slow', async (t) => {
+  const events: string[] = [];
+  const telemetry: Telemetry = {
+    ...noTelemetry,
+    watcherOpened: (kind) => events.push(`open:${kind}`),
+    watcherClosed: (kind) => events.push(`closed:${kind}`),
+    watcherBuffered: (kind, n) => events.push(`buffered:${n}`),
+    watcherCutOff: (kind, reason) => events.push(`cut:${reason}`),
+  };
+  const bus = new MemoryBus();
+  const log = new Log(bus, 'observed');
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const w = collect(log, 0, { maxPending: 3, slow: () => gate, telemetry });
+  await tick();
+  t.deepEqual(events, ['open:genie']);
+  for (let i = 0; i < 6; i++) await log.commit(`e${i}`);
+  await tick();
+  release();
+  await t.throwsAsync(w.done, { instanceOf: SlowConsumerError });
+  // However the deliveries interleave: one open, the buffer reported as it fills up to its size, one cut-off
+  // (later messages find the feed cut off already), one close.
+  t.is(events[0], 'open:genie');
+  t.is(events.at(-1), 'closed:genie');
+  t.deepEqual(events.filter((e) => e.startsWith('cut:')), ['cut:too_slow']);
+  const buffered = events.filter((e) => e.startsWith('buffered:')).map((e) => Number(e.slice(9)));
+  t.is(Math.max(...buffered), 3);
+  t.true(events.indexOf('cut:too_slow') > events.lastIndexOf('buffered:3'));
 });

@@ -127,3 +127,12 @@ test('a TLS certificate without its key, a key without its certificate, or a cli
   const busy = t.throws(() => loadConfig({ PARLEY_TLS_RELOAD_INTERVAL: '10ms' }), { instanceOf: ConfigError });
   t.deepEqual(busy!.problems, ['PARLEY_TLS_RELOAD_INTERVAL: must be 0s (reload on SIGHUP only) or at least 1s']);
 });
+
+test('metrics: PARLEY_METRICS_LISTEN is off by default and takes host:port', (t) => {
+  t.is(loadConfig({}).metricsListen, undefined);
+  t.is(loadConfig({ PARLEY_METRICS_LISTEN: '0.0.0.0:9464' }).metricsListen, '0.0.0.0:9464');
+  t.is(loadConfig({ PARLEY_METRICS_LISTEN: '[::1]:9464' }).metricsListen, '[::1]:9464');
+  const e = t.throws(() => loadConfig({ PARLEY_METRICS_LISTEN: 'http://metrics.example/secret' }), { instanceOf: ConfigError });
+  t.regex(e!.message, /PARLEY_METRICS_LISTEN: must be host:port/);
+  t.false(e!.message.includes('secret'));
+});

@@ -1,8 +1,8 @@
 import test from 'ava';
 import { AppError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
-import { Metrics } from '../../src/metrics.js';
-import { Limits, RateLimiter, REFUSALS, TokenBucket, type LimitsConfig } from '../../src/transport/limits.js';
+import { Metrics, REFUSALS } from '../../src/metrics.js';
+import { Limits, RateLimiter, TokenBucket, type LimitsConfig } from '../../src/transport/limits.js';
 
 const config: LimitsConfig = {
   streamsPerAccount: 2,
@@ -17,7 +17,7 @@ function setup(overrides: Partial<LimitsConfig> = {}) {
   let now = 1_000;
   const lines: Array<Record<string, unknown>> = [];
   const logger = createLogger('warn', (l) => lines.push(JSON.parse(l)));
-  const metrics = new Metrics();
+  const metrics = new Metrics({ logger: createLogger('silent') });
   const limits = new Limits({ ...config, ...overrides }, { logger, metrics, now: () => now });
   return { limits, metrics, lines, advance: (ms: number) => (now += ms) };
 }
@@ -132,24 +132,24 @@ test('a chunk over the whole account budget, with nothing held, leaves nothing b
   t.is(limits.accountsHolding, 0);
 });
 
-test('CLIENT_STREAM_IDLE names its timeout', (t) => {
+test('CLIENT_STREAM_IDLE names its timeout', async (t) => {
   const { limits, metrics } = setup();
   const e = limits.idle('A', 'm');
   t.is(e.code, 'RESOURCE_EXHAUSTED');
   t.is(e.reason, 'CLIENT_STREAM_IDLE');
   t.deepEqual(Object.fromEntries(e.metadata), { idle_timeout_ms: '1000' });
-  t.is(metrics.value(REFUSALS, { reason: 'CLIENT_STREAM_IDLE' }), 1);
+  t.is(await metrics.value(REFUSALS, { reason: 'CLIENT_STREAM_IDLE' }), 1);
 });
 
-test('every refusal is counted by reason, and a flood of them logs a few lines that say what they left out', (t) => {
+test('every refusal is counted by reason, and a flood of them logs a few lines that say what they left out', async (t) => {
   const { limits, metrics, lines, advance } = setup({ requestBurst: 1 });
   limits.admit('A', 'm');
   for (let i = 0; i < 1_000; i++) t.throws(() => limits.admit('A', '/parley.genie.v1.GenieService/GetSession'));
   limits.openStream('A', 'm');
   limits.openStream('A', 'm');
   t.throws(() => limits.openStream('A', 'm'));
-  t.is(metrics.value(REFUSALS, { reason: 'RATE_LIMIT' }), 1_000);
-  t.is(metrics.value(REFUSALS, { reason: 'STREAM_LIMIT' }), 1);
+  t.is(await metrics.value(REFUSALS, { reason: 'RATE_LIMIT' }), 1_000);
+  t.is(await metrics.value(REFUSALS, { reason: 'STREAM_LIMIT' }), 1);
   t.is(lines.length, 10, 'a burst of ten lines, then silence');
   t.like(lines[0], { level: 'warn', msg: 'limit refused a call', reason: 'RATE_LIMIT', account: 'A', method: '/parley.genie.v1.GenieService/GetSession', unloggedBefore: 0 });
   advance(1_000);

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { Metadata } from '@grpc/grpc-js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
-import { notFound, unauthenticated } from '../../src/errors.js';
+import { invalidArgument, notFound, unauthenticated } from '../../src/errors.js';
 import type { Principal } from '../../src/principal.js';
 import { CallRegistry, StreamCall, UnaryCall, type RpcCall } from '../../src/transport/call.js';
 import { Limits, type LimitsConfig } from '../../src/transport/limits.js';
@@ -40,7 +40,7 @@ function setup() {
   const events: string[] = [];
   const lines: Array<Record<string, unknown>> = [];
   const logger = createLogger('info', (l) => lines.push(JSON.parse(l)));
-  const metrics = new Metrics();
+  const metrics = new Metrics({ logger: createLogger('silent') });
   class RecordingLimits extends Limits {
     override admit(accountId: string, method: string): void {
       events.push('limits');
@@ -152,6 +152,7 @@ test('middleware ends a cancelled stream at once, while its handler still runs: 
     ['CANCELLED'],
     'one line, with the status the call ended with',
   );
+  t.like(s.lines[0], { end: 'client_cancel' });
 });
 
 test('middleware takes no slot for a stream cancelled while it authenticates', async (t) => {
@@ -177,5 +178,59 @@ test('middleware ends streams at shutdown with UNAVAILABLE, which is sent', asyn
   await t.throwsAsync(outcome, { message: 'server shutting down' });
   t.true(call.answers);
   t.is(s.limits.streamsOf('acct-1'), 0);
-  t.like(s.lines[0], { status: 'UNAVAILABLE' });
+  t.like(s.lines[0], { status: 'UNAVAILABLE', reason: 'SERVER_SHUTTING_DOWN', end: 'shutdown' });
+});
+
+test('middleware: the line of a failed call carries its ErrorInfo reason and first violated field, never the values', async (t) => {
+  const s = setup();
+  const run = compose(s.chain, async () => {
+    throw invalidArgument(
+      [
+        { field: 'prompt.name', description: 'must be at most 64 characters, got "secret-value-of-the-caller"' },
+        { field: 'prompt.text', description: 'is required' },
+      ],
+      'FIELD_TOO_LARGE',
+    );
+  });
+  await t.throwsAsync(run(new UnaryCall('/svc/Create', new FakeGrpcCall())));
+  t.like(s.lines[0], { status: 'INVALID_ARGUMENT', reason: 'FIELD_TOO_LARGE', field: 'prompt.name' });
+  t.false(JSON.stringify(s.lines[0]).includes('secret-value'), 'no description, no value');
+  t.false('end' in s.lines[0]!, 'a unary call has no end');
+  const other = setup();
+  await t.throwsAsync(compose(other.chain, async () => Promise.reject(notFound`session ${'s-1'}`))(new UnaryCall('/svc/Get', new FakeGrpcCall())));
+  t.like(other.lines[0], { status: 'NOT_FOUND', reason: 'SESSION_NOT_FOUND' });
+  t.false('field' in other.lines[0]!);
+});
+
+test('middleware: the line of a stream says how it ended: ok, error, deadline', async (t) => {
+  const s = setup();
+  await compose(s.chain, async () => undefined)(new StreamCall('/svc/Watch', new FakeGrpcCall()));
+  const other = setup();
+  await t.throwsAsync(compose(other.chain, async () => Promise.reject(new Error('boom')))(new StreamCall('/svc/Watch', new FakeGrpcCall())));
+  const late = setup();
+  const expired = new (class extends FakeGrpcCall {
+    override getDeadline(): Date | number {
+      return Date.now() - 1;
+    }
+  })();
+  await t.throwsAsync(compose(late.chain, (c: RpcCall) => new Promise((resolve) => c.signal.addEventListener('abort', resolve)))(new StreamCall('/svc/Watch', expired)));
+  t.like(s.lines[0], { status: 'OK', end: 'ok' });
+  t.false('reason' in s.lines[0]!);
+  t.like(other.lines[0], { status: 'INTERNAL', reason: 'INTERNAL', end: 'error' });
+  t.like(late.lines[0], { status: 'DEADLINE_EXCEEDED', end: 'deadline' });
+});
+
+test('middleware: the trace id of an incoming traceparent is in the line; an invalid one is ignored', async (t) => {
+  const s = setup();
+  const run = compose(s.chain, async () => 'reply');
+  const traced = new FakeGrpcCall();
+  traced.metadata.set('traceparent', '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01');
+  await run(new UnaryCall('/svc/Get', traced));
+  const bad = new FakeGrpcCall();
+  bad.metadata.set('traceparent', '00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01');
+  const again = setup();
+  await compose(again.chain, async () => 'reply')(new UnaryCall('/svc/Get', bad));
+  t.like(s.lines[0], { status: 'OK', traceId: '4bf92f3577b34da6a3ce929d0e0e4736' });
+  t.like(again.lines[0], { status: 'OK' });
+  t.false('traceId' in again.lines[0]!);
 });
