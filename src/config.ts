@@ -41,6 +41,12 @@ export const envSchema = z.object({
   PARLEY_ACCOUNT_RATE: z.coerce.number().positive().max(1_000_000_000).default(1000),
   PARLEY_ACCOUNT_BURST: z.coerce.number().int().min(1).max(1_000_000_000).default(2000),
   PARLEY_MAX_STREAMS_PER_CONNECTION: z.coerce.number().int().min(1).max(2 ** 31 - 1).default(1000),
+  // Redis Cluster: REDIS_URL names a node of a cluster (more seeds optional; credentials and TLS from REDIS_URL).
+  PARLEY_REDIS_CLUSTER: z.enum(['true', 'false']).default('false'),
+  PARLEY_REDIS_CLUSTER_SEEDS: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+:\d{1,5}(,[A-Za-z0-9.-]+:\d{1,5}){0,31}$/, 'must be host:port[,host:port…] (at most 32)')
+    .optional(),
 });
 
 export interface Config {
@@ -69,6 +75,9 @@ export interface Config {
   accountRequestBurst: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one connection may have open at once. */
   maxStreamsPerConnection: number;
+  // Redis Cluster
+  /** REDIS_URL is a node of a Redis Cluster; `seeds` are more nodes (host:port) to find it through. */
+  redisCluster: { seeds: string[] } | undefined;
 }
 
 export class ConfigError extends Error {
@@ -89,6 +98,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
   }
   const e = parsed.data;
+  // A brace in the prefix would make the hash tag of every key the prefix's: the whole data set in one slot.
+  if (e.PARLEY_REDIS_CLUSTER === 'true' && /[{}]/.test(e.PARLEY_REDIS_PREFIX)) {
+    throw new ConfigError(['PARLEY_REDIS_PREFIX: must not contain { or } with PARLEY_REDIS_CLUSTER=true (keys carry their own hash tags)']);
+  }
+  if (e.PARLEY_REDIS_CLUSTER === 'true' && !e.REDIS_URL) throw new ConfigError(['PARLEY_REDIS_CLUSTER: needs REDIS_URL naming a node of the cluster']);
+  if (e.PARLEY_REDIS_CLUSTER_SEEDS && e.PARLEY_REDIS_CLUSTER !== 'true') throw new ConfigError(['PARLEY_REDIS_CLUSTER_SEEDS: only with PARLEY_REDIS_CLUSTER=true']);
   return {
     listen: e.PARLEY_LISTEN,
     databaseUrl: e.DATABASE_URL,
@@ -108,6 +123,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     accountRequestRate: e.PARLEY_ACCOUNT_RATE,
     accountRequestBurst: e.PARLEY_ACCOUNT_BURST,
     maxStreamsPerConnection: e.PARLEY_MAX_STREAMS_PER_CONNECTION,
+    // Redis Cluster
+    redisCluster: e.PARLEY_REDIS_CLUSTER === 'true' ? { seeds: e.PARLEY_REDIS_CLUSTER_SEEDS?.split(',') ?? [] } : undefined,
   };
 }
 
