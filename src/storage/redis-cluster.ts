@@ -47,6 +47,8 @@ export function clusterClient(url: string, seeds: readonly string[], redisOption
     lazyConnect: true,
     // Re-read the slot map now and then even with no traffic, so a failover is noticed (and distrusted) soon.
     slotsRefreshInterval: 5_000,
+    // ioredis gives CLUSTER SLOTS 1 s by default; a busy node answering later must not fail start-up.
+    slotsRefreshTimeout: 3_000,
     ...options,
   });
 }
@@ -113,8 +115,14 @@ function kvConnection(cluster: Cluster): KvConnection {
       return clusterMasters(cluster);
     },
     on: (event, fn) => {
-      if (event === 'fault') faultListeners.push(fn);
-      else cluster.on('ready', fn);
+      if (event === 'fault') return void faultListeners.push(fn);
+      // The first 'ready' is the connect the store's start-up validated (it may arrive after it, and must not
+      // start a new epoch: that would void every other replica's copies at each start); later ones follow a loss.
+      let connectedOnce = false;
+      cluster.on('ready', () => {
+        if (connectedOnce) fn();
+        connectedOnce = true;
+      });
     },
   };
 }
