@@ -86,16 +86,28 @@ export class PrivateRedisCluster {
     });
   }
 
-  /** kill -9 the node on `port`, then start it again: it rejoins the cluster (its nodes.conf) with no data. */
-  async restartEmpty(port: number): Promise<void> {
+  /** kill -9 the node on `port` (no chance to save or to close connections politely). */
+  async kill(port: number): Promise<void> {
     const pid = await onNode(port, async (r) => Number(/process_id:(\d+)/.exec(await r.info('server'))?.[1]));
     process.kill(pid, 'SIGKILL');
     await eventually(() => onNode(port, (r) => r.ping()).then(() => false, () => true), `the node on ${port} to be gone`);
+  }
+
+  /** Starts the nodes that are down: each rejoins the cluster (its nodes.conf) with no data. */
+  async startStopped(): Promise<void> {
     await this.script('start');
-    await eventually(
-      () => onNode(port, async (r) => String(await r.call('CLUSTER', 'INFO')).includes('cluster_state:ok')),
-      `the node on ${port} back in a healthy cluster`,
-    );
+    for (const port of this.ports) {
+      await eventually(
+        () => onNode(port, async (r) => String(await r.call('CLUSTER', 'INFO')).includes('cluster_state:ok')),
+        `the node on ${port} in a healthy cluster`,
+      );
+    }
+  }
+
+  /** kill -9 the node on `port`, then start it again: it rejoins the cluster with no data. */
+  async restartEmpty(port: number): Promise<void> {
+    await this.kill(port);
+    await this.startStopped();
   }
 
   async destroy(): Promise<void> {

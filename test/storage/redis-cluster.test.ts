@@ -12,6 +12,7 @@ import { masterPorts, onNode, ownerOf, PrivateRedisCluster } from '../helpers/re
 import { createTenant, rpc, startTestServer } from '../helpers/harness.js';
 import { genie, modelType } from '../genie/fixtures.js';
 import { Actor } from '../../src/gen/parley/genie/v1/genie.js';
+import { HealthCheckResponse_ServingStatus as Serving } from '../../src/gen/grpc/health/v1/health.js';
 
 /**
  * parley on a Redis Cluster, beyond the KV/bus contract (which runs on one too): a session's keys share a slot,
@@ -193,4 +194,18 @@ privateCluster('a sharded subscriber whose master restarts is subscribed again, 
     return got.includes('after');
   }, 'a message after the restart');
   t.true(got.includes('after'));
+});
+
+privateCluster('health turns NOT_SERVING when a master of the cluster is down and SERVING once it is back', async (t) => {
+  t.timeout(120_000);
+  const cluster = await PrivateRedisCluster.start(t);
+  const s = await startTestServer({ redisUrl: cluster.url, redisCluster: { seeds: [] } });
+  t.teardown(() => s.stop());
+  const status = async () => (await rpc(s.health, s.health.check, { service: '' })).status;
+  t.is(await status(), Serving.SERVING);
+  await cluster.kill(cluster.ports[1]!);
+  await eventually(async () => (await status()) === Serving.NOT_SERVING, 'health to say NOT_SERVING');
+  t.deepEqual(s.app.health.down(), ['redis']);
+  await cluster.startStopped();
+  await eventually(async () => (await status()) === Serving.SERVING, 'health to say SERVING again');
 });
