@@ -14,7 +14,7 @@ import type { BusConnection, KvConnection, RedisConnections } from './redis-kv.j
  *
  * Faults: on one Redis the epoch (RedisKv) is renewed whenever the one connection closes. Here a fence lives
  * on the master owning its key's slot, so losing any master loses fences: the store stops trusting its copies
- * (and renews the epoch) when any node's connection closes or errs, a node leaves the client's pool, the whole
+ * (and renews the epoch) when any node's connection closes, a node leaves the client's pool, the whole
  * client reconnects, or the slot map changes (a failover promotes a replica, which may lack the last writes;
  * a resharding moves slots). The epoch records the run id of every master, so a process starting after a
  * master restarted empty does not keep the old epoch either.
@@ -97,10 +97,12 @@ function kvConnection(cluster: Cluster): KvConnection {
     for (const fn of faultListeners) fn();
   };
   let known: string | undefined;
-  // A node connection that closes may have been to a master that restarted empty: its fences are gone.
+  // A node connection that closes may have been to a master that restarted empty: its fences are gone. A
+  // 'node error' alone is not a fault: a socket error is followed by that close, and the rest (a CLUSTER SLOTS
+  // that timed out on a busy node, a refused reconnect to a node already lost) lose nothing, while distrusting
+  // on them would void every replica's copies whenever a node is slow.
   cluster.on('+node', (node: Redis) => node.on('close', fault));
   cluster.on('-node', fault);
-  cluster.on('node error', fault);
   for (const status of ['close', 'reconnecting', 'end']) cluster.on(status, fault);
   // 'refresh' follows every read of the slot map; only a changed map is a fault.
   cluster.on('refresh', () => {
@@ -149,6 +151,30 @@ function busConnection(pub: Cluster, sub: Cluster): BusConnection {
   };
 }
 
+/** How long start-up waits for a cluster to become ready (a reachable one is checked before: checkRedis). */
+const CONNECT_WITHIN_MS = 10_000;
+
+/**
+ * Connects `cluster`. Its first attempt can fail on a busy node (CLUSTER SLOTS answered late: "None of startup
+ * nodes is available") while ioredis goes on retrying (clusterRetryStrategy), so only no 'ready' within
+ * `withinMs` is a failure, reported with the last attempt's error.
+ */
+function whenReady(cluster: Cluster, withinMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let last: unknown = new Error('the Redis Cluster did not become ready');
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      cluster.off('ready', onReady);
+      reject(last);
+    }, withinMs);
+    cluster.once('ready', onReady);
+    cluster.connect().catch((err: unknown) => (last = err));
+  });
+}
+
 /**
  * Connects to the cluster `url` (and `seeds`, host:port) names: one client for commands, one with sharded
  * subscribers for the bus (it keeps its offline queue, so SSUBSCRIBEs wait out a reconnect).
@@ -164,7 +190,7 @@ export async function openCluster(url: string, seeds: readonly string[], redisOp
   sub.on('error', () => {});
   const kv = kvConnection(main);
   try {
-    await Promise.all([main.connect(), sub.connect()]);
+    await Promise.all([whenReady(main, CONNECT_WITHIN_MS), whenReady(sub, CONNECT_WITHIN_MS)]);
   } catch (err) {
     main.disconnect();
     sub.disconnect();

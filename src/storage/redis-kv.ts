@@ -109,7 +109,16 @@ export class RedisKv implements KvStore {
 
   /** Establishes the epoch before the first read (keeping the current one if Redis has not restarted). */
   async start(): Promise<void> {
-    await this.validate(false);
+    // A busy server may let one of validation's commands time out (on a cluster there is an INFO per master);
+    // a few attempts before start-up fails.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.validate(false);
+        return;
+      } catch (err) {
+        if (attempt >= 3) throw err;
+      }
+    }
   }
 
   stop(): void {
