@@ -129,10 +129,26 @@ function kvConnection(cluster: Cluster): KvConnection {
   };
 }
 
+/** How long an SSUBSCRIBE may wait for its master's subscriber connection before the subscribe fails. */
+const SUBSCRIBE_WITHIN_MS = 10_000;
+
+/**
+ * `fn()`, failing after `ms`. The subscriber client keeps its offline queue (so SSUBSCRIBEs wait out a
+ * reconnect), and a command that ioredis cannot route to a sharded subscriber (its slot map not yet built) may
+ * otherwise never settle; a watcher is better told than left waiting. A synchronous throw becomes a rejection.
+ */
+function bounded<T>(fn: () => Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('the Redis Cluster did not confirm the subscription in time')), ms);
+  });
+  return Promise.race([Promise.resolve().then(fn), timeout]).finally(() => clearTimeout(timer));
+}
+
 function busConnection(pub: Cluster, sub: Cluster): BusConnection {
   return {
     publish: (channel, message) => pub.spublish(channel, message),
-    subscribe: (channel) => sub.ssubscribe(channel),
+    subscribe: (channel) => bounded(() => sub.ssubscribe(channel), SUBSCRIBE_WITHIN_MS),
     unsubscribe: (channel) => sub.sunsubscribe(channel),
     onMessage: (fn) => void sub.on('smessage', fn),
     onResubscribed: (fn) => {
