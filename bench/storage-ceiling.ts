@@ -17,7 +17,7 @@
  *   redis PUBLISH <prefix>prompt:{id} <event json>                     (publishPromptEvent)
  *
  * OpenPrompt with the session key of a cached session (no request_id):
- *   redis GET <prefix>cache:epoch + HMGET <prefix>parley:prompt:session:<key> d g e  (PromptUseCases.open: no transaction,
+ *   redis GET <prefix>cache:epoch + HMGET <prefix>parley:prompt:session:{<key>} d g e  (PromptUseCases.open: no transaction,
  *                                                                       no re-put)
  *   pg    SELECT revision FROM prompts WHERE id = $1                   (PromptUseCases.withRevision: the revision
  *                                                                       moves with every log write, so it is
@@ -126,7 +126,7 @@ export async function storageOps(scenario: string, ctx: BenchContext, sessions: 
       };
     }
     case 'OpenPrompt': {
-      const cacheKey = `${prefix}parley:prompt:session:${ctx.sessionKey}`;
+      const cacheKey = `${prefix}parley:prompt:session:{${ctx.sessionKey}}`;
       return {
         close,
         op: async () => {

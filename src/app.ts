@@ -58,7 +58,7 @@ export interface App {
 
 export async function openStorage(config: Config, redisObserver?: RedisObserver): Promise<{ db: Db; store: FastStore }> {
   const db = openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-  const store = config.redisUrl ? await redisStore(config.redisUrl, config.redisPrefix, redisObserver) : memoryStore();
+  const store = config.redisUrl ? await redisStore(config.redisUrl, config.redisPrefix, { cluster: config.redisCluster, observer: redisObserver }) : memoryStore();
   return { db, store };
 }
 
@@ -146,7 +146,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   logger.info('listening', {
     address: config.listen.replace(/:\d+$/, `:${port}`),
     postgres: config.databaseUrl ? 'external' : 'embedded (PGlite)',
-    redis: config.redisUrl ? 'external' : 'embedded (in-process)',
+    redis: config.redisUrl ? (config.redisCluster ? 'external (cluster)' : 'external') : 'embedded (in-process)',
     ...(tls ? tls.describe() : { tls: 'off' }),
   });
 

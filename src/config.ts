@@ -48,6 +48,12 @@ export const envSchema = z.object({
   PARLEY_TLS_RELOAD_INTERVAL: duration('1m').refine((ms) => ms === 0 || ms >= 1000, 'must be 0s (reload on SIGHUP only) or at least 1s'),
   // Metrics: the Prometheus endpoint's own address; unset, there is none.
   PARLEY_METRICS_LISTEN: listen.optional(),
+  // Redis Cluster: REDIS_URL names a node of a cluster (more seeds optional; credentials and TLS from REDIS_URL).
+  PARLEY_REDIS_CLUSTER: z.enum(['true', 'false']).default('false'),
+  PARLEY_REDIS_CLUSTER_SEEDS: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+:\d{1,5}(,[A-Za-z0-9.-]+:\d{1,5}){0,31}$/, 'must be host:port[,host:port…] (at most 32)')
+    .optional(),
 });
 
 export interface Config {
@@ -82,6 +88,9 @@ export interface Config {
   // Metrics
   /** host:port of the Prometheus endpoint (GET /metrics); undefined: no endpoint. */
   metricsListen: string | undefined;
+  // Redis Cluster
+  /** REDIS_URL is a node of a Redis Cluster; `seeds` are more nodes (host:port) to find it through. */
+  redisCluster: { seeds: string[] } | undefined;
 }
 
 export interface TlsConfig {
@@ -111,6 +120,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
   }
   const e = parsed.data;
+  // A brace in the prefix would make the hash tag of every key the prefix's: the whole data set in one slot.
+  if (e.PARLEY_REDIS_CLUSTER === 'true' && /[{}]/.test(e.PARLEY_REDIS_PREFIX)) {
+    throw new ConfigError(['PARLEY_REDIS_PREFIX: must not contain { or } with PARLEY_REDIS_CLUSTER=true (keys carry their own hash tags)']);
+  }
+  if (e.PARLEY_REDIS_CLUSTER === 'true' && !e.REDIS_URL) throw new ConfigError(['PARLEY_REDIS_CLUSTER: needs REDIS_URL naming a node of the cluster']);
+  if (e.PARLEY_REDIS_CLUSTER_SEEDS && e.PARLEY_REDIS_CLUSTER !== 'true') throw new ConfigError(['PARLEY_REDIS_CLUSTER_SEEDS: only with PARLEY_REDIS_CLUSTER=true']);
   return {
     listen: e.PARLEY_LISTEN,
     databaseUrl: e.DATABASE_URL,
@@ -134,6 +149,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tls: tlsConfig(e),
     // Metrics
     metricsListen: e.PARLEY_METRICS_LISTEN,
+    // Redis Cluster
+    redisCluster: e.PARLEY_REDIS_CLUSTER === 'true' ? { seeds: e.PARLEY_REDIS_CLUSTER_SEEDS?.split(',') ?? [] } : undefined,
   };
 }
 

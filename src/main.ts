@@ -41,9 +41,9 @@ function print(text: string): Promise<void> {
 }
 
 /** Reaches the configured Postgres and Redis once, so a start-up failure names which one and why. */
-async function checkStorage(config: Pick<Config, 'databaseUrl' | 'redisUrl'>): Promise<void> {
+async function checkStorage(config: Pick<Config, 'databaseUrl' | 'redisUrl' | 'redisCluster'>): Promise<void> {
   if (config.databaseUrl) await checkPostgres(config.databaseUrl);
-  if (config.redisUrl) await checkRedis(config.redisUrl);
+  if (config.redisUrl) await checkRedis(config.redisUrl, config.redisCluster);
 }
 
 /**

@@ -78,7 +78,15 @@ function databaseName(url: string): string {
  * Connects to Redis once, without retrying, so one that is down fails start-up at once and by name (the
  * store's own connections retry forever, which is what they should do after start-up).
  */
-export async function checkRedis(url: string): Promise<void> {
+export async function checkRedis(url: string, cluster?: { seeds: readonly string[] }): Promise<void> {
+  if (cluster) return checkRedisCluster(url, cluster.seeds);
+  await pingOnce(url).catch((err: unknown) => {
+    throw redisError(err, url);
+  });
+}
+
+/** One connection, one PING, no retries; rejects with the most telling error (the socket's, if any). */
+async function pingOnce(url: string): Promise<void> {
   const { Redis } = await import('ioredis');
   let last: Error | undefined;
   const redis = new Redis(url, {
@@ -94,20 +102,40 @@ export async function checkRedis(url: string): Promise<void> {
     await redis.connect();
     await redis.ping();
   } catch (err) {
-    throw redisError(last ?? err, url);
+    throw last ?? err;
   } finally {
     redis.disconnect();
   }
 }
 
-export function redisError(err: unknown, url: string): StartupError {
+/** As checkRedis, for a cluster: the slot map is read through `url` (or a seed), then every master must answer. */
+async function checkRedisCluster(url: string, seeds: readonly string[]): Promise<void> {
+  const { clusterClient, clusterMasters } = await import('./storage/redis-cluster.js');
+  const once = { retryStrategy: () => null, reconnectOnError: () => false, maxRetriesPerRequest: 0, connectTimeout: 3_000 };
+  const cluster = clusterClient(url, seeds, once, { clusterRetryStrategy: () => null, enableOfflineQueue: false });
+  let last: Error | undefined;
+  cluster.on('error', () => {});
+  cluster.on('node error', (err: Error) => (last = err));
+  try {
+    await cluster.connect();
+    await Promise.all(clusterMasters(cluster).map((m) => m.ping()));
+  } catch (err) {
+    // The cluster client reports "None of startup nodes is available"; a plain connection to REDIS_URL says
+    // why (connect ECONNREFUSED, a refused login), else the last node's answer (cluster support disabled).
+    throw redisError(await pingOnce(url).then(() => last ?? err, (direct: unknown) => direct), url, 'Redis Cluster');
+  } finally {
+    cluster.disconnect();
+  }
+}
+
+export function redisError(err: unknown, url: string, what = 'Redis'): StartupError {
   const where = maskUrl(url);
   const e = err as NodeError;
   const net = e instanceof Error ? networkReason(e) : undefined;
-  if (net) return new StartupError(`Redis at ${where} is unreachable (${net})`, { cause: err });
+  if (net) return new StartupError(`${what} at ${where} is unreachable (${net})`, { cause: err });
   const message = e instanceof Error ? oneLine(e.message) : String(err);
-  if (/NOAUTH|WRONGPASS|invalid password|ERR AUTH/i.test(message)) return new StartupError(`Redis at ${where} refused the login: ${message}`, { cause: err });
-  return new StartupError(`Redis at ${where} is unreachable (${message})`, { cause: err });
+  if (/NOAUTH|WRONGPASS|invalid password|ERR AUTH/i.test(message)) return new StartupError(`${what} at ${where} refused the login: ${message}`, { cause: err });
+  return new StartupError(`${what} at ${where} is unreachable (${message})`, { cause: err });
 }
 
 const listenReasons: Record<string, string> = {

@@ -192,9 +192,12 @@ export function normalizeSessionKey(sessionKey: string): string {
   return sessionKey.toLowerCase();
 }
 
-/** Cache key under which a prompt session is stored (for the configured PARLEY_PROMPT_CACHE_TTL). */
+/**
+ * Cache key under which a prompt session is stored (for the configured PARLEY_PROMPT_CACHE_TTL); the session key
+ * is its hash tag, so a Redis Cluster keeps it in that session's slot.
+ */
 export function promptCacheKey(sessionKey: string): string {
-  return `${PROMPT_CACHE_KEY_PREFIX}${normalizeSessionKey(sessionKey)}`;
+  return `${PROMPT_CACHE_KEY_PREFIX}{${normalizeSessionKey(sessionKey)}}`;
 }
 
 // ---------------------------------------------------------------------------

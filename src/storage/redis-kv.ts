@@ -1,11 +1,12 @@
-import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { createHash, randomBytes } from 'node:crypto';
+import { Redis, type Cluster } from 'ioredis';
 import { CACHE_MISS, FENCE_TTL_MS, type CachedRead, type KvStore } from '../ports/kv.js';
 import { type Bus, type Subscription } from '../ports/bus.js';
 import { type FastStore } from '../ports/fast-store.js';
 import { LocalFanout } from './local-fanout.js';
+import { openCluster } from './redis-cluster.js';
 
-const connectionOptions = {
+export const connectionOptions = {
   // Fail fast while disconnected instead of queueing: callers fall back to Postgres and health turns
   // NOT_SERVING, rather than requests hanging until Redis returns.
   enableOfflineQueue: false,
@@ -19,7 +20,8 @@ const connectionOptions = {
 // in). The epoch key names the current epoch as `<run id>:<random>`; a copy from any other epoch reads as a
 // miss. Fills, fences and epoch changes are scripts (atomic in Redis); a read is two plain commands sent
 // together (see readCached). Every script touches one key, so a Redis Cluster can run it (the copy's key
-// carries its session's hash tag; the epoch key lives in a slot of its own).
+// carries its session's hash tag; the epoch key lives in a slot of its own). On a cluster the epoch names the run
+// ids of every master (see validate, and redis-cluster.ts for what else ends trust there).
 //
 // A fill checks the generation only. It tags the copy with the epoch of its token rather than checking that
 // epoch is still current: reads serve only copies of the current epoch, so a fill with an old token lands a
@@ -41,11 +43,39 @@ if ARGV[3] ~= '1' and cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. ':'
 redis.call('SET', KEYS[1], ARGV[2])
 return ARGV[2]`;
 
-type Scripted = Redis & {
+type Scripted = (Redis | Cluster) & {
   parleyFill(key: string, epoch: string, generation: string, value: string, ttlMs: number): Promise<number>;
   parleyFence(key: string, ttlMs: number): Promise<number>;
   parleyEpoch(epochKey: string, runId: string, fresh: string, renew: '0' | '1'): Promise<string>;
 };
+
+/**
+ * What RedisKv needs of its connection: one Redis (singleNode below) or a Redis Cluster (redis-cluster.ts).
+ */
+export interface KvConnection {
+  /** Where keyed commands and scripts go: a Redis, or a Cluster that routes each by its key's slot. */
+  readonly client: Redis | Cluster;
+  /**
+   * A connection to every master, for what must be asked of each (INFO, SCAN, PING); one for a single Redis.
+   * `refresh`: first re-read which masters own the slots (a cluster). Rejects when some slot has no reachable
+   * master.
+   */
+  masters(refresh: boolean): Promise<Redis[]>;
+  /**
+   * 'fault': the connection may have missed writes or lost keys (closed, a node lost, the topology changed);
+   * 'ready': it is up (again).
+   */
+  on(event: 'fault' | 'ready', fn: () => void): void;
+}
+
+/** One Redis: a closed connection is the fault (a restart, a flush by failover, or a network cut all close it). */
+function singleNode(redis: Redis): KvConnection {
+  return {
+    client: redis,
+    masters: async () => [redis],
+    on: (event, fn) => void redis.on(event === 'fault' ? 'close' : 'ready', fn),
+  };
+}
 
 /** While it cannot vouch for its copies, the store retries re-validation this often. */
 const REVALIDATE_RETRY_MS = 250;
@@ -65,20 +95,30 @@ export class RedisKv implements KvStore {
   private closed = false;
 
   constructor(
-    redis: Redis,
+    private readonly conn: KvConnection,
     private readonly prefix: string,
   ) {
+    const redis = conn.client;
     redis.defineCommand('parleyFill', { numberOfKeys: 1, lua: FILL });
     redis.defineCommand('parleyFence', { numberOfKeys: 1, lua: FENCE });
     redis.defineCommand('parleyEpoch', { numberOfKeys: 1, lua: EPOCH });
     this.redis = redis as Scripted;
-    redis.on('close', () => this.distrust());
-    redis.on('ready', () => this.revalidate());
+    conn.on('fault', () => this.distrust());
+    conn.on('ready', () => this.revalidate());
   }
 
   /** Establishes the epoch before the first read (keeping the current one if Redis has not restarted). */
   async start(): Promise<void> {
-    await this.validate(false);
+    // A busy server may let one of validation's commands time out (on a cluster there is an INFO per master);
+    // a few attempts before start-up fails.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.validate(false);
+        return;
+      } catch (err) {
+        if (attempt >= 3) throw err;
+      }
+    }
   }
 
   stop(): void {
@@ -109,11 +149,23 @@ export class RedisKv implements KvStore {
       });
   }
 
-  /** `renew`: start a new epoch whatever the current one is (after any fault). */
+  /**
+   * `renew`: start a new epoch whatever the current one is (after any fault).
+   *
+   * The epoch names the run id of every master. On one Redis that is how a process starting up tells a Redis
+   * that restarted (empty, or from an old snapshot) from the one the epoch was made on. On a cluster the epoch
+   * key lives on one master, but the fences it vouches for live on all of them: a master that restarts empty
+   * loses the fences of its slots while the epoch key, elsewhere, survives. So the epoch is kept only when every
+   * master is still the very run it was made on; a restarted, replaced or failed-over master (a promoted
+   * replica has a run id of its own) starts a new one, which voids every copy filled before.
+   */
   private async validate(renew: boolean): Promise<string> {
     const faults = this.faults;
-    const info = await this.redis.info('server');
-    const runId = /run_id:(\w+)/.exec(info)?.[1] ?? 'unknown';
+    const masters = await this.conn.masters(true);
+    const infos = await Promise.all(masters.map((m) => m.info('server')));
+    const runIds = infos.map((info) => /run_id:(\w+)/.exec(info)?.[1] ?? 'unknown').sort();
+    // Several masters' ids, hashed to one id's length: the epoch is read (and stored in every copy) all the time.
+    const runId = runIds.length === 1 ? runIds[0]! : createHash('sha256').update(runIds.join(',')).digest('hex').slice(0, 40);
     const epoch = await this.redis.parleyEpoch(this.epochKey, runId, `${runId}:${randomBytes(6).toString('hex')}`, renew ? '1' : '0');
     if (this.faults === faults) this.trusted = true;
     return epoch;
@@ -174,51 +226,83 @@ export class RedisKv implements KvStore {
     await Promise.all(keys.map((k) => this.redis.del(this.prefix + k)));
   }
 
+  // A SCAN sees one node's keys: every master is scanned; deletes go through the client, which routes each.
   async clear(): Promise<void> {
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      await Promise.all(keys.map((k) => this.redis.del(k)));
-    } while (cursor !== '0');
+    for (const master of await this.conn.masters(false)) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await master.scan(cursor, 'MATCH', `${this.prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        await Promise.all(keys.map((k) => this.redis.del(k)));
+      } while (cursor !== '0');
+    }
   }
 
+  /** Every master answers (on a cluster, a master that is down leaves its slots' sessions without a cache). */
   async ping(): Promise<void> {
-    await this.redis.ping();
+    await Promise.all((await this.conn.masters(false)).map((m) => m.ping()));
   }
 }
 
-/** One subscriber connection per process, fanned out in memory to every local listener of a channel. */
+/**
+ * What RedisBus needs of its connections: plain SUBSCRIBE/PUBLISH on one Redis (singleNodeBus below), sharded
+ * SSUBSCRIBE/SPUBLISH on a cluster (redis-cluster.ts), where a plain PUBLISH would be broadcast to every node.
+ */
+export interface BusConnection {
+  publish(channel: string, message: string): Promise<unknown>;
+  subscribe(channel: string): Promise<unknown>;
+  unsubscribe(channel: string): Promise<unknown>;
+  onMessage(fn: (channel: string, message: string) => void): void;
+  /**
+   * After subscriptions were lost (a reconnect, a lost node) and have been sent again; not on the first
+   * connect. Messages published meanwhile are gone.
+   */
+  onResubscribed(fn: () => void): void;
+}
+
+function singleNodeBus(pub: Redis, sub: Redis): BusConnection {
+  return {
+    publish: (channel, message) => pub.publish(channel, message),
+    subscribe: (channel) => sub.subscribe(channel),
+    unsubscribe: (channel) => sub.unsubscribe(channel),
+    onMessage: (fn) => void sub.on('message', fn),
+    onResubscribed: (fn) => {
+      // The bus may be built on a connection that is already up; only later 'ready's are reconnects. ioredis
+      // re-subscribes on reconnect, and its 'ready' comes once those SUBSCRIBEs are sent.
+      let connectedOnce = sub.status === 'ready';
+      sub.on('ready', () => {
+        if (connectedOnce) fn();
+        connectedOnce = true;
+      });
+    },
+  };
+}
+
+/** One subscriber connection per process (per master on a cluster), fanned out in memory to every local listener. */
 export class RedisBus implements Bus {
-  // One Redis SUBSCRIBE per channel, however many local subscribers it has.
+  // One Redis (S)SUBSCRIBE per channel, however many local subscribers it has.
   private readonly fanout = new LocalFanout({
-    onFirst: (channel) => this.sub.subscribe(this.prefix + channel).then(() => undefined),
-    onLast: (channel) => this.sub.unsubscribe(this.prefix + channel).then(() => undefined, () => undefined),
+    onFirst: (channel) => this.conn.subscribe(this.prefix + channel).then(() => undefined),
+    onLast: (channel) => this.conn.unsubscribe(this.prefix + channel).then(() => undefined, () => undefined),
   });
   private readonly reconnectListeners = new Set<() => void>();
 
   constructor(
-    private readonly pub: Redis,
-    private readonly sub: Redis,
+    private readonly conn: BusConnection,
     private readonly prefix: string,
   ) {
-    sub.on('message', (channel: string, message: string) => {
+    conn.onMessage((channel, message) => {
       for (const s of this.fanout.subscribers(channel.slice(this.prefix.length))) s.onMessage(message);
     });
-    // The bus may be built on a connection that is already up; only later 'ready's are reconnects.
-    let connectedOnce = sub.status === 'ready';
-    // ioredis re-subscribes on reconnect; after its 'ready' the channels are live again, so a catch-up
-    // read now cannot miss anything published from here on.
-    sub.on('ready', () => {
-      if (connectedOnce) {
-        const resync = () => {
-          for (const fn of [...this.reconnectListeners]) fn();
-        };
-        resync();
-        // 'ready' can precede the re-sent SUBSCRIBEs taking effect; a second catch-up closes that window.
-        setTimeout(resync, 250).unref();
-      }
-      connectedOnce = true;
+    // Once the channels are live again, a catch-up read cannot miss anything published from then on.
+    conn.onResubscribed(() => {
+      const resync = () => {
+        for (const fn of [...this.reconnectListeners]) fn();
+      };
+      resync();
+      // The re-sent (S)SUBSCRIBEs may not have taken effect yet when this is called; a second catch-up closes
+      // that window.
+      setTimeout(resync, 250).unref();
     });
   }
 
@@ -228,7 +312,7 @@ export class RedisBus implements Bus {
   }
 
   async publish(channel: string, message: string): Promise<void> {
-    await this.pub.publish(this.prefix + channel, message);
+    await this.conn.publish(this.prefix + channel, message);
   }
 
   subscribe(channel: string, onMessage: (message: string) => void, opts?: { processWide?: boolean }): Promise<Subscription> {
@@ -245,7 +329,42 @@ export interface RedisObserver {
   onError?(connection: 'main' | 'sub', err: Error): void;
 }
 
-export async function redisStore(url: string, prefix: string, observer: RedisObserver = {}): Promise<FastStore> {
+/** Where the store connects: one Redis at `url`, or a Redis Cluster that `url` (and `seeds`) are nodes of. */
+export interface RedisTarget {
+  cluster?: { seeds?: readonly string[] } | undefined;
+  observer?: RedisObserver;
+}
+
+export async function redisStore(url: string, prefix: string, target: RedisTarget = {}): Promise<FastStore> {
+  const observer = target.observer ?? {};
+  const conns = target.cluster ? await openCluster(url, target.cluster.seeds ?? [], connectionOptions, observer) : await openSingleNode(url, observer);
+  const kv = new RedisKv(conns.kv, prefix);
+  try {
+    await kv.start();
+  } catch (err) {
+    kv.stop();
+    conns.close();
+    throw err;
+  }
+  return {
+    kind: 'redis',
+    kv,
+    bus: new RedisBus(conns.bus, prefix),
+    close: async () => {
+      kv.stop();
+      conns.close();
+    },
+  };
+}
+
+/** The connections a store is built on, single node or cluster. */
+export interface RedisConnections {
+  kv: KvConnection;
+  bus: BusConnection;
+  close(): void;
+}
+
+async function openSingleNode(url: string, observer: RedisObserver): Promise<RedisConnections> {
   // Auto-pipelining: commands issued in the same tick (many concurrent calls' GETs, SETs and PUBLISHes)
   // go out in one socket write instead of one write each; order and replies are unchanged.
   // A command timeout, so a Redis that hangs (rather than refuses) fails calls over to Postgres too.
@@ -256,14 +375,10 @@ export async function redisStore(url: string, prefix: string, observer: RedisObs
   main.on('error', (err: Error) => observer.onError?.('main', err));
   sub.on('error', (err: Error) => observer.onError?.('sub', err));
   await Promise.all([main.connect(), sub.connect()]);
-  const kv = new RedisKv(main, prefix);
-  await kv.start();
   return {
-    kind: 'redis',
-    kv,
-    bus: new RedisBus(main, sub, prefix),
-    close: async () => {
-      kv.stop();
+    kv: singleNode(main),
+    bus: singleNodeBus(main, sub),
+    close: () => {
       main.disconnect();
       sub.disconnect();
     },

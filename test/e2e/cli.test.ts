@@ -137,6 +137,14 @@ test('an unreachable Redis stops serve with one line naming its URL without the 
   t.false(r.stderr.includes('secret'));
 });
 
+test('an unreachable Redis Cluster stops serve with one line naming its URL without the password, exit 1', async (t) => {
+  const port = await freePort(); // free, then closed: nothing listens there
+  const r = await run(['serve'], { ...embedded, REDIS_URL: `redis://:secret@127.0.0.1:${port}`, PARLEY_REDIS_CLUSTER: 'true', PARLEY_LISTEN: '127.0.0.1:0' });
+  t.is(r.code, 1);
+  t.is(oneLine(t, r.stderr), `parley: Redis Cluster at redis://:***@127.0.0.1:${port} is unreachable (connect ECONNREFUSED)`);
+  t.false(r.stderr.includes('secret'));
+});
+
 testWhen(Boolean(realPostgresUrl), 'no real Postgres configured (PARLEY_TEST_DATABASE_URL)', true)(
   'a Postgres database that does not exist stops serve and migrate with one line naming it, exit 1',
   async (t) => {

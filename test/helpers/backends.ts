@@ -17,6 +17,8 @@ export const env = {
  */
 export const realPostgresUrl = env.databaseUrl ?? (process.env.PARLEY_TEST_DATABASE_URL || undefined);
 export const realRedisUrl = env.redisUrl ?? (process.env.PARLEY_TEST_REDIS_URL || undefined);
+/** A node of a Redis Cluster (three masters in CI: scripts/redis-cluster.sh) for the cluster halves of the Redis tests. */
+export const redisClusterUrl = process.env.PARLEY_TEST_REDIS_CLUSTER_URL || undefined;
 
 type Declare = (title: string, fn: (t: ExecutionContext) => unknown) => void;
 

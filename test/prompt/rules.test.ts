@@ -243,7 +243,7 @@ test('validateSessionKey accepts exactly 64 hex characters', (t) => {
 
 test('normalizeSessionKey lowercases and promptCacheKey is namespaced', (t) => {
   t.is(normalizeSessionKey('ABCDEF'), 'abcdef');
-  t.is(promptCacheKey(KEY), `${PROMPT_CACHE_KEY_PREFIX}${KEY}`);
+  t.is(promptCacheKey(KEY), `${PROMPT_CACHE_KEY_PREFIX}{${KEY}}`);
   t.is(promptCacheKey(KEY.toUpperCase()), promptCacheKey(KEY));
   t.true(promptCacheKey(KEY).startsWith('parley:prompt:session:'));
 });

@@ -2,14 +2,16 @@ import { type ExecutionContext } from 'ava';
 import type { FastStore } from '../../src/ports/fast-store.js';
 import { memoryStore } from '../../src/storage/memory-kv.js';
 import { redisStore } from '../../src/storage/redis-kv.js';
-import { realRedisUrl, testWhen, uniqueName } from '../helpers/backends.js';
+import { realRedisUrl, redisClusterUrl, testWhen, uniqueName } from '../helpers/backends.js';
 import { eventually } from '../helpers/eventually.js';
 import { hasRedisServer, PrivateRedis } from '../helpers/faults.js';
 
 /**
  * One contract, two implementations: the embedded store must behave as Redis does for everything we use.
- * Redis runs it twice: on the Redis the environment names, and on a private one-node Redis Cluster, which
- * refuses any command that touches keys of two slots (so the store stays usable behind a cluster).
+ * Redis runs it three times: on the Redis the environment names; on a private one-node Redis Cluster through a
+ * plain connection, which refuses any command that touches keys of two slots (so the store stays usable behind
+ * a cluster); and through the Cluster client (sharded pub/sub, fences on three masters) on the cluster
+ * PARLEY_TEST_REDIS_CLUSTER_URL names.
  */
 const implementations: Array<{ name: string; make: (t: ExecutionContext) => Promise<FastStore>; enabled: boolean; missing: string }> = [
   { name: 'memory', make: async () => memoryStore(), enabled: true, missing: '' },
@@ -24,6 +26,12 @@ const implementations: Array<{ name: string; make: (t: ExecutionContext) => Prom
     make: async (t) => redisStore((await PrivateRedis.start(t, { cluster: true })).url, `${uniqueName('kvc')}:`),
     enabled: hasRedisServer,
     missing: 'redis-server is not installed',
+  },
+  {
+    name: 'redis cluster client',
+    make: () => redisStore(redisClusterUrl!, `${uniqueName('kvc')}:`, { cluster: {} }),
+    enabled: redisClusterUrl !== undefined,
+    missing: 'set PARLEY_TEST_REDIS_CLUSTER_URL (a node of a Redis Cluster: scripts/redis-cluster.sh start) to cover a cluster',
   },
 ];
 

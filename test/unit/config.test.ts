@@ -136,3 +136,29 @@ test('metrics: PARLEY_METRICS_LISTEN is off by default and takes host:port', (t)
   t.regex(e!.message, /PARLEY_METRICS_LISTEN: must be host:port/);
   t.false(e!.message.includes('secret'));
 });
+
+test('Redis Cluster: off by default; PARLEY_REDIS_CLUSTER=true makes REDIS_URL a node of a cluster, with optional seeds', (t) => {
+  t.is(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' }).redisCluster, undefined);
+  t.deepEqual(loadConfig({ REDIS_URL: 'redis://127.0.0.1:7001', PARLEY_REDIS_CLUSTER: 'true' }).redisCluster, { seeds: [] });
+  t.deepEqual(
+    loadConfig({ REDIS_URL: 'redis://:pw@10.0.0.1:7001', PARLEY_REDIS_CLUSTER: 'true', PARLEY_REDIS_CLUSTER_SEEDS: '10.0.0.2:7001,redis-3.internal:7001' }).redisCluster,
+    { seeds: ['10.0.0.2:7001', 'redis-3.internal:7001'] },
+  );
+  t.is(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', PARLEY_REDIS_CLUSTER: 'false' }).redisCluster, undefined);
+});
+
+test('Redis Cluster: a bad or incomplete cluster setting is a configuration error naming its variable, never echoing it', (t) => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ REDIS_URL: 'redis://127.0.0.1:7001', PARLEY_REDIS_CLUSTER: 'yes' }, /^ {2}PARLEY_REDIS_CLUSTER: /m],
+    [{ REDIS_URL: 'redis://127.0.0.1:7001', PARLEY_REDIS_CLUSTER: 'true', PARLEY_REDIS_CLUSTER_SEEDS: 'secret-host' }, /PARLEY_REDIS_CLUSTER_SEEDS: must be host:port/],
+    [{ PARLEY_REDIS_CLUSTER: 'true' }, /PARLEY_REDIS_CLUSTER: needs REDIS_URL/],
+    [{ REDIS_URL: 'redis://127.0.0.1:6379', PARLEY_REDIS_CLUSTER_SEEDS: '10.0.0.2:7001' }, /PARLEY_REDIS_CLUSTER_SEEDS: only with PARLEY_REDIS_CLUSTER=true/],
+    // A brace in the prefix would become every key's hash tag: the whole data set in one slot.
+    [{ REDIS_URL: 'redis://127.0.0.1:7001', PARLEY_REDIS_CLUSTER: 'true', PARLEY_REDIS_PREFIX: '{parley}:' }, /PARLEY_REDIS_PREFIX: must not contain \{ or \}/],
+  ];
+  for (const [env, message] of cases) {
+    const e = t.throws(() => loadConfig(env), { instanceOf: ConfigError, message });
+    t.false(e!.message.includes('secret-host'), 'the value is not echoed');
+  }
+  t.is(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', PARLEY_REDIS_PREFIX: '{parley}:' }).redisPrefix, '{parley}:', 'one Redis: any prefix');
+});
