@@ -119,15 +119,8 @@ export class PrivateRedis {
   }
 
   /** Runs commands on a short-lived connection of its own. */
-  async command<T>(fn: (r: Redis) => Promise<T>): Promise<T> {
-    const r = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    r.on('error', () => {});
-    try {
-      await r.connect();
-      return await fn(r);
-    } finally {
-      r.disconnect();
-    }
+  command<T>(fn: (r: Redis) => Promise<T>): Promise<T> {
+    return onRedis(this.url, fn);
   }
 
   async destroy(): Promise<void> {
@@ -141,6 +134,18 @@ export class PrivateRedis {
  * stops listening, so new connections are refused, until `accept()`. To the client this is the server
  * going away, while the server itself (possibly shared) is untouched.
  */
+/** Runs commands on a short-lived plain connection to the Redis at `url` (no retries, no reconnects). */
+export async function onRedis<T>(url: string, fn: (r: Redis) => Promise<T>): Promise<T> {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  r.on('error', () => {});
+  try {
+    await r.connect();
+    return await fn(r);
+  } finally {
+    r.disconnect();
+  }
+}
+
 export class TcpProxy {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();

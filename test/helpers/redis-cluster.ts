@@ -5,8 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { ExecutionContext } from 'ava';
-import { Redis } from 'ioredis';
+import { type Redis } from 'ioredis';
 import { eventually } from './eventually.js';
+import { onRedis } from './faults.js';
 import { freePort } from './processes.js';
 
 const run = promisify(execFile);
@@ -29,15 +30,8 @@ async function freeClusterPort(taken: number[]): Promise<number> {
 }
 
 /** Runs commands on a short-lived plain connection to one node. */
-export async function onNode<T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> {
-  const r = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  r.on('error', () => {});
-  try {
-    await r.connect();
-    return await fn(r);
-  } finally {
-    r.disconnect();
-  }
+export function onNode<T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> {
+  return onRedis(`redis://127.0.0.1:${port}`, fn);
 }
 
 /** The ports of the cluster's masters (those owning slots). */
