@@ -110,24 +110,27 @@ async function main(argv: string[]): Promise<number> {
       // TLS it keeps its default: it ends the process.
       const onHangup: { reloadTls?: () => void } = {};
       if (config.tls) process.on('SIGHUP', () => onHangup.reloadTls?.());
+      // SIGTERM and SIGINT are taken before start-up too: a signal with no listener ends the process at once,
+      // and a supervisor may signal the moment it sees the process (or reads "listening", a moment before the
+      // handlers would otherwise be in place). One that arrives while starting stops the server once it serves;
+      // a second one (the listeners are gone) ends the process at once.
+      const signalled = new Promise<string>((resolve) => {
+        process.once('SIGTERM', () => resolve('SIGTERM'));
+        process.once('SIGINT', () => resolve('SIGINT'));
+      });
       const app = await quietGrpcDuring(() => startApp(config, logger)).catch((err: unknown) => {
         throw listenError(err, config.listen) ?? (config.databaseUrl && isPostgresError(err) ? postgresError(err, config.databaseUrl) : err);
       });
       onHangup.reloadTls = () => void app.tls?.reload('SIGHUP');
-      await new Promise<void>((resolve) => {
-        const onSignal = (signal: string) => {
-          logger.info('shutting down', { signal, graceMs: config.shutdownGraceMs });
-          // A backstop should stop itself ever hang (stop bounds every step; this bounds stop).
-          setTimeout(() => {
-            logger.error('shutdown did not finish in time; exiting');
-            process.exit(1);
-          }, config.shutdownGraceMs + CLOSE_DEADLINE_MS + 2_000).unref();
-          app.stop().then(resolve, resolve);
-        };
-        process.once('SIGTERM', onSignal);
-        process.once('SIGINT', onSignal);
-        if (!config.databaseUrl) collectStartupGarbage();
-      });
+      if (!config.databaseUrl) collectStartupGarbage();
+      const signal = await signalled;
+      logger.info('shutting down', { signal, graceMs: config.shutdownGraceMs });
+      // A backstop should stop itself ever hang (stop bounds every step; this bounds stop).
+      setTimeout(() => {
+        logger.error('shutdown did not finish in time; exiting');
+        process.exit(1);
+      }, config.shutdownGraceMs + CLOSE_DEADLINE_MS + 2_000).unref();
+      await app.stop();
       logger.info('stopped');
       return 0;
     }

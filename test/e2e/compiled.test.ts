@@ -81,3 +81,28 @@ test('node dist/main.js serves and stops on SIGTERM; it and bin/parley.js answer
     child.kill('SIGKILL');
   }
 });
+
+test('a SIGTERM while parley is still starting stops it gracefully once it serves: the signal is never the default kill', async (t) => {
+  t.timeout(120_000);
+  const bin = parleyBin();
+  const [port, metricsPort] = [await freePort(), await freePort()];
+  // The metrics endpoint binds (and says so) at the very start of start-up, long before the database is open
+  // and the gRPC port listens: a signal sent on that line reaches a process that is still starting.
+  const child = spawn(process.execPath, [bin, 'serve'], {
+    env: { ...process.env, DATABASE_URL: '', REDIS_URL: '', PARLEY_DATA_DIR: 'memory', PARLEY_LISTEN: `127.0.0.1:${port}`, PARLEY_METRICS_LISTEN: `127.0.0.1:${metricsPort}` },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let logs = '';
+  child.stderr.on('data', (d: Buffer) => (logs += d.toString()));
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+  try {
+    await eventually(() => logs.includes('"metrics endpoint listening"') || child.exitCode !== null, 'start-up to begin', 100_000);
+    child.kill('SIGTERM');
+    t.deepEqual(await exited, [0, null], logs);
+    const order = ['"metrics endpoint listening"', '"msg":"listening"', '"shutting down"', '"stopped"'].map((m) => logs.indexOf(m));
+    t.true(order.every((at, i) => at >= 0 && (i === 0 || at > order[i - 1]!)), `start-up finished, then a graceful stop:\n${logs}`);
+    t.true(await portIsFree(port));
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
