@@ -1,4 +1,5 @@
-import { CACHE_MISS, type KvStore } from '../ports/kv.js';
+import type { KvStore } from '../ports/kv.js';
+import { FencedCopies } from '../fenced-copies.js';
 import type { Bus } from '../ports/bus.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { afterCommit } from '../after-commit.js';
@@ -57,9 +58,10 @@ export class PrincipalCache {
   private readonly local: LocalCache<Principal>;
   private unsubscribe: (() => Promise<void>) | undefined;
   private readonly telemetry: Telemetry;
+  private readonly copies: FencedCopies<Principal>;
 
   constructor(
-    private readonly kv: KvStore,
+    kv: KvStore,
     private readonly bus: Bus | undefined,
     opts: PrincipalCacheOptions = {},
   ) {
@@ -69,6 +71,7 @@ export class PrincipalCache {
       now: opts.now,
     });
     this.telemetry = opts.telemetry ?? noTelemetry;
+    this.copies = new FencedCopies(kv, principalKey, principalCodec, 'principal', this.telemetry);
   }
 
   /** Subscribes to revocations made by other processes; call once before serving. */
@@ -89,32 +92,16 @@ export class PrincipalCache {
       return local;
     }
     const token = this.local.token();
-    const cached = await this.kv.readCached(principalKey(hash)).catch((err: unknown) => {
-      this.telemetry.contained('cache_read', err);
-      return CACHE_MISS;
-    });
-    const copy = cached.value === null ? undefined : this.decode(cached.value);
-    this.telemetry.cacheRead('principal', copy !== undefined);
-    if (copy) {
-      this.local.set(hash, copy, token);
-      return copy;
+    const cached = await this.copies.get(hash);
+    if (cached.value) {
+      this.local.set(hash, cached.value, token);
+      return cached.value;
     }
     const principal = await load();
     if (!principal) return undefined;
-    await this.kv.fill(principalKey(hash), encodeJson(principalCodec, principal), cached.token, PRINCIPAL_TTL_MS).catch((err: unknown) => {
-      this.telemetry.contained('cache_fill', err);
-      return false;
-    });
+    await this.copies.put(hash, principal, cached.token, PRINCIPAL_TTL_MS);
     this.local.set(hash, principal, token);
     return principal;
-  }
-
-  private decode(text: string): Principal | undefined {
-    try {
-      return decodeJson(principalCodec, text);
-    } catch {
-      return undefined; // a corrupt or foreign copy is a miss
-    }
   }
 
   /**
@@ -128,7 +115,7 @@ export class PrincipalCache {
       this.local.delete(hash);
       await afterCommit(
         this.telemetry,
-        () => this.kv.fence(principalKey(hash)),
+        () => this.copies.evict(hash),
         async () => this.local.delete(hash),
         () => this.bus?.publish(ADMIN_EVENTS_CHANNEL, encodeJson(adminEventCodec, event)) ?? Promise.resolve(),
       );
