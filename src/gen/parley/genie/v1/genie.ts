@@ -459,7 +459,16 @@ export interface GetSessionRequest {
   /** The session's id. */
   sessionId: string;
   /** The revision to read; unset means the current one. */
-  revision?: number | undefined;
+  revision?:
+    | number
+    | undefined;
+  /**
+   * How many of the newest dialogue elements to return (oldest first), at most 1000. 0 (unset) returns
+   * every element that fits the reply, which costs more the longer the dialogue; a gateway that needs
+   * only recent context sets this and gets a read whose cost does not grow with the dialogue. Earlier
+   * elements are read with ListDialogue.
+   */
+  dialoguePageSize?: number | undefined;
 }
 
 /** Response of GetSession: at most 3 MiB, whatever the dialogue's size. */
@@ -469,8 +478,8 @@ export interface GetSessionResponse {
     | GenieSession
     | undefined;
   /**
-   * How many of the oldest dialogue elements were left out of session.dialogue to keep the reply under
-   * 3 MiB (0 when the whole dialogue is there); read them with ListDialogue.
+   * How many of the oldest dialogue elements were left out of session.dialogue, by dialogue_page_size or
+   * to keep the reply under 3 MiB (0 when the whole dialogue is there); read them with ListDialogue.
    */
   omittedDialogueCount: number;
 }
@@ -3642,7 +3651,7 @@ export const CreateSessionResponse: MessageFns<CreateSessionResponse> = {
 };
 
 function createBaseGetSessionRequest(): GetSessionRequest {
-  return { sessionId: "", revision: undefined };
+  return { sessionId: "", revision: undefined, dialoguePageSize: undefined };
 }
 
 export const GetSessionRequest: MessageFns<GetSessionRequest> = {
@@ -3652,6 +3661,9 @@ export const GetSessionRequest: MessageFns<GetSessionRequest> = {
     }
     if (message.revision !== undefined) {
       writer.uint32(16).int64(message.revision);
+    }
+    if (message.dialoguePageSize !== undefined) {
+      writer.uint32(24).int32(message.dialoguePageSize);
     }
     return writer;
   },
@@ -3685,6 +3697,14 @@ export const GetSessionRequest: MessageFns<GetSessionRequest> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.dialoguePageSize = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3705,6 +3725,11 @@ export const GetSessionRequest: MessageFns<GetSessionRequest> = {
         ? globalThis.String(object.session_id)
         : "",
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : undefined,
+      dialoguePageSize: isSet(object.dialoguePageSize)
+        ? globalThis.Number(object.dialoguePageSize)
+        : isSet(object.dialogue_page_size)
+        ? globalThis.Number(object.dialogue_page_size)
+        : undefined,
     };
   },
 
@@ -3716,6 +3741,9 @@ export const GetSessionRequest: MessageFns<GetSessionRequest> = {
     if (message.revision !== undefined) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.dialoguePageSize !== undefined) {
+      obj.dialoguePageSize = Math.round(message.dialoguePageSize);
+    }
     return obj;
   },
 
@@ -3726,6 +3754,7 @@ export const GetSessionRequest: MessageFns<GetSessionRequest> = {
     const message = createBaseGetSessionRequest();
     message.sessionId = object.sessionId ?? "";
     message.revision = object.revision ?? undefined;
+    message.dialoguePageSize = object.dialoguePageSize ?? undefined;
     return message;
   },
 };
