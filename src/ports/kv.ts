@@ -8,6 +8,28 @@ export interface CachedRead {
 export const CACHE_MISS: CachedRead = Object.freeze({ value: null, token: undefined });
 
 /**
+ * A versioned copy: a head (JSON) at a revision and a window of the newest items of an append-only list the
+ * head belongs to (a session and its dialogue). Items are numbered from 1 by their position in the list.
+ */
+export interface VersionedCopy {
+  head: string;
+  revision: number;
+  /** Position of items[0]; the items are consecutive. With no items, one past the list's last position. */
+  first: number;
+  items: string[];
+}
+
+/** What `readVersioned` returns: the copy (its newest items only) or, on a miss, the token a fill presents. */
+export interface VersionedRead {
+  copy: VersionedCopy | undefined;
+  /** The position of the first item the copy holds (may be before `copy.first` when fewer were asked for). */
+  heldFrom: number;
+  token: string | undefined;
+}
+
+export const VERSIONED_MISS: VersionedRead = Object.freeze({ copy: undefined, heldFrom: 0, token: undefined });
+
+/**
  * How long a fence outlives the copy it dropped: longer than any read that took a token before the fence
  * can take to reach its fill (a fence that expired would let such a fill land).
  */
@@ -37,7 +59,20 @@ export interface KvStore {
    * Drops the key's copy and voids every token handed out for it. When it throws, the store has already
    * stopped trusting its copies (every read misses) until it has re-validated; callers need not repair.
    */
-  fence(key: string): Promise<void>;
+  fence(key: string, opts?: { tombstone?: boolean }): Promise<void>;
+  /**
+   * Versioned copies: fenced like the copies above, and also ordered by revision. `readVersioned` returns the
+   * head and at most `newest` of the newest items. `fillVersioned` stores a copy read from Postgres unless
+   * the key was fenced (or tombstoned) since `token`, or holds the same or a newer revision. `advance` is
+   * the write-through after a commit: it moves the copy from `after` to `next.revision`, appending
+   * `next.items` when the copy is exactly at `after` with no gap in its items, replacing it otherwise, and
+   * never moving it back (a late advance of an older revision changes nothing). Every copy keeps at most
+   * `keep` items. `fence` with `tombstone` also refuses every later fill and advance until it expires (a
+   * deleted head must not come back). `advance` throws like `fence` does, with the same consequence.
+   */
+  readVersioned(key: string, newest: number): Promise<VersionedRead>;
+  fillVersioned(key: string, copy: VersionedCopy, token: string | undefined, keep: number, ttlMs: number): Promise<boolean>;
+  advance(key: string, after: number, next: VersionedCopy, keep: number, ttlMs: number): Promise<void>;
   get(key: string): Promise<string | null>;
   /** ttlMs 0 or undefined: no expiry. */
   set(key: string, value: string, ttlMs?: number): Promise<void>;

@@ -1,4 +1,4 @@
-import { FENCE_TTL_MS, type CachedRead, type KvStore } from '../ports/kv.js';
+import { FENCE_TTL_MS, type CachedRead, type KvStore, type VersionedCopy, type VersionedRead } from '../ports/kv.js';
 import { type Bus, type Subscription } from '../ports/bus.js';
 import { type FastStore } from '../ports/fast-store.js';
 import { LocalFanout } from './local-fanout.js';
@@ -14,6 +14,16 @@ interface Cached {
   value: string | undefined;
   generation: number;
   expiresAt: number;
+  /** A versioned copy (see KvStore.readVersioned); its items are the newest of its list. */
+  versioned?: VersionedCopy | undefined;
+  /** Deleted: no fill or advance lands until the entry expires. */
+  tombstone?: boolean;
+}
+
+/** `copy` keeping only its newest `keep` items. */
+function trimmed(copy: VersionedCopy, keep: number): VersionedCopy {
+  const drop = Math.max(0, copy.items.length - keep);
+  return drop ? { ...copy, first: copy.first + drop, items: copy.items.slice(drop) } : copy;
 }
 
 export class MemoryKv implements KvStore {
@@ -37,9 +47,39 @@ export class MemoryKv implements KvStore {
     return true;
   }
 
-  async fence(key: string): Promise<void> {
+  async fence(key: string, opts: { tombstone?: boolean } = {}): Promise<void> {
     const c = this.live(key);
-    this.cached.set(key, { value: undefined, generation: (c?.generation ?? 0) + 1, expiresAt: this.now() + FENCE_TTL_MS });
+    const tombstone = opts.tombstone || c?.tombstone;
+    this.cached.set(key, { value: undefined, generation: (c?.generation ?? 0) + 1, expiresAt: this.now() + FENCE_TTL_MS, ...(tombstone && { tombstone }) });
+    if (++this.sweeps % 1024 === 0) this.sweep();
+  }
+
+  async readVersioned(key: string, newest: number): Promise<VersionedRead> {
+    const c = this.live(key);
+    const token = String(c?.generation ?? 0);
+    const v = c?.versioned;
+    if (!v) return { copy: undefined, heldFrom: 0, token };
+    const skip = Math.max(0, v.items.length - newest);
+    return { copy: { ...v, first: v.first + skip, items: v.items.slice(skip) }, heldFrom: v.first, token };
+  }
+
+  async fillVersioned(key: string, copy: VersionedCopy, token: string | undefined, keep: number, ttlMs: number): Promise<boolean> {
+    const c = this.live(key);
+    if (token === undefined || token !== String(c?.generation ?? 0) || c?.tombstone) return false;
+    if (c?.versioned && c.versioned.revision >= copy.revision) return false;
+    this.cached.set(key, { value: undefined, generation: c?.generation ?? 0, expiresAt: this.now() + ttlMs, versioned: trimmed(copy, keep) });
+    if (++this.sweeps % 1024 === 0) this.sweep();
+    return true;
+  }
+
+  async advance(key: string, after: number, next: VersionedCopy, keep: number, ttlMs: number): Promise<void> {
+    const c = this.live(key);
+    if (c?.tombstone) return;
+    const cur = c?.versioned;
+    if (cur && cur.revision >= next.revision) return;
+    const contiguous = cur && cur.revision === after && cur.first + cur.items.length === next.first;
+    const copy = contiguous ? { ...next, first: cur.first, items: [...cur.items, ...next.items] } : next;
+    this.cached.set(key, { value: undefined, generation: (c?.generation ?? 0) + 1, expiresAt: this.now() + ttlMs, versioned: trimmed(copy, keep) });
     if (++this.sweeps % 1024 === 0) this.sweep();
   }
 

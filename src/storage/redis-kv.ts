@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Redis, type Cluster } from 'ioredis';
-import { CACHE_MISS, FENCE_TTL_MS, type CachedRead, type KvStore } from '../ports/kv.js';
+import { CACHE_MISS, FENCE_TTL_MS, VERSIONED_MISS, type CachedRead, type KvStore, type VersionedCopy, type VersionedRead } from '../ports/kv.js';
 import { type Bus, type Subscription } from '../ports/bus.js';
 import { type FastStore } from '../ports/fast-store.js';
 import { LocalFanout } from './local-fanout.js';
@@ -31,10 +31,73 @@ if (redis.call('HGET', KEYS[1], 'g') or '') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'd', ARGV[3], 'e', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1`;
-const FENCE = `
+// A fence also drops a versioned copy's fields (its items are s<position>, between f and n); a tombstone (t)
+// refuses every later fill and advance of the key until it expires.
+const DROP_ITEMS = `
+local function dropItems(k, f, n)
+  if f and n then for s = f, n do redis.call('HDEL', k, 's' .. s) end end
+end`;
+const FENCE = `${DROP_ITEMS}
+local held = redis.call('HMGET', KEYS[1], 'f', 'n')
+dropItems(KEYS[1], tonumber(held[1]), tonumber(held[2]))
+redis.call('HDEL', KEYS[1], 'd', 'e', 'r', 'f', 'n')
 redis.call('HINCRBY', KEYS[1], 'g', 1)
-redis.call('HDEL', KEYS[1], 'd')
+if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 't', '1') end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`;
+// Versioned copies (KvStore.readVersioned): d the head, r its revision, e its epoch, items s<f>..s<n>. Every
+// script below takes ARGV = epoch, (generation | after), revision, head, first, keep, ttl, items..., and ends by
+// storing them: the items at first.., trimmed to the newest \`keep\`, then the head.
+const STORE_VERSIONED = `
+local function store(k, f, appendFrom)
+  local count = #ARGV - 7
+  for i = 1, count do redis.call('HSET', k, 's' .. (appendFrom + i - 1), ARGV[7 + i]) end
+  local n = appendFrom + count - 1
+  local from = n - tonumber(ARGV[6]) + 1
+  if from > f then
+    for s = f, from - 1 do redis.call('HDEL', k, 's' .. s) end
+    f = from
+  end
+  redis.call('HSET', k, 'd', ARGV[4], 'r', ARGV[3], 'e', ARGV[1], 'f', f, 'n', n)
+  redis.call('PEXPIRE', k, ARGV[7])
+end`;
+const READ_VERSIONED = `
+local v = redis.call('HMGET', KEYS[1], 'd', 'r', 'e', 'f', 'n', 'g')
+local out = {v[1], v[2], v[3], v[4], v[5], v[6]}
+local f, n = tonumber(v[4]), tonumber(v[5])
+if not v[1] or not f or not n then return out end
+local from = math.max(f, n - tonumber(ARGV[1]) + 1)
+if from <= n then
+  local fields = {}
+  for s = from, n do fields[#fields + 1] = 's' .. s end
+  local items = redis.call('HMGET', KEYS[1], unpack(fields))
+  for i = 1, #items do out[6 + i] = items[i] end
+end
+return out`;
+const FILL_VERSIONED = `${DROP_ITEMS}${STORE_VERSIONED}
+local k = KEYS[1]
+local v = redis.call('HMGET', k, 't', 'g', 'e', 'r', 'f', 'n')
+if v[1] or (v[2] or '') ~= ARGV[2] then return 0 end
+if v[3] == ARGV[1] and tonumber(v[4]) and tonumber(v[4]) >= tonumber(ARGV[3]) then return 0 end
+dropItems(k, tonumber(v[5]), tonumber(v[6]))
+store(k, tonumber(ARGV[5]), tonumber(ARGV[5]))
+return 1`;
+// Appends when the copy is exactly at \`after\` and its items end right before the new ones; otherwise replaces
+// it. Never moves a copy of this epoch back, and bumps the generation so no fill that read before lands.
+const ADVANCE = `${DROP_ITEMS}${STORE_VERSIONED}
+local k = KEYS[1]
+local v = redis.call('HMGET', k, 't', 'e', 'r', 'f', 'n')
+if v[1] then return 0 end
+local current = v[2] == ARGV[1] and tonumber(v[3])
+if current and current >= tonumber(ARGV[3]) then return 0 end
+local first, f, n = tonumber(ARGV[5]), tonumber(v[4]), tonumber(v[5])
+redis.call('HINCRBY', k, 'g', 1)
+if current == tonumber(ARGV[2]) and f and n == first - 1 then
+  store(k, f, first)
+else
+  dropItems(k, f, n)
+  store(k, first, first)
+end
 return 1`;
 // Keeps the epoch when asked to and it was made by this very run of Redis; otherwise starts a new one.
 const EPOCH = `
@@ -45,7 +108,10 @@ return ARGV[2]`;
 
 type Scripted = (Redis | Cluster) & {
   parleyFill(key: string, epoch: string, generation: string, value: string, ttlMs: number): Promise<number>;
-  parleyFence(key: string, ttlMs: number): Promise<number>;
+  parleyFence(key: string, ttlMs: number, tombstone: '0' | '1'): Promise<number>;
+  parleyReadVersioned(key: string, newest: number): Promise<Array<string | null>>;
+  parleyFillVersioned(key: string, ...args: Array<string | number>): Promise<number>;
+  parleyAdvance(key: string, ...args: Array<string | number>): Promise<number>;
   parleyEpoch(epochKey: string, runId: string, fresh: string, renew: '0' | '1'): Promise<string>;
 };
 
@@ -88,6 +154,8 @@ export class RedisKv implements KvStore {
    * re-validation has started a new epoch, which turns every copy filled before it into a miss.
    */
   private trusted = false;
+  /** The epoch last seen (made, or read beside a copy): what an advance tags its copy with. */
+  private epoch: string | undefined;
   /** Faults seen so far; a re-validation restores trust only if none happened while it ran. */
   private faults = 0;
   private validating: Promise<void> | undefined;
@@ -102,6 +170,9 @@ export class RedisKv implements KvStore {
     redis.defineCommand('parleyFill', { numberOfKeys: 1, lua: FILL });
     redis.defineCommand('parleyFence', { numberOfKeys: 1, lua: FENCE });
     redis.defineCommand('parleyEpoch', { numberOfKeys: 1, lua: EPOCH });
+    redis.defineCommand('parleyReadVersioned', { numberOfKeys: 1, lua: READ_VERSIONED });
+    redis.defineCommand('parleyFillVersioned', { numberOfKeys: 1, lua: FILL_VERSIONED });
+    redis.defineCommand('parleyAdvance', { numberOfKeys: 1, lua: ADVANCE });
     this.redis = redis as Scripted;
     conn.on('fault', () => this.distrust());
     conn.on('ready', () => this.revalidate());
@@ -167,6 +238,7 @@ export class RedisKv implements KvStore {
     // Several masters' ids, hashed to one id's length: the epoch is read (and stored in every copy) all the time.
     const runId = runIds.length === 1 ? runIds[0]! : createHash('sha256').update(runIds.join(',')).digest('hex').slice(0, 40);
     const epoch = await this.redis.parleyEpoch(this.epochKey, runId, `${runId}:${randomBytes(6).toString('hex')}`, renew ? '1' : '0');
+    this.epoch = epoch;
     if (this.faults === faults) this.trusted = true;
     return epoch;
   }
@@ -194,9 +266,45 @@ export class RedisKv implements KvStore {
     return (await this.redis.parleyFill(this.prefix + key, token.slice(0, bar), token.slice(bar + 1), value, ttlMs)) === 1;
   }
 
-  async fence(key: string): Promise<void> {
+  async readVersioned(key: string, newest: number): Promise<VersionedRead> {
+    if (!this.trusted) return VERSIONED_MISS;
+    // As readCached: the epoch and the copy in one round trip (the script reads only the copy's key).
+    const [epoch, reply] = await Promise.all([this.redis.get(this.epochKey), this.redis.parleyReadVersioned(this.prefix + key, newest)]);
+    if (epoch === null) return { ...VERSIONED_MISS, token: `${await this.validate(false)}|` };
+    this.epoch = epoch;
+    const [head, revision, filledIn, f, n, generation, ...items] = reply;
+    const token = `${epoch}|${generation ?? ''}`;
+    const last = Number(n);
+    const from = Math.max(Number(f), last - newest + 1);
+    // A copy of another epoch is a miss; so is one whose items did not all come back (a broken copy).
+    if (!head || filledIn !== epoch || items.length !== Math.max(0, last - from + 1) || items.some((i) => i === null)) {
+      return { copy: undefined, heldFrom: 0, token };
+    }
+    return { copy: { head, revision: Number(revision), first: from, items: items as string[] }, heldFrom: Number(f), token };
+  }
+
+  async fillVersioned(key: string, copy: VersionedCopy, token: string | undefined, keep: number, ttlMs: number): Promise<boolean> {
+    if (!this.trusted || token === undefined) return false;
+    const bar = token.lastIndexOf('|');
+    const args = [token.slice(0, bar), token.slice(bar + 1), copy.revision, copy.head, copy.first, keep, ttlMs, ...copy.items];
+    return (await this.redis.parleyFillVersioned(this.prefix + key, ...args)) === 1;
+  }
+
+  async advance(key: string, after: number, next: VersionedCopy, keep: number, ttlMs: number): Promise<void> {
+    // Without an epoch it can vouch for, the store cannot tag a copy: it drops the old one instead.
+    if (!this.trusted || this.epoch === undefined) return this.fence(key);
     try {
-      await this.redis.parleyFence(this.prefix + key, FENCE_TTL_MS);
+      await this.redis.parleyAdvance(this.prefix + key, this.epoch, after, next.revision, next.head, next.first, keep, ttlMs, ...next.items);
+    } catch (err) {
+      // As a failed fence: the copy at `after` may still be there for every replica.
+      this.distrust();
+      throw err;
+    }
+  }
+
+  async fence(key: string, opts: { tombstone?: boolean } = {}): Promise<void> {
+    try {
+      await this.redis.parleyFence(this.prefix + key, FENCE_TTL_MS, opts.tombstone ? '1' : '0');
     } catch (err) {
       // The old copy may still be there for every replica; stop serving copies until a new epoch voids it.
       this.distrust();

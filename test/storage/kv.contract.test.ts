@@ -1,5 +1,6 @@
 import { type ExecutionContext } from 'ava';
 import type { FastStore } from '../../src/ports/fast-store.js';
+import type { KvStore, VersionedCopy } from '../../src/ports/kv.js';
 import { memoryStore } from '../../src/storage/memory-kv.js';
 import { redisStore } from '../../src/storage/redis-kv.js';
 import { realRedisUrl, redisClusterUrl, testWhen, uniqueName } from '../helpers/backends.js';
@@ -159,5 +160,62 @@ for (const impl of implementations) {
       t.true(await kv.fill('kept', 'v', (await kv.readCached('kept')).token, 10_000));
       await kv.clear();
       t.is((await kv.readCached('kept')).value, null);
+    }));
+  const items = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `e${from + i}`);
+  const copyAt = (revision: number, first: number, last: number): VersionedCopy => ({ head: `h${revision}`, revision, first, items: items(first, last) });
+  const held = async (kv: KvStore, newest = 100) => {
+    const r = await kv.readVersioned('{v}:c', newest);
+    return r.copy && { head: r.copy.head, revision: r.copy.revision, first: r.copy.first, items: r.copy.items.join(','), heldFrom: r.heldFrom };
+  };
+
+  test(`${impl.name}: a versioned copy fills once, serves its newest items, and advances by appending`, (t) =>
+    run(t, async ({ kv }) => {
+      const miss = await kv.readVersioned('{v}:c', 10);
+      t.is(miss.copy, undefined);
+      t.true(await kv.fillVersioned('{v}:c', copyAt(3, 1, 5), miss.token, 4, 10_000));
+      t.deepEqual(await held(kv), { head: 'h3', revision: 3, first: 2, items: 'e2,e3,e4,e5', heldFrom: 2 }, 'kept the newest 4');
+      t.deepEqual(await held(kv, 2), { head: 'h3', revision: 3, first: 4, items: 'e4,e5', heldFrom: 2 }, 'asked for 2');
+      t.deepEqual(await held(kv, 0), { head: 'h3', revision: 3, first: 6, items: '', heldFrom: 2 }, 'the head alone');
+      await kv.advance('{v}:c', 3, copyAt(4, 6, 6), 4, 10_000);
+      t.deepEqual(await held(kv), { head: 'h4', revision: 4, first: 3, items: 'e3,e4,e5,e6', heldFrom: 3 }, 'appended and trimmed');
+      await kv.advance('{v}:c', 4, copyAt(5, 7, 6), 4, 10_000);
+      t.deepEqual(await held(kv), { head: 'h5', revision: 5, first: 3, items: 'e3,e4,e5,e6', heldFrom: 3 }, 'a head-only revision');
+    }));
+
+  test(`${impl.name}: a versioned copy never moves back, and a gap replaces its items`, (t) =>
+    run(t, async ({ kv }) => {
+      t.true(await kv.fillVersioned('{v}:c', copyAt(2, 1, 2), (await kv.readVersioned('{v}:c', 1)).token, 10, 10_000));
+      // Revision 4's advance arrives before revision 3's: the copy jumps, 3 then changes nothing.
+      await kv.advance('{v}:c', 3, copyAt(4, 4, 4), 10, 10_000);
+      t.deepEqual(await held(kv), { head: 'h4', revision: 4, first: 4, items: 'e4', heldFrom: 4 }, 'not contiguous: only what the advance knows');
+      await kv.advance('{v}:c', 2, copyAt(3, 3, 3), 10, 10_000);
+      t.is((await held(kv))?.revision, 4, 'a late advance does not regress the copy');
+      // A fill that read revision 3 before the advance to 4 is refused by generation and by revision.
+      const stale = (await kv.readVersioned('{v}:c', 1)).token;
+      await kv.advance('{v}:c', 4, copyAt(5, 5, 5), 10, 10_000);
+      t.false(await kv.fillVersioned('{v}:c', copyAt(3, 1, 3), stale, 10, 10_000), 'a token from before the advance');
+      t.false(await kv.fillVersioned('{v}:c', copyAt(5, 1, 5), (await kv.readVersioned('{v}:c', 1)).token, 10, 10_000), 'same revision');
+      t.deepEqual(await held(kv), { head: 'h5', revision: 5, first: 4, items: 'e4,e5', heldFrom: 4 });
+      // An advance creates a copy where there is none.
+      await kv.advance('{v}:other', 0, { head: 'new', revision: 1, first: 1, items: [] }, 10, 10_000);
+      t.is((await kv.readVersioned('{v}:other', 5)).copy?.head, 'new');
+    }));
+
+  test(`${impl.name}: a tombstone refuses every later fill and advance; a plain fence only voids tokens`, (t) =>
+    run(t, async ({ kv }) => {
+      t.true(await kv.fillVersioned('{v}:c', copyAt(1, 1, 1), (await kv.readVersioned('{v}:c', 1)).token, 10, 10_000));
+      await kv.fence('{v}:c');
+      t.is(await held(kv), undefined, 'a fence drops the copy');
+      await kv.advance('{v}:c', 1, copyAt(2, 2, 2), 10, 10_000);
+      t.is((await held(kv))?.revision, 2, 'an advance after a plain fence lands');
+      const token = (await kv.readVersioned('{v}:c', 1)).token;
+      await kv.fence('{v}:c', { tombstone: true });
+      t.is(await held(kv), undefined);
+      await kv.advance('{v}:c', 2, copyAt(3, 3, 3), 10, 10_000);
+      t.is(await held(kv), undefined, 'a late advance does not resurrect a deleted copy');
+      t.false(await kv.fillVersioned('{v}:c', copyAt(9, 1, 3), (await kv.readVersioned('{v}:c', 1)).token, 10, 10_000), 'nor does a fill');
+      t.false(await kv.fillVersioned('{v}:c', copyAt(9, 1, 3), token, 10, 10_000));
+      await kv.fence('{v}:c');
+      t.false(await kv.fillVersioned('{v}:c', copyAt(9, 1, 3), (await kv.readVersioned('{v}:c', 1)).token, 10, 10_000), 'a later plain fence keeps the tombstone');
     }));
 }
