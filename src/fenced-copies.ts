@@ -57,11 +57,16 @@ export class FencedCopies<T> {
    * copy expires. So a deletion fences first and, when the store cannot be reached, fails with UNAVAILABLE
    * having deleted nothing; the caller retries. (It fences again after its commit, through afterCommit.)
    */
-  async evictBeforeDelete(id: string, what: string): Promise<void> {
-    try {
-      await this.kv.fence(this.keyOf(id));
-    } catch {
-      throw unavailable(`the ${what} cache is unreachable; nothing was deleted, retry later`, 'CACHE_UNAVAILABLE');
-    }
+  evictBeforeDelete(id: string, what: string): Promise<void> {
+    return fenceBeforeDelete(this.kv, this.keyOf(id), what);
+  }
+}
+
+/** See FencedCopies.evictBeforeDelete: the fence before a deletion, UNAVAILABLE CACHE_UNAVAILABLE when it fails. */
+export async function fenceBeforeDelete(kv: KvStore, key: string, what: string, opts?: { tombstone?: boolean }): Promise<void> {
+  try {
+    await kv.fence(key, opts);
+  } catch {
+    throw unavailable(`the ${what} cache is unreachable; nothing was deleted, retry later`, 'CACHE_UNAVAILABLE');
   }
 }

@@ -1,7 +1,6 @@
-import { z } from 'zod';
-import { FencedCopies } from '../fenced-copies.js';
-import { encodeJson, zodCodec } from '../json-codec.js';
-import type { KvStore } from '../ports/kv.js';
+import { fenceBeforeDelete } from '../fenced-copies.js';
+import { decodeJson, encodeJson, zodCodec } from '../json-codec.js';
+import { VERSIONED_MISS, type KvStore } from '../ports/kv.js';
 import type { Bus } from '../ports/bus.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import type { Codec } from '../ports/unit-of-work.js';
@@ -11,49 +10,94 @@ import { dialogueRowSchema, storedSessionSchema, type DialogueRow, type StoredSe
 /** The hash tag keeps every key of one session in one Redis Cluster slot. */
 export const hotKey = (sessionId: string) => `genie:{${sessionId}}:hot`;
 
+/**
+ * How many of the newest dialogue elements a hot copy keeps: what a gateway reads back for its next prompt,
+ * and the bound of the copy whatever the dialogue's length (older elements are read from Postgres).
+ */
+export const HOT_ELEMENTS = 100;
+
 export interface HotCopy {
   session: StoredSession;
+  /** The newest elements the read asked for that the copy holds, oldest first. */
   dialogue: DialogueRow[];
+  /** Whether `dialogue` is everything the read asked for (the newest min(asked, dialogue length) elements). */
+  complete: boolean;
 }
 
-const hotCopySchema: z.ZodType<HotCopy> = z.object({ session: storedSessionSchema, dialogue: z.array(dialogueRowSchema) });
-const hotCopyCodec: Codec<HotCopy> = zodCodec(hotCopySchema);
+const sessionCodec: Codec<StoredSession> = zodCodec(storedSessionSchema);
+const elementCodec: Codec<DialogueRow> = zodCodec(dialogueRowSchema);
 
 /**
- * The hot copy of each session (as stored, before upgrades) and the session channels. Nothing here is the
- * record: a miss, a flushed Redis or an unreachable one reads through to Postgres. Work after a commit
- * (evict, publish) throws on failure; the use cases run it through afterCommit, which contains it.
+ * The hot copy of each session (its head as stored, before upgrades, and its newest elements) and the
+ * session channels. Nothing here is the record: a miss, a flushed Redis or an unreachable one reads through
+ * to Postgres. After every commit the writer advances the copy to its revision (write-through, so the read
+ * after a write is a hit; a late writer cannot move it back); a deletion tombstones it. Work after a commit
+ * throws on failure; the use cases run it through afterCommit, which contains it.
  */
 export class GenieCache {
-  private readonly copies: FencedCopies<HotCopy>;
-
   constructor(
-    kv: KvStore,
+    private readonly kv: KvStore,
     private readonly bus: Bus,
     private readonly telemetry: Telemetry = noTelemetry,
-  ) {
-    this.copies = new FencedCopies(kv, hotKey, hotCopyCodec, 'genie_session', telemetry);
+  ) {}
+
+  /**
+   * The session and up to its `newest` elements (Infinity: all it holds), or on a miss the token that `put`
+   * needs. A copy that does not decode is a miss without a token (nothing is filled over it).
+   */
+  async get(sessionId: string, newest: number): Promise<{ copy: HotCopy | undefined; token: string | undefined }> {
+    const asked = Math.min(newest, HOT_ELEMENTS);
+    const { copy, token } = await this.kv.readVersioned(hotKey(sessionId), asked).catch((err: unknown) => {
+      this.telemetry.contained('cache_read', err);
+      return VERSIONED_MISS;
+    });
+    if (!copy) {
+      this.telemetry.cacheRead('genie_session', false);
+      return { copy: undefined, token };
+    }
+    let hot: HotCopy;
+    try {
+      const session = decodeJson(sessionCodec, copy.head);
+      const dialogue = copy.items.map((item) => decodeJson(elementCodec, item));
+      const complete = dialogue.length === Math.min(newest, session.dialogueLength) && (dialogue.at(-1)?.seq ?? session.dialogueLength) === session.dialogueLength;
+      hot = { session, dialogue, complete };
+    } catch {
+      this.telemetry.cacheRead('genie_session', false);
+      return { copy: undefined, token: undefined };
+    }
+    this.telemetry.cacheRead('genie_session', true);
+    return { copy: hot, token };
   }
 
-  /** The hot copy, or on a miss the token that `put` needs (see KvStore.readCached); a bad copy is a miss. */
-  async get(sessionId: string): Promise<{ copy: HotCopy | undefined; token: string | undefined }> {
-    const { value, token } = await this.copies.get(sessionId);
-    return { copy: value, token };
+  /** Fills the copy with what a read found in Postgres (its newest elements), unless a write came since `token`. */
+  async put(session: StoredSession, newest: DialogueRow[], token: string | undefined, ttlMs: number): Promise<void> {
+    const items = newest.slice(-HOT_ELEMENTS);
+    const copy = { head: encodeJson(sessionCodec, session), revision: session.revision, first: session.dialogueLength - items.length + 1, items: items.map((d) => encodeJson(elementCodec, d)) };
+    await this.kv.fillVersioned(hotKey(session.id), copy, token, HOT_ELEMENTS, ttlMs).catch((err: unknown) => {
+      this.telemetry.contained('cache_fill', err);
+      return false;
+    });
   }
 
-  /** Fills the hot copy unless a write fenced it since `token` was read. */
-  put(copy: HotCopy, token: string | undefined, ttlMs: number): Promise<void> {
-    return this.copies.put(copy.session.id, copy, token, ttlMs);
+  /** Called after every commit that changed the session from revision `after` (see KvStore.advance). */
+  advance(after: number, session: StoredSession, appended: readonly DialogueRow[], ttlMs: number): Promise<void> {
+    const copy = {
+      head: encodeJson(sessionCodec, session),
+      revision: session.revision,
+      first: session.dialogueLength - appended.length + 1,
+      items: appended.map((d) => encodeJson(elementCodec, d)),
+    };
+    return this.kv.advance(hotKey(session.id), after, copy, HOT_ELEMENTS, ttlMs);
   }
 
-  /** Called after every commit (through afterCommit; see KvStore.fence for what a failure leaves). */
-  evict(sessionId: string): Promise<void> {
-    return this.copies.evict(sessionId);
+  /** After a deletion committed: no copy of the session is served or filled again. */
+  tombstone(sessionId: string): Promise<void> {
+    return this.kv.fence(hotKey(sessionId), { tombstone: true });
   }
 
-  /** Before a deletion: UNAVAILABLE CACHE_UNAVAILABLE when the copy cannot be fenced (see FencedCopies). */
-  evictBeforeDelete(sessionId: string): Promise<void> {
-    return this.copies.evictBeforeDelete(sessionId, 'session');
+  /** Before a deletion: UNAVAILABLE CACHE_UNAVAILABLE when the copy cannot be tombstoned (see FencedCopies). */
+  tombstoneBeforeDelete(sessionId: string): Promise<void> {
+    return fenceBeforeDelete(this.kv, hotKey(sessionId), 'session', { tombstone: true });
   }
 
   /**

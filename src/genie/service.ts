@@ -10,7 +10,7 @@ import type { Bus } from '../ports/bus.js';
 import { afterCommit } from '../after-commit.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, type Page } from '../paging.js';
-import type { GenieCache } from './cache.js';
+import { HOT_ELEMENTS, type GenieCache } from './cache.js';
 import { ModelTypeUseCases, type ModelTypeCacheOptions } from './model-types.js';
 import { genieRequestKey, MAX_READ_BYTES, withinBudget } from './rules.js';
 import { ACTORS, formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
@@ -122,16 +122,20 @@ export class GenieUseCases {
       (v) => v.session.id,
     );
     if (replayed) return writeView(r);
-    await this.afterCommit(r, false);
+    await this.afterCommit(r, this.advanceStep(0, r.session, [], versions));
     return present(r.session, undefined, versions, r.last);
   }
 
   /**
-   * The current session (hot copy first), or the one at `revision` when set, with the newest dialogue
-   * elements that keep the reply under MAX_READ_BYTES (`omittedDialogue` counts the rest).
+   * The current session (hot copy first), or the one at `revision` when set, with its newest `pageSize`
+   * dialogue elements (undefined: all), fewer when the reply would exceed MAX_READ_BYTES (`omittedDialogue`
+   * counts the rest).
    */
-  async getSession(caller: Principal, id: string, revision: number | undefined): Promise<SessionView> {
-    const { session, dialogue, versions } = revision ? await this.readAt(caller, id, revision) : await this.readCurrent(caller, id);
+  async getSession(caller: Principal, id: string, revision: number | undefined, pageSize?: number): Promise<SessionView> {
+    const newest = pageSize ?? Infinity;
+    const read = revision ? await this.readAt(caller, id, revision) : await this.readCurrent(caller, id, newest);
+    const { session, versions } = read;
+    const dialogue = read.dialogue.length > newest ? read.dialogue.slice(read.dialogue.length - newest) : read.dialogue;
     const view = present(session, dialogue, versions);
     const last = view.currentResponse;
     let budget =
@@ -146,7 +150,7 @@ export class GenieUseCases {
       if (budget < 0) break;
       keep++;
     }
-    return { ...view, dialogue: dialogue.slice(dialogue.length - keep), omittedDialogue: dialogue.length - keep };
+    return { ...view, dialogue: dialogue.slice(dialogue.length - keep), omittedDialogue: session.dialogueLength - keep };
   }
 
   /** A page of the dialogue (at `revision` when set), oldest first, bounded by `pageSize` and MAX_READ_BYTES. */
@@ -190,7 +194,7 @@ export class GenieUseCases {
       caller,
       id,
       expectedRevision,
-      { rpc: 'UpdateSession', requestId, request: { id, update, expectedRevision } },
+      { rpc: 'UpdateSession', requestId, request: { id, update, expectedRevision }, fast: true },
       async (cur, latest) => {
         let { actor, actorInput, expireTime } = cur;
         for (const p of paths) {
@@ -232,14 +236,14 @@ export class GenieUseCases {
    * leave the content readable until the copy's TTL, so the call fails instead, having deleted nothing.
    */
   async deleteSession(caller: Principal, id: string, expectedRevision: number | undefined, requestId?: string): Promise<void> {
-    await this.cache.evictBeforeDelete(id);
+    await this.cache.tombstoneBeforeDelete(id);
     // No upgrade here: a session whose data cannot be upgraded must still be deletable.
     const { value: commit, replayed } = await this.unitOfWork.run(this.key(caller, 'DeleteSession', requestId, { id, expectedRevision }), voidCodec, async (tx) => {
       const cur = await this.lockForWrite(caller, id, expectedRevision, tx);
       return this.sessions.tombstone(cur, [sessionDeleted()], new Date(), tx);
     });
     // Again after the commit: a read that raced the deletion may have refilled the copy before it.
-    if (!replayed && commit) await this.afterCommit({ session: { id }, commit });
+    if (!replayed && commit) await this.afterCommit({ session: { id }, commit }, () => this.cache.tombstone(id));
   }
 
   async listSessions(
@@ -305,7 +309,7 @@ export class GenieUseCases {
       (v) => v.session.id,
     );
     if (replayed) return writeView(r);
-    await this.afterCommit(r, false);
+    await this.afterCommit(r, this.advanceStep(0, r.session, [], versions));
     return present(r.session, undefined, versions, r.last);
   }
 
@@ -326,7 +330,7 @@ export class GenieUseCases {
         return out;
       });
       if (batch.length) report.batches++;
-      for (const d of batch) await this.afterCommit(d);
+      for (const d of batch) await this.afterCommit(d, () => this.cache.tombstone(d.session.id));
       report.sessions += batch.length;
       if (batch.length < opts.batchSize) break;
       // Give queued requests the event loop (and, on PGlite, the connection) between batches.
@@ -368,7 +372,7 @@ export class GenieUseCases {
       caller,
       req.sessionId,
       req.expectedRevision,
-      { rpc: 'SendEvent', requestId, request, key: once, previousState: () => previousState },
+      { rpc: 'SendEvent', requestId, request, key: once, previousState: () => previousState, fast: true },
       async (cur, latest) => {
         const t = findTransition(latest.stateMachine, cur.state, req.event);
         if (!t) {
@@ -422,7 +426,7 @@ export class GenieUseCases {
     req: { sessionId: string; actor: Actor; actorText: string; expectedRevision?: number | undefined; requestId?: string | undefined; once?: RequestKey | undefined },
   ): Promise<SessionView & { element: ElementMeta }> {
     const { requestId, once, ...request } = req;
-    const { view, element } = await this.write(caller, req.sessionId, req.expectedRevision, { rpc: 'AppendDialogue', requestId, request, key: once }, async (cur) => {
+    const { view, element } = await this.write(caller, req.sessionId, req.expectedRevision, { rpc: 'AppendDialogue', requestId, request, key: once, fast: true }, async (cur) => {
       const element = { actor: req.actor, actorText: req.actorText, event: '', timestamp: new Date() };
       return {
         ...cur,
@@ -437,7 +441,7 @@ export class GenieUseCases {
   }
 
   async formatDialogue(caller: Principal, id: string, format: DialogueFormatName, revision: number | undefined): Promise<string> {
-    const { dialogue } = revision ? await this.readAt(caller, id, revision) : await this.readCurrent(caller, id);
+    const { dialogue } = revision ? await this.readAt(caller, id, revision) : await this.readCurrent(caller, id, Infinity);
     const text = formatDialogue(
       dialogue.map((d) => ({ actor: d.actor, actorText: d.actorText, timestamp: d.timestamp })),
       format,
@@ -506,15 +510,19 @@ export class GenieUseCases {
     caller: Principal,
     id: string,
     expectedRevision: number | undefined,
-    idem: { rpc: string; requestId: string | undefined; request: unknown; key?: RequestKey | undefined; previousState?: () => string },
-    apply: (
-      cur: StoredSession,
-      latest: ModelTypeRow,
-      tx: Tx,
-    ) => Promise<(Omit<SessionWrite, 'schemaVersion'> & Partial<Pick<SessionWrite, 'schemaVersion'>>) | undefined>,
+    idem: { rpc: string; requestId: string | undefined; request: unknown; key?: RequestKey | undefined; previousState?: () => string; fast?: boolean },
+    apply: Apply,
   ): Promise<{ view: SessionView; element: ElementMeta | undefined; unchanged: boolean; replayed: { previousState?: string | undefined } | undefined }> {
+    const fast = idem.fast && !idem.key && !idem.requestId ? await this.writeFast(caller, id, expectedRevision, apply) : undefined;
+    if (fast) {
+      const { result, versions, stored, appended } = fast;
+      await this.afterCommit(result, this.advanceStep(stored.revision, result.session, appended, versions));
+      const last = appended[appended.length - 1];
+      return { view: present(result.session, undefined, versions, result.last), element: last && elementMeta(last), unchanged: false, replayed: undefined };
+    }
     let versions: ModelTypeRow[] = [];
-    let result: WriteResult | undefined;
+    let committed: { result: WriteResult; stored: StoredSession; appended: DialogueRow[] } | undefined;
+    let unchanged: { stored: StoredSession; last: DialogueRow | undefined } | undefined;
     const { value, replayed } = await this.unitOfWork.run(
       idem.key ?? this.key(caller, idem.rpc, idem.requestId, idem.request),
       writeAnswerCodec,
@@ -526,17 +534,22 @@ export class GenieUseCases {
         // upgrade() has refused a type without versions; this only tells the compiler.
         if (!latest) throw failedPrecondition(`model type ${stored.modelType} is not registered`, 'MODEL_TYPE_NOT_REGISTERED');
         const w = await apply({ ...stored, ...up }, latest, tx);
-        const r: WriteResult = w
-          ? await this.sessions.commitRevision(stored, { ...w, schemaVersion: up.schemaVersion }, tx)
-          : { session: stored, last: await this.lastElement(stored, tx), commit: { revision: stored.revision, events: [] } };
-        result = r;
-        const appended = w?.dialogue.length ? r.last : undefined;
-        const session = present(r.session, undefined, versions).session;
-        return { session, element: appended && elementMeta(appended), unchanged: !w, extra: { previousState: idem.previousState?.() } };
+        if (!w) {
+          unchanged = { stored, last: await this.lastElement(stored, tx) };
+          const session = present(stored, undefined, versions).session;
+          return { session, element: undefined, unchanged: true, extra: { previousState: idem.previousState?.() } };
+        }
+        const write = { ...w, schemaVersion: up.schemaVersion };
+        const result = await this.sessions.commitRevision(stored, write, tx);
+        const appended = appendedRows(stored, write, result.session.revision);
+        committed = { result, stored, appended };
+        const last = appended[appended.length - 1];
+        const session = present(result.session, undefined, versions).session;
+        return { session, element: last && elementMeta(last), unchanged: false, extra: { previousState: idem.previousState?.() } };
       },
       (v) => v.session.id,
     );
-    if (replayed || !result) {
+    if (replayed) {
       return {
         view: { session: value.session, dialogue: undefined, currentResponse: undefined, replayed: true },
         element: value.element,
@@ -544,8 +557,48 @@ export class GenieUseCases {
         replayed: value.extra,
       };
     }
-    if (!value.unchanged) await this.afterCommit(result);
-    return { view: present(result.session, undefined, versions, result.last), element: value.element, unchanged: value.unchanged, replayed: undefined };
+    if (!committed) {
+      const { stored, last } = unchanged!;
+      return { view: present(stored, undefined, versions, last), element: undefined, unchanged: true, replayed: undefined };
+    }
+    const { result, stored, appended } = committed;
+    await this.afterCommit(result, this.advanceStep(stored.revision, result.session, appended, versions));
+    return { view: present(result.session, undefined, versions, result.last), element: value.element, unchanged: false, replayed: undefined };
+  }
+
+  /**
+   * A write without a request id in one statement and no transaction: the session as the hot copy (else
+   * Postgres) has it, the decision made on that, and a commit that lands only if the session is still at
+   * that revision and no newer version of its type was registered since the versions were cached.
+   * Undefined when it did not commit, for whatever reason before the statement was sent: the locked path
+   * then decides afresh, so every refusal a client sees is decided on the locked, current session.
+   */
+  private async writeFast(
+    caller: Principal,
+    id: string,
+    expectedRevision: number | undefined,
+    apply: Apply,
+  ): Promise<{ result: WriteResult; versions: ModelTypeRow[]; stored: StoredSession; appended: DialogueRow[] } | undefined> {
+    let stored: StoredSession | undefined;
+    let write: SessionWrite | undefined;
+    let versions: ModelTypeRow[];
+    try {
+      const { copy } = await this.cache.get(id, 0);
+      stored = copy?.session.accountId === caller.accountId ? copy.session : await this.sessions.readSession(caller.accountId, id);
+      if (!stored || (expectedRevision && expectedRevision !== stored.revision)) return undefined;
+      versions = await this.modelTypes.versionsFor(caller.accountId, stored.modelType, stored.schemaVersion);
+      const latest = versions[versions.length - 1];
+      if (!latest) return undefined;
+      const up = upgrade(stored, versions, stored.modelType);
+      const w = await apply({ ...stored, ...up }, latest, undefined);
+      if (!w) return undefined;
+      write = { ...w, schemaVersion: up.schemaVersion };
+    } catch {
+      return undefined;
+    }
+    // From here an error is the write's own: the statement may have committed, so it is never retried.
+    const result = await this.sessions.commitIfAt(stored, write, { latestSchemaVersion: versions[versions.length - 1]?.schemaVersion ?? 0 });
+    return result && { result, versions, stored, appended: appendedRows(stored, write, result.session.revision) };
   }
 
   /** The live session locked for a write, at `expectedRevision` when that is set. */
@@ -571,15 +624,16 @@ export class GenieUseCases {
 
   /**
    * The cache and bus work after a committed write, under the one rule of after-commit.ts: it never fails
-   * the call. `evict` false: a new session has no copy to drop.
+   * the call. The copy moves (or goes) before the message announcing the change, so a watcher that reads on
+   * the message reads the new revision.
    */
-  private async afterCommit(r: { session: { id: string }; commit: SessionCommit }, evict = true): Promise<void> {
-    const id = r.session.id;
-    await afterCommit(
-      this.telemetry,
-      ...(evict ? [() => this.cache.evict(id)] : []),
-      () => this.cache.publish(id, r.commit),
-    );
+  private async afterCommit(r: { session: { id: string }; commit: SessionCommit }, cacheStep: () => Promise<void>): Promise<void> {
+    await afterCommit(this.telemetry, cacheStep, () => this.cache.publish(r.session.id, r.commit));
+  }
+
+  /** The write-through of a commit that moved `session` from revision `after`, appending `appended`. */
+  private advanceStep(after: number, session: StoredSession, appended: readonly DialogueRow[], versions: readonly ModelTypeRow[]): () => Promise<void> {
+    return () => this.cache.advance(after, session, appended, cacheTtlMs(versions));
   }
 
   /** NOT_FOUND for a session, or for its revision when the session exists. */
@@ -588,28 +642,39 @@ export class GenieUseCases {
     return notFound`session ${id}`;
   }
 
-  /** The current session and its whole dialogue: the hot copy, else Postgres (filling the copy). */
-  private async readCurrent(caller: Principal, id: string) {
-    const { copy: hot, token } = await this.cache.get(id);
+  /**
+   * The current session and its `newest` dialogue elements (Infinity: all): the hot copy, else Postgres
+   * (filling the copy). Older elements than the copy holds come from Postgres: the dialogue is append-only,
+   * so the copy's length says which.
+   */
+  private async readCurrent(caller: Principal, id: string, newest: number) {
+    const { copy: hot, token } = await this.cache.get(id, newest);
     if (hot && hot.session.accountId === caller.accountId) {
       const versions = await this.modelTypes.versionsFor(caller.accountId, hot.session.modelType, hot.session.schemaVersion);
-      return { ...hot, versions };
+      const { session } = hot;
+      const dialogue = hot.complete ? hot.dialogue : await this.dialogueOf(session, newest);
+      return { session, dialogue, versions };
     }
     // The fill happens under the read's share lock: a writer cannot commit in between, so the copy cannot
-    // be older than that writer's eviction.
+    // be older than that writer's write-through.
     return this.inTransaction(async (tx) => {
-      const found = await this.readLocked(caller, id, tx);
-      const ttl = found.versions[found.versions.length - 1]?.cacheTtlSeconds || DEFAULT_CACHE_TTL_SECONDS;
-      await this.cache.put({ session: found.session, dialogue: found.dialogue }, token, ttl * 1000);
-      return found;
+      const found = await this.readLocked(caller, id, tx, Math.max(newest, HOT_ELEMENTS));
+      await this.cache.put(found.session, found.dialogue, token, cacheTtlMs(found.versions));
+      const dialogue = found.dialogue.length > newest ? found.dialogue.slice(found.dialogue.length - newest) : found.dialogue;
+      return { ...found, dialogue };
     });
   }
 
-  /** The current session, share-locked in `tx`, with its dialogue and its type's versions, from Postgres. */
-  private async readLocked(caller: Principal, id: string, tx: Tx) {
+  /** The newest `newest` elements of the session's dialogue (Infinity: all), from Postgres. */
+  private dialogueOf(session: StoredSession, newest: number, tx?: Tx): Promise<DialogueRow[]> {
+    return Number.isFinite(newest) ? this.sessions.dialogueTail(session.id, session.dialogueLength, newest) : this.sessions.dialogue(session.id, session.dialogueLength, tx);
+  }
+
+  /** The current session, share-locked in `tx`, with its newest `newest` elements and its type's versions, from Postgres. */
+  private async readLocked(caller: Principal, id: string, tx: Tx, newest = Infinity) {
     const session = await this.sessions.lockSession(caller.accountId, id, 'share', tx);
     if (!session) throw notFound`session ${id}`;
-    const dialogue = await this.sessions.dialogue(id, session.dialogueLength, tx);
+    const dialogue = Number.isFinite(newest) ? await this.sessions.dialogueTail(id, session.dialogueLength, newest, tx) : await this.sessions.dialogue(id, session.dialogueLength, tx);
     return { session, dialogue, versions: await this.types.modelTypeVersions(caller.accountId, session.modelType, tx) };
   }
 
@@ -623,9 +688,26 @@ export class GenieUseCases {
   }
 }
 
+/** What a write decides from the session as it is (`tx` undefined on the one-statement path). */
+type Apply = (
+  cur: StoredSession,
+  latest: ModelTypeRow,
+  tx: Tx | undefined,
+) => Promise<(Omit<SessionWrite, 'schemaVersion'> & Partial<Pick<SessionWrite, 'schemaVersion'>>) | undefined>;
+
+/** The dialogue rows `w` appends to `stored`, as committed at `revision`. */
+function appendedRows(stored: StoredSession, w: SessionWrite, revision: number): DialogueRow[] {
+  return w.dialogue.map((d, i) => ({ ...d, seq: stored.dialogueLength + i + 1, revision }));
+}
+
 /** Undefined is unconditional (and so is 0, which stream code has used for that). */
 function checkRevision(cur: StoredSession, expected: number | undefined): void {
   if (expected && expected !== cur.revision) throw revisionMismatch(cur.id, cur.revision, expected);
+}
+
+/** How long a hot copy of a session of this type lives. */
+function cacheTtlMs(versions: readonly ModelTypeRow[]): number {
+  return (versions[versions.length - 1]?.cacheTtlSeconds || DEFAULT_CACHE_TTL_SECONDS) * 1000;
 }
 
 function present(stored: StoredSession, dialogue: DialogueRow[] | undefined, versions: readonly ModelTypeDef[], last?: DialogueRow): SessionView {

@@ -155,6 +155,17 @@ export interface SessionStore {
   /** The session as it was at `revision`; undefined when the session or that revision does not exist. */
   sessionAt(accountId: string, id: string, revision: number, tx?: Tx): Promise<{ session: StoredSession; dialogue: DialogueRow[] } | undefined>;
   sessionExists(accountId: string, id: string, tx?: Tx): Promise<boolean>;
+  /** The live session, without lock or transaction; undefined when absent, deleted, or another account's. */
+  readSession(accountId: string, id: string): Promise<StoredSession | undefined>;
+  /**
+   * Commits `w` as the revision after `current` in ONE statement, with no transaction and no lock, if and
+   * only if the session is still live at current.revision and no version of its type newer than
+   * `guard.latestSchemaVersion` is registered; undefined (nothing written) otherwise. `w.secondary` must be
+   * unset. Same WriteResult as commitRevision.
+   */
+  commitIfAt(current: StoredSession, w: SessionWrite, guard: { latestSchemaVersion: number }): Promise<WriteResult | undefined>;
+  /** The newest `n` elements at positions ≤ upToSeq, oldest first. */
+  dialogueTail(sessionId: string, upToSeq: number, n: number, tx?: Tx): Promise<DialogueRow[]>;
   /** The element at 1-based position `seq`. */
   element(sessionId: string, seq: number, tx?: Tx): Promise<DialogueRow | undefined>;
   /** The elements at positions 1..upToSeq, oldest first. */

@@ -289,6 +289,27 @@ export class KnexSessionStore implements SessionStore {
     return { session, dialogue: await this.dialogue(id, session.dialogueLength, tx) };
   }
 
+  // TEMPORARY (lead): replaced by the store branch's one-statement versions.
+  async readSession(accountId: string, id: string): Promise<StoredSession | undefined> {
+    const row = await this.db('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first();
+    return row === undefined ? undefined : sessionRow.parse(row);
+  }
+
+  async commitIfAt(current: StoredSession, w: SessionWrite, guard: { latestSchemaVersion: number }): Promise<WriteResult | undefined> {
+    return this.db.transaction(async (trx) => {
+      const tx = trx as unknown as Tx;
+      const cur = await this.lockSession(current.accountId, current.id, 'update', tx);
+      if (!cur || cur.revision !== current.revision) return undefined;
+      const newer = await trx('genie_model_types').where({ account_id: current.accountId, name: current.modelType }).andWhere('schema_version', '>', guard.latestSchemaVersion).first('name');
+      if (newer) return undefined;
+      return this.commitRevision(cur, w, tx);
+    });
+  }
+
+  async dialogueTail(sessionId: string, upToSeq: number, n: number, tx?: Tx): Promise<DialogueRow[]> {
+    return this.dialogueRange(sessionId, Math.max(1, upToSeq - n + 1), upToSeq, tx);
+  }
+
   async sessionExists(accountId: string, id: string, tx?: Tx): Promise<boolean> {
     return !!(await knexOf(tx, this.db)('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first('id'));
   }

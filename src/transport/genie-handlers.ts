@@ -35,7 +35,7 @@ import type { Duration } from '../gen/google/protobuf/duration.js';
 import { quote } from '../errors.js';
 import { parseInput } from '../validate.js';
 import { mapKey } from '../field-path.js';
-import { pageSizeOf } from '../paging.js';
+import { MAX_PAGE_SIZE, pageSizeOf } from '../paging.js';
 import { callerOf } from './authenticate.js';
 import { bytesOfAtMost, jsonOfAtMost, jsonSizeIssue, optionalString, structOfAtMost, textOfAtMost, uuid, type RequestSchema } from './zod-fields.js';
 import type { ServiceHandlers } from './rpc.js';
@@ -258,7 +258,14 @@ const createSession = z.object({
   expireTime,
   requestId,
 }) satisfies RequestSchema<CreateSessionRequest>;
-const getSession = z.object({ sessionId, revision: optionalRevision }) satisfies RequestSchema<GetSessionRequest>;
+/** GetSession's dialogue_page_size: unset or 0 is every element that fits; larger than the maximum is capped. */
+const dialoguePageSize = z
+  .number()
+  .int()
+  .nonnegative('must not be negative')
+  .optional()
+  .transform((n) => (n ? Math.min(n, MAX_PAGE_SIZE) : undefined));
+const getSession = z.object({ sessionId, revision: optionalRevision, dialoguePageSize }) satisfies RequestSchema<GetSessionRequest>;
 
 // UpdateSession's mask names the session's own fields; user fields change through fields_patch.
 const SESSION_PATHS: readonly SessionPath[] = ['actor', 'actor_input', 'expire_time'];
@@ -369,7 +376,7 @@ export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieS
     },
     getSession: async (req, ctx) => {
       const r = parseInput(getSession, req);
-      const view = await genie.getSession(callerOf(ctx), r.sessionId, r.revision);
+      const view = await genie.getSession(callerOf(ctx), r.sessionId, r.revision, r.dialoguePageSize);
       return { session: toSession(view), omittedDialogueCount: view.omittedDialogue ?? 0 };
     },
     updateSession: async (req, ctx) => {

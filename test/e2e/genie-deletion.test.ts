@@ -2,7 +2,7 @@ import test from 'ava';
 import { status } from '@grpc/grpc-js';
 import type { ChatResponse } from '../../src/gen/parley/genie/v1/genie.js';
 import { DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
-import { hotKey } from '../../src/genie/cache.js';
+import { hotCopyOf } from '../helpers/hot-copy.js';
 import { createTenant, startTestServer, type TestServer } from '../helpers/harness.js';
 import { eventually } from '../helpers/eventually.js';
 import { tablesHolding } from '../helpers/leaks.js';
@@ -30,7 +30,7 @@ test('DeleteSession leaves no content: replay, time travel, fork, secondary, lis
   await g.put(id, 'doc', Buffer.from(NOTE));
   await g.update(id, [], { fieldsPatch: { turns: 1 } });
   t.is((await g.get(id)).revision, 4);
-  t.truthy((await s.app.store.kv.readCached(hotKey(id))).value, 'the read left a hot copy');
+  t.truthy(await hotCopyOf(s.app.store.kv, id), 'the read left a hot copy');
   const live = new Watcher(s.genie, tenant.md, id, 4);
 
   await g.del(id);
@@ -51,7 +51,7 @@ test('DeleteSession leaves no content: replay, time travel, fork, secondary, lis
   t.is(code(await t.throwsAsync(g.getSecondary(id, 'doc'))), status.NOT_FOUND);
   t.is(code(await t.throwsAsync(g.keys(id))), status.NOT_FOUND);
   t.deepEqual((await g.list()).sessions, []);
-  t.is((await s.app.store.kv.readCached(hotKey(id))).value, null, 'the hot copy is gone');
+  t.is(await hotCopyOf(s.app.store.kv, id), undefined, 'the hot copy is gone');
 
   // Chat opens with a replay as WatchSession does.
   const responses: ChatResponse[] = [];

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { maintenance } from '../../src/app.js';
-import { hotKey } from '../../src/genie/cache.js';
+import { hotCopyOf } from '../helpers/hot-copy.js';
 import { createTenant, rpc, startTestServer, type TestServer } from '../helpers/harness.js';
 import { tablesHolding } from '../helpers/leaks.js';
 import { Watcher } from '../helpers/watch.js';
@@ -35,7 +35,7 @@ test.serial('sessions go at their expire_time or after their type\'s session_ttl
   const updated = await g.update(extended.sessionId, ['expire_time'], { expireTime: new Date(t0 + 3 * HOUR) });
   t.deepEqual(updated.session!.expireTime, new Date(t0 + 3 * HOUR));
   await g.get(idle.sessionId);
-  t.truthy((await s.app.store.kv.readCached(hotKey(idle.sessionId))).value);
+  t.truthy(await hotCopyOf(s.app.store.kv, idle.sessionId));
   const watcher = new Watcher(s.genie, tenant.md, idle.sessionId, 1);
 
   t.like(await purgeAt(new Date(t0 + HOUR / 2)), { sessions: 0 });
@@ -44,7 +44,7 @@ test.serial('sessions go at their expire_time or after their type\'s session_ttl
   t.true(r.batches >= 2, 'a batch of one per transaction');
   for (const gone of [idle, expiring]) t.is(code(await t.throwsAsync(g.get(gone.sessionId))), status.NOT_FOUND);
   t.is((await g.get(extended.sessionId)).revision, 2, 'an expire_time still ahead keeps the session');
-  t.is((await s.app.store.kv.readCached(hotKey(idle.sessionId))).value, null);
+  t.is(await hotCopyOf(s.app.store.kv, idle.sessionId), undefined);
   await watcher.until((w) => w.ended, 'the watcher to hear of the deletion');
   t.truthy(watcher.updates.find((u) => u.commit)?.commit?.events[0]?.sessionDeleted);
   t.deepEqual(await tablesHolding(s.app.db, ['idle-secret-1', 'expiring-secret-2']), []);

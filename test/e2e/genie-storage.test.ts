@@ -3,6 +3,7 @@ import { eventually } from '../helpers/eventually.js';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { Actor, DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
 import { hotKey } from '../../src/genie/cache.js';
+import { hotCopyOf } from '../helpers/hot-copy.js';
 import { sessionChannel } from '../../src/genie/events.js';
 import { createTenant, startTestServer, violatedFields, type TestServer } from '../helpers/harness.js';
 import { code, details, genie, modelType, reasonOf, step } from '../genie/fixtures.js';
@@ -75,15 +76,13 @@ test.serial('the hot copy lives in Redis under a hash-tagged key; a flushed Redi
   const { sessionId } = await g.create('qa');
   await g.send(sessionId, 'user_input', 'hello');
   const before = await g.get(sessionId);
-  const hot = (await s.app.store.kv.readCached(`genie:{${sessionId}}:hot`)).value;
   t.is(hotKey(sessionId), `genie:{${sessionId}}:hot`);
-  t.truthy(hot, 'a read fills the hot copy');
-  t.is(JSON.parse(hot!).session.revision, 2);
+  t.like(await hotCopyOf(s.app.store.kv, sessionId), { revision: 2, texts: ['hello'] }, 'a read fills the hot copy');
 
   await s.app.store.kv.clear();
   t.deepEqual(await g.get(sessionId), before);
   await g.send(sessionId, 'ai_response', 'hi');
-  t.is((await s.app.store.kv.readCached(hotKey(sessionId))).value, null, 'a write evicts the hot copy');
+  t.like(await hotCopyOf(s.app.store.kv, sessionId), { revision: 3, dialogueLength: 2, texts: ['hello', 'hi'] }, 'a write advances the hot copy');
   await s.app.store.kv.clear();
   const after = await g.get(sessionId);
   t.is(after.revision, 3);
@@ -95,8 +94,8 @@ test.serial('the hot copy\'s TTL comes from the model type (cache_ttl)', async (
   await g.register(modelType({ name: 'brief', cacheTtl: { seconds: 1, nanos: 0 } }));
   const { sessionId } = await g.create('brief');
   await g.get(sessionId);
-  t.truthy((await s.app.store.kv.readCached(hotKey(sessionId))).value);
-  await eventually(async () => (await s.app.store.kv.readCached(hotKey(sessionId))).value === null, 'the hot copy to expire');
+  t.truthy(await hotCopyOf(s.app.store.kv, sessionId));
+  await eventually(async () => (await hotCopyOf(s.app.store.kv, sessionId)) === undefined, 'the hot copy to expire');
   t.is((await g.get(sessionId)).revision, 1);
 });
 
@@ -187,8 +186,7 @@ test('a 3 MiB secondary value round-trips over gRPC within a default 4 MiB clien
   t.true(Buffer.from(got.value).equals(big));
   const session = await g.get(sessionId);
   t.false(JSON.stringify(session).length > 10_000, 'the session read does not carry the value');
-  const hot = (await s.app.store.kv.readCached(hotKey(sessionId))).value;
-  t.true((hot ?? '').length < 10_000, 'nor does its hot copy');
+  t.true(((await hotCopyOf(s.app.store.kv, sessionId))?.bytes ?? 0) < 10_000, 'nor does its hot copy');
   const tooBig = await t.throwsAsync<ServiceError>(g.put(sessionId, 'huge', Buffer.alloc(3 * 1024 * 1024 + 1)));
   t.deepEqual(violatedFields(tooBig!), ['value']);
   t.is(reasonOf(tooBig), 'FIELD_TOO_LARGE');

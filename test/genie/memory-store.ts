@@ -114,6 +114,22 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
     return s && this.view(s);
   }
 
+  // TEMPORARY (lead): the store branch brings the real ones.
+  async readSession(accountId: string, id: string): Promise<StoredSession | undefined> {
+    return this.lockSession(accountId, id);
+  }
+
+  async commitIfAt(current: StoredSession, w: SessionWrite, guard: { latestSchemaVersion: number }): Promise<WriteResult | undefined> {
+    const cur = await this.lockSession(current.accountId, current.id);
+    const latest = (await this.modelTypeVersions(current.accountId, current.modelType)).at(-1)?.schemaVersion ?? 0;
+    if (!cur || cur.revision !== current.revision || latest > guard.latestSchemaVersion) return undefined;
+    return this.commitRevision(cur, w);
+  }
+
+  async dialogueTail(sessionId: string, upToSeq: number, n: number): Promise<DialogueRow[]> {
+    return (await this.dialogue(sessionId, upToSeq)).slice(-n);
+  }
+
   async insertSession(s: NewSession, fork: ForkSource | undefined, events: SessionEvent[]): Promise<WriteResult> {
     const now = new Date();
     const session: StoredSession = { ...copy(s), revision: 1, dialogueLength: fork?.dialogueLength ?? 0, createdAt: now, updatedAt: now };

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { AppError } from '../../src/errors.js';
-import { GenieCache, hotKey } from '../../src/genie/cache.js';
+import { GenieCache } from '../../src/genie/cache.js';
+import { hotCopyOf } from '../helpers/hot-copy.js';
 import { GenieUseCases } from '../../src/genie/service.js';
 import type { ModelTypeDef } from '../../src/genie/model-type.js';
 import { MemoryBus, MemoryKv } from '../../src/storage/memory-kv.js';
@@ -86,19 +87,22 @@ test('a write at a stale expected_revision is ABORTED and writes nothing', async
   );
 });
 
-test('a read after a write is served from the hot copy the read filled, and the next write evicts it', async (t) => {
+test('a read fills the hot copy, and every write advances it, so the read after a write is a hit', async (t) => {
   const { genie, store, kv } = world();
   const s = await session(genie);
-  t.is((await kv.readCached(hotKey(s.id))).value, null, 'nothing is cached before a read');
+  t.like(await hotCopyOf(kv, s.id), { revision: 1, texts: [] }, 'a new session is cached as it is created');
+  await kv.clear();
   await genie.getSession(caller, s.id, undefined);
-  t.truthy((await kv.readCached(hotKey(s.id))).value, 'the read filled the hot copy');
+  t.truthy(await hotCopyOf(kv, s.id), 'the read filled the hot copy');
   await genie.getSession(caller, s.id, undefined); // the process caches the type's versions here
   const reads = store.typeReads;
   t.is((await genie.getSession(caller, s.id, undefined)).session.revision, 1);
   t.is(store.typeReads, reads, 'the hot read touched no store');
   await genie.appendDialogue(caller, { sessionId: s.id, actor: 'user', actorText: 'hi' });
-  t.is((await kv.readCached(hotKey(s.id))).value, null, 'the write evicted the copy');
+  t.like(await hotCopyOf(kv, s.id), { revision: 2, texts: ['hi'] }, 'the write advanced the copy');
+  const after = store.typeReads;
   t.is((await genie.getSession(caller, s.id, undefined)).session.revision, 2);
+  t.is(store.typeReads, after, 'the read after the write was a hit');
 });
 
 test('a cache or bus failure after the commit does not fail the write', async (t) => {

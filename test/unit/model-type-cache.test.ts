@@ -43,7 +43,7 @@ async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
     updatedAt: new Date(),
   };
   const cache = new GenieCache(kv, bus);
-  await cache.put({ session, dialogue: [] }, (await cache.get(session.id)).token, 60_000);
+  await cache.put(session, [], (await cache.get(session.id, 0)).token, 60_000);
   const deps = { types: store, sessions: store, cache, unitOfWork: store, bus: opts.bus === false ? undefined : bus };
   const make = () => new GenieUseCases(deps, { typeCacheTtlMs: 10_000, now: opts.now });
   const a = make();
@@ -86,6 +86,6 @@ test('without the bus message the TTL bounds staleness, and a newer stored versi
   t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 2);
   await a.modelTypes.register(caller, def(3));
   // A session already stored at version 3 (by a process that knew) is never unreadable here.
-  await cache.put({ session: { ...session, schemaVersion: 3 }, dialogue: [] }, (await cache.get(session.id)).token, 60_000);
+  await cache.put({ ...session, schemaVersion: 3, revision: 2 }, [], (await cache.get(session.id, 0)).token, 60_000);
   t.is((await b.getSession(caller, 's1', 0)).session.schemaVersion, 3);
 });
