@@ -72,6 +72,8 @@ withPython('a Python client generated with python3-grpc-tools: admin setup, an e
   t.is(genie.state, 'awaiting_question');
   t.is(Number(genie.revision), 3);
   t.deepEqual(genie.dialogue, ['What is VAT?', 'A tax on consumption.']);
+  t.deepEqual(genie.recent, ['A tax on consumption.'], 'dialogue_page_size 1: the newest element only');
+  t.is(genie.recent_omitted, 1);
   t.deepEqual(
     (genie.watched as { revision: number; events: string[] }[]).map((w) => [w.revision, w.events[0]]),
     [

@@ -230,7 +230,11 @@ def genie_session_watch(f):
         info = unpack(status_details(err), error_details_pb2.ErrorInfo)[0]
         conflict = {"code": err.code().name, "reason": info.reason, "current_revision": info.metadata["current_revision"]}
     final = f.genie.GetSession(genie_pb2.GetSessionRequest(session_id=sid), metadata=f.md, timeout=TIMEOUT).session
+    # Only the newest element, as a gateway reading recent context asks; the reply counts what it left out.
+    recent = f.genie.GetSession(genie_pb2.GetSessionRequest(session_id=sid, dialogue_page_size=1), metadata=f.md, timeout=TIMEOUT)
     return {
+        "recent": [d.actor_text for d in recent.session.dialogue],
+        "recent_omitted": recent.omitted_dialogue_count,
         "session_id": sid,
         "state": final.state,
         "revision": final.revision,
