@@ -15,6 +15,9 @@ export const hotKey = (sessionId: string) => `genie:{${sessionId}}:hot`;
  * and the bound of the copy whatever the dialogue's length (older elements are read from Postgres).
  */
 export const HOT_ELEMENTS = 100;
+/** And at most this much of their JSON (the newest element always stays, up to the 1 MiB an utterance may be). */
+export const HOT_BYTES = 512 * 1024;
+const KEEP = { items: HOT_ELEMENTS, bytes: HOT_BYTES };
 
 export interface HotCopy {
   session: StoredSession;
@@ -71,9 +74,18 @@ export class GenieCache {
 
   /** Fills the copy with what a read found in Postgres (its newest elements), unless a write came since `token`. */
   async put(session: StoredSession, newest: DialogueRow[], token: string | undefined, ttlMs: number): Promise<void> {
-    const items = newest.slice(-HOT_ELEMENTS);
-    const copy = { head: encodeJson(sessionCodec, session), revision: session.revision, first: session.dialogueLength - items.length + 1, items: items.map((d) => encodeJson(elementCodec, d)) };
-    await this.kv.fillVersioned(hotKey(session.id), copy, token, HOT_ELEMENTS, ttlMs).catch((err: unknown) => {
+    // Only what the copy keeps is sent (the store trims the same way).
+    const items: string[] = [];
+    let bytes = 0;
+    for (let i = newest.length - 1; i >= 0 && items.length < HOT_ELEMENTS; i--) {
+      const item = encodeJson(elementCodec, newest[i]!);
+      bytes += Buffer.byteLength(item);
+      if (items.length && bytes > HOT_BYTES) break;
+      items.push(item);
+    }
+    items.reverse();
+    const copy = { head: encodeJson(sessionCodec, session), revision: session.revision, first: session.dialogueLength - items.length + 1, items };
+    await this.kv.fillVersioned(hotKey(session.id), copy, token, KEEP, ttlMs).catch((err: unknown) => {
       this.telemetry.contained('cache_fill', err);
       return false;
     });
@@ -87,7 +99,7 @@ export class GenieCache {
       first: session.dialogueLength - appended.length + 1,
       items: appended.map((d) => encodeJson(elementCodec, d)),
     };
-    return this.kv.advance(hotKey(session.id), after, copy, HOT_ELEMENTS, ttlMs);
+    return this.kv.advance(hotKey(session.id), after, copy, KEEP, ttlMs);
   }
 
   /** After a deletion committed: no copy of the session is served or filled again. */

@@ -27,6 +27,12 @@ export interface VersionedRead {
   token: string | undefined;
 }
 
+/** The bound of a versioned copy's items: at most `items` of them, and their UTF-8 bytes at most `bytes`. */
+export interface Keep {
+  items: number;
+  bytes: number;
+}
+
 export const VERSIONED_MISS: VersionedRead = Object.freeze({ copy: undefined, heldFrom: 0, token: undefined });
 
 /**
@@ -67,12 +73,12 @@ export interface KvStore {
    * the write-through after a commit: it moves the copy from `after` to `next.revision`, appending
    * `next.items` when the copy is exactly at `after` with no gap in its items, replacing it otherwise, and
    * never moving it back (a late advance of an older revision changes nothing). Every copy keeps at most
-   * `keep` items. `fence` with `tombstone` also refuses every later fill and advance until it expires (a
+   * what `keep` allows (its newest item always). `fence` with `tombstone` also refuses every later fill and advance until it expires (a
    * deleted head must not come back). `advance` throws like `fence` does, with the same consequence.
    */
   readVersioned(key: string, newest: number): Promise<VersionedRead>;
-  fillVersioned(key: string, copy: VersionedCopy, token: string | undefined, keep: number, ttlMs: number): Promise<boolean>;
-  advance(key: string, after: number, next: VersionedCopy, keep: number, ttlMs: number): Promise<void>;
+  fillVersioned(key: string, copy: VersionedCopy, token: string | undefined, keep: Keep, ttlMs: number): Promise<boolean>;
+  advance(key: string, after: number, next: VersionedCopy, keep: Keep, ttlMs: number): Promise<void>;
   get(key: string): Promise<string | null>;
   /** ttlMs 0 or undefined: no expiry. */
   set(key: string, value: string, ttlMs?: number): Promise<void>;

@@ -1,4 +1,4 @@
-import { FENCE_TTL_MS, type CachedRead, type KvStore, type VersionedCopy, type VersionedRead } from '../ports/kv.js';
+import { FENCE_TTL_MS, type CachedRead, type Keep, type KvStore, type VersionedCopy, type VersionedRead } from '../ports/kv.js';
 import { type Bus, type Subscription } from '../ports/bus.js';
 import { type FastStore } from '../ports/fast-store.js';
 import { LocalFanout } from './local-fanout.js';
@@ -20,9 +20,11 @@ interface Cached {
   tombstone?: boolean;
 }
 
-/** `copy` keeping only its newest `keep` items. */
-function trimmed(copy: VersionedCopy, keep: number): VersionedCopy {
-  const drop = Math.max(0, copy.items.length - keep);
+/** `copy` without its oldest items while it holds more than `keep` allows (its newest item always stays). */
+function trimmed(copy: VersionedCopy, keep: Keep): VersionedCopy {
+  let bytes = copy.items.reduce((n, i) => n + Buffer.byteLength(i), 0);
+  let drop = 0;
+  while (drop < copy.items.length - 1 && (copy.items.length - drop > keep.items || bytes > keep.bytes)) bytes -= Buffer.byteLength(copy.items[drop++]!);
   return drop ? { ...copy, first: copy.first + drop, items: copy.items.slice(drop) } : copy;
 }
 
@@ -63,7 +65,7 @@ export class MemoryKv implements KvStore {
     return { copy: { ...v, first: v.first + skip, items: v.items.slice(skip) }, heldFrom: v.first, token };
   }
 
-  async fillVersioned(key: string, copy: VersionedCopy, token: string | undefined, keep: number, ttlMs: number): Promise<boolean> {
+  async fillVersioned(key: string, copy: VersionedCopy, token: string | undefined, keep: Keep, ttlMs: number): Promise<boolean> {
     const c = this.live(key);
     if (token === undefined || token !== String(c?.generation ?? 0) || c?.tombstone) return false;
     if (c?.versioned && c.versioned.revision >= copy.revision) return false;
@@ -72,7 +74,7 @@ export class MemoryKv implements KvStore {
     return true;
   }
 
-  async advance(key: string, after: number, next: VersionedCopy, keep: number, ttlMs: number): Promise<void> {
+  async advance(key: string, after: number, next: VersionedCopy, keep: Keep, ttlMs: number): Promise<void> {
     const c = this.live(key);
     if (c?.tombstone) return;
     const cur = c?.versioned;

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Redis, type Cluster } from 'ioredis';
-import { CACHE_MISS, FENCE_TTL_MS, VERSIONED_MISS, type CachedRead, type KvStore, type VersionedCopy, type VersionedRead } from '../ports/kv.js';
+import { CACHE_MISS, FENCE_TTL_MS, VERSIONED_MISS, type CachedRead, type Keep, type KvStore, type VersionedCopy, type VersionedRead } from '../ports/kv.js';
 import { type Bus, type Subscription } from '../ports/bus.js';
 import { type FastStore } from '../ports/fast-store.js';
 import { LocalFanout } from './local-fanout.js';
@@ -40,26 +40,31 @@ end`;
 const FENCE = `${DROP_ITEMS}
 local held = redis.call('HMGET', KEYS[1], 'f', 'n')
 dropItems(KEYS[1], tonumber(held[1]), tonumber(held[2]))
-redis.call('HDEL', KEYS[1], 'd', 'e', 'r', 'f', 'n')
+redis.call('HDEL', KEYS[1], 'd', 'e', 'r', 'f', 'n', 'b')
 redis.call('HINCRBY', KEYS[1], 'g', 1)
 if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 't', '1') end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1`;
-// Versioned copies (KvStore.readVersioned): d the head, r its revision, e its epoch, items s<f>..s<n>. Every
-// script below takes ARGV = epoch, (generation | after), revision, head, first, keep, ttl, items..., and ends by
-// storing them: the items at first.., trimmed to the newest \`keep\`, then the head.
+// Versioned copies (KvStore.readVersioned): d the head, r its revision, e its epoch, items s<f>..s<n> of b bytes
+// in all. Every script below takes ARGV = epoch, (generation | after), revision, head, first, keep items, keep
+// bytes, ttl, items..., and ends by storing them: the items at first.., the oldest dropped while more than
+// \`keep\` are held or their bytes exceed the bound (the newest always stays), then the head.
 const STORE_VERSIONED = `
-local function store(k, f, appendFrom)
-  local count = #ARGV - 7
-  for i = 1, count do redis.call('HSET', k, 's' .. (appendFrom + i - 1), ARGV[7 + i]) end
-  local n = appendFrom + count - 1
-  local from = n - tonumber(ARGV[6]) + 1
-  if from > f then
-    for s = f, from - 1 do redis.call('HDEL', k, 's' .. s) end
-    f = from
+local function store(k, f, appendFrom, b)
+  local count = #ARGV - 8
+  for i = 1, count do
+    redis.call('HSET', k, 's' .. (appendFrom + i - 1), ARGV[8 + i])
+    b = b + #ARGV[8 + i]
   end
-  redis.call('HSET', k, 'd', ARGV[4], 'r', ARGV[3], 'e', ARGV[1], 'f', f, 'n', n)
-  redis.call('PEXPIRE', k, ARGV[7])
+  local n = appendFrom + count - 1
+  local keep, maxBytes = tonumber(ARGV[6]), tonumber(ARGV[7])
+  while f < n and (n - f + 1 > keep or b > maxBytes) do
+    b = b - redis.call('HSTRLEN', k, 's' .. f)
+    redis.call('HDEL', k, 's' .. f)
+    f = f + 1
+  end
+  redis.call('HSET', k, 'd', ARGV[4], 'r', ARGV[3], 'e', ARGV[1], 'f', f, 'n', n, 'b', b)
+  redis.call('PEXPIRE', k, ARGV[8])
 end`;
 const READ_VERSIONED = `
 local v = redis.call('HMGET', KEYS[1], 'd', 'r', 'e', 'f', 'n', 'g')
@@ -80,23 +85,23 @@ local v = redis.call('HMGET', k, 't', 'g', 'e', 'r', 'f', 'n')
 if v[1] or (v[2] or '') ~= ARGV[2] then return 0 end
 if v[3] == ARGV[1] and tonumber(v[4]) and tonumber(v[4]) >= tonumber(ARGV[3]) then return 0 end
 dropItems(k, tonumber(v[5]), tonumber(v[6]))
-store(k, tonumber(ARGV[5]), tonumber(ARGV[5]))
+store(k, tonumber(ARGV[5]), tonumber(ARGV[5]), 0)
 return 1`;
 // Appends when the copy is exactly at \`after\` and its items end right before the new ones; otherwise replaces
 // it. Never moves a copy of this epoch back, and bumps the generation so no fill that read before lands.
 const ADVANCE = `${DROP_ITEMS}${STORE_VERSIONED}
 local k = KEYS[1]
-local v = redis.call('HMGET', k, 't', 'e', 'r', 'f', 'n')
+local v = redis.call('HMGET', k, 't', 'e', 'r', 'f', 'n', 'b')
 if v[1] then return 0 end
 local current = v[2] == ARGV[1] and tonumber(v[3])
 if current and current >= tonumber(ARGV[3]) then return 0 end
 local first, f, n = tonumber(ARGV[5]), tonumber(v[4]), tonumber(v[5])
 redis.call('HINCRBY', k, 'g', 1)
 if current == tonumber(ARGV[2]) and f and n == first - 1 then
-  store(k, f, first)
+  store(k, f, first, tonumber(v[6]) or 0)
 else
   dropItems(k, f, n)
-  store(k, first, first)
+  store(k, first, first, 0)
 end
 return 1`;
 // Keeps the epoch when asked to and it was made by this very run of Redis; otherwise starts a new one.
@@ -283,18 +288,18 @@ export class RedisKv implements KvStore {
     return { copy: { head, revision: Number(revision), first: from, items: items as string[] }, heldFrom: Number(f), token };
   }
 
-  async fillVersioned(key: string, copy: VersionedCopy, token: string | undefined, keep: number, ttlMs: number): Promise<boolean> {
+  async fillVersioned(key: string, copy: VersionedCopy, token: string | undefined, keep: Keep, ttlMs: number): Promise<boolean> {
     if (!this.trusted || token === undefined) return false;
     const bar = token.lastIndexOf('|');
-    const args = [token.slice(0, bar), token.slice(bar + 1), copy.revision, copy.head, copy.first, keep, ttlMs, ...copy.items];
+    const args = [token.slice(0, bar), token.slice(bar + 1), copy.revision, copy.head, copy.first, keep.items, keep.bytes, ttlMs, ...copy.items];
     return (await this.redis.parleyFillVersioned(this.prefix + key, ...args)) === 1;
   }
 
-  async advance(key: string, after: number, next: VersionedCopy, keep: number, ttlMs: number): Promise<void> {
+  async advance(key: string, after: number, next: VersionedCopy, keep: Keep, ttlMs: number): Promise<void> {
     // Without an epoch it can vouch for, the store cannot tag a copy: it drops the old one instead.
     if (!this.trusted || this.epoch === undefined) return this.fence(key);
     try {
-      await this.redis.parleyAdvance(this.prefix + key, this.epoch, after, next.revision, next.head, next.first, keep, ttlMs, ...next.items);
+      await this.redis.parleyAdvance(this.prefix + key, this.epoch, after, next.revision, next.head, next.first, keep.items, keep.bytes, ttlMs, ...next.items);
     } catch (err) {
       // As a failed fence: the copy at `after` may still be there for every replica.
       this.distrust();

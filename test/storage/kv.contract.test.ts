@@ -172,50 +172,64 @@ for (const impl of implementations) {
     run(t, async ({ kv }) => {
       const miss = await kv.readVersioned('{v}:c', 10);
       t.is(miss.copy, undefined);
-      t.true(await kv.fillVersioned('{v}:c', copyAt(3, 1, 5), miss.token, 4, 10_000));
+      t.true(await kv.fillVersioned('{v}:c', copyAt(3, 1, 5), miss.token, { items: 4, bytes: 1e6 }, 10_000));
       t.deepEqual(await held(kv), { head: 'h3', revision: 3, first: 2, items: 'e2,e3,e4,e5', heldFrom: 2 }, 'kept the newest 4');
       t.deepEqual(await held(kv, 2), { head: 'h3', revision: 3, first: 4, items: 'e4,e5', heldFrom: 2 }, 'asked for 2');
       t.deepEqual(await held(kv, 0), { head: 'h3', revision: 3, first: 6, items: '', heldFrom: 2 }, 'the head alone');
-      await kv.advance('{v}:c', 3, copyAt(4, 6, 6), 4, 10_000);
+      await kv.advance('{v}:c', 3, copyAt(4, 6, 6), { items: 4, bytes: 1e6 }, 10_000);
       t.deepEqual(await held(kv), { head: 'h4', revision: 4, first: 3, items: 'e3,e4,e5,e6', heldFrom: 3 }, 'appended and trimmed');
-      await kv.advance('{v}:c', 4, copyAt(5, 7, 6), 4, 10_000);
+      await kv.advance('{v}:c', 4, copyAt(5, 7, 6), { items: 4, bytes: 1e6 }, 10_000);
       t.deepEqual(await held(kv), { head: 'h5', revision: 5, first: 3, items: 'e3,e4,e5,e6', heldFrom: 3 }, 'a head-only revision');
     }));
 
   test(`${impl.name}: a versioned copy never moves back, and a gap replaces its items`, (t) =>
     run(t, async ({ kv }) => {
-      t.true(await kv.fillVersioned('{v}:c', copyAt(2, 1, 2), (await kv.readVersioned('{v}:c', 1)).token, 10, 10_000));
+      t.true(await kv.fillVersioned('{v}:c', copyAt(2, 1, 2), (await kv.readVersioned('{v}:c', 1)).token, { items: 10, bytes: 1e6 }, 10_000));
       // Revision 4's advance arrives before revision 3's: the copy jumps, 3 then changes nothing.
-      await kv.advance('{v}:c', 3, copyAt(4, 4, 4), 10, 10_000);
+      await kv.advance('{v}:c', 3, copyAt(4, 4, 4), { items: 10, bytes: 1e6 }, 10_000);
       t.deepEqual(await held(kv), { head: 'h4', revision: 4, first: 4, items: 'e4', heldFrom: 4 }, 'not contiguous: only what the advance knows');
-      await kv.advance('{v}:c', 2, copyAt(3, 3, 3), 10, 10_000);
+      await kv.advance('{v}:c', 2, copyAt(3, 3, 3), { items: 10, bytes: 1e6 }, 10_000);
       t.is((await held(kv))?.revision, 4, 'a late advance does not regress the copy');
       // A fill that read revision 3 before the advance to 4 is refused by generation and by revision.
       const stale = (await kv.readVersioned('{v}:c', 1)).token;
-      await kv.advance('{v}:c', 4, copyAt(5, 5, 5), 10, 10_000);
-      t.false(await kv.fillVersioned('{v}:c', copyAt(3, 1, 3), stale, 10, 10_000), 'a token from before the advance');
-      t.false(await kv.fillVersioned('{v}:c', copyAt(5, 1, 5), (await kv.readVersioned('{v}:c', 1)).token, 10, 10_000), 'same revision');
+      await kv.advance('{v}:c', 4, copyAt(5, 5, 5), { items: 10, bytes: 1e6 }, 10_000);
+      t.false(await kv.fillVersioned('{v}:c', copyAt(3, 1, 3), stale, { items: 10, bytes: 1e6 }, 10_000), 'a token from before the advance');
+      t.false(await kv.fillVersioned('{v}:c', copyAt(5, 1, 5), (await kv.readVersioned('{v}:c', 1)).token, { items: 10, bytes: 1e6 }, 10_000), 'same revision');
       t.deepEqual(await held(kv), { head: 'h5', revision: 5, first: 4, items: 'e4,e5', heldFrom: 4 });
       // An advance creates a copy where there is none.
-      await kv.advance('{v}:other', 0, { head: 'new', revision: 1, first: 1, items: [] }, 10, 10_000);
+      await kv.advance('{v}:other', 0, { head: 'new', revision: 1, first: 1, items: [] }, { items: 10, bytes: 1e6 }, 10_000);
       t.is((await kv.readVersioned('{v}:other', 5)).copy?.head, 'new');
     }));
 
   test(`${impl.name}: a tombstone refuses every later fill and advance; a plain fence only voids tokens`, (t) =>
     run(t, async ({ kv }) => {
-      t.true(await kv.fillVersioned('{v}:c', copyAt(1, 1, 1), (await kv.readVersioned('{v}:c', 1)).token, 10, 10_000));
+      t.true(await kv.fillVersioned('{v}:c', copyAt(1, 1, 1), (await kv.readVersioned('{v}:c', 1)).token, { items: 10, bytes: 1e6 }, 10_000));
       await kv.fence('{v}:c');
       t.is(await held(kv), undefined, 'a fence drops the copy');
-      await kv.advance('{v}:c', 1, copyAt(2, 2, 2), 10, 10_000);
+      await kv.advance('{v}:c', 1, copyAt(2, 2, 2), { items: 10, bytes: 1e6 }, 10_000);
       t.is((await held(kv))?.revision, 2, 'an advance after a plain fence lands');
       const token = (await kv.readVersioned('{v}:c', 1)).token;
       await kv.fence('{v}:c', { tombstone: true });
       t.is(await held(kv), undefined);
-      await kv.advance('{v}:c', 2, copyAt(3, 3, 3), 10, 10_000);
+      await kv.advance('{v}:c', 2, copyAt(3, 3, 3), { items: 10, bytes: 1e6 }, 10_000);
       t.is(await held(kv), undefined, 'a late advance does not resurrect a deleted copy');
-      t.false(await kv.fillVersioned('{v}:c', copyAt(9, 1, 3), (await kv.readVersioned('{v}:c', 1)).token, 10, 10_000), 'nor does a fill');
-      t.false(await kv.fillVersioned('{v}:c', copyAt(9, 1, 3), token, 10, 10_000));
+      t.false(await kv.fillVersioned('{v}:c', copyAt(9, 1, 3), (await kv.readVersioned('{v}:c', 1)).token, { items: 10, bytes: 1e6 }, 10_000), 'nor does a fill');
+      t.false(await kv.fillVersioned('{v}:c', copyAt(9, 1, 3), token, { items: 10, bytes: 1e6 }, 10_000));
       await kv.fence('{v}:c');
-      t.false(await kv.fillVersioned('{v}:c', copyAt(9, 1, 3), (await kv.readVersioned('{v}:c', 1)).token, 10, 10_000), 'a later plain fence keeps the tombstone');
+      t.false(await kv.fillVersioned('{v}:c', copyAt(9, 1, 3), (await kv.readVersioned('{v}:c', 1)).token, { items: 10, bytes: 1e6 }, 10_000), 'a later plain fence keeps the tombstone');
+    }));
+  test(`${impl.name}: a versioned copy also drops its oldest items past its byte bound, keeping the newest whatever its size`, (t) =>
+    run(t, async ({ kv }) => {
+      const keep = { items: 10, bytes: 25 };
+      const big = (n: number, size: number) => 'x'.repeat(size - String(n).length) + String(n);
+      const copy = { head: 'h1', revision: 1, first: 1, items: [big(1, 10), big(2, 10), big(3, 10)] };
+      t.true(await kv.fillVersioned('{v}:b', copy, (await kv.readVersioned('{v}:b', 1)).token, keep, 10_000));
+      t.is((await kv.readVersioned('{v}:b', 10)).heldFrom, 2, '30 bytes > 25: the oldest went');
+      await kv.advance('{v}:b', 1, { head: 'h2', revision: 2, first: 4, items: ['é'.repeat(20)] }, keep, 10_000);
+      const r = await kv.readVersioned('{v}:b', 10);
+      t.is(r.heldFrom, 4, 'a 40-byte item (UTF-8) over the bound stays alone');
+      t.deepEqual(r.copy?.items, ['é'.repeat(20)]);
+      await kv.advance('{v}:b', 2, { head: 'h3', revision: 3, first: 5, items: [big(5, 10)] }, keep, 10_000);
+      t.is((await kv.readVersioned('{v}:b', 10)).heldFrom, 5, 'and goes as soon as a newer one comes');
     }));
 }
