@@ -142,10 +142,19 @@ export interface SessionStore {
    * `share` for a reader that must see no commit before it is done (a cache fill).
    */
   lockSession(accountId: string, id: string, mode: 'update' | 'share', tx: Tx): Promise<StoredSession | undefined>;
+  /** The live session, without lock or transaction; undefined when absent, deleted, or another account's. */
+  readSession(accountId: string, id: string): Promise<StoredSession | undefined>;
   /** Inserts a session at revision 1, logging `events`; a fork copies its source's content up to `fork`. */
   insertSession(s: NewSession, fork: ForkSource | undefined, events: SessionEvent[], tx: Tx): Promise<WriteResult>;
   /** Commits `w` as the revision after `current` (locked in `tx`): snapshot, dialogue, secondary value, log. */
   commitRevision(current: StoredSession, w: SessionWrite, tx: Tx): Promise<WriteResult>;
+  /**
+   * Commits `w` as the revision after `current` in ONE statement, with no transaction and no lock, if and
+   * only if the session is still live at current.revision; undefined (nothing written) otherwise.
+   * `w.secondary` must be unset (throws otherwise). Same WriteResult as commitRevision (last = the last
+   * appended element, or the current last element when nothing was appended).
+   */
+  commitIfAt(current: StoredSession, w: SessionWrite): Promise<WriteResult | undefined>;
   /**
    * Turns a session into a tombstone at the revision after `current`: only its id, owner, type and
    * revision stay, every copy of its content goes (revisions, dialogue, secondary values, the event log,
@@ -159,6 +168,8 @@ export interface SessionStore {
   element(sessionId: string, seq: number, tx?: Tx): Promise<DialogueRow | undefined>;
   /** The elements at positions 1..upToSeq, oldest first. */
   dialogue(sessionId: string, upToSeq: number, tx?: Tx): Promise<DialogueRow[]>;
+  /** The newest `n` elements at positions ≤ upToSeq, oldest first. */
+  dialogueTail(sessionId: string, upToSeq: number, n: number): Promise<DialogueRow[]>;
   /**
    * Up to `limit` elements after position `afterSeq` and at most `upToSeq`, oldest first, stopping before
    * `maxTextBytes` of text (but always with at least one element when any is left).

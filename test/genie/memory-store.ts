@@ -114,6 +114,11 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
     return s && this.view(s);
   }
 
+  async readSession(accountId: string, id: string): Promise<StoredSession | undefined> {
+    const s = this.live(accountId, id);
+    return s && this.view(s);
+  }
+
   async insertSession(s: NewSession, fork: ForkSource | undefined, events: SessionEvent[]): Promise<WriteResult> {
     const now = new Date();
     const session: StoredSession = { ...copy(s), revision: 1, dialogueLength: fork?.dialogueLength ?? 0, createdAt: now, updatedAt: now };
@@ -143,6 +148,14 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
     }
     this.log(current.id, revision, w.events);
     return { session: this.view(row), last: await this.element(current.id, row.dialogueLength), commit: { revision, events: w.events } };
+  }
+
+  /** Waits for the transaction running now, as the guarded update waits for its lock on the session row. */
+  async commitIfAt(current: StoredSession, w: SessionWrite): Promise<WriteResult | undefined> {
+    if (w.secondary) throw new Error(`session ${current.id}: commitIfAt writes no secondary value (key ${w.secondary.key})`);
+    const turn = this.queue.then(() => (this.live(current.accountId, current.id)?.revision === current.revision ? this.commitRevision(current, w) : undefined));
+    this.queue = turn.catch(() => undefined);
+    return turn;
   }
 
   async tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date): Promise<SessionCommit> {
@@ -180,6 +193,10 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
 
   async dialogue(sessionId: string, upToSeq: number): Promise<DialogueRow[]> {
     return this.state.dialogue.filter((d) => d.sessionId === sessionId && d.seq <= upToSeq).map(row);
+  }
+
+  async dialogueTail(sessionId: string, upToSeq: number, n: number): Promise<DialogueRow[]> {
+    return n <= 0 ? [] : (await this.dialogue(sessionId, upToSeq)).slice(-n);
   }
 
   async dialoguePage(sessionId: string, afterSeq: number, upToSeq: number, limit: number): Promise<DialogueRow[]> {
