@@ -170,6 +170,7 @@ export interface SessionStore {
   element(sessionId: string, seq: number, tx?: Tx): Promise<DialogueRow | undefined>;
   /** The elements at positions 1..upToSeq, oldest first. */
   dialogue(sessionId: string, upToSeq: number, tx?: Tx): Promise<DialogueRow[]>;
+  /** The newest `n` elements at positions ≤ upToSeq, oldest first. */
   /**
    * Up to `limit` elements after position `afterSeq` and at most `upToSeq`, oldest first, stopping before
    * `maxTextBytes` of text (but always with at least one element when any is left).

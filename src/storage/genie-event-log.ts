@@ -4,22 +4,95 @@ import { sessionEventSchema, type SessionCommit, type SessionEvent } from '../ge
 import type { SessionEventLog } from '../genie/store.js';
 import type { Db } from './db.js';
 
-/** Postgres wants jsonb parameters as text; the event's `type` is also its own column (`kind`) for queries. */
-export async function insertEvents(trx: Knex.Transaction, sessionId: string, revision: number, events: readonly SessionEvent[]): Promise<void> {
+/**
+ * The session event log keeps one `session_commits` row per committed revision: its events, in order, as a
+ * jsonb array in their stored form. Text is stored once, in genie_dialogue, so the log leaves out what it
+ * would repeat and the reader puts it back:
+ * - dialogue_appended without `actorText`: the element at its `seq` has it;
+ * - state_changed with `actorInputSeq: seq` in place of an `actorInput` that is the text of an element
+ *   appended by the same revision.
+ * Text is only left out when the writer appends that very element in the same statement (`appended`), so a
+ * stored event never points at text it does not match; anything else is stored as it is, and a reader
+ * accepts both forms.
+ */
+export type StoredEvent = Record<string, unknown>;
+
+/** The stored form of a revision's events; `appended` maps the positions this revision appends to their text. */
+export function toStored(events: readonly SessionEvent[], appended: ReadonlyMap<number, string>): StoredEvent[] {
+  const said = new Map<string, number>();
+  for (const e of events) if (e.type === 'dialogue_appended' && appended.get(e.seq) === e.actorText && !said.has(e.actorText)) said.set(e.actorText, e.seq);
+  return events.map((e): StoredEvent => {
+    if (e.type === 'dialogue_appended' && appended.get(e.seq) === e.actorText) {
+      const { actorText: _, ...rest } = e;
+      return rest;
+    }
+    const seq = e.type === 'state_changed' ? said.get(e.actorInput) : undefined;
+    if (e.type === 'state_changed' && seq !== undefined) {
+      const { actorInput: _, ...rest } = e;
+      return { ...rest, actorInputSeq: seq };
+    }
+    return e;
+  });
+}
+
+const seqOf = (v: unknown) => z.number().int().parse(v);
+
+/** The domain's events of a revision from their stored form; `texts` holds the elements' texts by position. */
+export function fromStored(sessionId: string, revision: number, stored: readonly StoredEvent[], texts: ReadonlyMap<number, string>): SessionEvent[] {
+  const textAt = (seq: number) => {
+    const text = texts.get(seq);
+    if (text === undefined) throw new Error(`session ${sessionId} revision ${revision}: the log needs dialogue element ${seq}, which is absent`);
+    return text;
+  };
+  return stored.map((e) => {
+    if (e.type === 'dialogue_appended' && e.actorText === undefined) return sessionEventSchema.parse({ ...e, actorText: textAt(seqOf(e.seq)) });
+    if (e.type === 'state_changed' && e.actorInputSeq !== undefined) {
+      const { actorInputSeq, ...rest } = e;
+      return sessionEventSchema.parse({ ...rest, actorInput: textAt(seqOf(actorInputSeq)) });
+    }
+    return sessionEventSchema.parse(e);
+  });
+}
+
+/** Logs `events` as revision `revision` (nothing when there are none); Postgres wants jsonb parameters as text. */
+export async function insertEvents(
+  trx: Knex.Transaction,
+  sessionId: string,
+  revision: number,
+  events: readonly SessionEvent[],
+  appended: ReadonlyMap<number, string> = new Map(),
+): Promise<void> {
   if (events.length === 0) return;
-  await trx('session_events').insert(events.map((e) => ({ session_id: sessionId, revision, kind: e.type, payload: JSON.stringify(e) })));
+  await trx('session_commits').insert({ session_id: sessionId, revision, events: JSON.stringify(toStored(events, appended)) });
 }
 
 /** A jsonb column checked by `schema`: parsed from pg, but it may arrive as text from other drivers. */
 export const jsonb = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (typeof v === 'string' ? JSON.parse(v) : v), schema);
 
 const headRow = z.object({ account_id: z.string(), revision: z.coerce.number(), deleted_at: z.unknown() });
+const storedEvents = jsonb(z.array(z.record(z.string(), z.unknown())));
 const loggedRow = z.object({
   revision: z.coerce.number(),
-  payload: jsonb(sessionEventSchema),
+  events: storedEvents,
+  // jsonb object keys are text: the positions come back as strings.
+  texts: jsonb(z.record(z.string(), z.string()).nullable()),
 });
 
-/** Reads of the session event log (`session_events`), for watchers replaying what they missed. */
+// One statement per page: the page's commits, each with the texts of the elements its events point at (by
+// the dialogue's primary key, so the work is bounded by the page, not by the session).
+const PAGE = `
+SELECT c.revision, c.events, (
+  SELECT jsonb_object_agg(d.seq, d.actor_text) FROM genie_dialogue d
+  WHERE d.session_id = c.session_id AND d.seq IN (
+    SELECT coalesce(e->>'actorInputSeq', e->>'seq')::int FROM jsonb_array_elements(c.events) e
+    WHERE (e->>'type' = 'dialogue_appended' AND e->'actorText' IS NULL) OR (e->>'type' = 'state_changed' AND e->'actorInputSeq' IS NOT NULL))
+) AS texts
+FROM session_commits c
+WHERE c.session_id = ? AND c.revision > ?
+ORDER BY c.revision
+LIMIT ?`;
+
+/** Reads of the session event log (`session_commits`), for watchers replaying what they missed. */
 export class KnexSessionEventLog implements SessionEventLog {
   constructor(private readonly db: Db) {}
 
@@ -30,31 +103,14 @@ export class KnexSessionEventLog implements SessionEventLog {
     return { accountId: r.account_id, revision: r.revision, deleted: r.deleted_at !== null && r.deleted_at !== undefined };
   }
 
-  /**
-   * Numbers may skip: a deleted session's log keeps only its session_deleted revision, so the page is
-   * bounded by the limit-th logged revision rather than by after + limit.
-   */
+  /** Numbers may skip: a deleted session's log keeps only its session_deleted revision. */
   async commitsAfter(sessionId: string, after: number, limit: number): Promise<SessionCommit[]> {
-    const upTo = this.db('session_events')
-      .where({ session_id: sessionId })
-      .andWhere('revision', '>', after)
-      .distinct('revision')
-      .orderBy('revision')
-      .limit(limit)
-      .as('page');
-    const rows = await this.db('session_events')
-      .where({ session_id: sessionId })
-      .andWhere('revision', '>', after)
-      .andWhere('revision', '<=', this.db.from(upTo).max('revision'))
-      .orderBy([{ column: 'revision' }, { column: 'id' }])
-      .select('revision', 'payload');
-    const commits: SessionCommit[] = [];
-    for (const row of rows) {
+    if (limit <= 0) return [];
+    const { rows } = (await this.db.raw(PAGE, [sessionId, after, limit])) as { rows: unknown[] };
+    return rows.map((row) => {
       const r = loggedRow.parse(row);
-      let last = commits[commits.length - 1];
-      if (!last || last.revision !== r.revision) commits.push((last = { revision: r.revision, events: [] }));
-      last.events.push(r.payload);
-    }
-    return commits;
+      const texts = new Map(Object.entries(r.texts ?? {}).map(([seq, text]) => [Number(seq), text]));
+      return { revision: r.revision, events: fromStored(sessionId, r.revision, r.events, texts) };
+    });
   }
 }

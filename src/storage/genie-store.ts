@@ -24,7 +24,7 @@ import type { Db } from './db.js';
 import { KnexUnitOfWork } from './unit-of-work.js';
 import { knexOf } from './knex-tx.js';
 import { keysetPage } from './rows.js';
-import { insertEvents, jsonb } from './genie-event-log.js';
+import { insertEvents, jsonb, toStored } from './genie-event-log.js';
 
 // Rows as the drivers return them, checked rather than cast (bigint columns may arrive as strings).
 const int = z.coerce.number();
@@ -104,9 +104,6 @@ const sessionRow = z
     }),
   );
 
-/** A revision's snapshot (genie_session_revisions), laid over the session's head row. */
-const revisionRow = z.object({ ...versionedColumns, created_at: isoDate });
-
 const dialogueRow = z
   .object({ seq: int, actor: actorSchema, actor_text: z.string(), event: z.string(), timestamp: isoDate, revision: int })
   .transform((r): DialogueRow => ({ seq: r.seq, actor: r.actor, actorText: r.actor_text, event: r.event, timestamp: r.timestamp, revision: r.revision }));
@@ -183,6 +180,11 @@ export class KnexSessionStore implements SessionStore {
     return row === undefined ? undefined : sessionRow.parse(row);
   }
 
+  async readSession(accountId: string, id: string): Promise<StoredSession | undefined> {
+    const row = await this.db('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first();
+    return row === undefined ? undefined : sessionRow.parse(row);
+  }
+
   async insertSession(s: NewSession, fork: ForkSource | undefined, events: SessionEvent[], tx: Tx): Promise<WriteResult> {
     const trx = knexOf(tx);
     const now = new Date();
@@ -227,45 +229,26 @@ export class KnexSessionStore implements SessionStore {
 
   async commitRevision(current: StoredSession, w: SessionWrite, tx: Tx): Promise<WriteResult> {
     const trx = knexOf(tx);
-    const id = current.id;
-    const revision = current.revision + 1;
-    const now = new Date();
-    const appended: DialogueRow[] = w.dialogue.map((d, i) => ({ ...d, seq: current.dialogueLength + i + 1, revision }));
-    const [updated] = await trx('genie_sessions')
-      .where({ id })
-      .update({
-        schema_version: w.schemaVersion,
-        state: w.state,
-        actor: w.actor,
-        actor_input: w.actorInput,
-        fields: json(w.fields),
-        revision,
-        dialogue_length: current.dialogueLength + appended.length,
-        expire_time: w.expireTime ?? null,
-        updated_at: now,
-      })
-      .returning('*');
-    const session = sessionRow.parse(updated);
-    await insertRevision(trx, session);
-    if (appended.length) {
-      await trx('genie_dialogue').insert(
-        appended.map((d) => ({ session_id: id, seq: d.seq, actor: d.actor, actor_text: d.actorText, event: d.event, timestamp: d.timestamp, revision })),
-      );
-    }
+    const result = await commitStatement(trx, current, w);
+    // The caller holds the session locked at current.revision: the statement's guard cannot fail.
+    if (!result) throw new Error(`session ${current.id} is no longer live at revision ${current.revision}`);
     if (w.secondary) {
       const { key, value } = w.secondary;
-      await trx('genie_secondary').insert({ session_id: id, key, value, size_bytes: value.length, revision, created_at: now });
+      await trx('genie_secondary').insert({ session_id: current.id, key, value, size_bytes: value.length, revision: result.session.revision, created_at: result.session.updatedAt });
     }
-    await insertEvents(trx, id, revision, w.events);
-    const last = appended[appended.length - 1] ?? (current.dialogueLength ? await this.element(id, current.dialogueLength, tx) : undefined);
-    return { session, last, commit: { revision, events: w.events } };
+    return result;
+  }
+
+  async commitIfAt(current: StoredSession, w: SessionWrite, guard: { latestSchemaVersion: number }): Promise<WriteResult | undefined> {
+    if (w.secondary) throw new Error(`session ${current.id}: commitIfAt writes no secondary value (key ${w.secondary.key})`);
+    return commitStatement(this.db, current, w, guard);
   }
 
   async tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date, tx: Tx): Promise<WriteResult['commit']> {
     const trx = knexOf(tx);
     const { id } = current;
     const revision = current.revision + 1;
-    await trx('session_events').where({ session_id: id }).delete();
+    await trx('session_commits').where({ session_id: id }).delete();
     await trx('genie_secondary').where({ session_id: id }).delete();
     await trx('genie_dialogue').where({ session_id: id }).delete();
     await trx('genie_session_revisions').where({ session_id: id }).delete();
@@ -280,34 +263,10 @@ export class KnexSessionStore implements SessionStore {
 
   async sessionAt(accountId: string, id: string, revision: number, tx?: Tx): Promise<{ session: StoredSession; dialogue: DialogueRow[] } | undefined> {
     const q = knexOf(tx, this.db);
-    const head = await q('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first();
-    if (!head) return undefined;
-    const found = await q('genie_session_revisions').where({ session_id: id, revision }).first();
-    if (!found) return undefined;
-    const r = revisionRow.parse(found);
-    const session: StoredSession = { ...sessionRow.parse(head), ...versioned(r), updatedAt: r.created_at };
+    const { rows } = (await q.raw(SESSION_AT, [revision, id, accountId])) as { rows: unknown[] };
+    if (rows.length === 0) return undefined;
+    const session = sessionRow.parse(rows[0]);
     return { session, dialogue: await this.dialogue(id, session.dialogueLength, tx) };
-  }
-
-  // TEMPORARY (lead): replaced by the store branch's one-statement versions.
-  async readSession(accountId: string, id: string): Promise<StoredSession | undefined> {
-    const row = await this.db('genie_sessions').where({ id, account_id: accountId }).whereNull('deleted_at').first();
-    return row === undefined ? undefined : sessionRow.parse(row);
-  }
-
-  async commitIfAt(current: StoredSession, w: SessionWrite, guard: { latestSchemaVersion: number }): Promise<WriteResult | undefined> {
-    return this.db.transaction(async (trx) => {
-      const tx = trx as unknown as Tx;
-      const cur = await this.lockSession(current.accountId, current.id, 'update', tx);
-      if (!cur || cur.revision !== current.revision) return undefined;
-      const newer = await trx('genie_model_types').where({ account_id: current.accountId, name: current.modelType }).andWhere('schema_version', '>', guard.latestSchemaVersion).first('name');
-      if (newer) return undefined;
-      return this.commitRevision(cur, w, tx);
-    });
-  }
-
-  async dialogueTail(sessionId: string, upToSeq: number, n: number, tx?: Tx): Promise<DialogueRow[]> {
-    return this.dialogueRange(sessionId, Math.max(1, upToSeq - n + 1), upToSeq, tx);
   }
 
   async sessionExists(accountId: string, id: string, tx?: Tx): Promise<boolean> {
@@ -321,6 +280,12 @@ export class KnexSessionStore implements SessionStore {
 
   async dialogue(sessionId: string, upToSeq: number, tx?: Tx): Promise<DialogueRow[]> {
     return this.dialogueRange(sessionId, 1, upToSeq, tx);
+  }
+
+  async dialogueTail(sessionId: string, upToSeq: number, n: number, tx?: Tx): Promise<DialogueRow[]> {
+    if (n <= 0) return [];
+    const rows = await knexOf(tx, this.db)('genie_dialogue').where({ session_id: sessionId }).andWhere('seq', '<=', upToSeq).orderBy('seq', 'desc').limit(n);
+    return rows.map((r) => dialogueRow.parse(r)).reverse();
   }
 
   async dialoguePage(sessionId: string, afterSeq: number, upToSeq: number, limit: number, maxTextBytes: number): Promise<DialogueRow[]> {
@@ -420,7 +385,7 @@ export class KnexSessionStore implements SessionStore {
         .array(z.string())
         .parse(await trx('genie_sessions').where('deleted_at', '<', cutoff).orderBy('deleted_at').limit(limit).forUpdate().skipLocked().pluck('id'));
       if (ids.length === 0) return 0;
-      await trx('session_events').whereIn('session_id', ids).del();
+      await trx('session_commits').whereIn('session_id', ids).del();
       await trx('genie_sessions').whereIn('id', ids).del();
       return ids.length;
     });
@@ -442,6 +407,7 @@ export class KnexSessionStore implements SessionStore {
   }
 }
 
+/** Revision 1 of a session: it appends nothing and has no previous revision, so it stores every column. */
 async function insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<void> {
   await trx('genie_session_revisions').insert({
     session_id: s.id,
@@ -454,4 +420,109 @@ async function insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<
     dialogue_length: s.dialogueLength,
     created_at: s.updatedAt,
   });
+}
+
+/**
+ * A session at one of its revisions: the head's identity laid under the revision's snapshot, with what the
+ * revision does not repeat put back: a NULL actor_input is the text of the element at its dialogue_length,
+ * and NULL fields are the latest stored ones before it (found backwards along the primary key).
+ */
+const SESSION_AT = `
+SELECT g.id, g.account_id, g.model_type, g.forked_from_session_id, g.forked_from_revision, g.expire_time, g.created_at,
+  r.schema_version, r.state, r.actor, r.revision, r.dialogue_length, r.created_at AS updated_at,
+  coalesce(r.actor_input, d.actor_text) AS actor_input,
+  coalesce(r.fields, (
+    SELECT f.fields FROM genie_session_revisions f
+    WHERE f.session_id = r.session_id AND f.revision < r.revision AND f.fields IS NOT NULL
+    ORDER BY f.revision DESC LIMIT 1)) AS fields
+FROM genie_sessions g
+JOIN genie_session_revisions r ON r.session_id = g.id AND r.revision = ?
+LEFT JOIN genie_dialogue d ON r.actor_input IS NULL AND d.session_id = g.id AND d.seq = r.dialogue_length
+WHERE g.id = ? AND g.account_id = ? AND g.deleted_at IS NULL`;
+
+const lastColumns = z.object({
+  l_seq: nullable(int),
+  l_actor: z.unknown(),
+  l_actor_text: z.unknown(),
+  l_event: z.unknown(),
+  l_timestamp: z.unknown(),
+  l_revision: z.unknown(),
+});
+
+/**
+ * Commits `w` as the revision after `current` in one statement, so a write is one round trip: the head's
+ * update is guarded by (id, account, revision, live) and every other row is inserted from what it returns,
+ * so when the guard fails nothing is written and no row comes back (undefined). Every part of the statement
+ * reads the snapshot it started with, so `prior` (the head before the update) and the session's last
+ * element when nothing is appended are read as of `current`. The revision row leaves out what it would
+ * repeat: actor_input when it is the text of the element at its dialogue_length, fields when they equal
+ * the previous revision's.
+ */
+async function commitStatement(
+  q: Knex | Knex.Transaction,
+  current: StoredSession,
+  w: SessionWrite,
+  guard?: { latestSchemaVersion: number },
+): Promise<WriteResult | undefined> {
+  const id = current.id;
+  const revision = current.revision + 1;
+  const now = new Date();
+  const appended: DialogueRow[] = w.dialogue.map((d, i) => ({ ...d, seq: current.dialogueLength + i + 1, revision }));
+  const lastAppended = appended[appended.length - 1];
+  const dialogueLength = current.dialogueLength + appended.length;
+  const bindings: Knex.RawBinding[] = [];
+  const bind = (...v: Knex.RawBinding[]) => {
+    bindings.push(...v);
+    return v.map(() => '?').join(', ');
+  };
+  const parts: string[] = [
+    `s AS (
+      UPDATE genie_sessions SET schema_version = ${bind(w.schemaVersion)}, state = ${bind(w.state)}, actor = ${bind(w.actor)},
+        actor_input = ${bind(w.actorInput)}, fields = ${bind(json(w.fields))}::jsonb, revision = ${bind(revision)},
+        dialogue_length = ${bind(dialogueLength)}, expire_time = ${bind(w.expireTime ?? null)}::timestamptz, updated_at = ${bind(now)}::timestamptz
+      WHERE id = ${bind(id)} AND account_id = ${bind(current.accountId)} AND revision = ${bind(current.revision)} AND deleted_at IS NULL
+      ${
+        // A write decided on cached model type versions lands only if no newer version was registered since.
+        guard
+          ? `AND NOT EXISTS (SELECT 1 FROM genie_model_types t WHERE t.account_id = ${bind(current.accountId)} AND t.name = ${bind(current.modelType)} AND t.schema_version > ${bind(guard.latestSchemaVersion)})`
+          : ''
+      }
+      RETURNING *)`,
+    // Nothing appended: the answer's last element, and what a NULL actor_input would stand for.
+    `last AS (SELECT seq, actor, actor_text, event, timestamp, revision FROM genie_dialogue
+      WHERE ${lastAppended || current.dialogueLength === 0 ? 'false' : `session_id = ${bind(id)} AND seq = ${bind(current.dialogueLength)}`})`,
+  ];
+  const actorInput = lastAppended
+    ? `CASE WHEN ${bind(lastAppended.actorText === w.actorInput)}::boolean THEN NULL ELSE s.actor_input END`
+    : `CASE WHEN s.actor_input = (SELECT actor_text FROM last) THEN NULL ELSE s.actor_input END`;
+  parts.push(`r AS (
+    INSERT INTO genie_session_revisions (session_id, revision, schema_version, state, actor, actor_input, fields, dialogue_length, created_at)
+    SELECT s.id, s.revision, s.schema_version, s.state, s.actor, ${actorInput},
+      CASE WHEN s.fields = (SELECT prior.fields FROM genie_sessions prior WHERE prior.id = s.id) THEN NULL ELSE s.fields END,
+      s.dialogue_length, s.updated_at
+    FROM s)`);
+  if (appended.length) {
+    const rows = appended.map((d) => ({ seq: d.seq, actor: d.actor, actor_text: d.actorText, event: d.event, timestamp: d.timestamp.toISOString() }));
+    parts.push(`d AS (
+      INSERT INTO genie_dialogue (session_id, seq, actor, actor_text, event, timestamp, revision)
+      SELECT s.id, x.seq, x.actor, x.actor_text, x.event, x.timestamp, s.revision
+      FROM s, jsonb_to_recordset(${bind(json(rows))}::jsonb) AS x(seq int, actor text, actor_text text, event text, timestamp timestamptz))`);
+  }
+  if (w.events.length) {
+    const stored = toStored(w.events, new Map(appended.map((d) => [d.seq, d.actorText])));
+    parts.push(`c AS (INSERT INTO session_commits (session_id, revision, events) SELECT s.id, s.revision, ${bind(json(stored))}::jsonb FROM s)`);
+  }
+  const sql = `WITH ${parts.join(',\n')}
+    SELECT s.*, l.seq AS l_seq, l.actor AS l_actor, l.actor_text AS l_actor_text, l.event AS l_event, l.timestamp AS l_timestamp, l.revision AS l_revision
+    FROM s LEFT JOIN last l ON true`;
+  const { rows } = (await q.raw(sql, bindings)) as { rows: unknown[] };
+  const row = rows[0];
+  if (row === undefined) return undefined;
+  const l = lastColumns.parse(row);
+  const last =
+    lastAppended ??
+    (l.l_seq === undefined
+      ? undefined
+      : dialogueRow.parse({ seq: l.l_seq, actor: l.l_actor, actor_text: l.l_actor_text, event: l.l_event, timestamp: l.l_timestamp, revision: l.l_revision }));
+  return { session: sessionRow.parse(row), last, commit: { revision, events: w.events } };
 }

@@ -114,20 +114,9 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
     return s && this.view(s);
   }
 
-  // TEMPORARY (lead): the store branch brings the real ones.
   async readSession(accountId: string, id: string): Promise<StoredSession | undefined> {
-    return this.lockSession(accountId, id);
-  }
-
-  async commitIfAt(current: StoredSession, w: SessionWrite, guard: { latestSchemaVersion: number }): Promise<WriteResult | undefined> {
-    const cur = await this.lockSession(current.accountId, current.id);
-    const latest = (await this.modelTypeVersions(current.accountId, current.modelType)).at(-1)?.schemaVersion ?? 0;
-    if (!cur || cur.revision !== current.revision || latest > guard.latestSchemaVersion) return undefined;
-    return this.commitRevision(cur, w);
-  }
-
-  async dialogueTail(sessionId: string, upToSeq: number, n: number): Promise<DialogueRow[]> {
-    return (await this.dialogue(sessionId, upToSeq)).slice(-n);
+    const s = this.live(accountId, id);
+    return s && this.view(s);
   }
 
   async insertSession(s: NewSession, fork: ForkSource | undefined, events: SessionEvent[]): Promise<WriteResult> {
@@ -159,6 +148,17 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
     }
     this.log(current.id, revision, w.events);
     return { session: this.view(row), last: await this.element(current.id, row.dialogueLength), commit: { revision, events: w.events } };
+  }
+
+  /** Waits for the transaction running now, as the guarded update waits for its lock on the session row. */
+  async commitIfAt(current: StoredSession, w: SessionWrite, guard: { latestSchemaVersion: number }): Promise<WriteResult | undefined> {
+    if (w.secondary) throw new Error(`session ${current.id}: commitIfAt writes no secondary value (key ${w.secondary.key})`);
+    const newer = () => this.state.types.some((t) => t.accountId === current.accountId && t.name === current.modelType && t.schemaVersion > guard.latestSchemaVersion);
+    const turn = this.queue.then(() =>
+      this.live(current.accountId, current.id)?.revision === current.revision && !newer() ? this.commitRevision(current, w) : undefined,
+    );
+    this.queue = turn.catch(() => undefined);
+    return turn;
   }
 
   async tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date): Promise<SessionCommit> {
@@ -196,6 +196,10 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
 
   async dialogue(sessionId: string, upToSeq: number): Promise<DialogueRow[]> {
     return this.state.dialogue.filter((d) => d.sessionId === sessionId && d.seq <= upToSeq).map(row);
+  }
+
+  async dialogueTail(sessionId: string, upToSeq: number, n: number): Promise<DialogueRow[]> {
+    return n <= 0 ? [] : (await this.dialogue(sessionId, upToSeq)).slice(-n);
   }
 
   async dialoguePage(sessionId: string, afterSeq: number, upToSeq: number, limit: number): Promise<DialogueRow[]> {

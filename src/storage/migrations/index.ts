@@ -9,6 +9,7 @@ import * as m007 from './007_request_id_per_caller.js';
 import * as m008 from './008_admin_v1.js';
 import * as m009 from './009_prompt_v1.js';
 import * as m010 from './010_session_events_v1.js';
+import * as m011 from './011_session_commits.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -28,6 +29,7 @@ const migrations: Record<string, Migration> = {
   '008_admin_v1': m008,
   '009_prompt_v1': m009,
   '010_session_events_v1': m010,
+  '011_session_commits': m011,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
