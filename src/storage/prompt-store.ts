@@ -132,6 +132,36 @@ const patchColumns = (p: PromptPatch): DbRow => {
   return set;
 };
 
+/** A connection as pg and PGlite both hand one out: `query` takes `$n` parameters and answers the rows. */
+interface RawConnection {
+  query(sql: string, params: unknown[]): Promise<{ rows: DbRow[] }>;
+}
+
+/**
+ * One statement on a connection of the pool, with no query builder between: for the hottest writes, where
+ * Knex's per-query work (rewriting `?` to `$n`, its runner, its events) costs more than the statement's own
+ * client-side work. Only for statements that are already plain SQL; the pool (size, timeouts, discarding
+ * broken connections, PGlite's one connection) is Knex's, as for every other query.
+ */
+async function pooledQuery(db: Db, sql: string, params: unknown[]): Promise<DbRow[]> {
+  const client = db.client as { acquireConnection(): Promise<RawConnection>; releaseConnection(c: RawConnection): Promise<unknown> };
+  const connection = await client.acquireConnection();
+  try {
+    return (await connection.query(sql, params)).rows;
+  } finally {
+    await client.releaseConnection(connection);
+  }
+}
+
+/** AppendHistory without a request id: the bump and the insert in one statement (see appendHistory). */
+const APPEND_HISTORY = `with bumped as (
+    update prompts set revision = revision + 1, last_activity_at = CURRENT_TIMESTAMP
+    where id = $1 and account_id = $2 returning revision
+  )
+  insert into prompt_history (prompt_id, request, response, messages, revision)
+  select $1::uuid, $3::jsonb, $4::jsonb, $5::jsonb, revision from bumped
+  returning *`;
+
 /**
  * Prompts and their logs in Postgres (PromptStore), and the account resources prompts refer to, read from
  * AdminService's tables (PromptDirectory).
@@ -234,17 +264,7 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
    * claims no request id needs no transaction and makes one round trip instead of four.
    */
   async appendHistory(accountId: string, h: NewHistory): Promise<HistoryRow | undefined> {
-    const r: { rows: DbRow[] } = await this.db.raw(
-      `with bumped as (
-         update prompts set revision = revision + 1, last_activity_at = CURRENT_TIMESTAMP
-         where id = ? and account_id = ? returning revision
-       )
-       insert into prompt_history (prompt_id, request, response, messages, revision)
-       select ?::uuid, ?::jsonb, ?::jsonb, ?::jsonb, revision from bumped
-       returning *`,
-      [h.promptId, accountId, h.promptId, JSON.stringify(h.request), JSON.stringify(h.response), JSON.stringify(h.messages)],
-    );
-    const row = r.rows[0];
+    const [row] = await pooledQuery(this.db, APPEND_HISTORY, [h.promptId, accountId, JSON.stringify(h.request), JSON.stringify(h.response), JSON.stringify(h.messages)]);
     return row === undefined ? undefined : historyFromRow(row);
   }
 

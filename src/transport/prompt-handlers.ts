@@ -2,11 +2,11 @@ import { z } from 'zod';
 import type { LlmClientRef, PromptHistorySnapshot, PromptUseCases } from '../prompt/service.js';
 import type { HistoryRow, PluginUsageRow, PromptPatch, PromptRow, ToolCallRow } from '../prompt/store.js';
 import {
-  ChatMessage,
+  type ChatMessage,
   ChatRole,
   GetPromptHistoryResponse,
   type Prompt,
-  PromptHistory,
+  type PromptHistory,
   PromptPluginUsage,
   PromptToolCall,
   type AppendHistoryRequest,
@@ -16,7 +16,6 @@ import {
   type RecordToolCallRequest,
   type UpdatePromptRequest,
 } from '../gen/parley/prompt/v1/prompt.js';
-import { Struct } from '../gen/google/protobuf/struct.js';
 import { fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
 import { chatMessageProblems, fromOpenAiMessage, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
 import { REPLY_BUDGET_BYTES } from '../prompt/service.js';
@@ -44,6 +43,7 @@ import { callerOf } from './authenticate.js';
 import { optionalString, optionalUuid, uuid } from './zod-fields.js';
 import type { ServiceHandlers } from './rpc.js';
 import { pageReply } from './replies.js';
+import { delimited, intSize, stringField, structSize, timestampSize } from './wire-size.js';
 import type { Page } from '../paging.js';
 
 export const toPrompt = (r: PromptRow): Prompt => ({
@@ -133,7 +133,7 @@ const LLM_CLIENT_URL_MAX_LENGTH = 2048;
 /** INVALID_ARGUMENT on `update_mask`, reason UPDATE_MASK_INVALID, naming the path. */
 const maskInvalid = (violations: FieldViolation[]) => invalidArgument(violations, 'UPDATE_MASK_INVALID');
 
-const structBytes = (v: Record<string, unknown> | undefined) => (v === undefined ? 0 : Struct.encode(Struct.wrap(v)).finish().length);
+const structBytes = (v: Record<string, unknown> | undefined) => (v === undefined ? 0 : structSize(v));
 const textBytes = (v: string) => Buffer.byteLength(v, 'utf8');
 const mib = (n: number) => `${(n / (1024 * 1024)).toFixed(2)} MiB`;
 
@@ -147,8 +147,22 @@ function checkEntrySize(parts: Record<string, number>): void {
 }
 
 /** Bytes an item adds to a repeated field of a reply: the encoded message plus its tag and length prefix. */
-const inList = (n: number) => 1 + (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4) + n;
-const historySize = (r: HistoryRow) => inList(PromptHistory.encode(toHistory(r)).finish().length);
+const inList = (n: number) => 1 + delimited(n);
+
+/** ChatMessage's encoded bytes (its generated encoder, field for field; see wire-size.ts). */
+export function chatMessageSize(m: ChatMessage): number {
+  let size = (m.role !== 0 ? 1 + intSize(m.role) : 0) + stringField(m.content) + stringField(m.name) + stringField(m.toolCallId);
+  for (const c of m.toolCalls) size += inList(stringField(c.id) + stringField(c.callType) + stringField(c.functionName) + stringField(c.functionArguments));
+  return size;
+}
+
+/** PromptHistory's encoded bytes for `toHistory(r)`, counted rather than encoded: every write and every page reads it. */
+function historyBytes(r: HistoryRow): number {
+  let size = stringField(r.id) + stringField(r.promptId) + 1 + delimited(structSize(r.request)) + 1 + delimited(structSize(r.response));
+  for (const m of r.messages) size += inList(chatMessageSize(toChatMessage(fromOpenAiMessage(m))));
+  return size + 1 + delimited(timestampSize(r.createdAt)) + (r.revision !== 0 ? 1 + intSize(r.revision) : 0);
+}
+export const historySize = (r: HistoryRow) => inList(historyBytes(r));
 const toolCallSize = (r: ToolCallRow) => inList(PromptToolCall.encode(toToolCall(r)).finish().length);
 const pluginUsageSize = (r: PluginUsageRow) => inList(PromptPluginUsage.encode(toPluginUsage(r)).finish().length);
 
@@ -262,7 +276,7 @@ const appendHistoryLimits = (req: AppendHistoryRequest) =>
   checkEntrySize({
     request: structBytes(req.request),
     response: structBytes(req.response),
-    messages: req.messages.reduce((n, m) => n + inList(ChatMessage.encode(m).finish().length), 0),
+    messages: req.messages.reduce((n, m) => n + inList(chatMessageSize(m)), 0),
   });
 
 const recordToolCall = z.object({

@@ -61,139 +61,208 @@ const segment = (key: string): string => (/^[\w$@:-]{1,64}$/.test(key) ? key : q
 /** ts-proto's property name for a proto field name (`actor_input` → `actorInput`). */
 export const propertyName = (protoName: string) => protoName.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
+/** How a step of a field path is written: `.name` (a field), `[i]` (an item), `[key]` (a map entry), `.key` (a JSON key). */
+const enum Step {
+  Field,
+  Index,
+  MapKey,
+  JsonKey,
+}
+
+/** Each message's fields with their ts-proto property names, computed once per message type. */
+const fieldsOf = new WeakMap<DescMessage, ReadonlyArray<readonly [DescField, string]>>();
+function namedFields(desc: DescMessage): ReadonlyArray<readonly [DescField, string]> {
+  let named = fieldsOf.get(desc);
+  if (!named) fieldsOf.set(desc, (named = desc.fields.map((f) => [f, propertyName(f.name)] as const)));
+  return named;
+}
+
+/**
+ * Walks a decoded request. The path of the value at hand is kept as a stack of steps and written out only
+ * when a problem is reported: nearly every request has none, and a string per field and per JSON key (with
+ * a pattern test for each key) was most of the walk's cost.
+ */
 class Checker {
   readonly violations: FieldViolation[] = [];
+  private readonly steps: Step[] = [];
+  private readonly names: Array<string | number> = [];
+  private depth = 0;
 
   get full(): boolean {
     return this.violations.length >= MAX_REPORTED;
   }
 
-  add(field: string, description: string): void {
-    if (!this.full) this.violations.push({ field, description });
+  private push(step: Step, name: string | number): void {
+    this.steps[this.depth] = step;
+    this.names[this.depth++] = name;
   }
 
-  message(desc: DescMessage, obj: unknown, path: string): void {
+  private pop(): void {
+    this.depth--;
+  }
+
+  /** The path of the value at hand, as `session.fields.a.b` or `messages[2].content`. */
+  private path(): string {
+    let out = '';
+    for (let i = 0; i < this.depth; i++) {
+      const name = this.names[i]!;
+      switch (this.steps[i]) {
+        case Step.Field:
+          out = out ? `${out}.${name}` : String(name);
+          break;
+        case Step.Index:
+          out = `${out}[${name}]`;
+          break;
+        case Step.MapKey:
+          out = `${out}[${segment(String(name))}]`;
+          break;
+        case Step.JsonKey:
+          out = `${out}.${segment(String(name))}`;
+          break;
+      }
+    }
+    return out;
+  }
+
+  private add(description: string): void {
+    if (!this.full) this.violations.push({ field: this.path(), description });
+  }
+
+  message(desc: DescMessage, obj: unknown): void {
     if (typeof obj !== 'object' || obj === null) return;
     const record = obj as Record<string, unknown>;
-    for (const field of desc.fields) {
+    for (const [field, name] of namedFields(desc)) {
       if (this.full) return;
-      const name = propertyName(field.name);
       if (!Object.hasOwn(record, name)) continue;
       const value = record[name];
       if (value === undefined || value === null) continue;
-      this.field(field, value, path ? `${path}.${field.name}` : field.name);
+      this.push(Step.Field, field.name);
+      this.field(field, value);
+      this.pop();
     }
   }
 
-  private field(field: DescField, value: unknown, path: string): void {
+  private field(field: DescField, value: unknown): void {
     switch (field.fieldKind) {
       case 'scalar':
-        return this.scalar(field.scalar, value, path);
+        return this.scalar(field.scalar, value);
       case 'enum':
-        return this.enumValue(field.enum.values, value, path);
+        return this.enumValue(field.enum.values, value);
       case 'message':
-        return this.messageValue(field.message, value, path);
+        return this.messageValue(field.message, value);
       case 'list':
         if (!Array.isArray(value)) return;
         value.forEach((item, i) => {
           if (this.full) return;
-          const at = `${path}[${i}]`;
-          if (field.listKind === 'scalar') this.scalar(field.scalar, item, at);
-          else if (field.listKind === 'enum') this.enumValue(field.enum.values, item, at);
-          else this.messageValue(field.message, item, at);
+          this.push(Step.Index, i);
+          if (field.listKind === 'scalar') this.scalar(field.scalar, item);
+          else if (field.listKind === 'enum') this.enumValue(field.enum.values, item);
+          else this.messageValue(field.message, item);
+          this.pop();
         });
         return;
       case 'map':
         if (typeof value !== 'object') return;
         for (const [key, item] of Object.entries(value as object)) {
           if (this.full) return;
-          const at = `${path}[${segment(key)}]`;
-          this.key(key, at);
-          if (field.mapKind === 'scalar') this.scalar(field.scalar, item, at);
-          else if (field.mapKind === 'enum') this.enumValue(field.enum.values, item, at);
-          else this.messageValue(field.message, item, at);
+          this.push(Step.MapKey, key);
+          this.key(key);
+          if (field.mapKind === 'scalar') this.scalar(field.scalar, item);
+          else if (field.mapKind === 'enum') this.enumValue(field.enum.values, item);
+          else this.messageValue(field.message, item);
+          this.pop();
         }
         return;
     }
   }
 
-  private scalar(type: ScalarType, value: unknown, path: string): void {
-    if (type === ScalarType.STRING) this.text(value, path);
+  private scalar(type: ScalarType, value: unknown): void {
+    if (type === ScalarType.STRING) this.text(value);
     else if ((type === ScalarType.DOUBLE || type === ScalarType.FLOAT) && typeof value === 'number' && !Number.isFinite(value)) {
-      this.add(path, 'must be a finite number');
+      this.add('must be a finite number');
     }
   }
 
-  private enumValue(values: readonly { number: number; name: string }[], value: unknown, path: string): void {
+  private enumValue(values: readonly { number: number; name: string }[], value: unknown): void {
     if (typeof value === 'number' && !values.some((v) => v.number === value)) {
       // The names are what a JSON client sends (CHAT_ROLE_USER), so the error lists those, never the numbers
       // alone. The unspecified value (0) is listed too: whether it is allowed is the field's own rule.
-      this.add(path, `unknown enum value ${value}; must be one of ${values.map((v) => v.name).join(', ')}`);
+      this.add(`unknown enum value ${value}; must be one of ${values.map((v) => v.name).join(', ')}`);
     }
   }
 
-  private messageValue(desc: DescMessage, value: unknown, path: string): void {
+  private messageValue(desc: DescMessage, value: unknown): void {
     switch (desc.typeName) {
       case 'google.protobuf.Struct':
-        return this.json(value, path, 0);
+        return this.json(value, 0);
       case 'google.protobuf.Value':
-        return this.json(value, path, 0);
+        return this.json(value, 0);
       case 'google.protobuf.ListValue':
-        return this.json(value, path, 0);
+        return this.json(value, 0);
       case 'google.protobuf.Timestamp':
-        return this.timestamp(value, path);
+        return this.timestamp(value);
       case 'google.protobuf.FieldMask':
         // ts-proto unwraps a FieldMask to its paths.
-        if (Array.isArray(value)) value.forEach((p, i) => this.text(p, `${path}[${i}]`));
+        if (Array.isArray(value)) {
+          value.forEach((p, i) => {
+            this.push(Step.Index, i);
+            this.text(p);
+            this.pop();
+          });
+        }
         return;
       case 'google.protobuf.StringValue':
-        return this.text(value, path);
+        return this.text(value);
       default:
-        return this.message(desc, value, path);
+        return this.message(desc, value);
     }
   }
 
-  private text(value: unknown, path: string): void {
+  private text(value: unknown): void {
     if (typeof value !== 'string') return;
-    if (!value.isWellFormed()) this.add(path, 'must be valid UTF-8');
-    else if (value.includes('\u0000')) this.add(path, 'must not contain NUL characters');
+    if (!value.isWellFormed()) this.add('must be valid UTF-8');
+    else if (value.includes('\u0000')) this.add('must not contain NUL characters');
   }
 
-  private key(key: string, path: string): void {
-    if (isReservedKey(key)) this.add(path, 'the key __proto__ is reserved');
-    else this.text(key, path);
+  private key(key: string): void {
+    if (isReservedKey(key)) this.add('the key __proto__ is reserved');
+    else this.text(key);
   }
 
-  private timestamp(value: unknown, path: string): void {
+  private timestamp(value: unknown): void {
     const ms = value instanceof Date ? value.getTime() : NaN;
-    if (!(ms >= TIME_MIN_MS && ms <= TIME_MAX_MS)) this.add(path, 'must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z');
+    if (!(ms >= TIME_MIN_MS && ms <= TIME_MAX_MS)) this.add('must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z');
   }
 
   /** A JSON value from a Struct, Value or ListValue; `depth` counts the objects and arrays around it. */
-  private json(value: unknown, path: string, depth: number): void {
+  private json(value: unknown, depth: number): void {
     if (this.full) return;
     switch (typeof value) {
       case 'string':
-        return this.text(value, path);
+        return this.text(value);
       case 'number':
-        if (!Number.isFinite(value)) this.add(path, 'must be a finite number (JSON has no NaN or Infinity)');
+        if (!Number.isFinite(value)) this.add('must be a finite number (JSON has no NaN or Infinity)');
         return;
       case 'object': {
         if (value === null) return;
-        if (depth + 1 > MAX_JSON_DEPTH) return this.add(path, `nests deeper than ${MAX_JSON_DEPTH} levels`);
+        if (depth + 1 > MAX_JSON_DEPTH) return this.add(`nests deeper than ${MAX_JSON_DEPTH} levels`);
         if (Array.isArray(value)) {
-          value.forEach((item, i) => this.json(item, `${path}[${i}]`, depth + 1));
+          value.forEach((item, i) => {
+            this.push(Step.Index, i);
+            this.json(item, depth + 1);
+            this.pop();
+          });
           return;
         }
         // A prototype other than Object.prototype means a decoder assigned a `__proto__` key.
-        if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
-          return this.add(path, 'the key __proto__ is reserved');
-        }
-        for (const [key, item] of Object.entries(value)) {
+        const proto: unknown = Object.getPrototypeOf(value);
+        if (proto !== Object.prototype && proto !== null) return this.add('the key __proto__ is reserved');
+        for (const key of Object.keys(value)) {
           if (this.full) return;
-          const at = `${path}.${segment(key)}`;
-          this.key(key, at);
-          this.json(item, at, depth + 1);
+          this.push(Step.JsonKey, key);
+          this.key(key);
+          this.json((value as Record<string, unknown>)[key], depth + 1);
+          this.pop();
         }
         return;
       }
@@ -206,7 +275,7 @@ class Checker {
 /** Problems of a decoded request (ts-proto shape) of type `desc`; empty when it may reach a handler. */
 export function requestViolations(desc: DescMessage, request: unknown): FieldViolation[] {
   const c = new Checker();
-  c.message(desc, request, '');
+  c.message(desc, request);
   return c.violations;
 }
 
