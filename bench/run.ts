@@ -30,6 +30,11 @@ import { HealthCheckResponse_ServingStatus, HealthClient } from '../src/gen/grpc
 import { createScratchDatabase } from '../test/helpers/scratch-db.js';
 import { bearer, insecure, ProcSampler, sleep, type BenchContext, type LoadCommand, type LoadReply, type Row, type Summary } from './lib.js';
 import { idleRssTable, measureIdleRss, type IdleRss } from './idle-rss.js';
+import { ASSISTANT_EVENT, Genie, USER_EVENT } from './dialogue.js';
+import { measureTurnCost } from './turn-cost.js';
+import { measurePgBytes, pgBytesTable, type PgBytes } from './pg-bytes.js';
+import { measureBulk, type BulkSeeding } from './bulk.js';
+import { scalingTable, type ScalingRow } from './scaling.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const resultsDir = path.join(root, 'bench', 'results');
@@ -64,8 +69,19 @@ const settings = {
   heapSnapshot: process.env.PARLEY_BENCH_HEAPSNAPSHOT === '1',
   /** How long the idle-RSS servers stay quiet before their last reading. */
   idleSettleMs: envInt('PARLEY_BENCH_IDLE_SETTLE_MS', 30_000),
-  /** The whole run is cut here, whatever happens. */
-  deadlineMs: envInt('PARLEY_BENCH_DEADLINE_MS', 290_000),
+  /** Dialogue lengths of the turn-cost rows (bench/turn-cost.ts), and the turns timed at each. */
+  turnLengths: (process.env.PARLEY_BENCH_TURN_LENGTHS || '10,100,1000,10000').split(',').map(Number),
+  turns: envInt('PARLEY_BENCH_TURNS', 100),
+  /** Sessions seeded at once for the turn-cost rows. */
+  seedParallel: envInt('PARLEY_BENCH_SEED_PARALLEL', 6),
+  /** Elements appended for the Postgres bytes per element (bench/pg-bytes.ts). */
+  bytesElements: envInt('PARLEY_BENCH_BYTES_ELEMENTS', 2000),
+  /** Sessions in the database for the total-data rows (bench/bulk.ts); off unless set, e.g. 10000,1000000. */
+  bulk: process.env.PARLEY_BENCH_BULK ? process.env.PARLEY_BENCH_BULK.split(',').map(Number).sort((a, b) => a - b) : undefined,
+  bulkSamples: envInt('PARLEY_BENCH_BULK_SAMPLES', 100),
+  bulkBatch: envInt('PARLEY_BENCH_BULK_BATCH', 20_000),
+  /** The whole run is cut here, whatever happens (an hour with PARLEY_BENCH_BULK). */
+  deadlineMs: envInt('PARLEY_BENCH_DEADLINE_MS', process.env.PARLEY_BENCH_BULK ? 3_600_000 : 480_000),
 };
 const wants = (name: string) => !settings.only || settings.only.has(name);
 if (settings.target && !settings.adminToken) {
@@ -330,7 +346,7 @@ interface Seeded {
 }
 
 const MODEL_TYPE = 'bench_chat';
-const EVENT = 'say';
+const EVENT = USER_EVENT;
 
 async function seed(address: string, databaseUrl: string | undefined, maxConcurrency: number): Promise<Seeded> {
   const admin = new AdminServiceClient(address, insecure);
@@ -365,6 +381,7 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
             initialState: 'open',
             transitions: [
               { fromState: 'open', eventName: EVENT, toState: 'open', actor: Actor.ACTOR_USER },
+              { fromState: 'open', eventName: ASSISTANT_EVENT, toState: 'open', actor: Actor.ACTOR_ASSISTANT },
               { fromState: 'open', eventName: 'close', toState: 'closed', actor: Actor.ACTOR_UNSPECIFIED },
             ],
           },
@@ -515,6 +532,53 @@ async function idleRss(): Promise<IdleRss[] | undefined> {
   });
 }
 
+interface Scaling {
+  turnCost?: ScalingRow[];
+  pgBytes?: PgBytes;
+  bulk?: ScalingRow[];
+  bulkSeeding?: BulkSeeding[];
+}
+
+/** The rows of issue 14: turn cost by dialogue length, Postgres bytes per element, turn cost by total data. */
+async function dialogueScaling(parley: { address: string; databaseUrl: string | undefined }, ctx: BenchContext): Promise<Scaling> {
+  const out: Scaling = {};
+  const genie = new Genie(parley.address, ctx.apiKey, MODEL_TYPE);
+  try {
+    if (wants('turn-cost')) {
+      out.turnCost = await measureTurnCost({ genie, redisUrl: settings.redisUrl, redisPrefix, lengths: settings.turnLengths, turns: settings.turns, seedParallel: settings.seedParallel, log });
+    }
+    if (wants('pg-bytes') && parley.databaseUrl) out.pgBytes = await measurePgBytes(genie, parley.databaseUrl, settings.bytesElements, log);
+    if (settings.bulk && wants('bulk') && parley.databaseUrl) {
+      const bulk = await measureBulk({
+        genie,
+        databaseUrl: parley.databaseUrl,
+        redisUrl: settings.redisUrl,
+        redisPrefix,
+        counts: settings.bulk,
+        samples: settings.bulkSamples,
+        batch: settings.bulkBatch,
+        log,
+      });
+      out.bulk = bulk.rows;
+      out.bulkSeeding = bulk.seeding;
+    }
+  } finally {
+    genie.close();
+  }
+  return out;
+}
+
+function scalingText(s: Scaling): string {
+  let out = '';
+  if (s.turnCost) out += `turn cost by dialogue length (concurrency 1; a turn = SendEvent user 200 B + assistant 1 KB)\n\n${scalingTable(s.turnCost, 'dialogue length')}\n\n`;
+  if (s.pgBytes) out += `Postgres bytes per dialogue element (${s.pgBytes.elements} elements of ${s.pgBytes.utteranceBytes} B, after VACUUM)\n\n${pgBytesTable(s.pgBytes)}\n\n`;
+  if (s.bulk && s.bulkSeeding) {
+    const seeded = s.bulkSeeding.map((b) => `${b.sessions.toLocaleString('en-US')} sessions: seeded in ${b.seedSeconds} s, vacuum ${b.vacuumSeconds} s, ${b.tablesMiB.toLocaleString('en-US')} MiB`).join('; ');
+    out += `turn cost by total data (sessions of 10 elements; random sessions, concurrency 1)\n${seeded}\n\n${scalingTable(s.bulk, 'sessions')}\n\n`;
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const began = Date.now();
   const idle = await idleRss();
@@ -580,34 +644,43 @@ async function main(): Promise<void> {
 
     const reads = ['GetSession', 'OpenPrompt'];
     const writes = ['AppendHistory', 'SendEvent'];
+    // The writes' ceiling: AppendHistory's storage calls (one INSERT … + PUBLISH), measured once per concurrency.
+    const versus = (own: Row, ceiling: Row, label: string, target: string | undefined, min: number) => {
+      own.ceiling = label;
+      own.throughputRatio = r2(own.opsPerSec! / ceiling.opsPerSec!);
+      own.p99Ratio = r2(own.p99Ms! / ceiling.p99Ms!);
+      if (target) {
+        own.target = target;
+        own.met = own.throughputRatio !== null && own.throughputRatio >= min;
+      }
+    };
     for (const c of settings.concurrencies) {
+      let append: Row | undefined;
+      const appendCeiling = async () => (append ??= parley.databaseUrl ? await unary('AppendHistory', 'storage-ceiling', '', load.pid, c) : undefined);
       for (const scenario of [...reads, ...writes]) {
         if (!wants(scenario)) continue;
-        const isRead = reads.includes(scenario);
         const own = await unary(scenario, 'parley', parley.address, parley.pid, c);
-        const noop = isRead ? await unary(scenario, 'noop-ceiling', ceiling.address, ceiling.pid, c) : undefined;
-        const storage = parley.databaseUrl ? await unary(scenario, 'storage-ceiling', '', load.pid, c) : undefined;
-        if (isRead && noop) {
+        if (reads.includes(scenario)) {
+          const noop = await unary(scenario, 'noop-ceiling', ceiling.address, ceiling.pid, c);
+          const storage = parley.databaseUrl ? await unary(scenario, 'storage-ceiling', '', load.pid, c) : undefined;
           own.ceiling = 'no-op grpc-js';
           own.throughputRatio = r2(own.opsPerSec! / noop.opsPerSec!);
           own.p99Ratio = r2(own.p99Ms! / noop.p99Ms!);
           own.target = '≥0.70× ops, ≤2× p99';
           own.met = own.throughputRatio !== null && own.p99Ratio !== null && own.throughputRatio >= 0.7 && own.p99Ratio <= 2;
           if (storage) own.extra = { vsStorage: r2(own.opsPerSec! / storage.opsPerSec!) };
-        } else if (storage) {
-          own.ceiling = 'storage';
-          own.throughputRatio = r2(own.opsPerSec! / storage.opsPerSec!);
-          own.p99Ratio = r2(own.p99Ms! / storage.p99Ms!);
-          if (c === 64) {
-            own.target = '≥0.50× storage ops';
-            own.met = own.throughputRatio !== null && own.throughputRatio >= 0.5;
-          }
+          continue;
         }
+        const storage = await appendCeiling();
+        if (!storage) continue;
+        if (scenario === 'AppendHistory') versus(own, storage, 'storage', c === 64 ? '≥0.60× storage ops' : undefined, 0.6);
+        else versus(own, storage, 'append ceiling: AppendHistory storage', c >= 16 ? '≥0.50× append ceiling ops' : undefined, 0.5);
       }
     }
   } finally {
     load.stop();
   }
+  const scaling = await dialogueScaling(parley, ctx);
 
   const result = {
     startedAt: new Date(began).toISOString(),
@@ -621,6 +694,7 @@ async function main(): Promise<void> {
     ],
     rows,
     idleRss: idle,
+    ...scaling,
   };
   mkdirSync(resultsDir, { recursive: true });
   const stamp = result.startedAt.replace(/[:.]/g, '-');
@@ -631,6 +705,7 @@ async function main(): Promise<void> {
     `\nparley bench — ${result.startedAt}, ${result.durationSeconds}s; ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ` +
       `Postgres ${m.postgres ?? '?'}, Redis ${m.redis ?? '?'}\n` +
       `warm-up ${settings.warmupMs} ms, measured ${settings.measureMs} ms per row\n\n${table(rows)}\n\n` +
+      scalingText(scaling) +
       (idle ? `idle RSS of the compiled server (node dist/main.js serve)\n\n${idleRssTable(idle, settings.idleSettleMs)}\n\n` : '') +
       `results: bench/results/${stamp}.json (and latest.json)\n`,
   );
