@@ -124,7 +124,7 @@ export async function measureBulk(env: BulkEnv): Promise<{ rows: ScalingRow[]; s
     await c.end();
   }
   const largest = Math.max(...env.counts);
-  rows.sort((a, b) => a.measure.localeCompare(b.measure) || a.size - b.size);
+  rows.sort((a, b) => Number(a.measure !== 'turn') - Number(b.measure !== 'turn') || a.size - b.size);
   compareToSmallest(rows, ['turn', `cold read (page ${PAGE})`], 1.2, (size) => size === largest);
   return { rows, seeding };
 }

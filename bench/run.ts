@@ -81,7 +81,7 @@ const settings = {
   bulkSamples: envInt('PARLEY_BENCH_BULK_SAMPLES', 100),
   bulkBatch: envInt('PARLEY_BENCH_BULK_BATCH', 20_000),
   /** The whole run is cut here, whatever happens (an hour with PARLEY_BENCH_BULK). */
-  deadlineMs: envInt('PARLEY_BENCH_DEADLINE_MS', process.env.PARLEY_BENCH_BULK ? 3_600_000 : 480_000),
+  deadlineMs: envInt('PARLEY_BENCH_DEADLINE_MS', process.env.PARLEY_BENCH_BULK ? 3_600_000 : 900_000),
 };
 const wants = (name: string) => !settings.only || settings.only.has(name);
 if (settings.target && !settings.adminToken) {
