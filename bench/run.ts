@@ -73,7 +73,7 @@ const settings = {
   turnLengths: (process.env.PARLEY_BENCH_TURN_LENGTHS || '10,100,1000,10000').split(',').map(Number),
   turns: envInt('PARLEY_BENCH_TURNS', 100),
   /** Sessions seeded at once for the turn-cost rows. */
-  seedParallel: envInt('PARLEY_BENCH_SEED_PARALLEL', 6),
+  seedParallel: envInt('PARLEY_BENCH_SEED_PARALLEL', 8),
   /** Elements appended for the Postgres bytes per element (bench/pg-bytes.ts). */
   bytesElements: envInt('PARLEY_BENCH_BYTES_ELEMENTS', 2000),
   /** Sessions in the database for the total-data rows (bench/bulk.ts); off unless set, e.g. 10000,1000000. */

@@ -33,6 +33,8 @@
  *   redis GET <prefix>cache:epoch + HMGET <prefix>genie:{id}:hot d g e  (GenieCache.get; the model type's
  *                                                                       versions come from GenieUseCases'
  *                                                                       in-process cache)
+ *         or, once the copy is a versioned hash (head, revision, newest elements), GET <prefix>cache:epoch
+ *         + HGETALL <prefix>genie:{id}:hot
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
@@ -124,16 +126,18 @@ export async function storageOps(scenario: string, ctx: BenchContext): Promise<S
     }
     case 'GetSession': {
       const hot = `${prefix}genie:{${ctx.hotSessionId}}:hot`;
-      // The copy as one JSON value in field d (before issue 14), else the hash of head and newest elements
-      // (after it), read whole in one round trip: either way one Redis call per read.
-      const whole = (await redis.hexists(hot, 'd')) === 0;
+      // Before issue 14 the copy is one JSON value (field d: session and whole dialogue); after it, a hash of
+      // the head (d: the session), its revision and the newest elements (s<f>..s<n>), which one round trip
+      // reads whole: here HGETALL, beside the epoch, as parley's read script does.
+      const versioned = (await redis.hexists(hot, 'n')) === 1;
       return {
         close,
         op: async () => {
           const caller = await principal();
-          if (whole) {
+          if (versioned) {
             const [, h] = await Promise.all([redis.get(`${prefix}cache:epoch`), redis.hgetall(hot)]);
-            if (Object.keys(h).length === 0) throw new Error('genie session is not hot');
+            if (!h.d) throw new Error('genie session is not hot');
+            if ((JSON.parse(h.d) as { accountId: string }).accountId !== caller.accountId) throw new Error('wrong account');
             return;
           }
           const raw = await readCopy(hot);
