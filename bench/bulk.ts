@@ -63,7 +63,7 @@ export async function measureBulk(env: BulkEnv): Promise<{ rows: ScalingRow[]; s
   const { genie, log } = env;
   const template = await genie.create({ topic: TOPIC });
   for (let i = 0; i < ELEMENTS; i++) await genie.say(template, i, text(i % 2 === 0 ? USER_BYTES : ASSISTANT_BYTES));
-  const c = new pg.Client({ connectionString: env.databaseUrl });
+  const c = new pg.Client({ connectionString: env.databaseUrl, statement_timeout: 30 * 60_000 });
   await c.connect();
   const redis = new Redis(env.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
   redis.on('error', () => {});

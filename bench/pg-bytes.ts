@@ -23,7 +23,7 @@ export interface PgBytes {
 const targetBytes = (utterance: number) => 1.5 * utterance + 300;
 
 export async function measurePgBytes(genie: Genie, databaseUrl: string, elements: number, log: (m: string) => void): Promise<PgBytes> {
-  const c = new pg.Client({ connectionString: databaseUrl });
+  const c = new pg.Client({ connectionString: databaseUrl, statement_timeout: 5 * 60_000 });
   await c.connect();
   try {
     const tables = await genieTables(c);

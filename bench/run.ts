@@ -7,8 +7,13 @@
  *  3. The ceilings: bench/ceiling-server.ts (bare grpc-js, no-op handlers answering captured parley
  *     responses, and a bare broadcast) and bench/storage-ceiling.ts (the RPCs' own Postgres and Redis calls).
  *  4. bench/load.ts, a separate process, runs every scenario at every concurrency; this process samples the
- *     server's CPU and RSS from /proc while it measures.
- *  5. A table on stdout, JSON in bench/results/<timestamp>.json and bench/results/latest.json.
+ *     server's CPU and RSS from /proc while it measures. Writes are measured against the append ceiling
+ *     (AppendHistory's storage calls: one statement and a PUBLISH).
+ *  5. Issue 14's rows, from this process at concurrency 1: a turn's cost by dialogue length
+ *     (bench/turn-cost.ts), Postgres bytes per element (bench/pg-bytes.ts) and, with PARLEY_BENCH_BULK, a
+ *     turn's cost by the number of sessions in the database (bench/bulk.ts); the last two on the scratch
+ *     database only.
+ *  6. Tables (markdown) on stdout, JSON in bench/results/<timestamp>.json and bench/results/latest.json.
  *
  * Everything stops by itself: every wait has a timeout, the whole run has a hard deadline, and children are
  * killed on exit, on SIGINT and on SIGTERM.
@@ -547,11 +552,13 @@ async function dialogueScaling(parley: { address: string; databaseUrl: string | 
     if (wants('turn-cost')) {
       out.turnCost = await measureTurnCost({ genie, redisUrl: settings.redisUrl, redisPrefix, lengths: settings.turnLengths, turns: settings.turns, seedParallel: settings.seedParallel, log });
     }
-    if (wants('pg-bytes') && parley.databaseUrl) out.pgBytes = await measurePgBytes(genie, parley.databaseUrl, settings.bytesElements, log);
-    if (settings.bulk && wants('bulk') && parley.databaseUrl) {
+    // Both write into and measure the whole database: only the scratch one, never a PARLEY_BENCH_TARGET's.
+    const scratch = settings.target ? undefined : parley.databaseUrl;
+    if (wants('pg-bytes') && scratch) out.pgBytes = await measurePgBytes(genie, scratch, settings.bytesElements, log);
+    if (settings.bulk && wants('bulk') && scratch) {
       const bulk = await measureBulk({
         genie,
-        databaseUrl: parley.databaseUrl,
+        databaseUrl: scratch,
         redisUrl: settings.redisUrl,
         redisPrefix,
         counts: settings.bulk,
