@@ -35,11 +35,8 @@ import { HealthCheckResponse_ServingStatus, HealthClient } from '../src/gen/grpc
 import { createScratchDatabase } from '../test/helpers/scratch-db.js';
 import { bearer, insecure, ProcSampler, sleep, type BenchContext, type LoadCommand, type LoadReply, type Row, type Summary } from './lib.js';
 import { idleRssTable, measureIdleRss, type IdleRss } from './idle-rss.js';
-import { ASSISTANT_EVENT, Genie, USER_EVENT } from './dialogue.js';
-import { measureTurnCost } from './turn-cost.js';
-import { measurePgBytes, pgBytesTable, type PgBytes } from './pg-bytes.js';
-import { measureBulk, type BulkSeeding } from './bulk.js';
-import { scalingTable, type ScalingRow } from './scaling.js';
+import { ASSISTANT_EVENT, USER_EVENT } from './dialogue.js';
+import { runPgBytes, runScaling, scalingText, type ScalingEnv } from './run-scaling.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const resultsDir = path.join(root, 'bench', 'results');
@@ -537,55 +534,6 @@ async function idleRss(): Promise<IdleRss[] | undefined> {
   });
 }
 
-interface Scaling {
-  turnCost?: ScalingRow[];
-  pgBytes?: PgBytes;
-  bulk?: ScalingRow[];
-  bulkSeeding?: BulkSeeding[];
-}
-
-/** The rows of issue 14: turn cost by dialogue length, Postgres bytes per element, turn cost by total data. */
-async function dialogueScaling(parley: { address: string; databaseUrl: string | undefined }, ctx: BenchContext): Promise<Scaling> {
-  const out: Scaling = {};
-  const genie = new Genie(parley.address, ctx.apiKey, MODEL_TYPE);
-  try {
-    if (wants('turn-cost')) {
-      out.turnCost = await measureTurnCost({ genie, redisUrl: settings.redisUrl, redisPrefix, lengths: settings.turnLengths, turns: settings.turns, seedParallel: settings.seedParallel, log });
-    }
-    // Both write into and measure the whole database: only the scratch one, never a PARLEY_BENCH_TARGET's.
-    const scratch = settings.target ? undefined : parley.databaseUrl;
-    if (wants('pg-bytes') && scratch) out.pgBytes = await measurePgBytes(genie, scratch, settings.bytesElements, log);
-    if (settings.bulk && wants('bulk') && scratch) {
-      const bulk = await measureBulk({
-        genie,
-        databaseUrl: scratch,
-        redisUrl: settings.redisUrl,
-        redisPrefix,
-        counts: settings.bulk,
-        samples: settings.bulkSamples,
-        batch: settings.bulkBatch,
-        log,
-      });
-      out.bulk = bulk.rows;
-      out.bulkSeeding = bulk.seeding;
-    }
-  } finally {
-    genie.close();
-  }
-  return out;
-}
-
-function scalingText(s: Scaling): string {
-  let out = '';
-  if (s.turnCost) out += `turn cost by dialogue length (concurrency 1; a turn = SendEvent user 200 B + assistant 1 KB)\n\n${scalingTable(s.turnCost, 'dialogue length')}\n\n`;
-  if (s.pgBytes) out += `Postgres bytes per dialogue element (${s.pgBytes.elements} elements of ${s.pgBytes.utteranceBytes} B, after VACUUM)\n\n${pgBytesTable(s.pgBytes)}\n\n`;
-  if (s.bulk && s.bulkSeeding) {
-    const seeded = s.bulkSeeding.map((b) => `${b.sessions.toLocaleString('en-US')} sessions: seeded in ${b.seedSeconds} s, vacuum ${b.vacuumSeconds} s, ${b.tablesMiB.toLocaleString('en-US')} MiB`).join('; ');
-    out += `turn cost by total data (sessions of 10 elements; random sessions, concurrency 1)\n${seeded}\n\n${scalingTable(s.bulk, 'sessions')}\n\n`;
-  }
-  return out;
-}
-
 async function main(): Promise<void> {
   const began = Date.now();
   const idle = await idleRss();
@@ -598,6 +546,19 @@ async function main(): Promise<void> {
   const parley = await startParley();
   log(`parley at ${parley.address} (pid ${parley.pid ?? 'unknown'}); seeding`);
   const { ctx, responses } = await seed(parley.address, parley.databaseUrl, maxConc);
+  const scalingEnv: ScalingEnv = {
+    address: parley.address,
+    // Bytes per element and bulk seeding write into and measure the whole database: the scratch one only.
+    scratchDatabaseUrl: settings.target ? undefined : parley.databaseUrl,
+    apiKey: ctx.apiKey,
+    modelType: MODEL_TYPE,
+    redisUrl: settings.redisUrl,
+    redisPrefix,
+    settings,
+    wants,
+    log,
+  };
+  const bytes = await runPgBytes(scalingEnv);
   const streaming = 'watchSession' in GenieServiceService;
   if (streaming) {
     const { captureWatchMessages } = await import('./run-streams.js');
@@ -687,7 +648,8 @@ async function main(): Promise<void> {
   } finally {
     load.stop();
   }
-  const scaling = await dialogueScaling(parley, ctx);
+  const scaling = { ...bytes, ...(await runScaling(scalingEnv)) };
+
 
   const result = {
     startedAt: new Date(began).toISOString(),
