@@ -46,8 +46,8 @@ async function createSessions(target: string, ctx: BenchContext, n: number): Pro
 async function unaryOps(cmd: Extract<LoadCommand, { kind: 'unary' }>): Promise<{ op: (w: number) => Promise<unknown>; close: () => Promise<void> }> {
   const { ctx } = cmd;
   const [mode, scenario] = cmd.scenario.includes(':') ? (cmd.scenario.split(':') as [string, string]) : ['rpc', cmd.scenario];
+  if (mode === 'storage') return storageOps(scenario, ctx);
   const sessions = scenario === 'SendEvent' ? await createSessions(ctx.parleyTarget, ctx, cmd.concurrency) : [];
-  if (mode === 'storage') return storageOps(scenario, ctx, sessions);
 
   const md = bearer(ctx.apiKey);
   const clients = Array.from({ length: UNARY_CHANNELS }, (_, i) =>

@@ -7,8 +7,13 @@
  *  3. The ceilings: bench/ceiling-server.ts (bare grpc-js, no-op handlers answering captured parley
  *     responses, and a bare broadcast) and bench/storage-ceiling.ts (the RPCs' own Postgres and Redis calls).
  *  4. bench/load.ts, a separate process, runs every scenario at every concurrency; this process samples the
- *     server's CPU and RSS from /proc while it measures.
- *  5. A table on stdout, JSON in bench/results/<timestamp>.json and bench/results/latest.json.
+ *     server's CPU and RSS from /proc while it measures. Writes are measured against the append ceiling
+ *     (AppendHistory's storage calls: one statement and a PUBLISH).
+ *  5. Issue 14's rows, from this process at concurrency 1: a turn's cost by dialogue length
+ *     (bench/turn-cost.ts), Postgres bytes per element (bench/pg-bytes.ts) and, with PARLEY_BENCH_BULK, a
+ *     turn's cost by the number of sessions in the database (bench/bulk.ts); the last two on the scratch
+ *     database only.
+ *  6. Tables (markdown) on stdout, JSON in bench/results/<timestamp>.json and bench/results/latest.json.
  *
  * Everything stops by itself: every wait has a timeout, the whole run has a hard deadline, and children are
  * killed on exit, on SIGINT and on SIGTERM.
@@ -30,6 +35,8 @@ import { HealthCheckResponse_ServingStatus, HealthClient } from '../src/gen/grpc
 import { createScratchDatabase } from '../test/helpers/scratch-db.js';
 import { bearer, insecure, ProcSampler, sleep, type BenchContext, type LoadCommand, type LoadReply, type Row, type Summary } from './lib.js';
 import { idleRssTable, measureIdleRss, type IdleRss } from './idle-rss.js';
+import { ASSISTANT_EVENT, USER_EVENT } from './dialogue.js';
+import { runPgBytes, runScaling, scalingText, type ScalingEnv } from './run-scaling.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const resultsDir = path.join(root, 'bench', 'results');
@@ -64,8 +71,19 @@ const settings = {
   heapSnapshot: process.env.PARLEY_BENCH_HEAPSNAPSHOT === '1',
   /** How long the idle-RSS servers stay quiet before their last reading. */
   idleSettleMs: envInt('PARLEY_BENCH_IDLE_SETTLE_MS', 30_000),
-  /** The whole run is cut here, whatever happens. */
-  deadlineMs: envInt('PARLEY_BENCH_DEADLINE_MS', 290_000),
+  /** Dialogue lengths of the turn-cost rows (bench/turn-cost.ts), and the turns timed at each. */
+  turnLengths: (process.env.PARLEY_BENCH_TURN_LENGTHS || '10,100,1000,10000').split(',').map(Number),
+  turns: envInt('PARLEY_BENCH_TURNS', 100),
+  /** Sessions seeded at once for the turn-cost rows. */
+  seedParallel: envInt('PARLEY_BENCH_SEED_PARALLEL', 8),
+  /** Elements appended for the Postgres bytes per element (bench/pg-bytes.ts). */
+  bytesElements: envInt('PARLEY_BENCH_BYTES_ELEMENTS', 2000),
+  /** Sessions in the database for the total-data rows (bench/bulk.ts); off unless set, e.g. 10000,1000000. */
+  bulk: process.env.PARLEY_BENCH_BULK ? process.env.PARLEY_BENCH_BULK.split(',').map(Number).sort((a, b) => a - b) : undefined,
+  bulkSamples: envInt('PARLEY_BENCH_BULK_SAMPLES', 100),
+  bulkBatch: envInt('PARLEY_BENCH_BULK_BATCH', 20_000),
+  /** The whole run is cut here, whatever happens (an hour with PARLEY_BENCH_BULK). */
+  deadlineMs: envInt('PARLEY_BENCH_DEADLINE_MS', process.env.PARLEY_BENCH_BULK ? 3_600_000 : 900_000),
 };
 const wants = (name: string) => !settings.only || settings.only.has(name);
 if (settings.target && !settings.adminToken) {
@@ -330,7 +348,7 @@ interface Seeded {
 }
 
 const MODEL_TYPE = 'bench_chat';
-const EVENT = 'say';
+const EVENT = USER_EVENT;
 
 async function seed(address: string, databaseUrl: string | undefined, maxConcurrency: number): Promise<Seeded> {
   const admin = new AdminServiceClient(address, insecure);
@@ -365,6 +383,7 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
             initialState: 'open',
             transitions: [
               { fromState: 'open', eventName: EVENT, toState: 'open', actor: Actor.ACTOR_USER },
+              { fromState: 'open', eventName: ASSISTANT_EVENT, toState: 'open', actor: Actor.ACTOR_ASSISTANT },
               { fromState: 'open', eventName: 'close', toState: 'closed', actor: Actor.ACTOR_UNSPECIFIED },
             ],
           },
@@ -527,6 +546,19 @@ async function main(): Promise<void> {
   const parley = await startParley();
   log(`parley at ${parley.address} (pid ${parley.pid ?? 'unknown'}); seeding`);
   const { ctx, responses } = await seed(parley.address, parley.databaseUrl, maxConc);
+  const scalingEnv: ScalingEnv = {
+    address: parley.address,
+    // Bytes per element and bulk seeding write into and measure the whole database: the scratch one only.
+    scratchDatabaseUrl: settings.target ? undefined : parley.databaseUrl,
+    apiKey: ctx.apiKey,
+    modelType: MODEL_TYPE,
+    redisUrl: settings.redisUrl,
+    redisPrefix,
+    settings,
+    wants,
+    log,
+  };
+  const bytes = await runPgBytes(scalingEnv);
   const streaming = 'watchSession' in GenieServiceService;
   if (streaming) {
     const { captureWatchMessages } = await import('./run-streams.js');
@@ -580,34 +612,44 @@ async function main(): Promise<void> {
 
     const reads = ['GetSession', 'OpenPrompt'];
     const writes = ['AppendHistory', 'SendEvent'];
+    // The writes' ceiling: AppendHistory's storage calls (one INSERT … + PUBLISH), measured once per concurrency.
+    const versus = (own: Row, ceiling: Row, label: string, target: string | undefined, min: number) => {
+      own.ceiling = label;
+      own.throughputRatio = r2(own.opsPerSec! / ceiling.opsPerSec!);
+      own.p99Ratio = r2(own.p99Ms! / ceiling.p99Ms!);
+      if (target) {
+        own.target = target;
+        own.met = own.throughputRatio !== null && own.throughputRatio >= min;
+      }
+    };
     for (const c of settings.concurrencies) {
+      let append: Row | undefined;
+      const appendCeiling = async () => (append ??= parley.databaseUrl ? await unary('AppendHistory', 'storage-ceiling', '', load.pid, c) : undefined);
       for (const scenario of [...reads, ...writes]) {
         if (!wants(scenario)) continue;
-        const isRead = reads.includes(scenario);
         const own = await unary(scenario, 'parley', parley.address, parley.pid, c);
-        const noop = isRead ? await unary(scenario, 'noop-ceiling', ceiling.address, ceiling.pid, c) : undefined;
-        const storage = parley.databaseUrl ? await unary(scenario, 'storage-ceiling', '', load.pid, c) : undefined;
-        if (isRead && noop) {
+        if (reads.includes(scenario)) {
+          const noop = await unary(scenario, 'noop-ceiling', ceiling.address, ceiling.pid, c);
+          const storage = parley.databaseUrl ? await unary(scenario, 'storage-ceiling', '', load.pid, c) : undefined;
           own.ceiling = 'no-op grpc-js';
           own.throughputRatio = r2(own.opsPerSec! / noop.opsPerSec!);
           own.p99Ratio = r2(own.p99Ms! / noop.p99Ms!);
           own.target = '≥0.70× ops, ≤2× p99';
           own.met = own.throughputRatio !== null && own.p99Ratio !== null && own.throughputRatio >= 0.7 && own.p99Ratio <= 2;
           if (storage) own.extra = { vsStorage: r2(own.opsPerSec! / storage.opsPerSec!) };
-        } else if (storage) {
-          own.ceiling = 'storage';
-          own.throughputRatio = r2(own.opsPerSec! / storage.opsPerSec!);
-          own.p99Ratio = r2(own.p99Ms! / storage.p99Ms!);
-          if (c === 64) {
-            own.target = '≥0.50× storage ops';
-            own.met = own.throughputRatio !== null && own.throughputRatio >= 0.5;
-          }
+          continue;
         }
+        const storage = await appendCeiling();
+        if (!storage) continue;
+        if (scenario === 'AppendHistory') versus(own, storage, 'storage', c === 64 ? '≥0.60× storage ops' : undefined, 0.6);
+        else versus(own, storage, 'append ceiling: AppendHistory storage', c >= 16 ? '≥0.50× append ceiling ops' : undefined, 0.5);
       }
     }
   } finally {
     load.stop();
   }
+  const scaling = { ...bytes, ...(await runScaling(scalingEnv)) };
+
 
   const result = {
     startedAt: new Date(began).toISOString(),
@@ -621,6 +663,7 @@ async function main(): Promise<void> {
     ],
     rows,
     idleRss: idle,
+    ...scaling,
   };
   mkdirSync(resultsDir, { recursive: true });
   const stamp = result.startedAt.replace(/[:.]/g, '-');
@@ -631,6 +674,7 @@ async function main(): Promise<void> {
     `\nparley bench — ${result.startedAt}, ${result.durationSeconds}s; ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ` +
       `Postgres ${m.postgres ?? '?'}, Redis ${m.redis ?? '?'}\n` +
       `warm-up ${settings.warmupMs} ms, measured ${settings.measureMs} ms per row\n\n${table(rows)}\n\n` +
+      scalingText(scaling) +
       (idle ? `idle RSS of the compiled server (node dist/main.js serve)\n\n${idleRssTable(idle, settings.idleSettleMs)}\n\n` : '') +
       `results: bench/results/${stamp}.json (and latest.json)\n`,
   );
