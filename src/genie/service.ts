@@ -8,6 +8,7 @@ import { isoDate, zodCodec } from '../json-codec.js';
 import type { Codec, RequestKey, Tx, UnitOfWork } from '../ports/unit-of-work.js';
 import type { Bus } from '../ports/bus.js';
 import { afterCommit } from '../after-commit.js';
+import { LocalCache } from '../local-cache.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, type Page } from '../paging.js';
 import { HOT_ELEMENTS, type GenieCache } from './cache.js';
@@ -27,6 +28,9 @@ export const DEFAULT_CACHE_TTL_SECONDS = 3600;
 export const MAX_SECONDARY_BYTES = 3 * 1024 * 1024;
 export const MAX_TEXT_BYTES = 1024 * 1024;
 export const MAX_FIELDS_BYTES = 256 * 1024;
+/** How many sessions' heads a process keeps as guesses for its next writes, and how big each may be. */
+const LOCAL_HEADS = 1000;
+const LOCAL_HEAD_MAX_CHARS = 16 * 1024;
 /** A generous allowance per dialogue element for its non-text parts on the wire. */
 const ELEMENT_OVERHEAD_BYTES = 64;
 
@@ -84,6 +88,11 @@ export class GenieUseCases {
   private readonly unitOfWork: UnitOfWork;
   private readonly bus: Bus | undefined;
   private readonly telemetry: Telemetry;
+  /**
+   * What this process last committed of each session: the first guess of a one-statement write (see
+   * writeFast), which the statement's revision guard checks, so a stale guess costs a retry, never a wrong write.
+   */
+  private readonly heads = new LocalCache<StoredSession>({ maxEntries: LOCAL_HEADS, ttlMs: 60_000 });
 
   constructor(deps: GenieUseCasesDeps, opts: ModelTypeCacheOptions = {}) {
     ({ types: this.types, sessions: this.sessions, cache: this.cache, unitOfWork: this.unitOfWork, bus: this.bus } = deps);
@@ -236,6 +245,7 @@ export class GenieUseCases {
    * leave the content readable until the copy's TTL, so the call fails instead, having deleted nothing.
    */
   async deleteSession(caller: Principal, id: string, expectedRevision: number | undefined, requestId?: string): Promise<void> {
+    this.heads.delete(id);
     await this.cache.tombstoneBeforeDelete(id);
     // No upgrade here: a session whose data cannot be upgraded must still be deletable.
     const { value: commit, replayed } = await this.unitOfWork.run(this.key(caller, 'DeleteSession', requestId, { id, expectedRevision }), voidCodec, async (tx) => {
@@ -330,7 +340,10 @@ export class GenieUseCases {
         return out;
       });
       if (batch.length) report.batches++;
-      for (const d of batch) await this.afterCommit(d, () => this.cache.tombstone(d.session.id));
+      for (const d of batch) {
+        this.heads.delete(d.session.id);
+        await this.afterCommit(d, () => this.cache.tombstone(d.session.id));
+      }
       report.sessions += batch.length;
       if (batch.length < opts.batchSize) break;
       // Give queued requests the event loop (and, on PGlite, the connection) between batches.
@@ -516,6 +529,7 @@ export class GenieUseCases {
     const fast = idem.fast && !idem.key && !idem.requestId ? await this.writeFast(caller, id, expectedRevision, apply) : undefined;
     if (fast) {
       const { result, versions, stored, appended } = fast;
+      this.rememberHead(result.session);
       await this.afterCommit(result, this.advanceStep(stored.revision, result.session, appended, versions));
       const last = appended[appended.length - 1];
       return { view: present(result.session, undefined, versions, result.last), element: last && elementMeta(last), unchanged: false, replayed: undefined };
@@ -562,6 +576,7 @@ export class GenieUseCases {
       return { view: present(stored, undefined, versions, last), element: undefined, unchanged: true, replayed: undefined };
     }
     const { result, stored, appended } = committed;
+    this.rememberHead(result.session);
     await this.afterCommit(result, this.advanceStep(stored.revision, result.session, appended, versions));
     return { view: present(result.session, undefined, versions, result.last), element: value.element, unchanged: false, replayed: undefined };
   }
@@ -579,26 +594,42 @@ export class GenieUseCases {
     expectedRevision: number | undefined,
     apply: Apply,
   ): Promise<{ result: WriteResult; versions: ModelTypeRow[]; stored: StoredSession; appended: DialogueRow[] } | undefined> {
-    let stored: StoredSession | undefined;
-    let write: SessionWrite | undefined;
-    let versions: ModelTypeRow[];
-    try {
-      const { copy } = await this.cache.get(id, 0);
-      stored = copy?.session.accountId === caller.accountId ? copy.session : await this.sessions.readSession(caller.accountId, id);
-      if (!stored || (expectedRevision && expectedRevision !== stored.revision)) return undefined;
-      versions = await this.modelTypes.versionsFor(caller.accountId, stored.modelType, stored.schemaVersion);
-      const latest = versions[versions.length - 1];
-      if (!latest) return undefined;
-      const up = upgrade(stored, versions, stored.modelType);
-      const w = await apply({ ...stored, ...up }, latest, undefined);
-      if (!w) return undefined;
-      write = { ...w, schemaVersion: up.schemaVersion };
-    } catch {
-      return undefined;
+    // First what this process last saw of the session (no round trip), then the hot copy or Postgres.
+    const guesses = [
+      async () => this.heads.get(id),
+      async () => (await this.cache.get(id, 0)).copy?.session ?? this.sessions.readSession(caller.accountId, id),
+    ];
+    for (const guess of guesses) {
+      let stored: StoredSession | undefined;
+      let write: SessionWrite | undefined;
+      let versions: ModelTypeRow[];
+      try {
+        stored = await guess();
+        if (stored?.accountId !== caller.accountId || (expectedRevision && expectedRevision !== stored.revision)) continue;
+        versions = await this.modelTypes.versionsFor(caller.accountId, stored.modelType, stored.schemaVersion);
+        const latest = versions[versions.length - 1];
+        if (!latest) continue;
+        const up = upgrade(stored, versions, stored.modelType);
+        const w = await apply({ ...stored, ...up }, latest, undefined);
+        if (!w) continue;
+        write = { ...w, schemaVersion: up.schemaVersion };
+      } catch {
+        continue;
+      }
+      // From here an error is the write's own: the statement may have committed, so it is never retried.
+      const result = await this.sessions.commitIfAt(stored, write, { latestSchemaVersion: versions[versions.length - 1]?.schemaVersion ?? 0 });
+      if (result) return { result, versions, stored, appended: appendedRows(stored, write, result.session.revision) };
     }
-    // From here an error is the write's own: the statement may have committed, so it is never retried.
-    const result = await this.sessions.commitIfAt(stored, write, { latestSchemaVersion: versions[versions.length - 1]?.schemaVersion ?? 0 });
-    return result && { result, versions, stored, appended: appendedRows(stored, write, result.session.revision) };
+    return undefined;
+  }
+
+  /** Keeps `session` as this process's guess of the session's head for its next write, if it is small. */
+  private rememberHead(session: StoredSession): void {
+    if (session.actorInput.length > LOCAL_HEAD_MAX_CHARS || JSON.stringify(session.fields).length > LOCAL_HEAD_MAX_CHARS) {
+      this.heads.delete(session.id);
+      return;
+    }
+    this.heads.set(session.id, session, this.heads.token());
   }
 
   /** The live session locked for a write, at `expectedRevision` when that is set. */
