@@ -8,24 +8,34 @@ import type { Db } from './db.js';
  * The session event log keeps one `session_commits` row per committed revision: its events, in order, as a
  * jsonb array in their stored form. Text is stored once, in genie_dialogue, so the log leaves out what it
  * would repeat and the reader puts it back:
- * - dialogue_appended without `actorText`: the element at its `seq` has it;
- * - state_changed with `actorInputSeq: seq` in place of an `actorInput` that is the text of an element
+ * - dialogue_appended keeps only `type`, `v` and `seq`: the element at `seq` has the rest (`actorText`,
+ *   and `actor`, `event`, `timestamp` with it, which would otherwise be most of what a turn logs);
+ * - state_changed has `actorInputSeq: seq` in place of an `actorInput` that is the text of an element
  *   appended by the same revision.
- * Text is only left out when the writer appends that very element in the same statement (`appended`), so a
- * stored event never points at text it does not match; anything else is stored as it is, and a reader
- * accepts both forms.
+ * A part is only left out when the writer appends that very element in the same statement (`appended`), so
+ * a stored event never points at an element it does not match; anything else is stored as it is, and the
+ * reader takes what an event has and fills in only what it lacks (rows migrated from the old log may lack
+ * only `actorText`).
  */
-export type StoredEvent = Record<string, unknown>;
+type StoredEvent = Record<string, unknown>;
 
-/** The stored form of a revision's events; `appended` maps the positions this revision appends to their text. */
-export function toStored(events: readonly SessionEvent[], appended: ReadonlyMap<number, string>): StoredEvent[] {
+/** An element a revision appends, as the log can restore it. */
+export interface AppendedElement {
+  actor: string;
+  actorText: string;
+  event: string;
+  timestamp: Date;
+}
+
+const sameElement = (e: Extract<SessionEvent, { type: 'dialogue_appended' }>, d: AppendedElement | undefined) =>
+  d !== undefined && d.actorText === e.actorText && d.actor === e.actor && d.event === e.event && d.timestamp.getTime() === e.timestamp.getTime();
+
+/** The stored form of a revision's events; `appended` maps the positions this revision appends to their elements. */
+function toStored(events: readonly SessionEvent[], appended: ReadonlyMap<number, AppendedElement>): StoredEvent[] {
   const said = new Map<string, number>();
-  for (const e of events) if (e.type === 'dialogue_appended' && appended.get(e.seq) === e.actorText && !said.has(e.actorText)) said.set(e.actorText, e.seq);
+  for (const e of events) if (e.type === 'dialogue_appended' && sameElement(e, appended.get(e.seq)) && !said.has(e.actorText)) said.set(e.actorText, e.seq);
   return events.map((e): StoredEvent => {
-    if (e.type === 'dialogue_appended' && appended.get(e.seq) === e.actorText) {
-      const { actorText: _, ...rest } = e;
-      return rest;
-    }
+    if (e.type === 'dialogue_appended' && sameElement(e, appended.get(e.seq))) return { type: e.type, v: e.v, seq: e.seq };
     const seq = e.type === 'state_changed' ? said.get(e.actorInput) : undefined;
     if (e.type === 'state_changed' && seq !== undefined) {
       const { actorInput: _, ...rest } = e;
@@ -35,35 +45,43 @@ export function toStored(events: readonly SessionEvent[], appended: ReadonlyMap<
   });
 }
 
+/** The stored events of a revision, as jsonb text (Postgres wants jsonb parameters as text). */
+export const storedEventsJson = (events: readonly SessionEvent[], appended: ReadonlyMap<number, AppendedElement>) => JSON.stringify(toStored(events, appended));
+
 const seqOf = (v: unknown) => z.number().int().parse(v);
 
-/** The domain's events of a revision from their stored form; `texts` holds the elements' texts by position. */
-export function fromStored(sessionId: string, revision: number, stored: readonly StoredEvent[], texts: ReadonlyMap<number, string>): SessionEvent[] {
-  const textAt = (seq: number) => {
-    const text = texts.get(seq);
-    if (text === undefined) throw new Error(`session ${sessionId} revision ${revision}: the log needs dialogue element ${seq}, which is absent`);
-    return text;
+/** What the log restores from an element: everything a dialogue_appended event repeats. */
+const elementSchema = z.object({ actor: z.string(), actorText: z.string(), event: z.string(), timestamp: z.string() });
+type Element = z.infer<typeof elementSchema>;
+
+/** The domain's events of a revision from their stored form; `elements` holds the elements they point at. */
+function fromStored(sessionId: string, revision: number, stored: readonly StoredEvent[], elements: ReadonlyMap<number, Element>): SessionEvent[] {
+  const at = (seq: number) => {
+    const found = elements.get(seq);
+    if (found === undefined) throw new Error(`session ${sessionId} revision ${revision}: the log needs dialogue element ${seq}, which is absent`);
+    return found;
   };
   return stored.map((e) => {
-    if (e.type === 'dialogue_appended' && e.actorText === undefined) return sessionEventSchema.parse({ ...e, actorText: textAt(seqOf(e.seq)) });
+    // The event's own values win: only what it left out comes from the element.
+    if (e.type === 'dialogue_appended' && e.actorText === undefined) return sessionEventSchema.parse({ ...at(seqOf(e.seq)), ...e });
     if (e.type === 'state_changed' && e.actorInputSeq !== undefined) {
       const { actorInputSeq, ...rest } = e;
-      return sessionEventSchema.parse({ ...rest, actorInput: textAt(seqOf(actorInputSeq)) });
+      return sessionEventSchema.parse({ ...rest, actorInput: at(seqOf(actorInputSeq)).actorText });
     }
     return sessionEventSchema.parse(e);
   });
 }
 
-/** Logs `events` as revision `revision` (nothing when there are none); Postgres wants jsonb parameters as text. */
+/** Logs `events` as revision `revision` (nothing when there are none). */
 export async function insertEvents(
   trx: Knex.Transaction,
   sessionId: string,
   revision: number,
   events: readonly SessionEvent[],
-  appended: ReadonlyMap<number, string> = new Map(),
+  appended: ReadonlyMap<number, AppendedElement> = new Map(),
 ): Promise<void> {
   if (events.length === 0) return;
-  await trx('session_commits').insert({ session_id: sessionId, revision, events: JSON.stringify(toStored(events, appended)) });
+  await trx('session_commits').insert({ session_id: sessionId, revision, events: storedEventsJson(events, appended) });
 }
 
 /** A jsonb column checked by `schema`: parsed from pg, but it may arrive as text from other drivers. */
@@ -75,18 +93,19 @@ const loggedRow = z.object({
   revision: z.coerce.number(),
   events: storedEvents,
   // jsonb object keys are text: the positions come back as strings.
-  texts: jsonb(z.record(z.string(), z.string()).nullable()),
+  elements: jsonb(z.record(z.string(), elementSchema).nullable()),
 });
 
-// One statement per page: the page's commits, each with the texts of the elements its events point at (by
-// the dialogue's primary key, so the work is bounded by the page, not by the session).
+// One statement per page: the page's commits, each with the elements its events point at (by the
+// dialogue's primary key, so the work is bounded by the page, not by the session).
 const PAGE = `
 SELECT c.revision, c.events, (
-  SELECT jsonb_object_agg(d.seq, d.actor_text) FROM genie_dialogue d
+  SELECT jsonb_object_agg(d.seq, jsonb_build_object('actor', d.actor, 'actorText', d.actor_text, 'event', d.event, 'timestamp', d.timestamp))
+  FROM genie_dialogue d
   WHERE d.session_id = c.session_id AND d.seq IN (
     SELECT coalesce(e->>'actorInputSeq', e->>'seq')::int FROM jsonb_array_elements(c.events) e
     WHERE (e->>'type' = 'dialogue_appended' AND e->'actorText' IS NULL) OR (e->>'type' = 'state_changed' AND e->'actorInputSeq' IS NOT NULL))
-) AS texts
+) AS elements
 FROM session_commits c
 WHERE c.session_id = ? AND c.revision > ?
 ORDER BY c.revision
@@ -109,8 +128,8 @@ export class KnexSessionEventLog implements SessionEventLog {
     const { rows } = (await this.db.raw(PAGE, [sessionId, after, limit])) as { rows: unknown[] };
     return rows.map((row) => {
       const r = loggedRow.parse(row);
-      const texts = new Map(Object.entries(r.texts ?? {}).map(([seq, text]) => [Number(seq), text]));
-      return { revision: r.revision, events: fromStored(sessionId, r.revision, r.events, texts) };
+      const elements = new Map(Object.entries(r.elements ?? {}).map(([seq, element]) => [Number(seq), element]));
+      return { revision: r.revision, events: fromStored(sessionId, r.revision, r.events, elements) };
     });
   }
 }

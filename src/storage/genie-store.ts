@@ -24,7 +24,7 @@ import type { Db } from './db.js';
 import { KnexUnitOfWork } from './unit-of-work.js';
 import { knexOf } from './knex-tx.js';
 import { keysetPage } from './rows.js';
-import { insertEvents, jsonb, toStored } from './genie-event-log.js';
+import { insertEvents, jsonb, storedEventsJson } from './genie-event-log.js';
 
 // Rows as the drivers return them, checked rather than cast (bigint columns may arrive as strings).
 const int = z.coerce.number();
@@ -425,7 +425,7 @@ async function insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<
 /**
  * A session at one of its revisions: the head's identity laid under the revision's snapshot, with what the
  * revision does not repeat put back: a NULL actor_input is the text of the element at its dialogue_length,
- * and NULL fields are the latest stored ones before it (found backwards along the primary key).
+ * and NULL fields are the latest stored ones before it (one step down the index of revisions with fields).
  */
 const SESSION_AT = `
 SELECT g.id, g.account_id, g.model_type, g.forked_from_session_id, g.forked_from_revision, g.expire_time, g.created_at,
@@ -509,8 +509,8 @@ async function commitStatement(
       FROM s, jsonb_to_recordset(${bind(json(rows))}::jsonb) AS x(seq int, actor text, actor_text text, event text, timestamp timestamptz))`);
   }
   if (w.events.length) {
-    const stored = toStored(w.events, new Map(appended.map((d) => [d.seq, d.actorText])));
-    parts.push(`c AS (INSERT INTO session_commits (session_id, revision, events) SELECT s.id, s.revision, ${bind(json(stored))}::jsonb FROM s)`);
+    const stored = storedEventsJson(w.events, new Map(appended.map((d) => [d.seq, d])));
+    parts.push(`c AS (INSERT INTO session_commits (session_id, revision, events) SELECT s.id, s.revision, ${bind(stored)}::jsonb FROM s)`);
   }
   const sql = `WITH ${parts.join(',\n')}
     SELECT s.*, l.seq AS l_seq, l.actor AS l_actor, l.actor_text AS l_actor_text, l.event AS l_event, l.timestamp AS l_timestamp, l.revision AS l_revision

@@ -225,7 +225,15 @@ for (const backend of backends) {
         // UpdateSession of the fields only: actor_input still the last element's text.
         { state: 'answering', actor: 'user', actorInput: said(1), fields: { topic: 'tea' }, events: [{ type: 'fields_updated', v: 1, updateMask: ['fields.topic'], fields: { topic: 'tea' }, actor: 'user', actorInput: said(1) }] },
         // AppendDialogue: the speaker of the note is the session's actor.
-        { state: 'answering', actor: 'system', actorInput: said(2), fields: { topic: 'tea' }, appended: [{ actor: 'system', text: said(2), event: '' }], events: [appendedEvent(2, 'system', said(2), '', 4)] },
+        // (Its logged time is not quite the element's: the log keeps its own.)
+        {
+          state: 'answering',
+          actor: 'system',
+          actorInput: said(2),
+          fields: { topic: 'tea' },
+          appended: [{ actor: 'system', text: said(2), event: '' }],
+          events: [{ ...appendedEvent(2, 'system', said(2), '', 4), timestamp: '2026-11-01T10:04:00.001Z' }],
+        },
         { state: 'answering', actor: 'system', actorInput: said(2), fields: { topic: 'tea' }, events: [{ type: 'secondary_put', v: 1, key: 'doc', sizeBytes: 3 }] },
         // A typed actor_input that is no element's text stays in its revision.
         { state: 'answering', actor: 'user', actorInput: 'typed by hand', fields: { topic: 'tea' }, events: [{ type: 'fields_updated', v: 1, updateMask: ['actor_input'], fields: { topic: 'tea' }, actor: 'user', actorInput: 'typed by hand' }] },
@@ -294,6 +302,12 @@ for (const backend of backends) {
         'no utterance in the log of a turn',
       );
       t.true(turns.some((r) => r.events.includes('kept-text')) && turns.some((r) => r.events.includes('kept-input')), "text that is not the element's stays");
+      const storedAt = async (revision: number) => (await db('session_commits').where({ session_id: chat, revision }).first()).events;
+      t.deepEqual(await storedAt(2), [
+        { type: 'state_changed', v: 1, fromState: 'asking', toState: 'answering', event: 'user_input', actor: 'user', actorInputSeq: 1 },
+        { type: 'dialogue_appended', v: 1, seq: 1 },
+      ]);
+      t.deepEqual(await storedAt(4), [{ type: 'dialogue_appended', v: 1, seq: 2, actor: 'system', event: '', timestamp: '2026-11-01T10:04:00.001Z' }]);
       const revisions = z
         .array(z.object({ revision: z.coerce.number(), actor_input: z.string().nullable(), has_fields: z.boolean() }))
         .parse((await db.raw('select revision, actor_input, fields is not null as has_fields from genie_session_revisions where session_id = ? order by revision', [chat])).rows);

@@ -122,7 +122,7 @@ for (const backend of backends) {
   const test = testWhen(backend.enabled, 'set DATABASE_URL or PARLEY_TEST_DATABASE_URL to cover a real Postgres');
 
   test(`${backend.name}: commitIfAt at the current revision writes what commitRevision writes and answers the same`, async (t) => {
-    await withStore(backend.open, async ({ store, log, create, commit, counts }) => {
+    await withStore(backend.open, async ({ db, store, log, create, commit, counts }) => {
       const [a, b] = [await create(), await create()];
       const viaLock = await commit(a, turn(a, 'hello'));
       const viaGuard = await store.commitIfAt(b, turn(b, 'hello'), CURRENT_TYPE);
@@ -132,6 +132,10 @@ for (const backend of backends) {
       t.deepEqual(viaGuard!.last, { seq: 1, actor: 'user', actorText: 'hello', event: 'say', timestamp: at, revision: 2 });
       t.deepEqual(await counts(b.id), await counts(a.id));
       t.deepEqual(await counts(b.id), { genie_session_revisions: 2, genie_dialogue: 1, session_commits: 2, genie_secondary: 0 });
+      t.deepEqual((await db('session_commits').where({ session_id: b.id, revision: 2 }).first()).events, [
+        { type: 'state_changed', v: 1, fromState: 'asking', toState: 'answering', event: 'say', actor: 'user', actorInputSeq: 1 },
+        { type: 'dialogue_appended', v: 1, seq: 1 },
+      ]);
 
       // Everything reads back as written: the head, the log, the revision, the dialogue.
       const s2 = viaGuard!.session;

@@ -10,6 +10,7 @@ import * as m008 from './008_admin_v1.js';
 import * as m009 from './009_prompt_v1.js';
 import * as m010 from './010_session_events_v1.js';
 import * as m011 from './011_session_commits.js';
+import * as m012 from './012_session_storage.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -30,6 +31,7 @@ const migrations: Record<string, Migration> = {
   '009_prompt_v1': m009,
   '010_session_events_v1': m010,
   '011_session_commits': m011,
+  '012_session_storage': m012,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
