@@ -6,7 +6,7 @@ import { bufCurl, curlReason } from '../helpers/buf-curl.js';
 import { createScratchDatabase, realPostgresUrl, testWhen, uniqueName } from '../helpers/backends.js';
 import { hotCopyOf } from '../helpers/hot-copy.js';
 import { createTenant, rpc, startTestServer, violatedFields, type TestServer } from '../helpers/harness.js';
-import { code, genie, modelType, reasonOf } from '../genie/fixtures.js';
+import { chatType, code, genie, modelType, reasonOf } from '../genie/fixtures.js';
 
 /**
  * What keeps a turn's cost flat as the dialogue grows: GetSession pages the dialogue (dialogue_page_size), the
@@ -22,28 +22,15 @@ test.after.always(async () => {
   await s?.stop();
 });
 
-const chat = modelType({
-  name: 'chat',
-  jsonSchema: undefined,
-  stateMachine: {
-    states: ['open'],
-    initialState: 'open',
-    transitions: [
-      { fromState: 'open', eventName: 'say', toState: 'open', actor: Actor.ACTOR_USER },
-      { fromState: 'open', eventName: 'reply', toState: 'open', actor: Actor.ACTOR_ASSISTANT },
-    ],
-  },
-});
-
 const texts = (d: Array<{ actorText: string }> | undefined) => (d ?? []).map((e) => e.actorText);
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `m${from + i}`);
 
 test.serial('dialogue_page_size returns the newest elements, from the hot copy or Postgres alike, and counts the rest', async (t) => {
   const g = genie(s, await createTenant(s));
-  await g.register(chat);
+  await g.register(chatType);
   const { sessionId } = await g.create('chat', undefined);
   const total = HOT_ELEMENTS + 30;
-  for (let i = 1; i <= total; i++) await g.send(sessionId, i % 2 ? 'say' : 'reply', `m${i}`);
+  for (let i = 1; i <= total; i++) await g.send(sessionId, i % 2 ? 'user_says' : 'llm_says', `m${i}`);
   const page = (n: number, revision = 0) => rpc(g.client, g.client.getSession, { sessionId, revision: revision || undefined, dialoguePageSize: n }, g.md);
   const check = async (label: string) => {
     const ten = await page(10);
@@ -85,11 +72,11 @@ test.serial('dialogue_page_size returns the newest elements, from the hot copy o
 
 test.serial('the read after a write is a hit: SendEvent moves the hot copy to its revision, element and all', async (t) => {
   const g = genie(s, await createTenant(s));
-  await g.register(chat);
+  await g.register(chatType);
   const { sessionId } = await g.create('chat', undefined);
   t.like(await hotCopyOf(s.app.store.kv, sessionId), { revision: 1, texts: [] }, 'a new session is cached as created');
-  await g.send(sessionId, 'say', 'hello');
-  await g.send(sessionId, 'reply', 'hi there');
+  await g.send(sessionId, 'user_says', 'hello');
+  await g.send(sessionId, 'llm_says', 'hi there');
   t.like(await hotCopyOf(s.app.store.kv, sessionId), { revision: 3, dialogueLength: 2, texts: ['hello', 'hi there'] });
   const before = await cacheCounts(s);
   const read = await g.getFull(sessionId);
@@ -110,14 +97,20 @@ async function cacheCounts(server: TestServer): Promise<{ hits: number; misses: 
 // copy of a session the other writes is stale, and its model type versions are too, for as long as the test wants.
 const twoReplicas = testWhen(realPostgresUrl !== undefined, 'set DATABASE_URL or PARLEY_TEST_DATABASE_URL (two replicas share one Postgres)', true, true);
 
-async function blindReplicas(t: ExecutionContext): Promise<[TestServer, TestServer]> {
+/** A `gate` session created through A, and a client of one tenant on each replica. */
+async function gateOnBlindReplicas(t: ExecutionContext) {
   const db = await createScratchDatabase(realPostgresUrl!);
   t.teardown(() => db.drop());
   const a = await startTestServer({ databaseUrl: db.url, redisPrefix: `${uniqueName('parley_a')}:` });
   t.teardown(() => a.stop());
   const b = await startTestServer({ databaseUrl: db.url, redisPrefix: `${uniqueName('parley_b')}:` });
   t.teardown(() => b.stop());
-  return [a, b];
+  const tenant = await createTenant(a);
+  const ga = genie(a, tenant);
+  const gb = genie(b, tenant);
+  await ga.register(gate);
+  const { sessionId } = await ga.create('gate', undefined);
+  return { a, ga, gb, sessionId };
 }
 
 const gate = modelType({
@@ -135,12 +128,7 @@ const gate = modelType({
 });
 
 twoReplicas('a stale hot copy decides nothing: writes on it land on the current session, and refusals are the current state\'s', async (t) => {
-  const [a, b] = await blindReplicas(t);
-  const tenant = await createTenant(a);
-  const ga = genie(a, tenant);
-  const gb = genie(b, tenant);
-  await ga.register(gate);
-  const { sessionId } = await ga.create('gate', undefined);
+  const { a, ga, gb, sessionId } = await gateOnBlindReplicas(t);
   await ga.get(sessionId);
   t.like(await hotCopyOf(a.app.store.kv, sessionId), { revision: 1 }, 'A holds revision 1, state closed');
   await gb.send(sessionId, 'open', 'through B');
@@ -162,12 +150,7 @@ twoReplicas('a stale hot copy decides nothing: writes on it land on the current 
 });
 
 twoReplicas('a model type version registered elsewhere is never bypassed by a write on cached versions', async (t) => {
-  const [a, b] = await blindReplicas(t);
-  const tenant = await createTenant(a);
-  const ga = genie(a, tenant);
-  const gb = genie(b, tenant);
-  await ga.register(gate);
-  const { sessionId } = await ga.create('gate', undefined);
+  const { ga, gb, sessionId } = await gateOnBlindReplicas(t);
   await ga.send(sessionId, 'open', 'warm A up');
   // Version 2, registered through B (A hears nothing): `pass` now closes the gate.
   const v2 = modelType({

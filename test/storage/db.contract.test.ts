@@ -1,4 +1,4 @@
-import { openDb, migrate, type Db } from '../../src/storage/db.js';
+import { migrate } from '../../src/storage/db.js';
 import { isConstraintViolation } from '../../src/ports/constraint-violation.js';
 import { KnexAdminStore } from '../../src/storage/admin-store.js';
 import { KnexPromptStore } from '../../src/storage/prompt-store.js';
@@ -6,20 +6,10 @@ import { KnexUnitOfWork } from '../../src/storage/unit-of-work.js';
 import { z } from 'zod';
 import { zodCodec } from '../../src/json-codec.js';
 import { randomUUID } from 'node:crypto';
-import { createScratchDatabase, realPostgresUrl, testWhen } from '../helpers/backends.js';
+import { testWhen } from '../helpers/backends.js';
+import { dbBackends } from '../helpers/db-backends.js';
 
-/** The repositories must behave the same on PGlite (embedded) and on a real Postgres server. */
-const implementations: Array<{ name: string; open: () => Promise<{ db: Db; drop: () => Promise<void> }>; enabled: boolean }> = [
-  { name: 'pglite', open: async () => ({ db: openDb({ databaseUrl: undefined, dataDir: 'memory' }), drop: async () => {} }), enabled: true },
-  {
-    name: 'postgres',
-    open: async () => {
-      const scratch = await createScratchDatabase(realPostgresUrl!);
-      return { db: openDb({ databaseUrl: scratch.url, dataDir: 'memory' }), drop: scratch.drop };
-    },
-    enabled: realPostgresUrl !== undefined,
-  },
-];
+const implementations = dbBackends;
 
 for (const impl of implementations) {
   const test = testWhen(impl.enabled, 'set DATABASE_URL or PARLEY_TEST_DATABASE_URL to cover a real Postgres');

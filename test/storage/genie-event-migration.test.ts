@@ -6,7 +6,8 @@ import type { DialogueRow, StoredSession } from '../../src/genie/store.js';
 import { openDb, type Db } from '../../src/storage/db.js';
 import { KnexSessionEventLog } from '../../src/storage/genie-event-log.js';
 import { KnexSessionStore } from '../../src/storage/genie-store.js';
-import { createScratchDatabase, realPostgresUrl, testWhen } from '../helpers/backends.js';
+import { testWhen } from '../helpers/backends.js';
+import { dbBackends } from '../helpers/db-backends.js';
 
 /** Applies migrations one at a time until `name` would be next. */
 async function migrateUpTo(db: ReturnType<typeof openDb>, name: string): Promise<void> {
@@ -67,18 +68,7 @@ test('migration 010 rewrites the session event log into typed, versioned events'
   }
 });
 
-/** The embedded database and, when one is configured, a scratch database on a real server. */
-const backends: Array<{ name: string; open: () => Promise<{ db: Db; drop: () => Promise<void> }>; enabled: boolean }> = [
-  { name: 'pglite', open: async () => ({ db: openDb({ databaseUrl: undefined, dataDir: 'memory' }), drop: async () => {} }), enabled: true },
-  {
-    name: 'postgres',
-    open: async () => {
-      const scratch = await createScratchDatabase(realPostgresUrl!);
-      return { db: openDb({ databaseUrl: scratch.url, dataDir: 'memory' }), drop: scratch.drop };
-    },
-    enabled: realPostgresUrl !== undefined,
-  },
-];
+const backends = dbBackends;
 
 const at = (minute: number) => new Date(Date.UTC(2026, 10, 1, 10, minute)).toISOString();
 /** Utterances are marked so a search of the stored rows finds any copy of one. */

@@ -2,24 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { dialogueAppended, fieldsUpdated, secondaryPut, sessionCreated, sessionDeleted, stateChanged } from '../../src/genie/events.js';
 import type { SessionWrite, StoredSession, WriteResult } from '../../src/genie/store.js';
-import { migrate, openDb, type Db } from '../../src/storage/db.js';
+import { migrate, type Db } from '../../src/storage/db.js';
 import { KnexSessionEventLog } from '../../src/storage/genie-event-log.js';
 import { KnexSessionStore } from '../../src/storage/genie-store.js';
 import { txOf } from '../../src/storage/knex-tx.js';
-import { createScratchDatabase, realPostgresUrl, testWhen } from '../helpers/backends.js';
+import { testWhen } from '../helpers/backends.js';
+import { dbBackends } from '../helpers/db-backends.js';
 
-/** The session store on PGlite and, when one is configured, on a scratch database of a real server. */
-const backends: Array<{ name: string; open: () => Promise<{ db: Db; drop: () => Promise<void> }>; enabled: boolean }> = [
-  { name: 'pglite', open: async () => ({ db: openDb({ databaseUrl: undefined, dataDir: 'memory' }), drop: async () => {} }), enabled: true },
-  {
-    name: 'postgres',
-    open: async () => {
-      const scratch = await createScratchDatabase(realPostgresUrl!);
-      return { db: openDb({ databaseUrl: scratch.url, dataDir: 'memory' }), drop: scratch.drop };
-    },
-    enabled: realPostgresUrl !== undefined,
-  },
-];
+const backends = dbBackends;
 
 interface Ctx {
   db: Db;
