@@ -698,14 +698,14 @@ export class GenieUseCases {
 
   /** The newest `newest` elements of the session's dialogue (Infinity: all), from Postgres. */
   private dialogueOf(session: StoredSession, newest: number, tx?: Tx): Promise<DialogueRow[]> {
-    return Number.isFinite(newest) ? this.sessions.dialogueTail(session.id, session.dialogueLength, newest) : this.sessions.dialogue(session.id, session.dialogueLength, tx);
+    return Number.isFinite(newest) ? this.sessions.dialogueTail(session.id, session.dialogueLength, newest, tx) : this.sessions.dialogue(session.id, session.dialogueLength, tx);
   }
 
   /** The current session, share-locked in `tx`, with its newest `newest` elements and its type's versions, from Postgres. */
   private async readLocked(caller: Principal, id: string, tx: Tx, newest = Infinity) {
     const session = await this.sessions.lockSession(caller.accountId, id, 'share', tx);
     if (!session) throw notFound`session ${id}`;
-    const dialogue = Number.isFinite(newest) ? await this.sessions.dialogueTail(id, session.dialogueLength, newest, tx) : await this.sessions.dialogue(id, session.dialogueLength, tx);
+    const dialogue = await this.dialogueOf(session, newest, tx);
     return { session, dialogue, versions: await this.types.modelTypeVersions(caller.accountId, session.modelType, tx) };
   }
 
