@@ -4,7 +4,7 @@ import { VERSIONED_MISS, type KvStore } from '../ports/kv.js';
 import type { Bus } from '../ports/bus.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import type { Codec } from '../ports/unit-of-work.js';
-import { busMessageCodec, commitMessage, sessionChannel, type EphemeralEvent, type SessionCommit } from './events.js';
+import { busMessageCodec, commitMessage, sessionChannel, type SessionCommit } from './events.js';
 import { dialogueRowSchema, storedSessionSchema, type DialogueRow, type StoredSession } from './store.js';
 
 /** The hash tag keeps every key of one session in one Redis Cluster slot. */
@@ -119,10 +119,5 @@ export class GenieCache {
   async publish(sessionId: string, commit: SessionCommit): Promise<void> {
     if (commit.events.length === 0) return;
     await this.bus.publish(sessionChannel(sessionId), encodeJson(busMessageCodec, commitMessage(commit)));
-  }
-
-  /** Uncommitted news (token deltas, aborted utterances): live only, never replayed, so a lost one is lost. */
-  async publishEphemeral(sessionId: string, message: EphemeralEvent): Promise<void> {
-    await this.bus.publish(sessionChannel(sessionId), encodeJson(busMessageCodec, message)).catch((err: unknown) => this.telemetry.contained('bus_publish_ephemeral', err));
   }
 }

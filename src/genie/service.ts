@@ -377,9 +377,11 @@ export class GenieUseCases {
       requestId?: string | undefined;
       /** A request key of another RPC (StreamUtterance, Chat) that carries this write; overrides requestId. */
       once?: RequestKey | undefined;
+      /** The StreamUtterance this write commits (its deltas' id), recorded on the dialogue_appended event. */
+      utteranceId?: string | undefined;
     },
   ): Promise<{ view: SessionView; previousState: string; element: ElementMeta }> {
-    const { requestId, once, ...request } = req;
+    const { requestId, once, utteranceId, ...request } = req;
     let previousState = '';
     const { view, element, replayed } = await this.write(
       caller,
@@ -425,7 +427,7 @@ export class GenieUseCases {
           dialogue: [element],
           events: [
             stateChanged({ fromState: t.fromState, toState: t.toState, event: req.event, actor, actorInput: req.actorInput }),
-            dialogueAppended(cur.dialogueLength + 1, element),
+            dialogueAppended(cur.dialogueLength + 1, element, utteranceId),
           ],
         };
       },
@@ -436,9 +438,18 @@ export class GenieUseCases {
   /** Appends an utterance; `view` as for sendEvent (stream code reads `session.revision`). */
   async appendDialogue(
     caller: Principal,
-    req: { sessionId: string; actor: Actor; actorText: string; expectedRevision?: number | undefined; requestId?: string | undefined; once?: RequestKey | undefined },
+    req: {
+      sessionId: string;
+      actor: Actor;
+      actorText: string;
+      expectedRevision?: number | undefined;
+      requestId?: string | undefined;
+      once?: RequestKey | undefined;
+      /** As sendEvent's. */
+      utteranceId?: string | undefined;
+    },
   ): Promise<SessionView & { element: ElementMeta }> {
-    const { requestId, once, ...request } = req;
+    const { requestId, once, utteranceId, ...request } = req;
     const { view, element } = await this.write(caller, req.sessionId, req.expectedRevision, { rpc: 'AppendDialogue', requestId, request, key: once, fast: true }, async (cur) => {
       const element = { actor: req.actor, actorText: req.actorText, event: '', timestamp: new Date() };
       return {
@@ -447,7 +458,7 @@ export class GenieUseCases {
         actor: req.actor,
         actorInput: req.actorText,
         dialogue: [element],
-        events: [dialogueAppended(cur.dialogueLength + 1, element)],
+        events: [dialogueAppended(cur.dialogueLength + 1, element, utteranceId)],
       };
     });
     return { ...view, element: element as ElementMeta };

@@ -767,7 +767,23 @@ export interface WatchSessionRequest {
    * its creation; the last revision a consumer saw resumes it without a gap. Past the session's current
    * revision: INVALID_ARGUMENT.
    */
-  afterRevision?: number | undefined;
+  afterRevision?:
+    | number
+    | undefined;
+  /**
+   * Where a resuming consumer is in the utterances it was receiving deltas of: for each, the last
+   * chunk_index it saw. Deltas of an utterance still in flight are re-sent from the one after (from the
+   * first for an utterance not listed). At most 16; an utterance_id listed twice is INVALID_ARGUMENT.
+   */
+  afterDeltas: DeltaPosition[];
+}
+
+/** How far a consumer got in one utterance's deltas. */
+export interface DeltaPosition {
+  /** The utterance (UtteranceDelta.utterance_id): at most 100 characters. */
+  utteranceId: string;
+  /** The last chunk_index of it the consumer saw. */
+  chunkIndex: number;
 }
 
 /** One message of a WatchSession stream. */
@@ -863,7 +879,14 @@ export interface DialogueAppended {
   /** 1-based position of the element in the dialogue. */
   index: number;
   /** The element; its text is at most 1 MiB (the write RPCs' limit). */
-  element: DialogueElement | undefined;
+  element:
+    | DialogueElement
+    | undefined;
+  /**
+   * Set when the element is an utterance committed by StreamUtterance: its utterance_id, the one its
+   * deltas carried, so a watcher knows which deltas this commit completes. Empty otherwise.
+   */
+  utteranceId: string;
 }
 
 /** A state-machine transition. The utterance it carried is the DialogueAppended of the same commit. */
@@ -910,7 +933,14 @@ export interface UtteranceDelta {
   utteranceId: string;
   /** Who speaks the utterance. */
   actor: Actor;
-  /** 0-based position of this chunk in the utterance. */
+  /**
+   * 0-based position of this chunk in the utterance: the delta's sequence number. A watcher receives an
+   * utterance's deltas in this order with no gap and no duplicate, then its commit (DialogueAppended with
+   * this utterance_id) or an `aborted` update. A watch that starts or resumes while the utterance is in
+   * flight first gets the deltas so far (after WatchSessionRequest.after_deltas), then the live ones. Deltas
+   * are kept (in Redis on a real deployment) only while the utterance is in flight: if Redis lost them (a restart), a joining watcher's first delta of the utterance has a chunk_index past
+   * what it has — the commit still carries the whole text.
+   */
   chunkIndex: number;
   /** The chunk's text; the whole utterance is at most PARLEY_MAX_UTTERANCE_BYTES (at most 1 MiB). */
   text: string;
@@ -1027,7 +1057,11 @@ export interface ChatOpen {
    * Replay the revisions committed after this one first; unset (or 0) replays from the creation. Past the
    * session's current revision: INVALID_ARGUMENT.
    */
-  afterRevision?: number | undefined;
+  afterRevision?:
+    | number
+    | undefined;
+  /** As WatchSessionRequest.after_deltas: where a reconnecting gateway is in the utterances in flight. */
+  afterDeltas: DeltaPosition[];
 }
 
 /** Fires a state-machine event on the open session, as SendEvent. */
@@ -6306,7 +6340,7 @@ export const ListSecondaryKeysResponse: MessageFns<ListSecondaryKeysResponse> = 
 };
 
 function createBaseWatchSessionRequest(): WatchSessionRequest {
-  return { sessionId: "", afterRevision: undefined };
+  return { sessionId: "", afterRevision: undefined, afterDeltas: [] };
 }
 
 export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
@@ -6316,6 +6350,9 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     }
     if (message.afterRevision !== undefined) {
       writer.uint32(16).int64(message.afterRevision);
+    }
+    for (const v of message.afterDeltas) {
+      DeltaPosition.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -6349,6 +6386,14 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
             message.afterRevision = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.afterDeltas.push(DeltaPosition.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6373,6 +6418,11 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
         : isSet(object.after_revision)
         ? globalThis.Number(object.after_revision)
         : undefined,
+      afterDeltas: globalThis.Array.isArray(object?.afterDeltas)
+        ? object.afterDeltas.map((e: any) => DeltaPosition.fromJSON(e))
+        : globalThis.Array.isArray(object?.after_deltas)
+        ? object.after_deltas.map((e: any) => DeltaPosition.fromJSON(e))
+        : [],
     };
   },
 
@@ -6384,6 +6434,9 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     if (message.afterRevision !== undefined) {
       obj.afterRevision = Math.round(message.afterRevision);
     }
+    if (message.afterDeltas?.length) {
+      obj.afterDeltas = message.afterDeltas.map((e) => DeltaPosition.toJSON(e));
+    }
     return obj;
   },
 
@@ -6394,6 +6447,100 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     const message = createBaseWatchSessionRequest();
     message.sessionId = object.sessionId ?? "";
     message.afterRevision = object.afterRevision ?? undefined;
+    message.afterDeltas = object.afterDeltas?.map((e) => DeltaPosition.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeltaPosition(): DeltaPosition {
+  return { utteranceId: "", chunkIndex: 0 };
+}
+
+export const DeltaPosition: MessageFns<DeltaPosition> = {
+  encode(message: DeltaPosition, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.utteranceId !== "") {
+      writer.uint32(10).string(message.utteranceId);
+    }
+    if (message.chunkIndex !== 0) {
+      writer.uint32(16).int32(message.chunkIndex);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeltaPosition {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeltaPosition();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.utteranceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.chunkIndex = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeltaPosition {
+    return {
+      utteranceId: isSet(object.utteranceId)
+        ? globalThis.String(object.utteranceId)
+        : isSet(object.utterance_id)
+        ? globalThis.String(object.utterance_id)
+        : "",
+      chunkIndex: isSet(object.chunkIndex)
+        ? globalThis.Number(object.chunkIndex)
+        : isSet(object.chunk_index)
+        ? globalThis.Number(object.chunk_index)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeltaPosition): unknown {
+    const obj: any = {};
+    if (message.utteranceId !== "") {
+      obj.utteranceId = message.utteranceId;
+    }
+    if (message.chunkIndex !== 0) {
+      obj.chunkIndex = Math.round(message.chunkIndex);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeltaPosition>, I>>(base?: I): DeltaPosition {
+    return DeltaPosition.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeltaPosition>, I>>(object: I): DeltaPosition {
+    const message = createBaseDeltaPosition();
+    message.utteranceId = object.utteranceId ?? "";
+    message.chunkIndex = object.chunkIndex ?? 0;
     return message;
   },
 };
@@ -7118,7 +7265,7 @@ export const SessionCreated: MessageFns<SessionCreated> = {
 };
 
 function createBaseDialogueAppended(): DialogueAppended {
-  return { index: 0, element: undefined };
+  return { index: 0, element: undefined, utteranceId: "" };
 }
 
 export const DialogueAppended: MessageFns<DialogueAppended> = {
@@ -7128,6 +7275,9 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
     }
     if (message.element !== undefined) {
       DialogueElement.encode(message.element, writer.uint32(18).fork()).join();
+    }
+    if (message.utteranceId !== "") {
+      writer.uint32(26).string(message.utteranceId);
     }
     return writer;
   },
@@ -7161,6 +7311,14 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
             message.element = DialogueElement.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.utteranceId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7177,6 +7335,11 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
     return {
       index: isSet(object.index) ? globalThis.Number(object.index) : 0,
       element: isSet(object.element) ? DialogueElement.fromJSON(object.element) : undefined,
+      utteranceId: isSet(object.utteranceId)
+        ? globalThis.String(object.utteranceId)
+        : isSet(object.utterance_id)
+        ? globalThis.String(object.utterance_id)
+        : "",
     };
   },
 
@@ -7187,6 +7350,9 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
     }
     if (message.element !== undefined) {
       obj.element = DialogueElement.toJSON(message.element);
+    }
+    if (message.utteranceId !== "") {
+      obj.utteranceId = message.utteranceId;
     }
     return obj;
   },
@@ -7200,6 +7366,7 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
     message.element = (object.element !== undefined && object.element !== null)
       ? DialogueElement.fromPartial(object.element)
       : undefined;
+    message.utteranceId = object.utteranceId ?? "";
     return message;
   },
 };
@@ -8306,7 +8473,7 @@ export const ChatRequest: MessageFns<ChatRequest> = {
 };
 
 function createBaseChatOpen(): ChatOpen {
-  return { sessionId: "", afterRevision: undefined };
+  return { sessionId: "", afterRevision: undefined, afterDeltas: [] };
 }
 
 export const ChatOpen: MessageFns<ChatOpen> = {
@@ -8316,6 +8483,9 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     }
     if (message.afterRevision !== undefined) {
       writer.uint32(16).int64(message.afterRevision);
+    }
+    for (const v of message.afterDeltas) {
+      DeltaPosition.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -8349,6 +8519,14 @@ export const ChatOpen: MessageFns<ChatOpen> = {
             message.afterRevision = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.afterDeltas.push(DeltaPosition.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8373,6 +8551,11 @@ export const ChatOpen: MessageFns<ChatOpen> = {
         : isSet(object.after_revision)
         ? globalThis.Number(object.after_revision)
         : undefined,
+      afterDeltas: globalThis.Array.isArray(object?.afterDeltas)
+        ? object.afterDeltas.map((e: any) => DeltaPosition.fromJSON(e))
+        : globalThis.Array.isArray(object?.after_deltas)
+        ? object.after_deltas.map((e: any) => DeltaPosition.fromJSON(e))
+        : [],
     };
   },
 
@@ -8384,6 +8567,9 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     if (message.afterRevision !== undefined) {
       obj.afterRevision = Math.round(message.afterRevision);
     }
+    if (message.afterDeltas?.length) {
+      obj.afterDeltas = message.afterDeltas.map((e) => DeltaPosition.toJSON(e));
+    }
     return obj;
   },
 
@@ -8394,6 +8580,7 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     const message = createBaseChatOpen();
     message.sessionId = object.sessionId ?? "";
     message.afterRevision = object.afterRevision ?? undefined;
+    message.afterDeltas = object.afterDeltas?.map((e) => DeltaPosition.fromPartial(e)) || [];
     return message;
   },
 };
