@@ -5,6 +5,7 @@ import type { ServiceError } from '@grpc/grpc-js';
 import type { GenieServiceClient, SessionUpdate, StreamUtteranceResponse, WatchSessionRequest } from '../../src/gen/parley/genie/v1/genie.js';
 import { createScratchDatabase, realPostgresUrl, realRedisUrl, testWhen, uniqueName } from '../helpers/backends.js';
 import { eventually } from '../helpers/eventually.js';
+import { hasRedisServer, PrivateRedis } from '../helpers/faults.js';
 import { chunk } from '../helpers/genie-stream.js';
 import { createTenant, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { Watcher } from '../helpers/watch.js';
@@ -216,4 +217,35 @@ replicaTest('a watcher on another replica joining after the 50th of 100 deltas g
   const tn = await createTenant(a);
   await genie(a, tn).register(chatType);
   await joinAfterHalf(t, a, b, tn);
+});
+
+const withRedis = hasRedisServer ? test.serial : test.skip;
+
+withRedis('a Redis restart mid-utterance loses the deltas kept so far, never the commit: a watcher joining afterwards starts at the first delta kept since, then gets the whole text in the commit', async (t) => {
+  const redis = await PrivateRedis.start(t);
+  const rs = await startTestServer({ redisUrl: redis.url });
+  t.teardown(() => rs.stop());
+  const tn = await createTenant(rs);
+  const g = genie(rs, tn);
+  await g.register(chatType);
+  const { sessionId } = await g.create('chat', {});
+  const utteranceId = `u-${uniqueName('restart')}`;
+  const u = worker(rs, tn, sessionId, utteranceId);
+  u.send(10);
+  await eventually(async () => (await rs.app.store.deltas.inFlight(sessionId)).length === 10, 'ten deltas kept');
+
+  await redis.kill();
+  await redis.start(); // empty: the kept deltas are gone
+  await eventually(() => rs.app.store.kv.ping().then(() => true, () => false), 'parley connected to Redis again');
+  u.send(15);
+  await eventually(async () => (await rs.app.store.deltas.inFlight(sessionId).catch(() => [])).length === 5, 'the five deltas sent since the restart kept');
+
+  const late = new Watcher(rs.genie, tn.md, sessionId, 1);
+  t.teardown(() => late.cancel());
+  await late.until((w) => w.caughtUp() !== undefined, 'the late watcher to catch up');
+  u.send(20, true);
+  const committed = await u.done;
+  await late.until((w) => w.revisions().includes(committed.revision), 'the commit');
+  t.deepEqual(sequence(late, utteranceId), [...range(10, 15).map((i) => `d${i}`), 'caught_up', ...range(15, 20).map((i) => `d${i}`), `r${committed.revision}`]);
+  t.is(commitOf(late.updates.at(-1)!)?.element?.actorText, text(20), 'the commit carries every chunk, the lost deltas included');
 });
