@@ -122,6 +122,8 @@ export interface GatewayRun {
   /** The same, per process, in the order of the pids the command named. */
   serverCpuMsByProcess: Array<number | null>;
   streamingSeconds: number;
+  /** CPU of the load process itself over the window (100 = one core): near 100, it is what limits the row. */
+  loadCpuPercent: number;
   /** Failed worker calls (StreamUtterance) and watch streams. */
   errors: number;
   firstError?: string;
@@ -196,6 +198,7 @@ export function gatewayTable(rows: GatewayRow[]): string {
     'server CPU µs/delta',
     'commit p50 / p99 ms',
     'lost / dup / out of order / other faults',
+    'host CPU % (load)',
     'vs bare relay',
     'target',
     'met',
@@ -222,6 +225,7 @@ export function gatewayTable(rows: GatewayRow[]): string {
         fmt(r.cpuUsPerDelta, 1),
         `${fmt(r.commit.p50Ms, 2)} / ${fmt(r.commit.p99Ms, 2)}`,
         `${f.lost} / ${f.duplicated} / ${f.outOfOrder} / ${f.afterCommit + f.missingCommit + f.unexpected + r.errors}`,
+        `${fmt(r.hostCpuPercent, 0)} (${fmt(r.loadCpuPercent, 0)})`,
         vs,
         r.targets?.map((t) => t.name).join(', ') ?? '',
         met,

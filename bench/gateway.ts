@@ -150,12 +150,14 @@ export async function gateway(cmd: Command, send: (r: LoadReply) => void): Promi
     const pids = cmd.pids;
     const cpuBefore = pids.map((p) => cpuMsOf(p));
     const began = nowMs();
+    const loadCpuBefore = process.cpuUsage();
     send({ id: cmd.id, event: 'measuring' });
     const results = await Promise.all(chats.map((chat, i) => work(pick(workers, i), md, chat, began + (i / n) * intervalMs, intervalMs)));
     // Then every watcher's commit, or as many as come within a generous wait.
     const until = nowMs() + 30_000;
     while (commits < watches.length && nowMs() < until && !watches.every((w) => w.failed || w.tally.committed)) await sleep(5);
     const ended = nowMs();
+    const loadCpu = process.cpuUsage(loadCpuBefore);
     const cpuAfter = pids.map((p) => cpuMsOf(p));
 
     const byProcess = pids.map((_, i) => {
@@ -179,6 +181,7 @@ export async function gateway(cmd: Command, send: (r: LoadReply) => void): Promi
       serverCpuMs: byProcess.every((c) => c !== null) ? Math.round(byProcess.reduce((a, b) => a! + b!, 0)!) : null,
       serverCpuMsByProcess: byProcess,
       streamingSeconds: Math.round(ended - began) / 1000,
+      loadCpuPercent: Math.round((loadCpu.user + loadCpu.system) / 10 / (ended - began)),
       errors: errors.length,
       ...(errors.length ? { firstError: errors[0] } : {}),
     };

@@ -53,6 +53,7 @@ const row = (kind: GatewayRow['kind'], chats: number, p99: number, cpuUsPerDelta
   serverCpuMs: 1,
   serverCpuMsByProcess: [1],
   streamingSeconds: 6,
+  loadCpuPercent: 50,
   errors: 0,
   cpuUsPerDelta,
   hostCpuPercent: null,
@@ -82,7 +83,7 @@ test('bench gateway rows compare with the relay and hold the ratio targets only 
       ['exact', false],
     ],
   );
-  t.regex(gatewayTable([at200]), /\| parley \| 200 \| 120,000 \/ 120,000 \|.*\| 1 \/ 0 \/ 0 \/ 0 \| 10\.00× delta p99 .*\| NO: commit p50 ≤20 ms, exact \|/);
+  t.regex(gatewayTable([at200]), /\| parley \| 200 \| 120,000 \/ 120,000 \|.*\| 1 \/ 0 \/ 0 \/ 0 \| — \(50\) \| 10\.00× delta p99 .*\| NO: commit p50 ≤20 ms, exact \|/);
 });
 
 test('bench gateway rows without samples compare to nothing', (t) => {
