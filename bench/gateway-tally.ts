@@ -119,6 +119,8 @@ export interface GatewayRun {
   faults: Exactness;
   /** User + system CPU of the server process(es) over the streaming window, summed; null when unreadable. */
   serverCpuMs: number | null;
+  /** The server process(es)' CPU with every watcher open and nothing streamed, just before (100 = one core). */
+  serverIdleCpuPercent: number | null;
   /** The same, per process, in the order of the pids the command named. */
   serverCpuMsByProcess: Array<number | null>;
   streamingSeconds: number;
@@ -195,7 +197,7 @@ export function gatewayTable(rows: GatewayRow[]): string {
     'deltas delivered',
     'delta p50 ms (same / other)',
     'delta p99 ms (same / other)',
-    'server CPU µs/delta',
+    'server CPU µs/delta (idle CPU %)',
     'commit p50 / p99 ms',
     'lost / dup / out of order / other faults',
     'host CPU % (load)',
@@ -222,7 +224,7 @@ export function gatewayTable(rows: GatewayRow[]): string {
         `${r.deltasDelivered.toLocaleString('en-US')} / ${r.deltasExpected.toLocaleString('en-US')}`,
         `${fmt(r.delta.all.p50Ms, 2)} (${fmt(r.delta.same.p50Ms, 2)} / ${fmt(r.delta.other.p50Ms, 2)})`,
         `${fmt(r.delta.all.p99Ms, 2)} (${fmt(r.delta.same.p99Ms, 2)} / ${fmt(r.delta.other.p99Ms, 2)})`,
-        fmt(r.cpuUsPerDelta, 1),
+        `${fmt(r.cpuUsPerDelta, 1)} (idle ${fmt(r.serverIdleCpuPercent, 0)}%)`,
         `${fmt(r.commit.p50Ms, 2)} / ${fmt(r.commit.p99Ms, 2)}`,
         `${f.lost} / ${f.duplicated} / ${f.outOfOrder} / ${f.afterCommit + f.missingCommit + f.unexpected + r.errors}`,
         `${fmt(r.hostCpuPercent, 0)} (${fmt(r.loadCpuPercent, 0)})`,

@@ -115,6 +115,20 @@ function work(client: Genie, md: Metadata, chat: Chat, startAt: number, interval
   });
 }
 
+/** How long the idle CPU of the servers is read before streaming. */
+const IDLE_MS = 1_000;
+
+const cpuDeltas = (before: Array<number | undefined>, after: Array<number | undefined>): Array<number | null> =>
+  before.map((a, i) => {
+    const b = after[i];
+    return a !== undefined && b !== undefined ? b - a : null;
+  });
+
+function sumCpu(before: Array<number | undefined>, after: Array<number | undefined>): number | null {
+  const d = cpuDeltas(before, after);
+  return d.every((c) => c !== null) ? Math.round(d.reduce<number>((a, b) => a + (b as number), 0)) : null;
+}
+
 export async function gateway(cmd: Command, send: (r: LoadReply) => void): Promise<GatewayRun> {
   const { ctx, chats: n, chunks } = cmd;
   const md = bearer(ctx.apiKey);
@@ -148,6 +162,13 @@ export async function gateway(cmd: Command, send: (r: LoadReply) => void): Promi
     await Promise.race([Promise.all(watches.map((w) => w.live)), sleep(60_000).then(() => Promise.reject(new Error('watch streams not live within 60 s')))]);
 
     const pids = cmd.pids;
+    // What the servers burn with every watcher open and nothing streamed, for a second: a cost per delta
+    // that falls steeply with the number of chats is a cost per second (or per wake-up), not per delta.
+    const idleBefore = pids.map((p) => cpuMsOf(p));
+    const idleFrom = nowMs();
+    await sleep(IDLE_MS);
+    const idleCpu = sumCpu(idleBefore, pids.map((p) => cpuMsOf(p)));
+    const idleCpuPercent = idleCpu === null ? null : Math.round((idleCpu / (nowMs() - idleFrom)) * 100);
     const cpuBefore = pids.map((p) => cpuMsOf(p));
     const began = nowMs();
     const loadCpuBefore = process.cpuUsage();
@@ -160,11 +181,7 @@ export async function gateway(cmd: Command, send: (r: LoadReply) => void): Promi
     const loadCpu = process.cpuUsage(loadCpuBefore);
     const cpuAfter = pids.map((p) => cpuMsOf(p));
 
-    const byProcess = pids.map((_, i) => {
-      const a = cpuBefore[i];
-      const b = cpuAfter[i];
-      return a !== undefined && b !== undefined ? b - a : null;
-    });
+    const byProcess = cpuDeltas(cpuBefore, cpuAfter);
     const faults = noFaults();
     for (const w of watches) addFaults(faults, w.tally.result());
     const errors = [...results.filter((e) => e !== undefined), ...watches.map((w) => w.failed).filter((e) => e !== undefined)];
@@ -178,7 +195,8 @@ export async function gateway(cmd: Command, send: (r: LoadReply) => void): Promi
       delta: { same: latency(sameLatencies), other: latency(otherLatencies), all: latency([...sameLatencies, ...otherLatencies]) },
       commit: latency(commitLatencies),
       faults,
-      serverCpuMs: byProcess.every((c) => c !== null) ? Math.round(byProcess.reduce((a, b) => a! + b!, 0)!) : null,
+      serverCpuMs: sumCpu(cpuBefore, cpuAfter),
+      serverIdleCpuPercent: idleCpuPercent,
       serverCpuMsByProcess: byProcess,
       streamingSeconds: Math.round(ended - began) / 1000,
       loadCpuPercent: Math.round((loadCpu.user + loadCpu.system) / 10 / (ended - began)),

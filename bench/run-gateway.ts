@@ -72,7 +72,7 @@ export async function runGateway(env: GatewayEnv): Promise<GatewayRow[]> {
         const f = run.faults;
         log(
           `gateway ${t.kind} ${chats} chats: ${run.deltasDelivered}/${run.deltasExpected} deltas, p99 ${run.delta.all.p99Ms} ms ` +
-            `(same ${run.delta.same.p99Ms}, other ${run.delta.other.p99Ms}), ${row.cpuUsPerDelta} µs CPU/delta, commit p50 ${run.commit.p50Ms} ms, ` +
+            `(same ${run.delta.same.p99Ms}, other ${run.delta.other.p99Ms}), ${row.cpuUsPerDelta} µs CPU/delta (idle ${run.serverIdleCpuPercent}%), commit p50 ${run.commit.p50Ms} ms, ` +
             `lost ${f.lost} dup ${f.duplicated} out of order ${f.outOfOrder}, load CPU ${run.loadCpuPercent}%${run.errors ? `, ${run.errors} errors: ${run.firstError}` : ''}`,
         );
         level.push(row);

@@ -52,6 +52,7 @@ const row = (kind: GatewayRow['kind'], chats: number, p99: number, cpuUsPerDelta
   faults: noFaults(),
   serverCpuMs: 1,
   serverCpuMsByProcess: [1],
+  serverIdleCpuPercent: 1,
   streamingSeconds: 6,
   loadCpuPercent: 50,
   errors: 0,
