@@ -168,7 +168,8 @@ export class GenieWatch {
           text,
         })
       : '';
-    const once = { scope: `account:${caller.accountId}`, method: STREAM_UTTERANCE, requestId, fingerprint };
+    // Without a request id there is nothing to claim: the commit takes the one-statement path of any write.
+    const once = requestId ? { scope: `account:${caller.accountId}`, method: STREAM_UTTERANCE, requestId, fingerprint } : undefined;
     const req = { sessionId: first.sessionId, expectedRevision: first.expectedRevision ?? 0, once, utteranceId: first.utteranceId };
     const view = first.eventName
       ? (await this.genie.sendEvent(caller, { ...req, event: first.eventName, actor: first.actor, actorInput: text })).view
@@ -314,8 +315,21 @@ function bound(m: Map<string, number> | Set<string>): void {
 const isDeleted = (item: FeedItem<LiveUpdate>) => 'commit' in item.event && item.event.commit.some((e) => e.type === 'session_deleted');
 const ended = () => undefined;
 
+/**
+ * The last message parsed and what it parsed to: a replica hands one message to every local watcher of the
+ * session in turn, so it is parsed once, not once per watcher (items are never mutated).
+ */
+let lastParsed: { message: string; item: FeedItem<LiveUpdate> | undefined } | undefined;
+
 /** A message of the session's channel; one that does not decode (another version, corrupt) is skipped. */
 function parseLive(message: string): FeedItem<LiveUpdate> | undefined {
+  if (lastParsed?.message === message) return lastParsed.item;
+  const item = decodeLive(message);
+  lastParsed = { message, item };
+  return item;
+}
+
+function decodeLive(message: string): FeedItem<LiveUpdate> | undefined {
   let m;
   try {
     m = decodeJson(busMessageCodec, message);

@@ -7,6 +7,12 @@ import { MAX_DELTA_LOG_ENTRIES, type DeltaLog } from '../ports/deltas.js';
  * and `x`. Ending an utterance drops every entry before the first one of an utterance still in flight, and
  * the whole stream when none is; the TTL is renewed by every append and end.
  */
+const APPEND = `
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'u', ARGV[1], 'm', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`;
+
 const END = `
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'u', ARGV[1], 'x', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -27,6 +33,7 @@ return 0
 `;
 
 type Scripted = (Redis | Cluster) & {
+  parleyDeltaAppend(key: string, utteranceId: string, message: string, ttlMs: number, maxLen: number): Promise<number>;
   parleyDeltaEnd(key: string, utteranceId: string, ttlMs: number, maxLen: number): Promise<number>;
 };
 
@@ -37,6 +44,7 @@ export class RedisDeltaLog implements DeltaLog {
     client: Redis | Cluster,
     private readonly prefix: string,
   ) {
+    client.defineCommand('parleyDeltaAppend', { numberOfKeys: 1, lua: APPEND });
     client.defineCommand('parleyDeltaEnd', { numberOfKeys: 1, lua: END });
     this.redis = client as Scripted;
   }
@@ -46,10 +54,8 @@ export class RedisDeltaLog implements DeltaLog {
   }
 
   async append(sessionId: string, utteranceId: string, message: string, ttlMs: number): Promise<void> {
-    const key = this.key(sessionId);
-    // Sent in the same tick (auto-pipelining: one write, run in order), no script needed: the PEXPIRE
-    // always follows its XADD on the connection.
-    await Promise.all([this.redis.xadd(key, 'MAXLEN', '~', MAX_DELTA_LOG_ENTRIES, '*', 'u', utteranceId, 'm', message), this.redis.pexpire(key, ttlMs)]);
+    // One command per delta: the stream never exists without its TTL, even if a worker dies mid-utterance.
+    await this.redis.parleyDeltaAppend(this.key(sessionId), utteranceId, message, ttlMs, MAX_DELTA_LOG_ENTRIES);
   }
 
   async end(sessionId: string, utteranceId: string, ttlMs: number): Promise<void> {
