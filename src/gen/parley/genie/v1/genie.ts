@@ -360,6 +360,12 @@ export interface GenieSession {
     | undefined;
   /** How many elements the whole dialogue has (at this revision). */
   dialogueLength: number;
+  /**
+   * The end user the session belongs to (CreateSessionRequest.end_user_id; a fork inherits its source's);
+   * empty when none. Set at creation, never changed; EndUserService.EraseEndUser deletes it with the rest
+   * of that end user's data.
+   */
+  endUserId: string;
 }
 
 /** Metadata of one secondary-storage value. */
@@ -446,6 +452,12 @@ export interface CreateSessionRequest {
     | undefined;
   /** Idempotency key (AIP-155), as in RegisterModelTypeRequest.request_id. */
   requestId: string;
+  /**
+   * The end user (of the gateway holding the API key) the session belongs to: an opaque id of 1–128
+   * characters, printable (no control characters), without leading or trailing whitespace; empty means
+   * none. It cannot be changed later; ListSessions filters by it and EraseEndUser deletes by it.
+   */
+  endUserId: string;
 }
 
 /** Response of CreateSession. */
@@ -551,6 +563,11 @@ export interface ListSessionsRequest {
   pageSize: number;
   /** The previous response's next_page_token, with the same filters. */
   pageToken: string;
+  /**
+   * Only sessions of this end user when set (as CreateSessionRequest.end_user_id); combines with the
+   * other filters.
+   */
+  endUserId: string;
 }
 
 /** Response of ListSessions. */
@@ -2435,6 +2452,7 @@ function createBaseGenieSession(): GenieSession {
     forkedFromRevision: 0,
     expireTime: undefined,
     dialogueLength: 0,
+    endUserId: "",
   };
 }
 
@@ -2487,6 +2505,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     }
     if (message.dialogueLength !== 0) {
       writer.uint32(128).int32(message.dialogueLength);
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(146).string(message.endUserId);
     }
     return writer;
   },
@@ -2632,6 +2653,14 @@ export const GenieSession: MessageFns<GenieSession> = {
             message.dialogueLength = reader.int32();
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2708,6 +2737,11 @@ export const GenieSession: MessageFns<GenieSession> = {
         : isSet(object.dialogue_length)
         ? globalThis.Number(object.dialogue_length)
         : 0,
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
     };
   },
 
@@ -2761,6 +2795,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.dialogueLength !== 0) {
       obj.dialogueLength = Math.round(message.dialogueLength);
     }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
     return obj;
   },
 
@@ -2787,6 +2824,7 @@ export const GenieSession: MessageFns<GenieSession> = {
     message.forkedFromRevision = object.forkedFromRevision ?? 0;
     message.expireTime = object.expireTime ?? undefined;
     message.dialogueLength = object.dialogueLength ?? 0;
+    message.endUserId = object.endUserId ?? "";
     return message;
   },
 };
@@ -3453,7 +3491,7 @@ export const ListModelTypesResponse: MessageFns<ListModelTypesResponse> = {
 };
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
-  return { modelType: "", fields: undefined, expireTime: undefined, requestId: "" };
+  return { modelType: "", fields: undefined, expireTime: undefined, requestId: "", endUserId: "" };
 }
 
 export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
@@ -3469,6 +3507,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     }
     if (message.requestId !== "") {
       writer.uint32(34).string(message.requestId);
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(42).string(message.endUserId);
     }
     return writer;
   },
@@ -3518,6 +3559,14 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3548,6 +3597,11 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
     };
   },
 
@@ -3565,6 +3619,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
     return obj;
   },
 
@@ -3577,6 +3634,7 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     message.fields = object.fields ?? undefined;
     message.expireTime = object.expireTime ?? undefined;
     message.requestId = object.requestId ?? "";
+    message.endUserId = object.endUserId ?? "";
     return message;
   },
 };
@@ -4260,7 +4318,7 @@ export const DeleteSessionResponse: MessageFns<DeleteSessionResponse> = {
 };
 
 function createBaseListSessionsRequest(): ListSessionsRequest {
-  return { modelType: "", state: "", pageSize: 0, pageToken: "" };
+  return { modelType: "", state: "", pageSize: 0, pageToken: "", endUserId: "" };
 }
 
 export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
@@ -4276,6 +4334,9 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(34).string(message.pageToken);
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(42).string(message.endUserId);
     }
     return writer;
   },
@@ -4325,6 +4386,14 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4355,6 +4424,11 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
         : isSet(object.page_token)
         ? globalThis.String(object.page_token)
         : "",
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
     };
   },
 
@@ -4372,6 +4446,9 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
     if (message.pageToken !== "") {
       obj.pageToken = message.pageToken;
     }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
     return obj;
   },
 
@@ -4384,6 +4461,7 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
     message.state = object.state ?? "";
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.endUserId = object.endUserId ?? "";
     return message;
   },
 };
