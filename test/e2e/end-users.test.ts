@@ -5,6 +5,10 @@ import { DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
 import { ChatRole, type OpenPromptRequest, type ListPromptsRequest, type WatchPromptResponse } from '../../src/gen/parley/prompt/v1/prompt.js';
 import { EndUserServiceClient, type EraseEndUserResponse } from '../../src/gen/parley/enduser/v1/enduser.js';
 import { promptCacheKey } from '../../src/prompt/rules.js';
+import { genieUseCases, promptUseCases } from '../../src/app.js';
+import { EndUserErasure } from '../../src/enduser/erasure.js';
+import { GenieCache } from '../../src/genie/cache.js';
+import { AppError, unavailable } from '../../src/errors.js';
 import { createTenant, errorInfo, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { bufCurl, curlReason } from '../helpers/buf-curl.js';
 import { eventually } from '../helpers/eventually.js';
@@ -336,4 +340,48 @@ test('EraseEndUser through buf curl (JSON), with a session and a prompt', async 
   t.is(bad.code, 'invalid_argument');
   t.is(curlReason(bad), 'INVALID_ARGUMENT');
   t.is(reasonOf(await t.throwsAsync(genie(s, tenant).get(created.session.sessionId))), 'SESSION_NOT_FOUND');
+});
+
+/** A hot-copy store that becomes unreachable for deletions after `ok` of them. */
+class FailingCache extends GenieCache {
+  ok = 3;
+  override async tombstoneBeforeDelete(sessionId: string): Promise<void> {
+    if (this.ok-- <= 0) throw unavailable('the session cache is unreachable; nothing was deleted, retry later', 'CACHE_UNAVAILABLE');
+    return super.tombstoneBeforeDelete(sessionId);
+  }
+}
+
+test('EraseEndUser goes in batches; a call cut short commits the batches it finished and a repeat finishes the rest', async (t) => {
+  const tenant = await tenantWithType();
+  const g = genie(s, tenant);
+  const sessions = [];
+  for (let i = 0; i < 5; i++) sessions.push(await createFor(tenant, 'bulk', { topic: `t${i}` }));
+  await g.send(sessions[4]!.sessionId, 'user_input', 'hello');
+  for (let i = 0; i < 3; i++) await open(tenant, { endUserId: 'bulk' });
+  const caller = { apiKeyId: tenant.apiKeyId, userProfileId: tenant.userProfileId, accountId: tenant.accountId };
+  const cache = new FailingCache(s.app.store.kv, s.app.store.bus);
+  const cut = new EndUserErasure(genieUseCases(s.app.db, s.app.store, undefined, cache), promptUseCases(s.app.db, s.app.store, s.app.config), 2);
+
+  const e = await t.throwsAsync(cut.erase(caller, 'bulk'), { instanceOf: AppError });
+  t.is(e.reason, 'CACHE_UNAVAILABLE');
+  // The first batch (2 sessions) committed; the second failed before its transaction, so nothing of it went.
+  const left = (await listSessionsOf(tenant, 'bulk')).sessions.map((x) => x.sessionId);
+  t.deepEqual(
+    left,
+    sessions.slice(2).map((x) => x.sessionId),
+  );
+  t.is((await g.get(sessions[2]!.sessionId)).revision, 1, 'a session whose copy was fenced but not deleted still reads');
+  t.is((await listPrompts(tenant, { endUserId: 'bulk' })).prompts.length, 3, 'the prompts come after the sessions');
+
+  const finished = await erase(tenant, 'bulk');
+  t.like(finished, { sessions: 3, dialogueElements: 1, sessionRevisions: 4, prompts: 3 });
+  t.deepEqual((await listSessionsOf(tenant, 'bulk')).sessions, []);
+  t.deepEqual((await listPrompts(tenant, { endUserId: 'bulk' })).prompts, []);
+
+  // With a reachable cache, batches smaller than what there is to erase take all of it in one call.
+  for (let i = 0; i < 5; i++) await createFor(tenant, 'bulk');
+  for (let i = 0; i < 3; i++) await open(tenant, { endUserId: 'bulk' });
+  const batched = new EndUserErasure(genieUseCases(s.app.db, s.app.store), promptUseCases(s.app.db, s.app.store, s.app.config), 2);
+  t.like(await batched.erase(caller, 'bulk'), { sessions: 5, sessionRevisions: 5, prompts: 3 });
+  t.deepEqual((await listSessionsOf(tenant, 'bulk')).sessions, []);
 });
