@@ -5,7 +5,7 @@ import tseslint from 'typescript-eslint';
 
 // Layering: the domain folders import neither the I/O libraries nor the adapters; they depend on src/ports and
 // their own store.ts interfaces instead. test/unit/layering.test.ts checks the same rule without ESLint.
-const DOMAIN = ['src/prompt/**', 'src/genie/**', 'src/admin/**'];
+const DOMAIN = ['src/prompt/**', 'src/genie/**', 'src/admin/**', 'src/enduser/**'];
 const FORBIDDEN_PACKAGES = '(knex|@grpc/grpc-js|pg|ioredis)(/|$)';
 const FORBIDDEN_FOLDERS = '(\\.\\./)+(storage|transport|gen)(/|$)';
 const LAYERING_MESSAGE = 'The domain does not reach past its ports: depend on an interface in src/ports or the aggregate store.ts.';

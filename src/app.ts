@@ -31,6 +31,9 @@ import { adminHandlers } from './transport/admin-handlers.js';
 import { promptHandlers } from './transport/prompt-handlers.js';
 import { AdminServiceService, type AdminServiceServer } from './gen/parley/admin/v1/admin.js';
 import { PromptServiceService, type PromptServiceServer } from './gen/parley/prompt/v1/prompt.js';
+import { EndUserServiceService, type EndUserServiceServer } from './gen/parley/enduser/v1/enduser.js';
+import { endUserHandlers } from './transport/enduser-handlers.js';
+import { EndUserErasure } from './enduser/erasure.js';
 import { Metrics } from './metrics.js';
 import { Limits, type LimitsConfig } from './transport/limits.js';
 import { Maintenance } from './maintenance/purge.js';
@@ -135,6 +138,8 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     bindService<AdminServiceServer>({ name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) }),
     bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize, telemetry)) }, authenticate: callerAuth }),
     bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieWatch, limits) }, authenticate: callerAuth }),
+    // The gateway's own key erases its end users: the account's caller, not the admin token.
+    bindService<EndUserServiceServer>({ name: 'parley.enduser.v1.EndUserService', definition: EndUserServiceService, handlers: endUserHandlers(new EndUserErasure(genie, prompts)), authenticate: callerAuth }),
   ];
   const health = new HealthMonitor(
     [

@@ -18,7 +18,7 @@ import { ACTORS, formatDialogue, type Actor, type DialogueFormatName } from './d
 import { dialogueAppended, fieldsUpdated, secondaryPut, sessionCreated, sessionDeleted, stateChanged, type SessionCommit } from './events.js';
 import { fieldViolations } from './json-schema.js';
 import { findTransition, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
-import { storedSessionSchema, type DialogueRow, type ModelTypeStore, type SessionStore, type SessionWrite, type StateFilter, type StoredSession, type WriteResult } from './store.js';
+import { storedSessionSchema, type DialogueRow, type RemovedContent, type ModelTypeStore, type SessionStore, type SessionWrite, type StateFilter, type StoredSession, type WriteResult } from './store.js';
 
 export const DEFAULT_CACHE_TTL_SECONDS = 3600;
 /**
@@ -44,6 +44,15 @@ export interface SessionView {
   omittedDialogue?: number;
   /** Set on the result of a write whose request id repeated an earlier one: nothing was written. */
   replayed?: true;
+}
+
+/** What erasing one end user's sessions deleted. */
+export interface EndUserSessionsErased {
+  sessions: number;
+  dialogue: number;
+  revisions: number;
+  secondary: number;
+  requestIds: number;
 }
 
 /** What a write appended to the dialogue, without the text (write answers never repeat it). */
@@ -112,10 +121,20 @@ export class GenieUseCases {
   // ---------------------------------------------------------------------------------------------------
   // Sessions
 
-  async createSession(caller: Principal, modelType: string, fields: Record<string, unknown>, expireTime?: Date, requestId?: string): Promise<SessionView> {
+  async createSession(
+    caller: Principal,
+    modelType: string,
+    fields: Record<string, unknown>,
+    expireTime?: Date,
+    requestId?: string,
+    endUserId?: string,
+  ): Promise<SessionView> {
     let versions: ModelTypeRow[] = [];
+    // The end user joins the fingerprint only when set, so a retry of a request made before end users
+    // existed still matches its first answer.
+    const request = endUserId ? { modelType, fields, expireTime, endUserId } : { modelType, fields, expireTime };
     const { value: r, replayed } = await this.unitOfWork.run(
-      this.key(caller, 'CreateSession', requestId, { modelType, fields, expireTime }),
+      this.key(caller, 'CreateSession', requestId, request),
       writeCodec,
       async (tx) => {
         versions = await this.types.modelTypeVersions(caller.accountId, modelType, tx);
@@ -126,7 +145,7 @@ export class GenieUseCases {
         const state = latest.stateMachine.initialState;
         const s = { id: randomUUID(), accountId: caller.accountId, modelType, schemaVersion: latest.schemaVersion, state, actor: '' as const, actorInput: '', fields };
         const created = sessionCreated({ modelType, schemaVersion: latest.schemaVersion, state, fields });
-        return this.sessions.insertSession({ ...s, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime }, undefined, [created], tx);
+        return this.sessions.insertSession({ ...s, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime, endUserId }, undefined, [created], tx);
       },
       (v) => v.session.id,
     );
@@ -258,11 +277,12 @@ export class GenieUseCases {
 
   async listSessions(
     caller: Principal,
-    filter: { modelType: string | undefined; state: string | undefined },
+    filter: { modelType: string | undefined; state: string | undefined; endUserId?: string | undefined },
     pageSize: number,
     pageToken: string | undefined,
   ): Promise<Page<SessionView>> {
-    const filters = { modelType: filter.modelType ?? '', state: filter.state ?? '' };
+    // The page token binds every filter; the end user only when set, so tokens issued before it existed stay valid.
+    const filters = { modelType: filter.modelType ?? '', state: filter.state ?? '', ...(filter.endUserId ? { endUserId: filter.endUserId } : {}) };
     const after = decodePageToken(pageToken, 'sessions', filters, seqCursor) ?? 0;
     const types = filter.modelType
       ? await this.types.modelTypeVersions(caller.accountId, filter.modelType)
@@ -272,7 +292,7 @@ export class GenieUseCases {
     // Stored sessions may predate a state rename: match every stored state that upgrades to the one asked for.
     const states: StateFilter | undefined =
       wanted === undefined ? undefined : [...byType].flatMap(([name, versions]) => storedStatesFor(wanted, versions).map((s) => ({ modelType: name, ...s })));
-    const rows = await this.sessions.listSessions(caller.accountId, { modelType: filter.modelType, states }, after, pageSize + 1);
+    const rows = await this.sessions.listSessions(caller.accountId, { modelType: filter.modelType, states, endUserId: filter.endUserId }, after, pageSize + 1);
     // A page also stops before MAX_READ_BYTES: each session may carry 256 KiB of fields and two 1 MiB texts.
     const page = withinBudget(
       rows.slice(0, pageSize),
@@ -312,15 +332,56 @@ export class GenieUseCases {
         const { actor, actorInput, modelType } = src.session;
         const s = { id: randomUUID(), accountId: caller.accountId, modelType, ...up, actor, actorInput, forkedFromSessionId: id, forkedFromRevision: src.session.revision };
         const created = sessionCreated({ modelType, ...up, forkedFrom });
-        // A copy of the content must not outlive the original's retention.
+        // A copy of the content must not outlive the original's retention, nor escape its end user's erasure.
         const fork = { ...forkedFrom, dialogueLength: src.session.dialogueLength };
-        return this.sessions.insertSession({ ...s, expireTime: src.session.expireTime }, fork, [created], tx);
+        return this.sessions.insertSession({ ...s, expireTime: src.session.expireTime, endUserId: src.session.endUserId }, fork, [created], tx);
       },
       (v) => v.session.id,
     );
     if (replayed) return writeView(r);
     await this.afterCommit(r, this.advanceStep(0, r.session, [], versions));
     return present(r.session, undefined, versions, r.last);
+  }
+
+  /**
+   * Deletes every session of one end user of the caller's account exactly as DeleteSession does (hot copies
+   * tombstoned first, every copy of the content and the stored answers repeating it deleted, watchers
+   * told), `batchSize` sessions per short transaction. Forks carry their source's end user, so they go
+   * too. Sessions created meanwhile are erased if they commit before the last batch is read.
+   */
+  async eraseEndUser(caller: Principal, endUserId: string, batchSize: number): Promise<EndUserSessionsErased> {
+    const report: EndUserSessionsErased = { sessions: 0, dialogue: 0, revisions: 0, secondary: 0, requestIds: 0 };
+    for (;;) {
+      const ids = await this.sessions.endUserSessions(caller.accountId, endUserId, batchSize);
+      for (const id of ids) {
+        this.heads.delete(id);
+        // UNAVAILABLE when the hot-copy store is unreachable: the batches before this one stay erased.
+        await this.cache.tombstoneBeforeDelete(id);
+      }
+      const batch = await this.inTransaction(async (tx) => {
+        const out: Array<{ session: { id: string }; commit: SessionCommit; removed: RemovedContent }> = [];
+        for (const id of ids) {
+          const cur = await this.sessions.lockSession(caller.accountId, id, 'update', tx);
+          // Deleted meanwhile (DeleteSession, the purge): nothing left to erase.
+          if (cur?.endUserId !== endUserId) continue;
+          const { removed, ...commit } = await this.sessions.tombstone(cur, [sessionDeleted()], new Date(), tx);
+          out.push({ session: { id }, commit, removed });
+        }
+        return out;
+      });
+      for (const d of batch) {
+        report.sessions++;
+        report.dialogue += d.removed.dialogue;
+        report.revisions += d.removed.revisions;
+        report.secondary += d.removed.secondary;
+        report.requestIds += d.removed.requestIds;
+        // Again after the commit: a read that raced the deletion may have refilled the copy before it.
+        await this.afterCommit(d, () => this.cache.tombstone(d.session.id));
+      }
+      if (ids.length < batchSize) return report;
+      // Give queued requests the event loop (and, on PGlite, the connection) between batches.
+      await new Promise((r) => setImmediate(r));
+    }
   }
 
   // ---------------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ export interface StoredSession {
   forkedFromRevision: number | undefined;
   /** Retention: the purge deletes the session after this time. */
   expireTime: Date | undefined;
+  /** The gateway's end user the session belongs to (set at creation, never changed); undefined: none. */
+  endUserId: string | undefined;
   createdAt: Date;
   /** When this revision was committed. */
   updatedAt: Date;
@@ -64,11 +66,12 @@ export const storedSessionSchema = z
   forkedFromSessionId: z.string().optional(),
   forkedFromRevision: z.number().optional(),
   expireTime: isoDate.optional(),
+  endUserId: z.string().optional(),
   createdAt: isoDate,
   updatedAt: isoDate,
   })
   // JSON leaves unset fields out; the row type has every key.
-  .transform((s): StoredSession => ({ ...s, forkedFromSessionId: s.forkedFromSessionId, forkedFromRevision: s.forkedFromRevision, expireTime: s.expireTime }));
+  .transform((s): StoredSession => ({ ...s, forkedFromSessionId: s.forkedFromSessionId, forkedFromRevision: s.forkedFromRevision, expireTime: s.expireTime, endUserId: s.endUserId }));
 
 export const dialogueRowSchema: z.ZodType<DialogueRow> = z.object({
   seq: z.number(),
@@ -133,6 +136,22 @@ export interface ModelTypeStore {
   listModelTypes(accountId: string, name: string | undefined, after: { name: string; schemaVersion: number } | undefined, limit: number): Promise<ModelTypeRow[]>;
 }
 
+/** What a tombstone removed: the session's content rows, and the stored answers that repeated them. */
+export interface RemovedContent {
+  dialogue: number;
+  revisions: number;
+  secondary: number;
+  requestIds: number;
+}
+
+/** The filters of a session list; unset ones match everything. */
+export interface SessionFilter {
+  modelType?: string | undefined;
+  /** What a filter by state matches (empty: nothing). */
+  states?: StateFilter | undefined;
+  endUserId?: string | undefined;
+}
+
 /** The stored (version, states) pairs a list filtered by state matches, per type. */
 export type StateFilter = Array<{ modelType: string; schemaVersion: number; states: string[] }>;
 
@@ -148,10 +167,10 @@ export interface SessionStore {
   commitRevision(current: StoredSession, w: SessionWrite, tx: Tx): Promise<WriteResult>;
   /**
    * Turns a session into a tombstone at the revision after `current`: only its id, owner, type and
-   * revision stay, every copy of its content goes (revisions, dialogue, secondary values, the event log,
+   * revision stay (not its end user), every copy of its content goes (revisions, dialogue, secondary values, the event log,
    * stored answers of request ids), and `events` are logged at that revision.
    */
-  tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date, tx: Tx): Promise<WriteResult['commit']>;
+  tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date, tx: Tx): Promise<WriteResult['commit'] & { removed: RemovedContent }>;
   /** The session as it was at `revision`; undefined when the session or that revision does not exist. */
   sessionAt(accountId: string, id: string, revision: number, tx?: Tx): Promise<{ session: StoredSession; dialogue: DialogueRow[] } | undefined>;
   sessionExists(accountId: string, id: string, tx?: Tx): Promise<boolean>;
@@ -178,13 +197,10 @@ export interface SessionStore {
   dialoguePage(sessionId: string, afterSeq: number, upToSeq: number, limit: number, maxTextBytes: number): Promise<DialogueRow[]>;
   /** The dialogue length of a session at `revision` (the current one when undefined); undefined when absent. */
   dialogueLengthAt(accountId: string, id: string, revision: number | undefined): Promise<number | undefined>;
-  /** Sessions by creation order after `afterSeq`; `states`, when given, lists what matches (empty: nothing). */
-  listSessions(
-    accountId: string,
-    filter: { modelType?: string | undefined; states?: StateFilter | undefined },
-    afterSeq: number,
-    limit: number,
-  ): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>>;
+  /** Sessions by creation order after `afterSeq` that pass every filter set. */
+  listSessions(accountId: string, filter: SessionFilter, afterSeq: number, limit: number): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>>;
+  /** The ids of up to `limit` live sessions of one end user of an account, oldest first (no lock). */
+  endUserSessions(accountId: string, endUserId: string, limit: number): Promise<string[]>;
   /**
    * Up to `limit` sessions past their retention at `now`, locked in `tx`: past their expire_time, or idle
    * (no commit) for longer than the latest version of their type's session_ttl_seconds. Sessions a write

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Principal } from '../principal.js';
-import { notFound, revisionMismatch } from '../errors.js';
+import { failedPrecondition, notFound, revisionMismatch } from '../errors.js';
 import type { Bus } from '../ports/bus.js';
 import { fingerprintOf } from '../fingerprint.js';
 import { zodCodec } from '../json-codec.js';
@@ -42,6 +42,8 @@ export interface OpenPromptInput {
   ipAddress: string;
   userAgent: string;
   url: string;
+  /** The end user a new session belongs to; set on an existing one, it must be that session's own. */
+  endUserId?: string | undefined;
 }
 
 type Json = Record<string, unknown>;
@@ -86,6 +88,39 @@ export interface PurgeReport {
   pluginUsage: number;
   batches: number;
   requestIds: number;
+}
+
+/** What erasing one end user's prompts deleted. */
+export interface EndUserPromptsErased {
+  prompts: number;
+  history: number;
+  toolCalls: number;
+  pluginUsage: number;
+  requestIds: number;
+}
+
+/**
+ * OpenPrompt of an existing session naming an end user: only its own. Leaving the end user out opens any
+ * session (a gateway resuming by key need not repeat it).
+ */
+function checkEndUser(row: PromptRow, endUserId: string | undefined): PromptRow {
+  if (endUserId === undefined || row.endUserId === endUserId) return row;
+  throw failedPrecondition(
+    `prompt session ${row.id} belongs to ${row.endUserId ? 'another end user' : 'no end user'}; its end user is set on creation and never changes`,
+    'END_USER_MISMATCH',
+    [{ type: 'END_USER', subject: `prompt/${row.id}`, description: 'end_user_id differs from the session\'s own' }],
+  );
+}
+
+/** The key of a transaction that records nothing (no request id: UnitOfWork.run claims nothing). */
+const UNRECORDED: RequestKey = { scope: '', method: '', requestId: undefined, fingerprint: '' };
+function unrecorded<T>(): Codec<T> {
+  return {
+    encode: (v) => v,
+    decode: () => {
+      throw new Error('a transaction without a request id has no recorded answer');
+    },
+  };
 }
 
 /** How many rows of each log GetPromptHistory returns (newest first); the List RPCs page through all. */
@@ -189,7 +224,7 @@ export class PromptUseCases {
     if (input.sessionKey && !requestId) {
       const cached = await this.cache.get(input.sessionKey);
       const row = cached.row && (await this.withRevision(cached.row));
-      if (row && row.accountId === caller.accountId) return { prompt: row, created: false };
+      if (row && row.accountId === caller.accountId) return { prompt: checkEndUser(row, input.endUserId), created: false };
       token = cached.token;
     }
     const { value } = await this.unitOfWork.run(
@@ -211,7 +246,7 @@ export class PromptUseCases {
   private async openIn(tx: Tx, caller: Principal, input: OpenPromptInput): Promise<{ prompt: PromptRow; created: boolean }> {
     if (input.sessionKey) {
       const found = await this.findBySessionKey(caller, input.sessionKey, tx);
-      if (found) return { prompt: found, created: false };
+      if (found) return { prompt: checkEndUser(found, input.endUserId), created: false };
     }
     // The handler lets no request through with neither a session key nor an LLM client.
     if (!input.llmClient) throw notFound`prompt session ${input.sessionKey ?? ''} (pass llm_client_id or llm_client_url to create it)`;
@@ -231,12 +266,14 @@ export class PromptUseCases {
         ipAddress: input.ipAddress,
         userAgent: input.userAgent,
         url: input.url,
+        endUserId: input.endUserId ?? '',
       },
       tx,
     );
     // The key may belong to another account (a race or a guess): that is not the caller's session.
     if (row.accountId !== caller.accountId) throw notFound`prompt session ${sessionKey}`;
-    return { prompt: row, created };
+    // A racing open of the same new key may have created it first, for another end user.
+    return { prompt: created ? row : checkEndUser(row, input.endUserId), created };
   }
 
   async get(caller: Principal, by: { id?: string | undefined; sessionKey?: string | undefined }): Promise<PromptRow> {
@@ -387,6 +424,40 @@ export class PromptUseCases {
    */
   async changesAfter(promptId: string, after: number, limit: number): Promise<PromptEvent[]> {
     return (await this.store.logsByRevision(promptId, after, limit)).map(promptEvents.replayed);
+  }
+
+  /**
+   * Deletes every prompt of one end user of the caller's account as DeletePrompt does (cache copies dropped
+   * first, logs and the stored answers that repeat them deleted, watchers told), `batchSize` prompts per
+   * short transaction. Prompts created meanwhile are erased if they commit before the last batch is read.
+   */
+  async eraseEndUser(caller: Principal, endUserId: string, batchSize: number): Promise<EndUserPromptsErased> {
+    const report: EndUserPromptsErased = { prompts: 0, history: 0, toolCalls: 0, pluginUsage: 0, requestIds: 0 };
+    for (;;) {
+      const batch = await this.store.endUserPrompts(caller.accountId, endUserId, batchSize);
+      // The cached rows carry the prompts' content: they go before the rows (see FencedCopies.evictBeforeDelete).
+      for (const p of batch) await this.cache.evictBeforeDelete(p.sessionKey);
+      const gone = await this.unitOfWork.run(UNRECORDED, unrecorded<GonePrompt[]>(), async (tx) => {
+        const locked: GonePrompt[] = [];
+        for (const p of batch) {
+          const row = await this.store.lock(caller.accountId, p.id, tx);
+          // Deleted meanwhile (by DeletePrompt or the purge), or not this end user's after all.
+          if (row?.endUserId === endUserId) locked.push({ id: row.id, sessionKey: row.sessionKey, revision: row.revision });
+        }
+        if (locked.length === 0) return locked;
+        const d = await this.store.deleteCounted(locked.map((p) => p.id), tx);
+        report.history += d.history;
+        report.toolCalls += d.toolCalls;
+        report.pluginUsage += d.pluginUsage;
+        report.requestIds += d.requestIds;
+        return locked;
+      });
+      report.prompts += gone.value.length;
+      await this.forgetDeleted(gone.value);
+      if (batch.length < batchSize) return report;
+      // Give queued requests the event loop (and, on PGlite, the connection) between batches.
+      await new Promise((r) => setImmediate(r));
+    }
   }
 
   /** Retention: deletes prompts idle since before `now - olderThanMs`, with their logs, batch by batch. */

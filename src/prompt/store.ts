@@ -28,10 +28,12 @@ export const promptRowSchema = z.object({
   ipAddress: z.string(),
   userAgent: z.string(),
   url: z.string(),
+  /** The gateway's end user the session belongs to, set on creation; '' when none (and in copies older than it). */
+  endUserId: z.string().default(''),
   /** revision: 1 on creation, +1 per committed change to the prompt or its logs. */
   ...stamped,
 });
-export type PromptRow = z.infer<typeof promptRowSchema>;
+export type PromptRow = z.output<typeof promptRowSchema>;
 
 /** Log rows: `id` is the UUID the API shows; `seq` the internal creation order, for paging. */
 const logRow = {
@@ -114,6 +116,7 @@ export interface PromptFilter {
   tag?: string | undefined;
   createdAfter?: Date | undefined;
   createdBefore?: Date | undefined;
+  endUserId?: string | undefined;
 }
 
 /** Keyset position in the newest-first prompt order; `createdAt` is Postgres' own text (microseconds). */
@@ -127,6 +130,15 @@ export interface GonePrompt {
   id: string;
   sessionKey: string;
   revision: number;
+}
+
+/** What deleting prompts removed with them. */
+export interface DeletedLogs {
+  history: number;
+  toolCalls: number;
+  pluginUsage: number;
+  /** Stored answers of request ids that repeated the prompts' content. */
+  requestIds: number;
 }
 
 export interface PurgedBatch {
@@ -152,6 +164,10 @@ export interface PromptStore {
   applyPatch(id: string, patch: PromptPatch, tx: Tx): Promise<PromptRow>;
   /** Deletes a locked prompt with its logs and the stored request results that repeat them. */
   delete(id: string, tx: Tx): Promise<void>;
+  /** The first `limit` prompts of one end user of an account, oldest first (no lock). */
+  endUserPrompts(accountId: string, endUserId: string, limit: number): Promise<GonePrompt[]>;
+  /** Deletes prompts (locked in `tx`) with their logs and stored request results, counting what went. */
+  deleteCounted(ids: readonly string[], tx: Tx): Promise<DeletedLogs>;
   /**
    * Starts a log write: locks the prompt row, bumps its revision and activity time. Undefined when the
    * account has no such prompt.

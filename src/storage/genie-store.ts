@@ -16,7 +16,8 @@ import {
   type SecondaryMeta,
   type SessionStore,
   type SessionWrite,
-  type StateFilter,
+  type RemovedContent,
+  type SessionFilter,
   type StoredSession,
   type WriteResult,
 } from '../genie/store.js';
@@ -87,6 +88,7 @@ const sessionRow = z
     forked_from_session_id: nullable(z.string()),
     forked_from_revision: nullable(int),
     expire_time: nullable(isoDate),
+    end_user_id: nullable(z.string()),
     created_at: isoDate,
     updated_at: isoDate,
   })
@@ -99,6 +101,7 @@ const sessionRow = z
       forkedFromSessionId: r.forked_from_session_id,
       forkedFromRevision: r.forked_from_revision,
       expireTime: r.expire_time,
+      endUserId: r.end_user_id,
       createdAt: r.created_at,
       updatedAt: r.updated_at,
     }),
@@ -204,6 +207,7 @@ export class KnexSessionStore implements SessionStore {
         forked_from_session_id: s.forkedFromSessionId ?? null,
         forked_from_revision: s.forkedFromRevision ?? null,
         expire_time: s.expireTime ?? null,
+        end_user_id: s.endUserId ?? null,
         created_at: now,
         updated_at: now,
       })
@@ -244,21 +248,24 @@ export class KnexSessionStore implements SessionStore {
     return commitStatement(this.db, current, w, guard);
   }
 
-  async tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date, tx: Tx): Promise<WriteResult['commit']> {
+  async tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date, tx: Tx): Promise<WriteResult['commit'] & { removed: RemovedContent }> {
     const trx = knexOf(tx);
     const { id } = current;
     const revision = current.revision + 1;
     await trx('session_commits').where({ session_id: id }).delete();
-    await trx('genie_secondary').where({ session_id: id }).delete();
-    await trx('genie_dialogue').where({ session_id: id }).delete();
-    await trx('genie_session_revisions').where({ session_id: id }).delete();
-    // Stored answers of idempotent writes repeat the session's content (fields, actor_input): they go too.
-    await KnexUnitOfWork.forgetSubjects(tx, [id]);
+    const removed = {
+      secondary: await deleteCounted(trx, 'genie_secondary', id),
+      dialogue: await deleteCounted(trx, 'genie_dialogue', id),
+      revisions: await deleteCounted(trx, 'genie_session_revisions', id),
+      // Stored answers of idempotent writes repeat the session's content (fields, actor_input): they go too.
+      requestIds: await KnexUnitOfWork.forgetSubjects(tx, [id]),
+    };
+    // The end user goes with the content: an erased end user's id must not stay behind in tombstones.
     await trx('genie_sessions')
       .where({ id })
-      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, expire_time: null, revision, updated_at: now, deleted_at: now });
+      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, expire_time: null, end_user_id: null, revision, updated_at: now, deleted_at: now });
     await insertEvents(trx, id, revision, events);
-    return { revision, events };
+    return { revision, events, removed };
   }
 
   async sessionAt(accountId: string, id: string, revision: number, tx?: Tx): Promise<{ session: StoredSession; dialogue: DialogueRow[] } | undefined> {
@@ -322,18 +329,14 @@ export class KnexSessionStore implements SessionStore {
     return r ? z.object({ dialogue_length: int }).parse(r).dialogue_length : undefined;
   }
 
-  async listSessions(
-    accountId: string,
-    filter: { modelType?: string | undefined; states?: StateFilter | undefined },
-    afterSeq: number,
-    limit: number,
-  ): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>> {
+  async listSessions(accountId: string, filter: SessionFilter, afterSeq: number, limit: number): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>> {
     const q = this.db('genie_sessions as s')
       .leftJoin('genie_dialogue as d', (j) => j.on('d.session_id', 's.id').andOn('d.seq', 's.dialogue_length'))
       .where('s.account_id', accountId)
       .whereNull('s.deleted_at')
       .andWhere('s.seq', '>', afterSeq);
     if (filter.modelType) q.andWhere('s.model_type', filter.modelType);
+    if (filter.endUserId) q.andWhere('s.end_user_id', filter.endUserId);
     if (filter.states) {
       const states = filter.states;
       if (states.length === 0) return [];
@@ -357,6 +360,11 @@ export class KnexSessionStore implements SessionStore {
           : dialogueRow.parse({ seq: r.d_seq, actor: r.d_actor, actor_text: r.d_actor_text, event: r.d_event, timestamp: r.d_timestamp, revision: r.d_revision });
       return { seq: r.seq, session: sessionRow.parse(row), last };
     });
+  }
+
+  async endUserSessions(accountId: string, endUserId: string, limit: number): Promise<string[]> {
+    const ids = await this.db('genie_sessions').where({ account_id: accountId, end_user_id: endUserId }).whereNull('deleted_at').orderBy('seq').limit(limit).pluck('id');
+    return z.array(z.string()).parse(ids);
   }
 
   async lockExpired(now: Date, limit: number, tx: Tx): Promise<Array<{ id: string; revision: number }>> {
@@ -407,6 +415,15 @@ export class KnexSessionStore implements SessionStore {
   }
 }
 
+/**
+ * Deletes a session's rows of one table and counts them in the statement (RETURNING rather than the
+ * affected-row count, which not every driver reports; counted in SQL so the rows never reach the process).
+ */
+async function deleteCounted(trx: Knex.Transaction, table: 'genie_secondary' | 'genie_dialogue' | 'genie_session_revisions', sessionId: string): Promise<number> {
+  const { rows } = (await trx.raw(`WITH d AS (DELETE FROM ${table} WHERE session_id = ? RETURNING 1) SELECT count(*)::int AS n FROM d`, [sessionId])) as { rows: unknown[] };
+  return z.array(z.object({ n: int })).parse(rows)[0]?.n ?? 0;
+}
+
 /** Revision 1 of a session: it appends nothing and has no previous revision, so it stores every column. */
 async function insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<void> {
   await trx('genie_session_revisions').insert({
@@ -428,7 +445,7 @@ async function insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<
  * and NULL fields are the latest stored ones before it (one step down the index of revisions with fields).
  */
 const SESSION_AT = `
-SELECT g.id, g.account_id, g.model_type, g.forked_from_session_id, g.forked_from_revision, g.expire_time, g.created_at,
+SELECT g.id, g.account_id, g.model_type, g.forked_from_session_id, g.forked_from_revision, g.expire_time, g.end_user_id, g.created_at,
   r.schema_version, r.state, r.actor, r.revision, r.dialogue_length, r.created_at AS updated_at,
   coalesce(r.actor_input, d.actor_text) AS actor_input,
   coalesce(r.fields, (

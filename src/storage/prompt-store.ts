@@ -25,6 +25,8 @@ import {
   type PromptPatch,
   type PromptRow,
   type PromptStore,
+  type DeletedLogs,
+  type GonePrompt,
   type PurgedBatch,
   type ReplayEntry,
   type ToolCallRow,
@@ -54,6 +56,7 @@ const promptFromRow = (r: DbRow): PromptRow =>
     ipAddress: r.ip_address,
     userAgent: r.user_agent,
     url: r.url,
+    endUserId: r.end_user_id ?? '',
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     revision: bigint(r.revision),
@@ -194,6 +197,7 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
         ip_address: p.ipAddress,
         user_agent: p.userAgent,
         url: p.url,
+        end_user_id: p.endUserId || null,
       })
       .onConflict('session_key')
       .ignore()
@@ -220,6 +224,7 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
     if (f.tag) q.andWhereRaw('tags @> array[?]::text[]', [f.tag]);
     if (f.createdAfter) q.andWhere('created_at', '>=', f.createdAfter);
     if (f.createdBefore) q.andWhere('created_at', '<', f.createdBefore);
+    if (f.endUserId) q.andWhere({ end_user_id: f.endUserId });
     if (after) q.andWhereRaw('(created_at, id) < (?::timestamptz, ?::uuid)', [after.createdAt, after.id]);
     const rows: DbRow[] = await q.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(limit);
     return rows.map((r) => ({ row: promptFromRow(r), cursor: { createdAt: String(r.created_at_text), id: String(r.id) } }));
@@ -243,6 +248,29 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
   async delete(id: string, tx: Tx): Promise<void> {
     await knexOf(tx)('prompts').where({ id }).del();
     await KnexUnitOfWork.forgetSubjects(tx, [id]);
+  }
+
+  async endUserPrompts(accountId: string, endUserId: string, limit: number): Promise<GonePrompt[]> {
+    const rows: DbRow[] = await this.db('prompts')
+      .where({ account_id: accountId, end_user_id: endUserId })
+      .orderBy([{ column: 'created_at' }, { column: 'id' }])
+      .limit(limit)
+      .select('id', 'session_key', 'revision');
+    return rows.map((r) => ({ id: String(r.id), sessionKey: String(r.session_key), revision: bigint(r.revision) }));
+  }
+
+  async deleteCounted(ids: readonly string[], tx: Tx): Promise<DeletedLogs> {
+    const trx = knexOf(tx);
+    // Counted in SQL (the cascade would not say), so a prompt's rows never reach the process.
+    const count = async (table: LogTable) => {
+      const { rows } = (await trx.raw(`WITH d AS (DELETE FROM ${table} WHERE prompt_id = ANY(?::uuid[]) RETURNING 1) SELECT count(*)::int AS n FROM d`, [[...ids]])) as {
+        rows: DbRow[];
+      };
+      return bigint(rows[0]?.n ?? 0);
+    };
+    const deleted = { history: await count('prompt_history'), toolCalls: await count('prompt_tool_calls'), pluginUsage: await count('prompt_plugin_usage') };
+    await trx('prompts').whereIn('id', [...ids]).del();
+    return { ...deleted, requestIds: await KnexUnitOfWork.forgetSubjects(tx, [...ids]) };
   }
 
   async bumpRevision(accountId: string, promptId: string, tx: Tx): Promise<number | undefined> {

@@ -55,10 +55,15 @@ export class KnexUnitOfWork implements UnitOfWork {
     });
   }
 
-  /** Forgets every stored result about these resources (their retries then run afresh and find them gone). */
-  static async forgetSubjects(q: Knex | Knex.Transaction | Tx, subjects: string[]): Promise<void> {
+  /**
+   * Forgets every stored result about these resources (their retries then run afresh and find them gone);
+   * returns how many went.
+   */
+  static async forgetSubjects(q: Knex | Knex.Transaction | Tx, subjects: string[]): Promise<number> {
     const k = typeof q === 'function' ? q : knexOf(q);
-    if (subjects.length) await k('request_ids').whereIn('subject', subjects).del();
+    if (!subjects.length) return 0;
+    // RETURNING rather than the affected-row count, which not every driver (knex-pglite) reports.
+    return (await k('request_ids').whereIn('subject', subjects).del(['request_id'])).length;
   }
 
   /** Deletes claims older than the window, a batch per transaction; returns how many went. */

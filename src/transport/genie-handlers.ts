@@ -37,7 +37,7 @@ import { parseInput } from '../validate.js';
 import { mapKey } from '../field-path.js';
 import { MAX_PAGE_SIZE, pageSizeOf } from '../paging.js';
 import { callerOf } from './authenticate.js';
-import { bytesOfAtMost, jsonOfAtMost, jsonSizeIssue, optionalString, structOfAtMost, textOfAtMost, uuid, type RequestSchema } from './zod-fields.js';
+import { bytesOfAtMost, optionalEndUserId, jsonOfAtMost, jsonSizeIssue, optionalString, structOfAtMost, textOfAtMost, uuid, type RequestSchema } from './zod-fields.js';
 import type { ServiceHandlers } from './rpc.js';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -76,6 +76,7 @@ export const toSession = (v: SessionView): GenieSession => ({
   forkedFromRevision: v.session.forkedFromRevision ?? 0,
   expireTime: v.session.expireTime,
   dialogueLength: v.session.dialogueLength,
+  endUserId: v.session.endUserId ?? '',
 });
 
 /**
@@ -257,6 +258,7 @@ const createSession = z.object({
   fields: userFields.optional().transform((f) => f ?? {}),
   expireTime,
   requestId,
+  endUserId: optionalEndUserId,
 }) satisfies RequestSchema<CreateSessionRequest>;
 /** GetSession's dialogue_page_size: unset or 0 is every element that fits; larger than the maximum is capped. */
 const dialoguePageSize = z
@@ -269,7 +271,7 @@ const getSession = z.object({ sessionId, revision: optionalRevision, dialoguePag
 
 // UpdateSession's mask names the session's own fields; user fields change through fields_patch.
 const SESSION_PATHS: readonly SessionPath[] = ['actor', 'actor_input', 'expire_time'];
-const OUTPUT_ONLY_PATHS = new Set(['session_id', 'model_type', 'schema_version', 'state', 'dialogue', 'current_response', 'revision', 'create_time', 'update_time', 'forked_from_session_id', 'forked_from_revision', 'dialogue_length']);
+const OUTPUT_ONLY_PATHS = new Set(['session_id', 'model_type', 'schema_version', 'state', 'dialogue', 'current_response', 'revision', 'create_time', 'update_time', 'forked_from_session_id', 'forked_from_revision', 'dialogue_length', 'end_user_id']);
 const isSessionPath = (p: string): p is SessionPath => (SESSION_PATHS as readonly string[]).includes(p);
 
 /** Why a mask path names nothing an update may set (undefined: it does, or it is `*`). */
@@ -317,7 +319,13 @@ const updateSession = z
     return { sessionId: s.sessionId, update: { paths, values, fieldsPatch: r.fieldsPatch }, expectedRevision: r.expectedRevision, requestId: r.requestId };
   }) satisfies RequestSchema<UpdateSessionRequest>;
 const deleteSession = z.object({ sessionId, expectedRevision, requestId }) satisfies RequestSchema<DeleteSessionRequest>;
-const listSessions = z.object({ modelType: optionalString, state: optionalString, pageSize, pageToken: optionalString }) satisfies RequestSchema<ListSessionsRequest>;
+const listSessions = z.object({
+  modelType: optionalString,
+  state: optionalString,
+  pageSize,
+  pageToken: optionalString,
+  endUserId: optionalEndUserId,
+}) satisfies RequestSchema<ListSessionsRequest>;
 const forkSession = z.object({ sessionId, revision: optionalRevision, requestId }) satisfies RequestSchema<ForkSessionRequest>;
 /**
  * An event name as a transition names it. Every RPC that takes one (SendEvent, Chat's send_event, a
@@ -372,7 +380,7 @@ export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieS
     },
     createSession: async (req, ctx) => {
       const r = parseInput(createSession, req);
-      return { session: toWrittenSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields, r.expireTime, r.requestId)) };
+      return { session: toWrittenSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields, r.expireTime, r.requestId, r.endUserId)) };
     },
     getSession: async (req, ctx) => {
       const r = parseInput(getSession, req);
@@ -391,7 +399,7 @@ export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieS
     },
     listSessions: async (req, ctx) => {
       const r = parseInput(listSessions, req);
-      const page = await genie.listSessions(callerOf(ctx), { modelType: r.modelType, state: r.state }, r.pageSize, r.pageToken);
+      const page = await genie.listSessions(callerOf(ctx), { modelType: r.modelType, state: r.state, endUserId: r.endUserId }, r.pageSize, r.pageToken);
       return { sessions: page.items.map(toSession), nextPageToken: page.nextPageToken };
     },
     forkSession: async (req, ctx) => {

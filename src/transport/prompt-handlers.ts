@@ -40,7 +40,7 @@ import {
 import { parseInput } from '../validate.js';
 import { toPlugin } from './admin-handlers.js';
 import { callerOf } from './authenticate.js';
-import { optionalString, optionalUuid, uuid } from './zod-fields.js';
+import { optionalEndUserId, optionalString, optionalUuid, uuid } from './zod-fields.js';
 import type { ServiceHandlers } from './rpc.js';
 import { pageReply } from './replies.js';
 import { delimited, intSize, stringField, structSize, timestampSize } from './wire-size.js';
@@ -63,6 +63,7 @@ export const toPrompt = (r: PromptRow): Prompt => ({
   llmClientId: r.llmClientId,
   accountId: r.accountId,
   revision: r.revision,
+  endUserId: r.endUserId,
 });
 
 const roleToProto: Record<ChatRoleName, ChatRole> = {
@@ -215,6 +216,7 @@ const openPrompt = z
       })
       .transform((v) => (v === '' ? '' : (normalizePromptUrl(v) ?? ''))),
     requestId,
+    endUserId: optionalEndUserId,
   })
   .superRefine((r, ctx) => {
     if (!r.sessionKey && !r.llmClientId && !r.llmClientUrl) {
@@ -242,6 +244,7 @@ const listPrompts = z
     tag: optionalString.pipe(z.string().superRefine(rule(validateTag)).transform((t) => t.trim()).optional()),
     createdAfter: z.date().optional(),
     createdBefore: z.date().optional(),
+    endUserId: optionalEndUserId,
   })
   .refine((r) => !r.createdAfter || !r.createdBefore || r.createdAfter < r.createdBefore, {
     path: ['createdBefore'],

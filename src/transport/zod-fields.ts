@@ -103,3 +103,25 @@ export function structOfAtMost(maxBytes: number, maxKeyChars: number) {
     if (k !== undefined) ctx.issues.push(tooLarge(ctx.value, `has a key of ${k.length} characters (${quote(k, 40)}); keys are at most ${maxKeyChars}`));
   });
 }
+
+/** Longest end user id, in characters (Unicode code points). */
+export const MAX_END_USER_ID_CHARS = 128;
+
+/**
+ * A gateway's end user id (CreateSession, OpenPrompt, the list filters, EraseEndUser): opaque to parley, so
+ * only what keeps it an unambiguous key is checked: 1–128 characters, none of them a control character
+ * (Unicode Cc: C0, DEL, C1), and no whitespace at either end (`" u1"` and `"u1"` would name different end
+ * users by accident). Messages never repeat the id.
+ */
+export const endUserId = z
+  .string()
+  .min(1, 'is required')
+  .check((ctx) => {
+    const n = [...ctx.value].length;
+    if (n > MAX_END_USER_ID_CHARS) ctx.issues.push({ code: 'custom', input: ctx.value, message: `is ${n} characters; at most ${MAX_END_USER_ID_CHARS} are allowed` });
+    else if (/\p{Cc}/u.test(ctx.value)) ctx.issues.push({ code: 'custom', input: ctx.value, message: 'must not contain control characters' });
+    else if (/^\s|\s$/u.test(ctx.value)) ctx.issues.push({ code: 'custom', input: ctx.value, message: 'must not start or end with whitespace' });
+  });
+
+/** An end user id where empty means none (undefined). */
+export const optionalEndUserId = optionalString.pipe(endUserId.optional());

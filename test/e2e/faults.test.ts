@@ -30,7 +30,7 @@ const redisNote = skipNote(hasRedisServer ? '' : 'redis-server is not installed'
 const replicasNote = skipNote(!hasRedisServer ? 'redis-server is not installed' : !pgUp ? 'set DATABASE_URL or PARLEY_TEST_DATABASE_URL' : '');
 const pgNote = skipNote(pgUp ? '' : 'set DATABASE_URL or PARLEY_TEST_DATABASE_URL');
 
-const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' };
+const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
 const code = (e: unknown) => (e as ServiceError).code;
 
 /** A server stopped at the end of the test, before the faults' own teardown (Redis may be gone by then). */

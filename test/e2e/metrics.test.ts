@@ -28,7 +28,7 @@ test.after.always(async () => {
 const OPEN = '/parley.prompt.v1.PromptService/OpenPrompt';
 const GET = '/parley.prompt.v1.PromptService/GetPrompt';
 const WATCH = '/parley.prompt.v1.PromptService/WatchPrompt';
-const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' };
+const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
 
 /** One HTTP/1.1 request as a scraper makes it: the status and the body. */
 function http(port: number, path: string, method = 'GET', body?: string): Promise<{ status: number; type: string | undefined; text: string }> {

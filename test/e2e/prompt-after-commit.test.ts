@@ -9,7 +9,7 @@ import { hasRedisServer, PrivateRedis } from '../helpers/faults.js';
 const withRedis = hasRedisServer ? test.serial : test.skip;
 const note = hasRedisServer ? '' : ' [skipped here: redis-server is not installed]';
 
-const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' };
+const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
 
 async function server(t: ExecutionContext, overrides: Partial<Config>): Promise<TestServer> {
   const s = await startTestServer(overrides);

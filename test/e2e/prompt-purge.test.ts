@@ -25,7 +25,7 @@ test.after.always(async () => {
   await s?.stop();
 });
 
-const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' };
+const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
 const open = async (t: Tenant) => (await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: t.llmClientId }, t.md)).prompt!;
 const append = (t: Tenant, promptId: string, requestId = '') =>
   rpc(s.prompt, s.prompt.appendHistory, { promptId, request: { model: 'm' }, response: undefined, messages: [], requestId }, t.md);

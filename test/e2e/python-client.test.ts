@@ -39,9 +39,9 @@ async function flow(...steps: string[]): Promise<Map<string, Step>> {
   return new Map(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Step).map((o) => [o.step, o]));
 }
 
-withPython('a Python client generated with python3-grpc-tools: admin setup, an error with ErrorInfo and BadRequest, a prompt with its logs, a watched genie session', async (t) => {
-  const out = await flow('admin_setup', 'error_details', 'prompt_with_logs', 'genie_session_watch');
-  t.deepEqual([...out.keys()], ['admin_setup', 'error_details', 'prompt_with_logs', 'genie_session_watch']);
+withPython('a Python client generated with python3-grpc-tools: admin setup, an error with ErrorInfo and BadRequest, a prompt with its logs, a watched genie session, an end user erased', async (t) => {
+  const out = await flow('admin_setup', 'error_details', 'prompt_with_logs', 'genie_session_watch', 'end_user_erasure');
+  t.deepEqual([...out.keys()], ['admin_setup', 'error_details', 'prompt_with_logs', 'genie_session_watch', 'end_user_erasure']);
 
   const setup = out.get('admin_setup')!;
   t.regex(String(setup.account_id), /^[0-9a-f-]{36}$/);
@@ -84,6 +84,19 @@ withPython('a Python client generated with python3-grpc-tools: admin setup, an e
     ],
   );
   t.deepEqual(genie.conflict, { code: 'ABORTED', reason: 'REVISION_MISMATCH', current_revision: '3' });
+
+  const endUsers = out.get('end_user_erasure')!;
+  t.deepEqual(endUsers.end_user_ids, ['py-user-1', 'py-user-1', 'py-user-1']);
+  t.is(endUsers.listed, 2, 'ListSessions by end user, one per page');
+  t.deepEqual(endUsers.mismatch, { code: 'FAILED_PRECONDITION', reason: 'END_USER_MISMATCH', fields: [] });
+  t.deepEqual(endUsers.invalid, { code: 'INVALID_ARGUMENT', reason: 'INVALID_ARGUMENT', fields: ['end_user_id'] });
+  // int64 counts arrive as Python ints; two sessions (one with an utterance at revision 2), one prompt with one entry.
+  t.deepEqual(endUsers.erased, { sessions: 2, dialogue_elements: 1, session_revisions: 3, prompts: 1, history_entries: 1 });
+  t.deepEqual(endUsers.session_after, { code: 'NOT_FOUND', reason: 'SESSION_NOT_FOUND', fields: [] });
+  t.deepEqual(endUsers.prompt_after, { code: 'NOT_FOUND', reason: 'PROMPT_NOT_FOUND', fields: [] });
+  t.is(endUsers.listed_after, 0);
+  t.is(endUsers.kept, 'py-user-2', 'the other end user is untouched');
+  t.is(endUsers.repeat_sessions, 0, 'a repeat finds nothing left');
 });
 
 withPython('a Python client resumes a watch dropped mid-utterance with after_revision and after_deltas: every delta once, in order, then the commit naming the utterance', async (t) => {

@@ -42,6 +42,8 @@ testWhen(hasJq, 'jq is not installed')('every buf curl command in the README run
     t.notRegex(r.stdout, /"code": "(invalid_argument|internal|unknown)"/, 'a walk-through call failed');
     // What the README says the prompt update prints: a change at revision 5, then the same update as a no-op.
     t.regex(r.stdout, /\{"changed":true,"revision":"5"\}\n\{"changed":false,"revision":"5"\}/);
+    // What the README says an end user's erasure prints, and the list after it.
+    t.regex(r.stdout, /\{"sessions":"1","dialogueElements":"1","sessionRevisions":"2","prompts":"1"\}\n\{\}\n/);
     // What the README says the watcher prints: two replayed revisions, the caught_up marker, then the live event.
     t.regex(
       r.stdout,

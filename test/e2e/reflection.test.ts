@@ -21,7 +21,7 @@ const curl = (args: string[]) =>
 
 test('reflection lists every service', async (t) => {
   const listed = (await describe(s.address, undefined)).split('\n');
-  for (const name of ['parley.admin.v1.AdminService', 'parley.prompt.v1.PromptService', 'grpc.health.v1.Health']) {
+  for (const name of ['parley.admin.v1.AdminService', 'parley.prompt.v1.PromptService', 'parley.genie.v1.GenieService', 'parley.enduser.v1.EndUserService', 'grpc.health.v1.Health']) {
     t.true(listed.includes(name), `${name} missing from ${listed.join(', ')}`);
   }
 });

@@ -24,7 +24,7 @@ const backends: Array<{ name: string; redis: Pick<Config, 'redisUrl' | 'redisClu
   },
 ];
 
-const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' };
+const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
 const loop = modelType({
   name: 'loop',
   jsonSchema: undefined,

@@ -6,11 +6,12 @@ import type {
   ForkSource,
   ModelTypeStore,
   NewSession,
+  RemovedContent,
   SecondaryMeta,
+  SessionFilter,
   SessionEventLog,
   SessionStore,
   SessionWrite,
-  StateFilter,
   StoredSession,
   WriteResult,
 } from '../../src/genie/store.js';
@@ -161,18 +162,25 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
     return turn;
   }
 
-  async tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date): Promise<SessionCommit> {
+  async tombstone(current: { id: string; revision: number }, events: SessionEvent[], now: Date): Promise<SessionCommit & { removed: RemovedContent }> {
     const revision = current.revision + 1;
     const st = this.state;
-    st.events = st.events.filter((e) => e.sessionId !== current.id);
-    st.dialogue = st.dialogue.filter((d) => d.sessionId !== current.id);
-    st.secondary = st.secondary.filter((d) => d.sessionId !== current.id);
+    const mine = (d: { sessionId: string }) => d.sessionId === current.id;
+    const removed = {
+      dialogue: st.dialogue.filter(mine).length,
+      secondary: st.secondary.filter(mine).length,
+      revisions: st.revisions.filter((r) => r.id === current.id).length,
+      requestIds: [...st.claims.values()].filter((c) => c.subject === current.id).length,
+    };
+    st.events = st.events.filter((e) => !mine(e));
+    st.dialogue = st.dialogue.filter((d) => !mine(d));
+    st.secondary = st.secondary.filter((d) => !mine(d));
     st.revisions = st.revisions.filter((r) => r.id !== current.id);
     for (const [k, c] of st.claims) if (c.subject === current.id) st.claims.delete(k);
     const row = st.sessions.find((s) => s.id === current.id);
-    if (row) Object.assign(row, { state: '', actor: '', actorInput: '', fields: {}, dialogueLength: 0, expireTime: undefined, revision, updatedAt: now, deleted: true });
+    if (row) Object.assign(row, { state: '', actor: '', actorInput: '', fields: {}, dialogueLength: 0, expireTime: undefined, endUserId: undefined, revision, updatedAt: now, deleted: true });
     this.log(current.id, revision, events);
-    return { revision, events };
+    return { revision, events, removed };
   }
 
   private log(sessionId: string, revision: number, events: SessionEvent[]): void {
@@ -212,19 +220,22 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
     return revision === undefined ? s.dialogueLength : this.state.revisions.find((r) => r.id === id && r.revision === revision)?.dialogueLength;
   }
 
-  async listSessions(
-    accountId: string,
-    filter: { modelType?: string | undefined; states?: StateFilter | undefined },
-    afterSeq: number,
-    limit: number,
-  ): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>> {
+  async listSessions(accountId: string, filter: SessionFilter, afterSeq: number, limit: number): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>> {
     const out: Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }> = [];
     for (const [i, s] of this.state.sessions.entries()) {
       if (i + 1 <= afterSeq || s.accountId !== accountId || s.deleted || (filter.modelType && s.modelType !== filter.modelType)) continue;
+      if (filter.endUserId && s.endUserId !== filter.endUserId) continue;
       if (filter.states && !filter.states.some((f) => f.modelType === s.modelType && f.schemaVersion === s.schemaVersion && f.states.includes(s.state))) continue;
       out.push({ seq: i + 1, session: this.view(s), last: await this.element(s.id, s.dialogueLength) });
     }
     return out.slice(0, limit);
+  }
+
+  async endUserSessions(accountId: string, endUserId: string, limit: number): Promise<string[]> {
+    return this.state.sessions
+      .filter((s) => s.accountId === accountId && s.endUserId === endUserId && !s.deleted)
+      .slice(0, limit)
+      .map((s) => s.id);
   }
 
   async lockExpired(now: Date, limit: number): Promise<Array<{ id: string; revision: number }>> {

@@ -7,6 +7,8 @@ import { PromptCache } from '../../src/prompt/cache.js';
 import { decodePromptEvent, promptChannel, type PromptEvent } from '../../src/prompt/events.js';
 import { PromptUseCases } from '../../src/prompt/service.js';
 import type {
+  DeletedLogs,
+  GonePrompt,
   HistoryRow,
   LogRows,
   LogTable,
@@ -111,6 +113,24 @@ class MemoryPromptStore implements PromptStore, PromptDirectory {
 
   async delete(id: string): Promise<void> {
     this.prompts.delete(id);
+  }
+
+  async endUserPrompts(accountId: string, endUserId: string, limit: number): Promise<GonePrompt[]> {
+    return [...this.prompts.values()]
+      .filter((s) => s.row.accountId === accountId && s.row.endUserId === endUserId)
+      .slice(0, limit)
+      .map((s) => ({ id: s.row.id, sessionKey: s.row.sessionKey, revision: s.row.revision }));
+  }
+
+  async deleteCounted(ids: readonly string[]): Promise<DeletedLogs> {
+    const count = (table: LogTable) => {
+      const before = this.logs[table].length;
+      (this.logs[table] as Array<{ promptId: string }>) = this.logs[table].filter((r) => !ids.includes(r.promptId));
+      return before - this.logs[table].length;
+    };
+    const out = { history: count('prompt_history'), toolCalls: count('prompt_tool_calls'), pluginUsage: count('prompt_plugin_usage'), requestIds: 0 };
+    for (const id of ids) this.prompts.delete(id);
+    return out;
   }
 
   async bumpRevision(accountId: string, promptId: string): Promise<number | undefined> {

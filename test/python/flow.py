@@ -13,6 +13,9 @@ shared Flow and returning the facts it prints:
                        move it through its states
   genie_delta_resume   GenieService: stream an utterance, drop the watch mid-utterance, resume it with the
                        last revision and delta position seen (after_deltas), and get the rest, then the commit
+  end_user_erasure     end users: sessions and a prompt created for two end users, a list filtered by one
+                       page by page, an open with another end user refused, EraseEndUser of one (needs the
+                       model type of genie_session_watch), what then reads back
 
 Each step prints one JSON line {"step": name, ...facts}. A failed check raises, so the script exits non-zero
 with the traceback (and the JSON lines of the steps before it) for the test to show.
@@ -27,6 +30,7 @@ import grpc  # noqa: E402
 from google.protobuf import struct_pb2  # noqa: E402
 from google.rpc import error_details_pb2, status_pb2  # noqa: E402
 from parley.admin.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
+from parley.enduser.v1 import enduser_pb2, enduser_pb2_grpc  # noqa: E402
 from parley.genie.v1 import genie_pb2, genie_pb2_grpc  # noqa: E402
 from parley.prompt.v1 import prompt_pb2, prompt_pb2_grpc  # noqa: E402
 
@@ -56,6 +60,7 @@ class Flow:
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.prompt = prompt_pb2_grpc.PromptServiceStub(self.channel)
         self.genie = genie_pb2_grpc.GenieServiceStub(self.channel)
+        self.end_users = enduser_pb2_grpc.EndUserServiceStub(self.channel)
         self.admin_md = bearer(admin_token)
         self.md = None  # the API key's, once admin_setup ran
         self.ids = {}
@@ -322,7 +327,76 @@ def genie_delta_resume(f):
     }
 
 
-STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, genie_delta_resume]
+def failure(call):
+    """The code, ErrorInfo reason and BadRequest fields of a call that must fail."""
+    try:
+        call()
+    except grpc.RpcError as err:
+        st = status_details(err)
+        bad = unpack(st, error_details_pb2.BadRequest)
+        return {
+            "code": err.code().name,
+            "reason": unpack(st, error_details_pb2.ErrorInfo)[0].reason,
+            "fields": [v.field for b in bad for v in b.field_violations],
+        }
+    raise AssertionError("the call succeeded")
+
+
+def end_user_erasure(f):
+    def create(end_user, topic):
+        req = genie_pb2.CreateSessionRequest(model_type="qa", fields=struct({"topic": topic}), end_user_id=end_user)
+        return f.genie.CreateSession(req, metadata=f.md, timeout=TIMEOUT).session
+
+    mine = [create("py-user-1", "tax"), create("py-user-1", "vat")]
+    other = create("py-user-2", "keep")
+    f.genie.SendEvent(genie_pb2.SendEventRequest(session_id=mine[0].session_id, event_name="user_input", actor_input="secret"), metadata=f.md, timeout=TIMEOUT)
+    prompt = f.prompt.OpenPrompt(prompt_pb2.OpenPromptRequest(llm_client_id=f.ids["llm_client"], end_user_id="py-user-1"), metadata=f.md, timeout=TIMEOUT).prompt
+    f.prompt.AppendHistory(
+        prompt_pb2.AppendHistoryRequest(prompt_id=prompt.id, messages=[prompt_pb2.ChatMessage(role=prompt_pb2.CHAT_ROLE_USER, content="secret")]),
+        metadata=f.md,
+        timeout=TIMEOUT,
+    )
+
+    listed, token = [], ""
+    while True:
+        page = f.genie.ListSessions(genie_pb2.ListSessionsRequest(end_user_id="py-user-1", page_size=1, page_token=token), metadata=f.md, timeout=TIMEOUT)
+        listed += [s.session_id for s in page.sessions]
+        token = page.next_page_token
+        if not token:
+            break
+    check(listed == [s.session_id for s in mine], f"ListSessions by end user listed {listed}")
+
+    mismatch = failure(
+        lambda: f.prompt.OpenPrompt(prompt_pb2.OpenPromptRequest(session_key=prompt.session_key, end_user_id="py-user-2"), metadata=f.md, timeout=TIMEOUT)
+    )
+    invalid = failure(lambda: f.end_users.EraseEndUser(enduser_pb2.EraseEndUserRequest(end_user_id=" py-user-1"), metadata=f.md, timeout=TIMEOUT))
+    erased = f.end_users.EraseEndUser(enduser_pb2.EraseEndUserRequest(end_user_id="py-user-1"), metadata=f.md, timeout=TIMEOUT)
+    gone = failure(lambda: f.genie.GetSession(genie_pb2.GetSessionRequest(session_id=mine[0].session_id), metadata=f.md, timeout=TIMEOUT))
+    prompt_gone = failure(lambda: f.prompt.GetPrompt(prompt_pb2.GetPromptRequest(id=prompt.id), metadata=f.md, timeout=TIMEOUT))
+    left = f.genie.ListSessions(genie_pb2.ListSessionsRequest(end_user_id="py-user-1"), metadata=f.md, timeout=TIMEOUT)
+    kept = f.genie.GetSession(genie_pb2.GetSessionRequest(session_id=other.session_id), metadata=f.md, timeout=TIMEOUT).session
+    again = f.end_users.EraseEndUser(enduser_pb2.EraseEndUserRequest(end_user_id="py-user-1"), metadata=f.md, timeout=TIMEOUT)
+    return {
+        "end_user_ids": [s.end_user_id for s in mine] + [prompt.end_user_id],
+        "listed": len(listed),
+        "mismatch": mismatch,
+        "invalid": invalid,
+        "erased": {
+            "sessions": erased.sessions,
+            "dialogue_elements": erased.dialogue_elements,
+            "session_revisions": erased.session_revisions,
+            "prompts": erased.prompts,
+            "history_entries": erased.history_entries,
+        },
+        "session_after": gone,
+        "prompt_after": prompt_gone,
+        "listed_after": len(left.sessions),
+        "kept": kept.end_user_id,
+        "repeat_sessions": again.sessions + again.prompts,
+    }
+
+
+STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume]
 
 
 def main():

@@ -80,6 +80,7 @@ for (const impl of implementations) {
         ipAddress: '',
         userAgent: '',
         url: '',
+        endUserId: '',
       };
       const first = await prompts.insertOrGet(fields);
       t.true(first.created);

@@ -34,7 +34,7 @@ async function withStore(open: () => Promise<{ db: Db; drop: () => Promise<void>
       const s = { id: randomUUID(), accountId: account, modelType: 'qa', schemaVersion: 1, state: 'asking', actor: '' as const, actorInput: '', fields };
       const created = sessionCreated({ modelType: 'qa', schemaVersion: 1, state: 'asking', fields });
       const r = await db.transaction((trx) =>
-        store.insertSession({ ...s, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined }, undefined, [created], txOf(trx)),
+        store.insertSession({ endUserId: undefined, ...s, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined }, undefined, [created], txOf(trx)),
       );
       return r.session;
     };

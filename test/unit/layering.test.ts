@@ -1,4 +1,4 @@
-// The layering rule, checked without ESLint: the domain folders (src/prompt, src/genie, src/admin) import neither
+// The layering rule, checked without ESLint: the domain folders (src/prompt, src/genie, src/admin, src/enduser) import neither
 // knex, grpc-js, pg nor ioredis, nor anything under src/storage, src/transport or src/gen. eslint.config.js states the
 // same rule for the editor; this test is what `npm test` (and so CI) enforces.
 import test from 'ava';
@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const DOMAIN = ['src/prompt', 'src/genie', 'src/admin'];
+const DOMAIN = ['src/prompt', 'src/genie', 'src/admin', 'src/enduser'];
 const FORBIDDEN_PACKAGES = ['knex', '@grpc/grpc-js', 'pg', 'ioredis'];
 const FORBIDDEN_FOLDERS = ['src/storage', 'src/transport', 'src/gen'];
 

@@ -39,6 +39,7 @@ async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
     forkedFromSessionId: undefined,
     forkedFromRevision: undefined,
     expireTime: undefined,
+    endUserId: undefined,
     createdAt: new Date(),
     updatedAt: new Date(),
   };

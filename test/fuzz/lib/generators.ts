@@ -64,6 +64,8 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
   const firstPrompt = fc.oneof({ weight: 4, arbitrary: fc.constant(self.promptIds[0]!) }, { weight: 1, arbitrary: prompts });
   const firstSession = fc.oneof({ weight: 4, arbitrary: fc.constant(self.sessionIds[0]!) }, { weight: 1, arbitrary: sessions });
   const event = oneOfOr(['user_input', 'ai_response', '']);
+  // The world's own sessions and prompts name no end user, so an erasure never takes them.
+  const endUser = oneOfOr(['', 'user-1', 'user-2']);
   // GenieService's messages: the Actor enum (enumNumber adds undefined values), Durations.
   const actorEnum = enumNumber([0, 1, 2, 3]);
   const duration = fc.oneof(fc.constant(undefined), fc.record({ seconds: int64, nanos: int32 }));
@@ -220,6 +222,9 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
       }),
     },
 
+    // EndUserService
+    'EndUserService/EraseEndUser': { kind: 'unary', req: fc.record({ endUserId: endUser }) },
+
     // PromptService
     'PromptService/OpenPrompt': {
       kind: 'unary',
@@ -231,6 +236,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
         userAgent: str,
         url: oneOfOr(['', 'https://example.com/chat']),
         requestId,
+        endUserId: endUser,
       }),
     },
     // The keys are a oneof: the generator sends one, the other, or both (a binary client may; the last wins on
@@ -238,7 +244,14 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     'PromptService/GetPrompt': { kind: 'unary', req: fc.record({ id: fc.oneof(prompts, fc.constant('')), sessionKey: oneOfOr(['', ...self.sessionKeys]) }) },
     'PromptService/ListPrompts': {
       kind: 'unary',
-      req: fc.record({ ...page('prompts'), llmClientId: oneOfOr(['', self.tenant.llmClientId]), tag: oneOfOr(['']), createdAfter: fc.oneof(fc.constant(undefined), date), createdBefore: fc.oneof(fc.constant(undefined), date) }),
+      req: fc.record({
+        ...page('prompts'),
+        llmClientId: oneOfOr(['', self.tenant.llmClientId]),
+        tag: oneOfOr(['']),
+        createdAfter: fc.oneof(fc.constant(undefined), date),
+        createdBefore: fc.oneof(fc.constant(undefined), date),
+        endUserId: endUser,
+      }),
       extras: [ts([5]), ts([6])],
     },
     'PromptService/UpdatePrompt': {
@@ -308,7 +321,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     },
     'GenieService/GetModelType': { kind: 'unary', req: fc.record({ name: oneOfOr(w.modelTypes), schemaVersion: fc.oneof(fc.constant(undefined), int32) }) },
     'GenieService/ListModelTypes': { kind: 'unary', req: fc.record({ name: oneOfOr(['']), ...page('modelTypes') }) },
-    'GenieService/CreateSession': { kind: 'unary', req: fc.record({ modelType: oneOfOr(w.modelTypes), fields: struct, expireTime: date, requestId }), extras: [ts([3])] },
+    'GenieService/CreateSession': { kind: 'unary', req: fc.record({ modelType: oneOfOr(w.modelTypes), fields: struct, expireTime: date, requestId, endUserId: endUser }), extras: [ts([3])] },
     'GenieService/GetSession': { kind: 'unary', req: fc.record({ sessionId: sessions, revision: optRevision }) },
     'GenieService/UpdateSession': {
       kind: 'unary',
@@ -322,7 +335,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
       extras: [ts([1, 15])],
     },
     'GenieService/DeleteSession': { kind: 'unary', req: fc.record({ sessionId: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.sessionIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), expectedRevision: optRevision, requestId }) },
-    'GenieService/ListSessions': { kind: 'unary', req: fc.record({ modelType: oneOfOr(['']), state: oneOfOr(['']), ...page('sessions') }) },
+    'GenieService/ListSessions': { kind: 'unary', req: fc.record({ modelType: oneOfOr(['']), state: oneOfOr(['']), ...page('sessions'), endUserId: endUser }) },
     'GenieService/ForkSession': { kind: 'unary', req: fc.record({ sessionId: sessions, revision: optRevision, requestId }) },
     'GenieService/SendEvent': { kind: 'unary', req: fc.record({ sessionId: sessions, eventName: event, actor: actorEnum, actorInput: str, expectedRevision: optRevision, requestId }) },
     'GenieService/AppendDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, actor: actorEnum, actorText: str, expectedRevision: optRevision, requestId }) },

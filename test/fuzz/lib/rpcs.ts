@@ -3,6 +3,7 @@ import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { AdminServiceService } from '../../../src/gen/parley/admin/v1/admin.js';
 import { GenieServiceService } from '../../../src/gen/parley/genie/v1/genie.js';
 import { PromptServiceService } from '../../../src/gen/parley/prompt/v1/prompt.js';
+import { EndUserServiceService } from '../../../src/gen/parley/enduser/v1/enduser.js';
 import { loadImage } from '../../../src/transport/reflection.js';
 
 export type Kind = 'unary' | 'server-stream' | 'client-stream' | 'bidi';
@@ -17,7 +18,7 @@ export interface Rpc {
   deserialize: (bytes: Buffer) => unknown;
 }
 
-export const FUZZED_SERVICES = ['parley.prompt.v1.PromptService', 'parley.genie.v1.GenieService', 'parley.admin.v1.AdminService'];
+export const FUZZED_SERVICES = ['parley.prompt.v1.PromptService', 'parley.genie.v1.GenieService', 'parley.admin.v1.AdminService', 'parley.enduser.v1.EndUserService'];
 
 interface Definition {
   path: string;
@@ -30,9 +31,9 @@ interface Definition {
 const kindOf = (clientStreaming: boolean, serverStreaming: boolean): Kind =>
   clientStreaming ? (serverStreaming ? 'bidi' : 'client-stream') : serverStreaming ? 'server-stream' : 'unary';
 
-/** Every RPC of the three services, from the generated definitions, in a stable order. */
+/** Every RPC of the public services, from the generated definitions, in a stable order. */
 export function allRpcs(): Rpc[] {
-  const defs = [AdminServiceService, PromptServiceService, GenieServiceService] as unknown as Array<Record<string, Definition>>;
+  const defs = [AdminServiceService, PromptServiceService, GenieServiceService, EndUserServiceService] as unknown as Array<Record<string, Definition>>;
   return defs
     .flatMap((d) => Object.values(d))
     .map((d) => ({

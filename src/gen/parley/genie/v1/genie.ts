@@ -360,6 +360,12 @@ export interface GenieSession {
     | undefined;
   /** How many elements the whole dialogue has (at this revision). */
   dialogueLength: number;
+  /**
+   * The end user the session belongs to (CreateSessionRequest.end_user_id; a fork inherits its source's);
+   * empty when none. Set at creation, never changed; EndUserService.EraseEndUser deletes it with the rest
+   * of that end user's data.
+   */
+  endUserId: string;
 }
 
 /** Metadata of one secondary-storage value. */
@@ -446,6 +452,12 @@ export interface CreateSessionRequest {
     | undefined;
   /** Idempotency key (AIP-155), as in RegisterModelTypeRequest.request_id. */
   requestId: string;
+  /**
+   * The end user (of the gateway holding the API key) the session belongs to: an opaque id of 1–128
+   * characters, printable (no control characters), without leading or trailing whitespace; empty means
+   * none. It cannot be changed later; ListSessions filters by it and EraseEndUser deletes by it.
+   */
+  endUserId: string;
 }
 
 /** Response of CreateSession. */
@@ -551,6 +563,11 @@ export interface ListSessionsRequest {
   pageSize: number;
   /** The previous response's next_page_token, with the same filters. */
   pageToken: string;
+  /**
+   * Only sessions of this end user when set (as CreateSessionRequest.end_user_id); combines with the
+   * other filters.
+   */
+  endUserId: string;
 }
 
 /** Response of ListSessions. */
@@ -2469,6 +2486,7 @@ function createBaseGenieSession(): GenieSession {
     forkedFromRevision: 0,
     expireTime: undefined,
     dialogueLength: 0,
+    endUserId: "",
   };
 }
 
@@ -2521,6 +2539,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     }
     if (message.dialogueLength !== 0) {
       writer.uint32(128).int32(message.dialogueLength);
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(146).string(message.endUserId);
     }
     return writer;
   },
@@ -2666,6 +2687,14 @@ export const GenieSession: MessageFns<GenieSession> = {
             message.dialogueLength = reader.int32();
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2742,6 +2771,11 @@ export const GenieSession: MessageFns<GenieSession> = {
         : isSet(object.dialogue_length)
         ? globalThis.Number(object.dialogue_length)
         : 0,
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
     };
   },
 
@@ -2795,6 +2829,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.dialogueLength !== 0) {
       obj.dialogueLength = Math.round(message.dialogueLength);
     }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
     return obj;
   },
 
@@ -2821,6 +2858,7 @@ export const GenieSession: MessageFns<GenieSession> = {
     message.forkedFromRevision = object.forkedFromRevision ?? 0;
     message.expireTime = object.expireTime ?? undefined;
     message.dialogueLength = object.dialogueLength ?? 0;
+    message.endUserId = object.endUserId ?? "";
     return message;
   },
 };
@@ -3487,7 +3525,7 @@ export const ListModelTypesResponse: MessageFns<ListModelTypesResponse> = {
 };
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
-  return { modelType: "", fields: undefined, expireTime: undefined, requestId: "" };
+  return { modelType: "", fields: undefined, expireTime: undefined, requestId: "", endUserId: "" };
 }
 
 export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
@@ -3503,6 +3541,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     }
     if (message.requestId !== "") {
       writer.uint32(34).string(message.requestId);
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(42).string(message.endUserId);
     }
     return writer;
   },
@@ -3552,6 +3593,14 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3582,6 +3631,11 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
     };
   },
 
@@ -3599,6 +3653,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
     return obj;
   },
 
@@ -3611,6 +3668,7 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     message.fields = object.fields ?? undefined;
     message.expireTime = object.expireTime ?? undefined;
     message.requestId = object.requestId ?? "";
+    message.endUserId = object.endUserId ?? "";
     return message;
   },
 };
@@ -4294,7 +4352,7 @@ export const DeleteSessionResponse: MessageFns<DeleteSessionResponse> = {
 };
 
 function createBaseListSessionsRequest(): ListSessionsRequest {
-  return { modelType: "", state: "", pageSize: 0, pageToken: "" };
+  return { modelType: "", state: "", pageSize: 0, pageToken: "", endUserId: "" };
 }
 
 export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
@@ -4310,6 +4368,9 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(34).string(message.pageToken);
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(42).string(message.endUserId);
     }
     return writer;
   },
@@ -4359,6 +4420,14 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4389,6 +4458,11 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
         : isSet(object.page_token)
         ? globalThis.String(object.page_token)
         : "",
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
     };
   },
 
@@ -4406,6 +4480,9 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
     if (message.pageToken !== "") {
       obj.pageToken = message.pageToken;
     }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
     return obj;
   },
 
@@ -4418,6 +4495,7 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
     message.state = object.state ?? "";
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.endUserId = object.endUserId ?? "";
     return message;
   },
 };
@@ -9419,7 +9497,8 @@ export const GenieServiceService = {
    * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account.
    * - ABORTED `REVISION_MISMATCH` (metadata `current_revision`): `expected_revision` is not the session's.
    * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
-   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
+   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_CHUNK_LIMIT` (more than 20,000 chunks with
+   *   text), `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
    *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
    * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
    * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
@@ -9605,7 +9684,8 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
    * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account.
    * - ABORTED `REVISION_MISMATCH` (metadata `current_revision`): `expected_revision` is not the session's.
    * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
-   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
+   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_CHUNK_LIMIT` (more than 20,000 chunks with
+   *   text), `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
    *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
    * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
    * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
@@ -10005,7 +10085,8 @@ export interface GenieServiceClient extends Client {
    * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account.
    * - ABORTED `REVISION_MISMATCH` (metadata `current_revision`): `expected_revision` is not the session's.
    * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
-   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
+   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_CHUNK_LIMIT` (more than 20,000 chunks with
+   *   text), `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
    *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
    * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
    * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.

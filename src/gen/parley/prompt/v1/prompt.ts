@@ -137,6 +137,11 @@ export interface Prompt {
    * `expected_revision` to update or delete conditionally.
    */
   revision: number;
+  /**
+   * The end user the session belongs to (OpenPromptRequest.end_user_id at creation); empty when none.
+   * Never changed; EndUserService.EraseEndUser deletes the prompt with the rest of that end user's data.
+   */
+  endUserId: string;
 }
 
 export interface Prompt_AnnotationsEntry {
@@ -281,6 +286,14 @@ export interface OpenPromptRequest {
   url: string;
   /** Optional UUID making retries safe; see the service comment. */
   requestId: string;
+  /**
+   * The end user (of the gateway holding the API key) a new session belongs to: an opaque id of 1–128
+   * characters, printable (no control characters), without leading or trailing whitespace; empty means
+   * none. Recorded on creation and never changed. Opening an existing session with an end_user_id other
+   * than its own (including one that has none) is FAILED_PRECONDITION `END_USER_MISMATCH`, nothing
+   * changed; leaving it empty opens the session whatever its end user.
+   */
+  endUserId: string;
 }
 
 /** Response of OpenPrompt. */
@@ -324,7 +337,14 @@ export interface ListPromptsRequest {
     | Date
     | undefined;
   /** Only prompts created before this time. */
-  createdBefore: Date | undefined;
+  createdBefore:
+    | Date
+    | undefined;
+  /**
+   * Only prompts of this end user when set (as OpenPromptRequest.end_user_id); combines with the other
+   * filters.
+   */
+  endUserId: string;
 }
 
 /** Response of ListPrompts. */
@@ -681,6 +701,7 @@ function createBasePrompt(): Prompt {
     llmClientId: "",
     accountId: "",
     revision: 0,
+    endUserId: "",
   };
 }
 
@@ -733,6 +754,9 @@ export const Prompt: MessageFns<Prompt> = {
     }
     if (message.revision !== 0) {
       writer.uint32(128).int64(message.revision);
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(138).string(message.endUserId);
     }
     return writer;
   },
@@ -881,6 +905,14 @@ export const Prompt: MessageFns<Prompt> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -956,6 +988,11 @@ export const Prompt: MessageFns<Prompt> = {
         ? globalThis.String(object.account_id)
         : "",
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
     };
   },
 
@@ -1015,6 +1052,9 @@ export const Prompt: MessageFns<Prompt> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
     return obj;
   },
 
@@ -1047,6 +1087,7 @@ export const Prompt: MessageFns<Prompt> = {
     message.llmClientId = object.llmClientId ?? "";
     message.accountId = object.accountId ?? "";
     message.revision = object.revision ?? 0;
+    message.endUserId = object.endUserId ?? "";
     return message;
   },
 };
@@ -1990,6 +2031,7 @@ function createBaseOpenPromptRequest(): OpenPromptRequest {
     userAgent: "",
     url: "",
     requestId: "",
+    endUserId: "",
   };
 }
 
@@ -2015,6 +2057,9 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     }
     if (message.requestId !== "") {
       writer.uint32(58).string(message.requestId);
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(66).string(message.endUserId);
     }
     return writer;
   },
@@ -2088,6 +2133,14 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2133,6 +2186,11 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
     };
   },
 
@@ -2159,6 +2217,9 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
     return obj;
   },
 
@@ -2174,6 +2235,7 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     message.userAgent = object.userAgent ?? "";
     message.url = object.url ?? "";
     message.requestId = object.requestId ?? "";
+    message.endUserId = object.endUserId ?? "";
     return message;
   },
 };
@@ -2424,7 +2486,15 @@ export const GetPromptResponse: MessageFns<GetPromptResponse> = {
 };
 
 function createBaseListPromptsRequest(): ListPromptsRequest {
-  return { pageSize: 0, pageToken: "", llmClientId: "", tag: "", createdAfter: undefined, createdBefore: undefined };
+  return {
+    pageSize: 0,
+    pageToken: "",
+    llmClientId: "",
+    tag: "",
+    createdAfter: undefined,
+    createdBefore: undefined,
+    endUserId: "",
+  };
 }
 
 export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
@@ -2446,6 +2516,9 @@ export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
     }
     if (message.createdBefore !== undefined) {
       Timestamp.encode(toTimestamp(message.createdBefore), writer.uint32(50).fork()).join();
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(58).string(message.endUserId);
     }
     return writer;
   },
@@ -2511,6 +2584,14 @@ export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
             message.createdBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2551,6 +2632,11 @@ export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
         : isSet(object.created_before)
         ? fromJsonTimestamp(object.created_before)
         : undefined,
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
     };
   },
 
@@ -2574,6 +2660,9 @@ export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
     if (message.createdBefore !== undefined) {
       obj.createdBefore = message.createdBefore.toISOString();
     }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
     return obj;
   },
 
@@ -2588,6 +2677,7 @@ export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
     message.tag = object.tag ?? "";
     message.createdAfter = object.createdAfter ?? undefined;
     message.createdBefore = object.createdBefore ?? undefined;
+    message.endUserId = object.endUserId ?? "";
     return message;
   },
 };
@@ -5549,7 +5639,8 @@ export const PromptServiceService = {
    * Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT: a malformed session key, id, URL or IP address;
    * neither a session key nor an LLM client given; FIELD_TOO_LARGE: `llm_client_url`; REQUEST_ID_REUSED);
    * NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
-   * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND).
+   * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND); FAILED_PRECONDITION
+   * (END_USER_MISMATCH: the session exists with another end user than `end_user_id`).
    */
   openPrompt: {
     path: "/parley.prompt.v1.PromptService/OpenPrompt" as const,
@@ -5786,7 +5877,8 @@ export interface PromptServiceServer extends UntypedServiceImplementation {
    * Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT: a malformed session key, id, URL or IP address;
    * neither a session key nor an LLM client given; FIELD_TOO_LARGE: `llm_client_url`; REQUEST_ID_REUSED);
    * NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
-   * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND).
+   * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND); FAILED_PRECONDITION
+   * (END_USER_MISMATCH: the session exists with another end user than `end_user_id`).
    */
   openPrompt: handleUnaryCall<OpenPromptRequest, OpenPromptResponse>;
   /**
@@ -5899,7 +5991,8 @@ export interface PromptServiceClient extends Client {
    * Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT: a malformed session key, id, URL or IP address;
    * neither a session key nor an LLM client given; FIELD_TOO_LARGE: `llm_client_url`; REQUEST_ID_REUSED);
    * NOT_FOUND (PROMPT_SESSION_NOT_FOUND:
-   * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND).
+   * an unknown session key without an LLM client to create it; LLM_CLIENT_NOT_FOUND); FAILED_PRECONDITION
+   * (END_USER_MISMATCH: the session exists with another end user than `end_user_id`).
    */
   openPrompt(
     request: OpenPromptRequest,
