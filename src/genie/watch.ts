@@ -125,13 +125,14 @@ export class GenieWatch {
     let index = 0;
     let committed: UtteranceCommit | undefined;
     const abort = (reason: string) => this.relay.aborted(first.sessionId, first.utteranceId, clip(reason, 1000));
+    const unacked = new Unacked();
     try {
       for await (const chunk of chunks) {
         // Transport refuses a message after last_chunk before counting it; this is the domain's own guard.
         if (committed) throw messageAfterLastChunk(committed.revision);
         if (chunk.text) {
           text += chunk.text;
-          await this.relay.delta(first.sessionId, { utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: chunk.text });
+          await unacked.add(this.relay.delta(first.sessionId, { utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: chunk.text }));
         }
         if (chunk.lastChunk) committed = await this.commit(caller, first, text);
       }
@@ -152,6 +153,8 @@ export class GenieWatch {
       }
       await abort(signal.aborted ? 'cancelled' : publicMessage(err));
       throw err;
+    } finally {
+      await unacked.drain();
     }
   }
 
@@ -192,6 +195,27 @@ export class GenieWatch {
     return { ...chunk, clientUtteranceId: chunk.utteranceId, utteranceId };
   }
 }
+
+/**
+ * Deltas handed to the relay and not yet acknowledged by the store. A worker's next chunk does not wait for
+ * the previous one's round trip to Redis — the relay's commands go out in order on one connection, and local
+ * watchers already have the delta — but at most MAX_UNACKED wait at once, so a slow Redis slows the worker
+ * down rather than piling up its chunks. The relay contains its failures: these never reject.
+ */
+class Unacked {
+  private readonly pending: Array<Promise<void>> = [];
+
+  async add(sent: Promise<void>): Promise<void> {
+    this.pending.push(sent);
+    if (this.pending.length > MAX_UNACKED) await this.pending.shift();
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.pending.splice(0));
+  }
+}
+
+const MAX_UNACKED = 64;
 
 /** An utterance under way: its first message, with the utterance id it goes out under. */
 type Utterance = UtteranceStart & { clientUtteranceId: string };
