@@ -4,8 +4,9 @@
  *
  * Each chat is one genie session with two watchers (WatchSession, live before anything is streamed: one on
  * the worker's replica, one on the other) and one worker streaming one utterance of `chunks` chunks at
- * `ratePerSec` through StreamUtterance, the last with `last_chunk` set. Chats start spread evenly over one
- * chunk interval, as independent gateways would, and each worker keeps its own schedule (chunk k is due at its
+ * `ratePerSec` through StreamUtterance, the last with `last_chunk` set. Chats start spread evenly over
+ * `spreadMs` (by default one chunk interval: all chats stream, and end, together), as independent gateways
+ * would, and each worker keeps its own schedule (chunk k is due at its
  * start + k × interval, so a late chunk does not delay the rest). Everything is timed here, with hrtime:
  * a chunk's send time just before it is written, keyed by chat (one utterance id each) and chunk_index; a
  * delta's latency is its first arrival at a watcher minus that; a commit's, its arrival minus the send time of
@@ -173,7 +174,7 @@ export async function gateway(cmd: Command, send: (r: LoadReply) => void): Promi
     const began = nowMs();
     const loadCpuBefore = process.cpuUsage();
     send({ id: cmd.id, event: 'measuring' });
-    const results = await Promise.all(chats.map((chat, i) => work(pick(workers, i), md, chat, began + (i / n) * intervalMs, intervalMs)));
+    const results = await Promise.all(chats.map((chat, i) => work(pick(workers, i), md, chat, began + (i / n) * cmd.spreadMs, intervalMs)));
     // Then every watcher's commit, or as many as come within a generous wait.
     const until = nowMs() + 30_000;
     while (commits < watches.length && nowMs() < until && !watches.every((w) => w.failed || w.tally.committed)) await sleep(5);

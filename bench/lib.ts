@@ -153,6 +153,8 @@ export type LoadCommand =
       chats: number;
       chunks: number;
       ratePerSec: number;
+      /** The chats' starts are spread evenly over this long (ms). */
+      spreadMs: number;
       ctx: BenchContext;
       bare: boolean;
       /** The server processes whose CPU the streaming window is charged to. */

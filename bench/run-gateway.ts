@@ -20,7 +20,8 @@ export interface GatewayEnv {
   /** Starts replica B on A's database and Redis prefix. */
   startReplica(): Promise<{ address: string; pid: number | undefined; stop(): Promise<void> }>;
   ceiling: { address: string; pid: number | undefined };
-  settings: { gatewayChats: number[]; gatewayChunks: number; gatewayRate: number };
+  /** gatewaySpreadMs: over how long the chats' starts are spread; undefined is one chunk interval. */
+  settings: { gatewayChats: number[]; gatewayChunks: number; gatewayRate: number; gatewaySpreadMs: number | undefined };
   log(msg: string): void;
 }
 
@@ -55,7 +56,17 @@ export async function runGateway(env: GatewayEnv): Promise<GatewayRow[]> {
     ];
     const stream = (t: (typeof targets)[number], chats: number, chunks: number, onMeasuring?: () => void) =>
       load.run<GatewayRun>(
-        { kind: 'gateway', targets: { worker: t.worker, same: t.same, other: t.other }, chats, chunks, ratePerSec: settings.gatewayRate, ctx, bare: t.bare, pids: t.pids },
+        {
+          kind: 'gateway',
+          targets: { worker: t.worker, same: t.same, other: t.other },
+          chats,
+          chunks,
+          ratePerSec: settings.gatewayRate,
+          spreadMs: settings.gatewaySpreadMs ?? 1000 / settings.gatewayRate,
+          ctx,
+          bare: t.bare,
+          pids: t.pids,
+        },
         streamMs + 180_000,
         onMeasuring,
       );
@@ -93,7 +104,8 @@ export async function runGateway(env: GatewayEnv): Promise<GatewayRow[]> {
 export function gatewayText(rows: GatewayRow[], settings: GatewayEnv['settings']): string {
   if (!rows.length) return '';
   return (
-    `gateway: each chat streams one utterance of ${settings.gatewayChunks} chunks at ${settings.gatewayRate}/s (StreamUtterance, last_chunk) to two watchers; ` +
+    `gateway: each chat streams one utterance of ${settings.gatewayChunks} chunks at ${settings.gatewayRate}/s (StreamUtterance, last_chunk) to two watchers, ` +
+    `the chats' starts spread over ${settings.gatewaySpreadMs ?? 1000 / settings.gatewayRate} ms; ` +
     `parley: two replicas, worker and first watcher on A, second watcher on B; bare relay: one grpc-js process\n\n${gatewayTable(rows)}\n\n`
   );
 }

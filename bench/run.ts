@@ -92,6 +92,7 @@ const settings = {
   gatewayChats: (process.env.PARLEY_BENCH_GATEWAY_CHATS || (gatewayQuick ? '2,10' : '10,50,200')).split(',').map(Number),
   gatewayChunks: envInt('PARLEY_BENCH_GATEWAY_CHUNKS', gatewayQuick ? 100 : 300),
   gatewayRate: envInt('PARLEY_BENCH_GATEWAY_RATE', 50),
+  gatewaySpreadMs: process.env.PARLEY_BENCH_GATEWAY_SPREAD_MS ? envInt('PARLEY_BENCH_GATEWAY_SPREAD_MS', 0) : undefined,
   /** The whole run is cut here, whatever happens (an hour with PARLEY_BENCH_BULK). */
   deadlineMs: envInt('PARLEY_BENCH_DEADLINE_MS', process.env.PARLEY_BENCH_BULK ? 3_600_000 : 900_000),
 };
