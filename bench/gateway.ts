@@ -47,7 +47,7 @@ class Watch {
 
   constructor(client: Genie, md: Metadata, chat: Chat, latencies: number[], commitLatencies: number[], onDelivered: () => void, onCommit: () => void) {
     this.tally = new DeltaTally(chat.sentAt.length);
-    this.stream = client.watchSession({ sessionId: chat.sessionId, afterRevision: chat.revision, afterDeltas: [] }, md);
+    this.stream = client.watchSession({ sessionId: chat.sessionId, afterRevision: chat.revision, afterDeltas: [], snapshot: undefined }, md);
     let resolveLive: () => void = () => {};
     let rejectLive: (e: Error) => void = () => {};
     this.live = new Promise<void>((resolve, reject) => ((resolveLive = resolve), (rejectLive = reject)));

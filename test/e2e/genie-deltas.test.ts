@@ -171,7 +171,7 @@ test('buf curl (JSON): WatchSession with afterDeltas resumes mid-utterance from 
 });
 
 /** A WatchSession opened with after_deltas (the Watcher helper opens without them). */
-function resume(client: GenieServiceClient, tn: Tenant, req: Omit<WatchSessionRequest, 'afterRevision'> & { afterRevision: number }): Watcher {
+function resume(client: GenieServiceClient, tn: Tenant, req: Pick<WatchSessionRequest, 'sessionId' | 'afterDeltas'> & { afterRevision: number }): Watcher {
   return new Watcher(client, tn.md, req.sessionId, req.afterRevision, req.afterDeltas);
 }
 

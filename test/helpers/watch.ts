@@ -10,7 +10,7 @@ export class Watcher {
   readonly call: ClientReadableStream<WatchSessionResponse>;
 
   constructor(client: GenieServiceClient, md: Metadata, sessionId: string, afterRevision?: number, afterDeltas: WatchSessionRequest['afterDeltas'] = []) {
-    this.call = client.watchSession({ sessionId, afterRevision, afterDeltas }, md);
+    this.call = client.watchSession({ sessionId, afterRevision, afterDeltas, snapshot: undefined }, md);
     this.call.on('data', (r: WatchSessionResponse) => {
       if (r.update) this.updates.push(r.update);
       this.wake();

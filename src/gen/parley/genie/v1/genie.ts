@@ -793,6 +793,40 @@ export interface WatchSessionRequest {
    * first for an utterance not listed). At most 16; an utterance_id listed twice is INVALID_ARGUMENT.
    */
   afterDeltas: DeltaPosition[];
+  /**
+   * Start from a snapshot instead of a replay: the first update is a `snapshot`, the dialogue at the
+   * session's current revision rendered as FormatDialogue renders it (within the token budget, when set),
+   * and the stream goes on from that revision: the deltas of utterances in flight, `caught_up`, then live
+   * updates. For a gateway that builds its next prompt from the watch. `after_revision` must then be unset
+   * (or 0); `after_deltas` still applies.
+   */
+  snapshot: DialogueSnapshotRequest | undefined;
+}
+
+/** The rendering a watch starts with (WatchSessionRequest.snapshot, ChatOpen.snapshot). */
+export interface DialogueSnapshotRequest {
+  /** As FormatDialogueRequest.format; DIALOGUE_FORMAT_UNSPECIFIED is refused. */
+  format: DialogueFormat;
+  /** As FormatDialogueRequest.token_budget. */
+  tokenBudget?:
+    | number
+    | undefined;
+  /** As FormatDialogueRequest.tokenizer_encoding. */
+  tokenizerEncoding: string;
+}
+
+/** The dialogue rendered at the update's revision, as FormatDialogueResponse carries it. */
+export interface DialogueSnapshot {
+  /** The rendered dialogue (at most 3 MiB). */
+  text: string;
+  /** Tokens of `text` by the tokenizer's own count. */
+  tokenCount: number;
+  /** Elements rendered. */
+  elementCount: number;
+  /** Elements left out to fit the budget (the oldest non-system ones). */
+  omittedElementCount: number;
+  /** The encoding the tokens were counted with. */
+  tokenizerEncoding: string;
 }
 
 /** How far a consumer got in one utterance's deltas. */
@@ -834,7 +868,11 @@ export interface SessionUpdate {
     | UtteranceAborted
     | undefined;
   /** Sent once, after the replay and before any live update: what came before was replayed. */
-  caughtUp?: CaughtUp | undefined;
+  caughtUp?:
+    | CaughtUp
+    | undefined;
+  /** Sent first, instead of a replay, when the watch asked for a snapshot; `revision` is its revision. */
+  snapshot?: DialogueSnapshot | undefined;
 }
 
 /** The replay is done: every revision up to SessionUpdate.revision has been sent, and what follows is live. */
@@ -1079,6 +1117,8 @@ export interface ChatOpen {
     | undefined;
   /** As WatchSessionRequest.after_deltas: where a reconnecting gateway is in the utterances in flight. */
   afterDeltas: DeltaPosition[];
+  /** As WatchSessionRequest.snapshot: start from the rendered dialogue instead of a replay (after the ack). */
+  snapshot: DialogueSnapshotRequest | undefined;
 }
 
 /** Fires a state-machine event on the open session, as SendEvent. */
@@ -6418,7 +6458,7 @@ export const ListSecondaryKeysResponse: MessageFns<ListSecondaryKeysResponse> = 
 };
 
 function createBaseWatchSessionRequest(): WatchSessionRequest {
-  return { sessionId: "", afterRevision: undefined, afterDeltas: [] };
+  return { sessionId: "", afterRevision: undefined, afterDeltas: [], snapshot: undefined };
 }
 
 export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
@@ -6431,6 +6471,9 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     }
     for (const v of message.afterDeltas) {
       DeltaPosition.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.snapshot !== undefined) {
+      DialogueSnapshotRequest.encode(message.snapshot, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -6472,6 +6515,14 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
             message.afterDeltas.push(DeltaPosition.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.snapshot = DialogueSnapshotRequest.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6501,6 +6552,7 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
         : globalThis.Array.isArray(object?.after_deltas)
         ? object.after_deltas.map((e: any) => DeltaPosition.fromJSON(e))
         : [],
+      snapshot: isSet(object.snapshot) ? DialogueSnapshotRequest.fromJSON(object.snapshot) : undefined,
     };
   },
 
@@ -6515,6 +6567,9 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     if (message.afterDeltas?.length) {
       obj.afterDeltas = message.afterDeltas.map((e) => DeltaPosition.toJSON(e));
     }
+    if (message.snapshot !== undefined) {
+      obj.snapshot = DialogueSnapshotRequest.toJSON(message.snapshot);
+    }
     return obj;
   },
 
@@ -6526,6 +6581,267 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     message.sessionId = object.sessionId ?? "";
     message.afterRevision = object.afterRevision ?? undefined;
     message.afterDeltas = object.afterDeltas?.map((e) => DeltaPosition.fromPartial(e)) || [];
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? DialogueSnapshotRequest.fromPartial(object.snapshot)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDialogueSnapshotRequest(): DialogueSnapshotRequest {
+  return { format: 0, tokenBudget: undefined, tokenizerEncoding: "" };
+}
+
+export const DialogueSnapshotRequest: MessageFns<DialogueSnapshotRequest> = {
+  encode(message: DialogueSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.format !== 0) {
+      writer.uint32(8).int32(message.format);
+    }
+    if (message.tokenBudget !== undefined) {
+      writer.uint32(16).int32(message.tokenBudget);
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(26).string(message.tokenizerEncoding);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DialogueSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDialogueSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.format = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tokenBudget = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DialogueSnapshotRequest {
+    return {
+      format: isSet(object.format) ? dialogueFormatFromJSON(object.format) : 0,
+      tokenBudget: isSet(object.tokenBudget)
+        ? globalThis.Number(object.tokenBudget)
+        : isSet(object.token_budget)
+        ? globalThis.Number(object.token_budget)
+        : undefined,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
+    };
+  },
+
+  toJSON(message: DialogueSnapshotRequest): unknown {
+    const obj: any = {};
+    if (message.format !== 0) {
+      obj.format = dialogueFormatToJSON(message.format);
+    }
+    if (message.tokenBudget !== undefined) {
+      obj.tokenBudget = Math.round(message.tokenBudget);
+    }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DialogueSnapshotRequest>, I>>(base?: I): DialogueSnapshotRequest {
+    return DialogueSnapshotRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DialogueSnapshotRequest>, I>>(object: I): DialogueSnapshotRequest {
+    const message = createBaseDialogueSnapshotRequest();
+    message.format = object.format ?? 0;
+    message.tokenBudget = object.tokenBudget ?? undefined;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
+    return message;
+  },
+};
+
+function createBaseDialogueSnapshot(): DialogueSnapshot {
+  return { text: "", tokenCount: 0, elementCount: 0, omittedElementCount: 0, tokenizerEncoding: "" };
+}
+
+export const DialogueSnapshot: MessageFns<DialogueSnapshot> = {
+  encode(message: DialogueSnapshot, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== "") {
+      writer.uint32(10).string(message.text);
+    }
+    if (message.tokenCount !== 0) {
+      writer.uint32(16).int32(message.tokenCount);
+    }
+    if (message.elementCount !== 0) {
+      writer.uint32(24).int32(message.elementCount);
+    }
+    if (message.omittedElementCount !== 0) {
+      writer.uint32(32).int32(message.omittedElementCount);
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(42).string(message.tokenizerEncoding);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DialogueSnapshot {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDialogueSnapshot();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tokenCount = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.elementCount = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.omittedElementCount = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DialogueSnapshot {
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      tokenCount: isSet(object.tokenCount)
+        ? globalThis.Number(object.tokenCount)
+        : isSet(object.token_count)
+        ? globalThis.Number(object.token_count)
+        : 0,
+      elementCount: isSet(object.elementCount)
+        ? globalThis.Number(object.elementCount)
+        : isSet(object.element_count)
+        ? globalThis.Number(object.element_count)
+        : 0,
+      omittedElementCount: isSet(object.omittedElementCount)
+        ? globalThis.Number(object.omittedElementCount)
+        : isSet(object.omitted_element_count)
+        ? globalThis.Number(object.omitted_element_count)
+        : 0,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
+    };
+  },
+
+  toJSON(message: DialogueSnapshot): unknown {
+    const obj: any = {};
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    if (message.tokenCount !== 0) {
+      obj.tokenCount = Math.round(message.tokenCount);
+    }
+    if (message.elementCount !== 0) {
+      obj.elementCount = Math.round(message.elementCount);
+    }
+    if (message.omittedElementCount !== 0) {
+      obj.omittedElementCount = Math.round(message.omittedElementCount);
+    }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DialogueSnapshot>, I>>(base?: I): DialogueSnapshot {
+    return DialogueSnapshot.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DialogueSnapshot>, I>>(object: I): DialogueSnapshot {
+    const message = createBaseDialogueSnapshot();
+    message.text = object.text ?? "";
+    message.tokenCount = object.tokenCount ?? 0;
+    message.elementCount = object.elementCount ?? 0;
+    message.omittedElementCount = object.omittedElementCount ?? 0;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
     return message;
   },
 };
@@ -6693,7 +7009,15 @@ export const WatchSessionResponse: MessageFns<WatchSessionResponse> = {
 };
 
 function createBaseSessionUpdate(): SessionUpdate {
-  return { sessionId: "", revision: 0, commit: undefined, delta: undefined, aborted: undefined, caughtUp: undefined };
+  return {
+    sessionId: "",
+    revision: 0,
+    commit: undefined,
+    delta: undefined,
+    aborted: undefined,
+    caughtUp: undefined,
+    snapshot: undefined,
+  };
 }
 
 export const SessionUpdate: MessageFns<SessionUpdate> = {
@@ -6715,6 +7039,9 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
     }
     if (message.caughtUp !== undefined) {
       CaughtUp.encode(message.caughtUp, writer.uint32(50).fork()).join();
+    }
+    if (message.snapshot !== undefined) {
+      DialogueSnapshot.encode(message.snapshot, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -6780,6 +7107,14 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
             message.caughtUp = CaughtUp.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.snapshot = DialogueSnapshot.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6808,6 +7143,7 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
         : isSet(object.caught_up)
         ? CaughtUp.fromJSON(object.caught_up)
         : undefined,
+      snapshot: isSet(object.snapshot) ? DialogueSnapshot.fromJSON(object.snapshot) : undefined,
     };
   },
 
@@ -6831,6 +7167,9 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
     if (message.caughtUp !== undefined) {
       obj.caughtUp = CaughtUp.toJSON(message.caughtUp);
     }
+    if (message.snapshot !== undefined) {
+      obj.snapshot = DialogueSnapshot.toJSON(message.snapshot);
+    }
     return obj;
   },
 
@@ -6852,6 +7191,9 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
       : undefined;
     message.caughtUp = (object.caughtUp !== undefined && object.caughtUp !== null)
       ? CaughtUp.fromPartial(object.caughtUp)
+      : undefined;
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? DialogueSnapshot.fromPartial(object.snapshot)
       : undefined;
     return message;
   },
@@ -8551,7 +8893,7 @@ export const ChatRequest: MessageFns<ChatRequest> = {
 };
 
 function createBaseChatOpen(): ChatOpen {
-  return { sessionId: "", afterRevision: undefined, afterDeltas: [] };
+  return { sessionId: "", afterRevision: undefined, afterDeltas: [], snapshot: undefined };
 }
 
 export const ChatOpen: MessageFns<ChatOpen> = {
@@ -8564,6 +8906,9 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     }
     for (const v of message.afterDeltas) {
       DeltaPosition.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.snapshot !== undefined) {
+      DialogueSnapshotRequest.encode(message.snapshot, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -8605,6 +8950,14 @@ export const ChatOpen: MessageFns<ChatOpen> = {
             message.afterDeltas.push(DeltaPosition.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.snapshot = DialogueSnapshotRequest.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8634,6 +8987,7 @@ export const ChatOpen: MessageFns<ChatOpen> = {
         : globalThis.Array.isArray(object?.after_deltas)
         ? object.after_deltas.map((e: any) => DeltaPosition.fromJSON(e))
         : [],
+      snapshot: isSet(object.snapshot) ? DialogueSnapshotRequest.fromJSON(object.snapshot) : undefined,
     };
   },
 
@@ -8648,6 +9002,9 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     if (message.afterDeltas?.length) {
       obj.afterDeltas = message.afterDeltas.map((e) => DeltaPosition.toJSON(e));
     }
+    if (message.snapshot !== undefined) {
+      obj.snapshot = DialogueSnapshotRequest.toJSON(message.snapshot);
+    }
     return obj;
   },
 
@@ -8659,6 +9016,9 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     message.sessionId = object.sessionId ?? "";
     message.afterRevision = object.afterRevision ?? undefined;
     message.afterDeltas = object.afterDeltas?.map((e) => DeltaPosition.fromPartial(e)) || [];
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? DialogueSnapshotRequest.fromPartial(object.snapshot)
+      : undefined;
     return message;
   },
 };
