@@ -104,7 +104,7 @@ function toEvent(e: DomainEvent): SessionEvent {
         },
       };
     case 'dialogue_appended':
-      return { dialogueAppended: { index: e.seq, element: { actor: actorToProto(e.actor), actorText: e.actorText, eventName: e.event, timestamp: e.timestamp } } };
+      return { dialogueAppended: { index: e.seq, element: { actor: actorToProto(e.actor), actorText: e.actorText, eventName: e.event, timestamp: e.timestamp, tokenCount: 0 } } };
     case 'state_changed':
       return { stateChanged: { fromState: e.fromState, toState: e.toState, eventName: e.event, actor: actorToProto(e.actor) } };
     case 'fields_updated':
