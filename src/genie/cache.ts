@@ -5,7 +5,7 @@ import type { Bus } from '../ports/bus.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import type { Codec } from '../ports/unit-of-work.js';
 import { busMessageCodec, commitMessage, sessionChannel, type SessionCommit } from './events.js';
-import { dialogueRowSchema, storedSessionSchema, type DialogueRow, type StoredSession } from './store.js';
+import { dialogueRowSchema, hotSessionSchema, type DialogueRow, type StoredSession } from './store.js';
 
 /** The hash tag keeps every key of one session in one Redis Cluster slot. */
 export const hotKey = (sessionId: string) => `genie:{${sessionId}}:hot`;
@@ -27,7 +27,8 @@ export interface HotCopy {
   complete: boolean;
 }
 
-const sessionCodec: Codec<StoredSession> = zodCodec(storedSessionSchema);
+// A copy written before token counts were kept does not decode: a miss, read from Postgres.
+const sessionCodec: Codec<StoredSession> = zodCodec(hotSessionSchema);
 const elementCodec: Codec<DialogueRow> = zodCodec(dialogueRowSchema);
 
 /**

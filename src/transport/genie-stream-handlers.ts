@@ -125,7 +125,7 @@ function toEvent(e: DomainEvent): SessionEvent {
       return {
         dialogueAppended: {
           index: e.seq,
-          element: { actor: actorToProto(e.actor), actorText: e.actorText, eventName: e.event, timestamp: e.timestamp },
+          element: { actor: actorToProto(e.actor), actorText: e.actorText, eventName: e.event, timestamp: e.timestamp, tokenCount: 0 },
           utteranceId: e.utteranceId ?? '',
         },
       };

@@ -156,6 +156,12 @@ export interface DialogueElement {
    * (AppendDialogue).
    */
   eventName: string;
+  /**
+   * Tokens of actor_text alone (special-token strings such as `<|endoftext|>` counted as plain text), in the
+   * session's tokenizer encoding (its model type's tokenizer_encoding when the session was created; a fork
+   * keeps its source's), counted when the element was written.
+   */
+  tokenCount: number;
 }
 
 /**
@@ -300,7 +306,16 @@ export interface ModelType {
    * value applies to every session of the type. Whole seconds, at most 3650 days; unset or zero keeps
    * sessions until deleted or expired.
    */
-  sessionTtl: Duration | undefined;
+  sessionTtl:
+    | Duration
+    | undefined;
+  /**
+   * The BPE encoding that counts the tokens of this type's dialogues: `o200k_base` (GPT-4o and later),
+   * `cl100k_base` (GPT-4, GPT-3.5), `p50k_base` or `r50k_base` (GPT-3); unset (empty) is `o200k_base`, and
+   * GetModelType answers it empty then too. A session counts its elements in the encoding of the version it
+   * was created at (a fork in its source's) for as long as it lives; FormatDialogue may name another.
+   */
+  tokenizerEncoding: string;
 }
 
 /** A dialogue session: the GenieModel. */
@@ -366,6 +381,12 @@ export interface GenieSession {
    * of that end user's data.
    */
   endUserId: string;
+  /**
+   * The sum of the token_count of every element of the dialogue (at this revision): a running total kept
+   * at each write, in the session's tokenizer encoding (see DialogueElement.token_count). A rendering
+   * (FormatDialogue) counts more: its markup adds tokens, and tokens are not additive across joins.
+   */
+  dialogueTokenCount: number;
 }
 
 /** Metadata of one secondary-storage value. */
@@ -701,16 +722,47 @@ export interface FormatDialogueRequest {
   /** The rendering; DIALOGUE_FORMAT_UNSPECIFIED is refused. */
   format: DialogueFormat;
   /** The revision to render; unset means the current one. */
-  revision?: number | undefined;
+  revision?:
+    | number
+    | undefined;
+  /**
+   * At most this many tokens of text (0 or more; negative is INVALID_ARGUMENT). Unset renders the whole
+   * dialogue. Set, the rendering holds every ACTOR_SYSTEM element and, after them in dialogue order, the
+   * largest number of the most recent other elements for which the whole rendered text counts at most
+   * token_budget tokens (elements in between are left out; the rendering is of the elements kept, exactly
+   * as the format renders a dialogue of only those). An empty selection renders "" (0 tokens), so a budget
+   * of 0 renders "" when the dialogue has no system elements. When the system elements alone do not fit,
+   * nothing is rendered: FAILED_PRECONDITION, reason TOKEN_BUDGET_TOO_SMALL, with their token count as
+   * ErrorInfo metadata `system_token_count`.
+   */
+  tokenBudget?:
+    | number
+    | undefined;
+  /**
+   * The encoding that counts tokens (see ModelType.tokenizer_encoding for the names); empty uses the
+   * session's own (its model type's). Another encoding than the session's is counted as the text is read.
+   */
+  tokenizerEncoding: string;
 }
 
 /** Response of FormatDialogue. */
 export interface FormatDialogueResponse {
   /**
    * The rendered dialogue; a rendering larger than 3 MiB is refused (FAILED_PRECONDITION,
-   * DIALOGUE_TOO_LARGE: page with ListDialogue instead).
+   * DIALOGUE_TOO_LARGE: page with ListDialogue, or set a token_budget, instead).
    */
   text: string;
+  /**
+   * The tokens of `text` exactly as the encoding counts the whole text (special-token strings counted as
+   * plain text); at most token_budget when one was set.
+   */
+  tokenCount: number;
+  /** How many elements `text` renders. */
+  elementCount: number;
+  /** How many elements of the dialogue (at the revision rendered) were left out to fit token_budget. */
+  omittedElementCount: number;
+  /** The encoding that counted token_count. */
+  tokenizerEncoding: string;
 }
 
 /** Request of PutSecondary. */
@@ -1191,7 +1243,7 @@ export interface ChatError {
 }
 
 function createBaseDialogueElement(): DialogueElement {
-  return { actor: 0, actorText: "", timestamp: undefined, eventName: "" };
+  return { actor: 0, actorText: "", timestamp: undefined, eventName: "", tokenCount: 0 };
 }
 
 export const DialogueElement: MessageFns<DialogueElement> = {
@@ -1207,6 +1259,9 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     }
     if (message.eventName !== "") {
       writer.uint32(34).string(message.eventName);
+    }
+    if (message.tokenCount !== 0) {
+      writer.uint32(40).int32(message.tokenCount);
     }
     return writer;
   },
@@ -1256,6 +1311,14 @@ export const DialogueElement: MessageFns<DialogueElement> = {
             message.eventName = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.tokenCount = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1282,6 +1345,11 @@ export const DialogueElement: MessageFns<DialogueElement> = {
         : isSet(object.event_name)
         ? globalThis.String(object.event_name)
         : "",
+      tokenCount: isSet(object.tokenCount)
+        ? globalThis.Number(object.tokenCount)
+        : isSet(object.token_count)
+        ? globalThis.Number(object.token_count)
+        : 0,
     };
   },
 
@@ -1299,6 +1367,9 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     if (message.eventName !== "") {
       obj.eventName = message.eventName;
     }
+    if (message.tokenCount !== 0) {
+      obj.tokenCount = Math.round(message.tokenCount);
+    }
     return obj;
   },
 
@@ -1311,6 +1382,7 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     message.actorText = object.actorText ?? "";
     message.timestamp = object.timestamp ?? undefined;
     message.eventName = object.eventName ?? "";
+    message.tokenCount = object.tokenCount ?? 0;
     return message;
   },
 };
@@ -2296,6 +2368,7 @@ function createBaseModelType(): ModelType {
     cacheTtl: undefined,
     createTime: undefined,
     sessionTtl: undefined,
+    tokenizerEncoding: "",
   };
 }
 
@@ -2324,6 +2397,9 @@ export const ModelType: MessageFns<ModelType> = {
     }
     if (message.sessionTtl !== undefined) {
       Duration.encode(message.sessionTtl, writer.uint32(66).fork()).join();
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(74).string(message.tokenizerEncoding);
     }
     return writer;
   },
@@ -2405,6 +2481,14 @@ export const ModelType: MessageFns<ModelType> = {
             message.sessionTtl = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2453,6 +2537,11 @@ export const ModelType: MessageFns<ModelType> = {
         : isSet(object.session_ttl)
         ? Duration.fromJSON(object.session_ttl)
         : undefined,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
     };
   },
 
@@ -2482,6 +2571,9 @@ export const ModelType: MessageFns<ModelType> = {
     if (message.sessionTtl !== undefined) {
       obj.sessionTtl = Duration.toJSON(message.sessionTtl);
     }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
+    }
     return obj;
   },
 
@@ -2504,6 +2596,7 @@ export const ModelType: MessageFns<ModelType> = {
     message.sessionTtl = (object.sessionTtl !== undefined && object.sessionTtl !== null)
       ? Duration.fromPartial(object.sessionTtl)
       : undefined;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
     return message;
   },
 };
@@ -2527,6 +2620,7 @@ function createBaseGenieSession(): GenieSession {
     expireTime: undefined,
     dialogueLength: 0,
     endUserId: "",
+    dialogueTokenCount: 0,
   };
 }
 
@@ -2582,6 +2676,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     }
     if (message.endUserId !== "") {
       writer.uint32(146).string(message.endUserId);
+    }
+    if (message.dialogueTokenCount !== 0) {
+      writer.uint32(136).int64(message.dialogueTokenCount);
     }
     return writer;
   },
@@ -2735,6 +2832,14 @@ export const GenieSession: MessageFns<GenieSession> = {
             message.endUserId = reader.string();
             continue;
           }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.dialogueTokenCount = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2816,6 +2921,11 @@ export const GenieSession: MessageFns<GenieSession> = {
         : isSet(object.end_user_id)
         ? globalThis.String(object.end_user_id)
         : "",
+      dialogueTokenCount: isSet(object.dialogueTokenCount)
+        ? globalThis.Number(object.dialogueTokenCount)
+        : isSet(object.dialogue_token_count)
+        ? globalThis.Number(object.dialogue_token_count)
+        : 0,
     };
   },
 
@@ -2872,6 +2982,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.endUserId !== "") {
       obj.endUserId = message.endUserId;
     }
+    if (message.dialogueTokenCount !== 0) {
+      obj.dialogueTokenCount = Math.round(message.dialogueTokenCount);
+    }
     return obj;
   },
 
@@ -2899,6 +3012,7 @@ export const GenieSession: MessageFns<GenieSession> = {
     message.expireTime = object.expireTime ?? undefined;
     message.dialogueLength = object.dialogueLength ?? 0;
     message.endUserId = object.endUserId ?? "";
+    message.dialogueTokenCount = object.dialogueTokenCount ?? 0;
     return message;
   },
 };
@@ -5674,7 +5788,7 @@ export const ListDialogueResponse: MessageFns<ListDialogueResponse> = {
 };
 
 function createBaseFormatDialogueRequest(): FormatDialogueRequest {
-  return { sessionId: "", format: 0, revision: undefined };
+  return { sessionId: "", format: 0, revision: undefined, tokenBudget: undefined, tokenizerEncoding: "" };
 }
 
 export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
@@ -5687,6 +5801,12 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
     }
     if (message.revision !== undefined) {
       writer.uint32(24).int64(message.revision);
+    }
+    if (message.tokenBudget !== undefined) {
+      writer.uint32(32).int32(message.tokenBudget);
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(42).string(message.tokenizerEncoding);
     }
     return writer;
   },
@@ -5728,6 +5848,22 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.tokenBudget = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5749,6 +5885,16 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
         : "",
       format: isSet(object.format) ? dialogueFormatFromJSON(object.format) : 0,
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : undefined,
+      tokenBudget: isSet(object.tokenBudget)
+        ? globalThis.Number(object.tokenBudget)
+        : isSet(object.token_budget)
+        ? globalThis.Number(object.token_budget)
+        : undefined,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
     };
   },
 
@@ -5763,6 +5909,12 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
     if (message.revision !== undefined) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.tokenBudget !== undefined) {
+      obj.tokenBudget = Math.round(message.tokenBudget);
+    }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
+    }
     return obj;
   },
 
@@ -5774,18 +5926,32 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
     message.sessionId = object.sessionId ?? "";
     message.format = object.format ?? 0;
     message.revision = object.revision ?? undefined;
+    message.tokenBudget = object.tokenBudget ?? undefined;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
     return message;
   },
 };
 
 function createBaseFormatDialogueResponse(): FormatDialogueResponse {
-  return { text: "" };
+  return { text: "", tokenCount: 0, elementCount: 0, omittedElementCount: 0, tokenizerEncoding: "" };
 }
 
 export const FormatDialogueResponse: MessageFns<FormatDialogueResponse> = {
   encode(message: FormatDialogueResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.text !== "") {
       writer.uint32(10).string(message.text);
+    }
+    if (message.tokenCount !== 0) {
+      writer.uint32(16).int32(message.tokenCount);
+    }
+    if (message.elementCount !== 0) {
+      writer.uint32(24).int32(message.elementCount);
+    }
+    if (message.omittedElementCount !== 0) {
+      writer.uint32(32).int32(message.omittedElementCount);
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(42).string(message.tokenizerEncoding);
     }
     return writer;
   },
@@ -5811,6 +5977,38 @@ export const FormatDialogueResponse: MessageFns<FormatDialogueResponse> = {
             message.text = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tokenCount = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.elementCount = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.omittedElementCount = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5824,13 +6022,47 @@ export const FormatDialogueResponse: MessageFns<FormatDialogueResponse> = {
   },
 
   fromJSON(object: any): FormatDialogueResponse {
-    return { text: isSet(object.text) ? globalThis.String(object.text) : "" };
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      tokenCount: isSet(object.tokenCount)
+        ? globalThis.Number(object.tokenCount)
+        : isSet(object.token_count)
+        ? globalThis.Number(object.token_count)
+        : 0,
+      elementCount: isSet(object.elementCount)
+        ? globalThis.Number(object.elementCount)
+        : isSet(object.element_count)
+        ? globalThis.Number(object.element_count)
+        : 0,
+      omittedElementCount: isSet(object.omittedElementCount)
+        ? globalThis.Number(object.omittedElementCount)
+        : isSet(object.omitted_element_count)
+        ? globalThis.Number(object.omitted_element_count)
+        : 0,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
+    };
   },
 
   toJSON(message: FormatDialogueResponse): unknown {
     const obj: any = {};
     if (message.text !== "") {
       obj.text = message.text;
+    }
+    if (message.tokenCount !== 0) {
+      obj.tokenCount = Math.round(message.tokenCount);
+    }
+    if (message.elementCount !== 0) {
+      obj.elementCount = Math.round(message.elementCount);
+    }
+    if (message.omittedElementCount !== 0) {
+      obj.omittedElementCount = Math.round(message.omittedElementCount);
+    }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
     }
     return obj;
   },
@@ -5841,6 +6073,10 @@ export const FormatDialogueResponse: MessageFns<FormatDialogueResponse> = {
   fromPartial<I extends Exact<DeepPartial<FormatDialogueResponse>, I>>(object: I): FormatDialogueResponse {
     const message = createBaseFormatDialogueResponse();
     message.text = object.text ?? "";
+    message.tokenCount = object.tokenCount ?? 0;
+    message.elementCount = object.elementCount ?? 0;
+    message.omittedElementCount = object.omittedElementCount ?? 0;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
     return message;
   },
 };
