@@ -93,7 +93,7 @@ export const hotSessionSchema = z
  */
 export const storedSessionSchema = z
   .object({ ...sessionShape, dialogueTokenCount: z.number().default(0), tokenEncoding: z.enum(TOKENIZER_ENCODINGS).default(DEFAULT_ENCODING) })
-  .transform((s): StoredSession => ({ ...s, forkedFromSessionId: s.forkedFromSessionId, forkedFromRevision: s.forkedFromRevision, expireTime: s.expireTime }));
+  .transform((s): StoredSession => ({ ...s, forkedFromSessionId: s.forkedFromSessionId, forkedFromRevision: s.forkedFromRevision, expireTime: s.expireTime, endUserId: s.endUserId }));
 
 export const dialogueRowSchema: z.ZodType<DialogueRow> = z.object({
   seq: z.number(),

@@ -8,7 +8,9 @@ import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { runFeed, type FeedItem, type FeedOptions } from '../streaming/feed.js';
 import type { Actor } from './dialogue-format.js';
 import { busMessageCodec, sessionChannel, type EphemeralEvent, type SessionEvent } from './events.js';
-import type { GenieUseCases } from './service.js';
+import type { DialogueFormatName } from './dialogue-format.js';
+import type { GenieUseCases, Rendering } from './service.js';
+import type { TokenizerEncoding } from './tokens.js';
 import type { SessionEventLog } from './store.js';
 import type { UtteranceRelay } from './utterance-relay.js';
 
@@ -19,7 +21,18 @@ import type { UtteranceRelay } from './utterance-relay.js';
 export type LiveUpdate =
   | { revision: number; commit: SessionEvent[] }
   | { revision: number; caughtUp: true }
+  | { revision: number; snapshot: Rendering }
   | { revision: 0; ephemeral: EphemeralEvent };
+
+/** Where a watch starts. */
+export interface WatchStart {
+  /** Replay what was committed after this revision (ignored with a snapshot, which sets it). */
+  afterRevision: number;
+  /** Utterance id → the last chunk index the consumer has of it. */
+  afterDeltas: ReadonlyMap<string, number>;
+  /** Start from the dialogue rendered at the current revision instead of a replay. */
+  snapshot?: { format: DialogueFormatName; tokenBudget?: number | undefined; encoding?: TokenizerEncoding | undefined } | undefined;
+}
 
 /**
  * The first message of a StreamUtterance, parsed by transport: it names the session and the speaker, and
@@ -79,29 +92,38 @@ export class GenieWatch {
   ) {}
 
   /**
-   * Delivers every revision committed after `afterRevision`, then the deltas so far of the utterances in
-   * flight (after `afterDeltas`: utterance id → the last chunk index the consumer has), then one caughtUp
-   * update, then live updates, until the signal aborts or the session is deleted. An utterance's deltas come
-   * once each, in chunk order, and none after its commit or abort. A consumer more than maxPending updates
-   * behind fails with RESOURCE_EXHAUSTED. `opened`, when given, is awaited with the session's revision once
-   * the session was found, before anything is delivered.
+   * Delivers every revision committed after `start.afterRevision` (or, with `start.snapshot`, the dialogue
+   * rendered at the current revision, and what was committed after it), then the deltas so far of the
+   * utterances in flight (after `start.afterDeltas`), then one caughtUp update, then live updates, until the
+   * signal aborts or the session is deleted. An utterance's deltas come once each, in chunk order, and none
+   * after its commit or abort. A consumer more than maxPending updates behind fails with RESOURCE_EXHAUSTED.
+   * `opened`, when given, is awaited with the session's revision once the session was found, before
+   * anything is delivered.
    */
   async watch(
     caller: Principal,
     sessionId: string,
-    afterRevision: number,
-    afterDeltas: ReadonlyMap<string, number>,
+    start: WatchStart,
     deliver: (u: LiveUpdate) => Promise<void>,
     signal: AbortSignal,
     opened?: (revision: number) => Promise<void>,
   ): Promise<void> {
     const head = await this.log.head(sessionId);
-    if (!head || head.accountId !== caller.accountId) throw notFound`session ${sessionId}`;
+    if (!head || head.accountId !== caller.accountId || (start.snapshot && head.deleted)) throw notFound`session ${sessionId}`;
+    let afterRevision = start.afterRevision;
     if (afterRevision > head.revision) {
       throw invalidArgument('after_revision', `session ${sessionId} is at revision ${head.revision}, before ${afterRevision}`);
     }
+    // Rendered before the watch is opened, so a refusal (a rendering too large) is the call's status.
+    const snapshot = start.snapshot && (await this.genie.renderWithin(caller, sessionId, { ...start.snapshot, revision: head.revision }));
     await opened?.(head.revision);
+    if (snapshot) {
+      // The feed replays from the snapshot's revision: whatever commits meanwhile comes next, from Postgres.
+      await deliver({ revision: snapshot.revision, snapshot });
+      afterRevision = snapshot.revision;
+    }
     if (head.deleted && afterRevision >= head.revision) return;
+    const afterDeltas = start.afterDeltas;
     // Returned, not awaited: an idle watcher then holds no suspended frame of its own besides the feed's.
     const feed = new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, this.relay, new DeltaPositions(afterDeltas), deliver, this.telemetry);
     return runFeed(feed).then(ended);

@@ -18,6 +18,7 @@ import {
   type CreateSessionRequest,
   type DeleteSessionRequest,
   type ForkSessionRequest,
+  type DialogueSnapshotRequest,
   type FormatDialogueRequest,
   type GetModelTypeRequest,
   type GetSecondaryRequest,
@@ -364,18 +365,21 @@ const formats = new Map<number, DialogueFormatName>([
   [DialogueFormat.DIALOGUE_FORMAT_JSON, 'JSON'],
   [DialogueFormat.DIALOGUE_FORMAT_PYTHON_REPR, 'PYTHON_REPR'],
 ]);
-const formatDialogue = z.object({
-  sessionId,
+const renderingShape = {
   format: z.number().transform((f, ctx): DialogueFormatName => {
     const name = formats.get(f);
     if (name) return name;
     ctx.issues.push({ code: 'custom', input: f, message: 'must be one of DIALOGUE_FORMAT_CHAT, DIALOGUE_FORMAT_YAML, DIALOGUE_FORMAT_JSON, DIALOGUE_FORMAT_PYTHON_REPR' });
     return z.NEVER;
   }),
-  revision: optionalRevision,
   tokenBudget: z.number().int().nonnegative('must not be negative (0 renders only what needs no tokens)').optional(),
   tokenizerEncoding,
-}) satisfies RequestSchema<FormatDialogueRequest>;
+};
+const formatDialogue = z.object({ sessionId, revision: optionalRevision, ...renderingShape }) satisfies RequestSchema<FormatDialogueRequest>;
+/** A watch's snapshot: the rendering FormatDialogue makes, at the revision the watch starts from. */
+export const snapshotRequest = z
+  .object(renderingShape)
+  .transform((r) => ({ format: r.format, tokenBudget: r.tokenBudget, encoding: r.tokenizerEncoding })) satisfies RequestSchema<DialogueSnapshotRequest>;
 const putSecondary = z
   .object({ sessionId, key: secondaryKey, value: bytesOfAtMost(MAX_SECONDARY_BYTES), expectedRevision, requestId })
   .transform((r) => ({ ...r, value: Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength) })) satisfies RequestSchema<PutSecondaryRequest>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { GenieWatch, LiveUpdate, UtterancePart, UtteranceStart } from '../genie/watch.js';
+import type { GenieWatch, LiveUpdate, UtterancePart, UtteranceStart, WatchStart } from '../genie/watch.js';
 import { messageAfterLastChunk } from '../genie/watch.js';
 import type { GenieUseCases } from '../genie/service.js';
 import type { SessionEvent as DomainEvent } from '../genie/events.js';
@@ -10,7 +10,7 @@ import { callerOf } from './authenticate.js';
 import { textOfAtMost, uuid, type RequestSchema } from './zod-fields.js';
 import { RejectedMessage, type CallContext, type ServiceHandlers, type Sink } from './rpc.js';
 import { rpcStatusOf } from './status.js';
-import { ACTOR_VALUES, actor, actorToProto, eventName, optionalActor } from './genie-handlers.js';
+import { ACTOR_VALUES, actor, actorToProto, eventName, optionalActor, snapshotRequest } from './genie-handlers.js';
 import type { Limits } from './limits.js';
 import { Incoming } from './streams.js';
 
@@ -43,8 +43,17 @@ const afterDeltas = z
     });
     return positions;
   });
-const watchShape = { sessionId: uuid, afterRevision, afterDeltas };
-const watchSession = z.object(watchShape) satisfies RequestSchema<WatchSessionRequest>;
+const watchShape = { sessionId: uuid, afterRevision, afterDeltas, snapshot: snapshotRequest.optional() };
+/** Where a watch (or a Chat's open) starts: a replay after a revision, or a snapshot — not both. */
+const watchFrom = (params?: { error: string }) =>
+  z.object(watchShape, params).transform(({ sessionId, ...from }, ctx) => {
+  if (from.snapshot && from.afterRevision) {
+    ctx.issues.push({ code: 'custom', input: from.afterRevision, path: ['afterRevision'], message: 'must be unset or 0 with a snapshot (the snapshot is where the stream starts)' });
+  }
+  const start: WatchStart = { afterRevision: from.afterRevision ?? 0, afterDeltas: from.afterDeltas, snapshot: from.snapshot };
+  return { sessionId, start };
+});
+const watchSession = watchFrom() satisfies RequestSchema<WatchSessionRequest>;
 
 // StreamUtterance: the first message names the session and the speaker; a later one may repeat them.
 const chunk = z.object({
@@ -81,7 +90,7 @@ const chatRequestId = z.string().max(MAX_CHAT_REQUEST_ID_CHARS, `must be at most
 const chatText = textOfAtMost(MAX_CHAT_UTTERANCE_BYTES, 'bytes');
 const chatOpen = z.object({
   requestId: chatRequestId,
-  open: z.object(watchShape, { error: 'the first message of a Chat stream must be open' }),
+  open: watchFrom({ error: 'the first message of a Chat stream must be open' }),
 }) satisfies RequestSchema<ChatRequest>;
 const chatWrite = z
   .object({
@@ -143,6 +152,14 @@ function toEvent(e: DomainEvent): SessionEvent {
 export function toUpdate(sessionId: string, u: LiveUpdate): SessionUpdate {
   if ('commit' in u) return { sessionId, revision: u.revision, commit: { events: u.commit.map(toEvent) } };
   if ('caughtUp' in u) return { sessionId, revision: u.revision, caughtUp: {} };
+  if ('snapshot' in u) {
+    const r = u.snapshot;
+    return {
+      sessionId,
+      revision: u.revision,
+      snapshot: { text: r.text, tokenCount: r.tokenCount, elementCount: r.elementCount, omittedElementCount: r.omittedCount, tokenizerEncoding: r.encoding },
+    };
+  }
   const e = u.ephemeral;
   if (e.type === 'utterance_delta') {
     return { sessionId, revision: 0, delta: { utteranceId: e.utteranceId, actor: actorToProto(e.actor), chunkIndex: e.chunkIndex, text: e.text } };
@@ -155,7 +172,7 @@ export function genieStreamHandlers(genie: GenieUseCases, live: GenieWatch, limi
     watchSession: async (req, out, ctx) => {
       const r = parseInput(watchSession, req);
       const { signal } = ctx;
-      return live.watch(callerOf(ctx), r.sessionId, r.afterRevision ?? 0, r.afterDeltas, (u) => out.send({ update: toUpdate(r.sessionId, u) }), signal);
+      return live.watch(callerOf(ctx), r.sessionId, r.start, (u) => out.send({ update: toUpdate(r.sessionId, u) }), signal);
     },
 
     streamUtterance: async (requests, ctx) => {
@@ -224,7 +241,7 @@ async function chatOn(
   if (first.done) return;
   const {
     requestId: openId,
-    open: { sessionId, afterRevision: after, afterDeltas: positions },
+    open: { sessionId, start },
   } = parseInput(chatOpen, first.value);
 
   // Watching runs beside the request loop; whichever ends first (session deleted, client done, error) ends both.
@@ -237,8 +254,7 @@ async function chatOn(
   const watching = live.watch(
     caller,
     sessionId,
-    after ?? 0,
-    positions,
+    start,
     (u) => out.send({ update: toUpdate(sessionId, u) }, signal),
     signal,
     async (revision) => {

@@ -2,7 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import type { ServiceError } from '@grpc/grpc-js';
-import type { GenieServiceClient, SessionUpdate, StreamUtteranceResponse, WatchSessionRequest } from '../../src/gen/parley/genie/v1/genie.js';
+import { Actor, DialogueFormat, type ChatResponse, type GenieServiceClient, type SessionUpdate, type StreamUtteranceResponse, type WatchSessionRequest } from '../../src/gen/parley/genie/v1/genie.js';
 import { createScratchDatabase, realPostgresUrl, realRedisUrl, testWhen, uniqueName } from '../helpers/backends.js';
 import { eventually } from '../helpers/eventually.js';
 import { hasRedisServer, PrivateRedis } from '../helpers/faults.js';
@@ -168,6 +168,62 @@ test('buf curl (JSON): WatchSession with afterDeltas resumes mid-utterance from 
   const kinds = curl.messages().map((m) => (m.update.delta ? `d${m.update.delta.chunkIndex ?? 0}` : m.update.caughtUp ? 'caught_up' : `r${m.update.revision}`));
   t.deepEqual(kinds, ['d5', 'd6', 'd7', 'd8', 'd9', 'caught_up', 'd10', 'd11', `r${committed.revision}`, `r${committed.revision + 1}`]);
   t.is(curl.messages()[8]!.update.commit.events[0].dialogueAppended.utteranceId, utteranceId);
+});
+
+test('a watch may start from a snapshot: the dialogue rendered within a token budget at the current revision, then the deltas in flight, caught_up, and live updates', async (t) => {
+  const g = genie(s, tenant);
+  const { sessionId } = await g.create('chat', {});
+  await g.append(sessionId, Actor.ACTOR_SYSTEM, 'You answer in one sentence.');
+  for (let i = 0; i < 6; i++) await g.send(sessionId, i % 2 ? 'llm_says' : 'user_says', `turn ${i}: ${'word '.repeat(20)}`);
+  const utteranceId = `u-${uniqueName('snap')}`;
+  const early = new Watcher(s.genie, tenant.md, sessionId, 8);
+  t.teardown(() => early.cancel());
+  await early.until((w) => w.caughtUp() !== undefined, 'the early watcher');
+  const u = worker(s, tenant, sessionId, utteranceId);
+  u.send(3);
+  await early.until((w) => chunksOf(w, utteranceId).length === 3, 'three deltas');
+
+  const budget = 60;
+  const expected = await g.render(sessionId, DialogueFormat.DIALOGUE_FORMAT_CHAT, { tokenBudget: budget });
+  const snap = new Watcher(s.genie, tenant.md, sessionId, undefined, [], { format: DialogueFormat.DIALOGUE_FORMAT_CHAT, tokenBudget: budget, tokenizerEncoding: '' });
+  t.teardown(() => snap.cancel());
+  await snap.until((w) => w.caughtUp() !== undefined, 'the snapshot watch to catch up');
+  const first = snap.updates[0]!;
+  t.is(first.revision, 8, 'the snapshot is at the current revision');
+  t.deepEqual(first.snapshot, { text: expected.text, tokenCount: expected.tokenCount, elementCount: expected.elementCount, omittedElementCount: expected.omittedElementCount, tokenizerEncoding: expected.tokenizerEncoding });
+  t.true(expected.tokenCount <= budget && expected.omittedElementCount > 0, 'the budget left older turns out');
+  t.true(expected.text.includes('You answer in one sentence.'), 'the system element is kept');
+  u.send(4, true);
+  const committed = await u.done;
+  await snap.until((w) => w.revisions().includes(committed.revision), 'the commit');
+  t.deepEqual(sequence(snap, utteranceId), ['d0', 'd1', 'd2', 'caught_up', 'd3', `r${committed.revision}`], 'no replay: the snapshot stands for it');
+
+  const both = new Watcher(s.genie, tenant.md, sessionId, 2, [], { format: DialogueFormat.DIALOGUE_FORMAT_JSON, tokenBudget: undefined, tokenizerEncoding: '' });
+  await both.until((w) => w.error !== undefined, 'a snapshot with after_revision to be refused');
+  t.is(both.error?.code, 3);
+  t.true(both.error?.details.includes('after_revision'));
+  const bad = new Watcher(s.genie, tenant.md, sessionId, undefined, [], { format: DialogueFormat.DIALOGUE_FORMAT_UNSPECIFIED, tokenBudget: -1, tokenizerEncoding: 'nope' });
+  await bad.until((w) => w.error !== undefined, 'a bad snapshot to be refused');
+  t.is(bad.error?.code, 3);
+  for (const field of ['snapshot.format', 'snapshot.token_budget', 'snapshot.tokenizer_encoding']) t.true(bad.error?.details.includes(field), `${field}: ${bad.error?.details}`);
+});
+
+test('Chat: an open with a snapshot is answered by the ack, then the snapshot, then caught_up', async (t) => {
+  const g = genie(s, tenant);
+  const { sessionId } = await g.create('chat', {});
+  await g.send(sessionId, 'user_says', 'hello');
+  const responses: ChatResponse[] = [];
+  const call = s.genie.chat(tenant.md);
+  call.on('data', (r: ChatResponse) => responses.push(r));
+  call.on('error', () => {});
+  t.teardown(() => call.cancel());
+  call.write({ requestId: 'open', open: { sessionId, afterRevision: undefined, afterDeltas: [], snapshot: { format: DialogueFormat.DIALOGUE_FORMAT_CHAT, tokenBudget: 1000, tokenizerEncoding: 'cl100k_base' } } });
+  await eventually(() => responses.some((r) => r.update?.caughtUp), 'caught_up on the Chat stream');
+  t.deepEqual(responses[0]?.ack, { requestId: 'open', revision: 2 });
+  const snapshot = responses[1]?.update?.snapshot;
+  t.is(snapshot?.text, (await g.render(sessionId, DialogueFormat.DIALOGUE_FORMAT_CHAT, { tokenBudget: 1000, tokenizerEncoding: 'cl100k_base' })).text);
+  t.is(snapshot?.tokenizerEncoding, 'cl100k_base');
+  t.is(responses[2]?.update?.caughtUp !== undefined, true);
 });
 
 /** A WatchSession opened with after_deltas (the Watcher helper opens without them). */

@@ -37,13 +37,13 @@ async function watchUntilCaughtUp(live: GenieWatch, sessionId: string, afterRevi
   const done = live.watch(
     caller,
     sessionId,
-    afterRevision,
-    afterDeltas,
+    { afterRevision, afterDeltas },
     async (u: LiveUpdate) => {
       if ('caughtUp' in u) {
         seen.push('caught_up');
         stop.abort();
       } else if ('commit' in u) seen.push(`r${u.revision}`);
+      else if ('snapshot' in u) seen.push(`snapshot ${u.revision}`);
       else if (u.ephemeral.type === 'utterance_delta') seen.push(`d${u.ephemeral.utteranceId}:${u.ephemeral.chunkIndex}`);
       else seen.push(`aborted ${u.ephemeral.utteranceId}`);
     },

@@ -9,8 +9,15 @@ export class Watcher {
   private waiters: Array<() => void> = [];
   readonly call: ClientReadableStream<WatchSessionResponse>;
 
-  constructor(client: GenieServiceClient, md: Metadata, sessionId: string, afterRevision?: number, afterDeltas: WatchSessionRequest['afterDeltas'] = []) {
-    this.call = client.watchSession({ sessionId, afterRevision, afterDeltas, snapshot: undefined }, md);
+  constructor(
+    client: GenieServiceClient,
+    md: Metadata,
+    sessionId: string,
+    afterRevision?: number,
+    afterDeltas: WatchSessionRequest['afterDeltas'] = [],
+    snapshot?: WatchSessionRequest['snapshot'],
+  ) {
+    this.call = client.watchSession({ sessionId, afterRevision, afterDeltas, snapshot }, md);
     this.call.on('data', (r: WatchSessionResponse) => {
       if (r.update) this.updates.push(r.update);
       this.wake();
