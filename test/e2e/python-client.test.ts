@@ -107,4 +107,8 @@ withPython('a Python client resumes a watch dropped mid-utterance with after_rev
   t.true(r.commit_utterance_id_matches);
   t.is(r.text, 'c0 c1 c2 c3 c4 c5 ');
   t.is(Number(r.revision), 2);
+  const snapshot = r.snapshot as { revision: number; text: string; token_count: number };
+  t.is(Number(snapshot.revision), 2, 'a watch with a snapshot starts at the current revision');
+  t.is(snapshot.text, '[ASSISTANT]: c0 c1 c2 c3 c4 c5 \n');
+  t.true(snapshot.token_count > 0 && snapshot.token_count <= 50);
 });

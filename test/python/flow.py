@@ -318,7 +318,17 @@ def genie_delta_resume(f):
         resumed.cancel()
     committed = worker.result()
     check(commit is not None and commit.utterance_id == uid, f"the commit names utterance {commit and commit.utterance_id!r}, not {uid!r}")
+
+    # The next prompt: a watch that starts from the dialogue rendered within a token budget.
+    snapshot_request = genie_pb2.DialogueSnapshotRequest(format=genie_pb2.DIALOGUE_FORMAT_CHAT, token_budget=50)
+    snap = f.genie.WatchSession(genie_pb2.WatchSessionRequest(session_id=sid, snapshot=snapshot_request), metadata=f.md, timeout=TIMEOUT)
+    try:
+        first_update = next(iter(snap)).update
+    finally:
+        snap.cancel()
+    check(first_update.WhichOneof("update") == "snapshot", f"the first update is {first_update.WhichOneof('update')}, not a snapshot")
     return {
+        "snapshot": {"revision": first_update.revision, "text": first_update.snapshot.text, "token_count": first_update.snapshot.token_count},
         "first": seen_first,
         "resumed": before + after,
         "revision": committed.revision,
