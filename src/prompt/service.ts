@@ -104,13 +104,15 @@ export interface EndUserPromptsErased {
  * session (a gateway resuming by key need not repeat it).
  */
 function checkEndUser(row: PromptRow, endUserId: string | undefined): PromptRow {
-  if (endUserId === undefined || row.endUserId === endUserId) return row;
+  if (sameEndUser(row, endUserId)) return row;
   throw failedPrecondition(
     `prompt session ${row.id} belongs to ${row.endUserId ? 'another end user' : 'no end user'}; its end user is set on creation and never changes`,
     'END_USER_MISMATCH',
     [{ type: 'END_USER', subject: `prompt/${row.id}`, description: 'end_user_id differs from the session\'s own' }],
   );
 }
+
+const sameEndUser = (row: PromptRow, endUserId: string | undefined) => endUserId === undefined || row.endUserId === endUserId;
 
 /** The key of a transaction that records nothing (no request id: UnitOfWork.run claims nothing). */
 const UNRECORDED: RequestKey = { scope: '', method: '', requestId: undefined, fingerprint: '' };
@@ -224,7 +226,8 @@ export class PromptUseCases {
     if (input.sessionKey && !requestId) {
       const cached = await this.cache.get(input.sessionKey);
       const row = cached.row && (await this.withRevision(cached.row));
-      if (row && row.accountId === caller.accountId) return { prompt: checkEndUser(row, input.endUserId), created: false };
+      // A copy whose end user differs is not trusted to refuse: the locked path below decides on Postgres.
+      if (row && row.accountId === caller.accountId && sameEndUser(row, input.endUserId)) return { prompt: row, created: false };
       token = cached.token;
     }
     const { value } = await this.unitOfWork.run(
@@ -246,7 +249,8 @@ export class PromptUseCases {
   private async openIn(tx: Tx, caller: Principal, input: OpenPromptInput): Promise<{ prompt: PromptRow; created: boolean }> {
     if (input.sessionKey) {
       const found = await this.findBySessionKey(caller, input.sessionKey, tx);
-      if (found) return { prompt: checkEndUser(found, input.endUserId), created: false };
+      // A cached copy may predate end users (written by an older replica): Postgres has the say on a refusal.
+      if (found) return { prompt: checkEndUser(sameEndUser(found, input.endUserId) ? found : ((await this.store.bySessionKey(input.sessionKey, tx)) ?? found), input.endUserId), created: false };
     }
     // The handler lets no request through with neither a session key nor an LLM client.
     if (!input.llmClient) throw notFound`prompt session ${input.sessionKey ?? ''} (pass llm_client_id or llm_client_url to create it)`;
