@@ -439,8 +439,9 @@ export class PromptUseCases {
     const report: EndUserPromptsErased = { prompts: 0, history: 0, toolCalls: 0, pluginUsage: 0, requestIds: 0 };
     for (;;) {
       const batch = await this.store.endUserPrompts(caller.accountId, endUserId, batchSize);
-      // The cached rows carry the prompts' content: they go before the rows (see FencedCopies.evictBeforeDelete).
-      for (const p of batch) await this.cache.evictBeforeDelete(p.sessionKey);
+      // The cached rows carry the prompts' content: they go before the rows (see FencedCopies.evictBeforeDelete),
+      // the batch's at once.
+      await Promise.all(batch.map((p) => this.cache.evictBeforeDelete(p.sessionKey)));
       const gone = await this.unitOfWork.run(UNRECORDED, unrecorded<GonePrompt[]>(), async (tx) => {
         const locked: GonePrompt[] = [];
         for (const p of batch) {
@@ -457,7 +458,7 @@ export class PromptUseCases {
         return locked;
       });
       report.prompts += gone.value.length;
-      await this.forgetDeleted(gone.value);
+      await Promise.all(gone.value.map((p) => this.forgetDeleted([p])));
       if (batch.length < batchSize) return report;
       // Give queued requests the event loop (and, on PGlite, the connection) between batches.
       await new Promise((r) => setImmediate(r));
