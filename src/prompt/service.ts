@@ -17,6 +17,7 @@ import {
   pluginUsageRowSchema,
   promptRowSchema,
   toolCallRowSchema,
+  type DeletedLogs,
   type GonePrompt,
   type HistoryRow,
   type LogRows,
@@ -249,8 +250,11 @@ export class PromptUseCases {
   private async openIn(tx: Tx, caller: Principal, input: OpenPromptInput): Promise<{ prompt: PromptRow; created: boolean }> {
     if (input.sessionKey) {
       const found = await this.findBySessionKey(caller, input.sessionKey, tx);
-      // A cached copy may predate end users (written by an older replica): Postgres has the say on a refusal.
-      if (found) return { prompt: checkEndUser(sameEndUser(found, input.endUserId) ? found : ((await this.store.bySessionKey(input.sessionKey, tx)) ?? found), input.endUserId), created: false };
+      if (found) {
+        // A cached copy may predate end users (written by an older replica): Postgres has the say on a refusal.
+        const current = sameEndUser(found, input.endUserId) ? found : ((await this.store.bySessionKey(input.sessionKey, tx)) ?? found);
+        return { prompt: checkEndUser(current, input.endUserId), created: false };
+      }
     }
     // The handler lets no request through with neither a session key nor an LLM client.
     if (!input.llmClient) throw notFound`prompt session ${input.sessionKey ?? ''} (pass llm_client_id or llm_client_url to create it)`;
@@ -442,23 +446,21 @@ export class PromptUseCases {
       // The cached rows carry the prompts' content: they go before the rows (see FencedCopies.evictBeforeDelete),
       // the batch's at once.
       await Promise.all(batch.map((p) => this.cache.evictBeforeDelete(p.sessionKey)));
-      const gone = await this.unitOfWork.run(UNRECORDED, unrecorded<GonePrompt[]>(), async (tx) => {
+      const { value: gone } = await this.unitOfWork.run(UNRECORDED, unrecorded<{ locked: GonePrompt[]; logs: DeletedLogs | undefined }>(), async (tx) => {
         const locked: GonePrompt[] = [];
         for (const p of batch) {
           const row = await this.store.lock(caller.accountId, p.id, tx);
-          // Deleted meanwhile (by DeletePrompt or the purge), or not this end user's after all.
+          // Deleted meanwhile (by DeletePrompt or the purge): nothing left to erase.
           if (row?.endUserId === endUserId) locked.push({ id: row.id, sessionKey: row.sessionKey, revision: row.revision });
         }
-        if (locked.length === 0) return locked;
-        const d = await this.store.deleteCounted(locked.map((p) => p.id), tx);
-        report.history += d.history;
-        report.toolCalls += d.toolCalls;
-        report.pluginUsage += d.pluginUsage;
-        report.requestIds += d.requestIds;
-        return locked;
+        return { locked, logs: locked.length ? await this.store.deleteCounted(locked.map((p) => p.id), tx) : undefined };
       });
-      report.prompts += gone.value.length;
-      await Promise.all(gone.value.map((p) => this.forgetDeleted([p])));
+      report.prompts += gone.locked.length;
+      report.history += gone.logs?.history ?? 0;
+      report.toolCalls += gone.logs?.toolCalls ?? 0;
+      report.pluginUsage += gone.logs?.pluginUsage ?? 0;
+      report.requestIds += gone.logs?.requestIds ?? 0;
+      await Promise.all(gone.locked.map((p) => this.forgetDeleted([p])));
       if (batch.length < batchSize) return report;
       // Give queued requests the event loop (and, on PGlite, the connection) between batches.
       await new Promise((r) => setImmediate(r));
