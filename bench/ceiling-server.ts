@@ -2,13 +2,25 @@
  * The framework's limit: a bare grpc-js server with the same server options and the same message types as
  * parley, whose handlers do nothing but answer with a canned response (a real parley response, captured by
  * run.ts and passed in encoded), and a bare broadcast: every SendEvent writes one message to every open
- * WatchSession stream, straight from the handler.
+ * WatchSession stream, straight from the handler. For the gateway scenario the same broadcast relays
+ * StreamUtterance: each chunk goes to the session's watchers as a delta as it arrives, and the chunk with
+ * `last_chunk` (or the half-close) as a commit carrying the whole text, at the session's next revision, all
+ * in memory. A watch that names `after_revision` gets a `caught_up` update at that revision on open, as a
+ * parley watch that has nothing to replay does.
  *
- * Usage: tsx bench/ceiling-server.ts   (env CEILING_RESPONSES=<file of JSON {name: base64}>)
+ * Usage: tsx bench/ceiling-server.ts   (env CEILING_RESPONSES=<file of JSON {name: base64}>, CEILING_PORT, 0 or unset for any)
  * Prints `listening <port>` on stdout; stops on SIGTERM/SIGINT or when stdin closes.
  */
 import { readFileSync } from 'node:fs';
-import { Server, ServerCredentials, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import {
+  Server,
+  ServerCredentials,
+  type ServerReadableStream,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type sendUnaryData,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
 import * as genie from '../src/gen/parley/genie/v1/genie.js';
 import { OpenPromptResponse, PromptServiceService } from '../src/gen/parley/prompt/v1/prompt.js';
 
@@ -64,8 +76,49 @@ const genieImpl: UntypedServiceImplementation = {
     cb(null, sendEvent);
   },
 };
+/** Each relayed session's revision (a session is at 1 until the relay commits an utterance to it). */
+const revisions = new Map<string, number>();
+const broadcast = (sessionId: string, m: unknown) => {
+  const set = watchers.get(sessionId);
+  if (set) for (const w of set) w.write(m);
+};
+
+/**
+ * StreamUtterance relayed: a delta per non-empty chunk, then a commit with the whole text, as parley
+ * sends them (the same messages, so the same bytes to serialize), and the same response.
+ */
+genieImpl.streamUtterance = (call: ServerReadableStream<genie.StreamUtteranceRequest, unknown>, cb: sendUnaryData<genie.StreamUtteranceResponse>) => {
+  let first: genie.StreamUtteranceRequest | undefined;
+  let text = '';
+  let index = 0;
+  let committed: genie.StreamUtteranceResponse | undefined;
+  const commit = (): genie.StreamUtteranceResponse => {
+    const f = first!;
+    const revision = (revisions.get(f.sessionId) ?? 1) + 1;
+    revisions.set(f.sessionId, revision);
+    const now = new Date();
+    const element = { actor: f.actor, actorText: text, timestamp: now, eventName: f.eventName };
+    broadcast(f.sessionId, { update: { sessionId: f.sessionId, revision, commit: { events: [{ dialogueAppended: { index: revision - 1, element } }] } } });
+    return { utteranceId: f.utteranceId, revision, dialogueIndex: revision - 1, state: 'open', updateTime: now };
+  };
+  call.on('data', (m: genie.StreamUtteranceRequest) => {
+    first ??= m;
+    if (committed) return;
+    if (m.text) {
+      text += m.text;
+      broadcast(first.sessionId, { update: { sessionId: first.sessionId, revision: 0, delta: { utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: m.text } } });
+    }
+    if (m.lastChunk) committed = commit();
+  });
+  call.on('end', () => {
+    if (!first) return cb({ code: 3, details: 'the stream ended before its first message' });
+    cb(null, committed ?? commit());
+  });
+  call.on('error', () => {});
+};
+
 if ('watchSession' in genie.GenieServiceService) {
-  genieImpl.watchSession = (call: ServerWritableStream<{ sessionId: string }, unknown>) => {
+  genieImpl.watchSession = (call: ServerWritableStream<{ sessionId: string; afterRevision?: number }, unknown>) => {
     const id = call.request.sessionId;
     let set = watchers.get(id);
     if (!set) watchers.set(id, (set = new Set()));
@@ -76,8 +129,10 @@ if ('watchSession' in genie.GenieServiceService) {
     };
     call.on('cancelled', gone);
     call.on('close', gone);
-    // One message on open, as a parley watch from revision 0 replays the creation: the client knows it is live.
-    call.write(messagesFor(1)[0]);
+    // One message on open, as parley sends: the creation replayed for a watch from revision 0, a caught_up
+    // otherwise (nothing to replay). Either way the client knows it is live.
+    const after = Number(call.request.afterRevision ?? 0);
+    call.write(after > 0 ? { update: { sessionId: id, revision: after, caughtUp: {} } } : messagesFor(1)[0]);
   };
 }
 server.addService(genie.GenieServiceService, genieImpl);
@@ -85,7 +140,7 @@ server.addService(PromptServiceService, {
   openPrompt: (_call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) => cb(null, openPrompt),
 });
 
-server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, port) => {
+server.bindAsync(`127.0.0.1:${Number(process.env.CEILING_PORT) || 0}`, ServerCredentials.createInsecure(), (err, port) => {
   if (err) {
     process.stderr.write(`ceiling-server: ${err.message}\n`);
     process.exit(1);

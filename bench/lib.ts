@@ -145,6 +145,21 @@ export type LoadCommand =
   | { id: number; kind: 'fanout'; target: string; watchers: number; ratePerSec: number; warmupMs: number; measureMs: number; ctx: BenchContext; bare: boolean }
   | { id: number; kind: 'idle-open'; target: string; watchers: number; sessions: number; ctx: BenchContext; bare: boolean; perChannel: number }
   | { id: number; kind: 'idle-close' }
+  | {
+      id: number;
+      kind: 'gateway';
+      /** Where workers stream, and where each chat's two watchers watch (the same address for the bare relay). */
+      targets: { worker: string; same: string; other: string };
+      chats: number;
+      chunks: number;
+      ratePerSec: number;
+      /** The chats' starts are spread evenly over this long (ms). */
+      spreadMs: number;
+      ctx: BenchContext;
+      bare: boolean;
+      /** The server processes whose CPU the streaming window is charged to. */
+      pids: number[];
+    }
   | { id: number; kind: 'exit' };
 
 export type LoadReply =

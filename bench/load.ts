@@ -127,6 +127,10 @@ async function handle(cmd: LoadCommand): Promise<unknown> {
   switch (cmd.kind) {
     case 'unary':
       return runUnary(cmd);
+    case 'gateway': {
+      const { gateway } = await import('./gateway.js');
+      return gateway(cmd, (r) => send(r));
+    }
     default: {
       const streaming = await import('./streams.js');
       return streaming.handle(cmd, (r) => send(r));

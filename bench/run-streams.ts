@@ -48,7 +48,7 @@ export async function captureWatchMessages(ctx: BenchContext): Promise<string[] 
     );
   try {
     const session = (await unary<genie.CreateSessionResponse>('createSession', { modelType: ctx.modelType, fields: {}, requestId: '' }, md)).session!;
-    const stream = client.watchSession({ sessionId: session.sessionId, afterRevision: Number(session.revision) }, md);
+    const stream = client.watchSession({ sessionId: session.sessionId, afterRevision: Number(session.revision), afterDeltas: [], snapshot: undefined }, md);
     stream.on('error', () => {});
     const got: unknown[] = [];
     stream.on('data', (m: unknown) => {

@@ -9,6 +9,8 @@
  *  4. bench/load.ts, a separate process, runs every scenario at every concurrency; this process samples the
  *     server's CPU and RSS from /proc while it measures. Writes are measured against the append ceiling
  *     (AppendHistory's storage calls: one statement and a PUBLISH).
+ *     The gateway rows (bench/run-gateway.ts) start a second parley replica on the same database and Redis
+ *     prefix for their time, and stream utterances to watchers on both replicas and on the bare relay.
  *  5. Issue 14's rows, from this process at concurrency 1: a turn's cost by dialogue length
  *     (bench/turn-cost.ts), Postgres bytes per element (bench/pg-bytes.ts) and, with PARLEY_BENCH_BULK, a
  *     turn's cost by the number of sessions in the database (bench/bulk.ts); the last two on the scratch
@@ -37,6 +39,8 @@ import { bearer, insecure, ProcSampler, sleep, type BenchContext, type LoadComma
 import { idleRssTable, measureIdleRss, type IdleRss } from './idle-rss.js';
 import { ASSISTANT_EVENT, USER_EVENT } from './dialogue.js';
 import { runPgBytes, runScaling, scalingText, type ScalingEnv } from './run-scaling.js';
+import { gatewayText, runGateway } from './run-gateway.js';
+import type { GatewayRow } from './gateway-tally.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const resultsDir = path.join(root, 'bench', 'results');
@@ -51,6 +55,8 @@ const envInt = (name: string, dflt: number) => {
   if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number`);
   return n;
 };
+/** PARLEY_BENCH_GATEWAY_QUICK=1: fewer chats and shorter utterances, for a look while developing. */
+const gatewayQuick = process.env.PARLEY_BENCH_GATEWAY_QUICK === '1';
 const settings = {
   target: process.env.PARLEY_BENCH_TARGET || undefined,
   adminToken: process.env.PARLEY_BENCH_ADMIN_TOKEN || undefined,
@@ -82,6 +88,11 @@ const settings = {
   bulk: process.env.PARLEY_BENCH_BULK ? process.env.PARLEY_BENCH_BULK.split(',').map(Number).sort((a, b) => a - b) : undefined,
   bulkSamples: envInt('PARLEY_BENCH_BULK_SAMPLES', 100),
   bulkBatch: envInt('PARLEY_BENCH_BULK_BATCH', 20_000),
+  /** The gateway rows (bench/run-gateway.ts): chats at once per row, chunks per utterance, chunks per second. */
+  gatewayChats: (process.env.PARLEY_BENCH_GATEWAY_CHATS || (gatewayQuick ? '2,10' : '10,50,200')).split(',').map(Number),
+  gatewayChunks: envInt('PARLEY_BENCH_GATEWAY_CHUNKS', gatewayQuick ? 100 : 300),
+  gatewayRate: envInt('PARLEY_BENCH_GATEWAY_RATE', 50),
+  gatewaySpreadMs: process.env.PARLEY_BENCH_GATEWAY_SPREAD_MS ? envInt('PARLEY_BENCH_GATEWAY_SPREAD_MS', 0) : undefined,
   /** The whole run is cut here, whatever happens (an hour with PARLEY_BENCH_BULK). */
   deadlineMs: envInt('PARLEY_BENCH_DEADLINE_MS', process.env.PARLEY_BENCH_BULK ? 3_600_000 : 900_000),
 };
@@ -142,15 +153,38 @@ function start(cmd: string, args: string[], env: NodeJS.ProcessEnv, name: string
 
 const tsxArgs = (file: string) => ['--import', 'tsx', path.join(root, file)];
 
-async function freePort(): Promise<number> {
+/** PARLEY_BENCH_PORTS=<first>-<last>: the servers' ports come from that range (sessions sharing a host each get one). */
+const portRange = (() => {
+  const v = process.env.PARLEY_BENCH_PORTS;
+  if (!v) return undefined;
+  const m = /^(\d+)-(\d+)$/.exec(v);
+  if (!m || Number(m[1]) < 1024 || Number(m[2]) > 65535 || Number(m[1]) > Number(m[2])) throw new Error('PARLEY_BENCH_PORTS must be <first>-<last>, e.g. 53300-53399');
+  return { next: Number(m[1]), last: Number(m[2]) };
+})();
+
+function tryListen(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
+    s.listen(port, '127.0.0.1', () => {
+      const bound = (s.address() as { port: number }).port;
+      s.close(() => resolve(bound));
     });
   });
+}
+
+async function freePort(): Promise<number> {
+  if (!portRange) return tryListen(0);
+  // Each port of the range is handed out once per run: a port just checked may not be bound yet by its child.
+  while (portRange.next <= portRange.last) {
+    const port = portRange.next++;
+    try {
+      return await tryListen(port);
+    } catch {
+      // taken; the next one
+    }
+  }
+  throw new Error('PARLEY_BENCH_PORTS: no free port left in the range');
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -203,6 +237,15 @@ async function startParley(): Promise<{ address: string; pid: number | undefined
   const scratch = await createScratchDatabase(settings.databaseUrl);
   cleanups.push(() => scratch.drop());
   cleanups.push(() => clearRedisPrefix(settings.redisUrl, redisPrefix));
+  const { address, child } = await spawnParley(scratch.url, 'parley');
+  return { address, pid: child.pid, databaseUrl: scratch.url };
+}
+
+/**
+ * One parley child on the database and the run's Redis prefix, once it serves. Two of them on the same
+ * database are two replicas (the gateway rows).
+ */
+async function spawnParley(databaseUrl: string, name: string): Promise<{ address: string; child: ChildProcess }> {
   const port = await freePort();
   const address = `127.0.0.1:${port}`;
   const nodeArgs: string[] = [];
@@ -221,7 +264,7 @@ async function startParley(): Promise<{ address: string; pid: number | undefined
     [...nodeArgs, path.join(root, 'bin', 'parley.js'), 'serve'],
     {
       ...process.env,
-      DATABASE_URL: scratch.url,
+      DATABASE_URL: databaseUrl,
       REDIS_URL: settings.redisUrl,
       PARLEY_LISTEN: address,
       PARLEY_ADMIN_TOKEN: ADMIN_TOKEN,
@@ -235,17 +278,27 @@ async function startParley(): Promise<{ address: string; pid: number | undefined
       PARLEY_ACCOUNT_BURST: process.env.PARLEY_ACCOUNT_BURST || '1000000',
       PARLEY_ACCOUNT_MAX_STREAMS: process.env.PARLEY_ACCOUNT_MAX_STREAMS || '1000000',
     },
-    'parley',
+    name,
   );
   await withTimeout(
     Promise.race([
       waitServing(address, 60_000),
-      new Promise<never>((_, reject) => child.once('exit', (c) => reject(new Error(`parley exited with ${c} before serving`)))),
+      new Promise<never>((_, reject) => child.once('exit', (c) => reject(new Error(`${name} exited with ${c} before serving`)))),
     ]),
     60_000,
-    'starting parley',
+    `starting ${name}`,
   );
-  return { address, pid: child.pid, databaseUrl: scratch.url };
+  return { address, child };
+}
+
+/** Stops a child and waits for it to go (SIGKILL after 5 s). */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  await gone;
+  clearTimeout(t);
 }
 
 async function clearRedisPrefix(url: string, prefix: string): Promise<void> {
@@ -267,7 +320,7 @@ async function clearRedisPrefix(url: string, prefix: string): Promise<void> {
 async function startCeiling(responses: Record<string, string>): Promise<{ address: string; pid: number | undefined }> {
   const file = path.join(os.tmpdir(), `parley-bench-ceiling-${process.pid}.json`);
   writeFileSync(file, JSON.stringify(responses));
-  const child = start(process.execPath, tsxArgs('bench/ceiling-server.ts'), { ...process.env, CEILING_RESPONSES: file }, 'ceiling');
+  const child = start(process.execPath, tsxArgs('bench/ceiling-server.ts'), { ...process.env, CEILING_RESPONSES: file, CEILING_PORT: String(portRange ? await freePort() : 0) }, 'ceiling');
   const port = await withTimeout(
     new Promise<number>((resolve, reject) => {
       const rl = createInterface({ input: child.stdout! });
@@ -570,6 +623,7 @@ async function main(): Promise<void> {
   log(`ceiling server at ${ceiling.address}`);
   const load = new Load();
   const rows: Row[] = [];
+  let gateway: GatewayRow[] | undefined;
 
   const perRun = settings.warmupMs + settings.measureMs + 30_000;
   const unary = async (scenario: string, kind: Row['kind'], target: string, pid: number | undefined, concurrency: number): Promise<Row> => {
@@ -606,6 +660,22 @@ async function main(): Promise<void> {
     if (streaming) {
       const { runStreaming } = await import('./run-streams.js');
       rows.push(...(await runStreaming({ load, ctx, parley, ceiling, settings, wants, log })));
+      if (wants('gateway') && 'streamUtterance' in GenieServiceService) {
+        const databaseUrl = parley.databaseUrl;
+        gateway = await runGateway({
+          load,
+          ctx,
+          parley,
+          ceiling,
+          settings,
+          log,
+          startReplica: async () => {
+            if (settings.target || !databaseUrl) throw new Error('a second replica needs the run\'s own parley and scratch database');
+            const { address, child } = await spawnParley(databaseUrl, 'parley-b');
+            return { address, pid: child.pid, stop: () => stopChild(child) };
+          },
+        });
+      }
     } else {
       log('GenieService.WatchSession is not in this build: the streaming scenarios are skipped');
     }
@@ -662,6 +732,7 @@ async function main(): Promise<void> {
       'Load, server, Postgres and Redis share the same machine.',
     ],
     rows,
+    ...(gateway ? { gateway } : {}),
     idleRss: idle,
     ...scaling,
   };
@@ -673,7 +744,8 @@ async function main(): Promise<void> {
   process.stdout.write(
     `\nparley bench — ${result.startedAt}, ${result.durationSeconds}s; ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ` +
       `Postgres ${m.postgres ?? '?'}, Redis ${m.redis ?? '?'}\n` +
-      `warm-up ${settings.warmupMs} ms, measured ${settings.measureMs} ms per row\n\n${table(rows)}\n\n` +
+      (rows.length ? `warm-up ${settings.warmupMs} ms, measured ${settings.measureMs} ms per row\n\n${table(rows)}\n\n` : '\n') +
+      (gateway ? gatewayText(gateway, settings) : '') +
       scalingText(scaling) +
       (idle ? `idle RSS of the compiled server (node dist/main.js serve)\n\n${idleRssTable(idle, settings.idleSettleMs)}\n\n` : '') +
       `results: bench/results/${stamp}.json (and latest.json)\n`,

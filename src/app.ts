@@ -14,6 +14,7 @@ import { genieHandlers } from './transport/genie-handlers.js';
 import { genieStreamHandlers } from './transport/genie-stream-handlers.js';
 import { promptStreamHandlers } from './transport/prompt-stream-handlers.js';
 import { GenieWatch } from './genie/watch.js';
+import { UtteranceRelay } from './genie/utterance-relay.js';
 import { KnexSessionEventLog } from './storage/genie-event-log.js';
 import { GenieServiceService, type GenieServiceServer } from './gen/parley/genie/v1/genie.js';
 import { AdminUseCases } from './admin/service.js';
@@ -127,7 +128,9 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const genieCache = new GenieCache(store.kv, store.bus, telemetry);
   const genie = genieUseCases(db, store, telemetry, genieCache);
   await genie.start();
-  const genieWatch = new GenieWatch(genie, new KnexSessionEventLog(db), genieCache, store.bus, config.watchBufferSize, telemetry);
+  // A delta log outlives its last delta by more than a worker may stay silent mid-utterance.
+  const relay = new UtteranceRelay(store.bus, store.deltas, 2 * config.clientStreamIdleMs, telemetry);
+  const genieWatch = new GenieWatch(genie, new KnexSessionEventLog(db), relay, store.bus, config.watchBufferSize, telemetry);
 
   const limits = new Limits(limitsConfig(config), { logger, metrics });
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));

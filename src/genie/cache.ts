@@ -4,8 +4,8 @@ import { VERSIONED_MISS, type KvStore } from '../ports/kv.js';
 import type { Bus } from '../ports/bus.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import type { Codec } from '../ports/unit-of-work.js';
-import { busMessageCodec, commitMessage, sessionChannel, type EphemeralEvent, type SessionCommit } from './events.js';
-import { dialogueRowSchema, storedSessionSchema, type DialogueRow, type StoredSession } from './store.js';
+import { busMessageCodec, commitMessage, sessionChannel, type SessionCommit } from './events.js';
+import { dialogueRowSchema, hotSessionSchema, type DialogueRow, type StoredSession } from './store.js';
 
 /** The hash tag keeps every key of one session in one Redis Cluster slot. */
 export const hotKey = (sessionId: string) => `genie:{${sessionId}}:hot`;
@@ -27,7 +27,8 @@ export interface HotCopy {
   complete: boolean;
 }
 
-const sessionCodec: Codec<StoredSession> = zodCodec(storedSessionSchema);
+// A copy written before token counts were kept does not decode: a miss, read from Postgres.
+const sessionCodec: Codec<StoredSession> = zodCodec(hotSessionSchema);
 const elementCodec: Codec<DialogueRow> = zodCodec(dialogueRowSchema);
 
 /**
@@ -119,10 +120,5 @@ export class GenieCache {
   async publish(sessionId: string, commit: SessionCommit): Promise<void> {
     if (commit.events.length === 0) return;
     await this.bus.publish(sessionChannel(sessionId), encodeJson(busMessageCodec, commitMessage(commit)));
-  }
-
-  /** Uncommitted news (token deltas, aborted utterances): live only, never replayed, so a lost one is lost. */
-  async publishEphemeral(sessionId: string, message: EphemeralEvent): Promise<void> {
-    await this.bus.publish(sessionChannel(sessionId), encodeJson(busMessageCodec, message)).catch((err: unknown) => this.telemetry.contained('bus_publish_ephemeral', err));
   }
 }

@@ -40,22 +40,46 @@ export function formatDialogue(dialogue: readonly DialogueElement[], format: Dia
   if (!isDialogueFormatName(format)) {
     throw new TypeError(`unknown dialogue format: ${JSON.stringify(format)}`);
   }
-  if (dialogue.length === 0) return '';
-  dialogue.forEach(assertElement);
-
-  switch (format) {
-    case 'CHAT':
-      return dialogue.map(chatEntry).join('\n');
-    case 'YAML':
-      return dialogue.map(yamlEntry).join('\n');
-    case 'JSON':
-      return JSON.stringify(
-        dialogue.map((e) => ({ actor: e.actor, timestamp: rfc3339Utc(e.timestamp), actor_text: e.actorText })),
-      );
-    case 'PYTHON_REPR':
-      return `[${dialogue.map(pythonReprEntry).join(', ')}]`;
-  }
+  return joinEntries(
+    dialogue.map((e, i) => {
+      assertElement(e, i);
+      return ENTRY[format](e);
+    }),
+    format,
+  );
 }
+
+/**
+ * Every format renders a dialogue as its elements' entries between an opening and a closing string, joined
+ * by a separator: `formatDialogue(d, f)` is `joinEntries(d.map((e) => formatEntry(e, f)), f)`. A rendering
+ * within a token budget counts entries apart to choose which elements fit, then counts the whole.
+ */
+export function formatEntry(e: DialogueElement, format: DialogueFormatName): string {
+  assertElement(e, 0);
+  return ENTRY[format](e);
+}
+
+/** The strings around and between entries: an empty dialogue is "" in every format (no brackets). */
+export const FRAMES: Readonly<Record<DialogueFormatName, { open: string; separator: string; close: string }>> = {
+  CHAT: { open: '', separator: '\n', close: '' },
+  YAML: { open: '', separator: '\n', close: '' },
+  // JSON.stringify of an array: its items' JSON joined by ",", without spaces.
+  JSON: { open: '[', separator: ',', close: ']' },
+  PYTHON_REPR: { open: '[', separator: ', ', close: ']' },
+};
+
+export function joinEntries(entries: readonly string[], format: DialogueFormatName): string {
+  if (entries.length === 0) return '';
+  const f = FRAMES[format];
+  return f.open + entries.join(f.separator) + f.close;
+}
+
+const ENTRY: Readonly<Record<DialogueFormatName, (e: DialogueElement) => string>> = {
+  CHAT: (e) => chatEntry(e),
+  YAML: (e) => yamlEntry(e),
+  JSON: (e) => JSON.stringify({ actor: e.actor, timestamp: rfc3339Utc(e.timestamp), actor_text: e.actorText }),
+  PYTHON_REPR: (e) => pythonReprEntry(e),
+};
 
 function assertElement(e: DialogueElement, index: number): void {
   if (e === null || typeof e !== 'object') {

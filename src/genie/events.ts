@@ -32,6 +32,8 @@ const dialogueAppendedSchema = z.object({
   /** The event the utterance was sent with; '' for AppendDialogue. */
   event: z.string(),
   timestamp: isoDate,
+  /** The StreamUtterance whose deltas this element completes; absent for any other write. */
+  utteranceId: z.string().optional(),
 });
 const stateChangedSchema = z.object({
   type: z.literal('state_changed'),
@@ -81,7 +83,7 @@ export const sessionCreated = (s: {
   ...(s.forkedFrom && { forkedFromSessionId: s.forkedFrom.sessionId, forkedFromRevision: s.forkedFrom.revision }),
 });
 
-export const dialogueAppended = (seq: number, e: { actor: Actor; actorText: string; event: string; timestamp: Date }): SessionEvent => ({
+export const dialogueAppended = (seq: number, e: { actor: Actor; actorText: string; event: string; timestamp: Date }, utteranceId?: string): SessionEvent => ({
   type: 'dialogue_appended',
   v: 1,
   seq,
@@ -89,6 +91,7 @@ export const dialogueAppended = (seq: number, e: { actor: Actor; actorText: stri
   actorText: e.actorText,
   event: e.event,
   timestamp: e.timestamp,
+  ...(utteranceId && { utteranceId }),
 });
 
 export const stateChanged = (t: { fromState: string; toState: string; event: string; actor: Actor; actorInput: string }): SessionEvent => ({

@@ -39,6 +39,8 @@ export interface ModelTypeDef {
   cacheTtlSeconds: number;
   /** Retention: sessions idle longer than this are purged; 0 keeps them. */
   sessionTtlSeconds: number;
+  /** The tokenizer encoding of new sessions' counts: one of TOKENIZER_ENCODINGS, or '' for the default. */
+  tokenizerEncoding?: string | undefined;
 }
 
 export interface ModelTypeRow extends ModelTypeDef {
@@ -68,6 +70,8 @@ export const modelTypeRowSchema = z
   upgrades: upgradesSchema,
   cacheTtlSeconds: z.number(),
   sessionTtlSeconds: z.number(),
+  // Versions cached before encodings were kept have none: the default.
+  tokenizerEncoding: z.string().default(''),
   createdAt: isoDate,
   })
   .transform((m): ModelTypeRow => ({ ...m, jsonSchema: m.jsonSchema, upgrades: m.upgrades.map((u) => (u.kind === 'add_field' ? { ...u, defaultValue: u.defaultValue } : u)) }));

@@ -14,7 +14,8 @@ import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, ty
 import { HOT_ELEMENTS, type GenieCache } from './cache.js';
 import { ModelTypeUseCases, type ModelTypeCacheOptions } from './model-types.js';
 import { genieRequestKey, MAX_READ_BYTES, withinBudget } from './rules.js';
-import { ACTORS, formatDialogue, type Actor, type DialogueFormatName } from './dialogue-format.js';
+import { ACTORS, FRAMES, formatDialogue, formatEntry, joinEntries, type Actor, type DialogueFormatName } from './dialogue-format.js';
+import { DEFAULT_ENCODING, countTokens, encodingOrDefault, tokenCounter, type TokenCounter, type TokenizerEncoding } from './tokens.js';
 import { dialogueAppended, fieldsUpdated, secondaryPut, sessionCreated, sessionDeleted, stateChanged, type SessionCommit } from './events.js';
 import { fieldViolations } from './json-schema.js';
 import { findTransition, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
@@ -143,7 +144,9 @@ export class GenieUseCases {
         const violations = fieldViolations(latest.jsonSchema, fields);
         if (violations.length) throw invalidArgument(violations);
         const state = latest.stateMachine.initialState;
-        const s = { id: randomUUID(), accountId: caller.accountId, modelType, schemaVersion: latest.schemaVersion, state, actor: '' as const, actorInput: '', fields };
+        // The session counts in this encoding for as long as it lives (registration validated the name).
+        const tokenEncoding = encodingOrDefault(latest.tokenizerEncoding ?? '') ?? DEFAULT_ENCODING;
+        const s = { id: randomUUID(), accountId: caller.accountId, modelType, schemaVersion: latest.schemaVersion, state, actor: '' as const, actorInput: '', fields, tokenEncoding };
         const created = sessionCreated({ modelType, schemaVersion: latest.schemaVersion, state, fields });
         return this.sessions.insertSession({ ...s, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime, endUserId }, undefined, [created], tx);
       },
@@ -329,11 +332,11 @@ export class GenieUseCases {
         const { schemaVersion, state, fields } = upgrade(src.session, src.versions, src.session.modelType);
         const up = { schemaVersion, state, fields };
         const forkedFrom = { sessionId: id, revision: src.session.revision };
-        const { actor, actorInput, modelType } = src.session;
-        const s = { id: randomUUID(), accountId: caller.accountId, modelType, ...up, actor, actorInput, forkedFromSessionId: id, forkedFromRevision: src.session.revision };
+        const { actor, actorInput, modelType, tokenEncoding } = src.session;
+        const s = { id: randomUUID(), accountId: caller.accountId, modelType, ...up, actor, actorInput, tokenEncoding, forkedFromSessionId: id, forkedFromRevision: src.session.revision };
         const created = sessionCreated({ modelType, ...up, forkedFrom });
         // A copy of the content must not outlive the original's retention, nor escape its end user's erasure.
-        const fork = { ...forkedFrom, dialogueLength: src.session.dialogueLength };
+        const fork = { ...forkedFrom, dialogueLength: src.session.dialogueLength, dialogueTokenCount: src.session.dialogueTokenCount };
         return this.sessions.insertSession({ ...s, expireTime: src.session.expireTime, endUserId: src.session.endUserId }, fork, [created], tx);
       },
       (v) => v.session.id,
@@ -438,9 +441,11 @@ export class GenieUseCases {
       requestId?: string | undefined;
       /** A request key of another RPC (StreamUtterance, Chat) that carries this write; overrides requestId. */
       once?: RequestKey | undefined;
+      /** The StreamUtterance this write commits (its deltas' id), recorded on the dialogue_appended event. */
+      utteranceId?: string | undefined;
     },
   ): Promise<{ view: SessionView; previousState: string; element: ElementMeta }> {
-    const { requestId, once, ...request } = req;
+    const { requestId, once, utteranceId, ...request } = req;
     let previousState = '';
     const { view, element, replayed } = await this.write(
       caller,
@@ -486,7 +491,7 @@ export class GenieUseCases {
           dialogue: [element],
           events: [
             stateChanged({ fromState: t.fromState, toState: t.toState, event: req.event, actor, actorInput: req.actorInput }),
-            dialogueAppended(cur.dialogueLength + 1, element),
+            dialogueAppended(cur.dialogueLength + 1, element, utteranceId),
           ],
         };
       },
@@ -497,9 +502,18 @@ export class GenieUseCases {
   /** Appends an utterance; `view` as for sendEvent (stream code reads `session.revision`). */
   async appendDialogue(
     caller: Principal,
-    req: { sessionId: string; actor: Actor; actorText: string; expectedRevision?: number | undefined; requestId?: string | undefined; once?: RequestKey | undefined },
+    req: {
+      sessionId: string;
+      actor: Actor;
+      actorText: string;
+      expectedRevision?: number | undefined;
+      requestId?: string | undefined;
+      once?: RequestKey | undefined;
+      /** As sendEvent's. */
+      utteranceId?: string | undefined;
+    },
   ): Promise<SessionView & { element: ElementMeta }> {
-    const { requestId, once, ...request } = req;
+    const { requestId, once, utteranceId, ...request } = req;
     const { view, element } = await this.write(caller, req.sessionId, req.expectedRevision, { rpc: 'AppendDialogue', requestId, request, key: once, fast: true }, async (cur) => {
       const element = { actor: req.actor, actorText: req.actorText, event: '', timestamp: new Date() };
       return {
@@ -508,28 +522,51 @@ export class GenieUseCases {
         actor: req.actor,
         actorInput: req.actorText,
         dialogue: [element],
-        events: [dialogueAppended(cur.dialogueLength + 1, element)],
+        events: [dialogueAppended(cur.dialogueLength + 1, element, utteranceId)],
       };
     });
     return { ...view, element: element as ElementMeta };
   }
 
-  async formatDialogue(caller: Principal, id: string, format: DialogueFormatName, revision: number | undefined): Promise<string> {
-    const { dialogue } = revision ? await this.readAt(caller, id, revision) : await this.readCurrent(caller, id, Infinity);
-    const text = formatDialogue(
-      dialogue.map((d) => ({ actor: d.actor, actorText: d.actorText, timestamp: d.timestamp })),
-      format,
-    );
-    const size = Buffer.byteLength(text);
-    if (size > MAX_READ_BYTES) {
-      throw failedPrecondition(
-        `the ${format} rendering of session ${id} is ${size} bytes; at most ${MAX_READ_BYTES} are sent: page the dialogue with ListDialogue`,
-        'DIALOGUE_TOO_LARGE',
-        [{ type: 'SIZE', subject: `session/${id}`, description: `the rendering exceeds ${MAX_READ_BYTES} bytes` }],
-        new Map([['max_bytes', String(MAX_READ_BYTES)]]),
+  /**
+   * The dialogue rendered in `format` (at `revision` when set), its tokens counted in `encoding` (the
+   * session's own when unset). Without a token budget, the whole dialogue. With one, every system element
+   * and the largest number k of the most recent other elements for which the whole rendering counts at most
+   * `tokenBudget` tokens, in dialogue order (an empty selection is "", 0 tokens); FAILED_PRECONDITION
+   * TOKEN_BUDGET_TOO_SMALL when the system elements alone do not fit. `tokenCount` is always the
+   * encoding's count of `text` itself.
+   *
+   * With a budget only the elements that can fit are read: the stored counts (when `encoding` is the
+   * session's) choose how many of the newest to read, without their text, so the cost follows the budget,
+   * not the dialogue's length; another encoding reads and counts the newest elements batch by batch.
+   */
+  async renderWithin(
+    caller: Principal,
+    id: string,
+    opts: { format: DialogueFormatName; tokenBudget?: number | undefined; encoding?: TokenizerEncoding | undefined; revision?: number | undefined },
+  ): Promise<Rendering> {
+    const { format, tokenBudget, revision } = opts;
+    if (tokenBudget === undefined) {
+      const { session, dialogue } = revision ? await this.readAt(caller, id, revision) : await this.readCurrent(caller, id, Infinity);
+      const encoding = opts.encoding ?? session.tokenEncoding;
+      const text = checkedSize(
+        id,
+        format,
+        formatDialogue(
+          dialogue.map((d) => ({ actor: d.actor, actorText: d.actorText, timestamp: d.timestamp })),
+          format,
+        ),
       );
+      const count = await tokenCounter(encoding);
+      return { text, tokenCount: count(text), elementCount: dialogue.length, omittedCount: 0, revision: session.revision, encoding };
     }
-    return text;
+    const head = await this.sessions.dialogueHead(caller.accountId, id, revision);
+    if (!head) throw await this.missing(caller, id, revision);
+    const encoding = opts.encoding ?? head.tokenEncoding;
+    const count = await tokenCounter(encoding);
+    const chosen = await new BudgetRender(this.sessions, id, head.dialogueLength, format, count, encoding === head.tokenEncoding).within(tokenBudget);
+    const text = checkedSize(id, format, chosen.text);
+    return { text, tokenCount: chosen.tokenCount, elementCount: chosen.elementCount, omittedCount: head.dialogueLength - chosen.elementCount, revision: head.revision, encoding };
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -608,7 +645,7 @@ export class GenieUseCases {
         const latest = versions[versions.length - 1];
         // upgrade() has refused a type without versions; this only tells the compiler.
         if (!latest) throw failedPrecondition(`model type ${stored.modelType} is not registered`, 'MODEL_TYPE_NOT_REGISTERED');
-        const w = await apply({ ...stored, ...up }, latest, tx);
+        const w = await counted(await apply({ ...stored, ...up }, latest, tx), stored.tokenEncoding);
         if (!w) {
           unchanged = { stored, last: await this.lastElement(stored, tx) };
           const session = present(stored, undefined, versions).session;
@@ -671,7 +708,7 @@ export class GenieUseCases {
         const latest = versions[versions.length - 1];
         if (!latest) continue;
         const up = upgrade(stored, versions, stored.modelType);
-        const w = await apply({ ...stored, ...up }, latest, undefined);
+        const w = await counted(await apply({ ...stored, ...up }, latest, undefined), stored.tokenEncoding);
         if (!w) continue;
         write = { ...w, schemaVersion: up.schemaVersion };
       } catch {
@@ -780,12 +817,206 @@ export class GenieUseCases {
   }
 }
 
+/** A write as `apply` decides it: the elements it appends are counted after. */
+type Decided = Omit<SessionWrite, 'schemaVersion' | 'dialogue'> &
+  Partial<Pick<SessionWrite, 'schemaVersion'>> & { dialogue: Array<Omit<SessionWrite['dialogue'][number], 'tokenCount'>> };
+
+/** A rendering of a dialogue and what it holds (see GenieUseCases.renderWithin). */
+export interface Rendering {
+  text: string;
+  /** The encoding's count of `text`. */
+  tokenCount: number;
+  /** How many elements `text` renders. */
+  elementCount: number;
+  /** How many elements of the dialogue at `revision` it leaves out. */
+  omittedCount: number;
+  /** The revision rendered. */
+  revision: number;
+  encoding: TokenizerEncoding;
+}
+
+/** FAILED_PRECONDITION DIALOGUE_TOO_LARGE for a rendering over MAX_READ_BYTES; else the text. */
+function checkedSize(id: string, format: DialogueFormatName, text: string): string {
+  const size = Buffer.byteLength(text);
+  if (size > MAX_READ_BYTES) {
+    throw failedPrecondition(
+      `the ${format} rendering of session ${id} is ${size} bytes; at most ${MAX_READ_BYTES} are sent: page the dialogue with ListDialogue or set a token_budget`,
+      'DIALOGUE_TOO_LARGE',
+      [{ type: 'SIZE', subject: `session/${id}`, description: `the rendering exceeds ${MAX_READ_BYTES} bytes` }],
+      new Map([['max_bytes', String(MAX_READ_BYTES)]]),
+    );
+  }
+  return text;
+}
+
+/**
+ * One rendering within a token budget (see GenieUseCases.renderWithin for the rule). Candidates are the
+ * non-system elements, newest first, read in batches; the count of each one's rendered entry estimates
+ * the whole (tokens are not additive across joins, so the estimate only seeds the search), and exact
+ * counts of whole renderings decide: k fits and k + 1 does not.
+ */
+class BudgetRender {
+  private system: DialogueRow[] = [];
+  /** Non-system elements read so far, newest first, with their entry's token count. */
+  private readonly candidates: Array<{ row: DialogueRow; entry: string; tokens: number }> = [];
+  /** Everything before this position is unread. */
+  private before: number;
+  private batch = 16;
+  private readonly exact = new Map<number, number>();
+
+  constructor(
+    private readonly sessions: SessionStore,
+    private readonly id: string,
+    length: number,
+    private readonly format: DialogueFormatName,
+    private readonly count: TokenCounter,
+    /** Whether the stored counts are in this encoding. */
+    private readonly stored: boolean,
+  ) {
+    this.before = length + 1;
+  }
+
+  async within(budget: number): Promise<{ text: string; tokenCount: number; elementCount: number }> {
+    this.system = await this.sessions.systemElements(this.id, this.before - 1);
+    const systemTokens = this.tokensOf(0);
+    if (systemTokens > budget) {
+      throw failedPrecondition(
+        `the system elements of session ${this.id} alone count ${systemTokens} tokens, more than the token_budget of ${budget}`,
+        'TOKEN_BUDGET_TOO_SMALL',
+        [{ type: 'TOKEN_BUDGET', subject: `session/${this.id}`, description: 'the system elements, always rendered, do not fit the budget' }],
+        new Map([['system_token_count', String(systemTokens)]]),
+      );
+    }
+    const f = FRAMES[this.format];
+    const frame = this.count(f.open) + this.count(f.close);
+    const separator = this.count(f.separator);
+    const systemEntries = this.system.reduce((n, d) => n + this.count(formatEntry(d, this.format)), 0);
+    let fits = 0;
+    for (;;) {
+      // Read until the candidates' entries (at least 1 token each) surely overflow what is left.
+      await this.read(budget - systemTokens);
+      // The estimate of k elements: frame, entries and the separators between them.
+      let estimate = 0;
+      let tokens = frame + systemEntries + separator * Math.max(0, this.system.length - 1);
+      for (const [i, c] of this.candidates.entries()) {
+        tokens += c.tokens + (this.system.length + i > 0 ? separator : 0);
+        if (tokens > budget) break;
+        estimate = i + 1;
+      }
+      fits = this.largestFitting(Math.max(fits, estimate), budget);
+      if (fits < this.candidates.length || this.before <= 1) break;
+    }
+    const text = this.render(fits);
+    return { text, tokenCount: this.tokensOf(fits), elementCount: this.system.length + fits };
+  }
+
+  /** Reads older candidates until their lower bound exceeds `room` tokens, or the dialogue is exhausted; at least one batch. */
+  private async read(room: number): Promise<void> {
+    let lower = this.candidates.reduce((n, c) => n + c.tokens, 0);
+    let first = true;
+    while (this.before > 1 && (first || lower <= room)) {
+      first = false;
+      const counts = await this.sessions.tokenCountsBefore(this.id, this.before, this.batch);
+      // Counts alone are small; rows read for their text (another encoding) may be up to 1 MiB each.
+      this.batch = Math.min(this.batch * 4, this.stored ? 1024 : 64);
+      if (counts.length === 0) {
+        this.before = 1;
+        break;
+      }
+      let take = counts.length;
+      if (this.stored) {
+        // A rendered entry is its text and markup: about as many tokens as the text, never fewer than 1.
+        let guess = lower;
+        for (const [i, c] of counts.entries()) {
+          if (c.actor !== 'system') guess += Math.max(1, c.tokenCount - 2);
+          if (guess > room) {
+            take = i + 1;
+            break;
+          }
+        }
+      }
+      const from = counts[take - 1]!.seq;
+      const rows = await this.sessions.dialogueRange(this.id, from, this.before - 1);
+      for (let i = rows.length - 1; i >= 0; i--) {
+        const row = rows[i]!;
+        if (row.actor === 'system') continue;
+        const entry = formatEntry(row, this.format);
+        const tokens = this.count(entry);
+        this.candidates.push({ row, entry, tokens });
+        lower += tokens;
+      }
+      this.before = from;
+    }
+  }
+
+  /** The largest k ≤ candidates for which the rendering fits, searched from `guess` (k = 0 fits). */
+  private largestFitting(guess: number, budget: number): number {
+    const max = this.candidates.length;
+    const fits = (k: number) => this.tokensOf(k) <= budget;
+    let lo = 0;
+    let hi = max + 1;
+    const start = Math.min(guess, max);
+    if (fits(start)) {
+      lo = start;
+      // Gallop up from the estimate: usually one step says k + 1 does not fit.
+      for (let step = 1; lo + step <= max; step *= 2) {
+        if (!fits(lo + step)) {
+          hi = lo + step;
+          break;
+        }
+        lo += step;
+      }
+    } else {
+      hi = start;
+      for (let step = 1; hi - step > 0; step *= 2) {
+        if (fits(hi - step)) {
+          lo = hi - step;
+          break;
+        }
+        hi -= step;
+      }
+    }
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (fits(mid)) lo = mid;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The system elements and the newest k candidates, in dialogue order. */
+  private render(k: number): string {
+    const kept = [...this.system.map((row) => ({ seq: row.seq, entry: formatEntry(row, this.format) })), ...this.candidates.slice(0, k).map((c) => ({ seq: c.row.seq, entry: c.entry }))];
+    kept.sort((a, b) => a.seq - b.seq);
+    return joinEntries(
+      kept.map((x) => x.entry),
+      this.format,
+    );
+  }
+
+  private tokensOf(k: number): number {
+    let n = this.exact.get(k);
+    if (n === undefined) {
+      n = this.count(this.render(k));
+      this.exact.set(k, n);
+    }
+    return n;
+  }
+}
+
 /** What a write decides from the session as it is (`tx` undefined on the one-statement path). */
-type Apply = (
-  cur: StoredSession,
-  latest: ModelTypeRow,
-  tx: Tx | undefined,
-) => Promise<(Omit<SessionWrite, 'schemaVersion'> & Partial<Pick<SessionWrite, 'schemaVersion'>>) | undefined>;
+type Apply = (cur: StoredSession, latest: ModelTypeRow, tx: Tx | undefined) => Promise<Decided | undefined>;
+
+/**
+ * `w` with each appended element's token count in the session's encoding: every path that appends (both
+ * write paths, so every RPC that writes dialogue) counts here, before the commit that stores the counts.
+ */
+async function counted(w: Decided | undefined, encoding: TokenizerEncoding) {
+  if (!w) return undefined;
+  const dialogue = [];
+  for (const d of w.dialogue) dialogue.push({ ...d, tokenCount: await countTokens(d.actorText, encoding) });
+  return { ...w, dialogue };
+}
 
 /** The dialogue rows `w` appends to `stored`, as committed at `revision`. */
 function appendedRows(stored: StoredSession, w: SessionWrite, revision: number): DialogueRow[] {

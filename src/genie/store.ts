@@ -4,6 +4,7 @@ import type { Tx } from '../ports/unit-of-work.js';
 import { ACTORS, type Actor } from './dialogue-format.js';
 import type { SessionCommit, SessionEvent } from './events.js';
 import type { ModelTypeDef, ModelTypeRow } from './model-type.js';
+import { DEFAULT_ENCODING, TOKENIZER_ENCODINGS, type TokenizerEncoding } from './tokens.js';
 
 /**
  * What the Genie use cases need from storage, and nothing more. Storage implements these over Postgres;
@@ -24,6 +25,10 @@ export interface StoredSession {
   fields: Record<string, unknown>;
   revision: number;
   dialogueLength: number;
+  /** The sum of the token counts of the elements at positions 1..dialogueLength. */
+  dialogueTokenCount: number;
+  /** What every element's tokenCount counts in: fixed when the session is created. */
+  tokenEncoding: TokenizerEncoding;
   forkedFromSessionId: string | undefined;
   forkedFromRevision: number | undefined;
   /** Retention: the purge deletes the session after this time. */
@@ -42,6 +47,8 @@ export interface DialogueRow {
   event: string;
   timestamp: Date;
   revision: number;
+  /** Tokens of actorText in the session's tokenEncoding, counted when the element was written. */
+  tokenCount: number;
 }
 
 /** A speaker as stored. */
@@ -50,9 +57,7 @@ const actor = actorSchema;
 
 export type { ModelTypeDef, ModelTypeRow, StateMachineDef, UpgradeStepDef } from './model-type.js';
 
-/** A session as JSON (a hot copy, a stored request's answer) comes back through this schema. */
-export const storedSessionSchema = z
-  .object({
+const sessionShape = {
   id: z.string(),
   accountId: z.string(),
   modelType: z.string(),
@@ -63,14 +68,31 @@ export const storedSessionSchema = z
   fields: z.record(z.string(), z.unknown()),
   revision: z.number(),
   dialogueLength: z.number(),
+  dialogueTokenCount: z.number(),
+  tokenEncoding: z.enum(TOKENIZER_ENCODINGS),
   forkedFromSessionId: z.string().optional(),
   forkedFromRevision: z.number().optional(),
   expireTime: isoDate.optional(),
   endUserId: z.string().optional(),
   createdAt: isoDate,
   updatedAt: isoDate,
-  })
+};
+
+/**
+ * A session as JSON in a hot copy comes back through this schema: a copy without token counts (written
+ * before they were kept) does not decode, so it is a miss and the read goes to Postgres.
+ */
+export const hotSessionSchema = z
+  .object(sessionShape)
   // JSON leaves unset fields out; the row type has every key.
+  .transform((s): StoredSession => ({ ...s, forkedFromSessionId: s.forkedFromSessionId, forkedFromRevision: s.forkedFromRevision, expireTime: s.expireTime, endUserId: s.endUserId }));
+
+/**
+ * A session in a stored answer of a request id comes back through this one: answers stored before token
+ * counts were kept replay with a count of 0 in the default encoding.
+ */
+export const storedSessionSchema = z
+  .object({ ...sessionShape, dialogueTokenCount: z.number().default(0), tokenEncoding: z.enum(TOKENIZER_ENCODINGS).default(DEFAULT_ENCODING) })
   .transform((s): StoredSession => ({ ...s, forkedFromSessionId: s.forkedFromSessionId, forkedFromRevision: s.forkedFromRevision, expireTime: s.expireTime, endUserId: s.endUserId }));
 
 export const dialogueRowSchema: z.ZodType<DialogueRow> = z.object({
@@ -80,6 +102,7 @@ export const dialogueRowSchema: z.ZodType<DialogueRow> = z.object({
   event: z.string(),
   timestamp: isoDate,
   revision: z.number(),
+  tokenCount: z.number(),
 });
 
 export interface SecondaryMeta {
@@ -90,13 +113,15 @@ export interface SecondaryMeta {
 }
 
 /** A new session (revision 1) as the use case decided it. */
-export type NewSession = Omit<StoredSession, 'revision' | 'dialogueLength' | 'createdAt' | 'updatedAt'>;
+export type NewSession = Omit<StoredSession, 'revision' | 'dialogueLength' | 'dialogueTokenCount' | 'createdAt' | 'updatedAt'>;
 
 /** Where a fork copies its dialogue and secondary values from. */
 export interface ForkSource {
   sessionId: string;
   revision: number;
   dialogueLength: number;
+  /** The source's running total at that length (the fork keeps the source's encoding, so its counts hold). */
+  dialogueTokenCount: number;
 }
 
 /** The new state of a session that a write decided on; the store numbers the revision. */
@@ -107,7 +132,8 @@ export interface SessionWrite {
   actorInput: string;
   fields: Record<string, unknown>;
   expireTime: Date | undefined;
-  dialogue: Array<{ actor: Actor; actorText: string; event: string; timestamp: Date }>;
+  /** Each element with its token count in the session's tokenEncoding. */
+  dialogue: Array<{ actor: Actor; actorText: string; event: string; timestamp: Date; tokenCount: number }>;
   secondary?: { key: string; value: Buffer };
   events: SessionEvent[];
 }
@@ -189,12 +215,25 @@ export interface SessionStore {
   element(sessionId: string, seq: number, tx?: Tx): Promise<DialogueRow | undefined>;
   /** The elements at positions 1..upToSeq, oldest first. */
   dialogue(sessionId: string, upToSeq: number, tx?: Tx): Promise<DialogueRow[]>;
-  /** The newest `n` elements at positions ≤ upToSeq, oldest first. */
   /**
    * Up to `limit` elements after position `afterSeq` and at most `upToSeq`, oldest first, stopping before
    * `maxTextBytes` of text (but always with at least one element when any is left).
    */
   dialoguePage(sessionId: string, afterSeq: number, upToSeq: number, limit: number, maxTextBytes: number): Promise<DialogueRow[]>;
+  /**
+   * The revision, dialogue length and token encoding of a live session at `revision` (the current one when
+   * undefined), without its content; undefined when the session or that revision does not exist.
+   */
+  dialogueHead(accountId: string, id: string, revision: number | undefined): Promise<{ revision: number; dialogueLength: number; tokenEncoding: TokenizerEncoding } | undefined>;
+  /** The system elements at positions ≤ upToSeq, oldest first (an index finds them). */
+  systemElements(sessionId: string, upToSeq: number): Promise<DialogueRow[]>;
+  /**
+   * Position, speaker and token count of up to `limit` elements before position `beforeSeq` (exclusive),
+   * newest first, without their text.
+   */
+  tokenCountsBefore(sessionId: string, beforeSeq: number, limit: number): Promise<Array<{ seq: number; actor: Actor; tokenCount: number }>>;
+  /** The elements at positions from..to, oldest first. */
+  dialogueRange(sessionId: string, from: number, to: number): Promise<DialogueRow[]>;
   /** The dialogue length of a session at `revision` (the current one when undefined); undefined when absent. */
   dialogueLengthAt(accountId: string, id: string, revision: number | undefined): Promise<number | undefined>;
   /** Sessions by creation order after `afterSeq` that pass every filter set. */

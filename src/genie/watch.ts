@@ -6,11 +6,11 @@ import { decodeJson } from '../json-codec.js';
 import type { Bus } from '../ports/bus.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { runFeed, type FeedItem, type FeedOptions } from '../streaming/feed.js';
-import type { GenieCache } from './cache.js';
 import type { Actor } from './dialogue-format.js';
-import { busMessageCodec, sessionChannel, utteranceAborted, utteranceDelta, type EphemeralEvent, type SessionEvent } from './events.js';
+import { busMessageCodec, sessionChannel, type EphemeralEvent, type SessionEvent } from './events.js';
 import type { GenieUseCases } from './service.js';
 import type { SessionEventLog } from './store.js';
+import type { UtteranceRelay } from './utterance-relay.js';
 
 /**
  * One update as a watcher receives it: a committed revision, the end of the replay (`caughtUp`, at the
@@ -71,7 +71,7 @@ export class GenieWatch {
   constructor(
     private readonly genie: GenieUseCases,
     private readonly log: SessionEventLog,
-    private readonly cache: GenieCache,
+    private readonly relay: UtteranceRelay,
     private readonly bus: Bus,
     /** Undelivered live updates a watcher may fall behind by before it is cut off. */
     private readonly maxPending: number,
@@ -79,15 +79,18 @@ export class GenieWatch {
   ) {}
 
   /**
-   * Delivers every revision committed after `afterRevision`, then one caughtUp update, then live updates,
-   * until the signal aborts or the session is deleted. A consumer more than maxPending updates behind fails
-   * with RESOURCE_EXHAUSTED. `opened`, when given, is awaited with the session's revision once the session
-   * was found, before anything is delivered.
+   * Delivers every revision committed after `afterRevision`, then the deltas so far of the utterances in
+   * flight (after `afterDeltas`: utterance id → the last chunk index the consumer has), then one caughtUp
+   * update, then live updates, until the signal aborts or the session is deleted. An utterance's deltas come
+   * once each, in chunk order, and none after its commit or abort. A consumer more than maxPending updates
+   * behind fails with RESOURCE_EXHAUSTED. `opened`, when given, is awaited with the session's revision once
+   * the session was found, before anything is delivered.
    */
   async watch(
     caller: Principal,
     sessionId: string,
     afterRevision: number,
+    afterDeltas: ReadonlyMap<string, number>,
     deliver: (u: LiveUpdate) => Promise<void>,
     signal: AbortSignal,
     opened?: (revision: number) => Promise<void>,
@@ -100,7 +103,8 @@ export class GenieWatch {
     await opened?.(head.revision);
     if (head.deleted && afterRevision >= head.revision) return;
     // Returned, not awaited: an idle watcher then holds no suspended frame of its own besides the feed's.
-    return runFeed(new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, deliver, this.telemetry)).then(ended);
+    const feed = new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, this.relay, new DeltaPositions(afterDeltas), deliver, this.telemetry);
+    return runFeed(feed).then(ended);
   }
 
   /**
@@ -120,14 +124,15 @@ export class GenieWatch {
     let text = '';
     let index = 0;
     let committed: UtteranceCommit | undefined;
-    const abort = (reason: string) => this.cache.publishEphemeral(first.sessionId, utteranceAborted(first.utteranceId, clip(reason, 1000)));
+    const abort = (reason: string) => this.relay.aborted(first.sessionId, first.utteranceId, clip(reason, 1000));
+    const unacked = new Unacked();
     try {
       for await (const chunk of chunks) {
         // Transport refuses a message after last_chunk before counting it; this is the domain's own guard.
         if (committed) throw messageAfterLastChunk(committed.revision);
         if (chunk.text) {
           text += chunk.text;
-          await this.cache.publishEphemeral(first.sessionId, utteranceDelta({ utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: chunk.text }));
+          await unacked.add(this.relay.delta(first.sessionId, { utteranceId: first.utteranceId, actor: first.actor, chunkIndex: index++, text: chunk.text }));
         }
         if (chunk.lastChunk) committed = await this.commit(caller, first, text);
       }
@@ -148,6 +153,8 @@ export class GenieWatch {
       }
       await abort(signal.aborted ? 'cancelled' : publicMessage(err));
       throw err;
+    } finally {
+      await unacked.drain();
     }
   }
 
@@ -164,15 +171,18 @@ export class GenieWatch {
           text,
         })
       : '';
-    const once = { scope: `account:${caller.accountId}`, method: STREAM_UTTERANCE, requestId, fingerprint };
-    const req = { sessionId: first.sessionId, expectedRevision: first.expectedRevision ?? 0, once };
+    // Without a request id there is nothing to claim: the commit takes the one-statement path of any write.
+    const once = requestId ? { scope: `account:${caller.accountId}`, method: STREAM_UTTERANCE, requestId, fingerprint } : undefined;
+    const req = { sessionId: first.sessionId, expectedRevision: first.expectedRevision ?? 0, once, utteranceId: first.utteranceId };
     const view = first.eventName
       ? (await this.genie.sendEvent(caller, { ...req, event: first.eventName, actor: first.actor, actorInput: text })).view
       : await this.genie.appendDialogue(caller, { ...req, actor: first.actor, actorText: text });
     const s = view.session;
     if (view.replayed) {
       const reason = `a retry of request_id ${first.requestId}, already committed at revision ${s.revision}`;
-      await this.cache.publishEphemeral(first.sessionId, utteranceAborted(first.utteranceId, reason));
+      await this.relay.aborted(first.sessionId, first.utteranceId, reason);
+    } else {
+      await this.relay.committed(first.sessionId, first.utteranceId);
     }
     return { utteranceId: first.utteranceId, revision: s.revision, dialogueIndex: s.dialogueLength, state: s.state, updateTime: s.updatedAt };
   }
@@ -185,6 +195,27 @@ export class GenieWatch {
     return { ...chunk, clientUtteranceId: chunk.utteranceId, utteranceId };
   }
 }
+
+/**
+ * Deltas handed to the relay and not yet acknowledged by the store. A worker's next chunk does not wait for
+ * the previous one's round trip to Redis — the relay's commands go out in order on one connection, and local
+ * watchers already have the delta — but at most MAX_UNACKED wait at once, so a slow Redis slows the worker
+ * down rather than piling up its chunks. The relay contains its failures: these never reject.
+ */
+class Unacked {
+  private readonly pending: Array<Promise<void>> = [];
+
+  async add(sent: Promise<void>): Promise<void> {
+    this.pending.push(sent);
+    if (this.pending.length > MAX_UNACKED) await this.pending.shift();
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.pending.splice(0));
+  }
+}
+
+const MAX_UNACKED = 64;
 
 /** An utterance under way: its first message, with the utterance id it goes out under. */
 type Utterance = UtteranceStart & { clientUtteranceId: string };
@@ -222,6 +253,8 @@ class SessionFeed implements FeedOptions<LiveUpdate> {
     readonly maxPending: number,
     readonly signal: AbortSignal,
     private readonly log: SessionEventLog,
+    private readonly relay: UtteranceRelay,
+    private readonly positions: DeltaPositions,
     private readonly sink: (u: LiveUpdate) => Promise<void>,
     telemetry: Telemetry,
   ) {
@@ -234,19 +267,93 @@ class SessionFeed implements FeedOptions<LiveUpdate> {
   }
 
   deliver(item: FeedItem<LiveUpdate>): Promise<void> {
-    return this.sink(item.event);
+    const u = item.event;
+    if ('ephemeral' in u) {
+      const e = u.ephemeral;
+      if (e.type === 'utterance_delta') {
+        if (!this.positions.take(e.utteranceId, e.chunkIndex)) return DONE;
+      } else this.positions.end(e.utteranceId);
+    } else if ('commit' in u) {
+      for (const e of u.commit) if (e.type === 'dialogue_appended' && e.utteranceId) this.positions.end(e.utteranceId);
+    }
+    return this.sink(u);
   }
 
-  caughtUp(revision: number): Promise<void> {
+  /**
+   * After the replay: the deltas so far of the utterances still in flight. The bus subscription is older than
+   * this read, so a delta missing from the log arrives live, and one in both is delivered once (positions);
+   * an utterance whose commit the replay delivered is over, even if the log still had it.
+   */
+  async caughtUp(revision: number): Promise<void> {
+    for (const d of await this.relay.inFlight(this.sessionId)) {
+      if (this.signal.aborted) return;
+      if (this.positions.take(d.utteranceId, d.chunkIndex)) await this.sink({ revision: 0, ephemeral: d });
+    }
     return this.sink({ revision, caughtUp: true });
+  }
+}
+
+const DONE = Promise.resolve();
+
+/** Utterances a watch follows at most (each a few dozen bytes); the oldest is forgotten past it. */
+const MAX_FOLLOWED = 64;
+
+/**
+ * Per utterance, the last chunk index a watch delivered (or its consumer had when it resumed), and the
+ * utterances it saw end: a delta is delivered only once, in order, and never after its utterance ended.
+ */
+export class DeltaPositions {
+  private readonly last = new Map<string, number>();
+  private readonly ended = new Set<string>();
+
+  constructor(initial: ReadonlyMap<string, number> = new Map()) {
+    for (const [id, index] of initial) this.last.set(id, index);
+  }
+
+  /** Whether the delta is new to the consumer (and now counted as delivered). */
+  take(utteranceId: string, chunkIndex: number): boolean {
+    if (this.ended.has(utteranceId)) return false;
+    const last = this.last.get(utteranceId);
+    if (last !== undefined && chunkIndex <= last) return false;
+    this.last.delete(utteranceId);
+    this.last.set(utteranceId, chunkIndex);
+    bound(this.last);
+    return true;
+  }
+
+  end(utteranceId: string): void {
+    this.last.delete(utteranceId);
+    this.ended.add(utteranceId);
+    bound(this.ended);
+  }
+}
+
+function bound(m: Map<string, number> | Set<string>): void {
+  if (m.size <= MAX_FOLLOWED) return;
+  for (const k of m.keys()) {
+    m.delete(k);
+    break;
   }
 }
 
 const isDeleted = (item: FeedItem<LiveUpdate>) => 'commit' in item.event && item.event.commit.some((e) => e.type === 'session_deleted');
 const ended = () => undefined;
 
+/**
+ * The last message parsed and what it parsed to: a replica hands one message to every local watcher of the
+ * session in turn, so it is parsed once, not once per watcher (items are never mutated).
+ */
+let lastParsed: { message: string; item: FeedItem<LiveUpdate> | undefined } | undefined;
+
 /** A message of the session's channel; one that does not decode (another version, corrupt) is skipped. */
 function parseLive(message: string): FeedItem<LiveUpdate> | undefined {
+  if (lastParsed?.message === message) return lastParsed.item;
+  const item = decodeLive(message);
+  lastParsed = { message, item };
+  return item;
+}
+
+function decodeLive(message: string): FeedItem<LiveUpdate> | undefined {
   let m;
   try {
     m = decodeJson(busMessageCodec, message);

@@ -2,7 +2,11 @@ export interface Subscription {
   close(): Promise<void>;
 }
 
-/** Publish/subscribe between server replicas: at-most-once, so subscribers fill gaps from Postgres. */
+/**
+ * Publish/subscribe between server replicas: at-most-once, so subscribers fill gaps from Postgres. Messages of
+ * one publisher arrive in the order published; a replica's own messages reach its subscribers at once, so
+ * they may overtake earlier messages of other replicas still on their way through Redis.
+ */
 export interface Bus {
   publish(channel: string, message: string): Promise<void>;
   /**

@@ -10,7 +10,7 @@ export const CACHE_NAMES = ['prompt', 'genie_session', 'principal', 'model_type'
 export type CacheName = (typeof CACHE_NAMES)[number];
 
 /** What failed, when a failure is contained rather than passed to the caller. */
-export const CONTAINED_FAILURES = ['cache_read', 'cache_fill', 'after_commit', 'bus_publish_ephemeral'] as const;
+export const CONTAINED_FAILURES = ['cache_read', 'cache_fill', 'after_commit', 'bus_publish_ephemeral', 'delta_log'] as const;
 export type ContainedFailure = (typeof CONTAINED_FAILURES)[number];
 
 export const WATCHER_KINDS = ['prompt', 'genie'] as const;

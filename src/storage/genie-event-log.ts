@@ -8,7 +8,7 @@ import type { Db } from './db.js';
  * The session event log keeps one `session_commits` row per committed revision: its events, in order, as a
  * jsonb array in their stored form. Text is stored once, in genie_dialogue, so the log leaves out what it
  * would repeat and the reader puts it back:
- * - dialogue_appended keeps only `type`, `v` and `seq`: the element at `seq` has the rest (`actorText`,
+ * - dialogue_appended keeps only `type`, `v`, `seq` (and `utteranceId` when set): the element at `seq` has the rest (`actorText`,
  *   and `actor`, `event`, `timestamp` with it, which would otherwise be most of what a turn logs);
  * - state_changed has `actorInputSeq: seq` in place of an `actorInput` that is the text of an element
  *   appended by the same revision.
@@ -35,7 +35,7 @@ function toStored(events: readonly SessionEvent[], appended: ReadonlyMap<number,
   const said = new Map<string, number>();
   for (const e of events) if (e.type === 'dialogue_appended' && sameElement(e, appended.get(e.seq)) && !said.has(e.actorText)) said.set(e.actorText, e.seq);
   return events.map((e): StoredEvent => {
-    if (e.type === 'dialogue_appended' && sameElement(e, appended.get(e.seq))) return { type: e.type, v: e.v, seq: e.seq };
+    if (e.type === 'dialogue_appended' && sameElement(e, appended.get(e.seq))) return { type: e.type, v: e.v, seq: e.seq, ...(e.utteranceId && { utteranceId: e.utteranceId }) };
     const seq = e.type === 'state_changed' ? said.get(e.actorInput) : undefined;
     if (e.type === 'state_changed' && seq !== undefined) {
       const { actorInput: _, ...rest } = e;

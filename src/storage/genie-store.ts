@@ -3,6 +3,8 @@ import { z } from 'zod';
 import { isoDate } from '../json-codec.js';
 import type { Tx } from '../ports/unit-of-work.js';
 import type { SessionEvent } from '../genie/events.js';
+import type { Actor } from '../genie/dialogue-format.js';
+import { TOKENIZER_ENCODINGS, type TokenizerEncoding } from '../genie/tokens.js';
 import {
   actorSchema,
   type DialogueRow,
@@ -43,6 +45,7 @@ const modelTypeRow = z
     upgrades: jsonb(z.array(z.custom<UpgradeStepDef>((v) => typeof v === 'object' && v !== null))),
     cache_ttl_seconds: int,
     session_ttl_seconds: nullable(int),
+    tokenizer_encoding: z.string(),
     created_at: isoDate,
   })
   .transform(
@@ -54,6 +57,7 @@ const modelTypeRow = z
       upgrades: r.upgrades,
       cacheTtlSeconds: r.cache_ttl_seconds,
       sessionTtlSeconds: r.session_ttl_seconds ?? 0,
+      tokenizerEncoding: r.tokenizer_encoding,
       createdAt: r.created_at,
     }),
   );
@@ -67,6 +71,7 @@ const versionedColumns = {
   fields,
   revision: int,
   dialogue_length: int,
+  dialogue_token_count: int,
 };
 
 const versioned = (r: z.infer<z.ZodObject<typeof versionedColumns>>) => ({
@@ -77,6 +82,7 @@ const versioned = (r: z.infer<z.ZodObject<typeof versionedColumns>>) => ({
   fields: r.fields,
   revision: r.revision,
   dialogueLength: r.dialogue_length,
+  dialogueTokenCount: r.dialogue_token_count,
 });
 
 const sessionRow = z
@@ -85,6 +91,7 @@ const sessionRow = z
     account_id: z.string(),
     model_type: z.string(),
     ...versionedColumns,
+    token_encoding: z.enum(TOKENIZER_ENCODINGS),
     forked_from_session_id: nullable(z.string()),
     forked_from_revision: nullable(int),
     expire_time: nullable(isoDate),
@@ -98,6 +105,7 @@ const sessionRow = z
       accountId: r.account_id,
       modelType: r.model_type,
       ...versioned(r),
+      tokenEncoding: r.token_encoding,
       forkedFromSessionId: r.forked_from_session_id,
       forkedFromRevision: r.forked_from_revision,
       expireTime: r.expire_time,
@@ -108,8 +116,11 @@ const sessionRow = z
   );
 
 const dialogueRow = z
-  .object({ seq: int, actor: actorSchema, actor_text: z.string(), event: z.string(), timestamp: isoDate, revision: int })
-  .transform((r): DialogueRow => ({ seq: r.seq, actor: r.actor, actorText: r.actor_text, event: r.event, timestamp: r.timestamp, revision: r.revision }));
+  .object({ seq: int, actor: actorSchema, actor_text: z.string(), event: z.string(), timestamp: isoDate, revision: int, token_count: int })
+  .transform(
+    (r): DialogueRow => ({ seq: r.seq, actor: r.actor, actorText: r.actor_text, event: r.event, timestamp: r.timestamp, revision: r.revision, tokenCount: r.token_count }),
+  );
+const countedRows = z.array(z.object({ seq: int, actor: actorSchema, token_count: int }));
 
 const secondaryMetaRow = z
   .object({ key: z.string(), size_bytes: int, revision: int, created_at: isoDate })
@@ -123,6 +134,7 @@ const listedRow = z.object({
   d_event: z.unknown(),
   d_timestamp: z.unknown(),
   d_revision: z.unknown(),
+  d_token_count: z.unknown(),
 });
 
 /** Postgres wants jsonb parameters as text; a bare JS array would be sent as a Postgres array. */
@@ -147,6 +159,7 @@ export class KnexModelTypeStore implements ModelTypeStore {
         upgrades: json(def.upgrades),
         cache_ttl_seconds: def.cacheTtlSeconds,
         session_ttl_seconds: def.sessionTtlSeconds,
+        tokenizer_encoding: def.tokenizerEncoding,
       })
       .onConflict(['account_id', 'name', 'schema_version'])
       .ignore()
@@ -192,6 +205,7 @@ export class KnexSessionStore implements SessionStore {
     const trx = knexOf(tx);
     const now = new Date();
     const dialogueLength = fork?.dialogueLength ?? 0;
+    // A fork keeps its source's encoding, so the counts it copies hold.
     const [row] = await trx('genie_sessions')
       .insert({
         id: s.id,
@@ -204,6 +218,8 @@ export class KnexSessionStore implements SessionStore {
         fields: json(s.fields),
         revision: 1,
         dialogue_length: dialogueLength,
+        dialogue_token_count: fork?.dialogueTokenCount ?? 0,
+        token_encoding: s.tokenEncoding,
         forked_from_session_id: s.forkedFromSessionId ?? null,
         forked_from_revision: s.forkedFromRevision ?? null,
         expire_time: s.expireTime ?? null,
@@ -216,8 +232,8 @@ export class KnexSessionStore implements SessionStore {
     await insertRevision(trx, session);
     if (fork) {
       await trx.raw(
-        `insert into genie_dialogue (session_id, seq, actor, actor_text, event, timestamp, revision)
-         select ?, seq, actor, actor_text, event, timestamp, 1 from genie_dialogue where session_id = ? and seq <= ?`,
+        `insert into genie_dialogue (session_id, seq, actor, actor_text, event, timestamp, revision, token_count)
+         select ?, seq, actor, actor_text, event, timestamp, 1, token_count from genie_dialogue where session_id = ? and seq <= ?`,
         [s.id, fork.sessionId, fork.dialogueLength],
       );
       await trx.raw(
@@ -263,7 +279,7 @@ export class KnexSessionStore implements SessionStore {
     // The end user goes with the content: an erased end user's id must not stay behind in tombstones.
     await trx('genie_sessions')
       .where({ id })
-      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, expire_time: null, end_user_id: null, revision, updated_at: now, deleted_at: now });
+      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, dialogue_token_count: 0, expire_time: null, end_user_id: null, revision, updated_at: now, deleted_at: now });
     await insertEvents(trx, id, revision, events);
     return { revision, events, removed };
   }
@@ -316,8 +332,32 @@ export class KnexSessionStore implements SessionStore {
     return first && last ? this.dialogueRange(sessionId, first.seq, last.seq) : [];
   }
 
+  async dialogueHead(accountId: string, id: string, revision: number | undefined): Promise<{ revision: number; dialogueLength: number; tokenEncoding: TokenizerEncoding } | undefined> {
+    const q =
+      revision === undefined
+        ? this.db('genie_sessions as g').select('g.revision', 'g.dialogue_length', 'g.token_encoding')
+        : this.db('genie_sessions as g')
+            .join('genie_session_revisions as r', (j) => j.on('r.session_id', 'g.id').andOnVal('r.revision', revision))
+            .select('r.revision', 'r.dialogue_length', 'g.token_encoding');
+    const row = await q.where({ 'g.id': id, 'g.account_id': accountId }).whereNull('g.deleted_at').first();
+    if (!row) return undefined;
+    const r = z.object({ revision: int, dialogue_length: int, token_encoding: z.enum(TOKENIZER_ENCODINGS) }).parse(row);
+    return { revision: r.revision, dialogueLength: r.dialogue_length, tokenEncoding: r.token_encoding };
+  }
+
+  async systemElements(sessionId: string, upToSeq: number): Promise<DialogueRow[]> {
+    // Matches the partial index genie_dialogue_system.
+    const rows = await this.db('genie_dialogue').where({ session_id: sessionId, actor: 'system' }).andWhere('seq', '<=', upToSeq).orderBy('seq');
+    return rows.map((r) => dialogueRow.parse(r));
+  }
+
+  async tokenCountsBefore(sessionId: string, beforeSeq: number, limit: number): Promise<Array<{ seq: number; actor: Actor; tokenCount: number }>> {
+    const rows = await this.db('genie_dialogue').where({ session_id: sessionId }).andWhere('seq', '<', beforeSeq).select('seq', 'actor', 'token_count').orderBy('seq', 'desc').limit(limit);
+    return countedRows.parse(rows).map((r) => ({ seq: r.seq, actor: r.actor, tokenCount: r.token_count }));
+  }
+
   /** The elements at positions from..to, oldest first. */
-  private async dialogueRange(sessionId: string, from: number, to: number, tx?: Tx): Promise<DialogueRow[]> {
+  async dialogueRange(sessionId: string, from: number, to: number, tx?: Tx): Promise<DialogueRow[]> {
     const rows = await knexOf(tx, this.db)('genie_dialogue').where({ session_id: sessionId }).andWhere('seq', '>=', from).andWhere('seq', '<=', to).orderBy('seq');
     return rows.map((r) => dialogueRow.parse(r));
   }
@@ -349,7 +389,16 @@ export class KnexSessionStore implements SessionStore {
       });
     }
     const rows = await q
-      .select('s.*', 'd.seq as d_seq', 'd.actor as d_actor', 'd.actor_text as d_actor_text', 'd.event as d_event', 'd.timestamp as d_timestamp', 'd.revision as d_revision')
+      .select(
+        's.*',
+        'd.seq as d_seq',
+        'd.actor as d_actor',
+        'd.actor_text as d_actor_text',
+        'd.event as d_event',
+        'd.timestamp as d_timestamp',
+        'd.revision as d_revision',
+        'd.token_count as d_token_count',
+      )
       .orderBy('s.seq')
       .limit(limit);
     return rows.map((row) => {
@@ -357,7 +406,15 @@ export class KnexSessionStore implements SessionStore {
       const last =
         r.d_seq === undefined
           ? undefined
-          : dialogueRow.parse({ seq: r.d_seq, actor: r.d_actor, actor_text: r.d_actor_text, event: r.d_event, timestamp: r.d_timestamp, revision: r.d_revision });
+          : dialogueRow.parse({
+              seq: r.d_seq,
+              actor: r.d_actor,
+              actor_text: r.d_actor_text,
+              event: r.d_event,
+              timestamp: r.d_timestamp,
+              revision: r.d_revision,
+              token_count: r.d_token_count,
+            });
       return { seq: r.seq, session: sessionRow.parse(row), last };
     });
   }
@@ -435,6 +492,7 @@ async function insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<
     actor_input: s.actorInput,
     fields: json(s.fields),
     dialogue_length: s.dialogueLength,
+    dialogue_token_count: s.dialogueTokenCount,
     created_at: s.updatedAt,
   });
 }
@@ -445,8 +503,8 @@ async function insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<
  * and NULL fields are the latest stored ones before it (one step down the index of revisions with fields).
  */
 const SESSION_AT = `
-SELECT g.id, g.account_id, g.model_type, g.forked_from_session_id, g.forked_from_revision, g.expire_time, g.end_user_id, g.created_at,
-  r.schema_version, r.state, r.actor, r.revision, r.dialogue_length, r.created_at AS updated_at,
+SELECT g.id, g.account_id, g.model_type, g.forked_from_session_id, g.forked_from_revision, g.expire_time, g.end_user_id, g.created_at, g.token_encoding,
+  r.schema_version, r.state, r.actor, r.revision, r.dialogue_length, r.dialogue_token_count, r.created_at AS updated_at,
   coalesce(r.actor_input, d.actor_text) AS actor_input,
   coalesce(r.fields, (
     SELECT f.fields FROM genie_session_revisions f
@@ -464,6 +522,7 @@ const lastColumns = z.object({
   l_event: z.unknown(),
   l_timestamp: z.unknown(),
   l_revision: z.unknown(),
+  l_token_count: z.unknown(),
 });
 
 /**
@@ -487,6 +546,7 @@ async function commitStatement(
   const appended: DialogueRow[] = w.dialogue.map((d, i) => ({ ...d, seq: current.dialogueLength + i + 1, revision }));
   const lastAppended = appended[appended.length - 1];
   const dialogueLength = current.dialogueLength + appended.length;
+  const appendedTokens = appended.reduce((n, d) => n + d.tokenCount, 0);
   const bindings: Knex.RawBinding[] = [];
   const bind = (...v: Knex.RawBinding[]) => {
     bindings.push(...v);
@@ -496,7 +556,8 @@ async function commitStatement(
     `s AS (
       UPDATE genie_sessions SET schema_version = ${bind(w.schemaVersion)}, state = ${bind(w.state)}, actor = ${bind(w.actor)},
         actor_input = ${bind(w.actorInput)}, fields = ${bind(json(w.fields))}::jsonb, revision = ${bind(revision)},
-        dialogue_length = ${bind(dialogueLength)}, expire_time = ${bind(w.expireTime ?? null)}::timestamptz, updated_at = ${bind(now)}::timestamptz
+        dialogue_length = ${bind(dialogueLength)}, dialogue_token_count = dialogue_token_count + ${bind(appendedTokens)},
+        expire_time = ${bind(w.expireTime ?? null)}::timestamptz, updated_at = ${bind(now)}::timestamptz
       WHERE id = ${bind(id)} AND account_id = ${bind(current.accountId)} AND revision = ${bind(current.revision)} AND deleted_at IS NULL
       ${
         // A write decided on cached model type versions lands only if no newer version was registered since.
@@ -506,31 +567,32 @@ async function commitStatement(
       }
       RETURNING *)`,
     // Nothing appended: the answer's last element, and what a NULL actor_input would stand for.
-    `last AS (SELECT seq, actor, actor_text, event, timestamp, revision FROM genie_dialogue
+    `last AS (SELECT seq, actor, actor_text, event, timestamp, revision, token_count FROM genie_dialogue
       WHERE ${lastAppended || current.dialogueLength === 0 ? 'false' : `session_id = ${bind(id)} AND seq = ${bind(current.dialogueLength)}`})`,
   ];
   const actorInput = lastAppended
     ? `CASE WHEN ${bind(lastAppended.actorText === w.actorInput)}::boolean THEN NULL ELSE s.actor_input END`
     : `CASE WHEN s.actor_input = (SELECT actor_text FROM last) THEN NULL ELSE s.actor_input END`;
   parts.push(`r AS (
-    INSERT INTO genie_session_revisions (session_id, revision, schema_version, state, actor, actor_input, fields, dialogue_length, created_at)
+    INSERT INTO genie_session_revisions (session_id, revision, schema_version, state, actor, actor_input, fields, dialogue_length, dialogue_token_count, created_at)
     SELECT s.id, s.revision, s.schema_version, s.state, s.actor, ${actorInput},
       CASE WHEN s.fields = (SELECT prior.fields FROM genie_sessions prior WHERE prior.id = s.id) THEN NULL ELSE s.fields END,
-      s.dialogue_length, s.updated_at
+      s.dialogue_length, s.dialogue_token_count, s.updated_at
     FROM s)`);
   if (appended.length) {
-    const rows = appended.map((d) => ({ seq: d.seq, actor: d.actor, actor_text: d.actorText, event: d.event, timestamp: d.timestamp.toISOString() }));
+    const rows = appended.map((d) => ({ seq: d.seq, actor: d.actor, actor_text: d.actorText, event: d.event, timestamp: d.timestamp.toISOString(), token_count: d.tokenCount }));
     parts.push(`d AS (
-      INSERT INTO genie_dialogue (session_id, seq, actor, actor_text, event, timestamp, revision)
-      SELECT s.id, x.seq, x.actor, x.actor_text, x.event, x.timestamp, s.revision
-      FROM s, jsonb_to_recordset(${bind(json(rows))}::jsonb) AS x(seq int, actor text, actor_text text, event text, timestamp timestamptz))`);
+      INSERT INTO genie_dialogue (session_id, seq, actor, actor_text, event, timestamp, revision, token_count)
+      SELECT s.id, x.seq, x.actor, x.actor_text, x.event, x.timestamp, s.revision, x.token_count
+      FROM s, jsonb_to_recordset(${bind(json(rows))}::jsonb) AS x(seq int, actor text, actor_text text, event text, timestamp timestamptz, token_count int))`);
   }
   if (w.events.length) {
     const stored = storedEventsJson(w.events, new Map(appended.map((d) => [d.seq, d])));
     parts.push(`c AS (INSERT INTO session_commits (session_id, revision, events) SELECT s.id, s.revision, ${bind(stored)}::jsonb FROM s)`);
   }
   const sql = `WITH ${parts.join(',\n')}
-    SELECT s.*, l.seq AS l_seq, l.actor AS l_actor, l.actor_text AS l_actor_text, l.event AS l_event, l.timestamp AS l_timestamp, l.revision AS l_revision
+    SELECT s.*, l.seq AS l_seq, l.actor AS l_actor, l.actor_text AS l_actor_text, l.event AS l_event, l.timestamp AS l_timestamp, l.revision AS l_revision,
+      l.token_count AS l_token_count
     FROM s LEFT JOIN last l ON true`;
   const { rows } = (await q.raw(sql, bindings)) as { rows: unknown[] };
   const row = rows[0];
@@ -540,6 +602,14 @@ async function commitStatement(
     lastAppended ??
     (l.l_seq === undefined
       ? undefined
-      : dialogueRow.parse({ seq: l.l_seq, actor: l.l_actor, actor_text: l.l_actor_text, event: l.l_event, timestamp: l.l_timestamp, revision: l.l_revision }));
+      : dialogueRow.parse({
+          seq: l.l_seq,
+          actor: l.l_actor,
+          actor_text: l.l_actor_text,
+          event: l.l_event,
+          timestamp: l.l_timestamp,
+          revision: l.l_revision,
+          token_count: l.l_token_count,
+        }));
   return { session: sessionRow.parse(row), last, commit: { revision, events: w.events } };
 }

@@ -23,19 +23,37 @@ export class LocalFanout {
   private readonly channels = new Map<string, Set<LocalSubscription>>();
   /** Per channel, how many of its subscribers are process-wide (not counted by subscribedChannels). */
   private readonly processWide = new Map<string, number>();
+  /** Channels whose upstream subscription is still being made. */
+  private readonly upstream = new Map<string, Promise<void>>();
 
   constructor(
     private readonly hooks: { onFirst?(channel: string): Promise<void>; onLast?(channel: string): Promise<void> } = {},
   ) {}
 
   async subscribe(channel: string, onMessage: (message: string) => void, processWide: boolean): Promise<Subscription> {
-    if (processWide) this.processWide.set(channel, (this.processWide.get(channel) ?? 0) + 1);
     let subs = this.channels.get(channel);
     if (!subs) {
       subs = new Set();
       this.channels.set(channel, subs);
-      await this.hooks.onFirst?.(channel);
+      const upstream = this.hooks.onFirst?.(channel);
+      if (upstream) {
+        this.upstream.set(channel, upstream);
+        try {
+          await upstream;
+        } catch (err) {
+          // Nobody is subscribed upstream: the next subscriber must try again rather than join a dead channel.
+          if (this.channels.get(channel) === subs && subs.size === 0) this.channels.delete(channel);
+          throw err;
+        } finally {
+          if (this.upstream.get(channel) === upstream) this.upstream.delete(channel);
+        }
+      }
+    } else {
+      // A later subscriber is live only once the first one's upstream subscription is: a caller that reads
+      // what was published before it subscribed relies on receiving everything published after.
+      await this.upstream.get(channel);
     }
+    if (processWide) this.processWide.set(channel, (this.processWide.get(channel) ?? 0) + 1);
     const sub = new LocalSubscription(this, channel, onMessage, processWide);
     subs.add(sub);
     return sub;

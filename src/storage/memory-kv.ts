@@ -2,6 +2,7 @@ import { FENCE_TTL_MS, type CachedRead, type Keep, type KvStore, type VersionedC
 import { type Bus, type Subscription } from '../ports/bus.js';
 import { type FastStore } from '../ports/fast-store.js';
 import { LocalFanout } from './local-fanout.js';
+import { MemoryDeltaLog } from './memory-deltas.js';
 
 interface Entry {
   value: string;
@@ -162,5 +163,5 @@ export class MemoryBus implements Bus {
 }
 
 export function memoryStore(): FastStore {
-  return { kind: 'memory', kv: new MemoryKv(), bus: new MemoryBus(), close: async () => {} };
+  return { kind: 'memory', kv: new MemoryKv(), bus: new MemoryBus(), deltas: new MemoryDeltaLog(), close: async () => {} };
 }

@@ -5,6 +5,7 @@ import { type Bus, type Subscription } from '../ports/bus.js';
 import { type FastStore } from '../ports/fast-store.js';
 import { LocalFanout } from './local-fanout.js';
 import { openCluster } from './redis-cluster.js';
+import { RedisDeltaLog } from './redis-deltas.js';
 
 export const connectionOptions = {
   // Fail fast while disconnected instead of queueing: callers fall back to Postgres and health turns
@@ -391,6 +392,9 @@ function singleNodeBus(pub: Redis, sub: Redis): BusConnection {
   };
 }
 
+/** Marks a published message as tagged with its publisher (RedisBus.origin). */
+const ORIGIN_MARK = 1;
+
 /** One subscriber connection per process (per master on a cluster), fanned out in memory to every local listener. */
 export class RedisBus implements Bus {
   // One Redis (S)SUBSCRIBE per channel, however many local subscribers it has.
@@ -399,12 +403,23 @@ export class RedisBus implements Bus {
     onLast: (channel) => this.conn.unsubscribe(this.prefix + channel).then(() => undefined, () => undefined),
   });
   private readonly reconnectListeners = new Set<() => void>();
+  /**
+   * Prefixed to what this process publishes, so it skips Redis' copy of its own messages: a control
+   * character no message starts with (every message is JSON or an id), then a random id of this bus.
+   */
+  private readonly origin = String.fromCharCode(ORIGIN_MARK) + randomBytes(9).toString('base64url') + '|';
 
   constructor(
     private readonly conn: BusConnection,
     private readonly prefix: string,
   ) {
-    conn.onMessage((channel, message) => {
+    conn.onMessage((channel, tagged) => {
+      // What this process published was delivered here when it was published; Redis' copy is for the others.
+      let message = tagged;
+      if (tagged.charCodeAt(0) === ORIGIN_MARK) {
+        if (tagged.startsWith(this.origin)) return;
+        message = tagged.slice(this.origin.length);
+      }
       for (const s of this.fanout.subscribers(channel.slice(this.prefix.length))) s.onMessage(message);
     });
     // Once the channels are live again, a catch-up read cannot miss anything published from then on.
@@ -424,8 +439,13 @@ export class RedisBus implements Bus {
     return () => this.reconnectListeners.delete(fn);
   }
 
+  /**
+   * Local subscribers get the message at once, without a Redis round trip (asynchronously, as from Redis:
+   * a publisher never runs subscriber code on its own stack); the other replicas get it through Redis.
+   */
   async publish(channel: string, message: string): Promise<void> {
-    await this.conn.publish(this.prefix + channel, message);
+    for (const s of this.fanout.subscribers(channel)) queueMicrotask(() => s.onMessage(message));
+    await this.conn.publish(this.prefix + channel, this.origin + message);
   }
 
   subscribe(channel: string, onMessage: (message: string) => void, opts?: { processWide?: boolean }): Promise<Subscription> {
@@ -463,6 +483,7 @@ export async function redisStore(url: string, prefix: string, target: RedisTarge
     kind: 'redis',
     kv,
     bus: new RedisBus(conns.bus, prefix),
+    deltas: new RedisDeltaLog(conns.kv.client, prefix),
     close: async () => {
       kv.stop();
       conns.close();

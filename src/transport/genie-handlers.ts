@@ -33,6 +33,7 @@ import {
 } from '../gen/parley/genie/v1/genie.js';
 import type { Duration } from '../gen/google/protobuf/duration.js';
 import { quote } from '../errors.js';
+import { TOKENIZER_ENCODINGS, isTokenizerEncoding, type TokenizerEncoding } from '../genie/tokens.js';
 import { parseInput } from '../validate.js';
 import { mapKey } from '../field-path.js';
 import { MAX_PAGE_SIZE, pageSizeOf } from '../paging.js';
@@ -54,7 +55,13 @@ export const actorToProto = (a: string): Actor => actorEnums[a as DomainActor] ?
 /** What an enum error tells a client to send: the JSON names of the values. */
 export const ACTOR_VALUES = 'must be one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM';
 
-const toElement = (d: DialogueRow): DialogueElement => ({ actor: actorToProto(d.actor), actorText: d.actorText, timestamp: d.timestamp, eventName: d.event });
+const toElement = (d: DialogueRow): DialogueElement => ({
+  actor: actorToProto(d.actor),
+  actorText: d.actorText,
+  timestamp: d.timestamp,
+  eventName: d.event,
+  tokenCount: d.tokenCount,
+});
 
 const toElementInfo = (e: ElementMeta | undefined): DialogueElementInfo | undefined =>
   e && { index: e.index, actor: actorToProto(e.actor), eventName: e.event, timestamp: e.timestamp, textSizeBytes: e.textBytes };
@@ -77,6 +84,7 @@ export const toSession = (v: SessionView): GenieSession => ({
   expireTime: v.session.expireTime,
   dialogueLength: v.session.dialogueLength,
   endUserId: v.session.endUserId ?? '',
+  dialogueTokenCount: v.session.dialogueTokenCount,
 });
 
 /**
@@ -117,6 +125,7 @@ export const toModelType = (m: ModelTypeRow): ModelType => ({
   cacheTtl: toDuration(m.cacheTtlSeconds),
   createTime: m.createdAt,
   sessionTtl: toDuration(m.sessionTtlSeconds),
+  tokenizerEncoding: m.tokenizerEncoding ?? '',
 });
 
 const toEntry = (m: SecondaryMeta): SecondaryEntry => ({ key: m.key, sizeBytes: m.sizeBytes, revision: m.revision, createTime: m.createdAt });
@@ -135,6 +144,14 @@ const expectedRevision = z.number().int().min(1, 'must be 1 or more (leave it un
 /** AIP-155: optional; a UUID when set. */
 const requestId = optionalString.pipe(z.string().uuid('must be a UUID').optional());
 const pageSize = z.number().int().nonnegative('must not be negative').transform(pageSizeOf);
+const ENCODING_NAMES = `must be empty or one of ${TOKENIZER_ENCODINGS.join(', ')}`;
+/** A tokenizer encoding's name; empty is unset (undefined). The message never repeats what was sent. */
+const tokenizerEncoding = z.string().transform((name, ctx): TokenizerEncoding | undefined => {
+  if (name === '') return undefined;
+  if (isTokenizerEncoding(name)) return name;
+  ctx.issues.push({ code: 'custom', input: name, message: ENCODING_NAMES });
+  return z.NEVER;
+});
 const userFields = structOfAtMost(MAX_FIELDS_BYTES, MAX_KEY_CHARS);
 const utterance = textOfAtMost(MAX_TEXT_BYTES, 'bytes');
 /** An Actor enum value that names a speaker; ACTOR_UNSPECIFIED and unknown numbers are refused. */
@@ -225,6 +242,7 @@ const registerModelType = z
         upgrades: z.array(upgradeStep).max(100, 'must have at most 100 steps'),
         cacheTtl: duration(30 * 86_400, '30 days'),
         sessionTtl: duration(3650 * 86_400, '3650 days'),
+        tokenizerEncoding,
       },
       { error: 'is required' },
     ),
@@ -239,6 +257,7 @@ const registerModelType = z
       upgrades: m.upgrades,
       cacheTtlSeconds: m.cacheTtl,
       sessionTtlSeconds: m.sessionTtl,
+      tokenizerEncoding: m.tokenizerEncoding ?? '',
     };
     // A whole version is read back by GetModelType and ListModelTypes: it must stay well under 4 MiB.
     const tooLarge = jsonSizeIssue(def, MAX_MODEL_TYPE_BYTES);
@@ -355,6 +374,8 @@ const formatDialogue = z.object({
     return z.NEVER;
   }),
   revision: optionalRevision,
+  tokenBudget: z.number().int().nonnegative('must not be negative (0 renders only what needs no tokens)').optional(),
+  tokenizerEncoding,
 }) satisfies RequestSchema<FormatDialogueRequest>;
 const putSecondary = z
   .object({ sessionId, key: secondaryKey, value: bytesOfAtMost(MAX_SECONDARY_BYTES), expectedRevision, requestId })
@@ -429,7 +450,8 @@ export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieS
     },
     formatDialogue: async (req, ctx) => {
       const r = parseInput(formatDialogue, req);
-      return { text: await genie.formatDialogue(callerOf(ctx), r.sessionId, r.format, r.revision) };
+      const out = await genie.renderWithin(callerOf(ctx), r.sessionId, { format: r.format, tokenBudget: r.tokenBudget, encoding: r.tokenizerEncoding, revision: r.revision });
+      return { text: out.text, tokenCount: out.tokenCount, elementCount: out.elementCount, omittedElementCount: out.omittedCount, tokenizerEncoding: out.encoding };
     },
     putSecondary: async (req, ctx) => {
       const r = parseInput(putSecondary, req);

@@ -25,7 +25,25 @@ const expectedRevision = z
   .int()
   .min(1, 'must be at least 1 (revisions start at 1); leave it unset to write whatever the revision')
   .optional();
-const watchShape = { sessionId: uuid, afterRevision };
+/** Resume positions in the utterances in flight, as a Map (user-supplied ids never key a plain object). */
+const MAX_AFTER_DELTAS = 16;
+const afterDeltas = z
+  .array(
+    z.object({
+      utteranceId: z.string().min(1, 'is required').max(100, 'must be at most 100 characters'),
+      chunkIndex: z.number().int().nonnegative('must not be negative'),
+    }),
+  )
+  .max(MAX_AFTER_DELTAS, `must list at most ${MAX_AFTER_DELTAS} utterances`)
+  .transform((list, ctx) => {
+    const positions = new Map<string, number>();
+    list.forEach((p, i) => {
+      if (positions.has(p.utteranceId)) ctx.issues.push({ code: 'custom', input: p.utteranceId, path: [i, 'utteranceId'], message: 'is listed twice' });
+      positions.set(p.utteranceId, p.chunkIndex);
+    });
+    return positions;
+  });
+const watchShape = { sessionId: uuid, afterRevision, afterDeltas };
 const watchSession = z.object(watchShape) satisfies RequestSchema<WatchSessionRequest>;
 
 // StreamUtterance: the first message names the session and the speaker; a later one may repeat them.
@@ -104,7 +122,13 @@ function toEvent(e: DomainEvent): SessionEvent {
         },
       };
     case 'dialogue_appended':
-      return { dialogueAppended: { index: e.seq, element: { actor: actorToProto(e.actor), actorText: e.actorText, eventName: e.event, timestamp: e.timestamp } } };
+      return {
+        dialogueAppended: {
+          index: e.seq,
+          element: { actor: actorToProto(e.actor), actorText: e.actorText, eventName: e.event, timestamp: e.timestamp, tokenCount: 0 },
+          utteranceId: e.utteranceId ?? '',
+        },
+      };
     case 'state_changed':
       return { stateChanged: { fromState: e.fromState, toState: e.toState, eventName: e.event, actor: actorToProto(e.actor) } };
     case 'fields_updated':
@@ -131,7 +155,7 @@ export function genieStreamHandlers(genie: GenieUseCases, live: GenieWatch, limi
     watchSession: async (req, out, ctx) => {
       const r = parseInput(watchSession, req);
       const { signal } = ctx;
-      return live.watch(callerOf(ctx), r.sessionId, r.afterRevision ?? 0, (u) => out.send({ update: toUpdate(r.sessionId, u) }), signal);
+      return live.watch(callerOf(ctx), r.sessionId, r.afterRevision ?? 0, r.afterDeltas, (u) => out.send({ update: toUpdate(r.sessionId, u) }), signal);
     },
 
     streamUtterance: async (requests, ctx) => {
@@ -200,7 +224,7 @@ async function chatOn(
   if (first.done) return;
   const {
     requestId: openId,
-    open: { sessionId, afterRevision: after },
+    open: { sessionId, afterRevision: after, afterDeltas: positions },
   } = parseInput(chatOpen, first.value);
 
   // Watching runs beside the request loop; whichever ends first (session deleted, client done, error) ends both.
@@ -214,6 +238,7 @@ async function chatOn(
     caller,
     sessionId,
     after ?? 0,
+    positions,
     (u) => out.send({ update: toUpdate(sessionId, u) }, signal),
     signal,
     async (revision) => {

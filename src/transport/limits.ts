@@ -12,6 +12,7 @@ export const Reason = {
   RATE_LIMIT: 'RATE_LIMIT',
   UTTERANCE_BYTES_LIMIT: 'UTTERANCE_BYTES_LIMIT',
   UTTERANCE_SIZE_LIMIT: 'UTTERANCE_SIZE_LIMIT',
+  UTTERANCE_CHUNK_LIMIT: 'UTTERANCE_CHUNK_LIMIT',
   CLIENT_STREAM_IDLE: 'CLIENT_STREAM_IDLE',
 } as const;
 export type Reason = (typeof Reason)[keyof typeof Reason];
@@ -122,8 +123,16 @@ export class StreamLease {
 }
 
 /** The bytes one utterance holds against its account; released all at once when it commits or fails. */
+/**
+ * Chunks with text one utterance may have. Each is a delta kept while the utterance is in flight (so a
+ * watcher joining mid-utterance gets them all), which bounds what that costs: at 4 bytes a token, an LLM
+ * streaming one token per chunk reaches it at about 80 KB.
+ */
+export const MAX_UTTERANCE_CHUNKS = 20_000;
+
 export class UtteranceBudget {
   private bytes = 0;
+  private chunks = 0;
   private released = false;
 
   constructor(
@@ -135,6 +144,7 @@ export class UtteranceBudget {
   /** Counts `n` more bytes received; throws RESOURCE_EXHAUSTED when this utterance or its account would go over. */
   add(n: number): void {
     if (this.released) throw new Error('utterance budget used after release');
+    if (n > 0 && ++this.chunks > MAX_UTTERANCE_CHUNKS) this.limits.tooManyChunks(this.accountId, this.method);
     this.limits.reserveUtteranceBytes(this.accountId, this.method, this.bytes, n);
     this.bytes += n;
   }
@@ -239,6 +249,11 @@ export class Limits {
     if (!u) return;
     u.streams--;
     this.forgetIfIdle(accountId, u);
+  }
+
+  /** @internal UtteranceBudget's side. */
+  tooManyChunks(accountId: string, method: string): never {
+    throw this.refuse(Reason.UTTERANCE_CHUNK_LIMIT, accountId, method, `the utterance has more than ${MAX_UTTERANCE_CHUNKS} chunks with text`, new Map([['max_chunks', String(MAX_UTTERANCE_CHUNKS)]]));
   }
 
   /** @internal UtteranceBudget's side: `held` is what the utterance already holds. */

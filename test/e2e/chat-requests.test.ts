@@ -49,7 +49,7 @@ test.serial('Chat answers a request that fails the request checks with a per-req
   const { s, tenant, sessionId } = await setup();
   try {
     const c = new Chat(s, tenant);
-    c.write({ requestId: 'open', open: { sessionId, afterRevision: 0 } });
+    c.write({ requestId: 'open', open: { sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined } });
     c.write(say('r1', 'hello'));
     c.write(say('r2', 'nul\u0000inside'));
     c.write(say('bad\u0000id', 'fine'));
@@ -85,7 +85,7 @@ test.serial('Chat ends with INVALID_ARGUMENT, never INTERNAL, when there is no r
   const { s, tenant, sessionId } = await setup();
   try {
     const badOpen = new Chat(s, tenant);
-    badOpen.write({ requestId: 'open', open: { sessionId: `${sessionId}\u0000`, afterRevision: undefined } });
+    badOpen.write({ requestId: 'open', open: { sessionId: `${sessionId}\u0000`, afterRevision: undefined, afterDeltas: [], snapshot: undefined } });
     await eventually(() => badOpen.error !== undefined, 'the invalid open to end the stream');
     t.is(badOpen.error!.code, status.INVALID_ARGUMENT);
     t.deepEqual(violatedFields(badOpen.error!), ['open.session_id']);
@@ -98,7 +98,7 @@ test.serial('Chat ends with INVALID_ARGUMENT, never INTERNAL, when there is no r
       let error: ServiceError | undefined;
       call.on('data', (r: ChatResponse) => responses.push(r));
       call.on('error', (e: ServiceError) => (error = e));
-      call.write(Buffer.from(ChatRequest.encode({ requestId: 'open', open: { sessionId, afterRevision: 0 } }).finish()));
+      call.write(Buffer.from(ChatRequest.encode({ requestId: 'open', open: { sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined } }).finish()));
       await eventually(() => responses.some((r) => r.update), 'the replay after open');
       call.write(Buffer.from([0x0a, 0x10, 0x61]));
       await eventually(() => error !== undefined, 'the undecodable message to end the stream');
@@ -122,7 +122,7 @@ test.serial('Chat on another tenant\'s session ends with NOT_FOUND even when the
     const other = await createTenant(s);
     for (let i = 0; i < 50; i++) {
       const c = new Chat(s, other, 5_000);
-      c.write({ requestId: 'open', open: { sessionId, afterRevision: 0 } });
+      c.write({ requestId: 'open', open: { sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined } });
       for (let j = 0; j < 10; j++) c.write({ requestId: `r${j}` });
       await eventually(() => c.error !== undefined || c.ended, `the end of chat ${i}`);
       t.is(c.error?.code, status.NOT_FOUND, `chat ${i}: ${c.error?.details}`);
@@ -139,7 +139,7 @@ test.serial('Chat answers its open first, with the revision the session was at, 
     const g = genie(s, tenant);
     await g.send(sessionId, 'user_says', 'before the open');
     const c = new Chat(s, tenant);
-    c.write({ requestId: 'open', open: { sessionId, afterRevision: undefined } });
+    c.write({ requestId: 'open', open: { sessionId, afterRevision: undefined, afterDeltas: [], snapshot: undefined } });
     await eventually(() => c.responses.some((r) => r.update?.caughtUp) || c.error !== undefined, 'the caught_up marker');
     t.like(c.responses[0], { ack: { requestId: 'open', revision: 2 } }, 'the open is answered first, with the revision at open');
     t.deepEqual(
@@ -158,7 +158,7 @@ test.serial('Chat answers its open first, with the revision the session was at, 
 
     // An open with after_revision at the head: acked, nothing to replay, caught_up at once.
     const at = new Chat(s, tenant);
-    at.write({ requestId: 'open', open: { sessionId, afterRevision: 3 } });
+    at.write({ requestId: 'open', open: { sessionId, afterRevision: 3, afterDeltas: [], snapshot: undefined } });
     await eventually(() => at.responses.length === 2 || at.error !== undefined, 'the ack and caught_up');
     t.like(at.responses[0], { ack: { requestId: 'open', revision: 3 } });
     t.like(at.responses[1], { update: { sessionId, revision: 3, caughtUp: {} } });
@@ -173,7 +173,7 @@ test.serial('ChatError.status is the google.rpc.Status a unary call would carry:
   const { s, tenant, sessionId } = await setup();
   try {
     const c = new Chat(s, tenant);
-    c.write({ requestId: 'open', open: { sessionId, afterRevision: undefined } });
+    c.write({ requestId: 'open', open: { sessionId, afterRevision: undefined, afterDeltas: [], snapshot: undefined } });
     const huge = 'x'.repeat(1024 * 1024 + 1);
     c.write({ requestId: 'big', sendEvent: { eventName: 'user_says', actor: Actor.ACTOR_USER, actorInput: huge, expectedRevision: undefined } });
     c.write({ requestId: 'big2', appendDialogue: { actor: Actor.ACTOR_USER, actorText: huge, expectedRevision: undefined } });

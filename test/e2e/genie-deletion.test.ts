@@ -60,7 +60,7 @@ test('DeleteSession leaves no content: replay, time travel, fork, secondary, lis
   call.on('data', (r: ChatResponse) => responses.push(r));
   call.on('end', () => (ended = true));
   call.on('error', () => (ended = true));
-  call.write({ requestId: 'o', open: { sessionId: id, afterRevision: 0 }, sendEvent: undefined, appendDialogue: undefined });
+  call.write({ requestId: 'o', open: { sessionId: id, afterRevision: 0, afterDeltas: [], snapshot: undefined }, sendEvent: undefined, appendDialogue: undefined });
   await eventually(() => ended, 'the chat stream to end');
   call.end();
   t.deepEqual(responses.filter((r) => r.update?.commit).map((r) => r.update?.revision), [5]);

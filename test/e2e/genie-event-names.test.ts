@@ -30,7 +30,7 @@ async function readsStillWork(t: any, sessionId: string, revision: number) {
   t.true((await g.list('', '', 1000)).sessions.some((x) => x.sessionId === sessionId));
   t.is(typeof (await g.format(sessionId, 1)), 'string');
   const updates: SessionUpdate[] = [];
-  const watch = s.genie.watchSession({ sessionId, afterRevision: 0 }, tenant.md);
+  const watch = s.genie.watchSession({ sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined }, tenant.md);
   watch.on('data', (m: { update?: SessionUpdate }) => m.update && updates.push(m.update));
   const failed = new Promise<ServiceError>((resolve) => watch.on('error', resolve));
   await eventually(() => updates.filter((u) => u.commit).length === revision, 'the replay of every revision');
@@ -61,7 +61,7 @@ test('Chat send_event: a bad event is INVALID_ARGUMENT on send_event.event_name,
   call.on('data', (r: ChatResponse) => responses.push(r));
   call.on('error', () => {});
   const none = { open: undefined, sendEvent: undefined, appendDialogue: undefined };
-  call.write({ ...none, requestId: 'o', open: { sessionId, afterRevision: 0 } });
+  call.write({ ...none, requestId: 'o', open: { sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined } });
   BAD_EVENTS.forEach((event, i) => call.write({ ...none, requestId: `bad${i}`, sendEvent: { eventName: event, actor: Actor.ACTOR_USER, actorInput: 'hi', expectedRevision: undefined } }));
   call.write({ ...none, requestId: 'ok', sendEvent: { eventName: 'user_input', actor: Actor.ACTOR_USER, actorInput: 'hi', expectedRevision: undefined } });
   await eventually(() => responses.some((r) => r.ack?.requestId === 'ok'), 'the ack of the good event');

@@ -254,7 +254,7 @@ test('Chat: the gateway sends events and receives every update of the session on
     if (!pred()) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(responses)}`);
   };
   const none = { open: undefined, sendEvent: undefined, appendDialogue: undefined };
-  call.write({ ...none, requestId: 'o', open: { sessionId: id, afterRevision: 0 } });
+  call.write({ ...none, requestId: 'o', open: { sessionId: id, afterRevision: 0, afterDeltas: [], snapshot: undefined } });
   call.write({ ...none, requestId: 'r1', sendEvent: { eventName: 'user_says', actor: Actor.ACTOR_UNSPECIFIED, actorInput: 'hi', expectedRevision: undefined } });
   await wait(() => responses.some((r) => r.ack?.requestId === 'r1'), 'the ack of r1');
   // Another writer's change reaches the gateway too.

@@ -264,7 +264,7 @@ test('hostile input: 1,000 bad mask entries get a short status and the connectio
 test('hostile input: a failed utterance commit tells watchers only the public error', async (t) => {
   const { tenant, id } = await attacker();
   const updates: Array<{ aborted?: { reason: string } }> = [];
-  const watch = s.genie.watchSession({ sessionId: id, afterRevision: 0 }, tenant.md);
+  const watch = s.genie.watchSession({ sessionId: id, afterRevision: 0, afterDeltas: [], snapshot: undefined }, tenant.md);
   watch.on('data', (m: { update?: { aborted?: { reason: string } } }) => m.update && updates.push(m.update));
   watch.on('error', () => {});
   await eventually(() => updates.length > 0, 'the replay');

@@ -93,7 +93,7 @@ test.serial('STREAM_LIMIT: tenant A at its stream limit is refused, on every str
     const e2 = await t.throwsAsync<ServiceError>(u.done);
     t.is(errorInfo(e2!)?.reason, 'STREAM_LIMIT', 'StreamUtterance counts too');
     const c = new Chat(s, a);
-    c.write({ open: { sessionId: a.sessionId, afterRevision: 0 } });
+    c.write({ open: { sessionId: a.sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined } });
     await waitFor(() => c.error !== undefined, 'the Chat refusal');
     t.is(errorInfo(c.error!)?.reason, 'STREAM_LIMIT', 'Chat counts too');
     t.is(s.app.limits.streamsOf(a.accountId), 3, 'refused streams hold nothing');
@@ -149,7 +149,7 @@ test.serial('RATE_LIMIT: a request on a Chat stream takes a token, and a refused
   try {
     // Setup took 2 tokens and opening the stream takes 1: two requests go through, the third is refused.
     const c = new Chat(s, a);
-    c.write({ requestId: 'open', open: { sessionId: a.sessionId, afterRevision: 0 } });
+    c.write({ requestId: 'open', open: { sessionId: a.sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined } });
     for (const id of ['r1', 'r2', 'r3']) c.write({ requestId: id, sendEvent: { eventName: 'user_says', actor: Actor.ACTOR_UNSPECIFIED, actorInput: id, expectedRevision: undefined } });
     await waitFor(() => c.responses.filter((r) => r.ack || r.error).length === 4, 'the ack of the open and three answers');
     t.deepEqual(
@@ -201,7 +201,7 @@ test.serial('CLIENT_STREAM_IDLE: a Chat whose gateway sends no request is ended,
   const { s, a } = await setup({ clientStreamIdleMs: 400 });
   try {
     const c = new Chat(s, a);
-    c.write({ requestId: 'open', open: { sessionId: a.sessionId, afterRevision: 0 } });
+    c.write({ requestId: 'open', open: { sessionId: a.sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined } });
     await waitFor(() => c.responses.some((r) => r.update?.revision === 1), 'the replay');
     await a.g.send(a.sessionId, 'llm_says', 'an update that is not a request');
     await waitFor(() => c.error !== undefined, 'the idle Chat to be ended');

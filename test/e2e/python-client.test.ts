@@ -40,7 +40,7 @@ async function flow(...steps: string[]): Promise<Map<string, Step>> {
 }
 
 withPython('a Python client generated with python3-grpc-tools: admin setup, an error with ErrorInfo and BadRequest, a prompt with its logs, a watched genie session, an end user erased', async (t) => {
-  const out = await flow();
+  const out = await flow('admin_setup', 'error_details', 'prompt_with_logs', 'genie_session_watch', 'end_user_erasure');
   t.deepEqual([...out.keys()], ['admin_setup', 'error_details', 'prompt_with_logs', 'genie_session_watch', 'end_user_erasure']);
 
   const setup = out.get('admin_setup')!;
@@ -97,4 +97,14 @@ withPython('a Python client generated with python3-grpc-tools: admin setup, an e
   t.is(endUsers.listed_after, 0);
   t.is(endUsers.kept, 'py-user-2', 'the other end user is untouched');
   t.is(endUsers.repeat_sessions, 0, 'a repeat finds nothing left');
+});
+
+withPython('a Python client resumes a watch dropped mid-utterance with after_revision and after_deltas: every delta once, in order, then the commit naming the utterance', async (t) => {
+  const out = await flow('admin_setup', 'genie_delta_resume');
+  const r = out.get('genie_delta_resume')!;
+  t.deepEqual(r.first, [0, 1, 2]);
+  t.deepEqual(r.resumed, [3, 4, 5]);
+  t.true(r.commit_utterance_id_matches);
+  t.is(r.text, 'c0 c1 c2 c3 c4 c5 ');
+  t.is(Number(r.revision), 2);
 });

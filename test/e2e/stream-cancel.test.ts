@@ -25,11 +25,11 @@ type Call = ClientReadableStream<unknown> | ClientDuplexStream<any, unknown> | C
 
 /** Each streaming RPC, opened as a client would, up to its first read of Postgres. */
 const streams: Record<string, (s: TestServer, t: Tenant, ids: Ids) => Call> = {
-  WatchSession: (s, t, { sessionId }) => s.genie.watchSession({ sessionId, afterRevision: 0 }, t.md),
+  WatchSession: (s, t, { sessionId }) => s.genie.watchSession({ sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined }, t.md),
   WatchPrompt: (s, t, { promptId }) => s.prompt.watchPrompt({ promptId, afterRevision: 0 }, t.md),
   Chat: (s, t, { sessionId }) => {
     const c = s.genie.chat(t.md);
-    c.write({ requestId: 'open', open: { sessionId, afterRevision: 0 } });
+    c.write({ requestId: 'open', open: { sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined } });
     return c;
   },
   StreamUtterance: (s, t, { sessionId }) => {
@@ -112,7 +112,7 @@ test('WatchSession of a client that stops reading and never resets the stream is
   const { s, tenant, ids } = await setup();
   const client = http2.connect(`http://${s.address}`, { settings: { initialWindowSize: 0 } });
   try {
-    const body = WatchSessionRequest.encode({ sessionId: ids.sessionId, afterRevision: 0 }).finish();
+    const body = WatchSessionRequest.encode({ sessionId: ids.sessionId, afterRevision: 0, afterDeltas: [], snapshot: undefined }).finish();
     const frame = Buffer.alloc(5 + body.length);
     frame.writeUInt32BE(body.length, 1);
     frame.set(body, 5);

@@ -32,6 +32,7 @@ export function modelType(over: Partial<ModelType> = {}): ModelType {
     cacheTtl: undefined,
     sessionTtl: undefined,
     createTime: undefined,
+    tokenizerEncoding: '',
     ...over,
   };
 }
@@ -72,6 +73,7 @@ export function sessionValues(sessionId: string, values: { actor?: string | Acto
     expireTime: values.expireTime,
     dialogueLength: 0,
     endUserId: '',
+    dialogueTokenCount: 0,
   };
 }
 
@@ -117,7 +119,11 @@ export function genie(s: TestServer, tenant: Tenant) {
       rpc(c, c.appendDialogue, { sessionId, actor: actorOf(actor), actorText, expectedRevision: opt(expectedRevision), requestId }, md),
     listDialogue: (sessionId: string, pageSize = 0, pageToken = '', revision = 0) =>
       rpc(c, c.listDialogue, { sessionId, revision: opt(revision), pageSize, pageToken }, md),
-    format: (sessionId: string, format: number, revision = 0) => rpc(c, c.formatDialogue, { sessionId, format, revision: opt(revision) }, md).then((r) => r.text),
+    format: (sessionId: string, format: number, revision = 0) =>
+      rpc(c, c.formatDialogue, { sessionId, format, revision: opt(revision), tokenBudget: undefined, tokenizerEncoding: '' }, md).then((r) => r.text),
+    /** FormatDialogue with every field: the whole response. */
+    render: (sessionId: string, format: number, opts: { tokenBudget?: number; tokenizerEncoding?: string; revision?: number } = {}) =>
+      rpc(c, c.formatDialogue, { sessionId, format, revision: opts.revision, tokenBudget: opts.tokenBudget, tokenizerEncoding: opts.tokenizerEncoding ?? '' }, md),
     put: (sessionId: string, key: string, value: Buffer, expectedRevision = 0, requestId = '') =>
       rpc(c, c.putSecondary, { sessionId, key, value, expectedRevision: opt(expectedRevision), requestId }, md),
     getSecondary: (sessionId: string, key: string) => rpc(c, c.getSecondary, { sessionId, key }, md),

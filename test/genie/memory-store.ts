@@ -16,6 +16,8 @@ import type {
   WriteResult,
 } from '../../src/genie/store.js';
 import type { Codec, RequestKey, Tx, UnitOfWork } from '../../src/ports/unit-of-work.js';
+import type { Actor } from '../../src/genie/dialogue-format.js';
+import type { TokenizerEncoding } from '../../src/genie/tokens.js';
 
 interface State {
   types: Array<ModelTypeRow & { accountId: string }>;
@@ -122,7 +124,14 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
 
   async insertSession(s: NewSession, fork: ForkSource | undefined, events: SessionEvent[]): Promise<WriteResult> {
     const now = new Date();
-    const session: StoredSession = { ...copy(s), revision: 1, dialogueLength: fork?.dialogueLength ?? 0, createdAt: now, updatedAt: now };
+    const session: StoredSession = {
+      ...copy(s),
+      revision: 1,
+      dialogueLength: fork?.dialogueLength ?? 0,
+      dialogueTokenCount: fork?.dialogueTokenCount ?? 0,
+      createdAt: now,
+      updatedAt: now,
+    };
     this.state.sessions.push({ ...session, deleted: false });
     this.state.revisions.push(copy(session));
     if (fork) {
@@ -141,7 +150,8 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
     const now = new Date();
     const appended = w.dialogue.map((d, i) => ({ ...copy(d), seq: current.dialogueLength + i + 1, revision, sessionId: current.id }));
     const { dialogue: _d, secondary, events: _e, ...fields } = w;
-    Object.assign(row, copy(fields), { revision, dialogueLength: current.dialogueLength + appended.length, updatedAt: now });
+    const dialogueTokenCount = row.dialogueTokenCount + appended.reduce((n, d) => n + d.tokenCount, 0);
+    Object.assign(row, copy(fields), { revision, dialogueLength: current.dialogueLength + appended.length, dialogueTokenCount, updatedAt: now });
     this.state.revisions.push(this.view(row));
     this.state.dialogue.push(...appended);
     if (secondary) {
@@ -178,7 +188,7 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
     st.revisions = st.revisions.filter((r) => r.id !== current.id);
     for (const [k, c] of st.claims) if (c.subject === current.id) st.claims.delete(k);
     const row = st.sessions.find((s) => s.id === current.id);
-    if (row) Object.assign(row, { state: '', actor: '', actorInput: '', fields: {}, dialogueLength: 0, expireTime: undefined, endUserId: undefined, revision, updatedAt: now, deleted: true });
+    if (row) Object.assign(row, { state: '', actor: '', actorInput: '', fields: {}, dialogueLength: 0, dialogueTokenCount: 0, expireTime: undefined, endUserId: undefined, revision, updatedAt: now, deleted: true });
     this.log(current.id, revision, events);
     return { revision, events, removed };
   }
@@ -212,6 +222,28 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
 
   async dialoguePage(sessionId: string, afterSeq: number, upToSeq: number, limit: number): Promise<DialogueRow[]> {
     return (await this.dialogue(sessionId, upToSeq)).filter((d) => d.seq > afterSeq).slice(0, limit);
+  }
+
+  async dialogueHead(accountId: string, id: string, revision: number | undefined): Promise<{ revision: number; dialogueLength: number; tokenEncoding: TokenizerEncoding } | undefined> {
+    const s = this.live(accountId, id);
+    const r = s && (revision === undefined ? s : this.state.revisions.find((x) => x.id === id && x.revision === revision));
+    return s && r && { revision: r.revision, dialogueLength: r.dialogueLength, tokenEncoding: s.tokenEncoding };
+  }
+
+  async systemElements(sessionId: string, upToSeq: number): Promise<DialogueRow[]> {
+    return (await this.dialogue(sessionId, upToSeq)).filter((d) => d.actor === 'system');
+  }
+
+  async tokenCountsBefore(sessionId: string, beforeSeq: number, limit: number): Promise<Array<{ seq: number; actor: Actor; tokenCount: number }>> {
+    return this.state.dialogue
+      .filter((d) => d.sessionId === sessionId && d.seq < beforeSeq)
+      .sort((a, b) => b.seq - a.seq)
+      .slice(0, limit)
+      .map((d) => ({ seq: d.seq, actor: d.actor, tokenCount: d.tokenCount }));
+  }
+
+  async dialogueRange(sessionId: string, from: number, to: number): Promise<DialogueRow[]> {
+    return (await this.dialogue(sessionId, to)).filter((d) => d.seq >= from);
   }
 
   async dialogueLengthAt(accountId: string, id: string, revision: number | undefined): Promise<number | undefined> {

@@ -6,6 +6,8 @@ import { GenieCache } from '../../src/genie/cache.js';
 import { busMessageCodec, sessionChannel, type EphemeralEvent } from '../../src/genie/events.js';
 import { decodeJson } from '../../src/json-codec.js';
 import { MemoryBus, MemoryKv } from '../../src/storage/memory-kv.js';
+import { MemoryDeltaLog } from '../../src/storage/memory-deltas.js';
+import { UtteranceRelay } from '../../src/genie/utterance-relay.js';
 import { MemoryGenieStore } from './memory-store.js';
 
 const caller = { apiKeyId: 'k', userProfileId: 'u', accountId: 'acct' };
@@ -32,12 +34,12 @@ async function liveFailingWith(failure: Error) {
     if (message.type !== 'commit') published.push(message);
   });
   await store.insertSession(
-    { endUserId: undefined, id: sessionId, accountId: caller.accountId, modelType: 'chat', schemaVersion: 1, state: 'open', actor: '', actorInput: '', fields: {}, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined },
+    { endUserId: undefined, id: sessionId, accountId: caller.accountId, modelType: 'chat', schemaVersion: 1, state: 'open', actor: '', actorInput: '', fields: {}, tokenEncoding: 'o200k_base', forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined },
     undefined,
     [],
   );
   const genie = new GenieUseCases({ types: store, sessions: store, cache, unitOfWork: store, bus });
-  return { live: new GenieWatch(genie, store, cache, bus, 16), published };
+  return { live: new GenieWatch(genie, store, new UtteranceRelay(bus, new MemoryDeltaLog(), 60_000), bus, 16), published };
 }
 
 const start: UtteranceStart = { sessionId, actor: 'assistant', eventName: '', utteranceId: 'u1', text: 'hello', expectedRevision: undefined, lastChunk: true, requestId: '' };

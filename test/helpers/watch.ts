@@ -1,5 +1,5 @@
 import type { ClientReadableStream, Metadata, ServiceError } from '@grpc/grpc-js';
-import type { GenieServiceClient, SessionUpdate, WatchSessionResponse } from '../../src/gen/parley/genie/v1/genie.js';
+import type { GenieServiceClient, SessionUpdate, WatchSessionRequest, WatchSessionResponse } from '../../src/gen/parley/genie/v1/genie.js';
 
 /** A WatchSession stream whose updates a test can wait for. */
 export class Watcher {
@@ -9,8 +9,8 @@ export class Watcher {
   private waiters: Array<() => void> = [];
   readonly call: ClientReadableStream<WatchSessionResponse>;
 
-  constructor(client: GenieServiceClient, md: Metadata, sessionId: string, afterRevision?: number) {
-    this.call = client.watchSession({ sessionId, afterRevision }, md);
+  constructor(client: GenieServiceClient, md: Metadata, sessionId: string, afterRevision?: number, afterDeltas: WatchSessionRequest['afterDeltas'] = []) {
+    this.call = client.watchSession({ sessionId, afterRevision, afterDeltas, snapshot: undefined }, md);
     this.call.on('data', (r: WatchSessionResponse) => {
       if (r.update) this.updates.push(r.update);
       this.wake();

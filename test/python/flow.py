@@ -11,6 +11,8 @@ shared Flow and returning the facts it prints:
                        read them back (GetPromptHistory)
   genie_session_watch  GenieService: register a model type, create a session, watch it while two events
                        move it through its states
+  genie_delta_resume   GenieService: stream an utterance, drop the watch mid-utterance, resume it with the
+                       last revision and delta position seen (after_deltas), and get the rest, then the commit
   end_user_erasure     end users: sessions and a prompt created for two end users, a list filtered by one
                        page by page, an open with another end user refused, EraseEndUser of one (needs the
                        model type of genie_session_watch), what then reads back
@@ -19,6 +21,7 @@ Each step prints one JSON line {"step": name, ...facts}. A failed check raises, 
 with the traceback (and the JSON lines of the steps before it) for the test to show.
 """
 import json
+import queue
 import sys
 import uuid
 
@@ -249,6 +252,81 @@ def genie_session_watch(f):
     }
 
 
+def genie_delta_resume(f):
+    f.genie.RegisterModelType(
+        genie_pb2.RegisterModelTypeRequest(
+            model_type=genie_pb2.ModelType(
+                name="relay",
+                schema_version=1,
+                state_machine=genie_pb2.StateMachine(
+                    states=["open"],
+                    initial_state="open",
+                    transitions=[genie_pb2.Transition(from_state="open", event_name="says", to_state="open", actor=genie_pb2.ACTOR_ASSISTANT)],
+                ),
+            )
+        ),
+        metadata=f.md,
+        timeout=TIMEOUT,
+    )
+    sid = f.genie.CreateSession(genie_pb2.CreateSessionRequest(model_type="relay"), metadata=f.md, timeout=TIMEOUT).session.session_id
+    uid = "py-" + str(uuid.uuid4())
+
+    # The worker: a client stream fed from a queue, so the step decides when each chunk goes out.
+    chunks = queue.Queue()
+
+    def requests():
+        while (item := chunks.get()) is not None:
+            yield item
+
+    worker = f.genie.StreamUtterance.future(requests(), metadata=f.md, timeout=TIMEOUT)
+    chunks.put(genie_pb2.StreamUtteranceRequest(session_id=sid, actor=genie_pb2.ACTOR_ASSISTANT, utterance_id=uid, text="c0 "))
+    for i in (1, 2):
+        chunks.put(genie_pb2.StreamUtteranceRequest(text=f"c{i} "))
+
+    def deltas_until(watch, stop):
+        """(chunk indexes of uid's deltas, the commit's DialogueAppended or None), reading until stop(kind, seen)."""
+        seen, commit = [], None
+        for response in watch:
+            u = response.update
+            kind = u.WhichOneof("update")
+            if kind == "delta" and u.delta.utterance_id == uid:
+                seen.append(u.delta.chunk_index)
+            if kind == "commit":
+                commit = next((e.dialogue_appended for e in u.commit.events if e.WhichOneof("change") == "dialogue_appended"), None)
+            if stop(kind, seen):
+                return seen, commit
+        raise AssertionError(f"the watch ended after deltas {seen}")
+
+    # A gateway's watch, dropped after three deltas.
+    first = f.genie.WatchSession(genie_pb2.WatchSessionRequest(session_id=sid, after_revision=1), metadata=f.md, timeout=TIMEOUT)
+    try:
+        seen_first, _ = deltas_until(first, lambda kind, seen: len(seen) == 3)
+    finally:
+        first.cancel()
+    for i in (3, 4):
+        chunks.put(genie_pb2.StreamUtteranceRequest(text=f"c{i} "))
+
+    # It reconnects with the last revision and the last delta it saw; the rest comes, then the commit.
+    position = genie_pb2.DeltaPosition(utterance_id=uid, chunk_index=seen_first[-1])
+    resumed = f.genie.WatchSession(genie_pb2.WatchSessionRequest(session_id=sid, after_revision=1, after_deltas=[position]), metadata=f.md, timeout=TIMEOUT)
+    try:
+        before, _ = deltas_until(resumed, lambda kind, seen: kind == "caught_up")
+        chunks.put(genie_pb2.StreamUtteranceRequest(text="c5 ", last_chunk=True))
+        chunks.put(None)
+        after, commit = deltas_until(resumed, lambda kind, seen: kind == "commit")
+    finally:
+        resumed.cancel()
+    committed = worker.result()
+    check(commit is not None and commit.utterance_id == uid, f"the commit names utterance {commit and commit.utterance_id!r}, not {uid!r}")
+    return {
+        "first": seen_first,
+        "resumed": before + after,
+        "revision": committed.revision,
+        "commit_utterance_id_matches": commit.utterance_id == uid,
+        "text": commit.element.actor_text,
+    }
+
+
 def failure(call):
     """The code, ErrorInfo reason and BadRequest fields of a call that must fail."""
     try:
@@ -318,7 +396,7 @@ def end_user_erasure(f):
     }
 
 
-STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure]
+STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume]
 
 
 def main():

@@ -8,6 +8,7 @@ import { KnexSessionEventLog } from '../../src/storage/genie-event-log.js';
 import { KnexSessionStore } from '../../src/storage/genie-store.js';
 import { testWhen } from '../helpers/backends.js';
 import { dbBackends } from '../helpers/db-backends.js';
+import { tokenCounter } from '../../src/genie/tokens.js';
 
 /** Applies migrations one at a time until `name` would be next. */
 async function migrateUpTo(db: ReturnType<typeof openDb>, name: string): Promise<void> {
@@ -159,9 +160,11 @@ async function oldAnswers(db: Db, id: string): Promise<{ commits: SessionCommit[
     last.events.push(sessionEventSchema.parse(typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload));
   }
   const head = await db('genie_sessions').where({ id }).first();
+  // Migration 013 counts every element in the default encoding.
+  const count = await tokenCounter('o200k_base');
   const dialogue = (await db('genie_dialogue').where({ session_id: id }).orderBy('seq')).map((r) => {
     const d = dialogueColumns.parse(r);
-    return { seq: d.seq, actor: d.actor, actorText: d.actor_text, event: d.event, timestamp: d.timestamp, revision: d.revision } as DialogueRow;
+    return { seq: d.seq, actor: d.actor, actorText: d.actor_text, event: d.event, timestamp: d.timestamp, revision: d.revision, tokenCount: count(d.actor_text) } as DialogueRow;
   });
   const sessions = new Map<number, { session: StoredSession; dialogue: DialogueRow[] }>();
   for (const row of await db('genie_session_revisions').where({ session_id: id })) {
@@ -177,6 +180,8 @@ async function oldAnswers(db: Db, id: string): Promise<{ commits: SessionCommit[
       fields: r.fields,
       revision: r.revision,
       dialogueLength: r.dialogue_length,
+      dialogueTokenCount: dialogue.filter((d) => d.seq <= r.dialogue_length).reduce((n, d) => n + d.tokenCount, 0),
+      tokenEncoding: 'o200k_base',
       forkedFromSessionId: head.forked_from_session_id ?? undefined,
       forkedFromRevision: head.forked_from_revision === null ? undefined : Number(head.forked_from_revision),
       expireTime: head.expire_time ?? undefined,

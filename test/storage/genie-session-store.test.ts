@@ -31,7 +31,7 @@ async function withStore(open: () => Promise<{ db: Db; drop: () => Promise<void>
     const account = randomUUID();
     await db('accounts').insert({ id: account, account_number: '1111-2222-3333' });
     const create = async (fields: Record<string, unknown> = { topic: 'tea' }, endUserId?: string) => {
-      const s = { id: randomUUID(), accountId: account, modelType: 'qa', schemaVersion: 1, state: 'asking', actor: '' as const, actorInput: '', fields };
+      const s = { id: randomUUID(), accountId: account, modelType: 'qa', schemaVersion: 1, state: 'asking', actor: '' as const, actorInput: '', fields, tokenEncoding: 'o200k_base' as const };
       const created = sessionCreated({ modelType: 'qa', schemaVersion: 1, state: 'asking', fields });
       const r = await db.transaction((trx) =>
         store.insertSession({ ...s, endUserId, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined }, undefined, [created], txOf(trx)),
@@ -69,7 +69,8 @@ const CURRENT_TYPE = { latestSchemaVersion: 1 };
 /** A SendEvent: one element, the transition and the element logged, the utterance as the actor input. */
 function turn(current: StoredSession, text: string, over: Partial<SessionWrite> = {}): SessionWrite {
   const toState = current.state === 'asking' ? 'answering' : 'asking';
-  const element = { actor: 'user' as const, actorText: text, event: 'say', timestamp: at };
+  // Stands for a count (the store stores what the use case counted).
+  const element = { actor: 'user' as const, actorText: text, event: 'say', timestamp: at, tokenCount: text.length };
   const actorInput = over.actorInput ?? text;
   return {
     schemaVersion: current.schemaVersion,
@@ -118,8 +119,8 @@ for (const backend of backends) {
       const viaGuard = await store.commitIfAt(b, turn(b, 'hello'), CURRENT_TYPE);
       t.truthy(viaGuard);
       t.deepEqual(shape(viaGuard), shape(viaLock));
-      t.like(viaGuard!.session, { revision: 2, dialogueLength: 1, state: 'answering', actor: 'user', actorInput: 'hello', fields: { topic: 'tea' } });
-      t.deepEqual(viaGuard!.last, { seq: 1, actor: 'user', actorText: 'hello', event: 'say', timestamp: at, revision: 2 });
+      t.like(viaGuard!.session, { revision: 2, dialogueLength: 1, dialogueTokenCount: 5, state: 'answering', actor: 'user', actorInput: 'hello', fields: { topic: 'tea' } });
+      t.deepEqual(viaGuard!.last, { seq: 1, actor: 'user', actorText: 'hello', event: 'say', timestamp: at, revision: 2, tokenCount: 5 });
       t.deepEqual(await counts(b.id), await counts(a.id));
       t.deepEqual(await counts(b.id), { genie_session_revisions: 2, genie_dialogue: 1, session_commits: 2, genie_secondary: 0 });
       t.deepEqual((await db('session_commits').where({ session_id: b.id, revision: 2 }).first()).events, [

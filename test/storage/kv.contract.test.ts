@@ -1,4 +1,5 @@
 import { type ExecutionContext } from 'ava';
+import { randomUUID } from 'node:crypto';
 import type { FastStore } from '../../src/ports/fast-store.js';
 import type { KvStore, VersionedCopy } from '../../src/ports/kv.js';
 import { memoryStore } from '../../src/storage/memory-kv.js';
@@ -232,4 +233,60 @@ for (const impl of implementations) {
       await kv.advance('{v}:b', 2, { head: 'h3', revision: 3, first: 5, items: [big(5, 10)] }, keep, 10_000);
       t.is((await kv.readVersioned('{v}:b', 10)).heldFrom, 5, 'and goes as soon as a newer one comes');
     }));
+
+  test(`${impl.name}: the delta log returns the deltas of utterances in flight, in order, and drops an utterance once it ends`, (t) =>
+    run(t, async ({ deltas }) => {
+      const sid = randomUUID();
+      t.deepEqual(await deltas.inFlight(sid), []);
+      await deltas.append(sid, 'u1', 'a0', 60_000);
+      await deltas.append(sid, 'u2', 'b0', 60_000);
+      await deltas.append(sid, 'u1', 'a1', 60_000);
+      t.deepEqual(await deltas.inFlight(sid), [
+        { utteranceId: 'u1', message: 'a0' },
+        { utteranceId: 'u2', message: 'b0' },
+        { utteranceId: 'u1', message: 'a1' },
+      ]);
+      await deltas.end(sid, 'u1', 60_000);
+      t.deepEqual(await deltas.inFlight(sid), [{ utteranceId: 'u2', message: 'b0' }], 'an ended utterance is no longer in flight');
+      await deltas.append(sid, 'u2', 'b1', 60_000);
+      await deltas.end(sid, 'u2', 60_000);
+      t.deepEqual(await deltas.inFlight(sid), []);
+      t.deepEqual(await deltas.inFlight(randomUUID()), [], 'sessions do not share a log');
+      // Ending an utterance that never had a delta (a commit without chunks) leaves nothing behind either.
+      await deltas.end(sid, 'u3', 60_000);
+      t.deepEqual(await deltas.inFlight(sid), []);
+    }));
+
+  test(`${impl.name}: a delta log expires after its TTL without an append or end`, (t) =>
+    run(t, async ({ deltas }) => {
+      const sid = randomUUID();
+      await deltas.append(sid, 'u', 'm', SHORT_TTL_MS);
+      t.is((await deltas.inFlight(sid)).length, 1);
+      await eventually(async () => (await deltas.inFlight(sid)).length === 0, 'the log to expire');
+    }));
 }
+
+const twoReplicas = testWhen(realRedisUrl !== undefined, 'set REDIS_URL or PARLEY_TEST_REDIS_URL to cover a real Redis');
+twoReplicas('redis: a replica delivers what it publishes to its own subscribers at once and only once, and the other replica gets it through Redis', async (t) => {
+  const prefix = `${uniqueName('kvc')}:`;
+  const a = await redisStore(realRedisUrl!, prefix);
+  const b = await redisStore(realRedisUrl!, prefix);
+  t.teardown(async () => {
+    await a.kv.clear();
+    await a.close();
+    await b.close();
+  });
+  const atA: string[] = [];
+  const atB: string[] = [];
+  await a.bus.subscribe('chan', (m) => atA.push(m));
+  await b.bus.subscribe('chan', (m) => atB.push(m));
+  await a.bus.publish('chan', '{"n":1}');
+  await a.bus.publish('chan', '{"n":2}');
+  // Published by b after a's two went through Redis: when a hears it, any Redis copy of its own would have come first.
+  await b.bus.publish('chan', 'end');
+  await eventually(() => atA.includes('end') && atB.includes('end'), 'both replicas to hear the end marker');
+  t.deepEqual(atA, ['{"n":1}', '{"n":2}', 'end'], 'once each, in order');
+  // b's own message went to its subscriber at once, so it may come before a's, which travel through Redis.
+  t.deepEqual(atB.filter((m) => m !== 'end'), ['{"n":1}', '{"n":2}'], 'the other replica gets them once each, in order');
+  t.is(atB.filter((m) => m === 'end').length, 1);
+});

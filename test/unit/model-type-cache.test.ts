@@ -36,6 +36,8 @@ async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
     fields: { x: 1 },
     revision: 1,
     dialogueLength: 0,
+    dialogueTokenCount: 0,
+    tokenEncoding: 'o200k_base',
     forkedFromSessionId: undefined,
     forkedFromRevision: undefined,
     expireTime: undefined,

@@ -11,6 +11,7 @@ import * as m009 from './009_prompt_v1.js';
 import * as m010 from './010_session_events_v1.js';
 import * as m011 from './011_session_commits.js';
 import * as m012 from './012_session_storage.js';
+import * as m013 from './013_dialogue_tokens.js';
 import * as m014 from './014_end_users.js';
 
 interface Migration {
@@ -33,6 +34,7 @@ const migrations: Record<string, Migration> = {
   '010_session_events_v1': m010,
   '011_session_commits': m011,
   '012_session_storage': m012,
+  '013_dialogue_tokens': m013,
   '014_end_users': m014,
 };
 

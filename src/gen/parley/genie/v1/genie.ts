@@ -156,6 +156,12 @@ export interface DialogueElement {
    * (AppendDialogue).
    */
   eventName: string;
+  /**
+   * Tokens of actor_text alone (special-token strings such as `<|endoftext|>` counted as plain text), in the
+   * session's tokenizer encoding (its model type's tokenizer_encoding when the session was created; a fork
+   * keeps its source's), counted when the element was written.
+   */
+  tokenCount: number;
 }
 
 /**
@@ -300,7 +306,16 @@ export interface ModelType {
    * value applies to every session of the type. Whole seconds, at most 3650 days; unset or zero keeps
    * sessions until deleted or expired.
    */
-  sessionTtl: Duration | undefined;
+  sessionTtl:
+    | Duration
+    | undefined;
+  /**
+   * The BPE encoding that counts the tokens of this type's dialogues: `o200k_base` (GPT-4o and later),
+   * `cl100k_base` (GPT-4, GPT-3.5), `p50k_base` or `r50k_base` (GPT-3); unset (empty) is `o200k_base`, and
+   * GetModelType answers it empty then too. A session counts its elements in the encoding of the version it
+   * was created at (a fork in its source's) for as long as it lives; FormatDialogue may name another.
+   */
+  tokenizerEncoding: string;
 }
 
 /** A dialogue session: the GenieModel. */
@@ -366,6 +381,12 @@ export interface GenieSession {
    * of that end user's data.
    */
   endUserId: string;
+  /**
+   * The sum of the token_count of every element of the dialogue (at this revision): a running total kept
+   * at each write, in the session's tokenizer encoding (see DialogueElement.token_count). A rendering
+   * (FormatDialogue) counts more: its markup adds tokens, and tokens are not additive across joins.
+   */
+  dialogueTokenCount: number;
 }
 
 /** Metadata of one secondary-storage value. */
@@ -701,16 +722,47 @@ export interface FormatDialogueRequest {
   /** The rendering; DIALOGUE_FORMAT_UNSPECIFIED is refused. */
   format: DialogueFormat;
   /** The revision to render; unset means the current one. */
-  revision?: number | undefined;
+  revision?:
+    | number
+    | undefined;
+  /**
+   * At most this many tokens of text (0 or more; negative is INVALID_ARGUMENT). Unset renders the whole
+   * dialogue. Set, the rendering holds every ACTOR_SYSTEM element and, after them in dialogue order, the
+   * largest number of the most recent other elements for which the whole rendered text counts at most
+   * token_budget tokens (elements in between are left out; the rendering is of the elements kept, exactly
+   * as the format renders a dialogue of only those). An empty selection renders "" (0 tokens), so a budget
+   * of 0 renders "" when the dialogue has no system elements. When the system elements alone do not fit,
+   * nothing is rendered: FAILED_PRECONDITION, reason TOKEN_BUDGET_TOO_SMALL, with their token count as
+   * ErrorInfo metadata `system_token_count`.
+   */
+  tokenBudget?:
+    | number
+    | undefined;
+  /**
+   * The encoding that counts tokens (see ModelType.tokenizer_encoding for the names); empty uses the
+   * session's own (its model type's). Another encoding than the session's is counted as the text is read.
+   */
+  tokenizerEncoding: string;
 }
 
 /** Response of FormatDialogue. */
 export interface FormatDialogueResponse {
   /**
    * The rendered dialogue; a rendering larger than 3 MiB is refused (FAILED_PRECONDITION,
-   * DIALOGUE_TOO_LARGE: page with ListDialogue instead).
+   * DIALOGUE_TOO_LARGE: page with ListDialogue, or set a token_budget, instead).
    */
   text: string;
+  /**
+   * The tokens of `text` exactly as the encoding counts the whole text (special-token strings counted as
+   * plain text); at most token_budget when one was set.
+   */
+  tokenCount: number;
+  /** How many elements `text` renders. */
+  elementCount: number;
+  /** How many elements of the dialogue (at the revision rendered) were left out to fit token_budget. */
+  omittedElementCount: number;
+  /** The encoding that counted token_count. */
+  tokenizerEncoding: string;
 }
 
 /** Request of PutSecondary. */
@@ -784,7 +836,57 @@ export interface WatchSessionRequest {
    * its creation; the last revision a consumer saw resumes it without a gap. Past the session's current
    * revision: INVALID_ARGUMENT.
    */
-  afterRevision?: number | undefined;
+  afterRevision?:
+    | number
+    | undefined;
+  /**
+   * Where a resuming consumer is in the utterances it was receiving deltas of: for each, the last
+   * chunk_index it saw. Deltas of an utterance still in flight are re-sent from the one after (from the
+   * first for an utterance not listed). At most 16; an utterance_id listed twice is INVALID_ARGUMENT.
+   */
+  afterDeltas: DeltaPosition[];
+  /**
+   * Start from a snapshot instead of a replay: the first update is a `snapshot`, the dialogue at the
+   * session's current revision rendered as FormatDialogue renders it (within the token budget, when set),
+   * and the stream goes on from that revision: the deltas of utterances in flight, `caught_up`, then live
+   * updates. For a gateway that builds its next prompt from the watch. `after_revision` must then be unset
+   * (or 0); `after_deltas` still applies.
+   */
+  snapshot: DialogueSnapshotRequest | undefined;
+}
+
+/** The rendering a watch starts with (WatchSessionRequest.snapshot, ChatOpen.snapshot). */
+export interface DialogueSnapshotRequest {
+  /** As FormatDialogueRequest.format; DIALOGUE_FORMAT_UNSPECIFIED is refused. */
+  format: DialogueFormat;
+  /** As FormatDialogueRequest.token_budget. */
+  tokenBudget?:
+    | number
+    | undefined;
+  /** As FormatDialogueRequest.tokenizer_encoding. */
+  tokenizerEncoding: string;
+}
+
+/** The dialogue rendered at the update's revision, as FormatDialogueResponse carries it. */
+export interface DialogueSnapshot {
+  /** The rendered dialogue (at most 3 MiB). */
+  text: string;
+  /** Tokens of `text` by the tokenizer's own count. */
+  tokenCount: number;
+  /** Elements rendered. */
+  elementCount: number;
+  /** Elements left out to fit the budget (the oldest non-system ones). */
+  omittedElementCount: number;
+  /** The encoding the tokens were counted with. */
+  tokenizerEncoding: string;
+}
+
+/** How far a consumer got in one utterance's deltas. */
+export interface DeltaPosition {
+  /** The utterance (UtteranceDelta.utterance_id): at most 100 characters. */
+  utteranceId: string;
+  /** The last chunk_index of it the consumer saw. */
+  chunkIndex: number;
 }
 
 /** One message of a WatchSession stream. */
@@ -818,7 +920,11 @@ export interface SessionUpdate {
     | UtteranceAborted
     | undefined;
   /** Sent once, after the replay and before any live update: what came before was replayed. */
-  caughtUp?: CaughtUp | undefined;
+  caughtUp?:
+    | CaughtUp
+    | undefined;
+  /** Sent first, instead of a replay, when the watch asked for a snapshot; `revision` is its revision. */
+  snapshot?: DialogueSnapshot | undefined;
 }
 
 /** The replay is done: every revision up to SessionUpdate.revision has been sent, and what follows is live. */
@@ -880,7 +986,14 @@ export interface DialogueAppended {
   /** 1-based position of the element in the dialogue. */
   index: number;
   /** The element; its text is at most 1 MiB (the write RPCs' limit). */
-  element: DialogueElement | undefined;
+  element:
+    | DialogueElement
+    | undefined;
+  /**
+   * Set when the element is an utterance committed by StreamUtterance: its utterance_id, the one its
+   * deltas carried, so a watcher knows which deltas this commit completes. Empty otherwise.
+   */
+  utteranceId: string;
 }
 
 /** A state-machine transition. The utterance it carried is the DialogueAppended of the same commit. */
@@ -927,7 +1040,14 @@ export interface UtteranceDelta {
   utteranceId: string;
   /** Who speaks the utterance. */
   actor: Actor;
-  /** 0-based position of this chunk in the utterance. */
+  /**
+   * 0-based position of this chunk in the utterance: the delta's sequence number. A watcher receives an
+   * utterance's deltas in this order with no gap and no duplicate, then its commit (DialogueAppended with
+   * this utterance_id) or an `aborted` update. A watch that starts or resumes while the utterance is in
+   * flight first gets the deltas so far (after WatchSessionRequest.after_deltas), then the live ones. Deltas
+   * are kept (in Redis on a real deployment) only while the utterance is in flight: if Redis lost them (a restart), a joining watcher's first delta of the utterance has a chunk_index past
+   * what it has — the commit still carries the whole text.
+   */
   chunkIndex: number;
   /** The chunk's text; the whole utterance is at most PARLEY_MAX_UTTERANCE_BYTES (at most 1 MiB). */
   text: string;
@@ -1044,7 +1164,13 @@ export interface ChatOpen {
    * Replay the revisions committed after this one first; unset (or 0) replays from the creation. Past the
    * session's current revision: INVALID_ARGUMENT.
    */
-  afterRevision?: number | undefined;
+  afterRevision?:
+    | number
+    | undefined;
+  /** As WatchSessionRequest.after_deltas: where a reconnecting gateway is in the utterances in flight. */
+  afterDeltas: DeltaPosition[];
+  /** As WatchSessionRequest.snapshot: start from the rendered dialogue instead of a replay (after the ack). */
+  snapshot: DialogueSnapshotRequest | undefined;
 }
 
 /** Fires a state-machine event on the open session, as SendEvent. */
@@ -1117,7 +1243,7 @@ export interface ChatError {
 }
 
 function createBaseDialogueElement(): DialogueElement {
-  return { actor: 0, actorText: "", timestamp: undefined, eventName: "" };
+  return { actor: 0, actorText: "", timestamp: undefined, eventName: "", tokenCount: 0 };
 }
 
 export const DialogueElement: MessageFns<DialogueElement> = {
@@ -1133,6 +1259,9 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     }
     if (message.eventName !== "") {
       writer.uint32(34).string(message.eventName);
+    }
+    if (message.tokenCount !== 0) {
+      writer.uint32(40).int32(message.tokenCount);
     }
     return writer;
   },
@@ -1182,6 +1311,14 @@ export const DialogueElement: MessageFns<DialogueElement> = {
             message.eventName = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.tokenCount = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1208,6 +1345,11 @@ export const DialogueElement: MessageFns<DialogueElement> = {
         : isSet(object.event_name)
         ? globalThis.String(object.event_name)
         : "",
+      tokenCount: isSet(object.tokenCount)
+        ? globalThis.Number(object.tokenCount)
+        : isSet(object.token_count)
+        ? globalThis.Number(object.token_count)
+        : 0,
     };
   },
 
@@ -1225,6 +1367,9 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     if (message.eventName !== "") {
       obj.eventName = message.eventName;
     }
+    if (message.tokenCount !== 0) {
+      obj.tokenCount = Math.round(message.tokenCount);
+    }
     return obj;
   },
 
@@ -1237,6 +1382,7 @@ export const DialogueElement: MessageFns<DialogueElement> = {
     message.actorText = object.actorText ?? "";
     message.timestamp = object.timestamp ?? undefined;
     message.eventName = object.eventName ?? "";
+    message.tokenCount = object.tokenCount ?? 0;
     return message;
   },
 };
@@ -2222,6 +2368,7 @@ function createBaseModelType(): ModelType {
     cacheTtl: undefined,
     createTime: undefined,
     sessionTtl: undefined,
+    tokenizerEncoding: "",
   };
 }
 
@@ -2250,6 +2397,9 @@ export const ModelType: MessageFns<ModelType> = {
     }
     if (message.sessionTtl !== undefined) {
       Duration.encode(message.sessionTtl, writer.uint32(66).fork()).join();
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(74).string(message.tokenizerEncoding);
     }
     return writer;
   },
@@ -2331,6 +2481,14 @@ export const ModelType: MessageFns<ModelType> = {
             message.sessionTtl = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2379,6 +2537,11 @@ export const ModelType: MessageFns<ModelType> = {
         : isSet(object.session_ttl)
         ? Duration.fromJSON(object.session_ttl)
         : undefined,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
     };
   },
 
@@ -2408,6 +2571,9 @@ export const ModelType: MessageFns<ModelType> = {
     if (message.sessionTtl !== undefined) {
       obj.sessionTtl = Duration.toJSON(message.sessionTtl);
     }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
+    }
     return obj;
   },
 
@@ -2430,6 +2596,7 @@ export const ModelType: MessageFns<ModelType> = {
     message.sessionTtl = (object.sessionTtl !== undefined && object.sessionTtl !== null)
       ? Duration.fromPartial(object.sessionTtl)
       : undefined;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
     return message;
   },
 };
@@ -2453,6 +2620,7 @@ function createBaseGenieSession(): GenieSession {
     expireTime: undefined,
     dialogueLength: 0,
     endUserId: "",
+    dialogueTokenCount: 0,
   };
 }
 
@@ -2508,6 +2676,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     }
     if (message.endUserId !== "") {
       writer.uint32(146).string(message.endUserId);
+    }
+    if (message.dialogueTokenCount !== 0) {
+      writer.uint32(136).int64(message.dialogueTokenCount);
     }
     return writer;
   },
@@ -2661,6 +2832,14 @@ export const GenieSession: MessageFns<GenieSession> = {
             message.endUserId = reader.string();
             continue;
           }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.dialogueTokenCount = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2742,6 +2921,11 @@ export const GenieSession: MessageFns<GenieSession> = {
         : isSet(object.end_user_id)
         ? globalThis.String(object.end_user_id)
         : "",
+      dialogueTokenCount: isSet(object.dialogueTokenCount)
+        ? globalThis.Number(object.dialogueTokenCount)
+        : isSet(object.dialogue_token_count)
+        ? globalThis.Number(object.dialogue_token_count)
+        : 0,
     };
   },
 
@@ -2798,6 +2982,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.endUserId !== "") {
       obj.endUserId = message.endUserId;
     }
+    if (message.dialogueTokenCount !== 0) {
+      obj.dialogueTokenCount = Math.round(message.dialogueTokenCount);
+    }
     return obj;
   },
 
@@ -2825,6 +3012,7 @@ export const GenieSession: MessageFns<GenieSession> = {
     message.expireTime = object.expireTime ?? undefined;
     message.dialogueLength = object.dialogueLength ?? 0;
     message.endUserId = object.endUserId ?? "";
+    message.dialogueTokenCount = object.dialogueTokenCount ?? 0;
     return message;
   },
 };
@@ -5600,7 +5788,7 @@ export const ListDialogueResponse: MessageFns<ListDialogueResponse> = {
 };
 
 function createBaseFormatDialogueRequest(): FormatDialogueRequest {
-  return { sessionId: "", format: 0, revision: undefined };
+  return { sessionId: "", format: 0, revision: undefined, tokenBudget: undefined, tokenizerEncoding: "" };
 }
 
 export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
@@ -5613,6 +5801,12 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
     }
     if (message.revision !== undefined) {
       writer.uint32(24).int64(message.revision);
+    }
+    if (message.tokenBudget !== undefined) {
+      writer.uint32(32).int32(message.tokenBudget);
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(42).string(message.tokenizerEncoding);
     }
     return writer;
   },
@@ -5654,6 +5848,22 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.tokenBudget = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5675,6 +5885,16 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
         : "",
       format: isSet(object.format) ? dialogueFormatFromJSON(object.format) : 0,
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : undefined,
+      tokenBudget: isSet(object.tokenBudget)
+        ? globalThis.Number(object.tokenBudget)
+        : isSet(object.token_budget)
+        ? globalThis.Number(object.token_budget)
+        : undefined,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
     };
   },
 
@@ -5689,6 +5909,12 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
     if (message.revision !== undefined) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.tokenBudget !== undefined) {
+      obj.tokenBudget = Math.round(message.tokenBudget);
+    }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
+    }
     return obj;
   },
 
@@ -5700,18 +5926,32 @@ export const FormatDialogueRequest: MessageFns<FormatDialogueRequest> = {
     message.sessionId = object.sessionId ?? "";
     message.format = object.format ?? 0;
     message.revision = object.revision ?? undefined;
+    message.tokenBudget = object.tokenBudget ?? undefined;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
     return message;
   },
 };
 
 function createBaseFormatDialogueResponse(): FormatDialogueResponse {
-  return { text: "" };
+  return { text: "", tokenCount: 0, elementCount: 0, omittedElementCount: 0, tokenizerEncoding: "" };
 }
 
 export const FormatDialogueResponse: MessageFns<FormatDialogueResponse> = {
   encode(message: FormatDialogueResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.text !== "") {
       writer.uint32(10).string(message.text);
+    }
+    if (message.tokenCount !== 0) {
+      writer.uint32(16).int32(message.tokenCount);
+    }
+    if (message.elementCount !== 0) {
+      writer.uint32(24).int32(message.elementCount);
+    }
+    if (message.omittedElementCount !== 0) {
+      writer.uint32(32).int32(message.omittedElementCount);
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(42).string(message.tokenizerEncoding);
     }
     return writer;
   },
@@ -5737,6 +5977,38 @@ export const FormatDialogueResponse: MessageFns<FormatDialogueResponse> = {
             message.text = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tokenCount = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.elementCount = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.omittedElementCount = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5750,13 +6022,47 @@ export const FormatDialogueResponse: MessageFns<FormatDialogueResponse> = {
   },
 
   fromJSON(object: any): FormatDialogueResponse {
-    return { text: isSet(object.text) ? globalThis.String(object.text) : "" };
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      tokenCount: isSet(object.tokenCount)
+        ? globalThis.Number(object.tokenCount)
+        : isSet(object.token_count)
+        ? globalThis.Number(object.token_count)
+        : 0,
+      elementCount: isSet(object.elementCount)
+        ? globalThis.Number(object.elementCount)
+        : isSet(object.element_count)
+        ? globalThis.Number(object.element_count)
+        : 0,
+      omittedElementCount: isSet(object.omittedElementCount)
+        ? globalThis.Number(object.omittedElementCount)
+        : isSet(object.omitted_element_count)
+        ? globalThis.Number(object.omitted_element_count)
+        : 0,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
+    };
   },
 
   toJSON(message: FormatDialogueResponse): unknown {
     const obj: any = {};
     if (message.text !== "") {
       obj.text = message.text;
+    }
+    if (message.tokenCount !== 0) {
+      obj.tokenCount = Math.round(message.tokenCount);
+    }
+    if (message.elementCount !== 0) {
+      obj.elementCount = Math.round(message.elementCount);
+    }
+    if (message.omittedElementCount !== 0) {
+      obj.omittedElementCount = Math.round(message.omittedElementCount);
+    }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
     }
     return obj;
   },
@@ -5767,6 +6073,10 @@ export const FormatDialogueResponse: MessageFns<FormatDialogueResponse> = {
   fromPartial<I extends Exact<DeepPartial<FormatDialogueResponse>, I>>(object: I): FormatDialogueResponse {
     const message = createBaseFormatDialogueResponse();
     message.text = object.text ?? "";
+    message.tokenCount = object.tokenCount ?? 0;
+    message.elementCount = object.elementCount ?? 0;
+    message.omittedElementCount = object.omittedElementCount ?? 0;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
     return message;
   },
 };
@@ -6384,7 +6694,7 @@ export const ListSecondaryKeysResponse: MessageFns<ListSecondaryKeysResponse> = 
 };
 
 function createBaseWatchSessionRequest(): WatchSessionRequest {
-  return { sessionId: "", afterRevision: undefined };
+  return { sessionId: "", afterRevision: undefined, afterDeltas: [], snapshot: undefined };
 }
 
 export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
@@ -6394,6 +6704,12 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     }
     if (message.afterRevision !== undefined) {
       writer.uint32(16).int64(message.afterRevision);
+    }
+    for (const v of message.afterDeltas) {
+      DeltaPosition.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.snapshot !== undefined) {
+      DialogueSnapshotRequest.encode(message.snapshot, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -6427,6 +6743,22 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
             message.afterRevision = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.afterDeltas.push(DeltaPosition.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.snapshot = DialogueSnapshotRequest.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6451,6 +6783,12 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
         : isSet(object.after_revision)
         ? globalThis.Number(object.after_revision)
         : undefined,
+      afterDeltas: globalThis.Array.isArray(object?.afterDeltas)
+        ? object.afterDeltas.map((e: any) => DeltaPosition.fromJSON(e))
+        : globalThis.Array.isArray(object?.after_deltas)
+        ? object.after_deltas.map((e: any) => DeltaPosition.fromJSON(e))
+        : [],
+      snapshot: isSet(object.snapshot) ? DialogueSnapshotRequest.fromJSON(object.snapshot) : undefined,
     };
   },
 
@@ -6462,6 +6800,12 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     if (message.afterRevision !== undefined) {
       obj.afterRevision = Math.round(message.afterRevision);
     }
+    if (message.afterDeltas?.length) {
+      obj.afterDeltas = message.afterDeltas.map((e) => DeltaPosition.toJSON(e));
+    }
+    if (message.snapshot !== undefined) {
+      obj.snapshot = DialogueSnapshotRequest.toJSON(message.snapshot);
+    }
     return obj;
   },
 
@@ -6472,6 +6816,361 @@ export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
     const message = createBaseWatchSessionRequest();
     message.sessionId = object.sessionId ?? "";
     message.afterRevision = object.afterRevision ?? undefined;
+    message.afterDeltas = object.afterDeltas?.map((e) => DeltaPosition.fromPartial(e)) || [];
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? DialogueSnapshotRequest.fromPartial(object.snapshot)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDialogueSnapshotRequest(): DialogueSnapshotRequest {
+  return { format: 0, tokenBudget: undefined, tokenizerEncoding: "" };
+}
+
+export const DialogueSnapshotRequest: MessageFns<DialogueSnapshotRequest> = {
+  encode(message: DialogueSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.format !== 0) {
+      writer.uint32(8).int32(message.format);
+    }
+    if (message.tokenBudget !== undefined) {
+      writer.uint32(16).int32(message.tokenBudget);
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(26).string(message.tokenizerEncoding);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DialogueSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDialogueSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.format = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tokenBudget = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DialogueSnapshotRequest {
+    return {
+      format: isSet(object.format) ? dialogueFormatFromJSON(object.format) : 0,
+      tokenBudget: isSet(object.tokenBudget)
+        ? globalThis.Number(object.tokenBudget)
+        : isSet(object.token_budget)
+        ? globalThis.Number(object.token_budget)
+        : undefined,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
+    };
+  },
+
+  toJSON(message: DialogueSnapshotRequest): unknown {
+    const obj: any = {};
+    if (message.format !== 0) {
+      obj.format = dialogueFormatToJSON(message.format);
+    }
+    if (message.tokenBudget !== undefined) {
+      obj.tokenBudget = Math.round(message.tokenBudget);
+    }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DialogueSnapshotRequest>, I>>(base?: I): DialogueSnapshotRequest {
+    return DialogueSnapshotRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DialogueSnapshotRequest>, I>>(object: I): DialogueSnapshotRequest {
+    const message = createBaseDialogueSnapshotRequest();
+    message.format = object.format ?? 0;
+    message.tokenBudget = object.tokenBudget ?? undefined;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
+    return message;
+  },
+};
+
+function createBaseDialogueSnapshot(): DialogueSnapshot {
+  return { text: "", tokenCount: 0, elementCount: 0, omittedElementCount: 0, tokenizerEncoding: "" };
+}
+
+export const DialogueSnapshot: MessageFns<DialogueSnapshot> = {
+  encode(message: DialogueSnapshot, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== "") {
+      writer.uint32(10).string(message.text);
+    }
+    if (message.tokenCount !== 0) {
+      writer.uint32(16).int32(message.tokenCount);
+    }
+    if (message.elementCount !== 0) {
+      writer.uint32(24).int32(message.elementCount);
+    }
+    if (message.omittedElementCount !== 0) {
+      writer.uint32(32).int32(message.omittedElementCount);
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(42).string(message.tokenizerEncoding);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DialogueSnapshot {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDialogueSnapshot();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tokenCount = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.elementCount = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.omittedElementCount = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DialogueSnapshot {
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      tokenCount: isSet(object.tokenCount)
+        ? globalThis.Number(object.tokenCount)
+        : isSet(object.token_count)
+        ? globalThis.Number(object.token_count)
+        : 0,
+      elementCount: isSet(object.elementCount)
+        ? globalThis.Number(object.elementCount)
+        : isSet(object.element_count)
+        ? globalThis.Number(object.element_count)
+        : 0,
+      omittedElementCount: isSet(object.omittedElementCount)
+        ? globalThis.Number(object.omittedElementCount)
+        : isSet(object.omitted_element_count)
+        ? globalThis.Number(object.omitted_element_count)
+        : 0,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
+    };
+  },
+
+  toJSON(message: DialogueSnapshot): unknown {
+    const obj: any = {};
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    if (message.tokenCount !== 0) {
+      obj.tokenCount = Math.round(message.tokenCount);
+    }
+    if (message.elementCount !== 0) {
+      obj.elementCount = Math.round(message.elementCount);
+    }
+    if (message.omittedElementCount !== 0) {
+      obj.omittedElementCount = Math.round(message.omittedElementCount);
+    }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DialogueSnapshot>, I>>(base?: I): DialogueSnapshot {
+    return DialogueSnapshot.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DialogueSnapshot>, I>>(object: I): DialogueSnapshot {
+    const message = createBaseDialogueSnapshot();
+    message.text = object.text ?? "";
+    message.tokenCount = object.tokenCount ?? 0;
+    message.elementCount = object.elementCount ?? 0;
+    message.omittedElementCount = object.omittedElementCount ?? 0;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
+    return message;
+  },
+};
+
+function createBaseDeltaPosition(): DeltaPosition {
+  return { utteranceId: "", chunkIndex: 0 };
+}
+
+export const DeltaPosition: MessageFns<DeltaPosition> = {
+  encode(message: DeltaPosition, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.utteranceId !== "") {
+      writer.uint32(10).string(message.utteranceId);
+    }
+    if (message.chunkIndex !== 0) {
+      writer.uint32(16).int32(message.chunkIndex);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeltaPosition {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeltaPosition();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.utteranceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.chunkIndex = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeltaPosition {
+    return {
+      utteranceId: isSet(object.utteranceId)
+        ? globalThis.String(object.utteranceId)
+        : isSet(object.utterance_id)
+        ? globalThis.String(object.utterance_id)
+        : "",
+      chunkIndex: isSet(object.chunkIndex)
+        ? globalThis.Number(object.chunkIndex)
+        : isSet(object.chunk_index)
+        ? globalThis.Number(object.chunk_index)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeltaPosition): unknown {
+    const obj: any = {};
+    if (message.utteranceId !== "") {
+      obj.utteranceId = message.utteranceId;
+    }
+    if (message.chunkIndex !== 0) {
+      obj.chunkIndex = Math.round(message.chunkIndex);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeltaPosition>, I>>(base?: I): DeltaPosition {
+    return DeltaPosition.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeltaPosition>, I>>(object: I): DeltaPosition {
+    const message = createBaseDeltaPosition();
+    message.utteranceId = object.utteranceId ?? "";
+    message.chunkIndex = object.chunkIndex ?? 0;
     return message;
   },
 };
@@ -6546,7 +7245,15 @@ export const WatchSessionResponse: MessageFns<WatchSessionResponse> = {
 };
 
 function createBaseSessionUpdate(): SessionUpdate {
-  return { sessionId: "", revision: 0, commit: undefined, delta: undefined, aborted: undefined, caughtUp: undefined };
+  return {
+    sessionId: "",
+    revision: 0,
+    commit: undefined,
+    delta: undefined,
+    aborted: undefined,
+    caughtUp: undefined,
+    snapshot: undefined,
+  };
 }
 
 export const SessionUpdate: MessageFns<SessionUpdate> = {
@@ -6568,6 +7275,9 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
     }
     if (message.caughtUp !== undefined) {
       CaughtUp.encode(message.caughtUp, writer.uint32(50).fork()).join();
+    }
+    if (message.snapshot !== undefined) {
+      DialogueSnapshot.encode(message.snapshot, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -6633,6 +7343,14 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
             message.caughtUp = CaughtUp.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.snapshot = DialogueSnapshot.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6661,6 +7379,7 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
         : isSet(object.caught_up)
         ? CaughtUp.fromJSON(object.caught_up)
         : undefined,
+      snapshot: isSet(object.snapshot) ? DialogueSnapshot.fromJSON(object.snapshot) : undefined,
     };
   },
 
@@ -6684,6 +7403,9 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
     if (message.caughtUp !== undefined) {
       obj.caughtUp = CaughtUp.toJSON(message.caughtUp);
     }
+    if (message.snapshot !== undefined) {
+      obj.snapshot = DialogueSnapshot.toJSON(message.snapshot);
+    }
     return obj;
   },
 
@@ -6705,6 +7427,9 @@ export const SessionUpdate: MessageFns<SessionUpdate> = {
       : undefined;
     message.caughtUp = (object.caughtUp !== undefined && object.caughtUp !== null)
       ? CaughtUp.fromPartial(object.caughtUp)
+      : undefined;
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? DialogueSnapshot.fromPartial(object.snapshot)
       : undefined;
     return message;
   },
@@ -7196,7 +7921,7 @@ export const SessionCreated: MessageFns<SessionCreated> = {
 };
 
 function createBaseDialogueAppended(): DialogueAppended {
-  return { index: 0, element: undefined };
+  return { index: 0, element: undefined, utteranceId: "" };
 }
 
 export const DialogueAppended: MessageFns<DialogueAppended> = {
@@ -7206,6 +7931,9 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
     }
     if (message.element !== undefined) {
       DialogueElement.encode(message.element, writer.uint32(18).fork()).join();
+    }
+    if (message.utteranceId !== "") {
+      writer.uint32(26).string(message.utteranceId);
     }
     return writer;
   },
@@ -7239,6 +7967,14 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
             message.element = DialogueElement.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.utteranceId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7255,6 +7991,11 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
     return {
       index: isSet(object.index) ? globalThis.Number(object.index) : 0,
       element: isSet(object.element) ? DialogueElement.fromJSON(object.element) : undefined,
+      utteranceId: isSet(object.utteranceId)
+        ? globalThis.String(object.utteranceId)
+        : isSet(object.utterance_id)
+        ? globalThis.String(object.utterance_id)
+        : "",
     };
   },
 
@@ -7265,6 +8006,9 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
     }
     if (message.element !== undefined) {
       obj.element = DialogueElement.toJSON(message.element);
+    }
+    if (message.utteranceId !== "") {
+      obj.utteranceId = message.utteranceId;
     }
     return obj;
   },
@@ -7278,6 +8022,7 @@ export const DialogueAppended: MessageFns<DialogueAppended> = {
     message.element = (object.element !== undefined && object.element !== null)
       ? DialogueElement.fromPartial(object.element)
       : undefined;
+    message.utteranceId = object.utteranceId ?? "";
     return message;
   },
 };
@@ -8384,7 +9129,7 @@ export const ChatRequest: MessageFns<ChatRequest> = {
 };
 
 function createBaseChatOpen(): ChatOpen {
-  return { sessionId: "", afterRevision: undefined };
+  return { sessionId: "", afterRevision: undefined, afterDeltas: [], snapshot: undefined };
 }
 
 export const ChatOpen: MessageFns<ChatOpen> = {
@@ -8394,6 +9139,12 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     }
     if (message.afterRevision !== undefined) {
       writer.uint32(16).int64(message.afterRevision);
+    }
+    for (const v of message.afterDeltas) {
+      DeltaPosition.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.snapshot !== undefined) {
+      DialogueSnapshotRequest.encode(message.snapshot, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -8427,6 +9178,22 @@ export const ChatOpen: MessageFns<ChatOpen> = {
             message.afterRevision = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.afterDeltas.push(DeltaPosition.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.snapshot = DialogueSnapshotRequest.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8451,6 +9218,12 @@ export const ChatOpen: MessageFns<ChatOpen> = {
         : isSet(object.after_revision)
         ? globalThis.Number(object.after_revision)
         : undefined,
+      afterDeltas: globalThis.Array.isArray(object?.afterDeltas)
+        ? object.afterDeltas.map((e: any) => DeltaPosition.fromJSON(e))
+        : globalThis.Array.isArray(object?.after_deltas)
+        ? object.after_deltas.map((e: any) => DeltaPosition.fromJSON(e))
+        : [],
+      snapshot: isSet(object.snapshot) ? DialogueSnapshotRequest.fromJSON(object.snapshot) : undefined,
     };
   },
 
@@ -8462,6 +9235,12 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     if (message.afterRevision !== undefined) {
       obj.afterRevision = Math.round(message.afterRevision);
     }
+    if (message.afterDeltas?.length) {
+      obj.afterDeltas = message.afterDeltas.map((e) => DeltaPosition.toJSON(e));
+    }
+    if (message.snapshot !== undefined) {
+      obj.snapshot = DialogueSnapshotRequest.toJSON(message.snapshot);
+    }
     return obj;
   },
 
@@ -8472,6 +9251,10 @@ export const ChatOpen: MessageFns<ChatOpen> = {
     const message = createBaseChatOpen();
     message.sessionId = object.sessionId ?? "";
     message.afterRevision = object.afterRevision ?? undefined;
+    message.afterDeltas = object.afterDeltas?.map((e) => DeltaPosition.fromPartial(e)) || [];
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? DialogueSnapshotRequest.fromPartial(object.snapshot)
+      : undefined;
     return message;
   },
 };
@@ -9310,7 +10093,8 @@ export const GenieServiceService = {
    * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account.
    * - ABORTED `REVISION_MISMATCH` (metadata `current_revision`): `expected_revision` is not the session's.
    * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
-   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
+   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_CHUNK_LIMIT` (more than 20,000 chunks with
+   *   text), `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
    *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
    * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
    * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
@@ -9496,7 +10280,8 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
    * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account.
    * - ABORTED `REVISION_MISMATCH` (metadata `current_revision`): `expected_revision` is not the session's.
    * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
-   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
+   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_CHUNK_LIMIT` (more than 20,000 chunks with
+   *   text), `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
    *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
    * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
    * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
@@ -9896,7 +10681,8 @@ export interface GenieServiceClient extends Client {
    * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account.
    * - ABORTED `REVISION_MISMATCH` (metadata `current_revision`): `expected_revision` is not the session's.
    * - FAILED_PRECONDITION `TRANSITION_NOT_ALLOWED`: `event_name` is not allowed in the session's state.
-   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
+   * - RESOURCE_EXHAUSTED `UTTERANCE_SIZE_LIMIT`, `UTTERANCE_CHUNK_LIMIT` (more than 20,000 chunks with
+   *   text), `UTTERANCE_BYTES_LIMIT`, `CLIENT_STREAM_IDLE`,
    *   `STREAM_LIMIT`, `RATE_LIMIT`: the limits (README, Limits).
    * - CANCELLED `UTTERANCE_CANCELLED`: the worker went away before the commit.
    * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
