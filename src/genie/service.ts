@@ -356,11 +356,10 @@ export class GenieUseCases {
     const report: EndUserSessionsErased = { sessions: 0, dialogue: 0, revisions: 0, secondary: 0, requestIds: 0 };
     for (;;) {
       const ids = await this.sessions.endUserSessions(caller.accountId, endUserId, batchSize);
-      for (const id of ids) {
-        this.heads.delete(id);
-        // UNAVAILABLE when the hot-copy store is unreachable: the batches before this one stay erased.
-        await this.cache.tombstoneBeforeDelete(id);
-      }
+      for (const id of ids) this.heads.delete(id);
+      // The batch's copies at once (one round trip's wait, not one per session). UNAVAILABLE when the
+      // hot-copy store is unreachable: the batches before this one stay erased, this one is not started.
+      await Promise.all(ids.map((id) => this.cache.tombstoneBeforeDelete(id)));
       const batch = await this.inTransaction(async (tx) => {
         const out: Array<{ session: { id: string }; commit: SessionCommit; removed: RemovedContent }> = [];
         for (const id of ids) {
@@ -378,9 +377,10 @@ export class GenieUseCases {
         report.revisions += d.removed.revisions;
         report.secondary += d.removed.secondary;
         report.requestIds += d.removed.requestIds;
-        // Again after the commit: a read that raced the deletion may have refilled the copy before it.
-        await this.afterCommit(d, () => this.cache.tombstone(d.session.id));
       }
+      // Again after the commit (a read that raced the deletion may have refilled a copy before it), then
+      // the watchers; each session's steps in order, the sessions side by side.
+      await Promise.all(batch.map((d) => this.afterCommit(d, () => this.cache.tombstone(d.session.id))));
       if (ids.length < batchSize) return report;
       // Give queued requests the event loop (and, on PGlite, the connection) between batches.
       await new Promise((r) => setImmediate(r));

@@ -17,6 +17,7 @@ import {
   pluginUsageRowSchema,
   promptRowSchema,
   toolCallRowSchema,
+  type DeletedLogs,
   type GonePrompt,
   type HistoryRow,
   type LogRows,
@@ -104,13 +105,15 @@ export interface EndUserPromptsErased {
  * session (a gateway resuming by key need not repeat it).
  */
 function checkEndUser(row: PromptRow, endUserId: string | undefined): PromptRow {
-  if (endUserId === undefined || row.endUserId === endUserId) return row;
+  if (sameEndUser(row, endUserId)) return row;
   throw failedPrecondition(
     `prompt session ${row.id} belongs to ${row.endUserId ? 'another end user' : 'no end user'}; its end user is set on creation and never changes`,
     'END_USER_MISMATCH',
     [{ type: 'END_USER', subject: `prompt/${row.id}`, description: 'end_user_id differs from the session\'s own' }],
   );
 }
+
+const sameEndUser = (row: PromptRow, endUserId: string | undefined) => endUserId === undefined || row.endUserId === endUserId;
 
 /** The key of a transaction that records nothing (no request id: UnitOfWork.run claims nothing). */
 const UNRECORDED: RequestKey = { scope: '', method: '', requestId: undefined, fingerprint: '' };
@@ -224,7 +227,8 @@ export class PromptUseCases {
     if (input.sessionKey && !requestId) {
       const cached = await this.cache.get(input.sessionKey);
       const row = cached.row && (await this.withRevision(cached.row));
-      if (row && row.accountId === caller.accountId) return { prompt: checkEndUser(row, input.endUserId), created: false };
+      // A copy whose end user differs is not trusted to refuse: the locked path below decides on Postgres.
+      if (row && row.accountId === caller.accountId && sameEndUser(row, input.endUserId)) return { prompt: row, created: false };
       token = cached.token;
     }
     const { value } = await this.unitOfWork.run(
@@ -246,7 +250,11 @@ export class PromptUseCases {
   private async openIn(tx: Tx, caller: Principal, input: OpenPromptInput): Promise<{ prompt: PromptRow; created: boolean }> {
     if (input.sessionKey) {
       const found = await this.findBySessionKey(caller, input.sessionKey, tx);
-      if (found) return { prompt: checkEndUser(found, input.endUserId), created: false };
+      if (found) {
+        // A cached copy may predate end users (written by an older replica): Postgres has the say on a refusal.
+        const current = sameEndUser(found, input.endUserId) ? found : ((await this.store.bySessionKey(input.sessionKey, tx)) ?? found);
+        return { prompt: checkEndUser(current, input.endUserId), created: false };
+      }
     }
     // The handler lets no request through with neither a session key nor an LLM client.
     if (!input.llmClient) throw notFound`prompt session ${input.sessionKey ?? ''} (pass llm_client_id or llm_client_url to create it)`;
@@ -435,25 +443,24 @@ export class PromptUseCases {
     const report: EndUserPromptsErased = { prompts: 0, history: 0, toolCalls: 0, pluginUsage: 0, requestIds: 0 };
     for (;;) {
       const batch = await this.store.endUserPrompts(caller.accountId, endUserId, batchSize);
-      // The cached rows carry the prompts' content: they go before the rows (see FencedCopies.evictBeforeDelete).
-      for (const p of batch) await this.cache.evictBeforeDelete(p.sessionKey);
-      const gone = await this.unitOfWork.run(UNRECORDED, unrecorded<GonePrompt[]>(), async (tx) => {
+      // The cached rows carry the prompts' content: they go before the rows (see FencedCopies.evictBeforeDelete),
+      // the batch's at once.
+      await Promise.all(batch.map((p) => this.cache.evictBeforeDelete(p.sessionKey)));
+      const { value: gone } = await this.unitOfWork.run(UNRECORDED, unrecorded<{ locked: GonePrompt[]; logs: DeletedLogs | undefined }>(), async (tx) => {
         const locked: GonePrompt[] = [];
         for (const p of batch) {
           const row = await this.store.lock(caller.accountId, p.id, tx);
-          // Deleted meanwhile (by DeletePrompt or the purge), or not this end user's after all.
+          // Deleted meanwhile (by DeletePrompt or the purge): nothing left to erase.
           if (row?.endUserId === endUserId) locked.push({ id: row.id, sessionKey: row.sessionKey, revision: row.revision });
         }
-        if (locked.length === 0) return locked;
-        const d = await this.store.deleteCounted(locked.map((p) => p.id), tx);
-        report.history += d.history;
-        report.toolCalls += d.toolCalls;
-        report.pluginUsage += d.pluginUsage;
-        report.requestIds += d.requestIds;
-        return locked;
+        return { locked, logs: locked.length ? await this.store.deleteCounted(locked.map((p) => p.id), tx) : undefined };
       });
-      report.prompts += gone.value.length;
-      await this.forgetDeleted(gone.value);
+      report.prompts += gone.locked.length;
+      report.history += gone.logs?.history ?? 0;
+      report.toolCalls += gone.logs?.toolCalls ?? 0;
+      report.pluginUsage += gone.logs?.pluginUsage ?? 0;
+      report.requestIds += gone.logs?.requestIds ?? 0;
+      await Promise.all(gone.locked.map((p) => this.forgetDeleted([p])));
       if (batch.length < batchSize) return report;
       // Give queued requests the event loop (and, on PGlite, the connection) between batches.
       await new Promise((r) => setImmediate(r));

@@ -298,6 +298,7 @@ const isSessionPath = (p: string): p is SessionPath => (SESSION_PATHS as readonl
 function maskPathProblem(p: string): string | undefined {
   if (p === '*' || isSessionPath(p)) return undefined;
   if (p === 'fields' || p.startsWith('fields.')) return 'names user fields: change them with fields_patch (a JSON Merge Patch, null deletes)';
+  if (p === 'end_user_id') return 'names end_user_id, which is set at CreateSession and never changes';
   if (OUTPUT_ONLY_PATHS.has(p)) return `names an output-only field (the state changes only through SendEvent); paths are ${SESSION_PATHS.join(', ')} or *`;
   return `names no field of GenieSession that can be updated; paths are ${SESSION_PATHS.join(', ')} or *`;
 }

@@ -309,7 +309,7 @@ const listPlugins = z.object(page);
 
 const UPDATABLE = ['name', 'description', 'version', 'annotations', 'tags'] as const;
 type Updatable = (typeof UPDATABLE)[number];
-const OUTPUT_ONLY = new Set(['id', 'session_key', 'ip_address', 'user_agent', 'url', 'create_time', 'update_time', 'user_profile_id', 'llm_client_id', 'account_id', 'revision']);
+const OUTPUT_ONLY = new Set(['id', 'session_key', 'ip_address', 'user_agent', 'url', 'create_time', 'update_time', 'user_profile_id', 'llm_client_id', 'account_id', 'revision', 'end_user_id']);
 
 /** The mask's fields; every path that names no updatable field is a violation naming it. */
 function maskFields(req: UpdatePromptRequest): Set<Updatable> {

@@ -124,6 +124,14 @@ test('end_user_id is set on creation, inherited by forks, returned on the resour
   );
   t.is((await listPrompts(tenant, { endUserId: 'user-1', llmClientId: tenant.llmClientId })).prompts.length, 2);
   t.is((await listPrompts(tenant)).prompts.length, 4);
+  // Immutable: an update mask naming it is refused, and nothing changes.
+  const maskSession = await t.throwsAsync<ServiceError>(g.update(mine[0]!.sessionId, ['end_user_id'], {}));
+  t.is(errorInfo(maskSession)?.reason, 'UPDATE_MASK_INVALID');
+  const maskPrompt = await t.throwsAsync<ServiceError>(
+    rpc(s.prompt, s.prompt.updatePrompt, { prompt: { ...p1, endUserId: 'user-2' }, updateMask: ['end_user_id'], requestId: '', expectedRevision: undefined }, tenant.md),
+  );
+  t.is(errorInfo(maskPrompt)?.reason, 'UPDATE_MASK_INVALID');
+  t.is((await g.get(mine[0]!.sessionId)).endUserId, 'user-1');
   const firstPrompts = await listPrompts(tenant, { endUserId: 'user-1', pageSize: 1 });
   t.deepEqual(violatedFields(await t.throwsAsync<ServiceError>(listPrompts(tenant, { endUserId: 'user-2', pageSize: 1, pageToken: firstPrompts.nextPageToken }))), ['page_token']);
 });

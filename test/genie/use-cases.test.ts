@@ -133,3 +133,30 @@ test('a repeated request id replays the first answer and writes nothing', async 
   t.is(again.view.session.revision, 2);
   t.is((await genie.getSession(caller, s.id, undefined)).session.revision, 2);
 });
+
+test('eraseEndUser tombstones the end user\'s sessions (forks included) batch by batch, counts their content, and leaves the rest', async (t) => {
+  const { genie } = world();
+  await genie.modelTypes.register(caller, qa);
+  const a = (await genie.createSession(caller, 'qa', { topic: 'a' }, undefined, undefined, 'eu-1')).session;
+  await genie.sendEvent(caller, { sessionId: a.id, event: 'user_input', actor: undefined, actorInput: 'hello' });
+  const fork = (await genie.forkSession(caller, a.id, undefined)).session;
+  t.is(fork.endUserId, 'eu-1');
+  const b = (await genie.createSession(caller, 'qa', { topic: 'b' }, undefined, undefined, 'eu-1')).session;
+  const other = (await genie.createSession(caller, 'qa', { topic: 'c' }, undefined, undefined, 'eu-2')).session;
+  const none = (await genie.createSession(caller, 'qa', { topic: 'd' })).session;
+  const elsewhere = { ...caller, accountId: 'other' };
+  await genie.modelTypes.register(elsewhere, qa);
+  const theirs = (await genie.createSession(elsewhere, 'qa', { topic: 'e' }, undefined, undefined, 'eu-1')).session;
+
+  const report = await genie.eraseEndUser(caller, 'eu-1', 2);
+  t.deepEqual(report, { sessions: 3, dialogue: 2, revisions: 4, secondary: 0, requestIds: 0 });
+  for (const id of [a.id, fork.id, b.id]) t.is((await t.throwsAsync(genie.getSession(caller, id, undefined), { instanceOf: AppError })).code, 'NOT_FOUND');
+  t.is((await genie.getSession(caller, other.id, undefined)).session.endUserId, 'eu-2');
+  t.is((await genie.getSession(caller, none.id, undefined)).session.endUserId, undefined);
+  t.is((await genie.getSession(elsewhere, theirs.id, undefined)).session.endUserId, 'eu-1');
+  t.deepEqual(
+    (await genie.listSessions(caller, { modelType: undefined, state: undefined, endUserId: 'eu-1' }, 10, undefined)).items,
+    [],
+  );
+  t.deepEqual(await genie.eraseEndUser(caller, 'eu-1', 2), { sessions: 0, dialogue: 0, revisions: 0, secondary: 0, requestIds: 0 });
+});

@@ -6,6 +6,7 @@ import type { Codec, RequestKey, Tx, UnitOfWork } from '../../src/ports/unit-of-
 import { PromptCache } from '../../src/prompt/cache.js';
 import { decodePromptEvent, promptChannel, type PromptEvent } from '../../src/prompt/events.js';
 import { PromptUseCases } from '../../src/prompt/service.js';
+import { promptCacheKey } from '../../src/prompt/rules.js';
 import type {
   DeletedLogs,
   GonePrompt,
@@ -364,4 +365,39 @@ test('PromptUseCases hides another account\'s prompt and replays a prompt\'s cha
       ['prompt_updated', updated.revision],
     ],
   );
+});
+
+test('PromptUseCases.open with an end user: a cached copy without one (an older replica wrote it) does not refuse; Postgres decides', async (t) => {
+  const w = world();
+  const meta = { ipAddress: '', userAgent: '', url: '' };
+  const client = w.store.llmClients[0]!;
+  const { prompt } = await w.prompts.open(w.caller, { llmClient: { id: client.id }, ...meta, endUserId: 'alice' });
+  t.is(prompt.endUserId, 'alice');
+  // The copy an older replica would have cached: the same row without the end user.
+  const cache = new PromptCache(w.kv, 60_000);
+  await w.kv.fence(promptCacheKey(prompt.sessionKey));
+  await cache.put({ ...prompt, endUserId: '' }, (await cache.get(prompt.sessionKey)).token);
+  t.is((await cache.get(prompt.sessionKey)).row?.endUserId, '');
+  const reopened = await w.prompts.open(w.caller, { sessionKey: prompt.sessionKey, ...meta, endUserId: 'alice' });
+  t.is(reopened.prompt.id, prompt.id);
+  const e = await t.throwsAsync(w.prompts.open(w.caller, { sessionKey: prompt.sessionKey, ...meta, endUserId: 'bob' }), { instanceOf: AppError });
+  t.is(e.reason, 'END_USER_MISMATCH');
+});
+
+test('PromptUseCases.eraseEndUser deletes the end user\'s prompts batch by batch with their logs, tells watchers, and leaves the rest', async (t) => {
+  const w = world();
+  const meta = { ipAddress: '', userAgent: '', url: '' };
+  const client = w.store.llmClients[0]!;
+  const openFor = async (endUserId: string) => (await w.prompts.open(w.caller, { llmClient: { id: client.id }, ...meta, endUserId })).prompt;
+  const mine = [await openFor('alice'), await openFor('alice'), await openFor('alice')];
+  const other = await openFor('bob');
+  for (const p of [...mine, other]) await w.prompts.appendHistory(w.caller, { promptId: p.id, request: { q: 1 }, response: {}, messages: [] });
+  const deleted: string[] = [];
+  for (const p of mine) await w.bus.subscribe(promptChannel(p.id), (m) => void deleted.push(decodePromptEvent(m)?.type ?? ''));
+  const report = await w.prompts.eraseEndUser(w.caller, 'alice', 2);
+  t.deepEqual(report, { prompts: 3, history: 3, toolCalls: 0, pluginUsage: 0, requestIds: 0 });
+  t.deepEqual(deleted, ['prompt_deleted', 'prompt_deleted', 'prompt_deleted']);
+  for (const p of mine) t.is(codeOf(await t.throwsAsync(w.prompts.get(w.caller, { id: p.id }))), 'NOT_FOUND');
+  t.is((await w.prompts.get(w.caller, { id: other.id })).endUserId, 'bob');
+  t.deepEqual(await w.prompts.eraseEndUser(w.caller, 'alice', 2), { prompts: 0, history: 0, toolCalls: 0, pluginUsage: 0, requestIds: 0 });
 });

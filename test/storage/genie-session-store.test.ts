@@ -16,7 +16,7 @@ interface Ctx {
   store: KnexSessionStore;
   log: KnexSessionEventLog;
   account: string;
-  create: (fields?: Record<string, unknown>) => Promise<StoredSession>;
+  create: (fields?: Record<string, unknown>, endUserId?: string) => Promise<StoredSession>;
   /** commitRevision under the session's lock, as the use cases do. */
   commit: (current: StoredSession, w: SessionWrite) => Promise<WriteResult>;
   /** Rows a session has in each of its tables. */
@@ -30,11 +30,11 @@ async function withStore(open: () => Promise<{ db: Db; drop: () => Promise<void>
     const store = new KnexSessionStore(db);
     const account = randomUUID();
     await db('accounts').insert({ id: account, account_number: '1111-2222-3333' });
-    const create = async (fields: Record<string, unknown> = { topic: 'tea' }) => {
+    const create = async (fields: Record<string, unknown> = { topic: 'tea' }, endUserId?: string) => {
       const s = { id: randomUUID(), accountId: account, modelType: 'qa', schemaVersion: 1, state: 'asking', actor: '' as const, actorInput: '', fields, tokenEncoding: 'o200k_base' as const };
       const created = sessionCreated({ modelType: 'qa', schemaVersion: 1, state: 'asking', fields });
       const r = await db.transaction((trx) =>
-        store.insertSession({ endUserId: undefined, ...s, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined }, undefined, [created], txOf(trx)),
+        store.insertSession({ ...s, endUserId, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined }, undefined, [created], txOf(trx)),
       );
       return r.session;
     };
@@ -255,6 +255,31 @@ for (const backend of backends) {
       t.deepEqual(await texts(5, 10), ['t1', 't2', 't3', 't4', 't5']);
       t.deepEqual(await texts(5, 0), []);
       t.deepEqual(await texts(0, 3), []);
+    });
+  });
+
+  test(`${backend.name}: an end user's sessions: listed by filter, found oldest first for erasure, and a tombstone keeps no end user and counts what it removed`, async (t) => {
+    await withStore(backend.open, async ({ db, store, account, create, commit, counts }) => {
+      const mine = [await create({ topic: 'a' }, 'u1'), await create({ topic: 'b' }, 'u2'), await create({ topic: 'c' }, 'u1'), await create({ topic: 'd' })];
+      t.is(mine[0]!.endUserId, 'u1');
+      t.is(mine[3]!.endUserId, undefined);
+      const listed = await store.listSessions(account, { endUserId: 'u1' }, 0, 10);
+      t.deepEqual(
+        listed.map((r) => r.session.id),
+        [mine[0]!.id, mine[2]!.id],
+      );
+      t.deepEqual(await store.endUserSessions(account, 'u1', 1), [mine[0]!.id]);
+      t.deepEqual(await store.endUserSessions(randomUUID(), 'u1', 10), [], 'another account has no such end user');
+
+      let s = mine[0]!;
+      s = (await commit(s, turn(s, 'one'))).session;
+      s = (await commit(s, { ...turn(s, 'two'), secondary: { key: 'k', value: Buffer.from('v') } })).session;
+      t.is((await store.sessionAt(account, s.id, 2))?.session.endUserId, 'u1', 'time travel keeps the end user');
+      const gone = await db.transaction((trx) => store.tombstone(s, [sessionDeleted()], new Date(), txOf(trx)));
+      t.deepEqual(gone.removed, { dialogue: 2, revisions: 3, secondary: 1, requestIds: 0 });
+      t.deepEqual(await counts(s.id), { genie_session_revisions: 0, genie_dialogue: 0, session_commits: 1, genie_secondary: 0 });
+      t.is((await db('genie_sessions').where({ id: s.id }).first('end_user_id')).end_user_id, null);
+      t.deepEqual(await store.endUserSessions(account, 'u1', 10), [mine[2]!.id]);
     });
   });
 }
