@@ -7,7 +7,7 @@
  * - `countTokens(text, encoding)` equals `gpt-tokenizer`'s own `countTokens(text)` for that encoding with
  *   every special token treated as plain text: a user's `<|endoftext|>` is counted as the characters it is,
  *   never as the special token, and never throws.
- * - Its cost is linear in the text. The package merges each pre-tokenized piece in quadratic time (a 64 KB
+ * - Its cost is O(n log n) in the text at worst. The package merges each pre-tokenized piece in quadratic time (a 64 KB
  *   run of one letter takes seconds, 1 MiB minutes); pieces longer than LONG_PIECE are merged here instead
  *   with a heap, by the same rule (the lowest-ranked adjacent pair first, the leftmost of equal ones), so the
  *   count is the same and a hostile utterance cannot stall the process.

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { testWhen } from '../helpers/backends.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/harness.js';
+import { countTokens } from '../../src/genie/tokens.js';
 
 const run = promisify(execFile);
 // Debian's interpreter, where python3-grpcio and python3-grpc-tools install (a pyenv `python3` may shadow it).
@@ -111,4 +112,29 @@ withPython('a Python client resumes a watch dropped mid-utterance with after_rev
   t.is(Number(snapshot.revision), 2, 'a watch with a snapshot starts at the current revision');
   t.is(snapshot.text, '[ASSISTANT]: c0 c1 c2 c3 c4 c5 \n');
   t.true(snapshot.token_count > 0 && snapshot.token_count <= 50);
+});
+
+withPython('a Python client: token counts per element and per session, and FormatDialogue within a token_budget', async (t) => {
+  const out = await flow('admin_setup', 'genie_token_budget');
+  const r = out.get('genie_token_budget')! as Step & {
+    texts: string[];
+    token_counts: number[];
+    dialogue_token_count: number;
+    whole: { text: string; token_count: number; encoding: string };
+    budget: number;
+    within: { text: string; token_count: number; element_count: number; omitted: number; encoding: string };
+    refused: { code: string; fields: string[] };
+  };
+  // The model type counts in cl100k_base: every count is that encoding's, special-token text included.
+  const counts = await Promise.all(r.texts.map((x) => countTokens(x, 'cl100k_base')));
+  t.deepEqual(r.token_counts, counts);
+  t.is(Number(r.dialogue_token_count), counts.reduce((a, b) => a + b, 0));
+  t.is(r.whole.encoding, 'cl100k_base');
+  t.is(r.whole.token_count, await countTokens(r.whole.text, 'cl100k_base'));
+  t.is(r.within.token_count, await countTokens(r.within.text, 'cl100k_base'));
+  t.true(r.within.token_count <= r.budget);
+  t.true(r.within.omitted >= 1);
+  t.is(r.within.element_count + r.within.omitted, 4);
+  t.true(r.within.text.startsWith('[{"actor":"system"'), 'the system element is kept');
+  t.deepEqual(r.refused, { code: 'INVALID_ARGUMENT', fields: ['token_budget'] });
 });

@@ -16,6 +16,8 @@ shared Flow and returning the facts it prints:
   end_user_erasure     end users: sessions and a prompt created for two end users, a list filtered by one
                        page by page, an open with another end user refused, EraseEndUser of one (needs the
                        model type of genie_session_watch), what then reads back
+  genie_token_budget   GenieService: a model type counting in cl100k_base, each element's token_count and the
+                       session's running total, FormatDialogue within a token_budget, a negative budget refused
 
 Each step prints one JSON line {"step": name, ...facts}. A failed check raises, so the script exits non-zero
 with the traceback (and the JSON lines of the steps before it) for the test to show.
@@ -406,7 +408,60 @@ def end_user_erasure(f):
     }
 
 
-STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume]
+def genie_token_budget(f):
+    f.genie.RegisterModelType(
+        genie_pb2.RegisterModelTypeRequest(
+            model_type=genie_pb2.ModelType(
+                name="gpt4chat",
+                schema_version=1,
+                state_machine=genie_pb2.StateMachine(states=["open"], initial_state="open"),
+                tokenizer_encoding="cl100k_base",
+            )
+        ),
+        metadata=f.md,
+        timeout=TIMEOUT,
+    )
+    sid = f.genie.CreateSession(genie_pb2.CreateSessionRequest(model_type="gpt4chat"), metadata=f.md, timeout=TIMEOUT).session.session_id
+    lines = [
+        (genie_pb2.ACTOR_SYSTEM, "You are a tax assistant."),
+        (genie_pb2.ACTOR_USER, "What is VAT?"),
+        (genie_pb2.ACTOR_ASSISTANT, "A tax on consumption, charged at each step of the supply chain."),
+        (genie_pb2.ACTOR_USER, "And <|endoftext|> here is only text."),
+    ]
+    for actor, text in lines:
+        f.genie.AppendDialogue(genie_pb2.AppendDialogueRequest(session_id=sid, actor=actor, actor_text=text), metadata=f.md, timeout=TIMEOUT)
+    session = f.genie.GetSession(genie_pb2.GetSessionRequest(session_id=sid), metadata=f.md, timeout=TIMEOUT).session
+    whole = f.genie.FormatDialogue(genie_pb2.FormatDialogueRequest(session_id=sid, format=genie_pb2.DIALOGUE_FORMAT_CHAT), metadata=f.md, timeout=TIMEOUT)
+    # A budget below the whole: the system element stays, the oldest others go.
+    budget = whole.token_count - 1
+    within = f.genie.FormatDialogue(
+        genie_pb2.FormatDialogueRequest(session_id=sid, format=genie_pb2.DIALOGUE_FORMAT_JSON, token_budget=budget), metadata=f.md, timeout=TIMEOUT
+    )
+    check(within.token_count <= budget, f"{within.token_count} tokens rendered within a budget of {budget}")
+    try:
+        f.genie.FormatDialogue(genie_pb2.FormatDialogueRequest(session_id=sid, format=genie_pb2.DIALOGUE_FORMAT_CHAT, token_budget=-1), metadata=f.md, timeout=TIMEOUT)
+        raise AssertionError("a negative token_budget was accepted")
+    except grpc.RpcError as err:
+        violations = unpack(status_details(err), error_details_pb2.BadRequest)[0].field_violations
+        refused = {"code": err.code().name, "fields": [v.field for v in violations]}
+    return {
+        "texts": [d.actor_text for d in session.dialogue],
+        "token_counts": [d.token_count for d in session.dialogue],
+        "dialogue_token_count": session.dialogue_token_count,
+        "whole": {"text": whole.text, "token_count": whole.token_count, "encoding": whole.tokenizer_encoding},
+        "budget": budget,
+        "within": {
+            "text": within.text,
+            "token_count": within.token_count,
+            "element_count": within.element_count,
+            "omitted": within.omitted_element_count,
+            "encoding": within.tokenizer_encoding,
+        },
+        "refused": refused,
+    }
+
+
+STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume, genie_token_budget]
 
 
 def main():
