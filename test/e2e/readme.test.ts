@@ -44,6 +44,11 @@ testWhen(hasJq, 'jq is not installed')('every buf curl command in the README run
     t.regex(r.stdout, /\{"changed":true,"revision":"5"\}\n\{"changed":false,"revision":"5"\}/);
     // What the README says an end user's erasure prints, and the list after it.
     t.regex(r.stdout, /\{"sessions":"1","dialogueElements":"1","sessionRevisions":"2","prompts":"1"\}\n\{\}\n/);
+    // What the README says the gateway loop prints: the deltas before the drop, the rest after the resume, the commit.
+    t.regex(
+      r.stdout,
+      /\{"utteranceId":"answer-1","chunkIndex":0,"text":"No: "\}\n\{"utteranceId":"answer-1","chunkIndex":1,"text":"rates differ "\}\n\{"chunkIndex":2,"text":"by country"\}\n\{"chunkIndex":3,"text":"\."\}\n\{"revision":"3","utteranceId":"answer-1"\}\n\{"text":"\[ASSISTANT\]: No: rates differ by country\.\\n","tokenCount":\d+,"omittedElementCount":1\}\n\{"revision":"3","tokens":\d+\}/,
+    );
     // What the README says the watcher prints: two replayed revisions, the caught_up marker, then the live event.
     t.regex(
       r.stdout,
