@@ -97,8 +97,8 @@ genieImpl.streamUtterance = (call: ServerReadableStream<genie.StreamUtteranceReq
     const revision = (revisions.get(f.sessionId) ?? 1) + 1;
     revisions.set(f.sessionId, revision);
     const now = new Date();
-    const element = { actor: f.actor, actorText: text, timestamp: now, eventName: f.eventName };
-    broadcast(f.sessionId, { update: { sessionId: f.sessionId, revision, commit: { events: [{ dialogueAppended: { index: revision - 1, element } }] } } });
+    const element = { actor: f.actor, actorText: text, timestamp: now, eventName: f.eventName, tokenCount: 0 };
+    broadcast(f.sessionId, { update: { sessionId: f.sessionId, revision, commit: { events: [{ dialogueAppended: { index: revision - 1, element, utteranceId: f.utteranceId } }] } } });
     return { utteranceId: f.utteranceId, revision, dialogueIndex: revision - 1, state: 'open', updateTime: now };
   };
   call.on('data', (m: genie.StreamUtteranceRequest) => {

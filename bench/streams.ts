@@ -39,7 +39,7 @@ function unary<T = unknown>(client: Genie, method: string, req: unknown, md: Met
 function watch(client: Genie, sessionId: string, afterRevision: number, md: Metadata): AnyStream {
   const f = (client as unknown as Record<string, (...a: unknown[]) => AnyStream>).watchSession;
   if (!f) throw new Error('this build has no GenieService.WatchSession');
-  const s = f.call(client, { sessionId, afterRevision }, md);
+  const s = f.call(client, { sessionId, afterRevision, afterDeltas: [], snapshot: undefined }, md);
   // Cancellation at the end reports CANCELLED; nothing else is expected, but an error must not crash us.
   s.on('error', () => {});
   return s;
@@ -72,7 +72,7 @@ async function allLive(streams: AnyStream[], timeoutMs: number): Promise<void> {
 }
 
 async function createSession(parley: Genie, md: Metadata, modelType: string): Promise<{ id: string; revision: number }> {
-  const { session } = await unary<CreateSessionResponse>(parley, 'createSession', { modelType, fields: {}, requestId: '' }, md);
+  const { session } = await unary<CreateSessionResponse>(parley, 'createSession', { modelType, fields: {}, requestId: '', endUserId: '' }, md);
   return { id: session!.sessionId, revision: Number(session!.revision) };
 }
 

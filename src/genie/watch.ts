@@ -2,13 +2,11 @@ import { randomUUID } from 'node:crypto';
 import type { Principal } from '../principal.js';
 import { AppError, clip, invalidArgument, notFound, publicMessage } from '../errors.js';
 import { fingerprintOf } from '../fingerprint.js';
-import { decodeJson } from '../json-codec.js';
 import type { Bus } from '../ports/bus.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { runFeed, type FeedItem, type FeedOptions } from '../streaming/feed.js';
-import type { Actor } from './dialogue-format.js';
 import { busMessageCodec, sessionChannel, type EphemeralEvent, type SessionEvent } from './events.js';
-import type { DialogueFormatName } from './dialogue-format.js';
+import { ACTORS, type Actor, type DialogueFormatName } from './dialogue-format.js';
 import type { GenieUseCases, Rendering } from './service.js';
 import type { TokenizerEncoding } from './tokens.js';
 import type { SessionEventLog } from './store.js';
@@ -361,6 +359,18 @@ function bound(m: Map<string, number> | Set<string>): void {
 const isDeleted = (item: FeedItem<LiveUpdate>) => 'commit' in item.event && item.event.commit.some((e) => e.type === 'session_deleted');
 const ended = () => undefined;
 
+/** A delta exactly as the bus message schema would accept it (the same fields and types), else undefined. */
+export function asDelta(json: unknown): EphemeralEvent | undefined {
+  if (typeof json !== 'object' || json === null) return undefined;
+  const d = json as Record<string, unknown>;
+  if (d.type !== 'utterance_delta' || d.v !== 1) return undefined;
+  const { utteranceId, actor, chunkIndex, text } = d;
+  if (typeof utteranceId !== 'string' || typeof text !== 'string' || !Number.isInteger(chunkIndex) || !isActor(actor)) return undefined;
+  return { type: 'utterance_delta', v: 1, utteranceId, actor, chunkIndex: chunkIndex as number, text };
+}
+
+const isActor = (a: unknown): a is Actor => typeof a === 'string' && (ACTORS as readonly string[]).includes(a);
+
 /**
  * The last message parsed and what it parsed to: a replica hands one message to every local watcher of the
  * session in turn, so it is parsed once, not once per watcher (items are never mutated).
@@ -378,7 +388,11 @@ function parseLive(message: string): FeedItem<LiveUpdate> | undefined {
 function decodeLive(message: string): FeedItem<LiveUpdate> | undefined {
   let m;
   try {
-    m = decodeJson(busMessageCodec, message);
+    const json: unknown = JSON.parse(message);
+    // Deltas are most of what a channel carries: their flat shape is checked by hand, the rest by the schema.
+    const delta = asDelta(json);
+    if (delta) return { revision: undefined, event: { revision: 0, ephemeral: delta } };
+    m = busMessageCodec.decode(json);
   } catch {
     return undefined;
   }

@@ -85,6 +85,16 @@ const utterancePart = (first: UtteranceStart) =>
     return { text: c.text, lastChunk: c.lastChunk };
   }) satisfies RequestSchema<StreamUtteranceRequest>;
 
+/**
+ * A later message that carries only text (what workers send after the first): taken as the schema would
+ * take it, without running it — this is the per-chunk path.
+ */
+function textOnly(msg: unknown): UtterancePart | undefined {
+  const m = msg as Partial<StreamUtteranceRequest>;
+  const bare = m.sessionId === '' && m.actor === 0 && m.eventName === '' && m.utteranceId === '' && m.expectedRevision === undefined && m.requestId === '';
+  return bare && typeof m.text === 'string' && typeof m.lastChunk === 'boolean' ? { text: m.text, lastChunk: m.lastChunk } : undefined;
+}
+
 // Chat: the open, then writes. An answer echoes the request id, unless the id itself is refused.
 const chatRequestId = z.string().max(MAX_CHAT_REQUEST_ID_CHARS, `must be at most ${MAX_CHAT_REQUEST_ID_CHARS} characters`);
 const chatText = textOfAtMost(MAX_CHAT_UTTERANCE_BYTES, 'bytes');
@@ -191,7 +201,7 @@ export function genieStreamHandlers(genie: GenieUseCases, live: GenieWatch, limi
           for await (const msg of messages) {
             // Refused before it is parsed or counted: whatever it holds, its fault is to come at all.
             if (sawLast) throw messageAfterLastChunk();
-            const p = parseInput(part, msg);
+            const p = textOnly(msg) ?? parseInput(part, msg);
             budget.add(Buffer.byteLength(p.text, 'utf8'));
             sawLast = p.lastChunk;
             yield p;

@@ -3,7 +3,8 @@ import { GenieCache } from '../../src/genie/cache.js';
 import type { ModelTypeDef } from '../../src/genie/model-type.js';
 import { GenieUseCases } from '../../src/genie/service.js';
 import { UtteranceRelay } from '../../src/genie/utterance-relay.js';
-import { DeltaPositions, GenieWatch, type LiveUpdate } from '../../src/genie/watch.js';
+import { asDelta, DeltaPositions, GenieWatch, type LiveUpdate } from '../../src/genie/watch.js';
+import { busMessageCodec } from '../../src/genie/events.js';
 import { MemoryDeltaLog } from '../../src/storage/memory-deltas.js';
 import { MemoryBus, MemoryKv } from '../../src/storage/memory-kv.js';
 import { MemoryGenieStore } from './memory-store.js';
@@ -92,4 +93,32 @@ test('DeltaPositions delivers each delta once, in order, and nothing of an ended
   t.true(p.take('b', 0));
   for (let i = 0; i < 100; i++) p.take(`x${i}`, 0);
   t.true(p.take('b', 0), 'an utterance forgotten past the bound starts over rather than being refused');
+});
+
+test('the hand-checked delta decode accepts exactly what the bus message schema accepts, as the schema returns it', (t) => {
+  const good = { type: 'utterance_delta', v: 1, utteranceId: 'u', actor: 'assistant', chunkIndex: 3, text: 'hi' };
+  const cases: unknown[] = [
+    good,
+    { ...good, extra: 'dropped' },
+    { ...good, actor: 'robot' },
+    { ...good, chunkIndex: 1.5 },
+    { ...good, chunkIndex: '3' },
+    { ...good, text: 7 },
+    { ...good, utteranceId: undefined },
+    { ...good, v: 2 },
+    { ...good, type: 'utterance_aborted' },
+    null,
+    [good],
+    'utterance_delta',
+  ];
+  for (const c of cases) {
+    let viaSchema: unknown;
+    try {
+      const m = busMessageCodec.decode(c);
+      viaSchema = m.type === 'utterance_delta' ? m : undefined;
+    } catch {
+      viaSchema = undefined;
+    }
+    t.deepEqual(asDelta(c), viaSchema, JSON.stringify(c));
+  }
 });
