@@ -5,7 +5,7 @@
  * Each chat is one genie session with two watchers (WatchSession, live before anything is streamed: one on
  * the worker's replica, one on the other) and one worker streaming one utterance of `chunks` chunks at
  * `ratePerSec` through StreamUtterance, the last with `last_chunk` set. Chats start spread evenly over
- * `spreadMs` (by default one chunk interval: all chats stream, and end, together), as independent gateways
+ * `spreadMs` (by default one utterance's length: at any moment some chats stream and a few commit), as independent gateways
  * would, and each worker keeps its own schedule (chunk k is due at its
  * start + k × interval, so a late chunk does not delay the rest). Everything is timed here, with hrtime:
  * a chunk's send time just before it is written, keyed by chat (one utterance id each) and chunk_index; a

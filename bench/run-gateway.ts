@@ -20,10 +20,17 @@ export interface GatewayEnv {
   /** Starts replica B on A's database and Redis prefix. */
   startReplica(): Promise<{ address: string; pid: number | undefined; stop(): Promise<void> }>;
   ceiling: { address: string; pid: number | undefined };
-  /** gatewaySpreadMs: over how long the chats' starts are spread; undefined is one chunk interval. */
+  /** gatewaySpreadMs: over how long the chats' starts are spread; undefined is one utterance's length. */
   settings: { gatewayChats: number[]; gatewayChunks: number; gatewayRate: number; gatewaySpreadMs: number | undefined };
   log(msg: string): void;
 }
+
+/**
+ * By default the chats' starts are spread over one utterance's length, as independent conversations are:
+ * at any moment some chats are mid-answer and a few are committing. PARLEY_BENCH_GATEWAY_SPREAD_MS=20 makes
+ * every chat start, and commit, within one chunk interval (a burst of commits at once).
+ */
+const defaultSpreadMs = (s: { gatewayChunks: number; gatewayRate: number }) => (s.gatewayChunks / s.gatewayRate) * 1000;
 
 /** The warm-up round: 10 chats of 2 s. */
 const WARMUP_CHATS = 10;
@@ -62,7 +69,7 @@ export async function runGateway(env: GatewayEnv): Promise<GatewayRow[]> {
           chats,
           chunks,
           ratePerSec: settings.gatewayRate,
-          spreadMs: settings.gatewaySpreadMs ?? 1000 / settings.gatewayRate,
+          spreadMs: settings.gatewaySpreadMs ?? defaultSpreadMs(settings),
           ctx,
           bare: t.bare,
           pids: t.pids,
@@ -105,7 +112,7 @@ export function gatewayText(rows: GatewayRow[], settings: GatewayEnv['settings']
   if (!rows.length) return '';
   return (
     `gateway: each chat streams one utterance of ${settings.gatewayChunks} chunks at ${settings.gatewayRate}/s (StreamUtterance, last_chunk) to two watchers, ` +
-    `the chats' starts spread over ${settings.gatewaySpreadMs ?? 1000 / settings.gatewayRate} ms; ` +
+    `the chats' starts spread over ${settings.gatewaySpreadMs ?? defaultSpreadMs(settings)} ms; ` +
     `parley: two replicas, worker and first watcher on A, second watcher on B; bare relay: one grpc-js process\n\n${gatewayTable(rows)}\n\n`
   );
 }
