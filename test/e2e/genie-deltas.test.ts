@@ -5,7 +5,7 @@ import type { ServiceError } from '@grpc/grpc-js';
 import { Actor, DialogueFormat, type ChatResponse, type GenieServiceClient, type SessionUpdate, type StreamUtteranceResponse, type WatchSessionRequest } from '../../src/gen/parley/genie/v1/genie.js';
 import { createScratchDatabase, realPostgresUrl, realRedisUrl, testWhen, uniqueName } from '../helpers/backends.js';
 import { eventually } from '../helpers/eventually.js';
-import { hasRedisServer, PrivateRedis } from '../helpers/faults.js';
+import { endpointOf, hasRedisServer, PrivateRedis, TcpProxy } from '../helpers/faults.js';
 import { chunk } from '../helpers/genie-stream.js';
 import { createTenant, startTestServer, type Tenant, type TestServer } from '../helpers/harness.js';
 import { Watcher } from '../helpers/watch.js';
@@ -304,4 +304,30 @@ withRedis('a Redis restart mid-utterance loses the deltas kept so far, never the
   await late.until((w) => w.revisions().includes(committed.revision), 'the commit');
   t.deepEqual(sequence(late, utteranceId), [...range(10, 15).map((i) => `d${i}`), 'caught_up', ...range(15, 20).map((i) => `d${i}`), `r${committed.revision}`]);
   t.is(commitOf(late.updates.at(-1)!)?.element?.actorText, text(20), 'the commit carries every chunk, the lost deltas included');
+});
+
+withRedis('watchers on the worker’s own replica get its deltas without Redis: with Redis unreachable mid-utterance they still arrive, and the commit lands', async (t) => {
+  const redis = await PrivateRedis.start(t);
+  const proxy = await TcpProxy.start(t, endpointOf(redis.url));
+  const rs = await startTestServer({ redisUrl: proxy.via(redis.url) });
+  t.teardown(() => rs.stop());
+  const tn = await createTenant(rs);
+  const g = genie(rs, tn);
+  await g.register(chatType);
+  const { sessionId } = await g.create('chat', {});
+  const utteranceId = `u-${uniqueName('local')}`;
+  const w = new Watcher(rs.genie, tn.md, sessionId, 1);
+  t.teardown(() => w.cancel());
+  await w.until((x) => x.caughtUp() !== undefined, 'the watcher to be live');
+  const u = worker(rs, tn, sessionId, utteranceId);
+  u.send(5);
+  await w.until((x) => chunksOf(x, utteranceId).length === 5, 'five deltas with Redis up');
+
+  await proxy.refuse(); // parley's Redis connections reset, and new ones are refused
+  u.send(10, true);
+  const committed = await u.done;
+  await w.until((x) => x.revisions().includes(committed.revision), 'the commit, with Redis unreachable');
+  t.deepEqual(chunksOf(w, utteranceId), range(0, 10), 'every delta, the five sent while Redis was unreachable included');
+  t.is(commitOf(w.updates.at(-1)!)?.element?.actorText, text(10));
+  await proxy.accept();
 });
