@@ -121,9 +121,8 @@ export class GenieWatch {
       afterRevision = snapshot.revision;
     }
     if (head.deleted && afterRevision >= head.revision) return;
-    const afterDeltas = start.afterDeltas;
     // Returned, not awaited: an idle watcher then holds no suspended frame of its own besides the feed's.
-    const feed = new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, this.relay, new DeltaPositions(afterDeltas), deliver, this.telemetry);
+    const feed = new SessionFeed(this.bus, sessionId, afterRevision, this.maxPending, signal, this.log, this.relay, new DeltaPositions(start.afterDeltas), deliver, this.telemetry);
     return runFeed(feed).then(ended);
   }
 
