@@ -128,6 +128,8 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     forkedFromRevision: fc.constant(0),
     expireTime: date,
     dialogueLength: fc.constant(0),
+    dialogueTokenCount: fc.constant(0),
+    endUserId: endUser,
   });
   // The streaming RPCs' own shapes: optional revisions (the Actor enum is above).
   const optionalRevision = fc.option(revision, { nil: undefined });
@@ -141,8 +143,13 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     lastChunk: fc.boolean(),
     requestId: fc.oneof(fc.constant(''), fc.uuid(), str),
   });
+  // Where a watch starts: delta positions (hostile ids included) and a snapshot's rendering.
+  const afterDeltas = fc.array(fc.record({ utteranceId: fc.oneof(oneOfOr(['', 'u1', '__proto__', 'constructor']), str), chunkIndex: int32 }), { maxLength: 20 });
+  const budget = fc.option(int32, { nil: undefined });
+  const encoding = oneOfOr(['', 'o200k_base', 'cl100k_base', 'gpt2']);
+  const snapshot = fc.option(fc.record({ format: enumNumber([0, 1, 2, 3, 4]), tokenBudget: budget, tokenizerEncoding: encoding }), { nil: undefined });
   const chat = fc.oneof(
-    fc.record({ requestId, open: fc.record({ sessionId: firstSession, afterRevision: optionalRevision }) }),
+    fc.record({ requestId, open: fc.record({ sessionId: firstSession, afterRevision: optionalRevision, afterDeltas, snapshot }) }),
     fc.record({ requestId, sendEvent: fc.record({ eventName: event, actor: actorEnum, actorInput: str, expectedRevision: optionalRevision }) }),
     fc.record({ requestId, appendDialogue: fc.record({ actor: actorEnum, actorText: str, expectedRevision: optionalRevision }) }),
     fc.record({ requestId }),
@@ -315,6 +322,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
           cacheTtl: duration,
           createTime: date,
           sessionTtl: duration,
+          tokenizerEncoding: encoding,
         }),
         requestId,
       }),
@@ -340,7 +348,10 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     'GenieService/SendEvent': { kind: 'unary', req: fc.record({ sessionId: sessions, eventName: event, actor: actorEnum, actorInput: str, expectedRevision: optRevision, requestId }) },
     'GenieService/AppendDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, actor: actorEnum, actorText: str, expectedRevision: optRevision, requestId }) },
     'GenieService/ListDialogue': { kind: 'unary', req: fc.record({ sessionId: firstSession, revision: optRevision, ...page('dialogue') }) },
-    'GenieService/FormatDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, format: enumNumber([0, 1, 2, 3, 4]), revision: optRevision }) },
+    'GenieService/FormatDialogue': {
+      kind: 'unary',
+      req: fc.record({ sessionId: sessions, format: enumNumber([0, 1, 2, 3, 4]), revision: optRevision, tokenBudget: budget, tokenizerEncoding: encoding }),
+    },
     'GenieService/PutSecondary': {
       kind: 'unary',
       req: fc.record({
@@ -353,7 +364,10 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     },
     'GenieService/GetSecondary': { kind: 'unary', req: fc.record({ sessionId: sessions, key: oneOfOr(self.secondaryKeys) }) },
     'GenieService/ListSecondaryKeys': { kind: 'unary', req: fc.record({ sessionId: firstSession, ...page('secondaryKeys') }) },
-    'GenieService/WatchSession': { kind: 'server-stream', req: fc.record({ sessionId: sessions, afterRevision: fc.option(revision, { nil: undefined }) }) },
+    'GenieService/WatchSession': {
+      kind: 'server-stream',
+      req: fc.record({ sessionId: sessions, afterRevision: fc.option(revision, { nil: undefined }), afterDeltas, snapshot }),
+    },
     'GenieService/StreamUtterance': { kind: 'client-stream', req: utterance },
     'GenieService/Chat': { kind: 'bidi', req: chat },
   };
