@@ -126,6 +126,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     forkedFromRevision: fc.constant(0),
     expireTime: date,
     dialogueLength: fc.constant(0),
+    dialogueTokenCount: fc.constant(0),
   });
   // The streaming RPCs' own shapes: optional revisions (the Actor enum is above).
   const optionalRevision = fc.option(revision, { nil: undefined });
@@ -302,6 +303,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
           cacheTtl: duration,
           createTime: date,
           sessionTtl: duration,
+          tokenizerEncoding: oneOfOr(['', 'o200k_base', 'cl100k_base']),
         }),
         requestId,
       }),
@@ -327,7 +329,16 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     'GenieService/SendEvent': { kind: 'unary', req: fc.record({ sessionId: sessions, eventName: event, actor: actorEnum, actorInput: str, expectedRevision: optRevision, requestId }) },
     'GenieService/AppendDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, actor: actorEnum, actorText: str, expectedRevision: optRevision, requestId }) },
     'GenieService/ListDialogue': { kind: 'unary', req: fc.record({ sessionId: firstSession, revision: optRevision, ...page('dialogue') }) },
-    'GenieService/FormatDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, format: enumNumber([0, 1, 2, 3, 4]), revision: optRevision }) },
+    'GenieService/FormatDialogue': {
+      kind: 'unary',
+      req: fc.record({
+        sessionId: sessions,
+        format: enumNumber([0, 1, 2, 3, 4]),
+        revision: optRevision,
+        tokenBudget: fc.option(int32, { nil: undefined }),
+        tokenizerEncoding: oneOfOr(['', 'o200k_base', 'p50k_base']),
+      }),
+    },
     'GenieService/PutSecondary': {
       kind: 'unary',
       req: fc.record({
