@@ -3,7 +3,7 @@
  * in turn), and the turn every dialogue-length row times: the user's utterance, then the assistant's.
  */
 import { status, type Client, type Metadata, type ServiceError } from '@grpc/grpc-js';
-import { Actor, GenieServiceClient, type CreateSessionResponse, type GetSessionResponse } from '../src/gen/parley/genie/v1/genie.js';
+import { Actor, DialogueFormat, GenieServiceClient, type CreateSessionResponse, type FormatDialogueResponse, type GetSessionResponse } from '../src/gen/parley/genie/v1/genie.js';
 import { bearer, channelOptions, insecure, nowMs } from './lib.js';
 
 /** The bench model type's events: `say` is the user's (bench/run.ts registers both). */
@@ -70,6 +70,18 @@ export class Genie {
   async read(sessionId: string, pageSize: number): Promise<number> {
     const t0 = nowMs();
     await unaryCall<GetSessionResponse>(this.client, 'getSession', { sessionId, revision: undefined, dialoguePageSize: pageSize || undefined }, this.md);
+    return nowMs() - t0;
+  }
+
+  /** FormatDialogue (CHAT) of the current revision within `tokenBudget` tokens; latency in ms. */
+  async formatWithin(sessionId: string, tokenBudget: number): Promise<number> {
+    const t0 = nowMs();
+    await unaryCall<FormatDialogueResponse>(
+      this.client,
+      'formatDialogue',
+      { sessionId, format: DialogueFormat.DIALOGUE_FORMAT_CHAT, revision: undefined, tokenBudget, tokenizerEncoding: '' },
+      this.md,
+    );
     return nowMs() - t0;
   }
 

@@ -6,6 +6,7 @@
  *   read          GetSession with dialogue_page_size 10, right after the turn     (even iterations)
  *   cold read     the same after deleting the hot copy's Redis key               (even iterations)
  *   unpaged read  GetSession without a page size (every element that fits), right after the turn (odd ones)
+ *   budget render FormatDialogue CHAT within 2,000 tokens (the next prompt), after the unpaged read (odd ones)
  * Every turn adds two elements, so each length has a pool of sessions sized to keep the drift within about
  * 10% of the length (one turn per session at length 10); the rows say the range the lengths covered.
  */
@@ -27,6 +28,8 @@ export interface TurnCostEnv {
 
 const WARMUP_TURNS = 10;
 const PAGE = 10;
+/** A prompt's share of a context window: about 8 KB of the bench's text, a few elements. */
+const BUDGET = 2000;
 
 /** How many sessions of `length` keep the drift of `turns` turns (two elements each) within ~10%. */
 const poolSize = (length: number, turns: number) => Math.min(turns, Math.max(1, Math.ceil((2 * turns) / Math.max(2, length / 10))));
@@ -43,7 +46,7 @@ export async function measureTurnCost(env: TurnCostEnv): Promise<ScalingRow[]> {
   redis.on('error', () => {});
   await redis.connect();
   const dropHot = (id: string) => redis.del(`${env.redisPrefix}genie:{${id}}:hot`);
-  const samples = lengths.map(() => ({ turn: [] as number[], read: [] as number[], cold: [] as number[], unpaged: [] as number[] }));
+  const samples = lengths.map(() => ({ turn: [] as number[], read: [] as number[], cold: [] as number[], unpaged: [] as number[], budget: [] as number[] }));
   try {
     for (let i = 0; i < WARMUP_TURNS; i++) {
       await genie.turn(warm!);
@@ -62,6 +65,7 @@ export async function measureTurnCost(env: TurnCostEnv): Promise<ScalingRow[]> {
           s.cold.push(await genie.read(id, PAGE));
         } else {
           s.unpaged.push(await genie.read(id, 0));
+          s.budget.push(await genie.formatWithin(id, BUDGET));
         }
       }
     }
@@ -75,6 +79,7 @@ export async function measureTurnCost(env: TurnCostEnv): Promise<ScalingRow[]> {
     ['read', `read (page ${PAGE})`],
     ['cold', `cold read (page ${PAGE})`],
     ['unpaged', 'unpaged read'],
+    ['budget', `FormatDialogue within ${BUDGET.toLocaleString('en-US')} tokens`],
   ] as const;
   for (const [key, name] of measures) {
     lengths.forEach((length, l) => {

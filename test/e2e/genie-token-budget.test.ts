@@ -6,6 +6,8 @@ import { countTokens, type TokenizerEncoding } from '../../src/genie/tokens.js';
 import { createTenant, errorInfo, startTestServer, violatedFields, type TestServer } from '../helpers/harness.js';
 import { bufCurl, curlReason } from '../helpers/buf-curl.js';
 import { code, genie, modelType, reasonOf } from '../genie/fixtures.js';
+import { chunk } from '../helpers/genie-stream.js';
+import type { StreamUtteranceResponse } from '../../src/gen/parley/genie/v1/genie.js';
 
 // Runs on PGlite, and on Postgres and Redis when DATABASE_URL / REDIS_URL are set.
 let s: TestServer;
@@ -109,6 +111,25 @@ test('every element stores its token count, and the session keeps the running to
   // UpdateSession appends nothing: the total stays.
   const updated = await g.update(sessionId, ['actor_input'], { actorInput: 'edited' });
   t.is(updated.session?.dialogueTokenCount, total);
+});
+
+test('a streamed utterance is counted once, whole, when it commits', async (t) => {
+  const tenant = await createTenant(s);
+  const g = genie(s, tenant);
+  await g.register(modelType());
+  const { sessionId } = await g.create('qa');
+  // Chunks split inside words and inside a special-token string: the committed text is counted as one.
+  const parts = ['The answ', 'er is <|endo', 'ftext|> not spe', 'cial, 漢', '字.'];
+  const done = await new Promise<StreamUtteranceResponse>((resolve, reject) => {
+    const call = s.genie.streamUtterance(tenant.md, (err: ServiceError | null, res?: StreamUtteranceResponse) => (err ? reject(err) : resolve(res!)));
+    parts.forEach((text, i) => call.write(chunk({ sessionId, actor: 'assistant', text, lastChunk: i === parts.length - 1 })));
+    call.end();
+  });
+  const session = await g.get(sessionId);
+  const whole = parts.join('');
+  t.is(session.dialogue[done.dialogueIndex - 1]?.actorText, whole);
+  t.is(session.dialogue[done.dialogueIndex - 1]?.tokenCount, await countTokens(whole, 'o200k_base'));
+  t.is(session.dialogueTokenCount, await countTokens(whole, 'o200k_base'));
 });
 
 for (const [format, name] of FORMATS) {
