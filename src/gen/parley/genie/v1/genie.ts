@@ -159,7 +159,8 @@ export interface DialogueElement {
   /**
    * Tokens of actor_text alone (special-token strings such as `<|endoftext|>` counted as plain text), in the
    * session's tokenizer encoding (its model type's tokenizer_encoding when the session was created; a fork
-   * keeps its source's), counted when the element was written.
+   * keeps its source's), counted when the element was written. Set where elements are read (GetSession,
+   * ListDialogue); 0 in a watch's DialogueAppended, which carries the element as it was written.
    */
   tokenCount: number;
 }
