@@ -5,7 +5,7 @@ import { AppError, alreadyExists, clip, failedPrecondition, fieldTooLarge, inval
 import { ownValue, setOwn } from '../keys.js';
 import { fingerprintOf } from '../fingerprint.js';
 import { isoDate, zodCodec } from '../json-codec.js';
-import type { Codec, RequestKey, Tx, UnitOfWork } from '../ports/unit-of-work.js';
+import { UNRECORDED, unrecorded, type Codec, type RequestKey, type Tx, type UnitOfWork } from '../ports/unit-of-work.js';
 import type { Bus } from '../ports/bus.js';
 import { afterCommit } from '../after-commit.js';
 import { LocalCache } from '../local-cache.js';
@@ -1081,17 +1081,6 @@ const writeAnswerCodec = zodCodec(
   }),
 );
 const voidCodec: Codec<SessionCommit | undefined> = { encode: () => null, decode: () => undefined };
-
-/** The key of a transaction that records nothing (no request id: UnitOfWork.run claims nothing). */
-const UNRECORDED: RequestKey = { scope: '', method: '', requestId: undefined, fingerprint: '' };
-function unrecorded<T>(): Codec<T> {
-  return {
-    encode: (v) => v,
-    decode: () => {
-      throw new Error('a transaction without a request id has no recorded answer');
-    },
-  };
-}
 
 /**
  * RFC 7396 JSON Merge Patch of `target` by `patch`, on copies: null deletes, an object merges recursively

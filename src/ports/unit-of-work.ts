@@ -35,3 +35,16 @@ export interface UnitOfWork {
    */
   run<T>(key: RequestKey, codec: Codec<T>, work: (tx: Tx) => Promise<T>, subjectOf?: (value: T) => string): Promise<{ value: T; replayed: boolean }>;
 }
+
+/** The key of a transaction that records nothing (no request id: UnitOfWork.run claims nothing). */
+export const UNRECORDED: RequestKey = { scope: '', method: '', requestId: undefined, fingerprint: '' };
+
+/** The codec of such a transaction: its answer is never recorded, so it is never decoded. */
+export function unrecorded<T>(): Codec<T> {
+  return {
+    encode: (v) => v,
+    decode: () => {
+      throw new Error('a transaction without a request id has no recorded answer');
+    },
+  };
+}

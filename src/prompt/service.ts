@@ -4,7 +4,7 @@ import { failedPrecondition, notFound, revisionMismatch } from '../errors.js';
 import type { Bus } from '../ports/bus.js';
 import { fingerprintOf } from '../fingerprint.js';
 import { zodCodec } from '../json-codec.js';
-import type { Codec, RequestKey, Tx, UnitOfWork } from '../ports/unit-of-work.js';
+import { UNRECORDED, unrecorded, type Codec, type RequestKey, type Tx, type UnitOfWork } from '../ports/unit-of-work.js';
 import { afterCommit } from '../after-commit.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, isTimestampText, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
@@ -114,17 +114,6 @@ function checkEndUser(row: PromptRow, endUserId: string | undefined): PromptRow 
 }
 
 const sameEndUser = (row: PromptRow, endUserId: string | undefined) => endUserId === undefined || row.endUserId === endUserId;
-
-/** The key of a transaction that records nothing (no request id: UnitOfWork.run claims nothing). */
-const UNRECORDED: RequestKey = { scope: '', method: '', requestId: undefined, fingerprint: '' };
-function unrecorded<T>(): Codec<T> {
-  return {
-    encode: (v) => v,
-    decode: () => {
-      throw new Error('a transaction without a request id has no recorded answer');
-    },
-  };
-}
 
 /** How many rows of each log GetPromptHistory returns (newest first); the List RPCs page through all. */
 const HISTORY_SNAPSHOT_LIMIT = 1000;
