@@ -12,6 +12,7 @@ import { GenieCache } from './genie/cache.js';
 import { GenieUseCases } from './genie/service.js';
 import { genieHandlers } from './transport/genie-handlers.js';
 import { genieStreamHandlers } from './transport/genie-stream-handlers.js';
+import { transferHandlers } from './transport/transfer-handlers.js';
 import { promptStreamHandlers } from './transport/prompt-stream-handlers.js';
 import { GenieWatch } from './genie/watch.js';
 import { UtteranceRelay } from './genie/utterance-relay.js';
@@ -137,7 +138,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const bindings = [
     bindService<AdminServiceServer>({ name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) }),
     bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize, telemetry)) }, authenticate: callerAuth }),
-    bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieWatch, limits) }, authenticate: callerAuth }),
+    bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieWatch, limits), ...transferHandlers() }, authenticate: callerAuth }),
     // The gateway's own key erases its end users: the account's caller, not the admin token.
     bindService<EndUserServiceServer>({ name: 'parley.enduser.v1.EndUserService', definition: EndUserServiceService, handlers: endUserHandlers(new EndUserErasure(genie, prompts)), authenticate: callerAuth }),
   ];

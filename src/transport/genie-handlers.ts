@@ -389,7 +389,7 @@ const listSecondaryKeys = z.object({ sessionId, pageSize, pageToken: optionalStr
 
 // ---------------------------------------------------------------------------------------------------------
 
-export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieServiceServer>, 'watchSession' | 'streamUtterance' | 'chat'> {
+export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieServiceServer>, 'watchSession' | 'streamUtterance' | 'chat' | 'exportSession' | 'importSession'> {
   return {
     registerModelType: async (req, ctx) => {
       const r = parseInput(registerModelType, req);

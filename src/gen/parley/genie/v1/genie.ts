@@ -1243,6 +1243,216 @@ export interface ChatError {
   status: Status | undefined;
 }
 
+/** Request of ExportSession. */
+export interface ExportSessionRequest {
+  /** The session's id. */
+  sessionId: string;
+  /**
+   * Export every revision (GetSession can then read each of them from the import); unset exports only the
+   * current revision, and the import has only that one (earlier ones read as REVISION_NOT_FOUND).
+   */
+  allRevisions: boolean;
+}
+
+/** One message of an ExportSession stream. */
+export interface ExportSessionResponse {
+  /** Always set. */
+  record: SessionRecord | undefined;
+}
+
+/**
+ * One record of an exported session. A whole export is: one header; then, for each exported revision in
+ * ascending order, its revision record followed by the dialogue elements it appended (by index) and then the
+ * secondary values it stored (by key) — for the first exported revision, every element and value the
+ * session had at it; then one trailer. As JSON lines (`parley export`), one record per line.
+ */
+export interface SessionRecord {
+  /** First: the session's identity and what does not change with revisions. */
+  header?:
+    | SessionRecordHeader
+    | undefined;
+  /** The session's snapshot at one revision. */
+  revision?:
+    | SessionRecordRevision
+    | undefined;
+  /** One dialogue element. */
+  element?:
+    | SessionRecordElement
+    | undefined;
+  /** One secondary-storage value. */
+  secondary?:
+    | SessionRecordSecondary
+    | undefined;
+  /** Last: what came before, counted. */
+  trailer?: SessionRecordTrailer | undefined;
+}
+
+/**
+ * What identifies an exported session, and its values that no revision holds. Field 14 is kept for
+ * `labels`.
+ */
+export interface SessionRecordHeader {
+  /** The exported session's id (a UUID). ImportSession keeps it with keep_session_id, else makes a new one. */
+  sessionId: string;
+  /**
+   * The model type's name; the importing account must have registered it at every schema version a
+   * revision record names.
+   */
+  modelType: string;
+  /** The schema version the session is stored at in its current revision (the last revision record's). */
+  schemaVersion: number;
+  /** The state at its current revision (the last revision record's). */
+  state: string;
+  /** When the session was created. */
+  createTime:
+    | Date
+    | undefined;
+  /** When its current revision was committed (the last revision record's update_time). */
+  updateTime:
+    | Date
+    | undefined;
+  /** When set, the purge deletes the session after this time (see GenieSession.expire_time). */
+  expireTime:
+    | Date
+    | undefined;
+  /** The end user the session belongs to (as CreateSessionRequest.end_user_id); empty when none. */
+  endUserId: string;
+  /**
+   * Set on a session made by ForkSession: the source's id (kept as it is: it may name a session the
+   * importing deployment does not have).
+   */
+  forkedFromSessionId: string;
+  /** Set on a session made by ForkSession: the source's revision; 0 otherwise. */
+  forkedFromRevision: number;
+  /**
+   * The encoding the session counts its dialogue's tokens in (see ModelType.tokenizer_encoding); empty is
+   * `o200k_base`. The import keeps it and counts every element again in it.
+   */
+  tokenizerEncoding: string;
+  /** The session's current revision (the last revision record's). */
+  revision: number;
+  /**
+   * How many revision records follow: the current revision's number for an export of every revision, 1
+   * for an export of the current one.
+   */
+  revisionCount: number;
+}
+
+/** The session's snapshot at one revision, as stored (never upgraded to a later schema version). */
+export interface SessionRecordRevision {
+  /** The revision: 1 or more; in an export of every revision, each one more than the one before, from 1. */
+  revision: number;
+  /** The schema version of the model type the revision was written at. */
+  schemaVersion: number;
+  /** The state: one of that version's states. */
+  state: string;
+  /** Who spoke most recently; ACTOR_UNSPECIFIED before anyone did. */
+  actor: Actor;
+  /** What the most recent actor said: at most 1 MiB of UTF-8. */
+  actorInput: string;
+  /** The developer's fields: at most 256 KiB as JSON, valid against that version's JSON Schema. */
+  fields:
+    | { [key: string]: any }
+    | undefined;
+  /**
+   * How many elements the dialogue has at this revision: the elements sent so far, including those that
+   * follow this record.
+   */
+  dialogueLength: number;
+  /** When the revision was committed. */
+  updateTime:
+    | Date
+    | undefined;
+  /**
+   * For a revision made by UpdateSession: the paths it named (as the watch's FieldsUpdated.update_mask);
+   * empty otherwise. The import rebuilds the revision's log entry (what WatchSession replays) from the
+   * records, and this is the one part of it they would not otherwise tell.
+   */
+  updateMask: string[];
+}
+
+/** One dialogue element, as stored. */
+export interface SessionRecordElement {
+  /** 1-based position in the dialogue: one more than the element before (the first is 1). */
+  index: number;
+  /** Who spoke; never ACTOR_UNSPECIFIED. */
+  actor: Actor;
+  /** What was said: at most 1 MiB of UTF-8. */
+  actorText: string;
+  /** When it was recorded. */
+  timestamp:
+    | Date
+    | undefined;
+  /** The state-machine event that carried it; empty when it was appended without one. */
+  eventName: string;
+  /**
+   * The revision that appended it: at most the revision record it follows (equal to it in an export of
+   * every revision, except for the elements a fork copied, which its revision 1 holds).
+   */
+  revision: number;
+  /**
+   * Its tokens in the session's encoding, as the exporting deployment counted them. Ignored on import:
+   * ImportSession counts every element again in the header's tokenizer_encoding.
+   */
+  tokenCount: number;
+  /** Set when StreamUtterance committed it: the utterance's id (the watch's DialogueAppended.utterance_id). */
+  utteranceId: string;
+}
+
+/** One secondary-storage value, as stored. */
+export interface SessionRecordSecondary {
+  /** 1–256 characters, no control characters; each key once. */
+  key: string;
+  /** The value: at most 3 MiB. */
+  value: Buffer;
+  /** The revision that stored it: at most the revision record it follows. */
+  revision: number;
+  /** When it was stored. */
+  createTime: Date | undefined;
+}
+
+/** The end of an export: what was sent, counted. An export without it is not whole. */
+export interface SessionRecordTrailer {
+  /** Revision records sent (the header's revision_count). */
+  revisionCount: number;
+  /** Dialogue elements sent (the last revision's dialogue_length). */
+  elementCount: number;
+  /** Secondary values sent. */
+  secondaryCount: number;
+}
+
+/** One message of an ImportSession stream. */
+export interface ImportSessionRequest {
+  /** The next record: a header in the first message, a trailer in the last. */
+  record:
+    | SessionRecord
+    | undefined;
+  /**
+   * First message only: keep the header's session_id (ALREADY_EXISTS when it is taken) instead of making a
+   * new one. A new id is what a copy within one deployment needs; the exported id moves a session.
+   */
+  keepSessionId: boolean;
+  /**
+   * First message only: idempotency key (AIP-155), as in RegisterModelTypeRequest.request_id; the same
+   * records and options again with it return the first result and write nothing.
+   */
+  requestId: string;
+}
+
+/** Response of ImportSession. */
+export interface ImportSessionResponse {
+  /** The imported session at its current revision, without its dialogue or current_response. */
+  session:
+    | GenieSession
+    | undefined;
+  /** Revisions imported. */
+  revisionCount: number;
+  /** Dialogue elements imported. */
+  elementCount: number;
+  /** Secondary values imported. */
+  secondaryCount: number;
+}
+
 function createBaseDialogueElement(): DialogueElement {
   return { actor: 0, actorText: "", timestamp: undefined, eventName: "", tokenCount: 0 };
 }
@@ -9783,6 +9993,1539 @@ export const ChatError: MessageFns<ChatError> = {
   },
 };
 
+function createBaseExportSessionRequest(): ExportSessionRequest {
+  return { sessionId: "", allRevisions: false };
+}
+
+export const ExportSessionRequest: MessageFns<ExportSessionRequest> = {
+  encode(message: ExportSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.allRevisions !== false) {
+      writer.uint32(16).bool(message.allRevisions);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.allRevisions = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportSessionRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      allRevisions: isSet(object.allRevisions)
+        ? globalThis.Boolean(object.allRevisions)
+        : isSet(object.all_revisions)
+        ? globalThis.Boolean(object.all_revisions)
+        : false,
+    };
+  },
+
+  toJSON(message: ExportSessionRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.allRevisions !== false) {
+      obj.allRevisions = message.allRevisions;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportSessionRequest>, I>>(base?: I): ExportSessionRequest {
+    return ExportSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportSessionRequest>, I>>(object: I): ExportSessionRequest {
+    const message = createBaseExportSessionRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.allRevisions = object.allRevisions ?? false;
+    return message;
+  },
+};
+
+function createBaseExportSessionResponse(): ExportSessionResponse {
+  return { record: undefined };
+}
+
+export const ExportSessionResponse: MessageFns<ExportSessionResponse> = {
+  encode(message: ExportSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.record !== undefined) {
+      SessionRecord.encode(message.record, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.record = SessionRecord.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportSessionResponse {
+    return { record: isSet(object.record) ? SessionRecord.fromJSON(object.record) : undefined };
+  },
+
+  toJSON(message: ExportSessionResponse): unknown {
+    const obj: any = {};
+    if (message.record !== undefined) {
+      obj.record = SessionRecord.toJSON(message.record);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportSessionResponse>, I>>(base?: I): ExportSessionResponse {
+    return ExportSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportSessionResponse>, I>>(object: I): ExportSessionResponse {
+    const message = createBaseExportSessionResponse();
+    message.record = (object.record !== undefined && object.record !== null)
+      ? SessionRecord.fromPartial(object.record)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSessionRecord(): SessionRecord {
+  return { header: undefined, revision: undefined, element: undefined, secondary: undefined, trailer: undefined };
+}
+
+export const SessionRecord: MessageFns<SessionRecord> = {
+  encode(message: SessionRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      SessionRecordHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    if (message.revision !== undefined) {
+      SessionRecordRevision.encode(message.revision, writer.uint32(18).fork()).join();
+    }
+    if (message.element !== undefined) {
+      SessionRecordElement.encode(message.element, writer.uint32(26).fork()).join();
+    }
+    if (message.secondary !== undefined) {
+      SessionRecordSecondary.encode(message.secondary, writer.uint32(34).fork()).join();
+    }
+    if (message.trailer !== undefined) {
+      SessionRecordTrailer.encode(message.trailer, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.header = SessionRecordHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.revision = SessionRecordRevision.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.element = SessionRecordElement.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.secondary = SessionRecordSecondary.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.trailer = SessionRecordTrailer.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionRecord {
+    return {
+      header: isSet(object.header) ? SessionRecordHeader.fromJSON(object.header) : undefined,
+      revision: isSet(object.revision) ? SessionRecordRevision.fromJSON(object.revision) : undefined,
+      element: isSet(object.element) ? SessionRecordElement.fromJSON(object.element) : undefined,
+      secondary: isSet(object.secondary) ? SessionRecordSecondary.fromJSON(object.secondary) : undefined,
+      trailer: isSet(object.trailer) ? SessionRecordTrailer.fromJSON(object.trailer) : undefined,
+    };
+  },
+
+  toJSON(message: SessionRecord): unknown {
+    const obj: any = {};
+    if (message.header !== undefined) {
+      obj.header = SessionRecordHeader.toJSON(message.header);
+    }
+    if (message.revision !== undefined) {
+      obj.revision = SessionRecordRevision.toJSON(message.revision);
+    }
+    if (message.element !== undefined) {
+      obj.element = SessionRecordElement.toJSON(message.element);
+    }
+    if (message.secondary !== undefined) {
+      obj.secondary = SessionRecordSecondary.toJSON(message.secondary);
+    }
+    if (message.trailer !== undefined) {
+      obj.trailer = SessionRecordTrailer.toJSON(message.trailer);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionRecord>, I>>(base?: I): SessionRecord {
+    return SessionRecord.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionRecord>, I>>(object: I): SessionRecord {
+    const message = createBaseSessionRecord();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? SessionRecordHeader.fromPartial(object.header)
+      : undefined;
+    message.revision = (object.revision !== undefined && object.revision !== null)
+      ? SessionRecordRevision.fromPartial(object.revision)
+      : undefined;
+    message.element = (object.element !== undefined && object.element !== null)
+      ? SessionRecordElement.fromPartial(object.element)
+      : undefined;
+    message.secondary = (object.secondary !== undefined && object.secondary !== null)
+      ? SessionRecordSecondary.fromPartial(object.secondary)
+      : undefined;
+    message.trailer = (object.trailer !== undefined && object.trailer !== null)
+      ? SessionRecordTrailer.fromPartial(object.trailer)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSessionRecordHeader(): SessionRecordHeader {
+  return {
+    sessionId: "",
+    modelType: "",
+    schemaVersion: 0,
+    state: "",
+    createTime: undefined,
+    updateTime: undefined,
+    expireTime: undefined,
+    endUserId: "",
+    forkedFromSessionId: "",
+    forkedFromRevision: 0,
+    tokenizerEncoding: "",
+    revision: 0,
+    revisionCount: 0,
+  };
+}
+
+export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
+  encode(message: SessionRecordHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.modelType !== "") {
+      writer.uint32(18).string(message.modelType);
+    }
+    if (message.schemaVersion !== 0) {
+      writer.uint32(24).int32(message.schemaVersion);
+    }
+    if (message.state !== "") {
+      writer.uint32(34).string(message.state);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(42).fork()).join();
+    }
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(50).fork()).join();
+    }
+    if (message.expireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(58).fork()).join();
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(66).string(message.endUserId);
+    }
+    if (message.forkedFromSessionId !== "") {
+      writer.uint32(74).string(message.forkedFromSessionId);
+    }
+    if (message.forkedFromRevision !== 0) {
+      writer.uint32(80).int64(message.forkedFromRevision);
+    }
+    if (message.tokenizerEncoding !== "") {
+      writer.uint32(90).string(message.tokenizerEncoding);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(96).int64(message.revision);
+    }
+    if (message.revisionCount !== 0) {
+      writer.uint32(104).int64(message.revisionCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionRecordHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionRecordHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.modelType = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.schemaVersion = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.forkedFromSessionId = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.forkedFromRevision = longToNumber(reader.int64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.tokenizerEncoding = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.revisionCount = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionRecordHeader {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      modelType: isSet(object.modelType)
+        ? globalThis.String(object.modelType)
+        : isSet(object.model_type)
+        ? globalThis.String(object.model_type)
+        : "",
+      schemaVersion: isSet(object.schemaVersion)
+        ? globalThis.Number(object.schemaVersion)
+        : isSet(object.schema_version)
+        ? globalThis.Number(object.schema_version)
+        : 0,
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
+        : undefined,
+      expireTime: isSet(object.expireTime)
+        ? fromJsonTimestamp(object.expireTime)
+        : isSet(object.expire_time)
+        ? fromJsonTimestamp(object.expire_time)
+        : undefined,
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
+      forkedFromSessionId: isSet(object.forkedFromSessionId)
+        ? globalThis.String(object.forkedFromSessionId)
+        : isSet(object.forked_from_session_id)
+        ? globalThis.String(object.forked_from_session_id)
+        : "",
+      forkedFromRevision: isSet(object.forkedFromRevision)
+        ? globalThis.Number(object.forkedFromRevision)
+        : isSet(object.forked_from_revision)
+        ? globalThis.Number(object.forked_from_revision)
+        : 0,
+      tokenizerEncoding: isSet(object.tokenizerEncoding)
+        ? globalThis.String(object.tokenizerEncoding)
+        : isSet(object.tokenizer_encoding)
+        ? globalThis.String(object.tokenizer_encoding)
+        : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      revisionCount: isSet(object.revisionCount)
+        ? globalThis.Number(object.revisionCount)
+        : isSet(object.revision_count)
+        ? globalThis.Number(object.revision_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: SessionRecordHeader): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.modelType !== "") {
+      obj.modelType = message.modelType;
+    }
+    if (message.schemaVersion !== 0) {
+      obj.schemaVersion = Math.round(message.schemaVersion);
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
+    }
+    if (message.expireTime !== undefined) {
+      obj.expireTime = message.expireTime.toISOString();
+    }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
+    if (message.forkedFromSessionId !== "") {
+      obj.forkedFromSessionId = message.forkedFromSessionId;
+    }
+    if (message.forkedFromRevision !== 0) {
+      obj.forkedFromRevision = Math.round(message.forkedFromRevision);
+    }
+    if (message.tokenizerEncoding !== "") {
+      obj.tokenizerEncoding = message.tokenizerEncoding;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.revisionCount !== 0) {
+      obj.revisionCount = Math.round(message.revisionCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionRecordHeader>, I>>(base?: I): SessionRecordHeader {
+    return SessionRecordHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionRecordHeader>, I>>(object: I): SessionRecordHeader {
+    const message = createBaseSessionRecordHeader();
+    message.sessionId = object.sessionId ?? "";
+    message.modelType = object.modelType ?? "";
+    message.schemaVersion = object.schemaVersion ?? 0;
+    message.state = object.state ?? "";
+    message.createTime = object.createTime ?? undefined;
+    message.updateTime = object.updateTime ?? undefined;
+    message.expireTime = object.expireTime ?? undefined;
+    message.endUserId = object.endUserId ?? "";
+    message.forkedFromSessionId = object.forkedFromSessionId ?? "";
+    message.forkedFromRevision = object.forkedFromRevision ?? 0;
+    message.tokenizerEncoding = object.tokenizerEncoding ?? "";
+    message.revision = object.revision ?? 0;
+    message.revisionCount = object.revisionCount ?? 0;
+    return message;
+  },
+};
+
+function createBaseSessionRecordRevision(): SessionRecordRevision {
+  return {
+    revision: 0,
+    schemaVersion: 0,
+    state: "",
+    actor: 0,
+    actorInput: "",
+    fields: undefined,
+    dialogueLength: 0,
+    updateTime: undefined,
+    updateMask: [],
+  };
+}
+
+export const SessionRecordRevision: MessageFns<SessionRecordRevision> = {
+  encode(message: SessionRecordRevision, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revision !== 0) {
+      writer.uint32(8).int64(message.revision);
+    }
+    if (message.schemaVersion !== 0) {
+      writer.uint32(16).int32(message.schemaVersion);
+    }
+    if (message.state !== "") {
+      writer.uint32(26).string(message.state);
+    }
+    if (message.actor !== 0) {
+      writer.uint32(32).int32(message.actor);
+    }
+    if (message.actorInput !== "") {
+      writer.uint32(42).string(message.actorInput);
+    }
+    if (message.fields !== undefined) {
+      Struct.encode(Struct.wrap(message.fields), writer.uint32(50).fork()).join();
+    }
+    if (message.dialogueLength !== 0) {
+      writer.uint32(56).int32(message.dialogueLength);
+    }
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(66).fork()).join();
+    }
+    for (const v of message.updateMask) {
+      writer.uint32(74).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionRecordRevision {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionRecordRevision();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.schemaVersion = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.actor = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.actorInput = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.fields = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.dialogueLength = reader.int32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.updateMask.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionRecordRevision {
+    return {
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      schemaVersion: isSet(object.schemaVersion)
+        ? globalThis.Number(object.schemaVersion)
+        : isSet(object.schema_version)
+        ? globalThis.Number(object.schema_version)
+        : 0,
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
+      actorInput: isSet(object.actorInput)
+        ? globalThis.String(object.actorInput)
+        : isSet(object.actor_input)
+        ? globalThis.String(object.actor_input)
+        : "",
+      fields: isObject(object.fields) ? object.fields : undefined,
+      dialogueLength: isSet(object.dialogueLength)
+        ? globalThis.Number(object.dialogueLength)
+        : isSet(object.dialogue_length)
+        ? globalThis.Number(object.dialogue_length)
+        : 0,
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
+        : undefined,
+      updateMask: globalThis.Array.isArray(object?.updateMask)
+        ? object.updateMask.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.update_mask)
+        ? object.update_mask.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: SessionRecordRevision): unknown {
+    const obj: any = {};
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.schemaVersion !== 0) {
+      obj.schemaVersion = Math.round(message.schemaVersion);
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
+    }
+    if (message.actorInput !== "") {
+      obj.actorInput = message.actorInput;
+    }
+    if (message.fields !== undefined) {
+      obj.fields = message.fields;
+    }
+    if (message.dialogueLength !== 0) {
+      obj.dialogueLength = Math.round(message.dialogueLength);
+    }
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
+    }
+    if (message.updateMask?.length) {
+      obj.updateMask = message.updateMask;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionRecordRevision>, I>>(base?: I): SessionRecordRevision {
+    return SessionRecordRevision.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionRecordRevision>, I>>(object: I): SessionRecordRevision {
+    const message = createBaseSessionRecordRevision();
+    message.revision = object.revision ?? 0;
+    message.schemaVersion = object.schemaVersion ?? 0;
+    message.state = object.state ?? "";
+    message.actor = object.actor ?? 0;
+    message.actorInput = object.actorInput ?? "";
+    message.fields = object.fields ?? undefined;
+    message.dialogueLength = object.dialogueLength ?? 0;
+    message.updateTime = object.updateTime ?? undefined;
+    message.updateMask = object.updateMask?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseSessionRecordElement(): SessionRecordElement {
+  return {
+    index: 0,
+    actor: 0,
+    actorText: "",
+    timestamp: undefined,
+    eventName: "",
+    revision: 0,
+    tokenCount: 0,
+    utteranceId: "",
+  };
+}
+
+export const SessionRecordElement: MessageFns<SessionRecordElement> = {
+  encode(message: SessionRecordElement, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).int32(message.index);
+    }
+    if (message.actor !== 0) {
+      writer.uint32(16).int32(message.actor);
+    }
+    if (message.actorText !== "") {
+      writer.uint32(26).string(message.actorText);
+    }
+    if (message.timestamp !== undefined) {
+      Timestamp.encode(toTimestamp(message.timestamp), writer.uint32(34).fork()).join();
+    }
+    if (message.eventName !== "") {
+      writer.uint32(42).string(message.eventName);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(48).int64(message.revision);
+    }
+    if (message.tokenCount !== 0) {
+      writer.uint32(56).int32(message.tokenCount);
+    }
+    if (message.utteranceId !== "") {
+      writer.uint32(66).string(message.utteranceId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionRecordElement {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionRecordElement();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.actor = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actorText = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.timestamp = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.eventName = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.tokenCount = reader.int32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.utteranceId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionRecordElement {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      actor: isSet(object.actor) ? actorFromJSON(object.actor) : 0,
+      actorText: isSet(object.actorText)
+        ? globalThis.String(object.actorText)
+        : isSet(object.actor_text)
+        ? globalThis.String(object.actor_text)
+        : "",
+      timestamp: isSet(object.timestamp) ? fromJsonTimestamp(object.timestamp) : undefined,
+      eventName: isSet(object.eventName)
+        ? globalThis.String(object.eventName)
+        : isSet(object.event_name)
+        ? globalThis.String(object.event_name)
+        : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      tokenCount: isSet(object.tokenCount)
+        ? globalThis.Number(object.tokenCount)
+        : isSet(object.token_count)
+        ? globalThis.Number(object.token_count)
+        : 0,
+      utteranceId: isSet(object.utteranceId)
+        ? globalThis.String(object.utteranceId)
+        : isSet(object.utterance_id)
+        ? globalThis.String(object.utterance_id)
+        : "",
+    };
+  },
+
+  toJSON(message: SessionRecordElement): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.actor !== 0) {
+      obj.actor = actorToJSON(message.actor);
+    }
+    if (message.actorText !== "") {
+      obj.actorText = message.actorText;
+    }
+    if (message.timestamp !== undefined) {
+      obj.timestamp = message.timestamp.toISOString();
+    }
+    if (message.eventName !== "") {
+      obj.eventName = message.eventName;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.tokenCount !== 0) {
+      obj.tokenCount = Math.round(message.tokenCount);
+    }
+    if (message.utteranceId !== "") {
+      obj.utteranceId = message.utteranceId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionRecordElement>, I>>(base?: I): SessionRecordElement {
+    return SessionRecordElement.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionRecordElement>, I>>(object: I): SessionRecordElement {
+    const message = createBaseSessionRecordElement();
+    message.index = object.index ?? 0;
+    message.actor = object.actor ?? 0;
+    message.actorText = object.actorText ?? "";
+    message.timestamp = object.timestamp ?? undefined;
+    message.eventName = object.eventName ?? "";
+    message.revision = object.revision ?? 0;
+    message.tokenCount = object.tokenCount ?? 0;
+    message.utteranceId = object.utteranceId ?? "";
+    return message;
+  },
+};
+
+function createBaseSessionRecordSecondary(): SessionRecordSecondary {
+  return { key: "", value: Buffer.alloc(0), revision: 0, createTime: undefined };
+}
+
+export const SessionRecordSecondary: MessageFns<SessionRecordSecondary> = {
+  encode(message: SessionRecordSecondary, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value.length !== 0) {
+      writer.uint32(18).bytes(message.value);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(24).int64(message.revision);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionRecordSecondary {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionRecordSecondary();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionRecordSecondary {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? Buffer.from(bytesFromBase64(object.value)) : Buffer.alloc(0),
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: SessionRecordSecondary): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value.length !== 0) {
+      obj.value = base64FromBytes(message.value);
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionRecordSecondary>, I>>(base?: I): SessionRecordSecondary {
+    return SessionRecordSecondary.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionRecordSecondary>, I>>(object: I): SessionRecordSecondary {
+    const message = createBaseSessionRecordSecondary();
+    message.key = object.key ?? "";
+    message.value = object.value ?? Buffer.alloc(0);
+    message.revision = object.revision ?? 0;
+    message.createTime = object.createTime ?? undefined;
+    return message;
+  },
+};
+
+function createBaseSessionRecordTrailer(): SessionRecordTrailer {
+  return { revisionCount: 0, elementCount: 0, secondaryCount: 0 };
+}
+
+export const SessionRecordTrailer: MessageFns<SessionRecordTrailer> = {
+  encode(message: SessionRecordTrailer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revisionCount !== 0) {
+      writer.uint32(8).int64(message.revisionCount);
+    }
+    if (message.elementCount !== 0) {
+      writer.uint32(16).int32(message.elementCount);
+    }
+    if (message.secondaryCount !== 0) {
+      writer.uint32(24).int32(message.secondaryCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionRecordTrailer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionRecordTrailer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.revisionCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.elementCount = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.secondaryCount = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionRecordTrailer {
+    return {
+      revisionCount: isSet(object.revisionCount)
+        ? globalThis.Number(object.revisionCount)
+        : isSet(object.revision_count)
+        ? globalThis.Number(object.revision_count)
+        : 0,
+      elementCount: isSet(object.elementCount)
+        ? globalThis.Number(object.elementCount)
+        : isSet(object.element_count)
+        ? globalThis.Number(object.element_count)
+        : 0,
+      secondaryCount: isSet(object.secondaryCount)
+        ? globalThis.Number(object.secondaryCount)
+        : isSet(object.secondary_count)
+        ? globalThis.Number(object.secondary_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: SessionRecordTrailer): unknown {
+    const obj: any = {};
+    if (message.revisionCount !== 0) {
+      obj.revisionCount = Math.round(message.revisionCount);
+    }
+    if (message.elementCount !== 0) {
+      obj.elementCount = Math.round(message.elementCount);
+    }
+    if (message.secondaryCount !== 0) {
+      obj.secondaryCount = Math.round(message.secondaryCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionRecordTrailer>, I>>(base?: I): SessionRecordTrailer {
+    return SessionRecordTrailer.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionRecordTrailer>, I>>(object: I): SessionRecordTrailer {
+    const message = createBaseSessionRecordTrailer();
+    message.revisionCount = object.revisionCount ?? 0;
+    message.elementCount = object.elementCount ?? 0;
+    message.secondaryCount = object.secondaryCount ?? 0;
+    return message;
+  },
+};
+
+function createBaseImportSessionRequest(): ImportSessionRequest {
+  return { record: undefined, keepSessionId: false, requestId: "" };
+}
+
+export const ImportSessionRequest: MessageFns<ImportSessionRequest> = {
+  encode(message: ImportSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.record !== undefined) {
+      SessionRecord.encode(message.record, writer.uint32(10).fork()).join();
+    }
+    if (message.keepSessionId !== false) {
+      writer.uint32(16).bool(message.keepSessionId);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.record = SessionRecord.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.keepSessionId = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportSessionRequest {
+    return {
+      record: isSet(object.record) ? SessionRecord.fromJSON(object.record) : undefined,
+      keepSessionId: isSet(object.keepSessionId)
+        ? globalThis.Boolean(object.keepSessionId)
+        : isSet(object.keep_session_id)
+        ? globalThis.Boolean(object.keep_session_id)
+        : false,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ImportSessionRequest): unknown {
+    const obj: any = {};
+    if (message.record !== undefined) {
+      obj.record = SessionRecord.toJSON(message.record);
+    }
+    if (message.keepSessionId !== false) {
+      obj.keepSessionId = message.keepSessionId;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportSessionRequest>, I>>(base?: I): ImportSessionRequest {
+    return ImportSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportSessionRequest>, I>>(object: I): ImportSessionRequest {
+    const message = createBaseImportSessionRequest();
+    message.record = (object.record !== undefined && object.record !== null)
+      ? SessionRecord.fromPartial(object.record)
+      : undefined;
+    message.keepSessionId = object.keepSessionId ?? false;
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseImportSessionResponse(): ImportSessionResponse {
+  return { session: undefined, revisionCount: 0, elementCount: 0, secondaryCount: 0 };
+}
+
+export const ImportSessionResponse: MessageFns<ImportSessionResponse> = {
+  encode(message: ImportSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.session !== undefined) {
+      GenieSession.encode(message.session, writer.uint32(10).fork()).join();
+    }
+    if (message.revisionCount !== 0) {
+      writer.uint32(16).int64(message.revisionCount);
+    }
+    if (message.elementCount !== 0) {
+      writer.uint32(24).int32(message.elementCount);
+    }
+    if (message.secondaryCount !== 0) {
+      writer.uint32(32).int32(message.secondaryCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.session = GenieSession.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revisionCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.elementCount = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.secondaryCount = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportSessionResponse {
+    return {
+      session: isSet(object.session) ? GenieSession.fromJSON(object.session) : undefined,
+      revisionCount: isSet(object.revisionCount)
+        ? globalThis.Number(object.revisionCount)
+        : isSet(object.revision_count)
+        ? globalThis.Number(object.revision_count)
+        : 0,
+      elementCount: isSet(object.elementCount)
+        ? globalThis.Number(object.elementCount)
+        : isSet(object.element_count)
+        ? globalThis.Number(object.element_count)
+        : 0,
+      secondaryCount: isSet(object.secondaryCount)
+        ? globalThis.Number(object.secondaryCount)
+        : isSet(object.secondary_count)
+        ? globalThis.Number(object.secondary_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: ImportSessionResponse): unknown {
+    const obj: any = {};
+    if (message.session !== undefined) {
+      obj.session = GenieSession.toJSON(message.session);
+    }
+    if (message.revisionCount !== 0) {
+      obj.revisionCount = Math.round(message.revisionCount);
+    }
+    if (message.elementCount !== 0) {
+      obj.elementCount = Math.round(message.elementCount);
+    }
+    if (message.secondaryCount !== 0) {
+      obj.secondaryCount = Math.round(message.secondaryCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportSessionResponse>, I>>(base?: I): ImportSessionResponse {
+    return ImportSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportSessionResponse>, I>>(object: I): ImportSessionResponse {
+    const message = createBaseImportSessionResponse();
+    message.session = (object.session !== undefined && object.session !== null)
+      ? GenieSession.fromPartial(object.session)
+      : undefined;
+    message.revisionCount = object.revisionCount ?? 0;
+    message.elementCount = object.elementCount ?? 0;
+    message.secondaryCount = object.secondaryCount ?? 0;
+    return message;
+  },
+};
+
 /**
  * GenieService keeps typed, versioned dialogue sessions (GenieModels) driven by a state machine.
  *
@@ -10137,6 +11880,79 @@ export const GenieServiceService = {
     responseSerialize: (value: ChatResponse): Buffer => Buffer.from(ChatResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ChatResponse => ChatResponse.decode(value),
   },
+  /**
+   * Streams one session as typed records, so that ImportSession can recreate it on another deployment (or
+   * in another account): a header, then each exported revision followed by what it added (the dialogue
+   * elements, then the secondary values), then a trailer. Every revision when `all_revisions` is set, else
+   * only the current one (followed by the whole dialogue and every secondary value). Records are read in
+   * bounded pages, at the pace the client reads them; each response is well under 4 MiB (an utterance is at
+   * most 1 MiB, fields 256 KiB, a secondary value 3 MiB). Values are exported as stored (at the schema
+   * version each revision was written at), never upgraded, so an import stores exactly what was exported.
+   *
+   * The export is of the session as it was at its revision when the call started: writes committed meanwhile
+   * are not in it (revisions, elements and values are immutable once committed). The trailer is the proof
+   * that an export is whole: a stream that ends without one (an error status, a cut connection) is a
+   * partial export, and ImportSession refuses it.
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`):
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a bad field (BadRequest names it).
+   * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account; also when the session is
+   *   deleted while it is being exported (the stream then ends with this status, before the trailer).
+   * - RESOURCE_EXHAUSTED `STREAM_LIMIT`, `RATE_LIMIT`: the account's limits.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down; export again.
+   */
+  exportSession: {
+    path: "/parley.genie.v1.GenieService/ExportSession" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExportSessionRequest): Buffer => Buffer.from(ExportSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportSessionRequest => ExportSessionRequest.decode(value),
+    responseSerialize: (value: ExportSessionResponse): Buffer =>
+      Buffer.from(ExportSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportSessionResponse => ExportSessionResponse.decode(value),
+  },
+  /**
+   * Recreates a session from the records of an ExportSession, all or nothing: the first message carries the
+   * header (and the options), the following ones the records in the order ExportSession sends them, the
+   * last one the trailer; the client then half-closes. Nothing is written before the trailer has arrived
+   * and every record has been checked: the records are held (within the bounds below) and written in one
+   * transaction, so a stream that is cut, cancelled, idle for PARLEY_CLIENT_STREAM_IDLE or refused leaves
+   * nothing behind. The imported session reads through every RPC as the exported one did (GetSession at
+   * each revision, ListDialogue, FormatDialogue, the secondary reads, a WatchSession replay), except for
+   * what ImportSessionRequest.keep_session_id and ImportSessionResponse say. With `request_id` set, a retry
+   * of the same import returns the first result and writes nothing.
+   *
+   * Bounds: at most 64 MiB of records in all (the UTF-8 text, fields and secondary values), 100,000
+   * revisions, 100,000 dialogue elements and 1,000 secondary values per import; each record within the
+   * limits of the write RPCs (an utterance 1 MiB, fields 256 KiB, a secondary value 3 MiB).
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`); nothing is written on any error:
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a record that fails a check; BadRequest names it by its position
+   *   in the stream and its field (`records[12].element.index: …`): a first message without a header, a
+   *   header after the first, records out of order (a revision not one more than the previous in an export
+   *   of every revision, an element index not the next one, an element or a value newer than the revision it
+   *   follows), a dialogue length or a count that does not match the records, a state the model type's
+   *   machine does not have, fields that fail its JSON Schema, a missing trailer (the stream ended without
+   *   one), a record after the trailer. `REQUEST_ID_REUSED`: as the other RPCs.
+   * - FAILED_PRECONDITION `MODEL_TYPE_NOT_REGISTERED` (metadata `model_type`, `schema_version`): a revision
+   *   is stored at a schema version of its model type that the caller's account has not registered.
+   * - ALREADY_EXISTS `SESSION_ALREADY_EXISTS`: keep_session_id was set and a session with that id exists in
+   *   any account, or did and was deleted (its id stays taken while the tombstone is kept).
+   * - RESOURCE_EXHAUSTED `IMPORT_SIZE_LIMIT`: past the bounds above; `CLIENT_STREAM_IDLE`, `STREAM_LIMIT`,
+   *   `RATE_LIMIT`: the limits (README, Limits).
+   * - CANCELLED: the client went away.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down; retry with the same request_id.
+   */
+  importSession: {
+    path: "/parley.genie.v1.GenieService/ImportSession" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: ImportSessionRequest): Buffer => Buffer.from(ImportSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportSessionRequest => ImportSessionRequest.decode(value),
+    responseSerialize: (value: ImportSessionResponse): Buffer =>
+      Buffer.from(ImportSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportSessionResponse => ImportSessionResponse.decode(value),
+  },
 } as const;
 
 export interface GenieServiceServer extends UntypedServiceImplementation {
@@ -10306,6 +12122,61 @@ export interface GenieServiceServer extends UntypedServiceImplementation {
    * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down.
    */
   chat: handleBidiStreamingCall<ChatRequest, ChatResponse>;
+  /**
+   * Streams one session as typed records, so that ImportSession can recreate it on another deployment (or
+   * in another account): a header, then each exported revision followed by what it added (the dialogue
+   * elements, then the secondary values), then a trailer. Every revision when `all_revisions` is set, else
+   * only the current one (followed by the whole dialogue and every secondary value). Records are read in
+   * bounded pages, at the pace the client reads them; each response is well under 4 MiB (an utterance is at
+   * most 1 MiB, fields 256 KiB, a secondary value 3 MiB). Values are exported as stored (at the schema
+   * version each revision was written at), never upgraded, so an import stores exactly what was exported.
+   *
+   * The export is of the session as it was at its revision when the call started: writes committed meanwhile
+   * are not in it (revisions, elements and values are immutable once committed). The trailer is the proof
+   * that an export is whole: a stream that ends without one (an error status, a cut connection) is a
+   * partial export, and ImportSession refuses it.
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`):
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a bad field (BadRequest names it).
+   * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account; also when the session is
+   *   deleted while it is being exported (the stream then ends with this status, before the trailer).
+   * - RESOURCE_EXHAUSTED `STREAM_LIMIT`, `RATE_LIMIT`: the account's limits.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down; export again.
+   */
+  exportSession: handleServerStreamingCall<ExportSessionRequest, ExportSessionResponse>;
+  /**
+   * Recreates a session from the records of an ExportSession, all or nothing: the first message carries the
+   * header (and the options), the following ones the records in the order ExportSession sends them, the
+   * last one the trailer; the client then half-closes. Nothing is written before the trailer has arrived
+   * and every record has been checked: the records are held (within the bounds below) and written in one
+   * transaction, so a stream that is cut, cancelled, idle for PARLEY_CLIENT_STREAM_IDLE or refused leaves
+   * nothing behind. The imported session reads through every RPC as the exported one did (GetSession at
+   * each revision, ListDialogue, FormatDialogue, the secondary reads, a WatchSession replay), except for
+   * what ImportSessionRequest.keep_session_id and ImportSessionResponse say. With `request_id` set, a retry
+   * of the same import returns the first result and writes nothing.
+   *
+   * Bounds: at most 64 MiB of records in all (the UTF-8 text, fields and secondary values), 100,000
+   * revisions, 100,000 dialogue elements and 1,000 secondary values per import; each record within the
+   * limits of the write RPCs (an utterance 1 MiB, fields 256 KiB, a secondary value 3 MiB).
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`); nothing is written on any error:
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a record that fails a check; BadRequest names it by its position
+   *   in the stream and its field (`records[12].element.index: …`): a first message without a header, a
+   *   header after the first, records out of order (a revision not one more than the previous in an export
+   *   of every revision, an element index not the next one, an element or a value newer than the revision it
+   *   follows), a dialogue length or a count that does not match the records, a state the model type's
+   *   machine does not have, fields that fail its JSON Schema, a missing trailer (the stream ended without
+   *   one), a record after the trailer. `REQUEST_ID_REUSED`: as the other RPCs.
+   * - FAILED_PRECONDITION `MODEL_TYPE_NOT_REGISTERED` (metadata `model_type`, `schema_version`): a revision
+   *   is stored at a schema version of its model type that the caller's account has not registered.
+   * - ALREADY_EXISTS `SESSION_ALREADY_EXISTS`: keep_session_id was set and a session with that id exists in
+   *   any account, or did and was deleted (its id stays taken while the tombstone is kept).
+   * - RESOURCE_EXHAUSTED `IMPORT_SIZE_LIMIT`: past the bounds above; `CLIENT_STREAM_IDLE`, `STREAM_LIMIT`,
+   *   `RATE_LIMIT`: the limits (README, Limits).
+   * - CANCELLED: the client went away.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down; retry with the same request_id.
+   */
+  importSession: handleClientStreamingCall<ImportSessionRequest, ImportSessionResponse>;
 }
 
 export interface GenieServiceClient extends Client {
@@ -10724,6 +12595,84 @@ export interface GenieServiceClient extends Client {
   chat(): ClientDuplexStream<ChatRequest, ChatResponse>;
   chat(options: Partial<CallOptions>): ClientDuplexStream<ChatRequest, ChatResponse>;
   chat(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ChatRequest, ChatResponse>;
+  /**
+   * Streams one session as typed records, so that ImportSession can recreate it on another deployment (or
+   * in another account): a header, then each exported revision followed by what it added (the dialogue
+   * elements, then the secondary values), then a trailer. Every revision when `all_revisions` is set, else
+   * only the current one (followed by the whole dialogue and every secondary value). Records are read in
+   * bounded pages, at the pace the client reads them; each response is well under 4 MiB (an utterance is at
+   * most 1 MiB, fields 256 KiB, a secondary value 3 MiB). Values are exported as stored (at the schema
+   * version each revision was written at), never upgraded, so an import stores exactly what was exported.
+   *
+   * The export is of the session as it was at its revision when the call started: writes committed meanwhile
+   * are not in it (revisions, elements and values are immutable once committed). The trailer is the proof
+   * that an export is whole: a stream that ends without one (an error status, a cut connection) is a
+   * partial export, and ImportSession refuses it.
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`):
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a bad field (BadRequest names it).
+   * - NOT_FOUND `SESSION_NOT_FOUND`: no such session in the caller's account; also when the session is
+   *   deleted while it is being exported (the stream then ends with this status, before the trailer).
+   * - RESOURCE_EXHAUSTED `STREAM_LIMIT`, `RATE_LIMIT`: the account's limits.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down; export again.
+   */
+  exportSession(
+    request: ExportSessionRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ExportSessionResponse>;
+  exportSession(
+    request: ExportSessionRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ExportSessionResponse>;
+  /**
+   * Recreates a session from the records of an ExportSession, all or nothing: the first message carries the
+   * header (and the options), the following ones the records in the order ExportSession sends them, the
+   * last one the trailer; the client then half-closes. Nothing is written before the trailer has arrived
+   * and every record has been checked: the records are held (within the bounds below) and written in one
+   * transaction, so a stream that is cut, cancelled, idle for PARLEY_CLIENT_STREAM_IDLE or refused leaves
+   * nothing behind. The imported session reads through every RPC as the exported one did (GetSession at
+   * each revision, ListDialogue, FormatDialogue, the secondary reads, a WatchSession replay), except for
+   * what ImportSessionRequest.keep_session_id and ImportSessionResponse say. With `request_id` set, a retry
+   * of the same import returns the first result and writes nothing.
+   *
+   * Bounds: at most 64 MiB of records in all (the UTF-8 text, fields and secondary values), 100,000
+   * revisions, 100,000 dialogue elements and 1,000 secondary values per import; each record within the
+   * limits of the write RPCs (an utterance 1 MiB, fields 256 KiB, a secondary value 3 MiB).
+   *
+   * Errors (each with a google.rpc.ErrorInfo, domain `parley`); nothing is written on any error:
+   * - INVALID_ARGUMENT `INVALID_ARGUMENT`: a record that fails a check; BadRequest names it by its position
+   *   in the stream and its field (`records[12].element.index: …`): a first message without a header, a
+   *   header after the first, records out of order (a revision not one more than the previous in an export
+   *   of every revision, an element index not the next one, an element or a value newer than the revision it
+   *   follows), a dialogue length or a count that does not match the records, a state the model type's
+   *   machine does not have, fields that fail its JSON Schema, a missing trailer (the stream ended without
+   *   one), a record after the trailer. `REQUEST_ID_REUSED`: as the other RPCs.
+   * - FAILED_PRECONDITION `MODEL_TYPE_NOT_REGISTERED` (metadata `model_type`, `schema_version`): a revision
+   *   is stored at a schema version of its model type that the caller's account has not registered.
+   * - ALREADY_EXISTS `SESSION_ALREADY_EXISTS`: keep_session_id was set and a session with that id exists in
+   *   any account, or did and was deleted (its id stays taken while the tombstone is kept).
+   * - RESOURCE_EXHAUSTED `IMPORT_SIZE_LIMIT`: past the bounds above; `CLIENT_STREAM_IDLE`, `STREAM_LIMIT`,
+   *   `RATE_LIMIT`: the limits (README, Limits).
+   * - CANCELLED: the client went away.
+   * - UNAVAILABLE `SERVER_SHUTTING_DOWN`: the server is shutting down; retry with the same request_id.
+   */
+  importSession(
+    callback: (error: ServiceError | null, response: ImportSessionResponse) => void,
+  ): ClientWritableStream<ImportSessionRequest>;
+  importSession(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ImportSessionResponse) => void,
+  ): ClientWritableStream<ImportSessionRequest>;
+  importSession(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportSessionResponse) => void,
+  ): ClientWritableStream<ImportSessionRequest>;
+  importSession(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportSessionResponse) => void,
+  ): ClientWritableStream<ImportSessionRequest>;
 }
 
 export const GenieServiceClient = makeGenericClientConstructor(
