@@ -21,13 +21,17 @@ commands:
                         tombstones older than the age, in small batches; forget request ids older
                         than 24 h. With --address (and PARLEY_ADMIN_TOKEN) the running server does it
                         (AdminService.PurgeExpiredData); an embedded data dir a server holds is refused
+  import --from genie-flow --source redis://… --model-type <Class>=<model type> [--prefix genie-flow]
+                        [--timestamp-offset +00:00] [--address host:port]
+                        migration: imports every genie-flow session of the Redis into the account of
+                        PARLEY_API_KEY at a running server (README, Migrating from genie-flow)
   help                  show this text (also --help or -h, after any command)
 
 options: --version (-v) prints the version. Configuration comes from the environment; see README.md.
 TLS for describe and purge --address: --cacert ca.pem (the CA of the server's certificate), and
 --cert client.pem --key client.key for a server that requires mutual TLS.`;
 
-const commands = new Set(['serve', 'migrate', 'describe', 'purge', 'help']);
+const commands = new Set(['serve', 'migrate', 'describe', 'purge', 'import', 'help']);
 
 function version(): string {
   // ../package.json from src/ (and from a compiled dist/ alike).
@@ -180,6 +184,10 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(`parley: purge: ${(err as Error).message}\n`);
         return 1;
       }
+    }
+    case 'import': {
+      const { genieFlowImportCommand } = await import('./transfer/from-genie-flow.js');
+      return genieFlowImportCommand(argv, { listen: config.listen, apiKey: process.env.PARLEY_API_KEY || undefined, print });
     }
     default:
       process.stderr.write(`parley: unknown command ${command}\n${usage}\n`);
