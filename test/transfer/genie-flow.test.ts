@@ -11,6 +11,7 @@ import {
   parseOffset,
   parseTimestamp,
   Refusal,
+  snappyLength,
   toRecords,
   type Target,
 } from '../../src/transfer/genie-flow.js';
@@ -62,6 +63,38 @@ test('genie-flow decodeEnvelope refuses what is not a schema version, a 0/1 flag
   refusal(t, () => decodeEnvelope(Buffer.from([0x31, 0x3a, 0x30, 0x3a, 0xff, 0xfe]), 'the object'), 'malformed', /not valid UTF-8/);
   refusal(t, () => decodeEnvelope(serialize('x'.repeat(2000), 0, true), 'the object', 1000), 'too-large', /decompresses to more than 1000 bytes/);
   refusal(t, () => decodeEnvelope(serialize('x'.repeat(2000), 0, false), 'the object', 1000), 'too-large', /over 1000 bytes/);
+});
+
+test('genie-flow Snappy blocks are walked before snappyjs sees them: hostile blocks are malformed, never a hang or zeros', (t) => {
+  const block = (...bytes: number[]) => Buffer.from(bytes);
+  const good = snappy.compress(Buffer.from('abcabcabcabc'.repeat(20)));
+  t.is(snappyLength(good), 240);
+  // A literal whose 4-byte length reads as negative: snappyjs walks backwards through it forever…
+  t.is(snappyLength(block(10, 0xfc, 0xf8, 0xff, 0xff, 0xff, 0x41)), undefined);
+  // …or, here, answers ten zero bytes.
+  t.is(snappyLength(block(10, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x41)), undefined);
+  t.is(snappyLength(block(3, 0x08, 0x41, 0x42)), undefined, 'a literal past the end');
+  t.is(snappyLength(block(4, 0x04, 0x41, 0x42)), undefined, 'shorter than stated: snappyjs filled zeros');
+  t.is(snappyLength(block(2, 0x04, 0x41, 0x42, 0x01, 0x01)), undefined, 'longer than stated: snappyjs dropped the rest');
+  t.is(snappyLength(block(8, 0x04, 0x41, 0x42, 0x01)), undefined, 'a copy cut short: snappyjs read past the end');
+  t.is(snappyLength(block(8, 0x04, 0x41, 0x42, 0x01, 0x03)), undefined, 'a copy from before the start');
+  t.is(snappyLength(block(0x80, 0x80, 0x80, 0x80, 0x80, 0x01)), undefined, 'a length varint over 5 bytes');
+  t.is(snappyLength(block(6, 0x04, 0x41, 0x42, 0x01, 0x02)), 6, 'a copy overlapping its own output (run-length)');
+  t.is(decodeEnvelope(Buffer.concat([Buffer.from('0:1:'), block(6, 0x04, 0x41, 0x42, 0x01, 0x02)]), 'x').json, 'ABABAB');
+  // Mutated and cut blocks, deterministically: each one decodes to its stated length or is refused.
+  let seed = 20261126;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+  for (let i = 0; i < 5000; i++) {
+    const b = Buffer.from(good);
+    for (let k = 0; k <= i % 4; k++) b[next() % b.length] = next() % 256;
+    const cut = i % 3 === 0 ? b.subarray(0, next() % b.length) : b;
+    try {
+      const env = decodeEnvelope(Buffer.concat([Buffer.from('0:1:'), cut]), 'x', 4096);
+      t.is(Buffer.byteLength(env.json), snappyLength(cut));
+    } catch (err) {
+      if (!(err instanceof Refusal)) t.fail(`not a Refusal: ${String(err)}`);
+    }
+  }
 });
 
 test('genie-flow timestamps: naive ones (upstream writes datetime.now(), local time without offset) read at the given offset', (t) => {
