@@ -21,13 +21,21 @@ commands:
                         tombstones older than the age, in small batches; forget request ids older
                         than 24 h. With --address (and PARLEY_ADMIN_TOKEN) the running server does it
                         (AdminService.PurgeExpiredData); an embedded data dir a server holds is refused
+  export --address host:port [--all-revisions] <session_id>...
+                        write genie sessions as JSON lines (one SessionRecord per line, proto3 JSON) on
+                        stdout: every revision with --all-revisions, else the current one
+  import --address host:port [--keep-ids] [file]
+                        import the sessions of JSON lines written by export (from file, else stdin), each
+                        all or nothing: new ids, or the exported ones with --keep-ids (a taken id is
+                        refused); prints counts and one line per refused session, exit code 1 if any
+                        was. export and import use the API key in PARLEY_API_KEY
   help                  show this text (also --help or -h, after any command)
 
 options: --version (-v) prints the version. Configuration comes from the environment; see README.md.
-TLS for describe and purge --address: --cacert ca.pem (the CA of the server's certificate), and
+TLS for describe, export, import and purge --address: --cacert ca.pem (the CA of the server's certificate), and
 --cert client.pem --key client.key for a server that requires mutual TLS.`;
 
-const commands = new Set(['serve', 'migrate', 'describe', 'purge', 'help']);
+const commands = new Set(['serve', 'migrate', 'describe', 'purge', 'export', 'import', 'help']);
 
 function version(): string {
   // ../package.json from src/ (and from a compiled dist/ alike).
@@ -72,6 +80,8 @@ async function main(argv: string[]): Promise<number> {
       address: { type: 'string' },
       'older-than': { type: 'string' },
       'batch-size': { type: 'string' },
+      'all-revisions': { type: 'boolean' },
+      'keep-ids': { type: 'boolean' },
       cacert: { type: 'string' },
       cert: { type: 'string' },
       key: { type: 'string' },
@@ -178,6 +188,24 @@ async function main(argv: string[]): Promise<number> {
       } catch (err) {
         if (!address) throw err;
         process.stderr.write(`parley: purge: ${(err as Error).message}\n`);
+        return 1;
+      }
+    }
+    case 'export':
+    case 'import': {
+      if (typeof values.address !== 'string') {
+        process.stderr.write(`parley: ${command} needs --address host:port, the server to ${command === 'export' ? 'read the sessions from' : 'import them into'}\n`);
+        return 2;
+      }
+      const transfer = { address: values.address, tls: clientTls, apiKey: process.env.PARLEY_API_KEY || undefined };
+      const out = { line: print };
+      try {
+        const { exportCommand, importCommand } = await import('./transfer/cli.js');
+        return command === 'export'
+          ? await exportCommand({ ...transfer, allRevisions: values['all-revisions'] === true, sessionIds: positionals.slice(1) }, out)
+          : await importCommand({ ...transfer, keepIds: values['keep-ids'] === true, file: positionals[1] }, out);
+      } catch (err) {
+        process.stderr.write(`parley: ${command}: ${(err as Error).message}\n`);
         return 1;
       }
     }
