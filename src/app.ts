@@ -8,6 +8,8 @@ import { redisStore, type RedisObserver } from './storage/redis-kv.js';
 import { KnexAdminStore } from './storage/admin-store.js';
 import { KnexPromptStore } from './storage/prompt-store.js';
 import { KnexModelTypeStore, KnexSessionStore } from './storage/genie-store.js';
+import { KnexTransferStore } from './storage/genie-transfer-store.js';
+import { SessionTransfer } from './genie/transfer.js';
 import { GenieCache } from './genie/cache.js';
 import { GenieUseCases } from './genie/service.js';
 import { genieHandlers } from './transport/genie-handlers.js';
@@ -97,6 +99,11 @@ export function genieUseCases(db: Db, store: FastStore, telemetry: Telemetry = n
 }
 
 /** Retention over opened storage; the server's admin RPC and `parley purge` both build it here. */
+/** ExportSession and ImportSession's use cases over Postgres. */
+export function sessionTransfer(db: Db): SessionTransfer {
+  return new SessionTransfer({ types: new KnexModelTypeStore(db), sessions: new KnexSessionStore(db), transfer: new KnexTransferStore(db), unitOfWork: new KnexUnitOfWork(db) });
+}
+
 export function maintenance(db: Db, store: FastStore, config: Config, prompts = promptUseCases(db, store, config), genie = genieUseCases(db, store)): Maintenance {
   return new Maintenance(prompts, genie);
 }
@@ -138,7 +145,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const bindings = [
     bindService<AdminServiceServer>({ name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) }),
     bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize, telemetry)) }, authenticate: callerAuth }),
-    bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieWatch, limits), ...transferHandlers() }, authenticate: callerAuth }),
+    bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieWatch, limits), ...transferHandlers(sessionTransfer(db), limits) }, authenticate: callerAuth }),
     // The gateway's own key erases its end users: the account's caller, not the admin token.
     bindService<EndUserServiceServer>({ name: 'parley.enduser.v1.EndUserService', definition: EndUserServiceService, handlers: endUserHandlers(new EndUserErasure(genie, prompts)), authenticate: callerAuth }),
   ];

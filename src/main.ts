@@ -21,17 +21,25 @@ commands:
                         tombstones older than the age, in small batches; forget request ids older
                         than 24 h. With --address (and PARLEY_ADMIN_TOKEN) the running server does it
                         (AdminService.PurgeExpiredData); an embedded data dir a server holds is refused
+  export --address host:port [--all-revisions] <session_id>...
+                        write genie sessions as JSON lines (one SessionRecord per line, proto3 JSON) on
+                        stdout: every revision with --all-revisions, else the current one
+  import --address host:port [--keep-ids] [file]
+                        import the sessions of JSON lines written by export (from file, else stdin), each
+                        all or nothing: new ids, or the exported ones with --keep-ids (a taken id is
+                        refused); prints counts and one line per refused session, exit code 1 if any
+                        was. export and import use the API key in PARLEY_API_KEY
   import --from genie-flow --source redis://… --model-type <Class>=<model type> [--prefix genie-flow]
-                        [--timestamp-offset +00:00] [--address host:port]
+                        [--timestamp-offset +00:00] --address host:port
                         migration: imports every genie-flow session of the Redis into the account of
                         PARLEY_API_KEY at a running server (README, Migrating from genie-flow)
   help                  show this text (also --help or -h, after any command)
 
 options: --version (-v) prints the version. Configuration comes from the environment; see README.md.
-TLS for describe and purge --address: --cacert ca.pem (the CA of the server's certificate), and
+TLS for describe, export, import and purge --address: --cacert ca.pem (the CA of the server's certificate), and
 --cert client.pem --key client.key for a server that requires mutual TLS.`;
 
-const commands = new Set(['serve', 'migrate', 'describe', 'purge', 'import', 'help']);
+const commands = new Set(['serve', 'migrate', 'describe', 'purge', 'export', 'import', 'help']);
 
 function version(): string {
   // ../package.json from src/ (and from a compiled dist/ alike).
@@ -76,6 +84,9 @@ async function main(argv: string[]): Promise<number> {
       address: { type: 'string' },
       'older-than': { type: 'string' },
       'batch-size': { type: 'string' },
+      'all-revisions': { type: 'boolean' },
+      'keep-ids': { type: 'boolean' },
+      from: { type: 'string' },
       cacert: { type: 'string' },
       cert: { type: 'string' },
       key: { type: 'string' },
@@ -185,9 +196,28 @@ async function main(argv: string[]): Promise<number> {
         return 1;
       }
     }
+    case 'export':
     case 'import': {
-      const { genieFlowImportCommand } = await import('./transfer/from-genie-flow.js');
-      return genieFlowImportCommand(argv, { listen: config.listen, apiKey: process.env.PARLEY_API_KEY || undefined, print });
+      if (command === 'import' && values.from !== undefined) {
+        // A migration reads another system and parses its own flags (any --from but genie-flow is refused there).
+        const { genieFlowImportCommand } = await import('./transfer/from-genie-flow.js');
+        return genieFlowImportCommand(argv, { apiKey: process.env.PARLEY_API_KEY || undefined, print });
+      }
+      if (typeof values.address !== 'string') {
+        process.stderr.write(`parley: ${command} needs --address host:port, the server to ${command === 'export' ? 'read the sessions from' : 'import them into'}\n`);
+        return 2;
+      }
+      const transfer = { address: values.address, tls: clientTls, apiKey: process.env.PARLEY_API_KEY || undefined };
+      const out = { line: print };
+      try {
+        const { exportCommand, importCommand } = await import('./transfer/cli.js');
+        return command === 'export'
+          ? await exportCommand({ ...transfer, allRevisions: values['all-revisions'] === true, sessionIds: positionals.slice(1) }, out)
+          : await importCommand({ ...transfer, keepIds: values['keep-ids'] === true, file: positionals[1] }, out);
+      } catch (err) {
+        process.stderr.write(`parley: ${command}: ${(err as Error).message}\n`);
+        return 1;
+      }
     }
     default:
       process.stderr.write(`parley: unknown command ${command}\n${usage}\n`);

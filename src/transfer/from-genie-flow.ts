@@ -264,7 +264,7 @@ export async function grpcImporter(address: string, creds: ChannelCredentials, m
 }
 
 export const usage = `usage: parley import --from genie-flow --source redis://host:6379/1 --model-type <Class>=<model type> …
-                     [--prefix genie-flow] [--timestamp-offset +00:00] [--address host:port]
+                     --address host:port [--prefix genie-flow] [--timestamp-offset +00:00]
   --source            the Redis genie-flow's object store uses (its db included)
   --prefix            genie-flow's application_prefix (default genie-flow)
   --model-type        Class[@<genie-flow schema version>]=<parley model type>[@<schema version>], repeatable:
@@ -272,11 +272,10 @@ export const usage = `usage: parley import --from genie-flow --source redis://ho
                       sessions of classes without one are refused
   --timestamp-offset  the UTC offset of the genie-flow hosts (+HH:MM, -HH:MM or Z; default Z): genie-flow
                       writes dialogue timestamps in local time without an offset
-  --address           the parley server (default PARLEY_LISTEN); the API key comes from PARLEY_API_KEY
+  --address           the parley server to import into; the API key comes from PARLEY_API_KEY
 TLS: --cacert ca.pem, and --cert client.pem --key client.key for mutual TLS.`;
 
 export interface CommandIo {
-  listen: string;
   apiKey: string | undefined;
   print(text: string): Promise<void>;
 }
@@ -344,13 +343,14 @@ function parseCommand(argv: string[], io: CommandIo) {
   if (!values.prefix) throw new UsageError('--prefix must not be empty');
   const naiveOffsetMinutes = parseOffset(values['timestamp-offset']);
   if (naiveOffsetMinutes === undefined) throw new UsageError('--timestamp-offset must be +HH:MM, -HH:MM or Z');
+  if (!values.address) throw new UsageError('--address host:port is needed: the server to import into');
   if (!io.apiKey) throw new UsageError('PARLEY_API_KEY must hold the API key of the account to import into');
   return {
     source: values.source,
     prefix: values.prefix,
     mappings: values['model-type'].map(parseMapping),
     naiveOffsetMinutes,
-    address: values.address ?? io.listen,
+    address: values.address,
     apiKey: io.apiKey,
     tls: { caFile: values.cacert, certFile: values.cert, keyFile: values.key },
   };

@@ -143,18 +143,18 @@ const sessionId = uuid;
 const optionalRevision = z.number().int().min(1, 'must be 1 or more (leave it unset for the current revision)').optional();
 const expectedRevision = z.number().int().min(1, 'must be 1 or more (leave it unset for an unconditional write)').optional();
 /** AIP-155: optional; a UUID when set. */
-const requestId = optionalString.pipe(z.string().uuid('must be a UUID').optional());
+export const requestId = optionalString.pipe(z.string().uuid('must be a UUID').optional());
 const pageSize = z.number().int().nonnegative('must not be negative').transform(pageSizeOf);
 const ENCODING_NAMES = `must be empty or one of ${TOKENIZER_ENCODINGS.join(', ')}`;
 /** A tokenizer encoding's name; empty is unset (undefined). The message never repeats what was sent. */
-const tokenizerEncoding = z.string().transform((name, ctx): TokenizerEncoding | undefined => {
+export const tokenizerEncoding = z.string().transform((name, ctx): TokenizerEncoding | undefined => {
   if (name === '') return undefined;
   if (isTokenizerEncoding(name)) return name;
   ctx.issues.push({ code: 'custom', input: name, message: ENCODING_NAMES });
   return z.NEVER;
 });
-const userFields = structOfAtMost(MAX_FIELDS_BYTES, MAX_KEY_CHARS);
-const utterance = textOfAtMost(MAX_TEXT_BYTES, 'bytes');
+export const userFields = structOfAtMost(MAX_FIELDS_BYTES, MAX_KEY_CHARS);
+export const utterance = textOfAtMost(MAX_TEXT_BYTES, 'bytes');
 /** An Actor enum value that names a speaker; ACTOR_UNSPECIFIED and unknown numbers are refused. */
 export const actor = z.number().transform((a, ctx): DomainActor => {
   const name = actorNames.get(a);
@@ -174,7 +174,7 @@ export const optionalActor = z
   .number()
   .refine((a) => a === Actor.ACTOR_UNSPECIFIED || actorNames.has(a), `must be ACTOR_UNSPECIFIED or one of ACTOR_USER, ACTOR_ASSISTANT, ACTOR_SYSTEM`)
   .transform((a) => actorNames.get(a));
-const secondaryKey = z
+export const secondaryKey = z
   .string()
   .min(1, 'is required')
   .max(256, 'must be at most 256 characters')

@@ -1263,7 +1263,7 @@ export interface ExportSessionResponse {
 /**
  * One record of an exported session. A whole export is: one header; then, for each exported revision in
  * ascending order, its revision record followed by the dialogue elements it appended (by index) and then the
- * secondary values it stored (by key) — for the first exported revision, every element and value the
+ * secondary values it stored (by revision, then key) — for the first exported revision, every element and value the
  * session had at it; then one trailer. As JSON lines (`parley export`), one record per line.
  */
 export interface SessionRecord {
