@@ -321,6 +321,16 @@ export async function genieFlowImportCommand(argv: string[], io: CommandIo): Pro
 }
 
 function parseCommand(argv: string[], io: CommandIo) {
+  try {
+    return checkCommand(argv, io);
+  } catch (err) {
+    // node:util's own complaints (an unknown option, a missing value) are bad command lines too.
+    if (String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS')) throw new UsageError((err as Error).message);
+    throw err;
+  }
+}
+
+function checkCommand(argv: string[], io: CommandIo) {
   const { values } = parseArgs({
     args: argv,
     allowPositionals: true,
