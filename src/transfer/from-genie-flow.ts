@@ -229,6 +229,17 @@ export async function grpcImporter(address: string, creds: ChannelCredentials, m
       pump();
     });
 
+  // Session ids are unique across the deployment: ALREADY_EXISTS may be an earlier run's import into this
+  // account, or another account's session (or a deleted one's id, kept while its tombstone is).
+  const presentOrTaken = (sessionId: string) =>
+    new Promise<'present'>((resolve, reject) =>
+      client.getSession({ sessionId, revision: undefined, dialoguePageSize: 1 }, md, (err) => {
+        if (!err) return resolve('present');
+        if (err.code === status.NOT_FOUND) return reject(new Refusal('id-taken', `its id ${sessionId} is taken outside this account (another account's session, or a deleted one's)`));
+        reject(failure('GetSession', err));
+      }),
+    );
+
   const importer: Importer = async (records) => {
     const requestId = randomUUID();
     for (let attempt = 1; ; attempt++) {
@@ -238,7 +249,7 @@ export async function grpcImporter(address: string, creds: ChannelCredentials, m
       } catch (e) {
         const err = e as ServiceError;
         const { info, retry, bad } = details(err);
-        if (err.code === status.ALREADY_EXISTS) return 'present';
+        if (err.code === status.ALREADY_EXISTS) return presentOrTaken(records[0]!.header!.sessionId);
         if (err.code === status.INVALID_ARGUMENT || err.code === status.FAILED_PRECONDITION || (err.code === status.RESOURCE_EXHAUSTED && info?.reason === 'IMPORT_SIZE_LIMIT')) {
           const v = bad?.fieldViolations[0];
           throw new Refusal('refused-by-server', `${info?.reason ?? status[err.code]}: ${v ? `${v.field}: ${v.description}` : err.details}`.slice(0, 400));

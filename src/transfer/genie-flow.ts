@@ -35,7 +35,7 @@ export const MAX_IMPORT_ELEMENTS = 100_000;
 export const MAX_IMPORT_SECONDARY = 1_000;
 
 /** Why a session is not imported: a stable kind (the summary counts by it) and a short, clipped detail. */
-export type RefusalKind = 'unmapped-class' | 'unknown-state' | 'malformed' | 'too-large' | 'refused-by-server' | 'gone';
+export type RefusalKind = 'unmapped-class' | 'unknown-state' | 'malformed' | 'too-large' | 'refused-by-server' | 'id-taken' | 'gone';
 
 export class Refusal extends Error {
   constructor(

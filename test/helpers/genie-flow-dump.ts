@@ -6,6 +6,7 @@
  * the subclass's), non-ASCII as raw UTF-8 — what JSON.stringify writes for the values used here. A naive
  * datetime is `YYYY-MM-DDTHH:MM:SS[.ffffff]` (the fraction only when not zero), with no offset.
  */
+import { randomUUID } from 'node:crypto';
 import snappy from 'snappyjs';
 
 /** `{schema_version}:{0|1}:{json or raw snappy}` */
@@ -75,9 +76,11 @@ export const DUMP_OFFSET = 120;
 export function genieFlowDump(prefix: string) {
   const t0 = new Date('2025-03-01T10:00:00.123Z');
   const at = (seconds: number) => new Date(t0.getTime() + seconds * 1000);
-  const ulidId = '0195509a-6f3b-7c2e-9d4a-5b6c7d8e9f01';
-  const hexId = '8d3f0c5e2a7b4c19a0e6f1d2c3b4a596';
-  const legacyId = 'legacy-session-7';
+  // Session ids are unique across a deployment's accounts: each dump has its own.
+  const ulidId = randomUUID();
+  const hexId = randomUUID().replace(/-/g, '');
+  const legacyId = `legacy-${prefix}`;
+  const [archived, survey, notSnappy] = [randomUUID(), randomUUID(), randomUUID()];
   const dialogueA = [
     { actor: 'assistant', timestamp: naiveTimestamp(at(0), DUMP_OFFSET, 456), actor_text: 'Welcome! What is your name?' },
     { actor: 'user', timestamp: naiveTimestamp(at(12), DUMP_OFFSET), actor_text: 'Ada — Ada Lovelace 🙂' },
@@ -97,11 +100,11 @@ export function genieFlowDump(prefix: string) {
     // Not a UUID: imported under a UUIDv5; no dialogue, no actor yet.
     [objectKey(prefix, 'Interview', legacyId), serialize(modelJson({ sessionId: legacyId, state: 'intro', fields: { user_name: null, age: null } }), 1, true)],
     // Refused: a state the parley type does not have.
-    [objectKey(prefix, 'Interview', 'c0ffee00-0000-4000-8000-000000000001'), serialize(modelJson({ sessionId: 'c0ffee00-0000-4000-8000-000000000001', state: 'archived' }), 1, false)],
+    [objectKey(prefix, 'Interview', archived), serialize(modelJson({ sessionId: archived, state: 'archived' }), 1, false)],
     // Refused: a class no --model-type maps.
-    [objectKey(prefix, 'Survey', 'c0ffee00-0000-4000-8000-000000000002'), serialize(modelJson({ sessionId: 'c0ffee00-0000-4000-8000-000000000002', state: 'q1' }), 0, true)],
+    [objectKey(prefix, 'Survey', survey), serialize(modelJson({ sessionId: survey, state: 'q1' }), 0, true)],
     // Refused: flagged compressed, but not Snappy.
-    [objectKey(prefix, 'Interview', 'c0ffee00-0000-4000-8000-000000000003'), Buffer.from('1:1:{"state":"intro"}')],
+    [objectKey(prefix, 'Interview', notSnappy), Buffer.from('1:1:{"state":"intro"}')],
   ]);
   const hashes = new Map<string, Map<string, Buffer>>([
     [
@@ -119,7 +122,7 @@ export function genieFlowDump(prefix: string) {
   return {
     strings,
     hashes,
-    ids: { ulidId, hexId, legacyId },
+    ids: { ulidId, hexId, legacyId, archived, survey, notSnappy },
     expected: {
       dialogueA: dialogueA.map((e, i) => ({ actor: e.actor, actorText: e.actor_text, timestamp: [at(0), at(12), at(13.5)][i]! })),
       userValue: `${USER_FQN}:0:0:${userJson}`,
