@@ -70,6 +70,8 @@ export interface RunOptions {
   naiveOffsetMinutes: number;
   /** SCAN's COUNT hint. */
   scanCount?: number;
+  /** Sessions imported at once (default 4). */
+  concurrency?: number;
   now?: () => Date;
 }
 
@@ -84,7 +86,7 @@ export interface Report {
 
 const MAX_LISTED_REFUSALS = 1000;
 
-/** Imports every session under `options.prefix`, one at a time, in SCAN's order. */
+/** Imports every session under `options.prefix`, batch by SCAN batch, `concurrency` sessions at a time. */
 export async function importGenieFlow(redis: Redis, options: RunOptions, importer: Importer, lookup: TypeLookup): Promise<Report> {
   const targets = await resolveTargets(options.mappings, lookup);
   const report: Report = { imported: 0, present: 0, refused: 0, byKind: new Map(), refusals: [] };
@@ -100,10 +102,12 @@ export async function importGenieFlow(redis: Redis, options: RunOptions, importe
   do {
     const [next, keys] = await redis.scanBuffer(cursor, 'MATCH', objectPattern(options.prefix), 'COUNT', options.scanCount ?? 200);
     cursor = next.toString();
-    for (const rawKey of keys) {
+    const fresh = keys.filter((k) => {
+      const key = k.toString('utf8');
+      return !seen.has(key) && Boolean(seen.add(key));
+    });
+    await inPool(fresh, options.concurrency ?? 4, async (rawKey) => {
       const key = rawKey.toString('utf8');
-      if (seen.has(key)) continue;
-      seen.add(key);
       try {
         const outcome = await importOne(redis, rawKey, key, options, targets, importer, now);
         if (outcome === 'imported') report.imported++;
@@ -112,9 +116,27 @@ export async function importGenieFlow(redis: Redis, options: RunOptions, importe
         if (!(err instanceof Refusal)) throw err;
         refuse(key, err);
       }
-    }
+    });
   } while (cursor !== '0');
   return report;
+}
+
+/** `work` on every item, at most `width` at a time; the first failure stops taking new items and is thrown. */
+async function inPool<T>(items: readonly T[], width: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: { err: unknown } | undefined;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await work(item);
+      } catch (err) {
+        failed ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+  if (failed) throw failed.err;
 }
 
 type Targets = (className: string, genieFlowVersion: number) => Target | undefined;
@@ -229,18 +251,24 @@ export async function grpcImporter(address: string, creds: ChannelCredentials, m
       pump();
     });
 
-  // Session ids are unique across the deployment: ALREADY_EXISTS may be an earlier run's import into this
-  // account, or another account's session (or a deleted one's id, kept while its tombstone is).
-  const presentOrTaken = (sessionId: string) =>
-    new Promise<'present'>((resolve, reject) =>
+  const exists = (sessionId: string) =>
+    new Promise<boolean>((resolve, reject) =>
       client.getSession({ sessionId, revision: undefined, dialoguePageSize: 1 }, md, (err) => {
-        if (!err) return resolve('present');
-        if (err.code === status.NOT_FOUND) return reject(new Refusal('id-taken', `its id ${sessionId} is taken outside this account (another account's session, or a deleted one's)`));
+        if (!err) return resolve(true);
+        if (err.code === status.NOT_FOUND) return resolve(false);
         reject(failure('GetSession', err));
       }),
     );
+  // Session ids are unique across the deployment: ALREADY_EXISTS may be an earlier run's import into this
+  // account, or another account's session (or a deleted one's id, kept while its tombstone is).
+  const presentOrTaken = async (sessionId: string): Promise<'present'> => {
+    if (await exists(sessionId)) return 'present';
+    throw new Refusal('id-taken', `its id ${sessionId} is taken outside this account (another account's session, or a deleted one's)`);
+  };
 
   const importer: Importer = async (records) => {
+    // An earlier run's import is found with one read, instead of sending every record to hear ALREADY_EXISTS.
+    if (await exists(records[0]!.header!.sessionId)) return 'present';
     const requestId = randomUUID();
     for (let attempt = 1; ; attempt++) {
       try {
@@ -283,6 +311,7 @@ export const usage = `usage: parley import --from genie-flow --source redis://ho
                       sessions of classes without one are refused
   --timestamp-offset  the UTC offset of the genie-flow hosts (+HH:MM, -HH:MM or Z; default Z): genie-flow
                       writes dialogue timestamps in local time without an offset
+  --concurrency       sessions imported at once, 1–32 (default 4)
   --address           the parley server to import into; the API key comes from PARLEY_API_KEY
 TLS: --cacert ca.pem, and --cert client.pem --key client.key for mutual TLS.`;
 
@@ -352,6 +381,7 @@ function checkCommand(argv: string[], io: CommandIo) {
       prefix: { type: 'string', default: 'genie-flow' },
       'model-type': { type: 'string', multiple: true, default: [] },
       'timestamp-offset': { type: 'string', default: 'Z' },
+      concurrency: { type: 'string', default: '4' },
       address: { type: 'string' },
       cacert: { type: 'string' },
       cert: { type: 'string' },
@@ -364,6 +394,7 @@ function checkCommand(argv: string[], io: CommandIo) {
   if (!values.prefix) throw new UsageError('--prefix must not be empty');
   const naiveOffsetMinutes = parseOffset(values['timestamp-offset']);
   if (naiveOffsetMinutes === undefined) throw new UsageError('--timestamp-offset must be +HH:MM, -HH:MM or Z');
+  if (!/^([1-9]|[12]\d|3[0-2])$/.test(values.concurrency)) throw new UsageError('--concurrency must be a whole number from 1 to 32');
   if (!values.address) throw new UsageError('--address host:port is needed: the server to import into');
   if (!io.apiKey) throw new UsageError('PARLEY_API_KEY must hold the API key of the account to import into');
   return {
@@ -371,6 +402,7 @@ function checkCommand(argv: string[], io: CommandIo) {
     prefix: values.prefix,
     mappings: values['model-type'].map(parseMapping),
     naiveOffsetMinutes,
+    concurrency: Number(values.concurrency),
     address: values.address,
     apiKey: io.apiKey,
     tls: { caFile: values.cacert, certFile: values.cert, keyFile: values.key },

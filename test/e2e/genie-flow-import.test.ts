@@ -215,6 +215,7 @@ withRedis('parley import --from genie-flow: a bad command line or an unknown mod
     [base, { PARLEY_API_KEY: apiKey }, /at least one --model-type/],
     [[...base, '--model-type', 'Interview'], { PARLEY_API_KEY: apiKey }, /--model-type "Interview" is not <Class>/],
     [[...base, '--model-type', 'A=b', '--timestamp-offset', '2h'], { PARLEY_API_KEY: apiKey }, /--timestamp-offset must be/],
+    [[...base, '--model-type', 'A=b', '--concurrency', '0'], { PARLEY_API_KEY: apiKey }, /--concurrency must be a whole number from 1 to 32/],
     [[...base, '--model-type', 'A=b'], { PARLEY_API_KEY: '' }, /PARLEY_API_KEY must hold the API key/],
     [base.slice(0, -2).concat('--model-type', 'A=b'), { PARLEY_API_KEY: apiKey }, /--address host:port is needed/],
     [[...base, '--model-type', 'A=b', '--keep-ids'], { PARLEY_API_KEY: apiKey }, /Unknown option '--keep-ids'/],
