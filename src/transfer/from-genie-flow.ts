@@ -12,7 +12,8 @@
  * - A session that cannot be imported is refused with a short reason and the run goes on; the run fails
  *   (exit 1) when any was refused. Errors that are not about one session (the server unreachable, the API key
  *   refused) end the run: nothing half-imported is left behind, and a rerun picks up where it stopped.
- * - Single Redis only: a Redis Cluster's keys are spread over its masters, and this reader scans one node.
+ * - Single Redis only: a Redis Cluster's keys are spread over its masters and this reader scans one node, so a
+ *   cluster node as the source is refused before anything is read.
  */
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -343,6 +344,11 @@ export async function genieFlowImportCommand(argv: string[], io: CommandIo): Pro
     } catch (err) {
       process.stderr.write(`parley: import: cannot reach the genie-flow Redis: ${(err as Error).message}\n`);
       return 1;
+    }
+    // SCAN on one node of a cluster would see a third of the keys and report a partial import as whole.
+    if (/^cluster_enabled:1\s*$/m.test(await redis.info('cluster'))) {
+      process.stderr.write('parley: import: the source is a node of a Redis Cluster; the genie-flow import reads a single Redis (import from each master\'s copy, or from a restore of the data into one Redis)\n');
+      return 2;
     }
     const report = await importGenieFlow(redis, args, remote.importer, remote.lookup);
     await io.print(describeReport(report));

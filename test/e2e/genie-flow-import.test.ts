@@ -11,7 +11,7 @@ import { Redis } from 'ioredis';
 import { Actor, DialogueFormat } from '../../src/gen/parley/genie/v1/genie.js';
 import { parleySessionId } from '../../src/transfer/genie-flow.js';
 import { createTenant, startTestServer, type TestServer } from '../helpers/harness.js';
-import { realRedisUrl, testWhen, uniqueName } from '../helpers/backends.js';
+import { realRedisUrl, redisClusterUrl, testWhen, uniqueName } from '../helpers/backends.js';
 import { parleyBin } from '../helpers/build.js';
 import { bufCurl } from '../helpers/buf-curl.js';
 import { genieFlowDump } from '../helpers/genie-flow-dump.js';
@@ -22,7 +22,7 @@ const withRedis = testWhen(realRedisUrl !== undefined, 'no Redis to hold the gen
 let s: TestServer;
 let bin: string;
 test.before(async () => {
-  if (realRedisUrl === undefined) return;
+  if (realRedisUrl === undefined && redisClusterUrl === undefined) return;
   bin = parleyBin();
   s = await startTestServer();
 });
@@ -162,7 +162,7 @@ withRedis('parley import --from genie-flow: imports a genie-flow dump, refuses w
 
 const PYTHON = '/usr/bin/python3';
 const pythonReady = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools.protoc']).status === 0;
-const withPython = testWhen(realRedisUrl !== undefined && pythonReady, realRedisUrl === undefined ? 'no Redis to hold the genie-flow dump' : 'python3-grpcio and python3-grpc-tools (Debian) are not installed', realRedisUrl !== undefined);
+const withPython = testWhen(realRedisUrl !== undefined && pythonReady, realRedisUrl === undefined ? 'no Redis to hold the genie-flow dump' : 'python3-grpcio and python3-grpc-tools (Debian) are not installed');
 
 withPython('parley import --from genie-flow: the Python client reads a moved session and loads its secondary values as genie-flow does', async (t) => {
   t.timeout(180_000);
@@ -228,4 +228,16 @@ withRedis('parley import --from genie-flow: a bad command line or an unknown mod
     t.regex(r.stderr, message);
     t.is(r.stdout, '');
   }
+});
+
+const withCluster = testWhen(redisClusterUrl !== undefined, 'set PARLEY_TEST_REDIS_CLUSTER_URL (scripts/redis-cluster.sh start)', true);
+
+withCluster('parley import --from genie-flow: a Redis Cluster as the source is refused (scanning one node would import a part)', async (t) => {
+  const tenant = await createTenant(s);
+  await genie(s, tenant).register(v1);
+  const apiKey = String(tenant.md.get('authorization')[0]).replace(/^Bearer /, '');
+  const r = await run(['import', '--from', 'genie-flow', '--source', redisClusterUrl!, '--model-type', 'Interview=interview', '--address', s.address], { PARLEY_API_KEY: apiKey });
+  t.is(r.code, 2, r.stderr);
+  t.regex(r.stderr, /the source is a node of a Redis Cluster/);
+  t.is(r.stdout, '');
 });
