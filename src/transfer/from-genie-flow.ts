@@ -104,7 +104,8 @@ export async function importGenieFlow(redis: Redis, options: RunOptions, importe
     const [next, keys] = await redis.scanBuffer(cursor, 'MATCH', objectPattern(options.prefix), 'COUNT', options.scanCount ?? 200);
     cursor = next.toString();
     const fresh = keys.filter((k) => {
-      const key = k.toString('utf8');
+      // latin1 keeps every byte: two keys that are not UTF-8 never read as one.
+      const key = k.toString('latin1');
       return !seen.has(key) && Boolean(seen.add(key));
     });
     await inPool(fresh, options.concurrency ?? 4, async (rawKey) => {
