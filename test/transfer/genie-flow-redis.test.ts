@@ -20,8 +20,9 @@ async function dumpInRedis(t: ExecutionContext) {
   t.teardown(async () => {
     let cursor = '0';
     do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 100);
-      cursor = next;
+      // As bytes: a key name that is not UTF-8 must come back as it is to be deleted.
+      const [next, keys] = await redis.scanBuffer(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 100);
+      cursor = next.toString();
       if (keys.length) await redis.del(...keys);
     } while (cursor !== '0');
     redis.disconnect();
@@ -48,22 +49,26 @@ withRedis('genie-flow reader: imports the mapped sessions of a dump, refuses the
   const { redis, prefix, dump } = await dumpInRedis(t);
   // An object key that does not hold a string is refused, not fatal.
   await redis.hset(objectKey(prefix, 'Interview', 'odd'), 'x', '1');
+  // …and so is one whose name is not UTF-8 (two of them, told apart).
+  for (const b of [0xfe, 0xff]) await redis.set(Buffer.concat([Buffer.from(objectKey(prefix, 'Interview', 'x')), Buffer.from([b])]), '1:0:{}');
   const options = { prefix, mappings: ['Interview@0=interview@1', 'Interview=interview'].map(parseMapping), naiveOffsetMinutes: DUMP_OFFSET, scanCount: 2 };
   const { sessions, importer } = recorder();
 
   const first = await importGenieFlow(redis, options, importer, lookup);
   t.is(first.imported, 3, describeReport(first));
   t.is(first.present, 0);
-  t.is(first.refused, 4);
-  t.deepEqual(Object.fromEntries(first.byKind), { 'unknown-state': 1, 'unmapped-class': 1, malformed: 2 });
+  t.is(first.refused, 6);
+  t.deepEqual(Object.fromEntries(first.byKind), { 'unknown-state': 1, 'unmapped-class': 1, malformed: 4 });
   const reasons = first.refusals.map((r) => `${r.kind}: ${r.reason}`).sort();
   t.deepEqual(reasons, [
     'malformed: the key does not hold a string',
+    'malformed: the key is not valid UTF-8',
+    'malformed: the key is not valid UTF-8',
     'malformed: the object is flagged compressed but is not a Snappy block',
     'unknown-state: state "archived" is not a state of interview version 2',
     'unmapped-class: no --model-type maps class Survey (schema version 0)',
   ]);
-  t.regex(describeReport(first), /^imported: 3\nalready present: 0\nrefused: 4 \(malformed 2, unknown-state 1, unmapped-class 1\)$/m);
+  t.regex(describeReport(first), /^imported: 3\nalready present: 0\nrefused: 6 \(malformed 4, unknown-state 1, unmapped-class 1\)$/m);
 
   const a = sessions.get(dump.ids.ulidId)!;
   t.like(a[0]?.header, { sessionId: dump.ids.ulidId, modelType: 'interview', schemaVersion: 2, state: 'ask', createTime: dump.expected.dialogueA[0]!.timestamp });
@@ -85,7 +90,7 @@ withRedis('genie-flow reader: imports the mapped sessions of a dump, refuses the
   t.truthy(sessions.get(parleySessionId('Interview', dump.ids.legacyId)));
 
   const second = await importGenieFlow(redis, options, importer, lookup);
-  t.like(second, { imported: 0, present: 3, refused: 4 });
+  t.like(second, { imported: 0, present: 3, refused: 6 });
 });
 
 withRedis('genie-flow reader: a mapping to a type the account lacks stops the run before anything is read', async (t) => {
