@@ -19,6 +19,8 @@
  * - Dialogue timestamps are `datetime.now()`: naive local time of the genie-flow host, serialized without an
  *   offset. They are read at the UTC offset the caller names (`naiveOffsetMinutes`, default UTC); timestamps
  *   that carry an offset keep it.
+ * - Its container reads `object_compression` as `… or True`, so `false` still compresses: real dumps are
+ *   mostly compressed, and both flags are read here.
  * - Its `deserialize` treats any flag but `1` as uncompressed and its `int()` accepts ` 1` or `1_0` as a
  *   version; here the version is digits and the flag is `0` or `1`, anything else is a malformed value.
  */
