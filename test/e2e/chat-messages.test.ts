@@ -4,6 +4,7 @@ import { BadRequest } from '../../src/gen/google/rpc/error_details.js';
 import { ChatMessage, type ChatContentShape, ChatRole, type PromptUpdate, type WatchPromptResponse } from '../../src/gen/parley/prompt/v1/prompt.js';
 import { bufCurl, curlReason } from '../helpers/buf-curl.js';
 import { CHAT_MESSAGE_CASES } from '../helpers/chat-messages.js';
+import { expectError } from '../helpers/errors.js';
 import { eventually } from '../helpers/eventually.js';
 import { createTenant, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 
@@ -138,4 +139,15 @@ test('invalid messages are refused with INVALID_ARGUMENT naming each path', asyn
   await rejects(t, p.id, [msg({ role: ChatRole.CHAT_ROLE_TOOL, contentParts: [part({ text: '3' })] })], ['messages[0].tool_call_id']);
   const listed = await rpc(s.prompt, s.prompt.listHistory, { promptId: p.id, pageSize: 0, pageToken: '' }, tenant.md);
   t.deepEqual(listed.history, [], 'nothing refused was written');
+});
+
+test('parts count toward the 1 MiB of an entry: an image data URL past it is FIELD_TOO_LARGE on `messages`, one just under is kept', async (t) => {
+  const p = await open();
+  const image = (n: number) => msg({ contentParts: [part({ imageUrl: { url: `data:image/png;base64,${'A'.repeat(n)}`, detail: '' } })] });
+  const e = await expectError(t, append(p.id, [image(1024 * 1024)]), status.INVALID_ARGUMENT, 'FIELD_TOO_LARGE');
+  t.deepEqual(e.badRequest?.fieldViolations.map((v) => v.field), ['messages']);
+  const kept = await append(p.id, [image(1024 * 1024 - 200)]);
+  const listed = await rpc(s.prompt, s.prompt.listHistory, { promptId: p.id, pageSize: 0, pageToken: '' }, tenant.md);
+  t.is(listed.history[0]!.id, kept.id);
+  t.is(listed.history[0]!.messages[0]!.contentParts[0]!.imageUrl!.url.length, 'data:image/png;base64,'.length + 1024 * 1024 - 200);
 });
