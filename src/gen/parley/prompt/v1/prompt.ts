@@ -274,7 +274,10 @@ export interface ChatAudioRef {
 export interface ChatToolCall {
   /** The call's id as the model produced it (not a parley id); tool messages answer it by this id. */
   id: string;
-  /** `function` (the only kind today); empty means `function`. */
+  /**
+   * `function` (the only kind today); empty means `function`, and is stored and read back as `function` (the
+   * one value a message does not read back as written).
+   */
   callType: string;
   /** The function's name, 1-255 characters. */
   functionName: string;
