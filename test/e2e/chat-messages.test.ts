@@ -43,6 +43,12 @@ test('every content form round-trips through the TS client byte for byte: ListHi
   w.on('error', (e: ServiceError) => (failed = e));
   try {
     const entry = await append(p.id, sent);
+    // Stored in OpenAI's wire shape (the jsonb column keeps the keys, in its own order).
+    const row = await s.app.db('prompt_history').where({ uid: entry.id }).first(s.app.db.raw('messages::text as text'));
+    const stored = JSON.parse(row.text as string) as unknown[];
+    t.deepEqual(stored, CHAT_MESSAGE_CASES.map((c) => c.openai));
+    // …which is why reads rebuild the canonical order rather than trust the column's.
+    t.notDeepEqual(stored.map((m) => JSON.stringify(m)), CHAT_MESSAGE_CASES.map((c) => JSON.stringify(c.openai)), 'jsonb reorders keys');
     const listed = await rpc(s.prompt, s.prompt.listHistory, { promptId: p.id, pageSize: 0, pageToken: '' }, tenant.md);
     sameBytes(t, jsonOf(listed.history[0]!.messages), 'ListHistory');
     const h = await rpc(s.prompt, s.prompt.getPromptHistory, { id: p.id, sessionKey: '' }, tenant.md);
