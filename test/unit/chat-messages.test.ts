@@ -40,3 +40,10 @@ test('the lenient reader keeps what it cannot type: an unknown part kind reads a
   t.deepEqual(bare.contentParts, [{ kind: 'image_url', url: 'https://example.com/a.png', detail: '' }], 'the older bare-string image_url');
   t.is(fromOpenAiMessage({ role: 'robot', content: 'x' }).role, undefined);
 });
+
+test('a message as an SDK dumps it (nulls for what it lacks, keys parley has no field for) reads as the message it is', (t) => {
+  const dumped = { role: 'assistant', content: 'hi', refusal: null, annotations: [], audio: null, function_call: null, tool_calls: null, smarter_is_new: true };
+  const m = fromOpenAiMessage(dumped);
+  t.deepEqual(chatMessageProblems([m]), []);
+  t.is(JSON.stringify(toOpenAiMessage(m)), '{"role":"assistant","content":"hi"}');
+});
