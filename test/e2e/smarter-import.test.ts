@@ -3,7 +3,9 @@
 // environment selects, every imported prompt read back through the read RPCs), and ImportPrompt itself
 // through the TS client and buf curl.
 import test from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { ChatRole, type ImportPromptRequest, type ImportPromptResponse, type PromptRecord } from '../../src/gen/parley/prompt/v1/prompt.js';
@@ -14,6 +16,7 @@ import { parleyBin } from '../helpers/build.js';
 import { bufCurl } from '../helpers/buf-curl.js';
 import { buildSmarterSource, hex64, SMARTER_FIXTURE } from '../helpers/smarter-tables.js';
 
+const hasPsql = spawnSync('psql', ['--version']).status === 0;
 const withPostgres = testWhen(realPostgresUrl !== undefined, 'no Postgres server to hold the smarter tables: set DATABASE_URL or PARLEY_TEST_DATABASE_URL');
 
 let s: TestServer;
@@ -134,6 +137,43 @@ withPostgres('parley import --from smarter: imports the smarter tables, refuses 
   t.is(bad.code, 2);
   t.regex(bad.stderr, /no LLM client/);
 });
+
+/** The README's smarter walk-through: its sh block, run in bash as pasted (psql, the import, buf curl). */
+testWhen(realPostgresUrl !== undefined && hasPsql, 'no Postgres server or no psql for the README\'s smarter block: set DATABASE_URL or PARLEY_TEST_DATABASE_URL, install psql')(
+  'the README\'s smarter migration runs as written: psql builds the source, the import prints its counts, GetPromptHistory shows the prompt',
+  async (t) => {
+    t.timeout(120_000);
+    const bin = parleyBin();
+    const readme = readFileSync('README.md', 'utf8');
+    const section = readme.slice(readme.indexOf('## Migrating from smarter'));
+    const block = /```sh\n([\s\S]*?)```/.exec(section)![1]!;
+    const source = await createScratchDatabase(realPostgresUrl!);
+    t.teardown(() => source.drop());
+    const tenant = await createTenant(s, 'hr');
+    await plugin(tenant, 'weather');
+    const script = `set -euo pipefail\nparley() { node ${JSON.stringify(bin)} "$@"; }\nnpx() { ${JSON.stringify(path.resolve('node_modules/.bin/buf'))} "\${@:2}"; }\n${block.replaceAll('127.0.0.1:50051', s.address)}`;
+    // Asynchronously: the server under test runs in this process.
+    const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn('bash', ['-c', script], {
+        env: { ...process.env, DATABASE_URL: '', REDIS_URL: '', SMARTER_URL: source.url, KEY: apiKeyOf(tenant), LLM_CLIENT_ID: tenant.llmClientId },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (status) => resolve({ status, stdout, stderr }));
+    });
+    t.is(r.status, 0, `${r.stderr}\n${r.stdout}`);
+    t.regex(r.stdout, /^imported: 1\nalready present: 0\nrefused: 0$/m);
+    const reply = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
+    t.is(reply.prompt.createTime, '2024-03-01T10:00:00Z');
+    t.is(reply.prompt.revision, '4');
+    t.is(reply.promptHistory.length, 2);
+    t.is(reply.toolCalls.length, 1);
+    t.is(reply.pluginUsage.length, 1);
+  },
+);
 
 // ---------------------------------------------------------------------------------------------------------
 // ImportPrompt through the clients
