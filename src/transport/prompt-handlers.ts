@@ -2,6 +2,8 @@ import { z } from 'zod';
 import type { LlmClientRef, PromptHistorySnapshot, PromptUseCases } from '../prompt/service.js';
 import type { HistoryRow, PluginUsageRow, PromptPatch, PromptRow, ToolCallRow } from '../prompt/store.js';
 import {
+  type ChatContentPart,
+  ChatContentShape,
   type ChatMessage,
   ChatRole,
   GetPromptHistoryResponse,
@@ -17,7 +19,7 @@ import {
   type UpdatePromptRequest,
 } from '../gen/parley/prompt/v1/prompt.js';
 import { fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
-import { chatMessageProblems, fromOpenAiMessage, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
+import { chatMessageProblems, fromOpenAiMessage, type ChatContentPartData, type ChatContentShape as ContentShapeName, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
 import { REPLY_BUDGET_BYTES } from '../prompt/service.js';
 import {
   ANNOTATION_STRING_VALUE_MAX_LENGTH,
@@ -43,7 +45,7 @@ import { callerOf } from './authenticate.js';
 import { optionalEndUserId, optionalString, optionalUuid, uuid } from './zod-fields.js';
 import type { ServiceHandlers } from './rpc.js';
 import { pageReply } from './replies.js';
-import { delimited, intSize, stringField, structSize, timestampSize } from './wire-size.js';
+import { delimited, intSize, stringField, structSize, timestampSize, utf8Size } from './wire-size.js';
 import type { Page } from '../paging.js';
 
 export const toPrompt = (r: PromptRow): Prompt => ({
@@ -72,8 +74,45 @@ const roleToProto: Record<ChatRoleName, ChatRole> = {
   assistant: ChatRole.CHAT_ROLE_ASSISTANT,
   tool: ChatRole.CHAT_ROLE_TOOL,
   developer: ChatRole.CHAT_ROLE_DEVELOPER,
+  smarter: ChatRole.CHAT_ROLE_SMARTER,
+  smarter_error: ChatRole.CHAT_ROLE_SMARTER_ERROR,
 };
 const roleFromProto = new Map<number, ChatRoleName>(Object.entries(roleToProto).map(([k, v]) => [v, k as ChatRoleName]));
+
+const shapeToProto: Record<ContentShapeName, ChatContentShape> = {
+  value: ChatContentShape.CHAT_CONTENT_SHAPE_UNSPECIFIED,
+  null: ChatContentShape.CHAT_CONTENT_SHAPE_NULL,
+  omitted: ChatContentShape.CHAT_CONTENT_SHAPE_OMITTED,
+};
+const shapeFromProto = new Map<number, ContentShapeName>(Object.entries(shapeToProto).map(([k, v]) => [v, k as ContentShapeName]));
+
+const noPart = { text: undefined, imageUrl: undefined, inputAudio: undefined, file: undefined, refusal: undefined };
+function toContentPart(p: ChatContentPartData): ChatContentPart {
+  switch (p.kind) {
+    case 'text':
+      return { ...noPart, text: p.text };
+    case 'image_url':
+      return { ...noPart, imageUrl: { url: p.url, detail: p.detail } };
+    case 'input_audio':
+      return { ...noPart, inputAudio: { data: p.data, format: p.format } };
+    case 'file':
+      return { ...noPart, file: { fileData: p.fileData, fileId: p.fileId, filename: p.filename } };
+    case 'refusal':
+      return { ...noPart, refusal: p.refusal };
+    case undefined:
+      return noPart;
+  }
+}
+
+/** The part a client sent (the first kind set; a oneof decodes with at most one). */
+function fromContentPart(p: ChatContentPart): ChatContentPartData {
+  if (p.text !== undefined) return { kind: 'text', text: p.text };
+  if (p.imageUrl) return { kind: 'image_url', url: p.imageUrl.url, detail: p.imageUrl.detail };
+  if (p.inputAudio) return { kind: 'input_audio', data: p.inputAudio.data, format: p.inputAudio.format };
+  if (p.file) return { kind: 'file', fileData: p.file.fileData, fileId: p.file.fileId, filename: p.file.filename };
+  if (p.refusal !== undefined) return { kind: 'refusal', refusal: p.refusal };
+  return { kind: undefined };
+}
 
 export const toChatMessage = (m: ChatMessageData): ChatMessage => ({
   role: m.role ? roleToProto[m.role] : ChatRole.CHAT_ROLE_UNSPECIFIED,
@@ -81,6 +120,10 @@ export const toChatMessage = (m: ChatMessageData): ChatMessage => ({
   name: m.name,
   toolCalls: m.toolCalls.map((c) => ({ id: c.id, callType: c.callType, functionName: c.functionName, functionArguments: c.functionArguments })),
   toolCallId: m.toolCallId,
+  contentParts: m.contentParts.map(toContentPart),
+  contentShape: shapeToProto[m.contentShape],
+  refusal: m.refusal,
+  audio: m.audioId ? { id: m.audioId } : undefined,
 });
 
 export const toHistory = (r: HistoryRow): PromptHistory => ({
@@ -154,6 +197,20 @@ const inList = (n: number) => 1 + delimited(n);
 export function chatMessageSize(m: ChatMessage): number {
   let size = (m.role !== 0 ? 1 + intSize(m.role) : 0) + stringField(m.content) + stringField(m.name) + stringField(m.toolCallId);
   for (const c of m.toolCalls) size += inList(stringField(c.id) + stringField(c.callType) + stringField(c.functionName) + stringField(c.functionArguments));
+  for (const p of m.contentParts) size += inList(contentPartSize(p));
+  size += (m.contentShape !== 0 ? 1 + intSize(m.contentShape) : 0) + stringField(m.refusal);
+  if (m.audio) size += 1 + delimited(stringField(m.audio.id));
+  return size;
+}
+
+/** A oneof string is written when set, even empty. */
+const oneofString = (s: string | undefined) => (s === undefined ? 0 : 1 + delimited(utf8Size(s)));
+
+function contentPartSize(p: ChatContentPart): number {
+  let size = oneofString(p.text) + oneofString(p.refusal);
+  if (p.imageUrl) size += 1 + delimited(stringField(p.imageUrl.url) + stringField(p.imageUrl.detail));
+  if (p.inputAudio) size += 1 + delimited(stringField(p.inputAudio.data) + stringField(p.inputAudio.format));
+  if (p.file) size += 1 + delimited(stringField(p.file.fileData) + stringField(p.file.fileId) + stringField(p.file.filename));
   return size;
 }
 
@@ -257,13 +314,19 @@ const expectedRevision = z.number().int().nonnegative('must not be negative').op
 const deletePrompt = z.object({ id: uuid, requestId, expectedRevision });
 
 const chatToolCall = z.object({ id: z.string(), callType: z.string(), functionName: z.string(), functionArguments: z.string() });
-const chatMessage = z.object({
-  role: z.number().transform((r) => roleFromProto.get(r)),
-  content: z.string(),
-  name: z.string(),
-  toolCalls: z.array(chatToolCall),
-  toolCallId: z.string(),
-});
+const chatMessage = z
+  .object({
+    role: z.number().transform((r) => roleFromProto.get(r)),
+    content: z.string(),
+    name: z.string(),
+    toolCalls: z.array(chatToolCall),
+    toolCallId: z.string(),
+    contentParts: z.array(z.custom<ChatContentPart>().transform(fromContentPart)),
+    contentShape: z.number().refine((s) => shapeFromProto.has(s), 'must be CHAT_CONTENT_SHAPE_UNSPECIFIED, CHAT_CONTENT_SHAPE_NULL or CHAT_CONTENT_SHAPE_OMITTED').transform((s) => shapeFromProto.get(s) ?? 'value'),
+    refusal: z.string(),
+    audio: z.custom<ChatMessage['audio']>(),
+  })
+  .transform(({ audio, ...m }): ChatMessageData => ({ ...m, audioId: audio?.id ?? '' }));
 const chatMessages = z.array(chatMessage).superRefine((messages, ctx) => {
   for (const p of chatMessageProblems(messages)) ctx.addIssue({ code: 'custom', path: p.path, message: p.description });
 });

@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { testWhen } from '../helpers/backends.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/harness.js';
 import { countTokens } from '../../src/genie/tokens.js';
+import { CHAT_MESSAGE_CASES } from '../helpers/chat-messages.js';
 
 const run = promisify(execFile);
 // Debian's interpreter, where python3-grpcio and python3-grpc-tools install (a pyenv `python3` may shadow it).
@@ -32,9 +33,14 @@ type Step = { step: string } & Record<string, unknown>;
 
 /** test/python/flow.py with the generated stubs against the server; its JSON lines by step. */
 async function flow(...steps: string[]): Promise<Map<string, Step>> {
+  return flowWith({}, ...steps);
+}
+
+async function flowWith(env: Record<string, string>, ...steps: string[]): Promise<Map<string, Step>> {
   const r = await run(PYTHON, ['test/python/flow.py', stubs!, s!.address, ADMIN_TOKEN, ...steps], {
     encoding: 'utf8',
     timeout: 120_000,
+    env: { ...process.env, ...env },
   }).catch((e: { stdout: string; stderr: string; code: number }) => e);
   if ('code' in r && r.code !== 0) throw new Error(`flow.py ${steps.join(' ')} failed (${r.code}):\n${r.stderr}\n--- stdout ---\n${r.stdout}`);
   return new Map(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Step).map((o) => [o.step, o]));
@@ -148,4 +154,14 @@ withPython('a Python client imports a prompt with ImportPrompt (a client stream)
   t.deepEqual(r.counts.map(Number), [1, 1, 0]);
   t.deepEqual(r.history_times, ['2024-03-01T10:00:01.500Z']);
   t.is(r.again, 'ALREADY_EXISTS');
+});
+
+withPython('a Python client: chat messages in every content form, parsed from proto3 JSON with json_format, read back byte for byte', async (t) => {
+  const out = await flowWith({ PARLEY_CHAT_MESSAGES: JSON.stringify(CHAT_MESSAGE_CASES.map((c) => c.json)) }, 'admin_setup', 'chat_messages');
+  const got = out.get('chat_messages')! as Step & { sent: string[]; listed: string[]; read: string[]; equal: boolean };
+  const expected = CHAT_MESSAGE_CASES.map((c) => JSON.stringify(c.json));
+  t.deepEqual(got.sent, expected, 'json_format prints the cases as written (the same canonical JSON)');
+  t.deepEqual(got.listed, expected, 'ListHistory');
+  t.deepEqual(got.read, expected, 'GetPromptHistory');
+  t.true(got.equal, 'the messages read back equal those sent, as Python protobuf messages');
 });

@@ -14,7 +14,7 @@ import { createTenant, errorInfo, rpc, startTestServer, violatedFields, type Ten
 import { createScratchDatabase, realPostgresUrl, testWhen } from '../helpers/backends.js';
 import { parleyBin } from '../helpers/build.js';
 import { bufCurl } from '../helpers/buf-curl.js';
-import { buildSmarterSource, hex64, SMARTER_FIXTURE } from '../helpers/smarter-tables.js';
+import { buildSmarterSource, hex64, SMARTER_FIXTURE, SMARTER_ROLE_MESSAGES } from '../helpers/smarter-tables.js';
 
 const hasPsql = spawnSync('psql', ['--version']).status === 0;
 const withPostgres = testWhen(realPostgresUrl !== undefined, 'no Postgres server to hold the smarter tables: set DATABASE_URL or PARLEY_TEST_DATABASE_URL');
@@ -58,8 +58,8 @@ withPostgres('parley import --from smarter: imports the smarter tables, refuses 
   const weatherPlugin = await plugin(tenant, 'weather');
   const f = SMARTER_FIXTURE;
   // The converter of this build decides whether smarter's own roles can be kept (lossless messages make them so).
-  const smarterMessage = { role: 'smarter', content: 'Selected plugin weather' };
-  const keepsSmarterRole = isDeepStrictEqual(toOpenAiMessage(fromOpenAiMessage(smarterMessage)), smarterMessage);
+  const keepsSmarterRole = SMARTER_ROLE_MESSAGES.every((m) => isDeepStrictEqual(toOpenAiMessage(fromOpenAiMessage(m)), m));
+  t.log(keepsSmarterRole ? 'this build keeps smarter roles and content parts' : 'this build refuses smarter roles (lossy)');
 
   const args = ['import', '--from', 'smarter', '--source', source.url, '--address', s.address, '--llm-client', `hr=${tenant.llmClientId}`, '--llm-client', `sales=${sales!.id}`];
   const first = await run(bin, args, { PARLEY_API_KEY: apiKeyOf(tenant) });
@@ -123,6 +123,20 @@ withPostgres('parley import --from smarter: imports the smarter tables, refuses 
   const snap = await rpc(s.prompt, s.prompt.getPromptHistory, { sessionKey: f.weather, id: undefined }, tenant.md);
   t.is(snap.promptHistory.length, 5);
   t.is(snap.revision, 7);
+
+  if (keepsSmarterRole) {
+    // Lossless messages: smarter's roles, content parts and a null content come back as stored, byte for byte.
+    const p = (await rpc(s.prompt, s.prompt.getPrompt, { sessionKey: f.smarterRole, id: undefined }, tenant.md)).prompt!;
+    const [entry] = (await rpc(s.prompt, s.prompt.listHistory, page(p.id), tenant.md)).history;
+    const back = await bufCurl(s.address, 'parley.prompt.v1.PromptService/GetPromptHistory', { id: p.id }, `Bearer ${apiKeyOf(tenant)}`);
+    t.is(entry!.messages.length, 4);
+    t.is(back.promptHistory.length, 4);
+    const roles = entry!.messages.map((m) => ChatRole[m.role]);
+    t.deepEqual(roles, ['CHAT_ROLE_SMARTER', 'CHAT_ROLE_USER', 'CHAT_ROLE_ASSISTANT', 'CHAT_ROLE_SMARTER_ERROR']);
+    const parts = entry!.messages[1] as unknown as { contentParts: unknown[] };
+    t.is(parts.contentParts.length, 2);
+    t.deepEqual(back.promptHistory[2].toolCalls.map((c: { functionName: string }) => c.functionName), ['get_weather']);
+  }
 
   // A second run imports nothing twice.
   const again = await run(bin, args, { PARLEY_API_KEY: apiKeyOf(tenant) });
@@ -205,7 +219,7 @@ const headerOf = (tenant: Tenant, sessionKey: string) => ({
   },
 });
 const historyRecord = (content: string, role = ChatRole.CHAT_ROLE_USER): PromptRecord => ({
-  history: { request: { n: 1 }, response: undefined, messages: [{ role, content, name: '', toolCalls: [], toolCallId: '' }], createTime: at('2023-01-01T00:00:01Z') },
+  history: { request: { n: 1 }, response: undefined, messages: [{ role, content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }], createTime: at('2023-01-01T00:00:01Z') },
 });
 const trailer = (historyCount: number, toolCallCount = 0, pluginUsageCount = 0): PromptRecord => ({ trailer: { historyCount, toolCallCount, pluginUsageCount } });
 

@@ -69,6 +69,14 @@ export const SMARTER_FIXTURE = {
   smarterRole: hex64('d4'),
 };
 
+/** The smarter-role prompt's one history entry: smarter's own roles, content parts, null content. */
+export const SMARTER_ROLE_MESSAGES = [
+  { role: 'smarter', content: 'Selected plugin weather' },
+  { role: 'user', content: [{ type: 'text', text: 'What is this?' }, { type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] },
+  { role: 'assistant', content: null, tool_calls: [{ id: 'call_9', type: 'function', function: { name: 'get_weather', arguments: '{}' } }] },
+  { role: 'smarter_error', content: 'The plugin failed' },
+];
+
 export async function buildSmarterSource(url: string): Promise<void> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
@@ -116,7 +124,7 @@ export async function buildSmarterSource(url: string): Promise<void> {
       { role: 'tool', content: '{"temp":3}', tool_call_id: 'call_1' },
       { role: 'assistant', content: 'It is 3 °C in Oslo.' },
     ]);
-    await history(smarterRole, '2024-03-01T10:00:03Z', [{ role: 'smarter', content: 'Selected plugin weather' }]);
+    await history(smarterRole, '2024-03-01T10:00:03Z', SMARTER_ROLE_MESSAGES);
     await c.query(
       `insert into prompt_prompttoolcall (created_at, updated_at, function_name, function_args, request, response, prompt_id, plugin_id)
        values ('2024-03-01T10:00:02Z', '2024-03-01T10:00:02Z', 'get_weather', '{"city":"Oslo"}', '{"q":1}', '{"temp":3}', $1, 1),

@@ -20,6 +20,9 @@ shared Flow and returning the facts it prints:
                        model type of genie_session_watch), what then reads back
   genie_token_budget   GenieService: a model type counting in cl100k_base, each element's token_count and the
                        session's running total, FormatDialogue within a token_budget, a negative budget refused
+  chat_messages        PromptService: chat messages in proto3 JSON (the list in $PARLEY_CHAT_MESSAGES, else a
+                       few), parsed with json_format, appended, and printed back as json_format prints them
+                       from ListHistory and GetPromptHistory (the test compares the bytes)
   session_transfer     GenieService: ExportSession of every revision, ImportSession of its records as a new
                        session, each revision and the secondary value read back the same
 
@@ -27,13 +30,14 @@ Each step prints one JSON line {"step": name, ...facts}. A failed check raises, 
 with the traceback (and the JSON lines of the steps before it) for the test to show.
 """
 import json
+import os
 import queue
 import sys
 import uuid
 
 sys.path.insert(0, sys.argv[1])
 import grpc  # noqa: E402
-from google.protobuf import struct_pb2, timestamp_pb2  # noqa: E402
+from google.protobuf import json_format, struct_pb2, timestamp_pb2  # noqa: E402
 from google.rpc import error_details_pb2, status_pb2  # noqa: E402
 from parley.admin.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
 from parley.enduser.v1 import enduser_pb2, enduser_pb2_grpc  # noqa: E402
@@ -501,6 +505,31 @@ def prompt_import(f):
         "counts": [reply.history_count, reply.tool_call_count, reply.plugin_usage_count],
         "history_times": [h.create_time.ToJsonString() for h in history],
         "again": again,
+
+
+DEFAULT_CHAT_MESSAGES = [
+    {"role": "CHAT_ROLE_USER", "contentParts": [{"text": "What is this?"}, {"imageUrl": {"url": "https://example.com/cat.png", "detail": "low"}}]},
+    {"role": "CHAT_ROLE_ASSISTANT", "contentShape": "CHAT_CONTENT_SHAPE_NULL", "refusal": "No."},
+    {"role": "CHAT_ROLE_SMARTER", "content": "Plugin weather selected."},
+]
+
+
+def chat_messages(f):
+    as_json = json.loads(os.environ.get("PARLEY_CHAT_MESSAGES") or "null") or DEFAULT_CHAT_MESSAGES
+    messages = [json_format.ParseDict(m, prompt_pb2.ChatMessage()) for m in as_json]
+    prompt_id = f.prompt.OpenPrompt(prompt_pb2.OpenPromptRequest(llm_client_id=f.ids["llm_client"]), metadata=f.md, timeout=TIMEOUT).prompt.id
+    f.prompt.AppendHistory(prompt_pb2.AppendHistoryRequest(prompt_id=prompt_id, messages=messages), metadata=f.md, timeout=TIMEOUT)
+    listed = f.prompt.ListHistory(prompt_pb2.ListHistoryRequest(prompt_id=prompt_id), metadata=f.md, timeout=TIMEOUT)
+    read = f.prompt.GetPromptHistory(prompt_pb2.GetPromptHistoryRequest(id=prompt_id), metadata=f.md, timeout=TIMEOUT)
+
+    def printed(ms):
+        return [json.dumps(json_format.MessageToDict(m), ensure_ascii=False, separators=(",", ":")) for m in ms]
+
+    return {
+        "sent": printed(messages),
+        "listed": printed(listed.history[0].messages),
+        "read": printed(read.prompt_history),
+        "equal": list(listed.history[0].messages) == messages,
     }
 
 
@@ -549,7 +578,7 @@ def session_transfer(f):
     return {"records": len(records), "kinds": sorted(set(kinds)), "revision_count": res.revision_count, "element_count": res.element_count, "secondary_count": res.secondary_count}
 
 
-STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume, genie_token_budget, session_transfer, prompt_import]
+STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume, genie_token_budget, chat_messages, session_transfer, prompt_import]
 
 
 def main():

@@ -70,12 +70,27 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
   const actorEnum = enumNumber([0, 1, 2, 3]);
   const duration = fc.oneof(fc.constant(undefined), fc.record({ seconds: int64, nanos: int32 }));
   const mask = (valid: string[]) => fc.oneof(fc.constant(undefined), fc.array(oneOfOr([...valid, '__proto__', 'fields.__proto__.x', 'a..b', '*']), { maxLength: 4 }));
+  // A content part: one kind set (as a oneof decodes), several (a hand-made encoding may send them), or none.
+  const noPart = { text: undefined, imageUrl: undefined, inputAudio: undefined, file: undefined, refusal: undefined };
+  const contentPart = fc.oneof(
+    str.map((text) => ({ ...noPart, text })),
+    fc.record({ url: oneOfOr(['https://example.com/a.png', 'data:image/png;base64,AAAA', '']), detail: oneOfOr(['', 'auto', 'low', 'high']) }).map((imageUrl) => ({ ...noPart, imageUrl })),
+    fc.record({ data: oneOfOr(['UklGRg==', '']), format: oneOfOr(['wav', 'mp3', '']) }).map((inputAudio) => ({ ...noPart, inputAudio })),
+    fc.record({ fileData: oneOfOr(['', 'JVBERi0=']), fileId: oneOfOr(['', 'file-1']), filename: oneOfOr(['', 'a.pdf']) }).map((file) => ({ ...noPart, file })),
+    str.map((refusal) => ({ ...noPart, refusal })),
+    fc.constant(noPart),
+    fc.record({ text: str, refusal: str }).map((both) => ({ ...noPart, ...both })),
+  );
   const chatMessage = fc.record({
-    role: enumNumber([0, 1, 2, 3, 4, 5]),
+    role: enumNumber([0, 1, 2, 3, 4, 5, 6, 7]),
     content: str,
     name: oneOfOr(['']),
     toolCalls: fc.array(fc.record({ id: str, callType: oneOfOr(['function']), functionName: str, functionArguments: str }), { maxLength: 2 }),
     toolCallId: oneOfOr(['']),
+    contentParts: fc.array(contentPart, { maxLength: 3 }),
+    contentShape: enumNumber([0, 1, 2]),
+    refusal: oneOfOr(['']),
+    audio: fc.option(fc.record({ id: oneOfOr(['audio_1']) }), { nil: undefined }),
   });
   const machine = fc.oneof(
     fc.constant({

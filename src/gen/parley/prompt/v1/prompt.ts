@@ -45,6 +45,10 @@ export enum ChatRole {
   CHAT_ROLE_TOOL = 4,
   /** CHAT_ROLE_DEVELOPER - Developer instructions (`developer`). */
   CHAT_ROLE_DEVELOPER = 5,
+  /** CHAT_ROLE_SMARTER - A note smarter's prompt engineer workbench adds to its conversation (`smarter`); never sent to a model. */
+  CHAT_ROLE_SMARTER = 6,
+  /** CHAT_ROLE_SMARTER_ERROR - An error smarter's workbench records in its conversation (`smarter_error`); never sent to a model. */
+  CHAT_ROLE_SMARTER_ERROR = 7,
   UNRECOGNIZED = -1,
 }
 
@@ -68,6 +72,12 @@ export function chatRoleFromJSON(object: any): ChatRole {
     case 5:
     case "CHAT_ROLE_DEVELOPER":
       return ChatRole.CHAT_ROLE_DEVELOPER;
+    case 6:
+    case "CHAT_ROLE_SMARTER":
+      return ChatRole.CHAT_ROLE_SMARTER;
+    case 7:
+    case "CHAT_ROLE_SMARTER_ERROR":
+      return ChatRole.CHAT_ROLE_SMARTER_ERROR;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -89,7 +99,58 @@ export function chatRoleToJSON(object: ChatRole): string {
       return "CHAT_ROLE_TOOL";
     case ChatRole.CHAT_ROLE_DEVELOPER:
       return "CHAT_ROLE_DEVELOPER";
+    case ChatRole.CHAT_ROLE_SMARTER:
+      return "CHAT_ROLE_SMARTER";
+    case ChatRole.CHAT_ROLE_SMARTER_ERROR:
+      return "CHAT_ROLE_SMARTER_ERROR";
     case ChatRole.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
+ * How a chat message's content is written when `content` is empty and `content_parts` has none. OpenAI
+ * tells an absent `content` from `null` and from `""`; each has exactly one spelling here, so a message reads
+ * back as it was written.
+ */
+export enum ChatContentShape {
+  /** CHAT_CONTENT_SHAPE_UNSPECIFIED - The content is the string `content` (`""` when empty), or the list `content_parts` when it has parts. */
+  CHAT_CONTENT_SHAPE_UNSPECIFIED = 0,
+  /** CHAT_CONTENT_SHAPE_NULL - `"content": null` (an assistant message with tool calls, a refusal or audio). */
+  CHAT_CONTENT_SHAPE_NULL = 1,
+  /** CHAT_CONTENT_SHAPE_OMITTED - No `content` key at all (an assistant message with tool calls, a refusal or audio). */
+  CHAT_CONTENT_SHAPE_OMITTED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function chatContentShapeFromJSON(object: any): ChatContentShape {
+  switch (object) {
+    case 0:
+    case "CHAT_CONTENT_SHAPE_UNSPECIFIED":
+      return ChatContentShape.CHAT_CONTENT_SHAPE_UNSPECIFIED;
+    case 1:
+    case "CHAT_CONTENT_SHAPE_NULL":
+      return ChatContentShape.CHAT_CONTENT_SHAPE_NULL;
+    case 2:
+    case "CHAT_CONTENT_SHAPE_OMITTED":
+      return ChatContentShape.CHAT_CONTENT_SHAPE_OMITTED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ChatContentShape.UNRECOGNIZED;
+  }
+}
+
+export function chatContentShapeToJSON(object: ChatContentShape): string {
+  switch (object) {
+    case ChatContentShape.CHAT_CONTENT_SHAPE_UNSPECIFIED:
+      return "CHAT_CONTENT_SHAPE_UNSPECIFIED";
+    case ChatContentShape.CHAT_CONTENT_SHAPE_NULL:
+      return "CHAT_CONTENT_SHAPE_NULL";
+    case ChatContentShape.CHAT_CONTENT_SHAPE_OMITTED:
+      return "CHAT_CONTENT_SHAPE_OMITTED";
+    case ChatContentShape.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -151,11 +212,74 @@ export interface Prompt_AnnotationsEntry {
   value: string;
 }
 
+/** An image part of a user message (`{"type": "image_url", "image_url": {"url", "detail"}}`). */
+export interface ChatImageUrl {
+  /**
+   * An https URL or a `data:` URL carrying the image (base64); required, at most 1 MiB with the rest of
+   * the entry.
+   */
+  url: string;
+  /** `auto`, `low` or `high`; empty leaves the key out. */
+  detail: string;
+}
+
+/** An audio part of a user message (`{"type": "input_audio", "input_audio": {"data", "format"}}`). */
+export interface ChatInputAudio {
+  /** The audio, base64; required. */
+  data: string;
+  /** `wav` or `mp3`; required. */
+  format: string;
+}
+
+/**
+ * A file part of a user message (`{"type": "file", "file": {"file_data", "file_id", "filename"}}`): an
+ * uploaded file by id, or its content inline.
+ */
+export interface ChatFile {
+  /** The file's content, base64 (or a `data:` URL); this or `file_id` is required. */
+  fileData: string;
+  /** The id of an uploaded file; this or `file_data` is required. */
+  fileId: string;
+  /** The file's name, at most 255 characters; empty leaves the key out. */
+  filename: string;
+}
+
+/** One part of a chat message's content list; exactly one kind is set. */
+export interface ChatContentPart {
+  /** `{"type": "text", "text": …}` (any role). */
+  text?:
+    | string
+    | undefined;
+  /** `{"type": "image_url", …}` (user messages). */
+  imageUrl?:
+    | ChatImageUrl
+    | undefined;
+  /** `{"type": "input_audio", …}` (user messages). */
+  inputAudio?:
+    | ChatInputAudio
+    | undefined;
+  /** `{"type": "file", …}` (user messages). */
+  file?:
+    | ChatFile
+    | undefined;
+  /** `{"type": "refusal", "refusal": …}` (assistant messages). */
+  refusal?: string | undefined;
+}
+
+/** A reference to audio the model produced earlier (`"audio": {"id": …}` on an assistant message). */
+export interface ChatAudioRef {
+  /** The audio's id as the model gave it; required. */
+  id: string;
+}
+
 /** A tool call requested by the assistant in a chat message. */
 export interface ChatToolCall {
   /** The call's id as the model produced it (not a parley id); tool messages answer it by this id. */
   id: string;
-  /** `function` (the only kind today); empty means `function`. */
+  /**
+   * `function` (the only kind today); empty means `function`, and is stored and read back as `function` (the
+   * one value a message does not read back as written).
+   */
   callType: string;
   /** The function's name, 1-255 characters. */
   functionName: string;
@@ -166,16 +290,20 @@ export interface ChatToolCall {
   functionArguments: string;
 }
 
-/** One OpenAI-style chat message. */
+/**
+ * One OpenAI-style chat message, kept losslessly: it is stored in OpenAI's wire shape and reads back (here
+ * and as proto3 JSON) exactly as it was written. The content is one of: the string `content`; the list
+ * `content_parts`; `null` or no content at all (`content_shape`). Only one of these is set.
+ */
 export interface ChatMessage {
   /**
    * Who wrote it; required: one of CHAT_ROLE_SYSTEM, CHAT_ROLE_USER, CHAT_ROLE_ASSISTANT, CHAT_ROLE_TOOL,
-   * CHAT_ROLE_DEVELOPER.
+   * CHAT_ROLE_DEVELOPER, CHAT_ROLE_SMARTER, CHAT_ROLE_SMARTER_ERROR.
    */
   role: ChatRole;
   /**
-   * The text; required except on an assistant message that carries tool calls. Counts toward the 1 MiB
-   * of its history entry.
+   * The content as a string; required (as this or as `content_parts`) except on an assistant message that
+   * carries tool calls, a refusal or audio. Counts toward the 1 MiB of its history entry.
    */
   content: string;
   /** The participant's name: 1-64 letters, digits, `_` or `-`. */
@@ -184,6 +312,17 @@ export interface ChatMessage {
   toolCalls: ChatToolCall[];
   /** The id of the tool call a tool message answers (tool messages only, and required there). */
   toolCallId: string;
+  /**
+   * The content as a list of parts (instead of `content`), at most 256: text parts on any role; image,
+   * audio and file parts on user messages; refusal parts on assistant messages.
+   */
+  contentParts: ChatContentPart[];
+  /** Content written as `null` or left out; only when `content` is empty and `content_parts` has none. */
+  contentShape: ChatContentShape;
+  /** The model's refusal (`"refusal": …`; assistant messages only); empty leaves the key out. */
+  refusal: string;
+  /** Audio the model produced earlier, by id (assistant messages only). */
+  audio: ChatAudioRef | undefined;
 }
 
 /**
@@ -1316,6 +1455,497 @@ export const Prompt_AnnotationsEntry: MessageFns<Prompt_AnnotationsEntry> = {
   },
 };
 
+function createBaseChatImageUrl(): ChatImageUrl {
+  return { url: "", detail: "" };
+}
+
+export const ChatImageUrl: MessageFns<ChatImageUrl> = {
+  encode(message: ChatImageUrl, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.url !== "") {
+      writer.uint32(10).string(message.url);
+    }
+    if (message.detail !== "") {
+      writer.uint32(18).string(message.detail);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatImageUrl {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatImageUrl();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatImageUrl {
+    return {
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+    };
+  },
+
+  toJSON(message: ChatImageUrl): unknown {
+    const obj: any = {};
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatImageUrl>, I>>(base?: I): ChatImageUrl {
+    return ChatImageUrl.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatImageUrl>, I>>(object: I): ChatImageUrl {
+    const message = createBaseChatImageUrl();
+    message.url = object.url ?? "";
+    message.detail = object.detail ?? "";
+    return message;
+  },
+};
+
+function createBaseChatInputAudio(): ChatInputAudio {
+  return { data: "", format: "" };
+}
+
+export const ChatInputAudio: MessageFns<ChatInputAudio> = {
+  encode(message: ChatInputAudio, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data !== "") {
+      writer.uint32(10).string(message.data);
+    }
+    if (message.format !== "") {
+      writer.uint32(18).string(message.format);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatInputAudio {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatInputAudio();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.format = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatInputAudio {
+    return {
+      data: isSet(object.data) ? globalThis.String(object.data) : "",
+      format: isSet(object.format) ? globalThis.String(object.format) : "",
+    };
+  },
+
+  toJSON(message: ChatInputAudio): unknown {
+    const obj: any = {};
+    if (message.data !== "") {
+      obj.data = message.data;
+    }
+    if (message.format !== "") {
+      obj.format = message.format;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatInputAudio>, I>>(base?: I): ChatInputAudio {
+    return ChatInputAudio.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatInputAudio>, I>>(object: I): ChatInputAudio {
+    const message = createBaseChatInputAudio();
+    message.data = object.data ?? "";
+    message.format = object.format ?? "";
+    return message;
+  },
+};
+
+function createBaseChatFile(): ChatFile {
+  return { fileData: "", fileId: "", filename: "" };
+}
+
+export const ChatFile: MessageFns<ChatFile> = {
+  encode(message: ChatFile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fileData !== "") {
+      writer.uint32(10).string(message.fileData);
+    }
+    if (message.fileId !== "") {
+      writer.uint32(18).string(message.fileId);
+    }
+    if (message.filename !== "") {
+      writer.uint32(26).string(message.filename);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatFile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatFile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fileData = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fileId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.filename = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatFile {
+    return {
+      fileData: isSet(object.fileData)
+        ? globalThis.String(object.fileData)
+        : isSet(object.file_data)
+        ? globalThis.String(object.file_data)
+        : "",
+      fileId: isSet(object.fileId)
+        ? globalThis.String(object.fileId)
+        : isSet(object.file_id)
+        ? globalThis.String(object.file_id)
+        : "",
+      filename: isSet(object.filename) ? globalThis.String(object.filename) : "",
+    };
+  },
+
+  toJSON(message: ChatFile): unknown {
+    const obj: any = {};
+    if (message.fileData !== "") {
+      obj.fileData = message.fileData;
+    }
+    if (message.fileId !== "") {
+      obj.fileId = message.fileId;
+    }
+    if (message.filename !== "") {
+      obj.filename = message.filename;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatFile>, I>>(base?: I): ChatFile {
+    return ChatFile.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatFile>, I>>(object: I): ChatFile {
+    const message = createBaseChatFile();
+    message.fileData = object.fileData ?? "";
+    message.fileId = object.fileId ?? "";
+    message.filename = object.filename ?? "";
+    return message;
+  },
+};
+
+function createBaseChatContentPart(): ChatContentPart {
+  return { text: undefined, imageUrl: undefined, inputAudio: undefined, file: undefined, refusal: undefined };
+}
+
+export const ChatContentPart: MessageFns<ChatContentPart> = {
+  encode(message: ChatContentPart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== undefined) {
+      writer.uint32(10).string(message.text);
+    }
+    if (message.imageUrl !== undefined) {
+      ChatImageUrl.encode(message.imageUrl, writer.uint32(18).fork()).join();
+    }
+    if (message.inputAudio !== undefined) {
+      ChatInputAudio.encode(message.inputAudio, writer.uint32(26).fork()).join();
+    }
+    if (message.file !== undefined) {
+      ChatFile.encode(message.file, writer.uint32(34).fork()).join();
+    }
+    if (message.refusal !== undefined) {
+      writer.uint32(42).string(message.refusal);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatContentPart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatContentPart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.imageUrl = ChatImageUrl.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.inputAudio = ChatInputAudio.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.file = ChatFile.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.refusal = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatContentPart {
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : undefined,
+      imageUrl: isSet(object.imageUrl)
+        ? ChatImageUrl.fromJSON(object.imageUrl)
+        : isSet(object.image_url)
+        ? ChatImageUrl.fromJSON(object.image_url)
+        : undefined,
+      inputAudio: isSet(object.inputAudio)
+        ? ChatInputAudio.fromJSON(object.inputAudio)
+        : isSet(object.input_audio)
+        ? ChatInputAudio.fromJSON(object.input_audio)
+        : undefined,
+      file: isSet(object.file) ? ChatFile.fromJSON(object.file) : undefined,
+      refusal: isSet(object.refusal) ? globalThis.String(object.refusal) : undefined,
+    };
+  },
+
+  toJSON(message: ChatContentPart): unknown {
+    const obj: any = {};
+    if (message.text !== undefined) {
+      obj.text = message.text;
+    }
+    if (message.imageUrl !== undefined) {
+      obj.imageUrl = ChatImageUrl.toJSON(message.imageUrl);
+    }
+    if (message.inputAudio !== undefined) {
+      obj.inputAudio = ChatInputAudio.toJSON(message.inputAudio);
+    }
+    if (message.file !== undefined) {
+      obj.file = ChatFile.toJSON(message.file);
+    }
+    if (message.refusal !== undefined) {
+      obj.refusal = message.refusal;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatContentPart>, I>>(base?: I): ChatContentPart {
+    return ChatContentPart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatContentPart>, I>>(object: I): ChatContentPart {
+    const message = createBaseChatContentPart();
+    message.text = object.text ?? undefined;
+    message.imageUrl = (object.imageUrl !== undefined && object.imageUrl !== null)
+      ? ChatImageUrl.fromPartial(object.imageUrl)
+      : undefined;
+    message.inputAudio = (object.inputAudio !== undefined && object.inputAudio !== null)
+      ? ChatInputAudio.fromPartial(object.inputAudio)
+      : undefined;
+    message.file = (object.file !== undefined && object.file !== null) ? ChatFile.fromPartial(object.file) : undefined;
+    message.refusal = object.refusal ?? undefined;
+    return message;
+  },
+};
+
+function createBaseChatAudioRef(): ChatAudioRef {
+  return { id: "" };
+}
+
+export const ChatAudioRef: MessageFns<ChatAudioRef> = {
+  encode(message: ChatAudioRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatAudioRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatAudioRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatAudioRef {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: ChatAudioRef): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatAudioRef>, I>>(base?: I): ChatAudioRef {
+    return ChatAudioRef.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatAudioRef>, I>>(object: I): ChatAudioRef {
+    const message = createBaseChatAudioRef();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
 function createBaseChatToolCall(): ChatToolCall {
   return { id: "", callType: "", functionName: "", functionArguments: "" };
 }
@@ -1446,7 +2076,17 @@ export const ChatToolCall: MessageFns<ChatToolCall> = {
 };
 
 function createBaseChatMessage(): ChatMessage {
-  return { role: 0, content: "", name: "", toolCalls: [], toolCallId: "" };
+  return {
+    role: 0,
+    content: "",
+    name: "",
+    toolCalls: [],
+    toolCallId: "",
+    contentParts: [],
+    contentShape: 0,
+    refusal: "",
+    audio: undefined,
+  };
 }
 
 export const ChatMessage: MessageFns<ChatMessage> = {
@@ -1465,6 +2105,18 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     }
     if (message.toolCallId !== "") {
       writer.uint32(42).string(message.toolCallId);
+    }
+    for (const v of message.contentParts) {
+      ChatContentPart.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.contentShape !== 0) {
+      writer.uint32(56).int32(message.contentShape);
+    }
+    if (message.refusal !== "") {
+      writer.uint32(66).string(message.refusal);
+    }
+    if (message.audio !== undefined) {
+      ChatAudioRef.encode(message.audio, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -1522,6 +2174,38 @@ export const ChatMessage: MessageFns<ChatMessage> = {
             message.toolCallId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.contentParts.push(ChatContentPart.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.contentShape = reader.int32() as any;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.refusal = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.audio = ChatAudioRef.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1549,6 +2233,18 @@ export const ChatMessage: MessageFns<ChatMessage> = {
         : isSet(object.tool_call_id)
         ? globalThis.String(object.tool_call_id)
         : "",
+      contentParts: globalThis.Array.isArray(object?.contentParts)
+        ? object.contentParts.map((e: any) => ChatContentPart.fromJSON(e))
+        : globalThis.Array.isArray(object?.content_parts)
+        ? object.content_parts.map((e: any) => ChatContentPart.fromJSON(e))
+        : [],
+      contentShape: isSet(object.contentShape)
+        ? chatContentShapeFromJSON(object.contentShape)
+        : isSet(object.content_shape)
+        ? chatContentShapeFromJSON(object.content_shape)
+        : 0,
+      refusal: isSet(object.refusal) ? globalThis.String(object.refusal) : "",
+      audio: isSet(object.audio) ? ChatAudioRef.fromJSON(object.audio) : undefined,
     };
   },
 
@@ -1569,6 +2265,18 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     if (message.toolCallId !== "") {
       obj.toolCallId = message.toolCallId;
     }
+    if (message.contentParts?.length) {
+      obj.contentParts = message.contentParts.map((e) => ChatContentPart.toJSON(e));
+    }
+    if (message.contentShape !== 0) {
+      obj.contentShape = chatContentShapeToJSON(message.contentShape);
+    }
+    if (message.refusal !== "") {
+      obj.refusal = message.refusal;
+    }
+    if (message.audio !== undefined) {
+      obj.audio = ChatAudioRef.toJSON(message.audio);
+    }
     return obj;
   },
 
@@ -1582,6 +2290,12 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     message.name = object.name ?? "";
     message.toolCalls = object.toolCalls?.map((e) => ChatToolCall.fromPartial(e)) || [];
     message.toolCallId = object.toolCallId ?? "";
+    message.contentParts = object.contentParts?.map((e) => ChatContentPart.fromPartial(e)) || [];
+    message.contentShape = object.contentShape ?? 0;
+    message.refusal = object.refusal ?? "";
+    message.audio = (object.audio !== undefined && object.audio !== null)
+      ? ChatAudioRef.fromPartial(object.audio)
+      : undefined;
     return message;
   },
 };
