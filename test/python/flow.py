@@ -505,6 +505,7 @@ def prompt_import(f):
         "counts": [reply.history_count, reply.tool_call_count, reply.plugin_usage_count],
         "history_times": [h.create_time.ToJsonString() for h in history],
         "again": again,
+    }
 
 
 DEFAULT_CHAT_MESSAGES = [
