@@ -62,7 +62,8 @@ export interface SmarterOptions {
   plugins: ReadonlyMap<string, string>;
 }
 
-export type Importer = (sessionKey: string, records: PromptRecord[]) => Promise<'imported' | 'present'>;
+/** Imports one prompt; `records` reads it from the source, only when the account does not have it yet. */
+export type Importer = (sessionKey: string, records: () => Promise<PromptRecord[]>) => Promise<'imported' | 'present'>;
 
 export interface Report {
   imported: number;
@@ -93,8 +94,7 @@ export async function importSmarter(source: Source, options: SmarterOptions, imp
     for (const p of prompts) {
       const key = `prompt ${String(p.id)} (session ${show(p.session_key, 24)})`;
       try {
-        const records = await recordsOf(source, p, options, hasTags);
-        if ((await importer(String(p.session_key), records)) === 'imported') report.imported++;
+        if ((await importer(String(p.session_key), () => recordsOf(source, p, options, hasTags))) === 'imported') report.imported++;
         else report.present++;
       } catch (err) {
         if (!(err instanceof Refusal)) throw err;
@@ -284,9 +284,11 @@ async function grpcImporter(address: string, creds: ChannelCredentials, md: Meta
     });
 
   const importer: Importer = async (sessionKey, records) => {
+    // An earlier run's import is found with one read, before its logs are read from the source.
     if (await exists(sessionKey)) return 'present';
+    const built = await records();
     try {
-      await once(records);
+      await once(built);
       return 'imported';
     } catch (e) {
       const err = e as ServiceError;
