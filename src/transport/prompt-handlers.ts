@@ -114,7 +114,7 @@ function fromContentPart(p: ChatContentPart): ChatContentPartData {
   return { kind: undefined };
 }
 
-const toChatMessage = (m: ChatMessageData): ChatMessage => ({
+export const toChatMessage = (m: ChatMessageData): ChatMessage => ({
   role: m.role ? roleToProto[m.role] : ChatRole.CHAT_ROLE_UNSPECIFIED,
   content: m.content,
   name: m.name,
@@ -259,7 +259,7 @@ function llmClientRef(id: string | undefined, url: string | undefined): LlmClien
   return parsed && { name: parsed.llmClientName, accountNumber: parsed.accountNumber };
 }
 
-const openPrompt = z
+export const openPrompt = z
   .object({
     sessionKey,
     llmClientId: optionalUuid,
@@ -331,21 +331,21 @@ const chatMessages = z.array(chatMessage).superRefine((messages, ctx) => {
   for (const p of chatMessageProblems(messages)) ctx.addIssue({ code: 'custom', path: p.path, message: p.description });
 });
 
-const appendHistory = z
+export const appendHistory = z
   .object({ promptId: uuid, request: json, response: json, messages: chatMessages, requestId })
   .refine((r) => r.messages.length > 0 || Object.keys(r.request).length > 0 || Object.keys(r.response).length > 0, {
     path: ['messages'],
     message: 'an entry needs messages, a request or a response',
   });
 
-const appendHistoryLimits = (req: AppendHistoryRequest) =>
+export const appendHistoryLimits = (req: AppendHistoryRequest) =>
   checkEntrySize({
     request: structBytes(req.request),
     response: structBytes(req.response),
     messages: req.messages.reduce((n, m) => n + inList(chatMessageSize(m)), 0),
   });
 
-const recordToolCall = z.object({
+export const recordToolCall = z.object({
   promptId: uuid,
   pluginId: optionalUuid,
   functionName: z.string().superRefine((v, ctx) => {
@@ -358,12 +358,12 @@ const recordToolCall = z.object({
   requestId,
 });
 
-const recordToolCallLimits = (req: RecordToolCallRequest) =>
+export const recordToolCallLimits = (req: RecordToolCallRequest) =>
   checkEntrySize({ function_args: textBytes(req.functionArgs), request: structBytes(req.request), response: structBytes(req.response) });
 
-const recordPluginUsage = z.object({ promptId: uuid, pluginId: uuid, inputText: z.string(), requestId });
+export const recordPluginUsage = z.object({ promptId: uuid, pluginId: uuid, inputText: z.string(), requestId });
 
-const recordPluginUsageLimits = (req: RecordPluginUsageRequest) => {
+export const recordPluginUsageLimits = (req: RecordPluginUsageRequest) => {
   if (textBytes(req.inputText) > INPUT_TEXT_MAX_BYTES) throw fieldTooLarge('input_text', `must be at most ${INPUT_TEXT_MAX_BYTES / 1024} KiB (UTF-8)`);
 };
 
@@ -405,7 +405,7 @@ function maskFields(req: UpdatePromptRequest): Set<Updatable> {
  * AIP-134: `update_mask` selects the fields taken from `prompt` (`*` all of them); without one, the fields
  * the request sets. Size limits are checked first (FIELD_TOO_LARGE), then each value.
  */
-function parseUpdate(req: UpdatePromptRequest): {
+export function parseUpdate(req: UpdatePromptRequest): {
   id: string;
   patch: PromptPatch;
   requestId: string | undefined;
@@ -498,7 +498,7 @@ function logPage<R, M, Reply>(req: unknown, list: (r: z.infer<typeof listLog>) =
   return list(parseInput(listLog, req)).then((page) => pageReply(page, toMessage, reply));
 }
 
-export function promptHandlers(prompts: PromptUseCases): Omit<ServiceHandlers<PromptServiceServer>, 'watchPrompt'> {
+export function promptHandlers(prompts: PromptUseCases): Omit<ServiceHandlers<PromptServiceServer>, 'watchPrompt' | 'importPrompt'> {
   return {
     openPrompt: async (req, ctx) => {
       const { requestId: rid, ...r } = parseRequest(openPrompt, req, openLimits);

@@ -145,6 +145,17 @@ withPython('a Python client: token counts per element and per session, and Forma
   t.deepEqual(r.refused, { code: 'INVALID_ARGUMENT', fields: ['token_budget'] });
 });
 
+withPython('a Python client imports a prompt with ImportPrompt (a client stream), its times kept; the same key again is ALREADY_EXISTS', async (t) => {
+  const out = await flow('admin_setup', 'prompt_import');
+  const r = out.get('prompt_import')! as Step & { session_key: string; expected_key: string; create_time: string; revision: string | number; counts: Array<string | number>; history_times: string[]; again: string };
+  t.is(r.session_key, r.expected_key);
+  t.is(r.create_time, '2024-03-01T10:00:00Z');
+  t.is(Number(r.revision), 3);
+  t.deepEqual(r.counts.map(Number), [1, 1, 0]);
+  t.deepEqual(r.history_times, ['2024-03-01T10:00:01.500Z']);
+  t.is(r.again, 'ALREADY_EXISTS');
+});
+
 withPython('a Python client: chat messages in every content form, parsed from proto3 JSON with json_format, read back byte for byte', async (t) => {
   const out = await flowWith({ PARLEY_CHAT_MESSAGES: JSON.stringify(CHAT_MESSAGE_CASES.map((c) => c.json)) }, 'admin_setup', 'chat_messages');
   const got = out.get('chat_messages')! as Step & { sent: string[]; listed: string[]; read: string[]; equal: boolean };
