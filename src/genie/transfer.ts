@@ -21,6 +21,7 @@
  * hostile import cannot skew a token budget. The event log that WatchSession replays is rebuilt from the
  * records, revision by revision, as the write RPCs would have logged them (see logOf).
  */
+import { noLabels } from '../labels.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { Principal } from '../principal.js';
@@ -528,6 +529,8 @@ async function built(c: Checked, id: string, accountId: string): Promise<Importe
     forkedFromRevision: header.forkedFromRevision,
     expireTime: header.expireTime,
     endUserId: header.endUserId,
+    // The export format carries no labels yet: an imported session starts without any.
+    labels: noLabels(),
     createdAt: header.createTime,
     updatedAt: last.updateTime,
   };

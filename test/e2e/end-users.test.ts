@@ -45,9 +45,9 @@ const open = (tenant: Tenant, over: Partial<OpenPromptRequest> = {}) => rpc(s.pr
 const listPrompts = (tenant: Tenant, over: Partial<ListPromptsRequest> = {}) =>
   rpc(s.prompt, s.prompt.listPrompts, { pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined, endUserId: '', ...over }, tenant.md);
 const createFor = (tenant: Tenant, endUserId: string, fields: Record<string, unknown> = { topic: 'tax' }, requestId = '') =>
-  rpc(s.genie, s.genie.createSession, { modelType: 'qa', fields, expireTime: undefined, requestId, endUserId }, tenant.md).then((r) => r.session!);
+  rpc(s.genie, s.genie.createSession, { modelType: 'qa', fields, expireTime: undefined, requestId, endUserId, labels: {} }, tenant.md).then((r) => r.session!);
 const listSessionsOf = (tenant: Tenant, endUserId: string, pageSize = 0, pageToken = '', modelTypeName = '') =>
-  rpc(s.genie, s.genie.listSessions, { modelType: modelTypeName, state: '', pageSize, pageToken, endUserId }, tenant.md);
+  rpc(s.genie, s.genie.listSessions, { modelType: modelTypeName, state: '', pageSize, pageToken, endUserId, filter: '', orderBy: '', showTotalSize: false }, tenant.md);
 
 /** Every page of a list, following next_page_token. */
 async function allPages<T>(page: (token: string) => Promise<{ items: T[]; next: string }>): Promise<T[]> {

@@ -173,7 +173,7 @@ test('hostile input: invalid UTF-8 is INVALID_ARGUMENT naming the field, never s
   const rev = (await g.get(id)).revision;
   const send = SendEventRequest.encode({ sessionId: id, eventName: 'user_input', actor: 0, actorInput: 'MARK', expectedRevision: undefined, requestId: '' }).finish();
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/SendEvent', patch(send, 'MARK', [0x41, 0xff, 0xfe, 0x42]), tenant.md), 'actor_input');
-  const create = CreateSessionRequest.encode({ endUserId: '', modelType: 'qa', fields: { MARK: 'v', k: 'MARK' }, expireTime: undefined, requestId: '' }).finish();
+  const create = CreateSessionRequest.encode({ endUserId: '', modelType: 'qa', fields: { MARK: 'v', k: 'MARK' }, expireTime: undefined, requestId: '', labels: {} }).finish();
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/CreateSession', patch(create, 'MARK', [0xc3, 0x28, 0x41, 0x41]), tenant.md), /^fields\./);
   const patched = Buffer.from(create);
   Buffer.from([0xed, 0xa0, 0x80, 0x41]).copy(patched, patched.lastIndexOf('MARK')); // an encoded surrogate
@@ -204,7 +204,7 @@ test('hostile input: an int64 past 2^53 is INVALID_ARGUMENT naming the field, an
     t.false(err.details.includes(String(big)), 'the value is not echoed');
   }
   t.is((await g.get(id)).revision, rev, 'nothing was written');
-  const list = ListSessionsRequest.encode({ endUserId: '', modelType: '', state: '', pageSize: 0, pageToken: '' }).finish();
+  const list = ListSessionsRequest.encode({ endUserId: '', modelType: '', state: '', pageSize: 0, pageToken: '', filter: '', orderBy: '', showTotalSize: false }).finish();
   // 2^53 + 1 read as an int32 is 1: without the check this was a silent page of one.
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/ListSessions', append(list, (w) => w.tag(3, WireType.Varint).int64(2n ** 53n + 1n)), tenant.md), 'page_size');
 });
@@ -216,7 +216,7 @@ test('hostile input: Timestamp nanos outside 0..999999999 and Duration nanos of 
     await refused(t, rawCall(s.prompt, '/parley.prompt.v1.PromptService/ListPrompts', append(list, (w) => stamp(w, 5, 0, nanos)), tenant.md), 'created_after');
   }
   const before = (await g.list('', '', 1000)).sessions.length;
-  const create = CreateSessionRequest.encode({ endUserId: '', modelType: 'qa', fields: { topic: 'x' }, expireTime: undefined, requestId: '' }).finish();
+  const create = CreateSessionRequest.encode({ endUserId: '', modelType: 'qa', fields: { topic: 'x' }, expireTime: undefined, requestId: '', labels: {} }).finish();
   const future = Math.floor(Date.now() / 1000) + 86_400;
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/CreateSession', append(create, (w) => stamp(w, 3, future, 1_500_000_000)), tenant.md), 'expire_time');
   t.is((await g.list('', '', 1000)).sessions.length, before, 'nothing was created');

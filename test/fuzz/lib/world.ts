@@ -94,7 +94,7 @@ export async function buildWorld(s: TestServer, victim: Promise<Holdings>): Prom
     plugins: tok((await rpc(p, p.listPlugins, first, md)).nextPageToken),
     adminPlugins: tok((await rpc(s.admin, s.admin.listPlugins, { accountId: self.tenant.accountId, ...first }, s.adminMd)).nextPageToken),
     modelTypes: tok((await rpc(s.genie, s.genie.listModelTypes, { name: '', ...first }, md)).nextPageToken),
-    sessions: tok((await rpc(s.genie, s.genie.listSessions, { endUserId: '', modelType: '', state: '', ...first }, md)).nextPageToken),
+    sessions: tok((await rpc(s.genie, s.genie.listSessions, { endUserId: '', modelType: '', state: '', filter: '', orderBy: '', showTotalSize: false, ...first }, md)).nextPageToken),
     secondaryKeys: tok((await rpc(s.genie, s.genie.listSecondaryKeys, { sessionId, ...first }, md)).nextPageToken),
     dialogue: tok((await rpc(s.genie, s.genie.listDialogue, { sessionId, revision: undefined, ...first }, md)).nextPageToken),
   };
