@@ -12,7 +12,7 @@ import { LocalCache } from '../local-cache.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, isTimestampText, type Page } from '../paging.js';
 import { noLabels, sameLabels, type Labels } from '../labels.js';
-import type { Order, Restriction } from '../filter.js';
+import { millisecondBounds, type Order, type Restriction } from '../filter.js';
 import { HOT_ELEMENTS, type GenieCache } from './cache.js';
 import { ModelTypeUseCases, type ModelTypeCacheOptions } from './model-types.js';
 import { genieRequestKey, MAX_READ_BYTES, withinBudget } from './rules.js';
@@ -354,7 +354,8 @@ export class GenieUseCases {
       endUserId: endUser.value,
       labels: [...labels].map(([key, value]) => ({ key, value })),
       hasLabels: restrictions.flatMap((r) => (r.kind === 'has_label' ? [r.key] : [])),
-      times: restrictions.flatMap((r) => (r.kind === 'time' ? [{ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), op: r.op, at: r.at }] : [])),
+      // Times compare at the millisecond the API shows (see millisecondBounds).
+      times: restrictions.flatMap((r) => (r.kind === 'time' ? millisecondBounds(r).map((b) => ({ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), ...b })) : [])),
     };
     const rows = await this.sessions.listSessions(caller.accountId, stored, order, after, pageSize + 1);
     const totalSize = query.withTotal ? await this.sessions.countSessions(caller.accountId, stored) : 0;

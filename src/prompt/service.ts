@@ -9,7 +9,7 @@ import { afterCommit } from '../after-commit.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, isTimestampText, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
 import { noLabels, type Labels } from '../labels.js';
-import type { Order, Restriction } from '../filter.js';
+import { millisecondBounds, type Order, type Restriction } from '../filter.js';
 import type { PromptCache } from './cache.js';
 import { promptEvents, publishPromptEvent, type PromptEvent } from './events.js';
 import { toOpenAiMessage, type ChatMessageData } from './messages.js';
@@ -330,7 +330,8 @@ export class PromptUseCases {
       endUserId: endUser.value,
       labels: [...labels].map(([key, value]) => ({ key, value })),
       hasLabels: restrictions.flatMap((r) => (r.kind === 'has_label' ? [r.key] : [])),
-      times: restrictions.flatMap((r) => (r.kind === 'time' ? [{ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), op: r.op, at: r.at }] : [])),
+      // Times compare at the millisecond the API shows (see millisecondBounds).
+      times: restrictions.flatMap((r) => (r.kind === 'time' ? millisecondBounds(r).map((b) => ({ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), ...b })) : [])),
     };
     const p = await keysetPage(page, {
       list: 'prompts',
