@@ -11,7 +11,7 @@ import { afterCommit } from '../after-commit.js';
 import { LocalCache } from '../local-cache.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, isTimestampText, type Page } from '../paging.js';
-import { noLabels, sameLabels, type Labels } from '../labels.js';
+import { labelEntries, noLabels, sameLabels, type Labels } from '../labels.js';
 import { millisecondBounds, type Order, type Restriction } from '../filter.js';
 import { HOT_ELEMENTS, type GenieCache } from './cache.js';
 import { ModelTypeUseCases, type ModelTypeCacheOptions } from './model-types.js';
@@ -143,7 +143,7 @@ export class GenieUseCases {
       fields,
       expireTime,
       ...(endUserId ? { endUserId } : {}),
-      ...(Object.keys(labels).length ? { labels: Object.entries(labels) } : {}),
+      ...(Object.keys(labels).length ? { labels: labelEntries(labels) } : {}),
     };
     const { value: r, replayed } = await this.unitOfWork.run(
       this.key(caller, 'CreateSession', requestId, request),
@@ -232,8 +232,8 @@ export class GenieUseCases {
     requestId?: string,
   ): Promise<{ view: SessionView; changed: boolean }> {
     const { paths, values, fieldsPatch } = update;
-    // Labels join the fingerprint as entries (a null-prototype map), and only when named.
-    const request = { id, update: { ...update, values: { ...values, labels: values.labels && Object.entries(values.labels) } }, expectedRevision };
+    // Labels join the fingerprint as entries sorted by key (any wire order is one request), and only when named.
+    const request = { id, update: { ...update, values: { ...values, labels: values.labels && labelEntries(values.labels) } }, expectedRevision };
     const { view, unchanged } = await this.write(
       caller,
       id,
