@@ -125,7 +125,11 @@ export function parseFilter(filter: string, spec: FilterSpec): Restriction[] {
       const field = head.v as EqualityField;
       if (!spec.equality.includes(field)) throw refuse(`names ${field}, which this list does not filter by`);
       operator(['=']);
-      return { kind: 'equals', field, value: literal() };
+      const value = literal();
+      // Empty is the field unset: rows without an end user are not in its (partial) index, and no state,
+      // model type or LLM client is empty. Refused rather than read as no restriction.
+      if (value === '') throw refuse(`compares ${field} with "": the field is unset there, which no index serves`);
+      return { kind: 'equals', field, value };
     }
     throw refuse(`names ${shown(head.v)}, which is not filterable: fields are labels.<key>, ${[...spec.equality, ...TIME_FIELDS].join(', ')} (each served by an index)`);
   }

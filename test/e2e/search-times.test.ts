@@ -55,16 +55,26 @@ test('a time filter compares at the millisecond the API shows: a session matches
   }
 });
 
-test('a day that does not exist is not a time: INVALID_ARGUMENT on filter; a __proto__ label key is refused on labels', async (t) => {
+test('a day that does not exist is not a time, an equality with "" (the field unset) is not indexed: INVALID_ARGUMENT on filter; a __proto__ label key is refused on labels', async (t) => {
   const tenant = await createTenant(s);
   await genie(s, tenant).register(modelType());
-  for (const filter of ['create_time < "2025-02-30T00:00:00Z"', 'update_time >= "2025-01-31T24:00:00Z"']) {
+  for (const filter of ['create_time < "2025-02-30T00:00:00Z"', 'update_time >= "2025-01-31T24:00:00Z"', 'end_user_id = ""', 'model_type = ""']) {
     const err = await t.throwsAsync<ServiceError>(
       rpc(s.genie, s.genie.listSessions, { modelType: '', state: '', pageSize: 0, pageToken: '', endUserId: '', filter, orderBy: '', showTotalSize: false }, tenant.md),
     );
     t.is(err?.code, status.INVALID_ARGUMENT, filter);
     t.deepEqual(violatedFields(err!), ['filter'], filter);
   }
+  const prompts = await t.throwsAsync<ServiceError>(
+    rpc(
+      s.prompt,
+      s.prompt.listPrompts,
+      { pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined, endUserId: '', filter: 'end_user_id = ""', orderBy: '', showTotalSize: false },
+      tenant.md,
+    ),
+  );
+  t.is(prompts?.code, status.INVALID_ARGUMENT);
+  t.deepEqual(violatedFields(prompts!), ['filter']);
   const err = await t.throwsAsync<ServiceError>(
     rpc(s.genie, s.genie.createSession, { modelType: 'qa', fields: { topic: 't' }, expireTime: undefined, requestId: '', endUserId: '', labels: JSON.parse('{"__proto__":"x"}') as Record<string, string> }, tenant.md),
   );

@@ -64,3 +64,13 @@ test('time restrictions compare at the millisecond the API shows: bounds are < a
     t.deepEqual(millisecondBounds(r), bounds, `${op} ${subMs}`);
   }
 });
+
+test('an equality with "" is refused (the field unset is not indexed), a label set to "" is a value', (t) => {
+  const sessions = { equality: ['state', 'model_type', 'end_user_id'] } as const;
+  for (const field of ['state', 'model_type', 'end_user_id']) {
+    const err = t.throws(() => parseFilter(`${field} = ""`, sessions), { instanceOf: AppError }, field);
+    t.is(err?.code, 'INVALID_ARGUMENT', field);
+  }
+  t.throws(() => parseFilter('llm_client_id = ""', { equality: ['llm_client_id'] }), { instanceOf: AppError });
+  t.deepEqual(parseFilter('labels.k = ""', sessions), [{ kind: 'label', key: 'k', value: '' }]);
+});
