@@ -74,6 +74,12 @@ export type PluginUsageRow = z.infer<typeof pluginUsageRowSchema>;
 
 export type NewPrompt = Omit<PromptRow, 'id' | 'createdAt' | 'updatedAt' | 'revision'>;
 
+/**
+ * A prompt as its hot copy holds it. Labels are required: a copy without them was written by a server that
+ * did not know them while the row may hold some; it does not decode, so it is a miss read from Postgres.
+ */
+export const cachedPromptSchema = promptRowSchema.extend({ labels: z.record(z.string(), z.string()).transform((l) => labelsOf(Object.entries(l))) });
+
 /** The fields UpdatePrompt may change. */
 export type PromptPatch = Partial<Pick<PromptRow, 'name' | 'description' | 'version' | 'annotations' | 'tags' | 'labels'>>;
 
