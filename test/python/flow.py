@@ -18,6 +18,8 @@ shared Flow and returning the facts it prints:
                        model type of genie_session_watch), what then reads back
   genie_token_budget   GenieService: a model type counting in cl100k_base, each element's token_count and the
                        session's running total, FormatDialogue within a token_budget, a negative budget refused
+  session_transfer     GenieService: ExportSession of every revision, ImportSession of its records as a new
+                       session, each revision and the secondary value read back the same
 
 Each step prints one JSON line {"step": name, ...facts}. A failed check raises, so the script exits non-zero
 with the traceback (and the JSON lines of the steps before it) for the test to show.
@@ -523,7 +525,52 @@ def labels_search(f):
     }
 
 
-STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume, genie_token_budget, labels_search]
+def session_transfer(f):
+    """Export a session (every revision) and import it back as a new one: the same revisions and dialogue."""
+    try:
+        f.genie.RegisterModelType(
+            genie_pb2.RegisterModelTypeRequest(
+                model_type=genie_pb2.ModelType(
+                    name="moved",
+                    schema_version=1,
+                    state_machine=genie_pb2.StateMachine(
+                        states=["open"],
+                        initial_state="open",
+                        transitions=[genie_pb2.Transition(from_state="open", event_name="say", to_state="open", actor=genie_pb2.ACTOR_USER)],
+                    ),
+                )
+            ),
+            metadata=f.md,
+            timeout=TIMEOUT,
+        )
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+    sid = f.genie.CreateSession(genie_pb2.CreateSessionRequest(model_type="moved", fields=struct({"n": 1})), metadata=f.md, timeout=TIMEOUT).session.session_id
+    f.genie.SendEvent(genie_pb2.SendEventRequest(session_id=sid, event_name="say", actor_input="hello ✓"), metadata=f.md, timeout=TIMEOUT)
+    f.genie.PutSecondary(genie_pb2.PutSecondaryRequest(session_id=sid, key="blob", value=bytes([0, 1, 2])), metadata=f.md, timeout=TIMEOUT)
+    records = [r.record for r in f.genie.ExportSession(genie_pb2.ExportSessionRequest(session_id=sid, all_revisions=True), metadata=f.md, timeout=TIMEOUT)]
+    kinds = [r.WhichOneof("record") for r in records]
+    check(kinds[0] == "header" and kinds[-1] == "trailer", f"an export is header … trailer, got {kinds}")
+
+    def requests():
+        for i, r in enumerate(records):
+            yield genie_pb2.ImportSessionRequest(record=r, request_id=str(uuid.uuid4()) if i == 0 else "")
+
+    res = f.genie.ImportSession(requests(), metadata=f.md, timeout=TIMEOUT)
+    new = res.session.session_id
+    check(new != sid, "a new id")
+    for rev in (1, 2, 3):
+        a = f.genie.GetSession(genie_pb2.GetSessionRequest(session_id=sid, revision=rev), metadata=f.md, timeout=TIMEOUT).session
+        b = f.genie.GetSession(genie_pb2.GetSessionRequest(session_id=new, revision=rev), metadata=f.md, timeout=TIMEOUT).session
+        a.session_id = b.session_id = ""
+        check(a == b, f"revision {rev} reads the same")
+    value = f.genie.GetSecondary(genie_pb2.GetSecondaryRequest(session_id=new, key="blob"), metadata=f.md, timeout=TIMEOUT).value
+    check(value == bytes([0, 1, 2]), "the secondary value moved")
+    return {"records": len(records), "kinds": sorted(set(kinds)), "revision_count": res.revision_count, "element_count": res.element_count, "secondary_count": res.secondary_count}
+
+
+STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume, genie_token_budget, session_transfer, labels_search]
 
 
 def main():

@@ -188,6 +188,54 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
   // Updates and deletes only ever name spare resources (or made-up ids): never the fuzz's or the victim's own.
   const spareOr = (spareId: string) => fc.oneof({ weight: 4, arbitrary: fc.constant(spareId) }, { weight: 1, arbitrary: fc.uuid() }, { weight: 1, arbitrary: str });
   const optRevision = fc.oneof(fc.constant(undefined), int64);
+  // ImportSession: one record per message, in any order (an honest import is header … trailer; the
+  // hostile ones break the order, the counts, the ids and the sizes).
+  const sessionRecord = fc.oneof(
+    fc.record({
+      header: fc.record({
+        sessionId: fc.oneof(sessions, fc.uuid()),
+        modelType: oneOfOr(w.modelTypes),
+        schemaVersion: int32,
+        state: oneOfOr(['awaiting_question', 'awaiting_answer', 'open']),
+        createTime: date,
+        updateTime: date,
+        expireTime: date,
+        endUserId: endUser,
+        forkedFromSessionId: oneOfOr(['']),
+        forkedFromRevision: int64,
+        tokenizerEncoding: encoding,
+        revision: int64,
+        revisionCount: int64,
+      }),
+    }),
+    fc.record({
+      revision: fc.record({
+        revision: int64,
+        schemaVersion: int32,
+        state: oneOfOr(['awaiting_question', 'awaiting_answer']),
+        actor: actorEnum,
+        actorInput: str,
+        fields: struct,
+        dialogueLength: int32,
+        updateTime: date,
+        updateMask: fc.array(oneOfOr(['actor', 'fields', 'expire_time']), { maxLength: 5 }),
+      }),
+    }),
+    fc.record({
+      element: fc.record({ index: int32, actor: actorEnum, actorText: str, timestamp: date, eventName: event, revision: int64, tokenCount: int32, utteranceId: oneOfOr(['']) }),
+    }),
+    fc.record({
+      secondary: fc.record({
+        key: oneOfOr(['doc', 'k1']),
+        value: fc.oneof({ weight: 6, arbitrary: fc.uint8Array({ maxLength: 64 }) }, { weight: 1, arbitrary: huge.map((h) => Buffer.from(h)) }),
+        revision: int64,
+        createTime: date,
+      }),
+    }),
+    fc.record({ trailer: fc.record({ revisionCount: int64, elementCount: int32, secondaryCount: int32 }) }),
+    fc.constant({}),
+  );
+  const importMessage = fc.record({ record: fc.oneof(sessionRecord, fc.constant(undefined)), keepSessionId: fc.boolean(), requestId });
   const page = (list: keyof World['tokens']) => ({ pageSize: int32, pageToken: pageToken(w.tokens[list]) });
 
   return {
@@ -275,6 +323,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
         url: oneOfOr(['', 'https://example.com/chat']),
         requestId,
         endUserId: endUser,
+        labels,
       }),
     },
     // The keys are a oneof: the generator sends one, the other, or both (a binary client may; the last wins on
@@ -289,6 +338,9 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
         createdAfter: fc.oneof(fc.constant(undefined), date),
         createdBefore: fc.oneof(fc.constant(undefined), date),
         endUserId: endUser,
+        filter: fc.oneof(filter, fc.constantFrom('llm_client_id = "x"', `llm_client_id = "${self.tenant.llmClientId}"`, 'state = "x"')),
+        orderBy,
+        showTotalSize: fc.boolean(),
       }),
       extras: [ts([5]), ts([6])],
     },
@@ -312,8 +364,9 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
           llmClientId: oneOfOr(['']),
           accountId: oneOfOr(['']),
           revision,
+          labels,
         }),
-        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id', 'revision']),
+        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id', 'revision', 'labels']),
         requestId,
         expectedRevision: fc.oneof(fc.constant(undefined), revision),
       }),
@@ -401,6 +454,8 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     },
     'GenieService/StreamUtterance': { kind: 'client-stream', req: utterance },
     'GenieService/Chat': { kind: 'bidi', req: chat },
+    'GenieService/ExportSession': { kind: 'server-stream', req: fc.record({ sessionId: sessions, allRevisions: fc.boolean() }) },
+    'GenieService/ImportSession': { kind: 'client-stream', req: importMessage },
   };
 }
 

@@ -1011,7 +1011,7 @@ export interface SessionEvent {
   stateChanged?:
     | StateChanged
     | undefined;
-  /** UpdateSession changed the developer's fields, actor or actor_input. */
+  /** UpdateSession changed the developer's fields, actor, actor_input, expire_time or labels. */
   fieldsUpdated?:
     | FieldsUpdated
     | undefined;
@@ -1070,7 +1070,10 @@ export interface StateChanged {
 
 /** UpdateSession changed the session's own fields or the developer's fields. */
 export interface FieldsUpdated {
-  /** The paths the update named (its update_mask, plus `fields` for a fields_patch). */
+  /**
+   * The paths the update named (its update_mask, plus `fields` for a fields_patch). `labels` here says the
+   * session's labels were replaced; the event does not carry them (read them with GetSession).
+   */
   updateMask: string[];
   /** The developer's fields after the update, whole (within UpdateSession's limits). */
   fields:
