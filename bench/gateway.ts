@@ -32,7 +32,7 @@ function channels(target: string, n: number, offset: number): Genie[] {
 
 function createSession(client: Genie, md: Metadata, modelType: string): Promise<{ id: string; revision: number }> {
   return new Promise((resolve, reject) =>
-    client.createSession({ modelType, fields: {}, requestId: '', expireTime: undefined, endUserId: '' }, md, { deadline: new Date(Date.now() + 10_000) }, (err: ServiceError | null, res: CreateSessionResponse) =>
+    client.createSession({ modelType, fields: {}, requestId: '', expireTime: undefined, endUserId: '', labels: {} }, md, { deadline: new Date(Date.now() + 10_000) }, (err: ServiceError | null, res: CreateSessionResponse) =>
       err ? reject(err) : resolve({ id: res.session!.sessionId, revision: Number(res.session!.revision) }),
     ),
   );

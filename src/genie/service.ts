@@ -10,7 +10,9 @@ import type { Bus } from '../ports/bus.js';
 import { afterCommit } from '../after-commit.js';
 import { LocalCache } from '../local-cache.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
-import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, type Page } from '../paging.js';
+import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, isTimestampText, type Page } from '../paging.js';
+import { labelEntries, noLabels, sameLabels, type Labels } from '../labels.js';
+import { millisecondBounds, type Order, type Restriction } from '../filter.js';
 import { HOT_ELEMENTS, type GenieCache } from './cache.js';
 import { ModelTypeUseCases, type ModelTypeCacheOptions } from './model-types.js';
 import { genieRequestKey, MAX_READ_BYTES, withinBudget } from './rules.js';
@@ -19,7 +21,7 @@ import { DEFAULT_ENCODING, countTokens, encodingOrDefault, tokenCounter, type To
 import { dialogueAppended, fieldsUpdated, secondaryPut, sessionCreated, sessionDeleted, stateChanged, type SessionCommit } from './events.js';
 import { fieldViolations } from './json-schema.js';
 import { findTransition, storedStatesFor, upgrade, type ModelTypeDef, type ModelTypeRow } from './model-type.js';
-import { storedSessionSchema, type DialogueRow, type RemovedContent, type ModelTypeStore, type SessionStore, type SessionWrite, type StateFilter, type StoredSession, type WriteResult } from './store.js';
+import { storedSessionSchema, type DialogueRow, type RemovedContent, type ModelTypeStore, type SessionCursor, type SessionFilter, type SessionOrder, type SessionStore, type SessionWrite, type StateFilter, type StoredSession, type WriteResult } from './store.js';
 
 export const DEFAULT_CACHE_TTL_SECONDS = 3600;
 /**
@@ -66,7 +68,7 @@ export interface ElementMeta {
 }
 
 /** The session's own fields UpdateSession may set (update_mask paths). */
-export type SessionPath = 'actor' | 'actor_input' | 'expire_time';
+export type SessionPath = 'actor' | 'actor_input' | 'expire_time' | 'labels';
 
 /** ABORTED REVISION_MISMATCH with the current revision as ErrorInfo metadata. */
 export function revisionMismatch(id: string, current: number, expected: number): AppError {
@@ -74,6 +76,8 @@ export function revisionMismatch(id: string, current: number, expected: number):
 }
 
 const seqCursor = cursorOf(cursorInt(0));
+// A time order's cursor: the last session's seq and its time as Postgres wrote it (checked as a timestamp).
+const timeCursor = cursorOf(z.object({ seq: cursorInt(0), at: cursorString(64).refine(isTimestampText) }).strict());
 const keyCursor = cursorOf(cursorString(256));
 
 
@@ -129,11 +133,18 @@ export class GenieUseCases {
     expireTime?: Date,
     requestId?: string,
     endUserId?: string,
+    labels: Labels = noLabels(),
   ): Promise<SessionView> {
     let versions: ModelTypeRow[] = [];
-    // The end user joins the fingerprint only when set, so a retry of a request made before end users
+    // The end user and labels join the fingerprint only when set, so a retry of a request made before they
     // existed still matches its first answer.
-    const request = endUserId ? { modelType, fields, expireTime, endUserId } : { modelType, fields, expireTime };
+    const request = {
+      modelType,
+      fields,
+      expireTime,
+      ...(endUserId ? { endUserId } : {}),
+      ...(Object.keys(labels).length ? { labels: labelEntries(labels) } : {}),
+    };
     const { value: r, replayed } = await this.unitOfWork.run(
       this.key(caller, 'CreateSession', requestId, request),
       writeCodec,
@@ -148,7 +159,7 @@ export class GenieUseCases {
         const tokenEncoding = encodingOrDefault(latest.tokenizerEncoding ?? '') ?? DEFAULT_ENCODING;
         const s = { id: randomUUID(), accountId: caller.accountId, modelType, schemaVersion: latest.schemaVersion, state, actor: '' as const, actorInput: '', fields, tokenEncoding };
         const created = sessionCreated({ modelType, schemaVersion: latest.schemaVersion, state, fields });
-        return this.sessions.insertSession({ ...s, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime, endUserId }, undefined, [created], tx);
+        return this.sessions.insertSession({ ...s, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime, endUserId, labels }, undefined, [created], tx);
       },
       (v) => v.session.id,
     );
@@ -214,23 +225,26 @@ export class GenieUseCases {
     id: string,
     update: {
       paths: SessionPath[];
-      values: { actor: Actor | ''; actorInput: string; expireTime: Date | undefined };
+      values: { actor: Actor | ''; actorInput: string; expireTime: Date | undefined; labels?: Labels | undefined };
       fieldsPatch: Record<string, unknown> | undefined;
     },
     expectedRevision: number | undefined,
     requestId?: string,
   ): Promise<{ view: SessionView; changed: boolean }> {
     const { paths, values, fieldsPatch } = update;
+    // Labels join the fingerprint as entries sorted by key (any wire order is one request), and only when named.
+    const request = { id, update: { ...update, values: { ...values, labels: values.labels && labelEntries(values.labels) } }, expectedRevision };
     const { view, unchanged } = await this.write(
       caller,
       id,
       expectedRevision,
-      { rpc: 'UpdateSession', requestId, request: { id, update, expectedRevision }, fast: true },
+      { rpc: 'UpdateSession', requestId, request, fast: true },
       async (cur, latest) => {
-        let { actor, actorInput, expireTime } = cur;
+        let { actor, actorInput, expireTime, labels } = cur;
         for (const p of paths) {
           if (p === 'actor') actor = values.actor;
           else if (p === 'expire_time') expireTime = values.expireTime;
+          else if (p === 'labels') labels = values.labels ?? noLabels();
           else actorInput = values.actorInput;
         }
         const fields = fieldsPatch ? mergePatch(cur.fields, fieldsPatch) as Record<string, unknown> : cur.fields;
@@ -238,6 +252,7 @@ export class GenieUseCases {
           actor === cur.actor &&
           actorInput === cur.actorInput &&
           expireTime?.getTime() === cur.expireTime?.getTime() &&
+          sameLabels(labels, cur.labels) &&
           fingerprintOf(fields) === fingerprintOf(cur.fields)
         ) {
           return undefined;
@@ -253,6 +268,7 @@ export class GenieUseCases {
           actor,
           actorInput,
           expireTime,
+          labels,
           dialogue: [],
           events: [fieldsUpdated({ updateMask: mask, fields, actor, actorInput })],
         };
@@ -278,24 +294,71 @@ export class GenieUseCases {
     if (!replayed && commit) await this.afterCommit({ session: { id }, commit }, () => this.cache.tombstone(id));
   }
 
+  /**
+   * A page of live sessions passing the typed filters and `query` (ANDed), in `order` (undefined: creation
+   * sequence), with the count of all that match when `withTotal`.
+   */
   async listSessions(
     caller: Principal,
     filter: { modelType: string | undefined; state: string | undefined; endUserId?: string | undefined },
     pageSize: number,
     pageToken: string | undefined,
-  ): Promise<Page<SessionView>> {
-    // The page token binds every filter; the end user only when set, so tokens issued before it existed stay valid.
-    const filters = { modelType: filter.modelType ?? '', state: filter.state ?? '', ...(filter.endUserId ? { endUserId: filter.endUserId } : {}) };
-    const after = decodePageToken(pageToken, 'sessions', filters, seqCursor) ?? 0;
-    const types = filter.modelType
-      ? await this.types.modelTypeVersions(caller.accountId, filter.modelType)
+    query: { restrictions?: Restriction[]; order?: Order | undefined; withTotal?: boolean } = {},
+  ): Promise<Page<SessionView> & { totalSize: number }> {
+    const restrictions = query.restrictions ?? [];
+    const order: SessionOrder = query.order ? { by: query.order.field === 'create_time' ? 'created' : 'updated', desc: query.order.desc } : { by: 'seq', desc: false };
+    // The page token binds every filter and the order; the end user, filter and order only when set, so
+    // tokens issued before they existed stay valid.
+    const filters = {
+      modelType: filter.modelType ?? '',
+      state: filter.state ?? '',
+      ...(filter.endUserId ? { endUserId: filter.endUserId } : {}),
+      ...(restrictions.length ? { filter: restrictions } : {}),
+      ...(query.order ? { orderBy: query.order } : {}),
+    };
+    const after: SessionCursor | undefined =
+      order.by === 'seq'
+        ? (() => {
+            const seq = decodePageToken(pageToken, 'sessions', filters, seqCursor);
+            return seq === undefined ? undefined : { seq };
+          })()
+        : decodePageToken(pageToken, 'sessions', filters, timeCursor);
+    const empty = { items: [], nextPageToken: '', totalSize: 0 };
+    // Equalities of the filter narrow the typed fields; two different values of one field match nothing.
+    const pick = (field: 'model_type' | 'state' | 'end_user_id', typed: string | undefined): { value: string | undefined; none: boolean } => {
+      const values = new Set([...(typed ? [typed] : []), ...restrictions.flatMap((r) => (r.kind === 'equals' && r.field === field ? [r.value] : []))]);
+      return { value: [...values][0], none: values.size > 1 };
+    };
+    const modelType = pick('model_type', filter.modelType);
+    const state = pick('state', filter.state);
+    const endUser = pick('end_user_id', filter.endUserId);
+    const labels = new Map<string, string>();
+    let conflicting = false;
+    for (const r of restrictions) {
+      if (r.kind !== 'label') continue;
+      if (labels.has(r.key) && labels.get(r.key) !== r.value) conflicting = true;
+      labels.set(r.key, r.value);
+    }
+    if (modelType.none || state.none || endUser.none || conflicting) return empty;
+    const types = modelType.value
+      ? await this.types.modelTypeVersions(caller.accountId, modelType.value)
       : await this.types.allModelTypes(caller.accountId);
     const byType = groupByName(types);
-    const wanted = filter.state;
+    const wanted = state.value;
     // Stored sessions may predate a state rename: match every stored state that upgrades to the one asked for.
     const states: StateFilter | undefined =
       wanted === undefined ? undefined : [...byType].flatMap(([name, versions]) => storedStatesFor(wanted, versions).map((s) => ({ modelType: name, ...s })));
-    const rows = await this.sessions.listSessions(caller.accountId, { modelType: filter.modelType, states, endUserId: filter.endUserId }, after, pageSize + 1);
+    const stored: SessionFilter = {
+      modelType: modelType.value,
+      states,
+      endUserId: endUser.value,
+      labels: [...labels].map(([key, value]) => ({ key, value })),
+      hasLabels: restrictions.flatMap((r) => (r.kind === 'has_label' ? [r.key] : [])),
+      // Times compare at the millisecond the API shows (see millisecondBounds).
+      times: restrictions.flatMap((r) => (r.kind === 'time' ? millisecondBounds(r).map((b) => ({ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), ...b })) : [])),
+    };
+    const rows = await this.sessions.listSessions(caller.accountId, stored, order, after, pageSize + 1);
+    const totalSize = query.withTotal ? await this.sessions.countSessions(caller.accountId, stored) : 0;
     // A page also stops before MAX_READ_BYTES: each session may carry 256 KiB of fields and two 1 MiB texts.
     const page = withinBudget(
       rows.slice(0, pageSize),
@@ -315,7 +378,8 @@ export class GenieUseCases {
       return { ...view, currentResponse: r.last };
     });
     const last = page[page.length - 1];
-    return { items, nextPageToken: rows.length > page.length && last ? encodePageToken('sessions', filters, last.seq) : '' };
+    const cursor = last && (order.by === 'seq' ? last.seq : { seq: last.seq, at: last.at });
+    return { items, nextPageToken: rows.length > page.length && cursor !== undefined ? encodePageToken('sessions', filters, cursor) : '', totalSize };
   }
 
   async forkSession(caller: Principal, id: string, revision: number | undefined, requestId?: string): Promise<SessionView> {
@@ -337,7 +401,7 @@ export class GenieUseCases {
         const created = sessionCreated({ modelType, ...up, forkedFrom });
         // A copy of the content must not outlive the original's retention, nor escape its end user's erasure.
         const fork = { ...forkedFrom, dialogueLength: src.session.dialogueLength, dialogueTokenCount: src.session.dialogueTokenCount };
-        return this.sessions.insertSession({ ...s, expireTime: src.session.expireTime, endUserId: src.session.endUserId }, fork, [created], tx);
+        return this.sessions.insertSession({ ...s, expireTime: src.session.expireTime, endUserId: src.session.endUserId, labels: src.session.labels }, fork, [created], tx);
       },
       (v) => v.session.id,
     );

@@ -5,6 +5,8 @@ import { ACTORS, type Actor } from './dialogue-format.js';
 import type { SessionCommit, SessionEvent } from './events.js';
 import type { ModelTypeDef, ModelTypeRow } from './model-type.js';
 import { DEFAULT_ENCODING, TOKENIZER_ENCODINGS, type TokenizerEncoding } from './tokens.js';
+import { labelsOf, noLabels, type Labels } from '../labels.js';
+import type { TimeOp } from '../filter.js';
 
 /**
  * What the Genie use cases need from storage, and nothing more. Storage implements these over Postgres;
@@ -35,6 +37,8 @@ export interface StoredSession {
   expireTime: Date | undefined;
   /** The gateway's end user the session belongs to (set at creation, never changed); undefined: none. */
   endUserId: string | undefined;
+  /** The developer's labels (null prototype); not versioned: a revision read shows the current ones. */
+  labels: Labels;
   createdAt: Date;
   /** When this revision was committed. */
   updatedAt: Date;
@@ -74,6 +78,11 @@ const sessionShape = {
   forkedFromRevision: z.number().optional(),
   expireTime: isoDate.optional(),
   endUserId: z.string().optional(),
+  // A stored answer written before labels existed has none: it replays as no labels (a hot copy must have them).
+  labels: z
+    .record(z.string(), z.string())
+    .optional()
+    .transform((l) => (l ? labelsOf(Object.entries(l)) : noLabels())),
   createdAt: isoDate,
   updatedAt: isoDate,
 };
@@ -83,7 +92,10 @@ const sessionShape = {
  * before they were kept) does not decode, so it is a miss and the read goes to Postgres.
  */
 export const hotSessionSchema = z
-  .object(sessionShape)
+  // Labels are required here: a copy without them was written by a server that did not know them, while
+  // the row may hold some (set through a newer server). Read as none, they would be shown wrong and the
+  // next write from that copy would store none; as a miss, the read goes to Postgres.
+  .object({ ...sessionShape, labels: z.record(z.string(), z.string()).transform((l) => labelsOf(Object.entries(l))) })
   // JSON leaves unset fields out; the row type has every key.
   .transform((s): StoredSession => ({ ...s, forkedFromSessionId: s.forkedFromSessionId, forkedFromRevision: s.forkedFromRevision, expireTime: s.expireTime, endUserId: s.endUserId }));
 
@@ -132,6 +144,7 @@ export interface SessionWrite {
   actorInput: string;
   fields: Record<string, unknown>;
   expireTime: Date | undefined;
+  labels: Labels;
   /** Each element with its token count in the session's tokenEncoding. */
   dialogue: Array<{ actor: Actor; actorText: string; event: string; timestamp: Date; tokenCount: number }>;
   secondary?: { key: string; value: Buffer };
@@ -176,6 +189,24 @@ export interface SessionFilter {
   /** What a filter by state matches (empty: nothing). */
   states?: StateFilter | undefined;
   endUserId?: string | undefined;
+  /** Labels set to these values (all of them). */
+  labels?: Array<{ key: string; value: string }>;
+  /** Labels set, whatever their values. */
+  hasLabels?: string[];
+  /** Bounds on the creation or last update time (all of them). */
+  times?: Array<{ column: 'created' | 'updated'; op: TimeOp; at: Date }>;
+}
+
+/** A list's order: creation sequence (the default), or creation or update time, each with seq as tiebreak. */
+export interface SessionOrder {
+  by: 'seq' | 'created' | 'updated';
+  desc: boolean;
+}
+
+/** Where a page ends: the last session's seq and, in a time order, its time as Postgres' exact text. */
+export interface SessionCursor {
+  seq: number;
+  at?: string | undefined;
 }
 
 /** The stored (version, states) pairs a list filtered by state matches, per type. */
@@ -236,8 +267,16 @@ export interface SessionStore {
   dialogueRange(sessionId: string, from: number, to: number): Promise<DialogueRow[]>;
   /** The dialogue length of a session at `revision` (the current one when undefined); undefined when absent. */
   dialogueLengthAt(accountId: string, id: string, revision: number | undefined): Promise<number | undefined>;
-  /** Sessions by creation order after `afterSeq` that pass every filter set. */
-  listSessions(accountId: string, filter: SessionFilter, afterSeq: number, limit: number): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>>;
+  /** Live sessions in `order` after `after` that pass every filter set; `at` is the cursor's time in a time order. */
+  listSessions(
+    accountId: string,
+    filter: SessionFilter,
+    order: SessionOrder,
+    after: SessionCursor | undefined,
+    limit: number,
+  ): Promise<Array<{ seq: number; at: string | undefined; session: StoredSession; last: DialogueRow | undefined }>>;
+  /** How many live sessions pass every filter set. */
+  countSessions(accountId: string, filter: SessionFilter): Promise<number>;
   /** The ids of up to `limit` live sessions of one end user of an account, oldest first (no lock). */
   endUserSessions(accountId: string, endUserId: string, limit: number): Promise<string[]>;
   /**

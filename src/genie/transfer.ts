@@ -54,6 +54,8 @@ export interface HeaderRecord {
   tokenEncoding: TokenizerEncoding;
   revision: number;
   revisionCount: number;
+  /** Checked (labels.ts), null-prototype; not versioned, so the current ones. */
+  labels: Record<string, string>;
 }
 
 export interface RevisionRecord {
@@ -206,6 +208,7 @@ export class SessionTransfer {
         tokenEncoding: head.tokenEncoding,
         revision: last,
         revisionCount,
+        labels: head.labels,
       },
     };
     // A page that comes back short means rows went: the session was deleted (or the export is wrong).
@@ -528,6 +531,7 @@ async function built(c: Checked, id: string, accountId: string): Promise<Importe
     forkedFromRevision: header.forkedFromRevision,
     expireTime: header.expireTime,
     endUserId: header.endUserId,
+    labels: header.labels,
     createdAt: header.createTime,
     updatedAt: last.updateTime,
   };

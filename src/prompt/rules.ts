@@ -333,5 +333,6 @@ export function changedFields(current: PromptRow, patch: PromptPatch): PromptPat
     out.annotations = patch.annotations;
   }
   if (patch.tags !== undefined && !sameJson(patch.tags, current.tags)) out.tags = patch.tags;
+  if (patch.labels !== undefined && !sameJson(sortedEntries(patch.labels), sortedEntries(current.labels))) out.labels = patch.labels;
   return out;
 }

@@ -8,6 +8,8 @@ import { UNRECORDED, unrecorded, type Codec, type RequestKey, type Tx, type Unit
 import { afterCommit } from '../after-commit.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, isTimestampText, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
+import { noLabels, type Labels } from '../labels.js';
+import { millisecondBounds, type Order, type Restriction } from '../filter.js';
 import type { PromptCache } from './cache.js';
 import { promptEvents, publishPromptEvent, type PromptEvent } from './events.js';
 import { toOpenAiMessage, type ChatMessageData } from './messages.js';
@@ -27,6 +29,7 @@ import {
   type PluginUsageRow,
   type PromptDirectory,
   type PromptFilter,
+  type PromptOrder,
   type PromptPatch,
   type PromptRow,
   type PromptStore,
@@ -46,6 +49,8 @@ export interface OpenPromptInput {
   url: string;
   /** The end user a new session belongs to; set on an existing one, it must be that session's own. */
   endUserId?: string | undefined;
+  /** Labels of a new session (ignored for an existing one); undefined: none. */
+  labels?: Labels | undefined;
 }
 
 type Json = Record<string, unknown>;
@@ -86,6 +91,8 @@ export interface ImportPromptInput {
   url: string;
   endUserId: string;
   llmClientId: string;
+  /** Checked (labels.ts); null-prototype. */
+  labels: Record<string, string>;
   createdAt: Date;
   updatedAt: Date;
   /** In the order they came; history messages in ChatMessageData form. */
@@ -291,6 +298,7 @@ export class PromptUseCases {
         userAgent: input.userAgent,
         url: input.url,
         endUserId: input.endUserId ?? '',
+        labels: input.labels ?? noLabels(),
       },
       tx,
     );
@@ -306,16 +314,63 @@ export class PromptUseCases {
     return row;
   }
 
-  async list(caller: Principal, filter: PromptFilter, page: PageRequest): Promise<Page<PromptRow>> {
-    const filters = { ...filter, createdAfter: filter.createdAfter?.toISOString(), createdBefore: filter.createdBefore?.toISOString() };
+  /**
+   * A page of the account's prompts passing the typed filters and `query` (ANDed), newest first or in
+   * `query.order`, with the count of all that match when `withTotal`.
+   */
+  async list(
+    caller: Principal,
+    filter: PromptFilter,
+    page: PageRequest,
+    query: { restrictions?: Restriction[]; order?: Order | undefined; withTotal?: boolean } = {},
+  ): Promise<Page<PromptRow> & { totalSize: number }> {
+    const restrictions = query.restrictions ?? [];
+    // The filter and order join the token's filters only when set, so tokens issued before them stay valid.
+    const filters = {
+      ...filter,
+      createdAfter: filter.createdAfter?.toISOString(),
+      createdBefore: filter.createdBefore?.toISOString(),
+      ...(restrictions.length ? { filter: restrictions } : {}),
+      ...(query.order ? { orderBy: query.order } : {}),
+    };
+    const order: PromptOrder | undefined = query.order && { by: query.order.field === 'create_time' ? 'created' : 'updated', desc: query.order.desc };
+    // Equalities of the filter narrow the typed fields; two different values of one field match nothing.
+    const pick = (field: 'llm_client_id' | 'end_user_id', typed: string | undefined) => {
+      const values = new Set([...(typed ? [typed] : []), ...restrictions.flatMap((r) => (r.kind === 'equals' && r.field === field ? [r.value] : []))]);
+      return { value: [...values][0], none: values.size > 1 };
+    };
+    const llmClient = pick('llm_client_id', filter.llmClientId);
+    const endUser = pick('end_user_id', filter.endUserId);
+    const labels = new Map<string, string>();
+    let conflicting = false;
+    for (const r of restrictions) {
+      if (r.kind !== 'label') continue;
+      if (labels.has(r.key) && labels.get(r.key) !== r.value) conflicting = true;
+      labels.set(r.key, r.value);
+    }
+    // A filter's llm_client_id that is not a UUID names no prompt (the column is a uuid: it must not reach it).
+    if (llmClient.none || endUser.none || conflicting || (llmClient.value !== undefined && !UUID.test(llmClient.value))) {
+      decodePageToken(page.pageToken, 'prompts', filters, isPromptCursor);
+      return { items: [], nextPageToken: '', totalSize: 0 };
+    }
+    const stored: PromptFilter = {
+      ...filter,
+      llmClientId: llmClient.value,
+      endUserId: endUser.value,
+      labels: [...labels].map(([key, value]) => ({ key, value })),
+      hasLabels: restrictions.flatMap((r) => (r.kind === 'has_label' ? [r.key] : [])),
+      // Times compare at the millisecond the API shows (see millisecondBounds).
+      times: restrictions.flatMap((r) => (r.kind === 'time' ? millisecondBounds(r).map((b) => ({ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), ...b })) : [])),
+    };
     const p = await keysetPage(page, {
       list: 'prompts',
       filters,
       isCursor: isPromptCursor,
-      fetch: (after, limit) => this.store.list(caller.accountId, filter, after, limit),
+      fetch: (after, limit) => this.store.list(caller.accountId, stored, after, limit, order),
       cursorOf: (r) => r.cursor,
     });
-    return { items: p.items.map((r) => r.row), nextPageToken: p.nextPageToken };
+    const totalSize = query.withTotal ? await this.store.count(caller.accountId, stored) : 0;
+    return { items: p.items.map((r) => r.row), nextPageToken: p.nextPageToken, totalSize };
   }
 
   async update(
@@ -409,6 +464,7 @@ export class PromptUseCases {
             userAgent: input.userAgent,
             url: input.url,
             endUserId: input.endUserId,
+            labels: input.labels,
             createdAt: input.createdAt,
             updatedAt: input.updatedAt,
           },

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { isoDate } from '../json-codec.js';
 import type { Tx } from '../ports/unit-of-work.js';
+import { labelsOf, noLabels } from '../labels.js';
+import type { TimeOp } from '../filter.js';
 
 /**
  * What the prompt use cases need from storage, and the rows they exchange. The row schemas are the one
@@ -30,6 +32,11 @@ export const promptRowSchema = z.object({
   url: z.string(),
   /** The gateway's end user the session belongs to, set on creation; '' when none (and in copies older than it). */
   endUserId: z.string().default(''),
+  /** The developer's labels (null prototype); a copy or stored answer older than them reads as none. */
+  labels: z
+    .record(z.string(), z.string())
+    .optional()
+    .transform((l) => (l ? labelsOf(Object.entries(l)) : noLabels())),
   /** revision: 1 on creation, +1 per committed change to the prompt or its logs. */
   ...stamped,
 });
@@ -67,8 +74,14 @@ export type PluginUsageRow = z.infer<typeof pluginUsageRowSchema>;
 
 export type NewPrompt = Omit<PromptRow, 'id' | 'createdAt' | 'updatedAt' | 'revision'>;
 
+/**
+ * A prompt as its hot copy holds it. Labels are required: a copy without them was written by a server that
+ * did not know them while the row may hold some; it does not decode, so it is a miss read from Postgres.
+ */
+export const cachedPromptSchema = promptRowSchema.extend({ labels: z.record(z.string(), z.string()).transform((l) => labelsOf(Object.entries(l))) });
+
 /** The fields UpdatePrompt may change. */
-export type PromptPatch = Partial<Pick<PromptRow, 'name' | 'description' | 'version' | 'annotations' | 'tags'>>;
+export type PromptPatch = Partial<Pick<PromptRow, 'name' | 'description' | 'version' | 'annotations' | 'tags' | 'labels'>>;
 
 type Json = Record<string, unknown>;
 
@@ -129,6 +142,18 @@ export interface PromptFilter {
   createdAfter?: Date | undefined;
   createdBefore?: Date | undefined;
   endUserId?: string | undefined;
+  /** Labels set to these values (all of them). */
+  labels?: Array<{ key: string; value: string }>;
+  /** Labels set, whatever their values. */
+  hasLabels?: string[];
+  /** Bounds on the creation or last update time (all of them). */
+  times?: Array<{ column: 'created' | 'updated'; op: TimeOp; at: Date }>;
+}
+
+/** An explicit list order (the default is newest created first): by creation or update time, id as tiebreak. */
+export interface PromptOrder {
+  by: 'created' | 'updated';
+  desc: boolean;
 }
 
 /** Keyset position in the newest-first prompt order; `createdAt` is Postgres' own text (microseconds). */
@@ -174,7 +199,9 @@ export interface PromptStore {
   byId(id: string, tx?: Tx): Promise<PromptRow | undefined>;
   bySessionKey(sessionKey: string, tx?: Tx): Promise<PromptRow | undefined>;
   /** One page of an account's prompts, newest first, each with its cursor. */
-  list(accountId: string, filter: PromptFilter, after: PromptCursor | undefined, limit: number): Promise<Array<{ row: PromptRow; cursor: PromptCursor }>>;
+  list(accountId: string, filter: PromptFilter, after: PromptCursor | undefined, limit: number, order?: PromptOrder): Promise<Array<{ row: PromptRow; cursor: PromptCursor }>>;
+  /** How many of the account's prompts pass every filter set. */
+  count(accountId: string, filter: PromptFilter): Promise<number>;
   /** The account's prompt, its row locked until `tx` ends (writes to one prompt then follow commit order). */
   lock(accountId: string, id: string, tx: Tx): Promise<PromptRow | undefined>;
   /** Writes a (non-empty) patch of a locked prompt, bumping its revision and recording it as its update revision. */

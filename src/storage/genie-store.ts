@@ -19,7 +19,9 @@ import {
   type SessionStore,
   type SessionWrite,
   type RemovedContent,
+  type SessionCursor,
   type SessionFilter,
+  type SessionOrder,
   type StoredSession,
   type WriteResult,
 } from '../genie/store.js';
@@ -28,6 +30,7 @@ import { KnexUnitOfWork } from './unit-of-work.js';
 import { knexOf } from './knex-tx.js';
 import { keysetPage } from './rows.js';
 import { insertEvents, jsonb, storedEventsJson } from './genie-event-log.js';
+import { labelsOf } from '../labels.js';
 
 // Rows as the drivers return them, checked rather than cast (bigint columns may arrive as strings).
 const int = z.coerce.number();
@@ -96,6 +99,7 @@ const sessionRow = z
     forked_from_revision: nullable(int),
     expire_time: nullable(isoDate),
     end_user_id: nullable(z.string()),
+    labels: jsonb(z.record(z.string(), z.string())).transform((l) => labelsOf(Object.entries(l))),
     created_at: isoDate,
     updated_at: isoDate,
   })
@@ -110,6 +114,7 @@ const sessionRow = z
       forkedFromRevision: r.forked_from_revision,
       expireTime: r.expire_time,
       endUserId: r.end_user_id,
+      labels: r.labels,
       createdAt: r.created_at,
       updatedAt: r.updated_at,
     }),
@@ -128,6 +133,7 @@ const secondaryMetaRow = z
 
 const listedRow = z.object({
   seq: int,
+  k_at: z.string(),
   d_seq: nullable(int),
   d_actor: z.unknown(),
   d_actor_text: z.unknown(),
@@ -224,6 +230,7 @@ export class KnexSessionStore implements SessionStore {
         forked_from_revision: s.forkedFromRevision ?? null,
         expire_time: s.expireTime ?? null,
         end_user_id: s.endUserId ?? null,
+        labels: json(s.labels),
         created_at: now,
         updated_at: now,
       })
@@ -279,7 +286,7 @@ export class KnexSessionStore implements SessionStore {
     // The end user goes with the content: an erased end user's id must not stay behind in tombstones.
     await trx('genie_sessions')
       .where({ id })
-      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, dialogue_token_count: 0, expire_time: null, end_user_id: null, revision, updated_at: now, deleted_at: now });
+      .update({ state: '', actor: '', actor_input: '', fields: '{}', dialogue_length: 0, dialogue_token_count: 0, expire_time: null, end_user_id: null, labels: '{}', revision, updated_at: now, deleted_at: now });
     await insertEvents(trx, id, revision, events);
     return { revision, events, removed };
   }
@@ -369,28 +376,25 @@ export class KnexSessionStore implements SessionStore {
     return r ? z.object({ dialogue_length: int }).parse(r).dialogue_length : undefined;
   }
 
-  async listSessions(accountId: string, filter: SessionFilter, afterSeq: number, limit: number): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>> {
-    const q = this.db('genie_sessions as s')
-      .leftJoin('genie_dialogue as d', (j) => j.on('d.session_id', 's.id').andOn('d.seq', 's.dialogue_length'))
-      .where('s.account_id', accountId)
-      .whereNull('s.deleted_at')
-      .andWhere('s.seq', '>', afterSeq);
-    if (filter.modelType) q.andWhere('s.model_type', filter.modelType);
-    if (filter.endUserId) q.andWhere('s.end_user_id', filter.endUserId);
-    if (filter.states) {
-      const states = filter.states;
-      if (states.length === 0) return [];
-      q.andWhere((w) => {
-        for (const s of states) {
-          w.orWhere((o) => {
-            o.where('s.model_type', s.modelType).andWhere('s.schema_version', s.schemaVersion).whereIn('s.state', s.states);
-          });
-        }
-      });
-    }
+  async listSessions(
+    accountId: string,
+    filter: SessionFilter,
+    order: SessionOrder,
+    after: SessionCursor | undefined,
+    limit: number,
+  ): Promise<Array<{ seq: number; at: string | undefined; session: StoredSession; last: DialogueRow | undefined }>> {
+    const q = this.db('genie_sessions as s').leftJoin('genie_dialogue as d', (j) => j.on('d.session_id', 's.id').andOn('d.seq', 's.dialogue_length'));
+    if (!this.filtered(q, accountId, filter)) return [];
+    const column = order.by === 'created' ? 's.created_at' : order.by === 'updated' ? 's.updated_at' : undefined;
+    const cmp = order.desc ? '<' : '>';
+    const dir = order.desc ? 'desc' : 'asc';
+    if (after && column && after.at !== undefined) q.andWhereRaw(`(${column}, s.seq) ${cmp} (?::timestamptz, ?)`, [after.at, after.seq]);
+    else if (after) q.andWhere('s.seq', cmp, after.seq);
     const rows = await q
       .select(
         's.*',
+        // Postgres' own text of the time keeps its microseconds, so the next page starts exactly after it.
+        this.db.raw(`${column ?? 's.created_at'}::text as k_at`),
         'd.seq as d_seq',
         'd.actor as d_actor',
         'd.actor_text as d_actor_text',
@@ -399,7 +403,7 @@ export class KnexSessionStore implements SessionStore {
         'd.revision as d_revision',
         'd.token_count as d_token_count',
       )
-      .orderBy('s.seq')
+      .orderBy(column ? [{ column, order: dir }, { column: 's.seq', order: dir }] : [{ column: 's.seq', order: dir }])
       .limit(limit);
     return rows.map((row) => {
       const r = listedRow.parse(row);
@@ -415,8 +419,42 @@ export class KnexSessionStore implements SessionStore {
               revision: r.d_revision,
               token_count: r.d_token_count,
             });
-      return { seq: r.seq, session: sessionRow.parse(row), last };
+      return { seq: r.seq, at: column ? r.k_at : undefined, session: sessionRow.parse(row), last };
     });
+  }
+
+  async countSessions(accountId: string, filter: SessionFilter): Promise<number> {
+    const q = this.db('genie_sessions as s');
+    if (!this.filtered(q, accountId, filter)) return 0;
+    const row = await q.count({ n: '*' }).first();
+    return z.object({ n: int }).parse(row).n;
+  }
+
+  /**
+   * Adds `filter` to `q` (over `genie_sessions as s`): live sessions of the account, each restriction a
+   * predicate one of the indexes serves (labels: GIN `@>` and `?`; times: the (account, time, seq) b-trees;
+   * model type, state and end user: their (account, …, seq) b-trees). False when nothing can match.
+   */
+  private filtered(q: Knex.QueryBuilder, accountId: string, filter: SessionFilter): boolean {
+    q.where('s.account_id', accountId).whereNull('s.deleted_at');
+    if (filter.modelType) q.andWhere('s.model_type', filter.modelType);
+    if (filter.endUserId) q.andWhere('s.end_user_id', filter.endUserId);
+    if (filter.labels?.length) q.andWhereRaw('s.labels @> ?::jsonb', [json(Object.fromEntries(filter.labels.map((l) => [l.key, l.value])))]);
+    // `jsonb ? text` written as the operator's function would bypass the index; the `?` is escaped for knex.
+    for (const key of filter.hasLabels ?? []) q.andWhereRaw('s.labels \\? ?', [key]);
+    for (const t of filter.times ?? []) q.andWhere(t.column === 'created' ? 's.created_at' : 's.updated_at', t.op, t.at);
+    if (filter.states) {
+      const states = filter.states;
+      if (states.length === 0) return false;
+      q.andWhere((w) => {
+        for (const s of states) {
+          w.orWhere((o) => {
+            o.where('s.model_type', s.modelType).andWhere('s.schema_version', s.schemaVersion).whereIn('s.state', s.states);
+          });
+        }
+      });
+    }
+    return true;
   }
 
   async endUserSessions(accountId: string, endUserId: string, limit: number): Promise<string[]> {
@@ -503,7 +541,7 @@ async function insertRevision(trx: Knex.Transaction, s: StoredSession): Promise<
  * and NULL fields are the latest stored ones before it (one step down the index of revisions with fields).
  */
 const SESSION_AT = `
-SELECT g.id, g.account_id, g.model_type, g.forked_from_session_id, g.forked_from_revision, g.expire_time, g.end_user_id, g.created_at, g.token_encoding,
+SELECT g.id, g.account_id, g.model_type, g.forked_from_session_id, g.forked_from_revision, g.expire_time, g.end_user_id, g.labels, g.created_at, g.token_encoding,
   r.schema_version, r.state, r.actor, r.revision, r.dialogue_length, r.dialogue_token_count, r.created_at AS updated_at,
   coalesce(r.actor_input, d.actor_text) AS actor_input,
   coalesce(r.fields, (
@@ -557,7 +595,7 @@ async function commitStatement(
       UPDATE genie_sessions SET schema_version = ${bind(w.schemaVersion)}, state = ${bind(w.state)}, actor = ${bind(w.actor)},
         actor_input = ${bind(w.actorInput)}, fields = ${bind(json(w.fields))}::jsonb, revision = ${bind(revision)},
         dialogue_length = ${bind(dialogueLength)}, dialogue_token_count = dialogue_token_count + ${bind(appendedTokens)},
-        expire_time = ${bind(w.expireTime ?? null)}::timestamptz, updated_at = ${bind(now)}::timestamptz
+        expire_time = ${bind(w.expireTime ?? null)}::timestamptz, labels = ${bind(json(w.labels))}::jsonb, updated_at = ${bind(now)}::timestamptz
       WHERE id = ${bind(id)} AND account_id = ${bind(current.accountId)} AND revision = ${bind(current.revision)} AND deleted_at IS NULL
       ${
         // A write decided on cached model type versions lands only if no newer version was registered since.

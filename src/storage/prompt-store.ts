@@ -24,6 +24,7 @@ import {
   type PromptCursor,
   type PromptDirectory,
   type PromptFilter,
+  type PromptOrder,
   type PromptPatch,
   type PromptRow,
   type PromptStore,
@@ -59,6 +60,7 @@ const promptFromRow = (r: DbRow): PromptRow =>
     userAgent: r.user_agent,
     url: r.url,
     endUserId: r.end_user_id ?? '',
+    labels: asJson(r.labels ?? {}),
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     revision: bigint(r.revision),
@@ -134,6 +136,7 @@ const patchColumns = (p: PromptPatch): DbRow => {
   if (p.version !== undefined) set.version = p.version;
   if (p.annotations !== undefined) set.annotations = JSON.stringify(p.annotations);
   if (p.tags !== undefined) set.tags = p.tags;
+  if (p.labels !== undefined) set.labels = JSON.stringify(p.labels);
   return set;
 };
 
@@ -203,6 +206,7 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
         user_agent: p.userAgent,
         url: p.url,
         end_user_id: p.endUserId || null,
+        labels: JSON.stringify(p.labels),
       })
       .onConflict('session_key')
       .ignore()
@@ -271,18 +275,37 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
     return firstRow(this.q(tx)('prompts').where({ session_key: sessionKey }), promptFromRow);
   }
 
-  async list(accountId: string, f: PromptFilter, after: PromptCursor | undefined, limit: number): Promise<Array<{ row: PromptRow; cursor: PromptCursor }>> {
-    const q = this.db('prompts')
-      .select('*', this.db.raw('created_at::text as created_at_text'))
-      .where({ account_id: accountId });
+  async list(accountId: string, f: PromptFilter, after: PromptCursor | undefined, limit: number, order?: PromptOrder): Promise<Array<{ row: PromptRow; cursor: PromptCursor }>> {
+    // Newest created first unless an order is given; the cursor's time is Postgres' own text (microseconds).
+    const column = order?.by === 'updated' ? 'updated_at' : 'created_at';
+    const desc = order ? order.desc : true;
+    const q = this.filtered(accountId, f).select('*', this.db.raw(`${column}::text as cursor_at`));
+    if (after) q.andWhereRaw(`(${column}, id) ${desc ? '<' : '>'} (?::timestamptz, ?::uuid)`, [after.createdAt, after.id]);
+    const dir = desc ? 'desc' : 'asc';
+    const rows: DbRow[] = await q.orderBy([{ column, order: dir }, { column: 'id', order: dir }]).limit(limit);
+    return rows.map((r) => ({ row: promptFromRow(r), cursor: { createdAt: String(r.cursor_at), id: String(r.id) } }));
+  }
+
+  async count(accountId: string, f: PromptFilter): Promise<number> {
+    const row = await this.filtered(accountId, f).count({ n: '*' }).first();
+    return Number((row as { n: unknown } | undefined)?.n ?? 0);
+  }
+
+  /**
+   * The account's prompts passing `f`, each restriction one an index serves: labels the GIN index on labels
+   * (`@>`, `?`), tags the one on tags, times and the other fields their (account, …, time) b-trees.
+   */
+  private filtered(accountId: string, f: PromptFilter): Knex.QueryBuilder {
+    const q = this.db('prompts').where({ account_id: accountId });
     if (f.llmClientId) q.andWhere({ llm_client_id: f.llmClientId });
     if (f.tag) q.andWhereRaw('tags @> array[?]::text[]', [f.tag]);
     if (f.createdAfter) q.andWhere('created_at', '>=', f.createdAfter);
     if (f.createdBefore) q.andWhere('created_at', '<', f.createdBefore);
     if (f.endUserId) q.andWhere({ end_user_id: f.endUserId });
-    if (after) q.andWhereRaw('(created_at, id) < (?::timestamptz, ?::uuid)', [after.createdAt, after.id]);
-    const rows: DbRow[] = await q.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(limit);
-    return rows.map((r) => ({ row: promptFromRow(r), cursor: { createdAt: String(r.created_at_text), id: String(r.id) } }));
+    if (f.labels?.length) q.andWhereRaw('labels @> ?::jsonb', [JSON.stringify(Object.fromEntries(f.labels.map((l) => [l.key, l.value])))]);
+    for (const key of f.hasLabels ?? []) q.andWhereRaw('labels \\? ?', [key]);
+    for (const t of f.times ?? []) q.andWhere(t.column === 'created' ? 'created_at' : 'updated_at', t.op, t.at);
+    return q;
   }
 
   async lock(accountId: string, id: string, tx: Tx): Promise<PromptRow | undefined> {

@@ -173,6 +173,8 @@ async function recordsOf(source: Source, p: Row, options: SmarterOptions, hasTag
   const records: PromptRecord[] = [
     {
       header: {
+        // smarter has no labels.
+        labels: {},
         sessionKey: String(p.session_key),
         name: String(p.name ?? ''),
         description: String(p.description ?? ''),

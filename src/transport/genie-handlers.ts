@@ -39,7 +39,8 @@ import { parseInput } from '../validate.js';
 import { mapKey } from '../field-path.js';
 import { MAX_PAGE_SIZE, pageSizeOf } from '../paging.js';
 import { callerOf } from './authenticate.js';
-import { bytesOfAtMost, optionalEndUserId, jsonOfAtMost, jsonSizeIssue, optionalString, structOfAtMost, textOfAtMost, uuid, type RequestSchema } from './zod-fields.js';
+import { parseFilter, parseOrderBy } from '../filter.js';
+import { bytesOfAtMost, labelsField, optionalEndUserId, jsonOfAtMost, jsonSizeIssue, optionalString, structOfAtMost, textOfAtMost, uuid, type RequestSchema } from './zod-fields.js';
 import type { ServiceHandlers } from './rpc.js';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -85,6 +86,7 @@ export const toSession = (v: SessionView): GenieSession => ({
   expireTime: v.session.expireTime,
   dialogueLength: v.session.dialogueLength,
   endUserId: v.session.endUserId ?? '',
+  labels: { ...v.session.labels },
   dialogueTokenCount: v.session.dialogueTokenCount,
 });
 
@@ -279,6 +281,7 @@ const createSession = z.object({
   expireTime,
   requestId,
   endUserId: optionalEndUserId,
+  labels: labelsField,
 }) satisfies RequestSchema<CreateSessionRequest>;
 /** GetSession's dialogue_page_size: unset or 0 is every element that fits; larger than the maximum is capped. */
 const dialoguePageSize = z
@@ -290,7 +293,7 @@ const dialoguePageSize = z
 const getSession = z.object({ sessionId, revision: optionalRevision, dialoguePageSize }) satisfies RequestSchema<GetSessionRequest>;
 
 // UpdateSession's mask names the session's own fields; user fields change through fields_patch.
-const SESSION_PATHS: readonly SessionPath[] = ['actor', 'actor_input', 'expire_time'];
+const SESSION_PATHS: readonly SessionPath[] = ['actor', 'actor_input', 'expire_time', 'labels'];
 const OUTPUT_ONLY_PATHS = new Set(['session_id', 'model_type', 'schema_version', 'state', 'dialogue', 'current_response', 'revision', 'create_time', 'update_time', 'forked_from_session_id', 'forked_from_revision', 'dialogue_length', 'end_user_id']);
 const isSessionPath = (p: string): p is SessionPath => (SESSION_PATHS as readonly string[]).includes(p);
 
@@ -298,6 +301,7 @@ const isSessionPath = (p: string): p is SessionPath => (SESSION_PATHS as readonl
 function maskPathProblem(p: string): string | undefined {
   if (p === '*' || isSessionPath(p)) return undefined;
   if (p === 'fields' || p.startsWith('fields.')) return 'names user fields: change them with fields_patch (a JSON Merge Patch, null deletes)';
+  if (p.startsWith('labels.')) return 'names one label: the path is labels, which replaces the whole map';
   if (p === 'end_user_id') return 'names end_user_id, which is set at CreateSession and never changes';
   if (OUTPUT_ONLY_PATHS.has(p)) return `names an output-only field (the state changes only through SendEvent); paths are ${SESSION_PATHS.join(', ')} or *`;
   return `names no field of GenieSession that can be updated; paths are ${SESSION_PATHS.join(', ')} or *`;
@@ -311,6 +315,7 @@ const updateSession = z
         actor: z.number(),
         actorInput: utterance,
         expireTime,
+        labels: labelsField,
         fields: z.undefined({ error: 'is output only here: change user fields with fields_patch (a JSON Merge Patch, null deletes)' }),
       },
       { error: 'is required' },
@@ -327,7 +332,7 @@ const updateSession = z
       if (why) ctx.issues.push({ code: 'custom', input: mask, path: ['updateMask'], message: `path ${quote(p)} ${why}`, params: { reason: 'UPDATE_MASK_INVALID' } });
     }
     // The mask's paths (`*` is all of them), or with no mask the populated ones (AIP-134).
-    const set = { actor: s.actor !== 0, actor_input: s.actorInput !== '', expire_time: s.expireTime !== undefined };
+    const set = { actor: s.actor !== 0, actor_input: s.actorInput !== '', expire_time: s.expireTime !== undefined, labels: Object.keys(s.labels).length > 0 };
     const named = (p: string) => (p === '*' ? SESSION_PATHS : SESSION_PATHS.filter((x) => x === p));
     const paths = mask?.length ? [...new Set(mask.flatMap(named))] : SESSION_PATHS.filter((p) => set[p]);
     let actorValue: DomainActor | '' = '';
@@ -336,7 +341,7 @@ const updateSession = z
       if (speaker.success) actorValue = speaker.data;
       else ctx.issues.push({ code: 'custom', input: s.actor, path: ['session', 'actor'], message: ACTOR_VALUES });
     }
-    const values = { actor: actorValue, actorInput: s.actorInput, expireTime: s.expireTime };
+    const values = { actor: actorValue, actorInput: s.actorInput, expireTime: s.expireTime, labels: paths.includes('labels') ? s.labels : undefined };
     return { sessionId: s.sessionId, update: { paths, values, fieldsPatch: r.fieldsPatch }, expectedRevision: r.expectedRevision, requestId: r.requestId };
   }) satisfies RequestSchema<UpdateSessionRequest>;
 const deleteSession = z.object({ sessionId, expectedRevision, requestId }) satisfies RequestSchema<DeleteSessionRequest>;
@@ -346,7 +351,12 @@ const listSessions = z.object({
   pageSize,
   pageToken: optionalString,
   endUserId: optionalEndUserId,
+  filter: z.string().optional(),
+  orderBy: z.string().optional(),
+  showTotalSize: z.boolean().optional(),
 }) satisfies RequestSchema<ListSessionsRequest>;
+/** What ListSessionsRequest.filter may name besides labels and times. */
+const SESSION_FILTER = { equality: ['state', 'model_type', 'end_user_id'] } as const;
 const forkSession = z.object({ sessionId, revision: optionalRevision, requestId }) satisfies RequestSchema<ForkSessionRequest>;
 /**
  * An event name as a transition names it. Every RPC that takes one (SendEvent, Chat's send_event, a
@@ -406,7 +416,7 @@ export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieS
     },
     createSession: async (req, ctx) => {
       const r = parseInput(createSession, req);
-      return { session: toWrittenSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields, r.expireTime, r.requestId, r.endUserId)) };
+      return { session: toWrittenSession(await genie.createSession(callerOf(ctx), r.modelType, r.fields, r.expireTime, r.requestId, r.endUserId, r.labels)) };
     },
     getSession: async (req, ctx) => {
       const r = parseInput(getSession, req);
@@ -425,8 +435,9 @@ export function genieHandlers(genie: GenieUseCases): Omit<ServiceHandlers<GenieS
     },
     listSessions: async (req, ctx) => {
       const r = parseInput(listSessions, req);
-      const page = await genie.listSessions(callerOf(ctx), { modelType: r.modelType, state: r.state, endUserId: r.endUserId }, r.pageSize, r.pageToken);
-      return { sessions: page.items.map(toSession), nextPageToken: page.nextPageToken };
+      const query = { restrictions: parseFilter(r.filter ?? '', SESSION_FILTER), order: parseOrderBy(r.orderBy ?? ''), withTotal: r.showTotalSize ?? false };
+      const page = await genie.listSessions(callerOf(ctx), { modelType: r.modelType, state: r.state, endUserId: r.endUserId }, r.pageSize, r.pageToken, query);
+      return { sessions: page.items.map(toSession), nextPageToken: page.nextPageToken, totalSize: page.totalSize };
     },
     forkSession: async (req, ctx) => {
       const r = parseInput(forkSession, req);

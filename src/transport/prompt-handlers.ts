@@ -42,7 +42,9 @@ import {
 import { parseInput } from '../validate.js';
 import { toPlugin } from './admin-handlers.js';
 import { callerOf } from './authenticate.js';
-import { optionalEndUserId, optionalString, optionalUuid, uuid } from './zod-fields.js';
+import { labelsField, optionalEndUserId, optionalString, optionalUuid, uuid } from './zod-fields.js';
+import { parseFilter, parseOrderBy } from '../filter.js';
+import { labelsOf, labelsProblem } from '../labels.js';
 import type { ServiceHandlers } from './rpc.js';
 import { pageReply } from './replies.js';
 import { delimited, intSize, stringField, structSize, timestampSize, utf8Size } from './wire-size.js';
@@ -66,6 +68,7 @@ export const toPrompt = (r: PromptRow): Prompt => ({
   accountId: r.accountId,
   revision: r.revision,
   endUserId: r.endUserId,
+  labels: { ...r.labels },
 });
 
 const roleToProto: Record<ChatRoleName, ChatRole> = {
@@ -274,6 +277,8 @@ export const openPrompt = z
       .transform((v) => (v === '' ? '' : (normalizePromptUrl(v) ?? ''))),
     requestId,
     endUserId: optionalEndUserId,
+    // Empty is none (undefined), so a retry of a request made before labels existed keeps its fingerprint.
+    labels: labelsField.transform((l) => (Object.keys(l).length ? l : undefined)),
   })
   .superRefine((r, ctx) => {
     if (!r.sessionKey && !r.llmClientId && !r.llmClientUrl) {
@@ -302,6 +307,9 @@ const listPrompts = z
     createdAfter: z.date().optional(),
     createdBefore: z.date().optional(),
     endUserId: optionalEndUserId,
+    filter: z.string().optional(),
+    orderBy: z.string().optional(),
+    showTotalSize: z.boolean().optional(),
   })
   .refine((r) => !r.createdAfter || !r.createdBefore || r.createdAfter < r.createdBefore, {
     path: ['createdBefore'],
@@ -370,7 +378,10 @@ export const recordPluginUsageLimits = (req: RecordPluginUsageRequest) => {
 const listLog = z.object({ promptId: uuid, ...page });
 const listPlugins = z.object(page);
 
-const UPDATABLE = ['name', 'description', 'version', 'annotations', 'tags'] as const;
+/** What ListPromptsRequest.filter may name besides labels and times. */
+const PROMPT_FILTER = { equality: ['end_user_id', 'llm_client_id'] } as const;
+
+const UPDATABLE = ['name', 'description', 'version', 'annotations', 'tags', 'labels'] as const;
 type Updatable = (typeof UPDATABLE)[number];
 const OUTPUT_ONLY = new Set(['id', 'session_key', 'ip_address', 'user_agent', 'url', 'create_time', 'update_time', 'user_profile_id', 'llm_client_id', 'account_id', 'revision', 'end_user_id']);
 
@@ -386,6 +397,7 @@ function maskFields(req: UpdatePromptRequest): Set<Updatable> {
     if (p?.version) fields.add('version');
     if (p && Object.keys(p.annotations).length) fields.add('annotations');
     if (p?.tags.length) fields.add('tags');
+    if (p && Object.keys(p.labels).length) fields.add('labels');
     return fields;
   }
   const bad: FieldViolation[] = [];
@@ -449,6 +461,12 @@ export function parseUpdate(req: UpdatePromptRequest): {
     for (const k of Object.keys(p.annotations)) check('annotations', validateAnnotationKey(k));
     patch.annotations = { ...p.annotations };
   }
+  if (fields.has('labels')) {
+    const entries = Object.entries(p.labels);
+    const why = labelsProblem(entries);
+    if (why) violations.push({ field: 'prompt.labels', description: why });
+    else patch.labels = labelsOf(entries);
+  }
   if (violations.length) throw invalidArgument(violations);
   return { id: p.id, patch, requestId: rid, expectedRevision: expected };
 }
@@ -510,9 +528,10 @@ export function promptHandlers(prompts: PromptUseCases): Omit<ServiceHandlers<Pr
       return { prompt: toPrompt(await prompts.get(callerOf(ctx), r)) };
     },
     listPrompts: async (req, ctx) => {
-      const { pageSize: size, pageToken, ...filter } = parseRequest(listPrompts, req);
-      const page = await prompts.list(callerOf(ctx), filter, { pageSize: size, pageToken });
-      return { prompts: page.items.map(toPrompt), nextPageToken: page.nextPageToken };
+      const { pageSize: size, pageToken, filter: text, orderBy, showTotalSize, ...filter } = parseRequest(listPrompts, req);
+      const query = { restrictions: parseFilter(text ?? '', PROMPT_FILTER), order: parseOrderBy(orderBy ?? ''), withTotal: showTotalSize ?? false };
+      const page = await prompts.list(callerOf(ctx), filter, { pageSize: size, pageToken }, query);
+      return { prompts: page.items.map(toPrompt), nextPageToken: page.nextPageToken, totalSize: page.totalSize };
     },
     updatePrompt: async (req, ctx) => {
       const { id, patch, requestId: rid, expectedRevision: expected } = parseUpdate(req);

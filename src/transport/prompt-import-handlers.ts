@@ -8,6 +8,7 @@ import type { Limits } from './limits.js';
 import { appendHistory, appendHistoryLimits, openPrompt, parseUpdate, recordPluginUsage, recordPluginUsageLimits, recordToolCall, recordToolCallLimits, toPrompt } from './prompt-handlers.js';
 import type { ServiceHandlers } from './rpc.js';
 import { Incoming } from './streams.js';
+import { labelsField } from './zod-fields.js';
 
 /** ImportPrompt's bounds: log entries, and the records' encoded bytes, per import. */
 export const PROMPT_IMPORT_LIMITS = { entries: 10_000, bytes: 64 * 1024 * 1024 };
@@ -34,6 +35,7 @@ function header(h: NonNullable<PromptRecord['header']>, path: string): Omit<Impo
   const opened = under(path, () =>
     parseInput(openPrompt, { sessionKey: h.sessionKey, llmClientId: h.llmClientId, llmClientUrl: '', ipAddress: h.ipAddress, userAgent: h.userAgent, url: h.url, requestId: '', endUserId: h.endUserId }),
   );
+  const labels = under(path, () => parseInput(z.object({ labels: labelsField }), { labels: h.labels }).labels);
   if (!opened.sessionKey) throw invalidArgument(`${path}.session_key`, 'is required');
   if (!opened.llmClient || !('id' in opened.llmClient)) throw invalidArgument(`${path}.llm_client_id`, 'is required');
   // UpdatePrompt's checks of the five fields, all of them taken (an empty name or version takes the default).
@@ -57,6 +59,7 @@ function header(h: NonNullable<PromptRecord['header']>, path: string): Omit<Impo
     url: opened.url,
     endUserId: opened.endUserId ?? '',
     llmClientId: opened.llmClient.id,
+    labels,
     createdAt: times.createTime,
     updatedAt: times.updateTime,
   };
@@ -68,6 +71,7 @@ const emptyPrompt = {
   description: '',
   version: '',
   annotations: {},
+  labels: {},
   tags: [],
   sessionKey: '',
   ipAddress: '',

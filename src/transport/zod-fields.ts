@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { quote } from '../errors.js';
+import { labelsOf, labelsProblem } from '../labels.js';
 
 /** Proto3 has no null: an empty string means "not set". */
 export const optionalString = z
@@ -125,3 +126,20 @@ export const endUserId = z
 
 /** An end user id where empty means none (undefined). */
 export const optionalEndUserId = optionalString.pipe(endUserId.optional());
+
+/**
+ * A labels map (see src/labels.ts for the bounds) as a null-prototype object; absent is no labels. Refusals
+ * name the map and never repeat a long key or value.
+ */
+export const labelsField = z
+  .record(z.string(), z.string())
+  .optional()
+  .transform((l, ctx) => {
+    const entries = Object.entries(l ?? {});
+    const why = labelsProblem(entries);
+    if (why) {
+      ctx.issues.push({ code: 'custom', input: undefined, message: why });
+      return z.NEVER;
+    }
+    return labelsOf(entries);
+  });

@@ -20,7 +20,7 @@ test.after.always(async () => {
 
 const SERVICE = 'parley.prompt.v1.PromptService';
 const open = async () =>
-  (await rpc(s.prompt, s.prompt.openPrompt, { endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md)).prompt!;
+  (await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md)).prompt!;
 const append = (promptId: string, messages: ChatMessage[], request: Record<string, unknown> = {}) =>
   rpc(s.prompt, s.prompt.appendHistory, { promptId, request, response: {}, messages, requestId: '' }, tenant.md);
 const sent = CHAT_MESSAGE_CASES.map((c) => ChatMessage.fromJSON(c.json));

@@ -30,7 +30,7 @@ test.after.always(async () => {
 
 const erase = (tenant: Tenant, endUserId: string) => rpc(endUsers, endUsers.eraseEndUser, { endUserId }, tenant.md);
 
-const openReq = (tenant: Tenant, over: Partial<OpenPromptRequest> = {}): OpenPromptRequest => ({
+const openReq = (tenant: Tenant, over: Partial<OpenPromptRequest> = {}): OpenPromptRequest => ({ labels: {}, 
   sessionKey: '',
   llmClientId: tenant.llmClientId,
   llmClientUrl: '',
@@ -43,11 +43,11 @@ const openReq = (tenant: Tenant, over: Partial<OpenPromptRequest> = {}): OpenPro
 });
 const open = (tenant: Tenant, over: Partial<OpenPromptRequest> = {}) => rpc(s.prompt, s.prompt.openPrompt, openReq(tenant, over), tenant.md);
 const listPrompts = (tenant: Tenant, over: Partial<ListPromptsRequest> = {}) =>
-  rpc(s.prompt, s.prompt.listPrompts, { pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined, endUserId: '', ...over }, tenant.md);
+  rpc(s.prompt, s.prompt.listPrompts, { filter: '', orderBy: '', showTotalSize: false, pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined, endUserId: '', ...over }, tenant.md);
 const createFor = (tenant: Tenant, endUserId: string, fields: Record<string, unknown> = { topic: 'tax' }, requestId = '') =>
-  rpc(s.genie, s.genie.createSession, { modelType: 'qa', fields, expireTime: undefined, requestId, endUserId }, tenant.md).then((r) => r.session!);
+  rpc(s.genie, s.genie.createSession, { modelType: 'qa', fields, expireTime: undefined, requestId, endUserId, labels: {} }, tenant.md).then((r) => r.session!);
 const listSessionsOf = (tenant: Tenant, endUserId: string, pageSize = 0, pageToken = '', modelTypeName = '') =>
-  rpc(s.genie, s.genie.listSessions, { modelType: modelTypeName, state: '', pageSize, pageToken, endUserId }, tenant.md);
+  rpc(s.genie, s.genie.listSessions, { modelType: modelTypeName, state: '', pageSize, pageToken, endUserId, filter: '', orderBy: '', showTotalSize: false }, tenant.md);
 
 /** Every page of a list, following next_page_token. */
 async function allPages<T>(page: (token: string) => Promise<{ items: T[]; next: string }>): Promise<T[]> {

@@ -63,7 +63,7 @@ test('INVALID_ARGUMENT carries a BadRequest naming the field and the reason INVA
 
 test('a request_id names one request of its caller: reusing it on another RPC is REQUEST_ID_REUSED and writes nothing', async (t) => {
   const tenant = await createTenant(s);
-  const open = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
+  const open = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '', labels: {} };
   const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, open, tenant.md);
   const requestId = randomUUID();
   const history = { promptId: prompt!.id, request: { model: 'm' }, response: {}, messages: [], requestId };
@@ -89,7 +89,7 @@ test('Health.Check of an unknown service is NOT_FOUND SERVICE_NOT_FOUND without 
 
 test('an unknown enum number is INVALID_ARGUMENT listing the names a JSON client sends', async (t) => {
   const tenant = await createTenant(s);
-  const open = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
+  const open = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '', labels: {} };
   const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, open, tenant.md);
   const message = { role: 99, content: 'hi', name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined };
   const history = { promptId: prompt!.id, request: {}, response: {}, messages: [message], requestId: '' };
@@ -125,7 +125,7 @@ test.serial('UNAVAILABLE CACHE_UNAVAILABLE: a session deletion that cannot fence
 
 test.serial('UNAVAILABLE CACHE_UNAVAILABLE: a prompt deletion that cannot fence its cached copy deletes nothing and may be retried', async (t) => {
   const tenant = await createTenant(s);
-  const open = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
+  const open = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '', labels: {} };
   const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, open, tenant.md);
   const del = { id: prompt!.id, requestId: randomUUID(), expectedRevision: undefined };
   await withFencesFailing(() => expectError(t, rpc(s.prompt, s.prompt.deletePrompt, del, tenant.md), status.UNAVAILABLE, 'CACHE_UNAVAILABLE'));

@@ -46,7 +46,7 @@ async function world(s: TestServer, tenant?: Tenant) {
   const g = genie(s, who);
   await g.register(modelType({ name: 'loop', jsonSchema: undefined, stateMachine: { states: ['a'], initialState: 'a', transitions: [{ fromState: 'a', eventName: 'go', toState: 'a', actor: Actor.ACTOR_USER }] } }));
   const sessionId = (await g.create('loop', {})).sessionId;
-  const prompt = (await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: who.llmClientId }, who.md)).prompt!;
+  const prompt = (await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: who.llmClientId }, who.md)).prompt!;
   return {
     tenant: who,
     prompt,
@@ -54,7 +54,7 @@ async function world(s: TestServer, tenant?: Tenant) {
     /** GetSession (hot copy first) and OpenPrompt by session key without a request id (cache first). */
     read: async (via: TestServer = s) => ({
       revision: (await rpc(via.genie, via.genie.getSession, { sessionId, revision: undefined }, who.md)).session!.revision,
-      description: (await rpc(via.prompt, via.prompt.openPrompt, { ...openReq, sessionKey: prompt.sessionKey }, who.md)).prompt!.description,
+      description: (await rpc(via.prompt, via.prompt.openPrompt, { labels: {}, ...openReq, sessionKey: prompt.sessionKey }, who.md)).prompt!.description,
     }),
     write: async (description: string) => {
       const revision = (await g.send(sessionId, 'go')).revision;

@@ -72,7 +72,7 @@ test('OpenPrompt creates a session for an LLM client, then returns the same sess
   const opened = await rpc(
     s.prompt,
     s.prompt.openPrompt,
-    { endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '198.51.100.4', userAgent: 'test/1', url: 'https://chat.example.com/c?session_key=secret' },
+    { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '198.51.100.4', userAgent: 'test/1', url: 'https://chat.example.com/c?session_key=secret' },
     tenant.md,
   );
   t.true(opened.created);
@@ -86,7 +86,7 @@ test('OpenPrompt creates a session for an LLM client, then returns the same sess
   t.is(p.version, '1.0.0');
   t.regex(p.name, /^[a-z][a-zA-Z0-9]*$/);
 
-  const again = await rpc(s.prompt, s.prompt.openPrompt, { endUserId: '', sessionKey: p.sessionKey, llmClientId: '', requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '' }, tenant.md);
+  const again = await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: p.sessionKey, llmClientId: '', requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '' }, tenant.md);
   t.false(again.created);
   t.is(again.prompt?.id, p.id);
   const got = await rpc(s.prompt, s.prompt.getPrompt, { id: p.id, sessionKey: '' }, tenant.md);
@@ -96,17 +96,17 @@ test('OpenPrompt creates a session for an LLM client, then returns the same sess
 test('OpenPrompt resolves the LLM client from its URL', async (t) => {
   const tenant = await createTenant(s, 'hr');
   const url = `https://hr.${tenant.accountNumber}.alpha.api.example.com/llm-client/`;
-  const r = await rpc(s.prompt, s.prompt.openPrompt, { endUserId: '', sessionKey: '', llmClientId: '', requestId: '', llmClientUrl: url, ipAddress: '', userAgent: '', url: '' }, tenant.md);
+  const r = await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: '', requestId: '', llmClientUrl: url, ipAddress: '', userAgent: '', url: '' }, tenant.md);
   t.is(r.prompt?.llmClientId, tenant.llmClientId);
   const other = await t.throwsAsync(
-    rpc(s.prompt, s.prompt.openPrompt, { endUserId: '', sessionKey: '', llmClientId: '', requestId: '', llmClientUrl: 'https://hr.0000-0000-0000.api.example.com/', ipAddress: '', userAgent: '', url: '' }, tenant.md),
+    rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: '', requestId: '', llmClientUrl: 'https://hr.0000-0000-0000.api.example.com/', ipAddress: '', userAgent: '', url: '' }, tenant.md),
   );
   t.is(code(other), status.NOT_FOUND);
 });
 
 test('OpenPrompt validates its input and needs an API key', async (t) => {
   const tenant = await createTenant(s);
-  const empty = { sessionKey: '', llmClientId: '', requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', endUserId: '' };
+  const empty = { sessionKey: '', llmClientId: '', requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', endUserId: '', labels: {} };
   const neither = await t.throwsAsync<ServiceError>(rpc(s.prompt, s.prompt.openPrompt, empty, tenant.md));
   t.is(neither?.code, status.INVALID_ARGUMENT);
   t.deepEqual(violatedFields(neither!), ['session_key']);
@@ -124,7 +124,7 @@ test('OpenPrompt validates its input and needs an API key', async (t) => {
 
 test('a revoked API key is refused from then on', async (t) => {
   const tenant = await createTenant(s);
-  const req = { sessionKey: '', llmClientId: tenant.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', endUserId: '' };
+  const req = { sessionKey: '', llmClientId: tenant.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', endUserId: '', labels: {} };
   await rpc(s.prompt, s.prompt.openPrompt, req, tenant.md);
   await rpc(s.admin, s.admin.revokeApiKey, { id: tenant.apiKeyId, requestId: '' }, s.adminMd);
   const e = await t.throwsAsync(rpc(s.prompt, s.prompt.openPrompt, req, tenant.md));
@@ -134,15 +134,15 @@ test('a revoked API key is refused from then on', async (t) => {
 test('another account cannot see or reuse a session', async (t) => {
   const a = await createTenant(s);
   const b = await createTenant(s);
-  const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, { endUserId: '', sessionKey: '', llmClientId: a.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '' }, a.md);
+  const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: a.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '' }, a.md);
   const get = await t.throwsAsync(rpc(s.prompt, s.prompt.getPrompt, { id: prompt!.id, sessionKey: '' }, b.md));
   t.is(code(get), status.NOT_FOUND);
   const reuse = await t.throwsAsync(
-    rpc(s.prompt, s.prompt.openPrompt, { endUserId: '', sessionKey: prompt!.sessionKey, llmClientId: b.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '' }, b.md),
+    rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: prompt!.sessionKey, llmClientId: b.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '' }, b.md),
   );
   t.is(code(reuse), status.NOT_FOUND);
   const foreignClient = await t.throwsAsync(
-    rpc(s.prompt, s.prompt.openPrompt, { endUserId: '', sessionKey: '', llmClientId: a.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '' }, b.md),
+    rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: a.llmClientId, requestId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '' }, b.md),
   );
   t.is(code(foreignClient), status.NOT_FOUND);
 });

@@ -26,7 +26,7 @@ test('a catastrophic-backtracking pattern cannot block the server: the evil valu
   // the event loop it blocks is also the one this test's client runs on.
   const value = `${'a'.repeat(48)}!`;
   const deadline = () => ({ deadline: Date.now() + 20_000 });
-  const created = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.createSession, { endUserId: '', modelType: 'evil', fields: { code: value }, expireTime: undefined, requestId: '' }, tenant.md, deadline()));
+  const created = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.createSession, { endUserId: '', modelType: 'evil', fields: { code: value }, expireTime: undefined, requestId: '', labels: {} }, tenant.md, deadline()));
   t.is(created?.code, status.INVALID_ARGUMENT);
   t.deepEqual(violatedFields(created!), ['fields.code']);
 
@@ -36,7 +36,7 @@ test('a catastrophic-backtracking pattern cannot block the server: the evil valu
   t.deepEqual(violatedFields(updated as ServiceError), ['fields.code']);
 
   await g.register(modelType({ name: 'keys', jsonSchema: { type: 'object', patternProperties: { '^(a+)+$': { type: 'integer' } }, additionalProperties: false } }));
-  const keyed = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.createSession, { endUserId: '', modelType: 'keys', fields: { [value]: 1 }, expireTime: undefined, requestId: '' }, tenant.md, deadline()));
+  const keyed = await t.throwsAsync<ServiceError>(rpc(s.genie, s.genie.createSession, { endUserId: '', modelType: 'keys', fields: { [value]: 1 }, expireTime: undefined, requestId: '', labels: {} }, tenant.md, deadline()));
   t.deepEqual(violatedFields(keyed!), [`fields.${value}`]);
 });
 

@@ -210,7 +210,7 @@ test('StreamUtterance with a request_id: a retry returns the first commit and wr
   t.is(errorInfo(reused!)?.reason, 'REQUEST_ID_REUSED');
   t.is((await g.get(id)).revision, 2);
   // Request ids are per caller across RPCs: the same id on another RPC is refused too.
-  const openPrompt = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId, endUserId: '' };
+  const openPrompt = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId, endUserId: '', labels: {} };
   const other = await t.throwsAsync<ServiceError>(rpc(s.prompt, s.prompt.openPrompt, openPrompt, tenant.md));
   t.is(errorInfo(other!)?.reason, 'REQUEST_ID_REUSED');
   const bad = await t.throwsAsync<ServiceError>(once('x', 'not-a-uuid'));

@@ -99,8 +99,8 @@ test('hostile input: NUL characters are INVALID_ARGUMENT naming the field, in st
 
   const p = s.prompt;
   const llmClientId = tenant.llmClientId;
-  await refused(t, rpc(p, p.openPrompt, { endUserId: '', sessionKey: '', llmClientId, llmClientUrl: '', ipAddress: '', userAgent: 'ua\u0000', url: '', requestId: '' }, tenant.md), 'user_agent');
-  const { prompt } = await rpc(p, p.openPrompt, { endUserId: '', sessionKey: '', llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md);
+  await refused(t, rpc(p, p.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId, llmClientUrl: '', ipAddress: '', userAgent: 'ua\u0000', url: '', requestId: '' }, tenant.md), 'user_agent');
+  const { prompt } = await rpc(p, p.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md);
   const message = (content: string) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined });
   await refused(
     t,
@@ -138,7 +138,7 @@ test('hostile input: timestamps outside 0001..9999 are INVALID_ARGUMENT naming t
   const tenant = await createTenant(s);
   const p = s.prompt;
   const list = (createdAfter: Date | undefined, createdBefore: Date | undefined) =>
-    rpc(p, p.listPrompts, { endUserId: '', pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter, createdBefore }, tenant.md);
+    rpc(p, p.listPrompts, { filter: '', orderBy: '', showTotalSize: false, endUserId: '', pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter, createdBefore }, tenant.md);
   await refused(t, list(new Date('+020000-01-01T00:00:00Z'), undefined), 'created_after');
   await refused(t, list(undefined, new Date('-000100-01-01T00:00:00Z')), 'created_before');
   t.is((await list(new Date('0001-01-01T00:00:00Z'), new Date('9999-12-31T00:00:00Z'))).prompts.length, 0);
@@ -173,7 +173,7 @@ test('hostile input: invalid UTF-8 is INVALID_ARGUMENT naming the field, never s
   const rev = (await g.get(id)).revision;
   const send = SendEventRequest.encode({ sessionId: id, eventName: 'user_input', actor: 0, actorInput: 'MARK', expectedRevision: undefined, requestId: '' }).finish();
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/SendEvent', patch(send, 'MARK', [0x41, 0xff, 0xfe, 0x42]), tenant.md), 'actor_input');
-  const create = CreateSessionRequest.encode({ endUserId: '', modelType: 'qa', fields: { MARK: 'v', k: 'MARK' }, expireTime: undefined, requestId: '' }).finish();
+  const create = CreateSessionRequest.encode({ endUserId: '', modelType: 'qa', fields: { MARK: 'v', k: 'MARK' }, expireTime: undefined, requestId: '', labels: {} }).finish();
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/CreateSession', patch(create, 'MARK', [0xc3, 0x28, 0x41, 0x41]), tenant.md), /^fields\./);
   const patched = Buffer.from(create);
   Buffer.from([0xed, 0xa0, 0x80, 0x41]).copy(patched, patched.lastIndexOf('MARK')); // an encoded surrogate
@@ -204,19 +204,19 @@ test('hostile input: an int64 past 2^53 is INVALID_ARGUMENT naming the field, an
     t.false(err.details.includes(String(big)), 'the value is not echoed');
   }
   t.is((await g.get(id)).revision, rev, 'nothing was written');
-  const list = ListSessionsRequest.encode({ endUserId: '', modelType: '', state: '', pageSize: 0, pageToken: '' }).finish();
+  const list = ListSessionsRequest.encode({ endUserId: '', modelType: '', state: '', pageSize: 0, pageToken: '', filter: '', orderBy: '', showTotalSize: false }).finish();
   // 2^53 + 1 read as an int32 is 1: without the check this was a silent page of one.
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/ListSessions', append(list, (w) => w.tag(3, WireType.Varint).int64(2n ** 53n + 1n)), tenant.md), 'page_size');
 });
 
 test('hostile input: Timestamp nanos outside 0..999999999 and Duration nanos of the wrong sign are INVALID_ARGUMENT naming the field', async (t) => {
   const { tenant, g } = await attacker();
-  const list = ListPromptsRequest.encode({ endUserId: '', pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined }).finish();
+  const list = ListPromptsRequest.encode({ filter: '', orderBy: '', showTotalSize: false, endUserId: '', pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined }).finish();
   for (const nanos of [-1, 1_000_000_000, 2 ** 31 - 1]) {
     await refused(t, rawCall(s.prompt, '/parley.prompt.v1.PromptService/ListPrompts', append(list, (w) => stamp(w, 5, 0, nanos)), tenant.md), 'created_after');
   }
   const before = (await g.list('', '', 1000)).sessions.length;
-  const create = CreateSessionRequest.encode({ endUserId: '', modelType: 'qa', fields: { topic: 'x' }, expireTime: undefined, requestId: '' }).finish();
+  const create = CreateSessionRequest.encode({ endUserId: '', modelType: 'qa', fields: { topic: 'x' }, expireTime: undefined, requestId: '', labels: {} }).finish();
   const future = Math.floor(Date.now() / 1000) + 86_400;
   await refused(t, rawCall(s.genie, '/parley.genie.v1.GenieService/CreateSession', append(create, (w) => stamp(w, 3, future, 1_500_000_000)), tenant.md), 'expire_time');
   t.is((await g.list('', '', 1000)).sessions.length, before, 'nothing was created');
@@ -234,7 +234,7 @@ test('hostile input: bytes that are not a message are INVALID_ARGUMENT, and the 
 test('hostile input: an unknown enum number is INVALID_ARGUMENT naming the field', async (t) => {
   const tenant = await createTenant(s);
   const p = s.prompt;
-  const { prompt } = await rpc(p, p.openPrompt, { endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md);
+  const { prompt } = await rpc(p, p.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md);
   await refused(
     t,
     rpc(p, p.appendHistory, { promptId: prompt!.id, request: {}, response: {}, messages: [{ role: 77 as ChatRole, content: 'hi', name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }], requestId: '' }, tenant.md),
@@ -245,7 +245,7 @@ test('hostile input: an unknown enum number is INVALID_ARGUMENT naming the field
 test('hostile input: 1,000 bad mask entries get a short status and the connection keeps working', async (t) => {
   const tenant = await createTenant(s);
   const p = s.prompt;
-  const { prompt } = await rpc(p, p.openPrompt, { endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md);
+  const { prompt } = await rpc(p, p.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md);
   const mask = Array.from({ length: 1000 }, (_, i) => `not_a_field_${i}_${'x'.repeat(80)}`);
   const err = (await t.throwsAsync(
     rpc(p, p.updatePrompt, { prompt: { ...prompt!, description: 'new' }, updateMask: mask, requestId: '' }, tenant.md, deadline()),

@@ -19,7 +19,7 @@ test.before(async () => {
   for (const name of ['alpha', 'beta']) {
     plugins.push((await rpc(s.admin, s.admin.createPlugin, { accountId: tenant.accountId, name, description: '', requestId: '' }, s.adminMd)).plugin!);
   }
-  const open = () => rpc(p, p.openPrompt, { endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, md);
+  const open = () => rpc(p, p.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, md);
   const { prompt } = await open();
   await open();
   const promptId = prompt!.id;
@@ -42,7 +42,7 @@ test.before(async () => {
     { name: 'PromptService.ListPlugins', call: (pageToken) => rpc(p, p.listPlugins, { ...page, pageToken }, md) },
     {
       name: 'ListPrompts',
-      call: (pageToken) => rpc(p, p.listPrompts, { ...page, pageToken, llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined, endUserId: '' }, md),
+      call: (pageToken) => rpc(p, p.listPrompts, { filter: '', orderBy: '', showTotalSize: false, ...page, pageToken, llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined, endUserId: '' }, md),
     },
     { name: 'ListHistory', call: (pageToken) => rpc(p, p.listHistory, { promptId, ...page, pageToken }, md) },
     { name: 'ListToolCalls', call: (pageToken) => rpc(p, p.listToolCalls, { promptId, ...page, pageToken }, md) },

@@ -79,7 +79,7 @@ test.serial('STREAM_LIMIT: tenant A at its stream limit is refused, on every str
   const { s, a, b } = await setup({ accountMaxStreams: 3 });
   try {
     const open = [await watching(s, a, a.sessionId), await watching(s, a, a.sessionId)];
-    const prompt = (await rpc(s.prompt, s.prompt.openPrompt, { endUserId: '', sessionKey: '', llmClientId: a.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, a.md)).prompt!;
+    const prompt = (await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: a.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, a.md)).prompt!;
     const promptWatch = s.prompt.watchPrompt({ promptId: prompt.id, afterRevision: 0 }, a.md);
     promptWatch.on('data', () => {});
     promptWatch.on('error', () => {});

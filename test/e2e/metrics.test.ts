@@ -59,8 +59,8 @@ async function scrape(): Promise<string> {
 }
 
 test.serial('metrics endpoint: calls by method and code, latency buckets, cache hits after a repeated read, pool gauges', async (t) => {
-  const prompt = (await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: tenant.llmClientId }, tenant.md)).prompt!;
-  for (let i = 0; i < 3; i++) await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, sessionKey: prompt.sessionKey }, tenant.md);
+  const prompt = (await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: tenant.llmClientId }, tenant.md)).prompt!;
+  for (let i = 0; i < 3; i++) await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, sessionKey: prompt.sessionKey }, tenant.md);
   await rpc(s.prompt, s.prompt.appendHistory, { promptId: prompt.id, request: { q: 1 }, response: undefined, messages: [], requestId: '' }, tenant.md);
   const missing = await t.throwsAsync<ServiceError>(rpc(s.prompt, s.prompt.getPrompt, { id: '00000000-0000-4000-8000-000000000000' }, tenant.md));
   t.is(missing.code, status.NOT_FOUND);
@@ -86,7 +86,7 @@ test.serial('metrics endpoint: calls by method and code, latency buckets, cache 
 });
 
 test.serial('metrics endpoint: a watch stream and its watcher go up and down; a refused second stream is counted', async (t) => {
-  const prompt = (await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: tenant.llmClientId }, tenant.md)).prompt!;
+  const prompt = (await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: tenant.llmClientId }, tenant.md)).prompt!;
   const call = s.prompt.watchPrompt({ promptId: prompt.id, afterRevision: 0 }, tenant.md);
   let caughtUp = false;
   call.on('data', (r: WatchPromptResponse) => (caughtUp ||= r.update?.caughtUp !== undefined));
@@ -163,7 +163,7 @@ withRedis('a cache or bus failure is counted every time and logged once; Redis e
   const f = await startTestServer({ redisUrl: redis.url }, createLogger('warn', (l) => lines.push(JSON.parse(l))));
   t.teardown(() => f.stop());
   const who = await createTenant(f);
-  const prompt = (await rpc(f.prompt, f.prompt.openPrompt, { ...openReq, llmClientId: who.llmClientId }, who.md)).prompt!;
+  const prompt = (await rpc(f.prompt, f.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: who.llmClientId }, who.md)).prompt!;
   await redis.stop();
   // Each write commits in Postgres and then cannot fence its cached copy nor announce itself: both contained.
   for (let i = 0; i < 3; i++) {

@@ -21,8 +21,8 @@ withRedis(`prompt UpdatePrompt committed while Redis is down answers OK, and the
   const redis = await PrivateRedis.start(t);
   const s = await server(t, { redisUrl: redis.url });
   const tenant = await createTenant(s);
-  const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: tenant.llmClientId }, tenant.md);
-  const read = async () => (await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, sessionKey: prompt!.sessionKey }, tenant.md)).prompt!;
+  const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: tenant.llmClientId }, tenant.md);
+  const read = async () => (await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, sessionKey: prompt!.sessionKey }, tenant.md)).prompt!;
   await read(); // the cache now holds the prompt
 
   await redis.kill();

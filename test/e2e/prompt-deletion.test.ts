@@ -23,7 +23,7 @@ const codeOf = (e: unknown) => (e as ServiceError).code;
 
 test('DeletePrompt leaves no content: request-id replays, watch, reads, lists, the cache and every table', async (t) => {
   const a = await createTenant(s);
-  const openReq = { sessionKey: '', llmClientId: a.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: randomUUID(), endUserId: '' };
+  const openReq = { sessionKey: '', llmClientId: a.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: randomUUID(), endUserId: '', labels: {} };
   const p = (await rpc(s.prompt, s.prompt.openPrompt, openReq, a.md)).prompt!;
   const appendReq = {
     promptId: p.id,
@@ -54,7 +54,7 @@ test('DeletePrompt leaves no content: request-id replays, watch, reads, lists, t
   t.is(codeOf(await t.throwsAsync(rpc(s.prompt, s.prompt.getPromptHistory, { id: p.id, sessionKey: '' }, a.md))), status.NOT_FOUND);
   const sessionOpen = await t.throwsAsync(rpc(s.prompt, s.prompt.openPrompt, { ...openReq, sessionKey: p.sessionKey, llmClientId: '', requestId: '' }, a.md));
   t.is(codeOf(sessionOpen), status.NOT_FOUND, 'its session key no longer opens anything');
-  const listed = await rpc(s.prompt, s.prompt.listPrompts, { endUserId: '', pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined }, a.md);
+  const listed = await rpc(s.prompt, s.prompt.listPrompts, { filter: '', orderBy: '', showTotalSize: false, endUserId: '', pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined }, a.md);
   t.false(listed.prompts.some((x) => x.id === p.id));
   t.is((await s.app.store.kv.readCached(promptCacheKey(p.sessionKey))).value, null);
 

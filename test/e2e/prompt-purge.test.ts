@@ -26,7 +26,7 @@ test.after.always(async () => {
 });
 
 const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
-const open = async (t: Tenant) => (await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: t.llmClientId }, t.md)).prompt!;
+const open = async (t: Tenant) => (await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: t.llmClientId }, t.md)).prompt!;
 const append = (t: Tenant, promptId: string, requestId = '') =>
   rpc(s.prompt, s.prompt.appendHistory, { promptId, request: { model: 'm' }, response: undefined, messages: [], requestId }, t.md);
 const idleSince = (ids: string[], daysAgo: number) =>
@@ -61,7 +61,7 @@ test.serial('purge deletes idle prompts with their logs in batches, keeps active
     t.is(e?.code, status.NOT_FOUND);
     t.is((await s.app.store.kv.readCached(promptCacheKey(p.sessionKey))).value, null, 'purged sessions leave the cache');
   }
-  const gone = await t.throwsAsync<ServiceError>(rpc(s.prompt, s.prompt.openPrompt, { ...openReq, sessionKey: idle[1]!.sessionKey }, a.md));
+  const gone = await t.throwsAsync<ServiceError>(rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, sessionKey: idle[1]!.sessionKey }, a.md));
   t.is(gone?.code, status.NOT_FOUND);
   const [row] = (await s.app.db("prompt_history").whereIn("prompt_id", idle.map((p) => p.id)).count({ n: "*" })) as Array<{ n: number }>;
   t.is(Number(row!.n), 0);

@@ -27,7 +27,7 @@ test.after.always(async () => {
   await s?.stop();
 });
 
-const openReq = { sessionKey: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
+const openReq = { sessionKey: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '', labels: {} };
 const open = async (t: Tenant = tenant): Promise<Prompt> => (await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: t.llmClientId }, t.md)).prompt!;
 const message = (content: string) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined });
 const append = (promptId: string, content: string, extra: Record<string, unknown> = {}) =>

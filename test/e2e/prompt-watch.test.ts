@@ -45,7 +45,7 @@ class PromptWatcher {
 }
 
 const open = async () =>
-  (await rpc(s.prompt, s.prompt.openPrompt, { endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md)).prompt!;
+  (await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md)).prompt!;
 const history = (promptId: string, content: string) =>
   rpc(
     s.prompt,
@@ -127,7 +127,7 @@ test.serial('WatchPrompt: a watcher that reads too slowly is cut off with RESOUR
   const slow = await startTestServer({ watchBufferSize: 4 });
   try {
     const a = await createTenant(slow);
-    const { prompt } = await rpc(slow.prompt, slow.prompt.openPrompt, { endUserId: '', sessionKey: '', llmClientId: a.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, a.md);
+    const { prompt } = await rpc(slow.prompt, slow.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: a.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, a.md);
     const got: PromptUpdate[] = [];
     let error: ServiceError | undefined;
     const call = slow.prompt.watchPrompt({ promptId: prompt!.id, afterRevision: 0 }, a.md);

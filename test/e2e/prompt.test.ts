@@ -17,7 +17,7 @@ test.after.always(async () => {
 });
 
 const code = (e: unknown) => (e as ServiceError).code;
-const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
+const openReq = { sessionKey: '', llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '', labels: {} };
 
 async function open(t: Tenant, extra: Partial<typeof openReq> = {}): Promise<Prompt> {
   const r = await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: t.llmClientId, ...extra }, t.md);
@@ -50,7 +50,7 @@ const toolReq = (promptId: string, extra: Record<string, unknown> = {}) => ({
 });
 const usageReq = (promptId: string, pluginId: string, extra: Record<string, unknown> = {}) => ({ promptId, pluginId, inputText: 'weather?', requestId: '', ...extra });
 const listReq = (promptId: string, pageSize = 0, pageToken = '') => ({ promptId, pageSize, pageToken });
-const listPromptsReq = { pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined, endUserId: '' };
+const listPromptsReq = { pageSize: 0, pageToken: '', llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined, endUserId: '', filter: '', orderBy: '', showTotalSize: false };
 
 async function invalid(t: any, p: Promise<unknown>, fields: string[]) {
   const e = await t.throwsAsync(p);

@@ -43,7 +43,7 @@ test('parley purge against a running server: a held data dir is refused, --addre
   try {
     let c = clients();
     const tenant = await createTenant(c.s);
-    const p = (await rpc(c.s.prompt, c.s.prompt.openPrompt, { endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md)).prompt!;
+    const p = (await rpc(c.s.prompt, c.s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md)).prompt!;
     const g = genie(c.s, tenant);
     await g.register(modelType());
     const expired = await g.create('qa', { topic: 'x' }, new Date(Date.now() - 60_000));

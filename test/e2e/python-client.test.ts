@@ -165,3 +165,16 @@ withPython('a Python client: chat messages in every content form, parsed from pr
   t.deepEqual(got.read, expected, 'GetPromptHistory');
   t.true(got.equal, 'the messages read back equal those sent, as Python protobuf messages');
 });
+
+withPython('a Python client: labels on sessions and prompts, a ListSessions filter with order_by and total_size across pages, a refused filter', async (t) => {
+  const out = await flow('admin_setup', 'labels_search');
+  const r = out.get('labels_search')!;
+  t.deepEqual(r.labels, { team: 'py', n: '2', star: 'yes' });
+  t.deepEqual(r.listed, ['2', '1', '0'], 'newest created first, two per page');
+  t.deepEqual(r.totals, [3, 3], 'total_size on every page');
+  t.deepEqual(r.closed, ['1']);
+  t.deepEqual(r.starred, [true]);
+  t.deepEqual(r.refused, { code: 'INVALID_ARGUMENT', reason: 'INVALID_ARGUMENT', fields: ['filter'] });
+  t.deepEqual(r.prompt_labels, { team: 'py' });
+  t.is(r.prompts_total, 1);
+});

@@ -44,6 +44,8 @@ testWhen(hasJq, 'jq is not installed')('every buf curl command in the README run
     t.regex(r.stdout, /\{"changed":true,"revision":"5"\}\n\{"changed":false,"revision":"5"\}/);
     // What the README says an end user's erasure prints, and the list after it.
     t.regex(r.stdout, /\{"sessions":"1","dialogueElements":"1","sessionRevisions":"2","prompts":"1"\}\n\{\}\n/);
+    // What the README says labels and a filtered, counted list print.
+    t.regex(r.stdout, /\{"team":"housing","tier":"gold"\}\n\{"n":1,"totalSize":1\}\n/);
     // What the README says the gateway loop prints: the deltas before the drop, the rest after the resume, the commit.
     t.regex(
       r.stdout,

@@ -53,7 +53,7 @@ for (const backend of backends) {
   test(`${backend.name}: WatchPrompt and WatchSession on one replica see writes made through the other`, async (t) => {
     const [a, b] = await replicas(t, backend.redis);
     const tenant = await createTenant(a);
-    const prompt = (await rpc(b.prompt, b.prompt.openPrompt, { ...openReq, llmClientId: tenant.llmClientId }, tenant.md)).prompt!;
+    const prompt = (await rpc(b.prompt, b.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: tenant.llmClientId }, tenant.md)).prompt!;
     const promptUpdates: WatchPromptResponse[] = [];
     const promptWatch = a.prompt.watchPrompt({ promptId: prompt.id, afterRevision: prompt.revision }, tenant.md);
     promptWatch.on('data', (r: WatchPromptResponse) => promptUpdates.push(r));
@@ -80,13 +80,13 @@ for (const backend of backends) {
   test(`${backend.name}: a cached read on one replica never returns a version older than a write acknowledged by the other`, async (t) => {
     const [a, b] = await replicas(t, backend.redis);
     const tenant = await createTenant(a);
-    const prompt = (await rpc(b.prompt, b.prompt.openPrompt, { ...openReq, llmClientId: tenant.llmClientId }, tenant.md)).prompt!;
+    const prompt = (await rpc(b.prompt, b.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: tenant.llmClientId }, tenant.md)).prompt!;
     const g = genie(b, tenant);
     await g.register(loop);
     const { sessionId } = await g.create('loop', {});
     const readOnA = async () => ({
       revision: (await rpc(a.genie, a.genie.getSession, { sessionId, revision: undefined }, tenant.md)).session!.revision,
-      description: (await rpc(a.prompt, a.prompt.openPrompt, { ...openReq, sessionKey: prompt.sessionKey }, tenant.md)).prompt!.description,
+      description: (await rpc(a.prompt, a.prompt.openPrompt, { labels: {}, ...openReq, sessionKey: prompt.sessionKey }, tenant.md)).prompt!.description,
     });
     t.deepEqual(await readOnA(), { revision: 1, description: '' }, 'the first read fills replica a’s cache');
     for (let i = 1; i <= 10; i++) {

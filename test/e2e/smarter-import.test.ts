@@ -208,6 +208,7 @@ const headerOf = (tenant: Tenant, sessionKey: string) => ({
     description: ' imported ',
     version: '',
     annotations: {},
+    labels: { source: 'smarter' },
     tags: ['a'],
     ipAddress: '',
     userAgent: '',
@@ -230,6 +231,7 @@ test('ImportPrompt writes a prompt with its logs and times; a taken key is ALREA
   t.like(r, { historyCount: 2, toolCallCount: 0, pluginUsageCount: 0 });
   t.like(r.prompt, { sessionKey: key, description: 'imported', version: '1.0.0', revision: 3, userProfileId: tenant.userProfileId });
   t.truthy(r.prompt!.name);
+  t.deepEqual({ ...r.prompt!.labels }, { source: 'smarter' }, 'labels travel with the header');
   t.is(r.prompt!.createTime!.toISOString(), '2023-01-01T00:00:00.000Z');
   const listed = await rpc(s.prompt, s.prompt.listHistory, page(r.prompt!.id), tenant.md);
   t.deepEqual(listed.history.map((h) => [h.revision, h.messages[0]!.content]), [[2, 'one'], [3, 'two']]);

@@ -15,7 +15,7 @@ async function setup() {
   const g = genie(s, tenant);
   await g.register(chatType);
   const sessionId = (await g.create('chat', {})).sessionId;
-  const openPrompt = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
+  const openPrompt = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '', labels: {} };
   const promptId = (await rpc(s.prompt, s.prompt.openPrompt, openPrompt, tenant.md)).prompt!.id;
   return { s, tenant, ids: { sessionId, promptId } };
 }

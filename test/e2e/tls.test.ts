@@ -95,7 +95,7 @@ async function healthOf(address: string, creds: ChannelCredentials): Promise<str
 }
 
 const openPrompt = (s: TestServer, tenant: Tenant) =>
-  rpc(s.prompt, s.prompt.openPrompt, { endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md).then((r) => r.prompt!);
+  rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md).then((r) => r.prompt!);
 
 const appendHistory = (s: TestServer, tenant: Tenant, promptId: string, content: string) =>
   rpc(

@@ -40,7 +40,7 @@ const spansOf = (name: string): RecordedSpan[] => provider.spans.filter((sp) => 
 
 test.serial('a traceparent sent by a client is the parent of the call span, and its trace id is in the log line', async (t) => {
   const method = '/parley.prompt.v1.PromptService/OpenPrompt';
-  await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: tenant.llmClientId }, traced({ traceparent: `00-${TRACE}-${PARENT}-01`, tracestate: 'vendor=abc' }));
+  await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: tenant.llmClientId }, traced({ traceparent: `00-${TRACE}-${PARENT}-01`, tracestate: 'vendor=abc' }));
   const line = callLines(method).at(-1)!;
   t.like(line, { status: 'OK', traceId: TRACE });
   const span = spansOf('parley.prompt.v1.PromptService/OpenPrompt').at(-1)!;
@@ -55,8 +55,8 @@ test.serial('a traceparent sent by a client is the parent of the call span, and 
 test.serial('an invalid traceparent is ignored: the call succeeds in a trace of its own', async (t) => {
   const method = '/parley.prompt.v1.PromptService/OpenPrompt';
   const before = provider.spans.length;
-  await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: tenant.llmClientId }, traced({ traceparent: `00-${'0'.repeat(32)}-${PARENT}-01` }));
-  await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: tenant.llmClientId }, traced({ traceparent: 'garbage' }));
+  await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: tenant.llmClientId }, traced({ traceparent: `00-${'0'.repeat(32)}-${PARENT}-01` }));
+  await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: tenant.llmClientId }, traced({ traceparent: 'garbage' }));
   const spans = provider.spans.slice(before).filter((sp) => sp.name.endsWith('/OpenPrompt'));
   t.is(spans.length, 2);
   for (const sp of spans) {
@@ -82,7 +82,7 @@ test.serial('a failed call: the span has status ERROR and the code, the line its
 });
 
 test.serial('a stream: its span ends when the client cancels, and its line says how it ended', async (t) => {
-  const prompt = (await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: tenant.llmClientId }, tenant.md)).prompt!;
+  const prompt = (await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, ...openReq, llmClientId: tenant.llmClientId }, tenant.md)).prompt!;
   const call = s.prompt.watchPrompt({ promptId: prompt.id, afterRevision: 0 }, traced({ traceparent: `00-${TRACE}-${PARENT}-01` }));
   let caughtUp = false;
   call.on('data', (r: WatchPromptResponse) => (caughtUp ||= r.update?.caughtUp !== undefined));

@@ -54,7 +54,7 @@ export const actorOf = (a: string | Actor): Actor =>
 const opt = (n: number | undefined) => (n ? n : undefined);
 
 /** An UpdateSessionRequest.session carrying only the values the mask may name. */
-export function sessionValues(sessionId: string, values: { actor?: string | Actor; actorInput?: string; expireTime?: Date }) {
+export function sessionValues(sessionId: string, values: { actor?: string | Actor; actorInput?: string; expireTime?: Date; labels?: Record<string, string> }) {
   return {
     sessionId,
     modelType: '',
@@ -74,6 +74,7 @@ export function sessionValues(sessionId: string, values: { actor?: string | Acto
     dialogueLength: 0,
     endUserId: '',
     dialogueTokenCount: 0,
+    labels: values.labels ?? {},
   };
 }
 
@@ -88,7 +89,7 @@ export function genie(s: TestServer, tenant: Tenant) {
     getType: (name: string, schemaVersion = 0) => rpc(c, c.getModelType, { name, schemaVersion: opt(schemaVersion) }, md),
     listTypes: (name = '', pageSize = 0, pageToken = '') => rpc(c, c.listModelTypes, { name, pageSize, pageToken }, md),
     create: (type: string, fields: Record<string, unknown> | undefined = { topic: 'tax' }, expireTime?: Date, requestId = '') =>
-      rpc(c, c.createSession, { endUserId: '', modelType: type, fields, expireTime, requestId }, md).then((r) => r.session!),
+      rpc(c, c.createSession, { endUserId: '', modelType: type, fields, expireTime, requestId, labels: {} }, md).then((r) => r.session!),
     get: (sessionId: string, revision = 0) => rpc(c, c.getSession, { sessionId, revision: opt(revision) }, md).then((r) => r.session!),
     getFull: (sessionId: string, revision = 0) => rpc(c, c.getSession, { sessionId, revision: opt(revision) }, md),
     /** UpdateSession: `paths` of the session's own fields, `fieldsPatch` a JSON Merge Patch of the user fields. */
@@ -111,7 +112,7 @@ export function genie(s: TestServer, tenant: Tenant) {
         (r) => r.session!,
       ),
     del: (sessionId: string, expectedRevision = 0, requestId = '') => rpc(c, c.deleteSession, { sessionId, expectedRevision: opt(expectedRevision), requestId }, md),
-    list: (modelType = '', state = '', pageSize = 0, pageToken = '') => rpc(c, c.listSessions, { endUserId: '', modelType, state, pageSize, pageToken }, md),
+    list: (modelType = '', state = '', pageSize = 0, pageToken = '') => rpc(c, c.listSessions, { endUserId: '', modelType, state, pageSize, pageToken, filter: '', orderBy: '', showTotalSize: false }, md),
     fork: (sessionId: string, revision = 0, requestId = '') => rpc(c, c.forkSession, { sessionId, revision: opt(revision), requestId }, md).then((r) => r.session!),
     send: (sessionId: string, eventName: string, actorInput = '', actor: string | Actor = '', expectedRevision = 0, requestId = '') =>
       rpc(c, c.sendEvent, { sessionId, eventName, actor: actorOf(actor), actorInput, expectedRevision: opt(expectedRevision), requestId }, md),

@@ -8,7 +8,9 @@ import type {
   NewSession,
   RemovedContent,
   SecondaryMeta,
+  SessionCursor,
   SessionFilter,
+  SessionOrder,
   SessionEventLog,
   SessionStore,
   SessionWrite,
@@ -252,15 +254,42 @@ export class MemoryGenieStore implements ModelTypeStore, SessionStore, SessionEv
     return revision === undefined ? s.dialogueLength : this.state.revisions.find((r) => r.id === id && r.revision === revision)?.dialogueLength;
   }
 
-  async listSessions(accountId: string, filter: SessionFilter, afterSeq: number, limit: number): Promise<Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }>> {
-    const out: Array<{ seq: number; session: StoredSession; last: DialogueRow | undefined }> = [];
-    for (const [i, s] of this.state.sessions.entries()) {
-      if (i + 1 <= afterSeq || s.accountId !== accountId || s.deleted || (filter.modelType && s.modelType !== filter.modelType)) continue;
-      if (filter.endUserId && s.endUserId !== filter.endUserId) continue;
-      if (filter.states && !filter.states.some((f) => f.modelType === s.modelType && f.schemaVersion === s.schemaVersion && f.states.includes(s.state))) continue;
-      out.push({ seq: i + 1, session: this.view(s), last: await this.element(s.id, s.dialogueLength) });
-    }
-    return out.slice(0, limit);
+  async listSessions(
+    accountId: string,
+    filter: SessionFilter,
+    order: SessionOrder,
+    after: SessionCursor | undefined,
+    limit: number,
+  ): Promise<Array<{ seq: number; at: string | undefined; session: StoredSession; last: DialogueRow | undefined }>> {
+    const timeOf = (s: StoredSession) => (order.by === 'created' ? s.createdAt : s.updatedAt).toISOString();
+    const key = (seq: number, at: string | undefined) => [order.by === 'seq' ? '' : (at ?? ''), seq] as const;
+    const cmp = (a: readonly [string, number], b: readonly [string, number]) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]) * (order.desc ? -1 : 1);
+    const matched = this.matching(accountId, filter)
+      .map(({ seq, s }) => ({ seq, s, at: order.by === 'seq' ? undefined : timeOf(s) }))
+      .filter((r) => !after || cmp(key(r.seq, r.at), key(after.seq, after.at)) > 0)
+      .sort((a, b) => cmp(key(a.seq, a.at), key(b.seq, b.at)))
+      .slice(0, limit);
+    const out: Array<{ seq: number; at: string | undefined; session: StoredSession; last: DialogueRow | undefined }> = [];
+    for (const r of matched) out.push({ seq: r.seq, at: r.at, session: this.view(r.s), last: await this.element(r.s.id, r.s.dialogueLength) });
+    return out;
+  }
+
+  async countSessions(accountId: string, filter: SessionFilter): Promise<number> {
+    return this.matching(accountId, filter).length;
+  }
+
+  private matching(accountId: string, filter: SessionFilter) {
+    const ops = { '=': (a: number, b: number) => a === b, '<': (a: number, b: number) => a < b, '<=': (a: number, b: number) => a <= b, '>': (a: number, b: number) => a > b, '>=': (a: number, b: number) => a >= b };
+    return [...this.state.sessions.entries()]
+      .map(([i, s]) => ({ seq: i + 1, s }))
+      .filter(({ s }) => {
+        if (s.accountId !== accountId || s.deleted || (filter.modelType && s.modelType !== filter.modelType)) return false;
+        if (filter.endUserId && s.endUserId !== filter.endUserId) return false;
+        if (filter.states && !filter.states.some((f) => f.modelType === s.modelType && f.schemaVersion === s.schemaVersion && f.states.includes(s.state))) return false;
+        if (filter.labels?.some((l) => !Object.hasOwn(s.labels, l.key) || s.labels[l.key] !== l.value)) return false;
+        if (filter.hasLabels?.some((k) => !Object.hasOwn(s.labels, k))) return false;
+        return !filter.times?.some((t) => !ops[t.op]((t.column === 'created' ? s.createdAt : s.updatedAt).getTime(), t.at.getTime()));
+      });
   }
 
   async endUserSessions(accountId: string, endUserId: string, limit: number): Promise<string[]> {

@@ -34,7 +34,7 @@ async function liveFailingWith(failure: Error) {
     if (message.type !== 'commit') published.push(message);
   });
   await store.insertSession(
-    { endUserId: undefined, id: sessionId, accountId: caller.accountId, modelType: 'chat', schemaVersion: 1, state: 'open', actor: '', actorInput: '', fields: {}, tokenEncoding: 'o200k_base', forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined },
+    { endUserId: undefined, id: sessionId, accountId: caller.accountId, modelType: 'chat', schemaVersion: 1, state: 'open', actor: '', actorInput: '', fields: {}, tokenEncoding: 'o200k_base', forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined, labels: {} },
     undefined,
     [],
   );

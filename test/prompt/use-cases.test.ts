@@ -115,6 +115,10 @@ class MemoryPromptStore implements PromptStore, PromptDirectory {
       .map((s) => ({ row: { ...s.row }, cursor: { createdAt: s.row.createdAt.toISOString(), id: s.row.id } }));
   }
 
+  async count(accountId: string): Promise<number> {
+    return [...this.prompts.values()].filter((s) => s.row.accountId === accountId).length;
+  }
+
   async lock(accountId: string, id: string): Promise<PromptRow | undefined> {
     const s = this.prompts.get(id);
     return s && s.row.accountId === accountId ? { ...s.row } : undefined;

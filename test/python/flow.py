@@ -37,7 +37,7 @@ import uuid
 
 sys.path.insert(0, sys.argv[1])
 import grpc  # noqa: E402
-from google.protobuf import json_format, struct_pb2, timestamp_pb2  # noqa: E402
+from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_pb2  # noqa: E402
 from google.rpc import error_details_pb2, status_pb2  # noqa: E402
 from parley.admin.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
 from parley.enduser.v1 import enduser_pb2, enduser_pb2_grpc  # noqa: E402
@@ -531,6 +531,65 @@ def chat_messages(f):
         "listed": printed(listed.history[0].messages),
         "read": printed(read.prompt_history),
         "equal": list(listed.history[0].messages) == messages,
+def labels_search(f):
+    """Labels on sessions and prompts, a ListSessions filter and order_by with total_size, a refused filter."""
+    f.genie.RegisterModelType(
+        genie_pb2.RegisterModelTypeRequest(
+            model_type=genie_pb2.ModelType(
+                name="labelled",
+                schema_version=1,
+                state_machine=genie_pb2.StateMachine(
+                    states=["open", "closed"],
+                    initial_state="open",
+                    transitions=[genie_pb2.Transition(from_state="open", event_name="close", to_state="closed", actor=genie_pb2.ACTOR_USER)],
+                ),
+            )
+        ),
+        metadata=f.md,
+        timeout=TIMEOUT,
+    )
+
+    def create(labels):
+        req = genie_pb2.CreateSessionRequest(model_type="labelled", labels=labels)
+        return f.genie.CreateSession(req, metadata=f.md, timeout=TIMEOUT).session
+
+    made = [create({"team": "py", "n": str(i)}) for i in range(3)] + [create({"team": "other"})]
+    f.genie.SendEvent(genie_pb2.SendEventRequest(session_id=made[1].session_id, event_name="close", actor_input="done"), metadata=f.md, timeout=TIMEOUT)
+    relabelled = f.genie.UpdateSession(
+        genie_pb2.UpdateSessionRequest(
+            session=genie_pb2.GenieSession(session_id=made[2].session_id, labels={"team": "py", "n": "2", "star": "yes"}),
+            update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+        ),
+        metadata=f.md,
+        timeout=TIMEOUT,
+    ).session
+
+    listed, totals, token = [], [], ""
+    while True:
+        page = f.genie.ListSessions(
+            genie_pb2.ListSessionsRequest(filter='labels.team = "py"', order_by="create_time desc", page_size=2, page_token=token, show_total_size=True),
+            metadata=f.md,
+            timeout=TIMEOUT,
+        )
+        listed += [s.labels["n"] for s in page.sessions]
+        totals.append(page.total_size)
+        token = page.next_page_token
+        if not token:
+            break
+    closed = f.genie.ListSessions(genie_pb2.ListSessionsRequest(filter='model_type = "labelled" AND state = "closed"'), metadata=f.md, timeout=TIMEOUT)
+    starred = f.genie.ListSessions(genie_pb2.ListSessionsRequest(filter="labels.star:*"), metadata=f.md, timeout=TIMEOUT)
+    refused = failure(lambda: f.genie.ListSessions(genie_pb2.ListSessionsRequest(filter='labels.team = "py" OR labels.team = "other"'), metadata=f.md, timeout=TIMEOUT))
+    prompt = f.prompt.OpenPrompt(prompt_pb2.OpenPromptRequest(llm_client_id=f.ids["llm_client"], labels={"team": "py"}), metadata=f.md, timeout=TIMEOUT).prompt
+    prompts = f.prompt.ListPrompts(prompt_pb2.ListPromptsRequest(filter='labels.team = "py"', show_total_size=True), metadata=f.md, timeout=TIMEOUT)
+    return {
+        "labels": dict(relabelled.labels),
+        "listed": listed,
+        "totals": totals,
+        "closed": [s.labels["n"] for s in closed.sessions],
+        "starred": [s.session_id == made[2].session_id for s in starred.sessions],
+        "refused": refused,
+        "prompt_labels": dict(prompt.labels),
+        "prompts_total": prompts.total_size,
     }
 
 
@@ -579,7 +638,7 @@ def session_transfer(f):
     return {"records": len(records), "kinds": sorted(set(kinds)), "revision_count": res.revision_count, "element_count": res.element_count, "secondary_count": res.secondary_count}
 
 
-STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume, genie_token_budget, chat_messages, session_transfer, prompt_import]
+STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume, genie_token_budget, chat_messages, session_transfer, prompt_import, labels_search]
 
 
 def main():

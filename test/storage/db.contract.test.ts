@@ -81,6 +81,7 @@ for (const impl of implementations) {
         userAgent: '',
         url: '',
         endUserId: '',
+        labels: {},
       };
       const first = await prompts.insertOrGet(fields);
       t.true(first.created);

@@ -186,6 +186,7 @@ async function oldAnswers(db: Db, id: string): Promise<{ commits: SessionCommit[
       forkedFromRevision: head.forked_from_revision === null ? undefined : Number(head.forked_from_revision),
       expireTime: head.expire_time ?? undefined,
       endUserId: head.end_user_id ?? undefined,
+      labels: {},
       createdAt: new Date(head.created_at),
       updatedAt: r.created_at,
     };

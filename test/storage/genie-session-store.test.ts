@@ -34,7 +34,7 @@ async function withStore(open: () => Promise<{ db: Db; drop: () => Promise<void>
       const s = { id: randomUUID(), accountId: account, modelType: 'qa', schemaVersion: 1, state: 'asking', actor: '' as const, actorInput: '', fields, tokenEncoding: 'o200k_base' as const };
       const created = sessionCreated({ modelType: 'qa', schemaVersion: 1, state: 'asking', fields });
       const r = await db.transaction((trx) =>
-        store.insertSession({ ...s, endUserId, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined }, undefined, [created], txOf(trx)),
+        store.insertSession({ ...s, endUserId, forkedFromSessionId: undefined, forkedFromRevision: undefined, expireTime: undefined, labels: {} }, undefined, [created], txOf(trx)),
       );
       return r.session;
     };
@@ -79,6 +79,7 @@ function turn(current: StoredSession, text: string, over: Partial<SessionWrite> 
     actorInput,
     fields: current.fields,
     expireTime: undefined,
+    labels: current.labels,
     dialogue: [element],
     events: [stateChanged({ fromState: current.state, toState, event: 'say', actor: 'user', actorInput }), dialogueAppended(current.dialogueLength + 1, element)],
     ...over,
@@ -96,6 +97,7 @@ function update(current: StoredSession, change: { fields?: Record<string, unknow
     actorInput,
     fields,
     expireTime: undefined,
+    labels: current.labels,
     dialogue: [],
     events: [fieldsUpdated({ updateMask: ['fields'], fields, actor: current.actor, actorInput })],
   };
@@ -263,7 +265,7 @@ for (const backend of backends) {
       const mine = [await create({ topic: 'a' }, 'u1'), await create({ topic: 'b' }, 'u2'), await create({ topic: 'c' }, 'u1'), await create({ topic: 'd' })];
       t.is(mine[0]!.endUserId, 'u1');
       t.is(mine[3]!.endUserId, undefined);
-      const listed = await store.listSessions(account, { endUserId: 'u1' }, 0, 10);
+      const listed = await store.listSessions(account, { endUserId: 'u1' }, { by: 'seq', desc: false }, undefined, 10);
       t.deepEqual(
         listed.map((r) => r.session.id),
         [mine[0]!.id, mine[2]!.id],

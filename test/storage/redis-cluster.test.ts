@@ -61,7 +61,7 @@ shared('every key a running parley writes is the epoch, an API key principal, or
   const s = await startTestServer({ redisUrl: redisClusterUrl, redisCluster: { seeds: [] } });
   t.teardown(() => s.stop());
   const tenant = await createTenant(s);
-  const openReq = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
+  const openReq = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '', labels: {} };
   const prompt = (await rpc(s.prompt, s.prompt.openPrompt, openReq, tenant.md)).prompt!;
   await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, sessionKey: prompt.sessionKey }, tenant.md);
   const g = genie(s, tenant);

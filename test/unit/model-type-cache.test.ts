@@ -42,6 +42,7 @@ async function replicas(opts: { bus?: boolean; now?: () => number } = {}) {
     forkedFromRevision: undefined,
     expireTime: undefined,
     endUserId: undefined,
+    labels: {},
     createdAt: new Date(),
     updatedAt: new Date(),
   };

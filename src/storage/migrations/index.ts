@@ -13,6 +13,7 @@ import * as m011 from './011_session_commits.js';
 import * as m012 from './012_session_storage.js';
 import * as m013 from './013_dialogue_tokens.js';
 import * as m014 from './014_end_users.js';
+import * as m015 from './015_labels.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -36,6 +37,7 @@ const migrations: Record<string, Migration> = {
   '012_session_storage': m012,
   '013_dialogue_tokens': m013,
   '014_end_users': m014,
+  '015_labels': m015,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -126,6 +126,36 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     addField: fc.option(fc.record({ name: str, defaultValue: json }), { nil: undefined }),
     mapStates: fc.option(fc.record({ mapping: stringMap }), { nil: undefined }),
   });
+  // Labels: good keys, keys the bounds refuse (upper case, reserved, too long) and arbitrary values.
+  const labels = fc.oneof(
+    { weight: 2, arbitrary: fc.constant({}) },
+    { weight: 3, arbitrary: fc.dictionary(fc.constantFrom('team', 'tier', 'x-y', 'Bad', '9lives', 'constructor', 'k'.repeat(64)), str, { maxKeys: 7 }) },
+  );
+  // Filters: each accepted form, each refused one, and arbitrary text.
+  const filter = fc.oneof(
+    { weight: 2, arbitrary: fc.constant('') },
+    {
+      weight: 3,
+      arbitrary: fc.constantFrom(
+        'labels.team = "a"',
+        'labels.team:*',
+        'state = "start" AND model_type = "qa"',
+        'end_user_id = "u1"',
+        'create_time >= "2020-01-01T00:00:00Z" AND update_time < "2999-01-01T00:00:00Z"',
+        'labels.team = "a" OR labels.team = "b"',
+        'NOT labels.team:*',
+        '-labels.team:*',
+        'state != "x"',
+        'fields.topic = "x"',
+        'actor_input = "x"',
+        'llm_client_id = "x"',
+        'labels.team = "unterminated',
+        'labels.team = "a" AND '.repeat(20) + 'labels.team = "a"',
+      ),
+    },
+    { weight: 1, arbitrary: str },
+  );
+  const orderBy = fc.constantFrom('', 'create_time', 'create_time desc', 'update_time', 'update_time desc', 'update_time up', 'seq');
   const session = fc.record({
     sessionId: sessions,
     modelType: oneOfOr(['', 'qa']),
@@ -145,6 +175,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     dialogueLength: fc.constant(0),
     dialogueTokenCount: fc.constant(0),
     endUserId: endUser,
+    labels,
   });
   // The streaming RPCs' own shapes: optional revisions (the Actor enum is above).
   const optionalRevision = fc.option(revision, { nil: undefined });
@@ -337,6 +368,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
         url: oneOfOr(['', 'https://example.com/chat']),
         requestId,
         endUserId: endUser,
+        labels,
       }),
     },
     // The keys are a oneof: the generator sends one, the other, or both (a binary client may; the last wins on
@@ -351,6 +383,9 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
         createdAfter: fc.oneof(fc.constant(undefined), date),
         createdBefore: fc.oneof(fc.constant(undefined), date),
         endUserId: endUser,
+        filter: fc.oneof(filter, fc.constantFrom('llm_client_id = "x"', `llm_client_id = "${self.tenant.llmClientId}"`, 'state = "x"')),
+        orderBy,
+        showTotalSize: fc.boolean(),
       }),
       extras: [ts([5]), ts([6])],
     },
@@ -374,8 +409,9 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
           llmClientId: oneOfOr(['']),
           accountId: oneOfOr(['']),
           revision,
+          labels,
         }),
-        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id', 'revision']),
+        updateMask: mask(['name', 'description', 'version', 'annotations', 'tags', 'annotations.k', 'account_id', 'id', 'revision', 'labels']),
         requestId,
         expectedRevision: fc.oneof(fc.constant(undefined), revision),
       }),
@@ -423,13 +459,13 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     },
     'GenieService/GetModelType': { kind: 'unary', req: fc.record({ name: oneOfOr(w.modelTypes), schemaVersion: fc.oneof(fc.constant(undefined), int32) }) },
     'GenieService/ListModelTypes': { kind: 'unary', req: fc.record({ name: oneOfOr(['']), ...page('modelTypes') }) },
-    'GenieService/CreateSession': { kind: 'unary', req: fc.record({ modelType: oneOfOr(w.modelTypes), fields: struct, expireTime: date, requestId, endUserId: endUser }), extras: [ts([3])] },
+    'GenieService/CreateSession': { kind: 'unary', req: fc.record({ modelType: oneOfOr(w.modelTypes), fields: struct, expireTime: date, requestId, endUserId: endUser, labels }), extras: [ts([3])] },
     'GenieService/GetSession': { kind: 'unary', req: fc.record({ sessionId: sessions, revision: optRevision }) },
     'GenieService/UpdateSession': {
       kind: 'unary',
       req: fc.record({
         session,
-        updateMask: mask(['fields', 'fields.topic', 'actor', 'actor_input', 'expire_time', 'state', 'revision']),
+        updateMask: mask(['fields', 'fields.topic', 'actor', 'actor_input', 'expire_time', 'state', 'revision', 'labels', 'labels.team']),
         expectedRevision: optRevision,
         fieldsPatch: fc.oneof(fc.constant(undefined), struct),
         requestId,
@@ -437,7 +473,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
       extras: [ts([1, 15])],
     },
     'GenieService/DeleteSession': { kind: 'unary', req: fc.record({ sessionId: fc.oneof({ weight: 1, arbitrary: fc.constantFrom(...self.sessionIds.slice(1)) }, { weight: 4, arbitrary: id([]) }), expectedRevision: optRevision, requestId }) },
-    'GenieService/ListSessions': { kind: 'unary', req: fc.record({ modelType: oneOfOr(['']), state: oneOfOr(['']), ...page('sessions'), endUserId: endUser }) },
+    'GenieService/ListSessions': { kind: 'unary', req: fc.record({ modelType: oneOfOr(['']), state: oneOfOr(['']), ...page('sessions'), endUserId: endUser, filter, orderBy, showTotalSize: fc.boolean() }) },
     'GenieService/ForkSession': { kind: 'unary', req: fc.record({ sessionId: sessions, revision: optRevision, requestId }) },
     'GenieService/SendEvent': { kind: 'unary', req: fc.record({ sessionId: sessions, eventName: event, actor: actorEnum, actorInput: str, expectedRevision: optRevision, requestId }) },
     'GenieService/AppendDialogue': { kind: 'unary', req: fc.record({ sessionId: sessions, actor: actorEnum, actorText: str, expectedRevision: optRevision, requestId }) },

@@ -36,7 +36,7 @@ export function victimLoop(s: TestServer, v: Holdings, boundMs: number): { stop:
   };
   const loop = (async () => {
     for (let i = 0; running; i++) {
-      const created = await timed('CreateSession', (o) => rpc(g, g.createSession, { endUserId: '', modelType: 'qa', fields: { topic: `round ${i}` }, expireTime: undefined, requestId: '' }, md, o));
+      const created = await timed('CreateSession', (o) => rpc(g, g.createSession, { endUserId: '', modelType: 'qa', fields: { topic: `round ${i}` }, expireTime: undefined, requestId: '', labels: { round: String(i % 3) } }, md, o));
       const id = created?.session?.sessionId;
       if (id) {
         await timed('SendEvent', (o) => rpc(g, g.sendEvent, { sessionId: id, eventName: 'user_input', actor: 0, actorInput: `question ${i}`, expectedRevision: undefined, requestId: '' }, md, o));
@@ -47,7 +47,7 @@ export function victimLoop(s: TestServer, v: Holdings, boundMs: number): { stop:
       const message = { role: ChatRole.CHAT_ROLE_USER, content: `hello ${i}`, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined };
       await timed('AppendHistory', (o) => rpc(p, p.appendHistory, { promptId, request: { i }, response: {}, messages: [message], requestId: '' }, md, o));
       await timed('GetPrompt', (o) => rpc(p, p.getPrompt, { id: promptId, sessionKey: '' }, md, o));
-      await timed('ListSessions', (o) => rpc(g, g.listSessions, { endUserId: '', modelType: '', state: '', pageSize: 5, pageToken: '' }, md, o));
+      await timed('ListSessions', (o) => rpc(g, g.listSessions, { endUserId: '', modelType: '', state: '', pageSize: 5, pageToken: '', filter: 'labels.round = "1" AND create_time > "2020-01-01T00:00:00Z"', orderBy: 'update_time desc', showTotalSize: true }, md, o));
     }
   })();
   return {

@@ -45,7 +45,7 @@ export async function populate(s: TestServer, tenant: Tenant): Promise<Holdings>
   const promptIds: string[] = [];
   const sessionKeys: string[] = [];
   for (let i = 0; i < 2; i++) {
-    const { prompt } = await rpc(p, p.openPrompt, { endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '10.0.0.1', userAgent: 'fuzz', url: '', requestId: '' }, md);
+    const { prompt } = await rpc(p, p.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '10.0.0.1', userAgent: 'fuzz', url: '', requestId: '' }, md);
     promptIds.push(prompt!.id);
     sessionKeys.push(prompt!.sessionKey);
     for (let j = 0; j < 2; j++) {
@@ -87,14 +87,14 @@ export async function buildWorld(s: TestServer, victim: Promise<Holdings>): Prom
   const first = { pageSize: 1, pageToken: '' };
   const tok = (t: string) => (t ? [t] : []);
   const tokens: World['tokens'] = {
-    prompts: tok((await rpc(p, p.listPrompts, { ...first, llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined, endUserId: '' }, md)).nextPageToken),
+    prompts: tok((await rpc(p, p.listPrompts, { filter: '', orderBy: '', showTotalSize: false, ...first, llmClientId: '', tag: '', createdAfter: undefined, createdBefore: undefined, endUserId: '' }, md)).nextPageToken),
     history: tok((await rpc(p, p.listHistory, { promptId, ...first }, md)).nextPageToken),
     toolCalls: tok((await rpc(p, p.listToolCalls, { promptId, ...first }, md)).nextPageToken),
     pluginUsage: tok((await rpc(p, p.listPluginUsage, { promptId, ...first }, md)).nextPageToken),
     plugins: tok((await rpc(p, p.listPlugins, first, md)).nextPageToken),
     adminPlugins: tok((await rpc(s.admin, s.admin.listPlugins, { accountId: self.tenant.accountId, ...first }, s.adminMd)).nextPageToken),
     modelTypes: tok((await rpc(s.genie, s.genie.listModelTypes, { name: '', ...first }, md)).nextPageToken),
-    sessions: tok((await rpc(s.genie, s.genie.listSessions, { endUserId: '', modelType: '', state: '', ...first }, md)).nextPageToken),
+    sessions: tok((await rpc(s.genie, s.genie.listSessions, { endUserId: '', modelType: '', state: '', filter: '', orderBy: '', showTotalSize: false, ...first }, md)).nextPageToken),
     secondaryKeys: tok((await rpc(s.genie, s.genie.listSecondaryKeys, { sessionId, ...first }, md)).nextPageToken),
     dialogue: tok((await rpc(s.genie, s.genie.listDialogue, { sessionId, revision: undefined, ...first }, md)).nextPageToken),
   };

@@ -388,6 +388,21 @@ export interface GenieSession {
    * (FormatDialogue) counts more: its markup adds tokens, and tokens are not additive across joins.
    */
   dialogueTokenCount: number;
+  /**
+   * The developer's labels, for finding sessions (ListSessionsRequest.filter `labels.<key>`): at most 64;
+   * keys of 1–63 characters, lower-case letters, digits, `_` and `-`, starting with a letter (so a key is a
+   * plain name in a filter); values of at most 256 characters without control characters. Set at
+   * CreateSession, replaced whole by UpdateSession (path `labels`), inherited by a fork. Labels are not
+   * versioned: they describe the session, not one of its revisions, so GetSession at an earlier revision
+   * shows the current labels. Changing them commits a revision whose FieldsUpdated names `labels` in its
+   * update_mask.
+   */
+  labels: { [key: string]: string };
+}
+
+export interface GenieSession_LabelsEntry {
+  key: string;
+  value: string;
 }
 
 /** Metadata of one secondary-storage value. */
@@ -480,6 +495,16 @@ export interface CreateSessionRequest {
    * none. It cannot be changed later; ListSessions filters by it and EraseEndUser deletes by it.
    */
   endUserId: string;
+  /**
+   * The session's labels (see GenieSession.labels for their bounds); a bad one is INVALID_ARGUMENT on
+   * `labels`.
+   */
+  labels: { [key: string]: string };
+}
+
+export interface CreateSessionRequest_LabelsEntry {
+  key: string;
+  value: string;
 }
 
 /** Response of CreateSession. */
@@ -526,7 +551,8 @@ export interface UpdateSessionRequest {
     | undefined;
   /**
    * The session's own fields to set, snake_case: `actor`, `actor_input`, `expire_time` (unset clears
-   * it), or `*` for all three. Unset means the populated ones among them. User fields are not paths: use
+   * it), `labels` (replaces the whole map; an empty map removes every label), or `*` for all four. Unset
+   * means the populated ones among them (labels when the map is not empty). User fields are not paths: use
    * fields_patch. Any other path is INVALID_ARGUMENT (UPDATE_MASK_INVALID).
    */
   updateMask:
@@ -590,14 +616,47 @@ export interface ListSessionsRequest {
    * other filters.
    */
   endUserId: string;
+  /**
+   * An AIP-160 filter, ANDed with the fields above: at most 2048 characters, restrictions joined by `AND`
+   * (at most 16), each one of
+   *   labels.<key> = "value"      the label is set to that value
+   *   labels.<key>:*              the label is set
+   *   state = "s"                 as the `state` field
+   *   model_type = "t"            as the `model_type` field
+   *   end_user_id = "u"           as the `end_user_id` field
+   *   create_time <op> "RFC 3339" op one of = < <= > >=
+   *   update_time <op> "RFC 3339"
+   * String literals are double-quoted, `\"` and `\\` escaped. Only what an index serves is accepted:
+   * OR, NOT, `-`, `!=`, functions, parentheses, other fields (user fields, actor_input…) are
+   * INVALID_ARGUMENT on `filter` saying which part is refused, never a scan of the account's sessions.
+   */
+  filter: string;
+  /**
+   * `create_time`, `create_time desc`, `update_time` or `update_time desc`; empty keeps the default order
+   * (oldest created first, by creation sequence). Pages are keyset pages: a session that does not change
+   * while paging is listed exactly once. Under update_time a session updated while paging moves to its
+   * new place: it may be listed twice (ascending, if its new time is after the page boundary) or not at
+   * all (descending, when it was not yet listed and moves before the boundary).
+   */
+  orderBy: string;
+  /** Set total_size in the response: how many live sessions match, counted with the same predicate. */
+  showTotalSize: boolean;
 }
 
 /** Response of ListSessions. */
 export interface ListSessionsResponse {
-  /** Oldest first, without their dialogue (current_response is set); a page also stops before 3 MiB. */
+  /**
+   * In the requested order (oldest first by default), without their dialogue (current_response is set);
+   * a page also stops before 3 MiB.
+   */
   sessions: GenieSession[];
   /** Empty on the last page. */
   nextPageToken: string;
+  /**
+   * With show_total_size: how many live sessions of the account match the request's filters (all pages,
+   * counted when this page was read); 0 otherwise. Deleted sessions never count.
+   */
+  totalSize: number;
 }
 
 /** Request of ForkSession. */
@@ -952,7 +1011,7 @@ export interface SessionEvent {
   stateChanged?:
     | StateChanged
     | undefined;
-  /** UpdateSession changed the developer's fields, actor or actor_input. */
+  /** UpdateSession changed the developer's fields, actor, actor_input, expire_time or labels. */
   fieldsUpdated?:
     | FieldsUpdated
     | undefined;
@@ -1011,7 +1070,10 @@ export interface StateChanged {
 
 /** UpdateSession changed the session's own fields or the developer's fields. */
 export interface FieldsUpdated {
-  /** The paths the update named (its update_mask, plus `fields` for a fields_patch). */
+  /**
+   * The paths the update named (its update_mask, plus `fields` for a fields_patch). `labels` here says the
+   * session's labels were replaced; the event does not carry them (read them with GetSession).
+   */
   updateMask: string[];
   /** The developer's fields after the update, whole (within UpdateSession's limits). */
   fields:
@@ -1287,10 +1349,7 @@ export interface SessionRecord {
   trailer?: SessionRecordTrailer | undefined;
 }
 
-/**
- * What identifies an exported session, and its values that no revision holds. Field 14 is kept for
- * `labels`.
- */
+/** What identifies an exported session, and its values that no revision holds. */
 export interface SessionRecordHeader {
   /** The exported session's id (a UUID). ImportSession keeps it with keep_session_id, else makes a new one. */
   sessionId: string;
@@ -1336,6 +1395,13 @@ export interface SessionRecordHeader {
    * for an export of the current one.
    */
   revisionCount: number;
+  /** The session's labels (as GenieSession.labels, same bounds; not versioned, so the current ones). */
+  labels: { [key: string]: string };
+}
+
+export interface SessionRecordHeader_LabelsEntry {
+  key: string;
+  value: string;
 }
 
 /** The session's snapshot at one revision, as stored (never upgraded to a later schema version). */
@@ -2832,6 +2898,7 @@ function createBaseGenieSession(): GenieSession {
     dialogueLength: 0,
     endUserId: "",
     dialogueTokenCount: 0,
+    labels: {},
   };
 }
 
@@ -2891,6 +2958,9 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.dialogueTokenCount !== 0) {
       writer.uint32(136).int64(message.dialogueTokenCount);
     }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      GenieSession_LabelsEntry.encode({ key: key as any, value }, writer.uint32(154).fork()).join();
+    });
     return writer;
   },
 
@@ -3051,6 +3121,17 @@ export const GenieSession: MessageFns<GenieSession> = {
             message.dialogueTokenCount = longToNumber(reader.int64());
             continue;
           }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            const entry19 = GenieSession_LabelsEntry.decode(reader, reader.uint32());
+            if (entry19.value !== undefined) {
+              message.labels[entry19.key] = entry19.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3137,6 +3218,20 @@ export const GenieSession: MessageFns<GenieSession> = {
         : isSet(object.dialogue_token_count)
         ? globalThis.Number(object.dialogue_token_count)
         : 0,
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -3196,6 +3291,15 @@ export const GenieSession: MessageFns<GenieSession> = {
     if (message.dialogueTokenCount !== 0) {
       obj.dialogueTokenCount = Math.round(message.dialogueTokenCount);
     }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -3224,6 +3328,100 @@ export const GenieSession: MessageFns<GenieSession> = {
     message.dialogueLength = object.dialogueLength ?? 0;
     message.endUserId = object.endUserId ?? "";
     message.dialogueTokenCount = object.dialogueTokenCount ?? 0;
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseGenieSession_LabelsEntry(): GenieSession_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const GenieSession_LabelsEntry: MessageFns<GenieSession_LabelsEntry> = {
+  encode(message: GenieSession_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GenieSession_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGenieSession_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GenieSession_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: GenieSession_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GenieSession_LabelsEntry>, I>>(base?: I): GenieSession_LabelsEntry {
+    return GenieSession_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GenieSession_LabelsEntry>, I>>(object: I): GenieSession_LabelsEntry {
+    const message = createBaseGenieSession_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
@@ -3890,7 +4088,7 @@ export const ListModelTypesResponse: MessageFns<ListModelTypesResponse> = {
 };
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
-  return { modelType: "", fields: undefined, expireTime: undefined, requestId: "", endUserId: "" };
+  return { modelType: "", fields: undefined, expireTime: undefined, requestId: "", endUserId: "", labels: {} };
 }
 
 export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
@@ -3910,6 +4108,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     if (message.endUserId !== "") {
       writer.uint32(42).string(message.endUserId);
     }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      CreateSessionRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
     return writer;
   },
 
@@ -3966,6 +4167,17 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
             message.endUserId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = CreateSessionRequest_LabelsEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.labels[entry6.key] = entry6.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4001,6 +4213,20 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
         : isSet(object.end_user_id)
         ? globalThis.String(object.end_user_id)
         : "",
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -4021,6 +4247,15 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     if (message.endUserId !== "") {
       obj.endUserId = message.endUserId;
     }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -4034,6 +4269,104 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     message.expireTime = object.expireTime ?? undefined;
     message.requestId = object.requestId ?? "";
     message.endUserId = object.endUserId ?? "";
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseCreateSessionRequest_LabelsEntry(): CreateSessionRequest_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const CreateSessionRequest_LabelsEntry: MessageFns<CreateSessionRequest_LabelsEntry> = {
+  encode(message: CreateSessionRequest_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateSessionRequest_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateSessionRequest_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateSessionRequest_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: CreateSessionRequest_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateSessionRequest_LabelsEntry>, I>>(
+    base?: I,
+  ): CreateSessionRequest_LabelsEntry {
+    return CreateSessionRequest_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateSessionRequest_LabelsEntry>, I>>(
+    object: I,
+  ): CreateSessionRequest_LabelsEntry {
+    const message = createBaseCreateSessionRequest_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
@@ -4717,7 +5050,16 @@ export const DeleteSessionResponse: MessageFns<DeleteSessionResponse> = {
 };
 
 function createBaseListSessionsRequest(): ListSessionsRequest {
-  return { modelType: "", state: "", pageSize: 0, pageToken: "", endUserId: "" };
+  return {
+    modelType: "",
+    state: "",
+    pageSize: 0,
+    pageToken: "",
+    endUserId: "",
+    filter: "",
+    orderBy: "",
+    showTotalSize: false,
+  };
 }
 
 export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
@@ -4736,6 +5078,15 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
     }
     if (message.endUserId !== "") {
       writer.uint32(42).string(message.endUserId);
+    }
+    if (message.filter !== "") {
+      writer.uint32(50).string(message.filter);
+    }
+    if (message.orderBy !== "") {
+      writer.uint32(58).string(message.orderBy);
+    }
+    if (message.showTotalSize !== false) {
+      writer.uint32(64).bool(message.showTotalSize);
     }
     return writer;
   },
@@ -4793,6 +5144,30 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
             message.endUserId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.filter = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.orderBy = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.showTotalSize = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4828,6 +5203,17 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
         : isSet(object.end_user_id)
         ? globalThis.String(object.end_user_id)
         : "",
+      filter: isSet(object.filter) ? globalThis.String(object.filter) : "",
+      orderBy: isSet(object.orderBy)
+        ? globalThis.String(object.orderBy)
+        : isSet(object.order_by)
+        ? globalThis.String(object.order_by)
+        : "",
+      showTotalSize: isSet(object.showTotalSize)
+        ? globalThis.Boolean(object.showTotalSize)
+        : isSet(object.show_total_size)
+        ? globalThis.Boolean(object.show_total_size)
+        : false,
     };
   },
 
@@ -4848,6 +5234,15 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
     if (message.endUserId !== "") {
       obj.endUserId = message.endUserId;
     }
+    if (message.filter !== "") {
+      obj.filter = message.filter;
+    }
+    if (message.orderBy !== "") {
+      obj.orderBy = message.orderBy;
+    }
+    if (message.showTotalSize !== false) {
+      obj.showTotalSize = message.showTotalSize;
+    }
     return obj;
   },
 
@@ -4861,12 +5256,15 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
     message.endUserId = object.endUserId ?? "";
+    message.filter = object.filter ?? "";
+    message.orderBy = object.orderBy ?? "";
+    message.showTotalSize = object.showTotalSize ?? false;
     return message;
   },
 };
 
 function createBaseListSessionsResponse(): ListSessionsResponse {
-  return { sessions: [], nextPageToken: "" };
+  return { sessions: [], nextPageToken: "", totalSize: 0 };
 }
 
 export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
@@ -4876,6 +5274,9 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
     }
     if (message.nextPageToken !== "") {
       writer.uint32(18).string(message.nextPageToken);
+    }
+    if (message.totalSize !== 0) {
+      writer.uint32(24).int32(message.totalSize);
     }
     return writer;
   },
@@ -4909,6 +5310,14 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
             message.nextPageToken = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.totalSize = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4931,6 +5340,11 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
         : isSet(object.next_page_token)
         ? globalThis.String(object.next_page_token)
         : "",
+      totalSize: isSet(object.totalSize)
+        ? globalThis.Number(object.totalSize)
+        : isSet(object.total_size)
+        ? globalThis.Number(object.total_size)
+        : 0,
     };
   },
 
@@ -4942,6 +5356,9 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
     if (message.nextPageToken !== "") {
       obj.nextPageToken = message.nextPageToken;
     }
+    if (message.totalSize !== 0) {
+      obj.totalSize = Math.round(message.totalSize);
+    }
     return obj;
   },
 
@@ -4952,6 +5369,7 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
     const message = createBaseListSessionsResponse();
     message.sessions = object.sessions?.map((e) => GenieSession.fromPartial(e)) || [];
     message.nextPageToken = object.nextPageToken ?? "";
+    message.totalSize = object.totalSize ?? 0;
     return message;
   },
 };
@@ -10313,6 +10731,7 @@ function createBaseSessionRecordHeader(): SessionRecordHeader {
     tokenizerEncoding: "",
     revision: 0,
     revisionCount: 0,
+    labels: {},
   };
 }
 
@@ -10357,6 +10776,9 @@ export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
     if (message.revisionCount !== 0) {
       writer.uint32(104).int64(message.revisionCount);
     }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      SessionRecordHeader_LabelsEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
+    });
     return writer;
   },
 
@@ -10477,6 +10899,17 @@ export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
             message.revisionCount = longToNumber(reader.int64());
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            const entry14 = SessionRecordHeader_LabelsEntry.decode(reader, reader.uint32());
+            if (entry14.value !== undefined) {
+              message.labels[entry14.key] = entry14.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -10548,6 +10981,20 @@ export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
         : isSet(object.revision_count)
         ? globalThis.Number(object.revision_count)
         : 0,
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -10592,6 +11039,15 @@ export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
     if (message.revisionCount !== 0) {
       obj.revisionCount = Math.round(message.revisionCount);
     }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -10613,6 +11069,102 @@ export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
     message.tokenizerEncoding = object.tokenizerEncoding ?? "";
     message.revision = object.revision ?? 0;
     message.revisionCount = object.revisionCount ?? 0;
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseSessionRecordHeader_LabelsEntry(): SessionRecordHeader_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const SessionRecordHeader_LabelsEntry: MessageFns<SessionRecordHeader_LabelsEntry> = {
+  encode(message: SessionRecordHeader_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionRecordHeader_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionRecordHeader_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionRecordHeader_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: SessionRecordHeader_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionRecordHeader_LabelsEntry>, I>>(base?: I): SessionRecordHeader_LabelsEntry {
+    return SessionRecordHeader_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionRecordHeader_LabelsEntry>, I>>(
+    object: I,
+  ): SessionRecordHeader_LabelsEntry {
+    const message = createBaseSessionRecordHeader_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };

@@ -205,9 +205,21 @@ export interface Prompt {
    * Never changed; EndUserService.EraseEndUser deletes the prompt with the rest of that end user's data.
    */
   endUserId: string;
+  /**
+   * The developer's labels, for finding prompts (ListPromptsRequest.filter `labels.<key>`), bounded as
+   * GenieSession.labels: at most 64; keys of 1–63 lower-case letters, digits, `_` and `-`, starting with a
+   * letter; values of at most 256 characters without control characters. Set when OpenPrompt creates the
+   * prompt, replaced whole by UpdatePrompt (path `labels`). Not versioned: the prompt has one set.
+   */
+  labels: { [key: string]: string };
 }
 
 export interface Prompt_AnnotationsEntry {
+  key: string;
+  value: string;
+}
+
+export interface Prompt_LabelsEntry {
   key: string;
   value: string;
 }
@@ -435,6 +447,16 @@ export interface OpenPromptRequest {
    * changed; leaving it empty opens the session whatever its end user.
    */
   endUserId: string;
+  /**
+   * Labels of a new prompt (see Prompt.labels for their bounds; a bad one is INVALID_ARGUMENT on `labels`);
+   * ignored when the session exists (UpdatePrompt changes them).
+   */
+  labels: { [key: string]: string };
+}
+
+export interface OpenPromptRequest_LabelsEntry {
+  key: string;
+  value: string;
 }
 
 /** Response of OpenPrompt. */
@@ -486,14 +508,36 @@ export interface ListPromptsRequest {
    * filters.
    */
   endUserId: string;
+  /**
+   * An AIP-160 filter, ANDed with the fields above, in the grammar of ListSessionsRequest.filter, over
+   *   labels.<key> = "value", labels.<key>:*, end_user_id = "u", llm_client_id = "<uuid>",
+   *   create_time <op> "RFC 3339", update_time <op> "RFC 3339"   (op one of = < <= > >=)
+   * Anything else (OR, NOT, `-`, `!=`, functions, state, model_type, description, tags…) is INVALID_ARGUMENT
+   * on `filter`: no index would serve it.
+   */
+  filter: string;
+  /**
+   * `create_time`, `create_time desc`, `update_time` or `update_time desc`; empty keeps the default order
+   * (newest created first). Keyset pages, as ListSessionsRequest.order_by: a prompt that does not change
+   * while paging is listed exactly once; one updated meanwhile moves under update_time (listed twice or
+   * not at all).
+   */
+  orderBy: string;
+  /** Set total_size in the response. */
+  showTotalSize: boolean;
 }
 
 /** Response of ListPrompts. */
 export interface ListPromptsResponse {
-  /** One page of prompts, newest first. */
+  /** One page of prompts, in the requested order (newest first by default). */
   prompts: Prompt[];
   /** Empty on the last page. */
   nextPageToken: string;
+  /**
+   * With show_total_size: how many of the account's prompts match the request's filters (all pages,
+   * counted when this page was read); 0 otherwise.
+   */
+  totalSize: number;
 }
 
 /** Request of UpdatePrompt. */
@@ -503,11 +547,11 @@ export interface UpdatePromptRequest {
     | Prompt
     | undefined;
   /**
-   * snake_case paths among `name`, `description`, `version`, `annotations`, `tags`; `*` means all five
-   * (a full replacement). Any other path, output-only ones included, is INVALID_ARGUMENT with reason
+   * snake_case paths among `name`, `description`, `version`, `annotations`, `tags`, `labels` (the whole
+   * map); `*` means all six (a full replacement). Any other path, output-only ones included, is INVALID_ARGUMENT with reason
    * UPDATE_MASK_INVALID naming it. When empty, the mask is the updatable fields set (non-empty) in
    * `prompt` (AIP-134). JSON clients send the mask as a string of camelCase paths (`"name,description"`);
-   * most JSON encoders (Go, C++) refuse `*` in a FieldMask, so they list the five paths instead.
+   * most JSON encoders (Go, C++) refuse `*` in a FieldMask, so they list the six paths instead.
    */
   updateMask:
     | string[]
@@ -884,9 +928,16 @@ export interface PromptRecordHeader {
   endUserId: string;
   /** The LLM client of the caller's account the prompt belongs to. */
   llmClientId: string;
+  /** As Prompt.labels (same bounds); empty means none. */
+  labels: { [key: string]: string };
 }
 
 export interface PromptRecordHeader_AnnotationsEntry {
+  key: string;
+  value: string;
+}
+
+export interface PromptRecordHeader_LabelsEntry {
   key: string;
   value: string;
 }
@@ -980,6 +1031,7 @@ function createBasePrompt(): Prompt {
     accountId: "",
     revision: 0,
     endUserId: "",
+    labels: {},
   };
 }
 
@@ -1036,6 +1088,9 @@ export const Prompt: MessageFns<Prompt> = {
     if (message.endUserId !== "") {
       writer.uint32(138).string(message.endUserId);
     }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      Prompt_LabelsEntry.encode({ key: key as any, value }, writer.uint32(146).fork()).join();
+    });
     return writer;
   },
 
@@ -1191,6 +1246,17 @@ export const Prompt: MessageFns<Prompt> = {
             message.endUserId = reader.string();
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            const entry18 = Prompt_LabelsEntry.decode(reader, reader.uint32());
+            if (entry18.value !== undefined) {
+              message.labels[entry18.key] = entry18.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1271,6 +1337,20 @@ export const Prompt: MessageFns<Prompt> = {
         : isSet(object.end_user_id)
         ? globalThis.String(object.end_user_id)
         : "",
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -1333,6 +1413,15 @@ export const Prompt: MessageFns<Prompt> = {
     if (message.endUserId !== "") {
       obj.endUserId = message.endUserId;
     }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -1366,6 +1455,15 @@ export const Prompt: MessageFns<Prompt> = {
     message.accountId = object.accountId ?? "";
     message.revision = object.revision ?? 0;
     message.endUserId = object.endUserId ?? "";
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
     return message;
   },
 };
@@ -1449,6 +1547,91 @@ export const Prompt_AnnotationsEntry: MessageFns<Prompt_AnnotationsEntry> = {
   },
   fromPartial<I extends Exact<DeepPartial<Prompt_AnnotationsEntry>, I>>(object: I): Prompt_AnnotationsEntry {
     const message = createBasePrompt_AnnotationsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBasePrompt_LabelsEntry(): Prompt_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const Prompt_LabelsEntry: MessageFns<Prompt_LabelsEntry> = {
+  encode(message: Prompt_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Prompt_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrompt_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Prompt_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Prompt_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Prompt_LabelsEntry>, I>>(base?: I): Prompt_LabelsEntry {
+    return Prompt_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Prompt_LabelsEntry>, I>>(object: I): Prompt_LabelsEntry {
+    const message = createBasePrompt_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;
@@ -2885,6 +3068,7 @@ function createBaseOpenPromptRequest(): OpenPromptRequest {
     url: "",
     requestId: "",
     endUserId: "",
+    labels: {},
   };
 }
 
@@ -2914,6 +3098,9 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     if (message.endUserId !== "") {
       writer.uint32(66).string(message.endUserId);
     }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      OpenPromptRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(74).fork()).join();
+    });
     return writer;
   },
 
@@ -2994,6 +3181,17 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
             message.endUserId = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            const entry9 = OpenPromptRequest_LabelsEntry.decode(reader, reader.uint32());
+            if (entry9.value !== undefined) {
+              message.labels[entry9.key] = entry9.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3044,6 +3242,20 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
         : isSet(object.end_user_id)
         ? globalThis.String(object.end_user_id)
         : "",
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -3073,6 +3285,15 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     if (message.endUserId !== "") {
       obj.endUserId = message.endUserId;
     }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -3089,6 +3310,102 @@ export const OpenPromptRequest: MessageFns<OpenPromptRequest> = {
     message.url = object.url ?? "";
     message.requestId = object.requestId ?? "";
     message.endUserId = object.endUserId ?? "";
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseOpenPromptRequest_LabelsEntry(): OpenPromptRequest_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const OpenPromptRequest_LabelsEntry: MessageFns<OpenPromptRequest_LabelsEntry> = {
+  encode(message: OpenPromptRequest_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenPromptRequest_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenPromptRequest_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OpenPromptRequest_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: OpenPromptRequest_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OpenPromptRequest_LabelsEntry>, I>>(base?: I): OpenPromptRequest_LabelsEntry {
+    return OpenPromptRequest_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OpenPromptRequest_LabelsEntry>, I>>(
+    object: I,
+  ): OpenPromptRequest_LabelsEntry {
+    const message = createBaseOpenPromptRequest_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
@@ -3347,6 +3664,9 @@ function createBaseListPromptsRequest(): ListPromptsRequest {
     createdAfter: undefined,
     createdBefore: undefined,
     endUserId: "",
+    filter: "",
+    orderBy: "",
+    showTotalSize: false,
   };
 }
 
@@ -3372,6 +3692,15 @@ export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
     }
     if (message.endUserId !== "") {
       writer.uint32(58).string(message.endUserId);
+    }
+    if (message.filter !== "") {
+      writer.uint32(66).string(message.filter);
+    }
+    if (message.orderBy !== "") {
+      writer.uint32(74).string(message.orderBy);
+    }
+    if (message.showTotalSize !== false) {
+      writer.uint32(80).bool(message.showTotalSize);
     }
     return writer;
   },
@@ -3445,6 +3774,30 @@ export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
             message.endUserId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.filter = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.orderBy = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.showTotalSize = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3490,6 +3843,17 @@ export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
         : isSet(object.end_user_id)
         ? globalThis.String(object.end_user_id)
         : "",
+      filter: isSet(object.filter) ? globalThis.String(object.filter) : "",
+      orderBy: isSet(object.orderBy)
+        ? globalThis.String(object.orderBy)
+        : isSet(object.order_by)
+        ? globalThis.String(object.order_by)
+        : "",
+      showTotalSize: isSet(object.showTotalSize)
+        ? globalThis.Boolean(object.showTotalSize)
+        : isSet(object.show_total_size)
+        ? globalThis.Boolean(object.show_total_size)
+        : false,
     };
   },
 
@@ -3516,6 +3880,15 @@ export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
     if (message.endUserId !== "") {
       obj.endUserId = message.endUserId;
     }
+    if (message.filter !== "") {
+      obj.filter = message.filter;
+    }
+    if (message.orderBy !== "") {
+      obj.orderBy = message.orderBy;
+    }
+    if (message.showTotalSize !== false) {
+      obj.showTotalSize = message.showTotalSize;
+    }
     return obj;
   },
 
@@ -3531,12 +3904,15 @@ export const ListPromptsRequest: MessageFns<ListPromptsRequest> = {
     message.createdAfter = object.createdAfter ?? undefined;
     message.createdBefore = object.createdBefore ?? undefined;
     message.endUserId = object.endUserId ?? "";
+    message.filter = object.filter ?? "";
+    message.orderBy = object.orderBy ?? "";
+    message.showTotalSize = object.showTotalSize ?? false;
     return message;
   },
 };
 
 function createBaseListPromptsResponse(): ListPromptsResponse {
-  return { prompts: [], nextPageToken: "" };
+  return { prompts: [], nextPageToken: "", totalSize: 0 };
 }
 
 export const ListPromptsResponse: MessageFns<ListPromptsResponse> = {
@@ -3546,6 +3922,9 @@ export const ListPromptsResponse: MessageFns<ListPromptsResponse> = {
     }
     if (message.nextPageToken !== "") {
       writer.uint32(18).string(message.nextPageToken);
+    }
+    if (message.totalSize !== 0) {
+      writer.uint32(24).int32(message.totalSize);
     }
     return writer;
   },
@@ -3579,6 +3958,14 @@ export const ListPromptsResponse: MessageFns<ListPromptsResponse> = {
             message.nextPageToken = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.totalSize = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3599,6 +3986,11 @@ export const ListPromptsResponse: MessageFns<ListPromptsResponse> = {
         : isSet(object.next_page_token)
         ? globalThis.String(object.next_page_token)
         : "",
+      totalSize: isSet(object.totalSize)
+        ? globalThis.Number(object.totalSize)
+        : isSet(object.total_size)
+        ? globalThis.Number(object.total_size)
+        : 0,
     };
   },
 
@@ -3610,6 +4002,9 @@ export const ListPromptsResponse: MessageFns<ListPromptsResponse> = {
     if (message.nextPageToken !== "") {
       obj.nextPageToken = message.nextPageToken;
     }
+    if (message.totalSize !== 0) {
+      obj.totalSize = Math.round(message.totalSize);
+    }
     return obj;
   },
 
@@ -3620,6 +4015,7 @@ export const ListPromptsResponse: MessageFns<ListPromptsResponse> = {
     const message = createBaseListPromptsResponse();
     message.prompts = object.prompts?.map((e) => Prompt.fromPartial(e)) || [];
     message.nextPageToken = object.nextPageToken ?? "";
+    message.totalSize = object.totalSize ?? 0;
     return message;
   },
 };
@@ -6689,6 +7085,7 @@ function createBasePromptRecordHeader(): PromptRecordHeader {
     updateTime: undefined,
     endUserId: "",
     llmClientId: "",
+    labels: {},
   };
 }
 
@@ -6733,6 +7130,9 @@ export const PromptRecordHeader: MessageFns<PromptRecordHeader> = {
     if (message.llmClientId !== "") {
       writer.uint32(106).string(message.llmClientId);
     }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      PromptRecordHeader_LabelsEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
+    });
     return writer;
   },
 
@@ -6856,6 +7256,17 @@ export const PromptRecordHeader: MessageFns<PromptRecordHeader> = {
             message.llmClientId = reader.string();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            const entry14 = PromptRecordHeader_LabelsEntry.decode(reader, reader.uint32());
+            if (entry14.value !== undefined) {
+              message.labels[entry14.key] = entry14.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6924,6 +7335,20 @@ export const PromptRecordHeader: MessageFns<PromptRecordHeader> = {
         : isSet(object.llm_client_id)
         ? globalThis.String(object.llm_client_id)
         : "",
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -6974,6 +7399,15 @@ export const PromptRecordHeader: MessageFns<PromptRecordHeader> = {
     if (message.llmClientId !== "") {
       obj.llmClientId = message.llmClientId;
     }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -7003,6 +7437,15 @@ export const PromptRecordHeader: MessageFns<PromptRecordHeader> = {
     message.updateTime = object.updateTime ?? undefined;
     message.endUserId = object.endUserId ?? "";
     message.llmClientId = object.llmClientId ?? "";
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
     return message;
   },
 };
@@ -7090,6 +7533,93 @@ export const PromptRecordHeader_AnnotationsEntry: MessageFns<PromptRecordHeader_
     object: I,
   ): PromptRecordHeader_AnnotationsEntry {
     const message = createBasePromptRecordHeader_AnnotationsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBasePromptRecordHeader_LabelsEntry(): PromptRecordHeader_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const PromptRecordHeader_LabelsEntry: MessageFns<PromptRecordHeader_LabelsEntry> = {
+  encode(message: PromptRecordHeader_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptRecordHeader_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromptRecordHeader_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromptRecordHeader_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: PromptRecordHeader_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PromptRecordHeader_LabelsEntry>, I>>(base?: I): PromptRecordHeader_LabelsEntry {
+    return PromptRecordHeader_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PromptRecordHeader_LabelsEntry>, I>>(
+    object: I,
+  ): PromptRecordHeader_LabelsEntry {
+    const message = createBasePromptRecordHeader_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;
