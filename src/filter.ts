@@ -246,3 +246,32 @@ export function millisecondBounds(r: { op: TimeOp; at: Date; subMs?: true }): Ar
       return r.subMs ? [{ op: '>=', at: next }, { op: '<', at: next }] : [{ op: '>=', at }, { op: '<', at: next }];
   }
 }
+
+/** One equality field narrowed by its typed request field and the filter's equalities; two values match nothing. */
+export function equalityOf(restrictions: readonly Restriction[], field: EqualityField, typed: string | undefined): { value: string | undefined; none: boolean } {
+  const values = new Set([...(typed ? [typed] : []), ...restrictions.flatMap((r) => (r.kind === 'equals' && r.field === field ? [r.value] : []))]);
+  return { value: [...values][0], none: values.size > 1 };
+}
+
+/** The label and time restrictions as the stores take them; `conflicting` when one key is asked two values. */
+export function labelAndTimeBounds(restrictions: readonly Restriction[]): {
+  labels: Array<{ key: string; value: string }>;
+  hasLabels: string[];
+  times: Array<{ column: 'created' | 'updated'; op: '<' | '>='; at: Date }>;
+  conflicting: boolean;
+} {
+  const labels = new Map<string, string>();
+  let conflicting = false;
+  for (const r of restrictions) {
+    if (r.kind !== 'label') continue;
+    if (labels.has(r.key) && labels.get(r.key) !== r.value) conflicting = true;
+    labels.set(r.key, r.value);
+  }
+  return {
+    labels: [...labels].map(([key, value]) => ({ key, value })),
+    hasLabels: restrictions.flatMap((r) => (r.kind === 'has_label' ? [r.key] : [])),
+    // Times compare at the millisecond the API shows (see millisecondBounds).
+    times: restrictions.flatMap((r) => (r.kind === 'time' ? millisecondBounds(r).map((b) => ({ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), ...b })) : [])),
+    conflicting,
+  };
+}

@@ -12,7 +12,7 @@ import { LocalCache } from '../local-cache.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, isTimestampText, type Page } from '../paging.js';
 import { labelEntries, noLabels, sameLabels, type Labels } from '../labels.js';
-import { millisecondBounds, type Order, type Restriction } from '../filter.js';
+import { equalityOf, labelAndTimeBounds, type Order, type Restriction } from '../filter.js';
 import { HOT_ELEMENTS, type GenieCache } from './cache.js';
 import { ModelTypeUseCases, type ModelTypeCacheOptions } from './model-types.js';
 import { genieRequestKey, MAX_READ_BYTES, withinBudget } from './rules.js';
@@ -325,20 +325,10 @@ export class GenieUseCases {
         : decodePageToken(pageToken, 'sessions', filters, timeCursor);
     const empty = { items: [], nextPageToken: '', totalSize: 0 };
     // Equalities of the filter narrow the typed fields; two different values of one field match nothing.
-    const pick = (field: 'model_type' | 'state' | 'end_user_id', typed: string | undefined): { value: string | undefined; none: boolean } => {
-      const values = new Set([...(typed ? [typed] : []), ...restrictions.flatMap((r) => (r.kind === 'equals' && r.field === field ? [r.value] : []))]);
-      return { value: [...values][0], none: values.size > 1 };
-    };
-    const modelType = pick('model_type', filter.modelType);
-    const state = pick('state', filter.state);
-    const endUser = pick('end_user_id', filter.endUserId);
-    const labels = new Map<string, string>();
-    let conflicting = false;
-    for (const r of restrictions) {
-      if (r.kind !== 'label') continue;
-      if (labels.has(r.key) && labels.get(r.key) !== r.value) conflicting = true;
-      labels.set(r.key, r.value);
-    }
+    const modelType = equalityOf(restrictions, 'model_type', filter.modelType);
+    const state = equalityOf(restrictions, 'state', filter.state);
+    const endUser = equalityOf(restrictions, 'end_user_id', filter.endUserId);
+    const { conflicting, ...bounds } = labelAndTimeBounds(restrictions);
     if (modelType.none || state.none || endUser.none || conflicting) return empty;
     const types = modelType.value
       ? await this.types.modelTypeVersions(caller.accountId, modelType.value)
@@ -352,10 +342,7 @@ export class GenieUseCases {
       modelType: modelType.value,
       states,
       endUserId: endUser.value,
-      labels: [...labels].map(([key, value]) => ({ key, value })),
-      hasLabels: restrictions.flatMap((r) => (r.kind === 'has_label' ? [r.key] : [])),
-      // Times compare at the millisecond the API shows (see millisecondBounds).
-      times: restrictions.flatMap((r) => (r.kind === 'time' ? millisecondBounds(r).map((b) => ({ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), ...b })) : [])),
+      ...bounds,
     };
     const rows = await this.sessions.listSessions(caller.accountId, stored, order, after, pageSize + 1);
     const totalSize = query.withTotal ? await this.sessions.countSessions(caller.accountId, stored) : 0;

@@ -9,7 +9,7 @@ import { afterCommit } from '../after-commit.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, isTimestampText, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
 import { noLabels, type Labels } from '../labels.js';
-import { millisecondBounds, type Order, type Restriction } from '../filter.js';
+import { equalityOf, labelAndTimeBounds, type Order, type Restriction } from '../filter.js';
 import type { PromptCache } from './cache.js';
 import { promptEvents, publishPromptEvent, type PromptEvent } from './events.js';
 import { toOpenAiMessage, type ChatMessageData } from './messages.js';
@@ -335,19 +335,9 @@ export class PromptUseCases {
     };
     const order: PromptOrder | undefined = query.order && { by: query.order.field === 'create_time' ? 'created' : 'updated', desc: query.order.desc };
     // Equalities of the filter narrow the typed fields; two different values of one field match nothing.
-    const pick = (field: 'llm_client_id' | 'end_user_id', typed: string | undefined) => {
-      const values = new Set([...(typed ? [typed] : []), ...restrictions.flatMap((r) => (r.kind === 'equals' && r.field === field ? [r.value] : []))]);
-      return { value: [...values][0], none: values.size > 1 };
-    };
-    const llmClient = pick('llm_client_id', filter.llmClientId);
-    const endUser = pick('end_user_id', filter.endUserId);
-    const labels = new Map<string, string>();
-    let conflicting = false;
-    for (const r of restrictions) {
-      if (r.kind !== 'label') continue;
-      if (labels.has(r.key) && labels.get(r.key) !== r.value) conflicting = true;
-      labels.set(r.key, r.value);
-    }
+    const llmClient = equalityOf(restrictions, 'llm_client_id', filter.llmClientId);
+    const endUser = equalityOf(restrictions, 'end_user_id', filter.endUserId);
+    const { conflicting, ...bounds } = labelAndTimeBounds(restrictions);
     // A filter's llm_client_id that is not a UUID names no prompt (the column is a uuid: it must not reach it).
     if (llmClient.none || endUser.none || conflicting || (llmClient.value !== undefined && !UUID.test(llmClient.value))) {
       decodePageToken(page.pageToken, 'prompts', filters, isPromptCursor);
@@ -357,10 +347,7 @@ export class PromptUseCases {
       ...filter,
       llmClientId: llmClient.value,
       endUserId: endUser.value,
-      labels: [...labels].map(([key, value]) => ({ key, value })),
-      hasLabels: restrictions.flatMap((r) => (r.kind === 'has_label' ? [r.key] : [])),
-      // Times compare at the millisecond the API shows (see millisecondBounds).
-      times: restrictions.flatMap((r) => (r.kind === 'time' ? millisecondBounds(r).map((b) => ({ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), ...b })) : [])),
+      ...bounds,
     };
     const p = await keysetPage(page, {
       list: 'prompts',

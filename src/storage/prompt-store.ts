@@ -177,6 +177,27 @@ const IMPORT_CHUNK = 500;
  * Prompts and their logs in Postgres (PromptStore), and the account resources prompts refer to, read from
  * AdminService's tables (PromptDirectory).
  */
+/** The columns of a new prompt, as OpenPrompt and ImportPrompt write them. */
+function newPromptColumns(p: NewPrompt): DbRow {
+  return {
+    id: randomUUID(),
+    account_id: p.accountId,
+    user_profile_id: p.userProfileId,
+    llm_client_id: p.llmClientId,
+    name: p.name,
+    description: p.description,
+    version: p.version,
+    annotations: JSON.stringify(p.annotations),
+    tags: p.tags,
+    session_key: p.sessionKey,
+    ip_address: p.ipAddress,
+    user_agent: p.userAgent,
+    url: p.url,
+    end_user_id: p.endUserId || null,
+    labels: JSON.stringify(p.labels),
+  };
+}
+
 export class KnexPromptStore implements PromptStore, PromptDirectory {
   constructor(private readonly db: Db) {}
 
@@ -191,23 +212,7 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
   /** ON CONFLICT makes two racing opens of one new key agree on a single prompt. */
   async insertOrGet(p: NewPrompt, tx?: Tx): Promise<{ row: PromptRow; created: boolean }> {
     const inserted = await this.q(tx)('prompts')
-      .insert({
-        id: randomUUID(),
-        account_id: p.accountId,
-        user_profile_id: p.userProfileId,
-        llm_client_id: p.llmClientId,
-        name: p.name,
-        description: p.description,
-        version: p.version,
-        annotations: JSON.stringify(p.annotations),
-        tags: p.tags,
-        session_key: p.sessionKey,
-        ip_address: p.ipAddress,
-        user_agent: p.userAgent,
-        url: p.url,
-        end_user_id: p.endUserId || null,
-        labels: JSON.stringify(p.labels),
-      })
+      .insert(newPromptColumns(p))
       .onConflict('session_key')
       .ignore()
       .returning('*');
@@ -221,20 +226,7 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
     const q = knexOf(tx);
     const [inserted] = await q('prompts')
       .insert({
-        id: randomUUID(),
-        account_id: p.accountId,
-        user_profile_id: p.userProfileId,
-        llm_client_id: p.llmClientId,
-        name: p.name,
-        description: p.description,
-        version: p.version,
-        annotations: JSON.stringify(p.annotations),
-        tags: p.tags,
-        session_key: p.sessionKey,
-        ip_address: p.ipAddress,
-        user_agent: p.userAgent,
-        url: p.url,
-        end_user_id: p.endUserId || null,
+        ...newPromptColumns(p),
         created_at: p.createdAt,
         updated_at: p.updatedAt,
         revision: 1 + logs.length,

@@ -37,6 +37,7 @@ import {
   type SecondaryValue,
   type Target,
 } from './genie-flow.js';
+import { describeReport } from './report.js';
 
 /** `--model-type Class[@version]=type[@version]`: which parley type (and version) a class's sessions become. */
 export interface Mapping {
@@ -205,14 +206,6 @@ async function readSecondary(redis: Redis, key: string): Promise<SecondaryValue[
   }
 }
 
-/** The report as the command prints it: each refusal, then the counts. */
-export function describeReport(r: Report): string {
-  const lines = r.refusals.map((x) => `refused ${x.key}: ${x.kind}: ${x.reason}`);
-  if (r.refused > r.refusals.length) lines.push(`… and ${r.refused - r.refusals.length} more refused`);
-  const kinds = [...r.byKind].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, n]) => `${k} ${n}`);
-  lines.push(`imported: ${r.imported}`, `already present: ${r.present}`, `refused: ${r.refused}${kinds.length ? ` (${kinds.join(', ')})` : ''}`);
-  return lines.join('\n');
-}
 
 const RETRIES = 5;
 

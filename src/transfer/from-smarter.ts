@@ -27,6 +27,7 @@ import type { ClientConfig } from 'pg';
 import type { ImportPromptRequest, PromptRecord } from '../gen/parley/prompt/v1/prompt.js';
 import { fromOpenAiMessage, toOpenAiMessage } from '../prompt/messages.js';
 import type { ClientTlsFiles } from '../transport/tls.js';
+import { describeReport } from './report.js';
 
 /** A bad command line: exit 2. */
 export class UsageError extends Error {}
@@ -231,14 +232,6 @@ async function recordsOf(source: Source, p: Row, options: SmarterOptions, hasTag
   return records;
 }
 
-/** The report as the command prints it: each refusal, then the counts. */
-export function describeReport(r: Report): string {
-  const lines = r.refusals.map((x) => `refused ${x.key}: ${x.kind}: ${x.reason}`);
-  if (r.refused > r.refusals.length) lines.push(`… and ${r.refused - r.refusals.length} more refused`);
-  const kinds = [...r.byKind].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, n]) => `${k} ${n}`);
-  lines.push(`imported: ${r.imported}`, `already present: ${r.present}`, `refused: ${r.refused}${kinds.length ? ` (${kinds.join(', ')})` : ''}`);
-  return lines.join('\n');
-}
 
 /**
  * ImportPrompt over gRPC, one call per prompt, and the account's plugins by name. A prompt whose session

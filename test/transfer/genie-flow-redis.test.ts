@@ -2,7 +2,8 @@
 // ImportSession side replaced by a recorder (the end-to-end run through a server is test/e2e/genie-flow-import.test.ts).
 import test, { type ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
-import { importGenieFlow, parseMapping, describeReport, type Importer, type TypeLookup } from '../../src/transfer/from-genie-flow.js';
+import { importGenieFlow, parseMapping, type Importer, type TypeLookup } from '../../src/transfer/from-genie-flow.js';
+import { describeReport } from '../../src/transfer/report.js';
 import { parleySessionId, type Target } from '../../src/transfer/genie-flow.js';
 import type { SessionRecord } from '../../src/gen/parley/genie/v1/genie.js';
 import { realRedisUrl, testWhen, uniqueName } from '../helpers/backends.js';
