@@ -4,6 +4,7 @@ import type { GenieSession, ListSessionsRequest } from '../../src/gen/parley/gen
 import { createTenant, rpc, startTestServer, violatedFields, type Tenant, type TestServer } from '../helpers/harness.js';
 import { bufCurl } from '../helpers/buf-curl.js';
 import { genie, modelType, sessionValues } from '../genie/fixtures.js';
+import { Watcher } from '../helpers/watch.js';
 
 let s: TestServer;
 test.before(async () => {
@@ -81,6 +82,16 @@ test('labels: set at creation, replaced and cleared by UpdateSession path labels
   // A mask naming one label is refused: labels are replaced whole.
   const one = await refused(t, setLabels(tenant, a.sessionId, { k: 'w' }, ['labels.k']));
   t.is(one.code, status.INVALID_ARGUMENT);
+  // Watchers see a labels change as fields_updated naming labels in its mask (replayed from the log here).
+  const w = new Watcher(s.genie, tenant.md, a.sessionId, 1);
+  try {
+    await w.until((x) => x.caughtUp() !== undefined, 'caught_up');
+    const masks = w.updates.flatMap((u) => u.commit?.events.flatMap((e) => (e.fieldsUpdated ? [e.fieldsUpdated.updateMask] : [])) ?? []);
+    t.deepEqual(masks[0], ['labels']);
+    t.true(masks.some((m) => m.includes('fields')));
+  } finally {
+    w.call.cancel();
+  }
 });
 
 test('labels out of bounds are INVALID_ARGUMENT naming labels, without echoing long input', async (t) => {
