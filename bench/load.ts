@@ -64,7 +64,7 @@ async function unaryOps(cmd: Extract<LoadCommand, { kind: 'unary' }>): Promise<{
     }
     case 'AppendHistory': {
       const p = historyPayload();
-      const messages: ChatMessage[] = p.messages.map((x) => ({ role: roles[x.role] as ChatRole, content: x.content, name: '', toolCalls: [], toolCallId: '' }));
+      const messages: ChatMessage[] = p.messages.map((x) => ({ role: roles[x.role] as ChatRole, content: x.content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }));
       return {
         close,
         op: (w) =>

@@ -32,6 +32,7 @@ import { bindService } from './transport/rpc.js';
 import { adminAuth, apiKeyAuth } from './transport/authenticate.js';
 import { adminHandlers } from './transport/admin-handlers.js';
 import { promptHandlers } from './transport/prompt-handlers.js';
+import { promptImportHandlers } from './transport/prompt-import-handlers.js';
 import { AdminServiceService, type AdminServiceServer } from './gen/parley/admin/v1/admin.js';
 import { PromptServiceService, type PromptServiceServer } from './gen/parley/prompt/v1/prompt.js';
 import { EndUserServiceService, type EndUserServiceServer } from './gen/parley/enduser/v1/enduser.js';
@@ -144,7 +145,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const callerAuth = apiKeyAuth((secret) => admin.principalOf(secret));
   const bindings = [
     bindService<AdminServiceServer>({ name: 'parley.admin.v1.AdminService', definition: AdminServiceService, handlers: adminHandlers(admin, maintenance(db, store, config, prompts, genie)), authenticate: adminAuth(config.adminToken) }),
-    bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize, telemetry)) }, authenticate: callerAuth }),
+    bindService<PromptServiceServer>({ name: 'parley.prompt.v1.PromptService', definition: PromptServiceService, handlers: { ...promptHandlers(prompts), ...promptStreamHandlers(new PromptWatch(prompts, store.bus, config.watchBufferSize, telemetry)), ...promptImportHandlers(prompts, limits) }, authenticate: callerAuth }),
     bindService<GenieServiceServer>({ name: 'parley.genie.v1.GenieService', definition: GenieServiceService, handlers: { ...genieHandlers(genie), ...genieStreamHandlers(genie, genieWatch, limits), ...transferHandlers(sessionTransfer(db), limits) }, authenticate: callerAuth }),
     // The gateway's own key erases its end users: the account's caller, not the admin token.
     bindService<EndUserServiceServer>({ name: 'parley.enduser.v1.EndUserService', definition: EndUserServiceService, handlers: endUserHandlers(new EndUserErasure(genie, prompts)), authenticate: callerAuth }),

@@ -19,7 +19,8 @@ export type Restriction =
   | { kind: 'label'; key: string; value: string }
   | { kind: 'has_label'; key: string }
   | { kind: 'equals'; field: EqualityField; value: string }
-  | { kind: 'time'; field: TimeField; op: TimeOp; at: Date };
+  // `at` is the literal truncated to the millisecond; `subMs` when the literal had more (non-zero) digits.
+  | { kind: 'time'; field: TimeField; op: TimeOp; at: Date; subMs?: true };
 
 export interface FilterSpec {
   /** The equality fields this list takes (the rest are refused as not applicable to it). */
@@ -124,7 +125,11 @@ export function parseFilter(filter: string, spec: FilterSpec): Restriction[] {
       const field = head.v as EqualityField;
       if (!spec.equality.includes(field)) throw refuse(`names ${field}, which this list does not filter by`);
       operator(['=']);
-      return { kind: 'equals', field, value: literal() };
+      const value = literal();
+      // Empty is the field unset: rows without an end user are not in its (partial) index, and no state,
+      // model type or LLM client is empty. Refused rather than read as no restriction.
+      if (value === '') throw refuse(`compares ${field} with "": the field is unset there, which no index serves`);
+      return { kind: 'equals', field, value };
     }
     throw refuse(`names ${shown(head.v)}, which is not filterable: fields are labels.<key>, ${[...spec.equality, ...TIME_FIELDS].join(', ')} (each served by an index)`);
   }
@@ -148,12 +153,9 @@ export function parseFilter(filter: string, spec: FilterSpec): Restriction[] {
 
   function time(field: TimeField): Restriction {
     const op = operator(['=', '<', '<=', '>', '>=']) as TimeOp;
-    const text = literal();
-    const at = new Date(text);
-    if (!RFC3339.test(text) || Number.isNaN(at.getTime()) || at.getUTCFullYear() < 1 || at.getUTCFullYear() > 9999) {
-      throw refuse(`compares ${field} with a value that is not an RFC 3339 time such as "2025-01-31T12:00:00Z"`);
-    }
-    return { kind: 'time', field, op, at };
+    const parsed = rfc3339(literal());
+    if (!parsed) throw refuse(`compares ${field} with a value that is not an RFC 3339 time such as "2025-01-31T12:00:00Z"`);
+    return { kind: 'time', field, op, at: parsed.at, ...(parsed.subMs ? { subMs: true as const } : {}) };
   }
 
   function operator(allowed: readonly string[]): string {
@@ -185,4 +187,62 @@ export function parseOrderBy(orderBy: string): Order | undefined {
     return { field, desc: dir === 'desc' };
   }
   throw invalidArgument('order_by', 'must be create_time, create_time desc, update_time or update_time desc');
+}
+
+/**
+ * An RFC 3339 date-time checked field by field (a calendar day that exists, hours 0–23, no leap second,
+ * an offset of at most 23:59), years 0001–9999 in UTC; the regular expression only checks its shape (no
+ * nested quantifier: linear on any input). `subMs` when digits past the millisecond are not all zero.
+ */
+function rfc3339(text: string): { at: Date; subMs: boolean } | undefined {
+  if (!RFC3339.test(text)) return undefined;
+  const n = (from: number, to: number) => Number(text.slice(from, to));
+  const [year, month, day, hour, minute, second] = [n(0, 4), n(5, 7), n(8, 10), n(11, 13), n(14, 16), n(17, 19)];
+  const daysInMonth = new Date(Date.UTC(2000, month, 0)).getUTCDate() - (month === 2 && !(year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0)) ? 1 : 0);
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 59) return undefined;
+  let i = 19;
+  let fraction = '';
+  if (text[i] === '.') {
+    let j = i + 1;
+    while (j < text.length && text[j]! >= '0' && text[j]! <= '9') j++;
+    fraction = text.slice(i + 1, j);
+    i = j;
+  }
+  let offsetMinutes = 0;
+  if (text[i] === '+' || text[i] === '-') {
+    const [oh, om] = [n(i + 1, i + 3), n(i + 4, i + 6)];
+    if (oh > 23 || om > 59) return undefined;
+    offsetMinutes = (text[i] === '-' ? -1 : 1) * (oh * 60 + om);
+  }
+  const at = new Date(0);
+  // setUTCFullYear, unlike Date.UTC, takes years below 100 as they are.
+  at.setUTCFullYear(year, month - 1, day);
+  at.setUTCHours(hour, minute, second, Number(fraction.slice(0, 3).padEnd(3, '0')));
+  at.setTime(at.getTime() - offsetMinutes * 60_000);
+  if (at.getUTCFullYear() < 1 || at.getUTCFullYear() > 9999) return undefined;
+  return { at, subMs: /[1-9]/.test(fraction.slice(3)) };
+}
+
+/**
+ * A time restriction as index-served bounds (`<` and `>=` only) on a column compared at the millisecond,
+ * the precision the API returns times in. Prompts store microseconds: without this, a prompt whose
+ * create_time reads T would fail `create_time <= T` and `create_time = T` (its stored time is T plus some
+ * microseconds). A stored time s matches exactly when its millisecond floor matches the literal.
+ */
+export function millisecondBounds(r: { op: TimeOp; at: Date; subMs?: true }): Array<{ op: '<' | '>='; at: Date }> {
+  const at = r.at;
+  const next = new Date(at.getTime() + 1);
+  switch (r.op) {
+    case '<':
+      return [{ op: '<', at: r.subMs ? next : at }];
+    case '<=':
+      return [{ op: '<', at: next }];
+    case '>':
+      return [{ op: '>=', at: next }];
+    case '>=':
+      return [{ op: '>=', at: r.subMs ? next : at }];
+    case '=':
+      // A literal finer than a millisecond equals no time the API shows: an empty range.
+      return r.subMs ? [{ op: '>=', at: next }, { op: '<', at: next }] : [{ op: '>=', at }, { op: '<', at: next }];
+  }
 }

@@ -42,3 +42,9 @@ export function sameLabels(a: Labels, b: Labels): boolean {
   const ka = Object.keys(a);
   return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && b[k] === a[k]);
 }
+
+/**
+ * The entries of `labels` sorted by key: how a request fingerprint holds them, since a map's entries arrive
+ * in whatever order the client's encoder wrote them (Go's are random) and a retry must match its first try.
+ */
+export const labelEntries = (labels: Labels): Array<[string, string]> => Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));

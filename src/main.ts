@@ -33,6 +33,9 @@ commands:
                         [--timestamp-offset +00:00] --address host:port
                         migration: imports every genie-flow session of the Redis into the account of
                         PARLEY_API_KEY at a running server (README, Migrating from genie-flow)
+  import --from smarter --source postgres://… --address host:port [--llm-client <name>=<id>]… [--llm-client-id <id>]
+                        migration: imports every prompt of a smarter database with its history, tool calls
+                        and plugin usage into the account of PARLEY_API_KEY (README, Migrating from smarter)
   help                  show this text (also --help or -h, after any command)
 
 options: --version (-v) prints the version. Configuration comes from the environment; see README.md.
@@ -199,7 +202,11 @@ async function main(argv: string[]): Promise<number> {
     case 'export':
     case 'import': {
       if (command === 'import' && values.from !== undefined) {
-        // A migration reads another system and parses its own flags (any --from but genie-flow is refused there).
+        // A migration reads another system and parses its own flags (any other --from is refused there).
+        if (values.from === 'smarter') {
+          const { smarterImportCommand } = await import('./transfer/from-smarter.js');
+          return smarterImportCommand(argv, { apiKey: process.env.PARLEY_API_KEY || undefined, print });
+        }
         const { genieFlowImportCommand } = await import('./transfer/from-genie-flow.js');
         return genieFlowImportCommand(argv, { apiKey: process.env.PARLEY_API_KEY || undefined, print });
       }

@@ -11,8 +11,8 @@ import { afterCommit } from '../after-commit.js';
 import { LocalCache } from '../local-cache.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, encodePageToken, isTimestampText, type Page } from '../paging.js';
-import { noLabels, sameLabels, type Labels } from '../labels.js';
-import type { Order, Restriction } from '../filter.js';
+import { labelEntries, noLabels, sameLabels, type Labels } from '../labels.js';
+import { millisecondBounds, type Order, type Restriction } from '../filter.js';
 import { HOT_ELEMENTS, type GenieCache } from './cache.js';
 import { ModelTypeUseCases, type ModelTypeCacheOptions } from './model-types.js';
 import { genieRequestKey, MAX_READ_BYTES, withinBudget } from './rules.js';
@@ -143,7 +143,7 @@ export class GenieUseCases {
       fields,
       expireTime,
       ...(endUserId ? { endUserId } : {}),
-      ...(Object.keys(labels).length ? { labels: Object.entries(labels) } : {}),
+      ...(Object.keys(labels).length ? { labels: labelEntries(labels) } : {}),
     };
     const { value: r, replayed } = await this.unitOfWork.run(
       this.key(caller, 'CreateSession', requestId, request),
@@ -232,8 +232,8 @@ export class GenieUseCases {
     requestId?: string,
   ): Promise<{ view: SessionView; changed: boolean }> {
     const { paths, values, fieldsPatch } = update;
-    // Labels join the fingerprint as entries (a null-prototype map), and only when named.
-    const request = { id, update: { ...update, values: { ...values, labels: values.labels && Object.entries(values.labels) } }, expectedRevision };
+    // Labels join the fingerprint as entries sorted by key (any wire order is one request), and only when named.
+    const request = { id, update: { ...update, values: { ...values, labels: values.labels && labelEntries(values.labels) } }, expectedRevision };
     const { view, unchanged } = await this.write(
       caller,
       id,
@@ -354,7 +354,8 @@ export class GenieUseCases {
       endUserId: endUser.value,
       labels: [...labels].map(([key, value]) => ({ key, value })),
       hasLabels: restrictions.flatMap((r) => (r.kind === 'has_label' ? [r.key] : [])),
-      times: restrictions.flatMap((r) => (r.kind === 'time' ? [{ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), op: r.op, at: r.at }] : [])),
+      // Times compare at the millisecond the API shows (see millisecondBounds).
+      times: restrictions.flatMap((r) => (r.kind === 'time' ? millisecondBounds(r).map((b) => ({ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), ...b })) : [])),
     };
     const rows = await this.sessions.listSessions(caller.accountId, stored, order, after, pageSize + 1);
     const totalSize = query.withTotal ? await this.sessions.countSessions(caller.accountId, stored) : 0;

@@ -78,7 +78,7 @@ const sessionShape = {
   forkedFromRevision: z.number().optional(),
   expireTime: isoDate.optional(),
   endUserId: z.string().optional(),
-  // A copy or a stored answer written before labels existed has none: it reads as no labels.
+  // A stored answer written before labels existed has none: it replays as no labels (a hot copy must have them).
   labels: z
     .record(z.string(), z.string())
     .optional()
@@ -92,7 +92,10 @@ const sessionShape = {
  * before they were kept) does not decode, so it is a miss and the read goes to Postgres.
  */
 export const hotSessionSchema = z
-  .object(sessionShape)
+  // Labels are required here: a copy without them was written by a server that did not know them, while
+  // the row may hold some (set through a newer server). Read as none, they would be shown wrong and the
+  // next write from that copy would store none; as a miss, the read goes to Postgres.
+  .object({ ...sessionShape, labels: z.record(z.string(), z.string()).transform((l) => labelsOf(Object.entries(l))) })
   // JSON leaves unset fields out; the row type has every key.
   .transform((s): StoredSession => ({ ...s, forkedFromSessionId: s.forkedFromSessionId, forkedFromRevision: s.forkedFromRevision, expireTime: s.expireTime, endUserId: s.endUserId }));
 

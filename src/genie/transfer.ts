@@ -21,7 +21,6 @@
  * hostile import cannot skew a token budget. The event log that WatchSession replays is rebuilt from the
  * records, revision by revision, as the write RPCs would have logged them (see logOf).
  */
-import { noLabels } from '../labels.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { Principal } from '../principal.js';
@@ -55,6 +54,8 @@ export interface HeaderRecord {
   tokenEncoding: TokenizerEncoding;
   revision: number;
   revisionCount: number;
+  /** Checked (labels.ts), null-prototype; not versioned, so the current ones. */
+  labels: Record<string, string>;
 }
 
 export interface RevisionRecord {
@@ -207,6 +208,7 @@ export class SessionTransfer {
         tokenEncoding: head.tokenEncoding,
         revision: last,
         revisionCount,
+        labels: head.labels,
       },
     };
     // A page that comes back short means rows went: the session was deleted (or the export is wrong).
@@ -529,8 +531,7 @@ async function built(c: Checked, id: string, accountId: string): Promise<Importe
     forkedFromRevision: header.forkedFromRevision,
     expireTime: header.expireTime,
     endUserId: header.endUserId,
-    // The export format carries no labels yet: an imported session starts without any.
-    labels: noLabels(),
+    labels: header.labels,
     createdAt: header.createTime,
     updatedAt: last.updateTime,
   };

@@ -3,7 +3,7 @@ import { zodCodec } from '../json-codec.js';
 import type { KvStore } from '../ports/kv.js';
 import type { Telemetry } from '../ports/telemetry.js';
 import { promptCacheKey } from './rules.js';
-import { promptRowSchema, type PromptRow } from './store.js';
+import { cachedPromptSchema, type PromptRow } from './store.js';
 
 /**
  * Session key → prompt, the PromptHelper cache. Best effort by design: a Redis failure reads as a miss and
@@ -18,7 +18,7 @@ export class PromptCache {
     private readonly ttlMs: number,
     telemetry?: Telemetry,
   ) {
-    this.copies = new FencedCopies(kv, promptCacheKey, zodCodec(promptRowSchema), 'prompt', telemetry);
+    this.copies = new FencedCopies(kv, promptCacheKey, zodCodec(cachedPromptSchema), 'prompt', telemetry);
   }
 
   /** The cached prompt, or on a miss the token that `put` needs (see KvStore.readCached). */

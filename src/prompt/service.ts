@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Principal } from '../principal.js';
-import { failedPrecondition, notFound, revisionMismatch } from '../errors.js';
+import { alreadyExists, failedPrecondition, notFound, revisionMismatch } from '../errors.js';
 import type { Bus } from '../ports/bus.js';
 import { fingerprintOf } from '../fingerprint.js';
 import { zodCodec } from '../json-codec.js';
@@ -9,7 +9,7 @@ import { afterCommit } from '../after-commit.js';
 import { noTelemetry, type Telemetry } from '../ports/telemetry.js';
 import { cursorInt, cursorOf, cursorString, decodePageToken, isTimestampText, encodePageToken, pageSizeOf, splitPage, type Page, type PageRequest } from '../paging.js';
 import { noLabels, type Labels } from '../labels.js';
-import type { Order, Restriction } from '../filter.js';
+import { millisecondBounds, type Order, type Restriction } from '../filter.js';
 import type { PromptCache } from './cache.js';
 import { promptEvents, publishPromptEvent, type PromptEvent } from './events.js';
 import { toOpenAiMessage, type ChatMessageData } from './messages.js';
@@ -22,6 +22,7 @@ import {
   type DeletedLogs,
   type GonePrompt,
   type HistoryRow,
+  type ImportedLog,
   type LogRows,
   type LogTable,
   type OwnedRef,
@@ -75,6 +76,33 @@ export interface RecordPluginUsageInput {
   pluginId: string;
   inputText: string;
 }
+
+/** A prompt and its logs as ImportPrompt writes them (checked by the transport as the write RPCs check theirs). */
+export interface ImportPromptInput {
+  sessionKey: string;
+  /** Empty derives one from the session key. */
+  name: string;
+  description: string;
+  version: string;
+  annotations: Record<string, string>;
+  tags: string[];
+  ipAddress: string;
+  userAgent: string;
+  url: string;
+  endUserId: string;
+  llmClientId: string;
+  /** Checked (labels.ts); null-prototype. */
+  labels: Record<string, string>;
+  createdAt: Date;
+  updatedAt: Date;
+  /** In the order they came; history messages in ChatMessageData form. */
+  logs: ImportLogInput[];
+}
+
+export type ImportLogInput =
+  | ({ table: 'prompt_history'; createdAt: Date } & Omit<AppendHistoryInput, 'promptId'>)
+  | ({ table: 'prompt_tool_calls'; createdAt: Date } & Omit<RecordToolCallInput, 'promptId'>)
+  | ({ table: 'prompt_plugin_usage'; createdAt: Date } & Omit<RecordPluginUsageInput, 'promptId'>);
 
 /** What PromptHelper.history serves, read from one snapshot. */
 export interface PromptHistorySnapshot {
@@ -174,6 +202,7 @@ const scopeOf = (caller: Principal) => `account:${caller.accountId}`;
 const openCodec = zodCodec(z.object({ prompt: promptRowSchema, created: z.boolean() }));
 const updateCodec = zodCodec(z.object({ prompt: promptRowSchema, changed: z.boolean() }));
 const revisionCodec = zodCodec(z.object({ revision: z.number().int() }));
+const importCodec = zodCodec(z.object({ prompt: promptRowSchema }));
 const historyCodec = zodCodec(historyRowSchema);
 const toolCallCodec = zodCodec(toolCallRowSchema);
 const pluginUsageCodec = zodCodec(pluginUsageRowSchema);
@@ -330,7 +359,8 @@ export class PromptUseCases {
       endUserId: endUser.value,
       labels: [...labels].map(([key, value]) => ({ key, value })),
       hasLabels: restrictions.flatMap((r) => (r.kind === 'has_label' ? [r.key] : [])),
-      times: restrictions.flatMap((r) => (r.kind === 'time' ? [{ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), op: r.op, at: r.at }] : [])),
+      // Times compare at the millisecond the API shows (see millisecondBounds).
+      times: restrictions.flatMap((r) => (r.kind === 'time' ? millisecondBounds(r).map((b) => ({ column: r.field === 'create_time' ? ('created' as const) : ('updated' as const), ...b })) : [])),
     };
     const p = await keysetPage(page, {
       list: 'prompts',
@@ -401,6 +431,53 @@ export class PromptUseCases {
         () => this.publish(promptEvents.deleted(p)),
       );
     }
+  }
+
+  /**
+   * Writes a prompt with its logs in one transaction, or nothing: ALREADY_EXISTS when the session key is
+   * taken (so a rerun of a migration writes nothing twice), NOT_FOUND for an LLM client or plugin outside the
+   * caller's account. The prompt is new, so no watcher can be on it and no cached copy can exist; the cache
+   * entry of its key is dropped all the same, after the commit, as every other write that changes a session.
+   */
+  async importPrompt(caller: Principal, input: ImportPromptInput): Promise<PromptRow> {
+    const { value } = await this.unitOfWork.run(
+      this.key(caller, 'ImportPrompt', undefined, undefined),
+      importCodec,
+      async (tx) => {
+        await this.resolveLlmClient(caller, { id: input.llmClientId }, tx);
+        const plugins = new Set<string>();
+        for (const l of input.logs) if (l.table !== 'prompt_history' && l.pluginId) plugins.add(l.pluginId);
+        for (const id of plugins) await this.requirePlugin(caller, id, tx);
+        const logs: ImportedLog[] = input.logs.map((l) => (l.table === 'prompt_history' ? { ...l, messages: l.messages.map(toOpenAiMessage) } : l.table === 'prompt_tool_calls' ? { ...l, pluginId: l.pluginId } : l));
+        const prompt = await this.store.insertImported(
+          {
+            accountId: caller.accountId,
+            userProfileId: caller.userProfileId,
+            llmClientId: input.llmClientId,
+            name: input.name || defaultPromptName(input.sessionKey),
+            description: input.description,
+            version: input.version || DEFAULT_PROMPT_VERSION,
+            annotations: input.annotations,
+            tags: input.tags,
+            sessionKey: input.sessionKey,
+            ipAddress: input.ipAddress,
+            userAgent: input.userAgent,
+            url: input.url,
+            endUserId: input.endUserId,
+            labels: input.labels,
+            createdAt: input.createdAt,
+            updatedAt: input.updatedAt,
+          },
+          logs,
+          tx,
+        );
+        if (!prompt) throw alreadyExists`prompt ${input.sessionKey}`;
+        return { prompt };
+      },
+      (v) => v.prompt.id,
+    );
+    await afterCommit(this.telemetry, () => this.cache.evict(value.prompt.sessionKey));
+    return value.prompt;
   }
 
   async appendHistory(caller: Principal, input: AppendHistoryInput, requestId?: string): Promise<HistoryRow> {

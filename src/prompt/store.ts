@@ -74,6 +74,12 @@ export type PluginUsageRow = z.infer<typeof pluginUsageRowSchema>;
 
 export type NewPrompt = Omit<PromptRow, 'id' | 'createdAt' | 'updatedAt' | 'revision'>;
 
+/**
+ * A prompt as its hot copy holds it. Labels are required: a copy without them was written by a server that
+ * did not know them while the row may hold some; it does not decode, so it is a miss read from Postgres.
+ */
+export const cachedPromptSchema = promptRowSchema.extend({ labels: z.record(z.string(), z.string()).transform((l) => labelsOf(Object.entries(l))) });
+
 /** The fields UpdatePrompt may change. */
 export type PromptPatch = Partial<Pick<PromptRow, 'name' | 'description' | 'version' | 'annotations' | 'tags' | 'labels'>>;
 
@@ -98,6 +104,18 @@ export interface NewPluginUsage {
   pluginId: string;
   inputText: string;
 }
+
+/** A prompt written whole with its logs by ImportPrompt, keeping the times the source recorded. */
+export interface ImportedPrompt extends NewPrompt {
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** One log entry of an import, in the order it came (which its revision follows). */
+export type ImportedLog =
+  | ({ table: 'prompt_history'; createdAt: Date } & Omit<NewHistory, 'promptId'>)
+  | ({ table: 'prompt_tool_calls'; createdAt: Date } & Omit<NewToolCall, 'promptId'>)
+  | ({ table: 'prompt_plugin_usage'; createdAt: Date } & Omit<NewPluginUsage, 'promptId'>);
 
 export interface LogRows {
   prompt_history: HistoryRow;
@@ -173,6 +191,11 @@ export interface PromptStore {
   snapshot<T>(work: (tx: Tx) => Promise<T>): Promise<T>;
   /** Inserts unless the session key exists; returns the row either way, `created` telling which. */
   insertOrGet(p: NewPrompt, tx?: Tx): Promise<{ row: PromptRow; created: boolean }>;
+  /**
+   * Inserts a prompt with its logs unless its session key exists (undefined then, nothing written). Its
+   * revision is 1 + the number of entries; entry i takes revision i + 2.
+   */
+  insertImported(p: ImportedPrompt, logs: readonly ImportedLog[], tx: Tx): Promise<PromptRow | undefined>;
   byId(id: string, tx?: Tx): Promise<PromptRow | undefined>;
   bySessionKey(sessionKey: string, tx?: Tx): Promise<PromptRow | undefined>;
   /** One page of an account's prompts, newest first, each with its cursor. */

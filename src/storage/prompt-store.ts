@@ -10,6 +10,8 @@ import {
   replayRevision,
   toolCallRowSchema,
   type HistoryRow,
+  type ImportedLog,
+  type ImportedPrompt,
   type LogEntry,
   type LogRows,
   type LogTable,
@@ -168,6 +170,9 @@ const APPEND_HISTORY = `with bumped as (
   select $1::uuid, $3::jsonb, $4::jsonb, $5::jsonb, revision from bumped
   returning *`;
 
+/** Log rows per INSERT of an import. */
+const IMPORT_CHUNK = 500;
+
 /**
  * Prompts and their logs in Postgres (PromptStore), and the account resources prompts refer to, read from
  * AdminService's tables (PromptDirectory).
@@ -210,6 +215,56 @@ export class KnexPromptStore implements PromptStore, PromptDirectory {
     const existing = await this.bySessionKey(p.sessionKey, tx);
     if (!existing) throw new Error(`prompt ${p.sessionKey} vanished between insert and read`);
     return { row: existing, created: false };
+  }
+
+  async insertImported(p: ImportedPrompt, logs: readonly ImportedLog[], tx: Tx): Promise<PromptRow | undefined> {
+    const q = knexOf(tx);
+    const [inserted] = await q('prompts')
+      .insert({
+        id: randomUUID(),
+        account_id: p.accountId,
+        user_profile_id: p.userProfileId,
+        llm_client_id: p.llmClientId,
+        name: p.name,
+        description: p.description,
+        version: p.version,
+        annotations: JSON.stringify(p.annotations),
+        tags: p.tags,
+        session_key: p.sessionKey,
+        ip_address: p.ipAddress,
+        user_agent: p.userAgent,
+        url: p.url,
+        end_user_id: p.endUserId || null,
+        created_at: p.createdAt,
+        updated_at: p.updatedAt,
+        revision: 1 + logs.length,
+      })
+      .onConflict('session_key')
+      .ignore()
+      .returning('*');
+    if (!inserted) return undefined;
+    const row = promptFromRow(inserted);
+    const rows: { [T in LogTable]: DbRow[] } = { prompt_history: [], prompt_tool_calls: [], prompt_plugin_usage: [] };
+    logs.forEach((l, i) => {
+      const common = { prompt_id: row.id, revision: i + 2, created_at: l.createdAt, updated_at: l.createdAt };
+      switch (l.table) {
+        case 'prompt_history':
+          rows[l.table].push({ ...common, ...jsonColumns({ request: l.request, response: l.response, messages: l.messages }) });
+          break;
+        case 'prompt_tool_calls':
+          rows[l.table].push({ ...common, plugin_id: l.pluginId ?? null, function_name: l.functionName, function_args: l.functionArgs, ...jsonColumns({ request: l.request, response: l.response }) });
+          break;
+        case 'prompt_plugin_usage':
+          rows[l.table].push({ ...common, plugin_id: l.pluginId, input_text: l.inputText });
+          break;
+      }
+    });
+    // Chunks keep each statement's parameters well under Postgres' 65535; each table's rows go in the order
+    // they came, so their creation order (the bigserial id) is the source's.
+    for (const table of LOG_TABLES) {
+      for (let i = 0; i < rows[table].length; i += IMPORT_CHUNK) await q(table).insert(rows[table].slice(i, i + IMPORT_CHUNK));
+    }
+    return row;
   }
 
   async byId(id: string, tx?: Tx): Promise<PromptRow | undefined> {

@@ -371,6 +371,8 @@ export function toRecords(s: GenieFlowSession, secondary: readonly SecondaryValu
   const sessionId = parleySessionId(s.className, s.sessionId);
   const header: SessionRecord = {
     header: {
+      // genie-flow has no labels.
+      labels: {},
       sessionId,
       modelType: target.modelType,
       schemaVersion: target.schemaVersion,

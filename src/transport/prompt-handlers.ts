@@ -2,6 +2,8 @@ import { z } from 'zod';
 import type { LlmClientRef, PromptHistorySnapshot, PromptUseCases } from '../prompt/service.js';
 import type { HistoryRow, PluginUsageRow, PromptPatch, PromptRow, ToolCallRow } from '../prompt/store.js';
 import {
+  type ChatContentPart,
+  ChatContentShape,
   type ChatMessage,
   ChatRole,
   GetPromptHistoryResponse,
@@ -17,7 +19,7 @@ import {
   type UpdatePromptRequest,
 } from '../gen/parley/prompt/v1/prompt.js';
 import { fieldTooLarge, invalidArgument, quote, type FieldViolation } from '../errors.js';
-import { chatMessageProblems, fromOpenAiMessage, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
+import { chatMessageProblems, fromOpenAiMessage, type ChatContentPartData, type ChatContentShape as ContentShapeName, type ChatMessageData, type ChatRoleName } from '../prompt/messages.js';
 import { REPLY_BUDGET_BYTES } from '../prompt/service.js';
 import {
   ANNOTATION_STRING_VALUE_MAX_LENGTH,
@@ -45,7 +47,7 @@ import { parseFilter, parseOrderBy } from '../filter.js';
 import { labelsOf, labelsProblem } from '../labels.js';
 import type { ServiceHandlers } from './rpc.js';
 import { pageReply } from './replies.js';
-import { delimited, intSize, stringField, structSize, timestampSize } from './wire-size.js';
+import { delimited, intSize, stringField, structSize, timestampSize, utf8Size } from './wire-size.js';
 import type { Page } from '../paging.js';
 
 export const toPrompt = (r: PromptRow): Prompt => ({
@@ -75,15 +77,56 @@ const roleToProto: Record<ChatRoleName, ChatRole> = {
   assistant: ChatRole.CHAT_ROLE_ASSISTANT,
   tool: ChatRole.CHAT_ROLE_TOOL,
   developer: ChatRole.CHAT_ROLE_DEVELOPER,
+  smarter: ChatRole.CHAT_ROLE_SMARTER,
+  smarter_error: ChatRole.CHAT_ROLE_SMARTER_ERROR,
 };
 const roleFromProto = new Map<number, ChatRoleName>(Object.entries(roleToProto).map(([k, v]) => [v, k as ChatRoleName]));
 
-const toChatMessage = (m: ChatMessageData): ChatMessage => ({
+const shapeToProto: Record<ContentShapeName, ChatContentShape> = {
+  value: ChatContentShape.CHAT_CONTENT_SHAPE_UNSPECIFIED,
+  null: ChatContentShape.CHAT_CONTENT_SHAPE_NULL,
+  omitted: ChatContentShape.CHAT_CONTENT_SHAPE_OMITTED,
+};
+const shapeFromProto = new Map<number, ContentShapeName>(Object.entries(shapeToProto).map(([k, v]) => [v, k as ContentShapeName]));
+
+const noPart = { text: undefined, imageUrl: undefined, inputAudio: undefined, file: undefined, refusal: undefined };
+function toContentPart(p: ChatContentPartData): ChatContentPart {
+  switch (p.kind) {
+    case 'text':
+      return { ...noPart, text: p.text };
+    case 'image_url':
+      return { ...noPart, imageUrl: { url: p.url, detail: p.detail } };
+    case 'input_audio':
+      return { ...noPart, inputAudio: { data: p.data, format: p.format } };
+    case 'file':
+      return { ...noPart, file: { fileData: p.fileData, fileId: p.fileId, filename: p.filename } };
+    case 'refusal':
+      return { ...noPart, refusal: p.refusal };
+    case undefined:
+      return noPart;
+  }
+}
+
+/** The part a client sent (the first kind set; a oneof decodes with at most one). */
+function fromContentPart(p: ChatContentPart): ChatContentPartData {
+  if (p.text !== undefined) return { kind: 'text', text: p.text };
+  if (p.imageUrl) return { kind: 'image_url', url: p.imageUrl.url, detail: p.imageUrl.detail };
+  if (p.inputAudio) return { kind: 'input_audio', data: p.inputAudio.data, format: p.inputAudio.format };
+  if (p.file) return { kind: 'file', fileData: p.file.fileData, fileId: p.file.fileId, filename: p.file.filename };
+  if (p.refusal !== undefined) return { kind: 'refusal', refusal: p.refusal };
+  return { kind: undefined };
+}
+
+export const toChatMessage = (m: ChatMessageData): ChatMessage => ({
   role: m.role ? roleToProto[m.role] : ChatRole.CHAT_ROLE_UNSPECIFIED,
   content: m.content,
   name: m.name,
   toolCalls: m.toolCalls.map((c) => ({ id: c.id, callType: c.callType, functionName: c.functionName, functionArguments: c.functionArguments })),
   toolCallId: m.toolCallId,
+  contentParts: m.contentParts.map(toContentPart),
+  contentShape: shapeToProto[m.contentShape],
+  refusal: m.refusal,
+  audio: m.audioId ? { id: m.audioId } : undefined,
 });
 
 export const toHistory = (r: HistoryRow): PromptHistory => ({
@@ -157,6 +200,20 @@ const inList = (n: number) => 1 + delimited(n);
 export function chatMessageSize(m: ChatMessage): number {
   let size = (m.role !== 0 ? 1 + intSize(m.role) : 0) + stringField(m.content) + stringField(m.name) + stringField(m.toolCallId);
   for (const c of m.toolCalls) size += inList(stringField(c.id) + stringField(c.callType) + stringField(c.functionName) + stringField(c.functionArguments));
+  for (const p of m.contentParts) size += inList(contentPartSize(p));
+  size += (m.contentShape !== 0 ? 1 + intSize(m.contentShape) : 0) + stringField(m.refusal);
+  if (m.audio) size += 1 + delimited(stringField(m.audio.id));
+  return size;
+}
+
+/** A oneof string is written when set, even empty. */
+const oneofString = (s: string | undefined) => (s === undefined ? 0 : 1 + delimited(utf8Size(s)));
+
+function contentPartSize(p: ChatContentPart): number {
+  let size = oneofString(p.text) + oneofString(p.refusal);
+  if (p.imageUrl) size += 1 + delimited(stringField(p.imageUrl.url) + stringField(p.imageUrl.detail));
+  if (p.inputAudio) size += 1 + delimited(stringField(p.inputAudio.data) + stringField(p.inputAudio.format));
+  if (p.file) size += 1 + delimited(stringField(p.file.fileData) + stringField(p.file.fileId) + stringField(p.file.filename));
   return size;
 }
 
@@ -205,7 +262,7 @@ function llmClientRef(id: string | undefined, url: string | undefined): LlmClien
   return parsed && { name: parsed.llmClientName, accountNumber: parsed.accountNumber };
 }
 
-const openPrompt = z
+export const openPrompt = z
   .object({
     sessionKey,
     llmClientId: optionalUuid,
@@ -265,32 +322,38 @@ const expectedRevision = z.number().int().nonnegative('must not be negative').op
 const deletePrompt = z.object({ id: uuid, requestId, expectedRevision });
 
 const chatToolCall = z.object({ id: z.string(), callType: z.string(), functionName: z.string(), functionArguments: z.string() });
-const chatMessage = z.object({
-  role: z.number().transform((r) => roleFromProto.get(r)),
-  content: z.string(),
-  name: z.string(),
-  toolCalls: z.array(chatToolCall),
-  toolCallId: z.string(),
-});
+const chatMessage = z
+  .object({
+    role: z.number().transform((r) => roleFromProto.get(r)),
+    content: z.string(),
+    name: z.string(),
+    toolCalls: z.array(chatToolCall),
+    toolCallId: z.string(),
+    contentParts: z.array(z.custom<ChatContentPart>().transform(fromContentPart)),
+    contentShape: z.number().refine((s) => shapeFromProto.has(s), 'must be CHAT_CONTENT_SHAPE_UNSPECIFIED, CHAT_CONTENT_SHAPE_NULL or CHAT_CONTENT_SHAPE_OMITTED').transform((s) => shapeFromProto.get(s) ?? 'value'),
+    refusal: z.string(),
+    audio: z.custom<ChatMessage['audio']>(),
+  })
+  .transform(({ audio, ...m }): ChatMessageData => ({ ...m, audioId: audio?.id ?? '' }));
 const chatMessages = z.array(chatMessage).superRefine((messages, ctx) => {
   for (const p of chatMessageProblems(messages)) ctx.addIssue({ code: 'custom', path: p.path, message: p.description });
 });
 
-const appendHistory = z
+export const appendHistory = z
   .object({ promptId: uuid, request: json, response: json, messages: chatMessages, requestId })
   .refine((r) => r.messages.length > 0 || Object.keys(r.request).length > 0 || Object.keys(r.response).length > 0, {
     path: ['messages'],
     message: 'an entry needs messages, a request or a response',
   });
 
-const appendHistoryLimits = (req: AppendHistoryRequest) =>
+export const appendHistoryLimits = (req: AppendHistoryRequest) =>
   checkEntrySize({
     request: structBytes(req.request),
     response: structBytes(req.response),
     messages: req.messages.reduce((n, m) => n + inList(chatMessageSize(m)), 0),
   });
 
-const recordToolCall = z.object({
+export const recordToolCall = z.object({
   promptId: uuid,
   pluginId: optionalUuid,
   functionName: z.string().superRefine((v, ctx) => {
@@ -303,12 +366,12 @@ const recordToolCall = z.object({
   requestId,
 });
 
-const recordToolCallLimits = (req: RecordToolCallRequest) =>
+export const recordToolCallLimits = (req: RecordToolCallRequest) =>
   checkEntrySize({ function_args: textBytes(req.functionArgs), request: structBytes(req.request), response: structBytes(req.response) });
 
-const recordPluginUsage = z.object({ promptId: uuid, pluginId: uuid, inputText: z.string(), requestId });
+export const recordPluginUsage = z.object({ promptId: uuid, pluginId: uuid, inputText: z.string(), requestId });
 
-const recordPluginUsageLimits = (req: RecordPluginUsageRequest) => {
+export const recordPluginUsageLimits = (req: RecordPluginUsageRequest) => {
   if (textBytes(req.inputText) > INPUT_TEXT_MAX_BYTES) throw fieldTooLarge('input_text', `must be at most ${INPUT_TEXT_MAX_BYTES / 1024} KiB (UTF-8)`);
 };
 
@@ -354,7 +417,7 @@ function maskFields(req: UpdatePromptRequest): Set<Updatable> {
  * AIP-134: `update_mask` selects the fields taken from `prompt` (`*` all of them); without one, the fields
  * the request sets. Size limits are checked first (FIELD_TOO_LARGE), then each value.
  */
-function parseUpdate(req: UpdatePromptRequest): {
+export function parseUpdate(req: UpdatePromptRequest): {
   id: string;
   patch: PromptPatch;
   requestId: string | undefined;
@@ -453,7 +516,7 @@ function logPage<R, M, Reply>(req: unknown, list: (r: z.infer<typeof listLog>) =
   return list(parseInput(listLog, req)).then((page) => pageReply(page, toMessage, reply));
 }
 
-export function promptHandlers(prompts: PromptUseCases): Omit<ServiceHandlers<PromptServiceServer>, 'watchPrompt'> {
+export function promptHandlers(prompts: PromptUseCases): Omit<ServiceHandlers<PromptServiceServer>, 'watchPrompt' | 'importPrompt'> {
   return {
     openPrompt: async (req, ctx) => {
       const { requestId: rid, ...r } = parseRequest(openPrompt, req, openLimits);

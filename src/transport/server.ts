@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
 import { CallRegistry, guardRequests, implement, type ServiceBinding } from './rpc.js';
@@ -24,6 +25,8 @@ export interface GrpcServerOptions {
 export class GrpcServer {
   readonly calls = new CallRegistry();
   private readonly server: Server;
+  /** Every connection's socket, so a forced shutdown can close them whatever the client does (see shutdown). */
+  private readonly sockets = new Set<Socket>();
 
   constructor(
     bindings: ServiceBinding[],
@@ -59,10 +62,27 @@ export class GrpcServer {
   }
 
   /** Binds `host:port` (port 0 picks a free one) and returns the bound port. */
-  listen(address: string): Promise<number> {
-    return new Promise((resolve, reject) =>
-      this.server.bindAsync(address, this.opts.credentials ?? ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+  async listen(address: string): Promise<number> {
+    const port = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(address, this.opts.credentials ?? ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );
+    this.trackSockets();
+    return port;
+  }
+
+  /**
+   * grpc-js keeps its HTTP/2 servers to itself; their sockets are reached through its `http2Servers` map. When
+   * that map is not there (another grpc-js), nothing is tracked and a forced shutdown is only grpc-js's own.
+   */
+  private trackSockets(): void {
+    const servers = (this.server as unknown as { http2Servers?: Map<{ on: (event: 'connection', fn: (s: Socket) => void) => void }, unknown> }).http2Servers;
+    if (!(servers instanceof Map)) return;
+    for (const server of servers.keys()) {
+      server.on('connection', (socket: Socket) => {
+        this.sockets.add(socket);
+        socket.once('close', () => this.sockets.delete(socket));
+      });
+    }
   }
 
   /**
@@ -74,7 +94,13 @@ export class GrpcServer {
     const closed = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
     this.calls.endStreams();
     await this.calls.drain(graceMs);
-    const forced = setTimeout(() => this.server.forceShutdown(), 250);
+    // A forced HTTP/2 session only half-closes its socket and waits for the client's side to close; a client that
+    // keeps its end open (seen with clients that cancel a stream the server had just ended) would hold the
+    // shutdown, and the process, for ever. After the force, whatever socket is left is destroyed.
+    const forced = setTimeout(() => {
+      this.server.forceShutdown();
+      for (const socket of this.sockets) socket.destroy();
+    }, 250);
     await closed;
     clearTimeout(forced);
   }

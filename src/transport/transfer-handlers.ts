@@ -17,7 +17,7 @@ import { actor, actorToProto, optionalActor, requestId, secondaryKey, toSession,
 import type { Limits } from './limits.js';
 import type { ServiceHandlers } from './rpc.js';
 import { Incoming } from './streams.js';
-import { bytesOfAtMost, optionalEndUserId, optionalUuid, uuid, type RequestSchema } from './zod-fields.js';
+import { bytesOfAtMost, labelsField, optionalEndUserId, optionalUuid, uuid, type RequestSchema } from './zod-fields.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Domain → proto
@@ -42,6 +42,7 @@ export function toRecord(r: SessionRecord): ProtoRecord {
           tokenizerEncoding: h.tokenEncoding,
           revision: h.revision,
           revisionCount: h.revisionCount,
+          labels: { ...h.labels },
         },
       };
     }
@@ -107,6 +108,7 @@ const header = z.object({
   tokenizerEncoding,
   revision: revisionNumber,
   revisionCount: revisionNumber,
+  labels: labelsField,
 });
 
 const revision = z.object({

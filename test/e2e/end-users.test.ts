@@ -210,7 +210,7 @@ test('EraseEndUser leaves no trace of the end user through any RPC, counts what 
     promptId: p.id,
     request: { card: CARD },
     response: {},
-    messages: [{ role: ChatRole.CHAT_ROLE_USER, content: `ssn ${SSN}`, name: '', toolCalls: [], toolCallId: '' }],
+    messages: [{ role: ChatRole.CHAT_ROLE_USER, content: `ssn ${SSN}`, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }],
     requestId: randomUUID(),
   };
   await rpc(s.prompt, s.prompt.appendHistory, historyReq, tenant.md);

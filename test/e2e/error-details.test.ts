@@ -91,7 +91,7 @@ test('an unknown enum number is INVALID_ARGUMENT listing the names a JSON client
   const tenant = await createTenant(s);
   const open = { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '', labels: {} };
   const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, open, tenant.md);
-  const message = { role: 99, content: 'hi', name: '', toolCalls: [], toolCallId: '' };
+  const message = { role: 99, content: 'hi', name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined };
   const history = { promptId: prompt!.id, request: {}, response: {}, messages: [message], requestId: '' };
   const e = await expectError(t, rpc(s.prompt, s.prompt.appendHistory, history, tenant.md), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
   const violation = e.badRequest?.fieldViolations[0];

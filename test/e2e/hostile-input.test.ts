@@ -101,7 +101,7 @@ test('hostile input: NUL characters are INVALID_ARGUMENT naming the field, in st
   const llmClientId = tenant.llmClientId;
   await refused(t, rpc(p, p.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId, llmClientUrl: '', ipAddress: '', userAgent: 'ua\u0000', url: '', requestId: '' }, tenant.md), 'user_agent');
   const { prompt } = await rpc(p, p.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md);
-  const message = (content: string) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '' });
+  const message = (content: string) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined });
   await refused(
     t,
     rpc(p, p.appendHistory, { promptId: prompt!.id, request: {}, response: {}, messages: [message('ok'), message('x\u0000')], requestId: '' }, tenant.md),
@@ -237,7 +237,7 @@ test('hostile input: an unknown enum number is INVALID_ARGUMENT naming the field
   const { prompt } = await rpc(p, p.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md);
   await refused(
     t,
-    rpc(p, p.appendHistory, { promptId: prompt!.id, request: {}, response: {}, messages: [{ role: 77 as ChatRole, content: 'hi', name: '', toolCalls: [], toolCallId: '' }], requestId: '' }, tenant.md),
+    rpc(p, p.appendHistory, { promptId: prompt!.id, request: {}, response: {}, messages: [{ role: 77 as ChatRole, content: 'hi', name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }], requestId: '' }, tenant.md),
     'messages[0].role',
   );
 });

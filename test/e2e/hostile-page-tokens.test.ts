@@ -24,7 +24,7 @@ test.before(async () => {
   await open();
   const promptId = prompt!.id;
   for (const content of ['one', 'two']) {
-    const messages = [{ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '' }];
+    const messages = [{ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }];
     await rpc(p, p.appendHistory, { promptId, request: {}, response: {}, messages, requestId: '' }, md);
     const call = { promptId, pluginId: plugins[0]!.id, functionName: 'f', functionArgs: '{}', request: {}, response: {}, requestId: '' };
     await rpc(p, p.recordToolCall, call, md);

@@ -29,7 +29,7 @@ test('DeletePrompt leaves no content: request-id replays, watch, reads, lists, t
     promptId: p.id,
     request: { card: CARD },
     response: {},
-    messages: [{ role: ChatRole.CHAT_ROLE_USER, content: `ssn ${SSN}`, name: '', toolCalls: [], toolCallId: '' }],
+    messages: [{ role: ChatRole.CHAT_ROLE_USER, content: `ssn ${SSN}`, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }],
     requestId: randomUUID(),
   };
   await rpc(s.prompt, s.prompt.appendHistory, appendReq, a.md);

@@ -29,7 +29,7 @@ test.after.always(async () => {
 
 const openReq = { sessionKey: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '', labels: {} };
 const open = async (t: Tenant = tenant): Promise<Prompt> => (await rpc(s.prompt, s.prompt.openPrompt, { ...openReq, llmClientId: t.llmClientId }, t.md)).prompt!;
-const message = (content: string) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '' });
+const message = (content: string) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined });
 const append = (promptId: string, content: string, extra: Record<string, unknown> = {}) =>
   rpc(s.prompt, s.prompt.appendHistory, { promptId, request: {}, response: {}, messages: [message(content)], requestId: '', ...extra }, tenant.md);
 const toolCall = (promptId: string, functionArgs: string) =>

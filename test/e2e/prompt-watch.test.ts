@@ -50,7 +50,7 @@ const history = (promptId: string, content: string) =>
   rpc(
     s.prompt,
     s.prompt.appendHistory,
-    { promptId, request: {}, response: {}, messages: [{ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '' }], requestId: '' },
+    { promptId, request: {}, response: {}, messages: [{ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }], requestId: '' },
     tenant.md,
   );
 const toolCall = (promptId: string, functionName: string) =>
@@ -138,7 +138,7 @@ test.serial('WatchPrompt: a watcher that reads too slowly is cut off with RESOUR
     // Enough to fill the client's buffers and both HTTP/2 windows, then the server's bounded buffer.
     const big = 'x'.repeat(128 * 1024);
     for (let i = 0; i < 64; i++) {
-      await rpc(slow.prompt, slow.prompt.appendHistory, { promptId: prompt!.id, request: {}, response: {}, messages: [{ role: ChatRole.CHAT_ROLE_USER, content: `${i} ${big}`, name: '', toolCalls: [], toolCallId: '' }], requestId: '' }, a.md);
+      await rpc(slow.prompt, slow.prompt.appendHistory, { promptId: prompt!.id, request: {}, response: {}, messages: [{ role: ChatRole.CHAT_ROLE_USER, content: `${i} ${big}`, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }], requestId: '' }, a.md);
     }
     call.resume();
     await eventually(() => error !== undefined, 'the cut-off', 20_000);

@@ -29,7 +29,7 @@ async function plugin(t: Tenant, name: string): Promise<string> {
   return r.plugin!.id;
 }
 
-const msg = (m: Partial<ChatMessage>): ChatMessage => ({ role: ChatRole.CHAT_ROLE_USER, content: '', name: '', toolCalls: [], toolCallId: '', ...m });
+const msg = (m: Partial<ChatMessage>): ChatMessage => ({ role: ChatRole.CHAT_ROLE_USER, content: '', name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined, ...m });
 const historyReq = (promptId: string, extra: Record<string, unknown> = {}) => ({
   promptId,
   request: { model: 'gpt-4o' },
@@ -428,7 +428,8 @@ test('GetPromptHistory returns what PromptHelper.history does, in one response',
     a.md,
   );
   const fallback = await rpc(s.prompt, s.prompt.getPromptHistory, { id: p.id }, a.md);
-  t.deepEqual(fallback.promptHistory, [msg({ content: 'from request' })]);
+  // Kept as the list of parts it was, not flattened to a string.
+  t.deepEqual(fallback.promptHistory, [msg({ contentParts: [{ text: 'from request', imageUrl: undefined, inputAudio: undefined, file: undefined, refusal: undefined }] })]);
   await invalid(t, rpc(s.prompt, s.prompt.getPromptHistory, {}, a.md), ['id']);
   await expectError(t, rpc(s.prompt, s.prompt.getPromptHistory, { id: randomUUID() }, a.md), status.NOT_FOUND, 'PROMPT_NOT_FOUND');
 });

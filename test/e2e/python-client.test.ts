@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { testWhen } from '../helpers/backends.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/harness.js';
 import { countTokens } from '../../src/genie/tokens.js';
+import { CHAT_MESSAGE_CASES } from '../helpers/chat-messages.js';
 
 const run = promisify(execFile);
 // Debian's interpreter, where python3-grpcio and python3-grpc-tools install (a pyenv `python3` may shadow it).
@@ -32,9 +33,14 @@ type Step = { step: string } & Record<string, unknown>;
 
 /** test/python/flow.py with the generated stubs against the server; its JSON lines by step. */
 async function flow(...steps: string[]): Promise<Map<string, Step>> {
+  return flowWith({}, ...steps);
+}
+
+async function flowWith(env: Record<string, string>, ...steps: string[]): Promise<Map<string, Step>> {
   const r = await run(PYTHON, ['test/python/flow.py', stubs!, s!.address, ADMIN_TOKEN, ...steps], {
     encoding: 'utf8',
     timeout: 120_000,
+    env: { ...process.env, ...env },
   }).catch((e: { stdout: string; stderr: string; code: number }) => e);
   if ('code' in r && r.code !== 0) throw new Error(`flow.py ${steps.join(' ')} failed (${r.code}):\n${r.stderr}\n--- stdout ---\n${r.stdout}`);
   return new Map(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Step).map((o) => [o.step, o]));
@@ -137,6 +143,27 @@ withPython('a Python client: token counts per element and per session, and Forma
   t.is(r.within.element_count + r.within.omitted, 4);
   t.true(r.within.text.startsWith('[{"actor":"system"'), 'the system element is kept');
   t.deepEqual(r.refused, { code: 'INVALID_ARGUMENT', fields: ['token_budget'] });
+});
+
+withPython('a Python client imports a prompt with ImportPrompt (a client stream), its times kept; the same key again is ALREADY_EXISTS', async (t) => {
+  const out = await flow('admin_setup', 'prompt_import');
+  const r = out.get('prompt_import')! as Step & { session_key: string; expected_key: string; create_time: string; revision: string | number; counts: Array<string | number>; history_times: string[]; again: string };
+  t.is(r.session_key, r.expected_key);
+  t.is(r.create_time, '2024-03-01T10:00:00Z');
+  t.is(Number(r.revision), 3);
+  t.deepEqual(r.counts.map(Number), [1, 1, 0]);
+  t.deepEqual(r.history_times, ['2024-03-01T10:00:01.500Z']);
+  t.is(r.again, 'ALREADY_EXISTS');
+});
+
+withPython('a Python client: chat messages in every content form, parsed from proto3 JSON with json_format, read back byte for byte', async (t) => {
+  const out = await flowWith({ PARLEY_CHAT_MESSAGES: JSON.stringify(CHAT_MESSAGE_CASES.map((c) => c.json)) }, 'admin_setup', 'chat_messages');
+  const got = out.get('chat_messages')! as Step & { sent: string[]; listed: string[]; read: string[]; equal: boolean };
+  const expected = CHAT_MESSAGE_CASES.map((c) => JSON.stringify(c.json));
+  t.deepEqual(got.sent, expected, 'json_format prints the cases as written (the same canonical JSON)');
+  t.deepEqual(got.listed, expected, 'ListHistory');
+  t.deepEqual(got.read, expected, 'GetPromptHistory');
+  t.true(got.equal, 'the messages read back equal those sent, as Python protobuf messages');
 });
 
 withPython('a Python client: labels on sessions and prompts, a ListSessions filter with order_by and total_size across pages, a refused filter', async (t) => {

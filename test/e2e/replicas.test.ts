@@ -68,7 +68,7 @@ for (const backend of backends) {
     t.teardown(() => sessionWatch.cancel());
     await sessionWatch.until((w) => w.caughtUp() !== undefined, 'the session watcher on replica a to catch up');
 
-    const message = { role: ChatRole.CHAT_ROLE_USER, content: 'through b', name: '', toolCalls: [], toolCallId: '' };
+    const message = { role: ChatRole.CHAT_ROLE_USER, content: 'through b', name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined };
     await rpc(b.prompt, b.prompt.appendHistory, { promptId: prompt.id, request: {}, response: {}, messages: [message], requestId: '' }, tenant.md);
     const { revision } = await g.send(sessionId, 'go');
 

@@ -32,7 +32,7 @@ test('text round trip: prompt history content, tool call arguments and plugin us
   const { plugin } = await rpc(s.admin, s.admin.createPlugin, { accountId: tenant.accountId, name: 'roundtrip', description: '', requestId: '' }, s.adminMd);
   const { prompt } = await rpc(p, p.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: TEXTS[1]!, url: '', requestId: '' }, md);
   const promptId = prompt!.id;
-  const messages = TEXTS.map((content) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '' }));
+  const messages = TEXTS.map((content) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }));
   await rpc(p, p.appendHistory, { promptId, request: { text: TEXTS[2] }, response: {}, messages, requestId: '' }, md);
   for (const text of TEXTS) {
     await rpc(p, p.recordToolCall, { promptId, pluginId: plugin!.id, functionName: 'f', functionArgs: text, request: {}, response: {}, requestId: '' }, md);

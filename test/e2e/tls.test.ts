@@ -101,7 +101,7 @@ const appendHistory = (s: TestServer, tenant: Tenant, promptId: string, content:
   rpc(
     s.prompt,
     s.prompt.appendHistory,
-    { promptId, request: {}, response: {}, messages: [{ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '' }], requestId: '' },
+    { promptId, request: {}, response: {}, messages: [{ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined }], requestId: '' },
     tenant.md,
   );
 

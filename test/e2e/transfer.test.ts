@@ -32,7 +32,7 @@ async function tenantOn(server: TestServer): Promise<{ g: G; tenant: Tenant }> {
 /** A session with something of everything: end user, expiry, events, appends, a streamed utterance, updates, values, a newer schema version. */
 async function richSession(server: TestServer, g: G, tenant: Tenant): Promise<string> {
   const { session } = await import('../helpers/harness.js').then(({ rpc }) =>
-    rpc(g.client, g.client.createSession, { endUserId: 'eu-7', modelType: 'qa', fields: { topic: 'tax', turns: 0 }, expireTime: new Date('2031-01-02T03:04:05.678Z'), requestId: '', labels: {} }, g.md),
+    rpc(g.client, g.client.createSession, { endUserId: 'eu-7', modelType: 'qa', fields: { topic: 'tax', turns: 0 }, expireTime: new Date('2031-01-02T03:04:05.678Z'), requestId: '', labels: { team: 'tax', tier: 'gold' } }, g.md),
   );
   const id = session!.sessionId;
   await g.send(id, 'user_input', 'What is VAT?');

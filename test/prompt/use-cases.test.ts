@@ -15,6 +15,8 @@ import type {
   LogTable,
   NewHistory,
   NewPluginUsage,
+  ImportedLog,
+  ImportedPrompt,
   NewPrompt,
   NewToolCall,
   OwnedRef,
@@ -79,6 +81,20 @@ class MemoryPromptStore implements PromptStore, PromptDirectory {
     const row: PromptRow = { ...p, id: randomUUID(), createdAt: now, updatedAt: now, revision: 1 };
     this.prompts.set(row.id, { row, updateRevision: 0 });
     return { row: { ...row }, created: true };
+  }
+
+  async insertImported(p: ImportedPrompt, logs: readonly ImportedLog[]): Promise<PromptRow | undefined> {
+    if ([...this.prompts.values()].some((s) => s.row.sessionKey === p.sessionKey)) return undefined;
+    const { createdAt, updatedAt, ...rest } = p;
+    const row: PromptRow = { ...rest, id: randomUUID(), createdAt, updatedAt, revision: 1 + logs.length };
+    this.prompts.set(row.id, { row, updateRevision: 0 });
+    logs.forEach((l, i) => {
+      const common = { id: randomUUID(), seq: ++this.seq, promptId: row.id, revision: i + 2, createdAt: l.createdAt, updatedAt: l.createdAt };
+      if (l.table === 'prompt_history') this.logs.prompt_history.push({ ...common, request: l.request, response: l.response, messages: l.messages });
+      else if (l.table === 'prompt_tool_calls') this.logs.prompt_tool_calls.push({ ...common, pluginId: l.pluginId, functionName: l.functionName, functionArgs: l.functionArgs, request: l.request, response: l.response });
+      else this.logs.prompt_plugin_usage.push({ ...common, pluginId: l.pluginId, inputText: l.inputText });
+    });
+    return { ...row };
   }
 
   async byId(id: string): Promise<PromptRow | undefined> {

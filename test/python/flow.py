@@ -9,6 +9,8 @@ shared Flow and returning the facts it prints:
                        google.rpc.Status, then ErrorInfo and BadRequest unpacked from its Any details
   prompt_with_logs     PromptService: open a prompt, append history, record a tool call and a plugin usage,
                        read them back (GetPromptHistory)
+  prompt_import        PromptService.ImportPrompt as a client stream (header, history, tool call, trailer), read
+                       back; the same session key again is ALREADY_EXISTS
   genie_session_watch  GenieService: register a model type, create a session, watch it while two events
                        move it through its states
   genie_delta_resume   GenieService: stream an utterance, drop the watch mid-utterance, resume it with the
@@ -18,6 +20,9 @@ shared Flow and returning the facts it prints:
                        model type of genie_session_watch), what then reads back
   genie_token_budget   GenieService: a model type counting in cl100k_base, each element's token_count and the
                        session's running total, FormatDialogue within a token_budget, a negative budget refused
+  chat_messages        PromptService: chat messages in proto3 JSON (the list in $PARLEY_CHAT_MESSAGES, else a
+                       few), parsed with json_format, appended, and printed back as json_format prints them
+                       from ListHistory and GetPromptHistory (the test compares the bytes)
   session_transfer     GenieService: ExportSession of every revision, ImportSession of its records as a new
                        session, each revision and the secondary value read back the same
 
@@ -25,13 +30,14 @@ Each step prints one JSON line {"step": name, ...facts}. A failed check raises, 
 with the traceback (and the JSON lines of the steps before it) for the test to show.
 """
 import json
+import os
 import queue
 import sys
 import uuid
 
 sys.path.insert(0, sys.argv[1])
 import grpc  # noqa: E402
-from google.protobuf import field_mask_pb2, struct_pb2  # noqa: E402
+from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_pb2  # noqa: E402
 from google.rpc import error_details_pb2, status_pb2  # noqa: E402
 from parley.admin.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
 from parley.enduser.v1 import enduser_pb2, enduser_pb2_grpc  # noqa: E402
@@ -463,6 +469,68 @@ def genie_token_budget(f):
     }
 
 
+def prompt_import(f):
+    """ImportPrompt, a client stream: header, history, tool call, trailer; then a second import of the key."""
+    key = uuid.uuid4().hex * 2
+    created = timestamp_pb2.Timestamp()
+    created.FromJsonString("2024-03-01T10:00:00Z")
+    logged = timestamp_pb2.Timestamp()
+    logged.FromJsonString("2024-03-01T10:00:01.500Z")
+    records = [
+        prompt_pb2.PromptRecord(
+            header=prompt_pb2.PromptRecordHeader(
+                session_key=key, name="imported", llm_client_id=f.ids["llm_client"], create_time=created, update_time=created, tags=["migrated"]
+            )
+        ),
+        prompt_pb2.PromptRecord(
+            history=prompt_pb2.PromptRecordHistory(
+                messages=[prompt_pb2.ChatMessage(role=prompt_pb2.CHAT_ROLE_USER, content="hello from smarter")], create_time=logged
+            )
+        ),
+        prompt_pb2.PromptRecord(tool_call=prompt_pb2.PromptRecordToolCall(function_name="get_time", function_args="{}", create_time=logged)),
+        prompt_pb2.PromptRecord(trailer=prompt_pb2.PromptRecordTrailer(history_count=1, tool_call_count=1)),
+    ]
+    reply = f.prompt.ImportPrompt(iter([prompt_pb2.ImportPromptRequest(record=r) for r in records]), metadata=f.md, timeout=TIMEOUT)
+    history = f.prompt.ListHistory(prompt_pb2.ListHistoryRequest(prompt_id=reply.prompt.id), metadata=f.md, timeout=TIMEOUT).history
+    try:
+        f.prompt.ImportPrompt(iter([prompt_pb2.ImportPromptRequest(record=r) for r in records]), metadata=f.md, timeout=TIMEOUT)
+        again = "OK"
+    except grpc.RpcError as err:
+        again = err.code().name
+    return {
+        "session_key": reply.prompt.session_key,
+        "expected_key": key,
+        "create_time": reply.prompt.create_time.ToJsonString(),
+        "revision": reply.prompt.revision,
+        "counts": [reply.history_count, reply.tool_call_count, reply.plugin_usage_count],
+        "history_times": [h.create_time.ToJsonString() for h in history],
+        "again": again,
+    }
+
+
+DEFAULT_CHAT_MESSAGES = [
+    {"role": "CHAT_ROLE_USER", "contentParts": [{"text": "What is this?"}, {"imageUrl": {"url": "https://example.com/cat.png", "detail": "low"}}]},
+    {"role": "CHAT_ROLE_ASSISTANT", "contentShape": "CHAT_CONTENT_SHAPE_NULL", "refusal": "No."},
+    {"role": "CHAT_ROLE_SMARTER", "content": "Plugin weather selected."},
+]
+
+
+def chat_messages(f):
+    as_json = json.loads(os.environ.get("PARLEY_CHAT_MESSAGES") or "null") or DEFAULT_CHAT_MESSAGES
+    messages = [json_format.ParseDict(m, prompt_pb2.ChatMessage()) for m in as_json]
+    prompt_id = f.prompt.OpenPrompt(prompt_pb2.OpenPromptRequest(llm_client_id=f.ids["llm_client"]), metadata=f.md, timeout=TIMEOUT).prompt.id
+    f.prompt.AppendHistory(prompt_pb2.AppendHistoryRequest(prompt_id=prompt_id, messages=messages), metadata=f.md, timeout=TIMEOUT)
+    listed = f.prompt.ListHistory(prompt_pb2.ListHistoryRequest(prompt_id=prompt_id), metadata=f.md, timeout=TIMEOUT)
+    read = f.prompt.GetPromptHistory(prompt_pb2.GetPromptHistoryRequest(id=prompt_id), metadata=f.md, timeout=TIMEOUT)
+
+    def printed(ms):
+        return [json.dumps(json_format.MessageToDict(m), ensure_ascii=False, separators=(",", ":")) for m in ms]
+
+    return {
+        "sent": printed(messages),
+        "listed": printed(listed.history[0].messages),
+        "read": printed(read.prompt_history),
+        "equal": list(listed.history[0].messages) == messages,
 def labels_search(f):
     """Labels on sessions and prompts, a ListSessions filter and order_by with total_size, a refused filter."""
     f.genie.RegisterModelType(
@@ -570,7 +638,7 @@ def session_transfer(f):
     return {"records": len(records), "kinds": sorted(set(kinds)), "revision_count": res.revision_count, "element_count": res.element_count, "secondary_count": res.secondary_count}
 
 
-STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume, genie_token_budget, session_transfer, labels_search]
+STEPS = [admin_setup, error_details, prompt_with_logs, genie_session_watch, end_user_erasure, genie_delta_resume, genie_token_budget, chat_messages, session_transfer, prompt_import, labels_search]
 
 
 def main():

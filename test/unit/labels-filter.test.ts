@@ -1,6 +1,6 @@
 import test from 'ava';
 import { hotSessionSchema, storedSessionSchema } from '../../src/genie/store.js';
-import { promptRowSchema } from '../../src/prompt/store.js';
+import { cachedPromptSchema, promptRowSchema } from '../../src/prompt/store.js';
 import { parseFilter, parseOrderBy } from '../../src/filter.js';
 import { AppError } from '../../src/errors.js';
 
@@ -21,16 +21,17 @@ const copy = {
   updatedAt: '2025-01-01T00:00:00.000Z',
 };
 
-test('a cached session or stored answer written before labels existed reads as no labels (null prototype)', (t) => {
+test('a stored answer written before labels existed reads as no labels (null prototype); a hot copy without them does not decode (a miss)', (t) => {
+  t.throws(() => hotSessionSchema.parse(copy));
+  const answer = storedSessionSchema.parse(copy);
+  t.deepEqual(Object.keys(answer.labels), []);
+  t.is(Object.getPrototypeOf(answer.labels), null);
   for (const schema of [hotSessionSchema, storedSessionSchema]) {
-    const s = schema.parse(copy);
-    t.deepEqual(Object.keys(s.labels), []);
-    t.is(Object.getPrototypeOf(s.labels), null);
     const labelled = schema.parse({ ...copy, labels: { constructor: 'c', team: 'a' } });
     t.is(labelled.labels['constructor'] as unknown, 'c');
     t.is(Object.getPrototypeOf(labelled.labels), null);
   }
-  const prompt = promptRowSchema.parse({
+  const promptCopy = {
     id: 'p',
     accountId: 'a',
     userProfileId: 'u',
@@ -47,8 +48,10 @@ test('a cached session or stored answer written before labels existed reads as n
     createdAt: '2025-01-01T00:00:00.000Z',
     updatedAt: '2025-01-01T00:00:00.000Z',
     revision: 1,
-  });
-  t.deepEqual(Object.keys(prompt.labels), []);
+  };
+  t.deepEqual(Object.keys(promptRowSchema.parse(promptCopy).labels), []);
+  t.throws(() => cachedPromptSchema.parse(promptCopy));
+  t.is(cachedPromptSchema.parse({ ...promptCopy, labels: { a: 'b' } }).labels['a'], 'b');
 });
 
 const sessions = { equality: ['state', 'model_type', 'end_user_id'] } as const;

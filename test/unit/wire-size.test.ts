@@ -74,12 +74,26 @@ test('intSize and timestampSize equal the encoder\'s lengths, negative values an
 });
 
 const toolCall = fc.record({ id: anyString, callType: anyString, functionName: anyString, functionArguments: anyString });
+const noPart = { text: undefined, imageUrl: undefined, inputAudio: undefined, file: undefined, refusal: undefined };
+/** One part, one kind set (as a oneof decodes), or none. */
+const contentPart = fc.oneof(
+  anyString.map((text) => ({ ...noPart, text })),
+  fc.record({ url: anyString, detail: anyString }).map((imageUrl) => ({ ...noPart, imageUrl })),
+  fc.record({ data: anyString, format: anyString }).map((inputAudio) => ({ ...noPart, inputAudio })),
+  fc.record({ fileData: anyString, fileId: anyString, filename: anyString }).map((file) => ({ ...noPart, file })),
+  anyString.map((refusal) => ({ ...noPart, refusal })),
+  fc.constant(noPart),
+);
 const chatMessage = fc.record({
   role: fc.oneof(fc.constantFrom(...Object.values(ChatRole).filter((r): r is number => typeof r === 'number')), fc.integer({ min: -5, max: 1000 })),
   content: anyString,
   name: anyString,
   toolCalls: fc.array(toolCall, { maxLength: 3 }),
   toolCallId: anyString,
+  contentParts: fc.array(contentPart, { maxLength: 3 }),
+  contentShape: fc.oneof(fc.constantFrom(0, 1, 2), fc.integer({ min: -5, max: 1000 })),
+  refusal: anyString,
+  audio: fc.option(fc.record({ id: anyString }), { nil: undefined }),
 });
 
 test('chatMessageSize equals the encoder\'s length', (t) => {
@@ -91,7 +105,22 @@ test('chatMessageSize equals the encoder\'s length', (t) => {
 
 /** Stored messages: the OpenAI form parley writes, and whatever else a jsonb column may hold. */
 const storedMessage = fc.oneof(
-  fc.record({ role: fc.constantFrom('system', 'user', 'assistant', 'tool', 'developer', 'robot'), content: fc.oneof(anyString, fc.array(json.value, { maxLength: 3 })) }, { requiredKeys: ['role'] }),
+  fc.record({ role: fc.constantFrom('system', 'user', 'assistant', 'tool', 'developer', 'smarter', 'smarter_error', 'robot'), content: fc.oneof(anyString, fc.constant(null), fc.array(json.value, { maxLength: 3 })) }, { requiredKeys: ['role'] }),
+  fc.record({
+    role: fc.constantFrom('user', 'assistant'),
+    content: fc.array(
+      fc.oneof(
+        fc.record({ type: fc.constant('text'), text: anyString }),
+        fc.record({ type: fc.constant('image_url'), image_url: fc.oneof(anyString, fc.record({ url: anyString, detail: anyString }, { requiredKeys: [] })) }),
+        fc.record({ type: fc.constant('input_audio'), input_audio: fc.record({ data: anyString, format: anyString }) }),
+        fc.record({ type: fc.constant('file'), file: fc.record({ file_data: anyString, file_id: anyString, filename: anyString }, { requiredKeys: [] }) }),
+        fc.record({ type: fc.constant('refusal'), refusal: anyString }),
+      ),
+      { maxLength: 3 },
+    ),
+    refusal: fc.oneof(anyString, fc.constant(null)),
+    audio: fc.record({ id: anyString }),
+  }, { requiredKeys: ['role'] }),
   fc.record({
     role: fc.constant('assistant'),
     content: anyString,

@@ -70,12 +70,27 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
   const actorEnum = enumNumber([0, 1, 2, 3]);
   const duration = fc.oneof(fc.constant(undefined), fc.record({ seconds: int64, nanos: int32 }));
   const mask = (valid: string[]) => fc.oneof(fc.constant(undefined), fc.array(oneOfOr([...valid, '__proto__', 'fields.__proto__.x', 'a..b', '*']), { maxLength: 4 }));
+  // A content part: one kind set (as a oneof decodes), several (a hand-made encoding may send them), or none.
+  const noPart = { text: undefined, imageUrl: undefined, inputAudio: undefined, file: undefined, refusal: undefined };
+  const contentPart = fc.oneof(
+    str.map((text) => ({ ...noPart, text })),
+    fc.record({ url: oneOfOr(['https://example.com/a.png', 'data:image/png;base64,AAAA', '']), detail: oneOfOr(['', 'auto', 'low', 'high']) }).map((imageUrl) => ({ ...noPart, imageUrl })),
+    fc.record({ data: oneOfOr(['UklGRg==', '']), format: oneOfOr(['wav', 'mp3', '']) }).map((inputAudio) => ({ ...noPart, inputAudio })),
+    fc.record({ fileData: oneOfOr(['', 'JVBERi0=']), fileId: oneOfOr(['', 'file-1']), filename: oneOfOr(['', 'a.pdf']) }).map((file) => ({ ...noPart, file })),
+    str.map((refusal) => ({ ...noPart, refusal })),
+    fc.constant(noPart),
+    fc.record({ text: str, refusal: str }).map((both) => ({ ...noPart, ...both })),
+  );
   const chatMessage = fc.record({
-    role: enumNumber([0, 1, 2, 3, 4, 5]),
+    role: enumNumber([0, 1, 2, 3, 4, 5, 6, 7]),
     content: str,
     name: oneOfOr(['']),
     toolCalls: fc.array(fc.record({ id: str, callType: oneOfOr(['function']), functionName: str, functionArguments: str }), { maxLength: 2 }),
     toolCallId: oneOfOr(['']),
+    contentParts: fc.array(contentPart, { maxLength: 3 }),
+    contentShape: enumNumber([0, 1, 2]),
+    refusal: oneOfOr(['']),
+    audio: fc.option(fc.record({ id: oneOfOr(['audio_1']) }), { nil: undefined }),
   });
   const machine = fc.oneof(
     fc.constant({
@@ -188,6 +203,36 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
   // Updates and deletes only ever name spare resources (or made-up ids): never the fuzz's or the victim's own.
   const spareOr = (spareId: string) => fc.oneof({ weight: 4, arbitrary: fc.constant(spareId) }, { weight: 1, arbitrary: fc.uuid() }, { weight: 1, arbitrary: str });
   const optRevision = fc.oneof(fc.constant(undefined), int64);
+  // ImportPrompt: one record per message, in any order (an honest import is header … trailer; the hostile
+  // ones break the order, the counts, the keys, the ids and the sizes).
+  const newSessionKey = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Buffer.from(b).toString('hex'));
+  const promptRecord = fc.oneof(
+    fc.record({
+      header: fc.record({
+        sessionKey: fc.oneof(newSessionKey, oneOfOr(self.sessionKeys)),
+        name: oneOfOr(['', 'imported']),
+        description: str,
+        version: oneOfOr(['', '1.0.0']),
+        annotations: stringMap,
+        tags: fc.array(oneOfOr(['vip', 'eu']), { maxLength: 3 }),
+        ipAddress: oneOfOr(['', '192.0.2.1', '::1']),
+        userAgent: str,
+        url: oneOfOr(['', 'https://example.com/chat']),
+        createTime: date,
+        updateTime: date,
+        endUserId: endUser,
+        llmClientId: llmClients,
+      }),
+    }),
+    fc.record({ history: fc.record({ request: struct, response: struct, messages: fc.array(chatMessage, { maxLength: 3 }), createTime: date }) }),
+    fc.record({
+      toolCall: fc.record({ pluginId: fc.oneof(plugins, fc.constant('')), functionName: oneOfOr(['get_weather']), functionArgs: oneOfOr(['{}']), request: struct, response: struct, createTime: date }),
+    }),
+    fc.record({ pluginUsage: fc.record({ pluginId: plugins, inputText: str, createTime: date }) }),
+    fc.record({ trailer: fc.record({ historyCount: int64, toolCallCount: int64, pluginUsageCount: int64 }) }),
+    fc.constant({}),
+  );
+  const importPromptMessage = fc.record({ record: fc.oneof(promptRecord, fc.constant(undefined)) });
   // ImportSession: one record per message, in any order (an honest import is header … trailer; the
   // hostile ones break the order, the counts, the ids and the sizes).
   const sessionRecord = fc.oneof(
@@ -392,6 +437,7 @@ export function generators(w: World, v: Vocabulary = hostile): Record<string, Sp
     'PromptService/GetPromptHistory': { kind: 'unary', req: fc.record({ id: fc.oneof(prompts, fc.constant('')), sessionKey: oneOfOr(['', ...self.sessionKeys]) }) },
     'PromptService/ListPlugins': { kind: 'unary', req: fc.record(page('plugins')) },
     'PromptService/WatchPrompt': { kind: 'server-stream', req: fc.record({ promptId: prompts, afterRevision: revision }) },
+    'PromptService/ImportPrompt': { kind: 'client-stream', req: importPromptMessage },
 
     // GenieService
     'GenieService/RegisterModelType': {

@@ -44,7 +44,7 @@ export function victimLoop(s: TestServer, v: Holdings, boundMs: number): { stop:
         if (read && (read.session?.actorInput !== `question ${i}` || read.session.fields?.topic !== `round ${i}`)) report.failures.push(`GetSession: read back ${JSON.stringify(read.session)}`);
       }
       const promptId = v.promptIds[0]!;
-      const message = { role: ChatRole.CHAT_ROLE_USER, content: `hello ${i}`, name: '', toolCalls: [], toolCallId: '' };
+      const message = { role: ChatRole.CHAT_ROLE_USER, content: `hello ${i}`, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined };
       await timed('AppendHistory', (o) => rpc(p, p.appendHistory, { promptId, request: { i }, response: {}, messages: [message], requestId: '' }, md, o));
       await timed('GetPrompt', (o) => rpc(p, p.getPrompt, { id: promptId, sessionKey: '' }, md, o));
       await timed('ListSessions', (o) => rpc(g, g.listSessions, { endUserId: '', modelType: '', state: '', pageSize: 5, pageToken: '', filter: 'labels.round = "1" AND create_time > "2020-01-01T00:00:00Z"', orderBy: 'update_time desc', showTotalSize: true }, md, o));

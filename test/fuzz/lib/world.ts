@@ -33,7 +33,7 @@ export interface World {
   modelTypes: string[];
 }
 
-const message = (content: string) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '' });
+const message = (content: string) => ({ role: ChatRole.CHAT_ROLE_USER, content, name: '', toolCalls: [], toolCallId: '', contentParts: [], contentShape: 0, refusal: '', audio: undefined });
 
 /** A tenant with prompts, logs, plugins, model types, sessions and secondary storage. */
 export async function populate(s: TestServer, tenant: Tenant): Promise<Holdings> {

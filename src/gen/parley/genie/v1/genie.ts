@@ -1349,10 +1349,7 @@ export interface SessionRecord {
   trailer?: SessionRecordTrailer | undefined;
 }
 
-/**
- * What identifies an exported session, and its values that no revision holds. Field 14 is kept for
- * `labels`.
- */
+/** What identifies an exported session, and its values that no revision holds. */
 export interface SessionRecordHeader {
   /** The exported session's id (a UUID). ImportSession keeps it with keep_session_id, else makes a new one. */
   sessionId: string;
@@ -1398,6 +1395,13 @@ export interface SessionRecordHeader {
    * for an export of the current one.
    */
   revisionCount: number;
+  /** The session's labels (as GenieSession.labels, same bounds; not versioned, so the current ones). */
+  labels: { [key: string]: string };
+}
+
+export interface SessionRecordHeader_LabelsEntry {
+  key: string;
+  value: string;
 }
 
 /** The session's snapshot at one revision, as stored (never upgraded to a later schema version). */
@@ -10727,6 +10731,7 @@ function createBaseSessionRecordHeader(): SessionRecordHeader {
     tokenizerEncoding: "",
     revision: 0,
     revisionCount: 0,
+    labels: {},
   };
 }
 
@@ -10771,6 +10776,9 @@ export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
     if (message.revisionCount !== 0) {
       writer.uint32(104).int64(message.revisionCount);
     }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      SessionRecordHeader_LabelsEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
+    });
     return writer;
   },
 
@@ -10891,6 +10899,17 @@ export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
             message.revisionCount = longToNumber(reader.int64());
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            const entry14 = SessionRecordHeader_LabelsEntry.decode(reader, reader.uint32());
+            if (entry14.value !== undefined) {
+              message.labels[entry14.key] = entry14.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -10962,6 +10981,20 @@ export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
         : isSet(object.revision_count)
         ? globalThis.Number(object.revision_count)
         : 0,
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -11006,6 +11039,15 @@ export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
     if (message.revisionCount !== 0) {
       obj.revisionCount = Math.round(message.revisionCount);
     }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -11027,6 +11069,102 @@ export const SessionRecordHeader: MessageFns<SessionRecordHeader> = {
     message.tokenizerEncoding = object.tokenizerEncoding ?? "";
     message.revision = object.revision ?? 0;
     message.revisionCount = object.revisionCount ?? 0;
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseSessionRecordHeader_LabelsEntry(): SessionRecordHeader_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const SessionRecordHeader_LabelsEntry: MessageFns<SessionRecordHeader_LabelsEntry> = {
+  encode(message: SessionRecordHeader_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionRecordHeader_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionRecordHeader_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionRecordHeader_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: SessionRecordHeader_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionRecordHeader_LabelsEntry>, I>>(base?: I): SessionRecordHeader_LabelsEntry {
+    return SessionRecordHeader_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionRecordHeader_LabelsEntry>, I>>(
+    object: I,
+  ): SessionRecordHeader_LabelsEntry {
+    const message = createBaseSessionRecordHeader_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };

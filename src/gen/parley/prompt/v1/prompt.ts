@@ -13,6 +13,8 @@ import {
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
+  type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -43,6 +45,10 @@ export enum ChatRole {
   CHAT_ROLE_TOOL = 4,
   /** CHAT_ROLE_DEVELOPER - Developer instructions (`developer`). */
   CHAT_ROLE_DEVELOPER = 5,
+  /** CHAT_ROLE_SMARTER - A note smarter's prompt engineer workbench adds to its conversation (`smarter`); never sent to a model. */
+  CHAT_ROLE_SMARTER = 6,
+  /** CHAT_ROLE_SMARTER_ERROR - An error smarter's workbench records in its conversation (`smarter_error`); never sent to a model. */
+  CHAT_ROLE_SMARTER_ERROR = 7,
   UNRECOGNIZED = -1,
 }
 
@@ -66,6 +72,12 @@ export function chatRoleFromJSON(object: any): ChatRole {
     case 5:
     case "CHAT_ROLE_DEVELOPER":
       return ChatRole.CHAT_ROLE_DEVELOPER;
+    case 6:
+    case "CHAT_ROLE_SMARTER":
+      return ChatRole.CHAT_ROLE_SMARTER;
+    case 7:
+    case "CHAT_ROLE_SMARTER_ERROR":
+      return ChatRole.CHAT_ROLE_SMARTER_ERROR;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -87,7 +99,58 @@ export function chatRoleToJSON(object: ChatRole): string {
       return "CHAT_ROLE_TOOL";
     case ChatRole.CHAT_ROLE_DEVELOPER:
       return "CHAT_ROLE_DEVELOPER";
+    case ChatRole.CHAT_ROLE_SMARTER:
+      return "CHAT_ROLE_SMARTER";
+    case ChatRole.CHAT_ROLE_SMARTER_ERROR:
+      return "CHAT_ROLE_SMARTER_ERROR";
     case ChatRole.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
+ * How a chat message's content is written when `content` is empty and `content_parts` has none. OpenAI
+ * tells an absent `content` from `null` and from `""`; each has exactly one spelling here, so a message reads
+ * back as it was written.
+ */
+export enum ChatContentShape {
+  /** CHAT_CONTENT_SHAPE_UNSPECIFIED - The content is the string `content` (`""` when empty), or the list `content_parts` when it has parts. */
+  CHAT_CONTENT_SHAPE_UNSPECIFIED = 0,
+  /** CHAT_CONTENT_SHAPE_NULL - `"content": null` (an assistant message with tool calls, a refusal or audio). */
+  CHAT_CONTENT_SHAPE_NULL = 1,
+  /** CHAT_CONTENT_SHAPE_OMITTED - No `content` key at all (an assistant message with tool calls, a refusal or audio). */
+  CHAT_CONTENT_SHAPE_OMITTED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function chatContentShapeFromJSON(object: any): ChatContentShape {
+  switch (object) {
+    case 0:
+    case "CHAT_CONTENT_SHAPE_UNSPECIFIED":
+      return ChatContentShape.CHAT_CONTENT_SHAPE_UNSPECIFIED;
+    case 1:
+    case "CHAT_CONTENT_SHAPE_NULL":
+      return ChatContentShape.CHAT_CONTENT_SHAPE_NULL;
+    case 2:
+    case "CHAT_CONTENT_SHAPE_OMITTED":
+      return ChatContentShape.CHAT_CONTENT_SHAPE_OMITTED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ChatContentShape.UNRECOGNIZED;
+  }
+}
+
+export function chatContentShapeToJSON(object: ChatContentShape): string {
+  switch (object) {
+    case ChatContentShape.CHAT_CONTENT_SHAPE_UNSPECIFIED:
+      return "CHAT_CONTENT_SHAPE_UNSPECIFIED";
+    case ChatContentShape.CHAT_CONTENT_SHAPE_NULL:
+      return "CHAT_CONTENT_SHAPE_NULL";
+    case ChatContentShape.CHAT_CONTENT_SHAPE_OMITTED:
+      return "CHAT_CONTENT_SHAPE_OMITTED";
+    case ChatContentShape.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -161,11 +224,74 @@ export interface Prompt_LabelsEntry {
   value: string;
 }
 
+/** An image part of a user message (`{"type": "image_url", "image_url": {"url", "detail"}}`). */
+export interface ChatImageUrl {
+  /**
+   * An https URL or a `data:` URL carrying the image (base64); required, at most 1 MiB with the rest of
+   * the entry.
+   */
+  url: string;
+  /** `auto`, `low` or `high`; empty leaves the key out. */
+  detail: string;
+}
+
+/** An audio part of a user message (`{"type": "input_audio", "input_audio": {"data", "format"}}`). */
+export interface ChatInputAudio {
+  /** The audio, base64; required. */
+  data: string;
+  /** `wav` or `mp3`; required. */
+  format: string;
+}
+
+/**
+ * A file part of a user message (`{"type": "file", "file": {"file_data", "file_id", "filename"}}`): an
+ * uploaded file by id, or its content inline.
+ */
+export interface ChatFile {
+  /** The file's content, base64 (or a `data:` URL); this or `file_id` is required. */
+  fileData: string;
+  /** The id of an uploaded file; this or `file_data` is required. */
+  fileId: string;
+  /** The file's name, at most 255 characters; empty leaves the key out. */
+  filename: string;
+}
+
+/** One part of a chat message's content list; exactly one kind is set. */
+export interface ChatContentPart {
+  /** `{"type": "text", "text": …}` (any role). */
+  text?:
+    | string
+    | undefined;
+  /** `{"type": "image_url", …}` (user messages). */
+  imageUrl?:
+    | ChatImageUrl
+    | undefined;
+  /** `{"type": "input_audio", …}` (user messages). */
+  inputAudio?:
+    | ChatInputAudio
+    | undefined;
+  /** `{"type": "file", …}` (user messages). */
+  file?:
+    | ChatFile
+    | undefined;
+  /** `{"type": "refusal", "refusal": …}` (assistant messages). */
+  refusal?: string | undefined;
+}
+
+/** A reference to audio the model produced earlier (`"audio": {"id": …}` on an assistant message). */
+export interface ChatAudioRef {
+  /** The audio's id as the model gave it; required. */
+  id: string;
+}
+
 /** A tool call requested by the assistant in a chat message. */
 export interface ChatToolCall {
   /** The call's id as the model produced it (not a parley id); tool messages answer it by this id. */
   id: string;
-  /** `function` (the only kind today); empty means `function`. */
+  /**
+   * `function` (the only kind today); empty means `function`, and is stored and read back as `function` (the
+   * one value a message does not read back as written).
+   */
   callType: string;
   /** The function's name, 1-255 characters. */
   functionName: string;
@@ -176,16 +302,20 @@ export interface ChatToolCall {
   functionArguments: string;
 }
 
-/** One OpenAI-style chat message. */
+/**
+ * One OpenAI-style chat message, kept losslessly: it is stored in OpenAI's wire shape and reads back (here
+ * and as proto3 JSON) exactly as it was written. The content is one of: the string `content`; the list
+ * `content_parts`; `null` or no content at all (`content_shape`). Only one of these is set.
+ */
 export interface ChatMessage {
   /**
    * Who wrote it; required: one of CHAT_ROLE_SYSTEM, CHAT_ROLE_USER, CHAT_ROLE_ASSISTANT, CHAT_ROLE_TOOL,
-   * CHAT_ROLE_DEVELOPER.
+   * CHAT_ROLE_DEVELOPER, CHAT_ROLE_SMARTER, CHAT_ROLE_SMARTER_ERROR.
    */
   role: ChatRole;
   /**
-   * The text; required except on an assistant message that carries tool calls. Counts toward the 1 MiB
-   * of its history entry.
+   * The content as a string; required (as this or as `content_parts`) except on an assistant message that
+   * carries tool calls, a refusal or audio. Counts toward the 1 MiB of its history entry.
    */
   content: string;
   /** The participant's name: 1-64 letters, digits, `_` or `-`. */
@@ -194,6 +324,17 @@ export interface ChatMessage {
   toolCalls: ChatToolCall[];
   /** The id of the tool call a tool message answers (tool messages only, and required there). */
   toolCallId: string;
+  /**
+   * The content as a list of parts (instead of `content`), at most 256: text parts on any role; image,
+   * audio and file parts on user messages; refusal parts on assistant messages.
+   */
+  contentParts: ChatContentPart[];
+  /** Content written as `null` or left out; only when `content` is empty and `content_parts` has none. */
+  contentShape: ChatContentShape;
+  /** The model's refusal (`"refusal": …`; assistant messages only); empty leaves the key out. */
+  refusal: string;
+  /** Audio the model produced earlier, by id (assistant messages only). */
+  audio: ChatAudioRef | undefined;
 }
 
 /**
@@ -725,6 +866,150 @@ export interface PromptDeleted {
 
 /** The replay of a watch is complete. */
 export interface CaughtUp {
+}
+
+/** One message of ImportPrompt's stream. */
+export interface ImportPromptRequest {
+  /** One record: the header first, the trailer last. */
+  record: PromptRecord | undefined;
+}
+
+/** A prompt or one of its log entries, as ImportPrompt takes them. */
+export interface PromptRecord {
+  /** The prompt itself; the first record. */
+  header?:
+    | PromptRecordHeader
+    | undefined;
+  /** One history entry. */
+  history?:
+    | PromptRecordHistory
+    | undefined;
+  /** One tool call. */
+  toolCall?:
+    | PromptRecordToolCall
+    | undefined;
+  /** One plugin usage. */
+  pluginUsage?:
+    | PromptRecordPluginUsage
+    | undefined;
+  /** How many of each came; the last record. */
+  trailer?: PromptRecordTrailer | undefined;
+}
+
+/** The prompt ImportPrompt writes; each field is checked as OpenPrompt and UpdatePrompt check it. */
+export interface PromptRecordHeader {
+  /** 64 hexadecimal characters (stored lower-case); taken by another prompt: ALREADY_EXISTS. */
+  sessionKey: string;
+  /** As Prompt.name; empty derives one from the session key. */
+  name: string;
+  /** As Prompt.description. */
+  description: string;
+  /** As Prompt.version; empty sets `1.0.0`. */
+  version: string;
+  /** As Prompt.annotations. */
+  annotations: { [key: string]: string };
+  /** As Prompt.tags. */
+  tags: string[];
+  /** As OpenPromptRequest.ip_address. */
+  ipAddress: string;
+  /** As OpenPromptRequest.user_agent. */
+  userAgent: string;
+  /** As OpenPromptRequest.url. */
+  url: string;
+  /** When the prompt was created. */
+  createTime:
+    | Date
+    | undefined;
+  /** When it last changed; not before `create_time`. */
+  updateTime:
+    | Date
+    | undefined;
+  /** As OpenPromptRequest.end_user_id. */
+  endUserId: string;
+  /** The LLM client of the caller's account the prompt belongs to. */
+  llmClientId: string;
+  /** As Prompt.labels (same bounds); empty means none. */
+  labels: { [key: string]: string };
+}
+
+export interface PromptRecordHeader_AnnotationsEntry {
+  key: string;
+  value: string;
+}
+
+export interface PromptRecordHeader_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+/** A history entry as AppendHistory takes it, with its time. */
+export interface PromptRecordHistory {
+  /** As AppendHistoryRequest.request. */
+  request:
+    | { [key: string]: any }
+    | undefined;
+  /** As AppendHistoryRequest.response. */
+  response:
+    | { [key: string]: any }
+    | undefined;
+  /** As AppendHistoryRequest.messages. */
+  messages: ChatMessage[];
+  /** When it was logged. */
+  createTime: Date | undefined;
+}
+
+/** A tool call as RecordToolCall takes it, with its time. */
+export interface PromptRecordToolCall {
+  /** A plugin of the caller's account, or empty for none. */
+  pluginId: string;
+  /** As RecordToolCallRequest.function_name. */
+  functionName: string;
+  /** As RecordToolCallRequest.function_args. */
+  functionArgs: string;
+  /** As RecordToolCallRequest.request. */
+  request:
+    | { [key: string]: any }
+    | undefined;
+  /** As RecordToolCallRequest.response. */
+  response:
+    | { [key: string]: any }
+    | undefined;
+  /** When it was logged. */
+  createTime: Date | undefined;
+}
+
+/** A plugin usage as RecordPluginUsage takes it, with its time. */
+export interface PromptRecordPluginUsage {
+  /** A plugin of the caller's account. */
+  pluginId: string;
+  /** As RecordPluginUsageRequest.input_text. */
+  inputText: string;
+  /** When it was logged. */
+  createTime: Date | undefined;
+}
+
+/** The counts of the records sent; an import whose counts differ is refused (a cut stream is not taken whole). */
+export interface PromptRecordTrailer {
+  /** History entries sent. */
+  historyCount: number;
+  /** Tool calls sent. */
+  toolCallCount: number;
+  /** Plugin usages sent. */
+  pluginUsageCount: number;
+}
+
+/** Response of ImportPrompt. */
+export interface ImportPromptResponse {
+  /** The prompt as written. */
+  prompt:
+    | Prompt
+    | undefined;
+  /** History entries written. */
+  historyCount: number;
+  /** Tool calls written. */
+  toolCallCount: number;
+  /** Plugin usages written. */
+  pluginUsageCount: number;
 }
 
 function createBasePrompt(): Prompt {
@@ -1353,6 +1638,497 @@ export const Prompt_LabelsEntry: MessageFns<Prompt_LabelsEntry> = {
   },
 };
 
+function createBaseChatImageUrl(): ChatImageUrl {
+  return { url: "", detail: "" };
+}
+
+export const ChatImageUrl: MessageFns<ChatImageUrl> = {
+  encode(message: ChatImageUrl, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.url !== "") {
+      writer.uint32(10).string(message.url);
+    }
+    if (message.detail !== "") {
+      writer.uint32(18).string(message.detail);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatImageUrl {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatImageUrl();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatImageUrl {
+    return {
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+    };
+  },
+
+  toJSON(message: ChatImageUrl): unknown {
+    const obj: any = {};
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatImageUrl>, I>>(base?: I): ChatImageUrl {
+    return ChatImageUrl.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatImageUrl>, I>>(object: I): ChatImageUrl {
+    const message = createBaseChatImageUrl();
+    message.url = object.url ?? "";
+    message.detail = object.detail ?? "";
+    return message;
+  },
+};
+
+function createBaseChatInputAudio(): ChatInputAudio {
+  return { data: "", format: "" };
+}
+
+export const ChatInputAudio: MessageFns<ChatInputAudio> = {
+  encode(message: ChatInputAudio, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data !== "") {
+      writer.uint32(10).string(message.data);
+    }
+    if (message.format !== "") {
+      writer.uint32(18).string(message.format);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatInputAudio {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatInputAudio();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.format = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatInputAudio {
+    return {
+      data: isSet(object.data) ? globalThis.String(object.data) : "",
+      format: isSet(object.format) ? globalThis.String(object.format) : "",
+    };
+  },
+
+  toJSON(message: ChatInputAudio): unknown {
+    const obj: any = {};
+    if (message.data !== "") {
+      obj.data = message.data;
+    }
+    if (message.format !== "") {
+      obj.format = message.format;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatInputAudio>, I>>(base?: I): ChatInputAudio {
+    return ChatInputAudio.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatInputAudio>, I>>(object: I): ChatInputAudio {
+    const message = createBaseChatInputAudio();
+    message.data = object.data ?? "";
+    message.format = object.format ?? "";
+    return message;
+  },
+};
+
+function createBaseChatFile(): ChatFile {
+  return { fileData: "", fileId: "", filename: "" };
+}
+
+export const ChatFile: MessageFns<ChatFile> = {
+  encode(message: ChatFile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fileData !== "") {
+      writer.uint32(10).string(message.fileData);
+    }
+    if (message.fileId !== "") {
+      writer.uint32(18).string(message.fileId);
+    }
+    if (message.filename !== "") {
+      writer.uint32(26).string(message.filename);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatFile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatFile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fileData = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fileId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.filename = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatFile {
+    return {
+      fileData: isSet(object.fileData)
+        ? globalThis.String(object.fileData)
+        : isSet(object.file_data)
+        ? globalThis.String(object.file_data)
+        : "",
+      fileId: isSet(object.fileId)
+        ? globalThis.String(object.fileId)
+        : isSet(object.file_id)
+        ? globalThis.String(object.file_id)
+        : "",
+      filename: isSet(object.filename) ? globalThis.String(object.filename) : "",
+    };
+  },
+
+  toJSON(message: ChatFile): unknown {
+    const obj: any = {};
+    if (message.fileData !== "") {
+      obj.fileData = message.fileData;
+    }
+    if (message.fileId !== "") {
+      obj.fileId = message.fileId;
+    }
+    if (message.filename !== "") {
+      obj.filename = message.filename;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatFile>, I>>(base?: I): ChatFile {
+    return ChatFile.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatFile>, I>>(object: I): ChatFile {
+    const message = createBaseChatFile();
+    message.fileData = object.fileData ?? "";
+    message.fileId = object.fileId ?? "";
+    message.filename = object.filename ?? "";
+    return message;
+  },
+};
+
+function createBaseChatContentPart(): ChatContentPart {
+  return { text: undefined, imageUrl: undefined, inputAudio: undefined, file: undefined, refusal: undefined };
+}
+
+export const ChatContentPart: MessageFns<ChatContentPart> = {
+  encode(message: ChatContentPart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== undefined) {
+      writer.uint32(10).string(message.text);
+    }
+    if (message.imageUrl !== undefined) {
+      ChatImageUrl.encode(message.imageUrl, writer.uint32(18).fork()).join();
+    }
+    if (message.inputAudio !== undefined) {
+      ChatInputAudio.encode(message.inputAudio, writer.uint32(26).fork()).join();
+    }
+    if (message.file !== undefined) {
+      ChatFile.encode(message.file, writer.uint32(34).fork()).join();
+    }
+    if (message.refusal !== undefined) {
+      writer.uint32(42).string(message.refusal);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatContentPart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatContentPart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.imageUrl = ChatImageUrl.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.inputAudio = ChatInputAudio.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.file = ChatFile.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.refusal = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatContentPart {
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : undefined,
+      imageUrl: isSet(object.imageUrl)
+        ? ChatImageUrl.fromJSON(object.imageUrl)
+        : isSet(object.image_url)
+        ? ChatImageUrl.fromJSON(object.image_url)
+        : undefined,
+      inputAudio: isSet(object.inputAudio)
+        ? ChatInputAudio.fromJSON(object.inputAudio)
+        : isSet(object.input_audio)
+        ? ChatInputAudio.fromJSON(object.input_audio)
+        : undefined,
+      file: isSet(object.file) ? ChatFile.fromJSON(object.file) : undefined,
+      refusal: isSet(object.refusal) ? globalThis.String(object.refusal) : undefined,
+    };
+  },
+
+  toJSON(message: ChatContentPart): unknown {
+    const obj: any = {};
+    if (message.text !== undefined) {
+      obj.text = message.text;
+    }
+    if (message.imageUrl !== undefined) {
+      obj.imageUrl = ChatImageUrl.toJSON(message.imageUrl);
+    }
+    if (message.inputAudio !== undefined) {
+      obj.inputAudio = ChatInputAudio.toJSON(message.inputAudio);
+    }
+    if (message.file !== undefined) {
+      obj.file = ChatFile.toJSON(message.file);
+    }
+    if (message.refusal !== undefined) {
+      obj.refusal = message.refusal;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatContentPart>, I>>(base?: I): ChatContentPart {
+    return ChatContentPart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatContentPart>, I>>(object: I): ChatContentPart {
+    const message = createBaseChatContentPart();
+    message.text = object.text ?? undefined;
+    message.imageUrl = (object.imageUrl !== undefined && object.imageUrl !== null)
+      ? ChatImageUrl.fromPartial(object.imageUrl)
+      : undefined;
+    message.inputAudio = (object.inputAudio !== undefined && object.inputAudio !== null)
+      ? ChatInputAudio.fromPartial(object.inputAudio)
+      : undefined;
+    message.file = (object.file !== undefined && object.file !== null) ? ChatFile.fromPartial(object.file) : undefined;
+    message.refusal = object.refusal ?? undefined;
+    return message;
+  },
+};
+
+function createBaseChatAudioRef(): ChatAudioRef {
+  return { id: "" };
+}
+
+export const ChatAudioRef: MessageFns<ChatAudioRef> = {
+  encode(message: ChatAudioRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatAudioRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatAudioRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatAudioRef {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: ChatAudioRef): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChatAudioRef>, I>>(base?: I): ChatAudioRef {
+    return ChatAudioRef.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChatAudioRef>, I>>(object: I): ChatAudioRef {
+    const message = createBaseChatAudioRef();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
 function createBaseChatToolCall(): ChatToolCall {
   return { id: "", callType: "", functionName: "", functionArguments: "" };
 }
@@ -1483,7 +2259,17 @@ export const ChatToolCall: MessageFns<ChatToolCall> = {
 };
 
 function createBaseChatMessage(): ChatMessage {
-  return { role: 0, content: "", name: "", toolCalls: [], toolCallId: "" };
+  return {
+    role: 0,
+    content: "",
+    name: "",
+    toolCalls: [],
+    toolCallId: "",
+    contentParts: [],
+    contentShape: 0,
+    refusal: "",
+    audio: undefined,
+  };
 }
 
 export const ChatMessage: MessageFns<ChatMessage> = {
@@ -1502,6 +2288,18 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     }
     if (message.toolCallId !== "") {
       writer.uint32(42).string(message.toolCallId);
+    }
+    for (const v of message.contentParts) {
+      ChatContentPart.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.contentShape !== 0) {
+      writer.uint32(56).int32(message.contentShape);
+    }
+    if (message.refusal !== "") {
+      writer.uint32(66).string(message.refusal);
+    }
+    if (message.audio !== undefined) {
+      ChatAudioRef.encode(message.audio, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -1559,6 +2357,38 @@ export const ChatMessage: MessageFns<ChatMessage> = {
             message.toolCallId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.contentParts.push(ChatContentPart.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.contentShape = reader.int32() as any;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.refusal = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.audio = ChatAudioRef.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1586,6 +2416,18 @@ export const ChatMessage: MessageFns<ChatMessage> = {
         : isSet(object.tool_call_id)
         ? globalThis.String(object.tool_call_id)
         : "",
+      contentParts: globalThis.Array.isArray(object?.contentParts)
+        ? object.contentParts.map((e: any) => ChatContentPart.fromJSON(e))
+        : globalThis.Array.isArray(object?.content_parts)
+        ? object.content_parts.map((e: any) => ChatContentPart.fromJSON(e))
+        : [],
+      contentShape: isSet(object.contentShape)
+        ? chatContentShapeFromJSON(object.contentShape)
+        : isSet(object.content_shape)
+        ? chatContentShapeFromJSON(object.content_shape)
+        : 0,
+      refusal: isSet(object.refusal) ? globalThis.String(object.refusal) : "",
+      audio: isSet(object.audio) ? ChatAudioRef.fromJSON(object.audio) : undefined,
     };
   },
 
@@ -1606,6 +2448,18 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     if (message.toolCallId !== "") {
       obj.toolCallId = message.toolCallId;
     }
+    if (message.contentParts?.length) {
+      obj.contentParts = message.contentParts.map((e) => ChatContentPart.toJSON(e));
+    }
+    if (message.contentShape !== 0) {
+      obj.contentShape = chatContentShapeToJSON(message.contentShape);
+    }
+    if (message.refusal !== "") {
+      obj.refusal = message.refusal;
+    }
+    if (message.audio !== undefined) {
+      obj.audio = ChatAudioRef.toJSON(message.audio);
+    }
     return obj;
   },
 
@@ -1619,6 +2473,12 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     message.name = object.name ?? "";
     message.toolCalls = object.toolCalls?.map((e) => ChatToolCall.fromPartial(e)) || [];
     message.toolCallId = object.toolCallId ?? "";
+    message.contentParts = object.contentParts?.map((e) => ChatContentPart.fromPartial(e)) || [];
+    message.contentShape = object.contentShape ?? 0;
+    message.refusal = object.refusal ?? "";
+    message.audio = (object.audio !== undefined && object.audio !== null)
+      ? ChatAudioRef.fromPartial(object.audio)
+      : undefined;
     return message;
   },
 };
@@ -5990,6 +6850,1434 @@ export const CaughtUp: MessageFns<CaughtUp> = {
   },
 };
 
+function createBaseImportPromptRequest(): ImportPromptRequest {
+  return { record: undefined };
+}
+
+export const ImportPromptRequest: MessageFns<ImportPromptRequest> = {
+  encode(message: ImportPromptRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.record !== undefined) {
+      PromptRecord.encode(message.record, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportPromptRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportPromptRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.record = PromptRecord.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportPromptRequest {
+    return { record: isSet(object.record) ? PromptRecord.fromJSON(object.record) : undefined };
+  },
+
+  toJSON(message: ImportPromptRequest): unknown {
+    const obj: any = {};
+    if (message.record !== undefined) {
+      obj.record = PromptRecord.toJSON(message.record);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportPromptRequest>, I>>(base?: I): ImportPromptRequest {
+    return ImportPromptRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportPromptRequest>, I>>(object: I): ImportPromptRequest {
+    const message = createBaseImportPromptRequest();
+    message.record = (object.record !== undefined && object.record !== null)
+      ? PromptRecord.fromPartial(object.record)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePromptRecord(): PromptRecord {
+  return { header: undefined, history: undefined, toolCall: undefined, pluginUsage: undefined, trailer: undefined };
+}
+
+export const PromptRecord: MessageFns<PromptRecord> = {
+  encode(message: PromptRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      PromptRecordHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    if (message.history !== undefined) {
+      PromptRecordHistory.encode(message.history, writer.uint32(18).fork()).join();
+    }
+    if (message.toolCall !== undefined) {
+      PromptRecordToolCall.encode(message.toolCall, writer.uint32(26).fork()).join();
+    }
+    if (message.pluginUsage !== undefined) {
+      PromptRecordPluginUsage.encode(message.pluginUsage, writer.uint32(34).fork()).join();
+    }
+    if (message.trailer !== undefined) {
+      PromptRecordTrailer.encode(message.trailer, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromptRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.header = PromptRecordHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.history = PromptRecordHistory.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.toolCall = PromptRecordToolCall.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pluginUsage = PromptRecordPluginUsage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.trailer = PromptRecordTrailer.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromptRecord {
+    return {
+      header: isSet(object.header) ? PromptRecordHeader.fromJSON(object.header) : undefined,
+      history: isSet(object.history) ? PromptRecordHistory.fromJSON(object.history) : undefined,
+      toolCall: isSet(object.toolCall)
+        ? PromptRecordToolCall.fromJSON(object.toolCall)
+        : isSet(object.tool_call)
+        ? PromptRecordToolCall.fromJSON(object.tool_call)
+        : undefined,
+      pluginUsage: isSet(object.pluginUsage)
+        ? PromptRecordPluginUsage.fromJSON(object.pluginUsage)
+        : isSet(object.plugin_usage)
+        ? PromptRecordPluginUsage.fromJSON(object.plugin_usage)
+        : undefined,
+      trailer: isSet(object.trailer) ? PromptRecordTrailer.fromJSON(object.trailer) : undefined,
+    };
+  },
+
+  toJSON(message: PromptRecord): unknown {
+    const obj: any = {};
+    if (message.header !== undefined) {
+      obj.header = PromptRecordHeader.toJSON(message.header);
+    }
+    if (message.history !== undefined) {
+      obj.history = PromptRecordHistory.toJSON(message.history);
+    }
+    if (message.toolCall !== undefined) {
+      obj.toolCall = PromptRecordToolCall.toJSON(message.toolCall);
+    }
+    if (message.pluginUsage !== undefined) {
+      obj.pluginUsage = PromptRecordPluginUsage.toJSON(message.pluginUsage);
+    }
+    if (message.trailer !== undefined) {
+      obj.trailer = PromptRecordTrailer.toJSON(message.trailer);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PromptRecord>, I>>(base?: I): PromptRecord {
+    return PromptRecord.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PromptRecord>, I>>(object: I): PromptRecord {
+    const message = createBasePromptRecord();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? PromptRecordHeader.fromPartial(object.header)
+      : undefined;
+    message.history = (object.history !== undefined && object.history !== null)
+      ? PromptRecordHistory.fromPartial(object.history)
+      : undefined;
+    message.toolCall = (object.toolCall !== undefined && object.toolCall !== null)
+      ? PromptRecordToolCall.fromPartial(object.toolCall)
+      : undefined;
+    message.pluginUsage = (object.pluginUsage !== undefined && object.pluginUsage !== null)
+      ? PromptRecordPluginUsage.fromPartial(object.pluginUsage)
+      : undefined;
+    message.trailer = (object.trailer !== undefined && object.trailer !== null)
+      ? PromptRecordTrailer.fromPartial(object.trailer)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePromptRecordHeader(): PromptRecordHeader {
+  return {
+    sessionKey: "",
+    name: "",
+    description: "",
+    version: "",
+    annotations: {},
+    tags: [],
+    ipAddress: "",
+    userAgent: "",
+    url: "",
+    createTime: undefined,
+    updateTime: undefined,
+    endUserId: "",
+    llmClientId: "",
+    labels: {},
+  };
+}
+
+export const PromptRecordHeader: MessageFns<PromptRecordHeader> = {
+  encode(message: PromptRecordHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionKey !== "") {
+      writer.uint32(10).string(message.sessionKey);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.description !== "") {
+      writer.uint32(26).string(message.description);
+    }
+    if (message.version !== "") {
+      writer.uint32(34).string(message.version);
+    }
+    globalThis.Object.entries(message.annotations).forEach(([key, value]: [string, string]) => {
+      PromptRecordHeader_AnnotationsEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
+    });
+    for (const v of message.tags) {
+      writer.uint32(50).string(v!);
+    }
+    if (message.ipAddress !== "") {
+      writer.uint32(58).string(message.ipAddress);
+    }
+    if (message.userAgent !== "") {
+      writer.uint32(66).string(message.userAgent);
+    }
+    if (message.url !== "") {
+      writer.uint32(74).string(message.url);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(82).fork()).join();
+    }
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(90).fork()).join();
+    }
+    if (message.endUserId !== "") {
+      writer.uint32(98).string(message.endUserId);
+    }
+    if (message.llmClientId !== "") {
+      writer.uint32(106).string(message.llmClientId);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      PromptRecordHeader_LabelsEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptRecordHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromptRecordHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionKey = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            const entry5 = PromptRecordHeader_AnnotationsEntry.decode(reader, reader.uint32());
+            if (entry5.value !== undefined) {
+              message.annotations[entry5.key] = entry5.value;
+            }
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.tags.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.ipAddress = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.userAgent = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.endUserId = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.llmClientId = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            const entry14 = PromptRecordHeader_LabelsEntry.decode(reader, reader.uint32());
+            if (entry14.value !== undefined) {
+              message.labels[entry14.key] = entry14.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromptRecordHeader {
+    return {
+      sessionKey: isSet(object.sessionKey)
+        ? globalThis.String(object.sessionKey)
+        : isSet(object.session_key)
+        ? globalThis.String(object.session_key)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      version: isSet(object.version) ? globalThis.String(object.version) : "",
+      annotations: isObject(object.annotations)
+        ? (globalThis.Object.entries(object.annotations) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      tags: globalThis.Array.isArray(object?.tags) ? object.tags.map((e: any) => globalThis.String(e)) : [],
+      ipAddress: isSet(object.ipAddress)
+        ? globalThis.String(object.ipAddress)
+        : isSet(object.ip_address)
+        ? globalThis.String(object.ip_address)
+        : "",
+      userAgent: isSet(object.userAgent)
+        ? globalThis.String(object.userAgent)
+        : isSet(object.user_agent)
+        ? globalThis.String(object.user_agent)
+        : "",
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
+        : undefined,
+      endUserId: isSet(object.endUserId)
+        ? globalThis.String(object.endUserId)
+        : isSet(object.end_user_id)
+        ? globalThis.String(object.end_user_id)
+        : "",
+      llmClientId: isSet(object.llmClientId)
+        ? globalThis.String(object.llmClientId)
+        : isSet(object.llm_client_id)
+        ? globalThis.String(object.llm_client_id)
+        : "",
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: PromptRecordHeader): unknown {
+    const obj: any = {};
+    if (message.sessionKey !== "") {
+      obj.sessionKey = message.sessionKey;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.version !== "") {
+      obj.version = message.version;
+    }
+    if (message.annotations) {
+      const entries = globalThis.Object.entries(message.annotations) as [string, string][];
+      if (entries.length > 0) {
+        obj.annotations = {};
+        entries.forEach(([k, v]) => {
+          obj.annotations[k] = v;
+        });
+      }
+    }
+    if (message.tags?.length) {
+      obj.tags = message.tags;
+    }
+    if (message.ipAddress !== "") {
+      obj.ipAddress = message.ipAddress;
+    }
+    if (message.userAgent !== "") {
+      obj.userAgent = message.userAgent;
+    }
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
+    }
+    if (message.endUserId !== "") {
+      obj.endUserId = message.endUserId;
+    }
+    if (message.llmClientId !== "") {
+      obj.llmClientId = message.llmClientId;
+    }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PromptRecordHeader>, I>>(base?: I): PromptRecordHeader {
+    return PromptRecordHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PromptRecordHeader>, I>>(object: I): PromptRecordHeader {
+    const message = createBasePromptRecordHeader();
+    message.sessionKey = object.sessionKey ?? "";
+    message.name = object.name ?? "";
+    message.description = object.description ?? "";
+    message.version = object.version ?? "";
+    message.annotations = (globalThis.Object.entries(object.annotations ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.tags = object.tags?.map((e) => e) || [];
+    message.ipAddress = object.ipAddress ?? "";
+    message.userAgent = object.userAgent ?? "";
+    message.url = object.url ?? "";
+    message.createTime = object.createTime ?? undefined;
+    message.updateTime = object.updateTime ?? undefined;
+    message.endUserId = object.endUserId ?? "";
+    message.llmClientId = object.llmClientId ?? "";
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBasePromptRecordHeader_AnnotationsEntry(): PromptRecordHeader_AnnotationsEntry {
+  return { key: "", value: "" };
+}
+
+export const PromptRecordHeader_AnnotationsEntry: MessageFns<PromptRecordHeader_AnnotationsEntry> = {
+  encode(message: PromptRecordHeader_AnnotationsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptRecordHeader_AnnotationsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromptRecordHeader_AnnotationsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromptRecordHeader_AnnotationsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: PromptRecordHeader_AnnotationsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PromptRecordHeader_AnnotationsEntry>, I>>(
+    base?: I,
+  ): PromptRecordHeader_AnnotationsEntry {
+    return PromptRecordHeader_AnnotationsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PromptRecordHeader_AnnotationsEntry>, I>>(
+    object: I,
+  ): PromptRecordHeader_AnnotationsEntry {
+    const message = createBasePromptRecordHeader_AnnotationsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBasePromptRecordHeader_LabelsEntry(): PromptRecordHeader_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const PromptRecordHeader_LabelsEntry: MessageFns<PromptRecordHeader_LabelsEntry> = {
+  encode(message: PromptRecordHeader_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptRecordHeader_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromptRecordHeader_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromptRecordHeader_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: PromptRecordHeader_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PromptRecordHeader_LabelsEntry>, I>>(base?: I): PromptRecordHeader_LabelsEntry {
+    return PromptRecordHeader_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PromptRecordHeader_LabelsEntry>, I>>(
+    object: I,
+  ): PromptRecordHeader_LabelsEntry {
+    const message = createBasePromptRecordHeader_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBasePromptRecordHistory(): PromptRecordHistory {
+  return { request: undefined, response: undefined, messages: [], createTime: undefined };
+}
+
+export const PromptRecordHistory: MessageFns<PromptRecordHistory> = {
+  encode(message: PromptRecordHistory, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.request !== undefined) {
+      Struct.encode(Struct.wrap(message.request), writer.uint32(10).fork()).join();
+    }
+    if (message.response !== undefined) {
+      Struct.encode(Struct.wrap(message.response), writer.uint32(18).fork()).join();
+    }
+    for (const v of message.messages) {
+      ChatMessage.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptRecordHistory {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromptRecordHistory();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.request = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.response = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.messages.push(ChatMessage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromptRecordHistory {
+    return {
+      request: isObject(object.request) ? object.request : undefined,
+      response: isObject(object.response) ? object.response : undefined,
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => ChatMessage.fromJSON(e))
+        : [],
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: PromptRecordHistory): unknown {
+    const obj: any = {};
+    if (message.request !== undefined) {
+      obj.request = message.request;
+    }
+    if (message.response !== undefined) {
+      obj.response = message.response;
+    }
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => ChatMessage.toJSON(e));
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PromptRecordHistory>, I>>(base?: I): PromptRecordHistory {
+    return PromptRecordHistory.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PromptRecordHistory>, I>>(object: I): PromptRecordHistory {
+    const message = createBasePromptRecordHistory();
+    message.request = object.request ?? undefined;
+    message.response = object.response ?? undefined;
+    message.messages = object.messages?.map((e) => ChatMessage.fromPartial(e)) || [];
+    message.createTime = object.createTime ?? undefined;
+    return message;
+  },
+};
+
+function createBasePromptRecordToolCall(): PromptRecordToolCall {
+  return {
+    pluginId: "",
+    functionName: "",
+    functionArgs: "",
+    request: undefined,
+    response: undefined,
+    createTime: undefined,
+  };
+}
+
+export const PromptRecordToolCall: MessageFns<PromptRecordToolCall> = {
+  encode(message: PromptRecordToolCall, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pluginId !== "") {
+      writer.uint32(10).string(message.pluginId);
+    }
+    if (message.functionName !== "") {
+      writer.uint32(18).string(message.functionName);
+    }
+    if (message.functionArgs !== "") {
+      writer.uint32(26).string(message.functionArgs);
+    }
+    if (message.request !== undefined) {
+      Struct.encode(Struct.wrap(message.request), writer.uint32(34).fork()).join();
+    }
+    if (message.response !== undefined) {
+      Struct.encode(Struct.wrap(message.response), writer.uint32(42).fork()).join();
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptRecordToolCall {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromptRecordToolCall();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pluginId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.functionName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.functionArgs = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.request = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.response = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromptRecordToolCall {
+    return {
+      pluginId: isSet(object.pluginId)
+        ? globalThis.String(object.pluginId)
+        : isSet(object.plugin_id)
+        ? globalThis.String(object.plugin_id)
+        : "",
+      functionName: isSet(object.functionName)
+        ? globalThis.String(object.functionName)
+        : isSet(object.function_name)
+        ? globalThis.String(object.function_name)
+        : "",
+      functionArgs: isSet(object.functionArgs)
+        ? globalThis.String(object.functionArgs)
+        : isSet(object.function_args)
+        ? globalThis.String(object.function_args)
+        : "",
+      request: isObject(object.request) ? object.request : undefined,
+      response: isObject(object.response) ? object.response : undefined,
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: PromptRecordToolCall): unknown {
+    const obj: any = {};
+    if (message.pluginId !== "") {
+      obj.pluginId = message.pluginId;
+    }
+    if (message.functionName !== "") {
+      obj.functionName = message.functionName;
+    }
+    if (message.functionArgs !== "") {
+      obj.functionArgs = message.functionArgs;
+    }
+    if (message.request !== undefined) {
+      obj.request = message.request;
+    }
+    if (message.response !== undefined) {
+      obj.response = message.response;
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PromptRecordToolCall>, I>>(base?: I): PromptRecordToolCall {
+    return PromptRecordToolCall.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PromptRecordToolCall>, I>>(object: I): PromptRecordToolCall {
+    const message = createBasePromptRecordToolCall();
+    message.pluginId = object.pluginId ?? "";
+    message.functionName = object.functionName ?? "";
+    message.functionArgs = object.functionArgs ?? "";
+    message.request = object.request ?? undefined;
+    message.response = object.response ?? undefined;
+    message.createTime = object.createTime ?? undefined;
+    return message;
+  },
+};
+
+function createBasePromptRecordPluginUsage(): PromptRecordPluginUsage {
+  return { pluginId: "", inputText: "", createTime: undefined };
+}
+
+export const PromptRecordPluginUsage: MessageFns<PromptRecordPluginUsage> = {
+  encode(message: PromptRecordPluginUsage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pluginId !== "") {
+      writer.uint32(10).string(message.pluginId);
+    }
+    if (message.inputText !== "") {
+      writer.uint32(18).string(message.inputText);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptRecordPluginUsage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromptRecordPluginUsage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pluginId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.inputText = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromptRecordPluginUsage {
+    return {
+      pluginId: isSet(object.pluginId)
+        ? globalThis.String(object.pluginId)
+        : isSet(object.plugin_id)
+        ? globalThis.String(object.plugin_id)
+        : "",
+      inputText: isSet(object.inputText)
+        ? globalThis.String(object.inputText)
+        : isSet(object.input_text)
+        ? globalThis.String(object.input_text)
+        : "",
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: PromptRecordPluginUsage): unknown {
+    const obj: any = {};
+    if (message.pluginId !== "") {
+      obj.pluginId = message.pluginId;
+    }
+    if (message.inputText !== "") {
+      obj.inputText = message.inputText;
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PromptRecordPluginUsage>, I>>(base?: I): PromptRecordPluginUsage {
+    return PromptRecordPluginUsage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PromptRecordPluginUsage>, I>>(object: I): PromptRecordPluginUsage {
+    const message = createBasePromptRecordPluginUsage();
+    message.pluginId = object.pluginId ?? "";
+    message.inputText = object.inputText ?? "";
+    message.createTime = object.createTime ?? undefined;
+    return message;
+  },
+};
+
+function createBasePromptRecordTrailer(): PromptRecordTrailer {
+  return { historyCount: 0, toolCallCount: 0, pluginUsageCount: 0 };
+}
+
+export const PromptRecordTrailer: MessageFns<PromptRecordTrailer> = {
+  encode(message: PromptRecordTrailer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.historyCount !== 0) {
+      writer.uint32(8).int64(message.historyCount);
+    }
+    if (message.toolCallCount !== 0) {
+      writer.uint32(16).int64(message.toolCallCount);
+    }
+    if (message.pluginUsageCount !== 0) {
+      writer.uint32(24).int64(message.pluginUsageCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromptRecordTrailer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromptRecordTrailer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.historyCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.toolCallCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pluginUsageCount = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromptRecordTrailer {
+    return {
+      historyCount: isSet(object.historyCount)
+        ? globalThis.Number(object.historyCount)
+        : isSet(object.history_count)
+        ? globalThis.Number(object.history_count)
+        : 0,
+      toolCallCount: isSet(object.toolCallCount)
+        ? globalThis.Number(object.toolCallCount)
+        : isSet(object.tool_call_count)
+        ? globalThis.Number(object.tool_call_count)
+        : 0,
+      pluginUsageCount: isSet(object.pluginUsageCount)
+        ? globalThis.Number(object.pluginUsageCount)
+        : isSet(object.plugin_usage_count)
+        ? globalThis.Number(object.plugin_usage_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: PromptRecordTrailer): unknown {
+    const obj: any = {};
+    if (message.historyCount !== 0) {
+      obj.historyCount = Math.round(message.historyCount);
+    }
+    if (message.toolCallCount !== 0) {
+      obj.toolCallCount = Math.round(message.toolCallCount);
+    }
+    if (message.pluginUsageCount !== 0) {
+      obj.pluginUsageCount = Math.round(message.pluginUsageCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PromptRecordTrailer>, I>>(base?: I): PromptRecordTrailer {
+    return PromptRecordTrailer.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PromptRecordTrailer>, I>>(object: I): PromptRecordTrailer {
+    const message = createBasePromptRecordTrailer();
+    message.historyCount = object.historyCount ?? 0;
+    message.toolCallCount = object.toolCallCount ?? 0;
+    message.pluginUsageCount = object.pluginUsageCount ?? 0;
+    return message;
+  },
+};
+
+function createBaseImportPromptResponse(): ImportPromptResponse {
+  return { prompt: undefined, historyCount: 0, toolCallCount: 0, pluginUsageCount: 0 };
+}
+
+export const ImportPromptResponse: MessageFns<ImportPromptResponse> = {
+  encode(message: ImportPromptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.prompt !== undefined) {
+      Prompt.encode(message.prompt, writer.uint32(10).fork()).join();
+    }
+    if (message.historyCount !== 0) {
+      writer.uint32(16).int64(message.historyCount);
+    }
+    if (message.toolCallCount !== 0) {
+      writer.uint32(24).int64(message.toolCallCount);
+    }
+    if (message.pluginUsageCount !== 0) {
+      writer.uint32(32).int64(message.pluginUsageCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportPromptResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportPromptResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.prompt = Prompt.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.historyCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.toolCallCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.pluginUsageCount = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportPromptResponse {
+    return {
+      prompt: isSet(object.prompt) ? Prompt.fromJSON(object.prompt) : undefined,
+      historyCount: isSet(object.historyCount)
+        ? globalThis.Number(object.historyCount)
+        : isSet(object.history_count)
+        ? globalThis.Number(object.history_count)
+        : 0,
+      toolCallCount: isSet(object.toolCallCount)
+        ? globalThis.Number(object.toolCallCount)
+        : isSet(object.tool_call_count)
+        ? globalThis.Number(object.tool_call_count)
+        : 0,
+      pluginUsageCount: isSet(object.pluginUsageCount)
+        ? globalThis.Number(object.pluginUsageCount)
+        : isSet(object.plugin_usage_count)
+        ? globalThis.Number(object.plugin_usage_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: ImportPromptResponse): unknown {
+    const obj: any = {};
+    if (message.prompt !== undefined) {
+      obj.prompt = Prompt.toJSON(message.prompt);
+    }
+    if (message.historyCount !== 0) {
+      obj.historyCount = Math.round(message.historyCount);
+    }
+    if (message.toolCallCount !== 0) {
+      obj.toolCallCount = Math.round(message.toolCallCount);
+    }
+    if (message.pluginUsageCount !== 0) {
+      obj.pluginUsageCount = Math.round(message.pluginUsageCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportPromptResponse>, I>>(base?: I): ImportPromptResponse {
+    return ImportPromptResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportPromptResponse>, I>>(object: I): ImportPromptResponse {
+    const message = createBaseImportPromptResponse();
+    message.prompt = (object.prompt !== undefined && object.prompt !== null)
+      ? Prompt.fromPartial(object.prompt)
+      : undefined;
+    message.historyCount = object.historyCount ?? 0;
+    message.toolCallCount = object.toolCallCount ?? 0;
+    message.pluginUsageCount = object.pluginUsageCount ?? 0;
+    return message;
+  },
+};
+
 /**
  * PromptService keeps prompt sessions (one chat session of an LLM client, owned by a user profile) and
  * their logs: history, tool calls and plugin usage.
@@ -6257,6 +8545,31 @@ export const PromptServiceService = {
     responseSerialize: (value: WatchPromptResponse): Buffer => Buffer.from(WatchPromptResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchPromptResponse => WatchPromptResponse.decode(value),
   },
+  /**
+   * Writes a prompt with its logs as another system kept them (original times included), e.g. a migration:
+   * the first message carries the header, then history entries, tool calls and plugin usage in any order, and
+   * the last message the trailer, whose counts must match what came. All or nothing: the prompt is written
+   * in one transaction when the trailer arrives, or not at all. The prompt belongs to the API key's account
+   * and user profile; its revision is 1 + the number of log entries, each entry taking the next revision
+   * in the order it came. At most 10000 log entries and 64 MiB per import; each record is bounded as the
+   * write RPCs bound theirs. Watchers of the new prompt see nothing before it exists: it is new.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT or FIELD_TOO_LARGE naming the record and field, e.g.
+   * `records[3].history.messages[0].role`; a missing header or trailer, counts that differ, records past
+   * the trailer); NOT_FOUND (LLM_CLIENT_NOT_FOUND, PLUGIN_NOT_FOUND: not of the caller's account);
+   * ALREADY_EXISTS (PROMPT_ALREADY_EXISTS: the session key is taken, by an earlier import or any prompt);
+   * RESOURCE_EXHAUSTED (IMPORT_SIZE_LIMIT: over the entry or byte bound).
+   */
+  importPrompt: {
+    path: "/parley.prompt.v1.PromptService/ImportPrompt" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: ImportPromptRequest): Buffer => Buffer.from(ImportPromptRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportPromptRequest => ImportPromptRequest.decode(value),
+    responseSerialize: (value: ImportPromptResponse): Buffer =>
+      Buffer.from(ImportPromptResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportPromptResponse => ImportPromptResponse.decode(value),
+  },
 } as const;
 
 export interface PromptServiceServer extends UntypedServiceImplementation {
@@ -6371,6 +8684,22 @@ export interface PromptServiceServer extends UntypedServiceImplementation {
    * slowly; resume with the last revision it received).
    */
   watchPrompt: handleServerStreamingCall<WatchPromptRequest, WatchPromptResponse>;
+  /**
+   * Writes a prompt with its logs as another system kept them (original times included), e.g. a migration:
+   * the first message carries the header, then history entries, tool calls and plugin usage in any order, and
+   * the last message the trailer, whose counts must match what came. All or nothing: the prompt is written
+   * in one transaction when the trailer arrives, or not at all. The prompt belongs to the API key's account
+   * and user profile; its revision is 1 + the number of log entries, each entry taking the next revision
+   * in the order it came. At most 10000 log entries and 64 MiB per import; each record is bounded as the
+   * write RPCs bound theirs. Watchers of the new prompt see nothing before it exists: it is new.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT or FIELD_TOO_LARGE naming the record and field, e.g.
+   * `records[3].history.messages[0].role`; a missing header or trailer, counts that differ, records past
+   * the trailer); NOT_FOUND (LLM_CLIENT_NOT_FOUND, PLUGIN_NOT_FOUND: not of the caller's account);
+   * ALREADY_EXISTS (PROMPT_ALREADY_EXISTS: the session key is taken, by an earlier import or any prompt);
+   * RESOURCE_EXHAUSTED (IMPORT_SIZE_LIMIT: over the entry or byte bound).
+   */
+  importPrompt: handleClientStreamingCall<ImportPromptRequest, ImportPromptResponse>;
 }
 
 export interface PromptServiceClient extends Client {
@@ -6672,6 +9001,37 @@ export interface PromptServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchPromptResponse>;
+  /**
+   * Writes a prompt with its logs as another system kept them (original times included), e.g. a migration:
+   * the first message carries the header, then history entries, tool calls and plugin usage in any order, and
+   * the last message the trailer, whose counts must match what came. All or nothing: the prompt is written
+   * in one transaction when the trailer arrives, or not at all. The prompt belongs to the API key's account
+   * and user profile; its revision is 1 + the number of log entries, each entry taking the next revision
+   * in the order it came. At most 10000 log entries and 64 MiB per import; each record is bounded as the
+   * write RPCs bound theirs. Watchers of the new prompt see nothing before it exists: it is new.
+   *
+   * Errors: INVALID_ARGUMENT (INVALID_ARGUMENT or FIELD_TOO_LARGE naming the record and field, e.g.
+   * `records[3].history.messages[0].role`; a missing header or trailer, counts that differ, records past
+   * the trailer); NOT_FOUND (LLM_CLIENT_NOT_FOUND, PLUGIN_NOT_FOUND: not of the caller's account);
+   * ALREADY_EXISTS (PROMPT_ALREADY_EXISTS: the session key is taken, by an earlier import or any prompt);
+   * RESOURCE_EXHAUSTED (IMPORT_SIZE_LIMIT: over the entry or byte bound).
+   */
+  importPrompt(
+    callback: (error: ServiceError | null, response: ImportPromptResponse) => void,
+  ): ClientWritableStream<ImportPromptRequest>;
+  importPrompt(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ImportPromptResponse) => void,
+  ): ClientWritableStream<ImportPromptRequest>;
+  importPrompt(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportPromptResponse) => void,
+  ): ClientWritableStream<ImportPromptRequest>;
+  importPrompt(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportPromptResponse) => void,
+  ): ClientWritableStream<ImportPromptRequest>;
 }
 
 export const PromptServiceClient = makeGenericClientConstructor(
