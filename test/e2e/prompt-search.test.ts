@@ -163,6 +163,16 @@ test('every prompt filter shape and order is served by an index: EXPLAIN shows n
     t.notRegex(plan, /Seq Scan on prompts/, `${q.sql}\n${plan}`);
     t.regex(plan, /Index|Bitmap/, plan);
   }
+  // On a table this small the planner may prefer the account's b-tree and filter the labels there; the
+  // label predicates on their own show that the GIN index serves both operators.
+  for (const predicate of [`labels @> '{"team":"t1"}'::jsonb`, `labels \\? 'team'`]) {
+    const plan = await db.transaction(async (trx) => {
+      await trx.raw('SET LOCAL enable_seqscan = off');
+      const { rows } = (await trx.raw(`EXPLAIN SELECT count(*) FROM prompts WHERE ${predicate}`)) as { rows: Array<{ 'QUERY PLAN': string }> };
+      return rows.map((r) => r['QUERY PLAN']).join('\n');
+    });
+    t.regex(plan, /prompts_labels/, plan);
+  }
 });
 
 test('JSON callers: prompt labels and ListPrompts filter through buf curl', async (t) => {

@@ -531,6 +531,9 @@ def chat_messages(f):
         "listed": printed(listed.history[0].messages),
         "read": printed(read.prompt_history),
         "equal": list(listed.history[0].messages) == messages,
+    }
+
+
 def labels_search(f):
     """Labels on sessions and prompts, a ListSessions filter and order_by with total_size, a refused filter."""
     f.genie.RegisterModelType(
