@@ -157,6 +157,7 @@ async function insertAll(trx: Knex.Transaction, s: ImportedSession): Promise<voi
     forked_from_revision: h.forkedFromRevision ?? null,
     expire_time: h.expireTime ?? null,
     end_user_id: h.endUserId ?? null,
+    labels: json(h.labels),
     created_at: h.createdAt,
     updated_at: h.updatedAt,
   });
