@@ -46,7 +46,7 @@ export class Genie {
   }
 
   async create(fields: Record<string, unknown>): Promise<string> {
-    return (await unaryCall<CreateSessionResponse>(this.client, 'createSession', { modelType: this.modelType, fields, requestId: '', endUserId: '' }, this.md)).session!.sessionId;
+    return (await unaryCall<CreateSessionResponse>(this.client, 'createSession', { modelType: this.modelType, fields, requestId: '', endUserId: '', labels: {} }, this.md)).session!.sessionId;
   }
 
   /** Element `i` of a dialogue: even ones the user's, odd ones the assistant's. */

@@ -34,7 +34,7 @@ async function createSessions(target: string, ctx: BenchContext, n: number): Pro
   try {
     const ids: string[] = [];
     for (let i = 0; i < n; i++) {
-      const r = await call<CreateSessionResponse>(genie, 'createSession', { modelType: ctx.modelType, fields: { worker: i }, requestId: '', endUserId: '' }, md);
+      const r = await call<CreateSessionResponse>(genie, 'createSession', { modelType: ctx.modelType, fields: { worker: i }, requestId: '', endUserId: '', labels: {} }, md);
       ids.push(r.session!.sessionId);
     }
     return ids;
@@ -59,7 +59,7 @@ async function unaryOps(cmd: Extract<LoadCommand, { kind: 'unary' }>): Promise<{
   const pick = (w: number) => clients[w % clients.length] as Client;
   switch (scenario) {
     case 'OpenPrompt': {
-      const req = { sessionKey: ctx.sessionKey, llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '' };
+      const req = { sessionKey: ctx.sessionKey, llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '', endUserId: '', labels: {} };
       return { close, op: (w) => call(pick(w), 'openPrompt', req, md) };
     }
     case 'AppendHistory': {

@@ -416,7 +416,7 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
     const md = bearer(key.secret);
 
     const open = (sessionKey: string) =>
-      call<OpenPromptResponse>(prompt, 'openPrompt', { sessionKey, llmClientId: sessionKey ? '' : llmClient.id, llmClientUrl: '', ipAddress: '203.0.113.7', userAgent: 'parley-bench/1.0', url: '', requestId: '', endUserId: '' }, md);
+      call<OpenPromptResponse>(prompt, 'openPrompt', { sessionKey, llmClientId: sessionKey ? '' : llmClient.id, llmClientUrl: '', ipAddress: '203.0.113.7', userAgent: 'parley-bench/1.0', url: '', requestId: '', endUserId: '', labels: {} }, md);
     const first = (await open('')).prompt!;
     const promptIds: string[] = [];
     for (let i = 0; i < maxConcurrency; i++) promptIds.push((await open('')).prompt!.id);
@@ -448,7 +448,7 @@ async function seed(address: string, databaseUrl: string | undefined, maxConcurr
       },
       md,
     );
-    const session = (await call<CreateSessionResponse>(genie, 'createSession', { modelType: MODEL_TYPE, fields: { topic: 'vacation days' }, requestId: '', endUserId: '' }, md)).session!;
+    const session = (await call<CreateSessionResponse>(genie, 'createSession', { modelType: MODEL_TYPE, fields: { topic: 'vacation days' }, requestId: '', endUserId: '', labels: {} }, md)).session!;
     let sent: unknown;
     for (let i = 0; i < 4; i++) {
       sent = await call(genie, 'sendEvent', { sessionId: session.sessionId, eventName: EVENT, actor: Actor.ACTOR_USER, actorInput: `turn ${i}: how many vacation days are left?`, requestId: '' }, md);

@@ -271,14 +271,14 @@ test('deleting a profile or an account takes its keys and prompts with it, at on
   const colleagueKey = await newKey(colleague.id);
   const cm = bearer(colleagueKey.secret);
   // ada opens a session; the colleague (same account) finds it by its key, so the cache holds it.
-  const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, { sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' } as any, tenant.md);
-  t.is((await rpc(s.prompt, s.prompt.openPrompt, { sessionKey: prompt!.sessionKey, llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' } as any, cm)).prompt!.id, prompt!.id);
+  const { prompt } = await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: '', llmClientId: tenant.llmClientId, llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, tenant.md);
+  t.is((await rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: prompt!.sessionKey, llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, cm)).prompt!.id, prompt!.id);
   await t.notThrowsAsync(works(tenant.md));
 
   await rpc(A(), A().deleteUserProfile, { id: tenant.userProfileId, requestId: '' }, md());
   await fails(t, works(tenant.md), status.UNAUTHENTICATED, 'API_KEY_INVALID');
   const gone = await t.throwsAsync<ServiceError>(
-    rpc(s.prompt, s.prompt.openPrompt, { sessionKey: prompt!.sessionKey, llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' } as any, cm),
+    rpc(s.prompt, s.prompt.openPrompt, { labels: {}, endUserId: '', sessionKey: prompt!.sessionKey, llmClientId: '', llmClientUrl: '', ipAddress: '', userAgent: '', url: '', requestId: '' }, cm),
   );
   t.is(gone?.code, status.NOT_FOUND, 'the deleted profile’s prompt is not served from the cache');
   const keys = await rpc(A(), A().listApiKeys, { accountId: '', userProfileId: tenant.userProfileId, pageSize: 0, pageToken: '' }, md());

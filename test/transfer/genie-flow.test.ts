@@ -230,6 +230,7 @@ test('genie-flow toRecords: header, one revision, every element and secondary va
   const updated = new Date('2025-03-01T10:00:07.500Z');
   t.deepEqual(records[0], {
     header: {
+      labels: {},
       sessionId: parleySessionId('Interview', 'not-a-uuid'),
       modelType: 'interview',
       schemaVersion: 2,
