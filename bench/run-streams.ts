@@ -47,7 +47,7 @@ export async function captureWatchMessages(ctx: BenchContext): Promise<string[] 
       ),
     );
   try {
-    const session = (await unary<genie.CreateSessionResponse>('createSession', { modelType: ctx.modelType, fields: {}, requestId: '', endUserId: '' }, md)).session!;
+    const session = (await unary<genie.CreateSessionResponse>('createSession', { modelType: ctx.modelType, fields: {}, requestId: '', endUserId: '', labels: {} }, md)).session!;
     const stream = client.watchSession({ sessionId: session.sessionId, afterRevision: Number(session.revision), afterDeltas: [], snapshot: undefined }, md);
     stream.on('error', () => {});
     const got: unknown[] = [];

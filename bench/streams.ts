@@ -72,7 +72,7 @@ async function allLive(streams: AnyStream[], timeoutMs: number): Promise<void> {
 }
 
 async function createSession(parley: Genie, md: Metadata, modelType: string): Promise<{ id: string; revision: number }> {
-  const { session } = await unary<CreateSessionResponse>(parley, 'createSession', { modelType, fields: {}, requestId: '', endUserId: '' }, md);
+  const { session } = await unary<CreateSessionResponse>(parley, 'createSession', { modelType, fields: {}, requestId: '', endUserId: '', labels: {} }, md);
   return { id: session!.sessionId, revision: Number(session!.revision) };
 }
 
